@@ -1,0 +1,108 @@
+# mxbridge - transparent SMTP gateway for an inline Linux bridge
+#
+#   make            build mxbridge and mxbridgectl into $(O)
+#   make asan       the same with AddressSanitizer + UBSan into build-asan/
+#   make check      unit + end-to-end tests, then again under the sanitizers
+#   make demo       testbed, daemon, mail both ways, what happened
+#   make bench      side-by-side performance figures
+#
+# O= selects the build directory, so several builds can share the tree.
+
+O	?= build
+VERSION	 = 0.1.0
+PKGS	 = libuv openssl ldns libnetfilter_queue libmnl
+
+CC	?= cc
+CFLAGS	?= -O2 -g
+WARN	 = -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes \
+	   -Wmissing-prototypes -Wmissing-declarations -Wformat=2 \
+	   -Wno-unused-parameter -Wcast-qual -Wwrite-strings
+ifdef WERROR
+WARN	+= -Werror
+endif
+CPPFLAGS += -D_GNU_SOURCE -DMXB_VERSION=\"$(VERSION)\" \
+	    $(shell pkg-config --cflags $(PKGS))
+ALLCFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -MMD -MP
+LDLIBS	+= $(shell pkg-config --libs $(PKGS))
+
+COMMON_SRCS = \
+	common/addr.c \
+	common/buf.c \
+	common/log.c \
+	common/xmalloc.c
+
+POLICY_SRCS = \
+	policy/decide.c \
+	policy/parse.c \
+	policy/policy.c
+
+NFQ_SRCS = \
+	nfq/nfq.c \
+
+PROXY_SRCS = \
+	proxy/greet.c \
+	proxy/listener.c \
+
+MTA_SRCS = \
+
+DAEMON_SRCS = \
+	daemon/control.c \
+	daemon/mxbridge.c
+
+CTL_SRCS = \
+	ctl/mxbridgectl.c
+
+UNIT_TESTS = \
+	test_policy
+
+MXB_SRCS = $(DAEMON_SRCS) $(NFQ_SRCS) $(PROXY_SRCS) $(MTA_SRCS) \
+	   $(POLICY_SRCS) $(COMMON_SRCS)
+CTLB_SRCS = $(CTL_SRCS) $(POLICY_SRCS) $(COMMON_SRCS)
+
+objs	 = $(patsubst %.c,$(O)/%.o,$(1))
+
+all: $(O)/mxbridge $(O)/mxbridgectl
+
+$(O)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALLCFLAGS) -c -o $@ $<
+
+$(O)/mxbridge: $(call objs,$(MXB_SRCS))
+	$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/mxbridgectl: $(call objs,$(CTLB_SRCS))
+	$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# unit tests: test/unit/NAME.c linked with every module but the daemon's main
+LIB_SRCS = $(filter-out daemon/mxbridge.c,$(MXB_SRCS))
+$(O)/test/%: $(O)/test/unit/%.o $(call objs,$(LIB_SRCS))
+	$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
+
+units: $(addprefix $(O)/test/,$(UNIT_TESTS))
+
+asan:
+	$(MAKE) O=build-asan SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all units
+
+deps:
+	sh scripts/install-deps.sh
+
+check: deps
+	$(MAKE) WERROR=1 all units
+	$(MAKE) WERROR=1 asan
+	sh test/check.sh build build-asan
+
+demo: deps all
+	sh test/demo.sh
+
+bench: deps all
+	sh test/bench.sh
+
+lint:
+	mandoc -Tlint -Wwarning man/*.[58]
+
+clean:
+	rm -rf build build-asan
+
+.PHONY: all asan units deps check demo bench lint clean
+
+-include $(shell find $(O) -name '*.d' 2>/dev/null)

@@ -1,0 +1,97 @@
+/*
+ * tls.h - OpenSSL 3 over memory BIOs, driven by a libuv stream that the
+ * caller keeps reading.  Usable as server (STARTTLS toward clients) and as
+ * client (STARTTLS or SMTPS toward a next hop).
+ *
+ * The caller owns the stream and its read callback; the tls_conn only
+ * encrypts, decrypts and writes:
+ *
+ *	ctx = tls_ctx_server(cert, key, err, sizeof(err));   // once, at load
+ *	t = tls_conn_new(ctx, stream, TLS_SERVER, NULL);
+ *	tls_conn_start(t);		// a client sends its hello here
+ *	in the read callback:
+ *		st = tls_conn_feed(t, bytes, n, &plain);
+ *		TLS_FAILED: give up (tls_conn_error(t) says why)
+ *		TLS_HANDSHAKE: nothing to do yet
+ *		TLS_OPEN: plain holds the decrypted bytes (maybe none);
+ *			  tls_conn_info(t) is "TLSv1.3/TLS_AES_256_GCM_SHA384"
+ *		TLS_CLOSED: the peer sent close_notify
+ *	tls_stream_write(stream, t, data, n);	  // t may be NULL: plain write
+ *	tls_conn_close(t);	// optional close_notify, then close the stream
+ *	tls_conn_free(t);	// in or before the stream's close callback
+ *
+ * Writes are copied and queued on the stream with uv_write(); each write
+ * request frees itself, so a tls_conn or its owner can go away with writes
+ * still queued (libuv cancels them when the stream is closed).  The
+ * stream's write queue size (uv_stream_get_write_queue_size) is the
+ * backlog for flow control.  No function here calls back into the
+ * caller, so feeding and writing are safe at any point of a session.
+ */
+#ifndef MXB_TLS_H
+#define MXB_TLS_H
+#include <stddef.h>
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "buf.h"
+
+enum tls_role { TLS_SERVER = 0, TLS_CLIENT };
+
+enum tls_state {
+	TLS_FAILED = -1,
+	TLS_HANDSHAKE = 0,	/* negotiating */
+	TLS_OPEN,		/* handshake complete, data flows */
+	TLS_CLOSED		/* the peer sent close_notify */
+};
+
+/* client verification of the next hop's certificate */
+enum tls_verify {
+	TLS_VERIFY_NONE = 0,	/* opportunistic: encrypt, accept any cert */
+	TLS_VERIFY_PEER		/* chain to the system CAs and the SNI name */
+};
+
+struct tls_conn;
+
+/*
+ * Contexts are built once (at start or reload) and shared by every
+ * connection; free them with SSL_CTX_free() once no tls_conn uses them
+ * (each tls_conn holds a reference, so freeing early is safe).
+ * cert is a PEM chain file, key a PEM key file.  NULL and a reason in
+ * err on failure.
+ */
+SSL_CTX		*tls_ctx_server(const char *cert, const char *key, char *err,
+		    size_t errlen);
+/* cert/key may be NULL (no client certificate) */
+SSL_CTX		*tls_ctx_client(enum tls_verify, const char *cert,
+		    const char *key, char *err, size_t errlen);
+
+/* sni: server name for a client (also the name verified), or NULL */
+struct tls_conn	*tls_conn_new(SSL_CTX *, uv_stream_t *, enum tls_role,
+		    const char *sni);
+/* a client sends its hello; a server does nothing.  0, or -1 (error) */
+int		 tls_conn_start(struct tls_conn *);
+/* ciphertext read from the stream in; plaintext appended to plain */
+enum tls_state	 tls_conn_feed(struct tls_conn *, const void *, size_t,
+		    struct buf *plain);
+enum tls_state	 tls_conn_state(const struct tls_conn *);
+/* "PROTOCOL/CIPHER" once open, else NULL */
+const char	*tls_conn_info(const struct tls_conn *);
+/* the last OpenSSL or libuv error, for logs; "" if none */
+const char	*tls_conn_error(const struct tls_conn *);
+/* 1 if the peer's certificate verified (TLS_VERIFY_PEER), else 0 */
+int		 tls_conn_verified(const struct tls_conn *);
+/* send close_notify; the caller then closes the stream */
+void		 tls_conn_close(struct tls_conn *);
+void		 tls_conn_free(struct tls_conn *);
+/* the SSL object, for what this wrapper does not cover */
+SSL		*tls_conn_ssl(struct tls_conn *);
+
+/*
+ * tls_stream_write - write n bytes to the stream, encrypted through t
+ * when t is not NULL.  0, or a negative libuv error (or -1 for a TLS
+ * error) after which the caller should close the stream.
+ */
+int		 tls_stream_write(uv_stream_t *, struct tls_conn *,
+		    const void *, size_t);
+
+#endif

@@ -1,0 +1,224 @@
+/*
+ * control.c - the control socket mxbridgectl talks to.  The protocol is
+ * one request line of words, answered by "OK\n" or "ERR\n" followed by
+ * free text, after which the daemon closes the connection.  Commands are
+ * registered by the modules that own the data; this file only frames.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../common/xmalloc.h"
+#include "control.h"
+
+#define CONTROL_MAXREQ	1024
+#define CONTROL_MAXCMDS	32
+
+struct control_cmd {
+	const char	*name;
+	control_cmd_fn	 fn;
+};
+
+/* one accepted control connection */
+struct control_conn {
+	uv_pipe_t	 pipe;
+	uv_write_t	 wreq;
+	struct buf	 in;
+	struct buf	 out;
+	int		 answered;
+};
+
+static uv_pipe_t		 control_listener;
+static int			 control_listening;
+static char			*control_path;
+static struct control_cmd	 control_cmds[CONTROL_MAXCMDS];
+static size_t			 control_ncmds;
+static control_stats_fn		 control_stats[CONTROL_MAXCMDS];
+static size_t			 control_nstats;
+
+void
+control_register(const char *name, control_cmd_fn fn)
+{
+	if (control_ncmds == CONTROL_MAXCMDS)
+		fatalx("control_register: too many commands");
+	control_cmds[control_ncmds].name = name;
+	control_cmds[control_ncmds++].fn = fn;
+}
+
+void
+control_register_stats(control_stats_fn fn)
+{
+	if (control_nstats == CONTROL_MAXCMDS)
+		fatalx("control_register_stats: too many");
+	control_stats[control_nstats++] = fn;
+}
+
+/* control_cmd_stats - every module's counters, one key=value per line */
+static int
+control_cmd_stats(int argc, char **argv, struct buf *out)
+{
+	size_t i;
+
+	for (i = 0; i < control_nstats; i++)
+		control_stats[i](out);
+	return 0;
+}
+
+static void
+control_close_cb(uv_handle_t *h)
+{
+	struct control_conn *c = h->data;
+
+	buf_free(&c->in);
+	buf_free(&c->out);
+	free(c);
+}
+
+static void
+control_write_cb(uv_write_t *req, int status)
+{
+	struct control_conn *c = req->data;
+
+	uv_close((uv_handle_t *)&c->pipe, control_close_cb);
+}
+
+/* control_dispatch - split the request into words and run its command */
+static void
+control_dispatch(struct control_conn *c, char *line)
+{
+	char *argv[CONTROL_MAXARGS + 1], *save = NULL, *w;
+	struct buf body;
+	int argc = 0, rc = -1;
+	size_t i;
+
+	buf_init(&body);
+	for (w = strtok_r(line, " \t", &save); w != NULL && argc < CONTROL_MAXARGS;
+	    w = strtok_r(NULL, " \t", &save))
+		argv[argc++] = w;
+	argv[argc] = NULL;
+	if (argc == 0)
+		buf_puts(&body, "empty request\n");
+	for (i = 0; argc > 0 && i < control_ncmds; i++) {
+		if (strcmp(argv[0], control_cmds[i].name) == 0) {
+			rc = control_cmds[i].fn(argc, argv, &body);
+			break;
+		}
+	}
+	if (argc > 0 && i == control_ncmds)
+		buf_printf(&body, "unknown command: %s\n", argv[0]);
+	buf_puts(&c->out, rc == 0 ? "OK\n" : "ERR\n");
+	if (body.len)
+		buf_append(&c->out, body.data, body.len);
+	buf_free(&body);
+	log_debug("control: command=%s rc=%d", argc ? argv[0] : "", rc);
+}
+
+static void
+control_reply(struct control_conn *c)
+{
+	uv_buf_t ub = uv_buf_init(c->out.data, (unsigned)c->out.len);
+
+	c->answered = 1;
+	uv_read_stop((uv_stream_t *)&c->pipe);
+	c->wreq.data = c;
+	if (uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &ub, 1,
+	    control_write_cb) != 0)
+		uv_close((uv_handle_t *)&c->pipe, control_close_cb);
+}
+
+static void
+control_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *ub)
+{
+	struct control_conn *c = h->data;
+
+	buf_reserve(&c->in, 512);
+	ub->base = c->in.data + c->in.len;
+	ub->len = c->in.cap - c->in.len - 1;
+}
+
+static void
+control_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *ub)
+{
+	struct control_conn *c = s->data;
+	char *nl;
+
+	if (n < 0) {
+		uv_close((uv_handle_t *)s, control_close_cb);
+		return;
+	}
+	c->in.len += (size_t)n;
+	c->in.data[c->in.len] = '\0';
+	if ((nl = memchr(c->in.data, '\n', c->in.len)) == NULL) {
+		if (c->in.len > CONTROL_MAXREQ) {
+			buf_puts(&c->out, "ERR\nrequest too long\n");
+			control_reply(c);
+		}
+		return;
+	}
+	*nl = '\0';
+	if (nl > c->in.data && nl[-1] == '\r')
+		nl[-1] = '\0';
+	control_dispatch(c, c->in.data);
+	control_reply(c);
+}
+
+static void
+control_accept_cb(uv_stream_t *server, int status)
+{
+	struct control_conn *c;
+
+	if (status < 0) {
+		log_warnx("control: accept: %s", uv_strerror(status));
+		return;
+	}
+	c = xcalloc(1, sizeof(*c));
+	uv_pipe_init(server->loop, &c->pipe, 0);
+	c->pipe.data = c;
+	if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0 ||
+	    uv_read_start((uv_stream_t *)&c->pipe, control_alloc_cb,
+	    control_read_cb) != 0)
+		uv_close((uv_handle_t *)&c->pipe, control_close_cb);
+}
+
+int
+control_start(uv_loop_t *loop, const char *path)
+{
+	mode_t old;
+	int rc;
+
+	control_register("stats", control_cmd_stats);
+	if (unlink(path) == -1 && errno != ENOENT) {
+		log_warn("control: unlink %s", path);
+		return -1;
+	}
+	uv_pipe_init(loop, &control_listener, 0);
+	old = umask(0117);
+	rc = uv_pipe_bind(&control_listener, path);
+	umask(old);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)&control_listener, 16,
+		    control_accept_cb);
+	if (rc != 0) {
+		log_warnx("control: %s: %s", path, uv_strerror(rc));
+		uv_close((uv_handle_t *)&control_listener, NULL);
+		return -1;
+	}
+	control_path = xstrdup(path);
+	control_listening = 1;
+	return 0;
+}
+
+void
+control_stop(void)
+{
+	if (!control_listening)
+		return;
+	uv_close((uv_handle_t *)&control_listener, NULL);
+	unlink(control_path);
+	free(control_path);
+	control_path = NULL;
+	control_listening = 0;
+}

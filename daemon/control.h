@@ -1,0 +1,23 @@
+/*
+ * control.h - the daemon's unix control socket.  Modules register the
+ * commands they answer and the counters they add to "stats".
+ */
+#ifndef MXB_CONTROL_H
+#define MXB_CONTROL_H
+#include <uv.h>
+
+#include "../common/buf.h"
+
+#define CONTROL_MAXARGS	16
+
+/* returns 0 on success, -1 with a reason written to out on failure */
+typedef int	(*control_cmd_fn)(int argc, char **argv, struct buf *out);
+/* appends "key=value\n" lines */
+typedef void	(*control_stats_fn)(struct buf *out);
+
+int	control_start(uv_loop_t *, const char *path);
+void	control_stop(void);
+void	control_register(const char *name, control_cmd_fn);
+void	control_register_stats(control_stats_fn);
+
+#endif

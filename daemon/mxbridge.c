@@ -1,0 +1,329 @@
+/*
+ * mxbridge.c - the daemon's entry point: flags, the configuration
+ * snapshot, the pid file, signals (SIGHUP reload, SIGTERM graceful stop)
+ * and the event loop that every module runs in.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "../common/log.h"
+#include "../common/xmalloc.h"
+#include "../nfq/nfq.h"
+#include "../policy/policy.h"
+#include "../proxy/proxy.h"
+#include "control.h"
+#include "module.h"
+
+/* modules in start order; stopped in reverse */
+static const struct module *modules[] = {
+	&proxy_module,
+	&nfq_module,
+	NULL
+};
+
+static uv_loop_t	*loop;
+static uv_signal_t	 sig_term, sig_int, sig_hup;
+static uv_timer_t	 drain_timer;
+static uint64_t		 start_time;
+static uint64_t		 drain_deadline;
+static int		 stopping;
+static char		*pidfile;
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	fprintf(stderr, "usage: mxbridge [-dnvV] [-f file]\n");
+	exit(1);
+}
+
+/* busy_sessions - sessions still open in every module */
+static unsigned
+busy_sessions(void)
+{
+	unsigned n = 0;
+	size_t i;
+
+	for (i = 0; modules[i] != NULL; i++)
+		if (modules[i]->busy != NULL)
+			n += modules[i]->busy();
+	return n;
+}
+
+/* status - the control command "status" */
+static int
+cmd_status(int argc, char **argv, struct buf *out)
+{
+	struct policy *p = policy_current();
+
+	buf_printf(out, "version=%s\n", MXB_VERSION);
+	buf_printf(out, "pid=%ld\n", (long)getpid());
+	buf_printf(out, "uptime=%llu\n",
+	    (unsigned long long)((uv_now(loop) - start_time) / 1000));
+	buf_printf(out, "sessions=%u\n", busy_sessions());
+	buf_printf(out, "config=%s\n", p->path);
+	buf_printf(out, "state=%s\n", stopping ? "stopping" : "running");
+	return 0;
+}
+
+static int
+pidfile_write(const char *path)
+{
+	char line[32];
+	FILE *fp = NULL;
+	long pid;
+	int rc = -1;
+
+	if ((fp = fopen(path, "r")) != NULL) {
+		if (fgets(line, sizeof(line), fp) != NULL &&
+		    (pid = strtol(line, NULL, 10)) > 0 && pid != getpid() &&
+		    kill((pid_t)pid, 0) == 0) {
+			log_warnx("already running: pid=%ld pidfile=%s", pid,
+			    path);
+			goto done;
+		}
+		fclose(fp);
+	}
+	if ((fp = fopen(path, "w")) == NULL) {
+		log_warn("pidfile %s", path);
+		goto done;
+	}
+	fprintf(fp, "%ld\n", (long)getpid());
+	rc = 0;
+done:
+	if (fp != NULL)
+		fclose(fp);
+	return rc;
+}
+
+static void
+walk_close(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+/* finish - every session is done (or the deadline passed): close down */
+static void
+finish(void)
+{
+	size_t i, n;
+
+	for (n = 0; modules[n] != NULL; n++)
+		;
+	for (i = n; i > 0; i--)
+		if (modules[i - 1]->stop != NULL)
+			modules[i - 1]->stop();
+	control_stop();
+	uv_timer_stop(&drain_timer);
+	uv_walk(loop, walk_close, NULL);
+}
+
+static void
+drain_cb(uv_timer_t *t)
+{
+	unsigned busy = busy_sessions();
+
+	if (busy == 0) {
+		log_info("shutdown: all sessions finished");
+		finish();
+	} else if (uv_now(loop) >= drain_deadline) {
+		log_warnx("shutdown: deadline reached, closing sessions=%u",
+		    busy);
+		finish();
+	}
+}
+
+static void
+on_term(uv_signal_t *s, int signum)
+{
+	struct policy *p = policy_current();
+	size_t i;
+
+	if (stopping)
+		return;
+	stopping = 1;
+	log_info("shutdown: signal=%d grace=%us sessions=%u", signum,
+	    p->shutdown_grace, busy_sessions());
+	for (i = 0; modules[i] != NULL; i++)
+		if (modules[i]->shutdown != NULL)
+			modules[i]->shutdown();
+	drain_deadline = uv_now(loop) + (uint64_t)p->shutdown_grace * 1000;
+	uv_timer_start(&drain_timer, drain_cb, 0, 100);
+}
+
+/* reload - parse the file again; keep the old snapshot if it is broken */
+static int
+reload(char *err, size_t errlen)
+{
+	struct policy *old = policy_current(), *p;
+	size_t i;
+
+	if ((p = policy_load(old->path, err, errlen)) == NULL) {
+		log_warnx("reload refused, keeping the running configuration: %s",
+		    err);
+		return -1;
+	}
+	if (strcmp(p->control, old->control) != 0 ||
+	    strcmp(p->spool, old->spool) != 0)
+		log_warnx("reload: control socket and spool changes need a "
+		    "restart; keeping the old ones");
+	log_setverbose(p->log_verbose > log_getverbose() ? p->log_verbose :
+	    log_getverbose());
+	policy_set_current(p);
+	for (i = 0; modules[i] != NULL; i++)
+		if (modules[i]->reload != NULL)
+			modules[i]->reload();
+	log_info("reload: configuration=%s", p->path);
+	return 0;
+}
+
+static void
+on_hup(uv_signal_t *s, int signum)
+{
+	char err[512];
+
+	reload(err, sizeof(err));
+}
+
+/* cmd_reload - the control command "reload", answering with the reason */
+static int
+cmd_reload(int argc, char **argv, struct buf *out)
+{
+	char err[512];
+
+	if (reload(err, sizeof(err)) == -1) {
+		buf_printf(out, "reload refused: %s\n", err);
+		return -1;
+	}
+	buf_puts(out, "configuration reloaded\n");
+	return 0;
+}
+
+static void
+daemonize(void)
+{
+	int fd;
+
+	switch (fork()) {
+	case -1:
+		fatal("fork");
+	case 0:
+		break;
+	default:
+		_exit(0);
+	}
+	if (setsid() == -1)
+		fatal("setsid");
+	if (chdir("/") == -1)
+		fatal("chdir /");
+	if ((fd = open("/dev/null", O_RDWR)) != -1) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+}
+
+static void
+start_signals(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	uv_signal_init(loop, &sig_term);
+	uv_signal_init(loop, &sig_int);
+	uv_signal_init(loop, &sig_hup);
+	uv_signal_start(&sig_term, on_term, SIGTERM);
+	uv_signal_start(&sig_int, on_term, SIGINT);
+	uv_signal_start(&sig_hup, on_hup, SIGHUP);
+	uv_timer_init(loop, &drain_timer);
+}
+
+static int
+start_modules(void)
+{
+	size_t i;
+
+	for (i = 0; modules[i] != NULL; i++) {
+		if (modules[i]->start(loop) == -1) {
+			log_warnx("module %s failed to start", modules[i]->name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int
+main(int argc, char *argv[])
+{
+	const char *conf = POLICY_DEFAULT_PATH;
+	struct policy *p;
+	char err[512];
+	int ch, checkonly = 0, foreground = 0, verbose = 0;
+
+	while ((ch = getopt(argc, argv, "df:nvV")) != -1) {
+		switch (ch) {
+		case 'd': foreground = 1; break;
+		case 'f': conf = optarg; break;
+		case 'n': checkonly = 1; break;
+		case 'v': verbose++; break;
+		case 'V': printf("mxbridge %s\n", MXB_VERSION); return 0;
+		default: usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	log_init("mxbridge", 1, verbose);
+	if ((p = policy_load(conf, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	if (checkonly) {
+		printf("configuration OK\n");
+		policy_unref(p);
+		return 0;
+	}
+	if (p->log_verbose > verbose)
+		verbose = p->log_verbose;
+	policy_set_current(p);
+	if (!foreground)
+		daemonize();
+	log_init("mxbridge", foreground, verbose);
+
+	loop = uv_default_loop();
+	start_time = uv_now(loop);
+	start_signals();
+	if (pidfile_write(p->pidfile) == -1)
+		return 1;
+	pidfile = xstrdup(p->pidfile);
+	if (control_start(loop, p->control) == -1)
+		goto fail;
+	control_register("status", cmd_status);
+	control_register("reload", cmd_reload);
+	if (start_modules() == -1)
+		goto fail;
+	log_info("started: version=%s config=%s pid=%ld", MXB_VERSION,
+	    p->path, (long)getpid());
+
+	uv_run(loop, UV_RUN_DEFAULT);
+	uv_loop_close(loop);
+	unlink(pidfile);
+	free(pidfile);
+	log_info("stopped");
+	policy_set_current(NULL);
+	return 0;
+fail:
+	finish();
+	uv_run(loop, UV_RUN_DEFAULT);
+	unlink(pidfile);
+	free(pidfile);
+	policy_set_current(NULL);
+	return 1;
+}

@@ -1,0 +1,62 @@
+/*
+ * mta.h - the built-in queuing MTA as seen by the rest of the daemon:
+ * the proxy hands it accepted messages; the control socket asks it about
+ * the queue.  A message is durable only after mta_msg_commit() calls
+ * back with status 0; the proxy answers 250 then and not before.
+ */
+#ifndef MXB_MTA_H
+#define MXB_MTA_H
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "../daemon/module.h"
+#include "../policy/policy.h"
+
+/* DSN NOTIFY bits (RFC 3461) */
+#define MTA_NOTIFY_NEVER	0x01
+#define MTA_NOTIFY_SUCCESS	0x02
+#define MTA_NOTIFY_FAILURE	0x04
+#define MTA_NOTIFY_DELAY	0x08
+
+enum mta_ret { MTA_RET_UNSET = 0, MTA_RET_FULL, MTA_RET_HDRS };
+
+/* the session's facts and the envelope's ESMTP parameters */
+struct mta_info {
+	uint64_t		 session_id;
+	struct sockaddr_storage	 client;
+	struct sockaddr_storage	 orig_dst;
+	enum policy_dir		 dir;
+	const char		*helo;
+	const char		*tls;		/* "TLSv1.3:cipher" or NULL */
+	const char		*sender;	/* "" for the null sender */
+	const char		*envid;		/* DSN ENVID or NULL */
+	enum mta_ret		 ret;
+	uint64_t		 size;		/* SIZE= or 0 */
+	int			 body_8bit;	/* BODY=8BITMIME */
+	int			 smtputf8;
+	const char		*auth;		/* AUTH user or NULL */
+};
+
+struct mta_msg;		/* opaque: one message being received */
+
+extern const struct module mta_module;
+
+/* 0, or -1 when the spool cannot take mail now (say 452/451) */
+int		 mta_can_accept(void);
+struct mta_msg	*mta_msg_new(const struct mta_info *);
+/* route as decided by policy_route_rcpt(); orcpt and notify may be 0 */
+void		 mta_msg_add_rcpt(struct mta_msg *, const char *rcpt,
+		    const char *orcpt, unsigned notify, enum policy_route);
+/* body bytes exactly as they will be delivered: CRLF lines, no stuffing */
+int		 mta_msg_write(struct mta_msg *, const void *, size_t);
+/*
+ * Make the message durable (fsyncs grouped across sessions) and call cb
+ * with status 0 and the queue id, or -1 and a reason; the message is
+ * freed by then.  mta_msg_abort() frees without queuing.
+ */
+typedef void	(*mta_commit_cb)(void *arg, int status, const char *id_or_reason);
+void		 mta_msg_commit(struct mta_msg *, mta_commit_cb, void *arg);
+void		 mta_msg_abort(struct mta_msg *);
+
+#endif

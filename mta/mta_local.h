@@ -1,0 +1,226 @@
+/*
+ * mta_local.h - what the files of the MTA share and nobody else calls:
+ * the queued message (envelope) and its recipients, the on-disk format
+ * (envelope.c), the spool's asynchronous operations (spool.c), the
+ * scheduler and its destinations (queue.c), delivery connections
+ * (deliver.c), DNS (dns.c), DSNs (dsn.c) and the admin commands (admin.c).
+ */
+#ifndef MXB_MTA_LOCAL_H
+#define MXB_MTA_LOCAL_H
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <stdint.h>
+#include <time.h>
+#include <uv.h>
+
+#include "../common/buf.h"
+#include "mta.h"
+
+#define MTA_IDLEN	16		/* hex digits of a queue id */
+#define MTA_MAXADDR	16		/* next-hop addresses tried per attempt */
+#define MTA_SPILL	(1024 * 1024)	/* body bytes kept in memory */
+#define MTA_DIAGLEN	512		/* kept of a reply for a diagnostic */
+#define MTA_SO_MARK	0x200000	/* upstream sockets, see DESIGN.md */
+
+enum mta_rstate { MTA_RCPT_PENDING = 0, MTA_RCPT_DELIVERED, MTA_RCPT_FAILED };
+
+struct mta_rcpt {
+	char		*addr;
+	char		*orcpt;		/* "rfc822;x@y" as given, or NULL */
+	unsigned	 notify;	/* MTA_NOTIFY_* bits, 0: default */
+	enum policy_route route;
+	enum mta_rstate	 state;
+	unsigned	 attempts;
+	time_t		 next;		/* next attempt (unix time) */
+	time_t		 last;		/* last attempt */
+	char		*status;	/* x.y.z of the last outcome, or NULL */
+	char		*remote;	/* Remote-MTA of the last outcome */
+	char		*diag;		/* the last reply or reason */
+	int		 notified;	/* final DSN done, or none wanted */
+	int		 relayed;	/* next hop took our DSN parameters */
+	int		 busy;		/* in a delivery job (memory only) */
+};
+
+/* one queued message: the envelope header of its spool file */
+struct mta_env {
+	char		 id[MTA_IDLEN + 1];
+	time_t		 arrival;
+	uint64_t	 session;
+	struct sockaddr_storage client;
+	struct sockaddr_storage orig_dst;
+	enum policy_dir	 dir;
+	char		*helo;
+	char		*tls;
+	char		*auth;
+	char		*sender;	/* "" for the null sender */
+	char		*envid;
+	enum mta_ret	 ret;
+	uint64_t	 size;		/* SIZE= as declared */
+	int		 body8;
+	int		 smtputf8;
+	char		*received;	/* our Received: header, CRLF ended */
+	uint64_t	 bodylen;	/* body bytes in the file */
+	uint64_t	 bodysum;	/* FNV-1a of those bytes */
+	uint64_t	 bodyoff;	/* where the body starts (memory only) */
+	int		 warned;	/* delay DSN sent */
+	struct mta_rcpt	*rcpt;
+	size_t		 nrcpt;
+
+	/* memory only, owned by queue.c */
+	TAILQ_ENTRY(mta_env) entry;
+	unsigned	 jobs;		/* delivery jobs holding it */
+	int		 deleted;	/* remove once the jobs are done */
+	int		 dead;		/* move to dead/ once done */
+};
+TAILQ_HEAD(mta_envq, mta_env);
+
+/* envelope.c */
+struct mta_env	*mta_env_new(void);
+void		 mta_env_free(struct mta_env *);
+void		 mta_rcpt_add(struct mta_env *, const char *, const char *,
+		    unsigned, enum policy_route);
+int		 mta_id_valid(const char *);
+void		 mta_id_make(char *);
+void		 mta_env_serialize(const struct mta_env *, struct buf *);
+void		 mta_state_serialize(const struct mta_env *, struct buf *);
+int		 mta_env_parse(const char *, size_t, struct mta_env *,
+		    const char **);
+int		 mta_state_parse(const char *, size_t, struct mta_env *);
+uint64_t	 mta_fnv(uint64_t, const void *, size_t);
+#define MTA_FNV_INIT	0xcbf29ce484222325ULL
+const char	*mta_rstate_name(enum mta_rstate);
+const char	*mta_addr_domain(const char *);
+int		 mta_notify_wants(unsigned, unsigned);
+const char	*mta_fmt_time(time_t, char *, size_t);
+
+/* spool.c: every file operation runs on the threadpool, in batches */
+typedef void	(*mta_spool_cb)(void *, int, const char *);
+struct mta_dsnreq;
+int		 mta_spool_init(uv_loop_t *, const char *);
+void		 mta_spool_close(void);
+int		 mta_spool_load(void (*)(struct mta_env *));
+void		 mta_spool_commit(struct mta_env *, struct buf *, int,
+		    const char *, mta_spool_cb, void *);
+void		 mta_spool_dsn(struct mta_env *, struct mta_dsnreq *,
+		    mta_spool_cb, void *);
+void		 mta_spool_state(const struct mta_env *);
+void		 mta_spool_remove(const char *);
+void		 mta_spool_move(const char *, const char *);
+void		 mta_spool_expire_dead(unsigned);
+unsigned	 mta_spool_busy(void);
+const char	*mta_spool_dir(void);
+int		 mta_spool_path(char *, size_t, const char *, const char *);
+int		 mta_spool_free_ok(uint64_t);
+int		 mta_spool_spill_open(const char *, char **);
+void		 mta_spool_spill_drop(int, char *);
+int		 mta_spool_read_headers(const struct mta_env *, struct buf *,
+		    size_t);
+
+/* queue.c: the scheduler */
+struct mta_dest;
+
+/* the outcome for one recipient of a job */
+struct mta_result {
+	int		 code;		/* 2, 4 or 5: the reply class */
+	char		 status[16];	/* x.y.z */
+	char		*remote;	/* next hop name[address] */
+	char		*diag;
+	int		 relayed;	/* DSN parameters passed on */
+};
+
+/* one delivery transaction: a message and its recipients for one hop */
+struct mta_job {
+	TAILQ_ENTRY(mta_job) entry;
+	struct mta_env	*env;
+	struct mta_dest	*dest;
+	size_t		*idx;		/* indexes into env->rcpt */
+	struct mta_result *res;		/* per idx, filled by deliver.c */
+	size_t		 n;
+	uint64_t	 started;	/* uv_now() when taken */
+};
+TAILQ_HEAD(mta_jobq, mta_job);
+
+/* where a job goes: the key is route + target */
+struct mta_dest {
+	TAILQ_ENTRY(mta_dest) entry;
+	char		*key;		/* for logs and lookups */
+	enum policy_route route;
+	char		*domain;	/* MX: the recipient domain */
+	struct sockaddr_storage orig_dst; /* ORIGINAL: the server */
+	struct mta_jobq	 jobs;		/* waiting */
+	unsigned	 njobs;
+	unsigned	 nconn;		/* connections open */
+};
+
+void		 mta_queue_init(uv_loop_t *);
+void		 mta_queue_stop(void);
+void		 mta_queue_shutdown(void);
+void		 mta_queue_add(struct mta_env *);
+void		 mta_queue_kick(void);
+struct mta_env	*mta_queue_find(const char *);
+struct mta_envq	*mta_queue_all(void);
+int		 mta_queue_flush(const char *);
+int		 mta_queue_delete(const char *);
+int		 mta_queue_bounce(const char *);
+struct mta_job	*mta_queue_next_job(struct mta_dest *);
+void		 mta_queue_job_done(struct mta_job *);
+void		 mta_queue_conn_done(struct mta_dest *);
+void		 mta_queue_dest_fail(struct mta_dest *, int, const char *,
+		    const char *, const char *);
+unsigned	 mta_queue_busy(void);
+void		 mta_result_set(struct mta_result *, int, const char *,
+		    const char *, const char *);
+
+/* deliver.c: SMTP client connections */
+int		 mta_deliver_open(uv_loop_t *, struct mta_dest *);
+unsigned	 mta_deliver_count(void);
+void		 mta_deliver_stop(void);
+void		 mta_deliver_shutdown(void);
+
+/* dns.c: next-hop addresses, resolved on the threadpool */
+struct mta_hop {
+	struct sockaddr_storage	 addr;
+	char			 name[256];
+};
+struct mta_dnsres {
+	int		 status;	/* 0 ok, 4 temporary, 5 permanent */
+	char		 code[16];	/* x.y.z when status != 0 */
+	char		 err[256];
+	struct mta_hop	 hop[MTA_MAXADDR];
+	int		 nhop;
+};
+typedef void	(*mta_dns_cb)(void *, struct mta_dnsres *);
+void		 mta_dns_mx(uv_loop_t *, const char *, uint16_t, mta_dns_cb,
+		    void *);
+void		 mta_dns_host(uv_loop_t *, const char *, uint16_t, mta_dns_cb,
+		    void *);
+int		 mta_dns_is_self(const struct sockaddr *);
+int		 mta_dns_mx_lookup(const char *, uint16_t, struct mta_dnsres *);
+unsigned	 mta_dns_busy(void);
+
+/* dsn.c: delivery status notifications */
+enum mta_dsn_kind { MTA_DSN_FAILURE, MTA_DSN_DELAY, MTA_DSN_SUCCESS };
+struct mta_env	*mta_dsn_new(const struct mta_env *, enum mta_dsn_kind,
+		    const size_t *, size_t, struct mta_dsnreq **);
+int		 mta_dsn_compose(struct mta_dsnreq *, struct buf *);
+void		 mta_dsn_free(struct mta_dsnreq *);
+enum policy_route mta_dsn_route(const char *, struct sockaddr_storage *);
+
+/* mta.c: the module, its counters and the host name */
+struct mta_stats {
+	uint64_t	 received;
+	uint64_t	 delivered;
+	uint64_t	 deferred;
+	uint64_t	 bounced;
+	uint64_t	 expired;
+	uint64_t	 dsn_sent;
+	uint64_t	 corrupt;
+};
+extern struct mta_stats mta_stats;
+const char	*mta_hostname(void);
+int		 mta_shutting_down(void);
+
+/* admin.c: the "queue" control command and the stats lines */
+void		 mta_admin_register(void);
+
+#endif

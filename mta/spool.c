@@ -1,0 +1,822 @@
+/*
+ * spool.c - the durable queue on disk.  It owns the spool directory
+ * (tmp/, queue/, corrupt/, dead/), every file operation on it, and the
+ * crash recovery at start.
+ *
+ * Operations are queued and run in batches on the libuv threadpool, one
+ * batch at a time: while a batch is on disk, new operations pile up and
+ * the next batch takes them all.  A batch writes every new file in tmp/
+ * (fsync each), then renames them into queue/ and unlinks what is done,
+ * then fsyncs the directory once.  So commits arriving while a batch is
+ * running share one directory fsync: group commit across sessions.  The
+ * callbacks run in submission order once the batch is durable.
+ *
+ * A message file is queue/ID: the envelope header (envelope.c) and the
+ * body.  Recipient states change in queue/ID.st, rewritten atomically.
+ */
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../common/xmalloc.h"
+#include "mta_local.h"
+
+#define SPOOL_MAXBATCH	512
+#define SPOOL_READ	(64 * 1024)
+
+enum spool_optype { OP_COMMIT, OP_STATE, OP_REMOVE, OP_MOVE, OP_EXPIRE };
+
+struct spool_op {
+	TAILQ_ENTRY(spool_op) entry;
+	enum spool_optype type;
+	char		 id[MTA_IDLEN + 1];
+	unsigned	 seq;		/* STATE: unique temp name */
+	struct mta_env	*env;		/* COMMIT: owned until the callback */
+	struct mta_dsnreq *dsn;		/* COMMIT of a DSN: composed here */
+	struct buf	 data;		/* COMMIT: body; STATE: the file */
+	int		 spillfd;	/* COMMIT: body beyond data, or -1 */
+	char		*spillpath;
+	const char	*subdir;	/* MOVE */
+	unsigned	 age;		/* EXPIRE: seconds */
+	int		 status;	/* 0 or -1 */
+	char		 err[160];
+	mta_spool_cb	 cb;
+	void		*arg;
+};
+TAILQ_HEAD(spool_opq, spool_op);
+
+struct spool_batch {
+	uv_work_t	 req;
+	struct spool_opq ops;
+	int		 fsync;
+	unsigned	 n;
+};
+
+static uv_loop_t	*spool_loop;
+static char		*spool_root;
+static struct spool_opq	 spool_pending = TAILQ_HEAD_INITIALIZER(spool_pending);
+static unsigned		 spool_npending;
+static int		 spool_inflight;
+static unsigned		 spool_seq;
+static time_t		 spool_free_checked;
+static int		 spool_free_state = 1;
+
+const char *
+mta_spool_dir(void)
+{
+	return spool_root;
+}
+
+/* mta_spool_path - "ROOT/SUB/NAME" into out; -1 if it does not fit */
+int
+mta_spool_path(char *out, size_t len, const char *sub, const char *name)
+{
+	int n;
+
+	n = snprintf(out, len, "%s/%s%s%s", spool_root, sub,
+	    name != NULL ? "/" : "", name != NULL ? name : "");
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* clean_tmp - unlink what a previous run left half written */
+static void
+clean_tmp(void)
+{
+	char path[PATH_MAX], name[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+
+	if (mta_spool_path(path, sizeof(path), "tmp", NULL) == -1 ||
+	    (d = opendir(path)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (snprintf(name, sizeof(name), "%s/%s", path, de->d_name) <
+		    (int)sizeof(name) && unlink(name) == 0)
+			log_debug("spool: removed leftover tmp/%s", de->d_name);
+	}
+	closedir(d);
+}
+
+int
+mta_spool_init(uv_loop_t *loop, const char *root)
+{
+	static const char *const subs[] = { "tmp", "queue", "corrupt",
+	    "dead", NULL };
+	char path[PATH_MAX];
+	size_t i;
+
+	spool_loop = loop;
+	free(spool_root);
+	spool_root = xstrdup(root);
+	if (mkdir(root, 0700) == -1 && errno != EEXIST) {
+		log_warn("spool: mkdir %s", root);
+		return -1;
+	}
+	for (i = 0; subs[i] != NULL; i++) {
+		if (mta_spool_path(path, sizeof(path), subs[i], NULL) == -1 ||
+		    (mkdir(path, 0700) == -1 && errno != EEXIST)) {
+			log_warn("spool: mkdir %s", path);
+			return -1;
+		}
+	}
+	clean_tmp();
+	return 0;
+}
+
+void
+mta_spool_close(void)
+{
+	free(spool_root);
+	spool_root = NULL;
+}
+
+unsigned
+mta_spool_busy(void)
+{
+	return spool_npending + (spool_inflight ? 1 : 0);
+}
+
+/*
+ * Worker side: runs on the threadpool, touches nothing but the batch.
+ */
+
+static int
+op_fail(struct spool_op *op, const char *what, const char *path)
+{
+	op->status = -1;
+	snprintf(op->err, sizeof(op->err), "%s %s: %s", what, path,
+	    strerror(errno));
+	return -1;
+}
+
+static int
+write_all(int fd, const char *p, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		if ((w = write(fd, p, n)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* copy_spill - the part of a body that went to a spill file */
+static int
+copy_spill(int from, int to)
+{
+	char chunk[SPOOL_READ];
+	ssize_t n;
+
+	if (lseek(from, 0, SEEK_SET) == -1)
+		return -1;
+	while ((n = read(from, chunk, sizeof(chunk))) != 0) {
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (write_all(to, chunk, (size_t)n) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* write_file - a whole new file: header, data, spill; fsync if asked */
+static int
+write_file(struct spool_op *op, const char *path, const struct buf *hdr,
+    int dosync)
+{
+	int fd, rc = -1;
+
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0600)) == -1)
+		return op_fail(op, "open", path);
+	if (write_all(fd, hdr->data, hdr->len) == -1 ||
+	    write_all(fd, op->data.data, op->data.len) == -1 ||
+	    (op->spillfd != -1 && copy_spill(op->spillfd, fd) == -1)) {
+		op_fail(op, "write", path);
+		goto done;
+	}
+	if (dosync && fsync(fd) == -1) {
+		op_fail(op, "fsync", path);
+		goto done;
+	}
+	rc = 0;
+done:
+	close(fd);
+	if (rc == -1)
+		unlink(path);
+	return rc;
+}
+
+/* work_commit - phase 1 of a new message: tmp/ID, durable */
+static void
+work_commit(struct spool_op *op, int dosync)
+{
+	char path[PATH_MAX];
+	struct buf hdr;
+
+	buf_init(&hdr);
+	if (op->dsn != NULL) {
+		if (mta_dsn_compose(op->dsn, &op->data) == -1) {
+			op->status = -1;
+			snprintf(op->err, sizeof(op->err), "cannot read the "
+			    "original message");
+			return;
+		}
+		op->env->bodylen = op->data.len;
+		op->env->bodysum = mta_fnv(MTA_FNV_INIT, op->data.data,
+		    op->data.len);
+	}
+	mta_env_serialize(op->env, &hdr);
+	op->env->bodyoff = hdr.len;
+	if (mta_spool_path(path, sizeof(path), "tmp", op->id) == 0)
+		write_file(op, path, &hdr, dosync);
+	buf_free(&hdr);
+}
+
+/* work_state - phase 1 of a state update: tmp/ID.st.SEQ */
+static void
+work_state(struct spool_op *op, int dosync)
+{
+	char path[PATH_MAX], name[64];
+	struct buf none;
+
+	buf_init(&none);
+	snprintf(name, sizeof(name), "%s.st.%u", op->id, op->seq);
+	if (mta_spool_path(path, sizeof(path), "tmp", name) == 0)
+		write_file(op, path, &none, dosync);
+}
+
+static int
+xrename(struct spool_op *op, const char *fsub, const char *fname,
+    const char *tsub, const char *tname)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+
+	if (mta_spool_path(from, sizeof(from), fsub, fname) == -1 ||
+	    mta_spool_path(to, sizeof(to), tsub, tname) == -1)
+		return -1;
+	if (rename(from, to) == -1)
+		return op_fail(op, "rename", from);
+	return 0;
+}
+
+static void
+xunlink(const char *sub, const char *name)
+{
+	char path[PATH_MAX];
+
+	if (mta_spool_path(path, sizeof(path), sub, name) == 0 &&
+	    unlink(path) == -1 && errno != ENOENT)
+		log_warn("spool: unlink %s", path);
+}
+
+/* work_expire - unlink dead/ files older than op->age */
+static void
+work_expire(struct spool_op *op)
+{
+	char path[PATH_MAX], name[PATH_MAX];
+	struct dirent *de;
+	struct stat st;
+	time_t now = time(NULL);
+	DIR *d;
+
+	if (mta_spool_path(path, sizeof(path), "dead", NULL) == -1 ||
+	    (d = opendir(path)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.' ||
+		    snprintf(name, sizeof(name), "%s/%s", path, de->d_name) >=
+		    (int)sizeof(name) || stat(name, &st) == -1)
+			continue;
+		if (now - st.st_mtime >= (time_t)op->age && unlink(name) == 0)
+			log_info("msgid=%.16s spool: dead message expired",
+			    de->d_name);
+	}
+	closedir(d);
+}
+
+/* work_phase2 - make one op visible: rename into place or unlink */
+static int
+work_phase2(struct spool_op *op)
+{
+	char name[64], dname[64];
+
+	switch (op->type) {
+	case OP_COMMIT:
+		if (op->status == 0)
+			xrename(op, "tmp", op->id, "queue", op->id);
+		return op->status == 0;
+	case OP_STATE:
+		snprintf(name, sizeof(name), "%s.st.%u", op->id, op->seq);
+		snprintf(dname, sizeof(dname), "%s.st", op->id);
+		if (op->status == 0)
+			xrename(op, "tmp", name, "queue", dname);
+		return op->status == 0;
+	case OP_REMOVE:
+		snprintf(name, sizeof(name), "%s.st", op->id);
+		xunlink("queue", name);
+		xunlink("queue", op->id);
+		return 1;
+	case OP_MOVE:
+		snprintf(name, sizeof(name), "%s.st", op->id);
+		xrename(op, "queue", op->id, op->subdir, op->id);
+		if (op->status == 0 && xrename(op, "queue", name, op->subdir,
+		    name) == -1 && errno == ENOENT)
+			op->status = 0;
+		return 1;
+	case OP_EXPIRE:
+		work_expire(op);
+		return 0;
+	}
+	return 0;
+}
+
+static void
+fsync_dir(const char *sub)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	if (mta_spool_path(path, sizeof(path), sub, NULL) == -1)
+		return;
+	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+		log_warn("spool: open %s", path);
+		return;
+	}
+	if (fsync(fd) == -1)
+		log_warn("spool: fsync %s", path);
+	close(fd);
+}
+
+/* batch_work - the three phases of a batch, on the threadpool */
+static void
+batch_work(uv_work_t *req)
+{
+	struct spool_batch *b = req->data;
+	struct spool_op *op;
+	int changed = 0, moved = 0;
+
+	TAILQ_FOREACH(op, &b->ops, entry) {
+		if (op->type == OP_COMMIT)
+			work_commit(op, b->fsync);
+		else if (op->type == OP_STATE)
+			work_state(op, b->fsync);
+	}
+	TAILQ_FOREACH(op, &b->ops, entry) {
+		changed |= work_phase2(op);
+		if (op->type == OP_MOVE && op->status == 0)
+			moved = 1;
+	}
+	if (b->fsync && changed)
+		fsync_dir("queue");
+	if (b->fsync && moved) {
+		fsync_dir("dead");
+		fsync_dir("corrupt");
+	}
+}
+
+/*
+ * Loop side
+ */
+
+static void	batch_start(void);
+
+static void
+op_free(struct spool_op *op)
+{
+	buf_free(&op->data);
+	if (op->spillfd != -1)
+		mta_spool_spill_drop(op->spillfd, op->spillpath);
+	else
+		free(op->spillpath);
+	if (op->dsn != NULL)
+		mta_dsn_free(op->dsn);
+	free(op);
+}
+
+/* batch_done - back on the loop: report every op in order */
+static void
+batch_done(uv_work_t *req, int status)
+{
+	struct spool_batch *b = req->data;
+	struct spool_op *op;
+	struct mta_env *env;
+
+	spool_inflight = 0;
+	while ((op = TAILQ_FIRST(&b->ops)) != NULL) {
+		TAILQ_REMOVE(&b->ops, op, entry);
+		if (status != 0 && op->status == 0) {
+			op->status = -1;
+			snprintf(op->err, sizeof(op->err), "cancelled");
+		}
+		if (op->status == -1)
+			log_warnx("msgid=%s spool: %s", op->id, op->err);
+		env = op->env;
+		op->env = NULL;
+		if (op->cb != NULL)
+			op->cb(op->arg, op->status, op->status == 0 ? op->id :
+			    op->err);
+		else
+			mta_env_free(env);
+		op_free(op);
+	}
+	free(b);
+	batch_start();
+}
+
+/* batch_start - hand everything pending to the threadpool, if idle */
+static void
+batch_start(void)
+{
+	struct spool_batch *b;
+	struct spool_op *op;
+	struct policy *p = policy_current();
+	int rc;
+
+	if (spool_inflight || TAILQ_EMPTY(&spool_pending))
+		return;
+	b = xcalloc(1, sizeof(*b));
+	TAILQ_INIT(&b->ops);
+	b->fsync = p != NULL ? p->queue.fsync : 1;
+	while (b->n < SPOOL_MAXBATCH &&
+	    (op = TAILQ_FIRST(&spool_pending)) != NULL) {
+		TAILQ_REMOVE(&spool_pending, op, entry);
+		TAILQ_INSERT_TAIL(&b->ops, op, entry);
+		spool_npending--;
+		b->n++;
+	}
+	b->req.data = b;
+	spool_inflight = 1;
+	if ((rc = uv_queue_work(spool_loop, &b->req, batch_work,
+	    batch_done)) != 0) {
+		log_warnx("spool: uv_queue_work: %s", uv_strerror(rc));
+		batch_work(&b->req);
+		batch_done(&b->req, 0);
+	}
+}
+
+static struct spool_op *
+op_new(enum spool_optype type, const char *id)
+{
+	struct spool_op *op;
+
+	op = xcalloc(1, sizeof(*op));
+	op->type = type;
+	op->spillfd = -1;
+	if (id != NULL)
+		snprintf(op->id, sizeof(op->id), "%s", id);
+	buf_init(&op->data);
+	return op;
+}
+
+static void
+op_submit(struct spool_op *op)
+{
+	TAILQ_INSERT_TAIL(&spool_pending, op, entry);
+	spool_npending++;
+	batch_start();
+}
+
+/*
+ * mta_spool_commit - queue a new message: env (taken over), the body in
+ * memory (taken over, body reset) and maybe a spill file holding the
+ * rest.  cb(arg, 0, id) once durable, the env still valid in the call
+ * only if the callee keeps it: the callback owns env on success through
+ * mta_queue_add; on failure the spool frees it.
+ */
+void
+mta_spool_commit(struct mta_env *env, struct buf *body, int spillfd,
+    const char *spillpath, mta_spool_cb cb, void *arg)
+{
+	struct spool_op *op;
+
+	op = op_new(OP_COMMIT, env->id);
+	op->env = env;
+	op->data = *body;
+	buf_init(body);
+	op->spillfd = spillfd;
+	op->spillpath = spillpath != NULL ? xstrdup(spillpath) : NULL;
+	op->cb = cb;
+	op->arg = arg;
+	op_submit(op);
+}
+
+/* mta_spool_dsn - queue a DSN whose body is composed on the threadpool */
+void
+mta_spool_dsn(struct mta_env *env, struct mta_dsnreq *req, mta_spool_cb cb,
+    void *arg)
+{
+	struct spool_op *op;
+
+	op = op_new(OP_COMMIT, env->id);
+	op->env = env;
+	op->dsn = req;
+	op->cb = cb;
+	op->arg = arg;
+	op_submit(op);
+}
+
+/* mta_spool_state - write env's recipient states (serialized now) */
+void
+mta_spool_state(const struct mta_env *env)
+{
+	struct spool_op *op;
+
+	op = op_new(OP_STATE, env->id);
+	op->seq = ++spool_seq;
+	mta_state_serialize(env, &op->data);
+	op_submit(op);
+}
+
+void
+mta_spool_remove(const char *id)
+{
+	op_submit(op_new(OP_REMOVE, id));
+}
+
+/* mta_spool_move - queue/ID (and its state) to dead/ or corrupt/ */
+void
+mta_spool_move(const char *id, const char *subdir)
+{
+	struct spool_op *op;
+
+	op = op_new(OP_MOVE, id);
+	op->subdir = subdir;
+	op_submit(op);
+}
+
+void
+mta_spool_expire_dead(unsigned age)
+{
+	struct spool_op *op;
+
+	op = op_new(OP_EXPIRE, NULL);
+	op->age = age;
+	op_submit(op);
+}
+
+/*
+ * mta_spool_free_ok - is there more than min_free on the spool's file
+ * system?  Checked at most once a second.
+ */
+int
+mta_spool_free_ok(uint64_t min_free)
+{
+	struct statvfs sv;
+	time_t now = time(NULL);
+
+	if (spool_root == NULL)
+		return 0;
+	if (now == spool_free_checked)
+		return spool_free_state;
+	spool_free_checked = now;
+	if (statvfs(spool_root, &sv) == -1) {
+		log_warn("spool: statvfs %s", spool_root);
+		spool_free_state = 0;
+	} else {
+		spool_free_state = (uint64_t)sv.f_bavail * sv.f_frsize >
+		    min_free;
+		if (!spool_free_state)
+			log_warnx("spool: free space below min-free=%llu, "
+			    "refusing mail", (unsigned long long)min_free);
+	}
+	return spool_free_state;
+}
+
+/* mta_spool_spill_open - tmp/ID.body for a body too big for memory */
+int
+mta_spool_spill_open(const char *id, char **pathp)
+{
+	char path[PATH_MAX], name[64];
+	int fd;
+
+	snprintf(name, sizeof(name), "%s.body", id);
+	if (mta_spool_path(path, sizeof(path), "tmp", name) == -1)
+		return -1;
+	if ((fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0600)) == -1) {
+		log_warn("spool: open %s", path);
+		return -1;
+	}
+	*pathp = xstrdup(path);
+	return fd;
+}
+
+void
+mta_spool_spill_drop(int fd, char *path)
+{
+	if (fd != -1)
+		close(fd);
+	if (path != NULL) {
+		unlink(path);
+		free(path);
+	}
+}
+
+/*
+ * mta_spool_read_headers - our Received: and the message's header
+ * section, at most max bytes, for "queue show" and RET=HDRS.  Reads the
+ * file directly: for the admin path only.
+ */
+int
+mta_spool_read_headers(const struct mta_env *env, struct buf *out,
+    size_t max)
+{
+	char path[PATH_MAX], *chunk, *end;
+	ssize_t n;
+	int fd;
+
+	if (mta_spool_path(path, sizeof(path), "queue", env->id) == -1 ||
+	    (fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	chunk = xmalloc(max + 1);
+	n = pread(fd, chunk, max, (off_t)env->bodyoff);
+	close(fd);
+	if (n < 0) {
+		free(chunk);
+		return -1;
+	}
+	chunk[n] = '\0';
+	if (env->received != NULL)
+		buf_puts(out, env->received);
+	if ((end = strstr(chunk, "\r\n\r\n")) != NULL)
+		n = end - chunk + 2;
+	buf_append(out, chunk, (size_t)n);
+	free(chunk);
+	return 0;
+}
+
+/*
+ * Loading at start
+ */
+
+/* read_whole - a file into memory */
+static int
+read_whole(const char *path, struct buf *b, struct stat *st)
+{
+	ssize_t n;
+	int fd, rc = -1;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	if (fstat(fd, st) == -1)
+		goto done;
+	buf_reserve(b, (size_t)st->st_size + 1);
+	while ((n = read(fd, b->data + b->len, b->cap - b->len - 1)) > 0)
+		b->len += (size_t)n;
+	if (n == 0)
+		rc = 0;
+done:
+	close(fd);
+	return rc;
+}
+
+/* quarantine - a message file that must never be delivered */
+static void
+quarantine(const char *name, const char *why)
+{
+	char from[PATH_MAX], to[PATH_MAX], st[64];
+
+	mta_stats.corrupt++;
+	log_warnx("msgid=%.16s spool: corrupt message file moved to "
+	    "corrupt/: %s", name, why);
+	if (mta_spool_path(from, sizeof(from), "queue", name) == -1 ||
+	    mta_spool_path(to, sizeof(to), "corrupt", name) == -1)
+		return;
+	if (rename(from, to) == -1)
+		log_warn("spool: rename %s", from);
+	snprintf(st, sizeof(st), "%s.st", name);
+	if (mta_spool_path(from, sizeof(from), "queue", st) == 0 &&
+	    mta_spool_path(to, sizeof(to), "corrupt", st) == 0)
+		rename(from, to);
+}
+
+/* load_state - apply queue/ID.st if there is one */
+static void
+load_state(struct mta_env *env)
+{
+	char path[PATH_MAX], name[64];
+	struct buf b;
+	struct stat st;
+
+	snprintf(name, sizeof(name), "%s.st", env->id);
+	if (mta_spool_path(path, sizeof(path), "queue", name) == -1)
+		return;
+	buf_init(&b);
+	if (read_whole(path, &b, &st) == 0 &&
+	    mta_state_parse(b.data, b.len, env) == -1) {
+		log_warnx("msgid=%s spool: state file unusable, using the "
+		    "message file's states", env->id);
+		unlink(path);
+	}
+	buf_free(&b);
+}
+
+/* load_one - queue/NAME into a checked envelope, or NULL */
+static struct mta_env *
+load_one(const char *name)
+{
+	char path[PATH_MAX];
+	struct mta_env *env = NULL;
+	struct buf b;
+	struct stat st;
+	const char *why = NULL;
+
+	buf_init(&b);
+	if (mta_spool_path(path, sizeof(path), "queue", name) == -1)
+		goto done;
+	if (read_whole(path, &b, &st) == -1) {
+		log_warn("spool: read %s", path);
+		goto done;
+	}
+	env = mta_env_new();
+	if (mta_env_parse(b.data, b.len, env, &why) == -1)
+		;
+	else if (strcmp(env->id, name) != 0)
+		why = "id does not match the file name";
+	else if ((uint64_t)st.st_size != env->bodyoff + env->bodylen)
+		why = "size does not match the header (truncated)";
+	else if (mta_fnv(MTA_FNV_INIT, b.data + env->bodyoff, env->bodylen) !=
+	    env->bodysum)
+		why = "body checksum mismatch";
+	if (why != NULL) {
+		quarantine(name, why);
+		mta_env_free(env);
+		env = NULL;
+	} else
+		load_state(env);
+done:
+	buf_free(&b);
+	return env;
+}
+
+/* orphan_state - ID.st without its message: left from a removal */
+static void
+orphan_state(const char *dir, const char *name)
+{
+	char id[MTA_IDLEN + 1], path[PATH_MAX];
+	struct stat st;
+
+	if (strlen(name) != MTA_IDLEN + 3 || strcmp(name + MTA_IDLEN, ".st"))
+		return;
+	memcpy(id, name, MTA_IDLEN);
+	id[MTA_IDLEN] = '\0';
+	if (snprintf(path, sizeof(path), "%s/%s", dir, id) <
+	    (int)sizeof(path) && stat(path, &st) == -1 && errno == ENOENT &&
+	    snprintf(path, sizeof(path), "%s/%s", dir, name) <
+	    (int)sizeof(path))
+		unlink(path);
+}
+
+/*
+ * mta_spool_load - every message in queue/, checked, handed to add();
+ * torn or corrupt files go to corrupt/.  Synchronous: runs at start,
+ * before the daemon takes mail.  Returns the number loaded.
+ */
+int
+mta_spool_load(void (*add)(struct mta_env *))
+{
+	char dir[PATH_MAX];
+	struct dirent *de;
+	struct mta_env *env;
+	DIR *d;
+	int n = 0;
+
+	if (mta_spool_path(dir, sizeof(dir), "queue", NULL) == -1 ||
+	    (d = opendir(dir)) == NULL) {
+		log_warn("spool: opendir %s", dir);
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (!mta_id_valid(de->d_name)) {
+			orphan_state(dir, de->d_name);
+			continue;
+		}
+		if ((env = load_one(de->d_name)) != NULL) {
+			add(env);
+			n++;
+		}
+	}
+	closedir(d);
+	return n;
+}

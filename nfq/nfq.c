@@ -1,0 +1,733 @@
+/*
+ * nfq.c - the NFQUEUE reader.  It owns the netlink socket bound to the
+ * policy's queue number, reads the first packet of every new flow that
+ * the netfilter rules queue, asks policy_classify() what to do with it
+ * and answers NF_REPEAT with the class in the packet mark, so that the
+ * rest of the mangle chain (TPROXY, pass, drop) acts on it.  It also
+ * keeps a short memory of the ingress bridge port of proxied flows for
+ * the listeners (nfq_flow_port), and the decision counters.
+ *
+ * If the queue cannot be opened the daemon runs without it: the
+ * listeners still work, and the kernel's fail-open or fail-closed rule
+ * decides what happens to SMTP flows.
+ */
+#include <sys/queue.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libmnl/libmnl.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_queue.h>
+#include <libnetfilter_queue/libnetfilter_queue.h>
+#include <uv.h>
+
+#include "../common/addr.h"
+#include "../common/buf.h"
+#include "../common/log.h"
+#include "../common/xmalloc.h"
+#include "../daemon/control.h"
+#include "../policy/policy.h"
+#include "nfq.h"
+
+#define NFQ_COPY_RANGE		256	/* IPv6 + extension headers + TCP */
+#define NFQ_QUEUE_MAXLEN	4096	/* packets waiting for a verdict */
+#define NFQ_RCVBUF		(2 << 20)
+#define NFQ_RECVBUF		16384	/* one netlink datagram */
+#define NFQ_READ_BATCH		128	/* datagrams read per wakeup */
+#define NFQ_VERDICT_MAX		128	/* room for one verdict message */
+#define NFQ_VERDICT_BUF		(NFQ_VERDICT_MAX * 64)
+#define NFQ_ACK_TIMEOUT		2	/* seconds to wait for the bind ack */
+
+#define NFQ_FLOW_TTL		(60 * 1000)	/* ms a flow's port is kept */
+#define NFQ_FLOW_MAX		16384
+#define NFQ_FLOW_BUCKETS	4096		/* power of two */
+#define NFQ_IFCACHE		64		/* power of two */
+#define NFQ_IFCACHE_TTL		(10 * 1000)	/* ms */
+
+/* one bound queue; freed in its poll handle's close callback */
+struct nfq_queue {
+	uv_poll_t		 poll;
+	struct mnl_socket	*nl;
+	unsigned		 portid;
+	unsigned		 num;
+	char			 vbuf[NFQ_VERDICT_BUF];	/* pending verdicts */
+	size_t			 vlen;
+};
+
+/* the key of a flow: addresses folded to IPv4 where v4-mapped */
+struct nfq_flow_key {
+	uint8_t			 family;
+	uint8_t			 pad;
+	uint16_t		 sport;
+	uint16_t		 dport;
+	uint8_t			 src[16];
+	uint8_t			 dst[16];
+};
+
+struct nfq_flow {
+	struct nfq_flow_key	 key;
+	char			 port[IF_NAMESIZE];
+	uint64_t		 expire;
+	LIST_ENTRY(nfq_flow)	 bucket;
+	TAILQ_ENTRY(nfq_flow)	 age;		/* oldest first */
+};
+LIST_HEAD(nfq_bucket, nfq_flow);
+TAILQ_HEAD(nfq_ages, nfq_flow);
+
+struct nfq_ifname {
+	unsigned		 index;
+	char			 name[IF_NAMESIZE];
+	uint64_t		 expire;
+};
+
+/* counters shown by "mxbridgectl stats" */
+struct nfq_stats {
+	uint64_t		 decision[2][3];	/* dir x action */
+	uint64_t		 malformed;
+	uint64_t		 errors;
+	uint64_t		 overruns;
+};
+
+static uv_loop_t		*nfq_loop;
+static struct nfq_queue		*nfq_q;		/* NULL: running without */
+static struct nfq_stats		 nfq_st;
+static int			 nfq_stats_registered;
+static int			 nfq_down;	/* shut down: never reopen */
+static struct nfq_bucket	*nfq_buckets;
+static struct nfq_ages		 nfq_ages = TAILQ_HEAD_INITIALIZER(nfq_ages);
+static size_t			 nfq_nflows;
+static uint32_t			 nfq_seed;
+static struct nfq_ifname	 nfq_ifcache[NFQ_IFCACHE];
+
+static int	nfq_start(uv_loop_t *);
+static void	nfq_reload(void);
+static void	nfq_shutdown(void);
+static void	nfq_stop(void);
+
+const struct module nfq_module = {
+	.name = "nfq",
+	.start = nfq_start,
+	.reload = nfq_reload,
+	.shutdown = nfq_shutdown,
+	.busy = NULL,
+	.stop = nfq_stop,
+};
+
+/* ------------------------------------------------------------ flows */
+
+/* nfq_flow_key_make - the key of (src, dst); -1 if not an IP address */
+static int
+nfq_flow_key_make(struct nfq_flow_key *k, const struct sockaddr *src,
+    const struct sockaddr *dst)
+{
+	struct sockaddr_storage s, d;
+
+	if ((src->sa_family != AF_INET && src->sa_family != AF_INET6) ||
+	    (dst->sa_family != AF_INET && dst->sa_family != AF_INET6))
+		return -1;
+	memset(&s, 0, sizeof(s));
+	memset(&d, 0, sizeof(d));
+	memcpy(&s, src, addr_len(src));
+	memcpy(&d, dst, addr_len(dst));
+	addr_unmap(&s);
+	addr_unmap(&d);
+	if (s.ss_family != d.ss_family)
+		return -1;
+	memset(k, 0, sizeof(*k));
+	k->family = (uint8_t)s.ss_family;
+	if (s.ss_family == AF_INET) {
+		memcpy(k->src, &((struct sockaddr_in *)&s)->sin_addr, 4);
+		memcpy(k->dst, &((struct sockaddr_in *)&d)->sin_addr, 4);
+	} else {
+		memcpy(k->src, &((struct sockaddr_in6 *)&s)->sin6_addr, 16);
+		memcpy(k->dst, &((struct sockaddr_in6 *)&d)->sin6_addr, 16);
+	}
+	k->sport = addr_port((struct sockaddr *)&s);
+	k->dport = addr_port((struct sockaddr *)&d);
+	return 0;
+}
+
+/* nfq_flow_hash - FNV-1a over the key, seeded per run */
+static struct nfq_bucket *
+nfq_flow_hash(const struct nfq_flow_key *k)
+{
+	const uint8_t *p = (const uint8_t *)k;
+	uint32_t h = 2166136261u ^ nfq_seed;
+	size_t i;
+
+	for (i = 0; i < sizeof(*k); i++)
+		h = (h ^ p[i]) * 16777619u;
+	return &nfq_buckets[h & (NFQ_FLOW_BUCKETS - 1)];
+}
+
+static void
+nfq_flow_remove(struct nfq_flow *f)
+{
+	LIST_REMOVE(f, bucket);
+	TAILQ_REMOVE(&nfq_ages, f, age);
+	nfq_nflows--;
+	free(f);
+}
+
+/* nfq_flow_expire - forget flows past their time, oldest first */
+static void
+nfq_flow_expire(uint64_t now)
+{
+	struct nfq_flow *f;
+
+	while ((f = TAILQ_FIRST(&nfq_ages)) != NULL &&
+	    (f->expire <= now || nfq_nflows >= NFQ_FLOW_MAX))
+		nfq_flow_remove(f);
+}
+
+static struct nfq_flow *
+nfq_flow_find(const struct nfq_flow_key *k)
+{
+	struct nfq_flow *f;
+
+	LIST_FOREACH(f, nfq_flow_hash(k), bucket)
+		if (memcmp(&f->key, k, sizeof(*k)) == 0)
+			return f;
+	return NULL;
+}
+
+/* nfq_flow_remember - note the ingress port of a flow sent to a listener */
+static void
+nfq_flow_remember(const struct sockaddr *src, const struct sockaddr *dst,
+    const char *port)
+{
+	struct nfq_flow_key k;
+	struct nfq_flow *f;
+	uint64_t now = uv_now(nfq_loop);
+
+	if (nfq_buckets == NULL || nfq_flow_key_make(&k, src, dst) == -1)
+		return;
+	nfq_flow_expire(now);
+	if ((f = nfq_flow_find(&k)) != NULL)
+		nfq_flow_remove(f);
+	f = xcalloc(1, sizeof(*f));
+	f->key = k;
+	strncpy(f->port, port, sizeof(f->port) - 1);
+	f->expire = now + NFQ_FLOW_TTL;
+	LIST_INSERT_HEAD(nfq_flow_hash(&k), f, bucket);
+	TAILQ_INSERT_TAIL(&nfq_ages, f, age);
+	nfq_nflows++;
+}
+
+const char *
+nfq_flow_port(const struct sockaddr *src, const struct sockaddr *dst)
+{
+	struct nfq_flow_key k;
+	struct nfq_flow *f;
+
+	if (nfq_buckets == NULL || nfq_flow_key_make(&k, src, dst) == -1)
+		return NULL;
+	if ((f = nfq_flow_find(&k)) == NULL ||
+	    f->expire <= uv_now(nfq_loop))
+		return NULL;
+	return f->port;
+}
+
+static void
+nfq_flow_init(void)
+{
+	size_t i;
+
+	if (nfq_buckets != NULL)
+		return;
+	if (getrandom(&nfq_seed, sizeof(nfq_seed), GRND_NONBLOCK) !=
+	    sizeof(nfq_seed))
+		nfq_seed = (uint32_t)time(NULL);
+	nfq_buckets = xcalloc(NFQ_FLOW_BUCKETS, sizeof(*nfq_buckets));
+	for (i = 0; i < NFQ_FLOW_BUCKETS; i++)
+		LIST_INIT(&nfq_buckets[i]);
+}
+
+static void
+nfq_flow_free(void)
+{
+	struct nfq_flow *f;
+
+	while ((f = TAILQ_FIRST(&nfq_ages)) != NULL)
+		nfq_flow_remove(f);
+	free(nfq_buckets);
+	nfq_buckets = NULL;
+}
+
+/* ------------------------------------------------------------ ports */
+
+/* nfq_port_name - the bridge port named by an ifindex; "" if unknown */
+static const char *
+nfq_port_name(unsigned index)
+{
+	struct nfq_ifname *c = &nfq_ifcache[index & (NFQ_IFCACHE - 1)];
+	uint64_t now = uv_now(nfq_loop);
+
+	if (index == 0)
+		return "";
+	if (c->index == index && c->expire > now)
+		return c->name;
+	c->index = index;
+	c->expire = now + NFQ_IFCACHE_TTL;
+	if (if_indextoname(index, c->name) == NULL) {
+		log_debug("nfq: no interface ifindex=%u", index);
+		c->name[0] = '\0';
+	}
+	return c->name;
+}
+
+/* ------------------------------------------------------------ packets */
+
+static void
+nfq_sockaddr(struct sockaddr_storage *ss, int family, const uint8_t *ip,
+    const uint8_t *port)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET) {
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, ip, 4);
+		memcpy(&sin->sin_port, port, 2);
+	} else {
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, ip, 16);
+		memcpy(&sin6->sin6_port, port, 2);
+	}
+}
+
+/* nfq_parse_ip4 - offset of the TCP header of a first fragment, or -1 */
+static int
+nfq_parse_ip4(const uint8_t *p, size_t len)
+{
+	size_t ihl;
+
+	if (len < 20)
+		return -1;
+	ihl = (size_t)(p[0] & 0x0f) * 4;
+	if (ihl < 20 || ihl > len || p[9] != IPPROTO_TCP)
+		return -1;
+	if ((((unsigned)p[6] << 8 | p[7]) & 0x1fff) != 0)
+		return -1;			/* not the first fragment */
+	return (int)ihl;
+}
+
+/* nfq_parse_ip6 - offset of the TCP header past extension headers, or -1 */
+static int
+nfq_parse_ip6(const uint8_t *p, size_t len)
+{
+	size_t off = 40;
+	unsigned nxt, i;
+
+	if (len < 40)
+		return -1;
+	nxt = p[6];
+	for (i = 0; i < 8; i++) {
+		if (nxt == IPPROTO_TCP)
+			return (int)off;
+		if (off + 8 > len)
+			return -1;
+		switch (nxt) {
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS:
+			nxt = p[off];
+			off += ((size_t)p[off + 1] + 1) * 8;
+			break;
+		case IPPROTO_FRAGMENT:
+			if ((((unsigned)p[off + 2] << 8 | p[off + 3]) &
+			    0xfff8) != 0)
+				return -1;	/* not the first fragment */
+			nxt = p[off];
+			off += 8;
+			break;
+		case IPPROTO_AH:
+			nxt = p[off];
+			off += ((size_t)p[off + 1] + 2) * 4;
+			break;
+		default:
+			return -1;
+		}
+	}
+	return -1;
+}
+
+/* nfq_parse - the TCP endpoints of an IPv4 or IPv6 packet; -1 if not */
+static int
+nfq_parse(const uint8_t *p, size_t len, struct sockaddr_storage *src,
+    struct sockaddr_storage *dst)
+{
+	int off, family;
+
+	if (len < 1)
+		return -1;
+	switch (p[0] >> 4) {
+	case 4:
+		family = AF_INET;
+		off = nfq_parse_ip4(p, len);
+		break;
+	case 6:
+		family = AF_INET6;
+		off = nfq_parse_ip6(p, len);
+		break;
+	default:
+		return -1;
+	}
+	if (off == -1 || (size_t)off + 20 > len)
+		return -1;
+	if (family == AF_INET) {
+		nfq_sockaddr(src, AF_INET, p + 12, p + off);
+		nfq_sockaddr(dst, AF_INET, p + 16, p + off + 2);
+	} else {
+		nfq_sockaddr(src, AF_INET6, p + 8, p + off);
+		nfq_sockaddr(dst, AF_INET6, p + 24, p + off + 2);
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ verdicts */
+
+/* nfq_flush - send the verdicts gathered so far in one datagram */
+static void
+nfq_flush(struct nfq_queue *q)
+{
+	if (q->vlen == 0)
+		return;
+	if (mnl_socket_sendto(q->nl, q->vbuf, q->vlen) == -1) {
+		nfq_st.errors++;
+		log_warn("nfq: sending verdicts queue=%u", q->num);
+	}
+	q->vlen = 0;
+}
+
+/* nfq_verdict - queue one verdict, with a new mark unless mark is NULL */
+static void
+nfq_verdict(struct nfq_queue *q, uint32_t id, int verdict,
+    const uint32_t *mark)
+{
+	struct nlmsghdr *nlh;
+
+	if (q->vlen + NFQ_VERDICT_MAX > sizeof(q->vbuf))
+		nfq_flush(q);
+	nlh = nfq_nlmsg_put(q->vbuf + q->vlen, NFQNL_MSG_VERDICT, q->num);
+	nfq_nlmsg_verdict_put(nlh, (int)id, verdict);
+	if (mark != NULL)
+		nfq_nlmsg_verdict_put_mark(nlh, *mark);
+	q->vlen += nlh->nlmsg_len;
+}
+
+/* nfq_class_mark - the mark bits of a classification */
+static uint32_t
+nfq_class_mark(const struct policy_class *cls)
+{
+	switch (cls->action) {
+	case POLICY_PROXY:
+		return cls->dir == POLICY_DIR_IN ? NFQ_CLASS_INCOMING :
+		    NFQ_CLASS_OUTGOING;
+	case POLICY_PASS:
+		return NFQ_CLASS_PASS;
+	case POLICY_DROP:
+		return NFQ_CLASS_DROP;
+	}
+	return NFQ_CLASS_PASS;
+}
+
+static void
+nfq_log_decision(const struct sockaddr *src, const struct sockaddr *dst,
+    const char *port, const struct policy_class *cls, uint32_t mark)
+{
+	char s[ADDR_STRLEN], d[ADDR_STRLEN];
+
+	if (log_getverbose() < 1)
+		return;
+	log_debug("nfq: src=%s dst=%s port=%s dir=%s action=%s reason=%s "
+	    "mark=0x%x", addr_fmt(src, s, sizeof(s)),
+	    addr_fmt(dst, d, sizeof(d)), port[0] ? port : "-",
+	    policy_dir_name(cls->dir), policy_action_name(cls->action),
+	    cls->reason != NULL ? cls->reason : "-", mark);
+}
+
+/* nfq_classify - decide one new flow and queue its verdict */
+static void
+nfq_classify(struct nfq_queue *q, uint32_t id, uint32_t mark,
+    const struct sockaddr *src, const struct sockaddr *dst)
+{
+	struct policy_class cls;
+	const char *port = nfq_port_name(mark & NFQ_MARK_PORT);
+
+	memset(&cls, 0, sizeof(cls));
+	if (policy_classify(policy_current(), src, dst, port, &cls) == -1) {
+		nfq_st.errors++;
+		cls.action = POLICY_PASS;
+		cls.reason = "classify-error";
+	} else if ((unsigned)cls.dir <= POLICY_DIR_OUT &&
+	    (unsigned)cls.action <= POLICY_DROP)
+		nfq_st.decision[cls.dir][cls.action]++;
+	mark = (mark & ~NFQ_MARK_CLASS) | nfq_class_mark(&cls);
+	if (cls.action == POLICY_PROXY)
+		nfq_flow_remember(src, dst, port);
+	nfq_log_decision(src, dst, port, &cls, mark);
+	nfq_verdict(q, id, NF_REPEAT, &mark);
+}
+
+/* nfq_packet_cb - one queued packet: parse, classify, answer */
+static int
+nfq_packet_cb(const struct nlmsghdr *nlh, void *arg)
+{
+	struct nfq_queue *q = arg;
+	struct nlattr *attr[NFQA_MAX + 1];
+	const struct nfqnl_msg_packet_hdr *ph;
+	struct sockaddr_storage src, dst;
+	uint32_t id, mark = 0;
+
+	if (NFNL_MSG_TYPE(nlh->nlmsg_type) != NFQNL_MSG_PACKET)
+		return MNL_CB_OK;
+	memset(attr, 0, sizeof(attr));
+	if (nfq_nlmsg_parse(nlh, attr) < 0 || attr[NFQA_PACKET_HDR] == NULL ||
+	    mnl_attr_get_payload_len(attr[NFQA_PACKET_HDR]) < sizeof(*ph)) {
+		nfq_st.errors++;
+		log_warnx("nfq: unparsable queue message queue=%u", q->num);
+		return MNL_CB_OK;
+	}
+	ph = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
+	id = ntohl(ph->packet_id);
+	if (attr[NFQA_MARK] != NULL)
+		mark = ntohl(mnl_attr_get_u32(attr[NFQA_MARK]));
+	if (attr[NFQA_PAYLOAD] == NULL ||
+	    nfq_parse(mnl_attr_get_payload(attr[NFQA_PAYLOAD]),
+	    mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]), &src, &dst) == -1) {
+		nfq_st.malformed++;
+		log_debug("nfq: malformed packet id=%u action=accept", id);
+		nfq_verdict(q, id, NF_ACCEPT, NULL);
+		return MNL_CB_OK;
+	}
+	nfq_classify(q, id, mark, (struct sockaddr *)&src,
+	    (struct sockaddr *)&dst);
+	return MNL_CB_OK;
+}
+
+/* nfq_read_cb - drain a batch of queued packets without blocking */
+static void
+nfq_read_cb(uv_poll_t *h, int status, int events)
+{
+	struct nfq_queue *q = h->data;
+	static char buf[NFQ_RECVBUF];
+	ssize_t n;
+	int i;
+
+	if (status < 0) {
+		nfq_st.errors++;
+		log_warnx("nfq: poll queue=%u: %s", q->num, uv_strerror(status));
+		return;
+	}
+	for (i = 0; i < NFQ_READ_BATCH; i++) {
+		if ((n = mnl_socket_recvfrom(q->nl, buf, sizeof(buf))) == -1) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			if (errno == ENOBUFS) {
+				nfq_st.overruns++;	/* kernel failed open */
+				continue;
+			}
+			if (errno == EINTR)
+				continue;
+			nfq_st.errors++;
+			log_warn("nfq: receive queue=%u", q->num);
+			break;
+		}
+		if (mnl_cb_run(buf, (size_t)n, 0, q->portid, nfq_packet_cb,
+		    q) == -1) {
+			nfq_st.errors++;
+			log_warn("nfq: netlink error queue=%u", q->num);
+		}
+	}
+	nfq_flush(q);
+}
+
+/* ------------------------------------------------------------ the queue */
+
+/* nfq_configure - bind the queue and set its mode; wait for the ack */
+static int
+nfq_configure(struct nfq_queue *q)
+{
+	static char buf[NFQ_RECVBUF];
+	struct timeval tv = { NFQ_ACK_TIMEOUT, 0 };
+	struct nlmsghdr *nlh;
+	uint32_t flags = NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO;
+	unsigned seq = (unsigned)time(NULL);
+	ssize_t n;
+	int rc;
+
+	nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, q->num);
+	nlh->nlmsg_flags |= NLM_F_ACK;
+	nlh->nlmsg_seq = seq;
+	nfq_nlmsg_cfg_put_cmd(nlh, AF_UNSPEC, NFQNL_CFG_CMD_BIND);
+	nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, NFQ_COPY_RANGE);
+	nfq_nlmsg_cfg_put_qmaxlen(nlh, NFQ_QUEUE_MAXLEN);
+	mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(flags));
+	mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(flags));
+	if (setsockopt(mnl_socket_get_fd(q->nl), SOL_SOCKET, SO_RCVTIMEO,
+	    &tv, sizeof(tv)) == -1 ||
+	    mnl_socket_sendto(q->nl, nlh, nlh->nlmsg_len) == -1)
+		return -1;
+	do {
+		if ((n = mnl_socket_recvfrom(q->nl, buf, sizeof(buf))) == -1)
+			return -1;
+		/* packets may already arrive before the ack */
+		rc = mnl_cb_run(buf, (size_t)n, seq, q->portid, nfq_packet_cb,
+		    q);
+		nfq_flush(q);
+	} while (rc > 0);
+	return rc;
+}
+
+/* nfq_queue_open - a netlink socket bound to queue num, watched by the loop */
+static struct nfq_queue *
+nfq_queue_open(unsigned num)
+{
+	struct nfq_queue *q;
+	int bufsz = NFQ_RCVBUF, fd;
+
+	q = xcalloc(1, sizeof(*q));
+	q->num = num;
+	if ((q->nl = mnl_socket_open(NETLINK_NETFILTER)) == NULL) {
+		log_warn("nfq: netlink socket");
+		goto fail;
+	}
+	if (mnl_socket_bind(q->nl, 0, MNL_SOCKET_AUTOPID) == -1) {
+		log_warn("nfq: netlink bind");
+		goto fail;
+	}
+	q->portid = mnl_socket_get_portid(q->nl);
+	fd = mnl_socket_get_fd(q->nl);
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsz,
+	    sizeof(bufsz)) == -1)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz,
+		    sizeof(bufsz));
+	if (nfq_configure(q) == -1) {
+		log_warn("nfq: binding queue=%u", num);
+		goto fail;
+	}
+	if (uv_poll_init(nfq_loop, &q->poll, fd) != 0) {
+		log_warnx("nfq: poll init queue=%u", num);
+		goto fail;
+	}
+	q->poll.data = q;
+	uv_poll_start(&q->poll, UV_READABLE, nfq_read_cb);
+	return q;
+fail:
+	if (q->nl != NULL)
+		mnl_socket_close(q->nl);
+	free(q);
+	return NULL;
+}
+
+static void
+nfq_queue_close_cb(uv_handle_t *h)
+{
+	struct nfq_queue *q = h->data;
+
+	mnl_socket_close(q->nl);	/* the kernel unbinds the queue */
+	free(q);
+}
+
+/* nfq_queue_close - unbind the queue: the kernel's bypass rule takes over */
+static void
+nfq_queue_close(void)
+{
+	struct nfq_queue *q = nfq_q;
+
+	if (q == NULL)
+		return;
+	nfq_q = NULL;
+	nfq_flush(q);
+	uv_close((uv_handle_t *)&q->poll, nfq_queue_close_cb);
+	log_info("nfq: queue=%u closed", q->num);
+}
+
+/* nfq_stats - the "stats" lines of this module */
+static void
+nfq_stats(struct buf *out)
+{
+	static const char *dirs[] = { "incoming", "outgoing" };
+	static const char *acts[] = { "proxy", "pass", "drop" };
+	int d, a;
+
+	buf_printf(out, "nfq_queue_open=%d\n", nfq_q != NULL);
+	for (d = 0; d < 2; d++)
+		for (a = 0; a < 3; a++)
+			buf_printf(out, "nfq_%s_%s=%llu\n", dirs[d], acts[a],
+			    (unsigned long long)nfq_st.decision[d][a]);
+	buf_printf(out, "nfq_malformed=%llu\n",
+	    (unsigned long long)nfq_st.malformed);
+	buf_printf(out, "nfq_errors=%llu\n", (unsigned long long)nfq_st.errors);
+	buf_printf(out, "nfq_overruns=%llu\n",
+	    (unsigned long long)nfq_st.overruns);
+	buf_printf(out, "nfq_flows=%zu\n", nfq_nflows);
+}
+
+/* nfq_attach - open the configured queue, or say why we run without */
+static void
+nfq_attach(unsigned num)
+{
+	if ((nfq_q = nfq_queue_open(num)) == NULL) {
+		log_warnx("nfq: queue=%u not available, running without "
+		    "classification", num);
+		return;
+	}
+	log_info("nfq: queue=%u open copy_range=%d maxlen=%d", num,
+	    NFQ_COPY_RANGE, NFQ_QUEUE_MAXLEN);
+}
+
+static int
+nfq_start(uv_loop_t *loop)
+{
+	nfq_loop = loop;
+	nfq_flow_init();
+	if (!nfq_stats_registered) {
+		control_register_stats(nfq_stats);
+		nfq_stats_registered = 1;
+	}
+	nfq_attach(policy_current()->queue_num);
+	return 0;
+}
+
+/* nfq_reload - follow a changed queue number; keep the queue otherwise */
+static void
+nfq_reload(void)
+{
+	unsigned num = policy_current()->queue_num;
+
+	if (nfq_down || (nfq_q != NULL && nfq_q->num == num))
+		return;
+	if (nfq_q != NULL)
+		log_info("nfq: queue number changed from=%u to=%u",
+		    nfq_q->num, num);
+	nfq_queue_close();
+	nfq_attach(num);
+}
+
+/* nfq_shutdown - stop classifying: new flows meet the kernel's bypass */
+static void
+nfq_shutdown(void)
+{
+	nfq_down = 1;
+	nfq_queue_close();
+}
+
+static void
+nfq_stop(void)
+{
+	nfq_down = 1;
+	nfq_queue_close();
+	nfq_flow_free();
+}

@@ -1,0 +1,360 @@
+/*
+ * decide.c - every decision taken from a loaded policy: the class of a new
+ * flow, whose server a destination is, whether a client-chosen server is
+ * honoured, where a recipient goes, and whether a recipient may be relayed
+ * (with the open-relay hardening that comes before any rule).  Nothing
+ * here changes or allocates; a snapshot may be shared by every caller.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../common/addr.h"
+#include "policy.h"
+#include "policy_local.h"
+
+#define ADDR_MAX	1024		/* longest mailbox looked at */
+
+#define MSG_NORELAY	"5.7.1 Relay access denied"
+#define MSG_REJECT	"5.7.1 Recipient address rejected by policy"
+#define MSG_TEMPFAIL	"4.7.1 Recipient address deferred by policy, try " \
+			"again later"
+#define MSG_SYNTAX	"5.1.3 Bad recipient address syntax"
+
+/* a mailbox taken apart for matching */
+struct mailbox {
+	char		 full[ADDR_MAX];	/* "local@domain", no route */
+	const char	*domain;		/* in full; NULL: none */
+	int		 null;			/* the null path <> */
+	int		 badlocal;		/* '%', '!' or '@' in local */
+	int		 routed;		/* had a source route */
+	int		 literal;		/* [address] domain */
+	int		 baddomain;		/* not a host name */
+};
+
+const struct policy_port *
+policy_port_by_name(const struct policy *pol, const char *name)
+{
+	size_t i;
+
+	if (name == NULL)
+		return NULL;
+	for (i = 0; i < pol->nports; i++)
+		if (strcmp(pol->ports[i].name, name) == 0)
+			return &pol->ports[i];
+	return NULL;
+}
+
+/* addr_in_list - sa equals one of n addresses, port included */
+static int
+addr_in_list(const struct sockaddr *sa, const struct sockaddr_storage *list,
+    int n, uint16_t port)
+{
+	int i;
+
+	if (addr_port(sa) != port)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (addr_equal_ip(sa, (const struct sockaddr *)&list[i]))
+			return 1;
+	return 0;
+}
+
+/* policy_domain_by_server - the domain whose server or fallback is sa */
+const struct policy_domain *
+policy_domain_by_server(const struct policy *pol, const struct sockaddr *sa)
+{
+	const struct policy_domain *d;
+	size_t i;
+
+	if (sa == NULL)
+		return NULL;
+	for (i = 0; i < pol->ndomains; i++) {
+		d = &pol->domains[i];
+		if (addr_in_list(sa, d->addr, d->naddr, d->port) ||
+		    addr_in_list(sa, d->fbaddr, d->nfbaddr, d->fbport))
+			return d;
+	}
+	return NULL;
+}
+
+/* policy_domain_by_name - exact, case-insensitive; a trailing dot is ok */
+const struct policy_domain *
+policy_domain_by_name(const struct policy *pol, const char *name)
+{
+	size_t i, len;
+
+	if (name == NULL)
+		return NULL;
+	len = strlen(name);
+	if (len > 0 && name[len - 1] == '.')
+		len--;
+	if (len == 0)
+		return NULL;
+	for (i = 0; i < pol->ndomains; i++)
+		if (strlen(pol->domains[i].name) == len &&
+		    strncasecmp(pol->domains[i].name, name, len) == 0)
+			return &pol->domains[i];
+	return NULL;
+}
+
+/* net_in_list - sa is inside one of n networks */
+static int
+net_in_list(const struct sockaddr *sa, const struct addr_net *list, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (addr_net_match(&list[i], sa))
+			return 1;
+	return 0;
+}
+
+/* policy_classify - direction and action for a new flow; -1 if not IP */
+int
+policy_classify(const struct policy *pol, const struct sockaddr *src,
+    const struct sockaddr *dst, const char *port, struct policy_class *out)
+{
+	const struct policy_port *pp;
+
+	memset(out, 0, sizeof(*out));
+	if ((src->sa_family != AF_INET && src->sa_family != AF_INET6) ||
+	    (dst->sa_family != AF_INET && dst->sa_family != AF_INET6))
+		return -1;
+	out->domain = policy_domain_by_server(pol, dst);
+	out->dir = out->domain != NULL ? POLICY_DIR_IN : POLICY_DIR_OUT;
+	if (net_in_list(src, pol->bypass_client, pol->nbypass_client) ||
+	    net_in_list(dst, pol->bypass_server, pol->nbypass_server)) {
+		out->action = POLICY_PASS;
+		out->reason = "bypass";
+	} else if ((pp = policy_port_by_name(pol, port)) != NULL) {
+		out->action = pp->action[out->dir];
+		out->reason = "port";
+	} else {
+		out->action = pol->default_action[out->dir];
+		out->reason = "default";
+	}
+	return 0;
+}
+
+/* policy_honour_client_server - 1: relay live to the server dialled */
+int
+policy_honour_client_server(const struct policy *pol,
+    const struct sockaddr *client, const char *port)
+{
+	const struct policy_honour *h;
+	const struct policy_port *pp;
+	size_t i;
+
+	for (i = 0; i < pol->nhonours; i++) {
+		h = &pol->honours[i];
+		if (h->has_net && (client == NULL ||
+		    !addr_net_match(&h->net, client)))
+			continue;
+		if (h->port[0] != '\0' && (port == NULL ||
+		    strcmp(h->port, port) != 0))
+			continue;
+		return h->honour;
+	}
+	if ((pp = policy_port_by_name(pol, port)) != NULL && pp->honour != -1)
+		return pp->honour;
+	return pol->default_honour;
+}
+
+/* policy_route_rcpt - where the MTA delivers one recipient */
+enum policy_route
+policy_route_rcpt(const struct policy *pol, enum policy_dir dir,
+    const char *rcpt_domain, const struct sockaddr *orig_dst)
+{
+	const struct policy_domain *d;
+
+	if (dir == POLICY_DIR_IN) {
+		if (policy_domain_by_name(pol, rcpt_domain) != NULL)
+			return POLICY_ROUTE_ORIGINAL;
+		d = policy_domain_by_server(pol, orig_dst);
+		if (d != NULL && d->deliver_via_server)
+			return POLICY_ROUTE_ORIGINAL;
+	}
+	return pol->relay.host != NULL ? POLICY_ROUTE_RELAYHOST :
+	    POLICY_ROUTE_MX;
+}
+
+/* local_scan - the end of the local part: the last '@' outside quotes */
+static char *
+local_scan(char *s, int *badlocal)
+{
+	char *at = NULL;
+	int quoted = 0;
+
+	for (; *s != '\0'; s++) {
+		if (quoted && *s == '\\' && s[1] != '\0')
+			s++;
+		else if (*s == '"')
+			quoted = !quoted;
+		else if (*s == '@' && !quoted)
+			at = s;
+		if (*s == '%' || *s == '!' || (*s == '@' && quoted))
+			*badlocal = 1;
+	}
+	return at;
+}
+
+/*
+ * mailbox_parse - take a path as received apart: angle brackets and any
+ * source route go, the domain loses its trailing dot.  -1: unusable.
+ */
+static int
+mailbox_parse(const char *in, struct mailbox *m)
+{
+	char buf[ADDR_MAX];
+	char *s, *at, *colon;
+	size_t len;
+
+	memset(m, 0, sizeof(*m));
+	if (in == NULL || (len = strlen(in)) >= sizeof(buf))
+		return -1;
+	memcpy(buf, in, len + 1);
+	s = buf;
+	if (len >= 2 && s[0] == '<' && s[len - 1] == '>') {
+		s[len - 1] = '\0';
+		s++;
+	}
+	if (*s == '\0') {
+		m->null = 1;
+		return 0;
+	}
+	if (*s == '@') {		/* <@relay,@relay:user@domain> */
+		m->routed = 1;
+		if ((colon = strchr(s, ':')) == NULL)
+			return -1;
+		s = colon + 1;
+	}
+	if ((at = local_scan(s, &m->badlocal)) == NULL) {
+		m->badlocal = 1;	/* no domain at all */
+		snprintf(m->full, sizeof(m->full), "%s", s);
+		return 0;
+	}
+	*at = '\0';
+	len = strlen(at + 1);
+	if (len > 0 && at[len] == '.')
+		at[len] = '\0';
+	if (s[0] == '\0')
+		m->badlocal = 1;
+	m->literal = at[1] == '[';
+	m->baddomain = !m->literal && !policy_valid_domain(at + 1);
+	snprintf(m->full, sizeof(m->full), "%s@%s", s, at + 1);
+	m->domain = m->full + (at - s) + 1;
+	return 0;
+}
+
+/* mailbox_protected - a plain mailbox in one of the protected domains */
+static int
+mailbox_protected(const struct policy *pol, const struct mailbox *m)
+{
+	if (m->null || m->badlocal || m->routed || m->literal ||
+	    m->baddomain || m->domain == NULL)
+		return 0;
+	return policy_domain_by_name(pol, m->domain) != NULL;
+}
+
+/* pattern_match - a rule's "ADDR" or "@DOMAIN" against a mailbox */
+static int
+pattern_match(const char *pattern, const struct mailbox *m)
+{
+	if (m->null)
+		return 0;
+	if (pattern[0] != '@')
+		return strcasecmp(pattern, m->full) == 0;
+	if (m->domain == NULL || m->badlocal)
+		return 0;
+	return strcasecmp(pattern + 1, m->domain) == 0;
+}
+
+/* rule_match - every condition the rule has holds */
+static int
+rule_match(const struct policy_rule *r, const struct sockaddr *client,
+    const struct mailbox *from, const struct mailbox *to, int protected,
+    int authed)
+{
+	if (r->has_net && (client == NULL || !addr_net_match(&r->net, client)))
+		return 0;
+	if (r->auth != -1 && r->auth != (authed != 0))
+		return 0;
+	if (r->from_null && !from->null)
+		return 0;
+	if (r->from != NULL && !pattern_match(r->from, from))
+		return 0;
+	if (r->to_protected && !protected)
+		return 0;
+	if (r->to != NULL && !pattern_match(r->to, to))
+		return 0;
+	return 1;
+}
+
+/* verdict_text - the reply text of a rule without one of its own */
+static const char *
+verdict_text(enum policy_verdict v)
+{
+	switch (v) {
+	case POLICY_REJECT:
+		return MSG_REJECT;
+	case POLICY_TEMPFAIL:
+		return MSG_TEMPFAIL;
+	default:
+		return NULL;
+	}
+}
+
+/*
+ * policy_check_rcpt - may this recipient be accepted.  The first matching
+ * rule wins; without one only protected recipients are relayed.  *message
+ * (if asked for) gets the reply text without its code, e.g. "5.7.1 ...",
+ * or NULL for relay and discard.
+ */
+enum policy_verdict
+policy_check_rcpt(const struct policy *pol, const struct sockaddr *client,
+    enum policy_dir dir, const char *sender, const char *rcpt, int authed,
+    const char **message)
+{
+	struct mailbox from, to;
+	const struct policy_rule *r;
+	const char *msg = NULL;
+	enum policy_verdict v;
+	size_t i;
+	int prot;
+
+	(void)dir;
+	if (mailbox_parse(rcpt, &to) == -1 || to.null) {
+		v = POLICY_REJECT;
+		msg = MSG_SYNTAX;
+		goto done;
+	}
+	if (mailbox_parse(sender, &from) == -1)
+		memset(&from, 0, sizeof(from));	/* matches only "any" */
+	prot = mailbox_protected(pol, &to);
+	for (i = 0; i < pol->nrules; i++) {
+		r = &pol->rules[i];
+		if (!rule_match(r, client, &from, &to, prot, authed))
+			continue;
+		v = r->verdict;
+		msg = r->message != NULL ? r->message : verdict_text(v);
+		goto done;
+	}
+	v = prot ? POLICY_RELAY : POLICY_REJECT;
+	msg = prot ? NULL : MSG_NORELAY;
+ done:
+	if (message != NULL)
+		*message = msg;
+	return v;
+}
+
+/* policy_rcpt_protected - rcpt (as received) is incoming mail */
+int
+policy_rcpt_protected(const struct policy *pol, const char *rcpt)
+{
+	struct mailbox m;
+
+	if (mailbox_parse(rcpt, &m) == -1)
+		return 0;
+	return mailbox_protected(pol, &m);
+}

@@ -1,0 +1,1549 @@
+/*
+ * parse.c - the configuration language.  A hand-written tokenizer turns
+ * the file into words, quoted strings, braces and statement ends; a
+ * table-driven parser walks them and fills a fresh policy snapshot.  Every
+ * value is range-checked here, once, so that decide.c and the rest of the
+ * daemon can trust a loaded policy without checking it again.  Errors come
+ * back as "FILE:LINE: reason".
+ */
+#include <sys/stat.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../common/addr.h"
+#include "../common/log.h"
+#include "../common/xmalloc.h"
+#include "policy.h"
+#include "policy_local.h"
+
+#define PARSE_MAXFILE	(1024 * 1024)	/* bytes in a config file */
+#define PARSE_MAXARGS	32		/* words in one statement */
+#define PARSE_MAXTEXT	400		/* characters in a reply text */
+#define PARSE_SUNPATH	107		/* usable bytes of sun_path */
+
+#define DAY		86400U
+#define KB		1024ULL
+#define MB		(1024ULL * 1024)
+#define GB		(1024ULL * 1024 * 1024)
+#define TB		(1024ULL * 1024 * 1024 * 1024)
+
+_Static_assert(sizeof(enum policy_uptls) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum policy_action) == sizeof(int), "enum size");
+
+enum tok_type { T_WORD, T_STRING, T_LBRACE, T_RBRACE, T_EOS, T_EOF };
+
+struct token {
+	enum tok_type	 type;
+	char		*text;		/* T_WORD and T_STRING only */
+	int		 line;
+};
+
+/* how a simple "keyword VALUE" statement stores its value */
+enum vtype { V_FN, V_UINT, V_DUR, V_SIZE, V_BOOL, V_ENUM, V_PATH };
+
+struct parser;
+struct stmt;
+
+struct keyword {
+	const char	*name;
+	int		 minargs;	/* words after the keyword */
+	int		 maxargs;
+	int		 flags;
+#define KW_BLOCK	0x01		/* takes a { ... } block */
+#define KW_MULTI	0x02		/* may appear more than once */
+	int		(*fn)(struct parser *, struct stmt *);
+	enum vtype	 type;		/* with fn NULL: store generically */
+	size_t		 off;		/* ... at this offset in p->base */
+	uint64_t	 min, max;
+	const char *const *names;	/* V_ENUM: the accepted words */
+};
+
+struct stmt {
+	const struct keyword *kw;
+	int		 line;
+	int		 argc;
+	char		*argv[PARSE_MAXARGS];
+};
+
+struct parser {
+	const char	*path;
+	char		*dir;		/* for relative file names */
+	struct token	*toks;
+	size_t		 ntoks;
+	size_t		 pos;
+	struct policy	*pol;
+	void		*base;		/* where generic values go */
+	struct policy_domain *dom;	/* domain block being read */
+	size_t		 portidx;	/* port block being read */
+	int		 listen_line[2];
+	int		 starttls_line[2];
+	int		 default_line[2];
+	int		 timeout_line[4];
+	int		 queue_line;
+	int		 limits_line;
+	int		 rcpts_line;
+	char		*err;
+	size_t		 errlen;
+};
+
+static const char *const dir_names[] = { "incoming", "outgoing", NULL };
+static const char *const action_names[] = { "proxy", "pass", "drop", NULL };
+static const char *const starttls_names[] = { "offer", "require", "strip",
+	NULL };
+/* in enum policy_uptls order */
+static const char *const uptls_names[] = { "opportunistic", "none",
+	"starttls", "smtps", NULL };
+static const char *const verdict_names[] = { "relay", "reject", "discard",
+	"tempfail", NULL };
+static const char *const honour_names[] = { "ignore", "honour", NULL };
+static const char *const bool_names[] = { "yes", "no", NULL };
+static const char *const timeout_names[] = { "command", "data", "dot",
+	"connect", NULL };
+
+static int	parse_block(struct parser *, const struct keyword *,
+		    const char *, int);
+
+/* perr - format "FILE:LINE: reason" into the caller's buffer; -1 */
+static int __attribute__((format(printf, 3, 4)))
+perr(struct parser *p, int line, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (p->errlen == 0)
+		return -1;
+	n = snprintf(p->err, p->errlen, "%s:%d: ", p->path, line);
+	if (n < 0 || (size_t)n >= p->errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(p->err + n, p->errlen - n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/*
+ * Tokenizer
+ */
+
+/* tok_push - append one token; text is copied */
+static void
+tok_push(struct parser *p, enum tok_type type, const char *text, size_t len,
+    int line)
+{
+	struct token *t;
+
+	p->toks = xreallocarray(p->toks, p->ntoks + 1, sizeof(*p->toks));
+	t = &p->toks[p->ntoks++];
+	t->type = type;
+	t->text = text != NULL ? xstrndup(text, len) : NULL;
+	t->line = line;
+}
+
+/* lex_string - a double-quoted string at buf[*i]; \" and \\ escape */
+static int
+lex_string(struct parser *p, const char *buf, size_t len, size_t *i, int line)
+{
+	char *s;
+	size_t n = 0;
+
+	s = xmalloc(len - *i + 1);
+	for ((*i)++; *i < len && buf[*i] != '"'; (*i)++) {
+		if (buf[*i] == '\n')
+			break;
+		if (buf[*i] == '\\') {
+			if (*i + 1 >= len || (buf[*i + 1] != '"' &&
+			    buf[*i + 1] != '\\')) {
+				free(s);
+				return perr(p, line, "invalid escape in string");
+			}
+			(*i)++;
+		} else if ((unsigned char)buf[*i] < 0x20 && buf[*i] != '\t') {
+			free(s);
+			return perr(p, line, "invalid character 0x%02x",
+			    (unsigned char)buf[*i]);
+		}
+		s[n++] = buf[*i];
+	}
+	if (*i >= len || buf[*i] != '"') {
+		free(s);
+		return perr(p, line, "unterminated string");
+	}
+	(*i)++;
+	tok_push(p, T_STRING, s, n, line);
+	free(s);
+	return 0;
+}
+
+/* lex_special - the characters that end a word */
+static int
+lex_special(int c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ';' ||
+	    c == '{' || c == '}' || c == '"';
+}
+
+/* lex - split the whole file into tokens, ending with T_EOF */
+static int
+lex(struct parser *p, const char *buf, size_t len)
+{
+	size_t i = 0, start;
+	int line = 1;
+	unsigned char c;
+
+	while (i < len) {
+		c = buf[i];
+		if (c == '\\' && i + 1 < len && buf[i + 1] == '\n') {
+			line++;		/* continuation line */
+			i += 2;
+		} else if (c == '\n') {
+			tok_push(p, T_EOS, NULL, 0, line++);
+			i++;
+		} else if (c == ' ' || c == '\t' || c == '\r')
+			i++;
+		else if (c == '#') {
+			while (i < len && buf[i] != '\n')
+				i++;
+		} else if (c == ';' || c == '{' || c == '}') {
+			tok_push(p, c == ';' ? T_EOS : c == '{' ? T_LBRACE :
+			    T_RBRACE, NULL, 0, line);
+			i++;
+		} else if (c == '"') {
+			if (lex_string(p, buf, len, &i, line) == -1)
+				return -1;
+		} else if (c < 0x20 || c == 0x7f)
+			return perr(p, line, "invalid character 0x%02x", c);
+		else {
+			for (start = i; i < len && !lex_special(buf[i]); i++)
+				if ((unsigned char)buf[i] < 0x20 ||
+				    buf[i] == 0x7f)
+					return perr(p, line,
+					    "invalid character 0x%02x",
+					    (unsigned char)buf[i]);
+			if (i < len && buf[i] == '"')
+				return perr(p, line, "unexpected '\"' in word");
+			tok_push(p, T_WORD, buf + start, i - start, line);
+		}
+	}
+	tok_push(p, T_EOF, NULL, 0, line);
+	return 0;
+}
+
+/* read_file - the whole config file into a NUL-terminated buffer */
+static int
+read_file(struct parser *p, char **bufp, size_t *lenp)
+{
+	struct stat st;
+	FILE *fp;
+	char *buf = NULL;
+	int rv = -1;
+
+	if ((fp = fopen(p->path, "r")) == NULL) {
+		snprintf(p->err, p->errlen, "%s: %s", p->path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fileno(fp), &st) == -1) {
+		snprintf(p->err, p->errlen, "%s: %s", p->path, strerror(errno));
+		goto done;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > PARSE_MAXFILE) {
+		snprintf(p->err, p->errlen, "%s: not a regular file of at "
+		    "most %d bytes", p->path, PARSE_MAXFILE);
+		goto done;
+	}
+	buf = xmalloc((size_t)st.st_size + 1);
+	*lenp = fread(buf, 1, (size_t)st.st_size, fp);
+	if (ferror(fp)) {
+		snprintf(p->err, p->errlen, "%s: read error", p->path);
+		goto done;
+	}
+	buf[*lenp] = '\0';
+	*bufp = buf;
+	buf = NULL;
+	rv = 0;
+ done:
+	free(buf);
+	fclose(fp);
+	return rv;
+}
+
+/*
+ * Values
+ */
+
+/* parse_digits - a plain decimal number; *end is left after it */
+static int
+parse_digits(const char *s, uint64_t *out, const char **end)
+{
+	uint64_t v = 0;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	for (; isdigit((unsigned char)*s); s++) {
+		if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*out = v;
+	*end = s;
+	return 0;
+}
+
+/* fmt_dur - the shortest exact spelling of a duration */
+static const char *
+fmt_dur(uint64_t v, char *buf, size_t len)
+{
+	if (v != 0 && v % DAY == 0)
+		snprintf(buf, len, "%llud", (unsigned long long)(v / DAY));
+	else if (v != 0 && v % 3600 == 0)
+		snprintf(buf, len, "%lluh", (unsigned long long)(v / 3600));
+	else if (v != 0 && v % 60 == 0)
+		snprintf(buf, len, "%llum", (unsigned long long)(v / 60));
+	else
+		snprintf(buf, len, "%llus", (unsigned long long)v);
+	return buf;
+}
+
+/* fmt_size - the shortest exact spelling of a size */
+static const char *
+fmt_size(uint64_t v, char *buf, size_t len)
+{
+	if (v != 0 && v % TB == 0)
+		snprintf(buf, len, "%lluT", (unsigned long long)(v / TB));
+	else if (v != 0 && v % GB == 0)
+		snprintf(buf, len, "%lluG", (unsigned long long)(v / GB));
+	else if (v != 0 && v % MB == 0)
+		snprintf(buf, len, "%lluM", (unsigned long long)(v / MB));
+	else if (v != 0 && v % KB == 0)
+		snprintf(buf, len, "%lluK", (unsigned long long)(v / KB));
+	else
+		snprintf(buf, len, "%llu", (unsigned long long)v);
+	return buf;
+}
+
+/* parse_num - a decimal number within min..max */
+static int
+parse_num(struct parser *p, int line, const char *name, const char *s,
+    uint64_t min, uint64_t max, uint64_t *out)
+{
+	const char *end;
+
+	if (parse_digits(s, out, &end) == -1 || *end != '\0')
+		return perr(p, line, "%s: bad number \"%s\"", name, s);
+	if (*out < min || *out > max)
+		return perr(p, line, "%s: %s out of range (%llu-%llu)", name, s,
+		    (unsigned long long)min, (unsigned long long)max);
+	return 0;
+}
+
+/* parse_dur - seconds, or a number with s, m, h or d; within min..max */
+static int
+parse_dur(struct parser *p, int line, const char *name, const char *s,
+    uint64_t min, uint64_t max, uint64_t *out)
+{
+	const char *end;
+	uint64_t mul = 1;
+	char a[32], b[32];
+
+	if (parse_digits(s, out, &end) == -1)
+		return perr(p, line, "%s: bad duration \"%s\"", name, s);
+	if (*end == 'm')
+		mul = 60;
+	else if (*end == 'h')
+		mul = 3600;
+	else if (*end == 'd')
+		mul = DAY;
+	else if (*end != 's' && *end != '\0')
+		return perr(p, line, "%s: bad duration \"%s\"", name, s);
+	if (*end != '\0' && end[1] != '\0')
+		return perr(p, line, "%s: bad duration \"%s\"", name, s);
+	if (*out > UINT64_MAX / mul)
+		*out = UINT64_MAX;
+	else
+		*out *= mul;
+	if (*out < min || *out > max)
+		return perr(p, line, "%s: %s out of range (%s-%s)", name, s,
+		    fmt_dur(min, a, sizeof(a)), fmt_dur(max, b, sizeof(b)));
+	return 0;
+}
+
+/* parse_size - bytes, or a number with K, M, G or T; within min..max */
+static int
+parse_size(struct parser *p, int line, const char *name, const char *s,
+    uint64_t min, uint64_t max, uint64_t *out)
+{
+	const char *end;
+	uint64_t mul = 1;
+	char a[32], b[32];
+
+	if (parse_digits(s, out, &end) == -1)
+		return perr(p, line, "%s: bad size \"%s\"", name, s);
+	switch (*end) {
+	case '\0':
+		break;
+	case 'K': case 'k':
+		mul = KB;
+		break;
+	case 'M': case 'm':
+		mul = MB;
+		break;
+	case 'G': case 'g':
+		mul = GB;
+		break;
+	case 'T': case 't':
+		mul = TB;
+		break;
+	default:
+		return perr(p, line, "%s: bad size \"%s\"", name, s);
+	}
+	if (*end != '\0' && end[1] != '\0')
+		return perr(p, line, "%s: bad size \"%s\"", name, s);
+	if (*out > UINT64_MAX / mul)
+		*out = UINT64_MAX;
+	else
+		*out *= mul;
+	if (*out < min || *out > max)
+		return perr(p, line, "%s: %s out of range (%s-%s)", name, s,
+		    fmt_size(min, a, sizeof(a)), fmt_size(max, b, sizeof(b)));
+	return 0;
+}
+
+/* enum_index - the position of s in a NULL-terminated list, or -1 */
+static int
+enum_index(const char *const *names, const char *s)
+{
+	int i;
+
+	for (i = 0; names[i] != NULL; i++)
+		if (strcmp(s, names[i]) == 0)
+			return i;
+	return -1;
+}
+
+/* parse_enum - one of a NULL-terminated list of words; its index */
+static int
+parse_enum(struct parser *p, int line, const char *name, const char *s,
+    const char *const *names, int *out)
+{
+	char list[256];
+	size_t n = 0;
+	int i;
+
+	if ((*out = enum_index(names, s)) != -1)
+		return 0;
+	list[0] = '\0';
+	for (i = 0; names[i] != NULL; i++) {
+		n = strlen(list);
+		snprintf(list + n, sizeof(list) - n, "%s%s",
+		    i == 0 ? "" : names[i + 1] == NULL ? " or " : ", ",
+		    names[i]);
+	}
+	return perr(p, line, "%s: expected %s, got \"%s\"", name, list, s);
+}
+
+/* parse_port - a TCP port number */
+static int
+parse_port(struct parser *p, int line, const char *name, const char *s,
+    uint16_t *out)
+{
+	uint64_t v;
+
+	if (parse_num(p, line, name, s, 1, 65535, &v) == -1)
+		return -1;
+	*out = (uint16_t)v;
+	return 0;
+}
+
+/* policy_valid_domain - letters, digits and hyphens in 1..63 byte labels */
+int
+policy_valid_domain(const char *s)
+{
+	size_t len = strlen(s), lab = 0;
+
+	if (len > 0 && s[len - 1] == '.')
+		len--;
+	if (len == 0 || len > 253)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '.') {
+			if (lab == 0 || s[i - 1] == '-')
+				return 0;
+			lab = 0;
+		} else if (isalnum((unsigned char)s[i]) || s[i] == '-') {
+			if (s[i] == '-' && lab == 0)
+				return 0;
+			if (++lab > 63)
+				return 0;
+		} else
+			return 0;
+	}
+	return s[len - 1] != '-';
+}
+
+/* norm_domain - a lower-case copy without the trailing dot */
+static char *
+norm_domain(const char *s)
+{
+	char *d;
+	size_t len;
+
+	d = xstrdup(s);
+	len = strlen(d);
+	if (len > 0 && d[len - 1] == '.')
+		d[--len] = '\0';
+	for (char *c = d; *c != '\0'; c++)
+		*c = (char)tolower((unsigned char)*c);
+	return d;
+}
+
+/* valid_host - a domain name or a numeric address */
+static int
+valid_host(const char *s)
+{
+	struct sockaddr_storage ss;
+
+	return policy_valid_domain(s) || addr_parse(s, 0, &ss) == 0;
+}
+
+/* valid_ifname - a bridge port name as the kernel allows it */
+static int
+valid_ifname(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len >= IF_NAMESIZE || strcmp(s, ".") == 0 ||
+	    strcmp(s, "..") == 0)
+		return 0;
+	for (; *s != '\0'; s++)
+		if (*s == '/' || *s == ':' || !isgraph((unsigned char)*s))
+			return 0;
+	return 1;
+}
+
+/* rel_path - a file name, relative ones taken from the config's folder */
+static char *
+rel_path(struct parser *p, const char *name)
+{
+	char *s;
+
+	if (name[0] == '/')
+		return xstrdup(name);
+	xasprintf(&s, "%s/%s", p->dir, name);
+	return s;
+}
+
+/*
+ * Generic statements
+ */
+
+/* kw_value - "keyword VALUE" stored as described by its table entry */
+static int
+kw_value(struct parser *p, struct stmt *st)
+{
+	const struct keyword *kw = st->kw;
+	char *field = (char *)p->base + kw->off;
+	const char *s = st->argv[0];
+	uint64_t v;
+	unsigned u;
+	int i;
+
+	switch (kw->type) {
+	case V_UINT:
+	case V_DUR:
+		if ((kw->type == V_UINT ? parse_num : parse_dur)(p, st->line,
+		    kw->name, s, kw->min, kw->max, &v) == -1)
+			return -1;
+		u = (unsigned)v;
+		memcpy(field, &u, sizeof(u));
+		return 0;
+	case V_SIZE:
+		if (parse_size(p, st->line, kw->name, s, kw->min, kw->max,
+		    &v) == -1)
+			return -1;
+		memcpy(field, &v, sizeof(v));
+		return 0;
+	case V_BOOL:
+	case V_ENUM:
+		if (parse_enum(p, st->line, kw->name, s, kw->type == V_BOOL ?
+		    bool_names : kw->names, &i) == -1)
+			return -1;
+		if (kw->type == V_BOOL)
+			i = !i;		/* "yes" is listed first */
+		memcpy(field, &i, sizeof(i));
+		return 0;
+	case V_PATH:
+		if (s[0] != '/')
+			return perr(p, st->line, "%s: \"%s\" is not an absolute "
+			    "path", kw->name, s);
+		if (kw->max != 0 && strlen(s) > kw->max)
+			return perr(p, st->line, "%s: path longer than %llu "
+			    "bytes", kw->name, (unsigned long long)kw->max);
+		free(*(char **)(void *)field);
+		*(char **)(void *)field = xstrdup(s);
+		return 0;
+	case V_FN:
+		break;
+	}
+	return perr(p, st->line, "%s: internal error", kw->name);
+}
+
+/*
+ * Global statements
+ */
+
+static int
+kw_hostname(struct parser *p, struct stmt *st)
+{
+	if (!policy_valid_domain(st->argv[0]))
+		return perr(p, st->line, "hostname: bad host name \"%s\"",
+		    st->argv[0]);
+	free(p->pol->hostname);
+	p->pol->hostname = norm_domain(st->argv[0]);
+	return 0;
+}
+
+/* kw_listen - "listen incoming|outgoing port N" */
+static int
+kw_listen(struct parser *p, struct stmt *st)
+{
+	int dir;
+
+	if (parse_enum(p, st->line, "listen", st->argv[0], dir_names,
+	    &dir) == -1)
+		return -1;
+	if (strcmp(st->argv[1], "port") != 0)
+		return perr(p, st->line, "listen: expected \"port\", got \"%s\"",
+		    st->argv[1]);
+	if (p->listen_line[dir] != 0)
+		return perr(p, st->line, "listen: duplicate %s (first at line "
+		    "%d)", dir_names[dir], p->listen_line[dir]);
+	p->listen_line[dir] = st->line;
+	return parse_port(p, st->line, "listen", st->argv[2],
+	    &p->pol->listen_port[dir]);
+}
+
+/* kw_log - "log verbose N" */
+static int
+kw_log(struct parser *p, struct stmt *st)
+{
+	uint64_t v;
+
+	if (strcmp(st->argv[0], "verbose") != 0)
+		return perr(p, st->line, "log: expected \"verbose\", got "
+		    "\"%s\"", st->argv[0]);
+	if (parse_num(p, st->line, "log verbose", st->argv[1], 0, 3,
+	    &v) == -1)
+		return -1;
+	p->pol->log_verbose = (int)v;
+	return 0;
+}
+
+/* kw_tls - "tls certificate FILE key FILE", in either order */
+static int
+kw_tls(struct parser *p, struct stmt *st)
+{
+	char **cert = &p->pol->tls_cert, **key = &p->pol->tls_key, **dst;
+	int i;
+
+	for (i = 0; i < st->argc; i += 2) {
+		if (strcmp(st->argv[i], "certificate") == 0)
+			dst = cert;
+		else if (strcmp(st->argv[i], "key") == 0)
+			dst = key;
+		else
+			return perr(p, st->line, "tls: expected \"certificate\" "
+			    "or \"key\", got \"%s\"", st->argv[i]);
+		if (*dst != NULL)
+			return perr(p, st->line, "tls: duplicate %s",
+			    st->argv[i]);
+		if (st->argv[i + 1][0] == '\0')
+			return perr(p, st->line, "tls: empty file name");
+		*dst = rel_path(p, st->argv[i + 1]);
+	}
+	if (*cert == NULL)
+		return perr(p, st->line, "tls: missing certificate");
+	if (*key == NULL)
+		return perr(p, st->line, "tls: missing key");
+	return 0;
+}
+
+/* kw_starttls - "starttls incoming|outgoing offer|require|strip" */
+static int
+kw_starttls(struct parser *p, struct stmt *st)
+{
+	int dir, mode;
+
+	if (parse_enum(p, st->line, "starttls", st->argv[0], dir_names,
+	    &dir) == -1 || parse_enum(p, st->line, "starttls", st->argv[1],
+	    starttls_names, &mode) == -1)
+		return -1;
+	if (p->starttls_line[dir] != 0)
+		return perr(p, st->line, "starttls: duplicate %s (first at "
+		    "line %d)", dir_names[dir], p->starttls_line[dir]);
+	p->starttls_line[dir] = st->line;
+	p->pol->starttls[dir] = (enum policy_starttls)mode;
+	return 0;
+}
+
+/* kw_default - "default incoming|outgoing proxy|pass|drop" */
+static int
+kw_default(struct parser *p, struct stmt *st)
+{
+	int dir, action;
+
+	if (parse_enum(p, st->line, "default", st->argv[0], dir_names,
+	    &dir) == -1 || parse_enum(p, st->line, "default", st->argv[1],
+	    action_names, &action) == -1)
+		return -1;
+	if (p->default_line[dir] != 0)
+		return perr(p, st->line, "default: duplicate %s (first at "
+		    "line %d)", dir_names[dir], p->default_line[dir]);
+	p->default_line[dir] = st->line;
+	p->pol->default_action[dir] = (enum policy_action)action;
+	return 0;
+}
+
+/* kw_clientserver - "client-server default honour|ignore" */
+static int
+kw_clientserver(struct parser *p, struct stmt *st)
+{
+	if (strcmp(st->argv[0], "default") != 0)
+		return perr(p, st->line, "client-server: expected \"default\", "
+		    "got \"%s\"", st->argv[0]);
+	return parse_enum(p, st->line, "client-server", st->argv[1],
+	    honour_names, &p->pol->default_honour);
+}
+
+/* kw_honour - "honour|ignore client-server [from NET] [port NAME]" */
+static int
+kw_honour(struct parser *p, struct stmt *st)
+{
+	struct policy_honour h;
+	const char *name = st->kw->name;
+	int i;
+
+	memset(&h, 0, sizeof(h));
+	h.honour = strcmp(name, "honour") == 0;
+	if (strcmp(st->argv[0], "client-server") != 0)
+		return perr(p, st->line, "%s: expected \"client-server\", got "
+		    "\"%s\"", name, st->argv[0]);
+	for (i = 1; i < st->argc; i += 2) {
+		if (i + 1 >= st->argc)
+			return perr(p, st->line, "%s: missing argument after "
+			    "\"%s\"", name, st->argv[i]);
+		if (strcmp(st->argv[i], "from") == 0 && !h.has_net) {
+			if (addr_net_parse(st->argv[i + 1], &h.net) == -1)
+				return perr(p, st->line, "%s: bad network "
+				    "\"%s\"", name, st->argv[i + 1]);
+			h.has_net = 1;
+		} else if (strcmp(st->argv[i], "port") == 0 &&
+		    h.port[0] == '\0') {
+			if (!valid_ifname(st->argv[i + 1]))
+				return perr(p, st->line, "%s: bad port name "
+				    "\"%s\"", name, st->argv[i + 1]);
+			snprintf(h.port, sizeof(h.port), "%s", st->argv[i + 1]);
+		} else
+			return perr(p, st->line, "%s: unexpected argument "
+			    "\"%s\"", name, st->argv[i]);
+	}
+	p->pol->honours = xreallocarray(p->pol->honours, p->pol->nhonours + 1,
+	    sizeof(*p->pol->honours));
+	p->pol->honours[p->pol->nhonours++] = h;
+	return 0;
+}
+
+/* kw_bypass - "bypass client|server NET" */
+static int
+kw_bypass(struct parser *p, struct stmt *st)
+{
+	struct addr_net net, **list;
+	size_t *n;
+
+	if (strcmp(st->argv[0], "client") == 0) {
+		list = &p->pol->bypass_client;
+		n = &p->pol->nbypass_client;
+	} else if (strcmp(st->argv[0], "server") == 0) {
+		list = &p->pol->bypass_server;
+		n = &p->pol->nbypass_server;
+	} else
+		return perr(p, st->line, "bypass: expected client or server, "
+		    "got \"%s\"", st->argv[0]);
+	if (addr_net_parse(st->argv[1], &net) == -1)
+		return perr(p, st->line, "bypass: bad network \"%s\"",
+		    st->argv[1]);
+	*list = xreallocarray(*list, *n + 1, sizeof(**list));
+	(*list)[(*n)++] = net;
+	return 0;
+}
+
+/* read_auth - "username password" from the relay host's auth file */
+static int
+read_auth(struct parser *p, int line, struct policy_relayhost *r)
+{
+	char buf[1024], user[512], pass[512], extra[2];
+	struct stat st;
+	FILE *fp;
+	int rv = -1, n;
+
+	if ((fp = fopen(r->auth_file, "r")) == NULL)
+		return perr(p, line, "relay-host: auth file \"%s\": %s",
+		    r->auth_file, strerror(errno));
+	if (fstat(fileno(fp), &st) == 0 && (st.st_mode & S_IROTH))
+		log_warnx("%s:%d: relay-host: auth file \"%s\" is world-"
+		    "readable", p->path, line, r->auth_file);
+	while (fgets(buf, sizeof(buf), fp) != NULL) {
+		n = sscanf(buf, " %511s %511s %1s", user, pass, extra);
+		if (n <= 0 || user[0] == '#')
+			continue;
+		if (n != 2)
+			break;
+		r->auth_user = xstrdup(user);
+		r->auth_pass = xstrdup(pass);
+		rv = 0;
+		break;
+	}
+	if (rv == -1)
+		perr(p, line, "relay-host: auth file \"%s\": expected a line "
+		    "\"username password\"", r->auth_file);
+	explicit_bzero(buf, sizeof(buf));
+	explicit_bzero(pass, sizeof(pass));
+	fclose(fp);
+	return rv;
+}
+
+/* kw_relayhost - "relay-host HOST [port N] [tls MODE] [auth FILE]" */
+static int
+kw_relayhost(struct parser *p, struct stmt *st)
+{
+	struct policy_relayhost *r = &p->pol->relay;
+	int i, mode, seen_port = 0, seen_tls = 0, auth_line = 0;
+
+	if (!valid_host(st->argv[0]))
+		return perr(p, st->line, "relay-host: bad host \"%s\"",
+		    st->argv[0]);
+	r->host = xstrdup(st->argv[0]);
+	for (i = 1; i < st->argc; i += 2) {
+		if (i + 1 >= st->argc)
+			return perr(p, st->line, "relay-host: missing argument "
+			    "after \"%s\"", st->argv[i]);
+		if (strcmp(st->argv[i], "port") == 0 && !seen_port++) {
+			if (parse_port(p, st->line, "relay-host port",
+			    st->argv[i + 1], &r->port) == -1)
+				return -1;
+		} else if (strcmp(st->argv[i], "tls") == 0 && !seen_tls++) {
+			if (parse_enum(p, st->line, "relay-host tls",
+			    st->argv[i + 1], uptls_names, &mode) == -1)
+				return -1;
+			r->tls = (enum policy_uptls)mode;
+		} else if (strcmp(st->argv[i], "auth") == 0 && !auth_line) {
+			if (st->argv[i + 1][0] == '\0')
+				return perr(p, st->line, "relay-host: empty "
+				    "file name");
+			r->auth_file = rel_path(p, st->argv[i + 1]);
+			auth_line = st->line;
+		} else
+			return perr(p, st->line, "relay-host: unexpected "
+			    "argument \"%s\"", st->argv[i]);
+	}
+	if (auth_line != 0)
+		return read_auth(p, st->line, r);
+	return 0;
+}
+
+/* rule_addr - "<>", "any", "ADDR" or "@DOMAIN" for a match rule */
+static int
+rule_addr(struct parser *p, int line, const char *what, const char *s,
+    char **out, int *null)
+{
+	struct sockaddr_storage ss;
+	const char *at, *dom;
+	char *lit, *d;
+	int ok;
+
+	if (strcmp(s, "any") == 0)
+		return 0;
+	if (null != NULL && strcmp(s, "<>") == 0) {
+		*null = 1;
+		return 0;
+	}
+	if ((at = strrchr(s, '@')) == NULL)
+		return perr(p, line, "match: bad %s address \"%s\"", what, s);
+	dom = at + 1;
+	if (dom[0] == '[') {
+		lit = xstrdup(dom);
+		ok = addr_parse(lit, 0, &ss) == 0;
+		free(lit);
+	} else
+		ok = policy_valid_domain(dom);
+	if (!ok || strchr(s, ' ') != NULL)
+		return perr(p, line, "match: bad %s address \"%s\"", what, s);
+	d = norm_domain(dom);
+	xasprintf(out, "%.*s@%s", (int)(at - s), s, d);
+	free(d);
+	return 0;
+}
+
+/* reply_class_ok - the reply text's enhanced status code fits the verdict */
+static int
+reply_class_ok(const char *msg, enum policy_verdict v)
+{
+	if (!isdigit((unsigned char)msg[0]) || msg[1] != '.')
+		return 1;		/* no enhanced code: any text goes */
+	if (v == POLICY_REJECT)
+		return msg[0] == '5';
+	if (v == POLICY_TEMPFAIL)
+		return msg[0] == '4';
+	return msg[0] == '2';
+}
+
+/* check_reply - printable text, no SMTP reply code of its own */
+static int
+check_reply(struct parser *p, int line, const char *msg,
+    enum policy_verdict v)
+{
+	const char *c;
+
+	if (msg[0] == '\0' || strlen(msg) > PARSE_MAXTEXT)
+		return perr(p, line, "match: reply text must be 1-%d "
+		    "characters", PARSE_MAXTEXT);
+	for (c = msg; *c != '\0'; c++)
+		if (!isprint((unsigned char)*c))
+			return perr(p, line, "match: reply text must be "
+			    "printable ASCII");
+	if (isdigit((unsigned char)msg[0]) && isdigit((unsigned char)msg[1]) &&
+	    isdigit((unsigned char)msg[2]) && (msg[3] == ' ' || msg[3] == '\0'))
+		return perr(p, line, "match: reply text must not start with "
+		    "a reply code");
+	if (!reply_class_ok(msg, v))
+		return perr(p, line, "match: status code \"%c.x.x\" does not "
+		    "fit %s", msg[0], verdict_names[v]);
+	return 0;
+}
+
+/* rule_free - the strings of a rule that was not kept */
+static void
+rule_free(struct policy_rule *r)
+{
+	free(r->from);
+	free(r->to);
+	free(r->message);
+}
+
+/* rule_option - one "from X", "to X", "client NET", "auth" or "noauth" */
+static int
+rule_option(struct parser *p, struct stmt *st, int *i, struct policy_rule *r,
+    int seen[4])
+{
+	const char *opt = st->argv[*i], *val = st->argv[*i + 1];
+	int k;
+
+	if (strcmp(opt, "auth") == 0 || strcmp(opt, "noauth") == 0)
+		k = 3;
+	else if ((k = strcmp(opt, "from") == 0 ? 0 : strcmp(opt, "to") == 0 ?
+	    1 : strcmp(opt, "client") == 0 ? 2 : -1) == -1)
+		return perr(p, st->line, "match: unexpected argument \"%s\"",
+		    opt);
+	if (seen[k]++)
+		return perr(p, st->line, "match: duplicate \"%s\"", opt);
+	if (k == 3) {
+		r->auth = strcmp(opt, "auth") == 0;
+		(*i)++;
+		return 0;
+	}
+	if (val == NULL)
+		return perr(p, st->line, "match: missing argument after \"%s\"",
+		    opt);
+	*i += 2;
+	if (k == 0)
+		return rule_addr(p, st->line, "sender", val, &r->from,
+		    &r->from_null);
+	if (k == 1 && strcmp(val, "protected") == 0) {
+		r->to_protected = 1;
+		return 0;
+	}
+	if (k == 1)
+		return rule_addr(p, st->line, "recipient", val, &r->to, NULL);
+	if (addr_net_parse(val, &r->net) == -1)
+		return perr(p, st->line, "match: bad network \"%s\"", val);
+	r->has_net = 1;
+	return 0;
+}
+
+/* kw_match - "match [from X] [to X] [client NET] [auth|noauth] VERDICT [TEXT]" */
+static int
+kw_match(struct parser *p, struct stmt *st)
+{
+	struct policy_rule r;
+	int i = 0, v, seen[4] = { 0, 0, 0, 0 };
+
+	memset(&r, 0, sizeof(r));
+	r.line = st->line;
+	r.auth = -1;
+	st->argv[st->argc] = NULL;
+	while (i < st->argc && (v = enum_index(verdict_names,
+	    st->argv[i])) == -1)
+		if (rule_option(p, st, &i, &r, seen) == -1)
+			goto fail;
+	if (i >= st->argc) {
+		perr(p, st->line, "match: missing relay, reject, discard or "
+		    "tempfail");
+		goto fail;
+	}
+	r.verdict = (enum policy_verdict)v;
+	if (i + 2 < st->argc) {
+		perr(p, st->line, "match: unexpected argument \"%s\"",
+		    st->argv[i + 2]);
+		goto fail;
+	}
+	if (i + 1 < st->argc) {
+		if (check_reply(p, st->line, st->argv[i + 1], r.verdict) == -1)
+			goto fail;
+		r.message = xstrdup(st->argv[i + 1]);
+	}
+	p->pol->rules = xreallocarray(p->pol->rules, p->pol->nrules + 1,
+	    sizeof(*p->pol->rules));
+	p->pol->rules[p->pol->nrules++] = r;
+	return 0;
+ fail:
+	rule_free(&r);
+	return -1;
+}
+
+/*
+ * Blocks
+ */
+
+static const struct keyword port_kw[] = {
+	{ "incoming", 1, 1, 0, NULL, V_ENUM,
+	    offsetof(struct policy_port, action[POLICY_DIR_IN]), 0, 0,
+	    action_names },
+	{ "outgoing", 1, 1, 0, NULL, V_ENUM,
+	    offsetof(struct policy_port, action[POLICY_DIR_OUT]), 0, 0,
+	    action_names },
+	{ "accept-to-box", 1, 1, 0, NULL, V_BOOL,
+	    offsetof(struct policy_port, accept_to_box), 0, 0, NULL },
+	{ "client-server", 1, 1, 0, NULL, V_ENUM,
+	    offsetof(struct policy_port, honour), 0, 0, honour_names },
+	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
+};
+
+/* kw_port - "port NAME { ... }" */
+static int
+kw_port(struct parser *p, struct stmt *st)
+{
+	struct policy *pol = p->pol;
+	struct policy_port *pp;
+	const char *name = st->argv[0];
+	size_t i;
+
+	if (!valid_ifname(name))
+		return perr(p, st->line, "port: bad port name \"%s\"", name);
+	for (i = 0; i < pol->nports; i++)
+		if (strcmp(pol->ports[i].name, name) == 0)
+			return perr(p, st->line, "duplicate port \"%s\"", name);
+	pol->ports = xreallocarray(pol->ports, pol->nports + 1,
+	    sizeof(*pol->ports));
+	pp = &pol->ports[pol->nports];
+	memset(pp, 0, sizeof(*pp));
+	snprintf(pp->name, sizeof(pp->name), "%s", name);
+	pp->action[POLICY_DIR_IN] = (enum policy_action)-1;
+	pp->action[POLICY_DIR_OUT] = (enum policy_action)-1;
+	pp->honour = -1;
+	p->portidx = pol->nports++;
+	p->base = pp;
+	return parse_block(p, port_kw, "port", st->line);
+}
+
+/* kw_server - "server|fallback HOST [port N]", resolved now */
+static int
+kw_server(struct parser *p, struct stmt *st)
+{
+	struct policy_domain *d = p->dom;
+	const char *name = st->kw->name;
+	int fb = strcmp(name, "fallback") == 0;
+	struct sockaddr_storage *addr = fb ? d->fbaddr : d->addr, ss;
+	struct addrinfo hints, *res, *ai;
+	uint16_t port = 25;
+	int *naddr = fb ? &d->nfbaddr : &d->naddr, i, e;
+
+	if (st->argc == 2)
+		return perr(p, st->line, "%s: missing argument after \"%s\"",
+		    name, st->argv[1]);
+	if (st->argc == 3 && strcmp(st->argv[1], "port") != 0)
+		return perr(p, st->line, "%s: unexpected argument \"%s\"",
+		    name, st->argv[1]);
+	if (st->argc == 3 && parse_port(p, st->line, name, st->argv[2],
+	    &port) == -1)
+		return -1;
+	if (!valid_host(st->argv[0]))
+		return perr(p, st->line, "%s: bad host \"%s\"", name,
+		    st->argv[0]);
+	*(fb ? &d->fallback : &d->server) = xstrdup(st->argv[0]);
+	*(fb ? &d->fbport : &d->port) = port;
+	if (addr_parse(st->argv[0], port, &addr[0]) == 0) {
+		addr_unmap(&addr[0]);
+		*naddr = 1;
+		return 0;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if ((e = getaddrinfo(st->argv[0], NULL, &hints, &res)) != 0)
+		return perr(p, st->line, "%s: cannot resolve \"%s\": %s",
+		    name, st->argv[0], gai_strerror(e));
+	for (ai = res; ai != NULL && *naddr < POLICY_MAXADDR;
+	    ai = ai->ai_next) {
+		if (ai->ai_addrlen > sizeof(ss) || (ai->ai_family != AF_INET &&
+		    ai->ai_family != AF_INET6))
+			continue;
+		memset(&ss, 0, sizeof(ss));
+		memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+		addr_unmap(&ss);
+		for (i = 0; i < *naddr; i++)
+			if (addr_equal_ip((struct sockaddr *)&ss,
+			    (struct sockaddr *)&addr[i]))
+				break;
+		if (i < *naddr)
+			continue;
+		if (ss.ss_family == AF_INET)
+			((struct sockaddr_in *)&ss)->sin_port = htons(port);
+		else
+			((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+		addr[(*naddr)++] = ss;
+	}
+	freeaddrinfo(res);
+	if (*naddr == 0)
+		return perr(p, st->line, "%s: no address for \"%s\"", name,
+		    st->argv[0]);
+	return 0;
+}
+
+static const struct keyword domain_kw[] = {
+	{ "server", 1, 3, 0, kw_server, V_FN, 0, 0, 0, NULL },
+	{ "fallback", 1, 3, 0, kw_server, V_FN, 0, 0, 0, NULL },
+	{ "tls", 1, 1, 0, NULL, V_ENUM,
+	    offsetof(struct policy_domain, tls), 0, 0, uptls_names },
+	{ "deliver-via-server", 1, 1, 0, NULL, V_BOOL,
+	    offsetof(struct policy_domain, deliver_via_server), 0, 0, NULL },
+	{ "hide-box", 1, 1, 0, NULL, V_BOOL,
+	    offsetof(struct policy_domain, hide_box), 0, 0, NULL },
+	{ "verify-recipients", 1, 1, 0, NULL, V_BOOL,
+	    offsetof(struct policy_domain, verify_recipients), 0, 0, NULL },
+	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
+};
+
+/* kw_domain - "domain NAME { ... }"; a server is required */
+static int
+kw_domain(struct parser *p, struct stmt *st)
+{
+	struct policy *pol = p->pol;
+	struct policy_domain *d;
+	char *name;
+	size_t i;
+
+	if (!policy_valid_domain(st->argv[0]))
+		return perr(p, st->line, "domain: bad domain name \"%s\"",
+		    st->argv[0]);
+	name = norm_domain(st->argv[0]);
+	for (i = 0; i < pol->ndomains; i++)
+		if (strcmp(pol->domains[i].name, name) == 0) {
+			free(name);
+			return perr(p, st->line, "duplicate domain \"%s\"",
+			    st->argv[0]);
+		}
+	pol->domains = xreallocarray(pol->domains, pol->ndomains + 1,
+	    sizeof(*pol->domains));
+	d = &pol->domains[pol->ndomains++];
+	memset(d, 0, sizeof(*d));
+	d->name = name;
+	d->port = 25;
+	d->tls = POLICY_UPTLS_OPPORTUNISTIC;
+	d->deliver_via_server = 1;
+	p->dom = d;
+	p->base = d;
+	if (parse_block(p, domain_kw, "domain", st->line) == -1)
+		return -1;
+	if (d->server == NULL)
+		return perr(p, st->line, "domain \"%s\": missing server",
+		    d->name);
+	return 0;
+}
+
+static const struct keyword queue_kw[] = {
+	{ "retry-min", 1, 1, 0, NULL, V_DUR,
+	    offsetof(struct policy_queue, retry_min), 1, DAY, NULL },
+	{ "retry-max", 1, 1, 0, NULL, V_DUR,
+	    offsetof(struct policy_queue, retry_max), 60, 7 * DAY, NULL },
+	{ "lifetime", 1, 1, 0, NULL, V_DUR,
+	    offsetof(struct policy_queue, lifetime), 3600, 60 * DAY, NULL },
+	{ "warn", 1, 1, 0, NULL, V_DUR,
+	    offsetof(struct policy_queue, warn), 0, 30 * DAY, NULL },
+	{ "dsn-lifetime", 1, 1, 0, NULL, V_DUR,
+	    offsetof(struct policy_queue, dsn_lifetime), 3600, 60 * DAY,
+	    NULL },
+	{ "dead-retention", 1, 1, 0, NULL, V_DUR,
+	    offsetof(struct policy_queue, dead_retention), 0, 365 * DAY,
+	    NULL },
+	{ "min-free", 1, 1, 0, NULL, V_SIZE,
+	    offsetof(struct policy_queue, min_free), 0, TB, NULL },
+	{ "fsync", 1, 1, 0, NULL, V_BOOL,
+	    offsetof(struct policy_queue, fsync), 0, 0, NULL },
+	{ "concurrency", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_queue, concurrency), 1, 1000, NULL },
+	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
+};
+
+/* kw_queue - "queue { ... }" */
+static int
+kw_queue(struct parser *p, struct stmt *st)
+{
+	p->queue_line = st->line;
+	p->base = &p->pol->queue;
+	return parse_block(p, queue_kw, "queue", st->line);
+}
+
+/* kw_connrate - "connection-rate N per DUR", or "connection-rate 0" */
+static int
+kw_connrate(struct parser *p, struct stmt *st)
+{
+	struct policy_limits *l = &p->pol->limits;
+	uint64_t n, w;
+
+	if (parse_num(p, st->line, "connection-rate", st->argv[0], 0, 100000,
+	    &n) == -1)
+		return -1;
+	l->conn_rate = (unsigned)n;
+	if (st->argc == 1 && n == 0)
+		return 0;
+	if (st->argc != 3)
+		return perr(p, st->line, "connection-rate: expected \"N per "
+		    "DURATION\"");
+	if (strcmp(st->argv[1], "per") != 0)
+		return perr(p, st->line, "connection-rate: expected \"per\", "
+		    "got \"%s\"", st->argv[1]);
+	if (parse_dur(p, st->line, "connection-rate", st->argv[2], 1, 3600,
+	    &w) == -1)
+		return -1;
+	l->conn_rate_window = (unsigned)w;
+	return 0;
+}
+
+/* kw_timeout - "timeout command|data|dot|connect DUR" */
+static int
+kw_timeout(struct parser *p, struct stmt *st)
+{
+	struct policy_limits *l = &p->pol->limits;
+	unsigned *field[4] = { &l->t_cmd, &l->t_data, &l->t_dot,
+	    &l->t_connect };
+	char name[32];
+	uint64_t v;
+	int k;
+
+	if (parse_enum(p, st->line, "timeout", st->argv[0], timeout_names,
+	    &k) == -1)
+		return -1;
+	if (p->timeout_line[k] != 0)
+		return perr(p, st->line, "timeout: duplicate %s (first at line "
+		    "%d)", timeout_names[k], p->timeout_line[k]);
+	p->timeout_line[k] = st->line;
+	snprintf(name, sizeof(name), "timeout %s", timeout_names[k]);
+	if (parse_dur(p, st->line, name, st->argv[1], 1,
+	    k == 3 ? 600 : 3600, &v) == -1)
+		return -1;
+	*field[k] = (unsigned)v;
+	return 0;
+}
+
+/* kw_rcpts - "recipients N": 1..10000, below RFC 5321's 100 warned */
+static int
+kw_rcpts(struct parser *p, struct stmt *st)
+{
+	uint64_t v;
+
+	if (parse_num(p, st->line, "recipients", st->argv[0], 1, 10000,
+	    &v) == -1)
+		return -1;
+	if (v < 100)
+		log_warnx("%s:%d: recipients: %llu is below the 100 RFC 5321 "
+		    "asks for", p->path, st->line, (unsigned long long)v);
+	p->pol->limits.rcpts = (unsigned)v;
+	return 0;
+}
+
+static const struct keyword limits_kw[] = {
+	{ "connections-per-client", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_limits, conn_per_client), 0, 100000, NULL },
+	{ "connection-rate", 1, 3, 0, kw_connrate, V_FN, 0, 0, 0, NULL },
+	{ "messages-per-session", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_limits, msgs_per_session), 1, 100000,
+	    NULL },
+	{ "recipients", 1, 1, 0, kw_rcpts, V_FN, 0, 0, 0, NULL },
+	{ "size", 1, 1, 0, NULL, V_SIZE,
+	    offsetof(struct policy_limits, size), KB, 4 * GB, NULL },
+	{ "errors", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_limits, errors), 1, 1000, NULL },
+	{ "command-line", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_limits, cmd_line), 512, 65536, NULL },
+	{ "text-line", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_limits, text_line), 1000, 65536, NULL },
+	{ "local-part", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_limits, localpart), 64, 1024, NULL },
+	{ "domain", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_limits, domain), 255, 1024, NULL },
+	{ "timeout", 2, 2, KW_MULTI, kw_timeout, V_FN, 0, 0, 0, NULL },
+	{ "min-data-rate", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_limits, min_rate), 0, 1000000000, NULL },
+	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
+};
+
+/* kw_limits - "limits { ... }" */
+static int
+kw_limits(struct parser *p, struct stmt *st)
+{
+	p->limits_line = st->line;
+	p->base = &p->pol->limits;
+	return parse_block(p, limits_kw, "limits", st->line);
+}
+
+static const struct keyword global_kw[] = {
+	{ "hostname", 1, 1, 0, kw_hostname, V_FN, 0, 0, 0, NULL },
+	{ "spool", 1, 1, 0, NULL, V_PATH,
+	    offsetof(struct policy, spool), 0, PATH_MAX - 64, NULL },
+	{ "pidfile", 1, 1, 0, NULL, V_PATH,
+	    offsetof(struct policy, pidfile), 0, PATH_MAX - 1, NULL },
+	{ "control", 1, 1, 0, NULL, V_PATH,
+	    offsetof(struct policy, control), 0, PARSE_SUNPATH, NULL },
+	{ "queue-number", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy, queue_num), 0, 65535, NULL },
+	{ "listen", 3, 3, KW_MULTI, kw_listen, V_FN, 0, 0, 0, NULL },
+	{ "log", 2, 2, 0, kw_log, V_FN, 0, 0, 0, NULL },
+	{ "shutdown-grace", 1, 1, 0, NULL, V_DUR,
+	    offsetof(struct policy, shutdown_grace), 0, 3600, NULL },
+	{ "tls", 4, 4, 0, kw_tls, V_FN, 0, 0, 0, NULL },
+	{ "starttls", 2, 2, KW_MULTI, kw_starttls, V_FN, 0, 0, 0, NULL },
+	{ "default", 2, 2, KW_MULTI, kw_default, V_FN, 0, 0, 0, NULL },
+	{ "port", 1, 1, KW_BLOCK | KW_MULTI, kw_port, V_FN, 0, 0, 0, NULL },
+	{ "domain", 1, 1, KW_BLOCK | KW_MULTI, kw_domain, V_FN, 0, 0, 0,
+	    NULL },
+	{ "relay-host", 1, 7, 0, kw_relayhost, V_FN, 0, 0, 0, NULL },
+	{ "honour", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
+	{ "ignore", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
+	{ "client-server", 2, 2, 0, kw_clientserver, V_FN, 0, 0, 0, NULL },
+	{ "queue", 0, 0, KW_BLOCK, kw_queue, V_FN, 0, 0, 0, NULL },
+	{ "limits", 0, 0, KW_BLOCK, kw_limits, V_FN, 0, 0, 0, NULL },
+	{ "match", 1, PARSE_MAXARGS - 1, KW_MULTI, kw_match, V_FN, 0, 0, 0,
+	    NULL },
+	{ "bypass", 2, 2, KW_MULTI, kw_bypass, V_FN, 0, 0, 0, NULL },
+	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
+};
+
+/*
+ * The statement walker
+ */
+
+/* read_stmt - keyword, its words, and an optional opening brace */
+static int
+read_stmt(struct parser *p, const struct keyword *table, const char *block,
+    struct stmt *st)
+{
+	struct token *t = &p->toks[p->pos];
+	size_t look;
+	int open;
+
+	memset(st, 0, sizeof(*st));
+	st->line = t->line;
+	for (st->kw = table; st->kw->name != NULL; st->kw++)
+		if (strcmp(st->kw->name, t->text) == 0)
+			break;
+	if (st->kw->name == NULL)
+		return perr(p, t->line, "unknown keyword \"%s\"%s%s%s",
+		    t->text, block ? " in " : "", block ? block : "",
+		    block ? " block" : "");
+	for (t = &p->toks[++p->pos]; t->type == T_WORD ||
+	    t->type == T_STRING; t = &p->toks[++p->pos]) {
+		if (st->argc >= PARSE_MAXARGS - 1)
+			return perr(p, t->line, "%s: too many arguments",
+			    st->kw->name);
+		st->argv[st->argc++] = t->text;
+	}
+	/* a block's brace may sit on the next line */
+	for (look = p->pos; (st->kw->flags & KW_BLOCK) &&
+	    p->toks[look].type == T_EOS; look++)
+		;
+	open = p->toks[look].type == T_LBRACE;
+	if ((st->kw->flags & KW_BLOCK) && !open)
+		return perr(p, st->line, "%s: missing '{'", st->kw->name);
+	if (open)
+		p->pos = look + 1;
+	else if (t->type == T_LBRACE)
+		return perr(p, st->line, "%s: unexpected '{'", st->kw->name);
+	if (st->argc < st->kw->minargs)
+		return perr(p, st->line, "%s: missing argument", st->kw->name);
+	if (st->argc > st->kw->maxargs)
+		return perr(p, st->line, "%s: unexpected argument \"%s\"",
+		    st->kw->name, st->argv[st->kw->maxargs]);
+	return 0;
+}
+
+/*
+ * parse_block - statements up to the closing brace (or the end of the
+ * file at the top level), each dispatched through the keyword table
+ */
+static int
+parse_block(struct parser *p, const struct keyword *table, const char *block,
+    int open_line)
+{
+	void *base = p->base;
+	struct stmt st;
+	struct token *t;
+	int seen[32];
+
+	memset(seen, 0, sizeof(seen));
+	for (;;) {
+		t = &p->toks[p->pos];
+		switch (t->type) {
+		case T_EOS:
+			p->pos++;
+			continue;
+		case T_EOF:
+			if (block != NULL)
+				return perr(p, open_line, "%s block: missing "
+				    "'}'", block);
+			return 0;
+		case T_RBRACE:
+			if (block == NULL)
+				return perr(p, t->line, "unexpected '}'");
+			p->pos++;
+			return 0;
+		case T_LBRACE:
+			return perr(p, t->line, "unexpected '{'");
+		case T_STRING:
+			return perr(p, t->line, "expected a keyword, got "
+			    "\"%s\"", t->text);
+		case T_WORD:
+			break;
+		}
+		if (read_stmt(p, table, block, &st) == -1)
+			return -1;
+		if (!(st.kw->flags & KW_MULTI) && seen[st.kw - table] != 0)
+			return perr(p, st.line, "duplicate %s (first at line "
+			    "%d)", st.kw->name, seen[st.kw - table]);
+		seen[st.kw - table] = st.line;
+		p->base = base;
+		if ((st.kw->fn != NULL ? st.kw->fn : kw_value)(p, &st) == -1)
+			return -1;
+		p->base = base;
+	}
+}
+
+/*
+ * After the file
+ */
+
+/* finish_ports - actions a port block left out follow "default" */
+static void
+finish_ports(struct parser *p)
+{
+	struct policy *pol = p->pol;
+	size_t i;
+	int dir;
+
+	for (i = 0; i < pol->nports; i++)
+		for (dir = 0; dir < 2; dir++)
+			if ((int)pol->ports[i].action[dir] == -1)
+				pol->ports[i].action[dir] =
+				    pol->default_action[dir];
+}
+
+/* finish - defaults that depend on other statements; cross checks */
+static int
+finish(struct parser *p)
+{
+	struct policy *pol = p->pol;
+	char host[256];
+	int dir;
+
+	if (pol->hostname == NULL) {
+		if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
+			snprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = '\0';
+		pol->hostname = xstrdup(host);
+	}
+	if (pol->listen_port[0] == pol->listen_port[1])
+		return perr(p, p->listen_line[0] > p->listen_line[1] ?
+		    p->listen_line[0] : p->listen_line[1], "listen: incoming "
+		    "and outgoing ports must differ");
+	for (dir = 0; dir < 2; dir++) {
+		if (p->starttls_line[dir] == 0)
+			pol->starttls[dir] = pol->tls_cert != NULL ?
+			    POLICY_TLS_OFFER : POLICY_TLS_STRIP;
+		else if (pol->starttls[dir] != POLICY_TLS_STRIP &&
+		    pol->tls_cert == NULL)
+			return perr(p, p->starttls_line[dir], "starttls: %s "
+			    "%s needs a tls certificate", dir_names[dir],
+			    starttls_names[pol->starttls[dir]]);
+	}
+	finish_ports(p);
+	if (pol->queue.retry_min > pol->queue.retry_max)
+		return perr(p, p->queue_line, "queue: retry-min must not "
+		    "exceed retry-max");
+	if (pol->queue.warn >= pol->queue.lifetime)
+		return perr(p, p->queue_line, "queue: warn must be shorter "
+		    "than lifetime");
+	return 0;
+}
+
+/* parser_dir - the folder of the config file, for relative names */
+static char *
+parser_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return xstrdup(".");
+	if (slash == path)
+		return xstrdup("/");
+	return xstrndup(path, (size_t)(slash - path));
+}
+
+/* policy_load - parse path into a new snapshot (one reference), or NULL */
+struct policy *
+policy_load(const char *path, char *err, size_t errlen)
+{
+	struct parser p;
+	char *buf = NULL;
+	size_t len = 0, i;
+	int rv = -1;
+
+	memset(&p, 0, sizeof(p));
+	p.path = path;
+	p.err = err;
+	p.errlen = errlen;
+	if (errlen > 0)
+		err[0] = '\0';
+	p.dir = parser_dir(path);
+	p.pol = policy_new(path);
+	p.base = p.pol;
+	if (read_file(&p, &buf, &len) == -1 || lex(&p, buf, len) == -1 ||
+	    parse_block(&p, global_kw, NULL, 0) == -1 || finish(&p) == -1)
+		goto done;
+	rv = 0;
+ done:
+	for (i = 0; i < p.ntoks; i++)
+		free(p.toks[i].text);
+	free(p.toks);
+	free(p.dir);
+	free(buf);
+	if (rv == -1) {
+		policy_free(p.pol);
+		return NULL;
+	}
+	return p.pol;
+}

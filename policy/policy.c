@@ -1,0 +1,240 @@
+/*
+ * policy.c - the life of a policy snapshot: its defaults, reference
+ * counting, the process-wide current snapshot, freeing, and the printable
+ * names of the policy enums.  Parsing lives in parse.c, decisions in
+ * decide.c.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/log.h"
+#include "../common/xmalloc.h"
+#include "policy.h"
+#include "policy_local.h"
+
+static struct policy	*policy_cur;
+
+/* policy_new - an empty snapshot holding every default, one reference */
+struct policy *
+policy_new(const char *path)
+{
+	struct policy *pol;
+
+	pol = xcalloc(1, sizeof(*pol));
+	pol->refcnt = 1;
+	pol->path = xstrdup(path);
+	pol->spool = xstrdup("/var/spool/mxbridge");
+	pol->pidfile = xstrdup("/run/mxbridge.pid");
+	pol->control = xstrdup("/run/mxbridge.sock");
+	pol->queue_num = 0;
+	pol->listen_port[POLICY_DIR_IN] = 10025;
+	pol->listen_port[POLICY_DIR_OUT] = 10026;
+	pol->log_verbose = 0;
+	pol->shutdown_grace = 30;
+	pol->starttls[POLICY_DIR_IN] = POLICY_TLS_STRIP;
+	pol->starttls[POLICY_DIR_OUT] = POLICY_TLS_STRIP;
+	pol->default_action[POLICY_DIR_IN] = POLICY_PROXY;
+	pol->default_action[POLICY_DIR_OUT] = POLICY_PROXY;
+	pol->default_honour = 1;
+	pol->relay.port = 25;
+	pol->relay.tls = POLICY_UPTLS_OPPORTUNISTIC;
+
+	pol->queue.retry_min = 5 * 60;
+	pol->queue.retry_max = 60 * 60;
+	pol->queue.lifetime = 5 * 86400;
+	pol->queue.warn = 4 * 3600;
+	pol->queue.dsn_lifetime = 2 * 86400;
+	pol->queue.dead_retention = 7 * 86400;
+	pol->queue.min_free = 100ULL << 20;
+	pol->queue.fsync = 1;
+	pol->queue.concurrency = 10;
+
+	pol->limits.conn_per_client = 50;
+	pol->limits.conn_rate = 0;
+	pol->limits.conn_rate_window = 60;
+	pol->limits.msgs_per_session = 100;
+	pol->limits.rcpts = 100;
+	pol->limits.size = 35ULL << 20;
+	pol->limits.errors = 10;
+	pol->limits.cmd_line = 512;
+	pol->limits.text_line = 1000;
+	pol->limits.localpart = 64;
+	pol->limits.domain = 255;
+	pol->limits.t_cmd = 5 * 60;
+	pol->limits.t_data = 3 * 60;
+	pol->limits.t_dot = 10 * 60;
+	pol->limits.t_connect = 30;
+	pol->limits.min_rate = 100;
+	return pol;
+}
+
+/* policy_free_secret - wipe a secret before giving its memory back */
+static void
+policy_free_secret(char *s)
+{
+	if (s == NULL)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+/* policy_free - release a snapshot and everything it owns */
+void
+policy_free(struct policy *pol)
+{
+	size_t i;
+
+	if (pol == NULL)
+		return;
+	free(pol->path);
+	free(pol->hostname);
+	free(pol->spool);
+	free(pol->pidfile);
+	free(pol->control);
+	free(pol->tls_cert);
+	free(pol->tls_key);
+	free(pol->ports);
+	for (i = 0; i < pol->ndomains; i++) {
+		free(pol->domains[i].name);
+		free(pol->domains[i].server);
+		free(pol->domains[i].fallback);
+	}
+	free(pol->domains);
+	free(pol->relay.host);
+	free(pol->relay.auth_file);
+	policy_free_secret(pol->relay.auth_user);
+	policy_free_secret(pol->relay.auth_pass);
+	for (i = 0; i < pol->nrules; i++) {
+		free(pol->rules[i].from);
+		free(pol->rules[i].to);
+		free(pol->rules[i].message);
+	}
+	free(pol->rules);
+	free(pol->honours);
+	free(pol->bypass_client);
+	free(pol->bypass_server);
+	free(pol);
+}
+
+struct policy *
+policy_ref(struct policy *pol)
+{
+	__atomic_add_fetch(&pol->refcnt, 1, __ATOMIC_RELAXED);
+	return pol;
+}
+
+void
+policy_unref(struct policy *pol)
+{
+	if (pol == NULL)
+		return;
+	if (__atomic_sub_fetch(&pol->refcnt, 1, __ATOMIC_ACQ_REL) == 0)
+		policy_free(pol);
+}
+
+/*
+ * policy_current - the snapshot new work starts with.  The pointer is
+ * owned by the current-slot; a caller that keeps it beyond the current
+ * event loop callback must take its own reference with policy_ref().
+ */
+struct policy *
+policy_current(void)
+{
+	return __atomic_load_n(&policy_cur, __ATOMIC_ACQUIRE);
+}
+
+/* policy_set_current - install pol (taking over the caller's reference) */
+void
+policy_set_current(struct policy *pol)
+{
+	struct policy *old;
+
+	old = __atomic_exchange_n(&policy_cur, pol, __ATOMIC_ACQ_REL);
+	policy_unref(old);
+}
+
+const char *
+policy_dir_name(enum policy_dir dir)
+{
+	switch (dir) {
+	case POLICY_DIR_IN:
+		return "incoming";
+	case POLICY_DIR_OUT:
+		return "outgoing";
+	}
+	return "unknown";
+}
+
+const char *
+policy_action_name(enum policy_action action)
+{
+	switch (action) {
+	case POLICY_PROXY:
+		return "proxy";
+	case POLICY_PASS:
+		return "pass";
+	case POLICY_DROP:
+		return "drop";
+	}
+	return "unknown";
+}
+
+const char *
+policy_verdict_name(enum policy_verdict verdict)
+{
+	switch (verdict) {
+	case POLICY_RELAY:
+		return "relay";
+	case POLICY_REJECT:
+		return "reject";
+	case POLICY_DISCARD:
+		return "discard";
+	case POLICY_TEMPFAIL:
+		return "tempfail";
+	}
+	return "unknown";
+}
+
+const char *
+policy_route_name(enum policy_route route)
+{
+	switch (route) {
+	case POLICY_ROUTE_ORIGINAL:
+		return "original";
+	case POLICY_ROUTE_RELAYHOST:
+		return "relayhost";
+	case POLICY_ROUTE_MX:
+		return "mx";
+	}
+	return "unknown";
+}
+
+const char *
+policy_starttls_name(enum policy_starttls mode)
+{
+	switch (mode) {
+	case POLICY_TLS_OFFER:
+		return "offer";
+	case POLICY_TLS_REQUIRE:
+		return "require";
+	case POLICY_TLS_STRIP:
+		return "strip";
+	}
+	return "unknown";
+}
+
+const char *
+policy_uptls_name(enum policy_uptls mode)
+{
+	switch (mode) {
+	case POLICY_UPTLS_OPPORTUNISTIC:
+		return "opportunistic";
+	case POLICY_UPTLS_NONE:
+		return "none";
+	case POLICY_UPTLS_STARTTLS:
+		return "starttls";
+	case POLICY_UPTLS_SMTPS:
+		return "smtps";
+	}
+	return "unknown";
+}

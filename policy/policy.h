@@ -1,0 +1,194 @@
+/*
+ * policy.h - the configuration snapshot and every decision made from it.
+ * A snapshot is parsed once, never modified afterwards, and reference
+ * counted: a session keeps the snapshot it started with across a reload.
+ */
+#ifndef MXB_POLICY_H
+#define MXB_POLICY_H
+#include <net/if.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "../common/addr.h"
+
+#define POLICY_DEFAULT_PATH	"/etc/mxbridge/mxbridge.conf"
+
+enum policy_dir { POLICY_DIR_IN = 0, POLICY_DIR_OUT = 1 };
+enum policy_action { POLICY_PROXY = 0, POLICY_PASS, POLICY_DROP };
+/* STARTTLS toward clients, per direction */
+enum policy_starttls { POLICY_TLS_OFFER = 0, POLICY_TLS_REQUIRE, POLICY_TLS_STRIP };
+/* TLS toward a next hop */
+enum policy_uptls { POLICY_UPTLS_OPPORTUNISTIC = 0, POLICY_UPTLS_NONE,
+	POLICY_UPTLS_STARTTLS, POLICY_UPTLS_SMTPS };
+enum policy_verdict { POLICY_RELAY = 0, POLICY_REJECT, POLICY_DISCARD,
+	POLICY_TEMPFAIL };
+/* where the MTA sends a recipient */
+enum policy_route { POLICY_ROUTE_ORIGINAL = 0, POLICY_ROUTE_RELAYHOST,
+	POLICY_ROUTE_MX };
+
+#define POLICY_MAXADDR	8
+
+struct policy_port {
+	char		 name[IF_NAMESIZE];
+	enum policy_action action[2];	/* by enum policy_dir */
+	int		 accept_to_box;
+	int		 honour;		/* -1 unset, 0 ignore, 1 honour */
+};
+
+struct policy_domain {
+	char		*name;			/* lower case, no trailing dot */
+	char		*server;		/* as written: host or address */
+	struct sockaddr_storage addr[POLICY_MAXADDR];	/* resolved at load */
+	int		 naddr;
+	uint16_t	 port;
+	enum policy_uptls tls;
+	char		*fallback;		/* NULL if none */
+	struct sockaddr_storage fbaddr[POLICY_MAXADDR];
+	int		 nfbaddr;
+	uint16_t	 fbport;
+	int		 deliver_via_server;	/* "use this domain's SMTP server" */
+	int		 hide_box;
+	int		 verify_recipients;
+};
+
+struct policy_relayhost {
+	char		*host;			/* NULL: no relay host */
+	uint16_t	 port;
+	enum policy_uptls tls;
+	char		*auth_file;
+	char		*auth_user;		/* read from auth_file at load */
+	char		*auth_pass;
+};
+
+struct policy_queue {
+	unsigned	 retry_min;		/* seconds */
+	unsigned	 retry_max;
+	unsigned	 lifetime;
+	unsigned	 warn;			/* delay warning after; 0 off */
+	unsigned	 dsn_lifetime;
+	unsigned	 dead_retention;
+	uint64_t	 min_free;		/* bytes */
+	int		 fsync;			/* 1: fsync before 250 */
+	unsigned	 concurrency;		/* per destination */
+};
+
+struct policy_limits {
+	unsigned	 conn_per_client;
+	unsigned	 conn_rate;		/* connections per client ... */
+	unsigned	 conn_rate_window;	/* ... per this many seconds */
+	unsigned	 msgs_per_session;
+	unsigned	 rcpts;
+	uint64_t	 size;
+	unsigned	 errors;
+	unsigned	 cmd_line;
+	unsigned	 text_line;
+	unsigned	 localpart;
+	unsigned	 domain;
+	unsigned	 t_cmd;			/* seconds */
+	unsigned	 t_data;
+	unsigned	 t_dot;
+	unsigned	 t_connect;
+	unsigned	 min_rate;		/* bytes/s during DATA; 0 off */
+};
+
+/* a "match ... action" rule; NULL / 0 fields match anything */
+struct policy_rule {
+	int		 line;
+	char		*from;			/* address, @domain or domain */
+	int		 from_null;		/* matches only <> */
+	char		*to;
+	int		 to_protected;		/* "to protected" */
+	struct addr_net	 net;
+	int		 has_net;
+	int		 auth;			/* -1 any, 0 not authed, 1 authed */
+	enum policy_verdict verdict;
+	char		*message;		/* reply text, optional */
+};
+
+/* "honour|ignore client-server [from NET] [port NAME]" */
+struct policy_honour {
+	struct addr_net	 net;
+	int		 has_net;
+	char		 port[IF_NAMESIZE];	/* "" any */
+	int		 honour;
+};
+
+struct policy {
+	int		 refcnt;
+	char		*path;
+	char		*hostname;
+	char		*spool;
+	char		*pidfile;
+	char		*control;
+	unsigned	 queue_num;
+	uint16_t	 listen_port[2];	/* by enum policy_dir */
+	int		 log_verbose;
+	char		*tls_cert;
+	char		*tls_key;
+	enum policy_starttls starttls[2];
+	unsigned	 shutdown_grace;	/* seconds sessions get on SIGTERM */
+
+	struct policy_port *ports;
+	size_t		 nports;
+	enum policy_action default_action[2];
+	struct policy_domain *domains;
+	size_t		 ndomains;
+	struct policy_relayhost relay;
+	struct policy_queue queue;
+	struct policy_limits limits;
+	struct policy_rule *rules;
+	size_t		 nrules;
+	struct policy_honour *honours;
+	size_t		 nhonours;
+	int		 default_honour;
+	struct addr_net	*bypass_client;
+	size_t		 nbypass_client;
+	struct addr_net	*bypass_server;
+	size_t		 nbypass_server;
+};
+
+/* the answer to "what to do with this new flow" */
+struct policy_class {
+	enum policy_dir	 dir;
+	enum policy_action action;
+	const struct policy_domain *domain;	/* incoming: whose server */
+	const char	*reason;		/* short, for logs and counters */
+};
+
+/* loading and the current snapshot */
+struct policy	*policy_load(const char *path, char *err, size_t errlen);
+struct policy	*policy_ref(struct policy *);
+void		 policy_unref(struct policy *);
+struct policy	*policy_current(void);		/* not referenced */
+void		 policy_set_current(struct policy *);	/* takes the ref */
+
+/* decisions */
+int	 policy_classify(const struct policy *, const struct sockaddr *src,
+	    const struct sockaddr *dst, const char *port,
+	    struct policy_class *);
+const struct policy_domain *policy_domain_by_server(const struct policy *,
+	    const struct sockaddr *);
+const struct policy_domain *policy_domain_by_name(const struct policy *,
+	    const char *domain);
+int	 policy_honour_client_server(const struct policy *,
+	    const struct sockaddr *client, const char *port);
+enum policy_route policy_route_rcpt(const struct policy *, enum policy_dir,
+	    const char *rcpt_domain, const struct sockaddr *orig_dst);
+enum policy_verdict policy_check_rcpt(const struct policy *,
+	    const struct sockaddr *client, enum policy_dir, const char *sender,
+	    const char *rcpt, int authed, const char **message);
+
+const char	*policy_dir_name(enum policy_dir);
+const char	*policy_action_name(enum policy_action);
+const char	*policy_verdict_name(enum policy_verdict);
+const char	*policy_route_name(enum policy_route);
+
+/* added by policy/: helpers for the other modules */
+const char	*policy_starttls_name(enum policy_starttls);
+const char	*policy_uptls_name(enum policy_uptls);
+const struct policy_port *policy_port_by_name(const struct policy *,
+	    const char *port);
+int	 policy_rcpt_protected(const struct policy *, const char *rcpt);
+
+#endif

@@ -1,0 +1,291 @@
+/*
+ * listener.c - the transparent listeners of the proxy module and the
+ * module's hooks.  One IP_TRANSPARENT listener per direction (an IPv6
+ * dual-stack socket, or IPv4 alone where the host has no IPv6) receives
+ * what the TPROXY rules deliver; each accepted connection gets its facts
+ * (client, original destination, direction, ingress port, session id,
+ * policy snapshot) and is handed to proxy_session_start(), which owns
+ * the handle from then on.
+ */
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "../common/addr.h"
+#include "../common/buf.h"
+#include "../common/log.h"
+#include "../common/xmalloc.h"
+#include "../daemon/control.h"
+#include "../nfq/nfq.h"
+#include "../policy/policy.h"
+#include "proxy.h"
+
+#define PROXY_BACKLOG	511
+
+/* one listening socket; freed in its close callback */
+struct proxy_listener {
+	uv_tcp_t		 tcp;
+	enum policy_dir		 dir;
+	uint16_t		 port;
+};
+
+static uv_loop_t		*proxy_loop;
+static struct proxy_listener	*proxy_listeners[2];	/* by policy_dir */
+static uint64_t			 proxy_next_id = 1;
+static uint64_t			 proxy_accepted[2];
+static uint64_t			 proxy_accept_errors;
+static int			 proxy_stats_registered;
+static int			 proxy_down;
+
+static int	proxy_start(uv_loop_t *);
+static void	proxy_reload(void);
+static void	proxy_shutdown(void);
+static unsigned	proxy_busy(void);
+static void	proxy_stop(void);
+
+const struct module proxy_module = {
+	.name = "proxy",
+	.start = proxy_start,
+	.reload = proxy_reload,
+	.shutdown = proxy_shutdown,
+	.busy = proxy_busy,
+	.stop = proxy_stop,
+};
+
+static void
+proxy_free_cb(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+/* proxy_conn_fill - the facts of an accepted connection */
+static int
+proxy_conn_fill(struct proxy_conn *conn, uv_tcp_t *c, enum policy_dir dir)
+{
+	const char *port;
+	int len;
+
+	memset(conn, 0, sizeof(*conn));
+	len = sizeof(conn->client);
+	if (uv_tcp_getpeername(c, (struct sockaddr *)&conn->client, &len) != 0)
+		return -1;
+	len = sizeof(conn->orig_dst);
+	if (uv_tcp_getsockname(c, (struct sockaddr *)&conn->orig_dst,
+	    &len) != 0)
+		return -1;
+	addr_unmap(&conn->client);
+	addr_unmap(&conn->orig_dst);
+	port = nfq_flow_port((struct sockaddr *)&conn->client,
+	    (struct sockaddr *)&conn->orig_dst);
+	if (port != NULL)
+		strncpy(conn->port, port, sizeof(conn->port) - 1);
+	conn->dir = dir;
+	conn->id = proxy_next_id++;
+	return 0;
+}
+
+/* proxy_accept_cb - a new intercepted connection */
+static void
+proxy_accept_cb(uv_stream_t *server, int status)
+{
+	struct proxy_listener *l = server->data;
+	struct proxy_conn conn;
+	char c[ADDR_STRLEN], d[ADDR_STRLEN];
+	uv_tcp_t *client;
+	int rc;
+
+	if (status < 0) {
+		proxy_accept_errors++;
+		log_warnx("listener dir=%s: accept: %s",
+		    policy_dir_name(l->dir), uv_strerror(status));
+		return;
+	}
+	client = xcalloc(1, sizeof(*client));
+	uv_tcp_init(proxy_loop, client);
+	client->data = client;
+	if ((rc = uv_accept(server, (uv_stream_t *)client)) != 0 ||
+	    proxy_conn_fill(&conn, client, l->dir) == -1) {
+		proxy_accept_errors++;
+		log_warnx("listener dir=%s: accept failed: %s",
+		    policy_dir_name(l->dir), rc ? uv_strerror(rc) : "no address");
+		uv_close((uv_handle_t *)client, proxy_free_cb);
+		return;
+	}
+	client->data = NULL;
+	proxy_accepted[l->dir]++;
+	log_info("session=%llu client=%s orig_dst=%s dir=%s port=%s",
+	    (unsigned long long)conn.id,
+	    addr_fmt((struct sockaddr *)&conn.client, c, sizeof(c)),
+	    addr_fmt((struct sockaddr *)&conn.orig_dst, d, sizeof(d)),
+	    policy_dir_name(conn.dir), conn.port[0] ? conn.port : "-");
+	conn.policy = policy_ref(policy_current());
+	proxy_session_start(client, &conn);
+}
+
+/* proxy_transparent - IP(V6)_TRANSPARENT on the socket, before bind */
+static int
+proxy_transparent(uv_tcp_t *tcp, int family)
+{
+	uv_os_fd_t fd;
+	int one = 1;
+
+	if (uv_fileno((uv_handle_t *)tcp, &fd) != 0)
+		return -1;
+	if (family == AF_INET6 && setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT,
+	    &one, sizeof(one)) == -1)
+		return -1;
+	if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) == -1 &&
+	    family == AF_INET)
+		return -1;
+	return 0;
+}
+
+/* proxy_bind - bind tcp to the wildcard address of family at port */
+static int
+proxy_bind(uv_tcp_t *tcp, int family, uint16_t port)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+	memset(&ss, 0, sizeof(ss));
+	if (family == AF_INET6) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_addr = in6addr_any;
+		sin6->sin6_port = htons(port);
+	} else {
+		sin->sin_family = AF_INET;
+		sin->sin_addr.s_addr = htonl(INADDR_ANY);
+		sin->sin_port = htons(port);
+	}
+	/* without UV_TCP_IPV6ONLY libuv clears IPV6_V6ONLY: dual stack */
+	return uv_tcp_bind(tcp, (struct sockaddr *)&ss, 0);
+}
+
+/* proxy_listen - a transparent listener for dir; NULL (logged) if not */
+static struct proxy_listener *
+proxy_listen(enum policy_dir dir, uint16_t port)
+{
+	struct proxy_listener *l;
+	int family = AF_INET6, rc, transparent = 1;
+
+	l = xcalloc(1, sizeof(*l));
+	l->dir = dir;
+	l->port = port;
+	if ((rc = uv_tcp_init_ex(proxy_loop, &l->tcp, AF_INET6)) != 0) {
+		family = AF_INET;
+		rc = uv_tcp_init_ex(proxy_loop, &l->tcp, AF_INET);
+	}
+	if (rc != 0) {
+		log_warnx("listener dir=%s: socket: %s", policy_dir_name(dir),
+		    uv_strerror(rc));
+		free(l);
+		return NULL;
+	}
+	l->tcp.data = l;
+	if (proxy_transparent(&l->tcp, family) == -1) {
+		transparent = 0;
+		log_warn("listener dir=%s port=%u: not transparent, TPROXY "
+		    "cannot deliver to it", policy_dir_name(dir), port);
+	}
+	if ((rc = proxy_bind(&l->tcp, family, port)) != 0 ||
+	    (rc = uv_listen((uv_stream_t *)&l->tcp, PROXY_BACKLOG,
+	    proxy_accept_cb)) != 0) {
+		log_warnx("listener dir=%s port=%u: %s", policy_dir_name(dir),
+		    port, uv_strerror(rc));
+		uv_close((uv_handle_t *)&l->tcp, proxy_free_cb);
+		return NULL;
+	}
+	log_info("listener dir=%s port=%u family=%s transparent=%s",
+	    policy_dir_name(dir), port, family == AF_INET6 ? "dual" : "ipv4",
+	    transparent ? "yes" : "no");
+	return l;
+}
+
+static void
+proxy_unlisten(enum policy_dir dir)
+{
+	struct proxy_listener *l = proxy_listeners[dir];
+
+	if (l == NULL)
+		return;
+	proxy_listeners[dir] = NULL;
+	uv_close((uv_handle_t *)&l->tcp, proxy_free_cb);
+}
+
+/* proxy_stats - the "stats" lines of the listeners */
+static void
+proxy_stats(struct buf *out)
+{
+	buf_printf(out, "proxy_accepted_incoming=%llu\n",
+	    (unsigned long long)proxy_accepted[POLICY_DIR_IN]);
+	buf_printf(out, "proxy_accepted_outgoing=%llu\n",
+	    (unsigned long long)proxy_accepted[POLICY_DIR_OUT]);
+	buf_printf(out, "proxy_accept_errors=%llu\n",
+	    (unsigned long long)proxy_accept_errors);
+	buf_printf(out, "proxy_sessions=%u\n", proxy_sessions_open());
+}
+
+static int
+proxy_start(uv_loop_t *loop)
+{
+	struct policy *p = policy_current();
+	int d;
+
+	proxy_loop = loop;
+	if (!proxy_stats_registered) {
+		control_register_stats(proxy_stats);
+		proxy_stats_registered = 1;
+	}
+	for (d = POLICY_DIR_IN; d <= POLICY_DIR_OUT; d++)
+		if ((proxy_listeners[d] = proxy_listen(d,
+		    p->listen_port[d])) == NULL)
+			return -1;
+	return 0;
+}
+
+/* proxy_reload - move a listener whose port changed */
+static void
+proxy_reload(void)
+{
+	struct policy *p = policy_current();
+	int d;
+
+	if (proxy_down)
+		return;
+	for (d = POLICY_DIR_IN; d <= POLICY_DIR_OUT; d++) {
+		if (proxy_listeners[d] != NULL &&
+		    proxy_listeners[d]->port == p->listen_port[d])
+			continue;
+		proxy_unlisten(d);
+		proxy_listeners[d] = proxy_listen(d, p->listen_port[d]);
+	}
+}
+
+static void
+proxy_shutdown(void)
+{
+	proxy_down = 1;
+	proxy_unlisten(POLICY_DIR_IN);
+	proxy_unlisten(POLICY_DIR_OUT);
+	proxy_sessions_shutdown();
+}
+
+static unsigned
+proxy_busy(void)
+{
+	return proxy_sessions_open();
+}
+
+static void
+proxy_stop(void)
+{
+	proxy_down = 1;
+	proxy_unlisten(POLICY_DIR_IN);
+	proxy_unlisten(POLICY_DIR_OUT);
+	proxy_sessions_stop();
+}

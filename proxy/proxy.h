@@ -1,0 +1,35 @@
+/*
+ * proxy.h - the transparent listeners and the SMTP sessions behind them.
+ * listener.c accepts IP_TRANSPARENT connections per direction and hands
+ * each to proxy_session_start(); the session owns the client handle from
+ * then on and frees it in its close callback.
+ */
+#ifndef MXB_PROXY_H
+#define MXB_PROXY_H
+#include <net/if.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "../daemon/module.h"
+#include "../policy/policy.h"
+
+/* the facts of one intercepted connection, fixed at accept */
+struct proxy_conn {
+	uint64_t		 id;		/* session id, unique per run */
+	struct sockaddr_storage	 client;
+	struct sockaddr_storage	 orig_dst;	/* getsockname() of the accept */
+	enum policy_dir		 dir;
+	char			 port[IF_NAMESIZE];	/* ingress bridge port or "" */
+	struct policy		*policy;	/* referenced snapshot */
+};
+
+extern const struct module proxy_module;
+
+/* session side, implemented by the SMTP session code */
+void		 proxy_session_start(uv_tcp_t *client, struct proxy_conn *);
+unsigned	 proxy_sessions_open(void);
+void		 proxy_sessions_shutdown(void);	/* say 421 at the next step */
+void		 proxy_sessions_stop(void);	/* close every session now */
+
+#endif

@@ -1,0 +1,27 @@
+#!/bin/sh
+# install-deps.sh - the one list of Debian packages mxbridge needs to build,
+# test, demo and benchmark.  Used by the README, .ci/run, make demo and
+# make check.  Installs only what is missing; needs root to install.
+set -e
+PKGS="build-essential pkg-config libuv1-dev libssl-dev libldns-dev
+libnetfilter-queue-dev libmnl-dev libcmocka-dev mandoc
+iproute2 iptables nftables kmod procps psmisc python3 openssl ca-certificates
+postfix swaks dnsmasq-base ldnsutils haproxy"
+
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null |
+	    grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing:$missing (run as root)" >&2
+	exit 1
+fi
+echo "install-deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# postfix asks debconf questions; a local-only answer keeps it quiet
+echo "postfix postfix/main_mailer_type select No configuration" |
+    debconf-set-selections
+apt-get install -y -q --no-install-recommends $missing

@@ -1,0 +1,50 @@
+#!/bin/sh
+# check.sh BUILD... - run the unit tests and the end-to-end tests once per
+# build directory (the plain build, then the sanitizer build) and print
+# one line per test and the summary "N passed, N failed, N skipped".
+# A test script exits 0 (pass), 77 (skip) or anything else (fail); a test
+# that cannot run is a failure, never silently dropped.
+cd "$(dirname "$0")/.." || exit 1
+[ $# -gt 0 ] || set -- build
+pass=0 fail=0 skip=0 failed=""
+logdir=${MXB_CHECK_LOGS:-/tmp/mxb-check.$$}
+mkdir -p "$logdir"
+[ "$(id -u)" -eq 0 ] || echo "check: not root: end-to-end tests will fail" >&2
+
+# record NAME RC - count one result
+record() {
+	case $2 in
+	0) pass=$((pass + 1)); echo "PASS $1" ;;
+	77) skip=$((skip + 1)); echo "SKIP $1: $(tail -n 1 "$3")" ;;
+	*) fail=$((fail + 1)); failed="$failed $1"
+	   echo "FAIL $1 (exit $2), last lines of $3:"
+	   tail -n 25 "$3" | sed 's/^/    /' ;;
+	esac
+}
+
+for b in "$@"; do
+	if [ ! -x "$b/mxbridge" ]; then
+		record "$b/build" 1 /dev/null
+		continue
+	fi
+	tag=$(basename "$b")
+	for t in "$b"/test/test_*; do
+		[ -x "$t" ] || continue
+		name="$tag/unit/$(basename "$t")"
+		log="$logdir/$(echo "$name" | tr / _).log"
+		"$t" >"$log" 2>&1
+		record "$name" $? "$log"
+	done
+	for t in test/e2e/t-*.sh; do
+		[ -f "$t" ] || continue
+		name="$tag/e2e/$(basename "$t" .sh)"
+		log="$logdir/$(echo "$name" | tr / _).log"
+		MXB_BIN="$PWD/$b" MXB_BUILD_TAG="$tag" timeout 300 bash "$t" \
+		    >"$log" 2>&1
+		record "$name" $? "$log"
+	done
+done
+[ -n "$failed" ] && echo "failed:$failed"
+echo "logs in $logdir"
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]

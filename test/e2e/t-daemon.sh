@@ -1,0 +1,75 @@
+#!/bin/bash
+# t-daemon: the daemon skeleton on the testbed's appliance namespace:
+# -V, -n (OK and FILE:LINE errors), pid file, mxbridgectl status, reload
+# (accepted, and refused with the old config kept), a second instance
+# refused, SIGTERM exits 0 and removes the pid file and control socket.
+. "$(dirname "$0")/../lib.sh"
+tb_init
+BIN=${MXB_BIN:-$TB_REPO/build}
+S=$TB_STATE/daemon
+mkdir -p "$S/spool"
+
+write_conf() {	# FILE EXTRA-LINE
+	cat >"$1" <<CONF
+# daemon test
+hostname "gw.example.com"
+spool "$S/spool"
+pidfile "$S/mxbridge.pid"
+control "$S/ctl.sock"
+queue-number 7
+listen incoming port 10025
+listen outgoing port 10026
+$2
+CONF
+}
+write_conf "$S/good.conf" ""
+write_conf "$S/bad.conf" "frobnicate yes"
+
+"$BIN/mxbridge" -V | grep -q '^mxbridge [0-9]' || fail "-V prints no version"
+out=$("$BIN/mxbridge" -n -f "$S/good.conf" 2>&1) || fail "-n on a good config: $out"
+[ "$out" = "configuration OK" ] || fail "-n said: $out"
+out=$("$BIN/mxbridge" -n -f "$S/bad.conf" 2>&1) && fail "-n accepted an unknown keyword"
+echo "$out" | grep -q "^$S/bad.conf:9: " || fail "-n error not FILE:LINE: $out"
+out=$("$BIN/mxbridge" -n -f "$S/nonexistent.conf" 2>&1) && fail "-n accepted a missing file"
+echo "$out" | grep -q "nonexistent.conf" || fail "missing file not named: $out"
+
+cp "$S/good.conf" "$S/run.conf"
+mxb_start "$S/run.conf" || fail "daemon did not start"
+wait_for test -S "$S/ctl.sock" || fail "no control socket"
+pid=$(cat "$TB_MXB_PIDFILE")
+[ "$(tr -dc 0-9 <"$S/mxbridge.pid")" = "$pid" ] || fail "pid file does not hold the daemon's pid"
+
+ctl() { tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" "$@"; }
+st=$(ctl status) || fail "status failed"
+echo "$st" | grep -q '^version=[0-9]' || fail "status lacks version: $st"
+echo "$st" | grep -q '^uptime=[0-9]' || fail "status lacks uptime: $st"
+echo "$st" | grep -q '^sessions=0$' || fail "status lacks sessions=0: $st"
+# the control tool finds the socket through the config file too
+tb_exec box "$BIN/mxbridgectl" -f "$S/run.conf" status | grep -q '^version=' ||
+	fail "mxbridgectl -f did not reach the daemon"
+ctl frobnicate >/dev/null 2>&1; [ $? -eq 1 ] || fail "unknown command not refused with 1"
+
+# a broken config is refused on reload; the old one keeps serving
+cp "$S/bad.conf" "$S/run.conf"
+out=$(ctl reload 2>&1) && fail "reload of a broken config accepted"
+echo "$out" | grep -q "run.conf:9" || fail "reload refusal lacks FILE:LINE: $out"
+kill -HUP "$pid"
+wait_for grep -q "reload refused" "$TB_MXB_LOG" || fail "SIGHUP refusal not logged"
+mxb_running || fail "daemon died on a broken reload"
+ctl status >/dev/null || fail "status after refused reload"
+cp "$S/good.conf" "$S/run.conf"
+ctl reload >/dev/null || fail "reload of a good config refused"
+
+# a second instance with the same pid file does not start
+tb_exec box "$BIN/mxbridge" -d -f "$S/run.conf" >"$S/second.log" 2>&1 &&
+	fail "second instance started"
+grep -q "already running" "$S/second.log" || fail "second instance: $(cat "$S/second.log")"
+
+kill -TERM "$pid"
+wait "$pid" 2>/dev/null; rc=$?
+[ "$rc" -eq 0 ] || fail "SIGTERM exit status $rc: $(tail -n 5 "$TB_MXB_LOG")"
+[ ! -e "$S/mxbridge.pid" ] || fail "pid file left behind"
+[ ! -e "$S/ctl.sock" ] || fail "control socket left behind"
+grep -q "stopped" "$TB_MXB_LOG" || fail "no stop logged"
+rm -f "$TB_MXB_PIDFILE"
+pass "flags, status, reload, single instance, graceful stop"

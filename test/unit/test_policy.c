@@ -1,0 +1,1269 @@
+/*
+ * test_policy.c - unit tests of policy/: the parser (the shipped
+ * examples, defaults, every error message and every range check) and
+ * the decisions (classify, honour, route, relay check with the open-relay
+ * battery).  Table-driven: a failing row names itself.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../policy/policy.h"
+
+#define N(a)	(sizeof(a) / sizeof((a)[0]))
+
+/* srcdir - the repository root: $MXB_SRCDIR, or from where this file is */
+static const char *
+srcdir(void)
+{
+	static char dir[1024];
+	const char *env = getenv("MXB_SRCDIR"), *f = __FILE__, *end;
+
+	if (env != NULL)
+		return env;
+	end = strstr(f, "test/unit/test_policy.c");
+	if (end == NULL || end == f)
+		return ".";
+	snprintf(dir, sizeof(dir), "%.*s", (int)(end - f - 1), f);
+	return dir;
+}
+
+/* write_tmp - text into a new temporary file; its name into path */
+static void
+write_tmp(const char *text, char *path, size_t len)
+{
+	int fd;
+
+	snprintf(path, len, "/tmp/mxb-test-XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+/* load_text - parse a config given as a string; err gets the message */
+static struct policy *
+load_text(const char *text, char *path, size_t pathlen, char *err,
+    size_t errlen)
+{
+	struct policy *pol;
+
+	write_tmp(text, path, pathlen);
+	pol = policy_load(path, err, errlen);
+	unlink(path);
+	return pol;
+}
+
+/* must_load - a config that has to parse */
+static struct policy *
+must_load(const char *text)
+{
+	char path[64], err[512];
+	struct policy *pol;
+
+	pol = load_text(text, path, sizeof(path), err, sizeof(err));
+	if (pol == NULL)
+		fail_msg("config did not parse: %s\n--\n%s", err, text);
+	return pol;
+}
+
+/* sa - a socket address from "ip" and a port */
+static struct sockaddr_storage
+sa(const char *ip, uint16_t port)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, ip, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+	} else if (inet_pton(AF_INET6, ip, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+	} else
+		fail_msg("bad test address %s", ip);
+	return ss;
+}
+
+#define SA(s)	((struct sockaddr *)&(s))
+
+/*
+ * The shipped examples
+ */
+
+static void
+load_example(const char *name, struct policy **out)
+{
+	char path[1100], err[512];
+
+	snprintf(path, sizeof(path), "%s/policy/examples/%s", srcdir(), name);
+	*out = policy_load(path, err, sizeof(err));
+	if (*out == NULL)
+		fail_msg("%s: %s", name, err);
+}
+
+static void
+test_example_minimal(void **state)
+{
+	struct policy *pol;
+
+	load_example("minimal.conf", &pol);
+	assert_int_equal(pol->ndomains, 1);
+	assert_string_equal(pol->domains[0].name, "example.com");
+	assert_int_equal(pol->domains[0].naddr, 1);
+	assert_int_equal(pol->domains[0].port, 25);
+	assert_int_equal(pol->nrules, 2);
+	assert_int_equal(pol->starttls[POLICY_DIR_IN], POLICY_TLS_STRIP);
+	assert_null(pol->relay.host);
+	policy_unref(pol);
+}
+
+static void
+test_example_isp(void **state)
+{
+	struct sockaddr_storage c = sa("192.0.2.5", 40000);
+	struct sockaddr_storage bad = sa("192.0.2.200", 40000);
+	struct policy *pol;
+
+	load_example("isp.conf", &pol);
+	assert_int_equal(pol->nports, 2);
+	assert_int_equal(policy_honour_client_server(pol, SA(c), "p0"), 1);
+	assert_int_equal(policy_honour_client_server(pol, SA(bad), "p0"), 0);
+	assert_int_equal(pol->domains[0].hide_box, 1);
+	assert_int_equal(pol->limits.conn_rate, 30);
+	assert_int_equal(pol->limits.conn_rate_window, 60);
+	assert_int_equal(pol->limits.size, 25 << 20);
+	policy_unref(pol);
+}
+
+static void
+test_example_failclosed(void **state)
+{
+	struct sockaddr_storage c = sa("192.0.2.5", 40000);
+	struct policy *pol;
+	const char *msg;
+
+	load_example("failclosed-relayhost.conf", &pol);
+	assert_string_equal(pol->relay.host, "192.0.2.30");
+	assert_int_equal(pol->relay.port, 587);
+	assert_int_equal(pol->relay.tls, POLICY_UPTLS_STARTTLS);
+	assert_string_equal(pol->relay.auth_user, "mxbridge");
+	assert_string_equal(pol->relay.auth_pass, "example-secret");
+	assert_int_equal(pol->starttls[POLICY_DIR_OUT], POLICY_TLS_REQUIRE);
+	assert_int_equal(pol->default_action[POLICY_DIR_IN], POLICY_DROP);
+	assert_int_equal(pol->default_honour, 0);
+	assert_int_equal(policy_check_rcpt(pol, SA(c), POLICY_DIR_OUT,
+	    "alice@example.com", "bob@other.net", 0, &msg), POLICY_REJECT);
+	assert_string_equal(msg, "5.7.0 Authentication required");
+	assert_int_equal(policy_check_rcpt(pol, SA(c), POLICY_DIR_OUT,
+	    "alice@example.com", "bob@other.net", 1, &msg), POLICY_RELAY);
+	assert_int_equal(policy_route_rcpt(pol, POLICY_DIR_OUT, "other.net",
+	    NULL), POLICY_ROUTE_RELAYHOST);
+	policy_unref(pol);
+}
+
+/*
+ * Defaults and values
+ */
+
+static void
+test_defaults(void **state)
+{
+	struct policy *pol = must_load("# nothing\n");
+
+	assert_string_equal(pol->spool, "/var/spool/mxbridge");
+	assert_string_equal(pol->pidfile, "/run/mxbridge.pid");
+	assert_string_equal(pol->control, "/run/mxbridge.sock");
+	assert_non_null(pol->hostname);
+	assert_int_equal(pol->queue_num, 0);
+	assert_int_equal(pol->listen_port[POLICY_DIR_IN], 10025);
+	assert_int_equal(pol->listen_port[POLICY_DIR_OUT], 10026);
+	assert_int_equal(pol->log_verbose, 0);
+	assert_int_equal(pol->shutdown_grace, 30);
+	assert_null(pol->tls_cert);
+	assert_int_equal(pol->starttls[POLICY_DIR_IN], POLICY_TLS_STRIP);
+	assert_int_equal(pol->starttls[POLICY_DIR_OUT], POLICY_TLS_STRIP);
+	assert_int_equal(pol->default_action[POLICY_DIR_IN], POLICY_PROXY);
+	assert_int_equal(pol->default_action[POLICY_DIR_OUT], POLICY_PROXY);
+	assert_int_equal(pol->default_honour, 1);
+	assert_null(pol->relay.host);
+	assert_int_equal(pol->queue.retry_min, 300);
+	assert_int_equal(pol->queue.retry_max, 3600);
+	assert_int_equal(pol->queue.lifetime, 5 * 86400);
+	assert_int_equal(pol->queue.warn, 4 * 3600);
+	assert_int_equal(pol->queue.dsn_lifetime, 2 * 86400);
+	assert_int_equal(pol->queue.dead_retention, 7 * 86400);
+	assert_int_equal(pol->queue.min_free, 100 << 20);
+	assert_int_equal(pol->queue.fsync, 1);
+	assert_int_equal(pol->queue.concurrency, 10);
+	assert_int_equal(pol->limits.conn_per_client, 50);
+	assert_int_equal(pol->limits.conn_rate, 0);
+	assert_int_equal(pol->limits.msgs_per_session, 100);
+	assert_int_equal(pol->limits.rcpts, 100);
+	assert_int_equal(pol->limits.size, 35 << 20);
+	assert_int_equal(pol->limits.errors, 10);
+	assert_int_equal(pol->limits.cmd_line, 512);
+	assert_int_equal(pol->limits.text_line, 1000);
+	assert_int_equal(pol->limits.localpart, 64);
+	assert_int_equal(pol->limits.domain, 255);
+	assert_int_equal(pol->limits.t_cmd, 300);
+	assert_int_equal(pol->limits.t_data, 180);
+	assert_int_equal(pol->limits.t_dot, 600);
+	assert_int_equal(pol->limits.t_connect, 30);
+	assert_int_equal(pol->limits.min_rate, 100);
+	policy_unref(pol);
+}
+
+/* a value a statement has to leave in the snapshot */
+static const struct value_case {
+	const char	*text;
+	size_t		 off;
+	size_t		 size;		/* 4 or 8 */
+	uint64_t	 want;
+} value_cases[] = {
+#define PO(f)	offsetof(struct policy, f)
+	{ "queue-number 7", PO(queue_num), 4, 7 },
+	{ "log verbose 3", PO(log_verbose), 4, 3 },
+	{ "shutdown-grace 5m", PO(shutdown_grace), 4, 300 },
+	{ "shutdown-grace 45", PO(shutdown_grace), 4, 45 },
+	{ "queue { retry-min 90 }", PO(queue.retry_min), 4, 90 },
+	{ "queue { retry-min 90s }", PO(queue.retry_min), 4, 90 },
+	{ "queue { retry-max 2h }", PO(queue.retry_max), 4, 7200 },
+	{ "queue { lifetime 3d }", PO(queue.lifetime), 4, 3 * 86400 },
+	{ "queue { warn 0 }", PO(queue.warn), 4, 0 },
+	{ "queue { dsn-lifetime 36h }", PO(queue.dsn_lifetime), 4, 36 * 3600 },
+	{ "queue { dead-retention 0 }", PO(queue.dead_retention), 4, 0 },
+	{ "queue { min-free 10K }", PO(queue.min_free), 8, 10240 },
+	{ "queue { min-free 512M }", PO(queue.min_free), 8, 512ULL << 20 },
+	{ "queue { min-free 2g }", PO(queue.min_free), 8, 2ULL << 30 },
+	{ "queue { min-free 1T }", PO(queue.min_free), 8, 1ULL << 40 },
+	{ "queue { min-free 0 }", PO(queue.min_free), 8, 0 },
+	{ "queue { fsync no }", PO(queue.fsync), 4, 0 },
+	{ "queue { fsync yes }", PO(queue.fsync), 4, 1 },
+	{ "queue { concurrency 3 }", PO(queue.concurrency), 4, 3 },
+	{ "limits { connections-per-client 0 }", PO(limits.conn_per_client),
+	    4, 0 },
+	{ "limits { connection-rate 0 }", PO(limits.conn_rate), 4, 0 },
+	{ "limits { connection-rate 9 per 10s }", PO(limits.conn_rate), 4, 9 },
+	{ "limits { connection-rate 9 per 10s }", PO(limits.conn_rate_window),
+	    4, 10 },
+	{ "limits { messages-per-session 5 }", PO(limits.msgs_per_session),
+	    4, 5 },
+	{ "limits { recipients 1000 }", PO(limits.rcpts), 4, 1000 },
+	{ "limits { size 1k }", PO(limits.size), 8, 1024 },
+	{ "limits { size 50000 }", PO(limits.size), 8, 50000 },
+	{ "limits { errors 3 }", PO(limits.errors), 4, 3 },
+	{ "limits { command-line 2048 }", PO(limits.cmd_line), 4, 2048 },
+	{ "limits { text-line 2000 }", PO(limits.text_line), 4, 2000 },
+	{ "limits { local-part 128 }", PO(limits.localpart), 4, 128 },
+	{ "limits { domain 300 }", PO(limits.domain), 4, 300 },
+	{ "limits { timeout command 1m }", PO(limits.t_cmd), 4, 60 },
+	{ "limits { timeout data 2m }", PO(limits.t_data), 4, 120 },
+	{ "limits { timeout dot 20m }", PO(limits.t_dot), 4, 1200 },
+	{ "limits { timeout connect 10s }", PO(limits.t_connect), 4, 10 },
+	{ "limits { min-data-rate 0 }", PO(limits.min_rate), 4, 0 },
+	{ "default incoming drop", PO(default_action[0]), 4, POLICY_DROP },
+	{ "default outgoing pass", PO(default_action[1]), 4, POLICY_PASS },
+	{ "client-server default ignore", PO(default_honour), 4, 0 },
+	{ "listen incoming port 25", PO(listen_port[0]), 2, 25 },
+	{ "relay-host mx.example.net port 465 tls smtps", PO(relay.port), 2,
+	    465 },
+	{ "relay-host mx.example.net port 465 tls smtps", PO(relay.tls), 4,
+	    POLICY_UPTLS_SMTPS },
+	{ "relay-host mx.example.net", PO(relay.port), 2, 25 },
+	{ "relay-host mx.example.net tls none", PO(relay.tls), 4,
+	    POLICY_UPTLS_NONE },
+	{ "tls certificate /c key /k", PO(starttls[0]), 4, POLICY_TLS_OFFER },
+	{ "tls key /k certificate /c\nstarttls outgoing strip",
+	    PO(starttls[1]), 4, POLICY_TLS_STRIP },
+	{ "tls certificate /c key /k; starttls incoming require",
+	    PO(starttls[0]), 4, POLICY_TLS_REQUIRE },
+#undef PO
+};
+
+static void
+test_values(void **state)
+{
+	const struct value_case *c;
+	struct policy *pol;
+	uint64_t got;
+	uint32_t u32;
+	uint16_t u16;
+	size_t i;
+
+	for (i = 0; i < N(value_cases); i++) {
+		c = &value_cases[i];
+		pol = must_load(c->text);
+		if (c->size == 8)
+			memcpy(&got, (char *)pol + c->off, 8);
+		else if (c->size == 4) {
+			memcpy(&u32, (char *)pol + c->off, 4);
+			got = u32;
+		} else {
+			memcpy(&u16, (char *)pol + c->off, 2);
+			got = u16;
+		}
+		if (got != c->want)
+			fail_msg("\"%s\": got %llu, want %llu", c->text,
+			    (unsigned long long)got,
+			    (unsigned long long)c->want);
+		policy_unref(pol);
+	}
+}
+
+/* the lexical corners: quoting, separators, comments, braces */
+static void
+test_syntax(void **state)
+{
+	struct policy *pol;
+
+	pol = must_load(
+	    "# comment\n"
+	    "hostname gw.example.net   # trailing comment\n"
+	    "spool \"/tmp/with space\" ; pidfile /tmp/p.pid;control /tmp/c\n"
+	    "domain \"Example.COM.\"\n"
+	    "{\n"
+	    "\tserver \"192.0.2.10\" port 2525; fallback [2001:db8::1]\n"
+	    "\ttls smtps; deliver-via-server no\n"
+	    "\thide-box yes ; verify-recipients yes }\n"
+	    "port p0{incoming pass}port p1 { }\n"
+	    "match from <> \\\n"
+	    "    to protected relay \"2.0.0 ok \\\"quoted\\\" \\\\\"\n"
+	    ";;\n"
+	    "\n");
+	assert_string_equal(pol->hostname, "gw.example.net");
+	assert_string_equal(pol->spool, "/tmp/with space");
+	assert_string_equal(pol->control, "/tmp/c");
+	assert_string_equal(pol->domains[0].name, "example.com");
+	assert_string_equal(pol->domains[0].server, "192.0.2.10");
+	assert_int_equal(pol->domains[0].port, 2525);
+	assert_string_equal(pol->domains[0].fallback, "[2001:db8::1]");
+	assert_int_equal(pol->domains[0].fbport, 25);
+	assert_int_equal(pol->domains[0].nfbaddr, 1);
+	assert_int_equal(pol->domains[0].tls, POLICY_UPTLS_SMTPS);
+	assert_int_equal(pol->domains[0].deliver_via_server, 0);
+	assert_int_equal(pol->domains[0].hide_box, 1);
+	assert_int_equal(pol->domains[0].verify_recipients, 1);
+	assert_int_equal(pol->nports, 2);
+	assert_int_equal(pol->ports[0].action[POLICY_DIR_IN], POLICY_PASS);
+	assert_int_equal(pol->ports[0].action[POLICY_DIR_OUT], POLICY_PROXY);
+	assert_int_equal(pol->ports[1].honour, -1);
+	assert_int_equal(pol->nrules, 1);
+	assert_int_equal(pol->rules[0].line, 10);
+	assert_int_equal(pol->rules[0].from_null, 1);
+	assert_int_equal(pol->rules[0].to_protected, 1);
+	assert_int_equal(pol->rules[0].auth, -1);
+	assert_string_equal(pol->rules[0].message, "2.0.0 ok \"quoted\" \\");
+	policy_unref(pol);
+
+	/* a port's unset direction follows "default", wherever it is */
+	pol = must_load("port p0 { incoming proxy }\ndefault outgoing drop\n"
+	    "default incoming pass\n");
+	assert_int_equal(pol->ports[0].action[POLICY_DIR_IN], POLICY_PROXY);
+	assert_int_equal(pol->ports[0].action[POLICY_DIR_OUT], POLICY_DROP);
+	policy_unref(pol);
+
+	/* a host name server is resolved at load */
+	pol = must_load("domain a.example { server localhost port 26 }");
+	assert_true(pol->domains[0].naddr >= 1);
+	assert_int_equal(pol->domains[0].port, 26);
+	policy_unref(pol);
+}
+
+/* the match rule's parts as stored */
+static void
+test_rules_parsed(void **state)
+{
+	struct policy *pol;
+	const struct policy_rule *r;
+
+	pol = must_load(
+	    "match from Bob@Other.NET. to @Example.com client 192.0.2.0/24 "
+	    "auth discard\n"
+	    "match to @[192.0.2.9] noauth tempfail \"4.7.1 later\"\n"
+	    "match from any to any reject\n");
+	assert_int_equal(pol->nrules, 3);
+	r = &pol->rules[0];
+	assert_string_equal(r->from, "Bob@other.net");
+	assert_string_equal(r->to, "@example.com");
+	assert_int_equal(r->has_net, 1);
+	assert_int_equal(r->auth, 1);
+	assert_int_equal(r->verdict, POLICY_DISCARD);
+	assert_null(r->message);
+	r = &pol->rules[1];
+	assert_string_equal(r->to, "@[192.0.2.9]");
+	assert_int_equal(r->auth, 0);
+	assert_int_equal(r->verdict, POLICY_TEMPFAIL);
+	assert_string_equal(r->message, "4.7.1 later");
+	r = &pol->rules[2];
+	assert_null(r->from);
+	assert_null(r->to);
+	assert_int_equal(r->from_null, 0);
+	assert_int_equal(r->to_protected, 0);
+	assert_int_equal(r->verdict, POLICY_REJECT);
+	policy_unref(pol);
+}
+
+/*
+ * Parse errors: "FILE:" is the temporary file, the rest must match
+ */
+static const struct error_case {
+	const char	*text;
+	const char	*want;		/* after "FILE:" */
+} error_cases[] = {
+	{ "bogus 1\n", "1: unknown keyword \"bogus\"" },
+	{ "\nhostname\n", "2: hostname: missing argument" },
+	{ "hostname a.example c\n",
+	    "1: hostname: unexpected argument \"c\"" },
+	{ "hostname bad_name", "1: hostname: bad host name \"bad_name\"" },
+	{ "hostname a.example\nhostname b.example",
+	    "2: duplicate hostname (first at line 1)" },
+	{ "queue-number x", "1: queue-number: bad number \"x\"" },
+	{ "queue-number -1", "1: queue-number: bad number \"-1\"" },
+	{ "queue-number 99999999999999999999999",
+	    "1: queue-number: bad number \"99999999999999999999999\"" },
+	{ "queue-number 65536", "1: queue-number: 65536 out of range "
+	    "(0-65535)" },
+	{ "spool var/spool", "1: spool: \"var/spool\" is not an absolute "
+	    "path" },
+	{ "control /tmp/0123456789012345678901234567890123456789012345678901"
+	    "23456789012345678901234567890123456789012345678901234567890",
+	    "1: control: path longer than 107 bytes" },
+	{ "listen incoming port 10026",
+	    "1: listen: incoming and outgoing ports must differ" },
+	{ "listen outgoing port 2525\n\nlisten incoming port 2525",
+	    "3: listen: incoming and outgoing ports must differ" },
+	{ "listen incoming port 1\nlisten incoming port 2",
+	    "2: listen: duplicate incoming (first at line 1)" },
+	{ "listen sideways port 25",
+	    "1: listen: expected incoming or outgoing, got \"sideways\"" },
+	{ "listen incoming prt 25",
+	    "1: listen: expected \"port\", got \"prt\"" },
+	{ "listen incoming port", "1: listen: missing argument" },
+	{ "log debug 1", "1: log: expected \"verbose\", got \"debug\"" },
+	{ "shutdown-grace 10x", "1: shutdown-grace: bad duration \"10x\"" },
+	{ "shutdown-grace 10mm", "1: shutdown-grace: bad duration \"10mm\"" },
+	{ "tls certificate /c", "1: tls: missing argument" },
+	{ "tls certificate /c cert /k",
+	    "1: tls: expected \"certificate\" or \"key\", got \"cert\"" },
+	{ "tls certificate /c certificate /k", "1: tls: duplicate "
+	    "certificate" },
+	{ "tls certificate /c key /k key /x",
+	    "1: tls: unexpected argument \"key\"" },
+	{ "starttls incoming require",
+	    "1: starttls: incoming require needs a tls certificate" },
+	{ "starttls outgoing offer",
+	    "1: starttls: outgoing offer needs a tls certificate" },
+	{ "starttls outgoing maybe",
+	    "1: starttls: expected offer, require or strip, got \"maybe\"" },
+	{ "starttls incoming strip\nstarttls incoming strip",
+	    "2: starttls: duplicate incoming (first at line 1)" },
+	{ "default incoming reject",
+	    "1: default: expected proxy, pass or drop, got \"reject\"" },
+	{ "default outgoing pass; default outgoing drop",
+	    "1: default: duplicate outgoing (first at line 1)" },
+	{ "client-server default maybe",
+	    "1: client-server: expected ignore or honour, got \"maybe\"" },
+	{ "client-server always honour",
+	    "1: client-server: expected \"default\", got \"always\"" },
+	{ "honour clientserver", "1: honour: expected \"client-server\", "
+	    "got \"clientserver\"" },
+	{ "honour client-server from 192.0.2.0/33",
+	    "1: honour: bad network \"192.0.2.0/33\"" },
+	{ "ignore client-server port", "1: ignore: missing argument after "
+	    "\"port\"" },
+	{ "ignore client-server port a/b", "1: ignore: bad port name "
+	    "\"a/b\"" },
+	{ "ignore client-server from 192.0.2.1 from 192.0.2.2",
+	    "1: ignore: unexpected argument \"from\"" },
+	{ "bypass middle 192.0.2.1",
+	    "1: bypass: expected client or server, got \"middle\"" },
+	{ "bypass client 300.1.1.1", "1: bypass: bad network "
+	    "\"300.1.1.1\"" },
+	{ "bypass server", "1: bypass: missing argument" },
+	{ "port p0 incoming pass", "1: port: missing '{'" },
+	{ "port thisnameistoolong0 { }",
+	    "1: port: bad port name \"thisnameistoolong0\"" },
+	{ "port p0 { }\nport p0 { }", "2: duplicate port \"p0\"" },
+	{ "port p0 { incoming forward }",
+	    "1: incoming: expected proxy, pass or drop, got \"forward\"" },
+	{ "port p0 {\n accept-to-box maybe\n}",
+	    "2: accept-to-box: expected yes or no, got \"maybe\"" },
+	{ "port p0 {\n client-server honour\n client-server ignore\n}",
+	    "3: duplicate client-server (first at line 2)" },
+	{ "port p0 { server 192.0.2.1 }",
+	    "1: unknown keyword \"server\" in port block" },
+	{ "domain a.example {\n tls none\n}",
+	    "1: domain \"a.example\": missing server" },
+	{ "domain a.example {\n server 192.0.2.1\n",
+	    "1: domain block: missing '}'" },
+	{ "domain a.example { server 192.0.2.1 }\n"
+	    "domain A.Example. { server 192.0.2.2 }",
+	    "2: duplicate domain \"A.Example.\"" },
+	{ "domain bad..name { server 192.0.2.1 }",
+	    "1: domain: bad domain name \"bad..name\"" },
+	{ "domain -a.example { server 192.0.2.1 }",
+	    "1: domain: bad domain name \"-a.example\"" },
+	{ "domain a.example { server -x }", "1: server: bad host \"-x\"" },
+	{ "domain a.example { server 192.0.2.1 port }",
+	    "1: server: missing argument after \"port\"" },
+	{ "domain a.example { server 192.0.2.1 prt 25 }",
+	    "1: server: unexpected argument \"prt\"" },
+	{ "domain a.example { server 192.0.2.1; server 192.0.2.2 }",
+	    "1: duplicate server (first at line 1)" },
+	{ "domain a.example { server 192.0.2.1; tls always }",
+	    "1: tls: expected opportunistic, none, starttls or smtps, got "
+	    "\"always\"" },
+	{ "domain a.example { server 192.0.2.1; hide-box 1 }",
+	    "1: hide-box: expected yes or no, got \"1\"" },
+	{ "domain a.example server 192.0.2.1", "1: domain: missing '{'" },
+	{ "relay-host bad_host", "1: relay-host: bad host \"bad_host\"" },
+	{ "relay-host 192.0.2.30 port", "1: relay-host: missing argument "
+	    "after \"port\"" },
+	{ "relay-host 192.0.2.30 port 25 port 26",
+	    "1: relay-host: unexpected argument \"port\"" },
+	{ "relay-host 192.0.2.30 tls maybe",
+	    "1: relay-host tls: expected opportunistic, none, starttls or "
+	    "smtps, got \"maybe\"" },
+	{ "relay-host 192.0.2.30 auth /nonexistent/secret",
+	    "1: relay-host: auth file \"/nonexistent/secret\": No such file "
+	    "or directory" },
+	{ "relay-host 192.0.2.30 via x", "1: relay-host: unexpected argument "
+	    "\"via\"" },
+	{ "queue { }\nqueue { }", "2: duplicate queue (first at line 1)" },
+	{ "queue {\n bogus 1\n}", "2: unknown keyword \"bogus\" in queue "
+	    "block" },
+	{ "queue { retry-min 5x }", "1: retry-min: bad duration \"5x\"" },
+	{ "queue { retry-min 2h; retry-max 1h }",
+	    "1: queue: retry-min must not exceed retry-max" },
+	{ "queue {\n warn 5d\n}", "1: queue: warn must be shorter than "
+	    "lifetime" },
+	{ "queue { fsync maybe }", "1: fsync: expected yes or no, got "
+	    "\"maybe\"" },
+	{ "queue { min-free 10Q }", "1: min-free: bad size \"10Q\"" },
+	{ "queue { min-free 10KB }", "1: min-free: bad size \"10KB\"" },
+	{ "queue", "1: queue: missing '{'" },
+	{ "queue x { }", "1: queue: unexpected argument \"x\"" },
+	{ "limits { size 10Q }", "1: size: bad size \"10Q\"" },
+	{ "limits { connection-rate 10 }",
+	    "1: connection-rate: expected \"N per DURATION\"" },
+	{ "limits { connection-rate 10 each 1m }",
+	    "1: connection-rate: expected \"per\", got \"each\"" },
+	{ "limits { timeout idle 5m }", "1: timeout: expected command, data, "
+	    "dot or connect, got \"idle\"" },
+	{ "limits { timeout dot 5m; timeout dot 6m }",
+	    "1: timeout: duplicate dot (first at line 1)" },
+	{ "limits { timeout dot }", "1: timeout: missing argument" },
+	{ "match to any", "1: match: missing relay, reject, discard or "
+	    "tempfail" },
+	{ "match", "1: match: missing argument" },
+	{ "match from x relay", "1: match: bad sender address \"x\"" },
+	{ "match from a@ relay", "1: match: bad sender address \"a@\"" },
+	{ "match to @bad_domain relay", "1: match: bad recipient address "
+	    "\"@bad_domain\"" },
+	{ "match to @[300.0.0.1] relay", "1: match: bad recipient address "
+	    "\"@[300.0.0.1]\"" },
+	{ "match to <> relay", "1: match: bad recipient address \"<>\"" },
+	{ "match client 192.0.2.0/40 relay", "1: match: bad network "
+	    "\"192.0.2.0/40\"" },
+	{ "match client relay", "1: match: bad network \"relay\"" },
+	{ "match from", "1: match: missing argument after \"from\"" },
+	{ "match sender x@y.example relay",
+	    "1: match: unexpected argument \"sender\"" },
+	{ "match from <> from <> relay", "1: match: duplicate \"from\"" },
+	{ "match auth noauth relay", "1: match: duplicate \"noauth\"" },
+	{ "match relay \"550 no\"", "1: match: reply text must not start "
+	    "with a reply code" },
+	{ "match reject \"4.7.1 later\"",
+	    "1: match: status code \"4.x.x\" does not fit reject" },
+	{ "match tempfail \"5.7.1 no\"",
+	    "1: match: status code \"5.x.x\" does not fit tempfail" },
+	{ "match reject \"\"", "1: match: reply text must be 1-400 "
+	    "characters" },
+	{ "match reject \"a\tb\"", "1: match: reply text must be printable "
+	    "ASCII" },
+	{ "match relay foo bar", "1: match: unexpected argument \"bar\"" },
+	{ "hostname \"abc", "1: unterminated string" },
+	{ "hostname \"abc\ndef\"", "1: unterminated string" },
+	{ "hostname \"a\\q\"", "1: invalid escape in string" },
+	{ "hostname a\"b\"", "1: unexpected '\"' in word" },
+	{ "hostname a\001", "1: invalid character 0x01" },
+	{ "\n\n\001", "3: invalid character 0x01" },
+	{ "}", "1: unexpected '}'" },
+	{ "{", "1: unexpected '{'" },
+	{ "hostname x.example {", "1: hostname: unexpected '{'" },
+	{ "\"hostname\" a", "1: expected a keyword, got \"hostname\"" },
+	{ "hostname \\\n  a.example\nbogus", "3: unknown keyword \"bogus\"" },
+	{ "queue { retry-min 1m } }", "1: unexpected '}'" },
+};
+
+static void
+test_errors(void **state)
+{
+	const struct error_case *c;
+	struct policy *pol;
+	char path[64], err[512], want[600];
+	size_t i;
+
+	for (i = 0; i < N(error_cases); i++) {
+		c = &error_cases[i];
+		pol = load_text(c->text, path, sizeof(path), err, sizeof(err));
+		if (pol != NULL) {
+			policy_unref(pol);
+			fail_msg("parsed, want error \"%s\":\n%s", c->want,
+			    c->text);
+		}
+		snprintf(want, sizeof(want), "%s:%s", path, c->want);
+		if (strcmp(err, want) != 0)
+			fail_msg("config:\n%s\n got: %s\nwant: %s", c->text,
+			    err, want);
+	}
+}
+
+static void
+test_error_nofile(void **state)
+{
+	char err[256];
+
+	assert_null(policy_load("/nonexistent/mxbridge.conf", err,
+	    sizeof(err)));
+	assert_string_equal(err, "/nonexistent/mxbridge.conf: No such file or "
+	    "directory");
+	assert_null(policy_load("/tmp", err, sizeof(err)));
+	assert_string_equal(err, "/tmp: not a regular file of at most 1048576 "
+	    "bytes");
+}
+
+/* the relay host's credentials file: format, relative name */
+static void
+test_auth_file(void **state)
+{
+	char secret[64], conf[600], path[64], err[512];
+	const char *base;
+	struct policy *pol;
+
+	write_tmp("# comment\n\n  user1   pass1  \n", secret, sizeof(secret));
+	chmod(secret, 0600);
+	base = strrchr(secret, '/') + 1;
+	snprintf(conf, sizeof(conf), "relay-host 192.0.2.30 auth \"%s\"", base);
+	pol = must_load(conf);
+	assert_string_equal(pol->relay.auth_file, secret);
+	assert_string_equal(pol->relay.auth_user, "user1");
+	assert_string_equal(pol->relay.auth_pass, "pass1");
+	policy_unref(pol);
+	unlink(secret);
+
+	write_tmp("# only a user\nuser1\n", secret, sizeof(secret));
+	snprintf(conf, sizeof(conf), "relay-host 192.0.2.30 auth %s", secret);
+	assert_null(load_text(conf, path, sizeof(path), err, sizeof(err)));
+	snprintf(conf, sizeof(conf), "%s:1: relay-host: auth file \"%s\": "
+	    "expected a line \"username password\"", path, secret);
+	assert_string_equal(err, conf);
+	unlink(secret);
+}
+
+/* every range: both ends accepted, one step outside refused */
+static const struct range_case {
+	const char	*fmt;		/* the statement, %s for the value */
+	const char	*name;		/* as the error names it */
+	const char	*lo, *hi;	/* accepted */
+	const char	*below, *above;	/* refused; below NULL if lo is 0 */
+	const char	*range;		/* as the error prints it */
+} range_cases[] = {
+	{ "queue-number %s", "queue-number", "0", "65535", NULL, "65536",
+	    "0-65535" },
+	{ "listen incoming port %s", "listen", "1", "65535", "0", "65536",
+	    "1-65535" },
+	{ "listen outgoing port %s", "listen", "1", "65535", "0", "65536",
+	    "1-65535" },
+	{ "log verbose %s", "log verbose", "0", "3", NULL, "4", "0-3" },
+	{ "shutdown-grace %s", "shutdown-grace", "0", "1h", NULL, "3601",
+	    "0s-1h" },
+	{ "relay-host mx.example.net port %s", "relay-host port", "1",
+	    "65535", "0", "65536", "1-65535" },
+	{ "domain a.example { server 192.0.2.1 port %s }", "server", "1",
+	    "65535", "0", "65536", "1-65535" },
+	{ "domain a.example { server 192.0.2.1; fallback 192.0.2.2 port %s }",
+	    "fallback", "1", "65535", "0", "65536", "1-65535" },
+	{ "queue { retry-max 7d; retry-min %s }", "retry-min", "1s", "1d",
+	    "0", "86401", "1s-1d" },
+	{ "queue { retry-min 1s; retry-max %s }", "retry-max", "1m", "7d",
+	    "59", "8d", "1m-7d" },
+	{ "queue { warn 0; lifetime %s }", "lifetime", "1h", "60d", "59m",
+	    "61d", "1h-60d" },
+	{ "queue { lifetime 60d; warn %s }", "warn", "0", "30d", NULL, "31d",
+	    "0s-30d" },
+	{ "queue { dsn-lifetime %s }", "dsn-lifetime", "1h", "60d", "3599",
+	    "61d", "1h-60d" },
+	{ "queue { dead-retention %s }", "dead-retention", "0", "365d", NULL,
+	    "366d", "0s-365d" },
+	{ "queue { min-free %s }", "min-free", "0", "1T", NULL, "1025G",
+	    "0-1T" },
+	{ "queue { concurrency %s }", "concurrency", "1", "1000", "0", "1001",
+	    "1-1000" },
+	{ "limits { connections-per-client %s }", "connections-per-client",
+	    "0", "100000", NULL, "100001", "0-100000" },
+	{ "limits { connection-rate %s per 1m }", "connection-rate", "0",
+	    "100000", NULL, "100001", "0-100000" },
+	{ "limits { connection-rate 5 per %s }", "connection-rate", "1",
+	    "1h", "0", "61m", "1s-1h" },
+	{ "limits { messages-per-session %s }", "messages-per-session", "1",
+	    "100000", "0", "100001", "1-100000" },
+	{ "limits { recipients %s }", "recipients", "1", "10000", "0",
+	    "10001", "1-10000" },
+	{ "limits { size %s }", "size", "1K", "4G", "1023", "4097M",
+	    "1K-4G" },
+	{ "limits { errors %s }", "errors", "1", "1000", "0", "1001",
+	    "1-1000" },
+	{ "limits { command-line %s }", "command-line", "512", "65536", "511",
+	    "65537", "512-65536" },
+	{ "limits { text-line %s }", "text-line", "1000", "65536", "999",
+	    "65537", "1000-65536" },
+	{ "limits { local-part %s }", "local-part", "64", "1024", "63",
+	    "1025", "64-1024" },
+	{ "limits { domain %s }", "domain", "255", "1024", "254", "1025",
+	    "255-1024" },
+	{ "limits { timeout command %s }", "timeout command", "1", "1h", "0",
+	    "3601", "1s-1h" },
+	{ "limits { timeout data %s }", "timeout data", "1", "1h", "0",
+	    "61m", "1s-1h" },
+	{ "limits { timeout dot %s }", "timeout dot", "1s", "1h", "0s",
+	    "2h", "1s-1h" },
+	{ "limits { timeout connect %s }", "timeout connect", "1", "10m", "0",
+	    "601", "1s-10m" },
+	{ "limits { min-data-rate %s }", "min-data-rate", "0", "1000000000",
+	    NULL, "1000000001", "0-1000000000" },
+};
+
+/* range_try - one value of a range row; want NULL: must parse */
+static void
+range_try(const struct range_case *c, const char *value, int ok)
+{
+	char text[256], path[64], err[512], want[700];
+	struct policy *pol;
+
+	snprintf(text, sizeof(text), c->fmt, value);
+	pol = load_text(text, path, sizeof(path), err, sizeof(err));
+	if (ok) {
+		if (pol == NULL)
+			fail_msg("\"%s\" refused: %s", text, err);
+		policy_unref(pol);
+		return;
+	}
+	if (pol != NULL) {
+		policy_unref(pol);
+		fail_msg("\"%s\" accepted", text);
+	}
+	snprintf(want, sizeof(want), "%s:1: %s: %s out of range (%s)", path,
+	    c->name, value, c->range);
+	if (strcmp(err, want) != 0)
+		fail_msg("\"%s\"\n got: %s\nwant: %s", text, err, want);
+}
+
+static void
+test_ranges(void **state)
+{
+	const struct range_case *c;
+	size_t i;
+
+	for (i = 0; i < N(range_cases); i++) {
+		c = &range_cases[i];
+		range_try(c, c->lo, 1);
+		range_try(c, c->hi, 1);
+		if (c->below != NULL)
+			range_try(c, c->below, 0);
+		range_try(c, c->above, 0);
+	}
+}
+
+/*
+ * Decisions
+ */
+
+static const char classify_conf[] =
+    "domain \"example.com\" { server 192.0.2.10; fallback 192.0.2.11 port "
+    "2525 }\n"
+    "domain \"example.org\" { server 2001:db8:1::10 }\n"
+    "default outgoing pass\n"
+    "port \"p0\" { incoming proxy; outgoing proxy }\n"
+    "port \"p1\" { incoming drop }\n"
+    "bypass client 192.0.2.99\n"
+    "bypass server 198.51.100.0/24\n";
+
+static const struct classify_case {
+	const char	*src;
+	const char	*dst;
+	uint16_t	 dport;
+	const char	*port;
+	enum policy_dir	 dir;
+	enum policy_action action;
+	const char	*domain;
+	const char	*reason;
+} classify_cases[] = {
+	{ "192.0.2.50", "192.0.2.10", 25, "p0", POLICY_DIR_IN, POLICY_PROXY,
+	    "example.com", "port" },
+	{ "192.0.2.50", "192.0.2.10", 587, "p0", POLICY_DIR_OUT, POLICY_PROXY,
+	    NULL, "port" },
+	{ "192.0.2.50", "192.0.2.11", 2525, "p1", POLICY_DIR_IN, POLICY_DROP,
+	    "example.com", "port" },
+	{ "192.0.2.50", "192.0.2.11", 25, "p1", POLICY_DIR_OUT, POLICY_PASS,
+	    NULL, "port" },
+	{ "2001:db8:2::5", "2001:db8:1::10", 25, NULL, POLICY_DIR_IN,
+	    POLICY_PROXY, "example.org", "default" },
+	{ "::ffff:192.0.2.50", "::ffff:192.0.2.10", 25, "p9", POLICY_DIR_IN,
+	    POLICY_PROXY, "example.com", "default" },
+	{ "192.0.2.50", "203.0.113.5", 25, "p9", POLICY_DIR_OUT, POLICY_PASS,
+	    NULL, "default" },
+	{ "192.0.2.99", "192.0.2.10", 25, "p0", POLICY_DIR_IN, POLICY_PASS,
+	    "example.com", "bypass" },
+	{ "192.0.2.50", "198.51.100.7", 25, "p0", POLICY_DIR_OUT, POLICY_PASS,
+	    NULL, "bypass" },
+};
+
+static void
+test_classify(void **state)
+{
+	const struct classify_case *c;
+	struct sockaddr_storage src, dst;
+	struct policy_class cls;
+	struct policy *pol = must_load(classify_conf);
+	size_t i;
+
+	for (i = 0; i < N(classify_cases); i++) {
+		c = &classify_cases[i];
+		src = sa(c->src, 40000);
+		dst = sa(c->dst, c->dport);
+		assert_int_equal(policy_classify(pol, SA(src), SA(dst), c->port,
+		    &cls), 0);
+		if (cls.dir != c->dir || cls.action != c->action ||
+		    strcmp(cls.reason, c->reason) != 0 ||
+		    (c->domain == NULL) != (cls.domain == NULL) ||
+		    (c->domain != NULL && strcmp(cls.domain->name,
+		    c->domain) != 0))
+			fail_msg("row %zu %s -> %s:%u: got %s %s %s %s", i,
+			    c->src, c->dst, c->dport, policy_dir_name(cls.dir),
+			    policy_action_name(cls.action), cls.reason,
+			    cls.domain ? cls.domain->name : "-");
+	}
+	memset(&src, 0, sizeof(src));
+	src.ss_family = AF_UNIX;
+	assert_int_equal(policy_classify(pol, SA(src), SA(dst), NULL, &cls),
+	    -1);
+	assert_null(policy_domain_by_name(pol, "sub.example.com"));
+	assert_non_null(policy_domain_by_name(pol, "EXAMPLE.Com."));
+	assert_null(policy_domain_by_name(pol, ""));
+	assert_null(policy_domain_by_name(pol, NULL));
+	assert_non_null(policy_port_by_name(pol, "p1"));
+	assert_null(policy_port_by_name(pol, "p2"));
+	policy_unref(pol);
+}
+
+static const struct honour_case {
+	const char	*conf;
+	const char	*client;
+	const char	*port;
+	int		 want;
+} honour_cases[] = {
+#define HC	"port p0 { client-server ignore }\n" \
+		"port p1 { client-server honour }\n" \
+		"port p2 { incoming proxy }\n" \
+		"honour client-server from 192.0.2.0/28 port p0\n" \
+		"ignore client-server from 192.0.2.0/24\n" \
+		"ignore client-server port p3\n"
+	{ HC, "192.0.2.5", "p0", 1 },		/* first rule */
+	{ HC, "192.0.2.5", "p1", 0 },		/* second rule */
+	{ HC, "192.0.2.100", "p0", 0 },
+	{ HC, "198.51.100.1", "p1", 1 },	/* the port's own */
+	{ HC, "198.51.100.1", "p0", 0 },
+	{ HC, "198.51.100.1", "p2", 1 },	/* default */
+	{ HC, "198.51.100.1", "p3", 0 },	/* third rule */
+	{ HC, "198.51.100.1", NULL, 1 },
+	{ HC "client-server default ignore", "198.51.100.1", NULL, 0 },
+	{ HC "client-server default ignore", "198.51.100.1", "p2", 0 },
+	{ HC "client-server default ignore", "198.51.100.1", "p1", 1 },
+	{ "", "2001:db8:2::1", "p0", 1 },
+	{ "ignore client-server from 2001:db8:2::/64", "2001:db8:2::1", "p0",
+	    0 },
+	{ "ignore client-server from 2001:db8:2::/64", "2001:db8:3::1", "p0",
+	    1 },
+#undef HC
+};
+
+static void
+test_honour(void **state)
+{
+	const struct honour_case *c;
+	struct sockaddr_storage client;
+	struct policy *pol;
+	size_t i;
+	int got;
+
+	for (i = 0; i < N(honour_cases); i++) {
+		c = &honour_cases[i];
+		pol = must_load(c->conf);
+		client = sa(c->client, 40000);
+		got = policy_honour_client_server(pol, SA(client), c->port);
+		if (got != c->want)
+			fail_msg("row %zu %s port %s: got %d", i, c->client,
+			    c->port ? c->port : "-", got);
+		policy_unref(pol);
+	}
+}
+
+static const struct route_case {
+	int		 relay;		/* with a relay host */
+	enum policy_dir	 dir;
+	const char	*domain;
+	const char	*dst;		/* port 25; NULL: none */
+	enum policy_route want;
+} route_cases[] = {
+	{ 0, POLICY_DIR_IN, "example.com", "192.0.2.10", POLICY_ROUTE_ORIGINAL },
+	{ 0, POLICY_DIR_IN, "EXAMPLE.COM.", "192.0.2.10",
+	    POLICY_ROUTE_ORIGINAL },
+	{ 0, POLICY_DIR_IN, "other.net", "192.0.2.10", POLICY_ROUTE_ORIGINAL },
+	{ 0, POLICY_DIR_IN, "other.net", "192.0.2.20", POLICY_ROUTE_MX },
+	{ 0, POLICY_DIR_IN, "sub.example.com", "192.0.2.20", POLICY_ROUTE_MX },
+	{ 0, POLICY_DIR_IN, "example.com", "192.0.2.20",
+	    POLICY_ROUTE_ORIGINAL },
+	{ 0, POLICY_DIR_IN, "other.net", NULL, POLICY_ROUTE_MX },
+	{ 0, POLICY_DIR_OUT, "example.com", "203.0.113.1", POLICY_ROUTE_MX },
+	{ 0, POLICY_DIR_OUT, "other.net", "203.0.113.1", POLICY_ROUTE_MX },
+	{ 1, POLICY_DIR_IN, "example.com", "192.0.2.10", POLICY_ROUTE_ORIGINAL },
+	{ 1, POLICY_DIR_IN, "other.net", "192.0.2.10", POLICY_ROUTE_ORIGINAL },
+	{ 1, POLICY_DIR_IN, "other.net", "192.0.2.20",
+	    POLICY_ROUTE_RELAYHOST },
+	{ 1, POLICY_DIR_OUT, "example.com", "203.0.113.1",
+	    POLICY_ROUTE_RELAYHOST },
+	{ 1, POLICY_DIR_OUT, "other.net", NULL, POLICY_ROUTE_RELAYHOST },
+};
+
+static void
+test_route(void **state)
+{
+	static const char conf[] =
+	    "domain example.com { server 192.0.2.10 }\n"
+	    "domain example.org { server 192.0.2.20; deliver-via-server no }\n";
+	const struct route_case *c;
+	struct sockaddr_storage dst;
+	struct policy *pol[2];
+	enum policy_route got;
+	char text[256];
+	size_t i;
+
+	pol[0] = must_load(conf);
+	snprintf(text, sizeof(text), "%srelay-host 192.0.2.30\n", conf);
+	pol[1] = must_load(text);
+	for (i = 0; i < N(route_cases); i++) {
+		c = &route_cases[i];
+		if (c->dst != NULL)
+			dst = sa(c->dst, 25);
+		got = policy_route_rcpt(pol[c->relay], c->dir, c->domain,
+		    c->dst != NULL ? SA(dst) : NULL);
+		if (got != c->want)
+			fail_msg("row %zu: %s %s via %s: got %s, want %s", i,
+			    policy_dir_name(c->dir), c->domain,
+			    c->dst ? c->dst : "-", policy_route_name(got),
+			    policy_route_name(c->want));
+	}
+	policy_unref(pol[0]);
+	policy_unref(pol[1]);
+}
+
+static const char rcpt_conf[] =
+    "domain \"example.com\" { server 192.0.2.10 }\n"
+    "match from <> to @blocked.example reject\n"
+    "match from @spammer.test reject \"5.7.1 Go away\"\n"
+    "match client 192.0.2.0/24 auth relay\n"
+    "match client 198.51.100.0/24 to @partner.net relay\n"
+    "match to tempfail@example.com tempfail\n"
+    "match to dropme@example.com discard\n"
+    "match from carol@friend.example to any relay\n";
+
+#define NORELAY	"5.7.1 Relay access denied"
+#define BYRULE	"5.7.1 Recipient address rejected by policy"
+#define SYNTAX	"5.1.3 Bad recipient address syntax"
+
+static const struct rcpt_case {
+	const char	*client;
+	const char	*sender;
+	const char	*rcpt;
+	int		 authed;
+	enum policy_verdict want;
+	const char	*msg;
+} rcpt_cases[] = {
+	/* protected recipients, any spelling */
+	{ "203.0.113.9", "bob@other.net", "alice@example.com", 0,
+	    POLICY_RELAY, NULL },
+	{ "203.0.113.9", "", "<alice@example.com>", 0, POLICY_RELAY, NULL },
+	{ "203.0.113.9", "<>", "ALICE@EXAMPLE.COM.", 0, POLICY_RELAY, NULL },
+	{ "203.0.113.9", "bob@other.net", "\"al ice\"@example.com", 0,
+	    POLICY_RELAY, NULL },
+	/* not protected, no rule */
+	{ "203.0.113.9", "bob@other.net", "x@other.net", 0, POLICY_REJECT,
+	    NORELAY },
+	{ "203.0.113.9", "alice@example.com", "x@sub.example.com", 0,
+	    POLICY_REJECT, NORELAY },
+	{ "192.0.2.5", "alice@example.com", "x@other.net", 0, POLICY_REJECT,
+	    NORELAY },
+	/* rules */
+	{ "192.0.2.5", "alice@example.com", "x@other.net", 1, POLICY_RELAY,
+	    NULL },
+	{ "2001:db8:2::5", "alice@example.com", "x@other.net", 1,
+	    POLICY_REJECT, NORELAY },
+	{ "198.51.100.7", "bob@other.net", "x@partner.net", 0, POLICY_RELAY,
+	    NULL },
+	{ "198.51.100.7", "bob@other.net", "x@PARTNER.net.", 0, POLICY_RELAY,
+	    NULL },
+	{ "198.51.100.7", "bob@other.net", "x%y@partner.net", 0,
+	    POLICY_REJECT, NORELAY },
+	{ "198.51.100.7", "bob@other.net", "x@sub.partner.net", 0,
+	    POLICY_REJECT, NORELAY },
+	{ "203.0.113.9", "bob@other.net", "x@partner.net", 0, POLICY_REJECT,
+	    NORELAY },
+	{ "203.0.113.9", "", "y@blocked.example", 0, POLICY_REJECT, BYRULE },
+	{ "203.0.113.9", "bob@other.net", "y@blocked.example", 0,
+	    POLICY_REJECT, NORELAY },
+	{ "203.0.113.9", "mallory@spammer.test", "alice@example.com", 0,
+	    POLICY_REJECT, "5.7.1 Go away" },
+	{ "203.0.113.9", "<mallory@SPAMMER.test>", "alice@example.com", 0,
+	    POLICY_REJECT, "5.7.1 Go away" },
+	{ "203.0.113.9", "", "tempfail@example.com", 0, POLICY_TEMPFAIL,
+	    "4.7.1 Recipient address deferred by policy, try again later" },
+	{ "203.0.113.9", "", "DropMe@Example.com", 0, POLICY_DISCARD, NULL },
+	{ "203.0.113.9", "carol@friend.example", "x@other.net", 0,
+	    POLICY_RELAY, NULL },
+	{ "203.0.113.9", "Carol@Friend.Example", "x@other.net", 0,
+	    POLICY_RELAY, NULL },
+	{ "203.0.113.9", "xcarol@friend.example", "x@other.net", 0,
+	    POLICY_REJECT, NORELAY },
+	/* not an address at all */
+	{ "203.0.113.9", "bob@other.net", "", 0, POLICY_REJECT, SYNTAX },
+	{ "203.0.113.9", "bob@other.net", "<>", 0, POLICY_REJECT, SYNTAX },
+	{ "203.0.113.9", "bob@other.net", "@example.com", 0, POLICY_REJECT,
+	    SYNTAX },
+	{ "203.0.113.9", "bob@other.net", NULL, 0, POLICY_REJECT, SYNTAX },
+};
+
+static void
+test_check_rcpt(void **state)
+{
+	const struct rcpt_case *c;
+	struct sockaddr_storage client;
+	struct policy *pol = must_load(rcpt_conf);
+	enum policy_verdict got;
+	const char *msg;
+	size_t i;
+
+	for (i = 0; i < N(rcpt_cases); i++) {
+		c = &rcpt_cases[i];
+		client = sa(c->client, 40000);
+		msg = "unset";
+		got = policy_check_rcpt(pol, SA(client), POLICY_DIR_IN,
+		    c->sender, c->rcpt, c->authed, &msg);
+		if (got != c->want || (c->msg == NULL) != (msg == NULL) ||
+		    (msg != NULL && strcmp(msg, c->msg) != 0))
+			fail_msg("row %zu: %s from <%s> to <%s>: got %s \"%s\"",
+			    i, c->client, c->sender ? c->sender : "(null)",
+			    c->rcpt ? c->rcpt : "(null)",
+			    policy_verdict_name(got), msg ? msg : "(null)");
+	}
+	client = sa("203.0.113.9", 1);
+	assert_int_equal(policy_check_rcpt(pol, SA(client), POLICY_DIR_OUT,
+	    "", "alice@example.com", 0, NULL), POLICY_RELAY);
+	policy_unref(pol);
+}
+
+/* the open-relay battery: none of these is a protected recipient */
+static const char *const hostile_rcpts[] = {
+	"x@other",
+	"\"x@other\"",
+	"\"x@other\"@example.com",
+	"x%other@example.com",
+	"\"x%other\"@example.com",
+	"other!x",
+	"other!x@example.com",
+	"@example.com:x@other",
+	"<@example.com:x@other>",
+	"<@example.com,@example.com:x@example.com>",
+	"@example.com:x@example.com",
+	"x@[1.2.3.4]",
+	"x@[192.0.2.10]",
+	"x@[IPv6:2001:db8::1]",
+	"x@example.com@other",
+	"x@other@example.com",
+	"x@example.com,y@other",
+	"x@exa mple.com",
+	"x",
+	"postmaster",
+	"@other:",
+};
+static const char *const hostile_senders[] = {
+	"", "<>", "alice@example.com", "bob@other.net", "<bob@other.net>",
+};
+static const char *const hostile_clients[] = {
+	"203.0.113.9", "192.0.2.5", "2001:db8:2::5", "::ffff:192.0.2.5",
+};
+
+static void
+test_open_relay(void **state)
+{
+	struct sockaddr_storage client;
+	struct policy *pol[3];
+	enum policy_verdict got;
+	const char *msg;
+	size_t r, s, c, k;
+
+	/* no rules; a "to protected" rule; rules that trust @example.com */
+	pol[0] = must_load("domain example.com { server 192.0.2.10 }\n");
+	pol[1] = must_load("domain example.com { server 192.0.2.10 }\n"
+	    "match to protected relay\n");
+	pol[2] = must_load("domain example.com { server 192.0.2.10 }\n"
+	    "match from @example.com to @example.com relay\n"
+	    "match client 192.0.2.0/24 noauth to protected relay\n");
+	for (k = 0; k < N(pol); k++)
+	for (r = 0; r < N(hostile_rcpts); r++)
+	for (s = 0; s < N(hostile_senders); s++)
+	for (c = 0; c < N(hostile_clients); c++) {
+		client = sa(hostile_clients[c], 40000);
+		msg = NULL;
+		got = policy_check_rcpt(pol[k], SA(client), POLICY_DIR_IN,
+		    hostile_senders[s], hostile_rcpts[r], 0, &msg);
+		if (got != POLICY_REJECT || msg == NULL || msg[0] != '5')
+			fail_msg("policy %zu: %s from <%s> to <%s>: %s", k,
+			    hostile_clients[c], hostile_senders[s],
+			    hostile_rcpts[r], policy_verdict_name(got));
+		assert_int_equal(policy_rcpt_protected(pol[k],
+		    hostile_rcpts[r]), 0);
+	}
+	for (k = 0; k < N(pol); k++)
+		policy_unref(pol[k]);
+}
+
+/* the battery again: a rule that allows them explicitly does */
+static void
+test_open_relay_allowed(void **state)
+{
+	struct sockaddr_storage in = sa("192.0.2.5", 1), out = sa("203.0.113.9",
+	    1);
+	struct policy *pol;
+	size_t r;
+
+	pol = must_load("domain example.com { server 192.0.2.10 }\n"
+	    "match client 192.0.2.0/24 auth relay\n"
+	    "match to @[192.0.2.10] relay\n"
+	    "match to \\\"x%other\\\"@example.com relay\n");
+	for (r = 0; r < N(hostile_rcpts); r++) {
+		assert_int_equal(policy_check_rcpt(pol, SA(in), POLICY_DIR_IN,
+		    "", hostile_rcpts[r], 1, NULL), POLICY_RELAY);
+		assert_int_equal(policy_check_rcpt(pol, SA(in), POLICY_DIR_IN,
+		    "", hostile_rcpts[r], 0, NULL),
+		    strcmp(hostile_rcpts[r], "x@[192.0.2.10]") == 0 ?
+		    POLICY_RELAY : POLICY_REJECT);
+	}
+	assert_int_equal(policy_check_rcpt(pol, SA(out), POLICY_DIR_IN,
+	    "", "x@[1.2.3.4]", 0, NULL), POLICY_REJECT);
+	policy_unref(pol);
+}
+
+static void
+test_rcpt_protected(void **state)
+{
+	struct policy *pol = must_load("domain example.com { server 192.0.2.10 }"
+	    "\ndomain example.org { server 192.0.2.11 }\n");
+
+	assert_int_equal(policy_rcpt_protected(pol, "a@example.com"), 1);
+	assert_int_equal(policy_rcpt_protected(pol, "<a@Example.ORG.>"), 1);
+	assert_int_equal(policy_rcpt_protected(pol, "a@example.net"), 0);
+	assert_int_equal(policy_rcpt_protected(pol, "a%b@example.com"), 0);
+	assert_int_equal(policy_rcpt_protected(pol, ""), 0);
+	assert_int_equal(policy_rcpt_protected(pol, NULL), 0);
+	policy_unref(pol);
+}
+
+/*
+ * Snapshot life and names
+ */
+
+static void
+test_refcount(void **state)
+{
+	struct policy *a = must_load(""), *b = must_load("hostname b.example");
+
+	assert_int_equal(a->refcnt, 1);
+	assert_ptr_equal(policy_ref(a), a);
+	assert_int_equal(a->refcnt, 2);
+	policy_set_current(a);		/* takes one reference */
+	assert_ptr_equal(policy_current(), a);
+	policy_set_current(b);
+	assert_ptr_equal(policy_current(), b);
+	assert_int_equal(a->refcnt, 1);
+	policy_unref(a);
+	policy_set_current(NULL);
+	assert_null(policy_current());
+	policy_unref(NULL);
+}
+
+static void
+test_names(void **state)
+{
+	assert_string_equal(policy_dir_name(POLICY_DIR_IN), "incoming");
+	assert_string_equal(policy_dir_name(POLICY_DIR_OUT), "outgoing");
+	assert_string_equal(policy_action_name(POLICY_PROXY), "proxy");
+	assert_string_equal(policy_action_name(POLICY_PASS), "pass");
+	assert_string_equal(policy_action_name(POLICY_DROP), "drop");
+	assert_string_equal(policy_verdict_name(POLICY_RELAY), "relay");
+	assert_string_equal(policy_verdict_name(POLICY_REJECT), "reject");
+	assert_string_equal(policy_verdict_name(POLICY_DISCARD), "discard");
+	assert_string_equal(policy_verdict_name(POLICY_TEMPFAIL), "tempfail");
+	assert_string_equal(policy_route_name(POLICY_ROUTE_ORIGINAL),
+	    "original");
+	assert_string_equal(policy_route_name(POLICY_ROUTE_RELAYHOST),
+	    "relayhost");
+	assert_string_equal(policy_route_name(POLICY_ROUTE_MX), "mx");
+	assert_string_equal(policy_starttls_name(POLICY_TLS_REQUIRE),
+	    "require");
+	assert_string_equal(policy_uptls_name(POLICY_UPTLS_SMTPS), "smtps");
+	assert_string_equal(policy_dir_name((enum policy_dir)7), "unknown");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_example_minimal),
+		cmocka_unit_test(test_example_isp),
+		cmocka_unit_test(test_example_failclosed),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_syntax),
+		cmocka_unit_test(test_rules_parsed),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_error_nofile),
+		cmocka_unit_test(test_auth_file),
+		cmocka_unit_test(test_ranges),
+		cmocka_unit_test(test_classify),
+		cmocka_unit_test(test_honour),
+		cmocka_unit_test(test_route),
+		cmocka_unit_test(test_check_rcpt),
+		cmocka_unit_test(test_open_relay),
+		cmocka_unit_test(test_open_relay_allowed),
+		cmocka_unit_test(test_rcpt_protected),
+		cmocka_unit_test(test_refcount),
+		cmocka_unit_test(test_names),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
