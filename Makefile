@@ -92,10 +92,10 @@ check: deps
 	sh test/check.sh build build-asan
 
 demo: deps all
-	sh test/demo.sh
+	bash test/demo.sh
 
 bench: deps all
-	sh test/bench.sh
+	bash test/bench.sh
 
 lint:
 	mandoc -Tlint -Wwarning man/*.[58]

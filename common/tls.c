@@ -28,6 +28,8 @@ struct tls_conn {
 
 struct tls_wreq {
 	uv_write_t	 req;
+	tls_write_cb	 cb;
+	void		*arg;
 	char		 data[];
 };
 
@@ -159,55 +161,57 @@ fail:
 static void
 tls_write_done(uv_write_t *req, int status)
 {
-	free(req->data);
+	struct tls_wreq *w = req->data;
+
+	if (w->cb != NULL)
+		w->cb(w->arg, status);
+	free(w);
 }
 
-/* raw_write - queue a copy of n bytes on the stream */
-static int
-raw_write(uv_stream_t *s, const void *p, size_t n)
+/* wreq_new - a self-freeing write request with room for n bytes */
+static struct tls_wreq *
+wreq_new(size_t n, tls_write_cb cb, void *arg)
 {
 	struct tls_wreq *w;
+
+	w = xmalloc(sizeof(*w) + n);
+	w->req.data = w;
+	w->cb = cb;
+	w->arg = arg;
+	return w;
+}
+
+static int
+wreq_submit(uv_stream_t *s, struct tls_wreq *w, size_t n)
+{
 	uv_buf_t b;
 	int rc;
 
-	if (n == 0)
-		return 0;
-	w = xmalloc(sizeof(*w) + n);
-	memcpy(w->data, p, n);
-	w->req.data = w;
 	b = uv_buf_init(w->data, (unsigned int)n);
 	if ((rc = uv_write(&w->req, s, &b, 1, tls_write_done)) < 0)
 		free(w);
 	return rc;
 }
 
-/* tls_flush - send whatever the engine has produced */
+/* tls_flush - send whatever the engine has produced, cb on it */
 static int
-tls_flush(struct tls_conn *t)
+tls_flush(struct tls_conn *t, tls_write_cb cb, void *arg)
 {
 	struct tls_wreq *w;
-	uv_buf_t b;
 	size_t n;
 	int rc;
 
-	while ((n = BIO_ctrl_pending(t->wbio)) > 0) {
-		w = xmalloc(sizeof(*w) + n);
-		w->req.data = w;
-		if (BIO_read(t->wbio, w->data, (int)n) != (int)n) {
-			free(w);
-			snprintf(t->err, sizeof(t->err), "BIO_read short");
-			return -1;
-		}
-		b = uv_buf_init(w->data, (unsigned int)n);
-		if ((rc = uv_write(&w->req, t->stream, &b, 1,
-		    tls_write_done)) < 0) {
-			free(w);
-			snprintf(t->err, sizeof(t->err), "write: %s",
-			    uv_strerror(rc));
-			return rc;
-		}
+	if ((n = BIO_ctrl_pending(t->wbio)) == 0)
+		return 0;
+	w = wreq_new(n, cb, arg);
+	if (BIO_read(t->wbio, w->data, (int)n) != (int)n) {
+		free(w);
+		snprintf(t->err, sizeof(t->err), "BIO_read short");
+		return -1;
 	}
-	return 0;
+	if ((rc = wreq_submit(t->stream, w, n)) < 0)
+		snprintf(t->err, sizeof(t->err), "write: %s", uv_strerror(rc));
+	return rc;
 }
 
 static enum tls_state
@@ -236,7 +240,7 @@ tls_conn_start(struct tls_conn *t)
 		tls_fail(t, "handshake");
 		return -1;
 	}
-	if (tls_flush(t) != 0) {
+	if (tls_flush(t, NULL, NULL) != 0) {
 		t->state = TLS_FAILED;
 		return -1;
 	}
@@ -303,7 +307,7 @@ tls_conn_feed(struct tls_conn *t, const void *data, size_t n,
 		tls_handshake(t);
 	if (t->state == TLS_OPEN)
 		tls_read(t, plain);
-	if (tls_flush(t) != 0)
+	if (tls_flush(t, NULL, NULL) != 0)
 		t->state = TLS_FAILED;
 	return t->state;
 }
@@ -342,7 +346,7 @@ tls_conn_close(struct tls_conn *t)
 		return;
 	ERR_clear_error();
 	SSL_shutdown(t->ssl);
-	tls_flush(t);
+	tls_flush(t, NULL, NULL);
 	ERR_clear_error();
 }
 
@@ -363,20 +367,23 @@ tls_conn_ssl(struct tls_conn *t)
 
 int
 tls_stream_write(uv_stream_t *s, struct tls_conn *t, const void *p,
-    size_t n)
+    size_t n, tls_write_cb cb, void *arg)
 {
-	int rc;
+	struct tls_wreq *w;
 
-	if (t == NULL)
-		return raw_write(s, p, n);
-	if (t->state != TLS_OPEN)
-		return -1;
 	if (n == 0)
 		return 0;
+	if (t == NULL) {
+		w = wreq_new(n, cb, arg);
+		memcpy(w->data, p, n);
+		return wreq_submit(s, w, n);
+	}
+	if (t->state != TLS_OPEN)
+		return -1;
 	ERR_clear_error();
-	if ((rc = SSL_write(t->ssl, p, (int)n)) != (int)n) {
+	if (SSL_write(t->ssl, p, (int)n) != (int)n) {
 		tls_fail(t, "write");
 		return -1;
 	}
-	return tls_flush(t);
+	return tls_flush(t, cb, arg);
 }

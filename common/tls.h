@@ -16,16 +16,17 @@
  *		TLS_OPEN: plain holds the decrypted bytes (maybe none);
  *			  tls_conn_info(t) is "TLSv1.3/TLS_AES_256_GCM_SHA384"
  *		TLS_CLOSED: the peer sent close_notify
- *	tls_stream_write(stream, t, data, n);	  // t may be NULL: plain write
+ *	tls_stream_write(stream, t, data, n, cb, arg);  // t NULL: plain write
  *	tls_conn_close(t);	// optional close_notify, then close the stream
  *	tls_conn_free(t);	// in or before the stream's close callback
  *
  * Writes are copied and queued on the stream with uv_write(); each write
- * request frees itself, so a tls_conn or its owner can go away with writes
- * still queued (libuv cancels them when the stream is closed).  The
- * stream's write queue size (uv_stream_get_write_queue_size) is the
- * backlog for flow control.  No function here calls back into the
- * caller, so feeding and writing are safe at any point of a session.
+ * request frees itself, so a tls_conn can go away with writes still
+ * queued (libuv cancels them when the stream is closed).  The stream's
+ * write queue size (uv_stream_get_write_queue_size) is the backlog for
+ * flow control; the optional write callback tells when it shrinks.
+ * Nothing here calls back into the caller synchronously, so feeding and
+ * writing are safe at any point of a session.
  */
 #ifndef MXB_TLS_H
 #define MXB_TLS_H
@@ -89,9 +90,14 @@ SSL		*tls_conn_ssl(struct tls_conn *);
 /*
  * tls_stream_write - write n bytes to the stream, encrypted through t
  * when t is not NULL.  0, or a negative libuv error (or -1 for a TLS
- * error) after which the caller should close the stream.
+ * error) after which the caller should close the stream.  cb (may be
+ * NULL) is called once, from the loop, when the bytes have left (status
+ * 0) or were dropped (status < 0, e.g. UV_ECANCELED on close) -- never if
+ * the call fails or n is 0.  As with any libuv write, it runs before the
+ * stream's close callback, so an owner freed there is still alive.
  */
+typedef void	(*tls_write_cb)(void *arg, int status);
 int		 tls_stream_write(uv_stream_t *, struct tls_conn *,
-		    const void *, size_t);
+		    const void *, size_t, tls_write_cb, void *arg);
 
 #endif

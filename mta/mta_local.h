@@ -16,6 +16,13 @@
 #include "../common/buf.h"
 #include "mta.h"
 
+#ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
+#define TAILQ_FOREACH_SAFE(var, head, field, tvar)			\
+	for ((var) = TAILQ_FIRST(head);					\
+	    (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1);	\
+	    (var) = (tvar))
+#endif
+
 #define MTA_IDLEN	16		/* hex digits of a queue id */
 #define MTA_MAXADDR	16		/* next-hop addresses tried per attempt */
 #define MTA_SPILL	(1024 * 1024)	/* body bytes kept in memory */

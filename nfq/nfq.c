@@ -38,16 +38,16 @@
 #include "../policy/policy.h"
 #include "nfq.h"
 
-#define NFQ_COPY_RANGE		256	/* IPv6 + extension headers + TCP */
+#define NFQ_COPY_RANGE		256	/* IPv6, ext. headers, TCP */
 #define NFQ_QUEUE_MAXLEN	4096	/* packets waiting for a verdict */
 #define NFQ_RCVBUF		(2 << 20)
 #define NFQ_RECVBUF		16384	/* one netlink datagram */
 #define NFQ_READ_BATCH		128	/* datagrams read per wakeup */
-#define NFQ_VERDICT_MAX		128	/* room for one verdict message */
+#define NFQ_VERDICT_MAX		128	/* room for one verdict */
 #define NFQ_VERDICT_BUF		(NFQ_VERDICT_MAX * 64)
-#define NFQ_ACK_TIMEOUT		2	/* seconds to wait for the bind ack */
+#define NFQ_ACK_TIMEOUT		2	/* s to wait for the bind ack */
 
-#define NFQ_FLOW_TTL		(60 * 1000)	/* ms a flow's port is kept */
+#define NFQ_FLOW_TTL		(60 * 1000)	/* ms a port is kept */
 #define NFQ_FLOW_MAX		16384
 #define NFQ_FLOW_BUCKETS	4096		/* power of two */
 #define NFQ_IFCACHE		64		/* power of two */
@@ -59,7 +59,7 @@ struct nfq_queue {
 	struct mnl_socket	*nl;
 	unsigned		 portid;
 	unsigned		 num;
-	char			 vbuf[NFQ_VERDICT_BUF];	/* pending verdicts */
+	char			 vbuf[NFQ_VERDICT_BUF]; /* pending */
 	size_t			 vlen;
 };
 
@@ -98,12 +98,13 @@ struct nfq_stats {
 };
 
 static uv_loop_t		*nfq_loop;
-static struct nfq_queue		*nfq_q;		/* NULL: running without */
+static struct nfq_queue		*nfq_q;		/* NULL: none */
 static struct nfq_stats		 nfq_st;
 static int			 nfq_stats_registered;
-static int			 nfq_down;	/* shut down: never reopen */
+static int			 nfq_down;	/* never reopen */
 static struct nfq_bucket	*nfq_buckets;
-static struct nfq_ages		 nfq_ages = TAILQ_HEAD_INITIALIZER(nfq_ages);
+static struct nfq_ages		 nfq_ages =
+				    TAILQ_HEAD_INITIALIZER(nfq_ages);
 static size_t			 nfq_nflows;
 static uint32_t			 nfq_seed;
 static struct nfq_ifname	 nfq_ifcache[NFQ_IFCACHE];
@@ -527,7 +528,8 @@ nfq_read_cb(uv_poll_t *h, int status, int events)
 
 	if (status < 0) {
 		nfq_st.errors++;
-		log_warnx("nfq: poll queue=%u: %s", q->num, uv_strerror(status));
+		log_warnx("nfq: poll queue=%u: %s", q->num,
+		    uv_strerror(status));
 		return;
 	}
 	for (i = 0; i < NFQ_READ_BATCH; i++) {
@@ -535,7 +537,8 @@ nfq_read_cb(uv_poll_t *h, int status, int events)
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				break;
 			if (errno == ENOBUFS) {
-				nfq_st.overruns++;	/* kernel failed open */
+				/* the kernel failed open */
+				nfq_st.overruns++;
 				continue;
 			}
 			if (errno == EINTR)

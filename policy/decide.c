@@ -179,9 +179,9 @@ policy_route_rcpt(const struct policy *pol, enum policy_dir dir,
 	    POLICY_ROUTE_MX;
 }
 
-/* local_scan - the end of the local part: the last '@' outside quotes */
+/* local_end - the '@' before the domain: the last one outside quotes */
 static char *
-local_scan(char *s, int *badlocal)
+local_end(char *s)
 {
 	char *at = NULL;
 	int quoted = 0;
@@ -193,10 +193,36 @@ local_scan(char *s, int *badlocal)
 			quoted = !quoted;
 		else if (*s == '@' && !quoted)
 			at = s;
-		if (*s == '%' || *s == '!' || (*s == '@' && quoted))
-			*badlocal = 1;
 	}
 	return at;
+}
+
+/*
+ * local_bad - a local part that could route mail elsewhere ('%', '!' or
+ * '@', quoted or not) or is not RFC 5321 syntax (specials outside quotes,
+ * an open quote, empty)
+ */
+static int
+local_bad(const char *s, const char *end)
+{
+	int quoted = 0;
+
+	if (s == end)
+		return 1;
+	for (; s < end; s++) {
+		if (quoted && *s == '\\' && s + 1 < end)
+			s++;		/* the escaped character counts too */
+		else if (*s == '"') {
+			quoted = !quoted;
+			continue;
+		}
+		if (*s == '%' || *s == '!' || *s == '@')
+			return 1;
+		if (!quoted && ((unsigned char)*s <= ' ' || *s == 0x7f ||
+		    strchr("<>()[],;:\\", *s) != NULL))
+			return 1;
+	}
+	return quoted;
 }
 
 /*
@@ -209,6 +235,7 @@ mailbox_parse(const char *in, struct mailbox *m)
 	char buf[ADDR_MAX];
 	char *s, *at, *colon;
 	size_t len;
+	int n;
 
 	memset(m, 0, sizeof(*m));
 	if (in == NULL || (len = strlen(in)) >= sizeof(buf))
@@ -229,20 +256,22 @@ mailbox_parse(const char *in, struct mailbox *m)
 			return -1;
 		s = colon + 1;
 	}
-	if ((at = local_scan(s, &m->badlocal)) == NULL) {
+	if ((at = local_end(s)) == NULL) {
 		m->badlocal = 1;	/* no domain at all */
 		snprintf(m->full, sizeof(m->full), "%s", s);
 		return 0;
 	}
+	m->badlocal = local_bad(s, at);
 	*at = '\0';
 	len = strlen(at + 1);
 	if (len > 0 && at[len] == '.')
-		at[len] = '\0';
-	if (s[0] == '\0')
-		m->badlocal = 1;
+		at[len] = '\0';	/* one trailing dot; a second is bad */
 	m->literal = at[1] == '[';
-	m->baddomain = !m->literal && !policy_valid_domain(at + 1);
-	snprintf(m->full, sizeof(m->full), "%s@%s", s, at + 1);
+	m->baddomain = !m->literal && (!policy_valid_domain(at + 1) ||
+	    (len > 1 && at[len - 1] == '.'));
+	n = snprintf(m->full, sizeof(m->full), "%s@%s", s, at + 1);
+	if (n < 0 || (size_t)n >= sizeof(m->full))
+		return -1;
 	m->domain = m->full + (at - s) + 1;
 	return 0;
 }

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "../common/addr.h"
@@ -28,6 +29,7 @@
 #define PARSE_MAXARGS	32		/* words in one statement */
 #define PARSE_MAXTEXT	400		/* characters in a reply text */
 #define PARSE_SUNPATH	107		/* usable bytes of sun_path */
+#define PARSE_MAXKW	32		/* entries in one keyword table */
 
 #define DAY		86400U
 #define KB		1024ULL
@@ -36,7 +38,6 @@
 #define TB		(1024ULL * 1024 * 1024 * 1024)
 
 _Static_assert(sizeof(enum policy_uptls) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum policy_action) == sizeof(int), "enum size");
 
 enum tok_type { T_WORD, T_STRING, T_LBRACE, T_RBRACE, T_EOS, T_EOF };
 
@@ -82,14 +83,12 @@ struct parser {
 	struct policy	*pol;
 	void		*base;		/* where generic values go */
 	struct policy_domain *dom;	/* domain block being read */
-	size_t		 portidx;	/* port block being read */
+	unsigned	*portset;	/* per port: 1 << dir if its action set */
 	int		 listen_line[2];
 	int		 starttls_line[2];
 	int		 default_line[2];
 	int		 timeout_line[4];
 	int		 queue_line;
-	int		 limits_line;
-	int		 rcpts_line;
 	char		*err;
 	size_t		 errlen;
 };
@@ -203,6 +202,10 @@ lex(struct parser *p, const char *buf, size_t len)
 		if (c == '\\' && i + 1 < len && buf[i + 1] == '\n') {
 			line++;		/* continuation line */
 			i += 2;
+		} else if (c == '\\' && i + 2 < len && buf[i + 1] == '\r' &&
+		    buf[i + 2] == '\n') {
+			line++;
+			i += 3;
 		} else if (c == '\n') {
 			tok_push(p, T_EOS, NULL, 0, line++);
 			i++;
@@ -876,9 +879,15 @@ rule_addr(struct parser *p, int line, const char *what, const char *s,
 	if ((at = strrchr(s, '@')) == NULL)
 		return perr(p, line, "match: bad %s address \"%s\"", what, s);
 	dom = at + 1;
-	if (dom[0] == '[') {
-		lit = xstrdup(dom);
-		ok = addr_parse(lit, 0, &ss) == 0;
+	if (dom[0] == '[') {		/* [192.0.2.1] or [IPv6:2001:db8::1] */
+		lit = xstrdup(dom + (strncasecmp(dom, "[IPv6:", 6) == 0 ?
+		    6 : 1));
+		ok = strlen(lit) > 0 && lit[strlen(lit) - 1] == ']';
+		if (ok)
+			lit[strlen(lit) - 1] = '\0';
+		ok = ok && addr_parse(lit, 0, &ss) == 0 &&
+		    (ss.ss_family == AF_INET6) == (dom[1] == 'I' ||
+		    dom[1] == 'i');
 		free(lit);
 	} else
 		ok = policy_valid_domain(dom);
@@ -1020,13 +1029,24 @@ kw_match(struct parser *p, struct stmt *st)
  * Blocks
  */
 
+/* kw_port_action - "incoming|outgoing ACTION" in a port block */
+static int
+kw_port_action(struct parser *p, struct stmt *st)
+{
+	size_t idx = p->pol->nports - 1;
+	int dir = strcmp(st->kw->name, "outgoing") == 0, action;
+
+	if (parse_enum(p, st->line, st->kw->name, st->argv[0], action_names,
+	    &action) == -1)
+		return -1;
+	p->pol->ports[idx].action[dir] = (enum policy_action)action;
+	p->portset[idx] |= 1U << dir;
+	return 0;
+}
+
 static const struct keyword port_kw[] = {
-	{ "incoming", 1, 1, 0, NULL, V_ENUM,
-	    offsetof(struct policy_port, action[POLICY_DIR_IN]), 0, 0,
-	    action_names },
-	{ "outgoing", 1, 1, 0, NULL, V_ENUM,
-	    offsetof(struct policy_port, action[POLICY_DIR_OUT]), 0, 0,
-	    action_names },
+	{ "incoming", 1, 1, 0, kw_port_action, V_FN, 0, 0, 0, NULL },
+	{ "outgoing", 1, 1, 0, kw_port_action, V_FN, 0, 0, 0, NULL },
 	{ "accept-to-box", 1, 1, 0, NULL, V_BOOL,
 	    offsetof(struct policy_port, accept_to_box), 0, 0, NULL },
 	{ "client-server", 1, 1, 0, NULL, V_ENUM,
@@ -1050,15 +1070,68 @@ kw_port(struct parser *p, struct stmt *st)
 			return perr(p, st->line, "duplicate port \"%s\"", name);
 	pol->ports = xreallocarray(pol->ports, pol->nports + 1,
 	    sizeof(*pol->ports));
+	p->portset = xreallocarray(p->portset, pol->nports + 1,
+	    sizeof(*p->portset));
+	p->portset[pol->nports] = 0;
 	pp = &pol->ports[pol->nports];
 	memset(pp, 0, sizeof(*pp));
 	snprintf(pp->name, sizeof(pp->name), "%s", name);
-	pp->action[POLICY_DIR_IN] = (enum policy_action)-1;
-	pp->action[POLICY_DIR_OUT] = (enum policy_action)-1;
 	pp->honour = -1;
-	p->portidx = pol->nports++;
+	pol->nports++;
 	p->base = pp;
 	return parse_block(p, port_kw, "port", st->line);
+}
+
+/* addr_add - one resolved address, with port, unless already listed */
+static void
+addr_add(struct sockaddr_storage *list, int *n, const struct sockaddr *sa,
+    socklen_t salen, uint16_t port)
+{
+	struct sockaddr_storage ss;
+	int i;
+
+	if (*n >= POLICY_MAXADDR || salen > sizeof(ss) ||
+	    (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+		return;
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, sa, salen);
+	addr_unmap(&ss);
+	for (i = 0; i < *n; i++)
+		if (addr_equal_ip((struct sockaddr *)&ss,
+		    (struct sockaddr *)&list[i]))
+			return;
+	if (ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&ss)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
+	list[(*n)++] = ss;
+}
+
+/* resolve - a host's addresses: a numeric one as is, a name by DNS */
+static int
+resolve(struct parser *p, int line, const char *name, const char *host,
+    uint16_t port, struct sockaddr_storage *list, int *n)
+{
+	struct addrinfo hints, *res, *ai;
+	int e;
+
+	if (addr_parse(host, port, &list[0]) == 0) {
+		addr_unmap(&list[0]);
+		*n = 1;
+		return 0;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if ((e = getaddrinfo(host, NULL, &hints, &res)) != 0)
+		return perr(p, line, "%s: cannot resolve \"%s\": %s", name,
+		    host, gai_strerror(e));
+	for (ai = res; ai != NULL; ai = ai->ai_next)
+		addr_add(list, n, ai->ai_addr, ai->ai_addrlen, port);
+	freeaddrinfo(res);
+	if (*n == 0)
+		return perr(p, line, "%s: no address for \"%s\"", name, host);
+	return 0;
 }
 
 /* kw_server - "server|fallback HOST [port N]", resolved now */
@@ -1068,10 +1141,7 @@ kw_server(struct parser *p, struct stmt *st)
 	struct policy_domain *d = p->dom;
 	const char *name = st->kw->name;
 	int fb = strcmp(name, "fallback") == 0;
-	struct sockaddr_storage *addr = fb ? d->fbaddr : d->addr, ss;
-	struct addrinfo hints, *res, *ai;
 	uint16_t port = 25;
-	int *naddr = fb ? &d->nfbaddr : &d->naddr, i, e;
 
 	if (st->argc == 2)
 		return perr(p, st->line, "%s: missing argument after \"%s\"",
@@ -1085,44 +1155,16 @@ kw_server(struct parser *p, struct stmt *st)
 	if (!valid_host(st->argv[0]))
 		return perr(p, st->line, "%s: bad host \"%s\"", name,
 		    st->argv[0]);
-	*(fb ? &d->fallback : &d->server) = xstrdup(st->argv[0]);
-	*(fb ? &d->fbport : &d->port) = port;
-	if (addr_parse(st->argv[0], port, &addr[0]) == 0) {
-		addr_unmap(&addr[0]);
-		*naddr = 1;
-		return 0;
+	if (fb) {
+		d->fallback = xstrdup(st->argv[0]);
+		d->fbport = port;
+		return resolve(p, st->line, name, st->argv[0], port,
+		    d->fbaddr, &d->nfbaddr);
 	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	if ((e = getaddrinfo(st->argv[0], NULL, &hints, &res)) != 0)
-		return perr(p, st->line, "%s: cannot resolve \"%s\": %s",
-		    name, st->argv[0], gai_strerror(e));
-	for (ai = res; ai != NULL && *naddr < POLICY_MAXADDR;
-	    ai = ai->ai_next) {
-		if (ai->ai_addrlen > sizeof(ss) || (ai->ai_family != AF_INET &&
-		    ai->ai_family != AF_INET6))
-			continue;
-		memset(&ss, 0, sizeof(ss));
-		memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-		addr_unmap(&ss);
-		for (i = 0; i < *naddr; i++)
-			if (addr_equal_ip((struct sockaddr *)&ss,
-			    (struct sockaddr *)&addr[i]))
-				break;
-		if (i < *naddr)
-			continue;
-		if (ss.ss_family == AF_INET)
-			((struct sockaddr_in *)&ss)->sin_port = htons(port);
-		else
-			((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
-		addr[(*naddr)++] = ss;
-	}
-	freeaddrinfo(res);
-	if (*naddr == 0)
-		return perr(p, st->line, "%s: no address for \"%s\"", name,
-		    st->argv[0]);
-	return 0;
+	d->server = xstrdup(st->argv[0]);
+	d->port = port;
+	return resolve(p, st->line, name, st->argv[0], port, d->addr,
+	    &d->naddr);
 }
 
 static const struct keyword domain_kw[] = {
@@ -1307,7 +1349,6 @@ static const struct keyword limits_kw[] = {
 static int
 kw_limits(struct parser *p, struct stmt *st)
 {
-	p->limits_line = st->line;
 	p->base = &p->pol->limits;
 	return parse_block(p, limits_kw, "limits", st->line);
 }
@@ -1377,7 +1418,7 @@ read_stmt(struct parser *p, const struct keyword *table, const char *block,
 	for (look = p->pos; (st->kw->flags & KW_BLOCK) &&
 	    p->toks[look].type == T_EOS; look++)
 		;
-	open = p->toks[look].type == T_LBRACE;
+	open = (st->kw->flags & KW_BLOCK) && p->toks[look].type == T_LBRACE;
 	if ((st->kw->flags & KW_BLOCK) && !open)
 		return perr(p, st->line, "%s: missing '{'", st->kw->name);
 	if (open)
@@ -1403,7 +1444,7 @@ parse_block(struct parser *p, const struct keyword *table, const char *block,
 	void *base = p->base;
 	struct stmt st;
 	struct token *t;
-	int seen[32];
+	int seen[PARSE_MAXKW];	/* line a keyword was first seen on */
 
 	memset(seen, 0, sizeof(seen));
 	for (;;) {
@@ -1457,7 +1498,7 @@ finish_ports(struct parser *p)
 
 	for (i = 0; i < pol->nports; i++)
 		for (dir = 0; dir < 2; dir++)
-			if ((int)pol->ports[i].action[dir] == -1)
+			if (!(p->portset[i] & (1U << dir)))
 				pol->ports[i].action[dir] =
 				    pol->default_action[dir];
 }
@@ -1539,6 +1580,7 @@ policy_load(const char *path, char *err, size_t errlen)
 	for (i = 0; i < p.ntoks; i++)
 		free(p.toks[i].text);
 	free(p.toks);
+	free(p.portset);
 	free(p.dir);
 	free(buf);
 	if (rv == -1) {

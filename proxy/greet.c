@@ -17,7 +17,7 @@
 #include "../common/xmalloc.h"
 #include "proxy.h"
 
-#define GREET_LINGER	(10 * 1000)	/* ms to wait for the client's EOF */
+#define GREET_LINGER	(10 * 1000)	/* ms to wait for EOF */
 
 struct greet {
 	uv_tcp_t		*client;	/* owned, freed when closed */
@@ -26,9 +26,9 @@ struct greet {
 	uv_shutdown_t		 sreq;
 	struct proxy_conn	 conn;
 	char			*msg;
-	char			 rbuf[512];	/* client input, discarded */
+	char			 rbuf[512];	/* input, discarded */
 	int			 handles;	/* open handles */
-	int			 sent;		/* greeting and 421 written */
+	int			 sent;		/* 220, 421 written */
 	int			 closing;
 	LIST_ENTRY(greet)	 entry;
 };
@@ -91,7 +91,8 @@ greet_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *ub)
 	struct greet *g = s->data;
 
 	if (n < 0)
-		greet_close(g, n == UV_EOF ? "client-quit" : uv_strerror((int)n));
+		greet_close(g, n == UV_EOF ? "client-quit" :
+		    uv_err_name((int)n));
 }
 
 static void
@@ -105,7 +106,7 @@ greet_write_cb(uv_write_t *req, int status)
 	struct greet *g = req->data;
 
 	if (status < 0) {
-		greet_close(g, uv_strerror(status));
+		greet_close(g, uv_err_name(status));
 		return;
 	}
 	g->sent = 1;

@@ -34,7 +34,7 @@ struct proxy_listener {
 };
 
 static uv_loop_t		*proxy_loop;
-static struct proxy_listener	*proxy_listeners[2];	/* by policy_dir */
+static struct proxy_listener	*proxy_listeners[2];	/* by dir */
 static uint64_t			 proxy_next_id = 1;
 static uint64_t			 proxy_accepted[2];
 static uint64_t			 proxy_accept_errors;
@@ -111,7 +111,8 @@ proxy_accept_cb(uv_stream_t *server, int status)
 	    proxy_conn_fill(&conn, client, l->dir) == -1) {
 		proxy_accept_errors++;
 		log_warnx("listener dir=%s: accept failed: %s",
-		    policy_dir_name(l->dir), rc ? uv_strerror(rc) : "no address");
+		    policy_dir_name(l->dir),
+		    rc ? uv_strerror(rc) : "no address");
 		uv_close((uv_handle_t *)client, proxy_free_cb);
 		return;
 	}

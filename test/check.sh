@@ -22,26 +22,48 @@ record() {
 	esac
 }
 
+# sancheck LOG - move new sanitizer reports into LOG; fail if there were any
+sancheck() {
+	set -- "$1" "$san"/*san.*
+	[ -e "$2" ] || return 0
+	log=$1; shift
+	for r in "$@"; do
+		{ echo "--- sanitizer report $r"; cat "$r"; } >>"$log"
+		mkdir -p "$san/seen"; mv "$r" "$san/seen/"
+	done
+	return 1
+}
+
 for b in "$@"; do
 	if [ ! -x "$b/mxbridge" ]; then
 		record "$b/build" 1 /dev/null
 		continue
 	fi
 	tag=$(basename "$b")
+	# sanitizer reports of any program in this build land here; a test
+	# after which a report appears has failed whatever it printed
+	san=$logdir/san-$tag
+	mkdir -p "$san"
+	export ASAN_OPTIONS="log_path=$san/asan:detect_leaks=1"
+	export UBSAN_OPTIONS="log_path=$san/ubsan:print_stacktrace=1"
 	for t in "$b"/test/test_*; do
 		[ -x "$t" ] || continue
 		name="$tag/unit/$(basename "$t")"
 		log="$logdir/$(echo "$name" | tr / _).log"
 		"$t" >"$log" 2>&1
-		record "$name" $? "$log"
+		rc=$?
+		sancheck "$log" || rc=1
+		record "$name" $rc "$log"
 	done
 	for t in test/e2e/t-*.sh; do
 		[ -f "$t" ] || continue
 		name="$tag/e2e/$(basename "$t" .sh)"
 		log="$logdir/$(echo "$name" | tr / _).log"
-		MXB_BIN="$PWD/$b" MXB_BUILD_TAG="$tag" timeout 300 bash "$t" \
+		MXB_BIN="$(cd "$b" && pwd)" MXB_BUILD_TAG="$tag" timeout 300 bash "$t" \
 		    >"$log" 2>&1
-		record "$name" $? "$log"
+		rc=$?
+		sancheck "$log" || rc=1
+		record "$name" $rc "$log"
 	done
 done
 [ -n "$failed" ] && echo "failed:$failed"

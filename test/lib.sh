@@ -1,4 +1,5 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034,SC2119,SC2120
+# (variables and optional arguments are for the scripts that source this)
 # Helpers for the end-to-end tests on the network-namespace testbed.
 # Source it from a test script:
 #
@@ -110,7 +111,7 @@ wait_for() {
 maildir_count() {
 	local u=${1%%@*} n
 	n=$(find "$TB_MAILDIR/$u/new" "$TB_MAILDIR/$u/cur" -type f 2>/dev/null | wc -l)
-	if [ $# -ge 3 ]; then [ "$n" "$2" "$3" ]; else echo "$n"; fi
+	if [ $# -ge 3 ]; then test "$n" "$2" "$3"; else echo "$n"; fi
 }
 
 # sink_count DIR [OP N]: messages dumped by an smtp-sink into DIR
@@ -118,7 +119,7 @@ maildir_count() {
 sink_count() {
 	local n
 	n=$(find "$1" -type f 2>/dev/null | wc -l)
-	if [ $# -ge 3 ]; then [ "$n" "$2" "$3" ]; else echo "$n"; fi
+	if [ $# -ge 3 ]; then test "$n" "$2" "$3"; else echo "$n"; fi
 }
 
 # maillog_has REGEX: the srv Postfix log matches (grep -E)

@@ -11,6 +11,8 @@
 
 # ---------------------------------------------------------------- addresses
 # Documentation prefixes only (RFC 5737 / RFC 3849).  One flat /24 and /64.
+# (used by the scripts that source this file)
+# shellcheck disable=SC2034
 TB_PREFIX4=192.0.2.0/24
 TB_PREFIX6=2001:db8:2::/64
 TB_C1_IP4=192.0.2.101
@@ -73,7 +75,7 @@ tbd_pid_in_ns() {
 	local pid=$1 node=$2
 	case $pid in ''|*[!0-9]*) return 1 ;; esac
 	[ -e "/proc/$pid" ] || return 1
-	[ /proc/$pid/ns/net -ef "/run/netns/$TBD_NAME-$node" ] 2>/dev/null
+	[ "/proc/$pid/ns/net" -ef "/run/netns/$TBD_NAME-$node" ] 2>/dev/null
 }
 
 # record a daemon's pid: $STATE/pids/<node>.<what>.pid
@@ -193,6 +195,7 @@ tbd_ns_pids() {
 		tbd_ns_exists "$node" || continue
 		pids="$pids $(ip netns pids "$TBD_NAME-$node" 2>/dev/null)"
 	done
+	# shellcheck disable=SC2086
 	echo $pids
 }
 
@@ -215,10 +218,12 @@ tbd_down() {
 	if [ -n "$pids" ]; then
 		# shellcheck disable=SC2086
 		kill -TERM $pids 2>/dev/null
+		# shellcheck disable=SC2016
 		tbd_wait 20 eval '[ -z "$(tbd_ns_pids)" ]' || {
 			pids=$(tbd_ns_pids)
 			# shellcheck disable=SC2086
 			[ -z "$pids" ] || kill -KILL $pids 2>/dev/null
+			# shellcheck disable=SC2016
 			tbd_wait 20 eval '[ -z "$(tbd_ns_pids)" ]' ||
 				echo "testbed[$TBD_NAME]: warning: processes left: $(tbd_ns_pids)" >&2
 		}
@@ -229,10 +234,16 @@ tbd_down() {
 		rm -rf "/etc/netns/$TBD_NAME-$node"
 	done
 	# 5. State.
-	case $TBD_STATE in
-	/|'') ;;
-	*) rm -rf "$TBD_STATE" ;;
-	esac
+	#    (a state dir given by MXB_TB_DIR is only wiped whole if it is ours)
+	if [ "$TBD_STATE" = "/tmp/mxbtb-$TBD_NAME" ] ||
+	   [ "$(cat "$TBD_STATE/owner" 2>/dev/null)" = "$TBD_NAME" ]; then
+		rm -rf "$TBD_STATE"
+	elif [ -d "$TBD_STATE" ]; then
+		rm -rf "$TBD_STATE/pids" "$TBD_STATE/out" "$TBD_STATE/srv" "$TBD_STATE/up" \
+			"$TBD_STATE/env" "$TBD_STATE/name" "$TBD_STATE/mxbridge.log" \
+			"$TBD_STATE/swaks.out" "$TBD_STATE/smtp.out"
+		rmdir "$TBD_STATE" 2>/dev/null
+	fi
 	return 0
 }
 
@@ -370,6 +381,11 @@ tbd_start_sink() {  # tbd_start_sink TAG LISTEN HELO DIR
 tbd_up() {
 	local node d=$TBD_STATE pid
 
+	# "owner" marks a state dir we created (down may then wipe it whole)
+	if [ ! -e "$d" ]; then
+		mkdir -p "$d" || tbd_die "cannot create $d"
+		echo "$TBD_NAME" >"$d/owner"
+	fi
 	mkdir -p "$d/pids" "$d/out" "$d/srv" || tbd_die "cannot create $d"
 	echo "$TBD_NAME" >"$d/name"
 
@@ -425,6 +441,7 @@ tbd_up() {
 	ip netns exec "$TBD_NAME-out" dnsmasq -C /dev/null --keep-in-foreground \
 		--no-resolv --no-hosts --no-poll --bind-interfaces \
 		--listen-address="$TB_DNS_IP4" --port=53 \
+		--pid-file="$d/out/dnsmasq.pid" --user=nobody --group=nogroup \
 		--log-facility="$d/out/dnsmasq.log" --log-queries \
 		--local=/example.com/ --local=/example.net/ --local=/example.org/ \
 		--mx-host=example.com,mx.example.com,10 \

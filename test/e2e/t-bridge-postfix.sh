@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2119,SC2317
 # Plain bridge, no interception: c1 sends to the protected Postfix across
 # the appliance bridge over IPv4 and IPv6; the mail lands in the Maildir and
 # Postfix sees the real client address.
+# shellcheck source=test/lib.sh
 . "$(dirname "$0")/../lib.sh"
 need swaks
 tb_init

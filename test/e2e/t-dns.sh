@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2119,SC2317
 # The testbed DNS (dnsmasq on out, 192.0.2.53) answers the appliance's
 # queries through /etc/netns/<box>/resolv.conf.
+# shellcheck source=test/lib.sh
 . "$(dirname "$0")/../lib.sh"
 tb_init
 

@@ -156,4 +156,6 @@ done
 [ "$(echo "$st" | sed -n 's/^nfq_errors=//p')" = 0 ] || fail "queue errors: $st"
 
 mxb_stop || fail "daemon needed SIGKILL"
+grep -Eq "Sanitizer|runtime error" "$TB_MXB_LOG" &&
+	fail "sanitizer report: $(grep -Em1 -A5 "Sanitizer|runtime error" "$TB_MXB_LOG")"
 pass "incoming/outgoing proxy, bypass, drop, pass, non-SMTP untouched, counters"

@@ -16,8 +16,12 @@
 #      through the real queue, with a stand-in for the daemon's nfq module
 #      answering NF_REPEAT with the class mark; non-SMTP traffic is bridged
 #      untouched;
-#   4. the nft back end's rule set (loaded from the -n script with the queue
-#      statement replaced, since this kernel has no nft queue expression).
+#   4. the nft back end: on a kernel without the nft queue expression,
+#      -B nft is refused cleanly and its rule set is loaded from the -n
+#      script with the queue statement replaced (by a classifying mark, or
+#      by nothing as with no daemon); with the expression, for real.
+# Also: -n prints a script that does what up/down do.  MXBRIDGE_NETFILTER
+# overrides the script under test.
 # Only documentation addresses are used and no namespace has a route out.
 #
 # Exit: 0 pass, 1 fail (one line reason), 77 skip.
@@ -376,6 +380,33 @@ snapshot "$TMP/s"
 same "$TMP/s0" "$TMP/s" "down after option changes did not restore the box"
 ok "re-up with other options replaces the set; down still restores the box"
 
+# -n prints a script doing what the action would do
+nf up 2>"$TMP/err" || fail "up: $(head -n1 "$TMP/err")"
+nf up -4 -F closed 2>"$TMP/err" || fail "up -4 -F closed: $(head -n1 "$TMP/err")"
+snapshot "$TMP/n1"
+nf up 2>"$TMP/err" || fail "up: $(head -n1 "$TMP/err")"
+snapshot "$TMP/n0"
+nf up -4 -F closed -n > "$TMP/up.sh" || fail "up -n"
+snapshot "$TMP/s"
+same "$TMP/n0" "$TMP/s" "up -n changed the box"
+inb sh -e "$TMP/up.sh" >/dev/null 2>"$TMP/err" || fail "the up -n script failed: $(head -n1 "$TMP/err")"
+snapshot "$TMP/s"
+same "$TMP/n1" "$TMP/s" "the up -n script did not do what up does"
+nf down -n > "$TMP/down.sh" || fail "down -n"
+inb sh -e "$TMP/down.sh" >/dev/null 2>"$TMP/err" || fail "the down -n script failed: $(head -n1 "$TMP/err")"
+snapshot "$TMP/s"
+same "$TMP/s0" "$TMP/s" "the down -n script did not restore the box"
+ok "-n prints a script equivalent to up and down"
+
+# a rule someone adds after up to a base chain that up created stays
+nf up 2>"$TMP/err" || fail "up: $(head -n1 "$TMP/err")"
+inb iptables -t mangle -A PREROUTING -p udp --dport 9 -j ACCEPT
+nf down 2>"$TMP/err" || fail "down: $(head -n1 "$TMP/err")"
+inb iptables -t mangle -S PREROUTING | grep -q -e '--dport 9 -j ACCEPT' ||
+	fail "down removed a rule added after up"
+inb iptables -t mangle -S MXBRIDGE >/dev/null 2>&1 && fail "down left the mangle MXBRIDGE chain"
+inb iptables -t mangle -D PREROUTING -p udp --dport 9 -j ACCEPT
+
 # other people's rules, rules and routes stay
 inb iptables -t mangle -A PREROUTING -p udp --dport 9 -j ACCEPT
 inb ip6tables -t filter -A FORWARD -p udp --dport 9 -j ACCEPT
@@ -576,11 +607,31 @@ if [ "$NFTQUEUE" = 0 ]; then
 		fail "nft back end rule set (queue replaced) does not load"
 else
 	nf up -B nft 2>"$TMP/err" || fail "up -B nft: $(head -n1 "$TMP/err")"
-	classify() { :; }
 fi
 nf status >/dev/null; rc=$?
 [ $rc = 0 ] || fail "status with the nft back end: exit $rc, want 0"
-if [ "$NFTQUEUE" = 0 ]; then
+if [ "$NFTQUEUE" = 1 ]; then
+	: > "$TMP/nfq.log"
+	echo 0x20000 > "$TMP/class"
+	ip netns exec "$NSB" python3 "$TMP/nfq.py" 0 "$TMP/class" "$TMP/nfq.log" "$TMP/nfq2.ready" &
+	NFQPID=$!
+	PIDS="$PIDS $NFQPID"
+	waitfile "$TMP/nfq2.ready" || fail "stand-in nfq daemon did not start"
+	for dst in 192.0.2.10 2001:db8:2::10; do
+		case $dst in *:*) src=2001:db8:2::101 ;; *) src=192.0.2.101 ;; esac
+		out=$(cconnect $dst 25) || fail "nft back end, nfq outgoing: $dst:25 $out"
+		[ "$out" = "220 tproxy10026 $dst 25 $src" ] ||
+			fail "nft back end: got '$out', want '220 tproxy10026 $dst 25 $src'"
+	done
+	kill "$NFQPID"; wait "$NFQPID" 2>/dev/null
+	ok "nft back end: NF_REPEAT and TPROXY to the outgoing listener (IPv4, IPv6)"
+	nf up -B nft -F closed 2>"$TMP/err" || fail "up -B nft -F closed: $(head -n1 "$TMP/err")"
+	for dst in 192.0.2.10 2001:db8:2::10; do
+		out=$(cconnect $dst 25 3); rc=$?
+		[ $rc = 2 ] || fail "nft back end, fail-closed, no daemon: $dst:25 $out, want a refusal (RST)"
+	done
+	ok "nft back end, fail-closed: SMTP refused without daemon (IPv4, IPv6)"
+else
 	for dst in 192.0.2.10 2001:db8:2::10; do
 		case $dst in *:*) src=2001:db8:2::101 ;; *) src=192.0.2.101 ;; esac
 		out=$(cconnect $dst 25) || fail "nft back end, outgoing class: $dst:25 $out"

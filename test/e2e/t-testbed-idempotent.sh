@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2119,SC2317
 # testbed.sh: up twice, down twice, repair of a broken testbed, two testbeds
 # side by side, and nothing left behind after down.
+# shellcheck source=test/lib.sh
 . "$(dirname "$0")/../lib.sh"
 [ "$(id -u)" = 0 ] || skip "needs root (network namespaces)"
 need ip python3 postfix smtp-sink dnsmasq ss
@@ -15,7 +17,7 @@ cleanup() {
 	bash "$TB" down "$A" >/dev/null 2>&1
 	bash "$TB" down "$B" >/dev/null 2>&1
 	rm -rf "/tmp/mxbi-pids-$$"
-	exit $rc
+	exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -75,6 +77,7 @@ tb_use "$B"
 
 # a broken testbed is repaired by up: kill B's mx21 sink
 kill "$(cat /tmp/mxbtb-"$B"/pids/out.sink-mx21.pid)"
+# shellcheck disable=SC2016
 wait_for -t 3 eval '! bash "$TB" status "$B"' || fail "status $B did not notice a dead sink"
 bash "$TB" up "$B" >/dev/null 2>&1 || fail "repairing up $B failed"
 bash "$TB" status "$B" >/dev/null || fail "status $B not up after repair"

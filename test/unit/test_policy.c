@@ -2,7 +2,9 @@
  * test_policy.c - unit tests of policy/: the parser (the shipped
  * examples, defaults, every error message and every range check) and
  * the decisions (classify, honour, route, relay check with the open-relay
- * battery).  Table-driven: a failing row names itself.
+ * battery), and that mxbridge.conf(5) documents every keyword and shows
+ * the examples verbatim.  Table-driven: a failing row names itself.
+ * Run from the source root, or set MXB_SRCDIR.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -22,6 +24,7 @@
 #include "../../policy/policy.h"
 
 #define N(a)	(sizeof(a) / sizeof((a)[0]))
+#define UNUSED	__attribute__((unused))
 
 /* srcdir - the repository root: $MXB_SRCDIR, or from where this file is */
 static const char *
@@ -116,7 +119,7 @@ load_example(const char *name, struct policy **out)
 }
 
 static void
-test_example_minimal(void **state)
+test_example_minimal(void **state UNUSED)
 {
 	struct policy *pol;
 
@@ -132,7 +135,7 @@ test_example_minimal(void **state)
 }
 
 static void
-test_example_isp(void **state)
+test_example_isp(void **state UNUSED)
 {
 	struct sockaddr_storage c = sa("192.0.2.5", 40000);
 	struct sockaddr_storage bad = sa("192.0.2.200", 40000);
@@ -150,7 +153,7 @@ test_example_isp(void **state)
 }
 
 static void
-test_example_failclosed(void **state)
+test_example_failclosed(void **state UNUSED)
 {
 	struct sockaddr_storage c = sa("192.0.2.5", 40000);
 	struct policy *pol;
@@ -180,7 +183,7 @@ test_example_failclosed(void **state)
  */
 
 static void
-test_defaults(void **state)
+test_defaults(void **state UNUSED)
 {
 	struct policy *pol = must_load("# nothing\n");
 
@@ -295,7 +298,7 @@ static const struct value_case {
 };
 
 static void
-test_values(void **state)
+test_values(void **state UNUSED)
 {
 	const struct value_case *c;
 	struct policy *pol;
@@ -326,7 +329,7 @@ test_values(void **state)
 
 /* the lexical corners: quoting, separators, comments, braces */
 static void
-test_syntax(void **state)
+test_syntax(void **state UNUSED)
 {
 	struct policy *pol;
 
@@ -376,6 +379,13 @@ test_syntax(void **state)
 	assert_int_equal(pol->ports[0].action[POLICY_DIR_OUT], POLICY_DROP);
 	policy_unref(pol);
 
+	/* CRLF line ends, also after a continuation backslash */
+	pol = must_load("hostname a.example\r\nmatch to any \\\r\n relay\r\n");
+	assert_string_equal(pol->hostname, "a.example");
+	assert_int_equal(pol->nrules, 1);
+	assert_int_equal(pol->rules[0].verdict, POLICY_RELAY);
+	policy_unref(pol);
+
 	/* a host name server is resolved at load */
 	pol = must_load("domain a.example { server localhost port 26 }");
 	assert_true(pol->domains[0].naddr >= 1);
@@ -385,7 +395,7 @@ test_syntax(void **state)
 
 /* the match rule's parts as stored */
 static void
-test_rules_parsed(void **state)
+test_rules_parsed(void **state UNUSED)
 {
 	struct policy *pol;
 	const struct policy_rule *r;
@@ -611,7 +621,7 @@ static const struct error_case {
 };
 
 static void
-test_errors(void **state)
+test_errors(void **state UNUSED)
 {
 	const struct error_case *c;
 	struct policy *pol;
@@ -634,7 +644,7 @@ test_errors(void **state)
 }
 
 static void
-test_error_nofile(void **state)
+test_error_nofile(void **state UNUSED)
 {
 	char err[256];
 
@@ -649,7 +659,7 @@ test_error_nofile(void **state)
 
 /* the relay host's credentials file: format, relative name */
 static void
-test_auth_file(void **state)
+test_auth_file(void **state UNUSED)
 {
 	char secret[64], conf[600], path[64], err[512];
 	const char *base;
@@ -748,14 +758,24 @@ static const struct range_case {
 	    NULL, "1000000001", "0-1000000000" },
 };
 
-/* range_try - one value of a range row; want NULL: must parse */
+/* subst - fmt with its "%s" replaced by value (no printf: -Wformat=2) */
+static void
+subst(char *out, size_t len, const char *fmt, const char *value)
+{
+	const char *pct = strstr(fmt, "%s");
+
+	assert_non_null(pct);
+	snprintf(out, len, "%.*s%s%s", (int)(pct - fmt), fmt, value, pct + 2);
+}
+
+/* range_try - one value of a range row: ok, or refused as out of range */
 static void
 range_try(const struct range_case *c, const char *value, int ok)
 {
 	char text[256], path[64], err[512], want[700];
 	struct policy *pol;
 
-	snprintf(text, sizeof(text), c->fmt, value);
+	subst(text, sizeof(text), c->fmt, value);
 	pol = load_text(text, path, sizeof(path), err, sizeof(err));
 	if (ok) {
 		if (pol == NULL)
@@ -774,7 +794,7 @@ range_try(const struct range_case *c, const char *value, int ok)
 }
 
 static void
-test_ranges(void **state)
+test_ranges(void **state UNUSED)
 {
 	const struct range_case *c;
 	size_t i;
@@ -834,7 +854,7 @@ static const struct classify_case {
 };
 
 static void
-test_classify(void **state)
+test_classify(void **state UNUSED)
 {
 	const struct classify_case *c;
 	struct sockaddr_storage src, dst;
@@ -903,7 +923,7 @@ static const struct honour_case {
 };
 
 static void
-test_honour(void **state)
+test_honour(void **state UNUSED)
 {
 	const struct honour_case *c;
 	struct sockaddr_storage client;
@@ -951,7 +971,7 @@ static const struct route_case {
 };
 
 static void
-test_route(void **state)
+test_route(void **state UNUSED)
 {
 	static const char conf[] =
 	    "domain example.com { server 192.0.2.10 }\n"
@@ -1058,7 +1078,7 @@ static const struct rcpt_case {
 };
 
 static void
-test_check_rcpt(void **state)
+test_check_rcpt(void **state UNUSED)
 {
 	const struct rcpt_case *c;
 	struct sockaddr_storage client;
@@ -1109,6 +1129,18 @@ static const char *const hostile_rcpts[] = {
 	"x",
 	"postmaster",
 	"@other:",
+	"<x@example.com",
+	"x>@example.com",
+	"x y@example.com",
+	"x,y@example.com",
+	"x:y@example.com",
+	"\"x\\@y\"@example.com",
+	"\"open@example.com",
+	"@example.com",
+	"x@example.com..",
+	"x@.example.com",
+	"x@",
+	"",
 };
 static const char *const hostile_senders[] = {
 	"", "<>", "alice@example.com", "bob@other.net", "<bob@other.net>",
@@ -1118,7 +1150,7 @@ static const char *const hostile_clients[] = {
 };
 
 static void
-test_open_relay(void **state)
+test_open_relay(void **state UNUSED)
 {
 	struct sockaddr_storage client;
 	struct policy *pol[3];
@@ -1126,12 +1158,13 @@ test_open_relay(void **state)
 	const char *msg;
 	size_t r, s, c, k;
 
-	/* no rules; a "to protected" rule; rules that trust @example.com */
+	/* no rules; a "to protected" rule; rules trusting some senders */
 	pol[0] = must_load("domain example.com { server 192.0.2.10 }\n");
 	pol[1] = must_load("domain example.com { server 192.0.2.10 }\n"
 	    "match to protected relay\n");
 	pol[2] = must_load("domain example.com { server 192.0.2.10 }\n"
-	    "match from @example.com to @example.com relay\n"
+	    "match from @example.com to protected relay\n"
+	    "match from <> to protected relay\n"
 	    "match client 192.0.2.0/24 noauth to protected relay\n");
 	for (k = 0; k < N(pol); k++)
 	for (r = 0; r < N(hostile_rcpts); r++)
@@ -1154,23 +1187,35 @@ test_open_relay(void **state)
 
 /* the battery again: a rule that allows them explicitly does */
 static void
-test_open_relay_allowed(void **state)
+test_open_relay_allowed(void **state UNUSED)
 {
 	struct sockaddr_storage in = sa("192.0.2.5", 1), out = sa("203.0.113.9",
 	    1);
 	struct policy *pol;
 	size_t r;
+	int syntax;
 
 	pol = must_load("domain example.com { server 192.0.2.10 }\n"
 	    "match client 192.0.2.0/24 auth relay\n"
 	    "match to @[192.0.2.10] relay\n"
-	    "match to \\\"x%other\\\"@example.com relay\n");
+	    "match to \"\\\"x%other\\\"@example.com\" relay\n"
+	    "match to @[IPv6:2001:DB8::1] relay\n");
 	for (r = 0; r < N(hostile_rcpts); r++) {
-		assert_int_equal(policy_check_rcpt(pol, SA(in), POLICY_DIR_IN,
-		    "", hostile_rcpts[r], 1, NULL), POLICY_RELAY);
+		/* not an address at all: a syntax error for everybody */
+		syntax = hostile_rcpts[r][0] == '\0' ||
+		    strcmp(hostile_rcpts[r], "@example.com") == 0;
+		if (policy_check_rcpt(pol, SA(in), POLICY_DIR_IN, "",
+		    hostile_rcpts[r], 1, NULL) != (syntax ? POLICY_REJECT :
+		    POLICY_RELAY)) {
+			policy_unref(pol);
+			fail_msg("authenticated, to <%s>: wrong verdict",
+			    hostile_rcpts[r]);
+		}
 		assert_int_equal(policy_check_rcpt(pol, SA(in), POLICY_DIR_IN,
 		    "", hostile_rcpts[r], 0, NULL),
-		    strcmp(hostile_rcpts[r], "x@[192.0.2.10]") == 0 ?
+		    strcmp(hostile_rcpts[r], "x@[192.0.2.10]") == 0 ||
+		    strcmp(hostile_rcpts[r], "x@[IPv6:2001:db8::1]") == 0 ||
+		    strcmp(hostile_rcpts[r], "\"x%other\"@example.com") == 0 ?
 		    POLICY_RELAY : POLICY_REJECT);
 	}
 	assert_int_equal(policy_check_rcpt(pol, SA(out), POLICY_DIR_IN,
@@ -1179,7 +1224,7 @@ test_open_relay_allowed(void **state)
 }
 
 static void
-test_rcpt_protected(void **state)
+test_rcpt_protected(void **state UNUSED)
 {
 	struct policy *pol = must_load("domain example.com { server 192.0.2.10 }"
 	    "\ndomain example.org { server 192.0.2.11 }\n");
@@ -1194,11 +1239,84 @@ test_rcpt_protected(void **state)
 }
 
 /*
+ * The manual: every keyword documented, the examples shown verbatim
+ */
+
+/* slurp - a whole file below the source root, NUL-terminated */
+static char *
+slurp(const char *rel)
+{
+	char path[1100], *buf;
+	FILE *fp;
+	long len;
+
+	snprintf(path, sizeof(path), "%s/%s", srcdir(), rel);
+	if ((fp = fopen(path, "r")) == NULL)
+		fail_msg("%s: cannot open", path);
+	assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+	len = ftell(fp);
+	rewind(fp);
+	buf = malloc((size_t)len + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)len, fp), (size_t)len);
+	buf[len] = '\0';
+	fclose(fp);
+	return buf;
+}
+
+static void
+test_manpage(void **state UNUSED)
+{
+	static const char *const keywords[] = {
+		"hostname", "spool", "pidfile", "control", "queue-number",
+		"listen", "log verbose", "shutdown-grace", "tls certificate",
+		"starttls", "default", "port", "domain", "relay-host",
+		"honour | ignore", "client-server", "queue", "limits", "match",
+		"bypass client", "bypass server", "incoming", "outgoing",
+		"accept-to-box", "server", "fallback", "tls",
+		"deliver-via-server", "hide-box", "verify-recipients",
+		"retry-min", "retry-max", "lifetime", "warn", "dsn-lifetime",
+		"dead-retention", "min-free", "fsync", "concurrency",
+		"connections-per-client", "connection-rate",
+		"messages-per-session", "recipients", "size", "errors",
+		"command-line", "text-line", "local-part", "timeout command",
+		"timeout data", "timeout dot", "timeout connect",
+		"min-data-rate",
+	};
+	static const char *const examples[] = {
+		"policy/examples/minimal.conf", "policy/examples/isp.conf",
+		"policy/examples/failclosed-relayhost.conf",
+	};
+	char *man = slurp("man/mxbridge.conf.5"), *ex, want[128], xo[128];
+	size_t i;
+
+	for (i = 0; i < N(keywords); i++) {
+		snprintf(want, sizeof(want), ".It Ic %s", keywords[i]);
+		snprintf(xo, sizeof(xo), ".It Xo\n.Ic %s", keywords[i]);
+		if (strstr(man, want) == NULL && strstr(man, xo) == NULL) {
+			free(man);
+			fail_msg("mxbridge.conf.5 lacks \"%s\"", want);
+		}
+	}
+	for (i = 0; i < N(examples); i++) {
+		ex = slurp(examples[i]);
+		if (strstr(man, ex) == NULL) {
+			free(ex);
+			free(man);
+			fail_msg("mxbridge.conf.5 does not show %s verbatim",
+			    examples[i]);
+		}
+		free(ex);
+	}
+	free(man);
+}
+
+/*
  * Snapshot life and names
  */
 
 static void
-test_refcount(void **state)
+test_refcount(void **state UNUSED)
 {
 	struct policy *a = must_load(""), *b = must_load("hostname b.example");
 
@@ -1217,7 +1335,7 @@ test_refcount(void **state)
 }
 
 static void
-test_names(void **state)
+test_names(void **state UNUSED)
 {
 	assert_string_equal(policy_dir_name(POLICY_DIR_IN), "incoming");
 	assert_string_equal(policy_dir_name(POLICY_DIR_OUT), "outgoing");
@@ -1261,6 +1379,7 @@ main(void)
 		cmocka_unit_test(test_open_relay),
 		cmocka_unit_test(test_open_relay_allowed),
 		cmocka_unit_test(test_rcpt_protected),
+		cmocka_unit_test(test_manpage),
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_names),
 	};

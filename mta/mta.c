@@ -1,0 +1,337 @@
+/*
+ * mta.c - the built-in MTA as a daemon module, and the receiving side of
+ * its contract with the proxy: a message being received (struct mta_msg)
+ * collects the envelope and the body, then is committed to the spool and
+ * handed to the scheduler.  Also the module's counters and host name.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/addr.h"
+#include "../common/log.h"
+#include "../common/xmalloc.h"
+#include "mta_local.h"
+
+/* one message being received from a proxy session */
+struct mta_msg {
+	struct mta_env	*env;
+	struct buf	 body;		/* in memory, up to MTA_SPILL */
+	int		 spillfd;	/* the rest, in tmp/ID.body */
+	char		*spillpath;
+	uint64_t	 len;
+	uint64_t	 sum;
+	int		 error;		/* a write failed: commit fails */
+};
+
+/* what a commit waits with */
+struct mta_commit {
+	struct mta_env	*env;
+	mta_commit_cb	 cb;
+	void		*arg;
+};
+
+struct mta_stats	 mta_stats;
+static uv_loop_t	*mta_loop;
+static int		 mta_started;
+static int		 mta_stopping;
+static char		 mta_host[256];
+
+const char *
+mta_hostname(void)
+{
+	struct policy *p = policy_current();
+
+	if (p != NULL && p->hostname != NULL)
+		return p->hostname;
+	if (mta_host[0] == '\0' &&
+	    gethostname(mta_host, sizeof(mta_host) - 1) == -1)
+		snprintf(mta_host, sizeof(mta_host), "localhost");
+	return mta_host;
+}
+
+int
+mta_shutting_down(void)
+{
+	return mta_stopping;
+}
+
+int
+mta_can_accept(void)
+{
+	struct policy *p = policy_current();
+
+	if (!mta_started || mta_stopping || p == NULL)
+		return -1;
+	return mta_spool_free_ok(p->queue.min_free) ? 0 : -1;
+}
+
+struct mta_msg *
+mta_msg_new(const struct mta_info *info)
+{
+	struct mta_msg *msg;
+	struct mta_env *env;
+
+	msg = xcalloc(1, sizeof(*msg));
+	msg->spillfd = -1;
+	msg->sum = MTA_FNV_INIT;
+	buf_init(&msg->body);
+	msg->env = env = mta_env_new();
+	mta_id_make(env->id);
+	env->arrival = time(NULL);
+	env->session = info->session_id;
+	env->client = info->client;
+	env->orig_dst = info->orig_dst;
+	env->dir = info->dir;
+	env->helo = info->helo != NULL ? xstrdup(info->helo) : NULL;
+	env->tls = info->tls != NULL ? xstrdup(info->tls) : NULL;
+	env->auth = info->auth != NULL ? xstrdup(info->auth) : NULL;
+	free(env->sender);
+	env->sender = xstrdup(info->sender != NULL ? info->sender : "");
+	env->envid = info->envid != NULL ? xstrdup(info->envid) : NULL;
+	env->ret = info->ret;
+	env->size = info->size;
+	env->body8 = info->body_8bit;
+	env->smtputf8 = info->smtputf8;
+	return msg;
+}
+
+void
+mta_msg_add_rcpt(struct mta_msg *msg, const char *rcpt, const char *orcpt,
+    unsigned notify, enum policy_route route)
+{
+	mta_rcpt_add(msg->env, rcpt, orcpt, notify, route);
+}
+
+/* spill - move the body to a file once it outgrows memory */
+static int
+spill(struct mta_msg *msg)
+{
+	ssize_t w;
+	size_t off = 0;
+
+	if ((msg->spillfd = mta_spool_spill_open(msg->env->id,
+	    &msg->spillpath)) == -1)
+		return -1;
+	while (off < msg->body.len) {
+		if ((w = write(msg->spillfd, msg->body.data + off,
+		    msg->body.len - off)) == -1) {
+			if (errno == EINTR)
+				continue;
+			log_warn("msgid=%s spool: write %s", msg->env->id,
+			    msg->spillpath);
+			return -1;
+		}
+		off += (size_t)w;
+	}
+	buf_reset(&msg->body);
+	return 0;
+}
+
+int
+mta_msg_write(struct mta_msg *msg, const void *p, size_t n)
+{
+	const char *s = p;
+	ssize_t w;
+
+	if (msg->error)
+		return -1;
+	msg->sum = mta_fnv(msg->sum, p, n);
+	msg->len += n;
+	if (msg->spillfd == -1 && msg->body.len + n > MTA_SPILL &&
+	    spill(msg) == -1) {
+		msg->error = 1;
+		return -1;
+	}
+	if (msg->spillfd == -1) {
+		buf_append(&msg->body, p, n);
+		return 0;
+	}
+	while (n > 0) {
+		if ((w = write(msg->spillfd, s, n)) == -1) {
+			if (errno == EINTR)
+				continue;
+			log_warn("msgid=%s spool: write %s", msg->env->id,
+			    msg->spillpath);
+			msg->error = 1;
+			return -1;
+		}
+		s += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* received - our trace header (RFC 5321 4.4), CRLF ended */
+static void
+received(struct mta_env *env)
+{
+	char ip[ADDR_STRLEN], date[64];
+	struct buf b;
+	const char *with;
+
+	buf_init(&b);
+	addr_fmt_ip((struct sockaddr *)&env->client, ip, sizeof(ip));
+	if (env->smtputf8)
+		with = env->tls ? (env->auth ? "UTF8SMTPSA" : "UTF8SMTPS") :
+		    (env->auth ? "UTF8SMTPA" : "UTF8SMTP");
+	else
+		with = env->tls ? (env->auth ? "ESMTPSA" : "ESMTPS") :
+		    (env->auth ? "ESMTPA" : "ESMTP");
+	buf_printf(&b, "Received: from %s (%s%s%s)\r\n",
+	    env->helo != NULL && *env->helo ? env->helo : "unknown",
+	    env->client.ss_family == AF_INET6 ? "[IPv6:" : "[", ip, "]");
+	if (env->tls != NULL)
+		buf_printf(&b, "\t(using %s)\r\n", env->tls);
+	buf_printf(&b, "\tby %s (mxbridge) with %s id %s", mta_hostname(),
+	    with, env->id);
+	if (env->nrcpt == 1)
+		buf_printf(&b, "\r\n\tfor <%s>", env->rcpt[0].addr);
+	buf_printf(&b, ";\r\n\t%s\r\n", mta_fmt_time(env->arrival, date,
+	    sizeof(date)));
+	env->received = xstrndup(b.data, b.len);
+	buf_free(&b);
+}
+
+static void
+msg_free(struct mta_msg *msg)
+{
+	buf_free(&msg->body);
+	mta_spool_spill_drop(msg->spillfd, msg->spillpath);
+	mta_env_free(msg->env);
+	free(msg);
+}
+
+void
+mta_msg_abort(struct mta_msg *msg)
+{
+	if (msg != NULL)
+		msg_free(msg);
+}
+
+/* commit_done - the spool says the message is (or is not) durable */
+static void
+commit_done(void *arg, int status, const char *why)
+{
+	struct mta_commit *c = arg;
+	struct mta_env *env = c->env;
+	char client[ADDR_STRLEN];
+
+	if (status == 0) {
+		mta_stats.received++;
+		log_info("msgid=%s session=%llu queued from=<%s> nrcpt=%zu "
+		    "size=%llu client=%s", env->id,
+		    (unsigned long long)env->session, env->sender, env->nrcpt,
+		    (unsigned long long)env->bodylen,
+		    addr_fmt((struct sockaddr *)&env->client, client,
+		    sizeof(client)));
+		c->cb(c->arg, 0, env->id);
+		mta_queue_add(env);
+	} else {
+		c->cb(c->arg, -1, "spool write failed");
+		mta_env_free(env);
+	}
+	free(c);
+}
+
+void
+mta_msg_commit(struct mta_msg *msg, mta_commit_cb cb, void *arg)
+{
+	struct mta_commit *c;
+	const char *why = NULL;
+
+	if (msg->error)
+		why = "spool write failed";
+	else if (msg->env->nrcpt == 0)
+		why = "no recipients";
+	else if (!mta_started)
+		why = "queue not running";
+	if (why != NULL) {
+		log_warnx("msgid=%s session=%llu not queued: %s", msg->env->id,
+		    (unsigned long long)msg->env->session, why);
+		msg_free(msg);
+		cb(arg, -1, why);
+		return;
+	}
+	received(msg->env);
+	msg->env->bodylen = msg->len;
+	msg->env->bodysum = msg->sum;
+	c = xcalloc(1, sizeof(*c));
+	c->env = msg->env;
+	c->cb = cb;
+	c->arg = arg;
+	mta_spool_commit(msg->env, &msg->body, msg->spillfd, msg->spillpath,
+	    commit_done, c);
+	/* the spool owns the env, body and spill file now */
+	msg->env = NULL;
+	msg->spillfd = -1;
+	free(msg->spillpath);
+	msg->spillpath = NULL;
+	msg_free(msg);
+}
+
+/*
+ * The module
+ */
+
+static int
+mta_start(uv_loop_t *loop)
+{
+	struct policy *p = policy_current();
+	int n;
+
+	mta_loop = loop;
+	/* DNS lookups share the threadpool with the spool: make room */
+	setenv("UV_THREADPOOL_SIZE", "16", 0);
+	if (mta_spool_init(loop, p->spool) == -1)
+		return -1;
+	mta_queue_init(loop);
+	mta_admin_register();
+	if ((n = mta_spool_load(mta_queue_add)) == -1)
+		return -1;
+	mta_started = 1;
+	mta_stopping = 0;
+	log_info("mta: started spool=%s messages=%d fsync=%s", p->spool, n,
+	    p->queue.fsync ? "yes" : "no");
+	mta_queue_kick();
+	return 0;
+}
+
+static void
+mta_reload(void)
+{
+	mta_queue_kick();
+}
+
+static void
+mta_shutdown(void)
+{
+	mta_stopping = 1;
+	mta_queue_shutdown();
+}
+
+static unsigned
+mta_busy(void)
+{
+	return mta_queue_busy() + mta_spool_busy();
+}
+
+static void
+mta_stop(void)
+{
+	mta_stopping = 1;
+	mta_started = 0;
+	mta_queue_stop();
+}
+
+const struct module mta_module = {
+	.name = "mta",
+	.start = mta_start,
+	.reload = mta_reload,
+	.shutdown = mta_shutdown,
+	.busy = mta_busy,
+	.stop = mta_stop,
+};

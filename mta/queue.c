@@ -1,0 +1,731 @@
+/*
+ * queue.c - the scheduler.  It owns the in-memory queue (every queued
+ * message's envelope), the destinations and their waiting jobs, and every
+ * decision about a recipient's life: when to try it, the backoff between
+ * attempts, expiry after queue.lifetime, the delay warning after
+ * queue.warn, and the final notification.  Delivery connections
+ * (deliver.c) take jobs from a destination, at most queue.concurrency
+ * at a time, and report one result per recipient.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../common/addr.h"
+#include "../common/log.h"
+#include "../common/xmalloc.h"
+#include "mta_local.h"
+
+#define QUEUE_HOUSEKEEP	60		/* seconds between idle scans */
+#define QUEUE_DEADSCAN	3600		/* seconds between dead/ sweeps */
+
+static uv_loop_t	*queue_loop;
+static uv_timer_t	 queue_timer;
+static int		 queue_timer_open;
+static struct mta_envq	 queue_msgs = TAILQ_HEAD_INITIALIZER(queue_msgs);
+static TAILQ_HEAD(, mta_dest) queue_dests =
+    TAILQ_HEAD_INITIALIZER(queue_dests);
+static time_t		 queue_armed;	/* when the timer fires, 0: idle */
+static int		 queue_draining;	/* shutdown: no new jobs */
+static int		 queue_stopped;
+static time_t		 queue_dead_swept;
+
+static int	settle(struct mta_env *);
+static void	arm(time_t);
+static time_t	next_event(const struct mta_env *, time_t);
+
+struct mta_envq *
+mta_queue_all(void)
+{
+	return &queue_msgs;
+}
+
+struct mta_env *
+mta_queue_find(const char *id)
+{
+	struct mta_env *env;
+
+	TAILQ_FOREACH(env, &queue_msgs, entry)
+		if (strcmp(env->id, id) == 0)
+			return env;
+	return NULL;
+}
+
+unsigned
+mta_queue_busy(void)
+{
+	return mta_deliver_count() + mta_dns_busy();
+}
+
+/* lifetime - how long a message may stay: DSNs get their own */
+static time_t
+lifetime(const struct mta_env *env)
+{
+	struct policy *p = policy_current();
+
+	return env->sender[0] == '\0' ? p->queue.dsn_lifetime :
+	    p->queue.lifetime;
+}
+
+/* backoff - seconds until the next try after n attempts */
+static time_t
+backoff(unsigned n)
+{
+	struct policy *p = policy_current();
+	time_t d = p->queue.retry_min;
+
+	while (n-- > 1 && d < (time_t)p->queue.retry_max)
+		d *= 2;
+	return d > (time_t)p->queue.retry_max ? (time_t)p->queue.retry_max :
+	    d;
+}
+
+static void
+set_str(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = v != NULL ? xstrdup(v) : NULL;
+}
+
+/*
+ * Destinations
+ */
+
+/* dest_key - route + target, and the route really used */
+static enum policy_route
+dest_key(const struct mta_env *env, const struct mta_rcpt *r, char *key,
+    size_t len)
+{
+	struct policy *p = policy_current();
+	char a[ADDR_STRLEN];
+	enum policy_route route = r->route;
+	const char *dom;
+	size_t i, n;
+
+	if (route == POLICY_ROUTE_RELAYHOST && p->relay.host == NULL)
+		route = POLICY_ROUTE_MX;
+	if (route == POLICY_ROUTE_ORIGINAL &&
+	    env->orig_dst.ss_family != AF_INET &&
+	    env->orig_dst.ss_family != AF_INET6)
+		route = POLICY_ROUTE_MX;
+	switch (route) {
+	case POLICY_ROUTE_ORIGINAL:
+		snprintf(key, len, "original:%s", addr_fmt(
+		    (const struct sockaddr *)&env->orig_dst, a, sizeof(a)));
+		break;
+	case POLICY_ROUTE_RELAYHOST:
+		snprintf(key, len, "relayhost:%s:%u", p->relay.host,
+		    p->relay.port);
+		break;
+	case POLICY_ROUTE_MX:
+		dom = mta_addr_domain(r->addr);
+		n = snprintf(key, len, "mx:%s", dom);
+		for (i = 3; i < n && i < len; i++)
+			key[i] = (char)tolower((unsigned char)key[i]);
+		break;
+	}
+	return route;
+}
+
+static struct mta_dest *
+dest_get(const struct mta_env *env, const struct mta_rcpt *r)
+{
+	struct mta_dest *d;
+	enum policy_route route;
+	char key[512];
+
+	route = dest_key(env, r, key, sizeof(key));
+	TAILQ_FOREACH(d, &queue_dests, entry)
+		if (strcmp(d->key, key) == 0)
+			return d;
+	d = xcalloc(1, sizeof(*d));
+	d->key = xstrdup(key);
+	d->route = route;
+	TAILQ_INIT(&d->jobs);
+	if (route == POLICY_ROUTE_MX)
+		d->domain = xstrdup(key + 3);
+	else if (route == POLICY_ROUTE_ORIGINAL)
+		d->orig_dst = env->orig_dst;
+	TAILQ_INSERT_TAIL(&queue_dests, d, entry);
+	return d;
+}
+
+static void
+dest_free_if_idle(struct mta_dest *d)
+{
+	if (d->nconn > 0 || !TAILQ_EMPTY(&d->jobs))
+		return;
+	TAILQ_REMOVE(&queue_dests, d, entry);
+	free(d->key);
+	free(d->domain);
+	free(d);
+}
+
+static void
+job_free(struct mta_job *job)
+{
+	size_t i;
+
+	for (i = 0; i < job->n; i++) {
+		free(job->res[i].remote);
+		free(job->res[i].diag);
+	}
+	free(job->idx);
+	free(job->res);
+	free(job);
+}
+
+/* dest_pump - open connections while jobs wait and the limit allows */
+static void
+dest_pump(struct mta_dest *d)
+{
+	struct policy *p = policy_current();
+
+	while (!queue_draining && !queue_stopped && d->njobs > 0 &&
+	    d->nconn < p->queue.concurrency) {
+		d->nconn++;
+		if (mta_deliver_open(queue_loop, d) == -1) {
+			d->nconn--;
+			break;
+		}
+	}
+}
+
+/* mta_queue_next_job - the next waiting job of d for a connection */
+struct mta_job *
+mta_queue_next_job(struct mta_dest *d)
+{
+	struct mta_job *job;
+
+	if (queue_draining || (job = TAILQ_FIRST(&d->jobs)) == NULL)
+		return NULL;
+	TAILQ_REMOVE(&d->jobs, job, entry);
+	d->njobs--;
+	job->started = uv_now(queue_loop);
+	return job;
+}
+
+/* mta_queue_conn_done - a connection of d is gone */
+void
+mta_queue_conn_done(struct mta_dest *d)
+{
+	d->nconn--;
+	if (!queue_stopped)
+		dest_pump(d);
+	dest_free_if_idle(d);
+}
+
+/*
+ * Recipient outcomes
+ */
+
+void
+mta_result_set(struct mta_result *res, int code, const char *status,
+    const char *remote, const char *diag)
+{
+	res->code = code;
+	snprintf(res->status, sizeof(res->status), "%s", status);
+	set_str(&res->remote, remote);
+	set_str(&res->diag, diag);
+}
+
+static const char *
+delay_str(const struct mta_env *env, char *buf, size_t len)
+{
+	snprintf(buf, len, "%llds", (long long)(time(NULL) - env->arrival));
+	return buf;
+}
+
+/* rcpt_log - the one message-level line per recipient outcome */
+static void
+rcpt_log(const struct mta_env *env, const struct mta_rcpt *r,
+    const char *disposition)
+{
+	char d[32];
+
+	log_info("msgid=%s to=<%s> from=<%s> relay=%s route=%s delay=%s "
+	    "attempts=%u dsn=%s status=\"%s\" disposition=%s", env->id,
+	    r->addr, env->sender, r->remote ? r->remote : "none",
+	    policy_route_name(r->route), delay_str(env, d, sizeof(d)),
+	    r->attempts, r->status ? r->status : "-",
+	    r->diag ? r->diag : "", disposition);
+}
+
+/* rcpt_fail - permanent failure (or expiry) of one recipient */
+static void
+rcpt_fail(const struct mta_env *env, struct mta_rcpt *r, int expired)
+{
+	r->state = MTA_RCPT_FAILED;
+	if (expired) {
+		mta_stats.expired++;
+		if (r->diag == NULL)
+			set_str(&r->diag, "delivery time expired");
+		set_str(&r->status, "4.4.7");
+		rcpt_log(env, r, "expired");
+	} else {
+		mta_stats.bounced++;
+		rcpt_log(env, r, "bounced");
+	}
+}
+
+/* apply - one recipient's result from a job */
+static void
+apply(struct mta_env *env, struct mta_rcpt *r, const struct mta_result *res,
+    time_t now)
+{
+	r->busy = 0;
+	r->attempts++;
+	r->last = now;
+	set_str(&r->status, res->status);
+	set_str(&r->remote, res->remote);
+	set_str(&r->diag, res->diag);
+	if (res->code == 2) {
+		r->state = MTA_RCPT_DELIVERED;
+		r->relayed = res->relayed;
+		mta_stats.delivered++;
+		rcpt_log(env, r, "delivered");
+	} else if (res->code == 5)
+		rcpt_fail(env, r, 0);
+	else if (now - env->arrival >= lifetime(env))
+		rcpt_fail(env, r, 1);
+	else {
+		r->next = now + backoff(r->attempts);
+		mta_stats.deferred++;
+		rcpt_log(env, r, "deferred");
+	}
+}
+
+/* msg_drop - the message leaves the queue (and the spool) */
+static void
+msg_drop(struct mta_env *env, const char *why)
+{
+	TAILQ_REMOVE(&queue_msgs, env, entry);
+	if (env->dead) {
+		log_info("msgid=%s removed to dead/: %s", env->id, why);
+		mta_spool_move(env->id, "dead");
+	} else {
+		log_info("msgid=%s removed: %s", env->id, why);
+		mta_spool_remove(env->id);
+	}
+	mta_env_free(env);
+}
+
+/*
+ * mta_queue_job_done - a connection is done with a job, its results set
+ * (a result left at code 0 counts as a temporary failure).  After
+ * mta_queue_stop() the results are dropped: the spool keeps the state.
+ */
+void
+mta_queue_job_done(struct mta_job *job)
+{
+	struct mta_env *env = job->env;
+	time_t now = time(NULL);
+	size_t i;
+
+	env->jobs--;
+	if (queue_stopped) {
+		job_free(job);
+		if (env->deleted == 2 && env->jobs == 0)
+			mta_env_free(env);
+		return;
+	}
+	for (i = 0; i < job->n; i++) {
+		if (job->res[i].code == 0)
+			mta_result_set(&job->res[i], 4, "4.4.2",
+			    NULL, "delivery interrupted");
+		apply(env, &env->rcpt[job->idx[i]], &job->res[i], now);
+	}
+	job_free(job);
+	if (env->deleted && env->jobs == 0)
+		msg_drop(env, "deleted by the administrator");
+	else if (!env->deleted && settle(env) == 0)
+		arm(next_event(env, now + QUEUE_HOUSEKEEP));
+}
+
+/* mta_queue_dest_fail - every waiting job of d fails the same way */
+void
+mta_queue_dest_fail(struct mta_dest *d, int code, const char *status,
+    const char *remote, const char *diag)
+{
+	struct mta_job *job;
+	size_t i;
+
+	while ((job = mta_queue_next_job(d)) != NULL) {
+		for (i = 0; i < job->n; i++)
+			mta_result_set(&job->res[i], code, status, remote,
+			    diag);
+		mta_queue_job_done(job);
+	}
+}
+
+/*
+ * Notifications and the end of a message
+ */
+
+static void
+dsn_queued(void *arg, int status, const char *why)
+{
+	struct mta_env *dsn = arg;
+
+	if (status != 0) {
+		log_warnx("msgid=%s dsn not queued: %s", dsn->id, why);
+		mta_env_free(dsn);
+		return;
+	}
+	mta_stats.dsn_sent++;
+	log_info("msgid=%s queued dsn to=<%s>", dsn->id, dsn->rcpt[0].addr);
+	mta_queue_add(dsn);
+}
+
+/* notify - queue a DSN of kind about the recipients in idx */
+static void
+notify(struct mta_env *env, enum mta_dsn_kind kind, size_t *idx, size_t n)
+{
+	struct mta_dsnreq *req;
+	struct mta_env *dsn;
+
+	if (n == 0)
+		return;
+	dsn = mta_dsn_new(env, kind, idx, n, &req);
+	log_info("msgid=%s dsn=%s kind=%s nrcpt=%zu", env->id, dsn->id,
+	    kind == MTA_DSN_FAILURE ? "failure" : kind == MTA_DSN_DELAY ?
+	    "delay" : "success", n);
+	mta_spool_dsn(dsn, req, dsn_queued, dsn);
+}
+
+/*
+ * settle - after any change: send the final DSNs that are due, then
+ * remove the message if nothing is pending (1), else save its state (0).
+ */
+static int
+settle(struct mta_env *env)
+{
+	size_t *fail, *ok, nfail = 0, nok = 0, i, pending = 0;
+	struct mta_rcpt *r;
+	fail = xcalloc(env->nrcpt, sizeof(*fail));
+	ok = xcalloc(env->nrcpt, sizeof(*ok));
+	for (i = 0; i < env->nrcpt; i++) {
+		r = &env->rcpt[i];
+		if (r->state == MTA_RCPT_PENDING) {
+			pending++;
+			continue;
+		}
+		if (r->notified)
+			continue;
+		r->notified = 1;
+		if (env->sender[0] == '\0') {
+			if (r->state == MTA_RCPT_FAILED)
+				env->dead = 1;	/* a bounce is not bounced */
+		} else if (r->state == MTA_RCPT_FAILED &&
+		    mta_notify_wants(r->notify, MTA_NOTIFY_FAILURE))
+			fail[nfail++] = i;
+		else if (r->state == MTA_RCPT_DELIVERED && !r->relayed &&
+		    (r->notify & MTA_NOTIFY_SUCCESS) &&
+		    !(r->notify & MTA_NOTIFY_NEVER))
+			ok[nok++] = i;
+	}
+	notify(env, MTA_DSN_FAILURE, fail, nfail);
+	notify(env, MTA_DSN_SUCCESS, ok, nok);
+	free(fail);
+	free(ok);
+	if (pending == 0 && env->jobs == 0) {
+		msg_drop(env, env->dead ? "undeliverable bounce" :
+		    "all recipients done");
+		return 1;
+	}
+	mta_spool_state(env);
+	return 0;
+}
+
+/* warn - the delay DSN, once, for pending recipients that want it */
+static int
+warn(struct mta_env *env, time_t now)
+{
+	struct policy *p = policy_current();
+	size_t *idx, n = 0, i;
+
+	if (env->warned || p->queue.warn == 0 || env->sender[0] == '\0' ||
+	    now - env->arrival < (time_t)p->queue.warn)
+		return 0;
+	env->warned = 1;
+	idx = xcalloc(env->nrcpt, sizeof(*idx));
+	for (i = 0; i < env->nrcpt; i++)
+		if (env->rcpt[i].state == MTA_RCPT_PENDING &&
+		    mta_notify_wants(env->rcpt[i].notify, MTA_NOTIFY_DELAY))
+			idx[n++] = i;
+	notify(env, MTA_DSN_DELAY, idx, n);
+	free(idx);
+	return 1;
+}
+
+/*
+ * Dispatch
+ */
+
+/* dispatch - make jobs of the due recipients of env, one per dest */
+static void
+dispatch(struct mta_env *env, time_t now)
+{
+	struct mta_dest *d, *dests[64];
+	struct mta_job *jobs[64], *job;
+	struct mta_rcpt *r;
+	size_t i, k, nd = 0;
+
+	for (i = 0; i < env->nrcpt; i++) {
+		r = &env->rcpt[i];
+		if (r->state != MTA_RCPT_PENDING || r->busy || r->next > now)
+			continue;
+		d = dest_get(env, r);
+		for (k = 0; k < nd && dests[k] != d; k++)
+			;
+		if (k == nd) {
+			if (nd == 64)
+				continue;	/* the rest next round */
+			dests[nd] = d;
+			jobs[nd] = job = xcalloc(1, sizeof(*job));
+			job->env = env;
+			job->dest = d;
+			job->idx = xcalloc(env->nrcpt, sizeof(*job->idx));
+			job->res = xcalloc(env->nrcpt, sizeof(*job->res));
+			nd++;
+		}
+		job = jobs[k];
+		job->idx[job->n++] = i;
+		r->busy = 1;
+	}
+	for (k = 0; k < nd; k++) {
+		env->jobs++;
+		TAILQ_INSERT_TAIL(&dests[k]->jobs, jobs[k], entry);
+		dests[k]->njobs++;
+		dest_pump(dests[k]);
+	}
+}
+
+/* expire - pending recipients past the lifetime fail now */
+static int
+expire(struct mta_env *env, time_t now)
+{
+	size_t i;
+	int n = 0;
+
+	if (now - env->arrival < lifetime(env))
+		return 0;
+	for (i = 0; i < env->nrcpt; i++)
+		if (env->rcpt[i].state == MTA_RCPT_PENDING &&
+		    !env->rcpt[i].busy) {
+			rcpt_fail(env, &env->rcpt[i], 1);
+			n++;
+		}
+	return n;
+}
+
+/* next_event - the earliest time env needs the scheduler again */
+static time_t
+next_event(const struct mta_env *env, time_t t)
+{
+	struct policy *p = policy_current();
+	time_t e;
+	size_t i;
+
+	for (i = 0; i < env->nrcpt; i++)
+		if (env->rcpt[i].state == MTA_RCPT_PENDING &&
+		    !env->rcpt[i].busy && env->rcpt[i].next < t)
+			t = env->rcpt[i].next;
+	e = env->arrival + lifetime(env);
+	if (e < t)
+		t = e;
+	if (!env->warned && p->queue.warn > 0 && env->sender[0] != '\0') {
+		e = env->arrival + (time_t)p->queue.warn;
+		if (e < t)
+			t = e;
+	}
+	return t;
+}
+
+/* scan - the timer: expiry, warnings and due attempts of every message */
+static void
+scan(uv_timer_t *t)
+{
+	struct policy *p = policy_current();
+	struct mta_env *env, *tmp;
+	time_t now = time(NULL), next = now + QUEUE_HOUSEKEEP;
+
+	if (queue_stopped)
+		return;
+	TAILQ_FOREACH_SAFE(env, &queue_msgs, entry, tmp) {
+		if (env->deleted)
+			continue;
+		if ((expire(env, now) > 0 || warn(env, now)) && settle(env))
+			continue;	/* removed */
+		if (!queue_draining)
+			dispatch(env, now);
+		next = next_event(env, next);
+	}
+	if (now - queue_dead_swept >= QUEUE_DEADSCAN) {
+		queue_dead_swept = now;
+		mta_spool_expire_dead(p->queue.dead_retention);
+	}
+	queue_armed = 0;
+	arm(next <= now ? now + 1 : next);
+}
+
+/* arm - make the timer fire at when, unless it fires sooner already */
+static void
+arm(time_t when)
+{
+	time_t now = time(NULL);
+
+	if (!queue_timer_open || queue_stopped)
+		return;
+	if (queue_armed != 0 && queue_armed <= when)
+		return;
+	queue_armed = when > now ? when : now;
+	uv_timer_start(&queue_timer, scan,
+	    when > now ? (uint64_t)(when - now) * 1000 : 0, 0);
+}
+
+/* mta_queue_kick - scan at the next turn of the loop */
+void
+mta_queue_kick(void)
+{
+	if (!queue_timer_open || queue_stopped)
+		return;
+	queue_armed = time(NULL);
+	uv_timer_start(&queue_timer, scan, 0, 0);
+}
+
+/* mta_queue_add - a message is durable: queue it, try it at once */
+void
+mta_queue_add(struct mta_env *env)
+{
+	if (queue_stopped) {
+		mta_env_free(env);
+		return;
+	}
+	TAILQ_INSERT_TAIL(&queue_msgs, env, entry);
+	if (queue_loop != NULL && !queue_draining)
+		dispatch(env, time(NULL));
+}
+
+/*
+ * Admin
+ */
+
+/* mta_queue_flush - every pending recipient (of id, or all) is due now */
+int
+mta_queue_flush(const char *id)
+{
+	struct mta_env *env;
+	size_t i;
+	int n = 0;
+
+	TAILQ_FOREACH(env, &queue_msgs, entry) {
+		if (id != NULL && strcmp(env->id, id) != 0)
+			continue;
+		for (i = 0; i < env->nrcpt; i++)
+			if (env->rcpt[i].state == MTA_RCPT_PENDING) {
+				env->rcpt[i].next = 0;
+				n++;
+			}
+	}
+	mta_queue_kick();
+	return n;
+}
+
+int
+mta_queue_delete(const char *id)
+{
+	struct mta_env *env;
+
+	if ((env = mta_queue_find(id)) == NULL)
+		return -1;
+	if (env->jobs > 0) {
+		env->deleted = 1;	/* when its connections let go */
+		return 0;
+	}
+	msg_drop(env, "deleted by the administrator");
+	return 0;
+}
+
+/* mta_queue_bounce - fail every pending recipient now, with a DSN */
+int
+mta_queue_bounce(const char *id)
+{
+	struct mta_env *env;
+	struct mta_rcpt *r;
+	size_t i;
+
+	if ((env = mta_queue_find(id)) == NULL || env->deleted)
+		return -1;
+	for (i = 0; i < env->nrcpt; i++) {
+		r = &env->rcpt[i];
+		if (r->state != MTA_RCPT_PENDING || r->busy)
+			continue;
+		set_str(&r->status, "5.0.0");
+		set_str(&r->diag, "bounced by the administrator");
+		rcpt_fail(env, r, 0);
+	}
+	settle(env);
+	return 0;
+}
+
+/*
+ * Life cycle
+ */
+
+void
+mta_queue_init(uv_loop_t *loop)
+{
+	queue_loop = loop;
+	queue_stopped = 0;
+	queue_draining = 0;
+	uv_timer_init(loop, &queue_timer);
+	queue_timer_open = 1;
+}
+
+/* mta_queue_shutdown - finish what runs, start nothing new */
+void
+mta_queue_shutdown(void)
+{
+	queue_draining = 1;
+	mta_deliver_shutdown();
+}
+
+/*
+ * mta_queue_stop - close every connection; the messages stay on disk
+ * and in memory until the connections are gone, then are freed.
+ */
+void
+mta_queue_stop(void)
+{
+	struct mta_env *env;
+	struct mta_dest *d, *tmp;
+	struct mta_job *job;
+
+	queue_draining = 1;
+	queue_stopped = 1;
+	if (queue_timer_open) {
+		uv_close((uv_handle_t *)&queue_timer, NULL);
+		queue_timer_open = 0;
+	}
+	TAILQ_FOREACH_SAFE(d, &queue_dests, entry, tmp) {
+		while ((job = TAILQ_FIRST(&d->jobs)) != NULL) {
+			TAILQ_REMOVE(&d->jobs, job, entry);
+			d->njobs--;
+			job->env->jobs--;
+			job_free(job);
+		}
+		dest_free_if_idle(d);
+	}
+	mta_deliver_stop();
+	while ((env = TAILQ_FIRST(&queue_msgs)) != NULL) {
+		TAILQ_REMOVE(&queue_msgs, env, entry);
+		if (env->jobs == 0)
+			mta_env_free(env);
+		else
+			env->deleted = 2;	/* freed by its last job */
+	}
+}

@@ -1,0 +1,630 @@
+/*
+ * relay.c - the upstream leg of the outgoing live relay: the marked (and
+ * optionally transparently bound) socket to the server the client
+ * dialled, its greeting, opportunistic or required STARTTLS negotiated on
+ * the first EHLO, and the in-order delivery of its replies to the
+ * session.  Replies are parsed strictly (line length, line count, NUL,
+ * bare CR/LF); anything malformed, unsolicited or late kills the leg.
+ * Nothing is queued and nothing is retried.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "../common/addr.h"
+#include "../common/buf.h"
+#include "../common/log.h"
+#include "../common/smtp.h"
+#include "../common/tls.h"
+#include "../common/xmalloc.h"
+#include "relay.h"
+
+#define RELAY_MAXLINE	512		/* reply line, CRLF included */
+#define RELAY_MAXLINES	100		/* lines in one reply */
+#define RELAY_MAXOUT	256		/* commands awaiting replies */
+#define RELAY_HIWAT	(256 * 1024)	/* write backlog: pause the client */
+#define RELAY_LOWAT	(64 * 1024)	/* ... and resume it */
+
+enum relay_state {
+	R_CONNECT = 0,	/* TCP connect in progress */
+	R_GREETING,	/* waiting for the server's greeting */
+	R_READY,	/* session commands flow, replies go back */
+	R_EHLO,		/* our own EHLO, to see STARTTLS */
+	R_STARTTLS,	/* waiting for 220 to STARTTLS */
+	R_HANDSHAKE,	/* TLS handshake in progress */
+	R_DEAD,		/* failed, waiting for relay_close() */
+	R_CLOSED	/* handles closing */
+};
+
+static const char *relay_state_names[] = {
+	"connect", "greeting", "ready", "ehlo", "starttls", "handshake",
+	"dead", "closed"
+};
+
+struct relay {
+	enum relay_state	 state;
+	struct relay_opts	 o;
+	const struct relay_cb	*cb;
+	void			*arg;
+	uv_tcp_t		 tcp;
+	uv_timer_t		 timer;
+	uv_connect_t		 creq;
+	int			 handles;	/* open handles; free at 0 */
+	struct smtp_replyparser	 rp;
+	struct tls_conn		*tls;
+	struct buf		 plain;		/* decrypted input */
+	uint8_t			 kinds[RELAY_MAXOUT];	/* ring of kinds */
+	unsigned		 khead, outstanding;
+	int			 tls_tried;
+	int			 auth_clear;
+	int			 want_drain;
+	const char		*defer_why;	/* failure found in open */
+	char			*held;		/* client's EHLO/HELO line */
+	int			 held_ehlo;
+	char			 peer[ADDR_STRLEN];
+};
+
+static void	relay_read_cb(uv_stream_t *, ssize_t, const uv_buf_t *);
+static void	relay_process(struct relay *);
+static void	relay_alloc_cb(uv_handle_t *, size_t, uv_buf_t *);
+
+static void
+relay_enter_state(struct relay *r, enum relay_state st)
+{
+	if (r->state == st)
+		return;
+	log_debug("session=%llu upstream=%s state %s -> %s",
+	    (unsigned long long)r->o.id, r->peer,
+	    relay_state_names[r->state], relay_state_names[st]);
+	r->state = st;
+}
+
+/* relay_fail - the leg is dead: tell the session once */
+static void
+relay_fail(struct relay *r, const char *why, const struct smtp_reply *rep)
+{
+	if (r->state == R_DEAD || r->state == R_CLOSED)
+		return;
+	relay_enter_state(r, R_DEAD);
+	if (r->handles == 2) {
+		uv_read_stop((uv_stream_t *)&r->tcp);
+		uv_timer_stop(&r->timer);
+	}
+	r->cb->fail(r->arg, why, rep);
+}
+
+static void
+relay_timeout_cb(uv_timer_t *t)
+{
+	struct relay *r = t->data;
+
+	if (r->defer_why != NULL) {
+		relay_fail(r, r->defer_why, NULL);
+		return;
+	}
+	switch (r->state) {
+	case R_CONNECT:
+		relay_fail(r, "connect timeout", NULL);
+		break;
+	case R_GREETING:
+		relay_fail(r, "greeting timeout", NULL);
+		break;
+	default:
+		relay_fail(r, "reply timeout", NULL);
+		break;
+	}
+}
+
+/* relay_arm - the reply timer for what the relay waits for now */
+static void
+relay_arm(struct relay *r)
+{
+	unsigned secs;
+
+	switch (r->state) {
+	case R_CONNECT:
+	case R_GREETING:
+		return;		/* one timer from open to greeting */
+	case R_EHLO:
+	case R_STARTTLS:
+	case R_HANDSHAKE:
+		secs = r->o.t_cmd;
+		break;
+	case R_READY:
+		if (r->outstanding == 0) {
+			uv_timer_stop(&r->timer);
+			return;
+		}
+		secs = r->kinds[r->khead] == RELAY_DOT ? r->o.t_dot :
+		    r->o.t_cmd;
+		break;
+	default:
+		return;
+	}
+	uv_timer_start(&r->timer, relay_timeout_cb, (uint64_t)secs * 1000, 0);
+}
+
+static void
+relay_close_cb(uv_handle_t *h)
+{
+	struct relay *r = h->data;
+
+	if (--r->handles > 0)
+		return;
+	tls_conn_free(r->tls);
+	smtp_reply_free(&r->rp);
+	buf_free(&r->plain);
+	free(r->held);
+	free(r);
+}
+
+/* relay_socket - a marked, optionally transparently bound TCP socket */
+static int
+relay_socket(struct relay *r)
+{
+	int fd, one = 1, mark = RELAY_SO_MARK;
+	const struct sockaddr *src = (const struct sockaddr *)&r->o.src;
+	struct sockaddr_storage ss;
+
+	fd = socket(r->o.dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -1;
+	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == -1)
+		goto fail;
+	if (src->sa_family != AF_UNSPEC) {
+		if (src->sa_family == AF_INET6) {
+			if (setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one,
+			    sizeof(one)) == -1)
+				goto fail;
+		} else if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one,
+		    sizeof(one)) == -1)
+			goto fail;
+		memcpy(&ss, src, sizeof(ss));
+		if (ss.ss_family == AF_INET)
+			((struct sockaddr_in *)&ss)->sin_port = 0;
+		else
+			((struct sockaddr_in6 *)&ss)->sin6_port = 0;
+		if (bind(fd, (struct sockaddr *)&ss, addr_len(src)) == -1)
+			goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+static void
+relay_connect_cb(uv_connect_t *req, int status)
+{
+	struct relay *r = req->data;
+
+	if (r->state != R_CONNECT)
+		return;		/* closed meanwhile: ECANCELED */
+	if (status < 0) {
+		log_debug("session=%llu upstream=%s connect: %s",
+		    (unsigned long long)r->o.id, r->peer, uv_strerror(status));
+		relay_fail(r, uv_err_name(status), NULL);
+		return;
+	}
+	uv_tcp_nodelay(&r->tcp, 1);
+	relay_enter_state(r, R_GREETING);
+	uv_read_start((uv_stream_t *)&r->tcp, relay_alloc_cb, relay_read_cb);
+}
+
+/* relay_open - start connecting; failures come through cb->fail */
+struct relay *
+relay_open(uv_loop_t *loop, const struct relay_opts *o,
+    const struct relay_cb *cb, void *arg)
+{
+	struct relay *r;
+	int fd, rc;
+
+	r = xcalloc(1, sizeof(*r));
+	r->o = *o;
+	r->cb = cb;
+	r->arg = arg;
+	addr_fmt((const struct sockaddr *)&o->dst, r->peer, sizeof(r->peer));
+	smtp_reply_init(&r->rp, RELAY_MAXLINE, RELAY_MAXLINES);
+	buf_init(&r->plain);
+	uv_timer_init(loop, &r->timer);
+	r->timer.data = r;
+	r->handles = 1;
+	uv_timer_start(&r->timer, relay_timeout_cb,
+	    (uint64_t)o->t_connect * 1000, 0);
+	if ((fd = relay_socket(r)) == -1) {
+		log_warn("session=%llu upstream=%s socket",
+		    (unsigned long long)o->id, r->peer);
+		r->defer_why = "socket";
+		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
+		return r;
+	}
+	uv_tcp_init(loop, &r->tcp);
+	r->tcp.data = r;
+	r->handles = 2;
+	if ((rc = uv_tcp_open(&r->tcp, fd)) < 0) {
+		close(fd);
+		r->defer_why = uv_err_name(rc);
+		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
+		return r;
+	}
+	r->creq.data = r;
+	if ((rc = uv_tcp_connect(&r->creq, &r->tcp,
+	    (const struct sockaddr *)&o->dst, relay_connect_cb)) < 0) {
+		r->defer_why = uv_err_name(rc);
+		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
+	}
+	return r;
+}
+
+static void
+relay_written(void *arg, int status)
+{
+	struct relay *r = arg;
+
+	if (r->state == R_CLOSED || r->state == R_DEAD)
+		return;
+	if (status < 0) {
+		relay_fail(r, uv_err_name(status), NULL);
+		return;
+	}
+	if (r->want_drain && uv_stream_get_write_queue_size(
+	    (uv_stream_t *)&r->tcp) < RELAY_LOWAT) {
+		r->want_drain = 0;
+		r->cb->drained(r->arg);
+	}
+}
+
+/* relay_out - queue bytes upstream; 0 or -1 (the leg is failed) */
+static int
+relay_out(struct relay *r, const void *p, size_t n)
+{
+	int rc;
+
+	if (r->state == R_DEAD || r->state == R_CLOSED || r->handles < 2)
+		return -1;
+	rc = tls_stream_write((uv_stream_t *)&r->tcp, r->tls, p, n,
+	    relay_written, r);
+	if (rc != 0) {
+		relay_fail(r, rc < 0 && rc != -1 ? uv_err_name(rc) :
+		    "TLS write", NULL);
+		return -1;
+	}
+	return 0;
+}
+
+/* relay_line - a command line with CRLF */
+static int
+relay_line(struct relay *r, const char *line, size_t len)
+{
+	char tmp[RELAY_MAXLINE + 16];
+	struct buf b;
+	int rc;
+
+	if (len + 2 <= sizeof(tmp)) {
+		memcpy(tmp, line, len);
+		memcpy(tmp + len, "\r\n", 2);
+		return relay_out(r, tmp, len + 2);
+	}
+	buf_init(&b);
+	buf_append(&b, line, len);
+	buf_append(&b, "\r\n", 2);
+	rc = relay_out(r, b.data, b.len);
+	buf_free(&b);
+	return rc;
+}
+
+/* relay_expect - one more session command awaits a reply */
+static int
+relay_expect(struct relay *r, enum relay_kind kind)
+{
+	if (r->outstanding == RELAY_MAXOUT) {
+		relay_fail(r, "too many commands in flight", NULL);
+		return -1;
+	}
+	r->kinds[(r->khead + r->outstanding) % RELAY_MAXOUT] = (uint8_t)kind;
+	r->outstanding++;
+	return 0;
+}
+
+int
+relay_send(struct relay *r, const char *line, size_t len,
+    enum relay_kind kind)
+{
+	if (r->state != R_READY)
+		return -1;
+	if (relay_expect(r, kind) == -1 || relay_line(r, line, len) == -1)
+		return -1;
+	relay_arm(r);
+	return 0;
+}
+
+int
+relay_write(struct relay *r, const void *p, size_t n)
+{
+	if (r->state != R_READY)
+		return -1;
+	return relay_out(r, p, n);
+}
+
+int
+relay_busy(struct relay *r)
+{
+	if (r->handles < 2 || uv_stream_get_write_queue_size(
+	    (uv_stream_t *)&r->tcp) < RELAY_HIWAT)
+		return 0;
+	r->want_drain = 1;
+	return 1;
+}
+
+int
+relay_helo(struct relay *r, int ehlo, const char *name, const char *line,
+    size_t len)
+{
+	char cmd[RELAY_MAXLINE];
+
+	if (r->state != R_READY)
+		return -1;
+	if (r->tls_tried || r->o.tls == RELAY_TLS_NONE || r->o.ctx == NULL)
+		return relay_send(r, line, len, RELAY_CMD);
+	r->tls_tried = 1;
+	if (relay_expect(r, RELAY_CMD) == -1)
+		return -1;
+	r->held = xstrndup(line, len);
+	r->held_ehlo = ehlo;
+	snprintf(cmd, sizeof(cmd), "EHLO %s", name);
+	relay_enter_state(r, R_EHLO);
+	if (relay_line(r, cmd, strlen(cmd)) == -1)
+		return -1;
+	relay_arm(r);
+	return 0;
+}
+
+/* relay_release - the STARTTLS detour is over: send the held line */
+static void
+relay_release(struct relay *r)
+{
+	char *line = r->held;
+
+	r->held = NULL;
+	relay_enter_state(r, R_READY);
+	if (line != NULL && relay_line(r, line, strlen(line)) == 0)
+		relay_arm(r);
+	free(line);
+}
+
+/* ehlo_has - the EHLO reply lists keyword kw */
+static int
+ehlo_has(const struct smtp_reply *rep, const char *kw)
+{
+	size_t len, kl = strlen(kw);
+	const char *s;
+	unsigned i;
+
+	for (i = 1; i < rep->nlines; i++) {
+		if ((s = smtp_reply_line(rep, i, &len)) == NULL)
+			break;
+		if (len >= kl && strncasecmp(s, kw, kl) == 0 &&
+		    (len == kl || s[kl] == ' ' || s[kl] == '='))
+			return 1;
+	}
+	return 0;
+}
+
+/* relay_deliver - hand the reply to the oldest session command */
+static void
+relay_deliver(struct relay *r, const struct smtp_reply *rep)
+{
+	if (r->outstanding == 0) {
+		if (rep->code == 421)
+			relay_fail(r, "closed by upstream (421)", rep);
+		else
+			relay_fail(r, "unsolicited reply", NULL);
+		return;
+	}
+	r->khead = (r->khead + 1) % RELAY_MAXOUT;
+	r->outstanding--;
+	relay_arm(r);
+	r->cb->reply(r->arg, rep);
+}
+
+/* on_ehlo - our own EHLO's reply: STARTTLS if offered and wanted */
+static void
+on_ehlo(struct relay *r, const struct smtp_reply *rep)
+{
+	if (rep->code == 250 && ehlo_has(rep, "AUTH"))
+		r->auth_clear = 1;
+	if (rep->code == 250 && ehlo_has(rep, "STARTTLS")) {
+		relay_enter_state(r, R_STARTTLS);
+		if (relay_line(r, "STARTTLS", 8) == 0)
+			relay_arm(r);
+		return;
+	}
+	if (r->o.tls == RELAY_TLS_REQUIRE) {
+		relay_fail(r, "upstream does not offer STARTTLS", NULL);
+		return;
+	}
+	if (r->held_ehlo && rep->code == 250) {
+		/* nothing to negotiate: this is the answer to the client */
+		free(r->held);
+		r->held = NULL;
+		relay_enter_state(r, R_READY);
+		relay_deliver(r, rep);
+		return;
+	}
+	relay_release(r);
+}
+
+/* on_starttls - 220: start the handshake; no byte may follow the 220 */
+static void
+on_starttls(struct relay *r, const struct smtp_reply *rep)
+{
+	if (rep->code != 220) {
+		if (r->o.tls == RELAY_TLS_REQUIRE)
+			relay_fail(r, "upstream refused STARTTLS", NULL);
+		else
+			relay_release(r);
+		return;
+	}
+	if (smtp_reply_pending(&r->rp) > 0) {
+		relay_fail(r, "upstream sent data before the TLS handshake",
+		    NULL);
+		return;
+	}
+	relay_enter_state(r, R_HANDSHAKE);
+	r->tls = tls_conn_new(r->o.ctx, (uv_stream_t *)&r->tcp, TLS_CLIENT,
+	    NULL);
+	if (tls_conn_start(r->tls) == -1) {
+		relay_fail(r, "TLS start", NULL);
+		return;
+	}
+	relay_arm(r);
+}
+
+static void
+relay_reply(struct relay *r, const struct smtp_reply *rep)
+{
+	switch (r->state) {
+	case R_GREETING:
+		uv_timer_stop(&r->timer);
+		relay_enter_state(r, R_READY);
+		r->cb->greeting(r->arg, rep);
+		break;
+	case R_EHLO:
+		on_ehlo(r, rep);
+		break;
+	case R_STARTTLS:
+		on_starttls(r, rep);
+		break;
+	case R_READY:
+		relay_deliver(r, rep);
+		break;
+	case R_HANDSHAKE:
+		relay_fail(r, "reply during the TLS handshake", rep);
+		break;
+	default:
+		break;
+	}
+}
+
+/* relay_process - every complete reply in the parser */
+static void
+relay_process(struct relay *r)
+{
+	struct smtp_reply rep;
+	int rc;
+
+	while (r->state != R_DEAD && r->state != R_CLOSED) {
+		if ((rc = smtp_reply_get(&r->rp, &rep)) == 0)
+			return;
+		if (rc == -1) {
+			relay_fail(r, r->rp.error, NULL);
+			return;
+		}
+		relay_reply(r, &rep);
+		smtp_reply_clear(&rep);
+	}
+}
+
+/* relay_tls_input - ciphertext in; the handshake's end releases the line */
+static void
+relay_tls_input(struct relay *r, const char *p, size_t n)
+{
+	enum tls_state st;
+
+	st = tls_conn_feed(r->tls, p, n, &r->plain);
+	if (st == TLS_FAILED) {
+		log_info("session=%llu upstream=%s tls=failed error=\"%s\"",
+		    (unsigned long long)r->o.id, r->peer,
+		    tls_conn_error(r->tls));
+		relay_fail(r, "TLS handshake or read failed", NULL);
+		return;
+	}
+	if (st == TLS_HANDSHAKE)
+		return;
+	if (r->state == R_HANDSHAKE) {
+		log_info("session=%llu upstream=%s tls=%s",
+		    (unsigned long long)r->o.id, r->peer,
+		    tls_conn_info(r->tls));
+		relay_release(r);
+	}
+	if (buf_avail(&r->plain) > 0) {
+		smtp_reply_feed(&r->rp, buf_head(&r->plain),
+		    buf_avail(&r->plain));
+		buf_reset(&r->plain);
+	}
+	if (st == TLS_CLOSED && r->state != R_DEAD) {
+		relay_process(r);
+		relay_fail(r, "upstream closed TLS", NULL);
+	}
+}
+
+static void
+relay_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+	static char rbuf[65536];
+
+	*b = uv_buf_init(rbuf, sizeof(rbuf));
+}
+
+static void
+relay_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+	struct relay *r = st->data;
+
+	if (n == 0 || r->state == R_DEAD || r->state == R_CLOSED)
+		return;
+	if (n < 0) {
+		relay_process(r);
+		relay_fail(r, n == UV_EOF ? "closed by upstream" :
+		    uv_err_name((int)n), NULL);
+		return;
+	}
+	if (r->tls != NULL)
+		relay_tls_input(r, b->base, (size_t)n);
+	else
+		smtp_reply_feed(&r->rp, b->base, (size_t)n);
+	relay_process(r);
+}
+
+const char *
+relay_tls_info(const struct relay *r)
+{
+	return r->tls != NULL ? tls_conn_info(r->tls) : NULL;
+}
+
+int
+relay_auth_in_clear(const struct relay *r)
+{
+	return r->auth_clear;
+}
+
+const char *
+relay_peer(const struct relay *r)
+{
+	return r->peer;
+}
+
+/* relay_close - no more callbacks; QUIT if idle, then close the handles */
+void
+relay_close(struct relay *r)
+{
+	if (r == NULL || r->state == R_CLOSED)
+		return;
+	if (r->state == R_READY && r->outstanding == 0)
+		tls_stream_write((uv_stream_t *)&r->tcp, r->tls, "QUIT\r\n", 6,
+		    NULL, NULL);
+	relay_enter_state(r, R_CLOSED);
+	if (r->handles == 2) {
+		if (r->tls != NULL)
+			tls_conn_close(r->tls);
+		uv_close((uv_handle_t *)&r->tcp, relay_close_cb);
+	}
+	uv_timer_stop(&r->timer);
+	uv_close((uv_handle_t *)&r->timer, relay_close_cb);
+}

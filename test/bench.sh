@@ -1,0 +1,639 @@
+#!/bin/sh
+# bench.sh - side-by-side performance figures of mxbridge and its peers
+# (make bench).
+#
+#   test/bench.sh [-n MESSAGES] [-s SIZE_KB] [-c SESSIONS] [-o results.json]
+#                 [-i IDLE_SESSIONS] [-l LATENCY_SAMPLES] [--smoke]
+#
+# On a namespace testbed of its own (test/testbed.sh, torn down on exit),
+# smtp-source in c1 sends MESSAGES messages of SIZE_KB KB over SESSIONS
+# parallel sessions (one connection per message) to an smtp-sink in the
+# "out" node, through six paths:
+#
+#   1 direct         no interception, c1 -> sink across the bridge
+#   2 HAProxy        layer-4 transparent relay in the box: TPROXY to the
+#                    outgoing listener port (the real mxbridge-netfilter
+#                    rules, c1's flows pre-marked "outgoing" so that they
+#                    never reach the queue), forwarded to the original
+#                    destination ("server 0.0.0.0")
+#   3 mxbridge       outgoing proxy, client-chosen server honoured (live relay)
+#   4 mxbridge       pass mode (classified by the queue, forwarded untouched)
+#   5 Postfix        store-and-forward relay in the box (explicit relay at
+#                    192.0.2.2:25, relayhost = the sink, durable queue as
+#                    shipped): accepted/s and delivered/s
+#   6 mxbridge       incoming proxy into the queue (fsync yes) and on to the
+#                    protected server, which is a sink: accepted/s, delivered/s
+#
+# with the proxy's CPU time (utime+stime of the process and its children,
+# from /proc) and each mxbridge row's ratio to its peer (3:2, 4:1, 6:5).
+# Then: IDLE_SESSIONS concurrent idle sessions held by the incoming proxy
+# (RSS per session, banner of a new session within 1 s), added latency per
+# message (median, p99) of the live relay and the incoming proxy against the
+# direct path, and the connection setup rate (test/bench-conn.sh, which
+# runs on a testbed of its own).
+#
+# A row whose path does not work prints "n/a (reason)"; no number is ever
+# made up.  Results go to -o FILE (JSON; default $MXB_BIN/bench-results.json)
+# with the date, nproc and the parameters.  --smoke: tiny counts, for
+# make check (test/e2e/t-bench-smoke.sh).  Exit: 0 every row measured,
+# 1 some row n/a or a failure, 77 cannot run here (not root, tools missing).
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
+set -u
+
+usage() {
+	echo "usage: bench.sh [-n messages] [-s size_kb] [-c sessions] [-o results.json]" >&2
+	echo "                [-i idle_sessions] [-l latency_samples] [--smoke]" >&2
+	exit 2
+}
+
+# ---------------------------------------------------------------- options
+SMOKE=0
+for a in "$@"; do [ "$a" = --smoke ] && SMOKE=1; done
+if [ $SMOKE = 1 ]; then
+	MSGS=200 SIZE_KB=10 SESS=5 IDLE=200 LAT_N=20 CONN_N=50
+else
+	MSGS=5000 SIZE_KB=10 SESS=20 IDLE=10000 LAT_N=300 CONN_N=2000
+fi
+OUT=
+while [ $# -gt 0 ]; do
+	case $1 in
+	-n) [ $# -ge 2 ] || usage; MSGS=$2; shift 2 ;;
+	-s) [ $# -ge 2 ] || usage; SIZE_KB=$2; shift 2 ;;
+	-c) [ $# -ge 2 ] || usage; SESS=$2; shift 2 ;;
+	-o) [ $# -ge 2 ] || usage; OUT=$2; shift 2 ;;
+	-i) [ $# -ge 2 ] || usage; IDLE=$2; shift 2 ;;
+	-l) [ $# -ge 2 ] || usage; LAT_N=$2; shift 2 ;;
+	--smoke) shift ;;
+	-h|--help) usage ;;
+	*) usage ;;
+	esac
+done
+for v in "$MSGS" "$SIZE_KB" "$SESS" "$IDLE" "$LAT_N"; do
+	case $v in ''|*[!0-9]*|0) usage ;; esac
+done
+[ "$SESS" -le "$MSGS" ] || SESS=$MSGS
+
+. "$(dirname "$0")/lib.sh"
+need smtp-source smtp-sink postfix postconf haproxy iptables nft
+BIN=${MXB_BIN:-$TB_REPO/build}
+case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
+export MXB_BIN=$BIN
+[ -n "$OUT" ] || OUT=$BIN/bench-results.json
+case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
+mkdir -p "$(dirname "$OUT")" || fail "cannot create the folder of $OUT"
+BPY=$TB_LIB_DIR/bench/bench.py
+NF=$TB_REPO/scripts/mxbridge-netfilter
+
+BYTES=$((SIZE_KB * 1024))
+WARM=$((SESS * 2))
+[ "$WARM" -le 100 ] || WARM=100
+Q=7                             # netfilter queue (per network namespace)
+INPORT=10025 OUTPORT=10026      # transparent listeners (mxbridge, HAProxy)
+SINK_IP=192.0.2.40              # sink of the outgoing and direct paths
+PROT_IP=192.0.2.41              # sink that is the protected domain's server
+RCPT_OUT=bench@example.net      # an outgoing recipient
+RCPT_IN=bench@example.com       # a recipient of the protected domain
+# how long a queued path may take to deliver everything
+DELIVER_TMO=$((MSGS / 20 + 60))
+
+# ---------------------------------------------------------------- state
+HAPROXY_PID= PF_DIR= BT=
+bench_cleanup() {
+	local rc=$?
+	[ -n "$HAPROXY_PID" ] && tbd_pid_in_ns "$HAPROXY_PID" box && kill "$HAPROXY_PID" 2>/dev/null
+	[ -n "$PF_DIR" ] && [ -f "$PF_DIR/etc/main.cf" ] &&
+		tb_exec box postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1
+	case $BT in /var/tmp/mxbench.*) rm -rf "$BT" ;; esac
+	(exit "$rc")
+	tb__cleanup
+}
+
+tb_init "mxbb$$"
+trap bench_cleanup EXIT
+BT=$(mktemp -d /var/tmp/mxbench.XXXXXX) || fail "mktemp"
+RES=$BT/results.jsonl
+: >"$RES"
+
+say() { echo "bench: $*" >&2; }
+now_ns() { date +%s%N; }
+# rate COUNT NANOSECONDS
+rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.1f", (t > 0) ? n * 1e9 / t : 0 }'; }
+secs() { awk -v t="$1" 'BEGIN { printf "%.3f", t / 1e9 }'; }
+add() { python3 "$BPY" add "$RES" "$@"; }
+note_add() { say "note: $*"; add kind=note "text=$*"; }
+cpu() { python3 "$BPY" cpu "$1" 2>/dev/null || echo -; }
+cpu_delta() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.2f", b - a }'; }
+oneline() { tr '\n' ' ' | tr -s ' ' | sed 's/ *$//' | cut -c1-"${1:-200}"; }
+
+# ---------------------------------------------------------------- meta
+FSTYPE=$(stat -f -c %T "$BT" 2>/dev/null)
+add kind=meta "date=$(date -Iseconds)" "nproc=$(nproc)" "messages=$MSGS" \
+	"size_kb=$SIZE_KB" "sessions=$SESS" "smoke=$SMOKE" "warmup=$WARM" \
+	"idle_sessions=$IDLE" "latency_samples=$LAT_N" \
+	"kernel=$(uname -r)" \
+	"cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)" \
+	"loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)" \
+	"haproxy=$(haproxy -v 2>/dev/null | sed -n '1s/^HAProxy version \([^ ]*\).*/\1/p')" \
+	"postfix=$(postconf -d -h mail_version 2>/dev/null)" \
+	"spool_fs=$FSTYPE" "testbed=$TB_NAME" "mxbridge_bin=$BIN"
+[ "$FSTYPE" = tmpfs ] && note_add "spool and Postfix queue on tmpfs: fsync costs nothing here"
+case $(cut -d' ' -f1 /proc/loadavg) in
+0.*|1.[0-4]*) ;;
+*) note_add "load average $(cut -d' ' -f1-3 /proc/loadavg) at the start: other work shares the $(nproc) cores" ;;
+esac
+
+# ---------------------------------------------------------------- sinks
+# two sinks in "out", beside the testbed's own (which dump every message
+# to a file): SINK_IP for the outgoing paths, PROT_IP as protected server
+start_sink() {	# TAG IP
+	tb_exec out ip addr add "$2/24" dev eth0 || return 1
+	tb_exec out smtp-sink -c -u nobody "$2:25" 4096 \
+		</dev/null >"$BT/sink-$1.out" 2>"$BT/sink-$1.err" &
+	tbd_record_pid out "bench-sink-$1" $!
+	wait_for tbd_listening_tcp out "$2:25" 25
+}
+# messages the sink TAG has received so far (its -c counter)
+bsink() {
+	local n
+	n=$(tail -c 300 "$BT/sink-$1.out" 2>/dev/null | tr '\r' '\n' |
+		sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -n 1)
+	echo "${n:-0}"
+}
+# wait until sink TAG has at least N messages, up to T seconds; prints
+# the time (ns) it got there
+bsink_wait() {	# TAG N T
+	local end=$((SECONDS + $3))
+	while [ "$(bsink "$1")" -lt "$2" ]; do
+		[ $SECONDS -lt $end ] || return 1
+		sleep 0.02
+	done
+	now_ns
+}
+start_sink out "$SINK_IP" || fail "sink on $SINK_IP did not start"
+start_sink prot "$PROT_IP" || fail "sink on $PROT_IP did not start"
+
+# ---------------------------------------------------------------- load
+# source DST RCPT COUNT: smtp-source from c1; SRC_T0, SRC_NS, SRC_ERR
+source_run() {
+	local t1 rc
+	SRC_T0=$(now_ns)
+	tb_exec c1 smtp-source -m "$3" -l "$BYTES" -s "$SESS" -M c1.bench.example \
+		-f bench@c1.bench.example -t "$2" "$1:25" >"$BT/source.out" 2>&1
+	rc=$?
+	t1=$(now_ns)
+	SRC_NS=$((t1 - SRC_T0))
+	SRC_ERR=$(grep -m 3 -i -e fatal -e error -e warning "$BT/source.out" | oneline 300)
+	[ $rc = 0 ] && [ -z "$SRC_ERR" ] && return 0
+	[ -n "$SRC_ERR" ] || SRC_ERR="smtp-source exit $rc"
+	return 1
+}
+
+# ---------------------------------------------------------------- box
+nf_up() {
+	tb_exec box bash "$NF" up -b br0 -q "$Q" -i "$INPORT" -o "$OUTPORT" -F open \
+		>"$BT/nf.log" 2>&1
+}
+nf_down() { tb_exec box bash "$NF" down >>"$BT/nf.log" 2>&1; }
+nf_backend() {
+	tb_exec box bash "$NF" status 2>/dev/null |
+		sed -n '1s/.*: \([a-z]*\) back end.*/\1/p'
+}
+# packets that hit the interception rules so far: "NFQUEUE TPROXY-IN TPROXY-OUT"
+# (iptables back end; the nft back end's rules have no counters: "- - -")
+nf_counts() {
+	if [ "$(nf_backend)" != iptables ]; then echo "- - -"; return; fi
+	tb_exec box iptables -w -t mangle -vnxL MXBRIDGE 2>/dev/null | awk -v i=":$INPORT " -v o=":$OUTPORT " '
+		/NFQUEUE/ { q += $1 }
+		/TPROXY/ && index($0 " ", i) { ti += $1 }
+		/TPROXY/ && index($0 " ", o) { to += $1 }
+		END { print q + 0, ti + 0, to + 0 }'
+}
+# c1's SMTP flows classified before the queue rule (the same way as
+# test/bench-conn.sh does it for "pass"); CLASS 0x20000 = outgoing proxy
+premark() {	# add|del CLASS
+	local be h op=-I
+	be=$(nf_backend)
+	if [ "$be" = nft ]; then
+		if [ "$1" = add ]; then
+			tb_exec box nft insert rule ip mxbridge prerouting ip saddr "$TB_C1_IP4" \
+				tcp dport 25 meta mark set meta mark and 0xfff0ffff or "$2" \
+				comment bench-premark
+		else
+			h=$(tb_exec box nft -a list chain ip mxbridge prerouting |
+				sed -n 's/.*bench-premark.*# handle \([0-9]*\)/\1/p')
+			[ -z "$h" ] || tb_exec box nft delete rule ip mxbridge prerouting handle "$h"
+		fi
+	else
+		[ "$1" = add ] || op=-D
+		# shellcheck disable=SC2046
+		tb_exec box iptables -w -t mangle $op MXBRIDGE $([ $op = -I ] && echo 1) \
+			-s "$TB_C1_IP4" -p tcp --dport 25 -j MARK --set-xmark "$2/0xf0000"
+	fi
+}
+
+# ---------------------------------------------------------------- daemon
+MXB_CTL=$BT/mxb.sock
+mxb_conf() {	# MODE: relay | pass | incoming
+	local f=$BT/mxb-$1.conf
+	rm -rf "$BT/spool"
+	mkdir -p "$BT/spool"
+	{
+		echo "hostname gw.bench.example"
+		echo "spool \"$BT/spool\""
+		echo "pidfile \"$BT/mxbridge.pid\""
+		echo "control \"$MXB_CTL\""
+		echo "queue-number $Q"
+		echo "listen incoming port $INPORT"
+		echo "listen outgoing port $OUTPORT"
+		case $1 in
+		relay)
+			echo "default incoming proxy"
+			echo "default outgoing proxy"
+			echo "client-server default honour"
+			echo "domain \"example.com\" { server $TB_SRV_IP4; }" ;;
+		pass)
+			echo "default incoming pass"
+			echo "default outgoing pass"
+			echo "domain \"example.com\" { server $TB_SRV_IP4; }" ;;
+		incoming)
+			echo "default incoming proxy"
+			echo "default outgoing proxy"
+			echo "domain \"example.com\" {"
+			echo "	server $PROT_IP port 25"
+			echo "	deliver-via-server yes"
+			echo "}"
+			echo "queue { fsync yes; }" ;;
+		esac
+		echo "limits { connections-per-client 0; }"
+		echo "match client $TB_PREFIX4 relay"
+	} >"$f"
+	echo "$f"
+}
+MXB_WHY=
+daemon_start() {	# MODE
+	local conf
+	MXB_WHY=
+	if [ ! -x "$BIN/mxbridge" ]; then MXB_WHY="no $BIN/mxbridge"; return 1; fi
+	conf=$(mxb_conf "$1")
+	if ! tb_exec box "$BIN/mxbridge" -n -f "$conf" >"$BT/conf-check.out" 2>&1; then
+		MXB_WHY="config refused: $(oneline 200 <"$BT/conf-check.out")"
+		return 1
+	fi
+	: >"$TB_MXB_LOG"
+	if ! mxb_start "$conf" 2>"$BT/mxb-start.err"; then
+		MXB_WHY="daemon did not start: $(tail -n 3 "$TB_MXB_LOG" | oneline 200)"
+		return 1
+	fi
+	if ! wait_for -t 5 grep -q "nfq: queue=$Q open" "$TB_MXB_LOG"; then
+		MXB_WHY="queue $Q not open: $(tail -n 3 "$TB_MXB_LOG" | oneline 200)"
+		mxb_stop >/dev/null 2>&1
+		return 1
+	fi
+	MXB_PID=$(tr -dc 0-9 <"$TB_MXB_PIDFILE")
+	return 0
+}
+daemon_stop() { mxb_stop >/dev/null 2>&1; }
+# one counter of "mxbridgectl stats" (0 if absent)
+stat_of() {
+	local v
+	v=$(echo "$1" | sed -n "s/^$2=//p" | head -n 1)
+	echo "${v:-0}"
+}
+mxb_stats() { tb_exec box "$BIN/mxbridgectl" -s "$MXB_CTL" stats 2>/dev/null; }
+mxb_logtail() { tail -n "${1:-3}" "$TB_MXB_LOG" 2>/dev/null | oneline 300; }
+
+# ---------------------------------------------------------------- rows
+# row_na ID NAME PEER REASON
+row_na() {
+	say "row $1 ($2): n/a ($4)"
+	add kind=row "id=$1" "name=$2" "peer=$3" status=n/a "reason=$4"
+}
+
+# measure ID NAME PEER DST RCPT SINK CPU_PID QUEUED [VERIFY_FN]
+# runs the warm-up and the measured load, checks that every message reached
+# the sink, records the row.  VERIFY_FN BEFORE AFTER (optional) checks that
+# the traffic took the intended path; it prints a reason when it did not.
+measure() {
+	local id=$1 name=$2 peer=$3 dst=$4 rcpt=$5 sink=$6 pid=$7 queued=$8 vfy=${9:-}
+	local base c0 c1 t_done got cpu0 cpu1 v0 v1 why msg_s del_s= del_secs=
+	say "row $id: $name"
+	# warm-up: ARP, caches, first sessions (not measured)
+	base=$(bsink "$sink")
+	if ! source_run "$dst" "$rcpt" "$WARM"; then
+		row_na "$id" "$name" "$peer" "warm-up failed: $SRC_ERR${pid:+; $(what_log "$id")}"
+		return 1
+	fi
+	if ! bsink_wait "$sink" $((base + WARM)) 30 >/dev/null; then
+		row_na "$id" "$name" "$peer" "warm-up: only $(( $(bsink "$sink") - base )) of $WARM messages reached the sink${pid:+; $(what_log "$id")}"
+		return 1
+	fi
+	base=$(bsink "$sink")
+	cpu0=-; [ -n "$pid" ] && cpu0=$(cpu "$pid")
+	[ -n "$vfy" ] && v0=$($vfy snap)
+	if ! source_run "$dst" "$rcpt" "$MSGS"; then
+		row_na "$id" "$name" "$peer" "$SRC_ERR${pid:+; $(what_log "$id")}"
+		return 1
+	fi
+	msg_s=$(rate "$MSGS" "$SRC_NS")
+	if [ "$queued" = 1 ]; then
+		if ! t_done=$(bsink_wait "$sink" $((base + MSGS)) "$DELIVER_TMO"); then
+			got=$(( $(bsink "$sink") - base ))
+			row_na "$id" "$name" "$peer" "accepted $msg_s msg/s, but only $got of $MSGS delivered within ${DELIVER_TMO} s${pid:+; $(what_log "$id")}"
+			return 1
+		fi
+		del_s=$(rate "$MSGS" $((t_done - SRC_T0)))
+		del_secs=$(secs $((t_done - SRC_T0)))
+	else
+		got=$(( $(bsink "$sink") - base ))
+		if [ "$got" -ne "$MSGS" ]; then
+			row_na "$id" "$name" "$peer" "smtp-source done, but $got of $MSGS messages reached the sink"
+			return 1
+		fi
+	fi
+	cpu1=-; [ -n "$pid" ] && cpu1=$(cpu "$pid")
+	VERIFIED=
+	if [ -n "$vfy" ]; then
+		v1=$($vfy snap)
+		why=$($vfy check "$v0" "$v1")
+		case $why in
+		"ok "*) VERIFIED=${why#ok } ;;
+		*)	row_na "$id" "$name" "$peer" "traffic did not take this path: $why"
+			return 1 ;;
+		esac
+	fi
+	say "row $id: $msg_s msg/s${del_s:+, delivered $del_s msg/s}, cpu $(cpu_delta "$cpu0" "$cpu1") s"
+	add kind=row "id=$id" "name=$name" "peer=$peer" status=ok "messages=$MSGS" \
+		"seconds=$(secs "$SRC_NS")" "msg_s=$msg_s" ${del_s:+"delivered_s=$del_s"} \
+		${del_secs:+"delivered_seconds=$del_secs"} "cpu_s=$(cpu_delta "$cpu0" "$cpu1")" \
+		"verified=$VERIFIED"
+	return 0
+}
+# what the process of row ID logged last, for the n/a reasons
+what_log() {
+	case $1 in
+	2) echo "haproxy: $(tail -n 2 "$BT/haproxy.log" 2>/dev/null | oneline 200)" ;;
+	5) echo "postfix: $(grep -E 'warning|fatal|error|status=(deferred|bounced)' "$PF_DIR/maillog" 2>/dev/null | tail -n 2 | oneline 200)" ;;
+	*) echo "daemon log: $(mxb_logtail 3)" ;;
+	esac
+}
+
+# --- path checks: "snap" prints a state; "check OLD NEW" prints
+# "ok WHAT WAS SEEN" or the reason why the traffic did not take the path
+vfy_haproxy() {	# TPROXY to OUTPORT >= MSGS, nothing queued
+	case $1 in
+	snap) nf_counts ;;
+	check)
+		set -- $2 $3
+		if [ "$1" = - ]; then echo "ok (no rule counters with the nft back end)"
+		elif [ $(($4 - $1)) -ne 0 ]; then echo "$(($4 - $1)) packets were queued"
+		elif [ $(($6 - $3)) -lt "$MSGS" ]; then
+			echo "only $(($6 - $3)) packets went to the outgoing listener"
+		else echo "ok TPROXY to :$OUTPORT $(($6 - $3)) packets, queued 0"
+		fi ;;
+	esac
+}
+# mxbridge: the classifier's decisions and the listener's sessions
+vfy_mxb() {	# snap | check OLD NEW, with VFY_DIR VFY_ACT set
+	local s
+	case $1 in
+	snap)
+		s=$(mxb_stats)
+		echo "$(stat_of "$s" "nfq_${VFY_DIR}_${VFY_ACT}") $(stat_of "$s" "proxy_accepted_$VFY_DIR")" ;;
+	check)
+		set -- $2 $3
+		if [ $(($3 - $1)) -lt "$MSGS" ]; then
+			echo "classifier: nfq_${VFY_DIR}_${VFY_ACT} +$(($3 - $1)) for $MSGS messages"
+		elif [ "$VFY_ACT" = proxy ] && [ $(($4 - $2)) -lt "$MSGS" ]; then
+			echo "listener: proxy_accepted_$VFY_DIR +$(($4 - $2)) for $MSGS messages"
+		elif [ "$VFY_ACT" != proxy ] && [ $(($4 - $2)) -ne 0 ]; then
+			echo "listener: proxy_accepted_$VFY_DIR +$(($4 - $2)) in pass mode"
+		else
+			echo "ok nfq_${VFY_DIR}_${VFY_ACT} +$(($3 - $1)), proxy_accepted_$VFY_DIR +$(($4 - $2))"
+		fi ;;
+	esac
+}
+
+# ---------------------------------------------------------------- HAProxy
+haproxy_start() {
+	cat >"$BT/haproxy.cfg" <<EOF
+# layer-4 transparent relay: TPROXY'd connections on the outgoing listener
+# port, forwarded to their original destination ("server 0.0.0.0" with no
+# port: the address and port the client connected to)
+global
+    maxconn 8000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+listen smtp_transparent
+    bind 0.0.0.0:$OUTPORT transparent
+    server orig 0.0.0.0
+EOF
+	tb_exec box haproxy -c -q -f "$BT/haproxy.cfg" >"$BT/haproxy.log" 2>&1 || return 1
+	tb_exec box haproxy -db -f "$BT/haproxy.cfg" </dev/null >>"$BT/haproxy.log" 2>&1 &
+	HAPROXY_PID=$!
+	tbd_record_pid box bench-haproxy "$HAPROXY_PID"
+	wait_for -t 5 tbd_listening_tcp box "0.0.0.0:$OUTPORT" "$OUTPORT"
+}
+haproxy_stop() {
+	[ -n "$HAPROXY_PID" ] || return 0
+	kill "$HAPROXY_PID" 2>/dev/null
+	wait "$HAPROXY_PID" 2>/dev/null
+	HAPROXY_PID=
+}
+
+# ---------------------------------------------------------------- Postfix
+# a Postfix of its own in the box: explicit relay on 192.0.2.2:25,
+# relayhost = the sink; queue and fsync behaviour as shipped
+postfix_start() {
+	PF_DIR=$BT/postfix
+	mkdir -p "$PF_DIR/etc" "$PF_DIR/queue" "$PF_DIR/data"
+	chown postfix: "$PF_DIR/data"
+	cat >"$PF_DIR/etc/main.cf" <<EOF
+# Postfix relay of the mxbridge bench (box node). Generated.
+compatibility_level = 3.6
+queue_directory = $PF_DIR/queue
+data_directory = $PF_DIR/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = relay.bench.example
+mydomain = bench.example
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = $TB_BOX_IP4
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8 $TB_PREFIX4
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+relayhost = [$SINK_IP]:25
+# the testbed has no outside DNS: no lookups on either side
+smtp_dns_support_level = disabled
+smtpd_peername_lookup = no
+biff = no
+maillog_file = $PF_DIR/maillog
+EOF
+	sed -n '/^# service type/,$p' "$TB_STATE/srv/etc/master.cf" >"$PF_DIR/etc/master.cf"
+	[ -s "$PF_DIR/etc/master.cf" ] || return 1
+	tb_exec box postfix -c "$PF_DIR/etc" start >"$BT/postfix-start.log" 2>&1 || return 1
+	wait_for -t 10 tbd_listening_tcp box "$TB_BOX_IP4:25" 25 || return 1
+	PF_PID=$(tr -dc 0-9 <"$PF_DIR/queue/pid/master.pid" 2>/dev/null)
+	[ -n "$PF_PID" ] || return 1
+	tbd_record_pid box bench-postfix "$PF_PID"
+}
+postfix_stop() {
+	[ -n "$PF_DIR" ] && tb_exec box postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1
+	return 0
+}
+
+# ================================================================ run
+N1="direct: c1 -> sink across the bridge, no interception"
+N2="HAProxy $(haproxy -v 2>/dev/null | sed -n '1s/^HAProxy version \([0-9.]*\).*/\1/p'), TPROXY layer-4 relay"
+N3="mxbridge outgoing live relay (client server honoured)"
+N4="mxbridge pass mode (classified, forwarded untouched)"
+N5="Postfix $(postconf -d -h mail_version 2>/dev/null), store-and-forward relay"
+N6="mxbridge incoming proxy, queue fsync yes, to server"
+
+LAT_DIRECT= LAT_RELAY= LAT_IN=
+latency() {	# DST RCPT -> JSON on stdout
+	tb_exec c1 python3 "$BPY" latency "$1" 25 "$LAT_N" --size "$BYTES" --rcpt "$2"
+}
+# jreason TEXT: {"reason": TEXT} as JSON
+jreason() { python3 -c 'import json,sys; print(json.dumps({"reason": sys.argv[1]}))' "$1"; }
+# the reason of a failed latency run, from its JSON output
+lat_reason() {
+	python3 -c 'import json,sys
+d = json.loads(sys.argv[1])
+print(json.dumps({"reason": "%d transactions failed: %s" % (d["errors"], d["first_error"])}))' "$1" 2>/dev/null ||
+		jreason "latency client failed: $(echo "$1" | oneline 200)"
+}
+
+# --- 1. direct, and the direct latency
+measure 1 "$N1" "" "$SINK_IP" "$RCPT_OUT" out "" 0
+if out=$(latency "$SINK_IP" "$RCPT_OUT"); then LAT_DIRECT=$out
+else LAT_DIRECT=$(lat_reason "$out"); fi
+
+# --- 5. Postfix (no interception: an explicit relay)
+if postfix_start; then
+	measure 5 "$N5" "" "$TB_BOX_IP4" "$RCPT_OUT" out "$PF_PID" 1
+	postfix_stop
+else
+	row_na 5 "$N5" "" "postfix did not start: $(tail -n 2 "$BT/postfix-start.log" | oneline 200)"
+fi
+
+# --- 2. HAProxy on the real interception rules, queue bypassed
+NF_OK=0
+if [ ! -f "$NF" ]; then
+	NF_WHY="no scripts/mxbridge-netfilter"
+elif nf_up; then
+	NF_OK=1
+	nf_down
+else
+	NF_WHY="mxbridge-netfilter up failed: $(tail -n 2 "$BT/nf.log" | oneline 200)"
+fi
+if [ $NF_OK = 1 ] && nf_up; then
+	if haproxy_start; then
+		if premark add 0x20000; then
+			measure 2 "$N2" "" "$SINK_IP" "$RCPT_OUT" out "$HAPROXY_PID" 0 vfy_haproxy
+			premark del 0x20000 || note_add "could not remove the premark rule"
+		else
+			row_na 2 "$N2" "" "could not add the premark rule"
+		fi
+		haproxy_stop
+	else
+		row_na 2 "$N2" "" "haproxy did not start: $(tail -n 2 "$BT/haproxy.log" | oneline 200)"
+	fi
+else
+	row_na 2 "$N2" "" "${NF_WHY:-mxbridge-netfilter up failed}"
+fi
+
+# --- 3. mxbridge live relay (and its latency)
+if [ $NF_OK = 1 ] && daemon_start relay; then
+	VFY_DIR=outgoing VFY_ACT=proxy
+	if measure 3 "$N3" 2 "$SINK_IP" "$RCPT_OUT" out "$MXB_PID" 0 vfy_mxb; then
+		if out=$(latency "$SINK_IP" "$RCPT_OUT"); then LAT_RELAY=$out
+		else LAT_RELAY=$(lat_reason "$out"); fi
+	else
+		LAT_RELAY=$(jreason "row 3 failed")
+	fi
+	daemon_stop
+else
+	row_na 3 "$N3" 2 "${MXB_WHY:-${NF_WHY:-}}"
+	LAT_RELAY=$(jreason "${MXB_WHY:-${NF_WHY:-}}")
+fi
+
+# --- 4. mxbridge pass
+if [ $NF_OK = 1 ] && daemon_start pass; then
+	VFY_DIR=outgoing VFY_ACT=pass
+	measure 4 "$N4" 1 "$SINK_IP" "$RCPT_OUT" out "$MXB_PID" 0 vfy_mxb
+	daemon_stop
+else
+	row_na 4 "$N4" 1 "${MXB_WHY:-${NF_WHY:-}}"
+fi
+
+# --- 6. mxbridge incoming proxy into the queue (and its latency)
+if [ $NF_OK = 1 ] && daemon_start incoming; then
+	VFY_DIR=incoming VFY_ACT=proxy
+	if measure 6 "$N6" 5 "$PROT_IP" "$RCPT_IN" prot "$MXB_PID" 1 vfy_mxb; then
+		if out=$(latency "$PROT_IP" "$RCPT_IN"); then LAT_IN=$out
+		else LAT_IN=$(lat_reason "$out"); fi
+	else
+		LAT_IN=$(jreason "row 6 failed")
+	fi
+	daemon_stop
+else
+	row_na 6 "$N6" 5 "${MXB_WHY:-${NF_WHY:-}}"
+	LAT_IN=$(jreason "${MXB_WHY:-${NF_WHY:-}}")
+fi
+add kind=latency "count=$LAT_N" "direct:json=${LAT_DIRECT:-null}" \
+	"relay:json=${LAT_RELAY:-null}" "incoming:json=${LAT_IN:-null}"
+
+# --- concurrency: idle sessions held by the incoming proxy, fresh daemon
+if [ $NF_OK = 1 ] && daemon_start incoming; then
+	say "concurrency: $IDLE idle sessions"
+	if out=$(tb_exec c1 python3 "$BPY" idle "$PROT_IP" 25 "$IDLE" --pid "$MXB_PID" \
+		--parallel 200 --timeout 30 --hold 1); then
+		add kind=concurrency status=ok "path=mxbridge incoming proxy" "result:json=$out"
+	else
+		add kind=concurrency status=n/a "reason=$(echo "$out" | oneline 300); daemon log: $(mxb_logtail 2)" \
+			"result:json=$(echo "$out" | python3 -c 'import json,sys
+try: print(json.dumps(json.load(sys.stdin)))
+except Exception: print("null")')"
+	fi
+	daemon_stop
+else
+	add kind=concurrency status=n/a "reason=${MXB_WHY:-${NF_WHY:-}}"
+fi
+[ $NF_OK = 1 ] && nf_down
+
+# --- connection setup rate: test/bench-conn.sh on its own testbed
+if [ -f "$TB_LIB_DIR/bench-conn.sh" ]; then
+	say "connection setup rate: test/bench-conn.sh -n $CONN_N"
+	: >"$BT/conn.json"
+	if bash "$TB_LIB_DIR/bench-conn.sh" -n "$CONN_N" -o "$BT/conn.json" >"$BT/conn.out" 2>&1; then
+		add kind=connrate status=ok "output=$(cat "$BT/conn.out")" \
+			"result:json=$(tail -n 1 "$BT/conn.json" 2>/dev/null || echo null)"
+	else
+		add kind=connrate status=n/a "reason=test/bench-conn.sh: $(grep -E '^(FAIL|SKIP)' "$BT/conn.out" | tail -n 1 | oneline 300)"
+	fi
+else
+	add kind=connrate status=n/a "reason=no test/bench-conn.sh"
+fi
+
+add kind=meta "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+python3 "$BPY" report "$RES" --json "$OUT" || fail "report failed"
+# exit 1 when any row or measurement is missing
+python3 - "$OUT" <<'EOF' || exit 1
+import json, sys
+d = json.load(open(sys.argv[1]))
+bad = [str(r["id"]) for r in d["rows"] if r.get("status") != "ok"]
+for k in ("concurrency", "connrate"):
+    if d.get(k, {}).get("status") != "ok":
+        bad.append(k)
+if bad:
+    print("bench: not measured: " + " ".join(bad), file=sys.stderr)
+    sys.exit(1)
+EOF
+exit 0

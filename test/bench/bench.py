@@ -1,0 +1,444 @@
+#!/usr/bin/env python3
+"""Helpers of test/bench.sh (python3 standard library only).
+
+  bench.py cpu PID             CPU seconds (utime+stime+cutime+cstime) of PID
+                               and its live descendants
+  bench.py rss PID             VmRSS of PID in kB
+  bench.py latency HOST PORT COUNT [--size BYTES] [--from A] [--rcpt A]
+                               COUNT single-message SMTP transactions one after
+                               another; JSON with median / p99 (ms) of
+                               connect .. 250 after the final dot
+  bench.py idle HOST PORT COUNT --pid PID [--parallel N] [--timeout S]
+                               hold COUNT idle SMTP sessions (banner read),
+                               then measure the RSS of PID per session and
+                               whether a new session gets its banner in 1 s
+  bench.py add FILE key=value ...    append one result record (JSON line)
+  bench.py report FILE [--json OUT]  print the table, write the JSON file
+
+Values given to "add" are numbers when they look like numbers, JSON when
+the key ends in ":json", strings otherwise.
+"""
+import asyncio
+import json
+import math
+import os
+import resource
+import socket
+import sys
+import time
+
+# ------------------------------------------------------------------ /proc
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        s = f.read()
+    # the command name may hold spaces and parentheses: split after the last ")"
+    rest = s[s.rindex(")") + 2:].split()
+    # rest[0] is field 3 (state); utime is field 14
+    ppid = int(rest[1])
+    ticks = sum(int(x) for x in rest[11:15])  # utime stime cutime cstime
+    return ppid, ticks
+
+
+def cpu_tree(pid):
+    """CPU ticks of pid and its live descendants.  A child's time moves into
+    its parent's cutime/cstime when it is reaped, so the sum only grows."""
+    children = {}
+    ticks = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            pp, t = _stat(int(d))
+        except (OSError, ValueError):
+            continue
+        children.setdefault(pp, []).append(int(d))
+        ticks[int(d)] = t
+    if pid not in ticks:
+        raise SystemExit("no process %d" % pid)
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += ticks.get(p, 0)
+        todo.extend(children.get(p, []))
+    return total / HZ
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def nfds(pid):
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return -1
+
+# ------------------------------------------------------------------ SMTP
+
+
+def _raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _reply(f):
+    """read one (multi-line) SMTP reply from a socket file; return code"""
+    while True:
+        line = f.readline(2048)
+        if not line:
+            raise ConnectionError("connection closed")
+        if len(line) < 4 or not line[:3].isdigit():
+            raise ConnectionError("bad reply %r" % line[:60])
+        if line[3:4] != b"-":
+            return int(line[:3]), line.rstrip(b"\r\n")
+
+
+def _expect(f, want):
+    code, line = _reply(f)
+    if code // 100 != want:
+        raise ConnectionError("unexpected reply %s" % line[:80].decode(errors="replace"))
+
+
+def one_transaction(host, port, sender, rcpt, body, timeout):
+    t0 = time.perf_counter()
+    s = socket.create_connection((host, port), timeout=timeout)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        f = s.makefile("rb")
+        _expect(f, 2)
+        s.sendall(b"EHLO c1.bench.example\r\n")
+        _expect(f, 2)
+        s.sendall(b"MAIL FROM:<%s>\r\n" % sender.encode())
+        _expect(f, 2)
+        s.sendall(b"RCPT TO:<%s>\r\n" % rcpt.encode())
+        _expect(f, 2)
+        s.sendall(b"DATA\r\n")
+        _expect(f, 3)
+        s.sendall(body)
+        _expect(f, 2)
+        t1 = time.perf_counter()
+        s.sendall(b"QUIT\r\n")
+        try:
+            _reply(f)
+        except (OSError, ConnectionError):
+            pass
+        return t1 - t0
+    finally:
+        s.close()
+
+
+def make_body(size, sender, rcpt):
+    hdr = ("From: <%s>\r\nTo: <%s>\r\nSubject: mxbridge bench latency\r\n"
+           "Message-ID: <%d.%d@c1.bench.example>\r\n\r\n"
+           % (sender, rcpt, os.getpid(), int(time.time() * 1e6)))
+    line = b"x" * 76 + b"\r\n"
+    n = max(1, size // len(line))
+    return hdr.encode() + line * n + b".\r\n"
+
+
+def pct(sorted_vals, p):
+    """nearest-rank percentile"""
+    if not sorted_vals:
+        return None
+    k = max(1, int(math.ceil(p / 100.0 * len(sorted_vals))))
+    return sorted_vals[k - 1]
+
+
+def cmd_latency(args):
+    host, port, count = args[0], int(args[1]), int(args[2])
+    opts = _opts(args[3:], {"--size": "10240", "--from": "bench@c1.bench.example",
+                            "--rcpt": "bench@example.net", "--timeout": "10",
+                            "--warmup": "3"})
+    body = make_body(int(opts["--size"]), opts["--from"], opts["--rcpt"])
+    tmo = float(opts["--timeout"])
+    errors, lat = [], []
+    for i in range(int(opts["--warmup"]) + count):
+        try:
+            t = one_transaction(host, port, opts["--from"], opts["--rcpt"], body, tmo)
+        except (OSError, ConnectionError) as e:
+            errors.append(str(e))
+            continue
+        if i >= int(opts["--warmup"]):
+            lat.append(t * 1000.0)
+    lat.sort()
+    out = {"count": count, "ok": len(lat), "errors": len(errors),
+           "first_error": errors[0] if errors else None,
+           "median_ms": round(pct(lat, 50), 3) if lat else None,
+           "p99_ms": round(pct(lat, 99), 3) if lat else None,
+           "min_ms": round(lat[0], 3) if lat else None,
+           "max_ms": round(lat[-1], 3) if lat else None}
+    print(json.dumps(out))
+    return 0 if lat and not errors else 1
+
+
+async def _banner(host, port, timeout):
+    r, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    try:
+        while True:
+            line = await asyncio.wait_for(r.readline(), timeout)
+            if not line:
+                raise ConnectionError("closed before the banner")
+            if not line.startswith(b"220"):
+                raise ConnectionError("banner %r" % line[:60])
+            if line[3:4] != b"-":
+                return r, w
+    except BaseException:
+        w.close()
+        raise
+
+
+async def _idle(host, port, count, pid, parallel, timeout, hold):
+    rss0, fds0 = rss_kb(pid), nfds(pid)
+    sem = asyncio.Semaphore(parallel)
+    errors = []
+
+    async def one():
+        async with sem:
+            try:
+                return await _banner(host, port, timeout)
+            except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+                errors.append(str(e) or type(e).__name__)
+                return None
+
+    t0 = time.perf_counter()
+    conns = [c for c in await asyncio.gather(*(one() for _ in range(count))) if c]
+    t_open = time.perf_counter() - t0
+    await asyncio.sleep(hold)
+    rss1, fds1 = rss_kb(pid), nfds(pid)
+    # one more session while all the others are held
+    t1 = time.perf_counter()
+    probe_err = None
+    try:
+        r, w = await _banner(host, port, 5.0)
+        probe = time.perf_counter() - t1
+        w.write(b"EHLO probe.bench.example\r\n")
+        await w.drain()
+        w.close()
+    except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+        probe, probe_err = None, str(e) or type(e).__name__
+    await asyncio.sleep(0.2)
+    alive = sum(1 for r, w in conns if not r.at_eof() and not w.is_closing())
+    for r, w in conns:
+        w.close()
+    held = len(conns)
+    return {"sessions": count, "held": held, "alive_after_probe": alive,
+            "errors": len(errors), "first_error": errors[0] if errors else None,
+            "open_s": round(t_open, 3),
+            "rss_before_kb": rss0, "rss_held_kb": rss1,
+            "rss_per_session_bytes": round((rss1 - rss0) * 1024.0 / held, 1) if held else None,
+            "fds_before": fds0, "fds_held": fds1,
+            "probe_banner_s": round(probe, 4) if probe is not None else None,
+            "probe_error": probe_err,
+            "probe_within_1s": probe is not None and probe <= 1.0}
+
+
+def cmd_idle(args):
+    host, port, count = args[0], int(args[1]), int(args[2])
+    opts = _opts(args[3:], {"--pid": None, "--parallel": "200", "--timeout": "20",
+                            "--hold": "1"})
+    if not opts["--pid"]:
+        raise SystemExit("idle: --pid PID needed")
+    limit = _raise_nofile()
+    if limit < count + 64:
+        print(json.dumps({"error": "RLIMIT_NOFILE %d too small for %d sessions" % (limit, count)}))
+        return 1
+    out = asyncio.run(_idle(host, port, count, int(opts["--pid"]), int(opts["--parallel"]),
+                            float(opts["--timeout"]), float(opts["--hold"])))
+    out["client_nofile"] = limit
+    print(json.dumps(out))
+    return 0 if out["held"] == count and out["probe_within_1s"] else 1
+
+
+def _opts(args, defaults):
+    o = dict(defaults)
+    i = 0
+    while i < len(args):
+        if args[i] not in o or i + 1 >= len(args):
+            raise SystemExit("unknown or incomplete option %s" % args[i])
+        o[args[i]] = args[i + 1]
+        i += 2
+    return o
+
+# ------------------------------------------------------------------ results
+
+
+def _value(k, v):
+    if k.endswith(":json"):
+        return k[:-5], json.loads(v)
+    try:
+        return k, int(v)
+    except ValueError:
+        pass
+    try:
+        f = float(v)
+        if math.isfinite(f):
+            return k, f
+    except ValueError:
+        pass
+    return k, v
+
+
+def cmd_add(args):
+    rec = {}
+    for a in args[1:]:
+        k, _, v = a.partition("=")
+        k, v = _value(k, v)
+        rec[k] = v
+    with open(args[0], "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    return 0
+
+
+def _fmt(v, nd=0):
+    if v is None:
+        return "-"
+    if isinstance(v, (int, float)):
+        return ("%.*f" % (nd, v))
+    return str(v)
+
+
+def cmd_report(args):
+    path = args[0]
+    out = args[2] if len(args) > 2 and args[1] == "--json" else None
+    meta, rows, extra = {}, [], {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            kind = r.pop("kind", "row")
+            if kind == "meta":
+                meta.update(r)
+            elif kind == "row":
+                rows.append(r)
+            elif kind == "note":
+                meta.setdefault("notes", []).append(r.get("text", ""))
+            else:
+                extra[kind] = r
+    byid = {str(r["id"]): r for r in rows}
+    # ratios: 3:2, 4:1, 6:5 (mxbridge row over its peer row)
+    for r in rows:
+        peer = byid.get(str(r.get("peer", "")))
+        if not peer:
+            continue
+        for key in ("msg_s", "delivered_s"):
+            a, b = r.get(key), peer.get(key)
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0:
+                r["ratio_" + key] = round(a / b, 3)
+
+    p = print
+    p("mxbridge bench  %s  nproc=%s  messages=%s  size=%s KB  sessions=%s%s"
+      % (meta.get("date"), meta.get("nproc"), meta.get("messages"), meta.get("size_kb"),
+         meta.get("sessions"), "  (smoke)" if meta.get("smoke") else ""))
+    p("")
+    p("%-2s %-52s %9s %9s %9s %8s  %s" % ("#", "path", "msg/s", "deliv/s", "proxy CPU", "CPU ms", "vs peer"))
+    p("%-2s %-52s %9s %9s %9s %8s  %s" % ("", "", "(accept)", "", "s", "/msg", ""))
+    for r in rows:
+        if r.get("status") != "ok":
+            p("%-2s %-52s n/a (%s)" % (r["id"], r["name"], r.get("reason", "?")))
+            continue
+        cpu = r.get("cpu_s")
+        per = cpu * 1000.0 / r["messages"] if isinstance(cpu, (int, float)) and r.get("messages") else None
+        vs = ""
+        if r.get("peer"):
+            parts = []
+            if "ratio_msg_s" in r:
+                parts.append("%.2f" % r["ratio_msg_s"])
+            if "ratio_delivered_s" in r:
+                parts.append("delivered %.2f" % r["ratio_delivered_s"])
+            vs = "%s:%s %s" % (r["id"], r["peer"], ", ".join(parts) if parts else "n/a (peer row missing)")
+        p("%-2s %-52s %9s %9s %9s %8s  %s" % (
+            r["id"], r["name"], _fmt(r.get("msg_s")), _fmt(r.get("delivered_s")),
+            _fmt(cpu, 2), _fmt(per, 3), vs))
+    p("")
+    c = extra.get("concurrency")
+    if c:
+        if c.get("status") == "ok":
+            p("concurrency: %d idle sessions through %s: %d held (%d alive at the end), "
+              "opened in %.1f s; daemon RSS %d -> %d kB = %s bytes/session; "
+              "new session banner in %s s (%s)"
+              % (c["sessions"], c.get("path", "?"), c["held"], c["alive_after_probe"], c["open_s"],
+                 c["rss_before_kb"], c["rss_held_kb"], _fmt(c.get("rss_per_session_bytes")),
+                 _fmt(c.get("probe_banner_s"), 3),
+                 "within 1 s" if c.get("probe_within_1s") else "NOT within 1 s"))
+        else:
+            p("concurrency: n/a (%s)" % c.get("reason", "?"))
+    lat = extra.get("latency")
+    if lat:
+        if lat.get("status") == "n/a":
+            p("latency: n/a (%s)" % lat.get("reason", "?"))
+        else:
+            p("latency per message (connect .. 250 after the dot, %s sequential transactions):"
+              % lat.get("count"))
+            d = lat.get("direct") or {}
+            for key, label in (("direct", "direct"), ("relay", "mxbridge live relay"),
+                               ("incoming", "mxbridge incoming proxy (fsync)")):
+                v = lat.get(key)
+                if not isinstance(v, dict) or v.get("median_ms") is None:
+                    reason = v.get("reason") if isinstance(v, dict) else None
+                    p("  %-34s n/a (%s)" % (label, reason or "no data"))
+                    continue
+                add = ""
+                if key != "direct" and d.get("median_ms") is not None:
+                    add = "  added: median %+.3f ms, p99 %+.3f ms" % (
+                        v["median_ms"] - d["median_ms"], v["p99_ms"] - d["p99_ms"])
+                p("  %-34s median %8.3f ms  p99 %8.3f ms%s" % (label, v["median_ms"], v["p99_ms"], add))
+    cs = extra.get("connrate")
+    if cs:
+        if cs.get("status") == "ok":
+            p("connection setup rate (test/bench-conn.sh):")
+            for line in (cs.get("output") or "").splitlines():
+                p("  " + line)
+        else:
+            p("connection setup rate: n/a (%s)" % cs.get("reason", "?"))
+    if meta.get("notes"):
+        p("")
+        for n in meta["notes"]:
+            p("note: " + n)
+    if out:
+        doc = dict(meta)
+        doc["rows"] = rows
+        doc.update(extra)
+        tmp = out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        os.rename(tmp, out)
+        p("")
+        p("results: %s" % out)
+    return 0
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd, args = argv[1], argv[2:]
+    if cmd == "cpu":
+        print("%.2f" % cpu_tree(int(args[0])))
+    elif cmd == "rss":
+        print(rss_kb(int(args[0])))
+    elif cmd == "latency":
+        return cmd_latency(args)
+    elif cmd == "idle":
+        return cmd_idle(args)
+    elif cmd == "add":
+        return cmd_add(args)
+    elif cmd == "report":
+        return cmd_report(args)
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
