@@ -77,6 +77,7 @@ struct pending {
 	TAILQ_ENTRY(pending)	 entry;
 	enum cmd		 cmd;
 	int			 upstream;	/* answered by the relay */
+	int			 gate;		/* input waits for it */
 	int			 ready;
 	int			 code;
 	struct buf		 text;		/* CRLF lines */
@@ -296,6 +297,18 @@ pending_fill(struct session *s, struct pending *p, const char *line)
 	p->ready = 1;
 }
 
+/* gate - a reply that input waits for: S_WAIT until it is written */
+static struct pending *
+gate(struct session *s, enum cmd cmd, int upstream)
+{
+	struct pending *p;
+
+	enter_state(s, S_WAIT);
+	p = pending_new(s, cmd, upstream);
+	p->gate = 1;
+	return p;
+}
+
 /* reply - a local reply to cmd, in its place among the owed ones */
 static void PRINTF(3, 4)
 reply(struct session *s, enum cmd cmd, const char *fmt, ...)
@@ -307,6 +320,20 @@ reply(struct session *s, enum cmd cmd, const char *fmt, ...)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	pending_fill(s, pending_new(s, cmd, 0), line);
+	session_flush(s);
+}
+
+/* reply_gate - a local reply that input waits for */
+static void PRINTF(3, 4)
+reply_gate(struct session *s, enum cmd cmd, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	pending_fill(s, gate(s, cmd, 0), line);
 	session_flush(s);
 }
 
@@ -372,8 +399,11 @@ session_close(struct session *s, const char *disposition)
 	txn_reset(s);
 	relay_close(s->relay);
 	s->relay = NULL;
-	uv_close((uv_handle_t *)s->client, session_close_cb);
-	uv_close((uv_handle_t *)&s->timer, session_close_cb);
+	/* the daemon's final walk may have closed them already */
+	if (!uv_is_closing((uv_handle_t *)s->client))
+		uv_close((uv_handle_t *)s->client, session_close_cb);
+	if (!uv_is_closing((uv_handle_t *)&s->timer))
+		uv_close((uv_handle_t *)&s->timer, session_close_cb);
 }
 
 static void
@@ -710,20 +740,8 @@ session_apply(struct session *s, struct pending *p, const struct buf *text)
 		session_quit(s, p->upstream ? "upstream-421" : "421");
 		return;
 	}
-	switch (p->cmd) {
-	case C_DATA:
-	case C_DOT:
-	case C_AUTH:
-	case C_STARTTLS:
-	case C_QUIT:
-	case C_EHLO:
-	case C_HELO:
-		if (s->state == S_WAIT || p->cmd == C_QUIT)
-			apply_gate(s, p);
-		break;
-	default:
-		break;
-	}
+	if (p->gate)
+		apply_gate(s, p);
 }
 
 /* session_flush - write every reply that is ready, in order */
@@ -910,12 +928,11 @@ mta_committed(void *arg, int status, const char *id_or_reason)
 static void
 data_end(struct session *s)
 {
-	struct pending *p;
+	struct mta_msg *msg;
 
 	body_flush(s);
 	smtp_reader_setmax(&s->in, s->relay_mode ? SMTPD_AUTHLINE :
 	    s->pol->limits.cmd_line - 2);
-	enter_state(s, S_WAIT);
 	session_arm(s, s->pol->limits.t_cmd);
 	if (s->refuse != NULL) {
 		if (s->msg != NULL) {
@@ -928,11 +945,11 @@ data_end(struct session *s)
 			s->relay = NULL;
 			s->relay_lost = 1;
 		}
-		reply(s, C_DOT, "%s", s->refuse);
+		reply_gate(s, C_DOT, "%s", s->refuse);
 		return;
 	}
 	if (s->relay_mode) {
-		pending_new(s, C_DOT, 1);
+		gate(s, C_DOT, 1);
 		if (s->relay == NULL || relay_send(s->relay, ".", 1,
 		    RELAY_DOT) == -1)
 			session_421(s, "upstream-lost", "421 4.4.2 %s Error: "
@@ -941,12 +958,14 @@ data_end(struct session *s)
 	}
 	if (s->msg == NULL) {
 		/* every recipient went to a discard rule */
-		reply(s, C_DOT, "250 2.0.0 Ok: discarded");
+		reply_gate(s, C_DOT, "250 2.0.0 Ok: discarded");
 		return;
 	}
-	pending_new(s, C_DOT, 0);
+	gate(s, C_DOT, 0);
 	s->committing = 1;
-	mta_msg_commit(s->msg, mta_committed, s);
+	msg = s->msg;
+	s->msg = NULL;		/* the MTA owns it now */
+	mta_msg_commit(msg, mta_committed, s);
 }
 
 /* data_line - one line of content */
@@ -1115,8 +1134,7 @@ cmd_helo(struct session *s, int ehlo, const char *arg, const struct
 	free(s->helo);
 	s->helo = xstrndup(arg, n);
 	if (s->relay_mode) {
-		enter_state(s, S_WAIT);
-		pending_new(s, ehlo ? C_EHLO : C_HELO, 1);
+		gate(s, ehlo ? C_EHLO : C_HELO, 1);
 		if (relay_helo(s->relay, ehlo, s->helo, l->data, l->len) == -1)
 			session_421(s, "upstream-lost", "421 4.4.2 %s Error: "
 			    "connection to upstream server lost", s->host);
@@ -1126,8 +1144,7 @@ cmd_helo(struct session *s, int ehlo, const char *arg, const struct
 	s->cap_enhanced = s->cap_pipelining = s->cap_8bit = s->cap_dsn = 1;
 	s->cap_smtputf8 = 1;
 	s->cap_size = s->pol->limits.size;
-	enter_state(s, S_WAIT);
-	p = pending_new(s, ehlo ? C_EHLO : C_HELO, 0);
+	p = gate(s, ehlo ? C_EHLO : C_HELO, 0);
 	if (ehlo)
 		ehlo_local(s, p);
 	else
@@ -1368,8 +1385,7 @@ cmd_data(struct session *s, const char *arg)
 			    "upstream server lost", s->host);
 			return;
 		}
-		enter_state(s, S_WAIT);
-		pending_new(s, C_DATA, 1);
+		gate(s, C_DATA, 1);
 		relay_send(s->relay, "DATA", 4, RELAY_CMD);
 		return;
 	}
@@ -1385,8 +1401,7 @@ cmd_data(struct session *s, const char *arg)
 		reply(s, C_DATA, "451 4.3.0 Error: cannot queue the message");
 		return;
 	}
-	enter_state(s, S_WAIT);
-	reply(s, C_DATA, "354 End data with <CR><LF>.<CR><LF>");
+	reply_gate(s, C_DATA, "354 End data with <CR><LF>.<CR><LF>");
 }
 
 static void
@@ -1405,8 +1420,7 @@ cmd_starttls(struct session *s, const char *arg)
 		reply(s, C_STARTTLS, "501 5.5.4 Syntax: STARTTLS");
 		return;
 	}
-	enter_state(s, S_WAIT);
-	reply(s, C_STARTTLS, "220 2.0.0 Ready to start TLS");
+	reply_gate(s, C_STARTTLS, "220 2.0.0 Ready to start TLS");
 }
 
 static void
@@ -1431,8 +1445,7 @@ cmd_auth(struct session *s, const struct smtp_line *l)
 		    "progress");
 		return;
 	}
-	enter_state(s, S_WAIT);
-	pending_new(s, C_AUTH, 1);
+	gate(s, C_AUTH, 1);
 	relay_send(s->relay, l->data, l->len, RELAY_CMD);
 }
 
@@ -1441,8 +1454,9 @@ static void
 forward(struct session *s, enum cmd cmd, const struct smtp_line *l)
 {
 	if (cmd == C_QUIT)
-		enter_state(s, S_WAIT);
-	pending_new(s, cmd, 1);
+		gate(s, cmd, 1);
+	else
+		pending_new(s, cmd, 1);
 	relay_send(s->relay, l->data, l->len, RELAY_CMD);
 }
 
@@ -1472,8 +1486,7 @@ cmd_local(struct session *s, enum cmd cmd, const char *arg)
 		reply(s, cmd, "214 2.0.0 See RFC 5321");
 		break;
 	case C_QUIT:
-		enter_state(s, S_WAIT);
-		reply(s, cmd, "221 2.0.0 Bye");
+		reply_gate(s, cmd, "221 2.0.0 Bye");
 		break;
 	default:
 		break;
@@ -1528,8 +1541,7 @@ cmd_dispatch(struct session *s, enum cmd cmd, const char *arg,
 		break;
 	case C_QUIT:
 		if (s->relay_mode && s->relay_lost) {
-			enter_state(s, S_WAIT);
-			reply(s, cmd, "221 2.0.0 Bye");
+			reply_gate(s, cmd, "221 2.0.0 Bye");
 			return;
 		}
 		break;
@@ -1580,7 +1592,7 @@ cmd_line(struct session *s, enum smtp_line_status st,
 		return;
 	}
 	if (cmd == C_UNKNOWN) {
-		reply(s, C_UNKNOWN, "502 5.5.2 Error: command not recognized");
+		reply(s, C_UNKNOWN, "500 5.5.2 Error: command not recognized");
 		return;
 	}
 	cmd_dispatch(s, cmd, arg, l);
@@ -1592,8 +1604,7 @@ auth_line(struct session *s, enum smtp_line_status st,
     const struct smtp_line *l)
 {
 	session_arm(s, s->pol->limits.t_cmd);
-	enter_state(s, S_WAIT);
-	pending_new(s, C_AUTH, 1);
+	gate(s, C_AUTH, 1);
 	if (st == SMTP_LINE_TOOLONG || l->flags & (SMTP_LF_BARECR |
 	    SMTP_LF_NUL) || !(l->flags & SMTP_LF_CRLF))
 		relay_send(s->relay, "*", 1, RELAY_CMD);	/* cancel */
@@ -1836,6 +1847,7 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 {
 	struct session *s;
 	enum policy_starttls tlsmode;
+	char greeting[300];
 
 	s = xcalloc(1, sizeof(*s));
 	s->conn = *conn;
@@ -1885,9 +1897,8 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 		return;
 	}
 	enter_state(s, S_CMD);
-	session_write(s, "220 ", 4);
-	session_write(s, s->host, strlen(s->host));
-	session_write(s, " ESMTP\r\n", 8);
+	snprintf(greeting, sizeof(greeting), "220 %s ESMTP\r\n", s->host);
+	session_write(s, greeting, strlen(greeting));
 	session_arm(s, s->pol->limits.t_cmd);
 	session_wake(s);
 }
@@ -1923,7 +1934,6 @@ proxy_sessions_stop(void)
 	shutting_down = 1;
 	for (s = TAILQ_FIRST(&sessions); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
-		s->committing = 0;	/* the MTA is stopping too */
-		session_close(s, "stop");
+		session_close(s, "stop");	/* deferred while committing */
 	}
 }

@@ -111,6 +111,7 @@ bench_cleanup() {
 tb_init "mxbb$$"
 trap bench_cleanup EXIT
 BT=$(mktemp -d /var/tmp/mxbench.XXXXXX) || fail "mktemp"
+chmod 755 "$BT"                 # Postfix (user postfix) needs its queue below
 RES=$BT/results.jsonl
 : >"$RES"
 
@@ -281,7 +282,9 @@ daemon_start() {	# MODE
 	fi
 	: >"$TB_MXB_LOG"
 	if ! mxb_start "$conf" 2>"$BT/mxb-start.err"; then
-		MXB_WHY="daemon did not start: $(tail -n 3 "$TB_MXB_LOG" | oneline 200)"
+		MXB_WHY="daemon did not start: $(grep -v -e ' listener dir=.* transparent=yes' \
+			"$TB_MXB_LOG" | tail -n 2 | oneline 200)"
+		tb_exec box ss -tanp >>"$BT/ss-at-failure.txt" 2>&1
 		return 1
 	fi
 	if ! wait_for -t 5 grep -q "nfq: queue=$Q open" "$TB_MXB_LOG"; then
