@@ -29,6 +29,8 @@ COMMON_SRCS = \
 	common/addr.c \
 	common/buf.c \
 	common/log.c \
+	common/smtp.c \
+	common/tls.c \
 	common/xmalloc.c
 
 POLICY_SRCS = \
@@ -40,10 +42,19 @@ NFQ_SRCS = \
 	nfq/nfq.c \
 
 PROXY_SRCS = \
-	proxy/greet.c \
 	proxy/listener.c \
+	proxy/relay.c \
+	proxy/smtpd.c \
 
 MTA_SRCS = \
+	mta/admin.c \
+	mta/deliver.c \
+	mta/dns.c \
+	mta/dsn.c \
+	mta/envelope.c \
+	mta/mta.c \
+	mta/queue.c \
+	mta/spool.c \
 
 DAEMON_SRCS = \
 	daemon/control.c \
@@ -53,7 +64,9 @@ CTL_SRCS = \
 	ctl/mxbridgectl.c
 
 UNIT_TESTS = \
-	test_policy
+	test_policy \
+	test_smtp \
+	test_mta
 
 MXB_SRCS = $(DAEMON_SRCS) $(NFQ_SRCS) $(PROXY_SRCS) $(MTA_SRCS) \
 	   $(POLICY_SRCS) $(COMMON_SRCS)

@@ -16,6 +16,7 @@
 
 #include "../common/log.h"
 #include "../common/xmalloc.h"
+#include "../mta/mta.h"
 #include "../nfq/nfq.h"
 #include "../policy/policy.h"
 #include "../proxy/proxy.h"
@@ -24,6 +25,7 @@
 
 /* modules in start order; stopped in reverse */
 static const struct module *modules[] = {
+	&mta_module,
 	&proxy_module,
 	&nfq_module,
 	NULL

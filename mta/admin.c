@@ -164,6 +164,7 @@ stats(struct buf *out)
 {
 	struct mta_env *env;
 	unsigned long long msgs = 0, rcpts = 0;
+	uint64_t batches, ops;
 	size_t i;
 
 	TAILQ_FOREACH(env, mta_queue_all(), entry) {
@@ -188,6 +189,9 @@ stats(struct buf *out)
 	buf_printf(out, "queue_corrupt=%llu\n",
 	    (unsigned long long)mta_stats.corrupt);
 	buf_printf(out, "mta_connections=%u\n", mta_deliver_count());
+	mta_spool_counts(&batches, &ops);
+	buf_printf(out, "spool_batches=%llu\nspool_ops=%llu\n",
+	    (unsigned long long)batches, (unsigned long long)ops);
 }
 
 void

@@ -13,6 +13,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +86,6 @@ struct conn {
 	uv_tcp_t	 tcp;
 	uv_timer_t	 timer;
 	uv_connect_t	 creq;
-	uv_write_t	 wreq;		/* the body's flow-control marker */
 	int		 tcp_open;
 	int		 retry_hop;	/* reconnect when the tcp closes */
 
@@ -101,6 +101,8 @@ struct conn {
 	struct smtp_replyparser rp;
 	struct tls_conn	*tls;
 	struct buf	 plain;		/* decrypted input */
+	struct buf	 cork;		/* pipelined commands, sent at once */
+	int		 corked;
 	struct caps	 caps;
 	int		 auth_step;
 	char		 lasterr[MTA_DIAGLEN];
@@ -168,6 +170,7 @@ conn_unref(struct conn *c)
 	smtp_reply_free(&c->rp);
 	tls_conn_free(c->tls);
 	buf_free(&c->plain);
+	buf_free(&c->cork);
 	buf_free(&c->carry);
 	buf_free(&c->out);
 	free(c->accepted);
@@ -367,19 +370,47 @@ conn_close(struct conn *c)
  * Output
  */
 
+/* alive - the socket can still be written to */
 static int
-send_raw(struct conn *c, const char *p, size_t n)
+alive(struct conn *c)
+{
+	return c->tcp_open && !uv_is_closing((uv_handle_t *)&c->tcp);
+}
+
+/* send_raw - n bytes to the next hop; cb(c) once they left, if given */
+static int
+send_raw(struct conn *c, const char *p, size_t n, tls_write_cb cb)
 {
 	int rc;
 
-	if ((rc = tls_stream_write((uv_stream_t *)&c->tcp, c->tls, p, n)) !=
-	    0) {
+	if (!alive(c))
+		return -1;
+	if (c->corked && cb == NULL) {
+		buf_append(&c->cork, p, n);
+		return 0;
+	}
+	if ((rc = tls_stream_write((uv_stream_t *)&c->tcp, c->tls, p, n, cb,
+	    c)) != 0) {
 		conn_hop_failed(c, 4, "4.4.2", "write to %s failed: %s",
 		    c->remote, c->tls ? tls_conn_error(c->tls) :
 		    uv_strerror(rc));
 		return -1;
 	}
+	if (cb != NULL && n > 0)
+		c->refs++;
 	return 0;
+}
+
+/* uncork - send the commands collected since corking, in one write */
+static int
+uncork(struct conn *c)
+{
+	int rc;
+
+	c->corked = 0;
+	rc = send_raw(c, c->cork.data, c->cork.len, NULL);
+	buf_reset(&c->cork);
+	return rc;
 }
 
 static int __attribute__((format(printf, 2, 3)))
@@ -399,7 +430,7 @@ send_cmd(struct conn *c, const char *fmt, ...)
 	va_end(ap);
 	b.len = (size_t)n;
 	buf_append(&b, "\r\n", 2);
-	rc = send_raw(c, b.data, b.len);
+	rc = send_raw(c, b.data, b.len, NULL);
 	buf_free(&b);
 	return rc;
 }
@@ -630,12 +661,13 @@ txn_check(struct conn *c)
 	return 0;
 }
 
-static void
+static int
 send_mail(struct conn *c)
 {
 	static const char *const rets[] = { NULL, "FULL", "HDRS" };
 	struct mta_env *env = c->job->env;
 	struct buf b;
+	int rc;
 
 	buf_init(&b);
 	buf_printf(&b, "MAIL FROM:<%s>", env->sender);
@@ -650,15 +682,17 @@ send_mail(struct conn *c)
 		buf_printf(&b, " RET=%s", rets[env->ret]);
 	if (c->caps.dsn && env->envid != NULL)
 		buf_printf(&b, " ENVID=%s", env->envid);
-	send_cmd(c, "%s", b.data);
+	rc = send_cmd(c, "%s", b.data);
 	buf_free(&b);
+	return rc;
 }
 
-static void
+static int
 send_rcpt(struct conn *c, size_t i)
 {
 	struct mta_rcpt *r = &c->job->env->rcpt[c->job->idx[i]];
 	struct buf b;
+	int rc;
 
 	buf_init(&b);
 	buf_printf(&b, "RCPT TO:<%s>", r->addr);
@@ -679,8 +713,9 @@ send_rcpt(struct conn *c, size_t i)
 	if (c->caps.dsn && r->orcpt != NULL)
 		buf_printf(&b, " ORCPT=%s", r->orcpt);
 	c->nsent++;
-	send_cmd(c, "%s", b.data);
+	rc = send_cmd(c, "%s", b.data);
 	buf_free(&b);
+	return rc;
 }
 
 /* txn_start - the next job's MAIL, RCPTs and DATA (pipelined if we may) */
@@ -689,16 +724,17 @@ txn_start(struct conn *c)
 {
 	size_t i;
 
-	while (c->job == NULL) {
-		if (draining || (c->job = mta_queue_next_job(c->dest)) ==
-		    NULL) {
+	for (;;) {
+		if (c->job == NULL && (draining ||
+		    (c->job = mta_queue_next_job(c->dest)) == NULL)) {
 			enter_state(c, CS_QUIT);
 			timeout(c, CONN_T_QUIT);
 			send_cmd(c, "QUIT");
 			return;
 		}
-		if (txn_check(c) == -1)
-			job_finish(c);
+		if (txn_check(c) == 0)
+			break;
+		job_finish(c);
 	}
 	free(c->accepted);
 	c->accepted = xcalloc(c->job->n, sizeof(*c->accepted));
@@ -706,12 +742,16 @@ txn_start(struct conn *c)
 	c->mail_failed = c->data_void = 0;
 	enter_state(c, CS_MAIL);
 	timeout(c, policy_current()->limits.t_cmd);
-	send_mail(c);
-	if (!c->caps.pipelining || c->state != CS_MAIL)
+	if (!c->caps.pipelining) {
+		send_mail(c);
 		return;
+	}
+	c->corked = 1;
+	send_mail(c);
 	for (i = 0; i < c->job->n; i++)
 		send_rcpt(c, i);
 	send_cmd(c, "DATA");
+	uncork(c);
 }
 
 /* txn_reset - RSET after a transaction that went nowhere */
@@ -800,7 +840,7 @@ on_data(struct conn *c, const struct smtp_reply *rep)
 	buf_reset(&c->carry);
 	if (c->job->env->received != NULL &&
 	    send_raw(c, c->job->env->received,
-	    strlen(c->job->env->received)) == -1)
+	    strlen(c->job->env->received), NULL) == -1)
 		return;
 	timeout(c, policy_current()->limits.t_data);
 	body_read(c);
@@ -834,7 +874,6 @@ stuff(struct conn *c, int last)
 	const char *p, *nl;
 	size_t n;
 
-	buf_reset(&c->out);
 	p = buf_head(&c->carry);
 	n = buf_avail(&c->carry);
 	while ((nl = memchr(p, '\n', n)) != NULL) {
@@ -850,33 +889,18 @@ stuff(struct conn *c, int last)
 	buf_consume(&c->carry, buf_avail(&c->carry) - n);
 }
 
+/* body_sent - a chunk left: read the next one */
 static void
-marker_cb(uv_write_t *req, int status)
+body_sent(void *arg, int status)
 {
-	struct conn *c = req->data;
+	struct conn *c = arg;
 
 	if (status == 0 && c->state == CS_BODY)
 		body_read(c);
 	conn_unref(c);
 }
 
-/* body_sent - once the chunk is on the wire, read the next one */
-static void
-body_flow(struct conn *c)
-{
-	uv_buf_t none = uv_buf_init(NULL, 0);
-	int rc;
-
-	c->wreq.data = c;
-	if ((rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &none, 1,
-	    marker_cb)) != 0) {
-		conn_hop_failed(c, 4, "4.4.2", "write to %s failed: %s",
-		    c->remote, uv_strerror(rc));
-		return;
-	}
-	c->refs++;
-}
-
+/* body_end - the rest of the body and the terminating dot */
 static void
 body_end(struct conn *c)
 {
@@ -884,8 +908,9 @@ body_end(struct conn *c)
 	buf_append(&c->out, ".\r\n", 3);
 	enter_state(c, CS_DOT);
 	timeout(c, policy_current()->limits.t_dot);
-	send_raw(c, c->out.data, c->out.len);
-	close(c->fd);
+	send_raw(c, c->out.data, c->out.len, NULL);
+	if (c->fd != -1)
+		close(c->fd);
 	c->fd = -1;
 }
 
@@ -907,13 +932,16 @@ read_cb(uv_fs_t *req)
 	}
 	c->off += (uint64_t)n;
 	buf_append(&c->carry, c->chunk, (size_t)n);
-	stuff(c, 0);
+	buf_reset(&c->out);
 	timeout(c, policy_current()->limits.t_data);
-	if (send_raw(c, c->out.data, c->out.len) == 0) {
-		if (c->off >= c->job->env->bodylen)
-			body_end(c);
+	if (c->off >= c->job->env->bodylen)
+		body_end(c);
+	else {
+		stuff(c, 0);
+		if (c->out.len == 0)
+			body_read(c);
 		else
-			body_flow(c);
+			send_raw(c, c->out.data, c->out.len, body_sent);
 	}
 	conn_unref(c);
 }
@@ -928,6 +956,7 @@ body_read(struct conn *c)
 	int rc;
 
 	if (left == 0) {
+		buf_reset(&c->out);
 		body_end(c);
 		return;
 	}
@@ -1173,6 +1202,7 @@ conn_connect(struct conn *c)
 	c->tcp_open = 1;
 	c->refs++;
 	set_mark(c);
+	uv_tcp_nodelay(&c->tcp, 1);
 	c->creq.data = c;
 	timeout(c, policy_current()->limits.t_connect);
 	if ((rc = uv_tcp_connect(&c->creq, &c->tcp,
@@ -1216,9 +1246,9 @@ hops_original(struct conn *c, const struct policy *p)
 	c->tlsmode = d != NULL ? d->tls : POLICY_UPTLS_OPPORTUNISTIC;
 	for (i = 0; d != NULL && i < d->nfbaddr && c->nhop < MTA_MAXADDR;
 	    i++) {
-		if (addr_equal_ip((struct sockaddr *)&d->fbaddr[i],
+		if (addr_equal_ip((const struct sockaddr *)&d->fbaddr[i],
 		    (struct sockaddr *)&c->hop[0].addr) &&
-		    addr_port((struct sockaddr *)&d->fbaddr[i]) ==
+		    addr_port((const struct sockaddr *)&d->fbaddr[i]) ==
 		    addr_port((struct sockaddr *)&c->hop[0].addr))
 			continue;
 		c->hop[c->nhop].addr = d->fbaddr[i];
@@ -1249,6 +1279,7 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 	c->fd = -1;
 	c->refs = 1;			/* the timer */
 	buf_init(&c->plain);
+	buf_init(&c->cork);
 	buf_init(&c->carry);
 	buf_init(&c->out);
 	smtp_reply_init(&c->rp, CONN_MAXLINE, CONN_MAXLINES);
@@ -1279,6 +1310,12 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 		break;
 	}
 	return 0;
+}
+
+void
+mta_deliver_init(void)
+{
+	draining = 0;
 }
 
 /* mta_deliver_shutdown - finish the current transactions, take no more */

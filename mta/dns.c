@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,13 +50,17 @@ mta_dns_busy(void)
 	return dns_inflight;
 }
 
-static int
+static int __attribute__((format(printf, 4, 5)))
 dns_fail(struct mta_dnsres *res, int status, const char *code,
-    const char *fmt, const char *name)
+    const char *fmt, ...)
 {
+	va_list ap;
+
 	res->status = status;
 	snprintf(res->code, sizeof(res->code), "%s", code);
-	snprintf(res->err, sizeof(res->err), fmt, name);
+	va_start(ap, fmt);
+	vsnprintf(res->err, sizeof(res->err), fmt, ap);
+	va_end(ap);
 	return -1;
 }
 
@@ -334,7 +339,7 @@ mta_dns_mx_lookup(const char *domain, uint16_t port, struct mta_dnsres *res)
 	if (literal(domain, port, res))
 		return res->status == 0 ? 0 : -1;
 	if (*domain == '\0')
-		return dns_fail(res, 5, "5.1.2", "no domain%s", "");
+		return dns_fail(res, 5, "5.1.2", "no domain");
 	if ((r = resolver(res)) == NULL)
 		return -1;
 	if (getifaddrs(&ifa) == -1)
@@ -422,7 +427,7 @@ dns_done(uv_work_t *w, int status)
 
 	dns_inflight--;
 	if (status != 0)
-		dns_fail(&req->res, 4, "4.4.3", "lookup cancelled%s", "");
+		dns_fail(&req->res, 4, "4.4.3", "lookup cancelled");
 	req->cb(req->arg, &req->res);
 	free(req->name);
 	free(req);

@@ -68,8 +68,8 @@ orcpt_decode(const char *orcpt)
 	n = strlen(orcpt) + 1;
 	out = xmalloc(n);
 	memcpy(out, orcpt, semi - orcpt + 1);
-	if (!smtp_xtext_valid(semi + 1) || smtp_xtext_decode(semi + 1,
-	    out + (semi - orcpt) + 1, n - (semi - orcpt) - 1) == -1)
+	if (smtp_xtext_decode(semi + 1, out + (semi - orcpt) + 1,
+	    n - (semi - orcpt) - 1) == -1)
 		snprintf(out, n, "%s", orcpt);
 	return out;
 }

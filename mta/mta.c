@@ -25,6 +25,8 @@ struct mta_msg {
 	uint64_t	 len;
 	uint64_t	 sum;
 	int		 error;		/* a write failed: commit fails */
+	char		 head[512];	/* the first bytes, NUL ended */
+	size_t		 headlen;
 };
 
 /* what a commit waits with */
@@ -139,6 +141,13 @@ mta_msg_write(struct mta_msg *msg, const void *p, size_t n)
 
 	if (msg->error)
 		return -1;
+	if (msg->headlen + 1 < sizeof(msg->head)) {
+		w = (ssize_t)(sizeof(msg->head) - 1 - msg->headlen);
+		w = (size_t)w < n ? w : (ssize_t)n;
+		memcpy(msg->head + msg->headlen, p, (size_t)w);
+		msg->headlen += (size_t)w;
+		msg->head[msg->headlen] = '\0';
+	}
 	msg->sum = mta_fnv(msg->sum, p, n);
 	msg->len += n;
 	if (msg->spillfd == -1 && msg->body.len + n > MTA_SPILL &&
@@ -163,6 +172,28 @@ mta_msg_write(struct mta_msg *msg, const void *p, size_t n)
 		n -= (size_t)w;
 	}
 	return 0;
+}
+
+/*
+ * has_trace - the session already wrote this box's Received: at the top
+ * of the body (the proxy does): then a second one would record one hop
+ * twice.
+ */
+static int
+has_trace(const struct mta_msg *msg)
+{
+	const char *end;
+
+	if (strncasecmp(msg->head, "Received:", 9) != 0)
+		return 0;
+	if ((end = strstr(msg->head, "\r\n")) == NULL)
+		end = msg->head + msg->headlen;
+	while (end[0] == '\r' && end[1] == '\n' &&
+	    (end[2] == ' ' || end[2] == '\t') &&
+	    (end = strstr(end + 2, "\r\n")) != NULL)
+		;
+	return memmem(msg->head, (end != NULL ? end : msg->head +
+	    msg->headlen) - msg->head, "(mxbridge)", 10) != NULL;
 }
 
 /* received - our trace header (RFC 5321 4.4), CRLF ended */
@@ -256,7 +287,8 @@ mta_msg_commit(struct mta_msg *msg, mta_commit_cb cb, void *arg)
 		cb(arg, -1, why);
 		return;
 	}
-	received(msg->env);
+	if (!has_trace(msg))
+		received(msg->env);
 	msg->env->bodylen = msg->len;
 	msg->env->bodysum = msg->sum;
 	c = xcalloc(1, sizeof(*c));

@@ -115,6 +115,7 @@ void		 mta_spool_remove(const char *);
 void		 mta_spool_move(const char *, const char *);
 void		 mta_spool_expire_dead(unsigned);
 unsigned	 mta_spool_busy(void);
+void		 mta_spool_counts(uint64_t *, uint64_t *);
 const char	*mta_spool_dir(void);
 int		 mta_spool_path(char *, size_t, const char *, const char *);
 int		 mta_spool_free_ok(uint64_t);
@@ -179,6 +180,7 @@ void		 mta_result_set(struct mta_result *, int, const char *,
 		    const char *, const char *);
 
 /* deliver.c: SMTP client connections */
+void		 mta_deliver_init(void);
 int		 mta_deliver_open(uv_loop_t *, struct mta_dest *);
 unsigned	 mta_deliver_count(void);
 void		 mta_deliver_stop(void);

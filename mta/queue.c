@@ -682,6 +682,8 @@ mta_queue_init(uv_loop_t *loop)
 	queue_loop = loop;
 	queue_stopped = 0;
 	queue_draining = 0;
+	queue_armed = 0;
+	mta_deliver_init();
 	uv_timer_init(loop, &queue_timer);
 	queue_timer_open = 1;
 }

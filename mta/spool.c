@@ -47,7 +47,7 @@ struct spool_op {
 	const char	*subdir;	/* MOVE */
 	unsigned	 age;		/* EXPIRE: seconds */
 	int		 status;	/* 0 or -1 */
-	char		 err[160];
+	char		 err[PATH_MAX + 128];
 	mta_spool_cb	 cb;
 	void		*arg;
 };
@@ -66,6 +66,8 @@ static struct spool_opq	 spool_pending = TAILQ_HEAD_INITIALIZER(spool_pending);
 static unsigned		 spool_npending;
 static int		 spool_inflight;
 static unsigned		 spool_seq;
+static uint64_t		 spool_batches;
+static uint64_t		 spool_ops;
 static time_t		 spool_free_checked;
 static int		 spool_free_state = 1;
 
@@ -144,6 +146,14 @@ unsigned
 mta_spool_busy(void)
 {
 	return spool_npending + (spool_inflight ? 1 : 0);
+}
+
+/* mta_spool_counts - batches run and operations done, for stats */
+void
+mta_spool_counts(uint64_t *batches, uint64_t *ops)
+{
+	*batches = spool_batches;
+	*ops = spool_ops;
 }
 
 /*
@@ -465,6 +475,8 @@ batch_start(void)
 	}
 	b->req.data = b;
 	spool_inflight = 1;
+	spool_batches++;
+	spool_ops += b->n;
 	if ((rc = uv_queue_work(spool_loop, &b->req, batch_work,
 	    batch_done)) != 0) {
 		log_warnx("spool: uv_queue_work: %s", uv_strerror(rc));
@@ -703,7 +715,7 @@ quarantine(const char *name, const char *why)
 		return;
 	if (rename(from, to) == -1)
 		log_warn("spool: rename %s", from);
-	snprintf(st, sizeof(st), "%s.st", name);
+	snprintf(st, sizeof(st), "%.16s.st", name);
 	if (mta_spool_path(from, sizeof(from), "queue", st) == 0 &&
 	    mta_spool_path(to, sizeof(to), "corrupt", st) == 0)
 		rename(from, to);

@@ -45,6 +45,8 @@
 #define NFQ_READ_BATCH		128	/* datagrams read per wakeup */
 #define NFQ_VERDICT_MAX		128	/* room for one verdict */
 #define NFQ_VERDICT_BUF		(NFQ_VERDICT_MAX * 64)
+/* netlink messages are read and built in place */
+#define NFQ_ALIGNED		__attribute__((aligned(8)))
 #define NFQ_ACK_TIMEOUT		2	/* s to wait for the bind ack */
 
 #define NFQ_FLOW_TTL		(60 * 1000)	/* ms a port is kept */
@@ -59,7 +61,8 @@ struct nfq_queue {
 	struct mnl_socket	*nl;
 	unsigned		 portid;
 	unsigned		 num;
-	char			 vbuf[NFQ_VERDICT_BUF]; /* pending */
+	/* verdicts not sent yet */
+	char			 vbuf[NFQ_VERDICT_BUF] NFQ_ALIGNED;
 	size_t			 vlen;
 };
 
@@ -522,7 +525,7 @@ static void
 nfq_read_cb(uv_poll_t *h, int status, int events)
 {
 	struct nfq_queue *q = h->data;
-	static char buf[NFQ_RECVBUF];
+	static char buf[NFQ_RECVBUF] NFQ_ALIGNED;
 	ssize_t n;
 	int i;
 
@@ -562,7 +565,7 @@ nfq_read_cb(uv_poll_t *h, int status, int events)
 static int
 nfq_configure(struct nfq_queue *q)
 {
-	static char buf[NFQ_RECVBUF];
+	static char buf[NFQ_RECVBUF] NFQ_ALIGNED;
 	struct timeval tv = { NFQ_ACK_TIMEOUT, 0 };
 	struct nlmsghdr *nlh;
 	uint32_t flags = NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO;

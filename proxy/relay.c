@@ -61,6 +61,7 @@ struct relay {
 	uint8_t			 kinds[RELAY_MAXOUT];	/* ring of kinds */
 	unsigned		 khead, outstanding;
 	int			 tls_tried;
+	int			 quit_sent;
 	int			 auth_clear;
 	int			 want_drain;
 	const char		*defer_why;	/* failure found in open */
@@ -338,6 +339,8 @@ relay_send(struct relay *r, const char *line, size_t len,
 {
 	if (r->state != R_READY)
 		return -1;
+	if (len == 4 && strncasecmp(line, "QUIT", 4) == 0)
+		r->quit_sent = 1;
 	if (relay_expect(r, kind) == -1 || relay_line(r, line, len) == -1)
 		return -1;
 	relay_arm(r);
@@ -616,7 +619,7 @@ relay_close(struct relay *r)
 {
 	if (r == NULL || r->state == R_CLOSED)
 		return;
-	if (r->state == R_READY && r->outstanding == 0)
+	if (r->state == R_READY && r->outstanding == 0 && !r->quit_sent)
 		tls_stream_write((uv_stream_t *)&r->tcp, r->tls, "QUIT\r\n", 6,
 		    NULL, NULL);
 	relay_enter_state(r, R_CLOSED);

@@ -50,6 +50,7 @@
 #define SMTPD_RATE_GRACE	30	/* seconds of DATA before min_rate */
 #define SMTPD_ENVID_MAX		100
 #define SMTPD_ORCPT_MAX		500
+#define SMTPD_LOG_RCPTS		5	/* recipients named in a log line */
 
 enum smtpd_state {
 	S_CONNECT = 0,	/* live relay: waiting for the upstream greeting */
@@ -102,7 +103,8 @@ struct txn {
 	unsigned		 nok;		/* RCPTs accepted */
 	unsigned		 ndiscard;	/* accepted by a discard rule */
 	struct rcpt		*rcpts;		/* MTA path */
-	struct buf		 tolog;		/* "a,b" for the log line */
+	struct buf		 tolog;		/* "<a>,<b>" for the log line */
+	unsigned		 nlog;		/* recipients in tolog */
 	uint64_t		 start;		/* uv_now at MAIL */
 };
 
@@ -119,6 +121,7 @@ struct session {
 	struct relay		*relay;
 	int			 relay_lost;	/* upstream leg dropped */
 	struct tls_conn		*tls;
+	SSL_CTX			*tls_ctx;	/* referenced, or NULL */
 	struct buf		 plain;		/* decrypted input */
 	struct smtp_reader	 in;
 	TAILQ_HEAD(, pending)	 replies;
@@ -148,8 +151,8 @@ struct session {
 	const char		*refuse;	/* reply at the dot, or NULL */
 	const char		*refuse_why;	/* for the log */
 	struct buf		 body;		/* content waiting to go out */
-	uint64_t		 data_start;
-	uint64_t		 data_bytes;	/* raw bytes read in DATA */
+	uint64_t		 rate_start;	/* min_rate window */
+	uint64_t		 rate_bytes;	/* raw bytes read in it */
 	struct mta_msg		*msg;
 	int			 committing;
 	int			 close_after_commit;
@@ -160,10 +163,12 @@ static TAILQ_HEAD(, session)	 sessions = TAILQ_HEAD_INITIALIZER(sessions);
 static unsigned			 nsessions;
 static int			 shutting_down;
 
-/* TLS contexts, made for one policy snapshot at a time */
+/* TLS contexts: the server one is made once per policy snapshot (held
+ * referenced so that its address is not reused), sessions keep their own
+ * reference to it */
 static SSL_CTX			*srv_ctx;
 static SSL_CTX			*cli_ctx;
-static const struct policy	*srv_ctx_pol;
+static struct policy		*srv_ctx_pol;
 
 static void	session_wake(struct session *);
 static void	session_flush(struct session *);
@@ -193,7 +198,7 @@ enter_state(struct session *s, enum smtpd_state st)
 
 /* tls_contexts - the server context for pol (NULL: no STARTTLS) */
 static SSL_CTX *
-tls_contexts(const struct policy *pol)
+tls_contexts(struct policy *pol)
 {
 	char err[256];
 
@@ -205,7 +210,8 @@ tls_contexts(const struct policy *pol)
 		return srv_ctx;
 	SSL_CTX_free(srv_ctx);
 	srv_ctx = NULL;
-	srv_ctx_pol = pol;
+	policy_unref(srv_ctx_pol);
+	srv_ctx_pol = policy_ref(pol);
 	if (pol->tls_cert == NULL || pol->tls_key == NULL)
 		return NULL;
 	if ((srv_ctx = tls_ctx_server(pol->tls_cert, pol->tls_key, err,
@@ -349,6 +355,7 @@ session_free(struct session *s)
 	TAILQ_REMOVE(&sessions, s, entry);
 	nsessions--;
 	tls_conn_free(s->tls);
+	SSL_CTX_free(s->tls_ctx);
 	smtp_reader_free(&s->in);
 	buf_free(&s->plain);
 	buf_free(&s->body);
@@ -485,6 +492,11 @@ session_timeout_cb(uv_timer_t *t)
 		    s->host);
 		break;
 	case S_DATA:
+		if (!s->reading) {
+			/* paused for a slow upstream: not the client's fault */
+			uv_timer_again(&s->timer);
+			return;
+		}
 		session_421(s, "timeout", "421 4.4.2 %s Error: timeout exceeded",
 		    s->host);
 		break;
@@ -536,11 +548,13 @@ log_message(struct session *s, const char *disposition, const char *replyl)
 	snprintf(rbuf, sizeof(rbuf), "%s", replyl != NULL ? replyl : "");
 	n = strcspn(rbuf, "\r\n");
 	rbuf[n] = '\0';
-	log_info("session=%llu client=%s orig_dst=%s dir=%s from=<%s> to=%s "
-	    "size=%llu disposition=%s delay=%.3fs%s%s reply=\"%s\"",
+	log_info("session=%llu client=%s orig_dst=%s dir=%s from=<%.300s> "
+	    "to=%s%s nrcpt=%u size=%llu disposition=%s delay=%.3fs%s%s "
+	    "reply=\"%s\"",
 	    (unsigned long long)s->conn.id, s->cstr, s->dstr,
 	    policy_dir_name(s->conn.dir), s->txn.from ? s->txn.from : "",
 	    s->txn.tolog.len ? s->txn.tolog.data : "-",
+	    s->txn.nlog > SMTPD_LOG_RCPTS ? ",..." : "", s->txn.nlog,
 	    (unsigned long long)s->data.size, disposition,
 	    (double)(now - s->txn.start) / 1000.0,
 	    s->refuse_why ? " reason=" : "", s->refuse_why ? s->refuse_why : "",
@@ -550,9 +564,11 @@ log_message(struct session *s, const char *disposition, const char *replyl)
 static void
 tolog_add(struct session *s, const char *addr)
 {
+	if (s->txn.nlog++ >= SMTPD_LOG_RCPTS)
+		return;
 	if (s->txn.tolog.len > 0)
 		buf_append(&s->txn.tolog, ",", 1);
-	buf_printf(&s->txn.tolog, "<%s>", addr);
+	buf_printf(&s->txn.tolog, "<%.300s>", addr);
 }
 
 /* ---------------------------------------------------------------- EHLO */
@@ -853,8 +869,8 @@ data_begin(struct session *s)
 	smtp_data_init(&s->data);
 	smtp_reader_setmax(&s->in, s->pol->limits.text_line - 2);
 	s->refuse = s->refuse_why = NULL;
-	s->data_start = uv_now(s->loop);
-	s->data_bytes = 0;
+	s->rate_start = uv_now(s->loop);
+	s->rate_bytes = 0;
 	buf_reset(&s->body);
 	session_arm(s, s->pol->limits.t_data);
 }
@@ -1692,9 +1708,12 @@ session_wake(struct session *s)
 	if (s->state == S_CLOSED || s->state == S_QUIT)
 		return;
 	want = s->state == S_TLS || !session_blocked(s);
-	if (want && !s->reading)
+	if (want && !s->reading) {
 		uv_read_start((uv_stream_t *)s->client, session_alloc_cb,
 		    session_read_cb);
+		s->rate_start = uv_now(s->loop);
+		s->rate_bytes = 0;
+	}
 	else if (!want && s->reading)
 		uv_read_stop((uv_stream_t *)s->client);
 	s->reading = want;
@@ -1712,8 +1731,8 @@ tls_begin(struct session *s)
 		    "pipelined bytes", (unsigned long long)s->conn.id, s->cstr,
 		    dropped);
 	smtp_reader_discard(&s->in);
-	s->tls = tls_conn_new(srv_ctx, (uv_stream_t *)s->client, TLS_SERVER,
-	    NULL);
+	s->tls = tls_conn_new(s->tls_ctx, (uv_stream_t *)s->client,
+	    TLS_SERVER, NULL);
 	enter_state(s, S_TLS);
 	session_arm(s, s->pol->limits.t_cmd);
 }
@@ -1754,19 +1773,26 @@ tls_input(struct session *s, const char *p, size_t n)
 		session_close(s, "client-closed");
 }
 
-/* data_rate - in DATA: the timer restarts, and a trickle is cut off */
+/*
+ * data_rate - in DATA the timer restarts with every read, and a client
+ * that sends less than min_rate bytes/s over a window is cut off.  The
+ * window restarts whenever we paused reading for the upstream.
+ */
 static int
 data_rate(struct session *s, size_t n)
 {
-	uint64_t elapsed;
+	uint64_t elapsed, bytes;
 	unsigned min = s->pol->limits.min_rate;
 
-	s->data_bytes += n;
+	s->rate_bytes += n;
 	session_arm(s, s->pol->limits.t_data);
-	elapsed = uv_now(s->loop) - s->data_start;
+	elapsed = uv_now(s->loop) - s->rate_start;
 	if (min == 0 || elapsed < SMTPD_RATE_GRACE * 1000)
 		return 0;
-	if (s->data_bytes * 1000 / elapsed >= min)
+	bytes = s->rate_bytes;
+	s->rate_start = uv_now(s->loop);
+	s->rate_bytes = 0;
+	if (bytes * 1000 / elapsed >= min)
 		return 0;
 	session_421(s, "too-slow", "421 4.4.2 %s Error: data rate too low",
 	    s->host);
@@ -1868,8 +1894,11 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 	addr_fmt((struct sockaddr *)&conn->orig_dst, s->dstr, sizeof(s->dstr));
 	uv_tcp_nodelay(client, 1);
 	tlsmode = s->pol->starttls[conn->dir];
-	s->offer_tls = tlsmode != POLICY_TLS_STRIP &&
-	    tls_contexts(s->pol) != NULL;
+	if (tlsmode != POLICY_TLS_STRIP &&
+	    (s->tls_ctx = tls_contexts(s->pol)) != NULL) {
+		SSL_CTX_up_ref(s->tls_ctx);
+		s->offer_tls = 1;
+	}
 	s->relay_mode = conn->dir == POLICY_DIR_OUT &&
 	    policy_honour_client_server(s->pol,
 	    (struct sockaddr *)&conn->client, conn->port) == 1;

@@ -65,7 +65,7 @@ EOF
 
 # the server: accept and close, backlog as large as the namespace allows
 ip -n "$(tb_ns out)" addr add "$DST/24" dev eth0 || fail "cannot add $DST to out"
-tb_exec out python3 -c '
+ip netns exec "$(tb_ns out)" python3 -c '
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], 25)); s.listen(65535)

@@ -95,7 +95,7 @@ kill9() {
 proxied() {	# MSG
 	local r
 	r=$(probe c1 "$TB_SRV_IP4")
-	expect "$1" "$r" "BANNER 220 gw.example.com mxbridge *"
+	expect "$1" "$r" "BANNER 220 gw.example.com *"
 }
 
 conf "$S/run.conf" proxy proxy

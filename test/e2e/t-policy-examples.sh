@@ -1,0 +1,412 @@
+#!/bin/bash
+# t-policy-examples: the EXAMPLES of mxbridge.conf(5) are real.
+#   - the text of each example in the man page is byte for byte the file
+#     policy/examples/NAME.conf, and each passes `mxbridge -n`;
+#   - each runs the box end to end (mxbridge-netfilter up, daemon up), with
+#     one message through that exercises its main point:
+#       minimal.conf: c1 -> alice@example.com through the incoming proxy,
+#         delivered into alice's Maildir by the box (Postfix sees the box);
+#       isp.conf: c1 -> 192.0.2.20 on p0 is relayed live to the server it
+#         dialled (the ext sink), not queued and routed by MX;
+#       failclosed-relayhost.conf (-F closed): c1's outgoing mail, after
+#         STARTTLS, is queued and lands at the relay host 192.0.2.30:587
+#         with STARTTLS and AUTH (the relay.secret credentials); with the
+#         daemon killed, SMTP across the bridge is refused.
+# What is changed in the copies the box runs (and only that): spool,
+# pidfile and control are moved into this test's state dir (the examples
+# name /var/spool and /run, shared with the host), and the failclosed
+# example's certificate and key, which name /etc/mxbridge, point at a
+# throw-away self-signed pair made here.  relay.secret is copied next to
+# the copy (the example reads it relative to its own folder).
+# The testbed's smtp-sink on 192.0.2.30 listens on port 25 only and knows
+# neither STARTTLS nor real AUTH, so this test runs a small relay host on
+# 192.0.2.30:587 (python3) that requires both and records them.
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
+. "$(dirname "$0")/../lib.sh"
+need iptables nft openssl
+tb_init
+BIN=${MXB_BIN:-$TB_REPO/build}
+NF=$TB_REPO/scripts/mxbridge-netfilter
+MAN=$TB_REPO/man/mxbridge.conf.5
+EX=$TB_REPO/policy/examples
+S=$TB_STATE/examples
+mkdir -p "$S/man"
+EXAMPLES="minimal isp failclosed-relayhost"
+RELAY587=$S/relay587		# dump dir of the python relay host
+
+# ---------------------------------------------------------------- helpers
+# chat NODE HOST PORT STEP...: one SMTP session, one output line per step
+# ("CODE text", multi-line replies joined by " | "), the banner first.
+# Steps: any command line; STARTTLS (then TLS, certificate not checked);
+# AUTH USER PASS (AUTH PLAIN); DATA[=SUBJECT] (the message follows a 354,
+# the line is the final reply); WAIT=FILE (wait for FILE to exist).
+# A failure prints REFUSED, RESET, TIMEOUT, EOF or "ERROR why" and stops.
+CHAT_PY='
+import base64, socket, ssl, sys, os, time
+host, port, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def out(s):
+    print(s, flush=True)
+def reply(f):
+    lines = []
+    while True:
+        l = f.readline()
+        if not l:
+            raise EOFError
+        l = l.decode(errors="replace").rstrip("\r\n")
+        lines.append(l)
+        if len(l) < 4 or l[3] != "-":
+            break
+    return lines[-1][:3] + " " + " | ".join(x[4:] for x in lines)
+try:
+    s = socket.create_connection((host, port), timeout=15)
+    f = s.makefile("rb")
+    out(reply(f))
+    for st in steps:
+        if st.startswith("WAIT="):
+            end = time.time() + 30
+            while not os.path.exists(st[5:]) and time.time() < end:
+                time.sleep(0.05)
+            out("WAITED")
+            continue
+        if st.startswith("AUTH "):
+            _, u, p = st.split(" ", 2)
+            tok = base64.b64encode(("\0%s\0%s" % (u, p)).encode()).decode()
+            st = "AUTH PLAIN " + tok
+        if st.startswith("DATA"):
+            subj = st[5:] or "t-policy"
+            s.sendall(b"DATA\r\n")
+            r = reply(f)
+            if r.startswith("354"):
+                msg = ("Subject: %s\r\nMessage-ID: <%s.%d@c.test.example>\r\n"
+                       "\r\nhello from the policy tests\r\n.\r\n" %
+                       (subj, subj.replace(" ", "-"), os.getpid()))
+                s.sendall(msg.encode())
+                r = reply(f)
+            out(r)
+            continue
+        s.sendall(st.encode() + b"\r\n")
+        r = reply(f)
+        out(r)
+        if st.upper() == "STARTTLS" and r.startswith("220"):
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(s, server_hostname=host)
+            f = s.makefile("rb")
+except ConnectionRefusedError:
+    out("REFUSED"); sys.exit(1)
+except ConnectionResetError:
+    out("RESET"); sys.exit(1)
+except (socket.timeout, TimeoutError):
+    out("TIMEOUT"); sys.exit(1)
+except EOFError:
+    out("EOF"); sys.exit(1)
+except (OSError, ssl.SSLError) as e:
+    out("ERROR %s" % e); sys.exit(1)
+'
+chat() { local n=$1; shift; tb_exec "$n" python3 -c "$CHAT_PY" "$@"; }
+
+# probe NODE HOST [PORT [TIMEOUT]]: "BANNER <first line>", REFUSED, RESET,
+# TIMEOUT, EOF or "ERROR <why>"  (as in t-intercept-*.sh)
+PROBE_PY='
+import socket, sys
+host, port, tmo = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+s.settimeout(tmo)
+try:
+    s.connect((host, port))
+    data = b""
+    while b"\n" not in data:
+        d = s.recv(512)
+        if not d:
+            break
+        data += d
+    print("BANNER " + data.decode(errors="replace").splitlines()[0] if data else "EOF")
+except ConnectionRefusedError:
+    print("REFUSED")
+except ConnectionResetError:
+    print("RESET")
+except socket.timeout:
+    print("TIMEOUT")
+except OSError as e:
+    print("ERROR %s" % e)
+'
+probe() { tb_exec "$1" python3 -c "$PROBE_PY" "$2" "${3:-25}" "${4:-5}"; }
+
+# RELAY_PY DUMPDIR CERT KEY USER PASS: a relay host on 192.0.2.30:587 that
+# requires STARTTLS before AUTH and AUTH before MAIL; one file per message
+# with X-Auth-User / X-TLS / X-Client-Addr / X-Mail-Args / X-Rcpt-Args.
+RELAY_PY='
+import base64, socket, ssl, sys, os, threading, time
+ddir, cert, key, user, pw = sys.argv[1:6]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("192.0.2.30", 587)); ls.listen(16)
+def serve(c, addr):
+    st = {"tls": False, "auth": None, "mail": None, "rcpt": []}
+    f = c.makefile("rb")
+    def say(x):
+        c.sendall((x + "\r\n").encode())
+    say("220 relay587.example.org ESMTP test relay")
+    while True:
+        l = f.readline()
+        if not l:
+            return
+        l = l.decode(errors="replace").rstrip("\r\n")
+        u = l.upper()
+        if u.startswith("EHLO"):
+            caps = ["relay587.example.org", "PIPELINING", "8BITMIME"]
+            caps += ["AUTH PLAIN LOGIN"] if st["tls"] else ["STARTTLS"]
+            for x in caps[:-1]:
+                say("250-" + x)
+            say("250 " + caps[-1])
+        elif u.startswith("HELO"):
+            say("250 relay587.example.org")
+        elif u == "STARTTLS" and not st["tls"]:
+            say("220 2.0.0 go ahead")
+            c = ctx.wrap_socket(c, server_side=True)
+            f = c.makefile("rb")
+            st = {"tls": True, "auth": None, "mail": None, "rcpt": []}
+        elif u.startswith("AUTH "):
+            if not st["tls"]:
+                say("538 5.7.11 Encryption required"); continue
+            a = l.split()
+            if a[1].upper() == "PLAIN":
+                if len(a) > 2:
+                    tok = a[2]
+                else:
+                    say("334 "); tok = f.readline().decode().strip()
+                try:
+                    _, uu, pp = base64.b64decode(tok).decode().split("\0")
+                except Exception:
+                    say("501 5.5.2 bad token"); continue
+            elif a[1].upper() == "LOGIN":
+                if len(a) > 2:
+                    uu = base64.b64decode(a[2]).decode()
+                else:
+                    say("334 VXNlcm5hbWU6")
+                    uu = base64.b64decode(f.readline().strip()).decode()
+                say("334 UGFzc3dvcmQ6")
+                pp = base64.b64decode(f.readline().strip()).decode()
+            else:
+                say("504 5.5.4 mechanism"); continue
+            if (uu, pp) == (user, pw):
+                st["auth"] = uu; say("235 2.7.0 Authentication successful")
+            else:
+                say("535 5.7.8 Authentication credentials invalid")
+        elif u.startswith("MAIL FROM:"):
+            if st["auth"] is None:
+                say("530 5.7.0 Authentication required"); continue
+            st["mail"] = l[10:]; st["rcpt"] = []; say("250 2.1.0 Ok")
+        elif u.startswith("RCPT TO:"):
+            st["rcpt"].append(l[8:]); say("250 2.1.5 Ok")
+        elif u == "DATA":
+            if not st["rcpt"]:
+                say("554 5.5.1 no recipients"); continue
+            say("354 go ahead")
+            body = []
+            while True:
+                x = f.readline()
+                if not x or x in (b".\r\n", b".\n"):
+                    break
+                body.append(x.decode(errors="replace"))
+            name = os.path.join(ddir, "%d.%d" % (time.time_ns(), threading.get_ident()))
+            with open(name + ".tmp", "w") as o:
+                o.write("X-Auth-User: %s\nX-TLS: %s\nX-Client-Addr: %s\n"
+                        "X-Mail-Args: %s\nX-Rcpt-Args: %s\n" % (st["auth"],
+                        "yes" if st["tls"] else "no", addr[0], st["mail"],
+                        " ".join(st["rcpt"])))
+                o.write("".join(body))
+            os.rename(name + ".tmp", name)
+            st["mail"] = None; st["rcpt"] = []
+            say("250 2.0.0 Ok: queued")
+        elif u == "RSET":
+            st["mail"] = None; st["rcpt"] = []; say("250 2.0.0 Ok")
+        elif u == "NOOP":
+            say("250 2.0.0 Ok")
+        elif u == "QUIT":
+            say("221 2.0.0 Bye"); c.close(); return
+        else:
+            say("502 5.5.2 not implemented")
+def run(c, a):
+    try:
+        serve(c, a)
+    except Exception as e:
+        print("session error: %s" % e, flush=True)
+    finally:
+        try: c.close()
+        except Exception: pass
+while True:
+    c, a = ls.accept()
+    threading.Thread(target=run, args=(c, a), daemon=True).start()
+'
+
+ctl() { tb_exec box "$BIN/mxbridgectl" -s "$1" "${@:2}"; }
+connects() { grep -c "connect from unknown\[$1\]" "$TB_MAILLOG"; }
+# sinks_have REGEX DIR: a dumped message in DIR matches REGEX
+dump_has() { grep -rlEq -- "$1" "$2" 2>/dev/null; }
+nf_up() {	# open|closed
+	tb_exec box bash "$NF" up -b br0 -q 0 -i 10025 -o 10026 -F "$1" \
+		>"$S/nf.log" 2>&1 || fail "mxbridge-netfilter up -F $1: $(tail -n 3 "$S/nf.log")"
+}
+# start CONF: the daemon, and wait until its queue is open
+start() {
+	local n
+	n=$(grep -c "nfq: queue=0 open" "$TB_MXB_LOG" 2>/dev/null)
+	mxb_start "$1" -v || fail "daemon did not start with $(basename "$1"): $(tail -n 3 "$TB_MXB_LOG")"
+	wait_for eval '[ "$(grep -c "nfq: queue=0 open" "$TB_MXB_LOG")" -gt "${n:-0}" ]' ||
+		fail "queue not open with $(basename "$1"): $(tail -n 5 "$TB_MXB_LOG")"
+}
+# runcopy NAME: the example as the box runs it, $CONF = $S/NAME/NAME.conf
+# (see the top)
+runcopy() {
+	local name=$1 d=$S/$1 f
+	mkdir -p "$d/spool"
+	f=$d/$name.conf
+	CONF=$f
+	# drop the three path statements, then set them to the state dir
+	grep -Ev '^[[:space:]]*(spool|pidfile|control)[[:space:]]' "$EX/$name.conf" >"$f"
+	printf '\n# t-policy-examples: paths moved into the test state dir\n' >>"$f"
+	printf 'spool "%s"\npidfile "%s"\ncontrol "%s"\n' \
+		"$d/spool" "$d/mxbridge.pid" "$d/ctl.sock" >>"$f"
+	if grep -q '^[[:space:]]*tls certificate' "$f"; then
+		sed -i "s|^\([[:space:]]*\)tls certificate .*|\1tls certificate \"$S/cert.pem\" key \"$S/key.pem\"|" "$f"
+	fi
+	[ -e "$EX/relay.secret" ] && cp -p "$EX/relay.secret" "$d/"
+	# the copy differs from the example in those lines only
+	diff <(grep -Ev '^[[:space:]]*(spool|pidfile|control|tls certificate)[[:space:]]|^#|^$' "$EX/$name.conf") \
+	     <(grep -Ev '^[[:space:]]*(spool|pidfile|control|tls certificate)[[:space:]]|^#|^$' "$f") \
+		>/dev/null || fail "internal: the run copy of $name.conf differs from the example"
+	"$BIN/mxbridge" -n -f "$f" >"$d/n.out" 2>&1 ||
+		fail "-n on the run copy of $name.conf: $(cat "$d/n.out")"
+}
+PROBLEMS=()
+problem() { PROBLEMS+=("$*"); note "$*"; }
+
+# ---------------------------------------------------------------- 1. text
+# the literal blocks of EXAMPLES, each named by the ".Pa NAME.conf" before it
+awk -v dir="$S/man" '
+	/^\.Sh / { ex = ($2 == "EXAMPLES") }
+	!ex { next }
+	/^\.Pa [A-Za-z0-9_.-]+\.conf/ { name = $2; next }
+	/^\.Bd -literal/ { if (name == "") { print "literal block without a name" > "/dev/stderr"; exit 1 }
+		out = dir "/" name; printf "" > out; lit = 1; next }
+	/^\.Ed/ { if (lit) { close(out); name = "" } lit = 0; next }
+	lit { gsub(/\\&/, ""); gsub(/\\e/, "\\"); gsub(/\\-/, "-"); print > out }
+' "$MAN" || fail "cannot read the EXAMPLES of $MAN"
+for e in $EXAMPLES; do
+	[ -f "$EX/$e.conf" ] || fail "policy/examples/$e.conf missing"
+	[ -f "$S/man/$e.conf" ] || fail "mxbridge.conf(5) EXAMPLES lack $e.conf"
+	cmp -s "$S/man/$e.conf" "$EX/$e.conf" ||
+		fail "$e.conf: man page and policy/examples differ: $(diff "$S/man/$e.conf" "$EX/$e.conf" | head -n 3 | tr '\n' ' ')"
+	out=$("$BIN/mxbridge" -n -f "$EX/$e.conf" 2>&1) ||
+		fail "mxbridge -n $e.conf: $out"
+	[ "$out" = "configuration OK" ] || fail "mxbridge -n $e.conf said: $out"
+done
+for f in "$S"/man/*; do
+	case " $EXAMPLES " in *" $(basename "$f" .conf) "*) ;;
+	*) fail "EXAMPLES has $(basename "$f"), which this test does not know" ;; esac
+done
+
+# a throw-away certificate: the gateway's (failclosed) and the relay host's
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=gw.example.com" \
+	-keyout "$S/key.pem" -out "$S/cert.pem" >"$S/openssl.log" 2>&1 ||
+	fail "openssl req: $(tail -n 1 "$S/openssl.log")"
+
+# ---------------------------------------------------------------- 2. minimal
+nf_up open
+runcopy minimal
+start "$CONF"
+n=$(connects "$TB_C1_IP4")
+tb_smtp_send c1 "$TB_SRV_IP4" sender@example.org alice@example.com "t-policy-examples minimal" ||
+	problem "minimal: c1 -> alice@example.com refused: $(tail -n 1 "$TB_STATE/smtp.out")"
+grep -Eq "session=[0-9]+ client=$TB_C1_IP4:[0-9]+ orig_dst=$TB_SRV_IP4:25 dir=incoming" "$TB_MXB_LOG" ||
+	problem "minimal: no incoming session logged for c1"
+if wait_for -t 15 maildir_count alice -ge 1; then
+	[ "$(connects "$TB_C1_IP4")" = "$n" ] ||
+		problem "minimal: the message reached Postfix from c1 itself, not through the box"
+	maillog_has "connect from unknown\[$TB_BOX_IP4\]" ||
+		problem "minimal: Postfix never saw the box deliver"
+else
+	problem "minimal: not delivered to alice's Maildir: $(grep -E 'msgid=|session=' "$TB_MXB_LOG" | tail -n 2 | tr '\n' ' ')"
+fi
+mxb_stop || problem "minimal: daemon needed SIGKILL"
+
+# ---------------------------------------------------------------- 3. isp
+runcopy isp
+start "$CONF"
+before_mx=$(sink_count "$TB_MX_DIR")
+tb_smtp_send c1 "$TB_EXT_IP4" alice@example.com someone@example.net "t-policy-examples isp" ||
+	problem "isp: c1 -> $TB_EXT_IP4 refused: $(tail -n 1 "$TB_STATE/smtp.out")"
+grep -Eq "session=[0-9]+ client=$TB_C1_IP4:[0-9]+ orig_dst=$TB_EXT_IP4:25 dir=outgoing port=p0" "$TB_MXB_LOG" ||
+	problem "isp: c1's session to $TB_EXT_IP4 was not proxied (no outgoing session logged)"
+if wait_for -t 10 dump_has "^Subject: t-policy-examples isp" "$TB_EXT_DIR"; then
+	:
+else
+	problem "isp: the message did not reach the server c1 dialled ($TB_EXT_IP4)"
+fi
+sleep 0.5
+[ "$(sink_count "$TB_MX_DIR")" = "$before_mx" ] ||
+	problem "isp: the message also went to the MX (queued instead of relayed live)"
+mxb_stop || problem "isp: daemon needed SIGKILL"
+
+# ---------------------------------------------------------------- 4. failclosed
+mkdir -p "$RELAY587"
+tb_exec out python3 -u -c "$RELAY_PY" "$RELAY587" "$S/cert.pem" "$S/key.pem" \
+	mxbridge example-secret >"$S/relay587.log" 2>&1 &
+echo $! >"$TB_STATE/pids/out.relay587.pid"	# testbed.sh down stops it
+wait_for tbd_listening_tcp out "$TB_RELAY_IP4:587" 587 ||
+	fail "test relay host on $TB_RELAY_IP4:587 did not start: $(cat "$S/relay587.log")"
+nf_up closed
+runcopy failclosed-relayhost
+start "$CONF"
+before_ext=$(sink_count "$TB_EXT_DIR") before_mx=$(sink_count "$TB_MX_DIR")
+# the gateway asks for STARTTLS before mail goes out; AUTH if it offers it
+out=$(chat c1 "$TB_EXT_IP4" 25 "EHLO c1.test.example" STARTTLS "EHLO c1.test.example")
+auth=()
+case $(echo "$out" | sed -n 4p) in *AUTH*) auth=("AUTH mxbridge example-secret") ;; esac
+out=$(chat c1 "$TB_EXT_IP4" 25 "EHLO c1.test.example" STARTTLS "EHLO c1.test.example" \
+	"${auth[@]}" "MAIL FROM:<alice@example.com>" "RCPT TO:<someone@example.net>" \
+	"DATA=t-policy-examples failclosed" QUIT)
+echo "$out" >"$S/failclosed-chat.out"
+st=$(echo "$out" | awk '{ printf "%s ", $1 }')
+want="220 250 220 250 ${auth:+235 }250 250 250 221 "
+case $st in
+"$want")
+	if wait_for -t 15 dump_has "^Subject: t-policy-examples failclosed" "$RELAY587"; then
+		f=$(grep -rlE "^Subject: t-policy-examples failclosed" "$RELAY587" | head -n 1)
+		grep -q '^X-Auth-User: mxbridge$' "$f" || problem "failclosed: relay host got the mail without AUTH"
+		grep -q '^X-TLS: yes$' "$f" || problem "failclosed: relay host got the mail without STARTTLS"
+	else
+		problem "failclosed: accepted, but never reached the relay host $TB_RELAY_IP4:587: $(grep -E 'msgid=|mta:' "$TB_MXB_LOG" | tail -n 2 | tr '\n' ' ')"
+	fi ;;
+*)
+	problem "failclosed: c1's outgoing mail (STARTTLS${auth:+, AUTH}) not accepted: $(echo "$out" | grep -Ev '^(2[0-9][0-9]|354) ' | head -n 1)" ;;
+esac
+sleep 0.5
+[ "$(sink_count "$TB_EXT_DIR")" = "$before_ext" ] || problem "failclosed: mail went to the dialled server"
+[ "$(sink_count "$TB_MX_DIR")" = "$before_mx" ] || problem "failclosed: mail went to the MX, not the relay host"
+
+# fail-closed: the daemon killed, SMTP across the bridge is refused
+pid=$(tr -dc 0-9 <"$TB_MXB_PIDFILE")
+kill -KILL "$pid"; wait "$pid" 2>/dev/null
+wait_for eval '! mxb_running' || fail "daemon survived SIGKILL"
+rm -f "$TB_MXB_PIDFILE"
+n=$(connects "$TB_C1_IP4") before_ext=$(sink_count "$TB_EXT_DIR")
+for dst in "$TB_SRV_IP4" "$TB_EXT_IP4"; do
+	r=$(probe c1 "$dst" 25 5)
+	case $r in
+	REFUSED|RESET|TIMEOUT|EOF) ;;
+	*) problem "failclosed: daemon killed, c1 -> $dst:25 got '$r'" ;;
+	esac
+done
+sleep 0.5
+[ "$(connects "$TB_C1_IP4")" = "$n" ] || problem "failclosed: daemon killed, a connection reached Postfix"
+[ "$(sink_count "$TB_EXT_DIR")" = "$before_ext" ] || problem "failclosed: daemon killed, mail reached $TB_EXT_IP4"
+
+grep -Eq "Sanitizer|runtime error" "$TB_MXB_LOG" &&
+	problem "sanitizer report: $(grep -Em1 "Sanitizer|runtime error" "$TB_MXB_LOG")"
+[ ${#PROBLEMS[@]} -eq 0 ] || fail "$(printf '%s; ' "${PROBLEMS[@]}" | sed 's/; $//')"
+pass "3 examples identical in the man page, -n OK, minimal/isp/failclosed end to end"

@@ -1,0 +1,963 @@
+/*
+ * test_mta.c - unit tests of mta/: the envelope format (round trip, torn
+ * headers), the spool (durable commit, group commit, crash recovery,
+ * corrupt files, the free-space floor), DSNs (structure, RET, NOTIFY,
+ * null sender to dead/), and delivery end to end through the real SMTP
+ * client against a scripted SMTP server on loopback, all on a real
+ * libuv loop through the API the proxy uses (mta_msg_*).
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../common/buf.h"
+#include "../../common/log.h"
+#include "../../mta/mta_local.h"
+#include "../../policy/policy.h"
+
+#define UNUSED	__attribute__((unused))
+
+/*
+ * The scripted SMTP server: RCPT addresses containing "reject" get 550,
+ * "defer" 450; defer_all defers every RCPT; down answers 421.
+ */
+struct sink {
+	uv_tcp_t	 listener;
+	uint16_t	 port;
+	int		 pipelining;
+	int		 dsn;
+	int		 down;
+	int		 defer_all;
+	int		 msgs;
+	int		 conns;
+	struct buf	 last;		/* the last message's data */
+	struct buf	 all;		/* every message, "=====\n" between */
+	struct buf	 cmds;		/* every command line */
+};
+
+struct sink_conn {
+	uv_tcp_t	 tcp;
+	struct sink	*s;
+	struct buf	 in;
+	struct buf	 msg;
+	int		 data;
+	int		 nok;
+	int		 quit;
+};
+
+static uv_loop_t	*loop;
+static struct sink	 sink;
+static char		 dir[64];
+static char		 committed[64];
+static int		 commit_status;
+
+static void
+sink_close_cb(uv_handle_t *h)
+{
+	struct sink_conn *c = h->data;
+
+	buf_free(&c->in);
+	buf_free(&c->msg);
+	free(c);
+}
+
+static void
+sink_write_cb(uv_write_t *req, int status)
+{
+	struct sink_conn *c = req->handle->data;
+
+	if (c->quit && !uv_is_closing((uv_handle_t *)&c->tcp))
+		uv_close((uv_handle_t *)&c->tcp, sink_close_cb);
+	free(req);
+}
+
+static void
+sink_say(struct sink_conn *c, const char *text)
+{
+	struct {
+		uv_write_t	 req;
+		char		 data[512];
+	} *w;
+	uv_buf_t b;
+
+	w = malloc(sizeof(*w));
+	snprintf(w->data, sizeof(w->data), "%s", text);
+	b = uv_buf_init(w->data, strlen(w->data));
+	if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1,
+	    sink_write_cb) != 0)
+		free(w);
+}
+
+/* sink_line - one line from the client, CRLF stripped */
+static void
+sink_line(struct sink_conn *c, const char *l, size_t n)
+{
+	struct sink *s = c->s;
+	char line[1024];
+
+	if (c->data) {
+		if (n == 1 && l[0] == '.') {
+			c->data = 0;
+			s->msgs++;
+			buf_reset(&s->last);
+			buf_append(&s->last, c->msg.data, c->msg.len);
+			buf_append(&s->all, c->msg.data, c->msg.len);
+			buf_puts(&s->all, "=====\n");
+			buf_reset(&c->msg);
+			sink_say(c, "250 2.0.0 Ok: queued\r\n");
+			return;
+		}
+		if (n > 0 && l[0] == '.') {	/* un-stuff */
+			l++;
+			n--;
+		}
+		buf_append(&c->msg, l, n);
+		buf_append(&c->msg, "\r\n", 2);
+		return;
+	}
+	snprintf(line, sizeof(line), "%.*s", (int)n, l);
+	buf_printf(&s->cmds, "%s\n", line);
+	if (strncasecmp(line, "EHLO", 4) == 0) {
+		sink_say(c, "250-sink.test\r\n");
+		if (s->pipelining)
+			sink_say(c, "250-PIPELINING\r\n");
+		if (s->dsn)
+			sink_say(c, "250-DSN\r\n");
+		sink_say(c, "250-SIZE 20000000\r\n250 8BITMIME\r\n");
+	} else if (strncasecmp(line, "HELO", 4) == 0)
+		sink_say(c, "250 sink.test\r\n");
+	else if (strncasecmp(line, "MAIL", 4) == 0) {
+		c->nok = 0;
+		sink_say(c, "250 2.1.0 Ok\r\n");
+	} else if (strncasecmp(line, "RCPT", 4) == 0) {
+		if (strstr(line, "reject") != NULL)
+			sink_say(c, "550 5.1.1 <x>: Recipient address "
+			    "rejected: User unknown\r\n");
+		else if (strstr(line, "defer") != NULL || s->defer_all)
+			sink_say(c, "450 4.2.0 try again later\r\n");
+		else {
+			c->nok++;
+			sink_say(c, "250 2.1.5 Ok\r\n");
+		}
+	} else if (strncasecmp(line, "DATA", 4) == 0) {
+		if (c->nok == 0)
+			sink_say(c, "554 5.5.1 Error: no valid recipients\r\n");
+		else {
+			c->data = 1;
+			sink_say(c, "354 End data with <CR><LF>.<CR><LF>\r\n");
+		}
+	} else if (strncasecmp(line, "RSET", 4) == 0)
+		sink_say(c, "250 2.0.0 Ok\r\n");
+	else if (strncasecmp(line, "QUIT", 4) == 0) {
+		c->quit = 1;
+		sink_say(c, "221 2.0.0 Bye\r\n");
+	} else
+		sink_say(c, "502 5.5.2 Error: command not recognized\r\n");
+}
+
+static void
+sink_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+	static char in[65536];
+
+	*b = uv_buf_init(in, sizeof(in));
+}
+
+static void
+sink_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+	struct sink_conn *c = st->data;
+	const char *p, *nl;
+	size_t len;
+
+	if (n < 0) {
+		if (!uv_is_closing((uv_handle_t *)st))
+			uv_close((uv_handle_t *)st, sink_close_cb);
+		return;
+	}
+	buf_append(&c->in, b->base, (size_t)n);
+	while ((p = buf_head(&c->in)) != NULL && buf_avail(&c->in) > 0 &&
+	    (nl = memchr(p, '\n', buf_avail(&c->in))) != NULL) {
+		len = (size_t)(nl - p);
+		sink_line(c, p, len > 0 && p[len - 1] == '\r' ? len - 1 : len);
+		buf_consume(&c->in, len + 1);
+	}
+}
+
+static void
+sink_accept(uv_stream_t *server, int status)
+{
+	struct sink_conn *c;
+
+	c = calloc(1, sizeof(*c));
+	c->s = &sink;
+	uv_tcp_init(loop, &c->tcp);
+	c->tcp.data = c;
+	assert_int_equal(uv_accept(server, (uv_stream_t *)&c->tcp), 0);
+	uv_tcp_nodelay(&c->tcp, 1);
+	sink.conns++;
+	if (sink.down) {
+		c->quit = 1;
+		sink_say(c, "421 4.3.2 sink is down\r\n");
+		return;
+	}
+	sink_say(c, "220 sink.test ESMTP\r\n");
+	uv_read_start((uv_stream_t *)&c->tcp, sink_alloc, sink_read);
+}
+
+static void
+sink_start(void)
+{
+	struct sockaddr_in sin;
+	int len = sizeof(sin);
+
+	memset(&sink, 0, sizeof(sink));
+	sink.pipelining = 1;
+	uv_tcp_init(loop, &sink.listener);
+	uv_ip4_addr("127.0.0.1", 0, &sin);
+	assert_int_equal(uv_tcp_bind(&sink.listener, (struct sockaddr *)&sin,
+	    0), 0);
+	assert_int_equal(uv_listen((uv_stream_t *)&sink.listener, 64,
+	    sink_accept), 0);
+	uv_tcp_getsockname(&sink.listener, (struct sockaddr *)&sin, &len);
+	sink.port = ntohs(sin.sin_port);
+}
+
+/*
+ * The harness
+ */
+
+static void
+guard_cb(uv_timer_t *t)
+{
+}
+
+/* run_until - turn the loop until pred() holds; 0, or -1 on timeout */
+static int
+run_until(int (*pred)(void), unsigned ms)
+{
+	uv_timer_t guard;
+	uint64_t end;
+	int rc = -1;
+
+	uv_timer_init(loop, &guard);
+	uv_timer_start(&guard, guard_cb, 20, 20);
+	uv_update_time(loop);
+	end = uv_now(loop) + ms;
+	while (uv_now(loop) < end) {
+		if (pred()) {
+			rc = 0;
+			break;
+		}
+		uv_run(loop, UV_RUN_ONCE);
+	}
+	uv_close((uv_handle_t *)&guard, NULL);
+	uv_run(loop, UV_RUN_NOWAIT);
+	return rc;
+}
+
+static int
+queue_idle(void)
+{
+	return TAILQ_EMPTY(mta_queue_all()) && mta_spool_busy() == 0 &&
+	    mta_deliver_count() == 0;
+}
+
+static int want_msgs;
+static int
+sink_has(void)
+{
+	return sink.msgs >= want_msgs && queue_idle();
+}
+
+static int
+committed_yet(void)
+{
+	return commit_status != 99;
+}
+
+/* settled - nothing in flight: no connection, no spool work */
+static int
+settled(void)
+{
+	return mta_spool_busy() == 0 && mta_deliver_count() == 0;
+}
+
+static void
+write_conf(const char *extra)
+{
+	char path[128], err[512];
+	struct policy *p;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/mxb.conf", dir);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fprintf(fp, "hostname gw.test.example\nspool \"%s/spool\"\n"
+	    "pidfile \"%s/pid\"\ncontrol \"%s/sock\"\n"
+	    "domain \"example.com\" {\n\tserver 127.0.0.1 port %u\n}\n"
+	    "queue {\n\tretry-min 1s\n\tretry-max 60s\n\tfsync yes\n"
+	    "\twarn 0\n}\n%s\n", dir, dir, dir, sink.port, extra);
+	fclose(fp);
+	p = policy_load(path, err, sizeof(err));
+	if (p == NULL)
+		fail_msg("policy: %s", err);
+	policy_set_current(p);
+}
+
+static int
+setup(void **state)
+{
+	snprintf(dir, sizeof(dir), "/tmp/mxb-mta-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	loop = uv_default_loop();
+	sink_start();
+	write_conf("");
+	memset(&mta_stats, 0, sizeof(mta_stats));
+	assert_int_equal(mta_module.start(loop), 0);
+	return 0;
+}
+
+static void
+walk_close(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static int
+teardown(void **state)
+{
+	char cmd[128];
+
+	mta_module.stop();
+	uv_run(loop, UV_RUN_NOWAIT);
+	uv_walk(loop, walk_close, NULL);
+	uv_run(loop, UV_RUN_DEFAULT);
+	buf_free(&sink.last);
+	buf_free(&sink.all);
+	buf_free(&sink.cmds);
+	policy_set_current(NULL);
+	if (getenv("MXB_KEEP") == NULL) {
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+		assert_int_equal(system(cmd), 0);
+	}
+	return 0;
+}
+
+static void
+commit_cb(void *arg, int status, const char *s)
+{
+	commit_status = status;
+	snprintf(committed, sizeof(committed), "%s", s);
+}
+
+/* queue_msg - one message through the proxy's API, committed */
+static void
+queue_msg_opts(const char *from, const char *const *rcpts, unsigned notify,
+    enum mta_ret ret, const char *body, int wait)
+{
+	struct mta_info info;
+	struct sockaddr_in *sin;
+	struct mta_msg *m;
+	size_t i, n;
+
+	memset(&info, 0, sizeof(info));
+	info.session_id = 7;
+	sin = (struct sockaddr_in *)&info.client;
+	uv_ip4_addr("192.0.2.101", 40000, sin);
+	sin = (struct sockaddr_in *)&info.orig_dst;
+	uv_ip4_addr("127.0.0.1", sink.port, sin);
+	info.dir = POLICY_DIR_IN;
+	info.helo = "c1.test";
+	info.sender = from;
+	info.ret = ret;
+	info.envid = "ENV+2B1";
+	assert_int_equal(mta_can_accept(), 0);
+	m = mta_msg_new(&info);
+	for (i = 0; rcpts[i] != NULL; i++)
+		mta_msg_add_rcpt(m, rcpts[i], i == 0 ? "rfc822;orig+2Bone@"
+		    "example.com" : NULL, notify, POLICY_ROUTE_ORIGINAL);
+	/* in uneven pieces, as a session would */
+	for (i = 0, n = strlen(body); i < n; i += 7)
+		assert_int_equal(mta_msg_write(m, body + i,
+		    n - i < 7 ? n - i : 7), 0);
+	commit_status = 99;
+	mta_msg_commit(m, commit_cb, NULL);
+	if (wait) {
+		assert_int_equal(run_until(committed_yet, 5000), 0);
+		assert_int_equal(commit_status, 0);
+	}
+}
+
+static const char BODY[] =
+    "From: <sender@example.com>\r\n"
+    "To: <alice@example.com>\r\n"
+    "Subject: unit test\r\n"
+    "\r\n"
+    "first line\r\n"
+    ".a line that starts with a dot\r\n"
+    ".\r\n"
+    "last line\r\n";
+
+static void
+queue_msg(const char *from, const char *const *rcpts, unsigned notify,
+    enum mta_ret ret)
+{
+	queue_msg_opts(from, rcpts, notify, ret, BODY, 1);
+}
+
+static int
+count_dir(const char *sub)
+{
+	char path[256];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/spool/%s", dir, sub);
+	if ((d = opendir(path)) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static struct policy *
+pol(void)
+{
+	return policy_current();
+}
+
+#define assert_has(hay, needle) do {					\
+	if (strstr((hay), (needle)) == NULL) {				\
+		fprintf(stderr, "----\n%s\n----\n", (hay));		\
+		fail_msg("missing \"%s\"", (needle));			\
+	}								\
+} while (0)
+#define assert_hasnt(hay, needle) do {					\
+	if (strstr((hay), (needle)) != NULL) {				\
+		fprintf(stderr, "----\n%s\n----\n", (hay));		\
+		fail_msg("unexpected \"%s\"", (needle));		\
+	}								\
+} while (0)
+
+/*
+ * Envelope format
+ */
+
+static void
+test_envelope_roundtrip(void **state)
+{
+	struct mta_env *e, *f;
+	struct buf b, st;
+	const char *why = NULL;
+
+	e = mta_env_new();
+	mta_id_make(e->id);
+	e->arrival = 1700000000;
+	e->session = 42;
+	uv_ip4_addr("192.0.2.101", 1234, (struct sockaddr_in *)&e->client);
+	uv_ip6_addr("2001:db8::10", 25, (struct sockaddr_in6 *)&e->orig_dst);
+	e->helo = strdup("helo with spaces % and=equals");
+	free(e->sender);
+	e->sender = strdup("");
+	e->envid = strdup("x");
+	e->ret = MTA_RET_HDRS;
+	e->received = strdup("Received: from x\r\n\tby y; date\r\n");
+	e->bodylen = 10;
+	e->bodysum = 0x1234;
+	mta_rcpt_add(e, "a@example.com", "rfc822;a@example.com",
+	    MTA_NOTIFY_SUCCESS | MTA_NOTIFY_FAILURE, POLICY_ROUTE_MX);
+	mta_rcpt_add(e, "b@example.org", NULL, 0, POLICY_ROUTE_RELAYHOST);
+	e->rcpt[1].diag = strdup("450 4.2.0 try \"later\"");
+	buf_init(&b);
+	mta_env_serialize(e, &b);
+	buf_append(&b, "0123456789", 10);
+
+	f = mta_env_new();
+	assert_int_equal(mta_env_parse(b.data, b.len, f, &why), 0);
+	assert_string_equal(f->id, e->id);
+	assert_int_equal(f->arrival, e->arrival);
+	assert_string_equal(f->helo, e->helo);
+	assert_string_equal(f->sender, "");
+	assert_string_equal(f->received, e->received);
+	assert_int_equal(f->ret, MTA_RET_HDRS);
+	assert_int_equal(f->nrcpt, 2);
+	assert_string_equal(f->rcpt[0].orcpt, "rfc822;a@example.com");
+	assert_int_equal(f->rcpt[0].route, POLICY_ROUTE_MX);
+	assert_int_equal(f->rcpt[0].notify,
+	    MTA_NOTIFY_SUCCESS | MTA_NOTIFY_FAILURE);
+	assert_string_equal(f->rcpt[1].diag, e->rcpt[1].diag);
+	assert_int_equal(f->orig_dst.ss_family, AF_INET6);
+	assert_int_equal(f->bodyoff, b.len - 10);
+
+	/* the state file overrides the recipients' states */
+	e->rcpt[0].state = MTA_RCPT_DELIVERED;
+	e->rcpt[1].attempts = 3;
+	e->warned = 1;
+	buf_init(&st);
+	mta_state_serialize(e, &st);
+	assert_int_equal(mta_state_parse(st.data, st.len, f), 0);
+	assert_int_equal(f->rcpt[0].state, MTA_RCPT_DELIVERED);
+	assert_int_equal(f->rcpt[1].attempts, 3);
+	assert_int_equal(f->warned, 1);
+	mta_env_free(f);
+
+	/* any changed byte in the header, or a cut, is detected */
+	b.data[20] ^= 1;
+	f = mta_env_new();
+	assert_int_equal(mta_env_parse(b.data, b.len, f, &why), -1);
+	mta_env_free(f);
+	b.data[20] ^= 1;
+	f = mta_env_new();
+	assert_int_equal(mta_env_parse(b.data, 40, f, &why), -1);
+	mta_env_free(f);
+	st.data[st.len - 3] ^= 1;
+	f = mta_env_new();
+	assert_int_equal(mta_env_parse(b.data, b.len, f, &why), 0);
+	assert_int_equal(mta_state_parse(st.data, st.len, f), -1);
+	mta_env_free(f);
+	buf_free(&b);
+	buf_free(&st);
+	mta_env_free(e);
+}
+
+/*
+ * Delivery and DSNs
+ */
+
+static void
+test_deliver_and_bounce(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com",
+	    "reject@example.com", NULL };
+	char path[256];
+	const char *dsn;
+	struct stat st;
+
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	snprintf(path, sizeof(path), "%s/spool/queue/%s", dir, committed);
+	/* durable before the callback: the file is in queue/ */
+	assert_int_equal(stat(path, &st), 0);
+	want_msgs = 2;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_int_equal(sink.msgs, 2);
+	/* the original, with our Received: and the dot line intact */
+	assert_has(sink.all.data, "Received: from c1.test ([192.0.2.101])");
+	assert_has(sink.all.data, "by gw.test.example (mxbridge) with ESMTP");
+	assert_has(sink.all.data, "\r\nfirst line\r\n.a line that starts "
+	    "with a dot\r\n.\r\nlast line\r\n=====\n");
+	assert_has(sink.cmds.data, "MAIL FROM:<sender@example.com> SIZE=");
+	/* the DSN: null sender, to the sender, RFC 3464 structure */
+	assert_has(sink.cmds.data, "MAIL FROM:<> SIZE=");
+	assert_has(sink.cmds.data, "RCPT TO:<sender@example.com>");
+	dsn = sink.last.data;
+	assert_has(dsn, "To: <sender@example.com>");
+	assert_has(dsn, "Auto-Submitted: auto-replied");
+	assert_has(dsn, "Content-Type: multipart/report; "
+	    "report-type=delivery-status;");
+	assert_has(dsn, "Content-Type: message/delivery-status");
+	assert_has(dsn, "Reporting-MTA: dns; gw.test.example");
+	assert_has(dsn, "Arrival-Date: ");
+	assert_has(dsn, "Final-Recipient: rfc822; reject@example.com");
+	assert_has(dsn, "Action: failed");
+	assert_has(dsn, "Status: 5.1.1");
+	assert_has(dsn, "Remote-MTA: dns; [127.0.0.1]");
+	assert_has(dsn, "Diagnostic-Code: smtp; 550 5.1.1 <x>: Recipient "
+	    "address rejected");
+	assert_has(dsn, "Content-Type: message/rfc822");
+	assert_has(dsn, "Subject: unit test");
+	assert_has(dsn, "\r\nlast line\r\n");
+	assert_hasnt(dsn, "alice@example.com>: ");
+	assert_int_equal(mta_stats.delivered, 2);
+	assert_int_equal(mta_stats.bounced, 1);
+	assert_int_equal(mta_stats.dsn_sent, 1);
+	/* both messages gone from the spool */
+	assert_int_equal(stat(path, &st), -1);
+	assert_int_equal(count_dir("queue"), 0);
+}
+
+static void
+test_ret_hdrs_and_orcpt(void **state)
+{
+	static const char *const rcpts[] = { "reject@example.com", NULL };
+	const char *dsn;
+
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_HDRS);
+	want_msgs = 1;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	dsn = sink.last.data;
+	assert_has(dsn, "Content-Type: text/rfc822-headers");
+	assert_has(dsn, "Subject: unit test");
+	assert_hasnt(dsn, "first line");
+	assert_has(dsn, "Original-Recipient: rfc822;orig+one@example.com");
+	assert_has(dsn, "Original-Envelope-Id: ENV+2B1");
+}
+
+static void
+test_notify(void **state)
+{
+	static const char *const rej[] = { "reject@example.com", NULL };
+	static const char *const ok[] = { "alice@example.com", NULL };
+
+	/* NEVER: no DSN for a failure */
+	queue_msg("sender@example.com", rej, MTA_NOTIFY_NEVER, MTA_RET_FULL);
+	assert_int_equal(run_until(queue_idle, 10000), 0);
+	assert_int_equal(sink.msgs, 0);
+	assert_int_equal(mta_stats.bounced, 1);
+	assert_int_equal(mta_stats.dsn_sent, 0);
+
+	/* SUCCESS to a hop without DSN: we tell "delivered" */
+	queue_msg("sender@example.com", ok, MTA_NOTIFY_SUCCESS, MTA_RET_FULL);
+	want_msgs = 2;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_has(sink.last.data, "Action: delivered");
+	assert_has(sink.last.data, "Status: 2.");
+	assert_has(sink.last.data, "Content-Type: text/rfc822-headers");
+
+	/* SUCCESS to a DSN-capable hop: passed on, no DSN of ours */
+	sink.dsn = 1;
+	queue_msg("sender@example.com", ok, MTA_NOTIFY_SUCCESS |
+	    MTA_NOTIFY_FAILURE, MTA_RET_HDRS);
+	want_msgs = 3;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_int_equal(sink.msgs, 3);
+	assert_has(sink.cmds.data, "RET=HDRS ENVID=ENV+2B1");
+	assert_has(sink.cmds.data, "RCPT TO:<alice@example.com> "
+	    "NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;orig+2Bone@example.com");
+	/* and the DSN of a DSN says NOTIFY=NEVER */
+	assert_int_equal(mta_stats.dsn_sent, 1);
+}
+
+static void
+test_null_sender_dead(void **state)
+{
+	static const char *const rcpts[] = { "reject@example.com", NULL };
+
+	queue_msg("", rcpts, 0, MTA_RET_UNSET);
+	assert_int_equal(run_until(queue_idle, 10000), 0);
+	assert_int_equal(sink.msgs, 0);
+	assert_int_equal(mta_stats.dsn_sent, 0);
+	assert_int_equal(count_dir("queue"), 0);
+	assert_int_equal(count_dir("dead"), 1);
+}
+
+static int
+deferred_once(void)
+{
+	return mta_stats.deferred >= 1 && settled();
+}
+
+static void
+test_defer_flush(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	struct mta_env *env;
+
+	sink.defer_all = 1;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	assert_int_equal(run_until(deferred_once, 10000), 0);
+	env = mta_queue_find(committed);
+	assert_non_null(env);
+	assert_int_equal(env->rcpt[0].state, MTA_RCPT_PENDING);
+	assert_int_equal(env->rcpt[0].attempts, 1);
+	assert_true(env->rcpt[0].next > time(NULL) - 1);
+	assert_string_equal(env->rcpt[0].status, "4.2.0");
+	assert_has(env->rcpt[0].diag, "450 4.2.0 try again later");
+	assert_int_equal(count_dir("queue"), 2);	/* message + state */
+	sink.defer_all = 0;
+	assert_true(mta_queue_flush(NULL) >= 1);
+	want_msgs = 1;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_int_equal(sink.msgs, 1);			/* exactly once */
+	assert_int_equal(count_dir("queue"), 0);
+}
+
+static int
+retried(void)
+{
+	return mta_stats.deferred >= 2 && settled();
+}
+
+static void
+test_backoff_retry(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+
+	/* retry-min 1s: the second attempt comes by itself */
+	sink.down = 1;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	assert_int_equal(run_until(retried, 5000), 0);
+	sink.down = 0;
+	want_msgs = 1;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_true(sink.conns >= 3);
+}
+
+static void
+test_server_down_conn_refused(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	struct mta_env *env;
+
+	uv_close((uv_handle_t *)&sink.listener, NULL);
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	assert_int_equal(run_until(deferred_once, 10000), 0);
+	env = mta_queue_find(committed);
+	assert_non_null(env);
+	assert_has(env->rcpt[0].diag, "connect to [127.0.0.1]");
+	assert_string_equal(env->rcpt[0].status, "4.4.1");
+}
+
+static void
+test_bounce_command(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	char id[64];
+
+	sink.defer_all = 1;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	snprintf(id, sizeof(id), "%s", committed);
+	assert_int_equal(run_until(deferred_once, 10000), 0);
+	assert_int_equal(mta_queue_bounce("0000000000000000"), -1);
+	assert_int_equal(mta_queue_bounce(id), 0);
+	sink.defer_all = 0;
+	want_msgs = 1;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_has(sink.last.data, "Final-Recipient: rfc822; alice@example.com");
+	assert_has(sink.last.data, "Status: 5.0.0");
+	assert_has(sink.last.data, "bounced by the administrator");
+	assert_null(mta_queue_find(id));
+}
+
+static void
+test_delete_command(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+
+	sink.defer_all = 1;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	assert_int_equal(run_until(deferred_once, 10000), 0);
+	assert_int_equal(mta_queue_delete(committed), 0);
+	assert_int_equal(run_until(settled, 5000), 0);
+	assert_null(mta_queue_find(committed));
+	assert_int_equal(count_dir("queue"), 0);
+	assert_int_equal(sink.msgs, 0);
+}
+
+static void
+test_expiry(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+
+	pol()->queue.lifetime = 0;	/* every deferral is final */
+	pol()->queue.dsn_lifetime = 0;
+	sink.defer_all = 1;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	assert_int_equal(run_until(queue_idle, 10000), 0);
+	assert_int_equal(mta_stats.expired, 2);	/* and its DSN */
+	assert_int_equal(mta_stats.dsn_sent, 1);
+	/* the DSN expired too (null sender): it went to dead/ */
+	assert_int_equal(count_dir("dead"), 1);
+}
+
+static int
+warned(void)
+{
+	return sink.msgs >= 1 && settled();
+}
+
+static void
+test_delay_warning(void **state)
+{
+	static const char *const rcpts[] = { "defer@example.com", NULL };
+
+	pol()->queue.warn = 1;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_FULL);
+	assert_int_equal(run_until(warned, 8000), 0);
+	assert_has(sink.last.data, "Subject: Delayed Mail");
+	assert_has(sink.last.data, "Action: delayed");
+	assert_has(sink.last.data, "Status: 4.2.0");
+	assert_has(sink.last.data, "Will-Retry-Until: ");
+	assert_has(sink.last.data, "Content-Type: text/rfc822-headers");
+	assert_non_null(mta_queue_find(committed));
+	assert_int_equal(mta_queue_find(committed)->warned, 1);
+}
+
+static void
+test_no_pipelining(void **state)
+{
+	static const char *const rcpts[] = { "reject@example.com",
+	    "alice@example.com", "defer@example.com", NULL };
+	struct mta_env *env;
+
+	sink.pipelining = 0;
+	queue_msg("sender@example.com", rcpts, MTA_NOTIFY_NEVER, MTA_RET_FULL);
+	want_msgs = 1;
+	assert_int_equal(run_until(deferred_once, 10000), 0);
+	assert_int_equal(sink.msgs, 1);
+	env = mta_queue_find(committed);
+	assert_non_null(env);
+	assert_int_equal(env->rcpt[0].state, MTA_RCPT_FAILED);
+	assert_int_equal(env->rcpt[1].state, MTA_RCPT_DELIVERED);
+	assert_int_equal(env->rcpt[2].state, MTA_RCPT_PENDING);
+}
+
+static void
+test_big_body_spill(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	size_t n = 3 * 1024 * 1024, i;
+	char *body;
+
+	body = malloc(n + 1);
+	for (i = 0; i < n; i++)
+		body[i] = (i % 100 == 98) ? '\r' : (i % 100 == 99) ? '\n' :
+		    (i % 100 == 0) ? '.' : 'a' + i % 26;
+	body[n] = '\0';
+	queue_msg_opts("sender@example.com", rcpts, 0, MTA_RET_UNSET, body, 0);
+	assert_int_equal(run_until(committed_yet, 10000), 0);
+	assert_int_equal(commit_status, 0);
+	want_msgs = 1;
+	assert_int_equal(run_until(sink_has, 20000), 0);
+	assert_has(sink.last.data, body);
+	assert_int_equal(count_dir("tmp"), 0);
+	free(body);
+}
+
+static void
+test_group_commit(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	uint64_t b0, o0, b1, o1;
+	int i;
+
+	sink.down = 1;
+	assert_int_equal(run_until(settled, 5000), 0);
+	mta_spool_counts(&b0, &o0);
+	for (i = 0; i < 50; i++)
+		queue_msg_opts("sender@example.com", rcpts, 0, MTA_RET_UNSET,
+		    BODY, 0);
+	assert_int_equal(run_until(committed_yet, 5000), 0);
+	assert_int_equal(run_until(settled, 10000), 0);
+	mta_spool_counts(&b1, &o1);
+	/* the 50 commits shared at most two batches (plus state writes) */
+	print_message("batches=%llu ops=%llu\n",
+	    (unsigned long long)(b1 - b0), (unsigned long long)(o1 - o0));
+	assert_true(o1 - o0 >= 50);
+	assert_true(b1 - b0 <= (o1 - o0) / 10);
+	assert_int_equal(mta_stats.received, 50);
+}
+
+static void
+test_crash_recovery(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	char path[256], id[3][64];
+	int i, fd;
+
+	sink.down = 1;
+	for (i = 0; i < 3; i++) {
+		queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+		snprintf(id[i], sizeof(id[i]), "%s", committed);
+	}
+	assert_int_equal(run_until(settled, 5000), 0);
+	/* "crash": stop without a word, then damage the spool */
+	mta_module.stop();
+	uv_run(loop, UV_RUN_NOWAIT);
+	snprintf(path, sizeof(path), "%s/spool/queue/%s", dir, id[1]);
+	assert_int_equal(truncate(path, 200), 0);		/* torn */
+	snprintf(path, sizeof(path), "%s/spool/queue/0123456789abcdef", dir);
+	fd = open(path, O_WRONLY | O_CREAT, 0600);		/* garbage */
+	assert_int_equal(write(fd, "junk\n", 5), 5);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/spool/tmp/leftover", dir);
+	fd = open(path, O_WRONLY | O_CREAT, 0600);
+	close(fd);
+	/* restart: two load, the damaged ones go to corrupt/ */
+	sink.down = 0;
+	memset(&mta_stats, 0, sizeof(mta_stats));
+	assert_int_equal(mta_module.start(loop), 0);
+	assert_int_equal(mta_stats.corrupt, 2);
+	assert_int_equal(count_dir("corrupt"), 3);	/* with id[1].st */
+	assert_int_equal(count_dir("tmp"), 0);
+	assert_non_null(mta_queue_find(id[0]));
+	assert_null(mta_queue_find(id[1]));
+	mta_queue_flush(NULL);
+	want_msgs = 2;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_int_equal(sink.msgs, 2);
+}
+
+static void
+test_free_space_floor(void **state)
+{
+	pol()->queue.min_free = UINT64_MAX / 2;
+	sleep(1);	/* the check is cached for a second */
+	assert_int_equal(mta_can_accept(), -1);
+	pol()->queue.min_free = 0;
+	sleep(1);
+	assert_int_equal(mta_can_accept(), 0);
+}
+
+static void
+test_dns_literals(void **state)
+{
+	struct mta_dnsres res;
+
+	assert_int_equal(mta_dns_mx_lookup("[127.0.0.1]", 25, &res), -1);
+	assert_int_equal(res.status, 5);
+	assert_string_equal(res.code, "5.4.6");
+	assert_int_equal(mta_dns_mx_lookup("[192.0.2.55]", 25, &res), 0);
+	assert_int_equal(res.nhop, 1);
+	assert_int_equal(mta_dns_mx_lookup("[IPv6:2001:db8::5]", 25, &res),
+	    0);
+	assert_int_equal(res.hop[0].addr.ss_family, AF_INET6);
+	assert_int_equal(mta_dns_mx_lookup("[bogus]", 25, &res), -1);
+	assert_int_equal(res.status, 5);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_envelope_roundtrip),
+		cmocka_unit_test(test_dns_literals),
+#define T(f)	cmocka_unit_test_setup_teardown(f, setup, teardown)
+		T(test_deliver_and_bounce),
+		T(test_ret_hdrs_and_orcpt),
+		T(test_notify),
+		T(test_null_sender_dead),
+		T(test_defer_flush),
+		T(test_backoff_retry),
+		T(test_server_down_conn_refused),
+		T(test_bounce_command),
+		T(test_delete_command),
+		T(test_expiry),
+		T(test_delay_warning),
+		T(test_no_pipelining),
+		T(test_big_body_spill),
+		T(test_group_commit),
+		T(test_crash_recovery),
+		T(test_free_space_floor),
+	};
+
+	log_init("test_mta", 1, getenv("MXB_VERBOSE") != NULL);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,647 @@
+/*
+ * test_smtp.c - unit tests of common/smtp.c: the bounded line reader
+ * (split reads, over-long lines dropped without buffering, bare CR / bare
+ * LF / NUL flags), the reply parser (multi-line, limits, malformed input),
+ * the DATA terminator (the smuggling battery: only CRLF "." CRLF ends
+ * DATA), dot-stuffing round trips, and the strict path and parameter
+ * syntax.  Table-driven: a failing row names itself.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../common/buf.h"
+#include "../../common/smtp.h"
+
+#define N(a)	(sizeof(a) / sizeof((a)[0]))
+#define UNUSED	__attribute__((unused))
+
+/* ------------------------------------------------------------ reader */
+
+static void
+test_reader_basic(void **state UNUSED)
+{
+	struct smtp_reader r;
+	struct smtp_line l;
+
+	smtp_reader_init(&r, 510);
+	smtp_reader_feed(&r, "EHLO a\r\nMAIL FROM:<>\r\nRC", 24);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_OK);
+	assert_int_equal(l.len, 6);
+	assert_memory_equal(l.data, "EHLO a", 6);
+	assert_int_equal(l.flags, SMTP_LF_CRLF);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_OK);
+	assert_string_equal(l.data, "MAIL FROM:<>");
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_NONE);
+	assert_int_equal(smtp_reader_pending(&r), 2);
+	/* the CR and LF in separate reads */
+	smtp_reader_feed(&r, "PT TO:<a@b>\r", 12);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_NONE);
+	smtp_reader_feed(&r, "\n", 1);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_OK);
+	assert_string_equal(l.data, "RCPT TO:<a@b>");
+	assert_int_equal(l.flags, SMTP_LF_CRLF);
+	/* an empty line */
+	smtp_reader_feed(&r, "\r\n", 2);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_OK);
+	assert_int_equal(l.len, 0);
+	smtp_reader_free(&r);
+}
+
+static void
+test_reader_flags(void **state UNUSED)
+{
+	static const struct {
+		const char	*in;
+		size_t		 len;
+		size_t		 outlen;
+		int		 flags;
+	} rows[] = {
+		{ "abc\r\n", 5, 3, SMTP_LF_CRLF },
+		{ "abc\n", 4, 3, 0 },
+		{ "a\rbc\r\n", 6, 4, SMTP_LF_CRLF | SMTP_LF_BARECR },
+		{ "a\rb\n", 4, 3, SMTP_LF_BARECR },
+		{ "a\0b\r\n", 5, 3, SMTP_LF_CRLF | SMTP_LF_NUL },
+		{ "\r\r\n", 3, 1, SMTP_LF_CRLF | SMTP_LF_BARECR },
+		{ ".\r\n", 3, 1, SMTP_LF_CRLF },
+		{ "\n", 1, 0, 0 },
+	};
+	struct smtp_reader r;
+	struct smtp_line l;
+	size_t i;
+
+	for (i = 0; i < N(rows); i++) {
+		smtp_reader_init(&r, 100);
+		smtp_reader_feed(&r, rows[i].in, rows[i].len);
+		if (smtp_reader_getline(&r, &l) != SMTP_LINE_OK ||
+		    l.len != rows[i].outlen || l.flags != rows[i].flags)
+			fail_msg("row %zu: len %zu flags %#x", i, l.len, l.flags);
+		smtp_reader_free(&r);
+	}
+}
+
+/* an over-long line is dropped as it arrives and reported once, in place */
+static void
+test_reader_toolong(void **state UNUSED)
+{
+	struct smtp_reader r;
+	struct smtp_line l;
+	char chunk[4096];
+	int i;
+
+	memset(chunk, 'x', sizeof(chunk));
+	smtp_reader_init(&r, 510);
+	smtp_reader_feed(&r, "NOOP\r\n", 6);
+	for (i = 0; i < 1000; i++) {
+		smtp_reader_feed(&r, chunk, sizeof(chunk));
+		if (i == 0)
+			assert_int_equal(smtp_reader_getline(&r, &l),
+			    SMTP_LINE_OK);
+		assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_NONE);
+		/* never more than the limit plus one chunk held */
+		assert_true(r.in.cap <= 2 * (510 + sizeof(chunk)));
+	}
+	smtp_reader_feed(&r, "yyy\r\nQUIT\r\n", 11);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_TOOLONG);
+	assert_int_equal(l.len, 0);
+	assert_true(l.flags & SMTP_LF_TOOLONG);
+	assert_true(l.flags & SMTP_LF_CRLF);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_OK);
+	assert_string_equal(l.data, "QUIT");
+	smtp_reader_free(&r);
+
+	/* exactly the limit is fine, one more is not; CR split from LF */
+	smtp_reader_init(&r, 4);
+	smtp_reader_feed(&r, "abcd\r", 5);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_NONE);
+	smtp_reader_feed(&r, "\nabcde\r\n", 8);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_OK);
+	assert_string_equal(l.data, "abcd");
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_TOOLONG);
+	/* a long line whose CR ends one read and LF starts the next */
+	smtp_reader_feed(&r, "abcdefgh\r", 9);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_NONE);
+	smtp_reader_feed(&r, "\nok\n", 4);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_TOOLONG);
+	assert_true(l.flags & SMTP_LF_CRLF);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_OK);
+	assert_string_equal(l.data, "ok");
+	assert_false(l.flags & SMTP_LF_CRLF);
+	smtp_reader_free(&r);
+}
+
+static void
+test_reader_discard(void **state UNUSED)
+{
+	struct smtp_reader r;
+	struct smtp_line l;
+
+	smtp_reader_init(&r, 100);
+	smtp_reader_feed(&r, "STARTTLS\r\nMAIL FROM:<evil>\r\n", 28);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_OK);
+	assert_string_equal(l.data, "STARTTLS");
+	assert_int_equal(smtp_reader_pending(&r), 18);
+	smtp_reader_discard(&r);
+	assert_int_equal(smtp_reader_pending(&r), 0);
+	assert_int_equal(smtp_reader_getline(&r, &l), SMTP_LINE_NONE);
+	smtp_reader_free(&r);
+}
+
+/* byte by byte gives the same lines as all at once */
+static void
+test_reader_bytewise(void **state UNUSED)
+{
+	static const char in[] = "A\r\nBB\nC\rC\r\n\r\nD\0D\r\n";
+	struct smtp_reader r;
+	struct smtp_line l;
+	char got[256];
+	size_t i, n = 0;
+
+	smtp_reader_init(&r, 100);
+	for (i = 0; i < sizeof(in) - 1; i++) {
+		smtp_reader_feed(&r, in + i, 1);
+		while (smtp_reader_getline(&r, &l) == SMTP_LINE_OK)
+			n += (size_t)snprintf(got + n, sizeof(got) - n,
+			    "[%zu:%d]", l.len, l.flags);
+	}
+	assert_string_equal(got, "[1:1][2:0][3:3][0:1][3:5]");
+	smtp_reader_free(&r);
+}
+
+/* ------------------------------------------------------------ replies */
+
+static int
+parse_one(const char *in, size_t maxlines, struct smtp_reply *rep,
+    const char **err)
+{
+	struct smtp_replyparser p;
+	int rc;
+
+	smtp_reply_init(&p, 512, (unsigned)maxlines);
+	smtp_reply_feed(&p, in, strlen(in));
+	rc = smtp_reply_get(&p, rep);
+	*err = p.error;
+	smtp_reply_free(&p);
+	return rc;
+}
+
+static void
+test_reply_good(void **state UNUSED)
+{
+	struct smtp_reply rep;
+	const char *err, *s;
+	size_t len;
+
+	assert_int_equal(parse_one("250-mx.example ESMTP\r\n250-SIZE 10\r\n"
+	    "250 PIPELINING\r\n", 10, &rep, &err), 1);
+	assert_int_equal(rep.code, 250);
+	assert_int_equal(rep.nlines, 3);
+	s = smtp_reply_line(&rep, 0, &len);
+	assert_int_equal(len, 16);
+	assert_memory_equal(s, "mx.example ESMTP", 16);
+	s = smtp_reply_line(&rep, 2, &len);
+	assert_memory_equal(s, "PIPELINING", len);
+	assert_null(smtp_reply_line(&rep, 3, &len));
+	smtp_reply_clear(&rep);
+
+	assert_int_equal(parse_one("354\r\n", 10, &rep, &err), 1);
+	assert_int_equal(rep.code, 354);
+	s = smtp_reply_line(&rep, 0, &len);
+	assert_int_equal(len, 0);
+	smtp_reply_clear(&rep);
+
+	/* incomplete: needs more */
+	assert_int_equal(parse_one("250-a\r\n250 b", 10, &rep, &err), 0);
+}
+
+static void
+test_reply_bad(void **state UNUSED)
+{
+	static const char *rows[] = {
+		"250 ok\n",			/* bare LF */
+		"250 o\rk\r\n",			/* bare CR */
+		"25\r\n",			/* short */
+		"2500 ok\r\n",			/* no separator */
+		"abc ok\r\n",
+		"150 ok\r\n",			/* not an SMTP code */
+		"650 ok\r\n",
+		"250-a\r\n251 b\r\n",		/* code changes */
+		"250-a\r\n250-b\r\n250-c\r\n250-d\r\n250 e\r\n", /* > 4 */
+	};
+	struct smtp_reply rep;
+	const char *err;
+	char nul[] = "250 a\0b\r\n", *big;
+	struct smtp_replyparser p;
+	size_t i;
+
+	for (i = 0; i < N(rows); i++)
+		if (parse_one(rows[i], 4, &rep, &err) != -1)
+			fail_msg("row %zu accepted", i);
+	smtp_reply_init(&p, 512, 4);
+	smtp_reply_feed(&p, nul, sizeof(nul) - 1);
+	assert_int_equal(smtp_reply_get(&p, &rep), -1);
+	assert_string_equal(p.error, "NUL in reply");
+	/* once failed, always failed */
+	smtp_reply_feed(&p, "250 ok\r\n", 8);
+	assert_int_equal(smtp_reply_get(&p, &rep), -1);
+	smtp_reply_free(&p);
+	(void)rep;
+	/* a line over 512 octets with its CRLF */
+	big = malloc(600);
+	memset(big, 'x', 600);
+	memcpy(big, "250 ", 4);
+	memcpy(big + 509, "\r\n", 3);	/* 511 octets: fine */
+	assert_int_equal(parse_one(big, 4, &rep, &err), 1);
+	smtp_reply_clear(&rep);
+	big[509] = big[510] = 'x';
+	memcpy(big + 511, "\r\n", 3);	/* 513: too long */
+	assert_int_equal(parse_one(big, 4, &rep, &err), -1);
+	assert_string_equal(err, "reply line too long");
+	free(big);
+}
+
+/* thousands of continuation lines never grow memory past the limit */
+static void
+test_reply_flood(void **state UNUSED)
+{
+	struct smtp_replyparser p;
+	struct smtp_reply rep;
+	int i, rc = 0;
+
+	smtp_reply_init(&p, 512, 100);
+	for (i = 0; i < 10000 && rc == 0; i++) {
+		smtp_reply_feed(&p, "250-more\r\n", 10);
+		rc = smtp_reply_get(&p, &rep);
+	}
+	assert_int_equal(rc, -1);
+	assert_int_equal(i, 101);
+	assert_string_equal(p.error, "too many reply lines");
+	smtp_reply_free(&p);
+}
+
+/* ------------------------------------------------------------ DATA */
+
+/*
+ * run_data - feed a DATA stream; return the un-stuffed content up to the
+ * terminator, *ended, the rest left in the reader and the flags.
+ */
+static char *
+run_data(const char *in, size_t len, int *ended, size_t *rest, int *flags)
+{
+	struct smtp_reader r;
+	struct smtp_data d;
+	struct smtp_line l;
+	struct buf out;
+	const char *p;
+	size_t n;
+	char *res;
+
+	smtp_reader_init(&r, 998);
+	smtp_data_init(&d);
+	buf_init(&out);
+	*ended = 0;
+	smtp_reader_feed(&r, in, len);
+	while (smtp_reader_getline(&r, &l) != SMTP_LINE_NONE) {
+		if (smtp_data_line(&d, &l, &p, &n) == 1) {
+			*ended = 1;
+			break;
+		}
+		buf_append(&out, p, n);
+		buf_append(&out, "\r\n", 2);
+	}
+	*rest = smtp_reader_pending(&r);
+	*flags = d.flags;
+	for (n = 0; n < out.len; n++)
+		if (out.data[n] == '\0')
+			out.data[n] = '@';	/* keep NUL lines comparable */
+	buf_append(&out, "", 1);
+	res = strdup(out.data ? out.data : "");
+	buf_free(&out);
+	smtp_reader_free(&r);
+	return res;
+}
+
+/* the smuggling battery: none of these end DATA before the real end */
+static void
+test_data_smuggling(void **state UNUSED)
+{
+	static const struct {
+		const char	*name;
+		const char	*end;
+		size_t		 len;
+		int		 flag;
+	} rows[] = {
+		{ "\\n.\\n", "\n.\n", 3, SMTP_LF_BARELF },
+		{ "\\r.\\r", "\r.\r", 3, SMTP_LF_BARECR },
+		{ "\\r.\\n", "\r.\n", 3, SMTP_LF_BARECR },
+		{ "\\n.\\r", "\n.\r", 3, SMTP_LF_BARELF },
+		{ "\\n.\\r\\n", "\n.\r\n", 4, SMTP_LF_BARELF },
+		{ "\\r\\n.\\n", "\r\n.\n", 4, SMTP_LF_BARELF },
+		{ "\\r.\\r\\n", "\r.\r\n", 4, SMTP_LF_BARECR },
+		{ "\\r\\n.\\r", "\r\n.\r", 4, SMTP_LF_BARECR },
+		{ "\\r\\n\\0.\\r\\n", "\r\n\0.\r\n", 6, SMTP_LF_NUL },
+	};
+	static const char smuggle[] = "MAIL FROM:<evil@x>\r\nRCPT TO:<v@y>\r\n"
+	    "DATA\r\nsmuggled\r\n";
+	char in[512];
+	size_t i, n, rest;
+	int ended, flags;
+	char *out;
+
+	for (i = 0; i < N(rows); i++) {
+		n = 0;
+		memcpy(in + n, "Subject: t\r\n\r\nbody", 18);
+		n += 18;
+		memcpy(in + n, rows[i].end, rows[i].len);
+		n += rows[i].len;
+		memcpy(in + n, smuggle, sizeof(smuggle) - 1);
+		n += sizeof(smuggle) - 1;
+		memcpy(in + n, ".\r\nQUIT\r\n", 9);
+		n += 9;
+		out = run_data(in, n, &ended, &rest, &flags);
+		if (!ended || rest != 6)
+			fail_msg("%s: ended %d rest %zu", rows[i].name, ended,
+			    rest);
+		if (!(flags & rows[i].flag))
+			fail_msg("%s: flags %#x", rows[i].name, flags);
+		/* the smuggled commands are content, never commands */
+		if (strstr(out, "MAIL FROM:<evil@x>") == NULL)
+			fail_msg("%s: smuggled text lost", rows[i].name);
+		free(out);
+	}
+}
+
+static void
+test_data_terminator(void **state UNUSED)
+{
+	static const struct {
+		const char	*in;
+		int		 ended;
+		const char	*content;
+	} rows[] = {
+		{ ".\r\n", 1, "" },
+		{ "a\r\n.\r\n", 1, "a\r\n" },
+		{ "..\r\n.\r\n", 1, ".\r\n" },
+		{ "..a\r\n.b\r\n.\r\n", 1, ".a\r\nb\r\n" },
+		{ ". \r\n.\r\n", 1, " \r\n" },
+		{ "a\r\n.", 0, "a\r\n" },
+		{ "a\r\n.\r", 0, "a\r\n" },
+		{ "a\r\n.\n", 0, "a\r\n\r\n" },
+	};
+	size_t i, rest;
+	int ended, flags;
+	char *out;
+
+	for (i = 0; i < N(rows); i++) {
+		out = run_data(rows[i].in, strlen(rows[i].in), &ended, &rest,
+		    &flags);
+		if (ended != rows[i].ended || strcmp(out, rows[i].content) != 0)
+			fail_msg("row %zu: ended %d content '%s'", i, ended, out);
+		free(out);
+	}
+}
+
+static void
+test_data_toolong(void **state UNUSED)
+{
+	char in[3000];
+	size_t rest;
+	int ended, flags;
+	char *out;
+
+	memset(in, 'x', 2000);
+	memcpy(in + 2000, "\r\n.\r\n", 6);
+	out = run_data(in, 2005, &ended, &rest, &flags);
+	assert_int_equal(ended, 1);
+	assert_true(flags & SMTP_LF_TOOLONG);
+	free(out);
+	/* an over-long "." line is no terminator */
+	memset(in, '.', 2000);
+	memcpy(in + 2000, "\r\nx\r\n.\r\n", 9);
+	out = run_data(in, 2008, &ended, &rest, &flags);
+	assert_int_equal(ended, 1);
+	assert_string_equal(out, "\r\nx\r\n");
+	free(out);
+}
+
+/* stuffing then un-stuffing gives the content back */
+static void
+test_dot_stuff(void **state UNUSED)
+{
+	static const char *lines[] = { ".", "..", ".a", "a.", "", "x", "..." };
+	struct buf wire;
+	size_t i, rest;
+	int ended, flags;
+	char *out, want[128] = "";
+
+	buf_init(&wire);
+	for (i = 0; i < N(lines); i++) {
+		smtp_dot_stuff(&wire, lines[i], strlen(lines[i]));
+		strcat(want, lines[i]);
+		strcat(want, "\r\n");
+	}
+	assert_memory_equal(wire.data, "..\r\n...\r\n..a\r\na.\r\n\r\nx\r\n"
+	    "....\r\n", wire.len);
+	buf_append(&wire, ".\r\n", 3);
+	out = run_data(wire.data, wire.len, &ended, &rest, &flags);
+	assert_int_equal(ended, 1);
+	assert_string_equal(out, want);
+	assert_int_equal(flags, 0);
+	free(out);
+	buf_free(&wire);
+}
+
+/* ------------------------------------------------------------ paths */
+
+static void
+test_paths(void **state UNUSED)
+{
+	static const struct {
+		const char	*arg;
+		const char	*prefix;
+		int		 ok;
+		const char	*addr;
+		const char	*reply;	/* start of *why */
+	} rows[] = {
+		{ "FROM:<a@b.example>", "FROM:", 1, "a@b.example", NULL },
+		{ "from:<a@b.example>", "FROM:", 1, "a@b.example", NULL },
+		{ "FROM: <a@b.example>", "FROM:", 1, "a@b.example", NULL },
+		{ "FROM:<>", "FROM:", 1, "", NULL },
+		{ "TO:<>", "TO:", 0, NULL, "501 5.1.3" },
+		{ "TO:<Postmaster>", "TO:", 1, "Postmaster", NULL },
+		{ "TO:<bob>", "TO:", 0, NULL, "501 5.1.3" },
+		{ "FROM:a@b", "FROM:", 0, NULL, "501 5.1.7" },
+		{ "FROM:<a@b", "FROM:", 0, NULL, "501 5.1.7" },
+		{ "FROM:<a@b>x", "FROM:", 0, NULL, "501 5.1.7" },
+		{ "FROM:<a b@c>", "FROM:", 0, NULL, "501" },
+		{ "FROM:<a..b@c>", "FROM:", 0, NULL, "501" },
+		{ "FROM:<.a@c>", "FROM:", 0, NULL, "501" },
+		{ "FROM:<a.@c>", "FROM:", 0, NULL, "501" },
+		{ "FROM:<a@-c>", "FROM:", 0, NULL, "501" },
+		{ "FROM:<a@c->", "FROM:", 0, NULL, "501" },
+		{ "FROM:<a@c..d>", "FROM:", 0, NULL, "501" },
+		{ "FROM:<a@>", "FROM:", 0, NULL, "501" },
+		{ "FROM:<@b>", "FROM:", 0, NULL, "501" },
+		{ "FROM:<\"a b\"@c>", "FROM:", 1, "\"a b\"@c", NULL },
+		{ "FROM:<\"a>b\"@c>", "FROM:", 1, "\"a>b\"@c", NULL },
+		{ "FROM:<\"a\\\"b\"@c>", "FROM:", 1, "\"a\\\"b\"@c", NULL },
+		{ "FROM:<\"a@c>", "FROM:", 0, NULL, "501" },
+		{ "FROM:<a@[192.0.2.1]>", "FROM:", 1, "a@[192.0.2.1]", NULL },
+		{ "FROM:<a@[IPv6:2001:db8::1]>", "FROM:", 1,
+		    "a@[IPv6:2001:db8::1]", NULL },
+		{ "FROM:<a@[300.1.1.1]>", "FROM:", 0, NULL, "501" },
+		{ "FROM:<a@[tag:x]>", "FROM:", 0, NULL, "501" },
+		{ "TO:<@r1.example,@r2.example:a@b>", "TO:", 1, "a@b", NULL },
+		{ "TO:<@r1.example:>", "TO:", 0, NULL, "501" },
+		{ "TO:<a@b> NOTIFY=NEVER", "TO:", 1, "a@b", NULL },
+		{ "TO:<a@b>  NOTIFY=NEVER ORCPT=rfc822;a@b", "TO:", 1, "a@b",
+		    NULL },
+		{ "TO:<a@b> NOTIFY=", "TO:", 0, NULL, "555" },
+		{ "TO:<a@b> =x", "TO:", 0, NULL, "555" },
+		{ "TO:<a@b> A=b=c", "TO:", 0, NULL, "555" },
+		{ "TO:<a@b> X=1 x=2", "TO:", 0, NULL, "555" },
+		{ "TO:<a@b> A B C D E F G H I", "TO:", 0, NULL, "555" },
+		{ "TO:<\xc3\xa9@b>", "TO:", 0, NULL, "553 5.6.7" },
+		{ "FROM:<\xc3\xa9@b> SMTPUTF8", "FROM:", 1, "\xc3\xa9@b", NULL },
+		{ "FROM:<\xc3@b> SMTPUTF8", "FROM:", 0, NULL, "501" },
+		{ "FROM:<a@b> X=\xc3\xa9", "FROM:", 0, NULL, "555" },
+		{ "MAIL:<a@b>", "FROM:", 0, NULL, "501 5.5.4" },
+	};
+	struct smtp_limits lim = { 64, 255, 0 };
+	struct smtp_path path;
+	const char *why;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < N(rows); i++) {
+		rc = smtp_parse_path(rows[i].arg, rows[i].prefix,
+		    strcmp(rows[i].prefix, "FROM:") == 0, &lim, &path, &why);
+		if ((rc == 0) != rows[i].ok)
+			fail_msg("row %zu '%s': rc %d (%s)", i, rows[i].arg, rc,
+			    rc ? why : "");
+		if (rc == 0 && strcmp(path.addr, rows[i].addr) != 0)
+			fail_msg("row %zu: addr '%s'", i, path.addr);
+		if (rc == -1 && strncmp(why, rows[i].reply,
+		    strlen(rows[i].reply)) != 0)
+			fail_msg("row %zu: reply '%s'", i, why);
+		if (rc == 0)
+			smtp_path_free(&path);
+	}
+}
+
+static void
+test_path_limits(void **state UNUSED)
+{
+	struct smtp_limits lim = { 64, 255, 0 };
+	struct smtp_path path;
+	const char *why;
+	char arg[600];
+
+	/* 64 octets of local-part pass, 65 do not */
+	snprintf(arg, sizeof(arg), "TO:<%.64s@b>",
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	assert_int_equal(smtp_parse_path(arg, "TO:", 0, &lim, &path, &why), 0);
+	assert_string_equal(path.domain, "b");
+	smtp_path_free(&path);
+	snprintf(arg, sizeof(arg), "TO:<%.65s@b>",
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	assert_int_equal(smtp_parse_path(arg, "TO:", 0, &lim, &path, &why),
+	    -1);
+	assert_string_equal(why, "501 5.1.3 Recipient address too long");
+	/* a label over 63 octets */
+	snprintf(arg, sizeof(arg), "TO:<a@%.64s.example>",
+	    "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+	assert_int_equal(smtp_parse_path(arg, "TO:", 0, &lim, &path, &why),
+	    -1);
+	/* the domain limit */
+	lim.domain = 10;
+	assert_int_equal(smtp_parse_path("TO:<a@bbbbbb.example>", "TO:", 0,
+	    &lim, &path, &why), -1);
+	/* SMTPUTF8 given at MAIL allows UTF-8 at RCPT */
+	lim.domain = 255;
+	lim.utf8 = 1;
+	assert_int_equal(smtp_parse_path("TO:<\xc3\xa9@b\xc3\xa9.example>",
+	    "TO:", 0, &lim, &path, &why), 0);
+	smtp_path_free(&path);
+}
+
+static void
+test_params(void **state UNUSED)
+{
+	struct smtp_limits lim = { 64, 255, 0 };
+	struct smtp_path path;
+	const char *why;
+
+	assert_int_equal(smtp_parse_path("FROM:<a@b> size=100 BODY=8BITMIME "
+	    "SMTPUTF8", "FROM:", 1, &lim, &path, &why), 0);
+	assert_int_equal(path.nparams, 3);
+	assert_string_equal(smtp_path_param(&path, "SIZE"), "100");
+	assert_string_equal(smtp_path_param(&path, "BODY"), "8BITMIME");
+	assert_string_equal(smtp_path_param(&path, "SMTPUTF8"), "");
+	assert_null(smtp_path_param(&path, "RET"));
+	smtp_path_free(&path);
+}
+
+static void
+test_xtext(void **state UNUSED)
+{
+	char out[64];
+
+	assert_int_equal(smtp_xtext_valid("abc+2Bdef"), 0);
+	assert_int_equal(smtp_xtext_valid("abc+2bdef"), -1);
+	assert_int_equal(smtp_xtext_valid("abc+2"), -1);
+	assert_int_equal(smtp_xtext_valid("a=b"), -1);
+	assert_int_equal(smtp_xtext_valid("a b"), -1);
+	assert_int_equal(smtp_xtext_decode("a+2Bb+3Dc", out, sizeof(out)), 0);
+	assert_string_equal(out, "a+b=c");
+	assert_int_equal(smtp_xtext_decode("abcdef", out, 4), -1);
+}
+
+static void
+test_verb(void **state UNUSED)
+{
+	char verb[16];
+	const char *arg;
+
+	arg = smtp_verb("mail FROM:<a@b>", 15, verb, sizeof(verb));
+	assert_string_equal(verb, "MAIL");
+	assert_string_equal(arg, "FROM:<a@b>");
+	arg = smtp_verb("QUIT", 4, verb, sizeof(verb));
+	assert_string_equal(verb, "QUIT");
+	assert_string_equal(arg, "");
+	arg = smtp_verb("STARTTLSXXXXXXXXXXXXX now", 25, verb, sizeof(verb));
+	assert_string_not_equal(verb, "STARTTLS");
+	assert_string_equal(arg, "now");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_reader_basic),
+		cmocka_unit_test(test_reader_flags),
+		cmocka_unit_test(test_reader_toolong),
+		cmocka_unit_test(test_reader_discard),
+		cmocka_unit_test(test_reader_bytewise),
+		cmocka_unit_test(test_reply_good),
+		cmocka_unit_test(test_reply_bad),
+		cmocka_unit_test(test_reply_flood),
+		cmocka_unit_test(test_data_smuggling),
+		cmocka_unit_test(test_data_terminator),
+		cmocka_unit_test(test_data_toolong),
+		cmocka_unit_test(test_dot_stuff),
+		cmocka_unit_test(test_paths),
+		cmocka_unit_test(test_path_limits),
+		cmocka_unit_test(test_params),
+		cmocka_unit_test(test_xtext),
+		cmocka_unit_test(test_verb),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
