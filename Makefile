@@ -66,6 +66,7 @@ CTL_SRCS = \
 UNIT_TESTS = \
 	test_policy \
 	test_smtp \
+	test_nfq \
 	test_mta
 
 MXB_SRCS = $(DAEMON_SRCS) $(NFQ_SRCS) $(PROXY_SRCS) $(MTA_SRCS) \

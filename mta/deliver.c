@@ -557,7 +557,7 @@ auth_next(struct conn *c, const struct smtp_reply *rep)
 	size_t ul = strlen(c->auth_user), pl = strlen(c->auth_pass);
 	int rc = 0;
 
-	if (rep != NULL && rep->code == 235)
+	if (rep != NULL && rep->code / 100 == 2)	/* 235; some say 250 */
 		return 1;
 	if (rep != NULL && rep->code != 334) {
 		reply_diag(rep, tmp, sizeof(tmp));

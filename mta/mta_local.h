@@ -158,6 +158,7 @@ struct mta_dest {
 	struct mta_jobq	 jobs;		/* waiting */
 	unsigned	 njobs;
 	unsigned	 nconn;		/* connections open */
+	unsigned	 window;	/* connections allowed now: slow start */
 };
 
 void		 mta_queue_init(uv_loop_t *);

@@ -144,6 +144,7 @@ dest_get(const struct mta_env *env, const struct mta_rcpt *r)
 	d = xcalloc(1, sizeof(*d));
 	d->key = xstrdup(key);
 	d->route = route;
+	d->window = 1;
 	TAILQ_INIT(&d->jobs);
 	if (route == POLICY_ROUTE_MX)
 		d->domain = xstrdup(key + 3);
@@ -178,14 +179,22 @@ job_free(struct mta_job *job)
 	free(job);
 }
 
-/* dest_pump - open connections while jobs wait and the limit allows */
+/*
+ * dest_pump - open connections while jobs wait and the limit allows.
+ * The limit starts at one connection and grows by one with every
+ * transaction the next hop answered, up to queue.concurrency (slow
+ * start): a burst to one place reuses connections, and a dead next hop
+ * costs one failed connection, not ten.
+ */
 static void
 dest_pump(struct mta_dest *d)
 {
 	struct policy *p = policy_current();
+	unsigned limit = d->window < p->queue.concurrency ? d->window :
+	    p->queue.concurrency;
 
 	while (!queue_draining && !queue_stopped && d->njobs > 0 &&
-	    d->nconn < p->queue.concurrency) {
+	    d->nconn < limit) {
 		d->nconn++;
 		if (mta_deliver_open(queue_loop, d) == -1) {
 			d->nconn--;
@@ -322,8 +331,10 @@ void
 mta_queue_job_done(struct mta_job *job)
 {
 	struct mta_env *env = job->env;
+	struct mta_dest *d = job->dest;
 	time_t now = time(NULL);
 	size_t i;
+	int answered = 0;
 
 	env->jobs--;
 	if (queue_stopped) {
@@ -337,8 +348,14 @@ mta_queue_job_done(struct mta_job *job)
 			mta_result_set(&job->res[i], 4, "4.4.2",
 			    NULL, "delivery interrupted");
 		apply(env, &env->rcpt[job->idx[i]], &job->res[i], now);
+		answered |= job->res[i].code == 2 || (job->res[i].code == 5 &&
+		    job->res[i].remote != NULL);
 	}
 	job_free(job);
+	if (answered && d->window < policy_current()->queue.concurrency) {
+		d->window++;
+		dest_pump(d);
+	}
 	if (env->deleted && env->jobs == 0)
 		msg_drop(env, "deleted by the administrator");
 	else if (!env->deleted && settle(env) == 0)
@@ -353,6 +370,7 @@ mta_queue_dest_fail(struct mta_dest *d, int code, const char *status,
 	struct mta_job *job;
 	size_t i;
 
+	d->window = 1;
 	while ((job = mta_queue_next_job(d)) != NULL) {
 		for (i = 0; i < job->n; i++)
 			mta_result_set(&job->res[i], code, status, remote,

@@ -46,6 +46,8 @@ struct spool_op {
 	char		*spillpath;
 	const char	*subdir;	/* MOVE */
 	unsigned	 age;		/* EXPIRE: seconds */
+	int		 fd;		/* worker: written, not yet synced */
+	char		*tmppath;	/* worker: the file in tmp/ */
 	int		 status;	/* 0 or -1 */
 	char		 err[PATH_MAX + 128];
 	mta_spool_cb	 cb;
@@ -58,6 +60,9 @@ struct spool_batch {
 	struct spool_opq ops;
 	int		 fsync;
 	unsigned	 n;
+	uint64_t	 queued;	/* uv_hrtime() at submission */
+	uint64_t	 started;	/* ... when a thread took it */
+	uint64_t	 done;
 };
 
 static uv_loop_t	*spool_loop;
@@ -207,12 +212,16 @@ copy_spill(int from, int to)
 	return 0;
 }
 
-/* write_file - a whole new file: header, data, spill; fsync if asked */
+/*
+ * write_file - a whole new file: header, data, spill.  With dosync the
+ * file stays open for sync_batch(), which flushes every file of the
+ * batch at once.
+ */
 static int
 write_file(struct spool_op *op, const char *path, const struct buf *hdr,
     int dosync)
 {
-	int fd, rc = -1;
+	int fd;
 
 	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 	    0600)) == -1)
@@ -221,18 +230,44 @@ write_file(struct spool_op *op, const char *path, const struct buf *hdr,
 	    write_all(fd, op->data.data, op->data.len) == -1 ||
 	    (op->spillfd != -1 && copy_spill(op->spillfd, fd) == -1)) {
 		op_fail(op, "write", path);
-		goto done;
-	}
-	if (dosync && fsync(fd) == -1) {
-		op_fail(op, "fsync", path);
-		goto done;
-	}
-	rc = 0;
-done:
-	close(fd);
-	if (rc == -1)
+		close(fd);
 		unlink(path);
-	return rc;
+		return -1;
+	}
+	if (!dosync) {
+		close(fd);
+		return 0;
+	}
+	op->fd = fd;
+	op->tmppath = xstrdup(path);
+	return 0;
+}
+
+/*
+ * sync_batch - make every file written by the batch durable: start the
+ * writeback of all of them, then wait for each.  The first fdatasync
+ * commits the journal for all; the others mostly find their work done.
+ */
+static void
+sync_batch(struct spool_batch *b)
+{
+	struct spool_op *op;
+
+	TAILQ_FOREACH(op, &b->ops, entry)
+		if (op->fd != -1)
+			sync_file_range(op->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	TAILQ_FOREACH(op, &b->ops, entry) {
+		if (op->fd == -1)
+			continue;
+		if (fdatasync(op->fd) == -1) {
+			op_fail(op, "fsync", op->tmppath);
+			unlink(op->tmppath);
+		}
+		close(op->fd);
+		op->fd = -1;
+		free(op->tmppath);
+		op->tmppath = NULL;
+	}
 }
 
 /* work_commit - phase 1 of a new message: tmp/ID, durable */
@@ -384,12 +419,14 @@ batch_work(uv_work_t *req)
 	struct spool_op *op;
 	int changed = 0, moved = 0;
 
+	b->started = uv_hrtime();
 	TAILQ_FOREACH(op, &b->ops, entry) {
 		if (op->type == OP_COMMIT)
 			work_commit(op, b->fsync);
 		else if (op->type == OP_STATE)
 			work_state(op, b->fsync);
 	}
+	sync_batch(b);
 	TAILQ_FOREACH(op, &b->ops, entry) {
 		changed |= work_phase2(op);
 		if (op->type == OP_MOVE && op->status == 0)
@@ -401,6 +438,7 @@ batch_work(uv_work_t *req)
 		fsync_dir("dead");
 		fsync_dir("corrupt");
 	}
+	b->done = uv_hrtime();
 }
 
 /*
@@ -431,6 +469,8 @@ batch_done(uv_work_t *req, int status)
 	struct mta_env *env;
 
 	spool_inflight = 0;
+	log_debug("spool: batch ops=%u wait=%.1fms work=%.1fms", b->n,
+	    (b->started - b->queued) / 1e6, (b->done - b->started) / 1e6);
 	while ((op = TAILQ_FIRST(&b->ops)) != NULL) {
 		TAILQ_REMOVE(&b->ops, op, entry);
 		if (status != 0 && op->status == 0) {
@@ -474,6 +514,7 @@ batch_start(void)
 		b->n++;
 	}
 	b->req.data = b;
+	b->queued = uv_hrtime();
 	spool_inflight = 1;
 	spool_batches++;
 	spool_ops += b->n;
@@ -493,6 +534,7 @@ op_new(enum spool_optype type, const char *id)
 	op = xcalloc(1, sizeof(*op));
 	op->type = type;
 	op->spillfd = -1;
+	op->fd = -1;
 	if (id != NULL)
 		snprintf(op->id, sizeof(op->id), "%s", id);
 	buf_init(&op->data);

@@ -55,6 +55,12 @@
 #define NFQ_IFCACHE		64		/* power of two */
 #define NFQ_IFCACHE_TTL		(10 * 1000)	/* ms */
 
+#define NFQ_IP4_HDR		20	/* without options */
+#define NFQ_IP6_HDR		40
+#define NFQ_TCP_HDR		20	/* without options; ports first */
+#define NFQ_IP4_OFFMASK		0x1fff	/* fragment offset */
+#define NFQ_IP6_OFFMASK		0xfff8
+
 /* one bound queue; freed in its poll handle's close callback */
 struct nfq_queue {
 	uv_poll_t		 poll;
@@ -310,93 +316,118 @@ nfq_sockaddr(struct sockaddr_storage *ss, int family, const uint8_t *ip,
 	}
 }
 
-/* nfq_parse_ip4 - offset of the TCP header of a first fragment, or -1 */
+/* nfq_get16 - a 16-bit field in network byte order */
+static size_t
+nfq_get16(const uint8_t *p)
+{
+	return (size_t)p[0] << 8 | p[1];
+}
+
+/*
+ * nfq_parse_ip4 - the offset of the TCP header of a first fragment.  The
+ * queue's copy range may have cut the packet, so its total length may
+ * exceed len, but the packet may not end before its TCP header does.
+ */
 static int
-nfq_parse_ip4(const uint8_t *p, size_t len)
+nfq_parse_ip4(const uint8_t *p, size_t len, size_t *off)
 {
 	size_t ihl;
 
-	if (len < 20)
+	if (len < NFQ_IP4_HDR)
 		return -1;
 	ihl = (size_t)(p[0] & 0x0f) * 4;
-	if (ihl < 20 || ihl > len || p[9] != IPPROTO_TCP)
+	if (ihl < NFQ_IP4_HDR || p[9] != IPPROTO_TCP)
 		return -1;
-	if ((((unsigned)p[6] << 8 | p[7]) & 0x1fff) != 0)
+	if (ihl + NFQ_TCP_HDR > len || ihl + NFQ_TCP_HDR > nfq_get16(p + 2))
+		return -1;
+	if ((nfq_get16(p + 6) & NFQ_IP4_OFFMASK) != 0)
 		return -1;			/* not the first fragment */
-	return (int)ihl;
+	*off = ihl;
+	return 0;
 }
 
-/* nfq_parse_ip6 - offset of the TCP header past extension headers, or -1 */
+/*
+ * nfq_skip_ip6 - step over the extension header of type *nxt at *off:
+ * its successor's type and offset; -1 if it is not one we can skip or
+ * not inside the buffer
+ */
 static int
-nfq_parse_ip6(const uint8_t *p, size_t len)
+nfq_skip_ip6(const uint8_t *p, size_t len, unsigned *nxt, size_t *off)
 {
-	size_t off = 40;
-	unsigned nxt, i;
+	const uint8_t *h;
 
-	if (len < 40)
+	if (*off + 8 > len)
 		return -1;
-	nxt = p[6];
-	for (i = 0; i < 8; i++) {
-		if (nxt == IPPROTO_TCP)
-			return (int)off;
-		if (off + 8 > len)
-			return -1;
-		switch (nxt) {
-		case IPPROTO_HOPOPTS:
-		case IPPROTO_ROUTING:
-		case IPPROTO_DSTOPTS:
-			nxt = p[off];
-			off += ((size_t)p[off + 1] + 1) * 8;
-			break;
-		case IPPROTO_FRAGMENT:
-			if ((((unsigned)p[off + 2] << 8 | p[off + 3]) &
-			    0xfff8) != 0)
-				return -1;	/* not the first fragment */
-			nxt = p[off];
-			off += 8;
-			break;
-		case IPPROTO_AH:
-			nxt = p[off];
-			off += ((size_t)p[off + 1] + 2) * 4;
-			break;
-		default:
-			return -1;
-		}
-	}
-	return -1;
-}
-
-/* nfq_parse - the TCP endpoints of an IPv4 or IPv6 packet; -1 if not */
-static int
-nfq_parse(const uint8_t *p, size_t len, struct sockaddr_storage *src,
-    struct sockaddr_storage *dst)
-{
-	int off, family;
-
-	if (len < 1)
-		return -1;
-	switch (p[0] >> 4) {
-	case 4:
-		family = AF_INET;
-		off = nfq_parse_ip4(p, len);
+	h = p + *off;
+	switch (*nxt) {
+	case IPPROTO_HOPOPTS:
+	case IPPROTO_ROUTING:
+	case IPPROTO_DSTOPTS:
+		*off += ((size_t)h[1] + 1) * 8;
 		break;
-	case 6:
-		family = AF_INET6;
-		off = nfq_parse_ip6(p, len);
+	case IPPROTO_FRAGMENT:
+		if ((nfq_get16(h + 2) & NFQ_IP6_OFFMASK) != 0)
+			return -1;		/* not the first fragment */
+		*off += 8;
+		break;
+	case IPPROTO_AH:
+		*off += ((size_t)h[1] + 2) * 4;
 		break;
 	default:
 		return -1;
 	}
-	if (off == -1 || (size_t)off + 20 > len)
-		return -1;
-	if (family == AF_INET) {
-		nfq_sockaddr(src, AF_INET, p + 12, p + off);
-		nfq_sockaddr(dst, AF_INET, p + 16, p + off + 2);
-	} else {
-		nfq_sockaddr(src, AF_INET6, p + 8, p + off);
-		nfq_sockaddr(dst, AF_INET6, p + 24, p + off + 2);
-	}
+	*nxt = h[0];
 	return 0;
+}
+
+/*
+ * nfq_parse_ip6 - the offset of the TCP header past the extension headers.
+ * Every header takes 8 octets or more, so the walk ends with the buffer.
+ * A payload length of 0 is a jumbogram's and is not checked.
+ */
+static int
+nfq_parse_ip6(const uint8_t *p, size_t len, size_t *off)
+{
+	size_t plen;
+	unsigned nxt;
+
+	if (len < NFQ_IP6_HDR)
+		return -1;
+	nxt = p[6];
+	*off = NFQ_IP6_HDR;
+	while (nxt != IPPROTO_TCP)
+		if (nfq_skip_ip6(p, len, &nxt, off) == -1)
+			return -1;
+	plen = nfq_get16(p + 4);
+	if (*off + NFQ_TCP_HDR > len ||
+	    (plen != 0 && *off + NFQ_TCP_HDR > NFQ_IP6_HDR + plen))
+		return -1;
+	return 0;
+}
+
+int
+nfq_parse_packet(const uint8_t *pkt, size_t len, struct sockaddr_storage *src,
+    struct sockaddr_storage *dst)
+{
+	size_t off;
+
+	if (len < 1)
+		return -1;
+	switch (pkt[0] >> 4) {
+	case 4:
+		if (nfq_parse_ip4(pkt, len, &off) == -1)
+			return -1;
+		nfq_sockaddr(src, AF_INET, pkt + 12, pkt + off);
+		nfq_sockaddr(dst, AF_INET, pkt + 16, pkt + off + 2);
+		return 0;
+	case 6:
+		if (nfq_parse_ip6(pkt, len, &off) == -1)
+			return -1;
+		nfq_sockaddr(src, AF_INET6, pkt + 8, pkt + off);
+		nfq_sockaddr(dst, AF_INET6, pkt + 24, pkt + off + 2);
+		return 0;
+	}
+	return -1;
 }
 
 /* ------------------------------------------------------------ verdicts */
@@ -446,6 +477,12 @@ nfq_class_mark(const struct policy_class *cls)
 	return NFQ_CLASS_PASS;
 }
 
+uint32_t
+nfq_verdict_mark(uint32_t mark, const struct policy_class *cls)
+{
+	return (mark & ~NFQ_MARK_CLASS) | nfq_class_mark(cls);
+}
+
 static void
 nfq_log_decision(const struct sockaddr *src, const struct sockaddr *dst,
     const char *port, const struct policy_class *cls, uint32_t mark)
@@ -477,7 +514,7 @@ nfq_classify(struct nfq_queue *q, uint32_t id, uint32_t mark,
 	} else if ((unsigned)cls.dir <= POLICY_DIR_OUT &&
 	    (unsigned)cls.action <= POLICY_DROP)
 		nfq_st.decision[cls.dir][cls.action]++;
-	mark = (mark & ~NFQ_MARK_CLASS) | nfq_class_mark(&cls);
+	mark = nfq_verdict_mark(mark, &cls);
 	if (cls.action == POLICY_PROXY)
 		nfq_flow_remember(src, dst, port);
 	nfq_log_decision(src, dst, port, &cls, mark);
@@ -508,7 +545,7 @@ nfq_packet_cb(const struct nlmsghdr *nlh, void *arg)
 	if (attr[NFQA_MARK] != NULL)
 		mark = ntohl(mnl_attr_get_u32(attr[NFQA_MARK]));
 	if (attr[NFQA_PAYLOAD] == NULL ||
-	    nfq_parse(mnl_attr_get_payload(attr[NFQA_PAYLOAD]),
+	    nfq_parse_packet(mnl_attr_get_payload(attr[NFQA_PAYLOAD]),
 	    mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]), &src, &dst) == -1) {
 		nfq_st.malformed++;
 		log_debug("nfq: malformed packet id=%u action=accept", id);

@@ -5,8 +5,12 @@
 #ifndef MXB_NFQ_H
 #define MXB_NFQ_H
 #include <sys/socket.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "../daemon/module.h"
+
+struct policy_class;
 
 /*
  * The packet mark layout, shared with scripts/mxbridge-netfilter.
@@ -26,5 +30,21 @@ extern const struct module nfq_module;
 /* the ingress port of a recently classified flow, or NULL if unknown */
 const char	*nfq_flow_port(const struct sockaddr *src,
 		    const struct sockaddr *dst);
+
+/*
+ * The pure parts of the classifier, public for the unit tests.  The names
+ * stay clear of libnetfilter_queue's own nfq_* symbols.
+ */
+
+/*
+ * the TCP endpoints of a queued IPv4 or IPv6 packet (pkt, len as the queue
+ * copied it) into src and dst; -1 if it is not the first fragment of a TCP
+ * packet whose headers lie inside both the buffer and the packet's length
+ */
+int		 nfq_parse_packet(const uint8_t *pkt, size_t len,
+		    struct sockaddr_storage *src, struct sockaddr_storage *dst);
+
+/* the verdict mark: mark with its class bits replaced by the class's */
+uint32_t	 nfq_verdict_mark(uint32_t mark, const struct policy_class *);
 
 #endif

@@ -373,6 +373,10 @@ relay_helo(struct relay *r, int ehlo, const char *name, const char *line,
 
 	if (r->state != R_READY)
 		return -1;
+	if (!r->tls_tried && r->o.tls == RELAY_TLS_REQUIRE && r->o.ctx == NULL) {
+		relay_fail(r, "TLS required but no TLS client context", NULL);
+		return -1;
+	}
 	if (r->tls_tried || r->o.tls == RELAY_TLS_NONE || r->o.ctx == NULL)
 		return relay_send(r, line, len, RELAY_CMD);
 	r->tls_tried = 1;

@@ -785,12 +785,16 @@ relay_greeting_cb(void *arg, const struct smtp_reply *rep)
 	char up[64];
 
 	session_write(s, buf_head(&rep->text), buf_avail(&rep->text));
-	log_info("session=%llu client=%s orig_dst=%s dir=%s upstream=%s "
+	log_debug("session=%llu client=%s orig_dst=%s dir=%s upstream=%s "
 	    "greeting=%d", (unsigned long long)s->conn.id, s->cstr, s->dstr,
 	    policy_dir_name(s->conn.dir),
 	    addr_fmt((struct sockaddr *)&s->conn.orig_dst, up, sizeof(up)),
 	    rep->code);
 	if (rep->code != 220) {
+		log_info("session=%llu client=%s orig_dst=%s dir=%s "
+		    "disposition=upstream-refused greeting=%d",
+		    (unsigned long long)s->conn.id, s->cstr, s->dstr,
+		    policy_dir_name(s->conn.dir), rep->code);
 		session_quit(s, "upstream-refused");
 		return;
 	}
@@ -1529,6 +1533,22 @@ cmd_dispatch(struct session *s, enum cmd cmd, const char *arg,
 		session_421(s, "upstream-lost", "421 4.4.2 %s Error: "
 		    "connection to upstream server lost", s->host);
 		return;
+	}
+	switch (cmd) {
+	case C_MAIL:
+	case C_RCPT:
+	case C_DATA:
+	case C_AUTH:
+	case C_VRFY:
+	case C_EXPN:
+		/* the upstream leg is negotiated (TLS) at the first EHLO */
+		if (s->relay_mode && s->helo == NULL) {
+			reply(s, cmd, "503 5.5.1 Error: send HELO/EHLO first");
+			return;
+		}
+		break;
+	default:
+		break;
 	}
 	switch (cmd) {
 	case C_EHLO:

@@ -98,7 +98,7 @@ RCPT_IN=bench@example.com       # a recipient of the protected domain
 DELIVER_TMO=$((MSGS / 20 + 60))
 
 # ---------------------------------------------------------------- state
-HAPROXY_PID= PF_DIR= BT= ROUND=1
+HAPROXY_PID='' PF_DIR='' BT='' ROUND=1
 bench_cleanup() {
 	local rc=$?
 	[ -n "$HAPROXY_PID" ] && tbd_pid_in_ns "$HAPROXY_PID" box && kill "$HAPROXY_PID" 2>/dev/null
@@ -142,7 +142,11 @@ add kind=meta "date=$(date -Iseconds)" "nproc=$(nproc)" "messages=$MSGS" \
 	"loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)" \
 	"haproxy=$(haproxy -v 2>/dev/null | sed -n '1s/^HAProxy version \([^ ]*\).*/\1/p')" \
 	"postfix=$(postconf -d -h mail_version 2>/dev/null)" \
-	"spool_fs=$FSTYPE" "testbed=$TB_NAME" "mxbridge_bin=$BIN"
+	"spool_fs=$FSTYPE" "testbed=$TB_NAME" "mxbridge_bin=$BIN" \
+	"load=smtp-source -m $MSGS -l $BYTES -s $SESS from c1 (one connection per message); smtp-sink -c in out" \
+	"cpu_time=utime+stime+cutime+cstime of the proxy process and its live children (/proc), 10 ms ticks" \
+	"haproxy_config=nbthread default, bind :$OUTPORT transparent, server 0.0.0.0 (original destination); c1's flows pre-marked outgoing ahead of the NFQUEUE rule" \
+	"postfix_config=explicit relay on $TB_BOX_IP4:25 (no interception), relayhost [$SINK_IP]:25, main.cf defaults (durable queue) except paths, mynetworks, no DNS (smtp_dns_support_level=disabled, smtpd_peername_lookup=no)"
 [ "$FSTYPE" = tmpfs ] && note_add "spool and Postfix queue on tmpfs: fsync costs nothing here"
 case $(cut -d' ' -f1 /proc/loadavg) in
 0.*|1.[0-4]*) ;;
@@ -329,7 +333,7 @@ row_na() {
 # the traffic took the intended path; it prints a reason when it did not.
 measure() {
 	local id=$1 name=$2 peer=$3 dst=$4 rcpt=$5 sink=$6 pid=$7 queued=$8 vfy=${9:-}
-	local base c0 c1 t_done got cpu0 cpu1 v0 v1 why msg_s del_s= del_secs=
+	local base t_done got cpu0 cpu1 v0 v1 why msg_s del_s='' del_secs=''
 	say "row $id: $name"
 	# warm-up: ARP, caches, first sessions (not measured)
 	base=$(bsink "$sink")
@@ -379,7 +383,7 @@ measure() {
 	add kind=run "id=$id" "round=$ROUND" "name=$name" "peer=$peer" status=ok "messages=$MSGS" \
 		"seconds=$(secs "$SRC_NS")" "msg_s=$msg_s" ${del_s:+"delivered_s=$del_s"} \
 		${del_secs:+"delivered_seconds=$del_secs"} "cpu_s=$(cpu_delta "$cpu0" "$cpu1")" \
-		"verified=$VERIFIED"
+		"verified=$VERIFIED" "load1=$(cut -d' ' -f1 /proc/loadavg)"
 	return 0
 }
 # what the process of row ID logged last, for the n/a reasons
@@ -511,7 +515,7 @@ N4="mxbridge pass (classified, forwarded as is)"
 N5="Postfix $(postconf -d -h mail_version 2>/dev/null) store-and-forward relay"
 N6="mxbridge incoming proxy, queue (fsync), deliver"
 
-LAT_DIRECT= LAT_RELAY= LAT_IN=
+LAT_DIRECT='' LAT_RELAY='' LAT_IN=''
 latency() {	# DST RCPT -> JSON on stdout
 	tb_exec c1 timeout 300 python3 "$BPY" latency "$1" 25 "$LAT_N" --size "$BYTES" --rcpt "$2"
 }
@@ -526,7 +530,7 @@ print(json.dumps({"reason": "%d transactions failed: %s" % (d["errors"], d["firs
 }
 
 # --- what the rows need
-NF_OK=0 NF_WHY= NF_IS=down
+NF_OK=0 NF_WHY='' NF_IS=down
 if [ ! -f "$NF" ]; then
 	NF_WHY="no scripts/mxbridge-netfilter"
 elif nf_up; then
@@ -597,7 +601,7 @@ done
 postfix_stop
 
 # --- added latency per message: direct, live relay, incoming proxy
-LAT_DIRECT= LAT_RELAY= LAT_IN=
+LAT_DIRECT='' LAT_RELAY='' LAT_IN=''
 say "latency: $LAT_N single-message transactions per path"
 if nf_state down; then
 	if out=$(latency "$SINK_IP" "$RCPT_OUT"); then LAT_DIRECT=$out

@@ -265,3 +265,174 @@ mxb_stop() {
 	rm -f "$TB_MXB_PIDFILE"
 	return $rc
 }
+
+# ---------------------------------------------------------------- probes
+# tb_banner NODE HOST [PORT [TIMEOUT]]: connect from NODE to HOST (an IPv4
+# or IPv6 literal), PORT 25 by default, and print what came back: "BANNER
+# <first line>", REFUSED, RESET, TIMEOUT (nothing within TIMEOUT s,
+# default 5), EOF or "ERROR <why>".  Exit 0 whatever the answer: compare
+# it with expect_glob.
+TB_BANNER_PY='
+import socket, sys
+host, port, tmo = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+s.settimeout(tmo)
+try:
+    s.connect((host, port))
+    data = b""
+    while b"\n" not in data:
+        d = s.recv(512)
+        if not d:
+            break
+        data += d
+    print("BANNER " + data.decode(errors="replace").splitlines()[0] if data else "EOF")
+except ConnectionRefusedError:
+    print("REFUSED")
+except ConnectionResetError:
+    print("RESET")
+except socket.timeout:
+    print("TIMEOUT")
+except OSError as e:
+    print("ERROR %s" % e)
+'
+tb_banner() { tb_exec "$1" python3 -c "$TB_BANNER_PY" "$2" "${3:-25}" "${4:-5}"; }
+
+# expect_glob WHAT GOT PATTERN...: fail the test ("WHAT: got 'GOT', want
+# 'P1|P2'") unless GOT matches one of the shell PATTERNs, e.g.
+#   expect_glob "c1 to srv" "$(tb_banner c1 "$TB_SRV_IP4")" "BANNER 220 *"
+expect_glob() {
+	local what=$1 got=$2 p want; shift 2
+	for p in "$@"; do
+		# shellcheck disable=SC2254
+		case $got in $p) return 0 ;; esac
+	done
+	want=$(IFS='|'; echo "$*")
+	fail "$what: got '$got', want '$want'"
+}
+
+# tb_hello_start NODE PORT [4|6]: a TCP server in NODE on PORT (IPv4, or
+# IPv6 with 6) that greets each client with "hello <client address>" and
+# closes; pid in TB_HELLO_PID.  Returns 1 if it is not listening within
+# the wait_for timeout.  tb_hello_stop ends it (the testbed's down would).
+TB_HELLO_PY='
+import socket, sys
+v6 = sys.argv[2] == "6"
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::" if v6 else "0.0.0.0", int(sys.argv[1]))); s.listen(8)
+while True:
+    c, a = s.accept(); c.sendall(("hello %s\r\n" % a[0]).encode()); c.close()
+'
+tb_hello_start() {
+	local node=$1 port=$2
+	# not through tb_exec: $! has to be the server itself
+	ip netns exec "$(tb_ns "$node")" python3 -c "$TB_HELLO_PY" "$port" "${3:-4}" \
+		</dev/null >/dev/null 2>&1 &
+	TB_HELLO_PID=$!
+	wait_for tbd_listening_tcp "$node" ":$port" "$port"
+}
+tb_hello_stop() {
+	[ -n "${TB_HELLO_PID:-}" ] || return 0
+	kill "$TB_HELLO_PID" 2>/dev/null
+	wait "$TB_HELLO_PID" 2>/dev/null
+	TB_HELLO_PID=
+}
+
+# maillog_connects IP: how many connections from IP the srv Postfix logged
+maillog_connects() { grep -c "connect from unknown\[$1\]" "$TB_MAILLOG"; }
+
+# ---------------------------------------------------------------- interception
+# The daemon behind the real rules (scripts/mxbridge-netfilter) with its
+# queue and listeners: 10025 incoming, 10026 outgoing, p0 the client side.
+
+# mxb_setup [DIR [QUEUE]]: after tb_init, set MXB_DIR (default
+# $TB_STATE/intercept: spool/, pidfile, ctl.sock, nf.log), MXB_QUEUE (the
+# queue number, default 5), MXB_BINDIR (absolute $MXB_BIN, default
+# <repo>/build) and MXB_NF (the netfilter script); make $MXB_DIR/spool.
+mxb_setup() {
+	MXB_DIR=${1:-$TB_STATE/intercept}
+	MXB_QUEUE=${2:-5}
+	MXB_BINDIR=${MXB_BIN:-$TB_REPO/build}
+	case $MXB_BINDIR in /*) ;; *) MXB_BINDIR=$PWD/$MXB_BINDIR ;; esac
+	MXB_NF=$TB_REPO/scripts/mxbridge-netfilter
+	mkdir -p "$MXB_DIR/spool" || fail "cannot make $MXB_DIR/spool"
+}
+
+# mxb_conf_write FILE P0-INCOMING P0-OUTGOING [SERVER]: the interception
+# config: hostname gw.example.com, state in $MXB_DIR, queue $MXB_QUEUE,
+# listeners 10025/10026, proxy both ways by default, port p0 with the
+# given actions (proxy, pass or drop), domain example.com with its server
+# SERVER port 25 (default $TB_SRV_IP4; mx.example.com names both of srv's
+# addresses), client $TB_C2_IP4 bypassed.
+mxb_conf_write() {
+	cat >"$1" <<EOF
+hostname "gw.example.com"
+spool "$MXB_DIR/spool"
+pidfile "$MXB_DIR/mxbridge.pid"
+control "$MXB_DIR/ctl.sock"
+queue-number $MXB_QUEUE
+listen incoming port 10025
+listen outgoing port 10026
+default incoming proxy
+default outgoing proxy
+port "p0" {
+	incoming $2
+	outgoing $3
+}
+domain "example.com" {
+	server ${4:-$TB_SRV_IP4} port 25
+}
+bypass client $TB_C2_IP4
+EOF
+}
+
+# mxb_ctl ARGS...: mxbridgectl in the box, on $MXB_DIR/ctl.sock
+mxb_ctl() { tb_exec box "$MXB_BINDIR/mxbridgectl" -s "$MXB_DIR/ctl.sock" "$@"; }
+
+# mxb_nf_up [open|closed]: mxbridge-netfilter up in the box (bridge br0,
+# queue $MXB_QUEUE, listeners 10025/10026) with that fail mode (default
+# open), output in $MXB_DIR/nf.log.  Fails the test if the script fails.
+mxb_nf_up() {
+	local mode=${1:-open}
+	tb_exec box bash "$MXB_NF" up -b br0 -q "$MXB_QUEUE" -i 10025 -o 10026 \
+		-F "$mode" >"$MXB_DIR/nf.log" 2>&1 ||
+		fail "mxbridge-netfilter up -F $mode: $(tail -n 3 "$MXB_DIR/nf.log")"
+}
+
+# mxb_start_queue CONF [ARGS...]: mxb_start CONF -v ARGS (-v: the nfq
+# decisions are logged), then wait until this daemon has opened queue
+# $MXB_QUEUE (one more "nfq: queue=N open" line in $TB_MXB_LOG than
+# before).  Fails the test if it does not start or the queue stays shut.
+mxb_start_queue() {
+	local conf=$1 n; shift
+	n=$(grep -c "nfq: queue=$MXB_QUEUE open" "$TB_MXB_LOG" 2>/dev/null)
+	mxb_start "$conf" -v "$@" || fail "daemon did not start"
+	wait_for eval '[ "$(grep -c "nfq: queue=$MXB_QUEUE open" "$TB_MXB_LOG")" -gt "${n:-0}" ]' ||
+		fail "queue $MXB_QUEUE not open: $(tail -n 5 "$TB_MXB_LOG")"
+}
+
+# mxb_decisions: the sum of the daemon's nfq decision counters
+mxb_decisions() {
+	mxb_ctl stats | awk -F= '/^nfq_(incoming|outgoing)_/ { n += $2 } END { print n + 0 }'
+}
+
+# mxb_stats_expect KEY OP N [KEY OP N]...: fail the test unless, in one
+# "mxbridgectl stats", every KEY is there and "test VALUE OP N" holds:
+#   mxb_stats_expect nfq_incoming_proxy -ge 1 nfq_errors -eq 0
+mxb_stats_expect() {
+	local st v
+	[ $# -gt 0 ] && [ $(($# % 3)) = 0 ] || fail "usage: mxb_stats_expect KEY OP N..."
+	st=$(mxb_ctl stats) || fail "mxbridgectl stats failed"
+	while [ $# -ge 3 ]; do
+		v=$(printf '%s\n' "$st" | sed -n "s/^$1=//p")
+		[ -n "$v" ] && test "$v" "$2" "$3" 2>/dev/null ||
+			fail "stats: $1=$v, want $2 $3: ${st//$'\n'/ }"
+		shift 3
+	done
+}
+
+# mxb_sancheck: fail the test if the daemon's log holds a sanitizer report
+mxb_sancheck() {
+	grep -Eq "Sanitizer|runtime error" "$TB_MXB_LOG" 2>/dev/null || return 0
+	fail "sanitizer report: $(grep -Em1 -A5 "Sanitizer|runtime error" "$TB_MXB_LOG")"
+}

@@ -341,6 +341,8 @@ def best_of(rs):
         if key == "delivered_s":
             row["runs_delivered_s"] = [r.get("delivered_s") for r in rs]
         row["rounds"] = len(rs)
+        if any("load1" in r for r in rs):
+            row["runs_load1"] = [r.get("load1") for r in rs]
     row.pop("round", None)
     return row
 
@@ -363,7 +365,22 @@ def cmd_report(args):
                 meta.setdefault("notes", []).append(r.get("text", ""))
             else:
                 extra[kind] = r
+    # ratios of runs made in the same round (the mxbridge row right after
+    # its peer), before the runs are reduced to their best
+    round_ratios = {}
+    for rid, rs in runs.items():
+        peer = str(rs[0].get("peer", ""))
+        if not peer or peer not in runs:
+            continue
+        prs = {r.get("round"): r for r in runs[peer] if r.get("status") == "ok"}
+        for r in rs:
+            pr = prs.get(r.get("round"))
+            if r.get("status") == "ok" and pr and pr.get("msg_s"):
+                round_ratios.setdefault(rid, []).append(round(r["msg_s"] / pr["msg_s"], 3))
     rows.extend(best_of(rs) for rs in runs.values())
+    for r in rows:
+        if str(r["id"]) in round_ratios and r.get("status") == "ok":
+            r["ratio_msg_s_per_round"] = round_ratios[str(r["id"])]
     rows.sort(key=lambda r: int(r["id"]))
     byid = {str(r["id"]): r for r in rows}
     # ratios: 3:2, 4:1, 6:5 (mxbridge row over its peer row)
@@ -400,6 +417,8 @@ def cmd_report(args):
             if "ratio_delivered_s" in r:
                 parts.append("delivered %.2f" % r["ratio_delivered_s"])
             vs = "%s:%s = %s" % (r["id"], r["peer"], ", ".join(parts) if parts else "n/a (peer row not measured)")
+            if len(r.get("ratio_msg_s_per_round", [])) > 1:
+                vs += " (rounds: %s)" % " ".join("%.2f" % x for x in r["ratio_msg_s_per_round"])
         p("%-2s %-46s %9s %9s %9s %8s  %s" % (
             r["id"], r["name"], _fmt(r.get("msg_s")), _fmt(r.get("delivered_s")),
             _fmt(cpu, 2), _fmt(per, 3), vs))
@@ -411,11 +430,12 @@ def cmd_report(args):
         if c.get("status") == "ok":
             p("concurrency: %d idle sessions through %s: %d held (%d alive at the end), "
               "opened in %.2f s; daemon RSS %d -> %d kB = %s bytes/session; "
-              "new session banner in %s s (%s)"
+              "new session banner in %s s (%s); RLIMIT_NOFILE daemon %s, client %s"
               % (c["sessions"], c.get("path", "?"), c["held"], c["alive_after_probe"], c["open_s"],
                  c["rss_before_kb"], c["rss_held_kb"], _fmt(c.get("rss_per_session_bytes")),
                  _fmt(c.get("probe_banner_s"), 3),
-                 "within 1 s" if c.get("probe_within_1s") else "NOT within 1 s"))
+                 "within 1 s" if c.get("probe_within_1s") else "NOT within 1 s",
+                 c.get("daemon_nofile"), c.get("client_nofile")))
         else:
             p("concurrency: n/a (%s)" % c.get("reason", "?"))
     lat = extra.get("latency")

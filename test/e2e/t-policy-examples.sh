@@ -1,4 +1,6 @@
 #!/bin/bash
+# shellcheck disable=SC2016,SC2034,SC2254
+# (eval'd wait_for conditions, glob patterns in expect on purpose)
 # t-policy-examples: the EXAMPLES of mxbridge.conf(5) are real.
 #   - the text of each example in the man page is byte for byte the file
 #     policy/examples/NAME.conf, and each passes `mxbridge -n`;
@@ -243,9 +245,8 @@ while True:
     threading.Thread(target=run, args=(c, a), daemon=True).start()
 '
 
-ctl() { tb_exec box "$BIN/mxbridgectl" -s "$1" "${@:2}"; }
 connects() { grep -c "connect from unknown\[$1\]" "$TB_MAILLOG"; }
-# sinks_have REGEX DIR: a dumped message in DIR matches REGEX
+# dump_has REGEX DIR: a message dumped into DIR matches REGEX
 dump_has() { grep -rlEq -- "$1" "$2" 2>/dev/null; }
 nf_up() {	# open|closed
 	tb_exec box bash "$NF" up -b br0 -q 0 -i 10025 -o 10026 -F "$1" \

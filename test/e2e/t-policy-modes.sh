@@ -1,4 +1,6 @@
 #!/bin/bash
+# shellcheck disable=SC2016,SC2034,SC2254
+# (eval'd wait_for conditions, glob patterns in expect on purpose)
 # t-policy-modes: every port/direction mode end to end.  For incoming
 # (c1 -> 192.0.2.10, Postfix) and outgoing (c1 -> 192.0.2.20, the ext
 # sink), each of proxy, pass and drop, set two ways:

@@ -1,4 +1,6 @@
 #!/bin/bash
+# shellcheck disable=SC2016,SC2034,SC2254
+# (eval'd wait_for conditions, glob patterns in expect on purpose)
 # t-policy-openrelay: the gateway is not an open relay, end to end.
 # From c2 (192.0.2.102), a client no match rule allows (the rules cover
 # only c1, 192.0.2.101), through the incoming proxy (c2 -> 192.0.2.10) and

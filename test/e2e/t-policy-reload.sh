@@ -1,4 +1,6 @@
 #!/bin/bash
+# shellcheck disable=SC2016,SC2034,SC2254
+# (eval'd wait_for conditions, glob patterns in expect on purpose)
 # t-policy-reload: reloading the configuration under traffic.
 #   - a session open across a reload completes under the snapshot it
 #     started with: c1 opens an SMTP session through the incoming proxy,

@@ -1,4 +1,6 @@
 #!/bin/bash
+# shellcheck disable=SC2016,SC2034,SC2254
+# (eval'd wait_for conditions, glob patterns in expect on purpose)
 # t-policy-routes: every row of the routing table of mxbridge.conf(5)
 # ("Routing a recipient") end to end, each recipient followed to where it
 # lands:

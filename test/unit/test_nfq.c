@@ -1,0 +1,721 @@
+/*
+ * test_nfq.c - unit tests of nfq/: the parser of queued packets
+ * (nfq_parse_packet: IPv4 with and without options, IPv6 with and
+ * without extension headers, fragments, wrong versions and protocols,
+ * bad lengths, every truncation, and random input under the sanitizers),
+ * the verdict mark (nfq_verdict_mark), and that the mark layout of nfq.h
+ * is the one scripts/mxbridge-netfilter uses.  Table-driven: a failing
+ * row names itself.
+ *
+ * The flow table behind nfq_flow_port() keeps time with uv_now() on the
+ * daemon's loop; only its answer without a table is checked here.
+ * Run from the source root, or set MXB_SRCDIR.
+ */
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../nfq/nfq.h"
+#include "../../policy/policy.h"
+
+#define N(a)	(sizeof(a) / sizeof((a)[0]))
+#define UNUSED	__attribute__((unused))
+
+#define PKT_MAX		4096
+#define SPORT		40000
+#define DPORT		25
+#define SRC4		"192.0.2.101"
+#define DST4		"192.0.2.10"
+#define SRC6		"2001:db8:2::101"
+#define DST6		"2001:db8:2::10"
+#define TCPOPT_SYN	20	/* MSS, SACK-permitted, timestamps, wscale */
+#define FUZZ_ROUNDS	200000
+
+/* one packet as the queue hands it over */
+struct pkt {
+	uint8_t		 b[PKT_MAX];
+	size_t		 len;
+	size_t		 tcp;		/* offset of the TCP header */
+};
+
+/* ------------------------------------------------------------ helpers */
+
+/* srcdir - the repository root: $MXB_SRCDIR, or from where this file is */
+static const char *
+srcdir(void)
+{
+	static char dir[1024];
+	const char *env = getenv("MXB_SRCDIR"), *f = __FILE__, *end;
+
+	if (env != NULL)
+		return env;
+	end = strstr(f, "test/unit/test_nfq.c");
+	if (end == NULL || end == f)
+		return ".";
+	snprintf(dir, sizeof(dir), "%.*s", (int)(end - f - 1), f);
+	return dir;
+}
+
+static void
+put16(uint8_t *p, unsigned v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+/* tcp_syn - a SYN from SPORT to DPORT at p with optlen option octets */
+static size_t
+tcp_syn(uint8_t *p, size_t optlen)
+{
+	memset(p, 0, 20 + optlen);
+	put16(p, SPORT);
+	put16(p + 2, DPORT);
+	p[12] = (uint8_t)((5 + optlen / 4) << 4);
+	p[13] = 0x02;				/* SYN */
+	put16(p + 14, 64240);
+	memset(p + 20, 1, optlen);		/* NOP */
+	if (optlen >= 4) {
+		p[20] = 2;			/* MSS 1460 */
+		p[21] = 4;
+		put16(p + 22, 1460);
+	}
+	return 20 + optlen;
+}
+
+/*
+ * build_v4 - an IPv4 packet: header of ihl words (options are NOPs),
+ * protocol proto, flags and fragment offset frag, then a SYN with tcpopt
+ * option octets (after 20 octets if ihl is below 5)
+ */
+static void
+build_v4(struct pkt *k, unsigned ihl, uint8_t proto, unsigned frag,
+    size_t tcpopt)
+{
+	size_t hlen = ihl < 5 ? 20 : ihl * 4;
+
+	memset(k, 0, sizeof(*k));
+	k->b[0] = (uint8_t)(0x40 | (ihl & 0x0f));
+	put16(k->b + 4, 0x1234);
+	put16(k->b + 6, frag);
+	k->b[8] = 64;
+	k->b[9] = proto;
+	assert_int_equal(inet_pton(AF_INET, SRC4, k->b + 12), 1);
+	assert_int_equal(inet_pton(AF_INET, DST4, k->b + 16), 1);
+	memset(k->b + 20, 1, hlen - 20);
+	k->tcp = hlen;
+	k->len = hlen + tcp_syn(k->b + hlen, tcpopt);
+	put16(k->b + 2, (unsigned)k->len);
+}
+
+/*
+ * build_v6 - an IPv6 packet whose fixed header names first, then the
+ * extension headers ext (their next-header fields as given), then a SYN
+ */
+static void
+build_v6(struct pkt *k, uint8_t first, const uint8_t *ext, size_t extlen,
+    size_t tcpopt)
+{
+	memset(k, 0, sizeof(*k));
+	k->b[0] = 0x60;
+	k->b[6] = first;
+	k->b[7] = 64;
+	assert_int_equal(inet_pton(AF_INET6, SRC6, k->b + 8), 1);
+	assert_int_equal(inet_pton(AF_INET6, DST6, k->b + 24), 1);
+	if (extlen > 0)
+		memcpy(k->b + 40, ext, extlen);
+	k->tcp = 40 + extlen;
+	k->len = k->tcp + tcp_syn(k->b + k->tcp, tcpopt);
+	put16(k->b + 4, (unsigned)(k->len - 40));
+}
+
+/* check_endpoints - src and dst are SRC:SPORT and DST:DPORT of family */
+static void
+check_endpoints(const char *name, int family,
+    const struct sockaddr_storage *src, const struct sockaddr_storage *dst)
+{
+	const struct sockaddr_in *s4 = (const struct sockaddr_in *)src;
+	const struct sockaddr_in *d4 = (const struct sockaddr_in *)dst;
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)src;
+	const struct sockaddr_in6 *d6 = (const struct sockaddr_in6 *)dst;
+	char s[INET6_ADDRSTRLEN], d[INET6_ADDRSTRLEN];
+
+	if (src->ss_family != family || dst->ss_family != family)
+		fail_msg("%s: family %d/%d, want %d", name, src->ss_family,
+		    dst->ss_family, family);
+	if (family == AF_INET) {
+		inet_ntop(AF_INET, &s4->sin_addr, s, sizeof(s));
+		inet_ntop(AF_INET, &d4->sin_addr, d, sizeof(d));
+		if (strcmp(s, SRC4) != 0 || strcmp(d, DST4) != 0 ||
+		    ntohs(s4->sin_port) != SPORT || ntohs(d4->sin_port) != DPORT)
+			fail_msg("%s: %s:%u > %s:%u", name, s,
+			    ntohs(s4->sin_port), d, ntohs(d4->sin_port));
+		return;
+	}
+	inet_ntop(AF_INET6, &s6->sin6_addr, s, sizeof(s));
+	inet_ntop(AF_INET6, &d6->sin6_addr, d, sizeof(d));
+	if (strcmp(s, SRC6) != 0 || strcmp(d, DST6) != 0 ||
+	    ntohs(s6->sin6_port) != SPORT || ntohs(d6->sin6_port) != DPORT ||
+	    s6->sin6_flowinfo != 0 || s6->sin6_scope_id != 0)
+		fail_msg("%s: [%s]:%u > [%s]:%u", name, s,
+		    ntohs(s6->sin6_port), d, ntohs(d6->sin6_port));
+}
+
+/*
+ * expect_parse - parse the first len octets of pkt from a heap copy of
+ * exactly that size (so that the sanitizers see any read past it); want
+ * 0 and the test endpoints of family, or -1 and src, dst untouched
+ */
+static void
+expect_parse(const char *name, const uint8_t *pkt, size_t len, int want,
+    int family)
+{
+	struct sockaddr_storage src, dst, guard;
+	uint8_t *copy;
+	int rc;
+
+	if ((copy = malloc(len > 0 ? len : 1)) == NULL)
+		fail_msg("malloc");
+	if (len > 0)
+		memcpy(copy, pkt, len);
+	memset(&guard, 0xa5, sizeof(guard));
+	src = dst = guard;
+	rc = nfq_parse_packet(copy, len, &src, &dst);
+	free(copy);
+	if (rc != want)
+		fail_msg("%s: len %zu: rc %d, want %d", name, len, rc, want);
+	if (want == 0)
+		check_endpoints(name, family, &src, &dst);
+	else if (memcmp(&src, &guard, sizeof(guard)) != 0 ||
+	    memcmp(&dst, &guard, sizeof(guard)) != 0)
+		fail_msg("%s: len %zu: refused but wrote src/dst", name, len);
+}
+
+/* ------------------------------------------------------------ IPv4 */
+
+static void
+test_parse_ip4(void **state UNUSED)
+{
+	static const struct {
+		const char	*name;
+		unsigned	 ihl;		/* 32-bit words */
+		uint8_t		 proto;
+		unsigned	 frag;		/* flags, offset */
+		int		 totlen;	/* -1: the packet's */
+		size_t		 tcpopt;
+		int		 want;
+	} rows[] = {
+		{ "plain SYN", 5, IPPROTO_TCP, 0, -1, 0, 0 },
+		{ "SYN with options", 5, IPPROTO_TCP, 0, -1, TCPOPT_SYN, 0 },
+		{ "DF set", 5, IPPROTO_TCP, 0x4000, -1, TCPOPT_SYN, 0 },
+		{ "IHL 6", 6, IPPROTO_TCP, 0, -1, 0, 0 },
+		{ "IHL 10", 10, IPPROTO_TCP, 0, -1, TCPOPT_SYN, 0 },
+		{ "IHL 15", 15, IPPROTO_TCP, 0, -1, TCPOPT_SYN, 0 },
+		{ "IHL 0", 0, IPPROTO_TCP, 0, -1, 0, -1 },
+		{ "IHL 1", 1, IPPROTO_TCP, 0, -1, 0, -1 },
+		{ "IHL 4", 4, IPPROTO_TCP, 0, -1, 0, -1 },
+		{ "UDP", 5, IPPROTO_UDP, 0, -1, 0, -1 },
+		{ "ICMP", 5, IPPROTO_ICMP, 0, -1, 0, -1 },
+		{ "SCTP", 5, IPPROTO_SCTP, 0, -1, 0, -1 },
+		{ "first fragment (MF)", 5, IPPROTO_TCP, 0x2000, -1, 0, 0 },
+		{ "later fragment", 5, IPPROTO_TCP, 0x0001, -1, 0, -1 },
+		{ "later fragment, MF", 5, IPPROTO_TCP, 0x2001, -1, 0, -1 },
+		{ "last fragment offset", 5, IPPROTO_TCP, 0x1fff, -1, 0, -1 },
+		/* the copy range cut a longer packet: the headers are in */
+		{ "total length beyond buffer", 5, IPPROTO_TCP, 0, 1500, 0,
+		    0 },
+		{ "total length 65535", 15, IPPROTO_TCP, 0, 65535, 0, 0 },
+		/* the packet ends before its TCP header does */
+		{ "total length 0", 5, IPPROTO_TCP, 0, 0, 0, -1 },
+		{ "total length = IHL", 5, IPPROTO_TCP, 0, 20, 0, -1 },
+		{ "total length 1 short", 5, IPPROTO_TCP, 0, 39, 0, -1 },
+		{ "total length 1 short, IHL 15", 15, IPPROTO_TCP, 0, 79, 0,
+		    -1 },
+		{ "total length exact, IHL 15", 15, IPPROTO_TCP, 0, 80, 0,
+		    0 },
+	};
+	struct pkt k;
+	size_t i;
+
+	for (i = 0; i < N(rows); i++) {
+		build_v4(&k, rows[i].ihl, rows[i].proto, rows[i].frag,
+		    rows[i].tcpopt);
+		if (rows[i].totlen != -1)
+			put16(k.b + 2, (unsigned)rows[i].totlen);
+		expect_parse(rows[i].name, k.b, k.len, rows[i].want, AF_INET);
+	}
+}
+
+/* ------------------------------------------------------------ IPv6 */
+
+/* extension header chains; the last next-header field names TCP */
+static const uint8_t ext_hop[] = {		/* PadN */
+	IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0,
+};
+static const uint8_t ext_hop_dst[] = {		/* 8 + 16 octets */
+	IPPROTO_DSTOPTS, 0, 1, 4, 0, 0, 0, 0,
+	IPPROTO_TCP, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+static const uint8_t ext_rt[] = {		/* type 4, segments left 0 */
+	IPPROTO_TCP, 0, 4, 0, 0, 0, 0, 0,
+};
+static const uint8_t ext_frag_first[] = {	/* offset 0, M */
+	IPPROTO_TCP, 0, 0x00, 0x01, 0, 0, 0, 7,
+};
+static const uint8_t ext_frag_whole[] = {	/* atomic fragment */
+	IPPROTO_TCP, 0, 0x00, 0x00, 0, 0, 0, 7,
+};
+static const uint8_t ext_frag_later[] = {	/* offset 1 (8 octets), M */
+	IPPROTO_TCP, 0, 0x00, 0x09, 0, 0, 0, 7,
+};
+static const uint8_t ext_frag_last[] = {	/* offset 8191 */
+	IPPROTO_TCP, 0, 0xff, 0xf8, 0, 0, 0, 7,
+};
+static const uint8_t ext_ah[] = {		/* (4 + 2) * 4 = 24 octets */
+	IPPROTO_TCP, 4, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+static const uint8_t ext_all[] = {		/* hop, rt, frag, ah, dst */
+	IPPROTO_ROUTING, 0, 1, 4, 0, 0, 0, 0,
+	IPPROTO_FRAGMENT, 0, 4, 0, 0, 0, 0, 0,
+	IPPROTO_AH, 0, 0x00, 0x00, 0, 0, 0, 7,
+	IPPROTO_DSTOPTS, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0,
+	IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0,
+};
+static const uint8_t ext_dst_udp[] = {
+	IPPROTO_UDP, 0, 1, 4, 0, 0, 0, 0,
+};
+static const uint8_t ext_dst_none[] = {	/* no next header */
+	59, 0, 1, 4, 0, 0, 0, 0,
+};
+static const uint8_t ext_opaque[] = {	/* ESP, mobility: not walked */
+	IPPROTO_TCP, 0, 0, 0, 0, 0, 0, 0,
+};
+static const uint8_t ext_dst_huge[] = {	/* claims 2048 octets */
+	IPPROTO_TCP, 255, 1, 4, 0, 0, 0, 0,
+};
+
+static void
+test_parse_ip6(void **state UNUSED)
+{
+	const struct {
+		const char	*name;
+		uint8_t		 first;		/* fixed header's next */
+		const uint8_t	*ext;
+		size_t		 extlen;
+		int		 plen;		/* -1: the packet's */
+		int		 want;
+	} rows[] = {
+		{ "plain SYN", IPPROTO_TCP, NULL, 0, -1, 0 },
+		{ "hop-by-hop", IPPROTO_HOPOPTS, ext_hop, sizeof(ext_hop),
+		    -1, 0 },
+		{ "hop-by-hop, dstopts", IPPROTO_HOPOPTS, ext_hop_dst,
+		    sizeof(ext_hop_dst), -1, 0 },
+		{ "routing", IPPROTO_ROUTING, ext_rt, sizeof(ext_rt), -1, 0 },
+		{ "first fragment", IPPROTO_FRAGMENT, ext_frag_first,
+		    sizeof(ext_frag_first), -1, 0 },
+		{ "atomic fragment", IPPROTO_FRAGMENT, ext_frag_whole,
+		    sizeof(ext_frag_whole), -1, 0 },
+		{ "later fragment", IPPROTO_FRAGMENT, ext_frag_later,
+		    sizeof(ext_frag_later), -1, -1 },
+		{ "last fragment offset", IPPROTO_FRAGMENT, ext_frag_last,
+		    sizeof(ext_frag_last), -1, -1 },
+		{ "AH", IPPROTO_AH, ext_ah, sizeof(ext_ah), -1, 0 },
+		{ "hop, rt, frag, ah, dst", IPPROTO_HOPOPTS, ext_all,
+		    sizeof(ext_all), -1, 0 },
+		{ "UDP", IPPROTO_UDP, NULL, 0, -1, -1 },
+		{ "ICMPv6", IPPROTO_ICMPV6, NULL, 0, -1, -1 },
+		{ "dstopts, then UDP", IPPROTO_DSTOPTS, ext_dst_udp,
+		    sizeof(ext_dst_udp), -1, -1 },
+		{ "no next header", 59, NULL, 0, -1, -1 },
+		{ "dstopts, no next header", IPPROTO_DSTOPTS, ext_dst_none,
+		    sizeof(ext_dst_none), -1, -1 },
+		/* not walked: opaque (ESP) or not an extension we know */
+		{ "ESP", IPPROTO_ESP, ext_opaque, sizeof(ext_opaque), -1, -1 },
+		{ "mobility", 135, ext_opaque, sizeof(ext_opaque), -1, -1 },
+		{ "extension past the buffer", IPPROTO_DSTOPTS, ext_dst_huge,
+		    sizeof(ext_dst_huge), -1, -1 },
+		/* lengths: cut by the copy range, jumbogram, too short */
+		{ "payload beyond buffer", IPPROTO_TCP, NULL, 0, 1460, 0 },
+		{ "payload 65535, hop-by-hop", IPPROTO_HOPOPTS, ext_hop,
+		    sizeof(ext_hop), 65535, 0 },
+		{ "payload 0 (jumbogram)", IPPROTO_HOPOPTS, ext_hop,
+		    sizeof(ext_hop), 0, 0 },
+		{ "payload 1 short", IPPROTO_TCP, NULL, 0, 19, -1 },
+		{ "payload 1 short, hop-by-hop", IPPROTO_HOPOPTS, ext_hop,
+		    sizeof(ext_hop), 27, -1 },
+		{ "payload = extensions", IPPROTO_HOPOPTS, ext_hop_dst,
+		    sizeof(ext_hop_dst), 24, -1 },
+		{ "payload exact, hop, dst", IPPROTO_HOPOPTS, ext_hop_dst,
+		    sizeof(ext_hop_dst), 44, 0 },
+	};
+	struct pkt k;
+	size_t i;
+
+	for (i = 0; i < N(rows); i++) {
+		build_v6(&k, rows[i].first, rows[i].ext, rows[i].extlen, 0);
+		if (rows[i].plen != -1)
+			put16(k.b + 4, (unsigned)rows[i].plen);
+		expect_parse(rows[i].name, k.b, k.len, rows[i].want,
+		    AF_INET6);
+	}
+}
+
+/*
+ * a chain of many small headers is walked to its end (there is no fixed
+ * limit: each header takes 8 octets, so the buffer bounds the walk), and
+ * one that runs past the buffer is refused
+ */
+static void
+test_parse_ip6_chain(void **state UNUSED)
+{
+	uint8_t ext[8 * 200];
+	struct pkt k;
+	size_t n, i;
+	char name[64];
+
+	for (n = 1; n <= 200; n += (n < 16 ? 1 : 37)) {
+		memset(ext, 0, sizeof(ext));
+		for (i = 0; i < n; i++) {
+			ext[i * 8] = i + 1 < n ? IPPROTO_DSTOPTS : IPPROTO_TCP;
+			ext[i * 8 + 2] = 1;		/* PadN */
+			ext[i * 8 + 3] = 4;
+		}
+		build_v6(&k, IPPROTO_DSTOPTS, ext, n * 8, 0);
+		snprintf(name, sizeof(name), "%zu dstopts headers", n);
+		expect_parse(name, k.b, k.len, 0, AF_INET6);
+		/* the last header names itself again: runs off the end */
+		ext[(n - 1) * 8] = IPPROTO_DSTOPTS;
+		build_v6(&k, IPPROTO_DSTOPTS, ext, n * 8, 0);
+		snprintf(name, sizeof(name), "%zu dstopts, no end", n);
+		expect_parse(name, k.b, k.len, -1, AF_INET6);
+	}
+}
+
+/* ------------------------------------------------------------ truncation */
+
+/*
+ * every prefix of a good packet: refused while the TCP ports are not all
+ * in, parsed from there on (the queue's copy range cuts packets; the
+ * IP length field keeps the uncut size)
+ */
+static void
+test_parse_truncated(void **state UNUSED)
+{
+	static const struct {
+		const char	*name;
+		int		 v6;
+		unsigned	 ihl;		/* IPv4 */
+		uint8_t		 first;		/* IPv6 */
+		const uint8_t	*ext;
+		size_t		 extlen;
+	} rows[] = {
+		{ "v4", 0, 5, 0, NULL, 0 },
+		{ "v4 IHL 6", 0, 6, 0, NULL, 0 },
+		{ "v4 IHL 15", 0, 15, 0, NULL, 0 },
+		{ "v6", 1, 0, IPPROTO_TCP, NULL, 0 },
+		{ "v6 hop", 1, 0, IPPROTO_HOPOPTS, ext_hop, sizeof(ext_hop) },
+		{ "v6 hop, dst", 1, 0, IPPROTO_HOPOPTS, ext_hop_dst,
+		    sizeof(ext_hop_dst) },
+		{ "v6 frag", 1, 0, IPPROTO_FRAGMENT, ext_frag_first,
+		    sizeof(ext_frag_first) },
+		{ "v6 AH", 1, 0, IPPROTO_AH, ext_ah, sizeof(ext_ah) },
+		{ "v6 all", 1, 0, IPPROTO_HOPOPTS, ext_all, sizeof(ext_all) },
+	};
+	struct pkt k;
+	size_t i, cut;
+	char name[64];
+
+	for (i = 0; i < N(rows); i++) {
+		if (rows[i].v6)
+			build_v6(&k, rows[i].first, rows[i].ext,
+			    rows[i].extlen, TCPOPT_SYN);
+		else
+			build_v4(&k, rows[i].ihl, IPPROTO_TCP, 0, TCPOPT_SYN);
+		for (cut = 0; cut <= k.len; cut++) {
+			snprintf(name, sizeof(name), "%s cut at %zu",
+			    rows[i].name, cut);
+			expect_parse(name, k.b, cut,
+			    cut >= k.tcp + 20 ? 0 : -1,
+			    rows[i].v6 ? AF_INET6 : AF_INET);
+		}
+	}
+}
+
+/* ------------------------------------------------------------ versions */
+
+static void
+test_parse_version(void **state UNUSED)
+{
+	struct pkt k4, k6;
+	unsigned v;
+	char name[64];
+
+	build_v4(&k4, 5, IPPROTO_TCP, 0, 0);
+	build_v6(&k6, IPPROTO_TCP, NULL, 0, 0);
+	for (v = 0; v < 16; v++) {
+		if (v == 4 || v == 6)
+			continue;
+		snprintf(name, sizeof(name), "version %u (v4 body)", v);
+		k4.b[0] = (uint8_t)(v << 4 | 5);
+		expect_parse(name, k4.b, k4.len, -1, 0);
+		snprintf(name, sizeof(name), "version %u (v6 body)", v);
+		k6.b[0] = (uint8_t)(v << 4);
+		expect_parse(name, k6.b, k6.len, -1, 0);
+	}
+	/* the version decides: an IPv6 body marked 4 and vice versa */
+	build_v4(&k4, 5, IPPROTO_TCP, 0, 0);
+	build_v6(&k6, IPPROTO_TCP, NULL, 0, 0);
+	k4.b[0] = 0x65;
+	expect_parse("v4 body as version 6", k4.b, k4.len, -1, 0);
+	k6.b[0] = 0x45;
+	expect_parse("v6 body as version 4", k6.b, k6.len, -1, 0);
+	expect_parse("empty", k4.b, 0, -1, 0);
+}
+
+/* ------------------------------------------------------------ random input */
+
+/* rnd - xorshift32: the same sequence on every run */
+static uint32_t
+rnd(uint32_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 17;
+	*s ^= *s << 5;
+	return *s;
+}
+
+/*
+ * random packets and mutations of good ones, each in a buffer of its
+ * exact size: the sanitizer build reports any read outside; a parsed one
+ * has the family its version says
+ */
+static void
+test_parse_random(void **state UNUSED)
+{
+	struct sockaddr_storage src, dst;
+	struct pkt base[3], k;
+	uint32_t seed = 0x6d786272;
+	size_t len, i, j;
+	uint8_t *copy;
+	int rc, parsed = 0;
+
+	build_v4(&base[0], 15, IPPROTO_TCP, 0, TCPOPT_SYN);
+	build_v6(&base[1], IPPROTO_HOPOPTS, ext_all, sizeof(ext_all), 0);
+	build_v6(&base[2], IPPROTO_FRAGMENT, ext_frag_first,
+	    sizeof(ext_frag_first), TCPOPT_SYN);
+	for (i = 0; i < FUZZ_ROUNDS; i++) {
+		k = base[i % N(base)];
+		if (i % 4 == 0) {		/* noise with a version */
+			for (j = 0; j < 128; j++)
+				k.b[j] = (uint8_t)rnd(&seed);
+			k.b[0] = (uint8_t)((rnd(&seed) & 1 ? 0x40 : 0x60) |
+			    (k.b[0] & 0x0f));
+			k.len = 128;
+		} else				/* a few octets changed */
+			for (j = rnd(&seed) % 4 + 1; j > 0; j--)
+				k.b[rnd(&seed) % k.len] = (uint8_t)rnd(&seed);
+		len = rnd(&seed) % (k.len + 1);
+		if ((copy = malloc(len > 0 ? len : 1)) == NULL)
+			fail_msg("malloc");
+		memcpy(copy, k.b, len);
+		rc = nfq_parse_packet(copy, len, &src, &dst);
+		if (rc != 0 && rc != -1)
+			fail_msg("round %zu: rc %d", i, rc);
+		if (rc == 0 && (src.ss_family != dst.ss_family ||
+		    src.ss_family != ((copy[0] >> 4) == 4 ? AF_INET :
+		    AF_INET6)))
+			fail_msg("round %zu: family %d", i, src.ss_family);
+		parsed += rc == 0;
+		free(copy);
+	}
+	/* the mutations must reach the end of the parser, not only fail */
+	assert_true(parsed > FUZZ_ROUNDS / 10);
+}
+
+/* ------------------------------------------------------------ marks */
+
+static void
+test_verdict_mark(void **state UNUSED)
+{
+	static const struct {
+		uint32_t		 mark;
+		enum policy_dir		 dir;
+		enum policy_action	 action;
+		uint32_t		 want;
+	} rows[] = {
+		{ 0x00000003, POLICY_DIR_IN, POLICY_PROXY, 0x00010003 },
+		{ 0x00000003, POLICY_DIR_OUT, POLICY_PROXY, 0x00020003 },
+		{ 0x0000ffff, POLICY_DIR_IN, POLICY_PASS, 0x0003ffff },
+		{ 0x0000ffff, POLICY_DIR_OUT, POLICY_PASS, 0x0003ffff },
+		{ 0x00001234, POLICY_DIR_IN, POLICY_DROP, 0x00041234 },
+		{ 0x00001234, POLICY_DIR_OUT, POLICY_DROP, 0x00041234 },
+		{ 0x00000000, POLICY_DIR_IN, POLICY_PASS, 0x00030000 },
+		/* a class already there is replaced, not or-ed */
+		{ 0x000f0007, POLICY_DIR_IN, POLICY_PROXY, 0x00010007 },
+		{ 0x00040007, POLICY_DIR_OUT, POLICY_PROXY, 0x00020007 },
+		{ 0x00030007, POLICY_DIR_IN, POLICY_DROP, 0x00040007 },
+		/* the bits above the class are kept */
+		{ 0x00300005, POLICY_DIR_IN, POLICY_PROXY, 0x00310005 },
+		{ 0xff00abcd, POLICY_DIR_OUT, POLICY_PASS, 0xff03abcd },
+		{ 0xffffffff, POLICY_DIR_IN, POLICY_PROXY, 0xfff1ffff },
+		{ 0xffffffff, POLICY_DIR_OUT, POLICY_DROP, 0xfff4ffff },
+		/* an action it does not know is passed */
+		{ 0x00000009, POLICY_DIR_IN, (enum policy_action)7,
+		    0x00030009 },
+	};
+	struct policy_class cls;
+	uint32_t got;
+	size_t i;
+
+	for (i = 0; i < N(rows); i++) {
+		memset(&cls, 0, sizeof(cls));
+		cls.dir = rows[i].dir;
+		cls.action = rows[i].action;
+		got = nfq_verdict_mark(rows[i].mark, &cls);
+		if (got != rows[i].want)
+			fail_msg("row %zu: mark %#x -> %#x, want %#x", i,
+			    rows[i].mark, got, rows[i].want);
+	}
+}
+
+/* for any mark, only the class bits change, and they hold one class */
+static void
+test_verdict_mark_bits(void **state UNUSED)
+{
+	static const uint32_t classes[] = {
+		NFQ_CLASS_INCOMING, NFQ_CLASS_OUTGOING, NFQ_CLASS_PASS,
+		NFQ_CLASS_DROP,
+	};
+	struct policy_class cls;
+	uint32_t seed = 12345, mark, got;
+	int i, d, a;
+
+	for (i = 0; i < 10000; i++) {
+		mark = rnd(&seed);
+		for (d = POLICY_DIR_IN; d <= POLICY_DIR_OUT; d++)
+			for (a = POLICY_PROXY; a <= POLICY_DROP; a++) {
+				memset(&cls, 0, sizeof(cls));
+				cls.dir = (enum policy_dir)d;
+				cls.action = (enum policy_action)a;
+				got = nfq_verdict_mark(mark, &cls);
+				if ((got & ~NFQ_MARK_CLASS) !=
+				    (mark & ~NFQ_MARK_CLASS) ||
+				    (got & NFQ_MARK_PORT) !=
+				    (mark & NFQ_MARK_PORT))
+					fail_msg("%#x dir %d action %d -> %#x",
+					    mark, d, a, got);
+				if ((got & NFQ_MARK_CLASS) != classes[a == 0 ?
+				    d : a + 1])
+					fail_msg("%#x dir %d action %d: class "
+					    "%#x", mark, d, a,
+					    got & NFQ_MARK_CLASS);
+			}
+	}
+}
+
+/* script_value - the value of NAME=0x... in scripts/mxbridge-netfilter */
+static uint32_t
+script_value(const char *text, const char *name)
+{
+	char key[32];
+	const char *p;
+
+	snprintf(key, sizeof(key), "\n%s=0x", name);
+	if ((p = strstr(text, key)) == NULL)
+		fail_msg("scripts/mxbridge-netfilter: no %s=", name);
+	return (uint32_t)strtoul(p + strlen(key) - 2, NULL, 16);
+}
+
+/* the mark layout is the one the netfilter rules are written with */
+static void
+test_mark_contract(void **state UNUSED)
+{
+	static const struct {
+		const char	*name;
+		uint32_t	 value;
+	} rows[] = {
+		{ "M_PORT", NFQ_MARK_PORT },
+		{ "M_CLASS", NFQ_MARK_CLASS },
+		{ "C_IN", NFQ_CLASS_INCOMING },
+		{ "C_OUT", NFQ_CLASS_OUTGOING },
+		{ "C_PASS", NFQ_CLASS_PASS },
+		{ "C_DROP", NFQ_CLASS_DROP },
+		{ "M_LOCAL", NFQ_MARK_TPROXY },
+		{ "M_SELF", NFQ_MARK_OWN },
+	};
+	char path[1200], text[65536];
+	size_t i, n;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/scripts/mxbridge-netfilter",
+	    srcdir());
+	if ((f = fopen(path, "r")) == NULL)
+		fail_msg("%s: not found (run from the source root)", path);
+	n = fread(text + 1, 1, sizeof(text) - 2, f);
+	fclose(f);
+	text[0] = '\n';
+	text[n + 1] = '\0';
+	for (i = 0; i < N(rows); i++)
+		if (script_value(text, rows[i].name) != rows[i].value)
+			fail_msg("%s=%#x in the script, %#x in nfq.h",
+			    rows[i].name, script_value(text, rows[i].name),
+			    rows[i].value);
+	/* the classes fit the class bits and differ */
+	for (i = 2; i < 6; i++)
+		assert_int_equal(rows[i].value & ~NFQ_MARK_CLASS, 0);
+}
+
+/* ------------------------------------------------------------ flows */
+
+/* without the daemon's loop there is no flow table: nothing is known */
+static void
+test_flow_port_none(void **state UNUSED)
+{
+	struct sockaddr_in s4, d4;
+	struct sockaddr_in6 s6, d6;
+
+	memset(&s4, 0, sizeof(s4));
+	memset(&d4, 0, sizeof(d4));
+	memset(&s6, 0, sizeof(s6));
+	memset(&d6, 0, sizeof(d6));
+	s4.sin_family = d4.sin_family = AF_INET;
+	s6.sin6_family = d6.sin6_family = AF_INET6;
+	assert_int_equal(inet_pton(AF_INET, SRC4, &s4.sin_addr), 1);
+	assert_int_equal(inet_pton(AF_INET, DST4, &d4.sin_addr), 1);
+	assert_int_equal(inet_pton(AF_INET6, SRC6, &s6.sin6_addr), 1);
+	assert_int_equal(inet_pton(AF_INET6, DST6, &d6.sin6_addr), 1);
+	s4.sin_port = s6.sin6_port = htons(SPORT);
+	d4.sin_port = d6.sin6_port = htons(DPORT);
+	assert_null(nfq_flow_port((struct sockaddr *)&s4,
+	    (struct sockaddr *)&d4));
+	assert_null(nfq_flow_port((struct sockaddr *)&s6,
+	    (struct sockaddr *)&d6));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_ip4),
+		cmocka_unit_test(test_parse_ip6),
+		cmocka_unit_test(test_parse_ip6_chain),
+		cmocka_unit_test(test_parse_truncated),
+		cmocka_unit_test(test_parse_version),
+		cmocka_unit_test(test_parse_random),
+		cmocka_unit_test(test_verdict_mark),
+		cmocka_unit_test(test_verdict_mark_bits),
+		cmocka_unit_test(test_mark_contract),
+		cmocka_unit_test(test_flow_port_none),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
