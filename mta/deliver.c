@@ -895,7 +895,7 @@ body_sent(void *arg, int status)
 {
 	struct conn *c = arg;
 
-	if (status == 0 && c->state == CS_BODY)
+	if (status == 0 && c->state == CS_BODY && c->job != NULL && alive(c))
 		body_read(c);
 	conn_unref(c);
 }
@@ -921,8 +921,8 @@ read_cb(uv_fs_t *req)
 	ssize_t n = req->result;
 
 	uv_fs_req_cleanup(req);
-	if (c->state != CS_BODY) {
-		conn_unref(c);
+	if (c->state != CS_BODY || c->job == NULL || !alive(c)) {
+		conn_unref(c);		/* failed meanwhile */
 		return;
 	}
 	if (n <= 0) {

@@ -104,7 +104,6 @@ const char	*mta_fmt_time(time_t, char *, size_t);
 typedef void	(*mta_spool_cb)(void *, int, const char *);
 struct mta_dsnreq;
 int		 mta_spool_init(uv_loop_t *, const char *);
-void		 mta_spool_close(void);
 int		 mta_spool_load(void (*)(struct mta_env *));
 void		 mta_spool_commit(struct mta_env *, struct buf *, int,
 		    const char *, mta_spool_cb, void *);

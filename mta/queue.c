@@ -255,9 +255,10 @@ rcpt_log(const struct mta_env *env, const struct mta_rcpt *r,
 {
 	char d[32];
 
-	log_info("msgid=%s to=<%s> from=<%s> relay=%s route=%s delay=%s "
-	    "attempts=%u dsn=%s status=\"%s\" disposition=%s", env->id,
-	    r->addr, env->sender, r->remote ? r->remote : "none",
+	log_info("msgid=%s session=%llu to=<%s> from=<%s> relay=%s route=%s "
+	    "delay=%s attempts=%u dsn=%s status=\"%s\" disposition=%s",
+	    env->id, (unsigned long long)env->session, r->addr, env->sender,
+	    r->remote ? r->remote : "none",
 	    policy_route_name(r->route), delay_str(env, d, sizeof(d)),
 	    r->attempts, r->status ? r->status : "-",
 	    r->diag ? r->diag : "", disposition);
@@ -615,6 +616,21 @@ mta_queue_kick(void)
 	uv_timer_start(&queue_timer, scan, 0, 0);
 }
 
+/* unsettled - a loaded message with nothing pending or a DSN not sent */
+static int
+unsettled(const struct mta_env *env)
+{
+	size_t i, pending = 0;
+
+	for (i = 0; i < env->nrcpt; i++) {
+		if (env->rcpt[i].state == MTA_RCPT_PENDING)
+			pending++;
+		else if (!env->rcpt[i].notified)
+			return 1;
+	}
+	return pending == 0;
+}
+
 /* mta_queue_add - a message is durable: queue it, try it at once */
 void
 mta_queue_add(struct mta_env *env)
@@ -624,6 +640,8 @@ mta_queue_add(struct mta_env *env)
 		return;
 	}
 	TAILQ_INSERT_TAIL(&queue_msgs, env, entry);
+	if (unsettled(env) && settle(env))
+		return;		/* loaded after a crash, already done */
 	if (queue_loop != NULL && !queue_draining)
 		dispatch(env, time(NULL));
 }

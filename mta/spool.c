@@ -140,13 +140,6 @@ mta_spool_init(uv_loop_t *loop, const char *root)
 	return 0;
 }
 
-void
-mta_spool_close(void)
-{
-	free(spool_root);
-	spool_root = NULL;
-}
-
 unsigned
 mta_spool_busy(void)
 {
@@ -362,7 +355,7 @@ work_expire(struct spool_op *op)
 static int
 work_phase2(struct spool_op *op)
 {
-	char name[64], dname[64];
+	char name[64], dname[PATH_MAX];
 
 	switch (op->type) {
 	case OP_COMMIT:
@@ -382,10 +375,10 @@ work_phase2(struct spool_op *op)
 		return 1;
 	case OP_MOVE:
 		snprintf(name, sizeof(name), "%s.st", op->id);
-		xrename(op, "queue", op->id, op->subdir, op->id);
-		if (op->status == 0 && xrename(op, "queue", name, op->subdir,
-		    name) == -1 && errno == ENOENT)
-			op->status = 0;
+		if (xrename(op, "queue", op->id, op->subdir, op->id) == 0 &&
+		    mta_spool_path(dname, sizeof(dname), "queue", name) == 0 &&
+		    access(dname, F_OK) == 0)
+			xrename(op, "queue", name, op->subdir, name);
 		return 1;
 	case OP_EXPIRE:
 		work_expire(op);

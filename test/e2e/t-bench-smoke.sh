@@ -51,6 +51,8 @@ for k in ("direct", "relay", "incoming"):
         bad.append("latency %s n/a (%s)" % (k, v.get("reason")))
 if d.get("connrate", {}).get("status") != "ok":
     bad.append("connection rate n/a (%s)" % d.get("connrate", {}).get("reason"))
+if d.get("daemon_trouble"):
+    bad.append("daemon trouble: %s" % "; ".join(d.get("notes", [])))
 for b in bad:
     print("missing: " + b)
 sys.exit(1 if bad else 0)

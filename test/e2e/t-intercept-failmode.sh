@@ -9,80 +9,9 @@
 . "$(dirname "$0")/../lib.sh"
 need iptables nft
 tb_init
-BIN=${MXB_BIN:-$TB_REPO/build}
-NF=$TB_REPO/scripts/mxbridge-netfilter
-S=$TB_STATE/intercept
-Q=5
-mkdir -p "$S/spool"
+mxb_setup
 
-# conf FILE P0-INCOMING P0-OUTGOING
-conf() {
-	cat >"$1" <<EOF
-hostname "gw.example.com"
-spool "$S/spool"
-pidfile "$S/mxbridge.pid"
-control "$S/ctl.sock"
-queue-number $Q
-listen incoming port 10025
-listen outgoing port 10026
-default incoming proxy
-default outgoing proxy
-port "p0" {
-	incoming $2
-	outgoing $3
-}
-domain "example.com" {
-	server $TB_SRV_IP4 port 25
-}
-bypass client $TB_C2_IP4
-EOF
-}
-
-# probe NODE HOST [PORT [TIMEOUT]]: "BANNER <first line>", REFUSED, RESET,
-# TIMEOUT, EOF or "ERROR <why>"
-PROBE_PY='
-import socket, sys
-host, port, tmo = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-s.settimeout(tmo)
-try:
-    s.connect((host, port))
-    data = b""
-    while b"\n" not in data:
-        d = s.recv(512)
-        if not d:
-            break
-        data += d
-    print("BANNER " + data.decode(errors="replace").splitlines()[0] if data else "EOF")
-except ConnectionRefusedError:
-    print("REFUSED")
-except ConnectionResetError:
-    print("RESET")
-except socket.timeout:
-    print("TIMEOUT")
-except OSError as e:
-    print("ERROR %s" % e)
-'
-probe() { tb_exec "$1" python3 -c "$PROBE_PY" "$2" "${3:-25}" "${4:-5}"; }
-ctl() { tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" "$@"; }
-# decisions: the sum of the nfq decision counters
-decisions() { ctl stats | awk -F= '/^nfq_(incoming|outgoing)_/ { n += $2 } END { print n + 0 }'; }
-connects() { grep -c "connect from unknown\[$1\]" "$TB_MAILLOG"; }
-expect() {	# WHAT GOT PATTERN
-	case $2 in $3) ;; *) fail "$1: got '$2', want '$3'" ;; esac
-}
-
-nf_up() {	# open|closed
-	tb_exec box bash "$NF" up -b br0 -q $Q -i 10025 -o 10026 -F "$1" \
-		>"$S/nf.log" 2>&1 || fail "mxbridge-netfilter up -F $1: $(tail -n 3 "$S/nf.log")"
-}
-start() {
-	local n
-	n=$(grep -c "nfq: queue=$Q open" "$TB_MXB_LOG" 2>/dev/null)
-	mxb_start "$S/run.conf" -v || fail "daemon did not start"
-	wait_for eval '[ "$(grep -c "nfq: queue=$Q open" "$TB_MXB_LOG")" -gt "${n:-0}" ]' ||
-		fail "queue not open: $(tail -n 5 "$TB_MXB_LOG")"
-}
+# kill9: SIGKILL the daemon and wait until it is gone
 kill9() {
 	local pid
 	pid=$(tr -dc 0-9 <"$TB_MXB_PIDFILE")
@@ -92,22 +21,22 @@ kill9() {
 	wait_for eval '! mxb_running' || fail "daemon survived SIGKILL"
 	rm -f "$TB_MXB_PIDFILE"
 }
-proxied() {	# MSG
-	local r
-	r=$(probe c1 "$TB_SRV_IP4")
-	expect "$1" "$r" "BANNER 220 gw.example.com *"
+# proxied MSG: c1's SMTP to srv meets the daemon's own banner
+proxied() { expect_glob "$1" "$(tb_banner c1 "$TB_SRV_IP4")" "BANNER 220 gw.example.com *"; }
+# reaches_postfix MSG: c1's SMTP to srv meets Postfix's banner
+reaches_postfix() {
+	expect_glob "$1" "$(tb_banner c1 "$TB_SRV_IP4")" "BANNER 220 mx.example.com ESMTP*"
 }
 
-conf "$S/run.conf" proxy proxy
-nf_up open
-start
+mxb_conf_write "$MXB_DIR/run.conf" proxy proxy
+mxb_nf_up open
+mxb_start_queue "$MXB_DIR/run.conf"
 proxied "daemon up, fail-open"
 
 # 1. fail-open: SIGKILL, then SMTP reaches Postfix untouched
 kill9
 t0=$SECONDS
-r=$(probe c1 "$TB_SRV_IP4")
-expect "fail-open after SIGKILL" "$r" "BANNER 220 mx.example.com ESMTP*"
+reaches_postfix "fail-open after SIGKILL"
 tb_smtp_send c1 "$TB_SRV_IP4" sender@example.org alice@example.com "t-intercept fail-open" ||
 	fail "SMTP with the daemon killed: $(tail -n 1 "$TB_STATE/smtp.out")"
 [ $((SECONDS - t0)) -le 5 ] || fail "fail-open took $((SECONDS - t0)) s"
@@ -115,36 +44,27 @@ wait_for maildir_count alice -ge 1 || fail "mail not delivered with the daemon k
 maillog_has "client=unknown\[$TB_C1_IP4\]" || fail "Postfix did not see client $TB_C1_IP4"
 
 # 2. a new daemon takes the queue back; after a graceful stop, fail-open too
-start
+mxb_start_queue "$MXB_DIR/run.conf"
 proxied "restarted daemon"
-tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" stats | grep -q '^nfq_incoming_proxy=1$' ||
-	fail "restarted daemon's counters: $(tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" stats)"
+mxb_stats_expect nfq_incoming_proxy -eq 1
 mxb_stop || fail "daemon needed SIGKILL"
-r=$(probe c1 "$TB_SRV_IP4")
-expect "fail-open after SIGTERM" "$r" "BANNER 220 mx.example.com ESMTP*"
+reaches_postfix "fail-open after SIGTERM"
 
 # 3. fail-closed: SIGKILL, then SMTP is refused and reaches nothing
-nf_up closed
-start
+mxb_nf_up closed
+mxb_start_queue "$MXB_DIR/run.conf"
 proxied "daemon up, fail-closed"
 kill9
-n=$(connects "$TB_C1_IP4")
+n=$(maillog_connects "$TB_C1_IP4")
 t0=$SECONDS
-r=$(probe c1 "$TB_SRV_IP4" 25 5)
-case $r in
-REFUSED|RESET|TIMEOUT|EOF) ;;
-*) fail "fail-closed after SIGKILL: got '$r'" ;;
-esac
+expect_glob "fail-closed after SIGKILL" "$(tb_banner c1 "$TB_SRV_IP4" 25 5)" \
+	REFUSED RESET TIMEOUT EOF
 [ $((SECONDS - t0)) -le 6 ] || fail "fail-closed answer took $((SECONDS - t0)) s"
-r=$(probe c1 "$TB_SRV_IP6" 25 5)
-case $r in
-REFUSED|RESET|TIMEOUT|EOF) ;;
-*) fail "fail-closed (IPv6) after SIGKILL: got '$r'" ;;
-esac
+expect_glob "fail-closed (IPv6) after SIGKILL" "$(tb_banner c1 "$TB_SRV_IP6" 25 5)" \
+	REFUSED RESET TIMEOUT EOF
 sleep 0.5
-[ "$(connects "$TB_C1_IP4")" = "$n" ] || fail "fail-closed: a connection reached Postfix"
+[ "$(maillog_connects "$TB_C1_IP4")" = "$n" ] || fail "fail-closed: a connection reached Postfix"
 # non-SMTP still crosses
 tbd_pingall c1 "$TB_SRV_IP4" >/dev/null || fail "ping with fail-closed and no daemon"
-grep -Eq "Sanitizer|runtime error" "$TB_MXB_LOG" &&
-	fail "sanitizer report: $(grep -Em1 -A5 "Sanitizer|runtime error" "$TB_MXB_LOG")"
+mxb_sancheck
 pass "fail-open (SIGKILL, SIGTERM), restart, fail-closed"

@@ -10,7 +10,7 @@
 . "$(dirname "$0")/t-mta-common.inc"
 
 mta_conf "domain \"example.com\" {
-	server $TB_SRV_IP4 port 25
+	server mx.example.com port 25
 }"
 mta_up
 
@@ -37,7 +37,7 @@ echo "$show" | grep -q "^client=$TB_C1_IP4:" || fail "queue show lacks the clien
 echo "$show" | grep -q "^orig_dst=$TB_SRV_IP4:25" || fail "queue show lacks orig_dst: $show"
 echo "$show" | grep -q "^Subject: t-mta-queue down" || fail "queue show lacks the headers: $show"
 echo "$show" | grep -q "hello from the testbed" && fail "queue show printed the body"
-log_has "msgid=$id to=<alice@example.com> .*disposition=deferred" ||
+log_has "msgid=$id session=[0-9]+ to=<alice@example.com> .*disposition=deferred" ||
 	fail "no deferred line logged"
 [ "$(maildir_count alice)" = 0 ] || fail "delivered while postfix was down?"
 ctl queue show 0000000000000000 >/dev/null 2>&1 && fail "queue show of a bad id succeeded"
@@ -54,11 +54,18 @@ grep -q "^Subject: t-mta-queue down" "$f" || fail "wrong message in the Maildir"
 [ "$(grep -c '^Received: .*(mxbridge)\|by gw.example.com (mxbridge)' "$f")" = 1 ] ||
 	fail "the box's Received: is not there exactly once: $(grep -A2 '^Received:' "$f")"
 grep -q '^\.leading dot line' "$f" || fail "the dot line did not survive"
-log_has "msgid=$id to=<alice@example.com> .*relay=.*192.0.2.10.* disposition=delivered" ||
+log_has "msgid=$id session=[0-9]+ to=<alice@example.com> .*relay=.*192.0.2.10.* disposition=delivered" ||
 	fail "no delivered line logged"
 [ -z "$(ls "$S/spool/queue")" ] || fail "spool not empty: $(ls "$S/spool/queue")"
 [ "$(stat_is delivered)" -ge 1 ] || fail "stats delivered=0"
 [ "$(stat_is deferred)" -ge 1 ] || fail "stats deferred=0"
 
+# the same over IPv6: the original destination is the server's v6 address
+send c1 "$TB_SRV_IP6" sender@example.org alice@example.com "t-mta-queue v6" ||
+	fail "IPv6 message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 maildir_count alice -ge 2 || fail "IPv6 message not delivered"
+log_has "to=<alice@example.com> .*relay=mx.example.com\[$TB_SRV_IP6\] route=original .*disposition=delivered" ||
+	fail "not delivered to the v6 original destination: $(grep 'alice' "$TB_MXB_LOG" | tail -n 1)"
+
 mta_down
-pass "queued while the server was down, delivered once after flush"
+pass "queued while the server was down, delivered once after flush; IPv6"

@@ -656,6 +656,13 @@ test_null_sender_dead(void **state)
 	assert_int_equal(mta_stats.dsn_sent, 0);
 	assert_int_equal(count_dir("queue"), 0);
 	assert_int_equal(count_dir("dead"), 1);
+	/* dead/ is swept after queue.dead_retention */
+	mta_spool_expire_dead(3600);
+	assert_int_equal(run_until(settled, 5000), 0);
+	assert_int_equal(count_dir("dead"), 1);
+	mta_spool_expire_dead(0);
+	assert_int_equal(run_until(settled, 5000), 0);
+	assert_int_equal(count_dir("dead"), 0);
 }
 
 static int
@@ -906,6 +913,28 @@ test_crash_recovery(void **state)
 }
 
 static void
+test_session_received(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	static const char body[] =
+	    "Received: from c1.test ([192.0.2.101])\r\n"
+	    "\tby gw.test.example (mxbridge) with ESMTP id 7.1\r\n"
+	    "\tfor <alice@example.com>; Sun, 22 Nov 2026 20:00:00 +0000\r\n"
+	    "Subject: traced by the session\r\n\r\nbody\r\n";
+	const char *p;
+	int n = 0;
+
+	/* the session wrote the box's trace line: the MTA adds none */
+	queue_msg_opts("sender@example.com", rcpts, 0, MTA_RET_UNSET, body, 1);
+	want_msgs = 1;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	for (p = sink.last.data; (p = strstr(p, "(mxbridge)")) != NULL; p++)
+		n++;
+	assert_int_equal(n, 1);
+	assert_has(sink.last.data, "id 7.1");
+}
+
+static void
 test_free_space_floor(void **state)
 {
 	pol()->queue.min_free = UINT64_MAX / 2;
@@ -955,6 +984,7 @@ main(void)
 		T(test_big_body_spill),
 		T(test_group_commit),
 		T(test_crash_recovery),
+		T(test_session_received),
 		T(test_free_space_floor),
 	};
 
