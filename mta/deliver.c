@@ -445,7 +445,8 @@ send_ehlo(struct conn *c, int helo)
 	memset(&c->caps, 0, sizeof(c->caps));
 	enter_state(c, helo ? CS_HELO : CS_EHLO);
 	timeout(c, policy_current()->limits.t_cmd);
-	send_cmd(c, "%s %s", helo ? "HELO" : "EHLO", mta_hostname());
+	send_cmd(c, "%s %s", helo ? "HELO" : "EHLO",
+	    c->dest->helo != NULL ? c->dest->helo : mta_hostname());
 }
 
 /* parse_caps - the EHLO keywords we use */
@@ -1179,6 +1180,39 @@ set_mark(struct conn *c)
 		log_debug("mta: SO_MARK: %s", strerror(errno));
 }
 
+/*
+ * set_bind - hide-box: connect from the client's own address.  The
+ * netfilter rules send the replies to this socket (socket --transparent).
+ * Without it the box connects from its own address: delivery matters
+ * more than hiding, and the log says so.
+ */
+static void
+set_bind(struct conn *c)
+{
+	struct sockaddr_storage ss = c->dest->bind;
+	uv_os_fd_t fd;
+	int one = 1, rc;
+
+	if (ss.ss_family == 0 ||
+	    ss.ss_family != c->hop[c->hopi].addr.ss_family)
+		return;
+	if (ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&ss)->sin_port = 0;
+	else
+		((struct sockaddr_in6 *)&ss)->sin6_port = 0;
+	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 ||
+	    setsockopt(fd, ss.ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP,
+	    ss.ss_family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT,
+	    &one, sizeof(one)) == -1) {
+		log_warnx("mta: conn=%llu hide-box: IP_TRANSPARENT: %s",
+		    (unsigned long long)c->id, strerror(errno));
+		return;
+	}
+	if ((rc = uv_tcp_bind(&c->tcp, (struct sockaddr *)&ss, 0)) != 0)
+		log_warnx("mta: conn=%llu hide-box: bind: %s",
+		    (unsigned long long)c->id, uv_strerror(rc));
+}
+
 /* conn_connect - a fresh socket to hop[hopi] */
 static void
 conn_connect(struct conn *c)
@@ -1202,6 +1236,7 @@ conn_connect(struct conn *c)
 	c->tcp_open = 1;
 	c->refs++;
 	set_mark(c);
+	set_bind(c);
 	uv_tcp_nodelay(&c->tcp, 1);
 	c->creq.data = c;
 	timeout(c, policy_current()->limits.t_connect);

@@ -133,6 +133,19 @@ spill(struct mta_msg *msg)
 	return 0;
 }
 
+/* keep_head - the first bytes of the body, for has_trace() */
+static void
+keep_head(struct mta_msg *msg, const void *p, size_t n)
+{
+	size_t room = sizeof(msg->head) - 1 - msg->headlen;
+
+	if (n > room)
+		n = room;
+	memcpy(msg->head + msg->headlen, p, n);
+	msg->headlen += n;
+	msg->head[msg->headlen] = '\0';
+}
+
 int
 mta_msg_write(struct mta_msg *msg, const void *p, size_t n)
 {
@@ -141,13 +154,7 @@ mta_msg_write(struct mta_msg *msg, const void *p, size_t n)
 
 	if (msg->error)
 		return -1;
-	if (msg->headlen + 1 < sizeof(msg->head)) {
-		w = (ssize_t)(sizeof(msg->head) - 1 - msg->headlen);
-		w = (size_t)w < n ? w : (ssize_t)n;
-		memcpy(msg->head + msg->headlen, p, (size_t)w);
-		msg->headlen += (size_t)w;
-		msg->head[msg->headlen] = '\0';
-	}
+	keep_head(msg, p, n);
 	msg->sum = mta_fnv(msg->sum, p, n);
 	msg->len += n;
 	if (msg->spillfd == -1 && msg->body.len + n > MTA_SPILL &&

@@ -154,6 +154,8 @@ struct mta_dest {
 	enum policy_route route;
 	char		*domain;	/* MX: the recipient domain */
 	struct sockaddr_storage orig_dst; /* ORIGINAL: the server */
+	struct sockaddr_storage bind;	/* hide-box: the client's address */
+	char		*helo;		/* hide-box: the client's HELO */
 	struct mta_jobq	 jobs;		/* waiting */
 	unsigned	 njobs;
 	unsigned	 nconn;		/* connections open */

@@ -94,6 +94,21 @@ set_str(char **dst, const char *v)
  * Destinations
  */
 
+/*
+ * hide_box - the protected domain wants its server to see the client:
+ * connect from the client's address (IP_TRANSPARENT), one destination
+ * per client address so that a connection never mixes clients.
+ */
+static int
+hide_box(const struct policy *p, const struct mta_env *env)
+{
+	const struct policy_domain *d;
+
+	d = policy_domain_by_server(p, (const struct sockaddr *)&env->orig_dst);
+	return d != NULL && d->hide_box &&
+	    env->client.ss_family == env->orig_dst.ss_family;
+}
+
 /* dest_key - route + target, and the route really used */
 static enum policy_route
 dest_key(const struct mta_env *env, const struct mta_rcpt *r, char *key,
@@ -115,6 +130,12 @@ dest_key(const struct mta_env *env, const struct mta_rcpt *r, char *key,
 	case POLICY_ROUTE_ORIGINAL:
 		snprintf(key, len, "original:%s", addr_fmt(
 		    (const struct sockaddr *)&env->orig_dst, a, sizeof(a)));
+		if (hide_box(p, env)) {
+			n = strlen(key);
+			snprintf(key + n, len - n, "/from:%s", addr_fmt_ip(
+			    (const struct sockaddr *)&env->client, a,
+			    sizeof(a)));
+		}
 		break;
 	case POLICY_ROUTE_RELAYHOST:
 		snprintf(key, len, "relayhost:%s:%u", p->relay.host,
@@ -148,8 +169,13 @@ dest_get(const struct mta_env *env, const struct mta_rcpt *r)
 	TAILQ_INIT(&d->jobs);
 	if (route == POLICY_ROUTE_MX)
 		d->domain = xstrdup(key + 3);
-	else if (route == POLICY_ROUTE_ORIGINAL)
+	else if (route == POLICY_ROUTE_ORIGINAL) {
 		d->orig_dst = env->orig_dst;
+		if (strstr(key, "/from:") != NULL) {
+			d->bind = env->client;
+			d->helo = env->helo != NULL ? xstrdup(env->helo) : NULL;
+		}
+	}
 	TAILQ_INSERT_TAIL(&queue_dests, d, entry);
 	return d;
 }
@@ -162,6 +188,7 @@ dest_free_if_idle(struct mta_dest *d)
 	TAILQ_REMOVE(&queue_dests, d, entry);
 	free(d->key);
 	free(d->domain);
+	free(d->helo);
 	free(d);
 }
 

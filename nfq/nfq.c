@@ -521,6 +521,27 @@ nfq_classify(struct nfq_queue *q, uint32_t id, uint32_t mark,
 	nfq_verdict(q, id, NF_REPEAT, &mark);
 }
 
+/*
+ * nfq_malformed - answer a queued packet we cannot read.  The rules queue
+ * only TCP SYNs to the SMTP ports, so this is one whose headers run past
+ * the copy range (long IPv6 extension headers) or worse.  Accepted
+ * without a class, its whole flow would be routed past the policy and the
+ * proxy; it gets the drop class instead (the rules answer with a reset).
+ */
+static void
+nfq_malformed(struct nfq_queue *q, uint32_t id, uint32_t mark)
+{
+	struct policy_class cls;
+
+	memset(&cls, 0, sizeof(cls));
+	cls.action = POLICY_DROP;
+	mark = nfq_verdict_mark(mark, &cls);
+	nfq_st.malformed++;
+	log_debug("nfq: malformed packet id=%u action=drop mark=0x%x", id,
+	    mark);
+	nfq_verdict(q, id, NF_REPEAT, &mark);
+}
+
 /* nfq_packet_cb - one queued packet: parse, classify, answer */
 static int
 nfq_packet_cb(const struct nlmsghdr *nlh, void *arg)
@@ -547,9 +568,7 @@ nfq_packet_cb(const struct nlmsghdr *nlh, void *arg)
 	if (attr[NFQA_PAYLOAD] == NULL ||
 	    nfq_parse_packet(mnl_attr_get_payload(attr[NFQA_PAYLOAD]),
 	    mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]), &src, &dst) == -1) {
-		nfq_st.malformed++;
-		log_debug("nfq: malformed packet id=%u action=accept", id);
-		nfq_verdict(q, id, NF_ACCEPT, NULL);
+		nfq_malformed(q, id, mark);
 		return MNL_CB_OK;
 	}
 	nfq_classify(q, id, mark, (struct sockaddr *)&src,

@@ -3,7 +3,8 @@
 # (2001:db8:2::101): SMTP to the protected server's IPv6 address reaches
 # the incoming listener and to another server the outgoing one; pass
 # reaches the real Postfix, which sees the real client; drop is refused
-# and reaches nothing; ICMPv6 and TCP to another port cross untouched.
+# and reaches nothing; ICMPv6 and TCP to another port cross untouched; a
+# SYN the queue cannot read (long extension headers) is reset.
 # The protected server is named (mx.example.com: A and AAAA), so both of
 # its addresses make a flow incoming.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
@@ -27,6 +28,26 @@ grep -Eq "session=[0-9]+ client=\[$TB_C1_IP6\]:[0-9]+ orig_dst=\[$TB_SRV_IP6\]:2
 expect_glob "c1 to [$TB_EXT_IP6]:25" "$(tb_banner c1 "$TB_EXT_IP6")" "BANNER 220 *"
 grep -Eq "session=[0-9]+ client=\[$TB_C1_IP6\]:[0-9]+ orig_dst=\[$TB_EXT_IP6\]:25 dir=outgoing port=p0" \
 	"$TB_MXB_LOG" || fail "no outgoing IPv6 session logged: $(grep session= "$TB_MXB_LOG")"
+# a SYN whose extension headers run past the queue's copy range (264
+# octets of destination options: 8 skippable options, as many as a Linux
+# receiver takes) cannot be read: it meets the drop class's reset instead
+# of slipping past the policy unclassified
+DSTOPTS_PY='
+import socket, sys
+opts = b"".join(bytes([0x1e, 30]) + bytes(30) for _ in range(8)) + bytes([1, 4, 0, 0, 0, 0])
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS, bytes([0, (2 + len(opts)) // 8 - 1]) + opts)
+s.settimeout(5)
+try:
+    s.connect((sys.argv[1], 25))
+    print("BANNER " + s.recv(512).decode(errors="replace").splitlines()[0])
+except ConnectionRefusedError:
+    print("REFUSED")
+except OSError as e:
+    print("ERROR %s" % e)
+'
+expect_glob "c1 to [$TB_SRV_IP6]:25, long destination options" \
+	"$(tb_exec c1 python3 -c "$DSTOPTS_PY" "$TB_SRV_IP6")" REFUSED
 [ "$(maillog_connects "$TB_C1_IP6")" = 0 ] || fail "a proxied connection reached Postfix"
 
 # 2. non-SMTP: ICMPv6 and TCP to port 8025 cross untouched
@@ -56,7 +77,7 @@ wait_for maildir_count alice -ge 1 || fail "passed IPv6 mail not delivered"
 maillog_has "client=unknown\[$TB_C1_IP6\]" || fail "Postfix did not see client $TB_C1_IP6"
 
 mxb_stats_expect nfq_incoming_proxy -ge 1 nfq_outgoing_proxy -ge 1 \
-	nfq_incoming_pass -ge 1 nfq_incoming_drop -ge 1
+	nfq_incoming_pass -ge 1 nfq_incoming_drop -ge 1 nfq_malformed -eq 1
 mxb_stop || fail "daemon needed SIGKILL"
 mxb_sancheck
 pass "IPv6: incoming/outgoing proxy, drop, pass with the real client, non-SMTP untouched"

@@ -156,6 +156,7 @@ static void
 test_example_failclosed(void **state UNUSED)
 {
 	struct sockaddr_storage c = sa("192.0.2.5", 40000);
+	struct sockaddr_storage o = sa("203.0.113.5", 40000);
 	struct policy *pol;
 	const char *msg;
 
@@ -168,11 +169,14 @@ test_example_failclosed(void **state UNUSED)
 	assert_int_equal(pol->starttls[POLICY_DIR_OUT], POLICY_TLS_REQUIRE);
 	assert_int_equal(pol->default_action[POLICY_DIR_IN], POLICY_DROP);
 	assert_int_equal(pol->default_honour, 0);
+	/* local networks relay out; anybody else only to protected domains */
 	assert_int_equal(policy_check_rcpt(pol, SA(c), POLICY_DIR_OUT,
+	    "alice@example.com", "bob@other.net", 0, &msg), POLICY_RELAY);
+	assert_int_equal(policy_check_rcpt(pol, SA(o), POLICY_DIR_OUT,
 	    "alice@example.com", "bob@other.net", 0, &msg), POLICY_REJECT);
-	assert_string_equal(msg, "5.7.0 Authentication required");
-	assert_int_equal(policy_check_rcpt(pol, SA(c), POLICY_DIR_OUT,
-	    "alice@example.com", "bob@other.net", 1, &msg), POLICY_RELAY);
+	assert_string_equal(msg, "5.7.1 Relay access denied");
+	assert_int_equal(policy_check_rcpt(pol, SA(o), POLICY_DIR_IN,
+	    "bob@other.net", "alice@example.com", 0, &msg), POLICY_RELAY);
 	assert_int_equal(policy_route_rcpt(pol, POLICY_DIR_OUT, "other.net",
 	    NULL), POLICY_ROUTE_RELAYHOST);
 	policy_unref(pol);
