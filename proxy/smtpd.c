@@ -1344,8 +1344,11 @@ received(struct session *s, struct buf *b)
 	    s->msgs + 1);
 	if (tls != NULL)
 		buf_printf(b, "\t(using %s)\r\n", tls);
+	/* the date always ends a folded line: column 0 would start a header */
 	if (s->txn.nok == 1)
 		buf_printf(b, "\tfor <%s>", s->txn.rcpts[0].addr);
+	else
+		buf_puts(b, "\t");
 	buf_printf(b, "; %s\r\n", date);
 }
 
