@@ -1,9 +1,11 @@
 /*
  * decide.c - every decision taken from a loaded policy: the class of a new
  * flow, whose server a destination is, whether a client-chosen server is
- * honoured, where a recipient goes, and whether a recipient may be relayed
- * (with the open-relay hardening that comes before any rule).  Nothing
- * here changes or allocates; a snapshot may be shared by every caller.
+ * honoured, where a recipient goes, whether a recipient may be relayed
+ * (with the open-relay hardening that comes before any rule) or has to be
+ * verified at its server, hide-box, and connection limits.  Nothing here
+ * changes a snapshot or allocates; a snapshot may be shared by every
+ * caller (policy_conn_admit changes only the caller's rate bucket).
  */
 #include <stdio.h>
 #include <string.h>
@@ -335,14 +337,13 @@ verdict_text(enum policy_verdict v)
 }
 
 /*
- * policy_check_rcpt - may this recipient be accepted.  The first matching
- * rule wins; without one only protected recipients are relayed.  *message
- * (if asked for) gets the reply text without its code, e.g. "5.7.1 ...",
- * or NULL for relay and discard.
+ * rcpt_verdict - the first matching rule; without one, live (a live relay,
+ * whose upstream decides) relays everything, else only protected
+ * recipients are relayed
  */
-enum policy_verdict
-policy_check_rcpt(const struct policy *pol, const struct sockaddr *client,
-    enum policy_dir dir, const char *sender, const char *rcpt, int authed,
+static enum policy_verdict
+rcpt_verdict(const struct policy *pol, const struct sockaddr *client,
+    const char *sender, const char *rcpt, int authed, int live,
     const char **message)
 {
 	struct mailbox from, to;
@@ -352,7 +353,6 @@ policy_check_rcpt(const struct policy *pol, const struct sockaddr *client,
 	size_t i;
 	int prot;
 
-	(void)dir;
 	if (mailbox_parse(rcpt, &to) == -1 || to.null) {
 		v = POLICY_REJECT;
 		msg = MSG_SYNTAX;
@@ -369,12 +369,107 @@ policy_check_rcpt(const struct policy *pol, const struct sockaddr *client,
 		msg = r->message != NULL ? r->message : verdict_text(v);
 		goto done;
 	}
-	v = prot ? POLICY_RELAY : POLICY_REJECT;
-	msg = prot ? NULL : MSG_NORELAY;
+	v = prot || live ? POLICY_RELAY : POLICY_REJECT;
+	msg = prot || live ? NULL : MSG_NORELAY;
  done:
 	if (message != NULL)
 		*message = msg;
 	return v;
+}
+
+/*
+ * policy_check_rcpt - may this recipient be accepted (the MTA path).  The
+ * first matching rule wins; without one only protected recipients are
+ * relayed.  *message (if asked for) gets the reply text without its code,
+ * e.g. "5.7.1 ...", or NULL for relay and discard.
+ */
+enum policy_verdict
+policy_check_rcpt(const struct policy *pol, const struct sockaddr *client,
+    enum policy_dir dir, const char *sender, const char *rcpt, int authed,
+    const char **message)
+{
+	(void)dir;
+	return rcpt_verdict(pol, client, sender, rcpt, authed, 0, message);
+}
+
+/*
+ * policy_check_rcpt_live - the same for a live relay: the rules apply,
+ * but a recipient no rule matches is relayed, for the upstream (the
+ * server the client chose) to decide.  Bad syntax is still refused.
+ */
+enum policy_verdict
+policy_check_rcpt_live(const struct policy *pol, const struct sockaddr *client,
+    const char *sender, const char *rcpt, int authed, const char **message)
+{
+	return rcpt_verdict(pol, client, sender, rcpt, authed, 1, message);
+}
+
+/*
+ * policy_verify_rcpt - the protected domain whose server is asked about
+ * this recipient before it is accepted (verify-recipients), or NULL.
+ * Only incoming sessions verify: their server is the original destination.
+ */
+const struct policy_domain *
+policy_verify_rcpt(const struct policy *pol, enum policy_dir dir,
+    const char *rcpt)
+{
+	const struct policy_domain *d;
+	struct mailbox m;
+
+	if (dir != POLICY_DIR_IN || mailbox_parse(rcpt, &m) == -1 ||
+	    m.null || m.domain == NULL || m.literal || m.baddomain)
+		return NULL;
+	d = policy_domain_by_name(pol, m.domain);
+	return d != NULL && d->verify_recipients ? d : NULL;
+}
+
+/* policy_hide_box_outgoing - 1: the live relay connects from the client */
+int
+policy_hide_box_outgoing(const struct policy *pol, const char *port)
+{
+	const struct policy_port *pp;
+
+	if ((pp = policy_port_by_name(pol, port)) != NULL && pp->hide_box != -1)
+		return pp->hide_box;
+	return pol->hide_box_out;
+}
+
+/*
+ * policy_conn_admit - may a client with open connections open one more.
+ * connections-per-client caps the open ones; connection-rate N per W is a
+ * bucket of N connections refilled at N per W (kept by the caller in rt,
+ * changed only for an admitted connection).  0 and *why set if not.
+ */
+int
+policy_conn_admit(const struct policy *pol, unsigned open,
+    struct policy_rate *rt, uint64_t now, const char **why)
+{
+	const struct policy_limits *l = &pol->limits;
+	uint64_t w = (uint64_t)l->conn_rate_window * 1000, full, el;
+
+	if (l->conn_per_client != 0 && open >= l->conn_per_client) {
+		*why = "connections-per-client";
+		return 0;
+	}
+	if (l->conn_rate == 0 || w == 0)
+		return 1;
+	full = (uint64_t)l->conn_rate * w;
+	if (!rt->used || now < rt->stamp)
+		rt->credit = full;
+	else {
+		el = now - rt->stamp;
+		rt->credit += (el > w ? w : el) * l->conn_rate;
+	}
+	if (rt->credit > full)
+		rt->credit = full;
+	rt->used = 1;
+	rt->stamp = now;
+	if (rt->credit < w) {
+		*why = "connection-rate";
+		return 0;
+	}
+	rt->credit -= w;
+	return 1;
 }
 
 /* policy_rcpt_protected - rcpt (as received) is incoming mail */

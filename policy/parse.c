@@ -87,6 +87,7 @@ struct parser {
 	int		 listen_line[2];
 	int		 starttls_line[2];
 	int		 default_line[2];
+	int		 cs_line[2];	/* client-server default, tls */
 	int		 timeout_line[4];
 	int		 queue_line;
 	char		*err;
@@ -103,6 +104,10 @@ static const char *const uptls_names[] = { "opportunistic", "none",
 static const char *const verdict_names[] = { "relay", "reject", "discard",
 	"tempfail", NULL };
 static const char *const honour_names[] = { "ignore", "honour", NULL };
+/* in enum policy_cstls order */
+static const char *const cstls_names[] = { "none", "opportunistic",
+	"require", NULL };
+static const char *const cs_names[] = { "default", "tls", NULL };
 static const char *const bool_names[] = { "yes", "no", NULL };
 static const char *const timeout_names[] = { "command", "data", "dot",
 	"connect", NULL };
@@ -713,15 +718,55 @@ kw_default(struct parser *p, struct stmt *st)
 	return 0;
 }
 
-/* kw_clientserver - "client-server default honour|ignore" */
+/*
+ * kw_clientserver - "client-server default honour|ignore" and
+ * "client-server tls none|opportunistic|require", each at most once
+ */
 static int
 kw_clientserver(struct parser *p, struct stmt *st)
 {
-	if (strcmp(st->argv[0], "default") != 0)
-		return perr(p, st->line, "client-server: expected \"default\", "
-		    "got \"%s\"", st->argv[0]);
-	return parse_enum(p, st->line, "client-server", st->argv[1],
-	    honour_names, &p->pol->default_honour);
+	int k, mode;
+
+	if ((k = enum_index(cs_names, st->argv[0])) == -1)
+		return perr(p, st->line, "client-server: expected \"default\" "
+		    "or \"tls\", got \"%s\"", st->argv[0]);
+	if (p->cs_line[k] != 0)
+		return perr(p, st->line, "client-server: duplicate %s (first "
+		    "at line %d)", cs_names[k], p->cs_line[k]);
+	p->cs_line[k] = st->line;
+	if (k == 0)
+		return parse_enum(p, st->line, "client-server", st->argv[1],
+		    honour_names, &p->pol->default_honour);
+	if (parse_enum(p, st->line, "client-server tls", st->argv[1],
+	    cstls_names, &mode) == -1)
+		return -1;
+	p->pol->cs_tls = (enum policy_cstls)mode;
+	return 0;
+}
+
+/*
+ * kw_hidebox - "hide-box outgoing yes|no", globally or in a port block:
+ * the live relay connects from the client's address.  The incoming side
+ * is the hide-box of a domain block.
+ */
+static int
+kw_hidebox(struct parser *p, struct stmt *st)
+{
+	int *field, v;
+
+	if (strcmp(st->argv[0], "incoming") == 0)
+		return perr(p, st->line, "hide-box: incoming is set per "
+		    "domain, in its block");
+	if (strcmp(st->argv[0], "outgoing") != 0)
+		return perr(p, st->line, "hide-box: expected \"outgoing\", got "
+		    "\"%s\"", st->argv[0]);
+	if (parse_enum(p, st->line, "hide-box", st->argv[1], bool_names,
+	    &v) == -1)
+		return -1;
+	field = p->base == (void *)p->pol ? &p->pol->hide_box_out :
+	    &((struct policy_port *)p->base)->hide_box;
+	*field = !v;		/* "yes" is listed first */
+	return 0;
 }
 
 /* kw_honour - "honour|ignore client-server [from NET] [port NAME]" */
@@ -1051,6 +1096,7 @@ static const struct keyword port_kw[] = {
 	    offsetof(struct policy_port, accept_to_box), 0, 0, NULL },
 	{ "client-server", 1, 1, 0, NULL, V_ENUM,
 	    offsetof(struct policy_port, honour), 0, 0, honour_names },
+	{ "hide-box", 2, 2, 0, kw_hidebox, V_FN, 0, 0, 0, NULL },
 	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
 };
 
@@ -1077,6 +1123,7 @@ kw_port(struct parser *p, struct stmt *st)
 	memset(pp, 0, sizeof(*pp));
 	snprintf(pp->name, sizeof(pp->name), "%s", name);
 	pp->honour = -1;
+	pp->hide_box = -1;
 	pol->nports++;
 	p->base = pp;
 	return parse_block(p, port_kw, "port", st->line);
@@ -1376,7 +1423,9 @@ static const struct keyword global_kw[] = {
 	{ "relay-host", 1, 7, 0, kw_relayhost, V_FN, 0, 0, 0, NULL },
 	{ "honour", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
 	{ "ignore", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
-	{ "client-server", 2, 2, 0, kw_clientserver, V_FN, 0, 0, 0, NULL },
+	{ "client-server", 2, 2, KW_MULTI, kw_clientserver, V_FN, 0, 0, 0,
+	    NULL },
+	{ "hide-box", 2, 2, 0, kw_hidebox, V_FN, 0, 0, 0, NULL },
 	{ "queue", 0, 0, KW_BLOCK, kw_queue, V_FN, 0, 0, 0, NULL },
 	{ "limits", 0, 0, KW_BLOCK, kw_limits, V_FN, 0, 0, 0, NULL },
 	{ "match", 1, PARSE_MAXARGS - 1, KW_MULTI, kw_match, V_FN, 0, 0, 0,
@@ -1531,6 +1580,10 @@ finish(struct parser *p)
 			    "%s needs a tls certificate", dir_names[dir],
 			    starttls_names[pol->starttls[dir]]);
 	}
+	/* the live relay's upstream TLS follows the client side's unless set */
+	if (p->cs_line[1] == 0)
+		pol->cs_tls = pol->starttls[POLICY_DIR_OUT] == POLICY_TLS_REQUIRE ?
+		    POLICY_CSTLS_REQUIRE : POLICY_CSTLS_OPPORTUNISTIC;
 	finish_ports(p);
 	if (pol->queue.retry_min > pol->queue.retry_max)
 		return perr(p, p->queue_line, "queue: retry-min must not "

@@ -36,6 +36,8 @@ policy_new(const char *path)
 	pol->default_action[POLICY_DIR_IN] = POLICY_PROXY;
 	pol->default_action[POLICY_DIR_OUT] = POLICY_PROXY;
 	pol->default_honour = 1;
+	pol->cs_tls = POLICY_CSTLS_OPPORTUNISTIC;	/* finish() may change */
+	pol->hide_box_out = 0;
 	pol->relay.port = 25;
 	pol->relay.tls = POLICY_UPTLS_OPPORTUNISTIC;
 
@@ -235,6 +237,20 @@ policy_uptls_name(enum policy_uptls mode)
 		return "starttls";
 	case POLICY_UPTLS_SMTPS:
 		return "smtps";
+	}
+	return "unknown";
+}
+
+const char *
+policy_cstls_name(enum policy_cstls mode)
+{
+	switch (mode) {
+	case POLICY_CSTLS_NONE:
+		return "none";
+	case POLICY_CSTLS_OPPORTUNISTIC:
+		return "opportunistic";
+	case POLICY_CSTLS_REQUIRE:
+		return "require";
 	}
 	return "unknown";
 }

@@ -23,6 +23,9 @@ enum policy_uptls { POLICY_UPTLS_OPPORTUNISTIC = 0, POLICY_UPTLS_NONE,
 	POLICY_UPTLS_STARTTLS, POLICY_UPTLS_SMTPS };
 enum policy_verdict { POLICY_RELAY = 0, POLICY_REJECT, POLICY_DISCARD,
 	POLICY_TEMPFAIL };
+/* TLS of the live relay's upstream leg ("client-server tls") */
+enum policy_cstls { POLICY_CSTLS_NONE = 0, POLICY_CSTLS_OPPORTUNISTIC,
+	POLICY_CSTLS_REQUIRE };
 /* where the MTA sends a recipient */
 enum policy_route { POLICY_ROUTE_ORIGINAL = 0, POLICY_ROUTE_RELAYHOST,
 	POLICY_ROUTE_MX };
@@ -34,6 +37,7 @@ struct policy_port {
 	enum policy_action action[2];	/* by enum policy_dir */
 	int		 accept_to_box;
 	int		 honour;		/* -1 unset, 0 ignore, 1 honour */
+	int		 hide_box;		/* outgoing: -1 unset, 0, 1 */
 };
 
 struct policy_domain {
@@ -142,6 +146,8 @@ struct policy {
 	struct policy_honour *honours;
 	size_t		 nhonours;
 	int		 default_honour;
+	enum policy_cstls cs_tls;		/* live relay's upstream TLS */
+	int		 hide_box_out;		/* live relay from the client */
 	struct addr_net	*bypass_client;
 	size_t		 nbypass_client;
 	struct addr_net	*bypass_server;
@@ -154,6 +160,13 @@ struct policy_class {
 	enum policy_action action;
 	const struct policy_domain *domain;	/* incoming: whose server */
 	const char	*reason;		/* short, for logs and counters */
+};
+
+/* one client's connection-rate bucket, kept by the caller */
+struct policy_rate {
+	int		 used;			/* 0: new, full */
+	uint64_t	 stamp;			/* ms of the last update */
+	uint64_t	 credit;		/* window-ms per connection */
 };
 
 /* loading and the current snapshot */
@@ -178,6 +191,14 @@ enum policy_route policy_route_rcpt(const struct policy *, enum policy_dir,
 enum policy_verdict policy_check_rcpt(const struct policy *,
 	    const struct sockaddr *client, enum policy_dir, const char *sender,
 	    const char *rcpt, int authed, const char **message);
+enum policy_verdict policy_check_rcpt_live(const struct policy *,
+	    const struct sockaddr *client, const char *sender,
+	    const char *rcpt, int authed, const char **message);
+const struct policy_domain *policy_verify_rcpt(const struct policy *,
+	    enum policy_dir, const char *rcpt);
+int	 policy_hide_box_outgoing(const struct policy *, const char *port);
+int	 policy_conn_admit(const struct policy *, unsigned open,
+	    struct policy_rate *, uint64_t now_ms, const char **why);
 
 const char	*policy_dir_name(enum policy_dir);
 const char	*policy_action_name(enum policy_action);
@@ -187,6 +208,7 @@ const char	*policy_route_name(enum policy_route);
 /* added by policy/: helpers for the other modules */
 const char	*policy_starttls_name(enum policy_starttls);
 const char	*policy_uptls_name(enum policy_uptls);
+const char	*policy_cstls_name(enum policy_cstls);
 const struct policy_port *policy_port_by_name(const struct policy *,
 	    const char *port);
 int	 policy_rcpt_protected(const struct policy *, const char *rcpt);

@@ -285,6 +285,22 @@ static const struct value_case {
 	{ "default incoming drop", PO(default_action[0]), 4, POLICY_DROP },
 	{ "default outgoing pass", PO(default_action[1]), 4, POLICY_PASS },
 	{ "client-server default ignore", PO(default_honour), 4, 0 },
+	{ "", PO(cs_tls), 4, POLICY_CSTLS_OPPORTUNISTIC },
+	{ "client-server tls none", PO(cs_tls), 4, POLICY_CSTLS_NONE },
+	{ "client-server tls require\nclient-server default ignore",
+	    PO(cs_tls), 4, POLICY_CSTLS_REQUIRE },
+	{ "client-server tls opportunistic", PO(cs_tls), 4,
+	    POLICY_CSTLS_OPPORTUNISTIC },
+	/* unset, it follows the client side's STARTTLS */
+	{ "tls certificate /c key /k; starttls outgoing require",
+	    PO(cs_tls), 4, POLICY_CSTLS_REQUIRE },
+	{ "tls certificate /c key /k; starttls outgoing require\n"
+	    "client-server tls none", PO(cs_tls), 4, POLICY_CSTLS_NONE },
+	{ "tls certificate /c key /k; starttls outgoing offer",
+	    PO(cs_tls), 4, POLICY_CSTLS_OPPORTUNISTIC },
+	{ "", PO(hide_box_out), 4, 0 },
+	{ "hide-box outgoing yes", PO(hide_box_out), 4, 1 },
+	{ "hide-box outgoing no", PO(hide_box_out), 4, 0 },
 	{ "listen incoming port 25", PO(listen_port[0]), 2, 25 },
 	{ "relay-host mx.example.net port 465 tls smtps", PO(relay.port), 2,
 	    465 },
@@ -492,7 +508,27 @@ static const struct error_case {
 	{ "client-server default maybe",
 	    "1: client-server: expected ignore or honour, got \"maybe\"" },
 	{ "client-server always honour",
-	    "1: client-server: expected \"default\", got \"always\"" },
+	    "1: client-server: expected \"default\" or \"tls\", got "
+	    "\"always\"" },
+	{ "client-server default honour\nclient-server default ignore",
+	    "2: client-server: duplicate default (first at line 1)" },
+	{ "client-server tls none\n\nclient-server tls require",
+	    "3: client-server: duplicate tls (first at line 1)" },
+	{ "client-server tls starttls", "1: client-server tls: expected none, "
+	    "opportunistic or require, got \"starttls\"" },
+	{ "client-server tls", "1: client-server: missing argument" },
+	{ "hide-box outgoing maybe",
+	    "1: hide-box: expected yes or no, got \"maybe\"" },
+	{ "hide-box incoming yes",
+	    "1: hide-box: incoming is set per domain, in its block" },
+	{ "hide-box sideways yes",
+	    "1: hide-box: expected \"outgoing\", got \"sideways\"" },
+	{ "hide-box yes", "1: hide-box: missing argument" },
+	{ "hide-box outgoing yes\nhide-box outgoing no",
+	    "2: duplicate hide-box (first at line 1)" },
+	{ "port p0 {\n hide-box yes\n}", "2: hide-box: missing argument" },
+	{ "port p0 {\n hide-box outgoing 1\n}",
+	    "2: hide-box: expected yes or no, got \"1\"" },
 	{ "honour clientserver", "1: honour: expected \"client-server\", "
 	    "got \"clientserver\"" },
 	{ "honour client-server from 192.0.2.0/33",
@@ -1242,6 +1278,188 @@ test_rcpt_protected(void **state UNUSED)
 	policy_unref(pol);
 }
 
+/* the live relay: explicit rules answer, no rule passes to the upstream */
+static const struct rcpt_case live_cases[] = {
+	/* no rule: the upstream decides, protected or not */
+	{ "203.0.113.9", "bob@other.net", "x@other.net", 0, POLICY_RELAY,
+	    NULL },
+	{ "192.0.2.5", "alice@example.com", "x@other.net", 0, POLICY_RELAY,
+	    NULL },
+	{ "203.0.113.9", "bob@other.net", "alice@example.com", 0,
+	    POLICY_RELAY, NULL },
+	{ "203.0.113.9", "bob@other.net", "x%y@other.net", 0, POLICY_RELAY,
+	    NULL },
+	{ "203.0.113.9", "bob@other.net", "@a.example:x@other.net", 0,
+	    POLICY_RELAY, NULL },
+	/* every verdict of a rule */
+	{ "203.0.113.9", "", "y@blocked.example", 0, POLICY_REJECT, BYRULE },
+	{ "203.0.113.9", "bob@other.net", "y@blocked.example", 0,
+	    POLICY_RELAY, NULL },
+	{ "203.0.113.9", "mallory@spammer.test", "x@other.net", 0,
+	    POLICY_REJECT, "5.7.1 Go away" },
+	{ "203.0.113.9", "", "tempfail@example.com", 0, POLICY_TEMPFAIL,
+	    "4.7.1 Recipient address deferred by policy, try again later" },
+	{ "203.0.113.9", "", "DropMe@Example.com", 0, POLICY_DISCARD, NULL },
+	{ "192.0.2.5", "alice@example.com", "x@other.net", 1, POLICY_RELAY,
+	    NULL },
+	/* bad syntax is still refused here */
+	{ "203.0.113.9", "bob@other.net", "", 0, POLICY_REJECT, SYNTAX },
+	{ "203.0.113.9", "bob@other.net", "<>", 0, POLICY_REJECT, SYNTAX },
+	{ "203.0.113.9", "bob@other.net", NULL, 0, POLICY_REJECT, SYNTAX },
+};
+
+static void
+test_check_rcpt_live(void **state UNUSED)
+{
+	const struct rcpt_case *c;
+	struct sockaddr_storage client;
+	struct policy *pol = must_load(rcpt_conf);
+	enum policy_verdict got;
+	const char *msg;
+	size_t i;
+
+	for (i = 0; i < N(live_cases); i++) {
+		c = &live_cases[i];
+		client = sa(c->client, 40000);
+		msg = "unset";
+		got = policy_check_rcpt_live(pol, SA(client), c->sender,
+		    c->rcpt, c->authed, &msg);
+		if (got != c->want || (c->msg == NULL) != (msg == NULL) ||
+		    (msg != NULL && strcmp(msg, c->msg) != 0))
+			fail_msg("row %zu: %s from <%s> to <%s>: got %s \"%s\"",
+			    i, c->client, c->sender ? c->sender : "(null)",
+			    c->rcpt ? c->rcpt : "(null)",
+			    policy_verdict_name(got), msg ? msg : "(null)");
+	}
+	/* the MTA path keeps the no-open-relay default for the same one */
+	client = sa("203.0.113.9", 1);
+	assert_int_equal(policy_check_rcpt(pol, SA(client), POLICY_DIR_OUT,
+	    "bob@other.net", "x@other.net", 0, NULL), POLICY_REJECT);
+	assert_int_equal(policy_check_rcpt_live(pol, SA(client),
+	    "bob@other.net", "x@other.net", 0, NULL), POLICY_RELAY);
+	policy_unref(pol);
+}
+
+/* verify-recipients: which recipients are asked about, and where */
+static void
+test_verify_rcpt(void **state UNUSED)
+{
+	static const struct {
+		enum policy_dir	 dir;
+		const char	*rcpt;
+		const char	*want;		/* domain, or NULL */
+	} cases[] = {
+		{ POLICY_DIR_IN, "alice@example.com", "example.com" },
+		{ POLICY_DIR_IN, "<Nobody@EXAMPLE.com.>", "example.com" },
+		{ POLICY_DIR_IN, "@relay.example:x@example.com", "example.com" },
+		{ POLICY_DIR_IN, "x@example.org", NULL },	/* not asked */
+		{ POLICY_DIR_IN, "x@other.net", NULL },
+		{ POLICY_DIR_IN, "x@sub.example.com", NULL },
+		{ POLICY_DIR_IN, "x@[192.0.2.10]", NULL },
+		{ POLICY_DIR_IN, "x@", NULL },
+		{ POLICY_DIR_IN, "", NULL },
+		{ POLICY_DIR_IN, NULL, NULL },
+		{ POLICY_DIR_OUT, "alice@example.com", NULL },
+	};
+	struct policy *pol = must_load(
+	    "domain example.com { server 192.0.2.10; verify-recipients yes }\n"
+	    "domain example.org { server 192.0.2.11 }\n");
+	const struct policy_domain *d;
+	size_t i;
+
+	for (i = 0; i < N(cases); i++) {
+		d = policy_verify_rcpt(pol, cases[i].dir, cases[i].rcpt);
+		if ((d == NULL) != (cases[i].want == NULL) || (d != NULL &&
+		    strcmp(d->name, cases[i].want) != 0))
+			fail_msg("row %zu: %s <%s>: got %s", i,
+			    policy_dir_name(cases[i].dir),
+			    cases[i].rcpt ? cases[i].rcpt : "(null)",
+			    d ? d->name : "-");
+	}
+	policy_unref(pol);
+}
+
+/* hide-box outgoing: the port's own setting, else the global one */
+static void
+test_hide_box(void **state UNUSED)
+{
+	struct policy *pol;
+
+	pol = must_load("port p0 { hide-box outgoing yes }\n"
+	    "port p1 { hide-box outgoing no }\nport p2 { incoming proxy }\n");
+	assert_int_equal(pol->hide_box_out, 0);
+	assert_int_equal(policy_hide_box_outgoing(pol, "p0"), 1);
+	assert_int_equal(policy_hide_box_outgoing(pol, "p1"), 0);
+	assert_int_equal(policy_hide_box_outgoing(pol, "p2"), 0);
+	assert_int_equal(policy_hide_box_outgoing(pol, NULL), 0);
+	policy_unref(pol);
+	pol = must_load("hide-box outgoing yes\n"
+	    "port p1 { hide-box outgoing no }\nport p2 { incoming proxy }\n"
+	    "domain example.com { server 192.0.2.10; hide-box no }\n");
+	assert_int_equal(policy_hide_box_outgoing(pol, "p1"), 0);
+	assert_int_equal(policy_hide_box_outgoing(pol, "p2"), 1);
+	assert_int_equal(policy_hide_box_outgoing(pol, "p9"), 1);
+	assert_int_equal(policy_hide_box_outgoing(pol, NULL), 1);
+	assert_int_equal(pol->domains[0].hide_box, 0);
+	policy_unref(pol);
+}
+
+/* connection limits: concurrent, and the rate bucket over time */
+static void
+test_conn_admit(void **state UNUSED)
+{
+	struct policy *pol;
+	struct policy_rate rt;
+	const char *why;
+	int i;
+
+	memset(&rt, 0, sizeof(rt));
+	pol = must_load("limits { connections-per-client 2 }");
+	why = NULL;
+	assert_int_equal(policy_conn_admit(pol, 0, &rt, 0, &why), 1);
+	assert_int_equal(policy_conn_admit(pol, 1, &rt, 0, &why), 1);
+	assert_null(why);
+	assert_int_equal(policy_conn_admit(pol, 2, &rt, 0, &why), 0);
+	assert_string_equal(why, "connections-per-client");
+	for (i = 0; i < 1000; i++)	/* no rate limit by default */
+		assert_int_equal(policy_conn_admit(pol, 0, &rt, 5, &why), 1);
+	policy_unref(pol);
+
+	/* 3 per 10s: a burst of 3, then one more every 3.33 s */
+	memset(&rt, 0, sizeof(rt));
+	pol = must_load("limits { connections-per-client 0; "
+	    "connection-rate 3 per 10s }");
+	why = NULL;
+	for (i = 0; i < 3; i++)
+		assert_int_equal(policy_conn_admit(pol, 100, &rt, 1000, &why),
+		    1);
+	assert_int_equal(policy_conn_admit(pol, 0, &rt, 1000, &why), 0);
+	assert_string_equal(why, "connection-rate");
+	assert_int_equal(policy_conn_admit(pol, 0, &rt, 4000, &why), 0);
+	assert_int_equal(policy_conn_admit(pol, 0, &rt, 4334, &why), 1);
+	assert_int_equal(policy_conn_admit(pol, 0, &rt, 4334, &why), 0);
+	/* a long pause refills the bucket, never beyond its size */
+	for (i = 0; i < 3; i++)
+		assert_int_equal(policy_conn_admit(pol, 0, &rt, 900000, &why),
+		    1);
+	assert_int_equal(policy_conn_admit(pol, 0, &rt, 900000, &why), 0);
+	/* a clock that went back starts over, full */
+	assert_int_equal(policy_conn_admit(pol, 0, &rt, 10, &why), 1);
+	policy_unref(pol);
+
+	/* the concurrent limit is checked first and costs no rate credit */
+	memset(&rt, 0, sizeof(rt));
+	pol = must_load("limits { connections-per-client 1; "
+	    "connection-rate 1 per 1h }");
+	assert_int_equal(policy_conn_admit(pol, 1, &rt, 0, &why), 0);
+	assert_string_equal(why, "connections-per-client");
+	assert_int_equal(policy_conn_admit(pol, 0, &rt, 0, &why), 1);
+	assert_int_equal(policy_conn_admit(pol, 0, &rt, 3599000, &why), 0);
+	assert_string_equal(why, "connection-rate");
+	assert_int_equal(policy_conn_admit(pol, 0, &rt, 3600000, &why), 1);
+	policy_unref(pol);
+}
+
 /*
  * The manual: every keyword documented, the examples shown verbatim
  */
@@ -1275,7 +1493,8 @@ test_manpage(void **state UNUSED)
 		"hostname", "spool", "pidfile", "control", "queue-number",
 		"listen", "log verbose", "shutdown-grace", "tls certificate",
 		"starttls", "default", "port", "domain", "relay-host",
-		"honour | ignore", "client-server", "queue", "limits", "match",
+		"honour | ignore", "client-server", "client-server tls",
+		"hide-box outgoing", "queue", "limits", "match",
 		"bypass client", "bypass server", "incoming", "outgoing",
 		"accept-to-box", "server", "fallback", "tls",
 		"deliver-via-server", "hide-box", "verify-recipients",
@@ -1358,6 +1577,11 @@ test_names(void **state UNUSED)
 	assert_string_equal(policy_starttls_name(POLICY_TLS_REQUIRE),
 	    "require");
 	assert_string_equal(policy_uptls_name(POLICY_UPTLS_SMTPS), "smtps");
+	assert_string_equal(policy_cstls_name(POLICY_CSTLS_NONE), "none");
+	assert_string_equal(policy_cstls_name(POLICY_CSTLS_OPPORTUNISTIC),
+	    "opportunistic");
+	assert_string_equal(policy_cstls_name(POLICY_CSTLS_REQUIRE),
+	    "require");
 	assert_string_equal(policy_dir_name((enum policy_dir)7), "unknown");
 }
 
@@ -1383,6 +1607,10 @@ main(void)
 		cmocka_unit_test(test_open_relay),
 		cmocka_unit_test(test_open_relay_allowed),
 		cmocka_unit_test(test_rcpt_protected),
+		cmocka_unit_test(test_check_rcpt_live),
+		cmocka_unit_test(test_verify_rcpt),
+		cmocka_unit_test(test_hide_box),
+		cmocka_unit_test(test_conn_admit),
 		cmocka_unit_test(test_manpage),
 		cmocka_unit_test(test_refcount),
 		cmocka_unit_test(test_names),
