@@ -275,7 +275,8 @@ runcopy() {
 	if grep -q '^[[:space:]]*tls certificate' "$f"; then
 		sed -i "s|^\([[:space:]]*\)tls certificate .*|\1tls certificate \"$S/cert.pem\" key \"$S/key.pem\"|" "$f"
 	fi
-	[ -e "$EX/relay.secret" ] && cp -p "$EX/relay.secret" "$d/"
+	[ -e "$EX/relay.secret" ] && cp "$EX/relay.secret" "$d/" &&
+		chmod 600 "$d/relay.secret"
 	# the copy differs from the example in those lines only
 	diff <(grep -Ev '^[[:space:]]*(spool|pidfile|control|tls certificate)[[:space:]]|^#|^$' "$EX/$name.conf") \
 	     <(grep -Ev '^[[:space:]]*(spool|pidfile|control|tls certificate)[[:space:]]|^#|^$' "$f") \
@@ -297,16 +298,19 @@ awk -v dir="$S/man" '
 	/^\.Ed/ { if (lit) { close(out); name = "" } lit = 0; next }
 	lit { gsub(/\\&/, ""); gsub(/\\e/, "\\"); gsub(/\\-/, "-"); print > out }
 ' "$MAN" || fail "cannot read the EXAMPLES of $MAN"
+# a clone does not keep file modes: the credentials file beside the
+# examples is made private here, as an admin would, so -n has no warning
+cp "$EX/relay.secret" "$S/man/relay.secret" && chmod 600 "$S/man/relay.secret"
 for e in $EXAMPLES; do
 	[ -f "$EX/$e.conf" ] || fail "policy/examples/$e.conf missing"
 	[ -f "$S/man/$e.conf" ] || fail "mxbridge.conf(5) EXAMPLES lack $e.conf"
 	cmp -s "$S/man/$e.conf" "$EX/$e.conf" ||
 		fail "$e.conf: man page and policy/examples differ: $(diff "$S/man/$e.conf" "$EX/$e.conf" | head -n 3 | tr '\n' ' ')"
-	out=$("$BIN/mxbridge" -n -f "$EX/$e.conf" 2>&1) ||
+	out=$("$BIN/mxbridge" -n -f "$S/man/$e.conf" 2>&1) ||
 		fail "mxbridge -n $e.conf: $out"
 	[ "$out" = "configuration OK" ] || fail "mxbridge -n $e.conf said: $out"
 done
-for f in "$S"/man/*; do
+for f in "$S"/man/*.conf; do
 	case " $EXAMPLES " in *" $(basename "$f" .conf) "*) ;;
 	*) fail "EXAMPLES has $(basename "$f"), which this test does not know" ;; esac
 done
