@@ -42,6 +42,7 @@ NFQ_SRCS = \
 	nfq/nfq.c \
 
 PROXY_SRCS = \
+	proxy/callout.c \
 	proxy/listener.c \
 	proxy/relay.c \
 	proxy/smtpd.c \

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -38,16 +39,49 @@ log_getverbose(void)
 	return log_verbose;
 }
 
+/*
+ * log_stamp - "YYYY-mm-ddTHH:MM:SS.mmm " into out (>= 32 bytes); the
+ * calendar part is worked out once a second, not once a line: a busy
+ * proxy logs several lines per message
+ */
+static size_t
+log_stamp(char *out)
+{
+	static time_t last = -1;
+	static char ts[24];
+	static size_t tslen;
+	struct timespec now;
+	struct tm tm;
+	long ms;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (now.tv_sec != last) {
+		localtime_r(&now.tv_sec, &tm);
+		tslen = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+		last = now.tv_sec;
+	}
+	ms = now.tv_nsec / 1000000;
+	memcpy(out, ts, tslen);
+	out[tslen] = '.';
+	out[tslen + 1] = (char)('0' + ms / 100);
+	out[tslen + 2] = (char)('0' + ms / 10 % 10);
+	out[tslen + 3] = (char)('0' + ms % 10);
+	out[tslen + 4] = ' ';
+	return tslen + 5;
+}
+
 /* log_emit - write one line, with the errno text when errnum is set */
 static void
 log_emit(int pri, int errnum, const char *fmt, va_list ap)
 {
 	char msg[4096];
-	char ts[32];
-	struct timespec now;
-	struct tm tm;
+	char line[32 + sizeof(msg) + 160];
+	const char *e;
+	size_t n, off, len;
+	ssize_t w;
+	int k;
 
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	k = vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (!log_foreground) {
 		if (errnum)
 			syslog(pri, "%s: %s", msg, strerror(errnum));
@@ -55,16 +89,28 @@ log_emit(int pri, int errnum, const char *fmt, va_list ap)
 			syslog(pri, "%s", msg);
 		return;
 	}
-	clock_gettime(CLOCK_REALTIME, &now);
-	localtime_r(&now.tv_sec, &tm);
-	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	if (errnum)
-		fprintf(stderr, "%s.%03ld %s: %s\n", ts, now.tv_nsec / 1000000,
-		    msg, strerror(errnum));
-	else
-		fprintf(stderr, "%s.%03ld %s\n", ts, now.tv_nsec / 1000000,
-		    msg);
-	fflush(stderr);
+	/* the whole line in one write, as the unbuffered stderr did */
+	len = k < 0 ? 0 : (size_t)k < sizeof(msg) ? (size_t)k : sizeof(msg) - 1;
+	n = log_stamp(line);
+	memcpy(line + n, msg, len);
+	n += len;
+	if (errnum) {
+		e = strerror(errnum);
+		len = strlen(e);
+		if (len > sizeof(line) - n - 3)
+			len = sizeof(line) - n - 3;
+		memcpy(line + n, ": ", 2);
+		memcpy(line + n + 2, e, len);
+		n += len + 2;
+	}
+	line[n++] = '\n';
+	for (off = 0; off < n; off += (size_t)w) {
+		if ((w = write(STDERR_FILENO, line + off, n - off)) == -1 &&
+		    errno == EINTR)
+			w = 0;
+		else if (w <= 0)
+			return;
+	}
 }
 
 void

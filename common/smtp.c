@@ -311,6 +311,161 @@ smtp_data_line(struct smtp_data *d, const struct smtp_line *l,
 	return 0;
 }
 
+/*
+ * data_count - account one non-terminator line of content len (its
+ * terminator excluded) with line flags f; the octets it stands for
+ */
+static size_t
+data_count(struct smtp_data *d, const char *p, size_t len, int f)
+{
+	int crlf = (f & SMTP_LF_CRLF) != 0;
+
+	d->flags |= f & (SMTP_LF_BARECR | SMTP_LF_NUL | SMTP_LF_TOOLONG);
+	if (!crlf)
+		d->flags |= SMTP_LF_BARELF;
+	d->crlf = crlf;
+	d->lines++;
+	if (len > 0 && p[0] == '.')
+		len--;
+	d->size += len + 2;
+	return len;
+}
+
+/*
+ * span_skip - an over-long line being dropped: 1 once its LF is consumed
+ * (the line is accounted), 0 if it goes on past the buffer
+ */
+static int
+span_skip(struct smtp_reader *r, struct smtp_data *d)
+{
+	struct smtp_line l;
+
+	if (reader_skip(r, &l) == SMTP_LINE_NONE)
+		return 0;
+	data_count(d, "", 0, l.flags);
+	return 1;
+}
+
+/*
+ * nul_next - the first NUL in [p, end), looked for in windows so that a
+ * search serves many lines yet a run cut short never rescans much: the
+ * NUL, or the end of the window (then not a NUL, or end)
+ */
+static const char *
+nul_next(const char *p, const char *end)
+{
+	size_t n = (size_t)(end - p) < 2048 ? (size_t)(end - p) : 2048;
+	const char *z = memchr(p, '\0', n);
+
+	return z != NULL ? z : p + n;
+}
+
+/*
+ * span_line - the flags of one complete line [p, lf) of DATA; nul is a
+ * NUL at or after p, or a position before which there is none
+ */
+static int
+span_line(const char *p, const char *lf, size_t max, const char *nul,
+    size_t *len)
+{
+	size_t n = (size_t)(lf - p);
+	int crlf = n > 0 && lf[-1] == '\r', f;
+
+	*len = crlf ? n - 1 : n;
+	f = crlf ? SMTP_LF_CRLF : 0;
+	if (*len > max)
+		return f | SMTP_LF_TOOLONG;
+	if (memchr(p, '\r', *len) != NULL)
+		f |= SMTP_LF_BARECR;
+	if (nul < p + *len)
+		f |= SMTP_LF_NUL;
+	return f;
+}
+
+/*
+ * smtp_data_span - the next run of DATA content, straight from the
+ * reader's buffer: see smtp.h.  Lines are checked, counted and consumed
+ * exactly as smtp_reader_getline + smtp_data_line would do them; a run
+ * grows over whole lines while their bytes can go out as they came.
+ */
+enum smtp_data_status
+smtp_data_span(struct smtp_reader *r, struct smtp_data *d, int stuffed,
+    const char **out, size_t *outlen)
+{
+	char *head, *end, *p, *lf, *run = NULL;
+	const char *nul;
+	size_t len, from;
+	int f, dot;
+
+	*out = "";
+	*outlen = 0;
+	if (r->skipping) {
+		if (!span_skip(r, d))
+			return SMTP_DATA_MORE;
+		return SMTP_DATA_SPAN;		/* empty: d->flags says why */
+	}
+	head = p = r->in.data + r->in.off;
+	end = head + buf_avail(&r->in);
+	from = r->scanned;
+	nul = nul_next(p, end);
+	while ((lf = from < (size_t)(end - p) ?
+	    memchr(p + from, '\n', (size_t)(end - p) - from) : NULL) != NULL) {
+		from = 0;
+		while (nul < lf && *nul != '\0')
+			nul = nul_next(nul, end);
+		f = span_line(p, lf, r->max, nul, &len);
+		if (!(f & SMTP_LF_TOOLONG) && d->crlf && (f & SMTP_LF_CRLF) &&
+		    len == 1 && p[0] == '.') {
+			if (run != NULL)
+				break;
+			buf_consume(&r->in, (size_t)(lf - head) + 1);
+			r->scanned = 0;
+			return SMTP_DATA_END;
+		}
+		/* a line with an anomaly is never part of a run */
+		if (f & (SMTP_LF_TOOLONG | SMTP_LF_BARECR | SMTP_LF_NUL) ||
+		    !(f & SMTP_LF_CRLF)) {
+			if (run != NULL)
+				break;
+			if (f & SMTP_LF_TOOLONG)
+				data_count(d, "", 0, f);
+			else
+				data_count(d, p, len, f);
+			buf_consume(&r->in, (size_t)(lf - head) + 1);
+			r->scanned = 0;
+			return SMTP_DATA_SPAN;
+		}
+		/* the dot that the wire form drops starts a run of its own */
+		dot = len > 0 && p[0] == '.' && (!stuffed || len == 1 ||
+		    p[1] != '.');
+		if (dot && run != NULL)
+			break;
+		if (run == NULL)
+			run = dot ? p + 1 : p;
+		data_count(d, p, len, f);
+		p = lf + 1;
+		if (nul < p)
+			nul = nul_next(p, end);
+	}
+	if (run != NULL) {
+		*out = run;
+		*outlen = (size_t)(p - run);
+		buf_consume(&r->in, (size_t)(p - head));
+		r->scanned = 0;
+		return SMTP_DATA_SPAN;
+	}
+	/* p is the head: an incomplete line, known LF-free so far */
+	r->scanned = (size_t)(end - p);
+	if (r->scanned > r->max + 1) {
+		/* over-long before its LF: drop it as the line reader does */
+		r->skipping = 1;
+		r->skipflags = end[-1] == '\r' ? SMTP_LF_CRLF : 0;
+		buf_consume(&r->in, r->scanned);
+		r->scanned = 0;
+	}
+	return SMTP_DATA_MORE;
+}
+
 void
 smtp_dot_stuff(struct buf *b, const char *p, size_t n)
 {

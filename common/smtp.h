@@ -40,6 +40,22 @@
  *    d.flags; a line that carries one is still consumed, so the caller
  *    can refuse the message at the terminator and stay in step.
  *	smtp_dot_stuff(buf, line, len) appends one content line for the wire.
+ *
+ * DATA in runs (the fast path of a relay or a spool writer)
+ *	while ((st = smtp_data_span(&r, &d, stuffed, &p, &n)) !=
+ *	    SMTP_DATA_MORE) {
+ *		if (st == SMTP_DATA_END) ...	  // terminator consumed
+ *		else if (d.flags & ...) ...	  // refuse; p/n is empty
+ *		else ...			  // forward p/n as it is
+ *	}
+ *    Reads the reader's buffer in place, with the same checks and counts
+ *    as smtp_reader_getline + smtp_data_line, and returns runs of whole
+ *    CRLF lines that need no rewriting: stuffed=1 gives the wire form
+ *    (dot-stuffing kept; only the dot of a ".x" line the client did not
+ *    stuff is dropped), stuffed=0 the un-stuffed content.  A run never
+ *    holds a byte of a line with an anomaly: such a line comes back
+ *    alone as an empty run once d.flags records it.  The run stays valid
+ *    until the next smtp_reader_feed (it is already consumed).
  */
 #ifndef MXB_SMTP_H
 #define MXB_SMTP_H
@@ -130,6 +146,15 @@ struct smtp_data {
 void	smtp_data_init(struct smtp_data *);
 int	smtp_data_line(struct smtp_data *, const struct smtp_line *,
 	    const char **out, size_t *outlen);
+enum smtp_data_status {
+	SMTP_DATA_MORE = 0,	/* no complete line buffered */
+	SMTP_DATA_SPAN,		/* a run of content (maybe empty) */
+	SMTP_DATA_END		/* the terminator, consumed */
+};
+
+enum smtp_data_status smtp_data_span(struct smtp_reader *,
+	    struct smtp_data *, int stuffed, const char **out,
+	    size_t *outlen);
 /* append line + CRLF with the leading dot doubled */
 void	smtp_dot_stuff(struct buf *, const char *, size_t);
 /* a description of d.flags for logs and replies: "bare CR", ... */

@@ -5,6 +5,7 @@
  * plaintext comes out into a buf, and whatever the engine produces is
  * queued on the stream with self-freeing write requests.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +194,91 @@ wreq_submit(uv_stream_t *s, struct tls_wreq *w, size_t n)
 	return rc;
 }
 
+/*
+ * stream_send - bufs to the stream.  When nothing is queued on it they
+ * are written at once from the caller's memory (no request, no copy, and
+ * no poll update in libuv); what the kernel does not take, or everything
+ * after a write error, is copied into one request and queued, so that
+ * errors still reach cb from the loop.  1: all sent (cb never called),
+ * 0: queued, < 0: libuv error.
+ */
+static int
+stream_send(uv_stream_t *s, const uv_buf_t *bufs, unsigned nbufs,
+    tls_write_cb cb, void *arg)
+{
+	struct tls_wreq *w;
+	size_t total = 0, done, off = 0, k;
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < nbufs; i++)
+		total += bufs[i].len;
+	if (total == 0)
+		return 1;
+	rc = uv_try_write(s, bufs, nbufs);
+	done = rc > 0 ? (size_t)rc : 0;
+	if (done == total)
+		return 1;
+	w = wreq_new(total - done, cb, arg);
+	for (i = 0; i < nbufs; i++) {
+		k = bufs[i].len;
+		if (done >= k) {
+			done -= k;
+			continue;
+		}
+		memcpy(w->data + off, bufs[i].base + done, k - done);
+		off += k - done;
+		done = 0;
+	}
+	rc = wreq_submit(s, w, off);
+	return rc < 0 ? rc : 0;
+}
+
+/*
+ * tls_send - what the engine has produced, through stream_send in
+ * stack-sized pieces; the rest goes into one request once a piece is
+ * not taken whole.  As stream_send, -1 for a TLS error.
+ */
+static int
+tls_send(struct tls_conn *t, tls_write_cb cb, void *arg)
+{
+	char tmp[16384 + 1024];
+	struct tls_wreq *w;
+	uv_buf_t b;
+	size_t n, rest;
+	int rc, k;
+
+	while ((n = BIO_ctrl_pending(t->wbio)) > 0) {
+		if ((k = BIO_read(t->wbio, tmp, n < sizeof(tmp) ? (int)n :
+		    (int)sizeof(tmp))) <= 0) {
+			snprintf(t->err, sizeof(t->err), "BIO_read short");
+			return -1;
+		}
+		rest = BIO_ctrl_pending(t->wbio);
+		b = uv_buf_init(tmp, (unsigned int)k);
+		if (rest == 0)
+			return stream_send(t->stream, &b, 1, cb, arg);
+		rc = uv_try_write(t->stream, &b, 1);
+		if (rc == k)
+			continue;
+		rc = rc > 0 ? rc : 0;
+		w = wreq_new((size_t)(k - rc) + rest, cb, arg);
+		memcpy(w->data, tmp + rc, (size_t)(k - rc));
+		if (BIO_read(t->wbio, w->data + (k - rc), (int)rest) !=
+		    (int)rest) {
+			free(w);
+			snprintf(t->err, sizeof(t->err), "BIO_read short");
+			return -1;
+		}
+		if ((rc = wreq_submit(t->stream, w, (size_t)(k - rc) +
+		    rest)) < 0)
+			snprintf(t->err, sizeof(t->err), "write: %s",
+			    uv_strerror(rc));
+		return rc < 0 ? rc : 0;
+	}
+	return 1;
+}
+
 /* tls_flush - send whatever the engine has produced, cb on it */
 static int
 tls_flush(struct tls_conn *t, tls_write_cb cb, void *arg)
@@ -201,6 +287,8 @@ tls_flush(struct tls_conn *t, tls_write_cb cb, void *arg)
 	size_t n;
 	int rc;
 
+	if (cb == NULL)		/* nobody waits for it: no request needed */
+		return (rc = tls_send(t, NULL, NULL)) < 0 ? rc : 0;
 	if ((n = BIO_ctrl_pending(t->wbio)) == 0)
 		return 0;
 	w = wreq_new(n, cb, arg);
@@ -370,9 +458,17 @@ tls_stream_write(uv_stream_t *s, struct tls_conn *t, const void *p,
     size_t n, tls_write_cb cb, void *arg)
 {
 	struct tls_wreq *w;
+	uv_buf_t b;
+	int rc;
 
 	if (n == 0)
 		return 0;
+	if (cb == NULL) {
+		/* nobody waits for it: the copy-free path */
+		b = uv_buf_init((char *)(uintptr_t)p, (unsigned int)n);
+		return (rc = tls_stream_send(s, t, &b, 1, NULL, NULL)) < 0 ?
+		    rc : 0;
+	}
 	if (t == NULL) {
 		w = wreq_new(n, cb, arg);
 		memcpy(w->data, p, n);
@@ -386,4 +482,160 @@ tls_stream_write(uv_stream_t *s, struct tls_conn *t, const void *p,
 		return -1;
 	}
 	return tls_flush(t, cb, arg);
+}
+
+int
+tls_stream_send(uv_stream_t *s, struct tls_conn *t, const uv_buf_t *bufs,
+    unsigned nbufs, tls_write_cb cb, void *arg)
+{
+	unsigned i;
+
+	if (t == NULL)
+		return stream_send(s, bufs, nbufs, cb, arg);
+	if (t->state != TLS_OPEN)
+		return -1;
+	ERR_clear_error();
+	for (i = 0; i < nbufs; i++)
+		if (bufs[i].len > 0 && SSL_write(t->ssl, bufs[i].base,
+		    (int)bufs[i].len) != (int)bufs[i].len) {
+			tls_fail(t, "write");
+			return -1;
+		}
+	return tls_send(t, cb, arg);
+}
+
+/* ---------------------------------------------------------------- corks */
+
+static struct tls_cork	*corked;	/* streams with bytes for this turn */
+static uv_prepare_t	 cork_prepare;
+static uv_check_t	 cork_check;
+static int		 cork_ready;	/* the two handles exist */
+
+static void
+cork_unlink(struct tls_cork *c)
+{
+	if (c->prevp == NULL)
+		return;
+	if (c->next != NULL)
+		c->next->prevp = c->prevp;
+	*c->prevp = c->next;
+	c->next = NULL;
+	c->prevp = NULL;
+}
+
+/* tls_cork_turn - every corked stream is written */
+void
+tls_cork_turn(void)
+{
+	struct tls_cork *c;
+	int rc;
+
+	while ((c = corked) != NULL) {
+		cork_unlink(c);
+		/* a failure goes to the owner, who may free other corks */
+		if ((rc = tls_cork_flush(c)) < 0 && c->cb != NULL)
+			c->cb(c->arg, rc);
+	}
+}
+
+static void
+cork_check_cb(uv_check_t *h)
+{
+	tls_cork_turn();
+}
+
+static void
+cork_prepare_cb(uv_prepare_t *h)
+{
+	tls_cork_turn();
+}
+
+/*
+ * cork_handles - after the I/O callbacks (check) and before the loop
+ * blocks in poll (prepare: for bytes from timers and close callbacks).
+ * Unreferenced, so they never keep the loop alive.  0, or -1 once the
+ * daemon's final walk has closed them: then writes go out at once.
+ */
+static int
+cork_handles(uv_loop_t *loop)
+{
+	if (!cork_ready) {
+		uv_prepare_init(loop, &cork_prepare);
+		uv_check_init(loop, &cork_check);
+		uv_prepare_start(&cork_prepare, cork_prepare_cb);
+		uv_check_start(&cork_check, cork_check_cb);
+		uv_unref((uv_handle_t *)&cork_prepare);
+		uv_unref((uv_handle_t *)&cork_check);
+		cork_ready = 1;
+	}
+	if (uv_is_closing((uv_handle_t *)&cork_check) ||
+	    uv_is_closing((uv_handle_t *)&cork_prepare))
+		return -1;
+	return 0;
+}
+
+void
+tls_cork_init(struct tls_cork *c, uv_stream_t *s, tls_write_cb cb,
+    void *arg)
+{
+	memset(c, 0, sizeof(*c));
+	buf_init(&c->b);
+	c->s = s;
+	c->cb = cb;
+	c->arg = arg;
+}
+
+int
+tls_cork_add(struct tls_cork *c, struct tls_conn *t, const uv_buf_t *bufs,
+    unsigned nbufs)
+{
+	unsigned i;
+	int rc;
+
+	if (buf_avail(&c->b) > 0 && c->t != t &&
+	    (rc = tls_cork_flush(c)) < 0)
+		return rc;
+	c->t = t;
+	for (i = 0; i < nbufs; i++)
+		buf_append(&c->b, bufs[i].base, bufs[i].len);
+	if (buf_avail(&c->b) == 0)
+		return 0;
+	if (cork_handles(c->s->loop) == -1)
+		return (rc = tls_cork_flush(c)) < 0 ? rc : 0;
+	if (c->prevp == NULL) {
+		if ((c->next = corked) != NULL)
+			corked->prevp = &c->next;
+		corked = c;
+		c->prevp = &corked;
+	}
+	return 0;
+}
+
+int
+tls_cork_flush(struct tls_cork *c)
+{
+	uv_buf_t b;
+	int rc;
+
+	cork_unlink(c);
+	if (buf_avail(&c->b) == 0)
+		return 1;
+	b = uv_buf_init((char *)(uintptr_t)buf_head(&c->b),
+	    (unsigned int)buf_avail(&c->b));
+	rc = tls_stream_send(c->s, c->t, &b, 1, c->cb, c->arg);
+	buf_free(&c->b);	/* an idle session keeps no buffer */
+	return rc;
+}
+
+size_t
+tls_cork_pending(const struct tls_cork *c)
+{
+	return buf_avail(&c->b);
+}
+
+void
+tls_cork_free(struct tls_cork *c)
+{
+	cork_unlink(c);
+	buf_free(&c->b);
 }

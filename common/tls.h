@@ -20,7 +20,8 @@
  *	tls_conn_close(t);	// optional close_notify, then close the stream
  *	tls_conn_free(t);	// in or before the stream's close callback
  *
- * Writes are copied and queued on the stream with uv_write(); each write
+ * Writes go out at once when the stream has nothing queued; what is left
+ * is copied and queued on the stream with uv_write(); each write
  * request frees itself, so a tls_conn can go away with writes still
  * queued (libuv cancels them when the stream is closed).  The stream's
  * write queue size (uv_stream_get_write_queue_size) is the backlog for
@@ -99,5 +100,55 @@ SSL		*tls_conn_ssl(struct tls_conn *);
 typedef void	(*tls_write_cb)(void *arg, int status);
 int		 tls_stream_write(uv_stream_t *, struct tls_conn *,
 		    const void *, size_t, tls_write_cb, void *arg);
+
+/*
+ * tls_stream_send - the hot-path write: nbufs pieces, written together
+ * (one writev, or one run of TLS records).  When nothing is queued on the
+ * stream the bytes go out at once from the caller's memory; only what the
+ * kernel does not take is copied and queued.  1: everything left at once
+ * and cb will never be called; 0: bytes were queued and cb is called as
+ * with tls_stream_write (a write error, too, is reported that way);
+ * negative: as tls_stream_write.
+ */
+int		 tls_stream_send(uv_stream_t *, struct tls_conn *,
+		    const uv_buf_t *, unsigned, tls_write_cb, void *arg);
+
+/*
+ * Corked output: short writes (replies, commands) collected per stream
+ * while an input is handled, so that the replies to a pipelined batch
+ * go in one write (and one packet).  The owner of the input calls
+ * tls_cork_turn() when it is done with it; whatever else is corked (by
+ * timers, other modules) is written when the loop has run this turn's
+ * callbacks, before it polls again.
+ *
+ *	tls_cork_init(&c, stream, cb, arg);	// cb as for tls_stream_send
+ *	tls_cork_add(&c, t, bufs, n);		// t: the TLS the bytes are for
+ *	tls_cork_flush(&c);			// now: before a shutdown, a
+ *						// close or a direct write
+ *	tls_cork_turn();			// every corked stream, now
+ *	tls_cork_free(&c);			// drops what is left
+ *
+ * Bytes added for another t than the pending ones flush those first, so
+ * a reply added before STARTTLS never goes out encrypted.  A failed
+ * write at the end of the turn reaches cb with the error.
+ */
+struct tls_cork {
+	struct buf		 b;
+	uv_stream_t		*s;
+	struct tls_conn		*t;		/* of the bytes in b */
+	tls_write_cb		 cb;
+	void			*arg;
+	struct tls_cork		*next, **prevp;	/* on the turn's list */
+};
+
+void		 tls_cork_init(struct tls_cork *, uv_stream_t *, tls_write_cb,
+		    void *arg);
+int		 tls_cork_add(struct tls_cork *, struct tls_conn *,
+		    const uv_buf_t *, unsigned);
+/* as tls_stream_send: 1 all sent (or nothing to send), 0 queued, < 0 */
+int		 tls_cork_flush(struct tls_cork *);
+size_t		 tls_cork_pending(const struct tls_cork *);
+void		 tls_cork_turn(void);
+void		 tls_cork_free(struct tls_cork *);
 
 #endif

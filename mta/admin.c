@@ -188,7 +188,9 @@ stats(struct buf *out)
 	    (unsigned long long)mta_stats.dsn_sent);
 	buf_printf(out, "queue_corrupt=%llu\n",
 	    (unsigned long long)mta_stats.corrupt);
-	buf_printf(out, "mta_connections=%u\n", mta_deliver_count());
+	/* open ones: at work, and kept for the next job */
+	buf_printf(out, "mta_connections=%u\n", mta_deliver_count() +
+	    mta_deliver_idle());
 	mta_spool_counts(&batches, &ops);
 	buf_printf(out, "spool_batches=%llu\nspool_ops=%llu\n",
 	    (unsigned long long)batches, (unsigned long long)ops);

@@ -5,8 +5,12 @@
  * EHLO, STARTTLS (opportunistic or required), AUTH PLAIN/LOGIN to the
  * relay host, and transactions with PIPELINING, SIZE, 8BITMIME,
  * SMTPUTF8 and DSN parameters.  A connection takes jobs from its
- * destination until none is left, then says QUIT.  Results go back per
- * recipient through mta_queue_job_done().
+ * destination until none is left, then waits a little for more (a burst
+ * reuses one session instead of paying a new connection and EHLO per
+ * message), then says QUIT.  With PIPELINING the next job's MAIL, RCPT
+ * and DATA go out with the previous body's dot.  The first delivery of
+ * a message sends the body from memory; later ones read the spool file.
+ * Results go back per recipient through mta_queue_job_done().
  */
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -32,6 +36,7 @@
 #define CONN_MAXLINE	2048		/* reply line limit */
 #define CONN_MAXLINES	100
 #define CONN_T_QUIT	5		/* seconds to wait for QUIT's reply */
+#define CONN_T_IDLE	2		/* seconds kept open without a job */
 
 enum conn_state {
 	CS_INIT = 0,
@@ -49,6 +54,7 @@ enum conn_state {
 	CS_BODY,	/* sending the body */
 	CS_DOT,		/* waiting for the final reply */
 	CS_RSET,
+	CS_IDLE,	/* no job: kept open for the next one */
 	CS_QUIT,
 	CS_CLOSING
 };
@@ -56,7 +62,7 @@ enum conn_state {
 static const char *const conn_state_names[] = {
 	"init", "resolve", "connect", "banner", "ehlo", "helo", "starttls",
 	"handshake", "auth", "mail", "rcpt", "data", "body", "dot", "rset",
-	"quit", "closing"
+	"idle", "quit", "closing"
 };
 
 /* server capabilities from EHLO */
@@ -80,7 +86,9 @@ struct conn {
 	uv_loop_t	*loop;
 	struct mta_dest	*dest;
 	struct mta_job	*job;		/* the transaction in progress */
+	struct mta_job	*next;		/* pipelined behind job's dot */
 	LIST_ENTRY(conn) entry;
+	LIST_ENTRY(conn) idle_entry;	/* in CS_IDLE only */
 	unsigned	 refs;		/* handles and requests outstanding */
 
 	uv_tcp_t	 tcp;
@@ -117,6 +125,7 @@ struct conn {
 	int		 mail_failed;
 	int		 data_void;	/* DATA took, nobody to send to */
 	unsigned	 msgs;		/* transactions done on this connection */
+	unsigned	 replies;	/* replies to the current job */
 
 	/* the body */
 	int		 fd;
@@ -129,7 +138,9 @@ struct conn {
 
 LIST_HEAD(connlist, conn);
 static struct connlist	 conns = LIST_HEAD_INITIALIZER(conns);
+static struct connlist	 idle = LIST_HEAD_INITIALIZER(idle);
 static unsigned		 nconns;
+static unsigned		 nidle;
 static uint64_t		 conn_ids;
 static SSL_CTX		*client_ctx;
 static int		 draining;
@@ -140,14 +151,27 @@ static void	conn_hop_failed(struct conn *, int, const char *,
 		    const char *, ...) __attribute__((format(printf, 4, 5)));
 static void	txn_start(struct conn *);
 static void	body_read(struct conn *);
+static void	body_mem(struct conn *);
+static void	requeue_next(struct conn *);
 
+/* mta_deliver_count - connections at work (idle ones are not) */
 unsigned
 mta_deliver_count(void)
 {
-	return nconns;
+	return nconns - nidle;
 }
 
-/* enter_state - the one place a connection changes state */
+/* mta_deliver_idle - connections kept open, waiting for a job */
+unsigned
+mta_deliver_idle(void)
+{
+	return nidle;
+}
+
+/*
+ * enter_state - the one place a connection changes state, and so the
+ * one place that keeps the idle list and the destination's count of it
+ */
 static void
 enter_state(struct conn *c, enum conn_state st)
 {
@@ -156,6 +180,15 @@ enter_state(struct conn *c, enum conn_state st)
 	log_debug("mta: conn=%llu dest=%s %s -> %s",
 	    (unsigned long long)c->id, c->dest->key,
 	    conn_state_names[c->state], conn_state_names[st]);
+	if (c->state == CS_IDLE) {
+		LIST_REMOVE(c, idle_entry);
+		nidle--;
+		c->dest->nidle--;
+	} else if (st == CS_IDLE) {
+		LIST_INSERT_HEAD(&idle, c, idle_entry);
+		nidle++;
+		c->dest->nidle++;
+	}
 	c->state = st;
 }
 
@@ -184,6 +217,8 @@ timer_close_cb(uv_handle_t *h)
 	conn_unref(h->data);
 }
 
+static void	conn_quit(struct conn *);
+
 static void
 on_timeout(uv_timer_t *t)
 {
@@ -191,6 +226,10 @@ on_timeout(uv_timer_t *t)
 
 	if (c->state == CS_INIT) {	/* the deferred start */
 		conn_connect(c);
+		return;
+	}
+	if (c->state == CS_IDLE) {	/* no job came */
+		conn_quit(c);
 		return;
 	}
 	conn_hop_failed(c, 4, "4.4.2", "timeout in state %s with %s",
@@ -287,6 +326,22 @@ job_finish(struct conn *c)
 	mta_queue_job_done(job);
 }
 
+/* requeue - give the job back untouched, for another connection */
+static void
+requeue(struct conn *c)
+{
+	struct mta_job *job = c->job;
+
+	c->job = NULL;
+	free(c->accepted);
+	c->accepted = NULL;
+	if (c->fd != -1) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	mta_queue_job_retry(job);
+}
+
 /*
  * Connection-level failures
  */
@@ -307,6 +362,22 @@ conn_hop_failed(struct conn *c, int code, const char *status,
 	va_end(ap);
 	snprintf(c->laststatus, sizeof(c->laststatus), "%s", status);
 	c->lastcode = code;
+	requeue_next(c);
+	if (c->state == CS_IDLE) {
+		log_debug("mta: conn=%llu relay=%s idle connection gone: %s",
+		    (unsigned long long)c->id, c->remote, c->lasterr);
+		conn_close(c);
+		return;
+	}
+	if (c->msgs > 0 && c->job != NULL && c->replies == 0) {
+		/* the next hop closed a session that had worked: retry */
+		log_debug("mta: conn=%llu relay=%s kept connection lost, job "
+		    "requeued: %s", (unsigned long long)c->id, c->remote,
+		    c->lasterr);
+		requeue(c);
+		conn_close(c);
+		return;
+	}
 	if (c->state >= CS_MAIL || c->msgs > 0) {
 		log_info("mta: conn=%llu relay=%s lost: %s",
 		    (unsigned long long)c->id, c->remote, c->lasterr);
@@ -350,6 +421,8 @@ tcp_close_cb(uv_handle_t *h)
 static void
 conn_close(struct conn *c)
 {
+	if (c->state == CS_IDLE)
+		enter_state(c, CS_QUIT);	/* no job for it any more */
 	if (c->tcp_open) {
 		uv_timer_stop(&c->timer);
 		if (!uv_is_closing((uv_handle_t *)&c->tcp))
@@ -358,6 +431,7 @@ conn_close(struct conn *c)
 	}
 	if (c->state == CS_CLOSING)
 		return;
+	requeue_next(c);
 	fail_open(c, 4, "4.4.2", c->lasterr[0] ? c->lasterr :
 	    "connection closed");
 	job_finish(c);
@@ -638,35 +712,44 @@ is_ascii(const char *s)
 	return 1;
 }
 
-/* txn_check - what the next hop cannot take: a permanent failure */
-static int
-txn_check(struct conn *c)
+/* txn_cannot - why the next hop cannot take job (5.x.x), or NULL */
+static const char *
+txn_cannot(const struct conn *c, const struct mta_job *job)
 {
-	struct mta_env *env = c->job->env;
+	const struct mta_env *env = job->env;
 	uint64_t size = env->bodylen + (env->received ? strlen(env->received) :
 	    0);
 	size_t i;
 	int ascii = is_ascii(env->sender);
 
-	if (c->caps.maxsize > 0 && size > c->caps.maxsize) {
-		fail_open(c, 5, "5.3.4", "message too big for the next hop");
-		return -1;
-	}
-	for (i = 0; i < c->job->n; i++)
-		ascii &= is_ascii(env->rcpt[c->job->idx[i]].addr);
-	if (env->smtputf8 && !ascii && !c->caps.smtputf8) {
-		fail_open(c, 5, "5.6.7", "the next hop does not support "
-		    "SMTPUTF8");
-		return -1;
-	}
-	return 0;
+	if (c->caps.maxsize > 0 && size > c->caps.maxsize)
+		return "5.3.4 message too big for the next hop";
+	for (i = 0; i < job->n; i++)
+		ascii &= is_ascii(env->rcpt[job->idx[i]].addr);
+	if (env->smtputf8 && !ascii && !c->caps.smtputf8)
+		return "5.6.7 the next hop does not support SMTPUTF8";
+	return NULL;
+}
+
+/* txn_check - what the next hop cannot take: a permanent failure */
+static int
+txn_check(struct conn *c)
+{
+	char status[8];
+	const char *why;
+
+	if ((why = txn_cannot(c, c->job)) == NULL)
+		return 0;
+	snprintf(status, sizeof(status), "%.5s", why);
+	fail_open(c, 5, status, why + 6);
+	return -1;
 }
 
 static int
-send_mail(struct conn *c)
+send_mail(struct conn *c, const struct mta_job *job)
 {
 	static const char *const rets[] = { NULL, "FULL", "HDRS" };
-	struct mta_env *env = c->job->env;
+	const struct mta_env *env = job->env;
 	struct buf b;
 	int rc;
 
@@ -689,9 +772,9 @@ send_mail(struct conn *c)
 }
 
 static int
-send_rcpt(struct conn *c, size_t i)
+send_rcpt(struct conn *c, const struct mta_job *job, size_t i)
 {
-	struct mta_rcpt *r = &c->job->env->rcpt[c->job->idx[i]];
+	const struct mta_rcpt *r = &job->env->rcpt[job->idx[i]];
 	struct buf b;
 	int rc;
 
@@ -719,40 +802,104 @@ send_rcpt(struct conn *c, size_t i)
 	return rc;
 }
 
+static void
+conn_quit(struct conn *c)
+{
+	enter_state(c, CS_QUIT);
+	timeout(c, CONN_T_QUIT);
+	send_cmd(c, "QUIT");
+}
+
+/* conn_idle - no job now: keep the session for CONN_T_IDLE seconds */
+static void
+conn_idle(struct conn *c)
+{
+	if (draining) {
+		conn_quit(c);
+		return;
+	}
+	enter_state(c, CS_IDLE);
+	timeout(c, CONN_T_IDLE);
+}
+
+/* send_envelope - MAIL, every RCPT and DATA of job, in one group */
+static void
+send_envelope(struct conn *c, const struct mta_job *job)
+{
+	size_t i;
+
+	send_mail(c, job);
+	for (i = 0; i < job->n; i++)
+		send_rcpt(c, job, i);
+	send_cmd(c, "DATA");
+}
+
+/* txn_begin - c->job's transaction starts: its commands are out */
+static void
+txn_begin(struct conn *c)
+{
+	free(c->accepted);
+	c->accepted = xcalloc(c->job->n, sizeof(*c->accepted));
+	c->replies = 0;
+	c->nsent = c->nreplied = c->nok = 0;
+	c->mail_failed = c->data_void = 0;
+	enter_state(c, CS_MAIL);
+	timeout(c, policy_current()->limits.t_cmd);
+}
+
 /* txn_start - the next job's MAIL, RCPTs and DATA (pipelined if we may) */
 static void
 txn_start(struct conn *c)
 {
-	size_t i;
-
 	for (;;) {
 		if (c->job == NULL && (draining ||
 		    (c->job = mta_queue_next_job(c->dest)) == NULL)) {
-			enter_state(c, CS_QUIT);
-			timeout(c, CONN_T_QUIT);
-			send_cmd(c, "QUIT");
+			conn_idle(c);
 			return;
 		}
 		if (txn_check(c) == 0)
 			break;
 		job_finish(c);
 	}
-	free(c->accepted);
-	c->accepted = xcalloc(c->job->n, sizeof(*c->accepted));
-	c->nsent = c->nreplied = c->nok = 0;
-	c->mail_failed = c->data_void = 0;
-	enter_state(c, CS_MAIL);
-	timeout(c, policy_current()->limits.t_cmd);
+	txn_begin(c);
 	if (!c->caps.pipelining) {
-		send_mail(c);
+		send_mail(c, c->job);
 		return;
 	}
 	c->corked = 1;
-	send_mail(c);
-	for (i = 0; i < c->job->n; i++)
-		send_rcpt(c, i);
-	send_cmd(c, "DATA");
+	send_envelope(c, c->job);
 	uncork(c);
+}
+
+/*
+ * pipeline_next - with the dot (corked), the next waiting job's envelope
+ * (RFC 2920: the message content starts a group, DATA ends it), so the
+ * next transaction costs no extra round trip.  A job the hop cannot take
+ * stays in the queue for txn_start() to fail.
+ */
+static void
+pipeline_next(struct conn *c)
+{
+	struct mta_job *job;
+
+	if (!c->caps.pipelining || draining || c->next != NULL ||
+	    (job = TAILQ_FIRST(&c->dest->jobs)) == NULL ||
+	    txn_cannot(c, job) != NULL)
+		return;
+	c->next = mta_queue_next_job(c->dest);
+	send_envelope(c, c->next);
+}
+
+/* requeue_next - the pipelined job never got a reply: back it goes */
+static void
+requeue_next(struct conn *c)
+{
+	struct mta_job *job = c->next;
+
+	if (job == NULL)
+		return;
+	c->next = NULL;
+	mta_queue_job_retry(job);
 }
 
 /* txn_reset - RSET after a transaction that went nowhere */
@@ -782,7 +929,7 @@ on_mail(struct conn *c, const struct smtp_reply *rep)
 	}
 	enter_state(c, CS_RCPT);
 	if (!c->caps.pipelining)
-		send_rcpt(c, 0);
+		send_rcpt(c, c->job, 0);
 }
 
 static void
@@ -799,7 +946,7 @@ on_rcpt(struct conn *c, const struct smtp_reply *rep)
 	}
 	if (c->nreplied < c->job->n) {
 		if (!c->caps.pipelining)
-			send_rcpt(c, c->nreplied);
+			send_rcpt(c, c->job, c->nreplied);
 		return;
 	}
 	if (!c->caps.pipelining && c->nok == 0) {
@@ -829,6 +976,10 @@ on_data(struct conn *c, const struct smtp_reply *rep)
 		c->data_void = 1;	/* nobody accepted: end it at once */
 		enter_state(c, CS_DOT);
 		send_cmd(c, ".");
+		return;
+	}
+	if (c->job->env->mem.data != NULL) {
+		body_mem(c);
 		return;
 	}
 	if (mta_spool_path(path, sizeof(path), "queue", c->job->env->id) ==
@@ -861,12 +1012,53 @@ on_dot(struct conn *c, const struct smtp_reply *rep)
 			set_result(c, i, rep);
 	c->msgs++;
 	job_finish(c);
-	txn_start(c);
+	if (c->next == NULL) {
+		txn_start(c);
+		return;
+	}
+	c->job = c->next;	/* its replies follow this one */
+	c->next = NULL;
+	txn_begin(c);
 }
 
 /*
- * The body: read from the spool, dot-stuffed, with flow control
+ * The body: from memory, or read from the spool, dot-stuffed, with
+ * flow control
  */
+
+/*
+ * body_mem - the whole body from the message's memory copy, with our
+ * Received: and the dot, in one write: the same lines stuff() makes,
+ * made right in the cork.
+ */
+static void
+body_mem(struct conn *c)
+{
+	const struct mta_env *env = c->job->env;
+	const char *p = env->mem.data, *nl;
+	size_t n = env->mem.len;
+
+	c->corked = 1;
+	buf_reserve(&c->cork, n + n / 32 + 64 +
+	    (env->received ? strlen(env->received) : 0));
+	if (env->received != NULL)
+		buf_puts(&c->cork, env->received);
+	while (n > 0 && (nl = memchr(p, '\n', n)) != NULL) {
+		smtp_dot_stuff(&c->cork, p, (size_t)(nl - p) -
+		    (nl > p && nl[-1] == '\r'));
+		n -= (size_t)(nl - p) + 1;
+		p = nl + 1;
+	}
+	if (n > 0)
+		smtp_dot_stuff(&c->cork, p, n);
+	buf_append(&c->cork, ".\r\n", 3);
+	enter_state(c, CS_DOT);
+	timeout(c, policy_current()->limits.t_dot);
+	pipeline_next(c);
+	uncork(c);
+	if (c->cork.cap > CONN_CHUNK)
+		buf_free(&c->cork);	/* the write has its own copy */
+}
 
 /* stuff - complete lines of carry to out, dot-stuffed */
 static void
@@ -909,7 +1101,10 @@ body_end(struct conn *c)
 	buf_append(&c->out, ".\r\n", 3);
 	enter_state(c, CS_DOT);
 	timeout(c, policy_current()->limits.t_dot);
+	c->corked = 1;
 	send_raw(c, c->out.data, c->out.len, NULL);
+	pipeline_next(c);
+	uncork(c);
 	if (c->fd != -1)
 		close(c->fd);
 	c->fd = -1;
@@ -992,6 +1187,7 @@ on_reply(struct conn *c, const struct smtp_reply *rep)
 		conn_hop_failed(c, 4, status, "%s", diag);
 		return;
 	}
+	c->replies++;
 	switch (c->state) {
 	case CS_BANNER:
 		if (cls != 2)
@@ -1049,6 +1245,9 @@ on_reply(struct conn *c, const struct smtp_reply *rep)
 		break;
 	case CS_QUIT:
 		conn_close(c);
+		break;
+	case CS_IDLE:
+		conn_close(c);	/* nothing asked: no reply wanted */
 		break;
 	default:
 		conn_hop_failed(c, 4, "4.5.0", "unexpected reply in state %s:"
@@ -1353,11 +1552,35 @@ mta_deliver_init(void)
 	draining = 0;
 }
 
+/*
+ * mta_deliver_wake - an idle connection of d takes d's next job: 0, or
+ * -1 if d has none idle
+ */
+int
+mta_deliver_wake(struct mta_dest *d)
+{
+	struct conn *c;
+
+	LIST_FOREACH(c, &idle, idle_entry)
+		if (c->dest == d && alive(c))
+			break;
+	if (c == NULL)
+		return -1;
+	/* between transactions, off the idle list: txn_start decides */
+	enter_state(c, CS_RSET);
+	txn_start(c);
+	return 0;
+}
+
 /* mta_deliver_shutdown - finish the current transactions, take no more */
 void
 mta_deliver_shutdown(void)
 {
+	struct conn *c;
+
 	draining = 1;
+	while ((c = LIST_FIRST(&idle)) != NULL)
+		conn_quit(c);
 }
 
 /* mta_deliver_stop - close every connection now */
@@ -1375,6 +1598,7 @@ mta_deliver_stop(void)
 		snprintf(c->lasterr, sizeof(c->lasterr), "shutting down");
 		conn_close(c);
 	}
+	mta_dns_stop();		/* lookups not started answer now */
 	if (client_ctx != NULL) {
 		SSL_CTX_free(client_ctx);
 		client_ctx = NULL;

@@ -4,7 +4,10 @@
  * address literals) and the check that a next hop is not the box itself.
  * Lookups block, so they run on the libuv threadpool; each builds its own
  * resolver from the system configuration (/etc/resolv.conf, which "ip
- * netns exec" replaces with /etc/netns/NAME/resolv.conf).
+ * netns exec" replaces with /etc/netns/NAME/resolv.conf).  At most
+ * DNS_MAXINFLIGHT of them hold a thread at a time, the rest wait in a
+ * queue: a slow resolver must not take every thread from the spool,
+ * whose batches every acknowledgement waits for.
  */
 #include <sys/types.h>
 #include <arpa/inet.h>
@@ -23,11 +26,14 @@
 #include "mta_local.h"
 
 #define DNS_MAXMX	16
-#define DNS_TIMEOUT	5		/* seconds per try */
+#define DNS_TIMEOUT	5000		/* milliseconds per try */
 #define DNS_RETRY	2
+#define DNS_MAXINFLIGHT	4		/* lookups on the threadpool at once */
 
 struct dns_req {
 	uv_work_t	 req;
+	TAILQ_ENTRY(dns_req) entry;
+	uv_loop_t	*loop;
 	char		*name;
 	uint16_t	 port;
 	int		 mx;		/* MX lookup, else host only */
@@ -42,12 +48,41 @@ struct mx {
 	char		 host[256];
 };
 
-static unsigned	dns_inflight;
+TAILQ_HEAD(dns_reqq, dns_req);
+static struct dns_reqq	 dns_waiting = TAILQ_HEAD_INITIALIZER(dns_waiting);
+static unsigned		 dns_nwaiting;
+static unsigned		 dns_inflight;
 
+/* a fixed server instead of resolv.conf (tests): address, port, timeout */
+static char		 dns_server[64];
+static uint16_t		 dns_port;
+static unsigned		 dns_timeout = DNS_TIMEOUT;
+
+/* mta_dns_busy - lookups running or waiting for a thread */
 unsigned
 mta_dns_busy(void)
 {
+	return dns_inflight + dns_nwaiting;
+}
+
+/* mta_dns_running - lookups holding a thread now */
+unsigned
+mta_dns_running(void)
+{
 	return dns_inflight;
+}
+
+/*
+ * mta_dns_set_server - ask this server only, with this timeout per try
+ * (milliseconds); NULL goes back to the system configuration.  For the
+ * tests, which need a resolver that fails on purpose.
+ */
+void
+mta_dns_set_server(const char *ip, uint16_t port, unsigned timeout_ms)
+{
+	snprintf(dns_server, sizeof(dns_server), "%s", ip != NULL ? ip : "");
+	dns_port = port;
+	dns_timeout = timeout_ms > 0 ? timeout_ms : DNS_TIMEOUT;
 }
 
 static int __attribute__((format(printf, 4, 5)))
@@ -100,18 +135,45 @@ mta_dns_is_self(const struct sockaddr *sa)
 	return rc;
 }
 
+/* fixed_resolver - a resolver asking dns_server:dns_port only */
+static ldns_resolver *
+fixed_resolver(struct mta_dnsres *res)
+{
+	ldns_resolver *r;
+	ldns_rdf *ns;
+
+	if ((r = ldns_resolver_new()) == NULL ||
+	    ((ns = ldns_rdf_new_frm_str(LDNS_RDF_TYPE_A, dns_server)) ==
+	    NULL && (ns = ldns_rdf_new_frm_str(LDNS_RDF_TYPE_AAAA,
+	    dns_server)) == NULL)) {
+		ldns_resolver_free(r);
+		dns_fail(res, 4, "4.4.3", "bad DNS server %s", dns_server);
+		return NULL;
+	}
+	ldns_resolver_push_nameserver(r, ns);
+	ldns_rdf_deep_free(ns);
+	ldns_resolver_set_port(r, dns_port);
+	ldns_resolver_set_recursive(r, true);
+	return r;
+}
+
 static ldns_resolver *
 resolver(struct mta_dnsres *res)
 {
 	ldns_resolver *r = NULL;
 	ldns_status s;
 
-	if ((s = ldns_resolver_new_frm_file(&r, NULL)) != LDNS_STATUS_OK) {
+	if (dns_server[0] != '\0') {
+		if ((r = fixed_resolver(res)) == NULL)
+			return NULL;
+	} else if ((s = ldns_resolver_new_frm_file(&r, NULL)) !=
+	    LDNS_STATUS_OK) {
 		dns_fail(res, 4, "4.4.3", "no resolver configuration: %s",
 		    ldns_get_errorstr_by_id(s));
 		return NULL;
 	}
-	ldns_resolver_set_timeout(r, (struct timeval){ DNS_TIMEOUT, 0 });
+	ldns_resolver_set_timeout(r, (struct timeval){ dns_timeout / 1000,
+	    (dns_timeout % 1000) * 1000 });
 	ldns_resolver_set_retry(r, DNS_RETRY);
 	ldns_resolver_set_fallback(r, true);
 	return r;
@@ -420,12 +482,12 @@ dns_work(uv_work_t *w)
 		host_lookup(req->name, req->port, &req->res);
 }
 
-static void
-dns_done(uv_work_t *w, int status)
-{
-	struct dns_req *req = w->data;
+static void	dns_next(void);
 
-	dns_inflight--;
+/* dns_finish - the answer (or a failure) to the caller, on the loop */
+static void
+dns_finish(struct dns_req *req, int status)
+{
 	if (status != 0)
 		dns_fail(&req->res, 4, "4.4.3", "lookup cancelled");
 	req->cb(req->arg, &req->res);
@@ -434,23 +496,63 @@ dns_done(uv_work_t *w, int status)
 }
 
 static void
-dns_start(uv_loop_t *loop, const char *name, uint16_t port, int mx,
-    mta_dns_cb cb, void *arg)
+dns_done(uv_work_t *w, int status)
+{
+	dns_inflight--;
+	dns_finish(w->data, status);
+	dns_next();
+}
+
+/* dns_next - start waiting lookups while threads are allowed */
+static void
+dns_next(void)
 {
 	struct dns_req *req;
 	int rc;
 
+	while (dns_inflight < DNS_MAXINFLIGHT &&
+	    (req = TAILQ_FIRST(&dns_waiting)) != NULL) {
+		TAILQ_REMOVE(&dns_waiting, req, entry);
+		dns_nwaiting--;
+		dns_inflight++;
+		if ((rc = uv_queue_work(req->loop, &req->req, dns_work,
+		    dns_done)) != 0) {
+			log_warnx("dns: uv_queue_work: %s", uv_strerror(rc));
+			dns_inflight--;
+			dns_finish(req, rc);
+		}
+	}
+}
+
+static void
+dns_start(uv_loop_t *loop, const char *name, uint16_t port, int mx,
+    mta_dns_cb cb, void *arg)
+{
+	struct dns_req *req;
+
 	req = xcalloc(1, sizeof(*req));
+	req->loop = loop;
 	req->name = xstrdup(name);
 	req->port = port;
 	req->mx = mx;
 	req->cb = cb;
 	req->arg = arg;
 	req->req.data = req;
-	dns_inflight++;
-	if ((rc = uv_queue_work(loop, &req->req, dns_work, dns_done)) != 0) {
-		log_warnx("dns: uv_queue_work: %s", uv_strerror(rc));
-		dns_done(&req->req, rc);
+	TAILQ_INSERT_TAIL(&dns_waiting, req, entry);
+	dns_nwaiting++;
+	dns_next();
+}
+
+/* mta_dns_stop - lookups still waiting for a thread fail now */
+void
+mta_dns_stop(void)
+{
+	struct dns_req *req;
+
+	while ((req = TAILQ_FIRST(&dns_waiting)) != NULL) {
+		TAILQ_REMOVE(&dns_waiting, req, entry);
+		dns_nwaiting--;
+		dns_finish(req, UV_ECANCELED);
 	}
 }
 

@@ -46,6 +46,8 @@ mta_fnv(uint64_t h, const void *p, size_t n)
 	return h;
 }
 
+static uint64_t	env_mem_total;
+
 struct mta_env *
 mta_env_new(void)
 {
@@ -53,7 +55,34 @@ mta_env_new(void)
 
 	env = xcalloc(1, sizeof(*env));
 	env->sender = xstrdup("");
+	buf_init(&env->mem);
 	return env;
+}
+
+/*
+ * mta_env_mem_take - keep the committed body (taken over from b) so the
+ * first delivery sends it from memory instead of reading the file back;
+ * over MTA_MEMBODIES in all, b is left alone and delivery reads the file.
+ */
+void
+mta_env_mem_take(struct mta_env *env, struct buf *b)
+{
+	if (env->mem.data != NULL || b->len != env->bodylen ||
+	    env_mem_total + b->cap > MTA_MEMBODIES)
+		return;
+	env->mem = *b;
+	env_mem_total += env->mem.cap;
+	buf_init(b);
+}
+
+/* mta_env_mem_drop - delivery reads the file from now on */
+void
+mta_env_mem_drop(struct mta_env *env)
+{
+	if (env->mem.data == NULL)
+		return;
+	env_mem_total -= env->mem.cap;
+	buf_free(&env->mem);
 }
 
 static void
@@ -73,6 +102,7 @@ mta_env_free(struct mta_env *env)
 
 	if (env == NULL)
 		return;
+	mta_env_mem_drop(env);
 	for (i = 0; i < env->nrcpt; i++)
 		rcpt_clear(&env->rcpt[i]);
 	free(env->rcpt);

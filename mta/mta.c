@@ -323,8 +323,12 @@ mta_start(uv_loop_t *loop)
 	int n;
 
 	mta_loop = loop;
-	/* DNS lookups share the threadpool with the spool: make room */
-	setenv("UV_THREADPOOL_SIZE", "16", 0);
+	/*
+	 * The threadpool runs the spool's batches, DNS lookups (at most
+	 * DNS_MAXINFLIGHT, dns.c) and body reads: the default 4 threads
+	 * could all wait on a slow resolver while a batch waits for one.
+	 */
+	setenv("UV_THREADPOOL_SIZE", "8", 0);
 	if (mta_spool_init(loop, p->spool) == -1)
 		return -1;
 	mta_queue_init(loop);

@@ -26,6 +26,7 @@
 #define MTA_IDLEN	16		/* hex digits of a queue id */
 #define MTA_MAXADDR	16		/* next-hop addresses tried per attempt */
 #define MTA_SPILL	(1024 * 1024)	/* body bytes kept in memory */
+#define MTA_MEMBODIES	(64 * 1024 * 1024) /* bodies kept for delivery */
 #define MTA_DIAGLEN	512		/* kept of a reply for a diagnostic */
 #define MTA_SO_MARK	0x200000	/* upstream sockets, see DESIGN.md */
 
@@ -70,6 +71,8 @@ struct mta_env {
 	uint64_t	 bodysum;	/* FNV-1a of those bytes */
 	uint64_t	 bodyoff;	/* where the body starts (memory only) */
 	int		 warned;	/* delay DSN sent */
+	int		 stfile;	/* queue/ID.st exists (memory only) */
+	struct buf	 mem;		/* the body, for the first delivery */
 	struct mta_rcpt	*rcpt;
 	size_t		 nrcpt;
 
@@ -84,6 +87,8 @@ TAILQ_HEAD(mta_envq, mta_env);
 /* envelope.c */
 struct mta_env	*mta_env_new(void);
 void		 mta_env_free(struct mta_env *);
+void		 mta_env_mem_take(struct mta_env *, struct buf *);
+void		 mta_env_mem_drop(struct mta_env *);
 void		 mta_rcpt_add(struct mta_env *, const char *, const char *,
 		    unsigned, enum policy_route);
 int		 mta_id_valid(const char *);
@@ -109,8 +114,8 @@ void		 mta_spool_commit(struct mta_env *, struct buf *, int,
 		    const char *, mta_spool_cb, void *);
 void		 mta_spool_dsn(struct mta_env *, struct mta_dsnreq *,
 		    mta_spool_cb, void *);
-void		 mta_spool_state(const struct mta_env *);
-void		 mta_spool_remove(const char *);
+void		 mta_spool_state(struct mta_env *);
+void		 mta_spool_remove(const struct mta_env *);
 void		 mta_spool_move(const char *, const char *);
 void		 mta_spool_expire_dead(unsigned);
 unsigned	 mta_spool_busy(void);
@@ -158,7 +163,8 @@ struct mta_dest {
 	char		*helo;		/* hide-box: the client's HELO */
 	struct mta_jobq	 jobs;		/* waiting */
 	unsigned	 njobs;
-	unsigned	 nconn;		/* connections open */
+	unsigned	 nconn;		/* connections open, idle ones too */
+	unsigned	 nidle;		/* connections waiting for a job */
 	unsigned	 window;	/* connections allowed now: slow start */
 };
 
@@ -174,6 +180,7 @@ int		 mta_queue_delete(const char *);
 int		 mta_queue_bounce(const char *);
 struct mta_job	*mta_queue_next_job(struct mta_dest *);
 void		 mta_queue_job_done(struct mta_job *);
+void		 mta_queue_job_retry(struct mta_job *);
 void		 mta_queue_conn_done(struct mta_dest *);
 void		 mta_queue_dest_fail(struct mta_dest *, int, const char *,
 		    const char *, const char *);
@@ -184,7 +191,9 @@ void		 mta_result_set(struct mta_result *, int, const char *,
 /* deliver.c: SMTP client connections */
 void		 mta_deliver_init(void);
 int		 mta_deliver_open(uv_loop_t *, struct mta_dest *);
+int		 mta_deliver_wake(struct mta_dest *);
 unsigned	 mta_deliver_count(void);
+unsigned	 mta_deliver_idle(void);
 void		 mta_deliver_stop(void);
 void		 mta_deliver_shutdown(void);
 
@@ -208,6 +217,9 @@ void		 mta_dns_host(uv_loop_t *, const char *, uint16_t, mta_dns_cb,
 int		 mta_dns_is_self(const struct sockaddr *);
 int		 mta_dns_mx_lookup(const char *, uint16_t, struct mta_dnsres *);
 unsigned	 mta_dns_busy(void);
+unsigned	 mta_dns_running(void);
+void		 mta_dns_stop(void);
+void		 mta_dns_set_server(const char *, uint16_t, unsigned);
 
 /* dsn.c: delivery status notifications */
 enum mta_dsn_kind { MTA_DSN_FAILURE, MTA_DSN_DELAY, MTA_DSN_SUCCESS };

@@ -21,6 +21,7 @@
 
 #define QUEUE_HOUSEKEEP	60		/* seconds between idle scans */
 #define QUEUE_DEADSCAN	3600		/* seconds between dead/ sweeps */
+#define MSG_DONE	"all recipients done"
 
 static uv_loop_t	*queue_loop;
 static uv_timer_t	 queue_timer;
@@ -220,6 +221,10 @@ dest_pump(struct mta_dest *d)
 	unsigned limit = d->window < p->queue.concurrency ? d->window :
 	    p->queue.concurrency;
 
+	/* connections kept open after their last job come first */
+	while (!queue_draining && !queue_stopped && d->njobs > 0 &&
+	    d->nidle > 0 && mta_deliver_wake(d) == 0)
+		;
 	while (!queue_draining && !queue_stopped && d->njobs > 0 &&
 	    d->nconn < limit) {
 		d->nconn++;
@@ -242,6 +247,30 @@ mta_queue_next_job(struct mta_dest *d)
 	d->njobs--;
 	job->started = uv_now(queue_loop);
 	return job;
+}
+
+/*
+ * mta_queue_job_retry - a connection died before the next hop said a
+ * word about the job (a kept session the hop had closed, or a job sent
+ * behind a dot): it goes back to the front, as if never taken.
+ */
+void
+mta_queue_job_retry(struct mta_job *job)
+{
+	struct mta_dest *d = job->dest;
+	size_t i;
+
+	if (queue_stopped) {		/* nobody takes it: let it go */
+		mta_queue_job_done(job);
+		return;
+	}
+	for (i = 0; i < job->n; i++) {
+		free(job->res[i].remote);
+		free(job->res[i].diag);
+		memset(&job->res[i], 0, sizeof(job->res[i]));
+	}
+	TAILQ_INSERT_HEAD(&d->jobs, job, entry);
+	d->njobs++;
 }
 
 /* mta_queue_conn_done - a connection of d is gone */
@@ -344,8 +373,12 @@ msg_drop(struct mta_env *env, const char *why)
 		log_info("msgid=%s removed to dead/: %s", env->id, why);
 		mta_spool_move(env->id, "dead");
 	} else {
-		log_info("msgid=%s removed: %s", env->id, why);
-		mta_spool_remove(env->id);
+		/* after the per-recipient lines a normal end says nothing new */
+		if (strcmp(why, MSG_DONE) == 0)
+			log_debug("msgid=%s removed: %s", env->id, why);
+		else
+			log_info("msgid=%s removed: %s", env->id, why);
+		mta_spool_remove(env);
 	}
 	mta_env_free(env);
 }
@@ -380,6 +413,8 @@ mta_queue_job_done(struct mta_job *job)
 		    job->res[i].remote != NULL);
 	}
 	job_free(job);
+	if (env->jobs == 0)
+		mta_env_mem_drop(env);	/* retries read the file */
 	if (answered && d->window < policy_current()->queue.concurrency) {
 		d->window++;
 		dest_pump(d);
@@ -478,8 +513,7 @@ settle(struct mta_env *env)
 	free(fail);
 	free(ok);
 	if (pending == 0 && env->jobs == 0) {
-		msg_drop(env, env->dead ? "undeliverable bounce" :
-		    "all recipients done");
+		msg_drop(env, env->dead ? "undeliverable bounce" : MSG_DONE);
 		return 1;
 	}
 	mta_spool_state(env);

@@ -1,24 +1,37 @@
 /*
  * spool.c - the durable queue on disk.  It owns the spool directory
- * (tmp/, queue/, corrupt/, dead/), every file operation on it, and the
- * crash recovery at start.
+ * (tmp/, queue/, free/, corrupt/, dead/), every file operation on it,
+ * and the crash recovery at start.
  *
  * Operations are queued and run in batches on the libuv threadpool, one
  * batch at a time: while a batch is on disk, new operations pile up and
- * the next batch takes them all.  A batch writes every new file in tmp/
- * (fsync each), then renames them into queue/ and unlinks what is done,
- * then fsyncs the directory once.  So commits arriving while a batch is
+ * the next batch takes them all.  A batch writes every new file (each
+ * fdatasync'd), then renames them into queue/ and moves out what is
+ * done, then fsyncs queue/ once.  So commits arriving while a batch is
  * running share one directory fsync: group commit across sessions.  The
- * callbacks run in submission order once the batch is durable.
+ * callbacks run in submission order once the batch is durable; if any
+ * fsync or rename of the batch fails, every message of the batch fails.
  *
  * A message file is queue/ID: the envelope header (envelope.c) and the
- * body.  Recipient states change in queue/ID.st, rewritten atomically.
+ * body.  Recipient states change in queue/ID.st, rewritten atomically,
+ * and only after an attempt that left something pending.
+ *
+ * Files are recycled: a message that is done is renamed to free/N rather
+ * than unlinked, and a new message is written over a free/N file and
+ * renamed to queue/ID.  Creating and freeing an inode per message is the
+ * dearest part of a commit on ext4 (the inode allocator scans past
+ * recently deleted inodes, by far the most of the CPU at a few thousand
+ * messages a minute); overwriting a file of the same size allocates
+ * nothing.  Done messages are moved without a directory fsync: after a
+ * crash such a message may be delivered again, never lost.
  */
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +44,8 @@
 
 #define SPOOL_MAXBATCH	512
 #define SPOOL_READ	(64 * 1024)
+#define SPOOL_POOLMAX	1024		/* free/ files kept for reuse */
+#define SPOOL_POOLFILE	(256 * 1024)	/* bigger files are unlinked */
 
 enum spool_optype { OP_COMMIT, OP_STATE, OP_REMOVE, OP_MOVE, OP_EXPIRE };
 
@@ -39,6 +54,10 @@ struct spool_op {
 	enum spool_optype type;
 	char		 id[MTA_IDLEN + 1];
 	unsigned	 seq;		/* STATE: unique temp name */
+	long		 slot;		/* COMMIT, REMOVE: free/N, or -1 */
+	unsigned	 gen;		/* REMOVE: spool_gen when given a slot */
+	int		 stfile;	/* REMOVE: queue/ID.st exists */
+	uint64_t	 size;		/* REMOVE: of the message file */
 	struct mta_env	*env;		/* COMMIT: owned until the callback */
 	struct mta_dsnreq *dsn;		/* COMMIT of a DSN: composed here */
 	struct buf	 data;		/* COMMIT: body; STATE: the file */
@@ -47,7 +66,7 @@ struct spool_op {
 	const char	*subdir;	/* MOVE */
 	unsigned	 age;		/* EXPIRE: seconds */
 	int		 fd;		/* worker: written, not yet synced */
-	char		*tmppath;	/* worker: the file in tmp/ */
+	char		*tmppath;	/* worker: the file before its rename */
 	int		 status;	/* 0 or -1 */
 	char		 err[PATH_MAX + 128];
 	mta_spool_cb	 cb;
@@ -60,6 +79,7 @@ struct spool_batch {
 	struct spool_opq ops;
 	int		 fsync;
 	unsigned	 n;
+	char		 fail[PATH_MAX + 128];	/* why every commit fails */
 	uint64_t	 queued;	/* uv_hrtime() at submission */
 	uint64_t	 started;	/* ... when a thread took it */
 	uint64_t	 done;
@@ -75,6 +95,11 @@ static uint64_t		 spool_batches;
 static uint64_t		 spool_ops;
 static time_t		 spool_free_checked;
 static int		 spool_free_state = 1;
+static long		*spool_pool;	/* free/N ready for reuse */
+static size_t		 spool_npool;
+static size_t		 spool_nreturning;	/* renamed to free/ in flight */
+static long		 spool_poolseq;	/* the next new N */
+static unsigned		 spool_gen;	/* mta_spool_init()s so far */
 
 const char *
 mta_spool_dir(void)
@@ -117,14 +142,19 @@ clean_tmp(void)
 int
 mta_spool_init(uv_loop_t *loop, const char *root)
 {
-	static const char *const subs[] = { "tmp", "queue", "corrupt",
-	    "dead", NULL };
+	static const char *const subs[] = { "tmp", "queue", "free",
+	    "corrupt", "dead", NULL };
 	char path[PATH_MAX];
 	size_t i;
 
 	spool_loop = loop;
 	free(spool_root);
 	spool_root = xstrdup(root);
+	/* a batch of the last start may still end: its slots are stale */
+	spool_gen++;
+	spool_npool = 0;
+	spool_nreturning = 0;
+	spool_poolseq = 0;
 	if (mkdir(root, 0700) == -1 && errno != EEXIST) {
 		log_warn("spool: mkdir %s", root);
 		return -1;
@@ -158,6 +188,8 @@ mta_spool_counts(uint64_t *batches, uint64_t *ops)
  * Worker side: runs on the threadpool, touches nothing but the batch.
  */
 
+static void	xunlink(const char *, const char *);
+
 static int
 op_fail(struct spool_op *op, const char *what, const char *path)
 {
@@ -165,6 +197,15 @@ op_fail(struct spool_op *op, const char *what, const char *path)
 	snprintf(op->err, sizeof(op->err), "%s %s: %s", what, path,
 	    strerror(errno));
 	return -1;
+}
+
+/* batch_failed - every commit of b fails with this reason (first one) */
+static void
+batch_failed(struct spool_batch *b, const char *what, const char *path)
+{
+	if (b->fail[0] == '\0')
+		snprintf(b->fail, sizeof(b->fail), "%s %s: %s", what, path,
+		    strerror(errno));
 }
 
 static int
@@ -180,6 +221,41 @@ write_all(int fd, const char *p, size_t n)
 		}
 		p += w;
 		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* write_head - header and body in one pwritev at the start of the file */
+static int
+write_head(int fd, const struct buf *hdr, const struct buf *data)
+{
+	struct iovec iov[2];
+	size_t want = hdr->len + data->len, done = 0, k;
+	ssize_t w;
+
+	while (done < want) {
+		k = 0;
+		if (done < hdr->len) {
+			iov[k].iov_base = hdr->data + done;
+			iov[k++].iov_len = hdr->len - done;
+		}
+		if (data->len > 0) {
+			iov[k].iov_base = data->data + (done > hdr->len ?
+			    done - hdr->len : 0);
+			iov[k].iov_len = data->len - (done > hdr->len ?
+			    done - hdr->len : 0);
+			k++;
+		}
+		if ((w = pwritev(fd, iov, (int)k, (off_t)done)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (w == 0) {
+			errno = EIO;
+			return -1;
+		}
+		done += (size_t)w;
 	}
 	return 0;
 }
@@ -206,40 +282,43 @@ copy_spill(int from, int to)
 }
 
 /*
- * write_file - a whole new file: header, data, spill.  With dosync the
- * file stays open for sync_batch(), which flushes every file of the
- * batch at once.
+ * write_file - a whole file: header, data, spill, written over whatever
+ * path held (a recycled file keeps its blocks: no O_TRUNC, a shorter
+ * content is cut at its end).  With dosync the file stays open for
+ * sync_batch(), which flushes every file of the batch at once.
  */
 static int
 write_file(struct spool_op *op, const char *path, const struct buf *hdr,
     int dosync)
 {
+	struct stat st;
+	off_t len = (off_t)(hdr->len + op->data.len);
 	int fd;
 
-	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-	    0600)) == -1)
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)) == -1)
 		return op_fail(op, "open", path);
-	if (write_all(fd, hdr->data, hdr->len) == -1 ||
-	    write_all(fd, op->data.data, op->data.len) == -1 ||
-	    (op->spillfd != -1 && copy_spill(op->spillfd, fd) == -1)) {
+	if (fstat(fd, &st) == -1 || write_head(fd, hdr, &op->data) == -1 ||
+	    (op->spillfd != -1 && (lseek(fd, len, SEEK_SET) == -1 ||
+	    copy_spill(op->spillfd, fd) == -1 ||
+	    (len = lseek(fd, 0, SEEK_CUR)) == -1)) ||
+	    (st.st_size > len && ftruncate(fd, len) == -1)) {
 		op_fail(op, "write", path);
 		close(fd);
 		unlink(path);
 		return -1;
 	}
+	op->tmppath = xstrdup(path);
 	if (!dosync) {
 		close(fd);
 		return 0;
 	}
 	op->fd = fd;
-	op->tmppath = xstrdup(path);
 	return 0;
 }
 
 /*
  * sync_batch - make every file written by the batch durable: start the
- * writeback of all of them, then wait for each.  The first fdatasync
- * commits the journal for all; the others mostly find their work done.
+ * writeback of all of them, then wait for each.
  */
 static void
 sync_batch(struct spool_batch *b)
@@ -254,20 +333,19 @@ sync_batch(struct spool_batch *b)
 			continue;
 		if (fdatasync(op->fd) == -1) {
 			op_fail(op, "fsync", op->tmppath);
-			unlink(op->tmppath);
+			if (op->type == OP_COMMIT)
+				batch_failed(b, "fsync", op->tmppath);
 		}
 		close(op->fd);
 		op->fd = -1;
-		free(op->tmppath);
-		op->tmppath = NULL;
 	}
 }
 
-/* work_commit - phase 1 of a new message: tmp/ID, durable */
+/* work_commit - phase 1 of a new message: free/N written, durable */
 static void
 work_commit(struct spool_op *op, int dosync)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], name[32];
 	struct buf hdr;
 
 	buf_init(&hdr);
@@ -276,6 +354,9 @@ work_commit(struct spool_op *op, int dosync)
 			op->status = -1;
 			snprintf(op->err, sizeof(op->err), "cannot read the "
 			    "original message");
+			/* the slot is not used: its file goes with it */
+			snprintf(name, sizeof(name), "%ld", op->slot);
+			xunlink("free", name);
 			return;
 		}
 		op->env->bodylen = op->data.len;
@@ -284,7 +365,8 @@ work_commit(struct spool_op *op, int dosync)
 	}
 	mta_env_serialize(op->env, &hdr);
 	op->env->bodyoff = hdr.len;
-	if (mta_spool_path(path, sizeof(path), "tmp", op->id) == 0)
+	snprintf(name, sizeof(name), "%ld", op->slot);
+	if (mta_spool_path(path, sizeof(path), "free", name) == 0)
 		write_file(op, path, &hdr, dosync);
 	buf_free(&hdr);
 }
@@ -351,28 +433,54 @@ work_expire(struct spool_op *op)
 	closedir(d);
 }
 
-/* work_phase2 - make one op visible: rename into place or unlink */
+/*
+ * work_remove - a message is done: its state file goes, the message
+ * file to free/N for reuse (or away).  No fsync: a crash brings it back.
+ */
+static void
+work_remove(struct spool_op *op)
+{
+	char name[64], from[PATH_MAX], to[PATH_MAX];
+
+	if (op->stfile) {
+		snprintf(name, sizeof(name), "%s.st", op->id);
+		xunlink("queue", name);
+	}
+	snprintf(name, sizeof(name), "%ld", op->slot);
+	if (op->slot != -1 && (mta_spool_path(from, sizeof(from), "queue",
+	    op->id) == -1 || mta_spool_path(to, sizeof(to), "free", name) ==
+	    -1 || rename(from, to) == -1))
+		op->slot = -1;		/* not recycled: op_done knows */
+	if (op->slot == -1)
+		xunlink("queue", op->id);
+}
+
+/* work_phase2 - make one op visible: rename into place or away */
 static int
-work_phase2(struct spool_op *op)
+work_phase2(struct spool_batch *b, struct spool_op *op)
 {
 	char name[64], dname[PATH_MAX];
 
 	switch (op->type) {
 	case OP_COMMIT:
-		if (op->status == 0)
-			xrename(op, "tmp", op->id, "queue", op->id);
+		snprintf(name, sizeof(name), "%ld", op->slot);
+		if (op->status == 0 && xrename(op, "free", name, "queue",
+		    op->id) == -1)
+			batch_failed(b, "rename", op->tmppath);
+		if (op->status == -1 && op->tmppath != NULL)
+			unlink(op->tmppath);
 		return op->status == 0;
 	case OP_STATE:
 		snprintf(name, sizeof(name), "%s.st.%u", op->id, op->seq);
 		snprintf(dname, sizeof(dname), "%s.st", op->id);
 		if (op->status == 0)
 			xrename(op, "tmp", name, "queue", dname);
+		if (op->status == -1 && op->tmppath != NULL)
+			unlink(op->tmppath);
 		return op->status == 0;
 	case OP_REMOVE:
-		snprintf(name, sizeof(name), "%s.st", op->id);
-		xunlink("queue", name);
-		xunlink("queue", op->id);
-		return 1;
+		work_remove(op);
+		return 0;
 	case OP_MOVE:
 		snprintf(name, sizeof(name), "%s.st", op->id);
 		if (xrename(op, "queue", op->id, op->subdir, op->id) == 0 &&
@@ -387,21 +495,43 @@ work_phase2(struct spool_op *op)
 	return 0;
 }
 
-static void
-fsync_dir(const char *sub)
+static int
+fsync_dir(struct spool_batch *b, const char *sub)
 {
 	char path[PATH_MAX];
-	int fd;
+	int fd, rc = 0;
 
 	if (mta_spool_path(path, sizeof(path), sub, NULL) == -1)
-		return;
+		return -1;
 	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
-		log_warn("spool: open %s", path);
-		return;
+		batch_failed(b, "open", path);
+		return -1;
 	}
-	if (fsync(fd) == -1)
-		log_warn("spool: fsync %s", path);
+	if (fsync(fd) == -1) {
+		batch_failed(b, "fsync", path);
+		rc = -1;
+	}
 	close(fd);
+	return rc;
+}
+
+/*
+ * fail_commits - something the batch's commits depend on failed: none
+ * of them is durable for sure, so none is acknowledged.  The files that
+ * made it to queue/ go: the client sends the message again.
+ */
+static void
+fail_commits(struct spool_batch *b)
+{
+	struct spool_op *op;
+
+	TAILQ_FOREACH(op, &b->ops, entry) {
+		if (op->type != OP_COMMIT || op->status != 0)
+			continue;
+		op->status = -1;
+		snprintf(op->err, sizeof(op->err), "%s", b->fail);
+		xunlink("queue", op->id);
+	}
 }
 
 /* batch_work - the three phases of a batch, on the threadpool */
@@ -421,16 +551,18 @@ batch_work(uv_work_t *req)
 	}
 	sync_batch(b);
 	TAILQ_FOREACH(op, &b->ops, entry) {
-		changed |= work_phase2(op);
+		changed |= work_phase2(b, op);
 		if (op->type == OP_MOVE && op->status == 0)
 			moved = 1;
 	}
 	if (b->fsync && changed)
-		fsync_dir("queue");
+		fsync_dir(b, "queue");
 	if (b->fsync && moved) {
-		fsync_dir("dead");
-		fsync_dir("corrupt");
+		fsync_dir(b, "dead");
+		fsync_dir(b, "corrupt");
 	}
+	if (b->fail[0] != '\0')
+		fail_commits(b);
 	b->done = uv_hrtime();
 }
 
@@ -450,7 +582,67 @@ op_free(struct spool_op *op)
 		free(op->spillpath);
 	if (op->dsn != NULL)
 		mta_dsn_free(op->dsn);
+	free(op->tmppath);
 	free(op);
+}
+
+/* pool_take - a free/N to write a new message into (maybe a new one) */
+static long
+pool_take(void)
+{
+	if (spool_npool > 0)
+		return spool_pool[--spool_npool];
+	return spool_poolseq++;
+}
+
+/* pool_give - a name for a done message's file, or -1: unlink it */
+static long
+pool_give(struct spool_op *op, uint64_t size)
+{
+	if (size > SPOOL_POOLFILE ||
+	    spool_npool + spool_nreturning >= SPOOL_POOLMAX)
+		return -1;
+	spool_nreturning++;
+	op->gen = spool_gen;
+	return spool_poolseq++;
+}
+
+static void
+pool_put(long slot)
+{
+	if (spool_pool == NULL)
+		spool_pool = xcalloc(SPOOL_POOLMAX, sizeof(*spool_pool));
+	if (spool_npool < SPOOL_POOLMAX)
+		spool_pool[spool_npool++] = slot;
+}
+
+/* op_done - report one op of a finished batch */
+static void
+op_done(struct spool_op *op, int status)
+{
+	struct mta_env *env;
+
+	if (status != 0 && op->status == 0) {
+		op->status = -1;
+		snprintf(op->err, sizeof(op->err), "cancelled");
+	}
+	if (op->type == OP_REMOVE && op->gen == spool_gen && op->gen != 0) {
+		spool_nreturning--;
+		if (op->slot != -1)
+			pool_put(op->slot);
+	}
+	if (op->status == -1)
+		log_warnx("msgid=%s spool: %s", op->id, op->err);
+	env = op->env;
+	op->env = NULL;
+	if (op->type == OP_COMMIT && op->status == 0 && op->spillfd == -1)
+		mta_env_mem_take(env, &op->data);
+	if (op->cb != NULL)
+		op->cb(op->arg, op->status, op->status == 0 ? op->id :
+		    op->err);
+	else
+		mta_env_free(env);
+	op_free(op);
 }
 
 /* batch_done - back on the loop: report every op in order */
@@ -459,27 +651,16 @@ batch_done(uv_work_t *req, int status)
 {
 	struct spool_batch *b = req->data;
 	struct spool_op *op;
-	struct mta_env *env;
 
 	spool_inflight = 0;
 	log_debug("spool: batch ops=%u wait=%.1fms work=%.1fms", b->n,
 	    (b->started - b->queued) / 1e6, (b->done - b->started) / 1e6);
+	if (b->fail[0] != '\0')
+		log_warnx("spool: batch of %u failed, no message of it is "
+		    "queued: %s", b->n, b->fail);
 	while ((op = TAILQ_FIRST(&b->ops)) != NULL) {
 		TAILQ_REMOVE(&b->ops, op, entry);
-		if (status != 0 && op->status == 0) {
-			op->status = -1;
-			snprintf(op->err, sizeof(op->err), "cancelled");
-		}
-		if (op->status == -1)
-			log_warnx("msgid=%s spool: %s", op->id, op->err);
-		env = op->env;
-		op->env = NULL;
-		if (op->cb != NULL)
-			op->cb(op->arg, op->status, op->status == 0 ? op->id :
-			    op->err);
-		else
-			mta_env_free(env);
-		op_free(op);
+		op_done(op, status);
 	}
 	free(b);
 	batch_start();
@@ -505,6 +686,10 @@ batch_start(void)
 		TAILQ_INSERT_TAIL(&b->ops, op, entry);
 		spool_npending--;
 		b->n++;
+		if (op->type == OP_COMMIT)
+			op->slot = pool_take();
+		else if (op->type == OP_REMOVE)
+			op->slot = pool_give(op, op->size);
 	}
 	b->req.data = b;
 	b->queued = uv_hrtime();
@@ -528,6 +713,7 @@ op_new(enum spool_optype type, const char *id)
 	op->type = type;
 	op->spillfd = -1;
 	op->fd = -1;
+	op->slot = -1;
 	if (id != NULL)
 		snprintf(op->id, sizeof(op->id), "%s", id);
 	buf_init(&op->data);
@@ -583,20 +769,27 @@ mta_spool_dsn(struct mta_env *env, struct mta_dsnreq *req, mta_spool_cb cb,
 
 /* mta_spool_state - write env's recipient states (serialized now) */
 void
-mta_spool_state(const struct mta_env *env)
+mta_spool_state(struct mta_env *env)
 {
 	struct spool_op *op;
 
+	env->stfile = 1;
 	op = op_new(OP_STATE, env->id);
 	op->seq = ++spool_seq;
 	mta_state_serialize(env, &op->data);
 	op_submit(op);
 }
 
+/* mta_spool_remove - env is done: its files leave queue/ */
 void
-mta_spool_remove(const char *id)
+mta_spool_remove(const struct mta_env *env)
 {
-	op_submit(op_new(OP_REMOVE, id));
+	struct spool_op *op;
+
+	op = op_new(OP_REMOVE, env->id);
+	op->stfile = env->stfile;
+	op->size = env->bodyoff + env->bodylen;
+	op_submit(op);
 }
 
 /* mta_spool_move - queue/ID (and its state) to dead/ or corrupt/ */
@@ -768,11 +961,14 @@ load_state(struct mta_env *env)
 	if (mta_spool_path(path, sizeof(path), "queue", name) == -1)
 		return;
 	buf_init(&b);
-	if (read_whole(path, &b, &st) == 0 &&
-	    mta_state_parse(b.data, b.len, env) == -1) {
-		log_warnx("msgid=%s spool: state file unusable, using the "
-		    "message file's states", env->id);
-		unlink(path);
+	if (read_whole(path, &b, &st) == 0) {
+		env->stfile = 1;
+		if (mta_state_parse(b.data, b.len, env) == -1) {
+			log_warnx("msgid=%s spool: state file unusable, using "
+			    "the message file's states", env->id);
+			unlink(path);
+			env->stfile = 0;
+		}
 	}
 	buf_free(&b);
 }
@@ -833,6 +1029,77 @@ orphan_state(const char *dir, const char *name)
 		unlink(path);
 }
 
+static int
+ino_cmp(const void *a, const void *b)
+{
+	const ino_t *x = a, *y = b;
+
+	return *x < *y ? -1 : *x > *y;
+}
+
+/*
+ * pool_load - the free/ files of the last run become the pool.  One
+ * whose inode is also a queue/ entry (a rename torn by a crash on a file
+ * system without a journal) is left alone: reusing or unlinking it would
+ * destroy a queued message.
+ */
+static void
+pool_load(ino_t *inos, size_t ninos)
+{
+	char dir[PATH_MAX], path[PATH_MAX], *end;
+	struct dirent *de;
+	long n;
+	DIR *d;
+
+	if (mta_spool_path(dir, sizeof(dir), "free", NULL) == -1 ||
+	    (d = opendir(dir)) == NULL)
+		return;
+	if (ninos > 0)
+		qsort(inos, ninos, sizeof(*inos), ino_cmp);
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		n = strtol(de->d_name, &end, 10);
+		if (*end != '\0' || n < 0 || n == LONG_MAX)
+			continue;
+		if (n >= spool_poolseq)
+			spool_poolseq = n + 1;
+		if (ninos > 0 && bsearch(&de->d_ino, inos, ninos,
+		    sizeof(*inos), ino_cmp) != NULL)
+			log_warnx("spool: free/%s is also a queued message, "
+			    "left alone", de->d_name);
+		else if (spool_npool < SPOOL_POOLMAX)
+			pool_put(n);
+		else if (snprintf(path, sizeof(path), "%s/%s", dir,
+		    de->d_name) < (int)sizeof(path))
+			unlink(path);
+	}
+	closedir(d);
+}
+
+/* queue_inodes - the inodes of queue/'s entries, for pool_load() */
+static ino_t *
+queue_inodes(const char *dir, size_t *np)
+{
+	struct dirent *de;
+	ino_t *inos = NULL;
+	size_t cap = 0;
+	DIR *d;
+
+	*np = 0;
+	if ((d = opendir(dir)) == NULL)
+		return NULL;
+	while ((de = readdir(d)) != NULL) {
+		if (*np == cap) {
+			cap = cap ? cap * 2 : 256;
+			inos = xreallocarray(inos, cap, sizeof(*inos));
+		}
+		inos[(*np)++] = de->d_ino;
+	}
+	closedir(d);
+	return inos;
+}
+
 /*
  * mta_spool_load - every message in queue/, checked, handed to add();
  * torn or corrupt files go to corrupt/.  Synchronous: runs at start,
@@ -844,6 +1111,8 @@ mta_spool_load(void (*add)(struct mta_env *))
 	char dir[PATH_MAX];
 	struct dirent *de;
 	struct mta_env *env;
+	ino_t *inos;
+	size_t ninos;
 	DIR *d;
 	int n = 0;
 
@@ -852,6 +1121,10 @@ mta_spool_load(void (*add)(struct mta_env *))
 		log_warn("spool: opendir %s", dir);
 		return -1;
 	}
+	/* the pool first: loading may already remove messages into it */
+	inos = queue_inodes(dir, &ninos);
+	pool_load(inos, ninos);
+	free(inos);
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;

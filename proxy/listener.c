@@ -5,8 +5,13 @@
  * what the TPROXY rules deliver; each accepted connection gets its facts
  * (client, original destination, direction, ingress port, session id,
  * policy snapshot) and is handed to proxy_session_start(), which owns
- * the handle from then on.
+ * the handle from then on.  The listener also counts the open sessions
+ * and the connection rate of every client address: a connection over
+ * connections-per-client or connection-rate is marked (conn.refuse) and
+ * its session only says 421.
  */
+#include <sys/queue.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <errno.h>
@@ -25,6 +30,19 @@
 #include "proxy.h"
 
 #define PROXY_BACKLOG	511
+#define PROXY_BUCKETS	4096		/* per-client table */
+#define PROXY_MAXCLIENTS 100000		/* past it, new clients untracked */
+#define PROXY_SWEEP_MS	60000		/* idle per-client entries go */
+
+/* the open sessions and rate bucket of one client address */
+struct proxy_client {
+	LIST_ENTRY(proxy_client) entry;
+	int			 family;
+	uint8_t			 addr[16];
+	unsigned		 open;
+	struct policy_rate	 rate;
+};
+LIST_HEAD(proxy_chain, proxy_client);
 
 /* one listening socket; freed in its close callback */
 struct proxy_listener {
@@ -40,6 +58,12 @@ static uint64_t			 proxy_accepted[2];
 static uint64_t			 proxy_accept_errors;
 static int			 proxy_stats_registered;
 static int			 proxy_down;
+static struct proxy_chain	 proxy_clients[PROXY_BUCKETS];
+static unsigned			 proxy_nclients;
+static uint32_t			 proxy_seed;
+static uv_timer_t		 proxy_sweep_timer;
+static int			 proxy_sweep_on;
+static uint64_t			 proxy_refused[2];	/* per-client, rate */
 
 static int	proxy_start(uv_loop_t *);
 static void	proxy_reload(void);
@@ -88,6 +112,131 @@ proxy_conn_fill(struct proxy_conn *conn, uv_tcp_t *c, enum policy_dir dir)
 	return 0;
 }
 
+/* client_key - the address bytes of sa (unmapped); length, 0 if not IP */
+static size_t
+client_key(const struct sockaddr *sa, uint8_t key[16])
+{
+	if (sa->sa_family == AF_INET) {
+		memcpy(key, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return 4;
+	}
+	if (sa->sa_family == AF_INET6) {
+		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+		return 16;
+	}
+	return 0;
+}
+
+/* client_chain - the bucket of a key: FNV-1a, seeded at start */
+static struct proxy_chain *
+client_chain(const uint8_t *key, size_t len)
+{
+	uint32_t h = 2166136261U ^ proxy_seed;
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		h = (h ^ key[i]) * 16777619U;
+	return &proxy_clients[h % PROXY_BUCKETS];
+}
+
+/* client_get - the entry of sa; created if create (and room), or NULL */
+static struct proxy_client *
+client_get(const struct sockaddr *sa, int create)
+{
+	struct proxy_chain *chain;
+	struct proxy_client *c;
+	uint8_t key[16];
+	size_t len;
+
+	if ((len = client_key(sa, key)) == 0)
+		return NULL;
+	chain = client_chain(key, len);
+	LIST_FOREACH(c, chain, entry)
+		if (c->family == sa->sa_family && memcmp(c->addr, key, len) == 0)
+			return c;
+	if (!create || proxy_nclients >= PROXY_MAXCLIENTS)
+		return NULL;
+	c = xcalloc(1, sizeof(*c));
+	c->family = sa->sa_family;
+	memcpy(c->addr, key, len);
+	LIST_INSERT_HEAD(chain, c, entry);
+	proxy_nclients++;
+	return c;
+}
+
+/* client_idle - nothing open and the rate bucket refilled: forgettable */
+static int
+client_idle(const struct proxy_client *c, const struct policy *pol,
+    uint64_t now)
+{
+	uint64_t w = (uint64_t)pol->limits.conn_rate_window * 1000;
+
+	return c->open == 0 && (!c->rate.used || now < c->rate.stamp ||
+	    now - c->rate.stamp >= w);
+}
+
+/* proxy_sweep_cb - forget the clients that are idle */
+static void
+proxy_sweep_cb(uv_timer_t *t)
+{
+	struct policy *pol = policy_current();
+	struct proxy_client *c, *next;
+	uint64_t now = uv_now(proxy_loop);
+	size_t i;
+
+	if (pol == NULL)
+		return;
+	for (i = 0; i < PROXY_BUCKETS; i++)
+		for (c = LIST_FIRST(&proxy_clients[i]); c != NULL; c = next) {
+			next = LIST_NEXT(c, entry);
+			if (!client_idle(c, pol, now))
+				continue;
+			LIST_REMOVE(c, entry);
+			proxy_nclients--;
+			free(c);
+		}
+}
+
+/*
+ * proxy_admit - count a new connection against its client's limits:
+ * conn->counted when it is admitted, conn->refuse (the limit) when not
+ */
+static void
+proxy_admit(struct proxy_conn *conn)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&conn->client;
+	struct proxy_client *c;
+	char a[ADDR_STRLEN];
+	const char *why = NULL;
+
+	if ((c = client_get(sa, 1)) == NULL)
+		return;			/* table full: not limited */
+	if (!policy_conn_admit(conn->policy, c->open, &c->rate,
+	    uv_now(proxy_loop), &why)) {
+		conn->refuse = why;
+		proxy_refused[strcmp(why, "connection-rate") == 0]++;
+		log_info("session=%llu client=%s dir=%s limit=%s open=%u",
+		    (unsigned long long)conn->id, addr_fmt(sa, a, sizeof(a)),
+		    policy_dir_name(conn->dir), why, c->open);
+		return;
+	}
+	c->open++;
+	conn->counted = 1;
+}
+
+/* proxy_conn_done - a session ended: its client has one less open */
+void
+proxy_conn_done(const struct proxy_conn *conn)
+{
+	struct proxy_client *c;
+
+	if (!conn->counted ||
+	    (c = client_get((const struct sockaddr *)&conn->client, 0)) == NULL)
+		return;
+	if (c->open > 0)
+		c->open--;
+}
+
 /* proxy_accept_cb - a new intercepted connection */
 static void
 proxy_accept_cb(uv_stream_t *server, int status)
@@ -124,6 +273,7 @@ proxy_accept_cb(uv_stream_t *server, int status)
 	    addr_fmt((struct sockaddr *)&conn.orig_dst, d, sizeof(d)),
 	    policy_dir_name(conn.dir), conn.port[0] ? conn.port : "-");
 	conn.policy = policy_ref(policy_current());
+	proxy_admit(&conn);
 	proxy_session_start(client, &conn);
 }
 
@@ -229,6 +379,31 @@ proxy_stats(struct buf *out)
 	buf_printf(out, "proxy_accept_errors=%llu\n",
 	    (unsigned long long)proxy_accept_errors);
 	buf_printf(out, "proxy_sessions=%u\n", proxy_sessions_open());
+	buf_printf(out, "proxy_refused_per_client=%llu\n",
+	    (unsigned long long)proxy_refused[0]);
+	buf_printf(out, "proxy_refused_rate=%llu\n",
+	    (unsigned long long)proxy_refused[1]);
+	buf_printf(out, "proxy_clients=%u\n", proxy_nclients);
+}
+
+/* proxy_sweep_start - the per-client table's cleaner; keeps no loop alive */
+static void
+proxy_sweep_start(void)
+{
+	size_t i;
+
+	if (proxy_sweep_on)
+		return;
+	if (getrandom(&proxy_seed, sizeof(proxy_seed), 0) !=
+	    (ssize_t)sizeof(proxy_seed))
+		proxy_seed = (uint32_t)uv_hrtime();
+	for (i = 0; i < PROXY_BUCKETS; i++)
+		LIST_INIT(&proxy_clients[i]);
+	uv_timer_init(proxy_loop, &proxy_sweep_timer);
+	uv_timer_start(&proxy_sweep_timer, proxy_sweep_cb, PROXY_SWEEP_MS,
+	    PROXY_SWEEP_MS);
+	uv_unref((uv_handle_t *)&proxy_sweep_timer);
+	proxy_sweep_on = 1;
 }
 
 static int
@@ -238,6 +413,7 @@ proxy_start(uv_loop_t *loop)
 	int d;
 
 	proxy_loop = loop;
+	proxy_sweep_start();
 	if (!proxy_stats_registered) {
 		control_register_stats(proxy_stats);
 		proxy_stats_registered = 1;
@@ -289,4 +465,7 @@ proxy_stop(void)
 	proxy_unlisten(POLICY_DIR_IN);
 	proxy_unlisten(POLICY_DIR_OUT);
 	proxy_sessions_stop();
+	if (proxy_sweep_on &&
+	    !uv_is_closing((uv_handle_t *)&proxy_sweep_timer))
+		uv_close((uv_handle_t *)&proxy_sweep_timer, NULL);
 }

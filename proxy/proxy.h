@@ -22,6 +22,8 @@ struct proxy_conn {
 	enum policy_dir		 dir;
 	char			 port[IF_NAMESIZE];	/* ingress bridge port or "" */
 	struct policy		*policy;	/* referenced snapshot */
+	const char		*refuse;	/* over a connection limit: which */
+	int			 counted;	/* open in the per-client table */
 };
 
 extern const struct module proxy_module;
@@ -31,5 +33,8 @@ void		 proxy_session_start(uv_tcp_t *client, struct proxy_conn *);
 unsigned	 proxy_sessions_open(void);
 void		 proxy_sessions_shutdown(void);	/* say 421 at the next step */
 void		 proxy_sessions_stop(void);	/* close every session now */
+
+/* listener side: the session of conn has ended (per-client counts) */
+void		 proxy_conn_done(const struct proxy_conn *);
 
 #endif

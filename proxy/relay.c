@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -57,6 +58,7 @@ struct relay {
 	int			 handles;	/* open handles; free at 0 */
 	struct smtp_replyparser	 rp;
 	struct tls_conn		*tls;
+	struct tls_cork		 out;		/* commands of this loop turn */
 	struct buf		 plain;		/* decrypted input */
 	uint8_t			 kinds[RELAY_MAXOUT];	/* ring of kinds */
 	unsigned		 khead, outstanding;
@@ -73,6 +75,7 @@ struct relay {
 static void	relay_read_cb(uv_stream_t *, ssize_t, const uv_buf_t *);
 static void	relay_process(struct relay *);
 static void	relay_alloc_cb(uv_handle_t *, size_t, uv_buf_t *);
+static void	relay_written(void *, int);
 
 static void
 relay_enter_state(struct relay *r, enum relay_state st)
@@ -92,6 +95,7 @@ relay_fail(struct relay *r, const char *why, const struct smtp_reply *rep)
 	if (r->state == R_DEAD || r->state == R_CLOSED)
 		return;
 	relay_enter_state(r, R_DEAD);
+	tls_cork_free(&r->out);		/* nothing more goes up */
 	if (r->handles == 2) {
 		uv_read_stop((uv_stream_t *)&r->tcp);
 		uv_timer_stop(&r->timer);
@@ -157,6 +161,7 @@ relay_close_cb(uv_handle_t *h)
 
 	if (--r->handles > 0)
 		return;
+	tls_cork_free(&r->out);
 	tls_conn_free(r->tls);
 	smtp_reply_free(&r->rp);
 	buf_free(&r->plain);
@@ -164,40 +169,40 @@ relay_close_cb(uv_handle_t *h)
 	free(r);
 }
 
-/* relay_socket - a marked, optionally transparently bound TCP socket */
+/*
+ * relay_socket - mark the handle's socket, and bind it transparently when
+ * a source is given; 0 or -1.  libuv made the socket non-blocking
+ * already, so nothing here costs a syscall that uv_tcp_open would repeat.
+ */
 static int
 relay_socket(struct relay *r)
 {
-	int fd, one = 1, mark = RELAY_SO_MARK;
+	int one = 1, mark = RELAY_SO_MARK;
+	uv_os_fd_t fd;
 	const struct sockaddr *src = (const struct sockaddr *)&r->o.src;
 	struct sockaddr_storage ss;
 
-	fd = socket(r->o.dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, 0);
-	if (fd == -1)
+	if (uv_fileno((uv_handle_t *)&r->tcp, &fd) != 0)
 		return -1;
 	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == -1)
-		goto fail;
+		return -1;
 	if (src->sa_family != AF_UNSPEC) {
 		if (src->sa_family == AF_INET6) {
 			if (setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one,
 			    sizeof(one)) == -1)
-				goto fail;
+				return -1;
 		} else if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one,
 		    sizeof(one)) == -1)
-			goto fail;
+			return -1;
 		memcpy(&ss, src, sizeof(ss));
 		if (ss.ss_family == AF_INET)
 			((struct sockaddr_in *)&ss)->sin_port = 0;
 		else
 			((struct sockaddr_in6 *)&ss)->sin6_port = 0;
 		if (bind(fd, (struct sockaddr *)&ss, addr_len(src)) == -1)
-			goto fail;
+			return -1;
 	}
-	return fd;
-fail:
-	close(fd);
-	return -1;
+	return 0;
 }
 
 static void
@@ -213,9 +218,7 @@ relay_connect_cb(uv_connect_t *req, int status)
 		relay_fail(r, uv_err_name(status), NULL);
 		return;
 	}
-	uv_tcp_nodelay(&r->tcp, 1);
 	relay_enter_state(r, R_GREETING);
-	uv_read_start((uv_stream_t *)&r->tcp, relay_alloc_cb, relay_read_cb);
 }
 
 /* relay_open - start connecting; failures come through cb->fail */
@@ -224,7 +227,7 @@ relay_open(uv_loop_t *loop, const struct relay_opts *o,
     const struct relay_cb *cb, void *arg)
 {
 	struct relay *r;
-	int fd, rc;
+	int rc;
 
 	r = xcalloc(1, sizeof(*r));
 	r->o = *o;
@@ -233,33 +236,40 @@ relay_open(uv_loop_t *loop, const struct relay_opts *o,
 	addr_fmt((const struct sockaddr *)&o->dst, r->peer, sizeof(r->peer));
 	smtp_reply_init(&r->rp, RELAY_MAXLINE, RELAY_MAXLINES);
 	buf_init(&r->plain);
+	tls_cork_init(&r->out, (uv_stream_t *)&r->tcp, relay_written, r);
 	uv_timer_init(loop, &r->timer);
 	r->timer.data = r;
 	r->handles = 1;
 	uv_timer_start(&r->timer, relay_timeout_cb,
 	    (uint64_t)o->t_connect * 1000, 0);
-	if ((fd = relay_socket(r)) == -1) {
+	/* a failed uv_tcp_init_ex leaves no handle to close */
+	if ((rc = uv_tcp_init_ex(loop, &r->tcp, o->dst.ss_family)) < 0) {
+		log_warnx("session=%llu upstream=%s socket: %s",
+		    (unsigned long long)o->id, r->peer, uv_strerror(rc));
+		r->defer_why = "socket";
+		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
+		return r;
+	}
+	r->tcp.data = r;
+	r->handles = 2;
+	if (relay_socket(r) == -1) {
 		log_warn("session=%llu upstream=%s socket",
 		    (unsigned long long)o->id, r->peer);
 		r->defer_why = "socket";
 		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
 		return r;
 	}
-	uv_tcp_init(loop, &r->tcp);
-	r->tcp.data = r;
-	r->handles = 2;
-	if ((rc = uv_tcp_open(&r->tcp, fd)) < 0) {
-		close(fd);
-		r->defer_why = uv_err_name(rc);
-		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
-		return r;
-	}
+	uv_tcp_nodelay(&r->tcp, 1);
 	r->creq.data = r;
 	if ((rc = uv_tcp_connect(&r->creq, &r->tcp,
 	    (const struct sockaddr *)&o->dst, relay_connect_cb)) < 0) {
 		r->defer_why = uv_err_name(rc);
 		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
+		return r;
 	}
+	/* reading from now on: one poll registration for connect and
+	 * replies, none more per state change */
+	uv_read_start((uv_stream_t *)&r->tcp, relay_alloc_cb, relay_read_cb);
 	return r;
 }
 
@@ -281,17 +291,24 @@ relay_written(void *arg, int status)
 	}
 }
 
-/* relay_out - queue bytes upstream; 0 or -1 (the leg is failed) */
+/*
+ * relay_outv - bytes upstream; 0 or -1 (the leg is failed).  Commands
+ * (cork) leave at the end of the loop turn, together; content leaves at
+ * once, after them.
+ */
 static int
-relay_out(struct relay *r, const void *p, size_t n)
+relay_outv(struct relay *r, const uv_buf_t *bufs, unsigned nbufs, int cork)
 {
 	int rc;
 
 	if (r->state == R_DEAD || r->state == R_CLOSED || r->handles < 2)
 		return -1;
-	rc = tls_stream_write((uv_stream_t *)&r->tcp, r->tls, p, n,
-	    relay_written, r);
-	if (rc != 0) {
+	if (cork)
+		rc = tls_cork_add(&r->out, r->tls, bufs, nbufs);
+	else if ((rc = tls_cork_flush(&r->out)) >= 0)
+		rc = tls_stream_send((uv_stream_t *)&r->tcp, r->tls, bufs,
+		    nbufs, relay_written, r);
+	if (rc < 0) {
 		relay_fail(r, rc < 0 && rc != -1 ? uv_err_name(rc) :
 		    "TLS write", NULL);
 		return -1;
@@ -299,25 +316,15 @@ relay_out(struct relay *r, const void *p, size_t n)
 	return 0;
 }
 
-/* relay_line - a command line with CRLF */
+/* relay_line - a command line with CRLF, in one write */
 static int
 relay_line(struct relay *r, const char *line, size_t len)
 {
-	char tmp[RELAY_MAXLINE + 16];
-	struct buf b;
-	int rc;
+	uv_buf_t b[2];
 
-	if (len + 2 <= sizeof(tmp)) {
-		memcpy(tmp, line, len);
-		memcpy(tmp + len, "\r\n", 2);
-		return relay_out(r, tmp, len + 2);
-	}
-	buf_init(&b);
-	buf_append(&b, line, len);
-	buf_append(&b, "\r\n", 2);
-	rc = relay_out(r, b.data, b.len);
-	buf_free(&b);
-	return rc;
+	b[0] = uv_buf_init((char *)(uintptr_t)line, (unsigned int)len);
+	b[1] = uv_buf_init((char *)(uintptr_t)"\r\n", 2);
+	return relay_outv(r, b, 2, 1);
 }
 
 /* relay_expect - one more session command awaits a reply */
@@ -350,9 +357,38 @@ relay_send(struct relay *r, const char *line, size_t len,
 int
 relay_write(struct relay *r, const void *p, size_t n)
 {
+	uv_buf_t b;
+
+	b = uv_buf_init((char *)(uintptr_t)p, (unsigned int)n);
+	return relay_writev(r, &b, 1);
+}
+
+int
+relay_writev(struct relay *r, const uv_buf_t *bufs, unsigned nbufs)
+{
 	if (r->state != R_READY)
 		return -1;
-	return relay_out(r, p, n);
+	return relay_outv(r, bufs, nbufs, 0);
+}
+
+/*
+ * relay_dot - the last content and the terminator in one write: the
+ * final dot does not cost a packet (and a wake-up upstream) of its own
+ */
+int
+relay_dot(struct relay *r, const uv_buf_t *bufs, unsigned nbufs)
+{
+	uv_buf_t b[RELAY_MAXBUFS + 1];
+
+	if (r->state != R_READY || nbufs > RELAY_MAXBUFS)
+		return -1;
+	memcpy(b, bufs, nbufs * sizeof(*b));
+	b[nbufs] = uv_buf_init((char *)(uintptr_t)".\r\n", 3);
+	if (relay_expect(r, RELAY_DOT) == -1 || relay_outv(r, b, nbufs + 1,
+	    0) == -1)
+		return -1;
+	relay_arm(r);
+	return 0;
 }
 
 int
@@ -440,6 +476,30 @@ relay_deliver(struct relay *r, const struct smtp_reply *rep)
 	r->cb->reply(r->arg, rep);
 }
 
+/*
+ * helo_answer - a HELO client's answer from our EHLO's 250: its first
+ * line, which names the server as a HELO reply does.  The session upstream
+ * is as fresh as after HELO, and the client is spared a second round trip.
+ */
+static void
+helo_answer(struct relay *r, const struct smtp_reply *rep)
+{
+	struct smtp_reply h;
+	const char *line;
+	size_t len;
+
+	memset(&h, 0, sizeof(h));
+	if ((line = smtp_reply_line(rep, 0, &len)) == NULL)
+		len = 0;
+	h.code = 250;
+	h.nlines = 1;
+	buf_init(&h.text);
+	buf_printf(&h.text, "250%s%.*s\r\n", len > 0 ? " " : "", (int)len,
+	    line != NULL ? line : "");
+	relay_deliver(r, &h);
+	smtp_reply_clear(&h);
+}
+
 /* on_ehlo - our own EHLO's reply: STARTTLS if offered and wanted */
 static void
 on_ehlo(struct relay *r, const struct smtp_reply *rep)
@@ -456,12 +516,15 @@ on_ehlo(struct relay *r, const struct smtp_reply *rep)
 		relay_fail(r, "upstream does not offer STARTTLS", NULL);
 		return;
 	}
-	if (r->held_ehlo && rep->code == 250) {
+	if (rep->code == 250) {
 		/* nothing to negotiate: this is the answer to the client */
 		free(r->held);
 		r->held = NULL;
 		relay_enter_state(r, R_READY);
-		relay_deliver(r, rep);
+		if (r->held_ehlo)
+			relay_deliver(r, rep);
+		else
+			helo_answer(r, rep);
 		return;
 	}
 	relay_release(r);
@@ -484,6 +547,7 @@ on_starttls(struct relay *r, const struct smtp_reply *rep)
 		return;
 	}
 	relay_enter_state(r, R_HANDSHAKE);
+	tls_cork_flush(&r->out);	/* nothing pending may go encrypted */
 	r->tls = tls_conn_new(r->o.ctx, (uv_stream_t *)&r->tcp, TLS_CLIENT,
 	    NULL);
 	if (tls_conn_start(r->tls) == -1) {
@@ -597,6 +661,7 @@ relay_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 	else
 		smtp_reply_feed(&r->rp, b->base, (size_t)n);
 	relay_process(r);
+	tls_cork_turn();	/* what the session made of these replies */
 }
 
 const char *
@@ -623,6 +688,9 @@ relay_close(struct relay *r)
 {
 	if (r == NULL || r->state == R_CLOSED)
 		return;
+	if (r->handles == 2 && r->state != R_DEAD)
+		tls_cork_flush(&r->out);	/* commands already made */
+	tls_cork_free(&r->out);
 	if (r->state == R_READY && r->outstanding == 0 && !r->quit_sent)
 		tls_stream_write((uv_stream_t *)&r->tcp, r->tls, "QUIT\r\n", 6,
 		    NULL, NULL);

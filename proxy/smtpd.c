@@ -39,6 +39,7 @@
 #include "../common/xmalloc.h"
 #include "../mta/mta.h"
 #include "../policy/policy.h"
+#include "callout.h"
 #include "proxy.h"
 #include "relay.h"
 
@@ -79,6 +80,7 @@ struct pending {
 	enum cmd		 cmd;
 	int			 upstream;	/* answered by the relay */
 	int			 gate;		/* input waits for it */
+	int			 silent;	/* the client does not see it */
 	int			 ready;
 	int			 code;
 	struct buf		 text;		/* CRLF lines */
@@ -102,6 +104,7 @@ struct txn {
 	unsigned		 nsent;		/* RCPTs taken for a reply */
 	unsigned		 nok;		/* RCPTs accepted */
 	unsigned		 ndiscard;	/* accepted by a discard rule */
+	unsigned		 nfwd;		/* live relay: passed upstream */
 	struct rcpt		*rcpts;		/* MTA path */
 	struct buf		 tolog;		/* "<a>,<b>" for the log line */
 	unsigned		 nlog;		/* recipients in tolog */
@@ -121,6 +124,7 @@ struct session {
 	struct relay		*relay;
 	int			 relay_lost;	/* upstream leg dropped */
 	struct tls_conn		*tls;
+	struct tls_cork		 out;		/* replies of this loop turn */
 	SSL_CTX			*tls_ctx;	/* referenced, or NULL */
 	struct buf		 plain;		/* decrypted input */
 	struct smtp_reader	 in;
@@ -128,6 +132,8 @@ struct session {
 	unsigned		 npending;
 	int			 reading;
 	int			 out_wait;	/* paused for the client */
+	int			 rderr;		/* EOF or error, read while
+						   input was held */
 	const char		*disposition;	/* why the session ended */
 	char			 host[256];
 	char			 cstr[ADDR_STRLEN];
@@ -146,11 +152,20 @@ struct session {
 	int			 cap_smtputf8;
 	uint64_t		 cap_size;
 	struct txn		 txn;
+	/* verify-recipients: the RCPT waiting for the server's answer */
+	struct callout		*callout;
+	struct rcpt		 vrcpt;
+	/* live relay: every recipient discarded, the text is dropped here */
+	int			 relay_sink;
 	/* DATA */
 	struct smtp_data	 data;
 	const char		*refuse;	/* reply at the dot, or NULL */
 	const char		*refuse_why;	/* for the log */
 	struct buf		 body;		/* content waiting to go out */
+	uv_buf_t		 run[RELAY_MAXBUFS];	/* live relay: content
+					   runs still in s->in, to send */
+	unsigned		 nrun;
+	size_t			 runlen;
 	uint64_t		 rate_start;	/* min_rate window */
 	uint64_t		 rate_bytes;	/* raw bytes read in it */
 	struct mta_msg		*msg;
@@ -240,13 +255,19 @@ session_written(void *arg, int status)
 	}
 }
 
+/*
+ * session_write - to the client, at the end of this loop turn: replies
+ * made in one turn leave in one write (tls_cork_add)
+ */
 static void
 session_write(struct session *s, const void *p, size_t n)
 {
-	if (s->state == S_CLOSED)
+	uv_buf_t b;
+
+	if (s->state == S_CLOSED || n == 0)
 		return;
-	if (tls_stream_write((uv_stream_t *)s->client, s->tls, p, n,
-	    session_written, s) != 0)
+	b = uv_buf_init((char *)(uintptr_t)p, (unsigned int)n);
+	if (tls_cork_add(&s->out, s->tls, &b, 1) < 0)
 		session_close(s, "client-write-error");
 }
 
@@ -354,12 +375,14 @@ session_free(struct session *s)
 		pending_free(s, p);
 	TAILQ_REMOVE(&sessions, s, entry);
 	nsessions--;
+	tls_cork_free(&s->out);
 	tls_conn_free(s->tls);
 	SSL_CTX_free(s->tls_ctx);
 	smtp_reader_free(&s->in);
 	buf_free(&s->plain);
 	buf_free(&s->body);
 	free(s->helo);
+	proxy_conn_done(&s->conn);
 	policy_unref(s->pol);
 	free(s->client);
 	free(s);
@@ -375,6 +398,7 @@ session_close_cb(uv_handle_t *h)
 }
 
 static void	txn_reset(struct session *);
+static void	verify_cancel(struct session *);
 
 /* session_close - log the end, drop the upstream, close both handles */
 static void
@@ -404,8 +428,11 @@ session_close(struct session *s, const char *disposition)
 		s->msg = NULL;
 	}
 	txn_reset(s);
+	verify_cancel(s);
 	relay_close(s->relay);
 	s->relay = NULL;
+	tls_cork_flush(&s->out);	/* what libuv would have tried too */
+	tls_cork_free(&s->out);
 	/* the daemon's final walk may have closed them already */
 	if (!uv_is_closing((uv_handle_t *)s->client))
 		uv_close((uv_handle_t *)s->client, session_close_cb);
@@ -436,6 +463,7 @@ session_quit(struct session *s, const char *disposition)
 	relay_close(s->relay);
 	s->relay = NULL;
 	uv_timer_stop(&s->timer);
+	tls_cork_flush(&s->out);	/* the last replies before the FIN */
 	if (s->tls != NULL)
 		tls_conn_close(s->tls);
 	s->sreq.data = s;
@@ -457,7 +485,9 @@ session_421(struct session *s, const char *disposition, const char *fmt, ...)
 	/* replies already known go first; the unknown ones never come */
 	for (p = TAILQ_FIRST(&s->replies); p != NULL && p->ready; p = next) {
 		next = TAILQ_NEXT(p, entry);
-		session_write(s, buf_head(&p->text), buf_avail(&p->text));
+		if (!p->silent)
+			session_write(s, buf_head(&p->text),
+			    buf_avail(&p->text));
 		pending_free(s, p);
 	}
 	while ((p = TAILQ_FIRST(&s->replies)) != NULL)
@@ -747,6 +777,12 @@ apply_gate(struct session *s, struct pending *p)
 static void
 session_apply(struct session *s, struct pending *p, const struct buf *text)
 {
+	if (p->silent) {
+		/* a command of our own: the client never sees its reply */
+		if (p->code == 421)
+			session_quit(s, "upstream-421");
+		return;
+	}
 	session_write(s, buf_head(text), buf_avail(text));
 	if (p->code >= 500 && p->cmd != C_DOT)
 		s->errors++;
@@ -876,13 +912,30 @@ data_begin(struct session *s)
 	s->rate_start = uv_now(s->loop);
 	s->rate_bytes = 0;
 	buf_reset(&s->body);
+	s->nrun = 0;
+	s->runlen = 0;
 	session_arm(s, s->pol->limits.t_data);
+}
+
+/*
+ * runs_flush - the live relay's content runs, in one write.  They point
+ * into the reader's buffer, so this happens before the next read feeds
+ * it (session_input ends with it) or with the dot (relay_dot).
+ */
+static void
+runs_flush(struct session *s)
+{
+	if (s->nrun > 0 && s->refuse == NULL && s->relay != NULL)
+		relay_writev(s->relay, s->run, s->nrun);
+	s->nrun = 0;
+	s->runlen = 0;
 }
 
 /* body_flush - move the batched content on (relay or MTA) */
 static void
 body_flush(struct session *s)
 {
+	runs_flush(s);
 	if (buf_avail(&s->body) == 0)
 		return;
 	if (s->refuse == NULL) {
@@ -906,6 +959,8 @@ data_refuse(struct session *s, const char *replyl, const char *why)
 	s->refuse = replyl;
 	s->refuse_why = why;
 	buf_reset(&s->body);
+	s->nrun = 0;
+	s->runlen = 0;
 }
 
 static void
@@ -950,7 +1005,8 @@ data_end(struct session *s)
 {
 	struct mta_msg *msg;
 
-	body_flush(s);
+	if (s->refuse != NULL || !s->relay_mode)
+		body_flush(s);	/* the relay's last runs go with the dot */
 	smtp_reader_setmax(&s->in, s->relay_mode ? SMTPD_AUTHLINE :
 	    s->pol->limits.cmd_line - 2);
 	session_arm(s, s->pol->limits.t_cmd);
@@ -968,12 +1024,20 @@ data_end(struct session *s)
 		reply_gate(s, C_DOT, "%s", s->refuse);
 		return;
 	}
+	if (s->relay_sink) {
+		/* live relay, every recipient discarded (data_sink) */
+		s->relay_sink = 0;
+		reply_gate(s, C_DOT, "250 2.0.0 Ok: discarded");
+		return;
+	}
 	if (s->relay_mode) {
 		gate(s, C_DOT, 1);
-		if (s->relay == NULL || relay_send(s->relay, ".", 1,
-		    RELAY_DOT) == -1)
+		if (s->relay == NULL || relay_dot(s->relay, s->run,
+		    s->nrun) == -1)
 			session_421(s, "upstream-lost", "421 4.4.2 %s Error: "
 			    "connection to upstream server lost", s->host);
+		s->nrun = 0;
+		s->runlen = 0;
 		return;
 	}
 	if (s->msg == NULL) {
@@ -988,18 +1052,11 @@ data_end(struct session *s)
 	mta_msg_commit(msg, mta_committed, s);
 }
 
-/* data_line - one line of content */
+/* data_content - a run of content lines: refuse the message, or pass it on */
 static void
-data_line(struct session *s, const struct smtp_line *l)
+data_content(struct session *s, const char *p, size_t n)
 {
-	const char *p;
-	size_t n;
-
-	if (smtp_data_line(&s->data, l, &p, &n) == 1) {
-		data_end(s);
-		return;
-	}
-	if (s->refuse != NULL)
+	if (s->refuse != NULL || s->relay_sink)
 		return;
 	if (s->data.flags & SMTP_LF_TOOLONG) {
 		data_refuse(s, "550 5.6.0 Message refused: line too long",
@@ -1016,14 +1073,39 @@ data_line(struct session *s, const struct smtp_line *l)
 		    "too-big");
 		return;
 	}
-	if (s->relay_mode)
-		smtp_dot_stuff(&s->body, p, n);
-	else {
-		buf_append(&s->body, p, n);
-		buf_append(&s->body, "\r\n", 2);
+	if (n == 0)
+		return;
+	if (s->relay_mode) {
+		/* sent from where it lies in s->in, no copy */
+		s->run[s->nrun++] = uv_buf_init((char *)(uintptr_t)p,
+		    (unsigned int)n);
+		s->runlen += n;
+		if (s->nrun == RELAY_MAXBUFS || s->runlen >= SMTPD_BODY_CHUNK)
+			runs_flush(s);
+		return;
 	}
+	buf_append(&s->body, p, n);
 	if (buf_avail(&s->body) >= SMTPD_BODY_CHUNK)
 		body_flush(s);
+}
+
+/* data_input - take buffered content; 0 when a complete line is missing */
+static int
+data_input(struct session *s)
+{
+	const char *p;
+	size_t n;
+
+	switch (smtp_data_span(&s->in, &s->data, s->relay_mode, &p, &n)) {
+	case SMTP_DATA_MORE:
+		return 0;
+	case SMTP_DATA_END:
+		data_end(s);
+		return 1;
+	default:
+		data_content(s, p, n);
+		return 1;
+	}
 }
 
 /* ---------------------------------------------------------------- params */
@@ -1247,13 +1329,160 @@ refuse:
 	reply(s, C_MAIL, "%s", why);
 }
 
+/* client_ctx - the TLS client context of the upstream legs, made once */
+static SSL_CTX *
+client_ctx(void)
+{
+	char err[256];
+
+	if (cli_ctx == NULL &&
+	    (cli_ctx = tls_ctx_client(TLS_VERIFY_NONE, NULL, NULL, err,
+	    sizeof(err))) == NULL)
+		log_warnx("tls: client context: %s", err);
+	return cli_ctx;
+}
+
+/* rcpt_make - an MTA path recipient from its RCPT */
+static void
+rcpt_make(struct session *s, const struct smtp_path *path, struct rcpt *r)
+{
+	const char *orcpt;
+
+	r->addr = xstrdup(path->addr);
+	r->orcpt = (orcpt = smtp_path_param(path, "ORCPT")) != NULL ?
+	    xstrdup(orcpt) : NULL;
+	r->notify = notify_bits(smtp_path_param(path, "NOTIFY"));
+	r->route = policy_route_rcpt(s->pol, s->conn.dir,
+	    path->domain ? path->domain : "",
+	    (struct sockaddr *)&s->conn.orig_dst);
+}
+
+/* rcpt_take - the transaction takes r over */
+static void
+rcpt_take(struct session *s, struct rcpt *r)
+{
+	s->txn.rcpts = xreallocarray(s->txn.rcpts, s->txn.nok + 1,
+	    sizeof(*s->txn.rcpts));
+	s->txn.rcpts[s->txn.nok++] = *r;
+	tolog_add(s, r->addr);
+	memset(r, 0, sizeof(*r));
+}
+
+static void
+rcpt_drop(struct rcpt *r)
+{
+	free(r->addr);
+	free(r->orcpt);
+	memset(r, 0, sizeof(*r));
+}
+
+/* verify_log - what the protected server said about a recipient */
+static void
+verify_log(struct session *s, const char *rcpt, int code, const char *line,
+    int cached)
+{
+	log_info("session=%llu client=%s orig_dst=%s dir=%s verify=<%.300s> "
+	    "result=%s cached=%s reply=\"%s\"", (unsigned long long)s->conn.id,
+	    s->cstr, s->dstr, policy_dir_name(s->conn.dir), rcpt ? rcpt : "",
+	    code >= 200 && code < 300 ? "accepted" : code >= 500 ? "refused" :
+	    code >= 400 ? "tempfail" : "unavailable", cached ? "yes" : "no",
+	    line);
+}
+
+/*
+ * verify_answer - the reply to a verified RCPT: 250 (r taken), the
+ * server's own refusal, or 451 4.4.3 without an answer (r dropped)
+ */
+static void
+verify_answer(struct session *s, struct rcpt *r, int code, const char *line,
+    char *out, size_t len)
+{
+	if (code >= 200 && code < 300) {
+		rcpt_take(s, r);
+		snprintf(out, len, "250 2.1.5 Ok");
+		return;
+	}
+	rcpt_drop(r);
+	if (code >= 400 && code < 600)
+		snprintf(out, len, "%s", line);
+	else
+		snprintf(out, len, "451 4.4.3 Error: cannot verify the "
+		    "recipient now, try again later");
+}
+
+/* verify_done - the callout's answer: the gated RCPT's reply */
+static void
+verify_done(void *arg, int code, const char *line)
+{
+	struct session *s = arg;
+	struct pending *p;
+	char rl[CALLOUT_LINE + 64];
+
+	s->callout = NULL;
+	verify_log(s, s->vrcpt.addr, code, line, 0);
+	TAILQ_FOREACH(p, &s->replies, entry)
+		if (p->cmd == C_RCPT && !p->ready)
+			break;
+	if (p == NULL || s->state == S_CLOSED || s->state == S_QUIT) {
+		rcpt_drop(&s->vrcpt);
+		return;
+	}
+	verify_answer(s, &s->vrcpt, code, line, rl, sizeof(rl));
+	pending_fill(s, p, rl);
+	session_flush(s);
+	session_wake(s);
+}
+
+/*
+ * verify_rcpt - ask the protected server about r before answering: from
+ * the cache at once, else input waits for a callout to the original
+ * destination.  r is taken over.
+ */
+static void
+verify_rcpt(struct session *s, const struct policy_domain *d, struct rcpt *r)
+{
+	struct callout_opts o;
+	char line[CALLOUT_LINE], rl[CALLOUT_LINE + 64];
+	int code;
+
+	if (callout_cached((struct sockaddr *)&s->conn.orig_dst, r->addr,
+	    &code, line, sizeof(line))) {
+		verify_log(s, r->addr, code, line, 1);
+		verify_answer(s, r, code, line, rl, sizeof(rl));
+		reply(s, C_RCPT, "%s", rl);
+		return;
+	}
+	memset(&o, 0, sizeof(o));
+	o.id = s->conn.id;
+	o.dst = s->conn.orig_dst;
+	o.helo = s->host;
+	o.tls = d->tls == POLICY_UPTLS_NONE ? RELAY_TLS_NONE :
+	    d->tls == POLICY_UPTLS_STARTTLS ? RELAY_TLS_REQUIRE :
+	    RELAY_TLS_OPPORTUNISTIC;
+	o.ctx = o.tls != RELAY_TLS_NONE ? client_ctx() : NULL;
+	s->vrcpt = *r;
+	memset(r, 0, sizeof(*r));
+	gate(s, C_RCPT, 0);
+	s->callout = callout_start(s->loop, &o, s->vrcpt.addr, verify_done, s);
+}
+
+/* verify_cancel - the session ends: no answer is waited for */
+static void
+verify_cancel(struct session *s)
+{
+	callout_cancel(s->callout);
+	s->callout = NULL;
+	rcpt_drop(&s->vrcpt);
+}
+
 /* rcpt_local - the MTA path's decision on one recipient */
 static void
 rcpt_local(struct session *s, const struct smtp_path *path)
 {
-	const char *msg = NULL, *orcpt;
+	const struct policy_domain *d;
+	const char *msg = NULL;
 	enum policy_verdict v;
-	struct rcpt *r;
+	struct rcpt r;
 
 	v = policy_check_rcpt(s->pol, (struct sockaddr *)&s->conn.client,
 	    s->conn.dir, s->txn.from, path->addr, s->authed, &msg);
@@ -1272,18 +1501,53 @@ rcpt_local(struct session *s, const struct smtp_path *path)
 		reply(s, C_RCPT, "550 %s", msg ? msg : "5.7.1 Rejected");
 		return;
 	}
-	s->txn.rcpts = xreallocarray(s->txn.rcpts, s->txn.nok + 1,
-	    sizeof(*s->txn.rcpts));
-	r = &s->txn.rcpts[s->txn.nok++];
-	r->addr = xstrdup(path->addr);
-	r->orcpt = (orcpt = smtp_path_param(path, "ORCPT")) != NULL ?
-	    xstrdup(orcpt) : NULL;
-	r->notify = notify_bits(smtp_path_param(path, "NOTIFY"));
-	r->route = policy_route_rcpt(s->pol, s->conn.dir,
-	    path->domain ? path->domain : "",
-	    (struct sockaddr *)&s->conn.orig_dst);
-	tolog_add(s, path->addr);
+	memset(&r, 0, sizeof(r));
+	rcpt_make(s, path, &r);
+	if ((d = policy_verify_rcpt(s->pol, s->conn.dir, path->addr)) != NULL) {
+		verify_rcpt(s, d, &r);
+		return;
+	}
+	rcpt_take(s, &r);
 	reply(s, C_RCPT, "250 2.1.5 Ok");
+}
+
+/*
+ * rcpt_live - the live relay's RCPT: an explicit rule's reject, tempfail
+ * or discard is answered here; the rest goes upstream, which decides
+ */
+static void
+rcpt_live(struct session *s, const struct smtp_path *path,
+    const struct smtp_line *l)
+{
+	enum policy_verdict v = POLICY_RELAY;
+	const char *msg = NULL;
+
+	if (s->txn.from != NULL)	/* without MAIL the upstream says 503 */
+		v = policy_check_rcpt_live(s->pol,
+		    (struct sockaddr *)&s->conn.client, s->txn.from,
+		    path->addr, s->authed, &msg);
+	switch (v) {
+	case POLICY_RELAY:
+		tolog_add(s, path->addr);
+		s->txn.nfwd++;
+		pending_new(s, C_RCPT, 1);
+		relay_send(s->relay, l->data, l->len, RELAY_CMD);
+		return;
+	case POLICY_DISCARD:
+		s->txn.ndiscard++;
+		reply(s, C_RCPT, "250 2.1.5 Ok");
+		break;
+	case POLICY_TEMPFAIL:
+		reply(s, C_RCPT, "451 %s", msg ? msg : "4.7.1 Try again later");
+		break;
+	case POLICY_REJECT:
+	default:
+		reply(s, C_RCPT, "550 %s", msg ? msg : "5.7.1 Rejected");
+		break;
+	}
+	log_info("session=%llu client=%s orig_dst=%s dir=%s rcpt=<%.300s> "
+	    "verdict=%s", (unsigned long long)s->conn.id, s->cstr, s->dstr,
+	    policy_dir_name(s->conn.dir), path->addr, policy_verdict_name(v));
 }
 
 static void
@@ -1314,14 +1578,10 @@ cmd_rcpt(struct session *s, const char *arg, const struct smtp_line *l)
 		return;
 	}
 	s->txn.nsent++;
-	if (s->relay_mode) {
-		tolog_add(s, path.addr);
-		smtp_path_free(&path);
-		pending_new(s, C_RCPT, 1);
-		relay_send(s->relay, l->data, l->len, RELAY_CMD);
-		return;
-	}
-	rcpt_local(s, &path);
+	if (s->relay_mode)
+		rcpt_live(s, &path, l);
+	else
+		rcpt_local(s, &path);
 	smtp_path_free(&path);
 }
 
@@ -1393,6 +1653,27 @@ data_mta(struct session *s)
 	return 0;
 }
 
+/*
+ * data_sink - live relay, every recipient went to a discard rule: the
+ * upstream forgets the MAIL (an RSET whose reply the client does not
+ * see), and the text is taken here and dropped (s->relay_sink)
+ */
+static void
+data_sink(struct session *s)
+{
+	struct pending *p;
+
+	p = pending_new(s, C_NONE, 1);
+	p->silent = 1;
+	if (relay_send(s->relay, "RSET", 4, RELAY_CMD) == -1) {
+		session_421(s, "upstream-lost", "421 4.4.2 %s Error: "
+		    "connection to upstream server lost", s->host);
+		return;
+	}
+	s->relay_sink = 1;
+	reply_gate(s, C_DATA, "354 End data with <CR><LF>.<CR><LF>");
+}
+
 static void
 cmd_data(struct session *s, const char *arg)
 {
@@ -1406,6 +1687,10 @@ cmd_data(struct session *s, const char *arg)
 		if (s->relay_lost) {
 			reply(s, C_DATA, "421 4.4.2 %s Error: connection to "
 			    "upstream server lost", s->host);
+			return;
+		}
+		if (s->txn.nfwd == 0 && s->txn.ndiscard > 0) {
+			data_sink(s);
 			return;
 		}
 		gate(s, C_DATA, 1);
@@ -1691,6 +1976,12 @@ session_input(struct session *s)
 	enum smtp_line_status st;
 
 	while (!session_blocked(s)) {
+		if (s->state == S_DATA) {
+			/* content goes in runs, not line by line */
+			if (data_input(s) == 0)
+				break;
+			continue;
+		}
 		if ((st = smtp_reader_getline(&s->in, &l)) == SMTP_LINE_NONE)
 			break;
 		switch (s->state) {
@@ -1700,15 +1991,41 @@ session_input(struct session *s)
 		case S_AUTH:
 			auth_line(s, st, &l);
 			break;
-		case S_DATA:
-			data_line(s, &l);
-			break;
 		default:
 			break;
 		}
 	}
 	if (s->state == S_DATA)
 		body_flush(s);
+}
+
+/*
+ * session_readahead - 1 if the client may be read while its input is
+ * held (waiting for a reply, the upstream or the MTA): only into an empty
+ * buffer, so a client that waits for its replies, as nearly all do,
+ * costs no poll changes, and one that does not is held to one read
+ */
+static int
+session_readahead(struct session *s)
+{
+	switch (s->state) {
+	case S_CMD:
+	case S_WAIT:
+	case S_AUTH:
+	case S_DATA:
+		return s->rderr == 0 && smtp_reader_pending(&s->in) == 0;
+	default:
+		return 0;
+	}
+}
+
+/* session_gone - the client closed or failed: the session ends */
+static void
+session_gone(struct session *s, int err)
+{
+	if (s->state == S_DATA || s->txn.from != NULL)
+		log_message(s, "aborted", "client disconnected");
+	session_close(s, err == UV_EOF ? "client-closed" : uv_err_name(err));
 }
 
 static void
@@ -1730,7 +2047,14 @@ session_wake(struct session *s)
 	session_input(s);
 	if (s->state == S_CLOSED || s->state == S_QUIT)
 		return;
-	want = s->state == S_TLS || !session_blocked(s);
+	if (s->rderr != 0) {
+		/* read ahead: it counts once the input it followed is taken */
+		if (!session_blocked(s))
+			session_gone(s, s->rderr);
+		return;
+	}
+	want = s->state == S_TLS || !session_blocked(s) ||
+	    session_readahead(s);
 	if (want && !s->reading) {
 		uv_read_start((uv_stream_t *)s->client, session_alloc_cb,
 		    session_read_cb);
@@ -1754,6 +2078,7 @@ tls_begin(struct session *s)
 		    "pipelined bytes", (unsigned long long)s->conn.id, s->cstr,
 		    dropped);
 	smtp_reader_discard(&s->in);
+	tls_cork_flush(&s->out);	/* the 220 goes in the clear */
 	s->tls = tls_conn_new(s->tls_ctx, (uv_stream_t *)s->client,
 	    TLS_SERVER, NULL);
 	enter_state(s, S_TLS);
@@ -1830,10 +2155,14 @@ session_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 	if (n == 0 || s->state == S_CLOSED || s->state == S_QUIT)
 		return;
 	if (n < 0) {
-		if (s->state == S_DATA || s->txn.from != NULL)
-			log_message(s, "aborted", "client disconnected");
-		session_close(s, n == UV_EOF ? "client-closed" :
-		    uv_err_name((int)n));
+		if (s->state != S_TLS && session_blocked(s)) {
+			/* as if it had stayed unread until input goes on */
+			s->rderr = (int)n;
+			uv_read_stop(st);
+			s->reading = 0;
+			return;
+		}
+		session_gone(s, (int)n);
 		return;
 	}
 	if (s->state == S_DATA && data_rate(s, (size_t)n) == -1)
@@ -1843,6 +2172,7 @@ session_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 	else
 		smtp_reader_feed(&s->in, b->base, (size_t)n);
 	session_wake(s);
+	tls_cork_turn();	/* replies and commands of this read, now */
 }
 
 /* ---------------------------------------------------------------- start */
@@ -1868,10 +2198,26 @@ relay_start(struct session *s)
 	memset(&o, 0, sizeof(o));
 	o.id = s->conn.id;
 	o.dst = s->conn.orig_dst;
-	o.src.ss_family = AF_UNSPEC;	/* hide the box: a later knob */
-	o.tls = s->pol->starttls[POLICY_DIR_OUT] == POLICY_TLS_REQUIRE ?
-	    RELAY_TLS_REQUIRE : RELAY_TLS_OPPORTUNISTIC;
-	o.ctx = cli_ctx;
+	o.src.ss_family = AF_UNSPEC;
+	/* hide the box: from the client's address (IP_TRANSPARENT) */
+	if (policy_hide_box_outgoing(s->pol, s->conn.port) &&
+	    s->conn.client.ss_family == s->conn.orig_dst.ss_family)
+		o.src = s->conn.client;
+	switch (s->pol->cs_tls) {
+	case POLICY_CSTLS_NONE:
+		o.tls = RELAY_TLS_NONE;
+		break;
+	case POLICY_CSTLS_REQUIRE:
+		o.tls = RELAY_TLS_REQUIRE;
+		break;
+	default:
+		o.tls = RELAY_TLS_OPPORTUNISTIC;
+		break;
+	}
+	o.ctx = o.tls != RELAY_TLS_NONE ? client_ctx() : NULL;
+	log_debug("session=%llu upstream tls=%s hide-box=%s",
+	    (unsigned long long)s->conn.id, policy_cstls_name(s->pol->cs_tls),
+	    o.src.ss_family != AF_UNSPEC ? "yes" : "no");
 	if (o.ctx == NULL && o.tls == RELAY_TLS_REQUIRE)
 		log_warnx("session=%llu tls: required upstream but no client "
 		    "context", (unsigned long long)s->conn.id);
@@ -1904,6 +2250,7 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 	s->client = client;
 	s->loop = client->loop;
 	client->data = s;
+	tls_cork_init(&s->out, (uv_stream_t *)client, session_written, s);
 	TAILQ_INIT(&s->replies);
 	TAILQ_INSERT_TAIL(&sessions, s, entry);
 	nsessions++;
@@ -1941,6 +2288,12 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 	if (own_port(s)) {
 		session_421(s, "loop", "421 4.3.5 %s Error: connection to "
 		    "the proxy itself", s->host);
+		return;
+	}
+	if (conn->refuse != NULL) {
+		/* over a connection limit (listener.c): before any upstream */
+		session_421(s, conn->refuse, "421 4.7.0 %s Too many "
+		    "connections from your address", s->host);
 		return;
 	}
 	if (s->relay_mode) {

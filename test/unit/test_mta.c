@@ -1,13 +1,16 @@
 /*
  * test_mta.c - unit tests of mta/: the envelope format (round trip, torn
  * headers), the spool (durable commit, group commit, crash recovery,
- * corrupt files, the free-space floor), DSNs (structure, RET, NOTIFY,
- * null sender to dead/), and delivery end to end through the real SMTP
- * client against a scripted SMTP server on loopback, all on a real
- * libuv loop through the API the proxy uses (mta_msg_*).
+ * corrupt files, the free-space floor, recycled files, a failing
+ * directory fsync), DSNs (structure, RET, NOTIFY, null sender to dead/),
+ * DNS failures (SERVFAIL, timeout, the cap on lookups at once), and
+ * delivery end to end through the real SMTP client against a scripted
+ * SMTP server on loopback (connection reuse too), all on a real libuv
+ * loop through the API the proxy uses (mta_msg_*).
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <dirent.h>
@@ -23,6 +26,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <uv.h>
 
 #include "../../common/buf.h"
 #include "../../common/log.h"
@@ -33,7 +37,8 @@
 
 /*
  * The scripted SMTP server: RCPT addresses containing "reject" get 550,
- * "defer" 450; defer_all defers every RCPT; down answers 421.
+ * "defer" 450; defer_all defers every RCPT; down answers 421; one_msg
+ * closes the connection after each message.
  */
 struct sink {
 	uv_tcp_t	 listener;
@@ -42,7 +47,9 @@ struct sink {
 	int		 dsn;
 	int		 down;
 	int		 defer_all;
+	int		 one_msg;
 	int		 msgs;
+	int		 piped;		/* MAILs that came with a dot */
 	int		 conns;
 	struct buf	 last;		/* the last message's data */
 	struct buf	 all;		/* every message, "=====\n" between */
@@ -57,6 +64,7 @@ struct sink_conn {
 	int		 data;
 	int		 nok;
 	int		 quit;
+	int		 dot;		/* a dot in this read */
 };
 
 static uv_loop_t	*loop;
@@ -64,6 +72,38 @@ static struct sink	 sink;
 static char		 dir[64];
 static char		 committed[64];
 static int		 commit_status;
+static int		 commit_ok, commit_fail;
+static enum policy_route rcpt_route;	/* of queue_msg's recipients */
+
+/*
+ * Fault injection: these replace the C library's for the whole test
+ * program, spool.c included.  fail_dirsync = n fails the n-th directory
+ * fsync from now; fail_datasync = n the n-th fdatasync.
+ */
+static int		 fail_dirsync, fail_datasync;
+
+int
+fsync(int fd)
+{
+	struct stat st;
+
+	if (fail_dirsync > 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) &&
+	    --fail_dirsync == 0) {
+		errno = EIO;
+		return -1;
+	}
+	return (int)syscall(SYS_fsync, fd);
+}
+
+int
+fdatasync(int fd)
+{
+	if (fail_datasync > 0 && --fail_datasync == 0) {
+		errno = EIO;
+		return -1;
+	}
+	return (int)syscall(SYS_fdatasync, fd);
+}
 
 static void
 sink_close_cb(uv_handle_t *h)
@@ -118,6 +158,8 @@ sink_line(struct sink_conn *c, const char *l, size_t n)
 			buf_append(&s->all, c->msg.data, c->msg.len);
 			buf_puts(&s->all, "=====\n");
 			buf_reset(&c->msg);
+			c->dot = 1;
+			c->quit = s->one_msg;
 			sink_say(c, "250 2.0.0 Ok: queued\r\n");
 			return;
 		}
@@ -141,6 +183,7 @@ sink_line(struct sink_conn *c, const char *l, size_t n)
 	} else if (strncasecmp(line, "HELO", 4) == 0)
 		sink_say(c, "250 sink.test\r\n");
 	else if (strncasecmp(line, "MAIL", 4) == 0) {
+		s->piped += c->dot;
 		c->nok = 0;
 		sink_say(c, "250 2.1.0 Ok\r\n");
 	} else if (strncasecmp(line, "RCPT", 4) == 0) {
@@ -190,7 +233,10 @@ sink_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 		return;
 	}
 	buf_append(&c->in, b->base, (size_t)n);
-	while ((p = buf_head(&c->in)) != NULL && buf_avail(&c->in) > 0 &&
+	c->dot = 0;
+	/* after the goodbye, what the client pipelined goes unanswered */
+	while (!c->quit && (p = buf_head(&c->in)) != NULL &&
+	    buf_avail(&c->in) > 0 &&
 	    (nl = memchr(p, '\n', buf_avail(&c->in))) != NULL) {
 		len = (size_t)(nl - p);
 		sink_line(c, p, len > 0 && p[len - 1] == '\r' ? len - 1 : len);
@@ -328,6 +374,9 @@ setup(void **state)
 	sink_start();
 	write_conf("");
 	memset(&mta_stats, 0, sizeof(mta_stats));
+	commit_ok = commit_fail = 0;
+	fail_dirsync = fail_datasync = 0;
+	rcpt_route = POLICY_ROUTE_ORIGINAL;
 	assert_int_equal(mta_module.start(loop), 0);
 	return 0;
 }
@@ -352,6 +401,7 @@ teardown(void **state)
 	buf_free(&sink.all);
 	buf_free(&sink.cmds);
 	policy_set_current(NULL);
+	mta_dns_set_server(NULL, 0, 0);
 	if (getenv("MXB_KEEP") == NULL) {
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 		assert_int_equal(system(cmd), 0);
@@ -363,6 +413,10 @@ static void
 commit_cb(void *arg, int status, const char *s)
 {
 	commit_status = status;
+	if (status == 0)
+		commit_ok++;
+	else
+		commit_fail++;
 	snprintf(committed, sizeof(committed), "%s", s);
 }
 
@@ -391,7 +445,7 @@ queue_msg_opts(const char *from, const char *const *rcpts, unsigned notify,
 	m = mta_msg_new(&info);
 	for (i = 0; rcpts[i] != NULL; i++)
 		mta_msg_add_rcpt(m, rcpts[i], i == 0 ? "rfc822;orig+2Bone@"
-		    "example.com" : NULL, notify, POLICY_ROUTE_ORIGINAL);
+		    "example.com" : NULL, notify, rcpt_route);
 	/* in uneven pieces, as a session would */
 	for (i = 0, n = strlen(body); i < n; i += 7)
 		assert_int_equal(mta_msg_write(m, body + i,
@@ -616,6 +670,8 @@ test_notify(void **state)
 	static const char *const rej[] = { "reject@example.com", NULL };
 	static const char *const ok[] = { "alice@example.com", NULL };
 
+	/* the sink's capabilities change below: a session per message */
+	sink.one_msg = 1;
 	/* NEVER: no DSN for a failure */
 	queue_msg("sender@example.com", rej, MTA_NOTIFY_NEVER, MTA_RET_FULL);
 	assert_int_equal(run_until(queue_idle, 10000), 0);
@@ -962,6 +1018,315 @@ test_dns_literals(void **state)
 	assert_int_equal(res.status, 5);
 }
 
+/*
+ * Recycled files, failing syncs
+ */
+
+static ino_t
+inode_of(const char *sub, const char *name)
+{
+	char path[512];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/spool/%s/%s", dir, sub, name);
+	return stat(path, &st) == 0 ? st.st_ino : 0;
+}
+
+/* first_name - the first entry of a spool folder, or "" */
+static const char *
+first_name(const char *sub)
+{
+	static char name[256];
+	char path[512];
+	struct dirent *de;
+	DIR *d;
+
+	name[0] = '\0';
+	snprintf(path, sizeof(path), "%s/spool/%s", dir, sub);
+	if ((d = opendir(path)) == NULL)
+		return name;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.') {
+			snprintf(name, sizeof(name), "%s", de->d_name);
+			break;
+		}
+	closedir(d);
+	return name;
+}
+
+static void
+test_file_recycled(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	char name[256];
+	ino_t ino;
+
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	want_msgs = 1;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	/* the delivered message's file waits in free/, not unlinked */
+	assert_int_equal(count_dir("queue"), 0);
+	assert_int_equal(count_dir("free"), 1);
+	snprintf(name, sizeof(name), "%s", first_name("free"));
+	ino = inode_of("free", name);
+	assert_true(ino != 0);
+	/* the next message is written over it (and deferred, kept) */
+	sink.defer_all = 1;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	assert_int_equal(count_dir("free"), 0);
+	assert_int_equal(inode_of("queue", committed), ino);
+	/* and it loads after a restart like any other */
+	assert_int_equal(run_until(settled, 5000), 0);
+	mta_module.stop();
+	uv_run(loop, UV_RUN_NOWAIT);
+	sink.defer_all = 0;
+	assert_int_equal(mta_module.start(loop), 0);
+	assert_non_null(mta_queue_find(committed));
+	mta_queue_flush(NULL);
+	want_msgs = 2;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_has(sink.last.data, "\r\nlast line\r\n");
+}
+
+/* commit_batch - one commit in flight, then n that pile up behind it */
+static void
+commit_batch(int n)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	int i;
+
+	sink.down = 1;
+	for (i = 0; i <= n; i++)
+		queue_msg_opts("sender@example.com", rcpts, 0, MTA_RET_UNSET,
+		    BODY, 0);
+	assert_int_equal(run_until(settled, 5000), 0);
+	assert_int_equal(commit_ok + commit_fail, n + 1);
+}
+
+static void
+test_dir_fsync_fails_batch(void **state)
+{
+	/* the second batch's fsync of queue/ fails: all of it is refused */
+	fail_dirsync = 2;
+	commit_batch(3);
+	assert_int_equal(commit_ok, 1);
+	assert_int_equal(commit_fail, 3);
+	assert_int_equal(mta_stats.received, 1);
+	/* what is not acknowledged is not in the queue either */
+	assert_int_equal(count_dir("queue"), 1 + 1);	/* and its state */
+	assert_non_null(TAILQ_FIRST(mta_queue_all()));
+	assert_null(TAILQ_NEXT(TAILQ_FIRST(mta_queue_all()), entry));
+}
+
+static void
+test_file_fsync_fails_batch(void **state)
+{
+	/* one file of the second batch fails its fdatasync */
+	fail_datasync = 3;
+	commit_batch(3);
+	assert_int_equal(commit_ok, 1);
+	assert_int_equal(commit_fail, 3);
+	assert_int_equal(count_dir("tmp"), 0);
+}
+
+/*
+ * Connection reuse
+ */
+
+static void
+test_conn_reuse(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	want_msgs = 1;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	want_msgs = 2;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	/* one session for both, still open, idle */
+	assert_int_equal(sink.conns, 1);
+	assert_int_equal(mta_deliver_count(), 0);
+	assert_null(strstr(sink.cmds.data, "QUIT"));
+}
+
+static void
+test_pipelined_dot(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	int i;
+
+	/* a burst: sessions carry several, envelopes ride with a dot */
+	for (i = 0; i < 5; i++)
+		queue_msg_opts("sender@example.com", rcpts, 0, MTA_RET_UNSET,
+		    BODY, 0);
+	want_msgs = 5;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_int_equal(sink.msgs, 5);
+	assert_true(sink.conns < 5);	/* slow start opens a few */
+	assert_true(sink.piped >= 1);
+	assert_int_equal(mta_stats.delivered, 5);
+}
+
+static void
+test_reuse_closed_requeue(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	int i;
+
+	/* the sink hangs up after each message, while the next waits */
+	sink.one_msg = 1;
+	for (i = 0; i < 3; i++)
+		queue_msg_opts("sender@example.com", rcpts, 0, MTA_RET_UNSET,
+		    BODY, 0);
+	want_msgs = 3;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_int_equal(sink.msgs, 3);
+	assert_int_equal(sink.conns, 3);
+	/* a session lost before a word about the job is no deferral */
+	assert_int_equal(mta_stats.deferred, 0);
+	assert_int_equal(mta_stats.delivered, 3);
+}
+
+/*
+ * DNS failures: a server that answers SERVFAIL, one that never answers
+ */
+
+struct dns_srv {
+	int		 fd;
+	uint16_t	 port;
+	int		 servfail;	/* answer, else stay silent */
+	uv_thread_t	 thread;
+};
+
+static void
+dns_srv_run(void *arg)
+{
+	struct dns_srv *d = arg;
+	struct sockaddr_storage from;
+	socklen_t flen;
+	unsigned char pkt[512];
+	ssize_t n;
+
+	for (;;) {
+		flen = sizeof(from);
+		n = recvfrom(d->fd, pkt, sizeof(pkt), 0,
+		    (struct sockaddr *)&from, &flen);
+		if (n <= 0)
+			return;		/* shut down: done */
+		if (n < 12 || !d->servfail)
+			continue;
+		pkt[2] = 0x80 | (pkt[2] & 0x79);	/* QR, opcode, RD */
+		pkt[3] = 0x80 | 2;			/* RA, SERVFAIL */
+		sendto(d->fd, pkt, (size_t)n, 0, (struct sockaddr *)&from,
+		    flen);
+	}
+}
+
+static void
+dns_srv_start(struct dns_srv *d, int servfail)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+
+	memset(d, 0, sizeof(*d));
+	d->servfail = servfail;
+	d->fd = socket(AF_INET, SOCK_DGRAM, 0);
+	assert_true(d->fd >= 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(d->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(getsockname(d->fd, (struct sockaddr *)&sin, &len), 0);
+	d->port = ntohs(sin.sin_port);
+	assert_int_equal(uv_thread_create(&d->thread, dns_srv_run, d), 0);
+	mta_dns_set_server("127.0.0.1", d->port, 200);
+}
+
+static void
+dns_srv_stop(struct dns_srv *d)
+{
+	shutdown(d->fd, SHUT_RDWR);
+	uv_thread_join(&d->thread);
+	close(d->fd);
+	mta_dns_set_server(NULL, 0, 0);
+}
+
+static void
+test_dns_servfail_timeout(void **state)
+{
+	struct mta_dnsres res;
+	struct dns_srv d;
+
+	dns_srv_start(&d, 1);
+	assert_int_equal(mta_dns_mx_lookup("example.org", 25, &res), -1);
+	assert_int_equal(res.status, 4);
+	assert_string_equal(res.code, "4.4.3");
+	assert_has(res.err, "temporary DNS failure");
+	dns_srv_stop(&d);
+
+	dns_srv_start(&d, 0);
+	assert_int_equal(mta_dns_mx_lookup("example.org", 25, &res), -1);
+	assert_int_equal(res.status, 4);
+	assert_string_equal(res.code, "4.4.3");
+	dns_srv_stop(&d);
+}
+
+static int	dns_answers;
+static struct mta_dnsres dns_last;
+
+static void
+dns_cb(void *arg, struct mta_dnsres *res)
+{
+	dns_answers++;
+	dns_last = *res;
+}
+
+static int
+dns_all_answered(void)
+{
+	return dns_answers == 10 && mta_dns_busy() == 0;
+}
+
+static void
+test_dns_cap(void **state)
+{
+	struct dns_srv d;
+	int i;
+
+	/* ten lookups at once: a few take threads, the rest wait */
+	dns_srv_start(&d, 1);
+	dns_answers = 0;
+	for (i = 0; i < 10; i++)
+		mta_dns_mx(loop, "example.org", 25, dns_cb, NULL);
+	assert_int_equal(mta_dns_busy(), 10);
+	assert_true(mta_dns_running() >= 1 && mta_dns_running() <= 4);
+	assert_int_equal(run_until(dns_all_answered, 10000), 0);
+	assert_int_equal(dns_last.status, 4);
+	dns_srv_stop(&d);
+}
+
+static void
+test_dns_servfail_defers(void **state)
+{
+	static const char *const rcpts[] = { "bob@example.org", NULL };
+	struct mta_env *env;
+	struct dns_srv d;
+
+	/* an MX route whose lookup fails: deferred, 4.4.3, not bounced */
+	dns_srv_start(&d, 1);
+	rcpt_route = POLICY_ROUTE_MX;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	assert_int_equal(run_until(deferred_once, 10000), 0);
+	env = mta_queue_find(committed);
+	assert_non_null(env);
+	assert_int_equal(env->rcpt[0].state, MTA_RCPT_PENDING);
+	assert_string_equal(env->rcpt[0].status, "4.4.3");
+	assert_has(env->rcpt[0].diag, "temporary DNS failure");
+	assert_int_equal(mta_stats.bounced, 0);
+	dns_srv_stop(&d);
+}
+
 int
 main(void)
 {
@@ -986,6 +1351,15 @@ main(void)
 		T(test_crash_recovery),
 		T(test_session_received),
 		T(test_free_space_floor),
+		T(test_file_recycled),
+		T(test_dir_fsync_fails_batch),
+		T(test_file_fsync_fails_batch),
+		T(test_conn_reuse),
+		T(test_pipelined_dot),
+		T(test_reuse_closed_requeue),
+		T(test_dns_servfail_timeout),
+		T(test_dns_cap),
+		T(test_dns_servfail_defers),
 	};
 
 	log_init("test_mta", 1, getenv("MXB_VERBOSE") != NULL);

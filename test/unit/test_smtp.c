@@ -3,7 +3,8 @@
  * (split reads, over-long lines dropped without buffering, bare CR / bare
  * LF / NUL flags), the reply parser (multi-line, limits, malformed input),
  * the DATA terminator (the smuggling battery: only CRLF "." CRLF ends
- * DATA), dot-stuffing round trips, and the strict path and parameter
+ * DATA), dot-stuffing round trips, the run reader of DATA against the
+ * line reader (randomised), and the strict path and parameter
  * syntax.  Table-driven: a failing row names itself.
  */
 #include <setjmp.h>
@@ -457,6 +458,159 @@ test_dot_stuff(void **state UNUSED)
 	buf_free(&wire);
 }
 
+/*
+ * data_ref - the line-by-line reference of smtp_data_span: what the
+ * relay (stuffed=1) or the spool (0) got from the clean lines, the
+ * counts, and whether and where the terminator came
+ */
+struct data_res {
+	struct buf	 out;
+	struct smtp_data d;
+	int		 ended;
+	size_t		 rest;
+};
+
+static void
+data_ref(const char *in, size_t len, size_t max, const size_t *chunks,
+    int stuffed, struct data_res *res)
+{
+	struct smtp_reader r;
+	struct smtp_line l;
+	const char *p;
+	size_t n, off = 0, i = 0, c;
+	int before;
+
+	smtp_reader_init(&r, max);
+	smtp_data_init(&res->d);
+	buf_init(&res->out);
+	res->ended = 0;
+	while (off < len && !res->ended) {
+		c = chunks[i++];
+		if (c > len - off)
+			c = len - off;
+		smtp_reader_feed(&r, in + off, c);
+		off += c;
+		while (smtp_reader_getline(&r, &l) != SMTP_LINE_NONE) {
+			before = res->d.flags;
+			res->d.flags = 0;
+			if (smtp_data_line(&res->d, &l, &p, &n) == 1) {
+				res->d.flags = before;
+				res->ended = 1;
+				break;
+			}
+			if (res->d.flags == 0) {
+				if (stuffed)
+					smtp_dot_stuff(&res->out, p, n);
+				else {
+					buf_append(&res->out, p, n);
+					buf_append(&res->out, "\r\n", 2);
+				}
+			}
+			res->d.flags |= before;
+		}
+	}
+	res->rest = smtp_reader_pending(&r) + (len - off);
+	smtp_reader_free(&r);
+}
+
+/* data_run - the same input through smtp_data_span */
+static void
+data_run(const char *in, size_t len, size_t max, const size_t *chunks,
+    int stuffed, struct data_res *res)
+{
+	struct smtp_reader r;
+	enum smtp_data_status st;
+	const char *p;
+	size_t n, off = 0, i = 0, c;
+
+	smtp_reader_init(&r, max);
+	smtp_data_init(&res->d);
+	buf_init(&res->out);
+	res->ended = 0;
+	while (off < len && !res->ended) {
+		c = chunks[i++];
+		if (c > len - off)
+			c = len - off;
+		smtp_reader_feed(&r, in + off, c);
+		off += c;
+		while ((st = smtp_data_span(&r, &res->d, stuffed, &p, &n)) !=
+		    SMTP_DATA_MORE) {
+			if (st == SMTP_DATA_END) {
+				res->ended = 1;
+				break;
+			}
+			buf_append(&res->out, p, n);
+		}
+	}
+	res->rest = smtp_reader_pending(&r) + (len - off);
+	smtp_reader_free(&r);
+}
+
+/* rnd - a small deterministic generator, so a failure can be replayed */
+static unsigned
+rnd(unsigned *seed)
+{
+	*seed = *seed * 1103515245u + 12345u;
+	return (*seed >> 8) & 0xffffff;
+}
+
+/*
+ * the run reader against the line reader: random content rich in dots,
+ * CR, LF, NUL and long lines, fed in random pieces, in both forms
+ */
+static void
+test_data_span(void **state UNUSED)
+{
+	static const char alpha[] = ".\r\n\0ab..\r\n\r\n";
+	char in[600];
+	size_t chunks[600], len, i, max;
+	struct data_res a, b;
+	unsigned seed = 12345, iter;
+	int stuffed;
+
+#define RND()	rnd(&seed)
+	for (iter = 0; iter < 20000; iter++) {
+		len = RND() % sizeof(in);
+		for (i = 0; i < len; i++) {
+			/* mostly text lines; specials dense or rare; dot
+			 * lines and terminators after some CRLFs */
+			if (i >= 2 && i + 3 <= len && in[i - 1] == '\n' &&
+			    in[i - 2] == '\r' && RND() % 8 == 0) {
+				memcpy(in + i, RND() % 2 ? ".\r\n" : "..x", 3);
+				i += 2;
+			} else if (RND() % (iter % 3 == 0 ? 4 : 60) == 0)
+				in[i] = alpha[RND() % (sizeof(alpha) - 1)];
+			else if (RND() % 12 == 0)
+				in[i] = i > 0 && in[i - 1] == '\r' ? '\n' : '\r';
+			else
+				in[i] = (char)('a' + RND() % 26);
+		}
+		for (i = 0; i < len; i++) {
+			max = RND() % 3 == 0 ? 4 : 200;
+			chunks[i] = 1 + RND() % max;
+		}
+		max = 4 + RND() % 60;
+		stuffed = (int)(iter & 1);
+		data_ref(in, len, max, chunks, stuffed, &a);
+		data_run(in, len, max, chunks, stuffed, &b);
+		if (a.ended != b.ended || a.rest != b.rest ||
+		    a.d.flags != b.d.flags || a.d.size != b.d.size ||
+		    a.d.lines != b.d.lines || a.d.crlf != b.d.crlf ||
+		    a.out.len != b.out.len || (a.out.len > 0 &&
+		    memcmp(a.out.data, b.out.data, a.out.len) != 0))
+			fail_msg("iteration %u (len %zu, max %zu, stuffed %d): "
+			    "ended %d/%d rest %zu/%zu flags %#x/%#x size "
+			    "%llu/%llu lines %u/%u out %zu/%zu", iter, len, max,
+			    stuffed, a.ended, b.ended, a.rest, b.rest,
+			    a.d.flags, b.d.flags, (unsigned long long)a.d.size,
+			    (unsigned long long)b.d.size, a.d.lines, b.d.lines,
+			    a.out.len, b.out.len);
+		buf_free(&a.out);
+		buf_free(&b.out);
+	}
+#undef RND
+}
+
 /* ------------------------------------------------------------ paths */
 
 static void
@@ -636,6 +790,7 @@ main(void)
 		cmocka_unit_test(test_data_terminator),
 		cmocka_unit_test(test_data_toolong),
 		cmocka_unit_test(test_dot_stuff),
+		cmocka_unit_test(test_data_span),
 		cmocka_unit_test(test_paths),
 		cmocka_unit_test(test_path_limits),
 		cmocka_unit_test(test_params),
