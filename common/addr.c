@@ -4,9 +4,11 @@
  * to IPv4 so that a dual-stack listener and a v4 rule agree.
  */
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "addr.h"
 
@@ -191,4 +193,49 @@ addr_unmap(struct sockaddr_storage *ss)
 	sin->sin_family = AF_INET;
 	sin->sin_port = sin6.sin6_port;
 	memcpy(&sin->sin_addr, sin6.sin6_addr.s6_addr + 12, 4);
+}
+
+/* addr_is_self_in - a loopback, unspecified, or listed interface address */
+int
+addr_is_self_in(const struct sockaddr *sa, const struct ifaddrs *ifa)
+{
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+	if (sa->sa_family == AF_INET &&
+	    ((ntohl(sin->sin_addr.s_addr) >> 24) == 127 ||
+	    sin->sin_addr.s_addr == INADDR_ANY))
+		return 1;
+	if (sa->sa_family == AF_INET6 &&
+	    (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr) ||
+	    IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr)))
+		return 1;
+	for (; ifa != NULL; ifa = ifa->ifa_next)
+		if (ifa->ifa_addr != NULL && addr_equal_ip(sa, ifa->ifa_addr))
+			return 1;
+	return 0;
+}
+
+/*
+ * addr_is_self - is sa one of this box's addresses?  The interface list
+ * is cached for a second: the classifier asks for every new flow, and a
+ * netlink dump per SYN would cost more than the rest of the decision.
+ * Not thread-safe: for the event loop only (workers use addr_is_self_in).
+ */
+int
+addr_is_self(const struct sockaddr *sa)
+{
+	static struct ifaddrs *cache;
+	static time_t fetched;
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+	if (cache == NULL || now.tv_sec != fetched) {
+		if (cache != NULL)
+			freeifaddrs(cache);
+		if (getifaddrs(&cache) == -1)
+			cache = NULL;
+		fetched = now.tv_sec;
+	}
+	return addr_is_self_in(sa, cache);
 }

@@ -22,5 +22,8 @@ int		 addr_net_parse(const char *, struct addr_net *);
 int		 addr_net_match(const struct addr_net *, const struct sockaddr *);
 int		 addr_equal_ip(const struct sockaddr *, const struct sockaddr *);
 void		 addr_unmap(struct sockaddr_storage *);
+struct ifaddrs;
+int		 addr_is_self_in(const struct sockaddr *, const struct ifaddrs *);
+int		 addr_is_self(const struct sockaddr *);	/* event loop only */
 
 #endif

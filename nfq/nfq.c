@@ -507,7 +507,9 @@ nfq_classify(struct nfq_queue *q, uint32_t id, uint32_t mark,
 	const char *port = nfq_port_name(mark & NFQ_MARK_PORT);
 
 	memset(&cls, 0, sizeof(cls));
-	if (policy_classify(policy_current(), src, dst, port, &cls) == -1) {
+	if (addr_is_self(dst) ?
+	    policy_classify_to_box(policy_current(), port, &cls) :
+	    policy_classify(policy_current(), src, dst, port, &cls) == -1) {
 		nfq_st.errors++;
 		cls.action = POLICY_PASS;
 		cls.reason = "classify-error";

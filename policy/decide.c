@@ -139,6 +139,26 @@ policy_classify(const struct policy *pol, const struct sockaddr *src,
 	return 0;
 }
 
+/*
+ * policy_classify_to_box - a connection addressed to the gateway itself.
+ * It is never relayed anywhere: the port's accept-to-box says whether the
+ * built-in MTA takes it (as outgoing mail, the client's server not
+ * honoured) or whether it is refused.
+ */
+int
+policy_classify_to_box(const struct policy *pol, const char *port,
+    struct policy_class *out)
+{
+	const struct policy_port *pp = policy_port_by_name(pol, port);
+
+	memset(out, 0, sizeof(*out));
+	out->dir = POLICY_DIR_OUT;
+	out->action = pp != NULL && pp->accept_to_box ? POLICY_PROXY :
+	    POLICY_DROP;
+	out->reason = "to-box";
+	return 0;
+}
+
 /* policy_honour_client_server - 1: relay live to the server dialled */
 int
 policy_honour_client_server(const struct policy *pol,

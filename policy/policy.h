@@ -180,6 +180,8 @@ void		 policy_set_current(struct policy *);	/* takes the ref */
 int	 policy_classify(const struct policy *, const struct sockaddr *src,
 	    const struct sockaddr *dst, const char *port,
 	    struct policy_class *);
+int	 policy_classify_to_box(const struct policy *, const char *port,
+	    struct policy_class *);
 const struct policy_domain *policy_domain_by_server(const struct policy *,
 	    const struct sockaddr *);
 const struct policy_domain *policy_domain_by_name(const struct policy *,

@@ -118,6 +118,8 @@ struct session {
 	uv_loop_t		*loop;
 	uv_tcp_t		*client;	/* owned */
 	uv_timer_t		 timer;
+	uint64_t		 t_due;		/* timeout (loop ms), t_ms long */
+	uint64_t		 t_ms;
 	uv_shutdown_t		 sreq;
 	int			 handles;	/* open handles; free at 0 */
 	int			 relay_mode;
@@ -508,7 +510,14 @@ static void
 session_timeout_cb(uv_timer_t *t)
 {
 	struct session *s = t->data;
+	uint64_t now = uv_now(s->loop);
 
+	if (now < s->t_due) {
+		/* re-armed since it was set: the rest of the time */
+		uv_timer_start(&s->timer, session_timeout_cb, s->t_due - now,
+		    s->t_ms);
+		return;
+	}
 	switch (s->state) {
 	case S_CMD:
 	case S_AUTH:
@@ -538,11 +547,22 @@ session_timeout_cb(uv_timer_t *t)
 	}
 }
 
+/*
+ * session_arm - the timeout from now.  It runs for every command and
+ * every read, so it only notes the deadline; the timer is moved only when
+ * it would fire too late (session_timeout_cb sets it again for what is
+ * left when it fires early).
+ */
 static void
 session_arm(struct session *s, unsigned secs)
 {
 	uint64_t ms = (uint64_t)secs * 1000;
 
+	s->t_due = uv_now(s->loop) + ms;
+	s->t_ms = ms;
+	if (uv_is_active((uv_handle_t *)&s->timer) &&
+	    uv_timer_get_due_in(&s->timer) <= ms)
+		return;
 	uv_timer_start(&s->timer, session_timeout_cb, ms, ms);
 }
 
@@ -2269,7 +2289,9 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 		SSL_CTX_up_ref(s->tls_ctx);
 		s->offer_tls = 1;
 	}
+	/* mail addressed to the gateway itself is the MTA's (accept-to-box) */
 	s->relay_mode = conn->dir == POLICY_DIR_OUT &&
+	    !addr_is_self((struct sockaddr *)&conn->orig_dst) &&
 	    policy_honour_client_server(s->pol,
 	    (struct sockaddr *)&conn->client, conn->port) == 1;
 	s->cap_size = s->pol->limits.size;

@@ -931,6 +931,35 @@ test_classify(void **state UNUSED)
 	policy_unref(pol);
 }
 
+/* connections to the gateway itself: the port's accept-to-box decides */
+static void
+test_classify_to_box(void **state UNUSED)
+{
+	static const struct {
+		const char	*port;
+		enum policy_action action;
+	} rows[] = {
+		{ "p0", POLICY_PROXY },		/* accept-to-box yes */
+		{ "p1", POLICY_DROP },		/* block without it */
+		{ "p9", POLICY_DROP },		/* no block */
+		{ NULL, POLICY_DROP },		/* port unknown */
+	};
+	struct policy *pol = must_load(
+	    "port \"p0\" { accept-to-box yes }\n"
+	    "port \"p1\" { incoming proxy }\n");
+	struct policy_class cls;
+	size_t i;
+
+	for (i = 0; i < N(rows); i++) {
+		assert_int_equal(policy_classify_to_box(pol, rows[i].port,
+		    &cls), 0);
+		assert_int_equal(cls.dir, POLICY_DIR_OUT);
+		assert_int_equal(cls.action, rows[i].action);
+		assert_string_equal(cls.reason, "to-box");
+	}
+	policy_unref(pol);
+}
+
 static const struct honour_case {
 	const char	*conf;
 	const char	*client;
@@ -1601,6 +1630,7 @@ main(void)
 		cmocka_unit_test(test_auth_file),
 		cmocka_unit_test(test_ranges),
 		cmocka_unit_test(test_classify),
+		cmocka_unit_test(test_classify_to_box),
 		cmocka_unit_test(test_honour),
 		cmocka_unit_test(test_route),
 		cmocka_unit_test(test_check_rcpt),
