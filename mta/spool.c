@@ -44,8 +44,8 @@
 
 #define SPOOL_MAXBATCH	512
 #define SPOOL_READ	(64 * 1024)
-#define SPOOL_POOLMAX	1024		/* free/ files kept for reuse */
-#define SPOOL_POOLFILE	(256 * 1024)	/* bigger files are unlinked */
+#define SPOOL_POOLMAX	256		/* free/ files kept for reuse */
+#define SPOOL_POOLFILE	(128 * 1024)	/* bigger files are unlinked */
 
 enum spool_optype { OP_COMMIT, OP_STATE, OP_REMOVE, OP_MOVE, OP_EXPIRE };
 
@@ -199,7 +199,11 @@ op_fail(struct spool_op *op, const char *what, const char *path)
 	return -1;
 }
 
-/* batch_failed - every commit of b fails with this reason (first one) */
+/*
+ * batch_failed - an fsync or rename of the batch failed: the device or
+ * the file system is in trouble, so no commit of the batch is trusted;
+ * every one fails with the first reason
+ */
 static void
 batch_failed(struct spool_batch *b, const char *what, const char *path)
 {
@@ -333,8 +337,7 @@ sync_batch(struct spool_batch *b)
 			continue;
 		if (fdatasync(op->fd) == -1) {
 			op_fail(op, "fsync", op->tmppath);
-			if (op->type == OP_COMMIT)
-				batch_failed(b, "fsync", op->tmppath);
+			batch_failed(b, "fsync", op->tmppath);
 		}
 		close(op->fd);
 		op->fd = -1;
@@ -473,8 +476,9 @@ work_phase2(struct spool_batch *b, struct spool_op *op)
 	case OP_STATE:
 		snprintf(name, sizeof(name), "%s.st.%u", op->id, op->seq);
 		snprintf(dname, sizeof(dname), "%s.st", op->id);
-		if (op->status == 0)
-			xrename(op, "tmp", name, "queue", dname);
+		if (op->status == 0 && xrename(op, "tmp", name, "queue",
+		    dname) == -1)
+			batch_failed(b, "rename", op->tmppath);
 		if (op->status == -1 && op->tmppath != NULL)
 			unlink(op->tmppath);
 		return op->status == 0;
