@@ -99,27 +99,6 @@ dns_fail(struct mta_dnsres *res, int status, const char *code,
 	return -1;
 }
 
-/* is_self_ip - an address of one of our interfaces, or a local one */
-static int
-is_self_ip(const struct sockaddr *sa, struct ifaddrs *ifa)
-{
-	const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
-	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
-
-	if (sa->sa_family == AF_INET &&
-	    ((ntohl(sin->sin_addr.s_addr) >> 24) == 127 ||
-	    sin->sin_addr.s_addr == INADDR_ANY))
-		return 1;
-	if (sa->sa_family == AF_INET6 &&
-	    (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr) ||
-	    IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr)))
-		return 1;
-	for (; ifa != NULL; ifa = ifa->ifa_next)
-		if (ifa->ifa_addr != NULL && addr_equal_ip(sa, ifa->ifa_addr))
-			return 1;
-	return 0;
-}
-
 /* mta_dns_is_self - would connecting to sa reach this box? */
 int
 mta_dns_is_self(const struct sockaddr *sa)
@@ -129,7 +108,7 @@ mta_dns_is_self(const struct sockaddr *sa)
 
 	if (getifaddrs(&ifa) == -1)
 		ifa = NULL;
-	rc = is_self_ip(sa, ifa);
+	rc = addr_is_self_in(sa, ifa);
 	if (ifa != NULL)
 		freeifaddrs(ifa);
 	return rc;
@@ -263,7 +242,7 @@ addrs(ldns_resolver *r, const char *host, uint16_t port,
 			    ldns_rr_list_rr(rrs, i), 0), port, &len);
 			if (ss == NULL)
 				continue;
-			if (is_self_ip((struct sockaddr *)ss, ifa))
+			if (addr_is_self_in((struct sockaddr *)ss, ifa))
 				(*self)++;
 			else
 				add_hop(res, ss, host);
