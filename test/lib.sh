@@ -125,6 +125,17 @@ sink_count() {
 # maillog_has REGEX: the srv Postfix log matches (grep -E)
 maillog_has() { grep -Eq -- "$1" "$TB_MAILLOG"; }
 
+# mail_file DIR SUBJECT: the first message file below DIR (a Maildir, an
+# smtp-sink dump dir ...) with the header line "Subject: SUBJECT" (taken
+# literally, LF or CRLF); nothing and status 1 if there is none.
+# mail_has DIR SUBJECT: there is one (handy with wait_for).
+mail_file() {
+	local f
+	f=$(grep -rlxF -e "Subject: $2" -e "Subject: $2"$'\r' -- "$1" 2>/dev/null | head -n 1)
+	[ -n "$f" ] && echo "$f"
+}
+mail_has() { grep -rqsxF -e "Subject: $2" -e "Subject: $2"$'\r' -- "$1"; }
+
 # ---------------------------------------------------------------- DNS
 # tb_dig NODE TYPE NAME [SERVER]: a DNS query from NODE's namespace, no
 # tools needed (python3).  Prints the answers one per line like
@@ -218,6 +229,87 @@ msg = "From: <%s>\r\nTo: <%s>\r\nSubject: %s\r\n\r\nhello from the testbed\r\n" 
 with smtplib.SMTP(srv, 25, local_hostname=helo, timeout=10) as s:
     s.sendmail(frm, [to], msg)
 ' "$server" "$from" "$to" "$subj" "$node.test.example" >"$TB_STATE/smtp.out" 2>&1
+}
+
+# tb_chat NODE HOST PORT STEP...: one SMTP session from NODE (python3), one
+# output line per step ("CODE text", multi-line replies joined by " | "),
+# the banner first.  Steps: any command line; STARTTLS (then TLS,
+# certificate not checked); AUTH USER PASS (AUTH PLAIN); DATA[=SUBJECT]
+# (the message follows a 354, the line is the final reply); WAIT=FILE
+# (wait up to 30 s for FILE to exist, prints WAITED).  A failure prints
+# REFUSED, RESET, TIMEOUT, EOF or "ERROR why", stops, and returns 1.
+TB_CHAT_PY='
+import base64, socket, ssl, sys, os, time
+host, port, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def out(s):
+    print(s, flush=True)
+def reply(f):
+    lines = []
+    while True:
+        l = f.readline()
+        if not l:
+            raise EOFError
+        l = l.decode(errors="replace").rstrip("\r\n")
+        lines.append(l)
+        if len(l) < 4 or l[3] != "-":
+            break
+    return lines[-1][:3] + " " + " | ".join(x[4:] for x in lines)
+try:
+    s = socket.create_connection((host, port), timeout=15)
+    f = s.makefile("rb")
+    out(reply(f))
+    for st in steps:
+        if st.startswith("WAIT="):
+            end = time.time() + 30
+            while not os.path.exists(st[5:]) and time.time() < end:
+                time.sleep(0.05)
+            out("WAITED")
+            continue
+        if st.startswith("AUTH "):
+            _, u, p = st.split(" ", 2)
+            tok = base64.b64encode(("\0%s\0%s" % (u, p)).encode()).decode()
+            st = "AUTH PLAIN " + tok
+        if st.startswith("DATA"):
+            subj = st[5:] or "t-policy"
+            s.sendall(b"DATA\r\n")
+            r = reply(f)
+            if r.startswith("354"):
+                msg = ("Subject: %s\r\nMessage-ID: <%s.%d@c.test.example>\r\n"
+                       "\r\nhello from the policy tests\r\n.\r\n" %
+                       (subj, subj.replace(" ", "-"), os.getpid()))
+                s.sendall(msg.encode())
+                r = reply(f)
+            out(r)
+            continue
+        s.sendall(st.encode() + b"\r\n")
+        r = reply(f)
+        out(r)
+        if st.upper() == "STARTTLS" and r.startswith("220"):
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(s, server_hostname=host)
+            f = s.makefile("rb")
+except ConnectionRefusedError:
+    out("REFUSED"); sys.exit(1)
+except ConnectionResetError:
+    out("RESET"); sys.exit(1)
+except (socket.timeout, TimeoutError):
+    out("TIMEOUT"); sys.exit(1)
+except EOFError:
+    out("EOF"); sys.exit(1)
+except (OSError, ssl.SSLError) as e:
+    out("ERROR %s" % e); sys.exit(1)
+'
+tb_chat() { local n=$1; shift; tb_exec "$n" python3 -c "$TB_CHAT_PY" "$@"; }
+
+# tb_make_cert DIR: a throw-away self-signed certificate for gw.example.com,
+# DIR/cert.pem and DIR/key.pem (openssl's output in DIR/openssl.log).
+# Fails the test if openssl does.
+tb_make_cert() {
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=gw.example.com" \
+		-keyout "$1/key.pem" -out "$1/cert.pem" >"$1/openssl.log" 2>&1 ||
+		fail "openssl could not make a certificate: $(tail -n 1 "$1/openssl.log")"
 }
 
 # ---------------------------------------------------------------- daemon
@@ -341,6 +433,20 @@ tb_hello_stop() {
 # maillog_connects IP: how many connections from IP the srv Postfix logged
 maillog_connects() { grep -c "connect from unknown\[$1\]" "$TB_MAILLOG"; }
 
+# expect_postfix_direct NODE CLIENT SERVER RCPT SUBJECT: the pass path.
+# One message from NODE to RCPT (user@example.com) at SERVER port 25
+# (tb_smtp_send, sender@example.org); fail the test unless it is accepted,
+# lands in the user's Maildir (by SUBJECT, within the wait_for timeout)
+# and the srv Postfix logged CLIENT (an address) as the client.
+expect_postfix_direct() {
+	local node=$1 client=$2 server=$3 rcpt=$4 subj=$5
+	tb_smtp_send "$node" "$server" sender@example.org "$rcpt" "$subj" ||
+		fail "$subj: SMTP $node -> $server: $(tail -n 1 "$TB_STATE/smtp.out")"
+	wait_for mail_has "$TB_MAILDIR/${rcpt%%@*}" "$subj" ||
+		fail "$subj: not delivered into ${rcpt%%@*}'s Maildir"
+	maillog_has "client=unknown\[$client\]" || fail "$subj: Postfix did not see client $client"
+}
+
 # ---------------------------------------------------------------- interception
 # The daemon behind the real rules (scripts/mxbridge-netfilter) with its
 # queue and listeners: 10025 incoming, 10026 outgoing, p0 the client side.
@@ -358,14 +464,12 @@ mxb_setup() {
 	mkdir -p "$MXB_DIR/spool" || fail "cannot make $MXB_DIR/spool"
 }
 
-# mxb_conf_write FILE P0-INCOMING P0-OUTGOING [SERVER]: the interception
-# config: hostname gw.example.com, state in $MXB_DIR, queue $MXB_QUEUE,
-# listeners 10025/10026, proxy both ways by default, port p0 with the
-# given actions (proxy, pass or drop), domain example.com with its server
-# SERVER port 25 (default $TB_SRV_IP4; mx.example.com names both of srv's
-# addresses), client $TB_C2_IP4 bypassed.
-mxb_conf_write() {
-	cat >"$1" <<EOF
+# mxb_conf_head: print the lines every test config starts with: hostname
+# gw.example.com, spool, pidfile and control in $MXB_DIR, queue-number
+# $MXB_QUEUE, listeners 10025 (incoming) and 10026 (outgoing).  A test
+# appends its own policy:  mxb_conf_head >"$f"; cat >>"$f" <<EOF ...
+mxb_conf_head() {
+	cat <<EOF
 hostname "gw.example.com"
 spool "$MXB_DIR/spool"
 pidfile "$MXB_DIR/mxbridge.pid"
@@ -373,6 +477,18 @@ control "$MXB_DIR/ctl.sock"
 queue-number $MXB_QUEUE
 listen incoming port 10025
 listen outgoing port 10026
+EOF
+}
+
+# mxb_conf_write FILE P0-INCOMING P0-OUTGOING [SERVER]: the interception
+# config: hostname gw.example.com, state in $MXB_DIR, queue $MXB_QUEUE,
+# listeners 10025/10026, proxy both ways by default, port p0 with the
+# given actions (proxy, pass or drop), domain example.com with its server
+# SERVER port 25 (default $TB_SRV_IP4; mx.example.com names both of srv's
+# addresses), client $TB_C2_IP4 bypassed.
+mxb_conf_write() {
+	mxb_conf_head >"$1"
+	cat >>"$1" <<EOF
 default incoming proxy
 default outgoing proxy
 port "p0" {
@@ -388,6 +504,13 @@ EOF
 
 # mxb_ctl ARGS...: mxbridgectl in the box, on $MXB_DIR/ctl.sock
 mxb_ctl() { tb_exec box "$MXB_BINDIR/mxbridgectl" -s "$MXB_DIR/ctl.sock" "$@"; }
+
+# mxb_reload [WHAT]: "mxbridgectl reload"; fail the test ("WHAT refused:
+# <its output>", WHAT by default "reload") if the daemon refuses it
+mxb_reload() {
+	local out
+	out=$(mxb_ctl reload 2>&1) || fail "${1:-reload} refused: $out"
+}
 
 # mxb_nf_up [open|closed]: mxbridge-netfilter up in the box (bridge br0,
 # queue $MXB_QUEUE, listeners 10025/10026) with that fail mode (default
@@ -435,4 +558,23 @@ mxb_stats_expect() {
 mxb_sancheck() {
 	grep -Eq "Sanitizer|runtime error" "$TB_MXB_LOG" 2>/dev/null || return 0
 	fail "sanitizer report: $(grep -Em1 -A5 "Sanitizer|runtime error" "$TB_MXB_LOG")"
+}
+
+# mxb_kill: SIGKILL the daemon and wait until it is gone (pidfile
+# removed).  Fails the test if there is no daemon pid or it survives.
+mxb_kill() {
+	local pid
+	pid=$(tr -dc 0-9 2>/dev/null <"$TB_MXB_PIDFILE")
+	[ -n "$pid" ] || fail "no daemon pid"
+	kill -KILL "$pid"
+	wait "$pid" 2>/dev/null
+	wait_for eval '! mxb_running' || fail "daemon survived SIGKILL"
+	rm -f "$TB_MXB_PIDFILE"
+}
+
+# mxb_down [TIMEOUT]: mxb_stop [TIMEOUT], then mxb_sancheck; fails the
+# test if the daemon needed SIGKILL or left a sanitizer report
+mxb_down() {
+	mxb_stop "$@" || fail "daemon needed SIGKILL"
+	mxb_sancheck
 }

@@ -15,13 +15,9 @@ limits_conf() {
 $1
 }"
 }
-reload() {
-	tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" reload >/dev/null || fail "reload"
-}
 # idle: wait until the daemon has closed every session
 idle() {
-	wait_for eval 'tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" stats |
-		grep -qx "proxy_sessions=0"' || fail "sessions did not close"
+	wait_for eval 'mxb_ctl stats | grep -qx "proxy_sessions=0"' || fail "sessions did not close"
 }
 
 # conns HOST N HOLD [seq]: N connections from c1 to HOST:25, the first
@@ -92,7 +88,7 @@ fake_down
 # 3. connection-rate 3 per 1m
 limits_conf "connections-per-client 0
 connection-rate 3 per 1m"
-reload
+mxb_reload
 idle
 conns "$TB_SRV_IP4" 4 0 seq >"$S/c.out" 2>&1 || fail "client failed: $(cat "$S/c.out")"
 [ "$(grep -c "220 gw.example.com" "$S/c.out")" = 3 ] || fail "rate: $(cat "$S/c.out")"
@@ -102,9 +98,7 @@ log_has "limit=connection-rate" || fail "rate refusal not logged"
 # another client has its own count
 expect_glob "c2 to srv" "$(tb_banner c2 "$TB_SRV_IP4")" "BANNER 220 gw.example.com*"
 
-tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" stats >"$S/stats.out" || fail "stats"
-grep -Eq "^proxy_refused_per_client=[2-9]" "$S/stats.out" || fail "stats: $(grep refused "$S/stats.out")"
-grep -Eq "^proxy_refused_rate=[1-9]" "$S/stats.out" || fail "stats: $(grep refused "$S/stats.out")"
+mxb_stats_expect proxy_refused_per_client -ge 2 proxy_refused_rate -ge 1
 
-proxy_down
+mxb_down
 pass "connection limits: 421 over connections-per-client and connection-rate, counted down on close"

@@ -13,14 +13,8 @@
 hide_conf() {
 	local port=
 	[ -z "${3:-}" ] || port="port \"p0\" { hide-box outgoing $3 }"
-	cat >"$S/run.conf" <<CONF
-hostname "gw.example.com"
-spool "$S/spool"
-pidfile "$S/mxbridge.pid"
-control "$S/ctl.sock"
-queue-number $Q
-listen incoming port 10025
-listen outgoing port 10026
+	mxb_conf_head >"$S/run.conf"
+	cat >>"$S/run.conf" <<CONF
 domain "example.com" {
 	server $TB_SRV_IP4 port 25
 	hide-box $1
@@ -31,34 +25,32 @@ $port
 match client $TB_PREFIX4 relay
 CONF
 }
-reload() {
-	tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" reload >/dev/null || fail "reload"
-}
-connects() { grep -c "connect from unknown\[$1\]" "$TB_MAILLOG"; }
 accepts() { grep -c "^accept [0-9]* from $1\$" "$S/fake.log"; }
+# incoming USER SUBJECT SEEN UNSEEN: one message from c1 to USER@example.com
+# through the MTA path; Postfix must log a new connection from the address
+# SEEN and none from UNSEEN
+incoming() {
+	local seen0 unseen0
+	seen0=$(maillog_connects "$3") unseen0=$(maillog_connects "$4")
+	tb_smtp_send c1 "$TB_SRV_IP4" sender@example.org "$1@example.com" "$2" ||
+		fail "incoming message not accepted: $(tail -n 2 "$TB_STATE/smtp.out")"
+	wait_for -t 20 maildir_count "$1" -ge 1 || fail "$2: not delivered"
+	[ "$(maillog_connects "$3")" -gt "$seen0" ] || fail "$2: Postfix logged no connection from $3"
+	[ "$(maillog_connects "$4")" = "$unseen0" ] || fail "$2: Postfix logged a connection from $4"
+}
 
 hide_conf yes yes
 proxy_up
 
 # 1. incoming, hide-box yes: Postfix sees the client
-c0=$(connects "$TB_C1_IP4") b0=$(connects "$TB_BOX_IP4")
-tb_smtp_send c1 "$TB_SRV_IP4" sender@example.org alice@example.com "t-feature-hidebox yes" ||
-	fail "incoming message not accepted: $(tail -n 2 "$TB_STATE/smtp.out")"
-wait_for -t 20 maildir_count alice -ge 1 || fail "hide-box yes: not delivered"
-[ "$(connects "$TB_C1_IP4")" -gt "$c0" ] || fail "Postfix logged no connection from the client"
-[ "$(connects "$TB_BOX_IP4")" = "$b0" ] || fail "Postfix logged a connection from the box"
+incoming alice "t-feature-hidebox yes" "$TB_C1_IP4" "$TB_BOX_IP4"
 grep -rqs "^Received: from c1.test.example (unknown \[$TB_C1_IP4\])" "$TB_MAILDIR/alice/new" ||
 	fail "Postfix's Received: does not name the client"
 
 # 2. incoming, hide-box no: Postfix sees the box
 hide_conf no yes
-reload
-c0=$(connects "$TB_C1_IP4") b0=$(connects "$TB_BOX_IP4")
-tb_smtp_send c1 "$TB_SRV_IP4" sender@example.org bob@example.com "t-feature-hidebox no" ||
-	fail "incoming message not accepted: $(tail -n 2 "$TB_STATE/smtp.out")"
-wait_for -t 20 maildir_count bob -ge 1 || fail "hide-box no: not delivered"
-[ "$(connects "$TB_BOX_IP4")" -gt "$b0" ] || fail "Postfix logged no connection from the box"
-[ "$(connects "$TB_C1_IP4")" = "$c0" ] || fail "Postfix logged a connection from the client"
+mxb_reload
+incoming bob "t-feature-hidebox no" "$TB_BOX_IP4" "$TB_C1_IP4"
 
 # 3. outgoing live relay, hide-box outgoing yes: the upstream sees the client
 fake_up
@@ -72,7 +64,7 @@ log_has "session=[0-9]+ upstream tls=opportunistic hide-box=yes" || fail "hide-b
 
 # 4. a port block turns it off for its port
 hide_conf no yes no
-reload
+mxb_reload
 tb_swaks c1 --server "$FAKE_IP" -f sender@example.org -t rcpt@example.net ||
 	fail "live relay without hide-box: $(grep -m1 -E '^(<\*\*|\*\*\*)' "$TB_STATE/swaks.out")"
 wait_for sink_count "$S/fake" -ge 2 || fail "second message not at the upstream"
@@ -80,5 +72,5 @@ wait_for sink_count "$S/fake" -ge 2 || fail "second message not at the upstream"
 [ "$(accepts "$TB_C1_IP4")" = 1 ] || fail "the upstream saw the client again"
 
 fake_down
-proxy_down
+mxb_down
 pass "hide-box: incoming delivery and outgoing live relay from the client's address, the box's when off"

@@ -11,14 +11,8 @@
 #     session goes through.
 . "$(dirname "$0")/t-proxy-common.inc"
 
-cat >"$S/run.conf" <<CONF
-hostname "gw.example.com"
-spool "$S/spool"
-pidfile "$S/mxbridge.pid"
-control "$S/ctl.sock"
-queue-number $Q
-listen incoming port 10025
-listen outgoing port 10026
+mxb_conf_head >"$S/run.conf"
+cat >>"$S/run.conf" <<CONF
 domain "example.com" {
 	server $TB_SRV_IP4 port 25
 }
@@ -94,5 +88,5 @@ done
 [ "$(spool_files)" = 0 ] || fail "the live relay queued something"
 
 fake_down
-proxy_down
+mxb_down
 pass "live relay: explicit rules answer in session, no match goes upstream, discard-only message dropped"

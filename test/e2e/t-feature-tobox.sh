@@ -22,7 +22,7 @@ grep -q "session=.*orig_dst=$TB_BOX_IP4:25" "$TB_MXB_LOG" &&
 # accept-to-box yes on p0: the MTA takes it and routes by MX
 sed -i 's/^\toutgoing proxy$/\toutgoing proxy\n\taccept-to-box yes/' "$conf"
 grep -q "accept-to-box yes" "$conf" || fail "config edit failed"
-mxb_ctl reload >/dev/null || fail "reload refused"
+mxb_reload
 got=$(tb_banner c1 "$TB_BOX_IP4" 25 3)
 expect_glob "accept-to-box yes" "$got" "BANNER 220 gw.example.com*"
 tb_swaks c1 --server "$TB_BOX_IP4" --from carol@example.org \

@@ -11,16 +11,6 @@ need iptables nft
 tb_init
 mxb_setup
 
-# kill9: SIGKILL the daemon and wait until it is gone
-kill9() {
-	local pid
-	pid=$(tr -dc 0-9 <"$TB_MXB_PIDFILE")
-	[ -n "$pid" ] || fail "no daemon pid"
-	kill -KILL "$pid"
-	wait "$pid" 2>/dev/null
-	wait_for eval '! mxb_running' || fail "daemon survived SIGKILL"
-	rm -f "$TB_MXB_PIDFILE"
-}
 # proxied MSG: c1's SMTP to srv meets the daemon's own banner
 proxied() { expect_glob "$1" "$(tb_banner c1 "$TB_SRV_IP4")" "BANNER 220 gw.example.com *"; }
 # reaches_postfix MSG: c1's SMTP to srv meets Postfix's banner
@@ -34,7 +24,7 @@ mxb_start_queue "$MXB_DIR/run.conf"
 proxied "daemon up, fail-open"
 
 # 1. fail-open: SIGKILL, then SMTP reaches Postfix untouched
-kill9
+mxb_kill
 t0=$SECONDS
 reaches_postfix "fail-open after SIGKILL"
 tb_smtp_send c1 "$TB_SRV_IP4" sender@example.org alice@example.com "t-intercept fail-open" ||
@@ -54,7 +44,7 @@ reaches_postfix "fail-open after SIGTERM"
 mxb_nf_up closed
 mxb_start_queue "$MXB_DIR/run.conf"
 proxied "daemon up, fail-closed"
-kill9
+mxb_kill
 n=$(maillog_connects "$TB_C1_IP4")
 t0=$SECONDS
 expect_glob "fail-closed after SIGKILL" "$(tb_banner c1 "$TB_SRV_IP4" 25 5)" \

@@ -1,6 +1,4 @@
 #!/bin/bash
-# shellcheck disable=SC2016,SC2034,SC2254
-# (eval'd wait_for conditions, glob patterns in expect on purpose)
 # t-policy-examples: the EXAMPLES of mxbridge.conf(5) are real.
 #   - the text of each example in the man page is byte for byte the file
 #     policy/examples/NAME.conf, and each passes `mxbridge -n`;
@@ -27,114 +25,16 @@
 . "$(dirname "$0")/../lib.sh"
 need iptables nft openssl
 tb_init
-BIN=${MXB_BIN:-$TB_REPO/build}
-NF=$TB_REPO/scripts/mxbridge-netfilter
+# the examples set no queue-number: queue 0
+mxb_setup "$TB_STATE/examples" 0
+S=$MXB_DIR
 MAN=$TB_REPO/man/mxbridge.conf.5
 EX=$TB_REPO/policy/examples
-S=$TB_STATE/examples
 mkdir -p "$S/man"
 EXAMPLES="minimal isp failclosed-relayhost"
 RELAY587=$S/relay587		# dump dir of the python relay host
 
 # ---------------------------------------------------------------- helpers
-# chat NODE HOST PORT STEP...: one SMTP session, one output line per step
-# ("CODE text", multi-line replies joined by " | "), the banner first.
-# Steps: any command line; STARTTLS (then TLS, certificate not checked);
-# AUTH USER PASS (AUTH PLAIN); DATA[=SUBJECT] (the message follows a 354,
-# the line is the final reply); WAIT=FILE (wait for FILE to exist).
-# A failure prints REFUSED, RESET, TIMEOUT, EOF or "ERROR why" and stops.
-CHAT_PY='
-import base64, socket, ssl, sys, os, time
-host, port, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-def out(s):
-    print(s, flush=True)
-def reply(f):
-    lines = []
-    while True:
-        l = f.readline()
-        if not l:
-            raise EOFError
-        l = l.decode(errors="replace").rstrip("\r\n")
-        lines.append(l)
-        if len(l) < 4 or l[3] != "-":
-            break
-    return lines[-1][:3] + " " + " | ".join(x[4:] for x in lines)
-try:
-    s = socket.create_connection((host, port), timeout=15)
-    f = s.makefile("rb")
-    out(reply(f))
-    for st in steps:
-        if st.startswith("WAIT="):
-            end = time.time() + 30
-            while not os.path.exists(st[5:]) and time.time() < end:
-                time.sleep(0.05)
-            out("WAITED")
-            continue
-        if st.startswith("AUTH "):
-            _, u, p = st.split(" ", 2)
-            tok = base64.b64encode(("\0%s\0%s" % (u, p)).encode()).decode()
-            st = "AUTH PLAIN " + tok
-        if st.startswith("DATA"):
-            subj = st[5:] or "t-policy"
-            s.sendall(b"DATA\r\n")
-            r = reply(f)
-            if r.startswith("354"):
-                msg = ("Subject: %s\r\nMessage-ID: <%s.%d@c.test.example>\r\n"
-                       "\r\nhello from the policy tests\r\n.\r\n" %
-                       (subj, subj.replace(" ", "-"), os.getpid()))
-                s.sendall(msg.encode())
-                r = reply(f)
-            out(r)
-            continue
-        s.sendall(st.encode() + b"\r\n")
-        r = reply(f)
-        out(r)
-        if st.upper() == "STARTTLS" and r.startswith("220"):
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            s = ctx.wrap_socket(s, server_hostname=host)
-            f = s.makefile("rb")
-except ConnectionRefusedError:
-    out("REFUSED"); sys.exit(1)
-except ConnectionResetError:
-    out("RESET"); sys.exit(1)
-except (socket.timeout, TimeoutError):
-    out("TIMEOUT"); sys.exit(1)
-except EOFError:
-    out("EOF"); sys.exit(1)
-except (OSError, ssl.SSLError) as e:
-    out("ERROR %s" % e); sys.exit(1)
-'
-chat() { local n=$1; shift; tb_exec "$n" python3 -c "$CHAT_PY" "$@"; }
-
-# probe NODE HOST [PORT [TIMEOUT]]: "BANNER <first line>", REFUSED, RESET,
-# TIMEOUT, EOF or "ERROR <why>"  (as in t-intercept-*.sh)
-PROBE_PY='
-import socket, sys
-host, port, tmo = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-s.settimeout(tmo)
-try:
-    s.connect((host, port))
-    data = b""
-    while b"\n" not in data:
-        d = s.recv(512)
-        if not d:
-            break
-        data += d
-    print("BANNER " + data.decode(errors="replace").splitlines()[0] if data else "EOF")
-except ConnectionRefusedError:
-    print("REFUSED")
-except ConnectionResetError:
-    print("RESET")
-except socket.timeout:
-    print("TIMEOUT")
-except OSError as e:
-    print("ERROR %s" % e)
-'
-probe() { tb_exec "$1" python3 -c "$PROBE_PY" "$2" "${3:-25}" "${4:-5}"; }
-
 # RELAY_PY DUMPDIR CERT KEY USER PASS: a relay host on 192.0.2.30:587 that
 # requires STARTTLS before AUTH and AUTH before MAIL; one file per message
 # with X-Auth-User / X-TLS / X-Client-Addr / X-Mail-Args / X-Rcpt-Args.
@@ -245,21 +145,6 @@ while True:
     threading.Thread(target=run, args=(c, a), daemon=True).start()
 '
 
-connects() { grep -c "connect from unknown\[$1\]" "$TB_MAILLOG"; }
-# dump_has REGEX DIR: a message dumped into DIR matches REGEX
-dump_has() { grep -rlEq -- "$1" "$2" 2>/dev/null; }
-nf_up() {	# open|closed
-	tb_exec box bash "$NF" up -b br0 -q 0 -i 10025 -o 10026 -F "$1" \
-		>"$S/nf.log" 2>&1 || fail "mxbridge-netfilter up -F $1: $(tail -n 3 "$S/nf.log")"
-}
-# start CONF: the daemon, and wait until its queue is open
-start() {
-	local n
-	n=$(grep -c "nfq: queue=0 open" "$TB_MXB_LOG" 2>/dev/null)
-	mxb_start "$1" -v || fail "daemon did not start with $(basename "$1"): $(tail -n 3 "$TB_MXB_LOG")"
-	wait_for eval '[ "$(grep -c "nfq: queue=0 open" "$TB_MXB_LOG")" -gt "${n:-0}" ]' ||
-		fail "queue not open with $(basename "$1"): $(tail -n 5 "$TB_MXB_LOG")"
-}
 # runcopy NAME: the example as the box runs it, $CONF = $S/NAME/NAME.conf
 # (see the top)
 runcopy() {
@@ -281,7 +166,7 @@ runcopy() {
 	diff <(grep -Ev '^[[:space:]]*(spool|pidfile|control|tls certificate)[[:space:]]|^#|^$' "$EX/$name.conf") \
 	     <(grep -Ev '^[[:space:]]*(spool|pidfile|control|tls certificate)[[:space:]]|^#|^$' "$f") \
 		>/dev/null || fail "internal: the run copy of $name.conf differs from the example"
-	"$BIN/mxbridge" -n -f "$f" >"$d/n.out" 2>&1 ||
+	"$MXB_BINDIR/mxbridge" -n -f "$f" >"$d/n.out" 2>&1 ||
 		fail "-n on the run copy of $name.conf: $(cat "$d/n.out")"
 }
 PROBLEMS=()
@@ -306,7 +191,7 @@ for e in $EXAMPLES; do
 	[ -f "$S/man/$e.conf" ] || fail "mxbridge.conf(5) EXAMPLES lack $e.conf"
 	cmp -s "$S/man/$e.conf" "$EX/$e.conf" ||
 		fail "$e.conf: man page and policy/examples differ: $(diff "$S/man/$e.conf" "$EX/$e.conf" | head -n 3 | tr '\n' ' ')"
-	out=$("$BIN/mxbridge" -n -f "$S/man/$e.conf" 2>&1) ||
+	out=$("$MXB_BINDIR/mxbridge" -n -f "$S/man/$e.conf" 2>&1) ||
 		fail "mxbridge -n $e.conf: $out"
 	[ "$out" = "configuration OK" ] || fail "mxbridge -n $e.conf said: $out"
 done
@@ -316,21 +201,19 @@ for f in "$S"/man/*.conf; do
 done
 
 # a throw-away certificate: the gateway's (failclosed) and the relay host's
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=gw.example.com" \
-	-keyout "$S/key.pem" -out "$S/cert.pem" >"$S/openssl.log" 2>&1 ||
-	fail "openssl req: $(tail -n 1 "$S/openssl.log")"
+tb_make_cert "$S"
 
 # ---------------------------------------------------------------- 2. minimal
-nf_up open
+mxb_nf_up open
 runcopy minimal
-start "$CONF"
-n=$(connects "$TB_C1_IP4")
+mxb_start_queue "$CONF"
+n=$(maillog_connects "$TB_C1_IP4")
 tb_smtp_send c1 "$TB_SRV_IP4" sender@example.org alice@example.com "t-policy-examples minimal" ||
 	problem "minimal: c1 -> alice@example.com refused: $(tail -n 1 "$TB_STATE/smtp.out")"
 grep -Eq "session=[0-9]+ client=$TB_C1_IP4:[0-9]+ orig_dst=$TB_SRV_IP4:25 dir=incoming" "$TB_MXB_LOG" ||
 	problem "minimal: no incoming session logged for c1"
 if wait_for -t 15 maildir_count alice -ge 1; then
-	[ "$(connects "$TB_C1_IP4")" = "$n" ] ||
+	[ "$(maillog_connects "$TB_C1_IP4")" = "$n" ] ||
 		problem "minimal: the message reached Postfix from c1 itself, not through the box"
 	maillog_has "connect from unknown\[$TB_BOX_IP4\]" ||
 		problem "minimal: Postfix never saw the box deliver"
@@ -341,17 +224,14 @@ mxb_stop || problem "minimal: daemon needed SIGKILL"
 
 # ---------------------------------------------------------------- 3. isp
 runcopy isp
-start "$CONF"
+mxb_start_queue "$CONF"
 before_mx=$(sink_count "$TB_MX_DIR")
 tb_smtp_send c1 "$TB_EXT_IP4" alice@example.com someone@example.net "t-policy-examples isp" ||
 	problem "isp: c1 -> $TB_EXT_IP4 refused: $(tail -n 1 "$TB_STATE/smtp.out")"
 grep -Eq "session=[0-9]+ client=$TB_C1_IP4:[0-9]+ orig_dst=$TB_EXT_IP4:25 dir=outgoing port=p0" "$TB_MXB_LOG" ||
 	problem "isp: c1's session to $TB_EXT_IP4 was not proxied (no outgoing session logged)"
-if wait_for -t 10 dump_has "^Subject: t-policy-examples isp" "$TB_EXT_DIR"; then
-	:
-else
+wait_for -t 10 mail_has "$TB_EXT_DIR" "t-policy-examples isp" ||
 	problem "isp: the message did not reach the server c1 dialled ($TB_EXT_IP4)"
-fi
 sleep 0.5
 [ "$(sink_count "$TB_MX_DIR")" = "$before_mx" ] ||
 	problem "isp: the message also went to the MX (queued instead of relayed live)"
@@ -364,15 +244,15 @@ tb_exec out python3 -u -c "$RELAY_PY" "$RELAY587" "$S/cert.pem" "$S/key.pem" \
 echo $! >"$TB_STATE/pids/out.relay587.pid"	# testbed.sh down stops it
 wait_for tbd_listening_tcp out "$TB_RELAY_IP4:587" 587 ||
 	fail "test relay host on $TB_RELAY_IP4:587 did not start: $(cat "$S/relay587.log")"
-nf_up closed
+mxb_nf_up closed
 runcopy failclosed-relayhost
-start "$CONF"
+mxb_start_queue "$CONF"
 before_ext=$(sink_count "$TB_EXT_DIR") before_mx=$(sink_count "$TB_MX_DIR")
 # the gateway asks for STARTTLS before mail goes out; AUTH if it offers it
-out=$(chat c1 "$TB_EXT_IP4" 25 "EHLO c1.test.example" STARTTLS "EHLO c1.test.example")
+out=$(tb_chat c1 "$TB_EXT_IP4" 25 "EHLO c1.test.example" STARTTLS "EHLO c1.test.example")
 auth=()
 case $(echo "$out" | sed -n 4p) in *AUTH*) auth=("AUTH mxbridge example-secret") ;; esac
-out=$(chat c1 "$TB_EXT_IP4" 25 "EHLO c1.test.example" STARTTLS "EHLO c1.test.example" \
+out=$(tb_chat c1 "$TB_EXT_IP4" 25 "EHLO c1.test.example" STARTTLS "EHLO c1.test.example" \
 	"${auth[@]}" "MAIL FROM:<alice@example.com>" "RCPT TO:<someone@example.net>" \
 	"DATA=t-policy-examples failclosed" QUIT)
 echo "$out" >"$S/failclosed-chat.out"
@@ -380,8 +260,8 @@ st=$(echo "$out" | awk '{ printf "%s ", $1 }')
 want="220 250 220 250 ${auth:+235 }250 250 250 221 "
 case $st in
 "$want")
-	if wait_for -t 15 dump_has "^Subject: t-policy-examples failclosed" "$RELAY587"; then
-		f=$(grep -rlE "^Subject: t-policy-examples failclosed" "$RELAY587" | head -n 1)
+	if wait_for -t 15 mail_has "$RELAY587" "t-policy-examples failclosed"; then
+		f=$(mail_file "$RELAY587" "t-policy-examples failclosed")
 		grep -q '^X-Auth-User: mxbridge$' "$f" || problem "failclosed: relay host got the mail without AUTH"
 		grep -q '^X-TLS: yes$' "$f" || problem "failclosed: relay host got the mail without STARTTLS"
 	else
@@ -395,20 +275,17 @@ sleep 0.5
 [ "$(sink_count "$TB_MX_DIR")" = "$before_mx" ] || problem "failclosed: mail went to the MX, not the relay host"
 
 # fail-closed: the daemon killed, SMTP across the bridge is refused
-pid=$(tr -dc 0-9 <"$TB_MXB_PIDFILE")
-kill -KILL "$pid"; wait "$pid" 2>/dev/null
-wait_for eval '! mxb_running' || fail "daemon survived SIGKILL"
-rm -f "$TB_MXB_PIDFILE"
-n=$(connects "$TB_C1_IP4") before_ext=$(sink_count "$TB_EXT_DIR")
+mxb_kill
+n=$(maillog_connects "$TB_C1_IP4") before_ext=$(sink_count "$TB_EXT_DIR")
 for dst in "$TB_SRV_IP4" "$TB_EXT_IP4"; do
-	r=$(probe c1 "$dst" 25 5)
+	r=$(tb_banner c1 "$dst" 25 5)
 	case $r in
 	REFUSED|RESET|TIMEOUT|EOF) ;;
 	*) problem "failclosed: daemon killed, c1 -> $dst:25 got '$r'" ;;
 	esac
 done
 sleep 0.5
-[ "$(connects "$TB_C1_IP4")" = "$n" ] || problem "failclosed: daemon killed, a connection reached Postfix"
+[ "$(maillog_connects "$TB_C1_IP4")" = "$n" ] || problem "failclosed: daemon killed, a connection reached Postfix"
 [ "$(sink_count "$TB_EXT_DIR")" = "$before_ext" ] || problem "failclosed: daemon killed, mail reached $TB_EXT_IP4"
 
 grep -Eq "Sanitizer|runtime error" "$TB_MXB_LOG" &&

@@ -1,6 +1,6 @@
 #!/bin/bash
-# shellcheck disable=SC2016,SC2034,SC2254
-# (eval'd wait_for conditions, glob patterns in expect on purpose)
+# shellcheck disable=SC2016
+# (eval'd wait_for conditions)
 # t-policy-routes: every row of the routing table of mxbridge.conf(5)
 # ("Routing a recipient") end to end, each recipient followed to where it
 # lands:
@@ -26,101 +26,17 @@
 . "$(dirname "$0")/../lib.sh"
 need iptables nft
 tb_init
-BIN=${MXB_BIN:-$TB_REPO/build}
-NF=$TB_REPO/scripts/mxbridge-netfilter
-S=$TB_STATE/routes
-Q=7
-mkdir -p "$S/spool"
+mxb_setup "$TB_STATE/routes" 7
+S=$MXB_DIR
 
-# chat NODE HOST PORT STEP...: one SMTP session, one output line per step
-# ("CODE text", multi-line replies joined by " | "), the banner first.
-# Steps: any command line; STARTTLS (then TLS, certificate not checked);
-# AUTH USER PASS (AUTH PLAIN); DATA[=SUBJECT] (the message follows a 354,
-# the line is the final reply); WAIT=FILE (wait for FILE to exist).
-# A failure prints REFUSED, RESET, TIMEOUT, EOF or "ERROR why" and stops.
-CHAT_PY='
-import base64, socket, ssl, sys, os, time
-host, port, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-def out(s):
-    print(s, flush=True)
-def reply(f):
-    lines = []
-    while True:
-        l = f.readline()
-        if not l:
-            raise EOFError
-        l = l.decode(errors="replace").rstrip("\r\n")
-        lines.append(l)
-        if len(l) < 4 or l[3] != "-":
-            break
-    return lines[-1][:3] + " " + " | ".join(x[4:] for x in lines)
-try:
-    s = socket.create_connection((host, port), timeout=15)
-    f = s.makefile("rb")
-    out(reply(f))
-    for st in steps:
-        if st.startswith("WAIT="):
-            end = time.time() + 30
-            while not os.path.exists(st[5:]) and time.time() < end:
-                time.sleep(0.05)
-            out("WAITED")
-            continue
-        if st.startswith("AUTH "):
-            _, u, p = st.split(" ", 2)
-            tok = base64.b64encode(("\0%s\0%s" % (u, p)).encode()).decode()
-            st = "AUTH PLAIN " + tok
-        if st.startswith("DATA"):
-            subj = st[5:] or "t-policy"
-            s.sendall(b"DATA\r\n")
-            r = reply(f)
-            if r.startswith("354"):
-                msg = ("Subject: %s\r\nMessage-ID: <%s.%d@c.test.example>\r\n"
-                       "\r\nhello from the policy tests\r\n.\r\n" %
-                       (subj, subj.replace(" ", "-"), os.getpid()))
-                s.sendall(msg.encode())
-                r = reply(f)
-            out(r)
-            continue
-        s.sendall(st.encode() + b"\r\n")
-        r = reply(f)
-        out(r)
-        if st.upper() == "STARTTLS" and r.startswith("220"):
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            s = ctx.wrap_socket(s, server_hostname=host)
-            f = s.makefile("rb")
-except ConnectionRefusedError:
-    out("REFUSED"); sys.exit(1)
-except ConnectionResetError:
-    out("RESET"); sys.exit(1)
-except (socket.timeout, TimeoutError):
-    out("TIMEOUT"); sys.exit(1)
-except EOFError:
-    out("EOF"); sys.exit(1)
-except (OSError, ssl.SSLError) as e:
-    out("ERROR %s" % e); sys.exit(1)
-'
-chat() { local n=$1; shift; tb_exec "$n" python3 -c "$CHAT_PY" "$@"; }
-
-ctl() { tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" "$@"; }
-# dump DIR SUBJECT: the file an smtp-sink dumped for SUBJECT (or nothing)
-dump() { grep -rl "^Subject: $2\$" "$1" 2>/dev/null | head -n 1; }
 # in_maildir USER SUBJECT
-in_maildir() { grep -rlq "^Subject: $2\$" "$TB_MAILDIR/$1" 2>/dev/null; }
-in_sink() { [ -n "$(dump "$1" "$2")" ]; }
+in_maildir() { mail_has "$TB_MAILDIR/$1" "$2"; }
 diag() { grep -E 'msgid=|mta:' "$TB_MXB_LOG" | tail -n 3 | tr '\n' ' '; }
 
 # conf FILE DELIVER-VIA-SERVER [RELAY-HOST]
 conf() {
-	cat >"$1" <<EOF
-hostname "gw.example.com"
-spool "$S/spool"
-pidfile "$S/mxbridge.pid"
-control "$S/ctl.sock"
-queue-number $Q
-listen incoming port 10025
-listen outgoing port 10026
+	mxb_conf_head >"$1"
+	cat >>"$1" <<EOF
 default incoming proxy
 default outgoing proxy
 client-server default ignore
@@ -133,9 +49,8 @@ match client $TB_PREFIX4 relay
 EOF
 }
 setconf() {
-	local out
 	conf "$S/run.conf" "$@"
-	out=$(ctl reload 2>&1) || fail "reload refused: $out"
+	mxb_reload
 }
 # send DST SUBJECT RCPT...: one message from c1 through the gateway
 send() {
@@ -144,17 +59,14 @@ send() {
 	st=("EHLO c1.test.example" "MAIL FROM:<sender@example.org>")
 	want="220 250 250 "
 	for r in "$@"; do st+=("RCPT TO:<$r>"); want="${want}250 "; done
-	out=$(chat c1 "$dst" 25 "${st[@]}" "DATA=$subj" QUIT)
+	out=$(tb_chat c1 "$dst" 25 "${st[@]}" "DATA=$subj" QUIT)
 	want="${want}250 221 "
 	[ "$(echo "$out" | awk '{ printf "%s ", $1 }')" = "$want" ] ||
 		fail "$subj: c1 -> $dst:25 not accepted: $(echo "$out" | tr '\n' '/')"
-	case $(echo "$out" | sed -n 1p) in
-	"220 gw.example.com"*) ;;
-	*) fail "$subj: not greeted by the gateway: $(echo "$out" | sed -n 1p)" ;;
-	esac
+	expect_glob "$subj: greeting" "$(echo "$out" | sed -n 1p)" "220 gw.example.com*"
 }
 # sink_client DIR SUBJECT: X-Client-Addr of the dump
-sink_client() { sed -n 's/^X-Client-Addr: //p' "$(dump "$1" "$2")"; }
+sink_client() { sed -n 's/^X-Client-Addr: //p' "$(mail_file "$1" "$2")"; }
 # check_only SUBJECT PLACE...: SUBJECT is in each PLACE (alice bob ext mx
 # relay) and in none of the others
 check_only() {
@@ -164,9 +76,9 @@ check_only() {
 		case " $* " in *" $p "*) want=1 ;; *) want=0 ;; esac
 		case $p in
 		alice|bob) if in_maildir $p "$subj"; then got=1; else got=0; fi ;;
-		ext) if in_sink "$TB_EXT_DIR" "$subj"; then got=1; else got=0; fi ;;
-		mx) if in_sink "$TB_MX_DIR" "$subj"; then got=1; else got=0; fi ;;
-		relay) if in_sink "$TB_RELAY_DIR" "$subj"; then got=1; else got=0; fi ;;
+		ext) if mail_has "$TB_EXT_DIR" "$subj"; then got=1; else got=0; fi ;;
+		mx) if mail_has "$TB_MX_DIR" "$subj"; then got=1; else got=0; fi ;;
+		relay) if mail_has "$TB_RELAY_DIR" "$subj"; then got=1; else got=0; fi ;;
 		esac
 		[ $got = $want ] || fail "$subj: $( [ $want = 1 ] && echo "did not reach" || echo "also reached") $p: $(diag)"
 	done
@@ -183,18 +95,15 @@ echo "example.net smtp:[$TB_MX_IP4]" >>"$TB_STATE/srv/transport"
 tb_postfix reload >/dev/null 2>&1 || fail "postfix reload"
 
 conf "$S/run.conf" yes
-tb_exec box bash "$NF" up -b br0 -q $Q -i 10025 -o 10026 -F open \
-	>"$S/nf.log" 2>&1 || fail "mxbridge-netfilter up: $(tail -n 3 "$S/nf.log")"
-mxb_start "$S/run.conf" -v || fail "daemon did not start"
-wait_for grep -q "nfq: queue=$Q open" "$TB_MXB_LOG" ||
-	fail "queue not open: $(tail -n 5 "$TB_MXB_LOG")"
+mxb_nf_up open
+mxb_start_queue "$S/run.conf"
 
 # R1, R2: deliver-via-server yes, no relay host
 send "$TB_SRV_IP4" "routes R1" alice@example.com
 wait_for -t 15 in_maildir alice "routes R1" || fail "routes R1: not in alice's Maildir: $(diag)"
 maillog_has "connect from unknown\[$TB_BOX_IP4\]" || fail "routes R1: Postfix never saw the box"
 send "$TB_SRV_IP4" "routes R2" r2@example.net
-wait_for -t 20 in_sink "$TB_MX_DIR" "routes R2" ||
+wait_for -t 20 mail_has "$TB_MX_DIR" "routes R2" ||
 	fail "routes R2: not at the mx sink: $(diag) $(grep 'r2@example.net' "$TB_MAILLOG" | tail -n 1)"
 maillog_has "to=<r2@example.net>, relay=$TB_MX_IP4\[$TB_MX_IP4\]:25.*status=sent" ||
 	fail "routes R2: Postfix's log does not show it relayed to $TB_MX_IP4"
@@ -206,7 +115,7 @@ check_only "routes R2" mx
 # R3: deliver-via-server no, no relay host: the MX, straight from the box
 setconf no
 send "$TB_SRV_IP4" "routes R3" r3@example.net bob@example.com
-wait_for -t 15 in_sink "$TB_MX_DIR" "routes R3" || fail "routes R3: not at the mx sink: $(diag)"
+wait_for -t 15 mail_has "$TB_MX_DIR" "routes R3" || fail "routes R3: not at the mx sink: $(diag)"
 wait_for -t 15 in_maildir bob "routes R3" || fail "routes R3: bob@example.com not in bob's Maildir: $(diag)"
 [ "$(sink_client "$TB_MX_DIR" "routes R3")" = "$TB_BOX_IP4" ] ||
 	fail "routes R3: the mx sink got it from $(sink_client "$TB_MX_DIR" "routes R3"), not the box"
@@ -218,7 +127,7 @@ check_only "routes R3" bob mx
 # R4: deliver-via-server no, relay host: the relay host
 setconf no "$TB_RELAY_IP4"
 send "$TB_SRV_IP4" "routes R4" r4@example.net alice@example.com
-wait_for -t 15 in_sink "$TB_RELAY_DIR" "routes R4" || fail "routes R4: not at the relay host: $(diag)"
+wait_for -t 15 mail_has "$TB_RELAY_DIR" "routes R4" || fail "routes R4: not at the relay host: $(diag)"
 wait_for -t 15 in_maildir alice "routes R4" || fail "routes R4: alice@example.com not in alice's Maildir: $(diag)"
 [ "$(sink_rcpts "$TB_RELAY_DIR" "routes R4")" = "<r4@example.net>" ] ||
 	fail "routes R4: the relay host got recipients $(sink_rcpts "$TB_RELAY_DIR" "routes R4")"
@@ -228,7 +137,7 @@ check_only "routes R4" alice relay
 # R5: outgoing, not honoured, no relay host: the MX, not the dialled server
 setconf yes
 send "$TB_EXT_IP4" "routes R5" r5@example.net alice@example.com
-wait_for -t 15 in_sink "$TB_MX_DIR" "routes R5" || fail "routes R5: not at the mx sink: $(diag)"
+wait_for -t 15 mail_has "$TB_MX_DIR" "routes R5" || fail "routes R5: not at the mx sink: $(diag)"
 wait_for -t 15 in_maildir alice "routes R5" ||
 	fail "routes R5: alice@example.com (MX mx.example.com) not in alice's Maildir: $(diag)"
 [ "$(sink_rcpts "$TB_MX_DIR" "routes R5")" = "<r5@example.net>" ] ||
@@ -240,7 +149,7 @@ check_only "routes R5" alice mx
 # R6: outgoing, not honoured, relay host: everything to the relay host
 setconf yes "$TB_RELAY_IP4"
 send "$TB_EXT_IP4" "routes R6" r6@example.net alice@example.com
-wait_for -t 15 in_sink "$TB_RELAY_DIR" "routes R6" || fail "routes R6: not at the relay host: $(diag)"
+wait_for -t 15 mail_has "$TB_RELAY_DIR" "routes R6" || fail "routes R6: not at the relay host: $(diag)"
 wait_for -t 5 eval '[ "$(sink_rcpts "$TB_RELAY_DIR" "routes R6" | wc -w)" -ge 2 ]'
 r=$(sink_rcpts "$TB_RELAY_DIR" "routes R6")
 [ "$r" = "<alice@example.com> <r6@example.net>" ] ||
@@ -248,7 +157,5 @@ r=$(sink_rcpts "$TB_RELAY_DIR" "routes R6")
 sleep 0.5
 check_only "routes R6" relay
 
-mxb_stop || fail "daemon needed SIGKILL"
-grep -Eq "Sanitizer|runtime error" "$TB_MXB_LOG" &&
-	fail "sanitizer report: $(grep -Em1 -A5 "Sanitizer|runtime error" "$TB_MXB_LOG")"
+mxb_down
 pass "R1-R6: original server, via the protected server, MX and relay host, by direction"

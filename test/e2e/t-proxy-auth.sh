@@ -9,7 +9,7 @@
 #     client leg it authenticates.
 . "$(dirname "$0")/t-proxy-common.inc"
 
-make_cert
+tb_make_cert "$S"
 proxy_conf "tls certificate \"$S/cert.pem\" key \"$S/key.pem\"
 starttls outgoing offer"
 proxy_up
@@ -35,5 +35,5 @@ hostile "$FAKE_IP" tlsauth
 n=$(sink_count "$S/fake")
 [ "$n" -ge 3 ] || fail "TLS+AUTH message not stored"
 
-proxy_down
+mxb_down
 pass "AUTH relayed verbatim (334, 535, 501, 235), not offered in the clear when the upstream hides it"

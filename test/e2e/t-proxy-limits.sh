@@ -43,5 +43,5 @@ wait_for eval "grep -rqs 'Subject: many' '$TB_EXT_DIR'" || fail "recipient-limit
 hostile "$TB_EXT_IP4" slowdata --rcpt rcpt@example.net
 log_has "disposition=too-slow" || fail "slow client not logged"
 
-proxy_down
+mxb_down
 pass "limits: long command/line, recipients, size, errors, idle, trickle, data rate"

@@ -75,5 +75,5 @@ log_has "disposition=upstream-lost" || fail "lost upstream not logged"
 [ "$(spool_files)" = 0 ] || fail "something was queued after the upstream dropped"
 fake_down
 
-proxy_down
+mxb_down
 pass "live relay: delivered with real replies, EHLO filtered, pipelining, unreachable and lost upstream"

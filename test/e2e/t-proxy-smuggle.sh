@@ -39,5 +39,5 @@ got=$(sed -n '/^Subject: dotstuff test/,$p' "$f" | tr -d '\r' | sed -n '3,8p')
 log_has "disposition=rejected delay=[0-9.]+s reason=bare LF" || fail "refusal reason not logged"
 log_has "disposition=rejected delay=[0-9.]+s reason=NUL" || fail "NUL refusal not logged"
 
-proxy_down
+mxb_down
 pass "smuggling battery refused on both paths, dot-stuffing intact"

@@ -12,7 +12,7 @@
 #   - "strip": STARTTLS is not offered.
 . "$(dirname "$0")/t-proxy-common.inc"
 
-make_cert
+tb_make_cert "$S"
 proxy_conf "tls certificate \"$S/cert.pem\" key \"$S/key.pem\"
 starttls incoming offer
 starttls outgoing offer"
@@ -62,7 +62,7 @@ log_has "error=\"upstream sent data before the TLS handshake\"" ||
 # 5. require
 proxy_conf "tls certificate \"$S/cert.pem\" key \"$S/key.pem\"
 starttls outgoing require"
-tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" reload >/dev/null || fail "reload"
+mxb_reload
 fake_up --tls "$S/cert.pem" "$S/key.pem"
 tb_swaks c1 --server "$FAKE_IP" -f sender@example.org -t rcpt@example.net &&
 	fail "plain MAIL accepted although TLS is required"
@@ -75,12 +75,12 @@ log_has "upstream does not offer STARTTLS" || fail "refused upstream not logged"
 # 6. strip
 proxy_conf "tls certificate \"$S/cert.pem\" key \"$S/key.pem\"
 starttls outgoing strip"
-tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" reload >/dev/null || fail "reload"
+mxb_reload
 tb_exec c1 swaks --server "$FAKE_IP" --quit-after EHLO >"$S/ehlo.out" 2>&1
 grep -q "STARTTLS" "$S/ehlo.out" && fail "STARTTLS offered with strip"
 tb_swaks c1 --server "$FAKE_IP" -f sender@example.org -t rcpt@example.net ||
 	fail "strip: $(grep -m1 -E '^(<\*\*|\*\*\*)' "$TB_STATE/swaks.out")"
 
 fake_down
-proxy_down
+mxb_down
 pass "STARTTLS on both legs, pipelined bytes dropped, pre-TLS injection refused, require and strip"

@@ -28,5 +28,5 @@ check inject "unsolicited reply"
 # a sane upstream still works afterwards
 fake_up
 hostile "$FAKE_IP" dotstuff
-proxy_down
+mxb_down
 pass "long, endless, NUL, bare LF and injected upstream replies end the session cleanly"

@@ -581,7 +581,8 @@ test_data_span(void **state UNUSED)
 			} else if (RND() % (iter % 3 == 0 ? 4 : 60) == 0)
 				in[i] = alpha[RND() % (sizeof(alpha) - 1)];
 			else if (RND() % 12 == 0)
-				in[i] = i > 0 && in[i - 1] == '\r' ? '\n' : '\r';
+				in[i] = i > 0 && in[i - 1] == '\r' ?
+				    '\n' : '\r';
 			else
 				in[i] = (char)('a' + RND() % 26);
 		}
