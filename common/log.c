@@ -74,26 +74,26 @@ log_stamp(char *out)
 static void
 log_emit(int pri, int errnum, const char *fmt, va_list ap)
 {
-	char msg[4096];
-	char line[32 + sizeof(msg) + 160];
+	char line[32 + 4096 + 160];
 	const char *e;
-	size_t n, off, len;
+	size_t n, off, len, room;
 	ssize_t w;
 	int k;
 
-	k = vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (!log_foreground) {
+		vsnprintf(line, 4096, fmt, ap);
 		if (errnum)
-			syslog(pri, "%s: %s", msg, strerror(errnum));
+			syslog(pri, "%s: %s", line, strerror(errnum));
 		else
-			syslog(pri, "%s", msg);
+			syslog(pri, "%s", line);
 		return;
 	}
-	/* the whole line in one write, as the unbuffered stderr did */
-	len = k < 0 ? 0 : (size_t)k < sizeof(msg) ? (size_t)k : sizeof(msg) - 1;
+	/* the whole line in one buffer and one write, formatted once */
 	n = log_stamp(line);
-	memcpy(line + n, msg, len);
-	n += len;
+	room = 4096;
+	if ((k = vsnprintf(line + n, room, fmt, ap)) < 0)
+		k = 0;
+	n += (size_t)k < room ? (size_t)k : room - 1;
 	if (errnum) {
 		e = strerror(errnum);
 		len = strlen(e);

@@ -402,7 +402,7 @@ smtp_data_span(struct smtp_reader *r, struct smtp_data *d, int stuffed,
 	if (r->skipping) {
 		if (!span_skip(r, d))
 			return SMTP_DATA_MORE;
-		return SMTP_DATA_SPAN;		/* empty: d->flags says why */
+		return SMTP_DATA_SPAN;	/* empty: d->flags says why */
 	}
 	head = p = r->in.data + r->in.off;
 	end = head + buf_avail(&r->in);

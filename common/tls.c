@@ -287,7 +287,8 @@ tls_flush(struct tls_conn *t, tls_write_cb cb, void *arg)
 	size_t n;
 	int rc;
 
-	if (cb == NULL)		/* nobody waits for it: no request needed */
+	/* nobody waits for it: no request needed */
+	if (cb == NULL)
 		return (rc = tls_send(t, NULL, NULL)) < 0 ? rc : 0;
 	if ((n = BIO_ctrl_pending(t->wbio)) == 0)
 		return 0;
@@ -506,7 +507,7 @@ tls_stream_send(uv_stream_t *s, struct tls_conn *t, const uv_buf_t *bufs,
 
 /* ---------------------------------------------------------------- corks */
 
-static struct tls_cork	*corked;	/* streams with bytes for this turn */
+static struct tls_cork	*corked;	/* streams with bytes to write */
 static uv_prepare_t	 cork_prepare;
 static uv_check_t	 cork_check;
 static int		 cork_ready;	/* the two handles exist */
@@ -534,7 +535,7 @@ tls_cork_turn(void)
 		cork_unlink(c);
 		/* a failure goes to the owner, who may free other corks */
 		if ((rc = tls_cork_flush(c)) < 0 && c->cb != NULL)
-			c->cb(c->arg, rc);
+			c->cb(c->arg, rc == -1 ? UV_EPROTO : rc);
 	}
 }
 
@@ -625,12 +626,6 @@ tls_cork_flush(struct tls_cork *c)
 	rc = tls_stream_send(c->s, c->t, &b, 1, c->cb, c->arg);
 	buf_free(&c->b);	/* an idle session keeps no buffer */
 	return rc;
-}
-
-size_t
-tls_cork_pending(const struct tls_cork *c)
-{
-	return buf_avail(&c->b);
 }
 
 void

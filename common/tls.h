@@ -129,8 +129,9 @@ int		 tls_stream_send(uv_stream_t *, struct tls_conn *,
  *	tls_cork_free(&c);			// drops what is left
  *
  * Bytes added for another t than the pending ones flush those first, so
- * a reply added before STARTTLS never goes out encrypted.  A failed
- * write at the end of the turn reaches cb with the error.
+ * a reply added before STARTTLS never goes out encrypted.  A write that
+ * fails in tls_cork_turn() reaches cb with the error, from there: call
+ * it where the owner may be closed (the end of a read callback).
  */
 struct tls_cork {
 	struct buf		 b;
@@ -147,7 +148,6 @@ int		 tls_cork_add(struct tls_cork *, struct tls_conn *,
 		    const uv_buf_t *, unsigned);
 /* as tls_stream_send: 1 all sent (or nothing to send), 0 queued, < 0 */
 int		 tls_cork_flush(struct tls_cork *);
-size_t		 tls_cork_pending(const struct tls_cork *);
 void		 tls_cork_turn(void);
 void		 tls_cork_free(struct tls_cork *);
 

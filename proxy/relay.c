@@ -56,9 +56,11 @@ struct relay {
 	uv_timer_t		 timer;
 	uv_connect_t		 creq;
 	int			 handles;	/* open handles; free at 0 */
+	uint64_t		 t_due;		/* reply deadline (loop ms), 0:
+						   none awaited */
 	struct smtp_replyparser	 rp;
 	struct tls_conn		*tls;
-	struct tls_cork		 out;		/* commands of this loop turn */
+	struct tls_cork		 out;		/* commands not yet written */
 	struct buf		 plain;		/* decrypted input */
 	uint8_t			 kinds[RELAY_MAXOUT];	/* ring of kinds */
 	unsigned		 khead, outstanding;
@@ -107,10 +109,21 @@ static void
 relay_timeout_cb(uv_timer_t *t)
 {
 	struct relay *r = t->data;
+	uint64_t now = uv_now(t->loop);
 
 	if (r->defer_why != NULL) {
 		relay_fail(r, r->defer_why, NULL);
 		return;
+	}
+	if (r->state != R_CONNECT && r->state != R_GREETING) {
+		if (r->t_due == 0)
+			return;		/* nothing awaited any more */
+		if (now < r->t_due) {
+			/* re-armed since it was set: the rest of the time */
+			uv_timer_start(&r->timer, relay_timeout_cb,
+			    r->t_due - now, 0);
+			return;
+		}
 	}
 	switch (r->state) {
 	case R_CONNECT:
@@ -125,10 +138,16 @@ relay_timeout_cb(uv_timer_t *t)
 	}
 }
 
-/* relay_arm - the reply timer for what the relay waits for now */
+/*
+ * relay_arm - the reply timer for what the relay waits for now.  It runs
+ * for every command and every reply, so it only notes the deadline; the
+ * timer is moved only when it would fire too late (relay_timeout_cb sets
+ * it again for what is left when it fires early).
+ */
 static void
 relay_arm(struct relay *r)
 {
+	uint64_t ms;
 	unsigned secs;
 
 	switch (r->state) {
@@ -142,7 +161,7 @@ relay_arm(struct relay *r)
 		break;
 	case R_READY:
 		if (r->outstanding == 0) {
-			uv_timer_stop(&r->timer);
+			r->t_due = 0;
 			return;
 		}
 		secs = r->kinds[r->khead] == RELAY_DOT ? r->o.t_dot :
@@ -151,7 +170,12 @@ relay_arm(struct relay *r)
 	default:
 		return;
 	}
-	uv_timer_start(&r->timer, relay_timeout_cb, (uint64_t)secs * 1000, 0);
+	ms = (uint64_t)secs * 1000;
+	r->t_due = uv_now(r->timer.loop) + ms;
+	if (uv_is_active((uv_handle_t *)&r->timer) &&
+	    uv_timer_get_due_in(&r->timer) <= ms)
+		return;
+	uv_timer_start(&r->timer, relay_timeout_cb, ms, 0);
 }
 
 static void
@@ -293,8 +317,8 @@ relay_written(void *arg, int status)
 
 /*
  * relay_outv - bytes upstream; 0 or -1 (the leg is failed).  Commands
- * (cork) leave at the end of the loop turn, together; content leaves at
- * once, after them.
+ * (cork) wait until the input that made them is handled, so a pipelined
+ * group goes up in one write; content leaves at once, after them.
  */
 static int
 relay_outv(struct relay *r, const uv_buf_t *bufs, unsigned nbufs, int cork)
@@ -316,7 +340,7 @@ relay_outv(struct relay *r, const uv_buf_t *bufs, unsigned nbufs, int cork)
 	return 0;
 }
 
-/* relay_line - a command line with CRLF, in one write */
+/* relay_line - a command line with CRLF, corked */
 static int
 relay_line(struct relay *r, const char *line, size_t len)
 {

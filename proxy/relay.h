@@ -69,7 +69,7 @@ int		 relay_write(struct relay *, const void *, size_t);
 int		 relay_writev(struct relay *, const uv_buf_t *, unsigned);
 /* the last content (may be none, at most RELAY_MAXBUFS pieces) and the
  * terminator line, in one write; expects the reply to the dot */
-#define RELAY_MAXBUFS	32
+#define RELAY_MAXBUFS	8
 int		 relay_dot(struct relay *, const uv_buf_t *, unsigned);
 /* 1 when the write backlog is high; cb->drained tells when it is low */
 int		 relay_busy(struct relay *);

@@ -126,7 +126,7 @@ struct session {
 	struct relay		*relay;
 	int			 relay_lost;	/* upstream leg dropped */
 	struct tls_conn		*tls;
-	struct tls_cork		 out;		/* replies of this loop turn */
+	struct tls_cork		 out;		/* replies not yet written */
 	SSL_CTX			*tls_ctx;	/* referenced, or NULL */
 	struct buf		 plain;		/* decrypted input */
 	struct smtp_reader	 in;
@@ -258,8 +258,8 @@ session_written(void *arg, int status)
 }
 
 /*
- * session_write - to the client, at the end of this loop turn: replies
- * made in one turn leave in one write (tls_cork_add)
+ * session_write - to the client once the input being handled is done
+ * with: the replies to a pipelined group leave in one write (tls_cork)
  */
 static void
 session_write(struct session *s, const void *p, size_t n)
@@ -1026,7 +1026,7 @@ data_end(struct session *s)
 	struct mta_msg *msg;
 
 	if (s->refuse != NULL || !s->relay_mode)
-		body_flush(s);	/* the relay's last runs go with the dot */
+		body_flush(s);	/* the relay's runs go with the dot */
 	smtp_reader_setmax(&s->in, s->relay_mode ? SMTPD_AUTHLINE :
 	    s->pol->limits.cmd_line - 2);
 	session_arm(s, s->pol->limits.t_cmd);
