@@ -308,14 +308,12 @@ fail_open(struct conn *c, int code, const char *status, const char *diag)
 			    c->nhop ? c->remote : NULL, diag);
 }
 
-/* job_finish - hand the job back to the scheduler */
-static void
-job_finish(struct conn *c)
+/* job_detach - take the job off the connection, dropping its per-job state */
+static struct mta_job *
+job_detach(struct conn *c)
 {
 	struct mta_job *job = c->job;
 
-	if (job == NULL)
-		return;
 	c->job = NULL;
 	free(c->accepted);
 	c->accepted = NULL;
@@ -323,23 +321,22 @@ job_finish(struct conn *c)
 		close(c->fd);
 		c->fd = -1;
 	}
-	mta_queue_job_done(job);
+	return job;
+}
+
+/* job_finish - hand the job back to the scheduler */
+static void
+job_finish(struct conn *c)
+{
+	if (c->job != NULL)
+		mta_queue_job_done(job_detach(c));
 }
 
 /* requeue - give the job back untouched, for another connection */
 static void
 requeue(struct conn *c)
 {
-	struct mta_job *job = c->job;
-
-	c->job = NULL;
-	free(c->accepted);
-	c->accepted = NULL;
-	if (c->fd != -1) {
-		close(c->fd);
-		c->fd = -1;
-	}
-	mta_queue_job_retry(job);
+	mta_queue_job_retry(job_detach(c));
 }
 
 /*
