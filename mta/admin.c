@@ -159,6 +159,20 @@ cmd_queue(int argc, char **argv, struct buf *out)
 	return -1;
 }
 
+/* the counters "stats" shows, in its order */
+static const struct {
+	const char	*key;
+	const uint64_t	*value;
+} counters[] = {
+	{ "queued", &mta_stats.received },
+	{ "delivered", &mta_stats.delivered },
+	{ "deferred", &mta_stats.deferred },
+	{ "bounced", &mta_stats.bounced },
+	{ "expired", &mta_stats.expired },
+	{ "dsn_sent", &mta_stats.dsn_sent },
+	{ "queue_corrupt", &mta_stats.corrupt },
+};
+
 static void
 stats(struct buf *out)
 {
@@ -174,20 +188,9 @@ stats(struct buf *out)
 	}
 	buf_printf(out, "queue_messages=%llu\n", msgs);
 	buf_printf(out, "queue_recipients=%llu\n", rcpts);
-	buf_printf(out, "queued=%llu\n",
-	    (unsigned long long)mta_stats.received);
-	buf_printf(out, "delivered=%llu\n",
-	    (unsigned long long)mta_stats.delivered);
-	buf_printf(out, "deferred=%llu\n",
-	    (unsigned long long)mta_stats.deferred);
-	buf_printf(out, "bounced=%llu\n",
-	    (unsigned long long)mta_stats.bounced);
-	buf_printf(out, "expired=%llu\n",
-	    (unsigned long long)mta_stats.expired);
-	buf_printf(out, "dsn_sent=%llu\n",
-	    (unsigned long long)mta_stats.dsn_sent);
-	buf_printf(out, "queue_corrupt=%llu\n",
-	    (unsigned long long)mta_stats.corrupt);
+	for (i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+		buf_printf(out, "%s=%llu\n", counters[i].key,
+		    (unsigned long long)*counters[i].value);
 	/* open ones: at work, and kept for the next job */
 	buf_printf(out, "mta_connections=%u\n", mta_deliver_count() +
 	    mta_deliver_idle());

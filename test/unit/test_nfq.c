@@ -24,6 +24,7 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
 #include "../../nfq/nfq.h"
 #include "../../policy/policy.h"
 
@@ -48,22 +49,6 @@ struct pkt {
 };
 
 /* ------------------------------------------------------------ helpers */
-
-/* srcdir - the repository root: $MXB_SRCDIR, or from where this file is */
-static const char *
-srcdir(void)
-{
-	static char dir[1024];
-	const char *env = getenv("MXB_SRCDIR"), *f = __FILE__, *end;
-
-	if (env != NULL)
-		return env;
-	end = strstr(f, "test/unit/test_nfq.c");
-	if (end == NULL || end == f)
-		return ".";
-	snprintf(dir, sizeof(dir), "%.*s", (int)(end - f - 1), f);
-	return dir;
-}
 
 static void
 put16(uint8_t *p, unsigned v)

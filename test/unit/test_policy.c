@@ -21,26 +21,11 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
 #include "../../policy/policy.h"
 
 #define N(a)	(sizeof(a) / sizeof((a)[0]))
 #define UNUSED	__attribute__((unused))
-
-/* srcdir - the repository root: $MXB_SRCDIR, or from where this file is */
-static const char *
-srcdir(void)
-{
-	static char dir[1024];
-	const char *env = getenv("MXB_SRCDIR"), *f = __FILE__, *end;
-
-	if (env != NULL)
-		return env;
-	end = strstr(f, "test/unit/test_policy.c");
-	if (end == NULL || end == f)
-		return ".";
-	snprintf(dir, sizeof(dir), "%.*s", (int)(end - f - 1), f);
-	return dir;
-}
 
 /* write_tmp - text into a new temporary file; its name into path */
 static void
@@ -1146,22 +1131,34 @@ static const struct rcpt_case {
 	{ "203.0.113.9", "bob@other.net", NULL, 0, POLICY_REJECT, SYNTAX },
 };
 
+/* check_live - policy_check_rcpt_live with the MTA path's signature */
+static enum policy_verdict
+check_live(const struct policy *pol, const struct sockaddr *client,
+    enum policy_dir dir, const char *sender, const char *rcpt, int authed,
+    const char **msg)
+{
+	return policy_check_rcpt_live(pol, client, sender, rcpt, authed, msg);
+}
+
+/* run_rcpt_cases - every row through check; the verdict and text must match */
 static void
-test_check_rcpt(void **state UNUSED)
+run_rcpt_cases(const struct policy *pol, const struct rcpt_case *cases,
+    size_t n, enum policy_verdict (*check)(const struct policy *,
+    const struct sockaddr *, enum policy_dir, const char *, const char *,
+    int, const char **))
 {
 	const struct rcpt_case *c;
 	struct sockaddr_storage client;
-	struct policy *pol = must_load(rcpt_conf);
 	enum policy_verdict got;
 	const char *msg;
 	size_t i;
 
-	for (i = 0; i < N(rcpt_cases); i++) {
-		c = &rcpt_cases[i];
+	for (i = 0; i < n; i++) {
+		c = &cases[i];
 		client = sa(c->client, 40000);
 		msg = "unset";
-		got = policy_check_rcpt(pol, SA(client), POLICY_DIR_IN,
-		    c->sender, c->rcpt, c->authed, &msg);
+		got = check(pol, SA(client), POLICY_DIR_IN, c->sender, c->rcpt,
+		    c->authed, &msg);
 		if (got != c->want || (c->msg == NULL) != (msg == NULL) ||
 		    (msg != NULL && strcmp(msg, c->msg) != 0))
 			fail_msg("row %zu: %s from <%s> to <%s>: got %s \"%s\"",
@@ -1169,6 +1166,15 @@ test_check_rcpt(void **state UNUSED)
 			    c->rcpt ? c->rcpt : "(null)",
 			    policy_verdict_name(got), msg ? msg : "(null)");
 	}
+}
+
+static void
+test_check_rcpt(void **state UNUSED)
+{
+	struct sockaddr_storage client;
+	struct policy *pol = must_load(rcpt_conf);
+
+	run_rcpt_cases(pol, rcpt_cases, N(rcpt_cases), policy_check_rcpt);
 	client = sa("203.0.113.9", 1);
 	assert_int_equal(policy_check_rcpt(pol, SA(client), POLICY_DIR_OUT,
 	    "", "alice@example.com", 0, NULL), POLICY_RELAY);
@@ -1340,26 +1346,10 @@ static const struct rcpt_case live_cases[] = {
 static void
 test_check_rcpt_live(void **state UNUSED)
 {
-	const struct rcpt_case *c;
 	struct sockaddr_storage client;
 	struct policy *pol = must_load(rcpt_conf);
-	enum policy_verdict got;
-	const char *msg;
-	size_t i;
 
-	for (i = 0; i < N(live_cases); i++) {
-		c = &live_cases[i];
-		client = sa(c->client, 40000);
-		msg = "unset";
-		got = policy_check_rcpt_live(pol, SA(client), c->sender,
-		    c->rcpt, c->authed, &msg);
-		if (got != c->want || (c->msg == NULL) != (msg == NULL) ||
-		    (msg != NULL && strcmp(msg, c->msg) != 0))
-			fail_msg("row %zu: %s from <%s> to <%s>: got %s \"%s\"",
-			    i, c->client, c->sender ? c->sender : "(null)",
-			    c->rcpt ? c->rcpt : "(null)",
-			    policy_verdict_name(got), msg ? msg : "(null)");
-	}
+	run_rcpt_cases(pol, live_cases, N(live_cases), check_live);
 	/* the MTA path keeps the no-open-relay default for the same one */
 	client = sa("203.0.113.9", 1);
 	assert_int_equal(policy_check_rcpt(pol, SA(client), POLICY_DIR_OUT,
