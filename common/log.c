@@ -3,8 +3,14 @@
  * syslog (facility mail) or, in the foreground, to stderr with a timestamp.
  * Message-level lines carry key=value fields; that is the callers' job,
  * this file only routes and prefixes them.
+ *
+ * A busy proxy logs several lines per message; log_hold() lets the daemon
+ * keep info and debug lines of one event-loop turn in memory and write
+ * them with one write (log_flush, before the loop waits again).  Warnings
+ * and worse go out at once, after what is held, so the order stays.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +20,15 @@
 
 #include "log.h"
 
+#define LOG_HOLD_MAX	65536
+
 static int	log_foreground = 1;
 static int	log_verbose;
+/* held lines: the loop thread and the threadpool's workers both log */
+static pthread_mutex_t	log_mtx = PTHREAD_MUTEX_INITIALIZER;
+static char	log_held[LOG_HOLD_MAX];
+static size_t	log_heldlen;
+static int	log_holding;
 
 void
 log_init(const char *ident, int foreground, int verbose)
@@ -47,9 +60,9 @@ log_getverbose(void)
 static size_t
 log_stamp(char *out)
 {
-	static time_t last = -1;
-	static char ts[24];
-	static size_t tslen;
+	static __thread time_t last = -1;
+	static __thread char ts[24];
+	static __thread size_t tslen;
 	struct timespec now;
 	struct tm tm;
 	long ms;
@@ -70,14 +83,79 @@ log_stamp(char *out)
 	return tslen + 5;
 }
 
-/* log_emit - write one line, with the errno text when errnum is set */
+/* log_write - all of p to stderr (the caller holds log_mtx) */
+static void
+log_write(const char *p, size_t n)
+{
+	size_t off;
+	ssize_t w;
+
+	for (off = 0; off < n; off += (size_t)w) {
+		if ((w = write(STDERR_FILENO, p + off, n - off)) == -1 &&
+		    errno == EINTR)
+			w = 0;
+		else if (w <= 0)
+			return;
+	}
+}
+
+static void
+log_flush_locked(void)
+{
+	log_write(log_held, log_heldlen);
+	log_heldlen = 0;
+}
+
+/* log_flush - write the held lines */
+void
+log_flush(void)
+{
+	pthread_mutex_lock(&log_mtx);
+	log_flush_locked();
+	pthread_mutex_unlock(&log_mtx);
+}
+
+/* log_hold - keep info and debug lines until log_flush (foreground only) */
+void
+log_hold(int on)
+{
+	static int registered;
+
+	if (on && !registered) {
+		atexit(log_flush);	/* fatal() and the end of main */
+		registered = 1;
+	}
+	pthread_mutex_lock(&log_mtx);
+	log_holding = on;
+	if (!on)
+		log_flush_locked();
+	pthread_mutex_unlock(&log_mtx);
+}
+
+/* log_put - one formatted line: held, or written after what is held */
+static void
+log_put(int pri, const char *line, size_t n)
+{
+	pthread_mutex_lock(&log_mtx);
+	if (log_holding && pri >= LOG_INFO) {
+		if (log_heldlen + n > sizeof(log_held))
+			log_flush_locked();
+		memcpy(log_held + log_heldlen, line, n);
+		log_heldlen += n;
+	} else {
+		log_flush_locked();
+		log_write(line, n);
+	}
+	pthread_mutex_unlock(&log_mtx);
+}
+
+/* log_emit - one line, with the errno text when errnum is set */
 static void
 log_emit(int pri, int errnum, const char *fmt, va_list ap)
 {
 	char line[32 + 4096 + 160];
 	const char *e;
-	size_t n, off, len, room;
-	ssize_t w;
+	size_t n, len, room;
 	int k;
 
 	if (!log_foreground) {
@@ -104,13 +182,7 @@ log_emit(int pri, int errnum, const char *fmt, va_list ap)
 		n += len + 2;
 	}
 	line[n++] = '\n';
-	for (off = 0; off < n; off += (size_t)w) {
-		if ((w = write(STDERR_FILENO, line + off, n - off)) == -1 &&
-		    errno == EINTR)
-			w = 0;
-		else if (w <= 0)
-			return;
-	}
+	log_put(pri, line, n);
 }
 
 void

@@ -34,6 +34,7 @@ static const struct module *modules[] = {
 static uv_loop_t	*loop;
 static uv_signal_t	 sig_term, sig_int, sig_hup;
 static uv_timer_t	 drain_timer;
+static uv_prepare_t	 log_prepare;	/* writes the lines of a loop turn */
 static uint64_t		 start_time;
 static uint64_t		 drain_deadline;
 static int		 stopping;
@@ -248,6 +249,22 @@ start_signals(void)
 	uv_timer_init(loop, &drain_timer);
 }
 
+static void
+log_prepare_cb(uv_prepare_t *h)
+{
+	log_flush();
+}
+
+/* start_logflush - one write of the held log lines per loop turn */
+static void
+start_logflush(void)
+{
+	uv_prepare_init(loop, &log_prepare);
+	uv_prepare_start(&log_prepare, log_prepare_cb);
+	uv_unref((uv_handle_t *)&log_prepare);
+	log_hold(1);
+}
+
 static int
 start_modules(void)
 {
@@ -302,6 +319,7 @@ main(int argc, char *argv[])
 	loop = uv_default_loop();
 	start_time = uv_now(loop);
 	start_signals();
+	start_logflush();
 	if (pidfile_write(p->pidfile) == -1)
 		return 1;
 	pidfile = xstrdup(p->pidfile);

@@ -343,7 +343,9 @@ proxy_listen(enum policy_dir dir, uint16_t port)
 		log_warn("listener dir=%s port=%u: not transparent, TPROXY "
 		    "cannot deliver to it", policy_dir_name(dir), port);
 	}
+	/* TCP_NODELAY here: Linux copies it to every accepted socket */
 	if ((rc = proxy_bind(&l->tcp, family, port)) != 0 ||
+	    (rc = uv_tcp_nodelay(&l->tcp, 1)) != 0 ||
 	    (rc = uv_listen((uv_stream_t *)&l->tcp, PROXY_BACKLOG,
 	    proxy_accept_cb)) != 0) {
 		log_warnx("listener dir=%s port=%u: %s", policy_dir_name(dir),

@@ -2282,7 +2282,7 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 	session_hostname(s->pol, s->host, sizeof(s->host));
 	addr_fmt((struct sockaddr *)&conn->client, s->cstr, sizeof(s->cstr));
 	addr_fmt((struct sockaddr *)&conn->orig_dst, s->dstr, sizeof(s->dstr));
-	uv_tcp_nodelay(client, 1);
+	/* TCP_NODELAY came with the socket from the listener */
 	tlsmode = s->pol->starttls[conn->dir];
 	if (tlsmode != POLICY_TLS_STRIP &&
 	    (s->tls_ctx = tls_contexts(s->pol)) != NULL) {
