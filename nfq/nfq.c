@@ -43,6 +43,7 @@
 #define NFQ_RCVBUF		(2 << 20)
 #define NFQ_RECVBUF		16384	/* one netlink datagram */
 #define NFQ_READ_BATCH		128	/* datagrams read per wakeup */
+#define NFQ_MMSG		16	/* datagrams per recvmmsg */
 #define NFQ_VERDICT_MAX		128	/* room for one verdict */
 #define NFQ_VERDICT_BUF		(NFQ_VERDICT_MAX * 64)
 /* netlink messages are read and built in place */
@@ -578,42 +579,101 @@ nfq_packet_cb(const struct nlmsghdr *nlh, void *arg)
 	return MNL_CB_OK;
 }
 
-/* nfq_read_cb - drain a batch of queued packets without blocking */
+/* nfq_datagram - one received netlink datagram: its packets */
+static void
+nfq_datagram(struct nfq_queue *q, const char *buf, const struct mmsghdr *m)
+{
+	const struct sockaddr_nl *sa = m->msg_hdr.msg_name;
+
+	/* only the kernel talks to us; a cut datagram cannot be parsed */
+	if ((m->msg_hdr.msg_flags & MSG_TRUNC) || sa->nl_pid != 0) {
+		nfq_st.errors++;
+		log_warnx("nfq: %s datagram queue=%u",
+		    sa->nl_pid != 0 ? "foreign" : "truncated", q->num);
+		return;
+	}
+	if (mnl_cb_run(buf, m->msg_len, 0, q->portid, nfq_packet_cb,
+	    q) == -1) {
+		nfq_st.errors++;
+		log_warn("nfq: netlink error queue=%u", q->num);
+	}
+}
+
+/*
+ * nfq_recv - up to NFQ_MMSG datagrams in one call; 0 when the socket is
+ * empty, -1 on an error that ends this wakeup
+ */
+static int
+nfq_recv(struct nfq_queue *q)
+{
+	static char bufs[NFQ_MMSG][NFQ_RECVBUF] NFQ_ALIGNED;
+	struct mmsghdr mm[NFQ_MMSG];
+	struct iovec iov[NFQ_MMSG];
+	struct sockaddr_nl sa[NFQ_MMSG];
+	int i, n;
+
+	memset(mm, 0, sizeof(mm));
+	for (i = 0; i < NFQ_MMSG; i++) {
+		iov[i].iov_base = bufs[i];
+		iov[i].iov_len = sizeof(bufs[i]);
+		mm[i].msg_hdr.msg_iov = &iov[i];
+		mm[i].msg_hdr.msg_iovlen = 1;
+		mm[i].msg_hdr.msg_name = &sa[i];
+		mm[i].msg_hdr.msg_namelen = sizeof(sa[i]);
+	}
+	if ((n = recvmmsg(mnl_socket_get_fd(q->nl), mm, NFQ_MMSG,
+	    MSG_DONTWAIT, NULL)) == -1) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		if (errno == ENOBUFS) {
+			/* the kernel failed open (or closed) on a packet */
+			nfq_st.overruns++;
+			return NFQ_MMSG;
+		}
+		if (errno == EINTR)
+			return NFQ_MMSG;
+		nfq_st.errors++;
+		log_warn("nfq: receive queue=%u", q->num);
+		return -1;
+	}
+	for (i = 0; i < n; i++)
+		nfq_datagram(q, bufs[i], &mm[i]);
+	return n;
+}
+
+/*
+ * nfq_read_cb - drain a batch of queued packets without blocking.  A
+ * short recvmmsg means the socket is empty: no second call just to see
+ * EAGAIN.  An overrun the kernel flagged while we were busy shows as
+ * POLLERR, on which libuv stops the handle: clear it and go on, or the
+ * classifier would stop for good.
+ */
 static void
 nfq_read_cb(uv_poll_t *h, int status, int events)
 {
 	struct nfq_queue *q = h->data;
-	static char buf[NFQ_RECVBUF] NFQ_ALIGNED;
-	ssize_t n;
-	int i;
+	int i, n, err = 0;
+	socklen_t len = sizeof(err);
 
 	if (status < 0) {
-		nfq_st.errors++;
-		log_warnx("nfq: poll queue=%u: %s", q->num,
-		    uv_strerror(status));
-		return;
-	}
-	for (i = 0; i < NFQ_READ_BATCH; i++) {
-		if ((n = mnl_socket_recvfrom(q->nl, buf, sizeof(buf))) == -1) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			if (errno == ENOBUFS) {
-				/* the kernel failed open */
-				nfq_st.overruns++;
-				continue;
-			}
-			if (errno == EINTR)
-				continue;
+		if (getsockopt(mnl_socket_get_fd(q->nl), SOL_SOCKET, SO_ERROR,
+		    &err, &len) == -1) {
 			nfq_st.errors++;
-			log_warn("nfq: receive queue=%u", q->num);
+			log_warn("nfq: queue=%u stopped", q->num);
+			return;
+		}
+		if (err == ENOBUFS)
+			nfq_st.overruns++;
+		else if (err != 0) {
+			nfq_st.errors++;
+			log_warnx("nfq: poll queue=%u: %s", q->num,
+			    strerror(err));
+		}
+		uv_poll_start(h, UV_READABLE, nfq_read_cb);
+	}
+	for (i = 0; i < NFQ_READ_BATCH / NFQ_MMSG; i++)
+		if ((n = nfq_recv(q)) < NFQ_MMSG)
 			break;
-		}
-		if (mnl_cb_run(buf, (size_t)n, 0, q->portid, nfq_packet_cb,
-		    q) == -1) {
-			nfq_st.errors++;
-			log_warn("nfq: netlink error queue=%u", q->num);
-		}
-	}
 	nfq_flush(q);
 }
 
