@@ -45,7 +45,12 @@
 # made up.  Results go to -o FILE (JSON; default $MXB_BIN/bench-results.json)
 # with the date, nproc and the parameters.  --smoke: tiny counts, for
 # make check (test/e2e/t-bench-smoke.sh).  BENCH_KEEP=1 keeps the work
-# folder, TB_KEEP=1 the testbed.  Exit: 0 every row measured, 1 some row
+# folder, TB_KEEP=1 the testbed.  For work on one path: BENCH_ROWS="2 3"
+# runs only those rows (and nothing after them; the run then exits 1),
+# BENCH_PERF=1 records the whole machine with perf (cpu-clock, call
+# graphs) during each measured load, into the work folder (set
+# BENCH_KEEP too); BENCH_NSTAT=1 keeps the box's network counters (nstat)
+# of each measured load.  Exit: 0 every row measured, 1 some row
 # n/a or daemon trouble, 77 cannot run here (not root, tools missing).
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -u
@@ -138,6 +143,15 @@ secs() { awk -v t="$1" 'BEGIN { printf "%.3f", t / 1e9 }'; }
 add() { python3 "$BPY" add "$RES" "$@"; }
 note_add() { say "note: $*"; add kind=note "text=$*"; }
 cpu() { python3 "$BPY" cpu "$1" 2>/dev/null || echo -; }
+# context switches of each thread of PID (voluntary nonvoluntary)
+ctxsw() {
+	local t
+	for t in /proc/"$1"/task/*; do
+		echo "$(cat "$t/comm") $(awk '/ctxt_switches/ { printf "%s ", $2 }' "$t/status")"
+	done
+}
+# idle ticks of the whole machine so far (all CPUs, from /proc/stat)
+idle_ticks() { awk '$1 == "cpu" { print $5 + $6; exit }' /proc/stat; }
 # CPU seconds between two "cpu" readings; empty when unknown
 cpu_delta() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-") print ""; else printf "%.2f", b - a }'; }
 oneline() { tr '\n' ' ' | tr -s ' ' | sed 's/ *$//' | cut -c1-"${1:-200}"; }
@@ -372,12 +386,25 @@ measure() {
 	fi
 	base=$(bsink "$sink")
 	cpu0=-; [ -n "$pid" ] && cpu0=$(cpu "$pid")
+	local idle0; idle0=$(idle_ticks)
 	[ -n "$vfy" ] && v0=$($vfy snap)
-	if ! source_run "$dst" "$rcpt" "$MSGS"; then
+	local perf=''
+	[ -z "${BENCH_NSTAT:-}" ] || { tb_exec box nstat -n; ctxsw "$pid" >"$BT/ctxsw-row$id-r$ROUND.txt"; }
+	if [ -n "${BENCH_PERF:-}" ]; then
+		perf record -a -e cpu-clock -g -o "$BT/perf-row$id-r$ROUND.data" >/dev/null 2>&1 &
+		perf=$!
+	fi
+	source_run "$dst" "$rcpt" "$MSGS"
+	local src_rc=$?
+	[ -z "$perf" ] || { kill -INT "$perf"; wait "$perf"; }
+	[ -z "${BENCH_NSTAT:-}" ] || { tb_exec box nstat >"$BT/nstat-row$id-r$ROUND.txt"; ctxsw "$pid" >>"$BT/ctxsw-row$id-r$ROUND.txt"; }
+	if [ $src_rc != 0 ]; then
 		row_na "$id" "$name" "$peer" "$SRC_ERR${pid:+; $(what_log "$id")}"
 		return 1
 	fi
 	msg_s=$(rate "$MSGS" "$SRC_NS")
+	local idle; idle=$(awk -v a="$idle0" -v b="$(idle_ticks)" -v t="$SRC_NS" -v hz="$(getconf CLK_TCK)" -v n="$(nproc)" \
+		'BEGIN { printf "%.0f", 100 * (b - a) / hz / (t / 1e9) / n }')
 	if [ "$queued" = 1 ]; then
 		if ! t_done=$(bsink_wait "$sink" $((base + MSGS)) "$DELIVER_TMO"); then
 			got=$(( $(bsink "$sink") - base ))
@@ -404,11 +431,11 @@ measure() {
 			return 1 ;;
 		esac
 	fi
-	say "row $id: $msg_s msg/s${del_s:+, delivered $del_s msg/s}, cpu $(cpu_delta "$cpu0" "$cpu1" | sed 's/^$/-/') s"
+	say "row $id: $msg_s msg/s${del_s:+, delivered $del_s msg/s}, cpu $(cpu_delta "$cpu0" "$cpu1" | sed 's/^$/-/') s, machine idle $idle %"
 	add kind=run "id=$id" "round=$ROUND" "name=$name" "peer=$peer" status=ok "messages=$MSGS" \
 		"seconds=$(secs "$SRC_NS")" "msg_s=$msg_s" ${del_s:+"delivered_s=$del_s"} \
 		${del_secs:+"delivered_seconds=$del_secs"} "cpu_s=$(cpu_delta "$cpu0" "$cpu1")" \
-		"verified=$VERIFIED" "load1=$(cut -d' ' -f1 /proc/loadavg)"
+		"verified=$VERIFIED" "load1=$(cut -d' ' -f1 /proc/loadavg)" "idle_pct=$idle"
 	return 0
 }
 # what the process of row ID logged last, for the n/a reasons
@@ -620,10 +647,15 @@ for ROUND in $(seq "$ROUNDS"); do
 	[ "$ROUNDS" -gt 1 ] && say "round $ROUND of $ROUNDS"
 	for id in 1 4 2 3 5 6; do
 		case $FAILED in *" $id "*) continue ;; esac
+		case " ${BENCH_ROWS:-$id} " in *" $id "*) ;; *) continue ;; esac
 		"row$id" || FAILED="$FAILED$id "
 	done
 done
 postfix_stop
+if [ -n "${BENCH_ROWS:-}" ]; then
+	python3 "$BPY" report "$RES" --json "$OUT"
+	exit 1
+fi
 
 # --- added latency per message: direct, live relay, incoming proxy
 LAT_DIRECT='' LAT_RELAY='' LAT_IN=''
