@@ -18,6 +18,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,6 @@
 
 #define NFQ_COPY_RANGE		256	/* IPv6, ext. headers, TCP */
 #define NFQ_QUEUE_MAXLEN	4096	/* packets waiting for a verdict */
-#define NFQ_RCVBUF		(2 << 20)
 #define NFQ_RECVBUF		16384	/* one netlink datagram */
 #define NFQ_READ_BATCH		128	/* datagrams read per wakeup */
 #define NFQ_MMSG		16	/* datagrams per recvmmsg */
@@ -714,12 +714,29 @@ nfq_configure(struct nfq_queue *q)
 	return rc;
 }
 
+/*
+ * nfq_rcvbuf - the socket's receive buffer (queue-buffer): packets that
+ * find it full are lost to the classifier (counted as overruns)
+ */
+static void
+nfq_rcvbuf(struct nfq_queue *q)
+{
+	uint64_t want = policy_current()->queue_buffer;
+	int fd = mnl_socket_get_fd(q->nl), bufsz;
+
+	bufsz = want > INT_MAX / 2 ? INT_MAX / 2 : (int)want;
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsz,
+	    sizeof(bufsz)) == -1)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz,
+		    sizeof(bufsz));
+}
+
 /* nfq_queue_open - a netlink socket bound to queue num, watched by the loop */
 static struct nfq_queue *
 nfq_queue_open(unsigned num)
 {
 	struct nfq_queue *q;
-	int bufsz = NFQ_RCVBUF, fd;
+	int fd;
 
 	q = xcalloc(1, sizeof(*q));
 	q->num = num;
@@ -733,10 +750,7 @@ nfq_queue_open(unsigned num)
 	}
 	q->portid = mnl_socket_get_portid(q->nl);
 	fd = mnl_socket_get_fd(q->nl);
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsz,
-	    sizeof(bufsz)) == -1)
-		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz,
-		    sizeof(bufsz));
+	nfq_rcvbuf(q);
 	if (nfq_configure(q) == -1) {
 		log_warn("nfq: binding queue=%u", num);
 		goto fail;
@@ -831,8 +845,12 @@ nfq_reload(void)
 {
 	unsigned num = policy_current()->queue_num;
 
-	if (nfq_down || (nfq_q != NULL && nfq_q->num == num))
+	if (nfq_down)
 		return;
+	if (nfq_q != NULL && nfq_q->num == num) {
+		nfq_rcvbuf(nfq_q);
+		return;
+	}
 	if (nfq_q != NULL)
 		log_info("nfq: queue number changed from=%u to=%u",
 		    nfq_q->num, num);

@@ -1410,6 +1410,8 @@ static const struct keyword global_kw[] = {
 	    offsetof(struct policy, control), 0, PARSE_SUNPATH, NULL },
 	{ "queue-number", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy, queue_num), 0, 65535, NULL },
+	{ "queue-buffer", 1, 1, 0, NULL, V_SIZE,
+	    offsetof(struct policy, queue_buffer), 4096, 256 << 20, NULL },
 	{ "listen", 3, 3, KW_MULTI, kw_listen, V_FN, 0, 0, 0, NULL },
 	{ "log", 2, 2, 0, kw_log, V_FN, 0, 0, 0, NULL },
 	{ "shutdown-grace", 1, 1, 0, NULL, V_DUR,

@@ -126,6 +126,7 @@ struct policy {
 	char		*pidfile;
 	char		*control;
 	unsigned	 queue_num;
+	uint64_t	 queue_buffer;		/* netlink receive buffer, bytes */
 	uint16_t	 listen_port[2];	/* by enum policy_dir */
 	int		 log_verbose;
 	char		*tls_cert;
