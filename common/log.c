@@ -115,20 +115,14 @@ log_flush(void)
 	pthread_mutex_unlock(&log_mtx);
 }
 
-/* log_hold - keep info and debug lines until log_flush (foreground only) */
+/* log_hold - from now on keep info and debug lines until log_flush
+ * (foreground only); what is held at exit is written then */
 void
-log_hold(int on)
+log_hold(void)
 {
-	static int registered;
-
-	if (on && !registered) {
-		atexit(log_flush);	/* fatal() and the end of main */
-		registered = 1;
-	}
+	atexit(log_flush);	/* fatal() and the end of main */
 	pthread_mutex_lock(&log_mtx);
-	log_holding = on;
-	if (!on)
-		log_flush_locked();
+	log_holding = 1;
 	pthread_mutex_unlock(&log_mtx);
 }
 

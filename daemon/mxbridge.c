@@ -262,7 +262,7 @@ start_logflush(void)
 	uv_prepare_init(loop, &log_prepare);
 	uv_prepare_start(&log_prepare, log_prepare_cb);
 	uv_unref((uv_handle_t *)&log_prepare);
-	log_hold(1);
+	log_hold();
 }
 
 static int

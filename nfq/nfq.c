@@ -652,7 +652,7 @@ static void
 nfq_read_cb(uv_poll_t *h, int status, int events)
 {
 	struct nfq_queue *q = h->data;
-	int i, n, err = 0;
+	int i, err = 0;
 	socklen_t len = sizeof(err);
 
 	if (status < 0) {
@@ -672,7 +672,7 @@ nfq_read_cb(uv_poll_t *h, int status, int events)
 		uv_poll_start(h, UV_READABLE, nfq_read_cb);
 	}
 	for (i = 0; i < NFQ_READ_BATCH / NFQ_MMSG; i++)
-		if ((n = nfq_recv(q)) < NFQ_MMSG)
+		if (nfq_recv(q) < NFQ_MMSG)
 			break;
 	nfq_flush(q);
 }

@@ -146,6 +146,7 @@ cpu() { python3 "$BPY" cpu "$1" 2>/dev/null || echo -; }
 # context switches of each thread of PID (voluntary nonvoluntary)
 ctxsw() {
 	local t
+	[ -n "$1" ] || return 0
 	for t in /proc/"$1"/task/*; do
 		echo "$(cat "$t/comm") $(awk '/ctxt_switches/ { printf "%s ", $2 }' "$t/status")"
 	done

@@ -228,6 +228,7 @@ static const struct value_case {
 } value_cases[] = {
 #define PO(f)	offsetof(struct policy, f)
 	{ "queue-number 7", PO(queue_num), 4, 7 },
+	{ "queue-buffer 64K", PO(queue_buffer), 8, 64 * 1024 },
 	{ "log verbose 3", PO(log_verbose), 4, 3 },
 	{ "shutdown-grace 5m", PO(shutdown_grace), 4, 300 },
 	{ "shutdown-grace 45", PO(shutdown_grace), 4, 45 },
@@ -452,6 +453,8 @@ static const struct error_case {
 	    "1: queue-number: bad number \"99999999999999999999999\"" },
 	{ "queue-number 65536", "1: queue-number: 65536 out of range "
 	    "(0-65535)" },
+	{ "queue-buffer 1K", "1: queue-buffer: 1K out of range (4K-256M)" },
+	{ "queue-buffer abc", "1: queue-buffer: bad size \"abc\"" },
 	{ "spool var/spool", "1: spool: \"var/spool\" is not an absolute "
 	    "path" },
 	{ "control /tmp/0123456789012345678901234567890123456789012345678901"
