@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "smtp.h"
 #include "xmalloc.h"
@@ -280,38 +281,6 @@ smtp_data_init(struct smtp_data *d)
 }
 
 /*
- * smtp_data_line - one line of DATA: 1 at the terminator, else 0 with the
- * un-stuffed content in out.  The terminator is a "." line that ends in
- * CRLF and follows a CRLF: LF "." LF, CR "." CR and the like are content
- * (flagged), never an end.
- */
-int
-smtp_data_line(struct smtp_data *d, const struct smtp_line *l,
-    const char **out, size_t *outlen)
-{
-	const char *p = l->data;
-	size_t n = l->len;
-	int crlf = (l->flags & SMTP_LF_CRLF) != 0;
-
-	if (!(l->flags & SMTP_LF_TOOLONG) && d->crlf && crlf && n == 1 &&
-	    p[0] == '.')
-		return 1;
-	d->flags |= l->flags & (SMTP_LF_BARECR | SMTP_LF_NUL | SMTP_LF_TOOLONG);
-	if (!crlf)
-		d->flags |= SMTP_LF_BARELF;
-	d->crlf = crlf;
-	d->lines++;
-	if (n > 0 && p[0] == '.') {
-		p++;
-		n--;
-	}
-	d->size += n + 2;
-	*out = p;
-	*outlen = n;
-	return 0;
-}
-
-/*
  * data_count - account one non-terminator line of content len (its
  * terminator excluded) with line flags f; the octets it stands for
  */
@@ -325,10 +294,35 @@ data_count(struct smtp_data *d, const char *p, size_t len, int f)
 		d->flags |= SMTP_LF_BARELF;
 	d->crlf = crlf;
 	d->lines++;
+	/* the hop count of loop detection (RFC 5321 6.3) */
+	if (!d->body) {
+		if (len == 0)
+			d->body = 1;
+		else if (len >= 9 && strncasecmp(p, "Received:", 9) == 0)
+			d->received++;
+	}
 	if (len > 0 && p[0] == '.')
 		len--;
 	d->size += len + 2;
 	return len;
+}
+
+/*
+ * smtp_data_line - one line of DATA: 1 at the terminator, else 0 with the
+ * un-stuffed content in out.  The terminator is a "." line that ends in
+ * CRLF and follows a CRLF: LF "." LF, CR "." CR and the like are content
+ * (flagged), never an end.
+ */
+int
+smtp_data_line(struct smtp_data *d, const struct smtp_line *l,
+    const char **out, size_t *outlen)
+{
+	if (!(l->flags & SMTP_LF_TOOLONG) && d->crlf &&
+	    (l->flags & SMTP_LF_CRLF) && l->len == 1 && l->data[0] == '.')
+		return 1;
+	*outlen = data_count(d, l->data, l->len, l->flags);
+	*out = l->data + (l->len - *outlen);
+	return 0;
 }
 
 /*

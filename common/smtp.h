@@ -141,6 +141,8 @@ struct smtp_data {
 	int		 flags;		/* SMTP_LF_* seen in any line */
 	uint64_t	 size;		/* un-stuffed octets incl. CRLFs */
 	unsigned	 lines;
+	int		 body;		/* past the header's empty line */
+	unsigned	 received;	/* Received: fields in the header */
 };
 
 void	smtp_data_init(struct smtp_data *);

@@ -1389,6 +1389,8 @@ static const struct keyword limits_kw[] = {
 	{ "timeout", 2, 2, KW_MULTI, kw_timeout, V_FN, 0, 0, 0, NULL },
 	{ "min-data-rate", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy_limits, min_rate), 0, 1000000000, NULL },
+	{ "hops", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_limits, hops), 1, 1000, NULL },
 	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
 };
 

@@ -68,6 +68,7 @@ policy_new(const char *path)
 	pol->limits.t_dot = 10 * 60;
 	pol->limits.t_connect = 30;
 	pol->limits.min_rate = 100;
+	pol->limits.hops = 100;
 	return pol;
 }
 

@@ -94,6 +94,7 @@ struct policy_limits {
 	unsigned	 t_dot;
 	unsigned	 t_connect;
 	unsigned	 min_rate;		/* bytes/s during DATA; 0 off */
+	unsigned	 hops;			/* Received: fields refused */
 };
 
 /* a "match ... action" rule; NULL / 0 fields match anything */

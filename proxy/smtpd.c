@@ -1093,6 +1093,12 @@ data_content(struct session *s, const char *p, size_t n)
 		    "too-big");
 		return;
 	}
+	/* the MTA path adds a hop; a live relay's upstream counts its own */
+	if (!s->relay_mode && s->data.received >= s->pol->limits.hops) {
+		data_refuse(s, "554 5.4.6 Message refused: too many hops "
+		    "(Received: fields), a mail loop?", "too-many-hops");
+		return;
+	}
 	if (n == 0)
 		return;
 	if (s->relay_mode) {

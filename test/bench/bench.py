@@ -24,6 +24,7 @@ import math
 import os
 import resource
 import socket
+import statistics
 import sys
 import time
 
@@ -380,7 +381,9 @@ def cmd_report(args):
     rows.extend(best_of(rs) for rs in runs.values())
     for r in rows:
         if str(r["id"]) in round_ratios and r.get("status") == "ok":
-            r["ratio_msg_s_per_round"] = round_ratios[str(r["id"])]
+            rr = round_ratios[str(r["id"])]
+            r["ratio_msg_s_per_round"] = rr
+            r["ratio_msg_s_median"] = round(statistics.median(rr), 3)
     rows.sort(key=lambda r: int(r["id"]))
     byid = {str(r["id"]): r for r in rows}
     # ratios: 3:2, 4:1, 6:5 (mxbridge row over its peer row)
@@ -418,7 +421,8 @@ def cmd_report(args):
                 parts.append("delivered %.2f" % r["ratio_delivered_s"])
             vs = "%s:%s = %s" % (r["id"], r["peer"], ", ".join(parts) if parts else "n/a (peer row not measured)")
             if len(r.get("ratio_msg_s_per_round", [])) > 1:
-                vs += " (rounds: %s)" % " ".join("%.2f" % x for x in r["ratio_msg_s_per_round"])
+                vs += " (rounds: %s; median %.2f)" % (
+                    " ".join("%.2f" % x for x in r["ratio_msg_s_per_round"]), r["ratio_msg_s_median"])
         p("%-2s %-46s %9s %9s %9s %8s  %s" % (
             r["id"], r["name"], _fmt(r.get("msg_s")), _fmt(r.get("delivered_s")),
             _fmt(cpu, 2), _fmt(per, 3), vs))

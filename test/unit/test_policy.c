@@ -268,6 +268,8 @@ static const struct value_case {
 	{ "limits { timeout dot 20m }", PO(limits.t_dot), 4, 1200 },
 	{ "limits { timeout connect 10s }", PO(limits.t_connect), 4, 10 },
 	{ "limits { min-data-rate 0 }", PO(limits.min_rate), 4, 0 },
+	{ "", PO(limits.hops), 4, 100 },
+	{ "limits { hops 30 }", PO(limits.hops), 4, 30 },
 	{ "default incoming drop", PO(default_action[0]), 4, POLICY_DROP },
 	{ "default outgoing pass", PO(default_action[1]), 4, POLICY_PASS },
 	{ "client-server default ignore", PO(default_honour), 4, 0 },
@@ -784,6 +786,7 @@ static const struct range_case {
 	    "601", "1s-10m" },
 	{ "limits { min-data-rate %s }", "min-data-rate", "0", "1000000000",
 	    NULL, "1000000001", "0-1000000000" },
+	{ "limits { hops %s }", "hops", "1", "1000", "0", "1001", "1-1000" },
 };
 
 /* subst - fmt with its "%s" replaced by value (no printf: -Wformat=2) */
@@ -1526,7 +1529,7 @@ test_manpage(void **state UNUSED)
 		"messages-per-session", "recipients", "size", "errors",
 		"command-line", "text-line", "local-part", "timeout command",
 		"timeout data", "timeout dot", "timeout connect",
-		"min-data-rate",
+		"min-data-rate", "hops",
 	};
 	static const char *const examples[] = {
 		"policy/examples/minimal.conf", "policy/examples/isp.conf",

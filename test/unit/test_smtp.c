@@ -597,6 +597,7 @@ test_data_span(void **state UNUSED)
 		if (a.ended != b.ended || a.rest != b.rest ||
 		    a.d.flags != b.d.flags || a.d.size != b.d.size ||
 		    a.d.lines != b.d.lines || a.d.crlf != b.d.crlf ||
+		    a.d.body != b.d.body || a.d.received != b.d.received ||
 		    a.out.len != b.out.len || (a.out.len > 0 &&
 		    memcmp(a.out.data, b.out.data, a.out.len) != 0))
 			fail_msg("iteration %u (len %zu, max %zu, stuffed %d): "
@@ -610,6 +611,44 @@ test_data_span(void **state UNUSED)
 		buf_free(&b.out);
 	}
 #undef RND
+}
+
+/*
+ * the hop count: Received: fields (any case) of the header only, through
+ * both readers; the first empty line ends the header
+ */
+static void
+test_data_hops(void **state UNUSED)
+{
+	static const struct {
+		const char	*in;
+		unsigned	 received;
+		int		 body;
+	} t[] = {
+		{ "Received: a\r\nreceived:b\r\nRECEIVED: c\r\n\r\n"
+		  "Received: in the body\r\n.\r\n", 3, 1 },
+		{ "Subject: x\r\nReceived: a\r\n\tcontinued\r\n"
+		  "X-Received: no\r\nReceived no colon\r\nReceived\r\n"
+		  "\r\n.\r\n", 1, 1 },
+		{ "\r\nReceived: body\r\n.\r\n", 0, 1 },
+		{ "Received: a\r\nReceived: b\r\n.\r\n", 2, 0 },
+		{ "Receive: a\r\n.Received: dot\r\n.\r\n", 0, 0 },
+	};
+	size_t i, all[1];
+	struct data_res a, b;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		all[0] = strlen(t[i].in);
+		data_ref(t[i].in, strlen(t[i].in), 998, all, 0, &a);
+		data_run(t[i].in, strlen(t[i].in), 998, all, 1, &b);
+		if (a.d.received != t[i].received || a.d.body != t[i].body ||
+		    b.d.received != t[i].received || b.d.body != t[i].body)
+			fail_msg("case %zu: received %u/%u body %d/%d, want %u "
+			    "%d", i, a.d.received, b.d.received, a.d.body,
+			    b.d.body, t[i].received, t[i].body);
+		buf_free(&a.out);
+		buf_free(&b.out);
+	}
 }
 
 /* ------------------------------------------------------------ paths */
@@ -792,6 +831,7 @@ main(void)
 		cmocka_unit_test(test_data_toolong),
 		cmocka_unit_test(test_dot_stuff),
 		cmocka_unit_test(test_data_span),
+		cmocka_unit_test(test_data_hops),
 		cmocka_unit_test(test_paths),
 		cmocka_unit_test(test_path_limits),
 		cmocka_unit_test(test_params),
