@@ -2,7 +2,8 @@
  * relay.c - the upstream leg of the outgoing live relay: the marked (and
  * optionally transparently bound) socket to the server the client
  * dialled, its greeting, opportunistic or required STARTTLS negotiated on
- * the first EHLO, and the in-order delivery of its replies to the
+ * the first EHLO (a failed opportunistic handshake starts the connection
+ * again in plain text), and the in-order delivery of its replies to the
  * session.  Replies are parsed strictly (line length, line count, NUL,
  * bare CR/LF); anything malformed, unsolicited or late kills the leg.
  * Nothing is queued and nothing is retried.
@@ -38,13 +39,14 @@ enum relay_state {
 	R_EHLO,		/* our own EHLO, to see STARTTLS */
 	R_STARTTLS,	/* waiting for 220 to STARTTLS */
 	R_HANDSHAKE,	/* TLS handshake in progress */
+	R_REOPEN,	/* handshake failed: closing, to connect in plain */
 	R_DEAD,		/* failed, waiting for relay_close() */
 	R_CLOSED	/* handles closing */
 };
 
 static const char *relay_state_names[] = {
 	"connect", "greeting", "ready", "ehlo", "starttls", "handshake",
-	"dead", "closed"
+	"reopen", "dead", "closed"
 };
 
 struct relay {
@@ -65,6 +67,7 @@ struct relay {
 	uint8_t			 kinds[RELAY_MAXOUT];	/* ring of kinds */
 	unsigned		 khead, outstanding;
 	int			 tls_tried;
+	int			 plain_again;	/* reconnected after TLS failed */
 	int			 quit_sent;
 	int			 auth_clear;
 	int			 want_drain;
@@ -78,6 +81,7 @@ static void	relay_read_cb(uv_stream_t *, ssize_t, const uv_buf_t *);
 static void	relay_process(struct relay *);
 static void	relay_alloc_cb(uv_handle_t *, size_t, uv_buf_t *);
 static void	relay_written(void *, int);
+static int	relay_fallback(struct relay *, const char *);
 
 static void
 relay_enter_state(struct relay *r, enum relay_state st)
@@ -95,6 +99,8 @@ static void
 relay_fail(struct relay *r, const char *why, const struct smtp_reply *rep)
 {
 	if (r->state == R_DEAD || r->state == R_CLOSED)
+		return;
+	if (r->state == R_HANDSHAKE && relay_fallback(r, why) == 0)
 		return;
 	relay_enter_state(r, R_DEAD);
 	tls_cork_free(&r->out);		/* nothing more goes up */
@@ -245,13 +251,54 @@ relay_connect_cb(uv_connect_t *req, int status)
 	relay_enter_state(r, R_GREETING);
 }
 
+/*
+ * relay_connect - a socket and its connect; a failure is reported from
+ * the timer (cb->fail never runs inside relay_open)
+ */
+static void
+relay_connect(struct relay *r, uv_loop_t *loop)
+{
+	int rc;
+
+	relay_enter_state(r, R_CONNECT);
+	uv_timer_start(&r->timer, relay_timeout_cb,
+	    (uint64_t)r->o.t_connect * 1000, 0);
+	/* a failed uv_tcp_init_ex leaves no handle to close */
+	if ((rc = uv_tcp_init_ex(loop, &r->tcp, r->o.dst.ss_family)) < 0) {
+		log_warnx("session=%llu upstream=%s socket: %s",
+		    (unsigned long long)r->o.id, r->peer, uv_strerror(rc));
+		r->defer_why = "socket";
+		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
+		return;
+	}
+	r->tcp.data = r;
+	r->handles = 2;
+	if (relay_socket(r) == -1) {
+		log_warn("session=%llu upstream=%s socket",
+		    (unsigned long long)r->o.id, r->peer);
+		r->defer_why = "socket";
+		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
+		return;
+	}
+	uv_tcp_nodelay(&r->tcp, 1);
+	r->creq.data = r;
+	if ((rc = uv_tcp_connect(&r->creq, &r->tcp,
+	    (const struct sockaddr *)&r->o.dst, relay_connect_cb)) < 0) {
+		r->defer_why = uv_err_name(rc);
+		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
+		return;
+	}
+	/* reading from now on: one poll registration for connect and
+	 * replies, none more per state change */
+	uv_read_start((uv_stream_t *)&r->tcp, relay_alloc_cb, relay_read_cb);
+}
+
 /* relay_open - start connecting; failures come through cb->fail */
 struct relay *
 relay_open(uv_loop_t *loop, const struct relay_opts *o,
     const struct relay_cb *cb, void *arg)
 {
 	struct relay *r;
-	int rc;
 
 	r = xcalloc(1, sizeof(*r));
 	r->o = *o;
@@ -264,37 +311,51 @@ relay_open(uv_loop_t *loop, const struct relay_opts *o,
 	uv_timer_init(loop, &r->timer);
 	r->timer.data = r;
 	r->handles = 1;
-	uv_timer_start(&r->timer, relay_timeout_cb,
-	    (uint64_t)o->t_connect * 1000, 0);
-	/* a failed uv_tcp_init_ex leaves no handle to close */
-	if ((rc = uv_tcp_init_ex(loop, &r->tcp, o->dst.ss_family)) < 0) {
-		log_warnx("session=%llu upstream=%s socket: %s",
-		    (unsigned long long)o->id, r->peer, uv_strerror(rc));
-		r->defer_why = "socket";
-		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
-		return r;
-	}
-	r->tcp.data = r;
-	r->handles = 2;
-	if (relay_socket(r) == -1) {
-		log_warn("session=%llu upstream=%s socket",
-		    (unsigned long long)o->id, r->peer);
-		r->defer_why = "socket";
-		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
-		return r;
-	}
-	uv_tcp_nodelay(&r->tcp, 1);
-	r->creq.data = r;
-	if ((rc = uv_tcp_connect(&r->creq, &r->tcp,
-	    (const struct sockaddr *)&o->dst, relay_connect_cb)) < 0) {
-		r->defer_why = uv_err_name(rc);
-		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
-		return r;
-	}
-	/* reading from now on: one poll registration for connect and
-	 * replies, none more per state change */
-	uv_read_start((uv_stream_t *)&r->tcp, relay_alloc_cb, relay_read_cb);
+	relay_connect(r, loop);
 	return r;
+}
+
+/* relay_reopen_cb - the failed TLS connection is closed: connect again */
+static void
+relay_reopen_cb(uv_handle_t *h)
+{
+	struct relay *r = h->data;
+
+	if (r->state != R_REOPEN) {
+		relay_close_cb(h);	/* failed or closed meanwhile */
+		return;
+	}
+	r->handles = 1;
+	tls_conn_free(r->tls);
+	r->tls = NULL;
+	buf_reset(&r->plain);
+	smtp_reply_free(&r->rp);
+	smtp_reply_init(&r->rp, RELAY_MAXLINE, RELAY_MAXLINES);
+	tls_cork_free(&r->out);
+	tls_cork_init(&r->out, (uv_stream_t *)&r->tcp, relay_written, r);
+	relay_connect(r, r->timer.loop);
+}
+
+/*
+ * relay_fallback - an opportunistic handshake failed: as Postfix does
+ * for "may", give up TLS and start over in plain text on a new
+ * connection, once; the client, still waiting for its EHLO reply, sees
+ * nothing but the delay.  0, or -1 when TLS was required or this is
+ * the second try.
+ */
+static int
+relay_fallback(struct relay *r, const char *why)
+{
+	if (r->o.tls != RELAY_TLS_OPPORTUNISTIC || r->plain_again ||
+	    r->handles != 2)
+		return -1;
+	log_info("session=%llu upstream=%s tls=failed error=\"%s\" "
+	    "fallback=plaintext", (unsigned long long)r->o.id, r->peer, why);
+	r->plain_again = 1;
+	relay_enter_state(r, R_REOPEN);
+	uv_timer_stop(&r->timer);
+	uv_close((uv_handle_t *)&r->tcp, relay_reopen_cb);
+	return 0;
 }
 
 static void
@@ -302,7 +363,7 @@ relay_written(void *arg, int status)
 {
 	struct relay *r = arg;
 
-	if (r->state == R_CLOSED || r->state == R_DEAD)
+	if (r->state == R_CLOSED || r->state == R_DEAD || r->state == R_REOPEN)
 		return;
 	if (status < 0) {
 		relay_fail(r, uv_err_name(status), NULL);
@@ -587,8 +648,13 @@ relay_reply(struct relay *r, const struct smtp_reply *rep)
 	switch (r->state) {
 	case R_GREETING:
 		uv_timer_stop(&r->timer);
-		relay_enter_state(r, R_READY);
-		r->cb->greeting(r->arg, rep);
+		if (!r->plain_again) {
+			relay_enter_state(r, R_READY);
+			r->cb->greeting(r->arg, rep);
+		} else if (rep->code == 220)
+			relay_release(r);	/* the client had its greeting */
+		else
+			relay_fail(r, "greeting refused after TLS fallback", rep);
 		break;
 	case R_EHLO:
 		on_ehlo(r, rep);
@@ -710,16 +776,20 @@ relay_peer(const struct relay *r)
 void
 relay_close(struct relay *r)
 {
+	int tcp;
+
 	if (r == NULL || r->state == R_CLOSED)
 		return;
-	if (r->handles == 2 && r->state != R_DEAD)
+	/* reopening: the tcp handle is closing, relay_reopen_cb ends it */
+	tcp = r->handles == 2 && r->state != R_REOPEN;
+	if (tcp && r->state != R_DEAD)
 		tls_cork_flush(&r->out);	/* commands already made */
 	tls_cork_free(&r->out);
 	if (r->state == R_READY && r->outstanding == 0 && !r->quit_sent)
 		tls_stream_write((uv_stream_t *)&r->tcp, r->tls, "QUIT\r\n", 6,
 		    NULL, NULL);
 	relay_enter_state(r, R_CLOSED);
-	if (r->handles == 2) {
+	if (tcp) {
 		if (r->tls != NULL)
 			tls_conn_close(r->tls);
 		uv_close((uv_handle_t *)&r->tcp, relay_close_cb);

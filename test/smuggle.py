@@ -34,7 +34,9 @@ Server side (a fake upstream):
     continuation lines), nul, barelf, pretls (bytes right after the 220
     to STARTTLS), inject (an unsolicited reply after RCPT), caps (offers
     CHUNKING, BDAT, XCLIENT, BINARYMIME, AUTH=LOGIN), dropdata (closes in
-    the middle of DATA), authtls (AUTH offered only inside TLS).  Messages are written to DIR, one file each.
+    the middle of DATA), authtls (AUTH offered only inside TLS), badtls
+    (a TLS alert instead of a handshake, then close: a server with broken
+    TLS).  Messages are written to DIR, one file each.
 """
 import argparse
 import base64
@@ -509,6 +511,13 @@ def session(a, s, ctx, num):
             elif verb == "HELO":
                 out("250 fake.upstream\r\n")
             elif verb == "STARTTLS" and ctx and not tls:
+                if mode == "badtls":
+                    # a fatal handshake_failure alert, and goodbye
+                    out("220 2.0.0 go ahead\r\n")
+                    f["s"].recv(65536)
+                    out(b"\x15\x03\x03\x00\x02\x02\x28")
+                    f["s"].close()
+                    return
                 if mode == "pretls":
                     out("220 2.0.0 go ahead\r\n250 injected\r\n")
                 else:

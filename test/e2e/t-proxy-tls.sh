@@ -9,7 +9,11 @@
 #     session ends, nothing is injected;
 #   - "starttls outgoing require": MAIL before STARTTLS gets 530, and an
 #     upstream without STARTTLS is refused (421);
-#   - "strip": STARTTLS is not offered.
+#   - "strip": STARTTLS is not offered;
+#   - an upstream whose TLS handshake fails: opportunistic TLS starts over
+#     in plain text on a second connection (the client sees one session,
+#     the message arrives in plain text); "client-server tls require"
+#     gives the client 421 and stores nothing.
 . "$(dirname "$0")/t-proxy-common.inc"
 
 tb_make_cert "$S"
@@ -81,6 +85,34 @@ grep -q "STARTTLS" "$S/ehlo.out" && fail "STARTTLS offered with strip"
 tb_swaks c1 --server "$FAKE_IP" -f sender@example.org -t rcpt@example.net ||
 	fail "strip: $(grep -m1 -E '^(<\*\*|\*\*\*)' "$TB_STATE/swaks.out")"
 
+# 7. broken upstream TLS: plain text again, or 421 when required
+fake_up --tls "$S/cert.pem" "$S/key.pem" --mode badtls
+n0=$(sink_count "$S/fake")
+tb_swaks c1 --server "$FAKE_IP" -f sender@example.org -t rcpt@example.net \
+	--header "Subject: t-proxy-tls fallback" ||
+	fail "fallback: $(grep -m1 -E '^(<\*\*|\*\*\*)' "$TB_STATE/swaks.out")"
+wait_for sink_count "$S/fake" -gt "$n0" || fail "fallback: message not at the upstream"
+f=$(grep -rls "t-proxy-tls fallback" "$S/fake")
+[ -n "$f" ] && grep -q "^TLS: False" $f || fail "fallback: not stored as a plain-text message"
+[ "$(grep -c '^accept ' "$S/fake.log")" = 2 ] ||
+	fail "fallback: $(grep -c '^accept ' "$S/fake.log") connections upstream, want 2"
+grep -Eq "^<- +220 fake.upstream ESMTP ready" "$TB_STATE/swaks.out" ||
+	fail "fallback: the client did not see the upstream's greeting"
+[ "$(grep -c '^<- *220 ' "$TB_STATE/swaks.out")" = 1 ] || fail "fallback: the client saw a second greeting"
+log_has "upstream=$FAKE_IP:25 tls=failed error=.* fallback=plaintext" || fail "fallback not logged"
+log_has "to=<rcpt@example.net> nrcpt=1 .*disposition=relayed" || fail "fallback: not relayed"
+
+proxy_conf "tls certificate \"$S/cert.pem\" key \"$S/key.pem\"
+client-server tls require"
+mxb_reload
+n0=$(sink_count "$S/fake")
+tb_swaks c1 --server "$FAKE_IP" -f sender@example.org -t rcpt@example.net &&
+	fail "require: a server with broken TLS got the message"
+grep -q '^<\*\* *421 ' "$TB_STATE/swaks.out" ||
+	fail "require: no 421: $(grep -m1 -E '^(<\*\*|\*\*\*)' "$TB_STATE/swaks.out")"
+[ "$(grep -c 'fallback=plaintext' "$TB_MXB_LOG")" = 1 ] || fail "require: fell back to plain text"
+[ "$(sink_count "$S/fake")" = "$n0" ] || fail "require: a message was stored"
+
 fake_down
 mxb_down
-pass "STARTTLS on both legs, pipelined bytes dropped, pre-TLS injection refused, require and strip"
+pass "STARTTLS on both legs, pipelined bytes dropped, pre-TLS injection refused, require, strip, fallback from broken TLS"
