@@ -5,6 +5,7 @@
  * plaintext comes out into a buf, and whatever the engine produces is
  * queued on the stream with self-freeing write requests.
  */
+#include <sys/socket.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -626,6 +627,34 @@ tls_cork_flush(struct tls_cork *c)
 	rc = tls_stream_send(c->s, c->t, &b, 1, c->cb, c->arg);
 	buf_free(&c->b);	/* an idle session keeps no buffer */
 	return rc;
+}
+
+/*
+ * tls_cork_finish - the last reply (221, 421) and the FIN in one segment:
+ * MSG_MORE holds the bytes until shutdown() adds the FIN to them, where a
+ * write and a shutdown send two.  Only in plain text, and only when
+ * libuv has nothing queued for the stream (the order of bytes).
+ */
+int
+tls_cork_finish(struct tls_cork *c)
+{
+	uv_os_fd_t fd;
+	ssize_t n;
+
+	if (c->t != NULL || buf_avail(&c->b) == 0 ||
+	    uv_stream_get_write_queue_size(c->s) != 0 ||
+	    uv_fileno((uv_handle_t *)c->s, &fd) != 0)
+		return 0;
+	n = send(fd, buf_head(&c->b), buf_avail(&c->b),
+	    MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (n > 0)
+		buf_consume(&c->b, (size_t)n);
+	if (buf_avail(&c->b) > 0)
+		return 0;	/* the rest the usual way */
+	cork_unlink(c);
+	buf_free(&c->b);
+	(void)shutdown(fd, SHUT_WR);
+	return 1;
 }
 
 void

@@ -126,6 +126,7 @@ int		 tls_stream_send(uv_stream_t *, struct tls_conn *,
  *	tls_cork_flush(&c);			// now: before a shutdown, a
  *						// close or a direct write
  *	tls_cork_turn();			// every corked stream, now
+ *	tls_cork_finish(&c);			// the last bytes and the FIN
  *	tls_cork_free(&c);			// drops what is left
  *
  * Bytes added for another t than the pending ones flush those first, so
@@ -148,6 +149,9 @@ int		 tls_cork_add(struct tls_cork *, struct tls_conn *,
 		    const uv_buf_t *, unsigned);
 /* as tls_stream_send: 1 all sent (or nothing to send), 0 queued, < 0 */
 int		 tls_cork_flush(struct tls_cork *);
+/* 1: the corked bytes and the FIN left in one segment (plain text, an
+ * idle stream); 0: nothing done, flush and shut down as usual */
+int		 tls_cork_finish(struct tls_cork *);
 void		 tls_cork_turn(void);
 void		 tls_cork_free(struct tls_cork *);
 

@@ -14,6 +14,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,6 +238,25 @@ proxy_conn_done(const struct proxy_conn *conn)
 		c->open--;
 }
 
+/*
+ * proxy_quickack_off - delayed ACKs from the first command on: a new
+ * connection starts in quick-ACK mode, which sends a bare ACK for the
+ * client's EHLO while its answer waits on the upstream; the reply itself
+ * can carry it (Linux forgets this on a listener: set per connection)
+ */
+static int
+proxy_quickack_off(uv_tcp_t *tcp)
+{
+	uv_os_fd_t fd;
+	int zero = 0;
+
+	if (uv_fileno((uv_handle_t *)tcp, &fd) != 0)
+		return UV_EBADF;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof(zero)) == -1)
+		return -errno;
+	return 0;
+}
+
 /* proxy_accept_cb - a new intercepted connection */
 static void
 proxy_accept_cb(uv_stream_t *server, int status)
@@ -266,6 +286,7 @@ proxy_accept_cb(uv_stream_t *server, int status)
 		return;
 	}
 	client->data = NULL;
+	(void)proxy_quickack_off(client);
 	proxy_accepted[l->dir]++;
 	log_info("session=%llu client=%s orig_dst=%s dir=%s port=%s",
 	    (unsigned long long)conn.id,

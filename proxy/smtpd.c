@@ -465,6 +465,10 @@ session_quit(struct session *s, const char *disposition)
 	relay_close(s->relay);
 	s->relay = NULL;
 	uv_timer_stop(&s->timer);
+	if (s->tls == NULL && tls_cork_finish(&s->out) == 1) {
+		session_close(s, s->disposition);
+		return;
+	}
 	tls_cork_flush(&s->out);	/* the last replies before the FIN */
 	if (s->tls != NULL)
 		tls_conn_close(s->tls);

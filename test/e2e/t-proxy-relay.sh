@@ -75,5 +75,28 @@ log_has "disposition=upstream-lost" || fail "lost upstream not logged"
 [ "$(spool_files)" = 0 ] || fail "something was queued after the upstream dropped"
 fake_down
 
+# 6. the client leg's packets: the EHLO is acknowledged by its reply (no
+# quick ACK of its own first), and the 221 carries the FIN
+ip netns exec "$(tb_ns c1)" tcpdump -i eth0 -nn -U --immediate-mode -w "$S/leg.pcap" "tcp port 25" \
+	>"$S/tcpdump.log" 2>&1 &
+tdpid=$!
+tbd_record_pid c1 tcpdump "$tdpid"
+wait_for grep -q "listening on" "$S/tcpdump.log" || fail "tcpdump did not start: $(cat "$S/tcpdump.log")"
+tb_swaks c1 --server "$TB_EXT_IP4" -f sender@example.org -t rcpt@example.net ||
+	fail "swaks for the packet check: $(grep -m1 -E '^(<\*\*|\*\*\*)' "$TB_STATE/swaks.out")"
+sleep 0.5
+kill -INT "$tdpid"; wait "$tdpid"
+fin=$(tcpdump -r "$S/leg.pcap" -nn 'src port 25 and tcp[tcpflags] & tcp-fin != 0 and
+	ip[2:2] - ((ip[0] & 0xf) << 2) - ((tcp[12] & 0xf0) >> 2) > 0' 2>/dev/null | wc -l)
+[ "$fin" = 1 ] || fail "the final reply and the FIN are not one segment ($fin): $(tcpdump -r "$S/leg.pcap" -nn 2>&1 | tail -n 4) $(cat "$S/tcpdump.log")"
+# -q: "IP A.p > B.25: tcp LEN"; after the client's first data (EHLO), the
+# box's next packet must carry data (the reply), not a bare ACK
+after=$(tcpdump -r "$S/leg.pcap" -nn -q 2>/dev/null | awk -v c="$TB_C1_IP4." '
+	{ len = $NF + 0; cli = index($3, c) == 1 }
+	cli && len > 0 && !seen { seen = 1; next }
+	seen && !cli { print len; exit }')
+[ -n "$after" ] && [ "$after" -gt 0 ] ||
+	fail "the EHLO got a bare ACK before its reply: $(tcpdump -r "$S/leg.pcap" -nn -q 2>/dev/null | head -n 8)"
+
 mxb_down
-pass "live relay: delivered with real replies, EHLO filtered, pipelining, unreachable and lost upstream"
+pass "live relay: delivered with real replies, EHLO filtered, pipelining, unreachable and lost upstream, reply+FIN in one segment"
