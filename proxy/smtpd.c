@@ -19,6 +19,7 @@
  * leg instead of ending the upstream DATA.  Commands must end in CRLF.
  */
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -190,6 +191,7 @@ static struct policy		*srv_ctx_pol;
 static void	session_wake(struct session *);
 static void	session_flush(struct session *);
 static void	session_close(struct session *, const char *);
+static void	session_arm(struct session *, unsigned);
 static void	session_read_cb(uv_stream_t *, ssize_t, const uv_buf_t *);
 static void	relay_greeting_cb(void *, const struct smtp_reply *);
 static void	relay_reply_cb(void *, const struct smtp_reply *);
@@ -442,6 +444,25 @@ session_close(struct session *s, const char *disposition)
 		uv_close((uv_handle_t *)&s->timer, session_close_cb);
 }
 
+/*
+ * session_abort - the last replies did not get out within the command
+ * timeout: the client reads nothing (its window stays shut).  Reset the
+ * connection rather than leave the kernel an orphan socket to probe.
+ */
+static void
+session_abort(struct session *s)
+{
+	struct linger lg = { 1, 0 };
+	uv_os_fd_t fd;
+
+	log_info("session=%llu client=%s output stalled: %zu bytes unread, "
+	    "connection reset", (unsigned long long)s->conn.id, s->cstr,
+	    uv_stream_get_write_queue_size((uv_stream_t *)s->client));
+	if (uv_fileno((uv_handle_t *)s->client, &fd) == 0)
+		(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	session_close(s, "output-stalled");
+}
+
 static void
 session_shutdown_cb(uv_shutdown_t *req, int status)
 {
@@ -464,7 +485,9 @@ session_quit(struct session *s, const char *disposition)
 	s->reading = 0;
 	relay_close(s->relay);
 	s->relay = NULL;
-	uv_timer_stop(&s->timer);
+	/* a client that reads nothing more must not hold us: see
+	 * session_timeout_cb */
+	session_arm(s, s->pol->limits.t_cmd);
 	if (s->tls == NULL && tls_cork_finish(&s->out) == 1) {
 		session_close(s, s->disposition);
 		return;
@@ -545,6 +568,9 @@ session_timeout_cb(uv_timer_t *t)
 		break;
 	case S_TLS:
 		session_close(s, "tls-timeout");
+		break;
+	case S_QUIT:
+		session_abort(s);
 		break;
 	default:
 		break;

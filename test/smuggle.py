@@ -17,6 +17,8 @@ reason otherwise):
     errors N    unknown commands until 421
     idle        say EHLO, then nothing: 421 4.4.2 and the close
     trickle     a command trickled one octet a second: 421 and the close
+    noread      NOOPs until the server takes no more, never reading the
+                replies, then N s of silence (the caller checks the drop)
     slowdata    DATA at a few octets a second: 421 (minimum data rate)
     starttls    STARTTLS with a MAIL pipelined behind it: the MAIL is gone
     auth        AUTH PLAIN with a 334 round trip, then a message: 235, 250
@@ -285,6 +287,38 @@ def case_idle(a):
     if not c.closed():
         die("421 but no close")
     print("ok 421 after %.1fs" % (time.time() - t0))
+
+
+def case_noread(a):
+    """a client that never reads: NOOPs after the greeting until the
+    server takes no more (its replies fill both windows), then silence
+    for n seconds, still not reading.  The server must end the session
+    by itself; the caller checks the daemon's log."""
+    fam = socket.AF_INET6 if ":" in a.host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(15)
+    s.connect((a.host, a.port))
+    greeting = b""
+    while b"\n" not in greeting:
+        d = s.recv(1)
+        if not d:
+            die("closed before the greeting")
+        greeting += d
+    s.settimeout(5)
+    sent, chunk = 0, b"NOOP\r\n" * 1000
+    try:
+        while True:
+            sent += s.send(chunk)
+    except socket.timeout:
+        pass
+    except (BrokenPipeError, ConnectionResetError):
+        die("closed while still taking commands, after %d bytes" % sent)
+    print("ok port %d: %d bytes of NOOP taken, then not reading for %ds" %
+          (s.getsockname()[1], sent, a.n))
+    sys.stdout.flush()
+    time.sleep(a.n)
+    s.close()
 
 
 def case_trickle(a):
@@ -641,6 +675,7 @@ def main():
         "pipeline": case_pipeline, "longcmd": case_longcmd,
         "longline": case_longline, "rcpts": case_rcpts, "size": case_size,
         "errors": case_errors, "idle": case_idle, "trickle": case_trickle,
+        "noread": case_noread,
         "slowdata": case_slowdata, "starttls": case_starttls,
         "auth": case_auth, "tlsauth": lambda x: case_auth(x, tls=True),
         "expect-fail": case_expect_fail, "tlssend": case_tlssend,

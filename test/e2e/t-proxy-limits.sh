@@ -4,7 +4,8 @@
 # over-long text line (refused at the dot), too many recipients (452
 # 4.5.3, earlier ones kept and delivered), SIZE over the limit (552 at
 # MAIL) and a body over it (552 at the dot), an error flood (421 and the
-# close), an idle client and a trickling one (421 4.4.2), and a client
+# close), an idle client and a trickling one (421 4.4.2), a client that
+# never reads its replies (dropped: the 421 cannot reach it), and a client
 # sending DATA below the minimum rate (421 4.4.2).
 . "$(dirname "$0")/t-proxy-common.inc"
 
@@ -17,6 +18,27 @@ proxy_conf "limits {
 	min-data-rate 1000
 }"
 proxy_up
+
+# noread HOST: a client that fills both windows with NOOPs and never
+# reads: the session must end on the daemon's side (timeout, then the
+# 421 that cannot be written is given up), not hold its socket forever
+noread() {
+	local pid port
+	ip netns exec "$(tb_ns c1)" python3 "$SMUGGLE" client "$1" 25 noread 25 \
+		>"$S/noread.out" 2>&1 &
+	pid=$!
+	tbd_record_pid c1 noread "$pid"
+	wait_for -t 40 grep -q "^ok port" "$S/noread.out" ||
+		fail "noread client: $(tail -n 2 "$S/noread.out")"
+	port=$(sed -n 's/^ok port \([0-9]*\):.*/\1/p' "$S/noread.out")
+	wait_for -t 20 log_has "client=$TB_C1_IP4:$port orig_dst=[^ ]+ dir=[a-z]+ disposition=[a-z-]+ messages=" ||
+		fail "a client that never reads was not dropped: $(tail -n 1 "$S/noread.out")"
+	log_has "client=$TB_C1_IP4:$port output stalled: [0-9]+ bytes unread, connection reset" ||
+		fail "the drop of the client that never reads is not logged as such"
+	note "noread to $1: $(tail -n 1 "$S/noread.out"), dropped"
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+}
 
 for host in "$TB_EXT_IP4" "$TB_SRV_IP4"; do
 	case $host in
@@ -31,6 +53,7 @@ for host in "$TB_EXT_IP4" "$TB_SRV_IP4"; do
 	hostile "$host" errors 5 --rcpt "$rcpt"
 	hostile "$host" idle 3 --rcpt "$rcpt"
 	hostile "$host" trickle 3 --rcpt "$rcpt"
+	noread "$host"
 	log_has "disposition=timeout" || fail "$path: timeout not logged"
 	log_has "disposition=too-many-errors" || fail "$path: error flood not logged"
 	note "$path: limits ok"
@@ -44,4 +67,4 @@ hostile "$TB_EXT_IP4" slowdata --rcpt rcpt@example.net
 log_has "disposition=too-slow" || fail "slow client not logged"
 
 mxb_down
-pass "limits: long command/line, recipients, size, errors, idle, trickle, data rate"
+pass "limits: long command/line, recipients, size, errors, idle, trickle, no reader, data rate"
