@@ -28,6 +28,7 @@ LDLIBS	+= $(shell pkg-config --libs $(PKGS))
 COMMON_SRCS = \
 	common/addr.c \
 	common/buf.c \
+	common/hash.c \
 	common/log.c \
 	common/smtp.c \
 	common/tls.c \

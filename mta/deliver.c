@@ -1024,15 +1024,35 @@ on_dot(struct conn *c, const struct smtp_reply *rep)
  */
 
 /*
+ * stuff_lines - the complete lines of [p, p + n) to out, dot-stuffed, and
+ * with last the unterminated rest too; the bytes not taken
+ */
+static size_t
+stuff_lines(struct buf *out, const char *p, size_t n, int last)
+{
+	const char *nl;
+
+	while ((nl = memchr(p, '\n', n)) != NULL) {
+		smtp_dot_stuff(out, p, (size_t)(nl - p) -
+		    (nl > p && nl[-1] == '\r'));
+		n -= (size_t)(nl - p) + 1;
+		p = nl + 1;
+	}
+	if (last && n > 0) {
+		smtp_dot_stuff(out, p, n);
+		n = 0;
+	}
+	return n;
+}
+
+/*
  * body_mem - the whole body from the message's memory copy, with our
- * Received: and the dot, in one write: the same lines stuff() makes,
- * made right in the cork.
+ * Received: and the dot, in one write, made right in the cork.
  */
 static void
 body_mem(struct conn *c)
 {
 	const struct mta_env *env = c->job->env;
-	const char *p = env->mem.data, *nl;
 	size_t n = env->mem.len;
 
 	c->corked = 1;
@@ -1040,14 +1060,7 @@ body_mem(struct conn *c)
 	    (env->received ? strlen(env->received) : 0));
 	if (env->received != NULL)
 		buf_puts(&c->cork, env->received);
-	while (n > 0 && (nl = memchr(p, '\n', n)) != NULL) {
-		smtp_dot_stuff(&c->cork, p, (size_t)(nl - p) -
-		    (nl > p && nl[-1] == '\r'));
-		n -= (size_t)(nl - p) + 1;
-		p = nl + 1;
-	}
-	if (n > 0)
-		smtp_dot_stuff(&c->cork, p, n);
+	stuff_lines(&c->cork, env->mem.data, n, 1);
 	buf_append(&c->cork, ".\r\n", 3);
 	enter_state(c, CS_DOT);
 	timeout(c, policy_current()->limits.t_dot);
@@ -1061,22 +1074,10 @@ body_mem(struct conn *c)
 static void
 stuff(struct conn *c, int last)
 {
-	const char *p, *nl;
-	size_t n;
+	size_t n = buf_avail(&c->carry);
 
-	p = buf_head(&c->carry);
-	n = buf_avail(&c->carry);
-	while ((nl = memchr(p, '\n', n)) != NULL) {
-		smtp_dot_stuff(&c->out, p, (size_t)(nl - p) -
-		    (nl > p && nl[-1] == '\r'));
-		n -= (size_t)(nl - p) + 1;
-		p = nl + 1;
-	}
-	if (last && n > 0) {
-		smtp_dot_stuff(&c->out, p, n);
-		n = 0;
-	}
-	buf_consume(&c->carry, buf_avail(&c->carry) - n);
+	buf_consume(&c->carry, n - stuff_lines(&c->out, buf_head(&c->carry),
+	    n, last));
 }
 
 /* body_sent - a chunk left: read the next one */

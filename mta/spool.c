@@ -458,6 +458,22 @@ work_remove(struct spool_op *op)
 		xunlink("queue", op->id);
 }
 
+/*
+ * publish - a written file (fsub/fname) into queue/ as qname, which
+ * fails the batch if it cannot be; a file whose writing failed goes.
+ * 1 when queue/ changed.
+ */
+static int
+publish(struct spool_batch *b, struct spool_op *op, const char *fsub,
+    const char *fname, const char *qname)
+{
+	if (op->status == 0 && xrename(op, fsub, fname, "queue", qname) == -1)
+		batch_failed(b, "rename", op->tmppath);
+	if (op->status == -1 && op->tmppath != NULL)
+		unlink(op->tmppath);
+	return op->status == 0;
+}
+
 /* work_phase2 - make one op visible: rename into place or away */
 static int
 work_phase2(struct spool_batch *b, struct spool_op *op)
@@ -467,21 +483,11 @@ work_phase2(struct spool_batch *b, struct spool_op *op)
 	switch (op->type) {
 	case OP_COMMIT:
 		snprintf(name, sizeof(name), "%ld", op->slot);
-		if (op->status == 0 && xrename(op, "free", name, "queue",
-		    op->id) == -1)
-			batch_failed(b, "rename", op->tmppath);
-		if (op->status == -1 && op->tmppath != NULL)
-			unlink(op->tmppath);
-		return op->status == 0;
+		return publish(b, op, "free", name, op->id);
 	case OP_STATE:
 		snprintf(name, sizeof(name), "%s.st.%u", op->id, op->seq);
 		snprintf(dname, sizeof(dname), "%s.st", op->id);
-		if (op->status == 0 && xrename(op, "tmp", name, "queue",
-		    dname) == -1)
-			batch_failed(b, "rename", op->tmppath);
-		if (op->status == -1 && op->tmppath != NULL)
-			unlink(op->tmppath);
-		return op->status == 0;
+		return publish(b, op, "tmp", name, dname);
 	case OP_REMOVE:
 		work_remove(op);
 		return 0;

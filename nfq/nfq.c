@@ -12,7 +12,6 @@
  * decides what happens to SMTP flows.
  */
 #include <sys/queue.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -33,6 +32,7 @@
 
 #include "../common/addr.h"
 #include "../common/buf.h"
+#include "../common/hash.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
 #include "../daemon/control.h"
@@ -167,17 +167,12 @@ nfq_flow_key_make(struct nfq_flow_key *k, const struct sockaddr *src,
 	return 0;
 }
 
-/* nfq_flow_hash - FNV-1a over the key, seeded per run */
+/* nfq_flow_hash - the bucket of a flow key */
 static struct nfq_bucket *
 nfq_flow_hash(const struct nfq_flow_key *k)
 {
-	const uint8_t *p = (const uint8_t *)k;
-	uint32_t h = 2166136261u ^ nfq_seed;
-	size_t i;
-
-	for (i = 0; i < sizeof(*k); i++)
-		h = (h ^ p[i]) * 16777619u;
-	return &nfq_buckets[h & (NFQ_FLOW_BUCKETS - 1)];
+	return &nfq_buckets[hash_bytes(nfq_seed, k, sizeof(*k)) &
+	    (NFQ_FLOW_BUCKETS - 1)];
 }
 
 static void
@@ -255,9 +250,7 @@ nfq_flow_init(void)
 
 	if (nfq_buckets != NULL)
 		return;
-	if (getrandom(&nfq_seed, sizeof(nfq_seed), GRND_NONBLOCK) !=
-	    sizeof(nfq_seed))
-		nfq_seed = (uint32_t)time(NULL);
+	nfq_seed = hash_seed();
 	nfq_buckets = xcalloc(NFQ_FLOW_BUCKETS, sizeof(*nfq_buckets));
 	for (i = 0; i < NFQ_FLOW_BUCKETS; i++)
 		LIST_INIT(&nfq_buckets[i]);
@@ -508,9 +501,9 @@ nfq_classify(struct nfq_queue *q, uint32_t id, uint32_t mark,
 	const char *port = nfq_port_name(mark & NFQ_MARK_PORT);
 
 	memset(&cls, 0, sizeof(cls));
-	if (addr_is_self(dst) ?
+	if ((addr_is_self(dst) ?
 	    policy_classify_to_box(policy_current(), port, &cls) :
-	    policy_classify(policy_current(), src, dst, port, &cls) == -1) {
+	    policy_classify(policy_current(), src, dst, port, &cls)) == -1) {
 		nfq_st.errors++;
 		cls.action = POLICY_PASS;
 		cls.reason = "classify-error";

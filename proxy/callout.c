@@ -145,17 +145,23 @@ reply_first(const struct smtp_reply *rep, char *out, size_t len)
 	out[o < len ? o : len - 1] = '\0';
 }
 
-/* callout_finish - the answer is known: close, keep it, tell, free */
+/* callout_free - the leg closed, the callout gone */
 static void
-callout_finish(struct callout *c, int code, const char *line)
+callout_free(struct callout *c)
 {
 	relay_close(c->relay);
-	c->relay = NULL;
-	cache_put(&c->dst, c->rcpt, code, line);
-	c->cb(c->arg, code, line);
 	free(c->rcpt);
 	free(c->helo);
 	free(c);
+}
+
+/* callout_finish - the answer is known: keep it, tell, free */
+static void
+callout_finish(struct callout *c, int code, const char *line)
+{
+	cache_put(&c->dst, c->rcpt, code, line);
+	c->cb(c->arg, code, line);	/* line may be c->why: free after */
+	callout_free(c);
 }
 
 /* callout_unavailable - no answer to RCPT: why, for the log */
@@ -278,10 +284,6 @@ callout_start(uv_loop_t *loop, const struct callout_opts *opts,
 void
 callout_cancel(struct callout *c)
 {
-	if (c == NULL)
-		return;
-	relay_close(c->relay);
-	free(c->rcpt);
-	free(c->helo);
-	free(c);
+	if (c != NULL)
+		callout_free(c);
 }

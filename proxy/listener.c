@@ -11,7 +11,6 @@
  * its session only says 421.
  */
 #include <sys/queue.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,6 +22,7 @@
 
 #include "../common/addr.h"
 #include "../common/buf.h"
+#include "../common/hash.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
 #include "../daemon/control.h"
@@ -128,16 +128,12 @@ client_key(const struct sockaddr *sa, uint8_t key[16])
 	return 0;
 }
 
-/* client_chain - the bucket of a key: FNV-1a, seeded at start */
+/* client_chain - the bucket of a key */
 static struct proxy_chain *
 client_chain(const uint8_t *key, size_t len)
 {
-	uint32_t h = 2166136261U ^ proxy_seed;
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		h = (h ^ key[i]) * 16777619U;
-	return &proxy_clients[h % PROXY_BUCKETS];
+	return &proxy_clients[hash_bytes(proxy_seed, key, len) %
+	    PROXY_BUCKETS];
 }
 
 /* client_get - the entry of sa; created if create (and room), or NULL */
@@ -417,9 +413,7 @@ proxy_sweep_start(void)
 
 	if (proxy_sweep_on)
 		return;
-	if (getrandom(&proxy_seed, sizeof(proxy_seed), 0) !=
-	    (ssize_t)sizeof(proxy_seed))
-		proxy_seed = (uint32_t)uv_hrtime();
+	proxy_seed = hash_seed();
 	for (i = 0; i < PROXY_BUCKETS; i++)
 		LIST_INIT(&proxy_clients[i]);
 	uv_timer_init(proxy_loop, &proxy_sweep_timer);

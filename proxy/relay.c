@@ -251,6 +251,14 @@ relay_connect_cb(uv_connect_t *req, int status)
 	relay_enter_state(r, R_GREETING);
 }
 
+/* relay_defer - a failure found while connecting, told from the timer */
+static void
+relay_defer(struct relay *r, const char *why)
+{
+	r->defer_why = why;
+	uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
+}
+
 /*
  * relay_connect - a socket and its connect; a failure is reported from
  * the timer (cb->fail never runs inside relay_open)
@@ -267,8 +275,7 @@ relay_connect(struct relay *r, uv_loop_t *loop)
 	if ((rc = uv_tcp_init_ex(loop, &r->tcp, r->o.dst.ss_family)) < 0) {
 		log_warnx("session=%llu upstream=%s socket: %s",
 		    (unsigned long long)r->o.id, r->peer, uv_strerror(rc));
-		r->defer_why = "socket";
-		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
+		relay_defer(r, "socket");
 		return;
 	}
 	r->tcp.data = r;
@@ -276,16 +283,14 @@ relay_connect(struct relay *r, uv_loop_t *loop)
 	if (relay_socket(r) == -1) {
 		log_warn("session=%llu upstream=%s socket",
 		    (unsigned long long)r->o.id, r->peer);
-		r->defer_why = "socket";
-		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
+		relay_defer(r, "socket");
 		return;
 	}
 	uv_tcp_nodelay(&r->tcp, 1);
 	r->creq.data = r;
 	if ((rc = uv_tcp_connect(&r->creq, &r->tcp,
 	    (const struct sockaddr *)&r->o.dst, relay_connect_cb)) < 0) {
-		r->defer_why = uv_err_name(rc);
-		uv_timer_start(&r->timer, relay_timeout_cb, 0, 0);
+		relay_defer(r, uv_err_name(rc));
 		return;
 	}
 	/* reading from now on: one poll registration for connect and
@@ -394,8 +399,7 @@ relay_outv(struct relay *r, const uv_buf_t *bufs, unsigned nbufs, int cork)
 		rc = tls_stream_send((uv_stream_t *)&r->tcp, r->tls, bufs,
 		    nbufs, relay_written, r);
 	if (rc < 0) {
-		relay_fail(r, rc < 0 && rc != -1 ? uv_err_name(rc) :
-		    "TLS write", NULL);
+		relay_fail(r, rc != -1 ? uv_err_name(rc) : "TLS write", NULL);
 		return -1;
 	}
 	return 0;
@@ -437,15 +441,6 @@ relay_send(struct relay *r, const char *line, size_t len,
 		return -1;
 	relay_arm(r);
 	return 0;
-}
-
-int
-relay_write(struct relay *r, const void *p, size_t n)
-{
-	uv_buf_t b;
-
-	b = uv_buf_init((char *)(uintptr_t)p, (unsigned int)n);
-	return relay_writev(r, &b, 1);
 }
 
 int

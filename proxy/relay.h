@@ -65,7 +65,6 @@ int		 relay_helo(struct relay *, int ehlo, const char *name,
 int		 relay_send(struct relay *, const char *line, size_t len,
 		    enum relay_kind);
 /* raw bytes (DATA content, already stuffed) that expect no reply */
-int		 relay_write(struct relay *, const void *, size_t);
 int		 relay_writev(struct relay *, const uv_buf_t *, unsigned);
 /* the last content (may be none, at most RELAY_MAXBUFS pieces) and the
  * terminator line, in one write; expects the reply to the dot */

@@ -215,9 +215,9 @@ enter_state(struct session *s, enum smtpd_state st)
 
 /* ---------------------------------------------------------------- TLS */
 
-/* tls_contexts - the server context for pol (NULL: no STARTTLS) */
+/* client_ctx - the TLS client context of the upstream legs, made once */
 static SSL_CTX *
-tls_contexts(struct policy *pol)
+client_ctx(void)
 {
 	char err[256];
 
@@ -225,6 +225,15 @@ tls_contexts(struct policy *pol)
 	    (cli_ctx = tls_ctx_client(TLS_VERIFY_NONE, NULL, NULL, err,
 	    sizeof(err))) == NULL)
 		log_warnx("tls: client context: %s", err);
+	return cli_ctx;
+}
+
+/* tls_contexts - the server context for pol (NULL: no STARTTLS) */
+static SSL_CTX *
+tls_contexts(struct policy *pol)
+{
+	char err[256];
+
 	if (srv_ctx_pol == pol)
 		return srv_ctx;
 	SSL_CTX_free(srv_ctx);
@@ -952,6 +961,14 @@ relay_drained_cb(void *arg)
 
 /* ---------------------------------------------------------------- DATA */
 
+/* runs_drop - forget the live relay's content runs (sent or not) */
+static void
+runs_drop(struct session *s)
+{
+	s->nrun = 0;
+	s->runlen = 0;
+}
+
 static void
 data_begin(struct session *s)
 {
@@ -962,8 +979,7 @@ data_begin(struct session *s)
 	s->rate_start = uv_now(s->loop);
 	s->rate_bytes = 0;
 	buf_reset(&s->body);
-	s->nrun = 0;
-	s->runlen = 0;
+	runs_drop(s);
 	session_arm(s, s->pol->limits.t_data);
 }
 
@@ -977,26 +993,21 @@ runs_flush(struct session *s)
 {
 	if (s->nrun > 0 && s->refuse == NULL && s->relay != NULL)
 		relay_writev(s->relay, s->run, s->nrun);
-	s->nrun = 0;
-	s->runlen = 0;
+	runs_drop(s);
 }
 
-/* body_flush - move the batched content on (relay or MTA) */
+/* body_flush - move the batched content on: the relay's runs, or the
+ * MTA path's body */
 static void
 body_flush(struct session *s)
 {
 	runs_flush(s);
 	if (buf_avail(&s->body) == 0)
 		return;
-	if (s->refuse == NULL) {
-		if (s->relay_mode && s->relay != NULL)
-			relay_write(s->relay, buf_head(&s->body),
-			    buf_avail(&s->body));
-		else if (s->msg != NULL && mta_msg_write(s->msg,
-		    buf_head(&s->body), buf_avail(&s->body)) == -1) {
-			s->refuse = "451 4.3.0 Error: queue file write error";
-			s->refuse_why = "spool-write";
-		}
+	if (s->refuse == NULL && s->msg != NULL && mta_msg_write(s->msg,
+	    buf_head(&s->body), buf_avail(&s->body)) == -1) {
+		s->refuse = "451 4.3.0 Error: queue file write error";
+		s->refuse_why = "spool-write";
 	}
 	buf_reset(&s->body);
 }
@@ -1009,8 +1020,7 @@ data_refuse(struct session *s, const char *replyl, const char *why)
 	s->refuse = replyl;
 	s->refuse_why = why;
 	buf_reset(&s->body);
-	s->nrun = 0;
-	s->runlen = 0;
+	runs_drop(s);
 }
 
 static void
@@ -1086,8 +1096,7 @@ data_end(struct session *s)
 		    s->nrun) == -1)
 			session_421(s, "upstream-lost", "421 4.4.2 %s Error: "
 			    "connection to upstream server lost", s->host);
-		s->nrun = 0;
-		s->runlen = 0;
+		runs_drop(s);
 		return;
 	}
 	if (s->msg == NULL) {
@@ -1383,19 +1392,6 @@ cmd_mail(struct session *s, const char *arg, const struct smtp_line *l)
 refuse:
 	smtp_path_free(&path);
 	reply(s, C_MAIL, "%s", why);
-}
-
-/* client_ctx - the TLS client context of the upstream legs, made once */
-static SSL_CTX *
-client_ctx(void)
-{
-	char err[256];
-
-	if (cli_ctx == NULL &&
-	    (cli_ctx = tls_ctx_client(TLS_VERIFY_NONE, NULL, NULL, err,
-	    sizeof(err))) == NULL)
-		log_warnx("tls: client context: %s", err);
-	return cli_ctx;
 }
 
 /* rcpt_make - an MTA path recipient from its RCPT */

@@ -470,15 +470,60 @@ struct data_res {
 	size_t		 rest;
 };
 
-static void
-data_ref(const char *in, size_t len, size_t max, const size_t *chunks,
-    int stuffed, struct data_res *res)
+/* ref_drain - what the reader holds, line by line; 1 at the terminator */
+static int
+ref_drain(struct smtp_reader *r, int stuffed, struct data_res *res)
 {
-	struct smtp_reader r;
 	struct smtp_line l;
 	const char *p;
-	size_t n, off = 0, i = 0, c;
+	size_t n;
 	int before;
+
+	while (smtp_reader_getline(r, &l) != SMTP_LINE_NONE) {
+		before = res->d.flags;
+		res->d.flags = 0;
+		if (smtp_data_line(&res->d, &l, &p, &n) == 1) {
+			res->d.flags = before;
+			return 1;
+		}
+		if (res->d.flags == 0) {
+			if (stuffed)
+				smtp_dot_stuff(&res->out, p, n);
+			else {
+				buf_append(&res->out, p, n);
+				buf_append(&res->out, "\r\n", 2);
+			}
+		}
+		res->d.flags |= before;
+	}
+	return 0;
+}
+
+/* run_drain - what the reader holds, through smtp_data_span */
+static int
+run_drain(struct smtp_reader *r, int stuffed, struct data_res *res)
+{
+	enum smtp_data_status st;
+	const char *p;
+	size_t n;
+
+	while ((st = smtp_data_span(r, &res->d, stuffed, &p, &n)) !=
+	    SMTP_DATA_MORE) {
+		if (st == SMTP_DATA_END)
+			return 1;
+		buf_append(&res->out, p, n);
+	}
+	return 0;
+}
+
+/* data_feed - in, in pieces of chunks, through drain after each piece */
+static void
+data_feed(const char *in, size_t len, size_t max, const size_t *chunks,
+    int stuffed, struct data_res *res,
+    int (*drain)(struct smtp_reader *, int, struct data_res *))
+{
+	struct smtp_reader r;
+	size_t off = 0, i = 0, c;
 
 	smtp_reader_init(&r, max);
 	smtp_data_init(&res->d);
@@ -490,27 +535,18 @@ data_ref(const char *in, size_t len, size_t max, const size_t *chunks,
 			c = len - off;
 		smtp_reader_feed(&r, in + off, c);
 		off += c;
-		while (smtp_reader_getline(&r, &l) != SMTP_LINE_NONE) {
-			before = res->d.flags;
-			res->d.flags = 0;
-			if (smtp_data_line(&res->d, &l, &p, &n) == 1) {
-				res->d.flags = before;
-				res->ended = 1;
-				break;
-			}
-			if (res->d.flags == 0) {
-				if (stuffed)
-					smtp_dot_stuff(&res->out, p, n);
-				else {
-					buf_append(&res->out, p, n);
-					buf_append(&res->out, "\r\n", 2);
-				}
-			}
-			res->d.flags |= before;
-		}
+		res->ended = drain(&r, stuffed, res);
 	}
 	res->rest = smtp_reader_pending(&r) + (len - off);
 	smtp_reader_free(&r);
+}
+
+/* data_ref - the line-by-line reference */
+static void
+data_ref(const char *in, size_t len, size_t max, const size_t *chunks,
+    int stuffed, struct data_res *res)
+{
+	data_feed(in, len, max, chunks, stuffed, res, ref_drain);
 }
 
 /* data_run - the same input through smtp_data_span */
@@ -518,32 +554,7 @@ static void
 data_run(const char *in, size_t len, size_t max, const size_t *chunks,
     int stuffed, struct data_res *res)
 {
-	struct smtp_reader r;
-	enum smtp_data_status st;
-	const char *p;
-	size_t n, off = 0, i = 0, c;
-
-	smtp_reader_init(&r, max);
-	smtp_data_init(&res->d);
-	buf_init(&res->out);
-	res->ended = 0;
-	while (off < len && !res->ended) {
-		c = chunks[i++];
-		if (c > len - off)
-			c = len - off;
-		smtp_reader_feed(&r, in + off, c);
-		off += c;
-		while ((st = smtp_data_span(&r, &res->d, stuffed, &p, &n)) !=
-		    SMTP_DATA_MORE) {
-			if (st == SMTP_DATA_END) {
-				res->ended = 1;
-				break;
-			}
-			buf_append(&res->out, p, n);
-		}
-	}
-	res->rest = smtp_reader_pending(&r) + (len - off);
-	smtp_reader_free(&r);
+	data_feed(in, len, max, chunks, stuffed, res, run_drain);
 }
 
 /* rnd - a small deterministic generator, so a failure can be replayed */
