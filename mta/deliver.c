@@ -1461,33 +1461,64 @@ on_resolved(void *arg, struct mta_dnsres *res)
 	conn_unref(c);
 }
 
-/* hops_original - the original destination, then its domain's fallback */
+/* same_hop - one address and port */
+static int
+same_hop(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	return addr_equal_ip((const struct sockaddr *)a,
+	    (const struct sockaddr *)b) &&
+	    addr_port((const struct sockaddr *)a) ==
+	    addr_port((const struct sockaddr *)b);
+}
+
+/* hop_add - one more next hop, unless the list has it (or is full) */
+static void
+hop_add(struct conn *c, const struct sockaddr_storage *ss, const char *name)
+{
+	int i;
+
+	for (i = 0; i < c->nhop; i++)
+		if (same_hop(ss, &c->hop[i].addr))
+			return;
+	if (c->nhop >= MTA_MAXADDR)
+		return;
+	c->hop[c->nhop].addr = *ss;
+	snprintf(c->hop[c->nhop].name, sizeof(c->hop[0].name), "%s", name);
+	c->nhop++;
+}
+
+/*
+ * hops_original - the address the client dialled first (so a session
+ * is delivered in the family it came in), then the domain's other server
+ * addresses in the order written (a dual-stack server's other family
+ * when the dialled one is down), then its fallback.  A hop's name is the
+ * host as written, for SNI and the log.
+ */
 static void
 hops_original(struct conn *c, const struct policy *p)
 {
+	const struct sockaddr_storage *dst = &c->dest->orig_dst;
 	const struct policy_domain *d;
+	const char *name;
 	char a[ADDR_STRLEN];
 	int i;
 
-	d = policy_domain_by_server(p, (struct sockaddr *)&c->dest->orig_dst);
-	c->hop[0].addr = c->dest->orig_dst;
-	addr_fmt_ip((struct sockaddr *)&c->dest->orig_dst, a, sizeof(a));
-	snprintf(c->hop[0].name, sizeof(c->hop[0].name), "%s",
-	    d != NULL && strcmp(d->server, a) != 0 ? d->server : a);
-	c->nhop = 1;
+	d = policy_domain_by_server(p, (const struct sockaddr *)dst);
+	addr_fmt_ip((const struct sockaddr *)dst, a, sizeof(a));
+	name = a;
+	for (i = 0; d != NULL && i < d->naddr; i++)
+		if (same_hop(dst, &d->addr[i]))
+			name = d->host[i];
+	for (i = 0; d != NULL && name == a && i < d->nfbaddr; i++)
+		if (same_hop(dst, &d->fbaddr[i]))
+			name = d->fallback;
+	c->nhop = 0;
+	hop_add(c, dst, name);
+	for (i = 0; d != NULL && i < d->naddr; i++)
+		hop_add(c, &d->addr[i], d->host[i]);
+	for (i = 0; d != NULL && i < d->nfbaddr; i++)
+		hop_add(c, &d->fbaddr[i], d->fallback);
 	c->tlsmode = d != NULL ? d->tls : POLICY_UPTLS_OPPORTUNISTIC;
-	for (i = 0; d != NULL && i < d->nfbaddr && c->nhop < MTA_MAXADDR;
-	    i++) {
-		if (addr_equal_ip((const struct sockaddr *)&d->fbaddr[i],
-		    (struct sockaddr *)&c->hop[0].addr) &&
-		    addr_port((const struct sockaddr *)&d->fbaddr[i]) ==
-		    addr_port((struct sockaddr *)&c->hop[0].addr))
-			continue;
-		c->hop[c->nhop].addr = d->fbaddr[i];
-		snprintf(c->hop[c->nhop].name, sizeof(c->hop[0].name), "%s",
-		    d->fallback);
-		c->nhop++;
-	}
 }
 
 /*

@@ -47,22 +47,27 @@ policy_port_by_name(const struct policy *pol, const char *name)
 	return NULL;
 }
 
-/* addr_in_list - sa equals one of n addresses, port included */
+/*
+ * addr_in_list - sa equals one of n addresses, port included (each
+ * address carries its own: server statements may name different ports)
+ */
 static int
 addr_in_list(const struct sockaddr *sa, const struct sockaddr_storage *list,
-    int n, uint16_t port)
+    int n)
 {
 	int i;
 
-	if (addr_port(sa) != port)
-		return 0;
 	for (i = 0; i < n; i++)
-		if (addr_equal_ip(sa, (const struct sockaddr *)&list[i]))
+		if (addr_equal_ip(sa, (const struct sockaddr *)&list[i]) &&
+		    addr_port(sa) == addr_port((const struct sockaddr *)&list[i]))
 			return 1;
 	return 0;
 }
 
-/* policy_domain_by_server - the domain whose server or fallback is sa */
+/*
+ * policy_domain_by_server - the domain one of whose server addresses (of
+ * either family) or fallback addresses is sa
+ */
 const struct policy_domain *
 policy_domain_by_server(const struct policy *pol, const struct sockaddr *sa)
 {
@@ -73,8 +78,8 @@ policy_domain_by_server(const struct policy *pol, const struct sockaddr *sa)
 		return NULL;
 	for (i = 0; i < pol->ndomains; i++) {
 		d = &pol->domains[i];
-		if (addr_in_list(sa, d->addr, d->naddr, d->port) ||
-		    addr_in_list(sa, d->fbaddr, d->nfbaddr, d->fbport))
+		if (addr_in_list(sa, d->addr, d->naddr) ||
+		    addr_in_list(sa, d->fbaddr, d->nfbaddr))
 			return d;
 	}
 	return NULL;

@@ -511,13 +511,41 @@ norm_domain(const char *s)
 	return d;
 }
 
-/* valid_host - a domain name or a numeric address */
+/*
+ * looks_numeric - s is meant as an address, not a name: it has brackets
+ * or a colon, or its last label is all digits (RFC 1123 2.1: a top-level
+ * domain is never all-numeric).  Such a host must parse as an address;
+ * it is never handed to the resolver, which would report a typo as a DNS
+ * failure, or take "192.0.2" for 192.0.0.2 as inet_aton(3) does.
+ */
 static int
-valid_host(const char *s)
+looks_numeric(const char *s)
+{
+	size_t len = strlen(s), i;
+
+	if (s[0] == '[' || strchr(s, ':') != NULL)
+		return 1;
+	if (len > 0 && s[len - 1] == '.')
+		len--;
+	for (i = len; i > 0 && s[i - 1] != '.'; i--)
+		if (!isdigit((unsigned char)s[i - 1]))
+			return 0;
+	return i < len;
+}
+
+/* check_host - a well-formed numeric address, or a host name's syntax */
+static int
+check_host(struct parser *p, int line, const char *name, const char *s)
 {
 	struct sockaddr_storage ss;
 
-	return policy_valid_domain(s) || addr_parse(s, 0, &ss) == 0;
+	if (addr_parse(s, 0, &ss) == 0)
+		return 0;
+	if (looks_numeric(s))
+		return perr(p, line, "%s: malformed address \"%s\"", name, s);
+	if (!policy_valid_domain(s))
+		return perr(p, line, "%s: bad host \"%s\"", name, s);
+	return 0;
 }
 
 /* valid_ifname - a bridge port name as the kernel allows it */
@@ -873,9 +901,8 @@ kw_relayhost(struct parser *p, struct stmt *st)
 	struct policy_relayhost *r = &p->pol->relay;
 	int i, mode, seen_port = 0, seen_tls = 0, auth_line = 0;
 
-	if (!valid_host(st->argv[0]))
-		return perr(p, st->line, "relay-host: bad host \"%s\"",
-		    st->argv[0]);
+	if (check_host(p, st->line, "relay-host", st->argv[0]) == -1)
+		return -1;
 	r->host = xstrdup(st->argv[0]);
 	for (i = 1; i < st->argc; i += 2) {
 		if (i + 1 >= st->argc)
@@ -1130,7 +1157,7 @@ kw_port(struct parser *p, struct stmt *st)
 }
 
 /* addr_add - one resolved address, with port, unless already listed */
-static void
+static int
 addr_add(struct sockaddr_storage *list, int *n, const struct sockaddr *sa,
     socklen_t salen, uint16_t port)
 {
@@ -1139,83 +1166,127 @@ addr_add(struct sockaddr_storage *list, int *n, const struct sockaddr *sa,
 
 	if (*n >= POLICY_MAXADDR || salen > sizeof(ss) ||
 	    (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
-		return;
+		return -1;
 	memset(&ss, 0, sizeof(ss));
 	memcpy(&ss, sa, salen);
 	addr_unmap(&ss);
 	for (i = 0; i < *n; i++)
 		if (addr_equal_ip((struct sockaddr *)&ss,
 		    (struct sockaddr *)&list[i]))
-			return;
+			return -1;
 	if (ss.ss_family == AF_INET)
 		((struct sockaddr_in *)&ss)->sin_port = htons(port);
 	else
 		((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
 	list[(*n)++] = ss;
-}
-
-/* resolve - a host's addresses: a numeric one as is, a name by DNS */
-static int
-resolve(struct parser *p, int line, const char *name, const char *host,
-    uint16_t port, struct sockaddr_storage *list, int *n)
-{
-	struct addrinfo hints, *res, *ai;
-	int e;
-
-	if (addr_parse(host, port, &list[0]) == 0) {
-		addr_unmap(&list[0]);
-		*n = 1;
-		return 0;
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	if ((e = getaddrinfo(host, NULL, &hints, &res)) != 0)
-		return perr(p, line, "%s: cannot resolve \"%s\": %s", name,
-		    host, gai_strerror(e));
-	for (ai = res; ai != NULL; ai = ai->ai_next)
-		addr_add(list, n, ai->ai_addr, ai->ai_addrlen, port);
-	freeaddrinfo(res);
-	if (*n == 0)
-		return perr(p, line, "%s: no address for \"%s\"", name, host);
 	return 0;
 }
 
-/* kw_server - "server|fallback HOST [port N]", resolved now */
+/*
+ * resolve - append a host's addresses to list: a numeric one as is (an
+ * address listed twice is an error), a name by DNS (addresses already
+ * listed are skipped).  hosts, if given, gets the host as written for
+ * each address added.
+ */
+static int
+resolve(struct parser *p, int line, const char *name, const char *host,
+    uint16_t port, struct sockaddr_storage *list, char **hosts, int *n)
+{
+	struct addrinfo hints, *res, *ai;
+	struct sockaddr_storage ss;
+	int e, i, first = *n, found = 0;
+
+	if (addr_parse(host, port, &ss) == 0) {
+		if (*n >= POLICY_MAXADDR)
+			return perr(p, line, "%s: more than %d addresses", name,
+			    POLICY_MAXADDR);
+		if (addr_add(list, n, (struct sockaddr *)&ss, sizeof(ss),
+		    port) == -1)
+			return perr(p, line, "%s: duplicate address \"%s\"",
+			    name, host);
+	} else {
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_socktype = SOCK_STREAM;
+		if ((e = getaddrinfo(host, NULL, &hints, &res)) != 0)
+			return perr(p, line, "%s: cannot resolve \"%s\": %s",
+			    name, host, gai_strerror(e));
+		for (ai = res; ai != NULL; ai = ai->ai_next) {
+			found += ai->ai_family == AF_INET ||
+			    ai->ai_family == AF_INET6;
+			addr_add(list, n, ai->ai_addr, ai->ai_addrlen, port);
+		}
+		freeaddrinfo(res);
+		if (found == 0)
+			return perr(p, line, "%s: no address for \"%s\"", name,
+			    host);
+	}
+	for (i = first; hosts != NULL && i < *n; i++)
+		hosts[i] = xstrdup(host);
+	return 0;
+}
+
+/*
+ * kw_server - "server HOST... [port N]", repeatable (a dual-stack server
+ * is its IPv4 and its IPv6 address), and "fallback HOST [port N]".  Every
+ * host is checked before any is looked up; names are resolved now.
+ */
 static int
 kw_server(struct parser *p, struct stmt *st)
 {
 	struct policy_domain *d = p->dom;
 	const char *name = st->kw->name;
 	int fb = strcmp(name, "fallback") == 0;
+	int i, nhost;
 	uint16_t port = 25;
+	char *s;
 
-	if (st->argc == 2)
-		return perr(p, st->line, "%s: missing argument after \"%s\"",
-		    name, st->argv[1]);
-	if (st->argc == 3 && strcmp(st->argv[1], "port") != 0)
+	for (nhost = 0; nhost < st->argc; nhost++)
+		if (strcmp(st->argv[nhost], "port") == 0)
+			break;
+	if (nhost + 1 == st->argc)
+		return perr(p, st->line, "%s: missing argument after \"port\"",
+		    name);
+	if (nhost + 2 < st->argc)
+		return perr(p, st->line, "%s: unexpected argument \"%s\"",
+		    name, st->argv[nhost + 2]);
+	if (nhost == 0)
+		return perr(p, st->line, "%s: missing host", name);
+	if (fb && nhost > 1)
 		return perr(p, st->line, "%s: unexpected argument \"%s\"",
 		    name, st->argv[1]);
-	if (st->argc == 3 && parse_port(p, st->line, name, st->argv[2],
-	    &port) == -1)
+	if (nhost < st->argc && parse_port(p, st->line, name,
+	    st->argv[nhost + 1], &port) == -1)
 		return -1;
-	if (!valid_host(st->argv[0]))
-		return perr(p, st->line, "%s: bad host \"%s\"", name,
-		    st->argv[0]);
+	for (i = 0; i < nhost; i++)
+		if (check_host(p, st->line, name, st->argv[i]) == -1)
+			return -1;
 	if (fb) {
 		d->fallback = xstrdup(st->argv[0]);
 		d->fbport = port;
 		return resolve(p, st->line, name, st->argv[0], port,
-		    d->fbaddr, &d->nfbaddr);
+		    d->fbaddr, NULL, &d->nfbaddr);
 	}
-	d->server = xstrdup(st->argv[0]);
-	d->port = port;
-	return resolve(p, st->line, name, st->argv[0], port, d->addr,
-	    &d->naddr);
+	if (d->server == NULL)
+		d->port = port;
+	for (i = 0; i < nhost; i++) {
+		if (d->server == NULL)
+			d->server = xstrdup(st->argv[i]);
+		else {
+			xasprintf(&s, "%s %s", d->server, st->argv[i]);
+			free(d->server);
+			d->server = s;
+		}
+		if (resolve(p, st->line, name, st->argv[i], port, d->addr,
+		    d->host, &d->naddr) == -1)
+			return -1;
+	}
+	return 0;
 }
 
 static const struct keyword domain_kw[] = {
-	{ "server", 1, 3, 0, kw_server, V_FN, 0, 0, 0, NULL },
+	{ "server", 1, PARSE_MAXARGS - 1, KW_MULTI, kw_server, V_FN, 0, 0, 0,
+	    NULL },
 	{ "fallback", 1, 3, 0, kw_server, V_FN, 0, 0, 0, NULL },
 	{ "tls", 1, 1, 0, NULL, V_ENUM,
 	    offsetof(struct policy_domain, tls), 0, 0, uptls_names },
@@ -1442,10 +1513,24 @@ static const struct keyword global_kw[] = {
  * The statement walker
  */
 
-/* read_stmt - keyword, its words, and an optional opening brace */
+/* kw_find - the entry of table named name, or NULL */
+static const struct keyword *
+kw_find(const struct keyword *table, const char *name)
+{
+	for (; table->name != NULL; table++)
+		if (strcmp(table->name, name) == 0)
+			return table;
+	return NULL;
+}
+
+/*
+ * read_stmt - keyword, its words, and an optional opening brace.  In a
+ * block, a keyword of the top level most likely means that the block's
+ * '}' is missing: the error says where the block began.
+ */
 static int
 read_stmt(struct parser *p, const struct keyword *table, const char *block,
-    struct stmt *st)
+    int open_line, struct stmt *st)
 {
 	struct token *t = &p->toks[p->pos];
 	size_t look;
@@ -1453,10 +1538,12 @@ read_stmt(struct parser *p, const struct keyword *table, const char *block,
 
 	memset(st, 0, sizeof(*st));
 	st->line = t->line;
-	for (st->kw = table; st->kw->name != NULL; st->kw++)
-		if (strcmp(st->kw->name, t->text) == 0)
-			break;
-	if (st->kw->name == NULL)
+	if ((st->kw = kw_find(table, t->text)) == NULL && block != NULL &&
+	    kw_find(global_kw, t->text) != NULL)
+		return perr(p, t->line, "unknown keyword \"%s\" in %s block "
+		    "opened at line %d (missing '}'?)", t->text, block,
+		    open_line);
+	if (st->kw == NULL)
 		return perr(p, t->line, "unknown keyword \"%s\"%s%s%s",
 		    t->text, block ? " in " : "", block ? block : "",
 		    block ? " block" : "");
@@ -1508,8 +1595,10 @@ parse_block(struct parser *p, const struct keyword *table, const char *block,
 			continue;
 		case T_EOF:
 			if (block != NULL)
-				return perr(p, open_line, "%s block: missing "
-				    "'}'", block);
+				return perr(p, p->pos > 0 ?
+				    p->toks[p->pos - 1].line : t->line,
+				    "unterminated %s block opened at line %d "
+				    "(missing '}')", block, open_line);
 			return 0;
 		case T_RBRACE:
 			if (block == NULL)
@@ -1524,7 +1613,7 @@ parse_block(struct parser *p, const struct keyword *table, const char *block,
 		case T_WORD:
 			break;
 		}
-		if (read_stmt(p, table, block, &st) == -1)
+		if (read_stmt(p, table, block, open_line, &st) == -1)
 			return -1;
 		if (!(st.kw->flags & KW_MULTI) && seen[st.kw - table] != 0)
 			return perr(p, st.line, "duplicate %s (first at line "
@@ -1595,6 +1684,10 @@ finish(struct parser *p)
 	if (pol->queue.warn >= pol->queue.lifetime)
 		return perr(p, p->queue_line, "queue: warn must be shorter "
 		    "than lifetime");
+	/* valid, but rarely meant: the gateway would protect nothing */
+	if (pol->ndomains == 0)
+		log_warnx("%s: no protected domain: every connection is "
+		    "outgoing", p->path);
 	return 0;
 }
 

@@ -87,6 +87,7 @@ void
 policy_free(struct policy *pol)
 {
 	size_t i;
+	int j;
 
 	if (pol == NULL)
 		return;
@@ -101,6 +102,8 @@ policy_free(struct policy *pol)
 	for (i = 0; i < pol->ndomains; i++) {
 		free(pol->domains[i].name);
 		free(pol->domains[i].server);
+		for (j = 0; j < pol->domains[i].naddr; j++)
+			free(pol->domains[i].host[j]);
 		free(pol->domains[i].fallback);
 	}
 	free(pol->domains);

@@ -42,10 +42,12 @@ struct policy_port {
 
 struct policy_domain {
 	char		*name;			/* lower case, no trailing dot */
-	char		*server;		/* as written: host or address */
-	struct sockaddr_storage addr[POLICY_MAXADDR];	/* resolved at load */
+	char		*server;		/* as written: hosts, space separated */
+	/* every server address, resolved at load, each with its own port */
+	struct sockaddr_storage addr[POLICY_MAXADDR];
+	char		*host[POLICY_MAXADDR];	/* addr[i] as written: name or address */
 	int		 naddr;
-	uint16_t	 port;
+	uint16_t	 port;			/* of the first server statement */
 	enum policy_uptls tls;
 	char		*fallback;		/* NULL if none */
 	struct sockaddr_storage fbaddr[POLICY_MAXADDR];

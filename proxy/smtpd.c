@@ -928,7 +928,8 @@ relay_fail_cb(void *arg, const char *why, const struct smtp_reply *rep)
 {
 	struct session *s = arg;
 	int connecting = s->state == S_CONNECT;
-	char up[64];
+	const char *disposition;
+	char up[64], line[512];
 
 	log_info("session=%llu client=%s orig_dst=%s dir=%s upstream=%s "
 	    "disposition=%s error=\"%s\"", (unsigned long long)s->conn.id,
@@ -937,20 +938,26 @@ relay_fail_cb(void *arg, const char *why, const struct smtp_reply *rep)
 	    connecting ? "upstream-unreachable" : "upstream-lost", why);
 	relay_close(s->relay);
 	s->relay = NULL;
-	if (s->state == S_DATA || s->txn.from != NULL)
-		log_message(s, "tempfail", "421 upstream lost");
 	if (rep != NULL && rep->code == 421) {
-		session_421(s, "upstream-421", "%.*s",
+		disposition = "upstream-421";
+		snprintf(line, sizeof(line), "%.*s",
 		    (int)strcspn(buf_head(&rep->text), "\r\n"),
 		    buf_head(&rep->text));
-		return;
+	} else if (connecting) {
+		disposition = "upstream-unreachable";
+		snprintf(line, sizeof(line), "421 4.4.1 %s Error: upstream "
+		    "server unreachable (%s)", s->host, why);
+	} else {
+		disposition = "upstream-lost";
+		snprintf(line, sizeof(line), "421 4.4.2 %s Error: connection "
+		    "to upstream server lost", s->host);
 	}
-	if (connecting)
-		session_421(s, "upstream-unreachable", "421 4.4.1 %s Error: "
-		    "upstream server unreachable (%s)", s->host, why);
-	else
-		session_421(s, "upstream-lost", "421 4.4.2 %s Error: "
-		    "connection to upstream server lost", s->host);
+	/* the message's log line names the reply the client really gets */
+	if (!s->cap_enhanced && s->relay_mode)
+		strip_enhanced(line);
+	if (s->state == S_DATA || s->txn.from != NULL)
+		log_message(s, "tempfail", line);
+	session_421(s, disposition, "%s", line);
 }
 
 static void

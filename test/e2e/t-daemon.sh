@@ -1,6 +1,8 @@
 #!/bin/bash
 # t-daemon: the daemon skeleton on the testbed's appliance namespace:
-# -V, -n (OK and FILE:LINE errors), pid file, mxbridgectl status, reload
+# -V, -n (OK, the no-protected-domain warning, FILE:LINE errors, a
+# missing '}' named by its block's line, a malformed address without
+# DNS), pid file, mxbridgectl status, reload
 # (accepted, and refused with the old config kept), a second instance
 # refused, SIGTERM exits 0 and removes the pid file and control socket.
 . "$(dirname "$0")/../lib.sh"
@@ -26,8 +28,31 @@ write_conf "$S/good.conf" ""
 write_conf "$S/bad.conf" "frobnicate yes"
 
 "$BIN/mxbridge" -V | grep -q '^mxbridge [0-9]' || fail "-V prints no version"
-out=$("$BIN/mxbridge" -n -f "$S/good.conf" 2>&1) || fail "-n on a good config: $out"
+out=$("$BIN/mxbridge" -n -f "$S/good.conf" 2>"$S/n.err") || fail "-n on a good config: $out"
 [ "$out" = "configuration OK" ] || fail "-n said: $out"
+# good.conf protects nothing: OK, with a warning
+grep -q "good.conf: no protected domain: every connection is outgoing$" "$S/n.err" ||
+	fail "-n did not warn about no protected domain: $(cat "$S/n.err")"
+: >"$S/empty.conf"
+out=$("$BIN/mxbridge" -n -f "$S/empty.conf" 2>&1) || fail "-n on an empty file: $out"
+echo "$out" | grep -q "no protected domain" || fail "-n on an empty file did not warn: $out"
+write_conf "$S/dom.conf" 'domain "example.com" { server 192.0.2.10 }'
+out=$("$BIN/mxbridge" -n -f "$S/dom.conf" 2>&1) || fail "-n with a domain: $out"
+[ "$out" = "configuration OK" ] || fail "-n with a domain said: $out"
+# a missing '}': the error names the line the block was opened on
+write_conf "$S/brace.conf" 'domain "example.com" {
+	server 192.0.2.10
+
+queue { retry-min 1m }'
+out=$("$BIN/mxbridge" -n -f "$S/brace.conf" 2>&1) && fail "-n accepted a missing '}'"
+[ "$out" = "$S/brace.conf:12: unknown keyword \"queue\" in domain block opened at line 9 (missing '}'?)" ] ||
+	fail "-n on a missing '}' said: $out"
+# a malformed numeric address is reported as one, with no DNS at all
+# (no network: a lookup would fail as "cannot resolve")
+write_conf "$S/addr.conf" 'domain "example.com" { server 192.0.2.300 }'
+out=$(unshare -n "$BIN/mxbridge" -n -f "$S/addr.conf" 2>&1) && fail "-n accepted 192.0.2.300"
+[ "$out" = "$S/addr.conf:9: server: malformed address \"192.0.2.300\"" ] ||
+	fail "-n on 192.0.2.300 said: $out"
 out=$("$BIN/mxbridge" -n -f "$S/bad.conf" 2>&1) && fail "-n accepted an unknown keyword"
 echo "$out" | grep -q "^$S/bad.conf:9: " || fail "-n error not FILE:LINE: $out"
 out=$("$BIN/mxbridge" -n -f "$S/nonexistent.conf" 2>&1) && fail "-n accepted a missing file"
@@ -37,6 +62,8 @@ cp "$S/good.conf" "$S/run.conf"
 mxb_start "$S/run.conf" || fail "daemon did not start"
 wait_for test -S "$S/ctl.sock" || fail "no control socket"
 pid=$(cat "$TB_MXB_PIDFILE")
+grep -q "no protected domain: every connection is outgoing" "$TB_MXB_LOG" ||
+	fail "no warning at start about no protected domain"
 [ "$(tr -dc 0-9 <"$S/mxbridge.pid")" = "$pid" ] || fail "pid file does not hold the daemon's pid"
 
 ctl() { tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" "$@"; }

@@ -71,6 +71,9 @@ tb_swaks c1 --server "$FAKE_IP" -f sender@example.org -t rcpt@example.net &&
 grep -Eq '^(<\*\* *421 4.4.2|\*\*\* Remote host closed)' "$TB_STATE/swaks.out" ||
 	fail "the client did not see the loss: $(grep -m3 -E '^(<|\*)' "$TB_STATE/swaks.out" | tail -n 2)"
 log_has "disposition=upstream-lost" || fail "lost upstream not logged"
+# the message's line names the 421 the client got, enhanced code and all
+log_has "to=<rcpt@example.net> nrcpt=1 .*disposition=tempfail .*reply=\"421 4\.4\.2 gw\.example\.com Error: connection to upstream server lost\"" ||
+	fail "mid-DATA loss not logged with the 421 4.4.2 sent: $(grep 'disposition=tempfail' "$TB_MXB_LOG" | tail -n 1)"
 [ "$(sink_count "$S/fake")" = "$n0" ] || fail "a message arrived although the upstream dropped"
 [ "$(spool_files)" = 0 ] || fail "something was queued after the upstream dropped"
 fake_down

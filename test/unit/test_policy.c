@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -40,16 +41,38 @@ write_tmp(const char *text, char *path, size_t len)
 	close(fd);
 }
 
-/* load_text - parse a config given as a string; err gets the message */
+/* what the last load_text() logged (warnings), NUL-terminated */
+static char load_log[4096];
+
+/*
+ * load_text - parse a config given as a string; err gets the message,
+ * load_log what the parser logged (stderr is caught for the load)
+ */
 static struct policy *
 load_text(const char *text, char *path, size_t pathlen, char *err,
     size_t errlen)
 {
 	struct policy *pol;
+	char logpath[64];
+	ssize_t n;
+	int fd, saved;
 
+	write_tmp("", logpath, sizeof(logpath));
+	fd = open(logpath, O_RDWR);
+	assert_true(fd >= 0);
+	unlink(logpath);
 	write_tmp(text, path, pathlen);
+	fflush(stderr);
+	saved = dup(2);
+	assert_true(saved >= 0 && dup2(fd, 2) == 2);
 	pol = policy_load(path, err, errlen);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
 	unlink(path);
+	n = pread(fd, load_log, sizeof(load_log) - 1, 0);
+	load_log[n > 0 ? n : 0] = '\0';
+	close(fd);
 	return pol;
 }
 
@@ -549,7 +572,20 @@ static const struct error_case {
 	{ "domain a.example {\n tls none\n}",
 	    "1: domain \"a.example\": missing server" },
 	{ "domain a.example {\n server 192.0.2.1\n",
-	    "1: domain block: missing '}'" },
+	    "2: unterminated domain block opened at line 1 (missing '}')" },
+	{ "limits {\n\n", "2: unterminated limits block opened at line 1 "
+	    "(missing '}')" },
+	/* a missing '}' in the middle: the next top-level statement */
+	{ "domain a.example { server 192.0.2.1 }\ndomain b.example {\n"
+	    " server 192.0.2.2\n\ndomain c.example { server 192.0.2.3 }\n",
+	    "5: unknown keyword \"domain\" in domain block opened at line 2 "
+	    "(missing '}'?)" },
+	{ "queue {\n retry-min 1m\nlimits { size 1M }\n",
+	    "3: unknown keyword \"limits\" in queue block opened at line 1 "
+	    "(missing '}'?)" },
+	{ "port p0 {\n incoming pass\nrelay-host 192.0.2.30\n}",
+	    "3: unknown keyword \"relay-host\" in port block opened at line 1 "
+	    "(missing '}'?)" },
 	{ "domain a.example { server 192.0.2.1 }\n"
 	    "domain A.Example. { server 192.0.2.2 }",
 	    "2: duplicate domain \"A.Example.\"" },
@@ -561,9 +597,41 @@ static const struct error_case {
 	{ "domain a.example { server 192.0.2.1 port }",
 	    "1: server: missing argument after \"port\"" },
 	{ "domain a.example { server 192.0.2.1 prt 25 }",
-	    "1: server: unexpected argument \"prt\"" },
-	{ "domain a.example { server 192.0.2.1; server 192.0.2.2 }",
-	    "1: duplicate server (first at line 1)" },
+	    "1: server: malformed address \"25\"" },
+	{ "domain a.example { server 192.0.2.1 port 25 port 26 }",
+	    "1: server: unexpected argument \"port\"" },
+	{ "domain a.example { server port 25 }", "1: server: missing host" },
+	/* several addresses, but each once */
+	{ "domain a.example { server 192.0.2.1 2001:db8::1 192.0.2.1 }",
+	    "1: server: duplicate address \"192.0.2.1\"" },
+	{ "domain a.example {\n server 2001:db8::1\n server [2001:DB8::1] "
+	    "port 26\n}", "3: server: duplicate address \"[2001:DB8::1]\"" },
+	{ "domain a.example { server 192.0.2.1 192.0.2.2 192.0.2.3 192.0.2.4 "
+	    "192.0.2.5 192.0.2.6 192.0.2.7 192.0.2.8 192.0.2.9 }",
+	    "1: server: more than 8 addresses" },
+	{ "domain a.example { server 192.0.2.1; fallback 192.0.2.2 "
+	    "192.0.2.3 }", "1: fallback: unexpected argument \"192.0.2.3\"" },
+	/*
+	 * a malformed numeric address is reported as such, never looked up:
+	 * the resolver would call it a DNS failure, or take "192.0.2" for
+	 * 192.0.0.2 (inet_aton) and "0x7f.1" for 127.0.0.1
+	 */
+	{ "domain a.example { server 192.0.2.300 }",
+	    "1: server: malformed address \"192.0.2.300\"" },
+	{ "domain a.example { server 192.0.2 }",
+	    "1: server: malformed address \"192.0.2\"" },
+	{ "domain a.example { server 0x7f.1 }",
+	    "1: server: malformed address \"0x7f.1\"" },
+	{ "domain a.example { server 192.0.2.1. }",
+	    "1: server: malformed address \"192.0.2.1.\"" },
+	{ "domain a.example { server 192.0.2.1 2001:db8::g }",
+	    "1: server: malformed address \"2001:db8::g\"" },
+	{ "domain a.example { server [192.0.2.1 }",
+	    "1: server: malformed address \"[192.0.2.1\"" },
+	{ "domain a.example { server 192.0.2.1; fallback 2001:db8::1::2 }",
+	    "1: fallback: malformed address \"2001:db8::1::2\"" },
+	{ "relay-host 198.51.100.256", "1: relay-host: malformed address "
+	    "\"198.51.100.256\"" },
 	{ "domain a.example { server 192.0.2.1; tls always }",
 	    "1: tls: expected opportunistic, none, starttls or smtps, got "
 	    "\"always\"" },
@@ -919,6 +987,95 @@ test_classify(void **state UNUSED)
 	assert_null(policy_domain_by_name(pol, NULL));
 	assert_non_null(policy_port_by_name(pol, "p1"));
 	assert_null(policy_port_by_name(pol, "p2"));
+	policy_unref(pol);
+}
+
+/*
+ * a dual-stack server: several addresses in one statement or several
+ * statements, each address with its port; a flow to any of them (either
+ * family) is incoming for the domain, a DSN or a route to the domain
+ * goes to the first
+ */
+static void
+test_servers(void **state UNUSED)
+{
+	static const struct {
+		const char	*dst;
+		uint16_t	 port;
+		int		 incoming;
+	} rows[] = {
+		{ "192.0.2.10", 25, 1 },
+		{ "2001:db8:2::10", 25, 1 },
+		{ "::ffff:192.0.2.10", 25, 1 },
+		{ "2001:db8:2::11", 2525, 1 },
+		{ "2001:db8:2::11", 25, 0 },	/* its own port only */
+		{ "192.0.2.10", 2525, 0 },
+		{ "192.0.2.11", 25, 0 },
+		{ "2001:db8:2::12", 25, 0 },
+	};
+	struct sockaddr_storage src = sa("198.51.100.1", 40000), dst;
+	const struct policy_domain *d;
+	struct policy_class cls;
+	struct policy *pol;
+	size_t i;
+
+	pol = must_load("domain example.com {\n"
+	    " server 192.0.2.10 2001:db8:2::10\n"
+	    " server [2001:db8:2::11] port 2525\n"
+	    "}\n");
+	d = &pol->domains[0];
+	assert_int_equal(d->naddr, 3);
+	assert_string_equal(d->server, "192.0.2.10 2001:db8:2::10 "
+	    "[2001:db8:2::11]");
+	assert_int_equal(d->port, 25);
+	assert_int_equal(d->addr[0].ss_family, AF_INET);
+	assert_int_equal(d->addr[1].ss_family, AF_INET6);
+	assert_string_equal(d->host[1], "2001:db8:2::10");
+	assert_string_equal(d->host[2], "[2001:db8:2::11]");
+	for (i = 0; i < N(rows); i++) {
+		dst = sa(rows[i].dst, rows[i].port);
+		assert_int_equal(policy_classify(pol, SA(src), SA(dst), "p0",
+		    &cls), 0);
+		if ((cls.dir == POLICY_DIR_IN) != rows[i].incoming ||
+		    (cls.domain == d) != rows[i].incoming)
+			fail_msg("row %zu: [%s]:%u is %s", i, rows[i].dst,
+			    rows[i].port, policy_dir_name(cls.dir));
+		assert_int_equal(policy_route_rcpt(pol, POLICY_DIR_IN,
+		    "example.net", SA(dst)), rows[i].incoming ?
+		    POLICY_ROUTE_ORIGINAL : POLICY_ROUTE_MX);
+	}
+	assert_null(strstr(load_log, "no protected domain"));
+	policy_unref(pol);
+
+	/* the old single form; a name gives each of its addresses its name */
+	pol = must_load("domain example.com { server 192.0.2.10 port 26 }");
+	assert_int_equal(pol->domains[0].naddr, 1);
+	assert_int_equal(pol->domains[0].port, 26);
+	assert_string_equal(pol->domains[0].host[0], "192.0.2.10");
+	policy_unref(pol);
+	pol = must_load("domain example.com { server localhost 192.0.2.10 }");
+	d = &pol->domains[0];
+	assert_true(d->naddr >= 2);
+	assert_string_equal(d->host[0], "localhost");
+	assert_string_equal(d->host[d->naddr - 1], "192.0.2.10");
+	policy_unref(pol);
+}
+
+/* a config that protects nothing loads, with a warning */
+static void
+test_warn_nodomain(void **state UNUSED)
+{
+	struct policy *pol;
+
+	pol = must_load("");
+	assert_non_null(strstr(load_log, ": no protected domain: every "
+	    "connection is outgoing"));
+	policy_unref(pol);
+	pol = must_load("hostname gw.example.net\nport p0 { incoming pass }");
+	assert_non_null(strstr(load_log, "no protected domain"));
+	policy_unref(pol);
+	pol = must_load("domain example.com { server 192.0.2.10 }");
+	assert_null(strstr(load_log, "no protected domain"));
 	policy_unref(pol);
 }
 
@@ -1627,6 +1784,8 @@ main(void)
 		cmocka_unit_test(test_ranges),
 		cmocka_unit_test(test_classify),
 		cmocka_unit_test(test_classify_to_box),
+		cmocka_unit_test(test_servers),
+		cmocka_unit_test(test_warn_nodomain),
 		cmocka_unit_test(test_honour),
 		cmocka_unit_test(test_route),
 		cmocka_unit_test(test_check_rcpt),
