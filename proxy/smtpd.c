@@ -1205,8 +1205,14 @@ check_params(struct session *s, const struct smtp_path *path, int mail,
 			    != 0 && strcasecmp(pr->value, "HDRS") != 0))
 				return -1;
 		} else if (mail && strcmp(pr->key, "ENVID") == 0 && s->cap_dsn) {
+			/* RFC 3461 4.4: printable once decoded; a DSN
+			 * carries it in a header field */
+			*why = "501 5.5.4 Invalid ENVID: must be xtext of "
+			    "printable US-ASCII";
 			if (pr->value == NULL || strlen(pr->value) >
-			    SMTPD_ENVID_MAX || smtp_xtext_valid(pr->value) == -1)
+			    SMTPD_ENVID_MAX ||
+			    smtp_xtext_printable(pr->value, SMTPD_ENVID_MAX)
+			    == -1)
 				return -1;
 		} else if (mail && strcmp(pr->key, "AUTH") == 0 && s->cap_auth) {
 			if (pr->value == NULL || (strcmp(pr->value, "<>") != 0 &&
@@ -1220,9 +1226,13 @@ check_params(struct session *s, const struct smtp_path *path, int mail,
 				return -1;
 		} else if (!mail && strcmp(pr->key, "ORCPT") == 0 &&
 		    s->cap_dsn) {
-			if (pr->value == NULL || strchr(pr->value, ';') == NULL
-			    || strlen(pr->value) > SMTPD_ORCPT_MAX ||
-			    smtp_xtext_valid(strchr(pr->value, ';') + 1) == -1)
+			/* RFC 3461 4.2: the decoded address printable, no
+			 * CTLs: it goes into a DSN's Original-Recipient: */
+			*why = "501 5.5.4 Invalid ORCPT: must be addr-type;"
+			    "xtext of printable US-ASCII";
+			if (pr->value == NULL ||
+			    strlen(pr->value) > SMTPD_ORCPT_MAX ||
+			    smtp_orcpt_valid(pr->value, SMTPD_ORCPT_MAX) == -1)
 				return -1;
 		} else {
 			*why = "555 5.5.4 Unsupported parameter";
