@@ -637,17 +637,19 @@ log_message(struct session *s, const char *disposition, const char *replyl)
 	snprintf(rbuf, sizeof(rbuf), "%s", replyl != NULL ? replyl : "");
 	n = strcspn(rbuf, "\r\n");
 	rbuf[n] = '\0';
-	log_info("session=%llu client=%s orig_dst=%s dir=%s from=<%.300s> "
+	/* the reply is the upstream's on the live relay: escaped, like
+	 * every value from outside */
+	log_info("session=%llu client=%s orig_dst=%s dir=%s from=<%s> "
 	    "to=%s%s nrcpt=%u size=%llu disposition=%s delay=%.3fs%s%s "
 	    "reply=\"%s\"",
 	    (unsigned long long)s->conn.id, s->cstr, s->dstr,
-	    policy_dir_name(s->conn.dir), s->txn.from ? s->txn.from : "",
+	    policy_dir_name(s->conn.dir), log_word(s->txn.from),
 	    s->txn.tolog.len ? s->txn.tolog.data : "-",
 	    s->txn.nlog > SMTPD_LOG_RCPTS ? ",..." : "", s->txn.nlog,
 	    (unsigned long long)s->data.size, disposition,
 	    (double)(now - s->txn.start) / 1000.0,
 	    s->refuse_why ? " reason=" : "", s->refuse_why ? s->refuse_why : "",
-	    rbuf);
+	    log_vis(rbuf));
 }
 
 static void
@@ -657,7 +659,7 @@ tolog_add(struct session *s, const char *addr)
 		return;
 	if (s->txn.tolog.len > 0)
 		buf_append(&s->txn.tolog, ",", 1);
-	buf_printf(&s->txn.tolog, "<%.300s>", addr);
+	buf_printf(&s->txn.tolog, "<%s>", log_word(addr));
 }
 
 /* ---------------------------------------------------------------- EHLO */
@@ -934,7 +936,8 @@ relay_fail_cb(void *arg, const char *why, const struct smtp_reply *rep)
 	    "disposition=%s error=\"%s\"", (unsigned long long)s->conn.id,
 	    s->cstr, s->dstr, policy_dir_name(s->conn.dir),
 	    addr_fmt((struct sockaddr *)&s->conn.orig_dst, up, sizeof(up)),
-	    connecting ? "upstream-unreachable" : "upstream-lost", why);
+	    connecting ? "upstream-unreachable" : "upstream-lost",
+	    log_vis(why));
 	relay_close(s->relay);
 	s->relay = NULL;
 	if (s->state == S_DATA || s->txn.from != NULL)
@@ -1443,12 +1446,12 @@ static void
 verify_log(struct session *s, const char *rcpt, int code, const char *line,
     int cached)
 {
-	log_info("session=%llu client=%s orig_dst=%s dir=%s verify=<%.300s> "
+	log_info("session=%llu client=%s orig_dst=%s dir=%s verify=<%s> "
 	    "result=%s cached=%s reply=\"%s\"", (unsigned long long)s->conn.id,
-	    s->cstr, s->dstr, policy_dir_name(s->conn.dir), rcpt ? rcpt : "",
+	    s->cstr, s->dstr, policy_dir_name(s->conn.dir), log_word(rcpt),
 	    code >= 200 && code < 300 ? "accepted" : code >= 500 ? "refused" :
 	    code >= 400 ? "tempfail" : "unavailable", cached ? "yes" : "no",
-	    line);
+	    log_vis(line));
 }
 
 /*
@@ -1607,9 +1610,10 @@ rcpt_live(struct session *s, const struct smtp_path *path,
 		reply(s, C_RCPT, "550 %s", msg ? msg : "5.7.1 Rejected");
 		break;
 	}
-	log_info("session=%llu client=%s orig_dst=%s dir=%s rcpt=<%.300s> "
+	log_info("session=%llu client=%s orig_dst=%s dir=%s rcpt=<%s> "
 	    "verdict=%s", (unsigned long long)s->conn.id, s->cstr, s->dstr,
-	    policy_dir_name(s->conn.dir), path->addr, policy_verdict_name(v));
+	    policy_dir_name(s->conn.dir), log_word(path->addr),
+	    policy_verdict_name(v));
 }
 
 static void
@@ -2157,7 +2161,7 @@ tls_input(struct session *s, const char *p, size_t n)
 	if (st == TLS_FAILED) {
 		log_info("session=%llu client=%s tls=failed error=\"%s\"",
 		    (unsigned long long)s->conn.id, s->cstr,
-		    tls_conn_error(s->tls));
+		    log_vis(tls_conn_error(s->tls)));
 		session_close(s, "tls-failed");
 		return;
 	}
