@@ -767,7 +767,9 @@ test_dsn_hostile_envelope(void **state)
 	env = mta_env_new();
 	mta_id_make(env->id);
 	env->arrival = time(NULL);
+	free(env->sender);
 	env->sender = xstrdup("sender@example.com");
+	free(env->envid);
 	env->envid = xstrdup("ENV\r\nX-Forged: envid");
 	buf_init(&diag);
 	buf_puts(&diag, "550-5.1.1 first line\r\n550-\x1b[31m \"disposition="
