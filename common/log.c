@@ -8,6 +8,9 @@
  * keep info and debug lines of one event-loop turn in memory and write
  * them with one write (log_flush, before the loop waits again).  Warnings
  * and worse go out at once, after what is held, so the order stays.
+ *
+ * It also owns the escaping of outside values (log_vis, log_word): the
+ * one place that decides what of a peer's text may reach a log line.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -244,4 +247,101 @@ fatalx(const char *fmt, ...)
 	log_emit(LOG_CRIT, 0, fmt, ap);
 	va_end(ap);
 	exit(1);
+}
+
+/* log_esc1 - the escaped form of one octet into esc; its length */
+static size_t
+log_esc1(unsigned char c, int flags, char *esc)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	if (c == '"' || c == '\\') {
+		esc[0] = '\\';
+		esc[1] = (char)c;
+		return 2;
+	}
+	if ((c > 32 && c < 127) || (c == ' ' && !(flags & LOG_VIS_SPACE))) {
+		esc[0] = (char)c;
+		return 1;
+	}
+	esc[0] = '\\';
+	esc[1] = 'x';
+	esc[2] = hex[c >> 4];
+	esc[3] = hex[c & 15];
+	return 4;
+}
+
+/*
+ * log_strvis - src[0..srclen) escaped into dst (always NUL-terminated
+ * when dstsz > 0), as OpenSMTPD's strnvis and Postfix's printable() do:
+ * printable ASCII as it is, '"' and '\' backslashed, the space as \x20
+ * with LOG_VIS_SPACE, every other octet (controls, DEL, 8-bit) as \xNN.
+ * An escape is never cut in two: when the whole does not fit, what fits
+ * is followed by "...".  Returns the length written.
+ */
+size_t
+log_strvis(char *dst, size_t dstsz, const char *src, size_t srclen,
+    int flags)
+{
+	const unsigned char *p = (const unsigned char *)src;
+	char esc[4];
+	size_t i, o = 0, n, total = 0, room;
+
+	if (dstsz == 0)
+		return 0;
+	for (i = 0; i < srclen; i++)
+		total += log_esc1(p[i], flags, esc);
+	/* cut: keep room for "..." (when it fits at all) */
+	room = total < dstsz ? dstsz - 1 : dstsz >= 4 ? dstsz - 4 : dstsz - 1;
+	for (i = 0; i < srclen; i++) {
+		n = log_esc1(p[i], flags, esc);
+		if (o + n > room)
+			break;
+		memcpy(dst + o, esc, n);
+		o += n;
+	}
+	if (i < srclen && dstsz >= 4) {
+		memcpy(dst + o, "...", 3);
+		o += 3;
+	}
+	dst[o] = '\0';
+	return o;
+}
+
+/* log_slot - the next of the thread's LOG_VIS_SLOTS buffers */
+static char *
+log_slot(void)
+{
+	static __thread char slots[LOG_VIS_SLOTS][LOG_VIS_MAX];
+	static __thread unsigned next;
+
+	return slots[next++ % LOG_VIS_SLOTS];
+}
+
+/* log_visn - n octets of an outside value, for key="value" */
+const char *
+log_visn(const char *s, size_t n)
+{
+	char *out = log_slot();
+
+	log_strvis(out, LOG_VIS_MAX, s != NULL ? s : "", s != NULL ? n : 0, 0);
+	return out;
+}
+
+/* log_vis - an outside string, for key="value" */
+const char *
+log_vis(const char *s)
+{
+	return log_visn(s, s != NULL ? strlen(s) : 0);
+}
+
+/* log_word - an outside string, for key=value and key=<value> */
+const char *
+log_word(const char *s)
+{
+	char *out = log_slot();
+
+	log_strvis(out, LOG_VIS_MAX, s != NULL ? s : "", s != NULL ?
+	    strlen(s) : 0, LOG_VIS_SPACE);
+	return out;
 }

@@ -508,25 +508,48 @@ is_atext(int c)
 	    != NULL);
 }
 
-/* utf8_len - length of one well-formed UTF-8 sequence at s, or 0 */
-static size_t
-utf8_len(const unsigned char *s)
+/*
+ * smtp_utf8_len - the length of one well-formed UTF-8 sequence at s that
+ * is not a control, or 0.  RFC 6531 takes UTF-8 as RFC 3629 defines it
+ * (its table 4): no overlong forms, no surrogates, nothing over U+10FFFF,
+ * no truncated sequence; and the C1 controls (U+0080..U+009F) have no
+ * place in an address or a header field either.  A NUL ends a sequence,
+ * so a terminated string is never read past.
+ */
+size_t
+smtp_utf8_len(const char *str)
 {
+	const unsigned char *s = (const unsigned char *)str;
+	unsigned char lo = 0x80, hi = 0xbf;
 	size_t n, i;
 
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
 		n = 2;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		if (s[0] == 0xc2)
+			lo = 0xa0;		/* C2 80..9F: C1 controls */
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
 		n = 3;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		if (s[0] == 0xe0)
+			lo = 0xa0;		/* overlong */
+		else if (s[0] == 0xed)
+			hi = 0x9f;		/* surrogates */
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
 		n = 4;
-	else
+		if (s[0] == 0xf0)
+			lo = 0x90;		/* overlong */
+		else if (s[0] == 0xf4)
+			hi = 0x8f;		/* over U+10FFFF */
+	} else
 		return 0;
-	for (i = 1; i < n; i++)
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (i = 2; i < n; i++)
 		if ((s[i] & 0xc0) != 0x80)
 			return 0;
 	return n;
 }
+
+#define utf8_len(p)	smtp_utf8_len((const char *)(p))
 
 /* dot_string - atoms separated by single dots; bytes taken or 0 */
 static size_t
@@ -691,6 +714,35 @@ parse_mailbox(const char *s, const struct smtp_limits *lim,
 	return 0;
 }
 
+/*
+ * bad_utf8 - the path (up to the first space outside a quoted string)
+ * holds an octet above 127 that does not start a well-formed UTF-8
+ * sequence, or a C1 control.  Checked first so that such a path gets its
+ * own reply, whether SMTPUTF8 was given or not.
+ */
+static int
+bad_utf8(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0, u;
+	int quoted = 0;
+
+	while (p[i] != '\0' && (quoted || p[i] != ' ')) {
+		if (p[i] >= 0x80) {
+			if ((u = utf8_len(p + i)) == 0)
+				return 1;
+			i += u;
+			continue;
+		}
+		if (p[i] == '"')
+			quoted = !quoted;
+		else if (p[i] == '\\' && quoted && p[i + 1] != '\0')
+			i++;
+		i++;
+	}
+	return 0;
+}
+
 /* has_8bit - any octet above 127 */
 static int
 has_8bit(const char *s)
@@ -765,6 +817,11 @@ smtp_parse_path(const char *arg, const char *prefix, int allow_null,
 	s = arg + plen;
 	while (*s == ' ')	/* "FROM: <a>" is common and harmless */
 		s++;
+	if (bad_utf8(s)) {
+		*why = "553 5.6.7 Address is not valid UTF-8 or holds a "
+		    "control character";
+		return -1;
+	}
 	if (*s++ != '<')
 		goto bad;
 	if (*s == '>') {
@@ -850,6 +907,53 @@ static int
 hexval(int c)
 {
 	return isdigit(c) ? c - '0' : toupper(c) - 'A' + 10;
+}
+
+/*
+ * smtp_xtext_printable - s is xtext (RFC 3461 4) whose decoded text is
+ * printable US-ASCII (graphic characters and the space) and at most max
+ * octets: what 4.2 and 4.4 ask of ORCPT's address and of ENVID.  Without
+ * it a "+0D+0A" would come out of the decoder as a line break in a DSN.
+ */
+int
+smtp_xtext_printable(const char *s, size_t max)
+{
+	size_t n = 0;
+	int c;
+
+	if (smtp_xtext_valid(s) == -1)
+		return -1;
+	for (; *s != '\0'; s++, n++) {
+		c = (unsigned char)*s;
+		if (*s == '+') {
+			c = hexval((unsigned char)s[1]) * 16 +
+			    hexval((unsigned char)s[2]);
+			s += 2;
+		}
+		if (c < 32 || c > 126 || n >= max)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * smtp_orcpt_valid - an ORCPT value, "addr-type;xtext": the type an atom,
+ * the decoded address printable US-ASCII, not empty, at most max octets
+ * (RFC 3461 4.2)
+ */
+int
+smtp_orcpt_valid(const char *v, size_t max)
+{
+	const char *semi;
+	const char *p;
+
+	if (v == NULL || (semi = strchr(v, ';')) == NULL || semi == v ||
+	    semi[1] == '\0')
+		return -1;
+	for (p = v; p < semi; p++)
+		if (!is_atext((unsigned char)*p))
+			return -1;
+	return smtp_xtext_printable(semi + 1, max);
 }
 
 int

@@ -205,5 +205,12 @@ const char *smtp_path_param(const struct smtp_path *, const char *key);
 /* xtext (RFC 3461) check and decode; -1 on bad syntax */
 int	smtp_xtext_valid(const char *);
 int	smtp_xtext_decode(const char *, char *out, size_t outsz);
+/* 0 if xtext decoding to at most max octets of printable US-ASCII */
+int	smtp_xtext_printable(const char *, size_t max);
+/* 0 if "addr-type;xtext" with a printable decoded address (ORCPT) */
+int	smtp_orcpt_valid(const char *, size_t max);
+/* one well-formed, non-control UTF-8 sequence at s (RFC 3629): its
+ * length, or 0 */
+size_t	smtp_utf8_len(const char *);
 
 #endif

@@ -178,7 +178,7 @@ enter_state(struct conn *c, enum conn_state st)
 	if (c->state == st)
 		return;
 	log_debug("mta: conn=%llu dest=%s %s -> %s",
-	    (unsigned long long)c->id, c->dest->key,
+	    (unsigned long long)c->id, log_word(c->dest->key),
 	    conn_state_names[c->state], conn_state_names[st]);
 	if (c->state == CS_IDLE) {
 		LIST_REMOVE(c, idle_entry);
@@ -361,30 +361,34 @@ conn_hop_failed(struct conn *c, int code, const char *status,
 	c->lastcode = code;
 	requeue_next(c);
 	if (c->state == CS_IDLE) {
-		log_debug("mta: conn=%llu relay=%s idle connection gone: %s",
-		    (unsigned long long)c->id, c->remote, c->lasterr);
+		log_debug("mta: conn=%llu relay=%s idle connection gone "
+		    "error=\"%s\"", (unsigned long long)c->id,
+		    log_word(c->remote), log_vis(c->lasterr));
 		conn_close(c);
 		return;
 	}
 	if (c->msgs > 0 && c->job != NULL && c->replies == 0) {
 		/* the next hop closed a session that had worked: retry */
 		log_debug("mta: conn=%llu relay=%s kept connection lost, job "
-		    "requeued: %s", (unsigned long long)c->id, c->remote,
-		    c->lasterr);
+		    "requeued error=\"%s\"", (unsigned long long)c->id,
+		    log_word(c->remote), log_vis(c->lasterr));
 		requeue(c);
 		conn_close(c);
 		return;
 	}
 	if (c->state >= CS_MAIL || c->msgs > 0) {
-		log_info("mta: conn=%llu relay=%s lost: %s",
-		    (unsigned long long)c->id, c->remote, c->lasterr);
+		log_info("mta: conn=%llu relay=%s lost error=\"%s\"",
+		    (unsigned long long)c->id, log_word(c->remote),
+		    log_vis(c->lasterr));
 		fail_open(c, 4, status, c->lasterr);
 		job_finish(c);
 		conn_close(c);
 		return;
 	}
-	log_info("mta: conn=%llu dest=%s relay=%s failed: %s",
-	    (unsigned long long)c->id, c->dest->key, c->remote, c->lasterr);
+	/* the reason holds the server's text: quoted and escaped */
+	log_info("mta: conn=%llu dest=%s relay=%s failed error=\"%s\"",
+	    (unsigned long long)c->id, log_word(c->dest->key),
+	    log_word(c->remote), log_vis(c->lasterr));
 	if (c->hopi + 1 < c->nhop) {
 		c->hopi++;
 		c->notls = 0;
@@ -598,9 +602,9 @@ tls_failed(struct conn *c)
 {
 	if (c->tlsmode == POLICY_UPTLS_OPPORTUNISTIC && !c->notls &&
 	    c->msgs == 0) {
-		log_info("mta: conn=%llu relay=%s TLS failed (%s), retrying "
-		    "without", (unsigned long long)c->id, c->remote,
-		    tls_conn_error(c->tls));
+		log_info("mta: conn=%llu relay=%s TLS failed error=\"%s\", "
+		    "retrying without", (unsigned long long)c->id,
+		    log_word(c->remote), log_vis(tls_conn_error(c->tls)));
 		c->notls = 1;
 		c->retry_hop = 1;
 		conn_close(c);
@@ -1293,7 +1297,7 @@ on_tls_input(struct conn *c, const char *p, size_t n)
 	}
 	if (c->state == CS_HANDSHAKE && st == TLS_OPEN) {
 		log_debug("mta: conn=%llu relay=%s tls=%s",
-		    (unsigned long long)c->id, c->remote,
+		    (unsigned long long)c->id, log_word(c->remote),
 		    tls_conn_info(c->tls));
 		if (c->tlsmode == POLICY_UPTLS_SMTPS) {
 			enter_state(c, CS_BANNER);

@@ -6,6 +6,12 @@
  * a message/delivery-status part and the original message or its
  * headers, is composed by mta_dsn_compose() on the threadpool, where the
  * original can be read from the spool without blocking the loop.
+ *
+ * Every value in it came from outside (addresses, ORCPT and ENVID from a
+ * client, Diagnostic-Code from a server): each is written through
+ * put_field/put_text, which turn every control and malformed UTF-8 into
+ * '?' and fold long fields, so a DSN never carries a bare CR or LF and
+ * nobody can add a field or a per-recipient group of their own.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -20,6 +26,8 @@
 #include "mta_local.h"
 
 #define DSN_READ	(64 * 1024)
+#define DSN_FOLD	78	/* fold a field's line past this column */
+#define DSN_LINEMAX	998	/* RFC 5322 2.1.1: never longer */
 
 struct dsn_rcpt {
 	char		*addr;
@@ -55,7 +63,21 @@ dup_or_null(const char *s)
 	return s != NULL ? xstrdup(s) : NULL;
 }
 
-/* orcpt_decode - "rfc822;a+2Bb@c" to "rfc822;a+b@c" (RFC 3461 xtext) */
+/* printable - every octet of s is printable US-ASCII */
+static int
+printable(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if (*s < 32 || *s > 126)
+			return 0;
+	return 1;
+}
+
+/*
+ * orcpt_decode - "rfc822;a+2Bb@c" to "rfc822;a+b@c" (RFC 3461 xtext).
+ * The door lets only printable decodings in; one that is not (a spool
+ * file from before that check) stays encoded, which is printable.
+ */
 static char *
 orcpt_decode(const char *orcpt)
 {
@@ -69,7 +91,7 @@ orcpt_decode(const char *orcpt)
 	out = xmalloc(n);
 	memcpy(out, orcpt, semi - orcpt + 1);
 	if (smtp_xtext_decode(semi + 1, out + (semi - orcpt) + 1,
-	    n - (semi - orcpt) - 1) == -1)
+	    n - (semi - orcpt) - 1) == -1 || !printable(out))
 		snprintf(out, n, "%s", orcpt);
 	return out;
 }
@@ -177,6 +199,88 @@ mta_dsn_free(struct mta_dsnreq *req)
  * Composing (threadpool)
  */
 
+/*
+ * clean - s[0..n) with every control (CR and LF first of all) and every
+ * octet that does not start a well-formed UTF-8 sequence as '?'
+ */
+static void
+clean(struct buf *b, const char *s, size_t n)
+{
+	size_t i, u;
+
+	for (i = 0; i < n; i++) {
+		if ((unsigned char)s[i] >= 32 && s[i] != 127 &&
+		    (unsigned char)s[i] < 128)
+			buf_append(b, s + i, 1);
+		else if ((unsigned char)s[i] >= 128 &&
+		    (u = smtp_utf8_len(s + i)) > 0 && i + u <= n) {
+			buf_append(b, s + i, u);
+			i += u - 1;
+		} else
+			buf_append(b, "?", 1);
+	}
+}
+
+/* put_text - "<addr>: text" in the human-readable part, cleaned */
+static void
+put_text(struct buf *b, const char *addr, const char *text)
+{
+	size_t n = strlen(text);
+
+	buf_puts(b, "<");
+	clean(b, addr, strlen(addr));
+	buf_puts(b, ">: ");
+	clean(b, text, n > DSN_LINEMAX / 2 ? DSN_LINEMAX / 2 : n);
+	buf_puts(b, "\r\n");
+}
+
+/*
+ * put_field - "Name: pre value" CRLF, the value cleaned and folded (RFC 5322
+ * 2.2.3): before a space where the line would pass DSN_FOLD columns, and
+ * by force (CRLF SP inside a word, never inside a UTF-8 sequence) where
+ * a word would pass DSN_LINEMAX.  Whatever a server said, it stays in
+ * this one field.
+ */
+static void
+put_field(struct buf *b, const char *name, const char *pre,
+    const char *value)
+{
+	struct buf v;
+	size_t col, i, end, cut;
+
+	buf_init(&v);
+	buf_puts(&v, pre);
+	clean(&v, value, strlen(value));
+	buf_printf(b, "%s: ", name);
+	col = strlen(name) + 2;
+	for (i = 0; i < v.len; i = end) {
+		/* a token: its leading spaces and one word */
+		for (end = i; end < v.len && v.data[end] == ' '; end++)
+			;
+		for (; end < v.len && v.data[end] != ' '; end++)
+			;
+		if (col + (end - i) > DSN_FOLD && v.data[i] == ' ' &&
+		    col > strlen(name) + 2) {
+			buf_puts(b, "\r\n");
+			col = 0;
+		}
+		while (col + (end - i) > DSN_LINEMAX) {
+			cut = i + (DSN_LINEMAX - col);
+			while (cut > i + 1 &&
+			    ((unsigned char)v.data[cut] & 0xc0) == 0x80)
+				cut--;
+			buf_append(b, v.data + i, cut - i);
+			buf_puts(b, "\r\n ");
+			col = 1;
+			i = cut;
+		}
+		buf_append(b, v.data + i, end - i);
+		col += end - i;
+	}
+	buf_puts(b, "\r\n");
+	buf_free(&v);
+}
+
 static const char *
 action(enum mta_dsn_kind kind)
 {
@@ -221,7 +325,7 @@ human_part(const struct mta_dsnreq *req, struct buf *b)
 	}
 	buf_puts(b, "\r\n");
 	for (i = 0; i < req->nrcpt; i++)
-		buf_printf(b, "<%s>: %s\r\n", req->rcpt[i].addr,
+		put_text(b, req->rcpt[i].addr,
 		    req->rcpt[i].diag != NULL ? req->rcpt[i].diag :
 		    req->kind == MTA_DSN_SUCCESS ? "delivery successful" :
 		    "no reason given");
@@ -235,35 +339,35 @@ status_part(const struct mta_dsnreq *req, struct buf *b)
 	char date[64], name[256];
 	size_t i;
 
-	buf_printf(b, "Reporting-MTA: dns; %s\r\n", req->host);
-	buf_printf(b, "X-Mxbridge-Queue-ID: %s\r\n", req->orig);
+	put_field(b, "Reporting-MTA", "dns; ", req->host);
+	put_field(b, "X-Mxbridge-Queue-ID", "", req->orig);
 	if (req->envid != NULL)
-		buf_printf(b, "Original-Envelope-Id: %s\r\n", req->envid);
-	buf_printf(b, "Arrival-Date: %s\r\n", mta_fmt_time(req->arrival,
+		put_field(b, "Original-Envelope-Id", "", req->envid);
+	put_field(b, "Arrival-Date", "", mta_fmt_time(req->arrival,
 	    date, sizeof(date)));
 	for (i = 0; i < req->nrcpt; i++) {
 		r = &req->rcpt[i];
 		buf_puts(b, "\r\n");
-		buf_printf(b, "Final-Recipient: rfc822; %s\r\n", r->addr);
+		put_field(b, "Final-Recipient", "rfc822; ", r->addr);
 		if (r->orcpt != NULL)
-			buf_printf(b, "Original-Recipient: %s\r\n", r->orcpt);
-		buf_printf(b, "Action: %s\r\n", action(req->kind));
-		buf_printf(b, "Status: %s\r\n", r->status);
+			put_field(b, "Original-Recipient", "", r->orcpt);
+		put_field(b, "Action", "", action(req->kind));
+		put_field(b, "Status", "", r->status);
 		if (r->remote != NULL) {
 			remote_name(r->remote, name, sizeof(name));
-			buf_printf(b, "Remote-MTA: dns; %s\r\n", name);
+			put_field(b, "Remote-MTA", "dns; ", name);
 		}
 		if (r->diag != NULL && strlen(r->diag) >= 3 &&
 		    strspn(r->diag, "0123456789") == 3)
-			buf_printf(b, "Diagnostic-Code: smtp; %s\r\n", r->diag);
+			put_field(b, "Diagnostic-Code", "smtp; ", r->diag);
 		else if (r->diag != NULL)
-			buf_printf(b, "Diagnostic-Code: X-mxbridge; %s\r\n",
+			put_field(b, "Diagnostic-Code", "X-mxbridge; ",
 			    r->diag);
 		if (r->last != 0)
-			buf_printf(b, "Last-Attempt-Date: %s\r\n",
+			put_field(b, "Last-Attempt-Date", "",
 			    mta_fmt_time(r->last, date, sizeof(date)));
 		if (req->kind == MTA_DSN_DELAY)
-			buf_printf(b, "Will-Retry-Until: %s\r\n",
+			put_field(b, "Will-Retry-Until", "",
 			    mta_fmt_time(req->until, date, sizeof(date)));
 	}
 }
@@ -333,7 +437,9 @@ mta_dsn_compose(struct mta_dsnreq *req, struct buf *out)
 	    (long)time(NULL), req->host);
 	buf_printf(out, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n",
 	    req->host);
-	buf_printf(out, "To: <%s>\r\n", req->sender);
+	buf_puts(out, "To: <");
+	clean(out, req->sender, strlen(req->sender));
+	buf_puts(out, ">\r\n");
 	buf_printf(out, "Subject: %s\r\n", subject(req->kind));
 	buf_printf(out, "Date: %s\r\n", mta_fmt_time(time(NULL), date,
 	    sizeof(date)));

@@ -262,7 +262,8 @@ commit_done(void *arg, int status, const char *why)
 		mta_stats.received++;
 		log_info("msgid=%s session=%llu queued from=<%s> nrcpt=%zu "
 		    "size=%llu client=%s", env->id,
-		    (unsigned long long)env->session, env->sender, env->nrcpt,
+		    (unsigned long long)env->session, log_word(env->sender),
+		    env->nrcpt,
 		    (unsigned long long)env->bodylen,
 		    addr_fmt((struct sockaddr *)&env->client, client,
 		    sizeof(client)));

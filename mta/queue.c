@@ -313,11 +313,11 @@ rcpt_log(const struct mta_env *env, const struct mta_rcpt *r,
 
 	log_info("msgid=%s session=%llu to=<%s> from=<%s> relay=%s route=%s "
 	    "delay=%s attempts=%u dsn=%s status=\"%s\" disposition=%s",
-	    env->id, (unsigned long long)env->session, r->addr, env->sender,
-	    r->remote ? r->remote : "none",
+	    env->id, (unsigned long long)env->session, log_word(r->addr),
+	    log_word(env->sender), r->remote ? log_word(r->remote) : "none",
 	    policy_route_name(r->route), delay_str(env, d, sizeof(d)),
-	    r->attempts, r->status ? r->status : "-",
-	    r->diag ? r->diag : "", disposition);
+	    r->attempts, r->status ? log_word(r->status) : "-",
+	    log_vis(r->diag), disposition);
 }
 
 /* rcpt_fail - permanent failure (or expiry) of one recipient */
@@ -457,7 +457,8 @@ dsn_queued(void *arg, int status, const char *why)
 		return;
 	}
 	mta_stats.dsn_sent++;
-	log_info("msgid=%s queued dsn to=<%s>", dsn->id, dsn->rcpt[0].addr);
+	log_info("msgid=%s queued dsn to=<%s>", dsn->id,
+	    log_word(dsn->rcpt[0].addr));
 	mta_queue_add(dsn);
 }
 

@@ -355,7 +355,8 @@ relay_fallback(struct relay *r, const char *why)
 	    r->handles != 2)
 		return -1;
 	log_info("session=%llu upstream=%s tls=failed error=\"%s\" "
-	    "fallback=plaintext", (unsigned long long)r->o.id, r->peer, why);
+	    "fallback=plaintext", (unsigned long long)r->o.id, r->peer,
+	    log_vis(why));
 	r->plain_again = 1;
 	relay_enter_state(r, R_REOPEN);
 	uv_timer_stop(&r->timer);
@@ -697,7 +698,7 @@ relay_tls_input(struct relay *r, const char *p, size_t n)
 	if (st == TLS_FAILED) {
 		log_info("session=%llu upstream=%s tls=failed error=\"%s\"",
 		    (unsigned long long)r->o.id, r->peer,
-		    tls_conn_error(r->tls));
+		    log_vis(tls_conn_error(r->tls)));
 		relay_fail(r, "TLS handshake or read failed", NULL);
 		return;
 	}

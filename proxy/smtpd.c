@@ -637,17 +637,19 @@ log_message(struct session *s, const char *disposition, const char *replyl)
 	snprintf(rbuf, sizeof(rbuf), "%s", replyl != NULL ? replyl : "");
 	n = strcspn(rbuf, "\r\n");
 	rbuf[n] = '\0';
-	log_info("session=%llu client=%s orig_dst=%s dir=%s from=<%.300s> "
+	/* the reply is the upstream's on the live relay: escaped, like
+	 * every value from outside */
+	log_info("session=%llu client=%s orig_dst=%s dir=%s from=<%s> "
 	    "to=%s%s nrcpt=%u size=%llu disposition=%s delay=%.3fs%s%s "
 	    "reply=\"%s\"",
 	    (unsigned long long)s->conn.id, s->cstr, s->dstr,
-	    policy_dir_name(s->conn.dir), s->txn.from ? s->txn.from : "",
+	    policy_dir_name(s->conn.dir), log_word(s->txn.from),
 	    s->txn.tolog.len ? s->txn.tolog.data : "-",
 	    s->txn.nlog > SMTPD_LOG_RCPTS ? ",..." : "", s->txn.nlog,
 	    (unsigned long long)s->data.size, disposition,
 	    (double)(now - s->txn.start) / 1000.0,
 	    s->refuse_why ? " reason=" : "", s->refuse_why ? s->refuse_why : "",
-	    rbuf);
+	    log_vis(rbuf));
 }
 
 static void
@@ -657,7 +659,7 @@ tolog_add(struct session *s, const char *addr)
 		return;
 	if (s->txn.tolog.len > 0)
 		buf_append(&s->txn.tolog, ",", 1);
-	buf_printf(&s->txn.tolog, "<%.300s>", addr);
+	buf_printf(&s->txn.tolog, "<%s>", log_word(addr));
 }
 
 /* ---------------------------------------------------------------- EHLO */
@@ -935,7 +937,8 @@ relay_fail_cb(void *arg, const char *why, const struct smtp_reply *rep)
 	    "disposition=%s error=\"%s\"", (unsigned long long)s->conn.id,
 	    s->cstr, s->dstr, policy_dir_name(s->conn.dir),
 	    addr_fmt((struct sockaddr *)&s->conn.orig_dst, up, sizeof(up)),
-	    connecting ? "upstream-unreachable" : "upstream-lost", why);
+	    connecting ? "upstream-unreachable" : "upstream-lost",
+	    log_vis(why));
 	relay_close(s->relay);
 	s->relay = NULL;
 	if (rep != NULL && rep->code == 421) {
@@ -1212,8 +1215,14 @@ check_params(struct session *s, const struct smtp_path *path, int mail,
 			    != 0 && strcasecmp(pr->value, "HDRS") != 0))
 				return -1;
 		} else if (mail && strcmp(pr->key, "ENVID") == 0 && s->cap_dsn) {
+			/* RFC 3461 4.4: printable once decoded; a DSN
+			 * carries it in a header field */
+			*why = "501 5.5.4 Invalid ENVID: must be xtext of "
+			    "printable US-ASCII";
 			if (pr->value == NULL || strlen(pr->value) >
-			    SMTPD_ENVID_MAX || smtp_xtext_valid(pr->value) == -1)
+			    SMTPD_ENVID_MAX ||
+			    smtp_xtext_printable(pr->value, SMTPD_ENVID_MAX)
+			    == -1)
 				return -1;
 		} else if (mail && strcmp(pr->key, "AUTH") == 0 && s->cap_auth) {
 			if (pr->value == NULL || (strcmp(pr->value, "<>") != 0 &&
@@ -1227,9 +1236,13 @@ check_params(struct session *s, const struct smtp_path *path, int mail,
 				return -1;
 		} else if (!mail && strcmp(pr->key, "ORCPT") == 0 &&
 		    s->cap_dsn) {
-			if (pr->value == NULL || strchr(pr->value, ';') == NULL
-			    || strlen(pr->value) > SMTPD_ORCPT_MAX ||
-			    smtp_xtext_valid(strchr(pr->value, ';') + 1) == -1)
+			/* RFC 3461 4.2: the decoded address printable, no
+			 * CTLs: it goes into a DSN's Original-Recipient: */
+			*why = "501 5.5.4 Invalid ORCPT: must be addr-type;"
+			    "xtext of printable US-ASCII";
+			if (pr->value == NULL ||
+			    strlen(pr->value) > SMTPD_ORCPT_MAX ||
+			    smtp_orcpt_valid(pr->value, SMTPD_ORCPT_MAX) == -1)
 				return -1;
 		} else {
 			*why = "555 5.5.4 Unsupported parameter";
@@ -1440,12 +1453,12 @@ static void
 verify_log(struct session *s, const char *rcpt, int code, const char *line,
     int cached)
 {
-	log_info("session=%llu client=%s orig_dst=%s dir=%s verify=<%.300s> "
+	log_info("session=%llu client=%s orig_dst=%s dir=%s verify=<%s> "
 	    "result=%s cached=%s reply=\"%s\"", (unsigned long long)s->conn.id,
-	    s->cstr, s->dstr, policy_dir_name(s->conn.dir), rcpt ? rcpt : "",
+	    s->cstr, s->dstr, policy_dir_name(s->conn.dir), log_word(rcpt),
 	    code >= 200 && code < 300 ? "accepted" : code >= 500 ? "refused" :
 	    code >= 400 ? "tempfail" : "unavailable", cached ? "yes" : "no",
-	    line);
+	    log_vis(line));
 }
 
 /*
@@ -1604,9 +1617,10 @@ rcpt_live(struct session *s, const struct smtp_path *path,
 		reply(s, C_RCPT, "550 %s", msg ? msg : "5.7.1 Rejected");
 		break;
 	}
-	log_info("session=%llu client=%s orig_dst=%s dir=%s rcpt=<%.300s> "
+	log_info("session=%llu client=%s orig_dst=%s dir=%s rcpt=<%s> "
 	    "verdict=%s", (unsigned long long)s->conn.id, s->cstr, s->dstr,
-	    policy_dir_name(s->conn.dir), path->addr, policy_verdict_name(v));
+	    policy_dir_name(s->conn.dir), log_word(path->addr),
+	    policy_verdict_name(v));
 }
 
 static void
@@ -2154,7 +2168,7 @@ tls_input(struct session *s, const char *p, size_t n)
 	if (st == TLS_FAILED) {
 		log_info("session=%llu client=%s tls=failed error=\"%s\"",
 		    (unsigned long long)s->conn.id, s->cstr,
-		    tls_conn_error(s->tls));
+		    log_vis(tls_conn_error(s->tls)));
 		session_close(s, "tls-failed");
 		return;
 	}

@@ -38,7 +38,12 @@ Server side (a fake upstream):
     CHUNKING, BDAT, XCLIENT, BINARYMIME, AUTH=LOGIN), dropdata (closes in
     the middle of DATA), authtls (AUTH offered only inside TLS), badtls
     (a TLS alert instead of a handshake, then close: a server with broken
-    TLS).  Messages are written to DIR, one file each.
+    TLS), hostile550 (RCPT of a local part starting "bad" gets a
+    multi-line 550 with ESC sequences, quotes, C0/C1/DEL octets and text
+    that looks like log fields and DSN fields), hostiledot (the final dot
+    gets a 250 with ESC sequences, quotes and a forged log field).
+    Messages are written to DIR, one file each; with --raw also the DATA
+    octets exactly as received, dot-stuffing and CRLFs kept, in FILE.raw.
 """
 import argparse
 import base64
@@ -480,6 +485,19 @@ def case_expect_fail(a):
         print("ok closed")
 
 
+# what a hostile server says: terminal escapes (clear screen, set the
+# window title, colours), quotes that would end a quoted log value, text
+# that looks like log fields and DSN fields, C0, DEL and C1 octets and an
+# overlong UTF-8 form; never NUL, CR or LF (the reply parser refuses those)
+HOSTILE_550 = (b"550-5.1.1 \x1b[2J\x1b]0;pwned\x07\x1b[31mred\x1b[0m \"quoted\" "
+               b"disposition=delivered status=\"sent\"\r\n"
+               b"550-Action: delivered\r\n"
+               b"550-weird \x01\x7f\xc2\x85\xc2\x9b\xc0\xaf\xff bytes\\\r\n"
+               b"550 5.1.1 user unknown\r\n")
+HOSTILE_DOT = (b"250 2.0.0 Ok \x1b[2J\x1b]0;pwned\x07 queued\" disposition=forged "
+               b"x=\"\r\n")
+
+
 def serve(a):
     if a.dir:
         os.makedirs(a.dir, exist_ok=True)
@@ -517,6 +535,7 @@ def session(a, s, ctx, num):
                 raise EOFError
             f["buf"] += d
         ln, f["buf"] = f["buf"].split(b"\n", 1)
+        f["raw"] = ln + b"\n"
         return ln.rstrip(b"\r").decode(errors="replace")
 
     try:
@@ -608,15 +627,20 @@ def session(a, s, ctx, num):
                 f.setdefault("rcpts", []).append(ln)
                 if mode == "inject":
                     out("250 2.1.5 Ok\r\n250 2.0.0 injected\r\n")
+                elif mode == "hostile550" and ln.split(":", 1)[-1].strip(
+                        ).lstrip("<").startswith("bad"):
+                    out(HOSTILE_550)
                 else:
                     out("250 2.1.5 Ok\r\n")
             elif verb == "DATA":
                 out("354 go ahead\r\n")
                 data = []
+                raw = b""
                 while True:
                     d = line()
                     if d == ".":
                         break
+                    raw += f["raw"]
                     data.append(d[1:] if d.startswith(".") else d)
                     if mode == "dropdata" and len(data) >= 1:
                         f["s"].close()
@@ -630,8 +654,14 @@ def session(a, s, ctx, num):
                             fp.write(r + "\n")
                         fp.write("TLS: %s\n\n" % tls)
                         fp.write("\n".join(data) + "\n")
+                    if a.raw:
+                        with open(name + ".raw", "wb") as fp:
+                            fp.write(raw)
                     os.rename(name + ".tmp", name)
-                out("250 2.0.0 Ok: stored\r\n")
+                if mode == "hostiledot":
+                    out(HOSTILE_DOT)
+                else:
+                    out("250 2.0.0 Ok: stored\r\n")
             elif verb == "RSET" or verb == "NOOP":
                 out("250 2.0.0 Ok\r\n")
             elif verb == "QUIT":
@@ -666,6 +696,7 @@ def main():
     s.add_argument("--auth", action="store_true")
     s.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     s.add_argument("--dir")
+    s.add_argument("--raw", action="store_true")
     a = ap.parse_args()
     if a.what == "serve":
         serve(a)

@@ -30,6 +30,7 @@
 
 #include "../../common/buf.h"
 #include "../../common/log.h"
+#include "../../common/xmalloc.h"
 #include "../../mta/mta_local.h"
 #include "../../policy/policy.h"
 
@@ -662,6 +663,158 @@ test_ret_hdrs_and_orcpt(void **state)
 	assert_hasnt(dsn, "first line");
 	assert_has(dsn, "Original-Recipient: rfc822;orig+one@example.com");
 	assert_has(dsn, "Original-Envelope-Id: ENV+2B1");
+}
+
+/*
+ * dsn_groups - check a composed DSN's structure: only CRLF line ends, no
+ * line over 998, no ESC; its message/delivery-status part, unfolded, is
+ * groups of "Name: value" fields, one per-message group then one per
+ * recipient, each of those with exactly one Final-Recipient and one
+ * Action.  Returns the number of recipient groups; their Final-Recipient
+ * values go to finals[] (NUL-separated in a buffer the caller frees).
+ */
+static size_t
+dsn_groups(const char *m, size_t len, struct buf *finals)
+{
+	const char *p, *end, *line, *eol;
+	struct buf u;
+	size_t i, col = 0, groups = 0, nfinal, naction;
+
+	for (i = 0; i < len; i++) {
+		if (m[i] == '\r' && (i + 1 == len || m[i + 1] != '\n'))
+			fail_msg("bare CR at %zu", i);
+		if (m[i] == '\n' && (i == 0 || m[i - 1] != '\r'))
+			fail_msg("bare LF at %zu", i);
+		if (m[i] == 0x1b)
+			fail_msg("ESC at %zu", i);
+		col = m[i] == '\n' ? 0 : col + 1;
+		if (col > 999)
+			fail_msg("line over 998 at %zu", i);
+	}
+	p = strstr(m, "Content-Type: message/delivery-status\r\n\r\n");
+	assert_non_null(p);
+	p += strlen("Content-Type: message/delivery-status\r\n\r\n");
+	end = strstr(p, "\r\n--");
+	assert_non_null(end);
+	/* unfold: CRLF before a blank joins the lines */
+	buf_init(&u);
+	for (; p < end; p++) {
+		if (p[0] == '\r' && p[1] == '\n' && (p[2] == ' ' ||
+		    p[2] == '\t')) {
+			p++;
+			continue;
+		}
+		buf_append(&u, p, 1);
+	}
+	buf_append(&u, "\r\n", 3);	/* the part ends in CRLF */
+	p = u.data;
+	while (*p != '\0') {
+		end = strstr(p, "\r\n\r\n");
+		assert_non_null(end);
+		nfinal = naction = 0;
+		for (line = p; line < end + 2; line = eol + 2) {
+			eol = strstr(line, "\r\n");
+			if (strspn(line, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij"
+			    "klmnopqrstuvwxyz-") == 0 || line[strspn(line,
+			    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuv"
+			    "wxyz-")] != ':')
+				fail_msg("not a field: %.*s", (int)(eol - line),
+				    line);
+			if (strncmp(line, "Final-Recipient: ", 17) == 0) {
+				nfinal++;
+				buf_append(finals, line + 17,
+				    (size_t)(eol - line - 17));
+				buf_append(finals, "\n", 1);
+			}
+			if (strncmp(line, "Action: ", 8) == 0)
+				naction++;
+			if (strncmp(line, "X-Forged", 8) == 0)
+				fail_msg("forged field: %.*s",
+				    (int)(eol - line), line);
+		}
+		if (groups == 0)
+			assert_int_equal(nfinal + naction, 0);
+		else if (nfinal != 1 || naction != 1)
+			fail_msg("group %zu: %zu Final-Recipient, %zu Action",
+			    groups, nfinal, naction);
+		groups++;
+		p = end + 4;
+	}
+	buf_free(&u);
+	return groups - 1;
+}
+
+/*
+ * A hostile envelope: ORCPT whose xtext decodes to CR LF and fields of
+ * its own, and (as a spool file written before the door checked them)
+ * raw CR LF in ORCPT, ENVID, Remote-MTA; a multi-line server reply with
+ * ESC, quotes, an empty line and one word longer than a line may be.
+ * The DSN has one group per recipient and nothing else.
+ */
+static void
+test_dsn_hostile_envelope(void **state)
+{
+	static const char *const orcpts[] = {
+	    "rfc822;x+0D+0AAction:+20delivered+0D+0A+0D+0AFinal-Recipient:"
+	    "+20rfc822;+20forged@example.com+0D+0AAction:+20delivered",
+	    "rfc822;raw\r\nAction: delivered\r\n\r\nX-Forged: yes",
+	    NULL };
+	struct mta_dsnreq *req;
+	struct mta_env *env, *dsn;
+	struct buf out, finals, diag;
+	size_t idx[3] = { 0, 1, 2 }, i;
+
+	env = mta_env_new();
+	mta_id_make(env->id);
+	env->arrival = time(NULL);
+	free(env->sender);
+	env->sender = xstrdup("sender@example.com");
+	free(env->envid);
+	env->envid = xstrdup("ENV\r\nX-Forged: envid");
+	buf_init(&diag);
+	buf_puts(&diag, "550-5.1.1 first line\r\n550-\x1b[31m \"disposition="
+	    "forged\" \x9b\xc0\xaf\r\n550-\r\n550-Action: delivered\r\n\r\n"
+	    "X-Forged: diag\r\n550 5.1.1 ");
+	for (i = 0; i < 1500; i++)
+		buf_append(&diag, "w", 1);
+	for (i = 0; i < 40; i++)
+		buf_puts(&diag, " word");
+	buf_append(&diag, "", 1);
+	for (i = 0; i < 3; i++) {
+		mta_rcpt_add(env, i == 0 ? "a@example.com" : i == 1 ?
+		    "b@example.com" : "c@example.com", orcpts[i], 0,
+		    POLICY_ROUTE_ORIGINAL);
+		env->rcpt[i].status = xstrdup("5.1.1");
+		env->rcpt[i].remote = xstrdup("mx.example\r\nX-Forged: "
+		    "remote[192.0.2.7]");
+		env->rcpt[i].diag = xstrdup(diag.data);
+		env->rcpt[i].last = time(NULL);
+	}
+	dsn = mta_dsn_new(env, MTA_DSN_FAILURE, idx, 3, &req);
+	buf_init(&out);
+	buf_init(&finals);
+	assert_int_equal(mta_dsn_compose(req, &out), 0);
+	buf_append(&out, "", 1);
+	assert_int_equal(dsn_groups(out.data, out.len - 1, &finals), 3);
+	buf_append(&finals, "", 1);
+	assert_string_equal(finals.data, "rfc822; a@example.com\n"
+	    "rfc822; b@example.com\nrfc822; c@example.com\n");
+	/* a decoding that is not printable stays encoded */
+	assert_has(out.data, "Original-Recipient: rfc822;x+0D+0AAction:+20"
+	    "delivered+0D+0A+0D+0AFinal-Recipient:");
+	assert_has(out.data, "Diagnostic-Code: smtp; 550-5.1.1 first line??"
+	    "550-?[31m \"disposition=forged\"\r\n ?????550-??550-Action: "
+	    "delivered????X-Forged: diag??550 5.1.1\r\n www");
+	assert_has(out.data, "Original-Envelope-Id: ENV??X-Forged: envid");
+	assert_has(out.data, "Remote-MTA: dns; mx.example??X-Forged: remote");
+	assert_has(out.data, "\r\n word word");	/* folded at a blank */
+	assert_hasnt(out.data, "\r\nAction: delivered");
+	mta_dsn_free(req);
+	mta_env_free(dsn);
+	mta_env_free(env);
+	buf_free(&out);
+	buf_free(&finals);
+	buf_free(&diag);
 }
 
 static void
@@ -1336,6 +1489,7 @@ main(void)
 #define T(f)	cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_deliver_and_bounce),
 		T(test_ret_hdrs_and_orcpt),
+		T(test_dsn_hostile_envelope),
 		T(test_notify),
 		T(test_null_sender_dead),
 		T(test_defer_flush),

@@ -4,8 +4,10 @@
  * LF / NUL flags), the reply parser (multi-line, limits, malformed input),
  * the DATA terminator (the smuggling battery: only CRLF "." CRLF ends
  * DATA), dot-stuffing round trips, the run reader of DATA against the
- * line reader (randomised), and the strict path and parameter
- * syntax.  Table-driven: a failing row names itself.
+ * line reader (randomised), the strict path and parameter syntax
+ * (UTF-8 as RFC 3629 has it, no C1 controls; ORCPT and ENVID printable
+ * once decoded), and the escaping of outside values for log lines
+ * (common/log.c).  Table-driven: a failing row names itself.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +20,7 @@
 #include <cmocka.h>
 
 #include "../../common/buf.h"
+#include "../../common/log.h"
 #include "../../common/smtp.h"
 
 #define N(a)	(sizeof(a) / sizeof((a)[0]))
@@ -714,7 +717,39 @@ test_paths(void **state UNUSED)
 		{ "TO:<a@b> A B C D E F G H I", "TO:", 0, NULL, "555" },
 		{ "TO:<\xc3\xa9@b>", "TO:", 0, NULL, "553 5.6.7" },
 		{ "FROM:<\xc3\xa9@b> SMTPUTF8", "FROM:", 1, "\xc3\xa9@b", NULL },
-		{ "FROM:<\xc3@b> SMTPUTF8", "FROM:", 0, NULL, "501" },
+		/* RFC 3629 UTF-8 only, no controls: a clear 553 5.6.7 */
+		{ "FROM:<\xc3@b> SMTPUTF8", "FROM:", 0, NULL, "553 5.6.7" },
+		{ "FROM:<\xc0\xaf@b> SMTPUTF8", "FROM:", 0, NULL, "553 5.6.7" },
+		{ "FROM:<\xe0\x80\xaf@b> SMTPUTF8", "FROM:", 0, NULL,
+		    "553 5.6.7" },
+		{ "FROM:<\xf0\x80\x80\xaf@b> SMTPUTF8", "FROM:", 0, NULL,
+		    "553 5.6.7" },
+		{ "FROM:<\xed\xa0\x80@b> SMTPUTF8", "FROM:", 0, NULL,
+		    "553 5.6.7" },
+		{ "FROM:<\xf4\x90\x80\x80@b> SMTPUTF8", "FROM:", 0, NULL,
+		    "553 5.6.7" },
+		{ "FROM:<\xf5\x80\x80\x80@b> SMTPUTF8", "FROM:", 0, NULL,
+		    "553 5.6.7" },
+		{ "FROM:<\x80@b> SMTPUTF8", "FROM:", 0, NULL, "553 5.6.7" },
+		{ "FROM:<a@b\xe2\x82> SMTPUTF8", "FROM:", 0, NULL,
+		    "553 5.6.7" },
+		{ "FROM:<\xc2\x85@b> SMTPUTF8", "FROM:", 0, NULL, "553 5.6.7" },
+		{ "FROM:<a@\xc2\x9b" "31m.example> SMTPUTF8", "FROM:", 0, NULL,
+		    "553 5.6.7" },
+		{ "TO:<\"\xc2\x9b\"@b>", "TO:", 0, NULL, "553 5.6.7" },
+		{ "TO:<\xc2\x85@b>", "TO:", 0, NULL, "553 5.6.7" },
+		{ "FROM:<a\x1b[31m@b>", "FROM:", 0, NULL, "501 5.1.7" },
+		{ "FROM:<\"a\x1b\"@b>", "FROM:", 0, NULL, "501 5.1.7" },
+		{ "FROM:<\"a\x7f\"@b>", "FROM:", 0, NULL, "501 5.1.7" },
+		{ "FROM:<\xc2\xa0@b> SMTPUTF8", "FROM:", 1, "\xc2\xa0@b", NULL },
+		{ "FROM:<\xe2\x82\xac@b> SMTPUTF8", "FROM:", 1,
+		    "\xe2\x82\xac@b", NULL },
+		{ "FROM:<\xf0\x9f\x98\x80@b> SMTPUTF8", "FROM:", 1,
+		    "\xf0\x9f\x98\x80@b", NULL },
+		{ "FROM:<\xf4\x8f\xbf\xbd@b> SMTPUTF8", "FROM:", 1,
+		    "\xf4\x8f\xbf\xbd@b", NULL },
+		{ "FROM:<\xed\x9f\xbf@b> SMTPUTF8", "FROM:", 1,
+		    "\xed\x9f\xbf@b", NULL },
 		{ "FROM:<a@b> X=\xc3\xa9", "FROM:", 0, NULL, "555" },
 		{ "MAIL:<a@b>", "FROM:", 0, NULL, "501 5.5.4" },
 	};
@@ -808,6 +843,103 @@ test_xtext(void **state UNUSED)
 	assert_int_equal(smtp_xtext_decode("abcdef", out, 4), -1);
 }
 
+/* ORCPT and ENVID: printable US-ASCII once decoded (RFC 3461 4.2, 4.4) */
+static void
+test_xtext_printable(void **state UNUSED)
+{
+	static const struct {
+		const char	*v;
+		int		 orcpt;	/* smtp_orcpt_valid, else printable */
+		int		 ok;
+	} rows[] = {
+		{ "rfc822;a@b.example", 1, 1 },
+		{ "rfc822;a+2Bb@b.example", 1, 1 },
+		{ "rfc822;a+20b@b.example", 1, 1 },	/* SP is printable */
+		{ "RFC822;x@protected.example", 1, 1 },
+		{ "rfc822;x+0D+0AAction:+20delivered", 1, 0 },
+		{ "rfc822;x+0Ay", 1, 0 },
+		{ "rfc822;x+0Dy", 1, 0 },
+		{ "rfc822;x+1B[31m", 1, 0 },
+		{ "rfc822;x+00y", 1, 0 },
+		{ "rfc822;x+7Fy", 1, 0 },
+		{ "rfc822;x+C3+A9", 1, 0 },	/* not ASCII */
+		{ "rfc822;x+85", 1, 0 },
+		{ "rfc822;", 1, 0 },
+		{ ";a@b", 1, 0 },
+		{ "a@b", 1, 0 },
+		{ "rfc 822;a@b", 1, 0 },
+		{ "rfc822:x;a@b", 1, 0 },	/* addr-type is an atom */
+		{ "rfc822;a=b", 1, 0 },
+		{ "ENV+2B1", 0, 1 },
+		{ "env+20id", 0, 1 },
+		{ "env+0D+0AX-Forged:+20yes", 0, 0 },
+		{ "env+09id", 0, 0 },
+		{ "env+FFid", 0, 0 },
+		{ "env id", 0, 0 },
+	};
+	size_t i;
+	int rc;
+
+	for (i = 0; i < N(rows); i++) {
+		rc = rows[i].orcpt ? smtp_orcpt_valid(rows[i].v, 500) :
+		    smtp_xtext_printable(rows[i].v, 100);
+		if ((rc == 0) != rows[i].ok)
+			fail_msg("row %zu '%s': rc %d", i, rows[i].v, rc);
+	}
+	/* the decoded length counts, not the encoded one */
+	assert_int_equal(smtp_xtext_printable("abcd", 4), 0);
+	assert_int_equal(smtp_xtext_printable("abcde", 4), -1);
+	assert_int_equal(smtp_xtext_printable("+2B+2B+2B+2B", 4), 0);
+}
+
+/* common/log.c: what of an outside value may reach a log line */
+static void
+test_log_vis(void **state UNUSED)
+{
+	static const struct {
+		const char	*in;
+		int		 flags;
+		const char	*out;
+	} rows[] = {
+		{ "250 2.0.0 Ok: queued as X", 0, "250 2.0.0 Ok: queued as X" },
+		{ "250 ok\x1b[2J\x1b]0;x\x07", 0,
+		    "250 ok\\x1b[2J\\x1b]0;x\\x07" },
+		{ "ok\" disposition=forged", 0,
+		    "ok\\\" disposition=forged" },
+		{ "ok\" disposition=forged", LOG_VIS_SPACE,
+		    "ok\\\"\\x20disposition=forged" },
+		{ "a\\b", 0, "a\\\\b" },
+		{ "a\r\nb", 0, "a\\x0d\\x0ab" },
+		{ "\xc3\xa9\x7f", 0, "\\xc3\\xa9\\x7f" },
+		{ "", 0, "" },
+	};
+	char out[64];
+	size_t i, n;
+
+	for (i = 0; i < N(rows); i++) {
+		n = log_strvis(out, sizeof(out), rows[i].in,
+		    strlen(rows[i].in), rows[i].flags);
+		if (strcmp(out, rows[i].out) != 0 || n != strlen(out))
+			fail_msg("row %zu: '%s'", i, out);
+	}
+	/* a NUL inside a counted value is escaped, not an end */
+	log_strvis(out, sizeof(out), "a\0b", 3, 0);
+	assert_string_equal(out, "a\\x00b");
+	/* cut: never half an escape, "..." says so, always terminated */
+	n = log_strvis(out, 10, "\x1b\x1b\x1b\x1b", 4, 0);
+	assert_string_equal(out, "\\x1b...");
+	assert_int_equal(n, 7);
+	n = log_strvis(out, 8, "abcdefg", 7, 0);
+	assert_string_equal(out, "abcdefg");
+	n = log_strvis(out, 8, "abcdefgh", 8, 0);
+	assert_string_equal(out, "abcd...");
+	/* the thread's buffers: NULL is "", slots distinct within a call */
+	assert_string_equal(log_vis(NULL), "");
+	assert_string_equal(log_word("a b\"c"), "a\\x20b\\\"c");
+	assert_string_not_equal(log_vis("one"), log_vis("two"));
+	assert_string_equal(log_visn("abc\x1b", 4), "abc\\x1b");
+}
+
 static void
 test_verb(void **state UNUSED)
 {
@@ -847,6 +979,8 @@ main(void)
 		cmocka_unit_test(test_path_limits),
 		cmocka_unit_test(test_params),
 		cmocka_unit_test(test_xtext),
+		cmocka_unit_test(test_xtext_printable),
+		cmocka_unit_test(test_log_vis),
 		cmocka_unit_test(test_verb),
 	};
 
