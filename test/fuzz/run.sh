@@ -23,7 +23,7 @@ one() {
 	ASAN_OPTIONS=${FUZZ_ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	timeout -k 10 $((secs + 120)) "$bin/fuzz_$1" -max_total_time="$secs" \
-	    -timeout=20 -rss_limit_mb=2048 -close_fd_mask=2 \
+	    -timeout=20 -rss_limit_mb=2048 -close_fd_mask=2 -error_exitcode=1 \
 	    -print_final_stats=1 -artifact_prefix="$d/crashes/" \
 	    "$d/corpus" $seeds >"$d/log" 2>&1
 	echo $? >"$d/status"
