@@ -87,12 +87,14 @@ if [ -n "${MXB_FUZZ:-}" ]; then
 		fi
 		seeds=test/fuzz/corpus/$n
 		[ -d "$seeds" ] || seeds=
+		dict=
+		[ -f "test/fuzz/$n.dict" ] && dict=-dict=test/fuzz/$n.dict
 		ASAN_OPTIONS=detect_leaks=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		timeout -k 10 120 "$MXB_FUZZ/fuzz_$n" \
 		    -max_total_time="${MXB_FUZZ_SECONDS:-5}" -timeout=20 \
 		    -rss_limit_mb=2048 -close_fd_mask=2 -error_exitcode=1 \
-		    -artifact_prefix="$out/crashes/" "$out/corpus" $seeds \
+		    -artifact_prefix="$out/crashes/" $dict "$out/corpus" $seeds \
 		    >"$log" 2>&1
 		rc=$?
 		for c in "$out"/crashes/*; do

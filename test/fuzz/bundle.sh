@@ -25,6 +25,10 @@ for f in "$SRC"/build-fuzz/fuzz_*; do
 	[ -f "$f" ] && [ -x "$f" ] && install -m 755 "$f" "$B/"
 done
 cp -R "$SRC/test/fuzz/corpus" "$B/corpus"
+rm -f "$B"/*.dict
+for d in "$SRC"/test/fuzz/*.dict; do
+	[ -e "$d" ] && cp "$d" "$B/"
+done
 
 # every non-glibc library (the sanitizer runtimes are linked in statically)
 GLIBC='^(ld-linux-x86-64\.so\.2|libc\.so\.6|libm\.so\.6|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|libresolv\.so\.2|libutil\.so\.1|libanl\.so\.1|libmvec\.so\.1|linux-vdso\.so\.1|libBrokenLocale\.so\.1|libnss_.*)$'

@@ -60,6 +60,23 @@ fuzz_field(struct fuzz_in *in, size_t max)
 	return s;
 }
 
+/*
+ * Where a target says why it aborts: stderr as it was at start.  The run
+ * scripts pass -close_fd_mask=2 to silence the daemon code's own
+ * warnings; libFuzzer and the sanitizers keep a copy of stderr for their
+ * reports, and this is ours, taken before main().
+ */
+static int	fuzz_errfd = 2;
+
+__attribute__((constructor)) static void
+fuzz_keep_stderr(void)
+{
+	int fd = dup(2);
+
+	if (fd != -1)
+		fuzz_errfd = fd;
+}
+
 static char	fuzz_tmp[64];
 
 static void

@@ -63,7 +63,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	err[0] = 'x';
 	if ((pol = policy_load(conf, err, sizeof(err))) == NULL) {
 		if (err[0] == '\0' || memchr(err, '\0', sizeof(err)) == NULL) {
-			fprintf(stderr, "fuzz_config: refused without a "
+			dprintf(fuzz_errfd, "fuzz_config: refused without a "
 			    "reason\n");
 			abort();
 		}

@@ -59,7 +59,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	for (turns = 0; !eof; turns++) {
 		if (turns == CTL_TURNS) {
-			fprintf(stderr, "fuzz_control: no answer after %d loop "
+			dprintf(fuzz_errfd, "fuzz_control: no answer after %d loop "
 			    "turns\n", turns);
 			abort();
 		}
@@ -83,7 +83,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	close(fd);
 	if (got > 0 && (got < 3 || (memcmp(ans, "OK\n", 3) != 0 &&
 	    (got < 4 || memcmp(ans, "ERR\n", 4) != 0)))) {
-		fprintf(stderr, "fuzz_control: answer is neither OK nor ERR: "
+		dprintf(fuzz_errfd, "fuzz_control: answer is neither OK nor ERR: "
 		    "%.*s\n", (int)got, ans);
 		abort();
 	}

@@ -99,7 +99,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (form = 0; form < 3; form++) {
 		got = run(data, size, chunk, max, form);
 		if (got != want) {
-			fprintf(stderr, "fuzz_data: form %d (chunk %zu, max %zu) "
+			dprintf(fuzz_errfd, "fuzz_data: form %d (chunk %zu, max %zu) "
 			    "ended at %zu, CRLF.CRLF is at %zu\n", form, chunk,
 			    max, got, want);
 			abort();

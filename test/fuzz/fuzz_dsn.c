@@ -134,14 +134,14 @@ check(const struct buf *m, size_t nrcpt)
 		if (p[i] == '\0' || (p[i] == '\r' && (i + 1 == m->len ||
 		    p[i + 1] != '\n')) || (p[i] == '\n' && (i == 0 ||
 		    p[i - 1] != '\r'))) {
-			fprintf(stderr, "fuzz_dsn: bare CR, bare LF or NUL at "
+			dprintf(fuzz_errfd, "fuzz_dsn: bare CR, bare LF or NUL at "
 			    "%zu:\n%.*s\n", i, (int)m->len, p);
 			abort();
 		}
 		if (p[i] == '\n')
 			line = 0;
 		else if (p[i] != '\r' && ++line > 998) {
-			fprintf(stderr, "fuzz_dsn: line over 998 octets at "
+			dprintf(fuzz_errfd, "fuzz_dsn: line over 998 octets at "
 			    "%zu\n", i);
 			abort();
 		}
@@ -157,7 +157,7 @@ check(const struct buf *m, size_t nrcpt)
 	if (count(s, (size_t)(e - s), "Final-Recipient:") != nrcpt ||
 	    count(s, (size_t)(e - s), "Action:") != nrcpt ||
 	    count(s, (size_t)(e - s), "Status:") != nrcpt) {
-		fprintf(stderr, "fuzz_dsn: not one per-recipient group per "
+		dprintf(fuzz_errfd, "fuzz_dsn: not one per-recipient group per "
 		    "recipient (%zu):\n%.*s\n", nrcpt, (int)(e - s), s);
 		abort();
 	}

@@ -75,12 +75,12 @@ xtext(const char *v)
 	if (want >= sizeof(dec))
 		return;
 	if (smtp_xtext_decode(v, dec, sizeof(dec)) == -1) {
-		fprintf(stderr, "fuzz_path: valid xtext \"%s\" not decoded\n",
+		dprintf(fuzz_errfd, "fuzz_path: valid xtext \"%s\" not decoded\n",
 		    v);
 		abort();
 	}
 	if (strlen(dec) != want || strpbrk(dec, "\r\n") != NULL) {
-		fprintf(stderr, "fuzz_path: xtext \"%s\" accepted, decodes to "
+		dprintf(fuzz_errfd, "fuzz_path: xtext \"%s\" accepted, decodes to "
 		    "CR, LF or NUL\n", v);
 		abort();
 	}
@@ -104,7 +104,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    path.nparams > SMTP_MAXPARAMS)
 			abort();
 		if (!utf8_ok((const unsigned char *)path.addr)) {
-			fprintf(stderr, "fuzz_path: accepted address with a "
+			dprintf(fuzz_errfd, "fuzz_path: accepted address with a "
 			    "control or invalid UTF-8: \"%s\"\n", path.addr);
 			abort();
 		}

@@ -106,13 +106,13 @@ add(struct mta_env *env)
 	mta_env_serialize(env, &a);
 	again = mta_env_new();
 	if (mta_env_parse(a.data, a.len, again, &why) == -1) {
-		fprintf(stderr, "fuzz_spool: loaded envelope does not parse "
+		dprintf(fuzz_errfd, "fuzz_spool: loaded envelope does not parse "
 		    "back: %s\n", why);
 		abort();
 	}
 	mta_env_serialize(again, &b);
 	if (a.len != b.len || memcmp(a.data, b.data, a.len) != 0) {
-		fprintf(stderr, "fuzz_spool: envelope changed on a round "
+		dprintf(fuzz_errfd, "fuzz_spool: envelope changed on a round "
 		    "trip:\n%.*s---\n%.*s", (int)a.len, a.data, (int)b.len,
 		    b.data);
 		abort();

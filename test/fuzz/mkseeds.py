@@ -187,3 +187,13 @@ put("dsn", "delay", dsn(0x11, b"a@example.org", b"", b"Subject: x\r\n\r\n",
       b"[192.0.2.30]", b"421 4.4.2 timeout")]))
 put("dsn", "success-full", dsn(0x16, b"\xc3\xa9@example.org", b"x", b"a\nb\rc\r\n" + b"z" * 1200,
     [(b"e@example.com", b"utf-8;e\\x{E9}@example.com", b"\x00\x00\x00", b"", b"250 ok")]))
+
+# issue 18's forged DSN fields: these abort until ORCPT/ENVID are checked
+# at the door (or encoded when written); kept as regression seeds
+put("dsn", "orcpt-crlf", dsn(0x10, b"a@example.org", b"", b"Subject: x\r\n\r\n",
+    [(b"x@example.com", b"rfc822;x+0D+0AAction:+20delivered+0D+0AStatus:+202.0.0",
+      b"\x02\x01\x01", b"", b"550 no")]))
+put("dsn", "orcpt-lf", dsn(0x11, b"a@example.org", b"", b"Subject: x\r\n\r\n",
+    [(b"d@example.com", b"rfc822;d@examp+0Acom", b"\x01\x04\x02", b"", b"")]))
+put("path", "orcpt-crlf", b"\x01TO:<x@example.com> ORCPT=rfc822;x+0D+0AAction:+20delivered")
+put("path", "envid-nul", b"\x00FROM:<a@example.org> ENVID=x+00y")

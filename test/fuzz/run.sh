@@ -18,6 +18,8 @@ one() {
 	mkdir -p "$d/corpus" "$d/crashes"
 	seeds=$corp/$1
 	[ -d "$seeds" ] || seeds=
+	dict=
+	[ -f "$corp/../$1.dict" ] && dict=-dict=$corp/../$1.dict
 	# stderr of the target itself is closed (its warnings would slow the
 	# run); libFuzzer's and the sanitizers' reports still come through
 	ASAN_OPTIONS=${FUZZ_ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} \
@@ -25,7 +27,7 @@ one() {
 	timeout -k 10 $((secs + 120)) "$bin/fuzz_$1" -max_total_time="$secs" \
 	    -timeout=20 -rss_limit_mb=2048 -close_fd_mask=2 -error_exitcode=1 \
 	    -print_final_stats=1 -artifact_prefix="$d/crashes/" \
-	    "$d/corpus" $seeds >"$d/log" 2>&1
+	    $dict "$d/corpus" $seeds >"$d/log" 2>&1
 	echo $? >"$d/status"
 	grep -E '^#[0-9]+.*cov: ' "$d/log" | tail -n 1 >"$d/stats"
 	if [ "${FUZZ_MERGE:-0}" = 1 ] && [ -n "$seeds" ]; then
