@@ -57,7 +57,8 @@ cat >"$B/run.sh" <<'RUN'
 # FUZZ_SECONDS (600) on corpus/NAME; per target, $OUT/NAME/ (OUT defaults
 # to ./fuzz-out) gets stats (the last line with cov: and ft:), status (the
 # exit code), log, crashes/ and corpus/ (new inputs).  Prints one line per
-# target; exits non-zero if any failed.
+# target; exits non-zero if any failed.  FUZZ_ARGS adds libFuzzer flags
+# ("-fork=1 -ignore_crashes=1": go on past a crash, collecting them all).
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-./fuzz-out}
 n=$(ls "$here"/fuzz_* | wc -l)

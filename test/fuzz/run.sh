@@ -6,6 +6,8 @@
 # (reproducers), log, status (exit code) and stats (the last line with the
 # cov: and ft: figures).  Prints one line per target and exits non-zero if
 # any failed.  Used by "make fuzz" and by the bundle's run.sh.
+# FUZZ_ARGS adds libFuzzer flags (e.g. "-fork=1 -ignore_crashes=1" to go
+# on past a known failure).
 [ $# -ge 4 ] || { echo "usage: run.sh BINDIR CORPUSDIR OUTDIR SECONDS [PARALLEL]" >&2; exit 2; }
 bin=$1 corp=$2 out=$3 secs=$4 par=${5:-1}
 mkdir -p "$out" || exit 1
@@ -27,7 +29,7 @@ one() {
 	timeout -k 10 $((secs + 120)) "$bin/fuzz_$1" -max_total_time="$secs" \
 	    -timeout=20 -rss_limit_mb=2048 -close_fd_mask=2 -error_exitcode=1 \
 	    -print_final_stats=1 -artifact_prefix="$d/crashes/" \
-	    $dict "$d/corpus" $seeds >"$d/log" 2>&1
+	    ${FUZZ_ARGS:-} $dict "$d/corpus" $seeds >"$d/log" 2>&1
 	echo $? >"$d/status"
 	grep -E '^#[0-9]+.*cov: ' "$d/log" | tail -n 1 >"$d/stats"
 	if [ "${FUZZ_MERGE:-0}" = 1 ] && [ -n "$seeds" ]; then
