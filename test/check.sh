@@ -89,7 +89,7 @@ if [ -n "${MXB_FUZZ:-}" ]; then
 		[ -d "$seeds" ] || seeds=
 		dict=
 		[ -f "test/fuzz/$n.dict" ] && dict=-dict=test/fuzz/$n.dict
-		ASAN_OPTIONS=detect_leaks=1 \
+		TMPDIR=$out ASAN_OPTIONS=detect_leaks=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		timeout -k 10 120 "$MXB_FUZZ/fuzz_$n" \
 		    -max_total_time="${MXB_FUZZ_SECONDS:-5}" -timeout=20 \

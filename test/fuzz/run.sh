@@ -24,6 +24,8 @@ one() {
 	[ -f "$corp/../$1.dict" ] && dict=-dict=$corp/../$1.dict
 	# stderr of the target itself is closed (its warnings would slow the
 	# run); libFuzzer's and the sanitizers' reports still come through
+	# a target's temporary folder is left behind when it crashes: here
+	TMPDIR=$d \
 	ASAN_OPTIONS=${FUZZ_ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	timeout -k 10 $((secs + 120)) "$bin/fuzz_$1" -max_total_time="$secs" \
