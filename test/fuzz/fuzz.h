@@ -77,7 +77,7 @@ fuzz_keep_stderr(void)
 		fuzz_errfd = fd;
 }
 
-static char	fuzz_tmp[64];
+static char	fuzz_tmp[96];
 
 static void
 fuzz_tmp_remove(void)
@@ -99,8 +99,10 @@ fuzz_tmpdir(void)
 
 	if (fuzz_tmp[0] != '\0')
 		return fuzz_tmp;
-	snprintf(fuzz_tmp, sizeof(fuzz_tmp), "%.40s/mxb-fuzz.XXXXXX",
-	    t != NULL && *t != '\0' ? t : "/tmp");
+	/* short enough for a unix socket's name inside it */
+	if (t == NULL || *t == '\0' || strlen(t) > 60)
+		t = "/tmp";
+	snprintf(fuzz_tmp, sizeof(fuzz_tmp), "%s/mxb-fuzz.XXXXXX", t);
 	if (mkdtemp(fuzz_tmp) == NULL) {
 		perror("fuzz: mkdtemp");
 		abort();
