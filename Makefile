@@ -5,6 +5,10 @@
 #   make check      unit + end-to-end tests, then again under the sanitizers
 #   make demo       testbed, daemon, mail both ways, what happened
 #   make bench      side-by-side performance figures
+#   make fuzz       libFuzzer targets (test/fuzz/fuzz_NAME.c, clang, ASan+UBSan)
+#                   into build-fuzz/, each run FUZZ_SECONDS (60) on its seed
+#                   corpus test/fuzz/corpus/NAME; new inputs go to
+#                   FUZZ_OUT (build-fuzz/out), into the tree with FUZZ_MERGE=1
 #
 # O= selects the build directory, so several builds can share the tree.
 
@@ -102,10 +106,44 @@ asan:
 deps:
 	sh scripts/install-deps.sh
 
+# the fuzzers are built (a target that does not build is a failed test in
+# check.sh's summary, so -k and no stop here) and run a few seconds each
 check: deps
 	$(MAKE) WERROR=1 all units
 	$(MAKE) WERROR=1 asan
-	sh test/check.sh build build-asan
+	-$(MAKE) -k WERROR=1 fuzzers
+	MXB_FUZZ=build-fuzz sh test/check.sh build build-asan
+
+# fuzzing: the library objects built by clang with coverage hooks and the
+# sanitizers into build-fuzz/, in an archive so that a target that includes
+# a module's .c to reach its static parsers replaces that module's object;
+# each test/fuzz/fuzz_NAME.c is linked with libFuzzer's main
+FUZZ_CC	 ?= clang
+FUZZ_SAN  = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	    -fno-omit-frame-pointer
+FUZZ_NAMES = $(patsubst test/fuzz/fuzz_%.c,%,$(wildcard test/fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 60
+FUZZ_OUT ?= build-fuzz/out
+
+fuzzers:
+	$(MAKE) O=build-fuzz CC=$(FUZZ_CC) \
+	    SANFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
+	    $(addprefix build-fuzz/fuzz_,$(FUZZ_NAMES))
+
+# OpenSSL's SSL_set_tlsext_host_name() macro casts its const argument to
+# void *; clang reports that inside the macro, gcc does not
+build-fuzz/common/tls.o: WARN += -Wno-cast-qual
+
+$(O)/libmxb.a: $(call objs,$(LIB_SRCS))
+	rm -f $@
+	ar rcs $@ $^
+
+$(O)/fuzz_%: $(O)/test/fuzz/fuzz_%.o $(O)/libmxb.a
+	$(CC) $(ALLCFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+fuzz: fuzzers
+	FUZZ_MERGE=$(FUZZ_MERGE) sh test/fuzz/run.sh build-fuzz \
+	    test/fuzz/corpus $(FUZZ_OUT) $(FUZZ_SECONDS) 1
 
 demo: deps all
 	bash test/demo.sh
@@ -117,8 +155,8 @@ lint:
 	mandoc -Tlint -Wwarning man/*.[58]
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz .fuzzbundle
 
-.PHONY: all asan units deps check demo bench lint clean
+.PHONY: all asan units deps check demo bench lint clean fuzz fuzzers
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

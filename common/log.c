@@ -147,7 +147,7 @@ log_put(int pri, const char *line, size_t n)
 }
 
 /* log_emit - one line, with the errno text when errnum is set */
-static void
+static void PRINTF(3, 0)
 log_emit(int pri, int errnum, const char *fmt, va_list ap)
 {
 	char line[32 + 4096 + 160];

@@ -572,6 +572,28 @@ nfq_packet_cb(const struct nlmsghdr *nlh, void *arg)
 	return MNL_CB_OK;
 }
 
+/*
+ * nfq_datagram_valid - every message of a netlink datagram lies inside
+ * it.  libmnl's walk compares a message's length with what is left as an
+ * int: a length of 2 GiB or more passes as negative, the callback reads
+ * past the datagram and the next message is looked for gigabytes away.
+ */
+int
+nfq_datagram_valid(const void *buf, size_t len)
+{
+	const struct nlmsghdr *nlh;
+	size_t off = 0;
+
+	while (len - off >= sizeof(*nlh)) {
+		nlh = (const struct nlmsghdr *)((const char *)buf + off);
+		if (nlh->nlmsg_len < sizeof(*nlh) || nlh->nlmsg_len > len - off)
+			return 0;
+		if ((off += MNL_ALIGN(nlh->nlmsg_len)) >= len)
+			break;
+	}
+	return 1;
+}
+
 /* nfq_datagram - one received netlink datagram: its packets */
 static void
 nfq_datagram(struct nfq_queue *q, const char *buf, const struct mmsghdr *m)
@@ -583,6 +605,11 @@ nfq_datagram(struct nfq_queue *q, const char *buf, const struct mmsghdr *m)
 		nfq_st.errors++;
 		log_warnx("nfq: %s datagram queue=%u",
 		    sa->nl_pid != 0 ? "foreign" : "truncated", q->num);
+		return;
+	}
+	if (!nfq_datagram_valid(buf, m->msg_len)) {
+		nfq_st.errors++;
+		log_warnx("nfq: malformed datagram queue=%u", q->num);
 		return;
 	}
 	if (mnl_cb_run(buf, m->msg_len, 0, q->portid, nfq_packet_cb,

@@ -44,6 +44,12 @@ const char	*nfq_flow_port(const struct sockaddr *src,
 int		 nfq_parse_packet(const uint8_t *pkt, size_t len,
 		    struct sockaddr_storage *src, struct sockaddr_storage *dst);
 
+/*
+ * 1 if every netlink message of the datagram buf/len lies inside it (each
+ * one's length at least a header and at most what is left), else 0
+ */
+int		 nfq_datagram_valid(const void *buf, size_t len);
+
 /* the verdict mark: mark with its class bits replaced by the class's */
 uint32_t	 nfq_verdict_mark(uint32_t mark, const struct policy_class *);
 

@@ -511,7 +511,7 @@ session_quit(struct session *s, const char *disposition)
 }
 
 /* session_421 - say 421 now (after what is ready) and go */
-static void
+static void PRINTF(3, 4)
 session_421(struct session *s, const char *disposition, const char *fmt, ...)
 {
 	struct pending *p, *next;

@@ -4,6 +4,10 @@
 # one line per test and the summary "N passed, N failed, N skipped".
 # A test script exits 0 (pass), 77 (skip) or anything else (fail); a test
 # that cannot run is a failure, never silently dropped.
+# With MXB_FUZZ=DIR (make check sets build-fuzz) every test/fuzz/fuzz_NAME.c
+# is one more test, fuzz/NAME: DIR/fuzz_NAME runs MXB_FUZZ_SECONDS (5) on
+# its seed corpus, a smoke that keeps the targets building and running; one
+# that was not built fails.
 cd "$(dirname "$0")/.." || exit 1
 [ $# -gt 0 ] || set -- build
 pass=0 fail=0 skip=0 failed=""
@@ -66,6 +70,39 @@ for b in "$@"; do
 		record "$name" $rc "$log"
 	done
 done
+# the fuzz smoke: a crash, a sanitizer report or a broken invariant ends
+# the target with a non-zero status and its reproducer in the log folder
+if [ -n "${MXB_FUZZ:-}" ]; then
+	for src in test/fuzz/fuzz_*.c; do
+		[ -f "$src" ] || continue
+		n=$(basename "$src" .c)
+		n=${n#fuzz_}
+		log="$logdir/fuzz_$n.log"
+		out="$logdir/fuzz-$n"
+		mkdir -p "$out/corpus" "$out/crashes"
+		if [ ! -x "$MXB_FUZZ/fuzz_$n" ]; then
+			echo "not built: $MXB_FUZZ/fuzz_$n (make fuzzers)" >"$log"
+			record "fuzz/$n" 1 "$log"
+			continue
+		fi
+		seeds=test/fuzz/corpus/$n
+		[ -d "$seeds" ] || seeds=
+		dict=
+		[ -f "test/fuzz/$n.dict" ] && dict=-dict=test/fuzz/$n.dict
+		TMPDIR=$out ASAN_OPTIONS=detect_leaks=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		timeout -k 10 120 "$MXB_FUZZ/fuzz_$n" \
+		    -max_total_time="${MXB_FUZZ_SECONDS:-5}" -timeout=20 \
+		    -rss_limit_mb=2048 -close_fd_mask=2 -error_exitcode=1 \
+		    -artifact_prefix="$out/crashes/" $dict "$out/corpus" $seeds \
+		    >"$log" 2>&1
+		rc=$?
+		for c in "$out"/crashes/*; do
+			[ -e "$c" ] && echo "reproducer: $c" >>"$log"
+		done
+		record "fuzz/$n" $rc "$log"
+	done
+fi
 [ -n "$failed" ] && echo "failed:$failed"
 echo "logs in $logdir"
 echo "$pass passed, $fail failed, $skip skipped"

@@ -686,6 +686,51 @@ test_flow_port_none(void **state UNUSED)
 	    (struct sockaddr *)&d6));
 }
 
+/* ------------------------------------------------------------ datagrams */
+
+/*
+ * nfq_datagram_valid: every message inside the datagram.  The 2 GiB
+ * length is what the fuzzer (test/fuzz/fuzz_nfq.c) found: libmnl's walk
+ * took it for negative and read gigabytes past the buffer.
+ */
+static void
+test_datagram_valid(void **state UNUSED)
+{
+	static const struct {
+		const char	*name;
+		uint32_t	 len[3];	/* nlmsg_len of up to 3 messages */
+		size_t		 size;		/* of the datagram */
+		int		 want;
+	} rows[] = {
+		{ "empty", { 0 }, 0, 1 },
+		{ "one whole message", { 32 }, 32, 1 },
+		{ "two messages", { 32, 20 }, 52, 1 },
+		{ "unaligned last message", { 32, 30 }, 62, 1 },
+		{ "trailing octets short of a header", { 32 }, 40, 1 },
+		{ "length 2 GiB", { 0x80000000u }, 32, 0 },
+		{ "length 4 GiB - 1", { 32, 0xffffffffu }, 64, 0 },
+		{ "length under a header", { 8 }, 32, 0 },
+		{ "length zero", { 0 }, 32, 0 },
+		{ "one octet past the datagram", { 33 }, 32, 0 },
+		{ "second message past the datagram", { 32, 40 }, 64, 0 },
+	};
+	uint32_t words[64];
+	size_t i, j, off;
+
+	for (i = 0; i < N(rows); i++) {
+		memset(words, 0, sizeof(words));
+		for (j = 0, off = 0; j < 3 && off + 16 <= rows[i].size; j++) {
+			if (rows[i].len[j] == 0 && j > 0)
+				break;
+			memcpy((char *)words + off, &rows[i].len[j], 4);
+			off += (rows[i].len[j] + 3) & ~3u;
+		}
+		if (nfq_datagram_valid(words, rows[i].size) != rows[i].want)
+			fail_msg("row \"%s\": want %d", rows[i].name,
+			    rows[i].want);
+	}
+}
+
 int
 main(void)
 {
@@ -700,6 +745,7 @@ main(void)
 		cmocka_unit_test(test_verdict_mark_bits),
 		cmocka_unit_test(test_mark_contract),
 		cmocka_unit_test(test_flow_port_none),
+		cmocka_unit_test(test_datagram_valid),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
