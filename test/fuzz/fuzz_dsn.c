@@ -42,8 +42,11 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-/* door - arg through smtp_parse_path and smtpd's parameter checks: the
- * address, and the named parameter's value in *param; -1 if refused */
+/* door - arg through smtp_parse_path and an xtext syntax check: the
+ * address, and the named parameter's value in *param; -1 if refused.
+ * Looser on purpose than smtpd's door (smtp_orcpt_valid and
+ * smtp_xtext_printable): mta/dsn.c must stay safe on its own, for spool
+ * files written before that check existed. */
 static int
 door(const char *prefix, const char *addr, const char *key, const char *val,
     char **out, char **param)

@@ -9,7 +9,7 @@
  * issue 18: an accepted address holds no control character (C0, DEL,
  * C1), and its non-ASCII octets are valid UTF-8 (RFC 3629: no overlong
  * form, no surrogate, nothing past U+10FFFF) and only with SMTPUTF8; an
- * xtext value the validator accepts decodes, and its decoded form holds
+ * xtext value the door's validator (smtp_xtext_printable) accepts decodes, and its decoded form holds
  * no CR, LF or NUL (it ends up in DSN fields).
  * Input: one octet of flags (bit 0: RCPT, bit 1: SMTPUTF8), the argument.
  */
@@ -67,7 +67,8 @@ xtext(const char *v)
 	size_t want = 0;
 	const char *s;
 
-	if (smtp_xtext_valid(v) == -1)
+	/* the door's check (proxy/smtpd.c, ENVID and ORCPT) */
+	if (smtp_xtext_printable(v, sizeof(dec) - 1) == -1)
 		return;
 	for (s = v; *s != '\0'; s++, want++)
 		if (*s == '+')
