@@ -64,16 +64,19 @@ MTA_SRCS = \
 
 DAEMON_SRCS = \
 	daemon/control.c \
-	daemon/mxbridge.c
+	daemon/mxbridge.c \
+	daemon/pidfile.c
 
 CTL_SRCS = \
-	ctl/mxbridgectl.c
+	ctl/mxbridgectl.c \
+	daemon/control.c
 
 UNIT_TESTS = \
 	test_policy \
 	test_smtp \
 	test_nfq \
-	test_mta
+	test_mta \
+	test_daemon
 
 MXB_SRCS = $(DAEMON_SRCS) $(NFQ_SRCS) $(PROXY_SRCS) $(MTA_SRCS) \
 	   $(POLICY_SRCS) $(COMMON_SRCS)

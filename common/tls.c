@@ -120,6 +120,28 @@ fail:
 	return NULL;
 }
 
+SSL_CTX *
+tls_ctx_client_ca(const char *ca_file, char *err, size_t errlen)
+{
+	SSL_CTX *ctx;
+
+	if (ca_file == NULL)
+		return tls_ctx_client(TLS_VERIFY_PEER, NULL, NULL, err, errlen);
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		tls_seterr(err, errlen, "SSL_CTX_new");
+		return NULL;
+	}
+	ctx_common(ctx);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	/* only these CAs: a private relay's own CA, not the whole store */
+	if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+		tls_seterr(err, errlen, ca_file);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
 struct tls_conn *
 tls_conn_new(SSL_CTX *ctx, uv_stream_t *stream, enum tls_role role,
     const char *sni)
@@ -419,6 +441,15 @@ const char *
 tls_conn_error(const struct tls_conn *t)
 {
 	return t->err;
+}
+
+int
+tls_conn_expect_ip(struct tls_conn *t, const char *ip)
+{
+	if (t->ssl == NULL || X509_VERIFY_PARAM_set1_ip_asc(
+	    SSL_get0_param(t->ssl), ip) != 1)
+		return -1;
+	return 0;
 }
 
 int

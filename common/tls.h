@@ -66,10 +66,20 @@ SSL_CTX		*tls_ctx_server(const char *cert, const char *key, char *err,
 /* cert/key may be NULL (no client certificate) */
 SSL_CTX		*tls_ctx_client(enum tls_verify, const char *cert,
 		    const char *key, char *err, size_t errlen);
+/*
+ * tls_ctx_client_ca - a client context that verifies the peer
+ * (TLS_VERIFY_PEER) against the CAs of ca_file (PEM), or the system's
+ * when ca_file is NULL.  The name is checked per connection: the sni of
+ * tls_conn_new, or an address given to tls_conn_expect_ip.
+ */
+SSL_CTX		*tls_ctx_client_ca(const char *ca_file, char *err,
+		    size_t errlen);
 
 /* sni: server name for a client (also the name verified), or NULL */
 struct tls_conn	*tls_conn_new(SSL_CTX *, uv_stream_t *, enum tls_role,
 		    const char *sni);
+/* a client without a name to verify checks this address instead: 0/-1 */
+int		 tls_conn_expect_ip(struct tls_conn *, const char *ip);
 /* a client sends its hello; a server does nothing.  0, or -1 (error) */
 int		 tls_conn_start(struct tls_conn *);
 /* ciphertext read from the stream in; plaintext appended to plain */

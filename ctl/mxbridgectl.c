@@ -2,7 +2,8 @@
  * mxbridgectl.c - the control tool.  It finds the daemon's control socket
  * (from -s, or from the configuration file), sends one request line made
  * of its arguments, and prints the answer.  Exit status: 0 when the
- * daemon answered OK, 1 when it refused, 2 when it could not be reached.
+ * daemon answered OK, 1 when it refused, 2 when it could not be reached
+ * or its answer was not one (control_answer_parse, daemon/control.c).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 
 #include "../common/buf.h"
 #include "../common/log.h"
+#include "../daemon/control.h"
 #include "../policy/policy.h"
 
 static void __attribute__((noreturn))
@@ -85,7 +87,7 @@ main(int argc, char *argv[])
 	struct policy *p = NULL;
 	struct buf ans;
 	char err[512];
-	size_t hdr;
+	size_t hdr, i;
 	int ch, fd, rc;
 
 	log_init("mxbridgectl", 1, 0);
@@ -112,13 +114,28 @@ main(int argc, char *argv[])
 	buf_init(&ans);
 	rc = ctl_request(fd, argc, argv, &ans);
 	close(fd);
-	if (rc == -1 || ans.len < 3) {
+	if (rc == -1 || ans.len == 0) {
 		fprintf(stderr, "mxbridgectl: no answer from the daemon\n");
-		return 2;
+		rc = 2;
+		goto done;
 	}
-	rc = strncmp(ans.data, "OK\n", 3) == 0 ? 0 : 1;
-	hdr = rc ? (size_t)(strchr(ans.data, '\n') - ans.data) + 1 : 3;
+	if ((rc = control_answer_parse(ans.data, ans.len, &hdr)) == -1) {
+		/* the start of it, printable, so the cause can be seen */
+		fprintf(stderr, "mxbridgectl: malformed answer from the daemon "
+		    "at %s: \"", sock);
+		for (i = 0; i < ans.len && i < 64; i++) {
+			if (ans.data[i] >= 0x20 && ans.data[i] < 0x7f)
+				fputc(ans.data[i], stderr);
+			else
+				fprintf(stderr, "\\x%02x",
+				    (unsigned char)ans.data[i]);
+		}
+		fprintf(stderr, "%s\"\n", ans.len > 64 ? "..." : "");
+		rc = 2;
+		goto done;
+	}
 	fwrite(ans.data + hdr, 1, ans.len - hdr, rc ? stderr : stdout);
+done:
 	buf_free(&ans);
 	if (p != NULL)
 		policy_unref(p);

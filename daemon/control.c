@@ -39,6 +39,22 @@ static size_t			 control_ncmds;
 static control_stats_fn		 control_stats[CONTROL_MAXCMDS];
 static size_t			 control_nstats;
 
+int
+control_answer_parse(const char *data, size_t len, size_t *body)
+{
+	if (memchr(data, '\0', len) != NULL)
+		return -1;
+	if (len >= 3 && memcmp(data, "OK\n", 3) == 0) {
+		*body = 3;
+		return 0;
+	}
+	if (len >= 4 && memcmp(data, "ERR\n", 4) == 0) {
+		*body = 4;
+		return 1;
+	}
+	return -1;
+}
+
 void
 control_register(const char *name, control_cmd_fn fn)
 {

@@ -20,4 +20,11 @@ void	control_stop(void);
 void	control_register(const char *name, control_cmd_fn);
 void	control_register_stats(control_stats_fn);
 
+/*
+ * control_answer_parse - check an answer as mxbridgectl reads it: 0 for
+ * "OK", 1 for "ERR", with *body the offset of the text after that first
+ * line; -1 for anything else (no first line, another word, a NUL byte).
+ */
+int	control_answer_parse(const char *data, size_t len, size_t *body);
+
 #endif

@@ -1,6 +1,6 @@
 /*
  * mxbridge.c - the daemon's entry point: flags, the configuration
- * snapshot, the pid file, signals (SIGHUP reload, SIGTERM graceful stop)
+ * snapshot, the pid file (daemon/pidfile.c), signals (SIGHUP reload, SIGTERM graceful stop)
  * and the event loop that every module runs in.
  */
 #include <errno.h>
@@ -22,6 +22,7 @@
 #include "../proxy/proxy.h"
 #include "control.h"
 #include "module.h"
+#include "pidfile.h"
 
 /* modules in start order; stopped in reverse */
 static const struct module *modules[] = {
@@ -39,6 +40,7 @@ static uint64_t		 start_time;
 static uint64_t		 drain_deadline;
 static int		 stopping;
 static char		*pidfile;
+static int		 pidfd = -1;	/* locked for the daemon's life */
 
 static void __attribute__((noreturn))
 usage(void)
@@ -74,36 +76,6 @@ cmd_status(int argc, char **argv, struct buf *out)
 	buf_printf(out, "config=%s\n", p->path);
 	buf_printf(out, "state=%s\n", stopping ? "stopping" : "running");
 	return 0;
-}
-
-static int
-pidfile_write(const char *path)
-{
-	char line[32];
-	FILE *fp = NULL;
-	long pid;
-	int rc = -1;
-
-	if ((fp = fopen(path, "r")) != NULL) {
-		if (fgets(line, sizeof(line), fp) != NULL &&
-		    (pid = strtol(line, NULL, 10)) > 0 && pid != getpid() &&
-		    kill((pid_t)pid, 0) == 0) {
-			log_warnx("already running: pid=%ld pidfile=%s", pid,
-			    path);
-			goto done;
-		}
-		fclose(fp);
-	}
-	if ((fp = fopen(path, "w")) == NULL) {
-		log_warn("pidfile %s", path);
-		goto done;
-	}
-	fprintf(fp, "%ld\n", (long)getpid());
-	rc = 0;
-done:
-	if (fp != NULL)
-		fclose(fp);
-	return rc;
 }
 
 static void
@@ -312,6 +284,13 @@ main(int argc, char *argv[])
 	if (p->log_verbose > verbose)
 		verbose = p->log_verbose;
 	policy_set_current(p);
+	/* locked before the fork: a refusal reaches stderr and exit status */
+	if ((pidfd = pidfile_lock(p->pidfile, err, sizeof(err))) == -1) {
+		log_warnx("%s", err);
+		policy_set_current(NULL);
+		return 1;
+	}
+	pidfile = xstrdup(p->pidfile);
 	if (!foreground)
 		daemonize();
 	log_init("mxbridge", foreground, verbose);
@@ -320,9 +299,10 @@ main(int argc, char *argv[])
 	start_time = uv_now(loop);
 	start_signals();
 	start_logflush();
-	if (pidfile_write(p->pidfile) == -1)
-		return 1;
-	pidfile = xstrdup(p->pidfile);
+	if (pidfile_write(pidfd, getpid()) == -1) {
+		log_warn("pidfile %s", pidfile);
+		goto fail;
+	}
 	if (control_start(loop, p->control) == -1)
 		goto fail;
 	control_register("status", cmd_status);
@@ -334,7 +314,7 @@ main(int argc, char *argv[])
 
 	uv_run(loop, UV_RUN_DEFAULT);
 	uv_loop_close(loop);
-	unlink(pidfile);
+	pidfile_release(pidfd, pidfile);
 	free(pidfile);
 	log_info("stopped");
 	policy_set_current(NULL);
@@ -342,7 +322,7 @@ main(int argc, char *argv[])
 fail:
 	finish();
 	uv_run(loop, UV_RUN_DEFAULT);
-	unlink(pidfile);
+	pidfile_release(pidfd, pidfile);
 	free(pidfile);
 	policy_set_current(NULL);
 	return 1;

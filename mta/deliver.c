@@ -3,7 +3,8 @@
  * connection: finding the next hop (the original destination and its
  * fallback, the relay host, or the MX hosts), connecting with SO_MARK,
  * EHLO, STARTTLS (opportunistic or required), AUTH PLAIN/LOGIN to the
- * relay host, and transactions with PIPELINING, SIZE, 8BITMIME,
+ * relay host (only inside TLS unless the config allows plain text, and
+ * with a verified certificate when it asks for one), and transactions with PIPELINING, SIZE, 8BITMIME,
  * SMTPUTF8 and DSN parameters.  A connection takes jobs from its
  * destination until none is left, then waits a little for more (a burst
  * reuses one session instead of paying a new connection and EHLO per
@@ -105,6 +106,9 @@ struct conn {
 	int		 notls;		/* this hop failed TLS: plain now */
 	const char	*auth_user;
 	const char	*auth_pass;
+	int		 auth_plaintext; /* AUTH allowed without TLS */
+	int		 verify;	/* the relay's certificate must verify */
+	SSL_CTX		*vctx;		/* its context (NULL: not built) */
 
 	struct smtp_replyparser rp;
 	struct tls_conn	*tls;
@@ -143,6 +147,8 @@ static unsigned		 nconns;
 static unsigned		 nidle;
 static uint64_t		 conn_ids;
 static SSL_CTX		*client_ctx;
+static SSL_CTX		*relay_ctx;	/* verifies the relay host */
+static char		*relay_ctx_ca;	/* its CA file ("" for the system's) */
 static int		 draining;
 
 static void	conn_close(struct conn *);
@@ -202,6 +208,7 @@ conn_unref(struct conn *c)
 	mta_queue_conn_done(c->dest);
 	smtp_reply_free(&c->rp);
 	tls_conn_free(c->tls);
+	SSL_CTX_free(c->vctx);
 	buf_free(&c->plain);
 	buf_free(&c->cork);
 	buf_free(&c->carry);
@@ -573,15 +580,45 @@ tls_ctx(void)
 	return client_ctx;
 }
 
+/*
+ * relay_vctx - the verifying context for the relay host (its ca-file, or
+ * the system's CAs), one reference for the caller; NULL after logging
+ * why.  Built once, again only when a reload names another CA file.
+ */
+static SSL_CTX *
+relay_vctx(const struct policy_relayhost *r)
+{
+	const char *ca = r->ca_file != NULL ? r->ca_file : "";
+	char err[256];
+
+	if (relay_ctx != NULL && strcmp(relay_ctx_ca, ca) != 0) {
+		SSL_CTX_free(relay_ctx);
+		relay_ctx = NULL;
+	}
+	if (relay_ctx == NULL) {
+		if ((relay_ctx = tls_ctx_client_ca(r->ca_file, err,
+		    sizeof(err))) == NULL) {
+			log_warnx("mta: relay host TLS context: ca_file=%s %s",
+			    ca[0] != '\0' ? ca : "system", err);
+			return NULL;
+		}
+		free(relay_ctx_ca);
+		relay_ctx_ca = xstrdup(ca);
+	}
+	SSL_CTX_up_ref(relay_ctx);
+	return relay_ctx;
+}
+
 /* tls_begin - start the handshake (after STARTTLS's 220, or at once) */
 static void
 tls_begin(struct conn *c)
 {
 	struct sockaddr_storage ss;
 	const char *sni = c->hop[c->hopi].name;
+	char a[ADDR_STRLEN];
 	SSL_CTX *ctx;
 
-	if ((ctx = tls_ctx()) == NULL) {
+	if ((ctx = c->verify ? c->vctx : tls_ctx()) == NULL) {
 		conn_hop_failed(c, 4, "4.7.5", "no TLS context");
 		return;
 	}
@@ -591,6 +628,16 @@ tls_begin(struct conn *c)
 	smtp_reader_discard(&c->rp.r);
 	c->tls = tls_conn_new(ctx, (uv_stream_t *)&c->tcp, TLS_CLIENT, sni);
 	timeout(c, policy_current()->limits.t_cmd);
+	/* a relay host given by address: its certificate names the address */
+	if (c->verify && sni == NULL) {
+		addr_fmt_ip((struct sockaddr *)&c->hop[c->hopi].addr, a,
+		    sizeof(a));
+		if (tls_conn_expect_ip(c->tls, a) == -1) {
+			conn_hop_failed(c, 4, "4.7.5", "TLS with %s: cannot "
+			    "check the address %s", c->remote, a);
+			return;
+		}
+	}
 	if (tls_conn_start(c->tls) == -1)
 		conn_hop_failed(c, 4, "4.7.5", "TLS with %s failed: %s",
 		    c->remote, tls_conn_error(c->tls));
@@ -692,6 +739,24 @@ session_ready(struct conn *c)
 	}
 	if (c->auth_user != NULL && c->auth_step == 0 &&
 	    (c->caps.auth_plain || c->caps.auth_login)) {
+		/*
+		 * The password goes out inside TLS only (Postfix's
+		 * noplaintext), and inside verified TLS when the relay host
+		 * asks for it.  Otherwise the message waits: sent without
+		 * AUTH the relay would most likely refuse to relay it.
+		 */
+		if (c->tls == NULL && !c->auth_plaintext) {
+			conn_hop_failed(c, 4, "4.7.0", "%s offers AUTH without "
+			    "TLS: credentials not sent in plain text "
+			    "(relay-host auth-plaintext yes allows it)",
+			    c->remote);
+			return;
+		}
+		if (c->verify && !tls_conn_verified(c->tls)) {
+			conn_hop_failed(c, 4, "4.7.0", "%s: certificate not "
+			    "verified, credentials not sent", c->remote);
+			return;
+		}
 		enter_state(c, CS_AUTH);
 		timeout(c, policy_current()->limits.t_cmd);
 		auth_next(c, NULL);
@@ -1564,6 +1629,10 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 		c->tlsmode = p->relay.tls;
 		c->auth_user = p->relay.auth_user;
 		c->auth_pass = p->relay.auth_pass;
+		c->auth_plaintext = p->relay.auth_plaintext;
+		/* no context: tls_begin fails, never goes unverified */
+		if ((c->verify = p->relay.verify))
+			c->vctx = relay_vctx(&p->relay);
 		enter_state(c, CS_RESOLVE);
 		c->refs++;
 		mta_dns_host(loop, p->relay.host, p->relay.port, on_resolved,
@@ -1636,4 +1705,8 @@ mta_deliver_stop(void)
 		SSL_CTX_free(client_ctx);
 		client_ctx = NULL;
 	}
+	SSL_CTX_free(relay_ctx);
+	relay_ctx = NULL;
+	free(relay_ctx_ca);
+	relay_ctx_ca = NULL;
 }

@@ -894,12 +894,16 @@ read_auth(struct parser *p, int line, struct policy_relayhost *r)
 	return rv;
 }
 
-/* kw_relayhost - "relay-host HOST [port N] [tls MODE] [auth FILE]" */
+/*
+ * kw_relayhost - "relay-host HOST [port N] [tls MODE] [auth FILE]
+ * [auth-plaintext yes|no] [verify yes|no] [ca-file FILE]"
+ */
 static int
 kw_relayhost(struct parser *p, struct stmt *st)
 {
 	struct policy_relayhost *r = &p->pol->relay;
 	int i, mode, seen_port = 0, seen_tls = 0, auth_line = 0;
+	int seen_plain = 0, seen_verify = 0;
 
 	if (check_host(p, st->line, "relay-host", st->argv[0]) == -1)
 		return -1;
@@ -923,10 +927,40 @@ kw_relayhost(struct parser *p, struct stmt *st)
 				    "file name");
 			r->auth_file = rel_path(p, st->argv[i + 1]);
 			auth_line = st->line;
+		} else if (strcmp(st->argv[i], "auth-plaintext") == 0 &&
+		    !seen_plain++) {
+			if (parse_enum(p, st->line, "relay-host auth-plaintext",
+			    st->argv[i + 1], bool_names, &mode) == -1)
+				return -1;
+			r->auth_plaintext = mode == 0;
+		} else if (strcmp(st->argv[i], "verify") == 0 &&
+		    !seen_verify++) {
+			if (parse_enum(p, st->line, "relay-host verify",
+			    st->argv[i + 1], bool_names, &mode) == -1)
+				return -1;
+			r->verify = mode == 0;
+		} else if (strcmp(st->argv[i], "ca-file") == 0 &&
+		    r->ca_file == NULL) {
+			if (st->argv[i + 1][0] == '\0')
+				return perr(p, st->line, "relay-host: empty "
+				    "file name");
+			r->ca_file = rel_path(p, st->argv[i + 1]);
 		} else
 			return perr(p, st->line, "relay-host: unexpected "
 			    "argument \"%s\"", st->argv[i]);
 	}
+	/* a verified certificate needs TLS: opportunistic becomes required */
+	if (r->verify && r->tls == POLICY_UPTLS_NONE)
+		return perr(p, st->line, "relay-host: verify yes needs TLS, "
+		    "not tls none");
+	if (r->verify && r->tls == POLICY_UPTLS_OPPORTUNISTIC)
+		r->tls = POLICY_UPTLS_STARTTLS;
+	if (r->ca_file != NULL && !r->verify)
+		return perr(p, st->line, "relay-host: ca-file without "
+		    "verify yes");
+	if (r->ca_file != NULL && access(r->ca_file, R_OK) == -1)
+		return perr(p, st->line, "relay-host: ca-file \"%s\": %s",
+		    r->ca_file, strerror(errno));
 	if (auth_line != 0)
 		return read_auth(p, st->line, r);
 	return 0;
@@ -1495,7 +1529,7 @@ static const struct keyword global_kw[] = {
 	{ "port", 1, 1, KW_BLOCK | KW_MULTI, kw_port, V_FN, 0, 0, 0, NULL },
 	{ "domain", 1, 1, KW_BLOCK | KW_MULTI, kw_domain, V_FN, 0, 0, 0,
 	    NULL },
-	{ "relay-host", 1, 7, 0, kw_relayhost, V_FN, 0, 0, 0, NULL },
+	{ "relay-host", 1, 13, 0, kw_relayhost, V_FN, 0, 0, 0, NULL },
 	{ "honour", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
 	{ "ignore", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
 	{ "client-server", 2, 2, KW_MULTI, kw_clientserver, V_FN, 0, 0, 0,

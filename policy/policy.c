@@ -109,6 +109,7 @@ policy_free(struct policy *pol)
 	free(pol->domains);
 	free(pol->relay.host);
 	free(pol->relay.auth_file);
+	free(pol->relay.ca_file);
 	policy_free_secret(pol->relay.auth_user);
 	policy_free_secret(pol->relay.auth_pass);
 	for (i = 0; i < pol->nrules; i++) {

@@ -65,6 +65,9 @@ struct policy_relayhost {
 	char		*auth_file;
 	char		*auth_user;		/* read from auth_file at load */
 	char		*auth_pass;
+	int		 auth_plaintext;	/* AUTH without TLS allowed */
+	int		 verify;		/* certificate must verify */
+	char		*ca_file;		/* NULL: the system's CAs */
 };
 
 struct policy_queue {

@@ -2,15 +2,17 @@
 # t-mta-relayhost: with a relay host, mail the MTA delivers itself goes
 # there, authenticated, and nowhere else:
 #   - outgoing, client-chosen server not honoured: to the relay sink
-#     192.0.2.30, with AUTH (the sink announces it), not to the MX and not
-#     to the dialled server;
+#     192.0.2.30, with AUTH (the sink announces it; auth-plaintext yes),
+#     not to the MX and not to the dialled server;
 #   - several queued messages for the relay go over one connection;
 #   - the DSN of an incoming bounce goes by the relay host as well.
 . "$(dirname "$0")/t-mta-common.inc"
 
 printf 'relayuser s3cret-pass\n' >"$S/relay.secret"
 chmod 600 "$S/relay.secret"
-mta_conf "relay-host $TB_RELAY_IP4 port 25 auth \"$S/relay.secret\"
+# (the sink offers AUTH without STARTTLS: plain-text AUTH has to be
+# allowed; t-mta-relayhost-auth checks that it is not by default)
+mta_conf "relay-host $TB_RELAY_IP4 port 25 auth \"$S/relay.secret\" auth-plaintext yes
 domain \"example.com\" {
 	server $TB_SRV_IP4 port 25
 }"

@@ -1,0 +1,187 @@
+#!/bin/bash
+# t-mta-relayhost-auth: the relay host's password goes out only inside
+# TLS, and inside verified TLS when the config asks for it.  A fake relay
+# host (python3, relay.example.org = 192.0.2.30 port 2525 in the testbed's
+# outside namespace) offers AUTH PLAIN LOGIN, with or without STARTTLS,
+# and records every command it reads with whether TLS was on:
+#   A. AUTH offered, no STARTTLS (as after a stripped STARTTLS): no AUTH
+#      line reaches it, no MAIL, the message is deferred with the reason;
+#   B. the same relay with STARTTLS: the deferred message goes, AUTH inside
+#      TLS with the right credentials;
+#   C. verify yes, ca-file holding another certificate: the handshake is
+#      refused, no AUTH, deferred ("certificate: ...");
+#   D. verify yes with the relay's own certificate as ca-file: delivered,
+#      AUTH inside TLS;
+#   E. auth-plaintext yes, no STARTTLS: AUTH in plain text, as asked.
+. "$(dirname "$0")/t-mta-common.inc"
+need openssl
+FAKE=
+PORT=2525
+
+printf 'relayuser s3cret-pass\n' >"$S/relay.secret"
+chmod 600 "$S/relay.secret"
+mkdir -p "$S/right" "$S/wrong"
+for d in right wrong; do
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=relay.example.org" \
+		-addext "subjectAltName=DNS:relay.example.org" \
+		-keyout "$S/$d/key.pem" -out "$S/$d/cert.pem" >"$S/$d/openssl.log" 2>&1 ||
+		fail "openssl: $(tail -n 1 "$S/$d/openssl.log")"
+done
+
+FAKE_PY='
+import base64, socket, ssl, sys, threading
+log_path, mode, cert, key, addr, port = sys.argv[1:7]
+logf = open(log_path, "a", buffering=1)
+lock = threading.Lock()
+def log(s):
+    with lock:
+        logf.write(s + "\n")
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+def serve(c, n):
+    tls = 0
+    f = c.makefile("rb")
+    def out(s):
+        c.sendall((s + "\r\n").encode())
+    out("220 relay.example.org fake ESMTP")
+    while True:
+        line = f.readline()
+        if not line:
+            log("%d tls=%d EOF" % (n, tls)); return
+        line = line.decode(errors="replace").rstrip("\r\n")
+        verb = line.split(" ")[0].upper()
+        log("%d tls=%d C: %s" % (n, tls, line if verb != "AUTH" else "AUTH " + line.split(" ")[1]))
+        if verb in ("EHLO", "HELO"):
+            caps = ["relay.example.org"]
+            if mode == "tls" and not tls:
+                caps.append("STARTTLS")
+            caps += ["AUTH PLAIN LOGIN", "8BITMIME"]
+            for i, cp in enumerate(caps):
+                out("250%s%s" % ("-" if i < len(caps) - 1 else " ", cp))
+        elif verb == "STARTTLS":
+            out("220 go ahead")
+            try:
+                c = ctx.wrap_socket(c, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                log("%d TLSFAIL %s" % (n, e)); return
+            tls = 1; f = c.makefile("rb")
+        elif verb == "AUTH":
+            parts = line.split(" ")
+            if parts[1].upper() == "PLAIN":
+                cred = base64.b64decode(parts[2]).split(b"\0")
+                user, pw = cred[1].decode(), cred[2].decode()
+            else:
+                out("334 VXNlcm5hbWU6")
+                user = base64.b64decode(f.readline().strip()).decode()
+                out("334 UGFzc3dvcmQ6")
+                pw = base64.b64decode(f.readline().strip()).decode()
+            log("%d tls=%d AUTHWITH %s %s" % (n, tls, user, pw))
+            out("235 2.7.0 ok")
+        elif verb == "DATA":
+            out("354 go")
+            subj = ""
+            while True:
+                l = f.readline().decode(errors="replace")
+                if l in ("", ".\r\n", ".\n"):
+                    break
+                if l.startswith("Subject: "):
+                    subj = l[9:].strip()
+            log("%d tls=%d MSG %s" % (n, tls, subj))
+            out("250 2.0.0 queued")
+        elif verb == "QUIT":
+            out("221 bye"); c.close(); return
+        else:
+            out("250 ok")
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((addr, int(port))); s.listen(16)
+log("LISTENING")
+n = 0
+while True:
+    c, _ = s.accept(); n += 1
+    threading.Thread(target=lambda c=c, n=n: (lambda: serve(c, n))(), daemon=True).start()
+'
+# fake MODE(plain|tls) CERTDIR LOG: (re)start the fake relay host
+fake() {
+	fake_stop
+	: >"$3"
+	ip netns exec "$(tb_ns out)" python3 -c "$FAKE_PY" "$3" "$1" "$S/$2/cert.pem" \
+		"$S/$2/key.pem" "$TB_RELAY_IP4" "$PORT" </dev/null >>"$S/fake.err" 2>&1 &
+	FAKE=$!
+	wait_for grep -q LISTENING "$3" || fail "fake relay did not start: $(tail -n 3 "$S/fake.err")"
+}
+fake_stop() {
+	[ -n "$FAKE" ] || return 0
+	kill "$FAKE" 2>/dev/null; wait "$FAKE" 2>/dev/null; FAKE=
+}
+trap 'fake_stop; tb__cleanup' EXIT
+
+# relay_conf EXTRA: the relay host with credentials and EXTRA options
+relay_conf() {
+	mta_conf "relay-host relay.example.org port $PORT auth \"$S/relay.secret\" $1
+domain \"example.com\" {
+	server $TB_SRV_IP4 port 25
+}"
+}
+reload() { local o; o=$(ctl reload 2>&1) || fail "reload refused: $o"; }
+pending() { ctl queue list | grep -c "state=pending"; }
+delivered() { grep -q "tls=$2 MSG $1\$" "$3"; }
+
+# A. AUTH offered without TLS: nothing sent, deferred
+relay_conf ""
+fake plain right "$S/a.log"
+mta_up
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "auth-a" ||
+	fail "A: message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 log_has "relay.example.org.*offers AUTH without TLS: credentials not sent in plain text" ||
+	fail "A: no deferral logged: $(grep 'mta:' "$TB_MXB_LOG" | tail -n 5)"
+grep -q "C: EHLO" "$S/a.log" || fail "A: the fake relay saw no EHLO"
+grep -q "C: AUTH\|AUTHWITH" "$S/a.log" && fail "A: AUTH sent without TLS: $(grep AUTH "$S/a.log")"
+grep -q "C: MAIL" "$S/a.log" && fail "A: message sent without AUTH"
+[ "$(pending)" -ge 1 ] || fail "A: message not pending: $(ctl queue list)"
+
+# B. with STARTTLS: AUTH inside TLS, delivered
+fake tls right "$S/b.log"
+ctl queue flush >/dev/null
+wait_for -t 20 delivered auth-a 1 "$S/b.log" || fail "B: not delivered: $(tail -n 8 "$S/b.log")"
+grep -q "tls=1 AUTHWITH relayuser s3cret-pass" "$S/b.log" || fail "B: no AUTH inside TLS: $(cat "$S/b.log")"
+grep -q "tls=0 C: AUTH" "$S/b.log" && fail "B: AUTH before TLS"
+wait_for -t 10 queue_empty || fail "B: queue not empty: $(ctl queue list)"
+
+# C. verify yes, the wrong CA: no AUTH, deferred
+relay_conf "verify yes ca-file \"$S/wrong/cert.pem\""
+reload
+fake tls right "$S/c.log"
+n=$(grep -c "certificate: " "$TB_MXB_LOG")
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "auth-c" ||
+	fail "C: message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 eval '[ "$(grep -c "relay.example.org.*certificate: " "$TB_MXB_LOG")" -gt "$n" ]' ||
+	fail "C: no certificate failure logged: $(grep 'mta:' "$TB_MXB_LOG" | tail -n 5)"
+grep -q "C: STARTTLS" "$S/c.log" || fail "C: no STARTTLS"
+grep -q "AUTH" "$S/c.log" && fail "C: AUTH sent to an unverified relay: $(grep AUTH "$S/c.log")"
+grep -q "MSG auth-c" "$S/c.log" && fail "C: message sent to an unverified relay"
+[ "$(pending)" -ge 1 ] || fail "C: message not pending"
+
+# D. verify yes, the relay's own certificate as CA: delivered
+relay_conf "verify yes ca-file \"$S/right/cert.pem\""
+reload
+fake tls right "$S/d.log"
+ctl queue flush >/dev/null
+wait_for -t 20 delivered auth-c 1 "$S/d.log" || fail "D: not delivered: $(tail -n 8 "$S/d.log")"
+grep -q "tls=1 AUTHWITH relayuser s3cret-pass" "$S/d.log" || fail "D: no AUTH inside TLS"
+wait_for -t 10 queue_empty || fail "D: queue not empty: $(ctl queue list)"
+
+# E. auth-plaintext yes: AUTH without TLS, as the config says
+relay_conf "auth-plaintext yes"
+reload
+fake plain right "$S/e.log"
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "auth-e" ||
+	fail "E: message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 delivered auth-e 0 "$S/e.log" || fail "E: not delivered: $(tail -n 8 "$S/e.log")"
+grep -q "tls=0 AUTHWITH relayuser s3cret-pass" "$S/e.log" || fail "E: no AUTH in plain text"
+log_has "to=<rcpt@example.net> .*route=relayhost .*disposition=delivered" ||
+	fail "no relayhost delivery logged"
+
+fake_stop
+mta_down
+pass "relay host AUTH: not in plain text, inside TLS, verified certificate, auth-plaintext"

@@ -1,0 +1,167 @@
+/*
+ * test_daemon.c - unit tests of daemon/: the pid file decided by its
+ * lock (not by the pid written in it) and the check mxbridgectl makes of
+ * the control socket's answers.  Table-driven: a failing row names itself.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../daemon/control.h"
+#include "../../daemon/pidfile.h"
+
+#define N(a)	(sizeof(a) / sizeof((a)[0]))
+#define UNUSED	__attribute__((unused))
+
+static const struct {
+	const char	*in;
+	size_t		 len;		/* 0: strlen(in) */
+	int		 rc;
+	size_t		 body;
+} answers[] = {
+	{ "OK\n", 0, 0, 3 },
+	{ "OK\nversion=0.1.0\npid=1\n", 0, 0, 3 },
+	{ "ERR\n", 0, 1, 4 },
+	{ "ERR\nreload refused: x\n", 0, 1, 4 },
+	{ "", 0, -1, 0 },
+	{ "O", 0, -1, 0 },
+	{ "OK", 0, -1, 0 },		/* no newline: was strchr(NULL) */
+	{ "ERR", 0, -1, 0 },
+	{ "ERR refused", 0, -1, 0 },
+	{ "garbage without a newline", 0, -1, 0 },
+	{ "garbage\n", 0, -1, 0 },
+	{ "OKAY\n", 0, -1, 0 },
+	{ "ok\n", 0, -1, 0 },
+	{ "ERROR\n", 0, -1, 0 },
+	{ "\nOK\n", 0, -1, 0 },
+	{ "OK\r\n", 0, -1, 0 },
+	{ "OK\nx\0y\n", 7, -1, 0 },	/* a NUL byte */
+	{ "\0OK\n", 4, -1, 0 },
+};
+
+static void
+test_answer_parse(void **state UNUSED)
+{
+	size_t i, body, len;
+	int rc;
+
+	for (i = 0; i < N(answers); i++) {
+		len = answers[i].len ? answers[i].len : strlen(answers[i].in);
+		body = 999;
+		rc = control_answer_parse(answers[i].in, len, &body);
+		if (rc != answers[i].rc || (rc != -1 && body != answers[i].body))
+			fail_msg("row %zu: rc=%d body=%zu, want rc=%d body=%zu",
+			    i, rc, body, answers[i].rc, answers[i].body);
+	}
+}
+
+/* tmp_path - a fresh path in /tmp (the file itself not made) */
+static void
+tmp_path(char *path, size_t len)
+{
+	int fd;
+
+	snprintf(path, len, "/tmp/mxb-pid-XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	unlink(path);
+}
+
+static void
+write_file(const char *path, const char *text)
+{
+	FILE *fp = fopen(path, "w");
+
+	assert_non_null(fp);
+	fputs(text, fp);
+	fclose(fp);
+}
+
+/* a live holder refuses a second instance, naming its pid */
+static void
+test_pidfile_held(void **state UNUSED)
+{
+	char path[64], err[256], want[64];
+	int a, b;
+
+	tmp_path(path, sizeof(path));
+	a = pidfile_lock(path, err, sizeof(err));
+	assert_true(a >= 0);
+	assert_int_equal(pidfile_write(a, 4242), 0);
+	err[0] = '\0';
+	b = pidfile_lock(path, err, sizeof(err));
+	assert_int_equal(b, -1);
+	snprintf(want, sizeof(want), "already running: pid=4242 pidfile=");
+	if (strncmp(err, want, strlen(want)) != 0)
+		fail_msg("refusal: \"%s\"", err);
+	pidfile_release(a, path);
+	assert_int_equal(access(path, F_OK), -1);
+	/* gone with its holder: free again */
+	b = pidfile_lock(path, err, sizeof(err));
+	assert_true(b >= 0);
+	pidfile_release(b, path);
+}
+
+/* pids in a file nobody holds never block: live, dead, ours, garbage */
+static void
+test_pidfile_stale(void **state UNUSED)
+{
+	char path[64], err[256], pid[32], line[32];
+	const char *texts[] = { NULL, "1\n", "", "garbage\n", "99999999\n",
+	    NULL };
+	size_t i;
+	ssize_t n;
+	int fd;
+
+	tmp_path(path, sizeof(path));
+	snprintf(pid, sizeof(pid), "%ld\n", (long)getppid());	/* alive */
+	texts[0] = pid;
+	snprintf(line, sizeof(line), "%ld\n", (long)getpid());	/* us */
+	texts[N(texts) - 1] = line;
+	for (i = 0; i < N(texts); i++) {
+		write_file(path, texts[i]);
+		fd = pidfile_lock(path, err, sizeof(err));
+		if (fd < 0)
+			fail_msg("row %zu (\"%s\"): refused: %s", i, texts[i],
+			    err);
+		assert_int_equal(pidfile_write(fd, 77), 0);
+		memset(line, 0, sizeof(line));
+		n = pread(fd, line, sizeof(line) - 1, 0);
+		assert_int_equal(n, 3);
+		assert_string_equal(line, "77\n");
+		pidfile_release(fd, path);
+		snprintf(line, sizeof(line), "%ld\n", (long)getpid());
+	}
+}
+
+/* a path in a missing directory: a clear error, no lock */
+static void
+test_pidfile_error(void **state UNUSED)
+{
+	char err[256];
+
+	assert_int_equal(pidfile_lock("/nonexistent-dir/x.pid", err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "/nonexistent-dir/x.pid"));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_answer_parse),
+		cmocka_unit_test(test_pidfile_held),
+		cmocka_unit_test(test_pidfile_stale),
+		cmocka_unit_test(test_pidfile_error),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
