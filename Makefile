@@ -44,6 +44,7 @@ NFQ_SRCS = \
 
 PROXY_SRCS = \
 	proxy/callout.c \
+	proxy/clients.c \
 	proxy/listener.c \
 	proxy/relay.c \
 	proxy/smtpd.c \
@@ -69,7 +70,8 @@ UNIT_TESTS = \
 	test_policy \
 	test_smtp \
 	test_nfq \
-	test_mta
+	test_mta \
+	test_clients
 
 MXB_SRCS = $(DAEMON_SRCS) $(NFQ_SRCS) $(PROXY_SRCS) $(MTA_SRCS) \
 	   $(POLICY_SRCS) $(COMMON_SRCS)
