@@ -10,7 +10,8 @@
  * that client's rate history.  Entries with open sessions are never
  * evicted; when every entry has one the table grows, which is bounded
  * by the global session cap (a busy entry holds at least one admitted
- * session), so an active client is always counted.
+ * session), so an active client is always counted.  The cap's default
+ * (sessions auto) is derived here too.
  */
 #include <sys/queue.h>
 #include <arpa/inet.h>
@@ -33,6 +34,10 @@ struct proxy_client {
 LIST_HEAD(proxy_chain, proxy_client);
 TAILQ_HEAD(proxy_idle, proxy_client);
 
+#define PROXY_FD_RESERVE	128	/* fds kept from the session cap ... */
+#define PROXY_SESSIONS_MIN	16	/* ... which is at least this */
+#define PROXY_SESSIONS_MAX	1000000	/* ... and at most this */
+
 struct proxy_clients {
 	struct proxy_chain	*buckets;
 	size_t			 nbuckets;	/* a power of two */
@@ -42,6 +47,27 @@ struct proxy_clients {
 	uint32_t		 seed;
 	uint64_t		 evicted;
 };
+
+/*
+ * proxy_clients_cap_auto - "sessions auto" for an open-file limit of
+ * nofile: a quarter of it (at least PROXY_FD_RESERVE) is left to the
+ * rest of the daemon (listeners, spool files, deliveries), the remainder
+ * halved since a live-relay session holds two sockets
+ */
+unsigned
+proxy_clients_cap_auto(uint64_t nofile)
+{
+	uint64_t reserve, n;
+
+	reserve = nofile / 4 > PROXY_FD_RESERVE ? nofile / 4 :
+	    PROXY_FD_RESERVE;
+	n = nofile > reserve ? (nofile - reserve) / 2 : 0;
+	if (n < PROXY_SESSIONS_MIN)
+		n = PROXY_SESSIONS_MIN;
+	if (n > PROXY_SESSIONS_MAX)
+		n = PROXY_SESSIONS_MAX;
+	return (unsigned)n;
+}
 
 struct proxy_clients *
 proxy_clients_new(size_t max)

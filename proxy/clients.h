@@ -34,6 +34,7 @@ unsigned	 proxy_clients_open(const struct proxy_client *);
 struct policy_rate *proxy_clients_rate(struct proxy_client *);
 size_t		 proxy_clients_count(const struct proxy_clients *);
 uint64_t	 proxy_clients_evicted(const struct proxy_clients *);
+unsigned	 proxy_clients_cap_auto(uint64_t nofile);	/* sessions auto */
 const char	*proxy_clients_fmt(const struct proxy_client *, char *,
 		    size_t);
 

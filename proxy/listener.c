@@ -35,9 +35,6 @@
 #define PROXY_BACKLOG	511
 #define PROXY_CLIENTS	100000		/* per-client table: idle ones evicted */
 #define PROXY_SWEEP_MS	60000		/* idle per-client entries go */
-#define PROXY_FD_RESERVE 128		/* fds kept from the session cap ... */
-#define PROXY_SESSIONS_MIN 16		/* ... which is at least this */
-#define PROXY_SESSIONS_MAX 1000000	/* ... and at most this */
 
 /* one listening socket; freed in its close callback */
 struct proxy_listener {
@@ -55,6 +52,7 @@ static int			 proxy_stats_registered;
 static int			 proxy_down;
 static struct proxy_clients	*proxy_clients;
 static unsigned			 proxy_admitted;	/* sessions, not refused */
+static unsigned			 proxy_nofile_cap;	/* "sessions auto" */
 static uv_timer_t		 proxy_sweep_timer;
 static int			 proxy_sweep_on;
 static uint64_t			 proxy_refused[3];	/* per-client, rate, cap */
@@ -106,32 +104,23 @@ proxy_conn_fill(struct proxy_conn *conn, uv_tcp_t *c, enum policy_dir dir)
 	return 0;
 }
 
-/*
- * proxy_session_cap - the global cap on admitted sessions: "sessions N",
- * or derived from the open-file limit: a quarter of it (at least
- * PROXY_FD_RESERVE) is left to the rest of the daemon (listeners, spool,
- * deliveries), the remainder halved since a live-relay session holds two
- * sockets
- */
+/* proxy_session_cap - the global cap on admitted sessions */
 static unsigned
 proxy_session_cap(const struct policy *pol)
 {
-	struct rlimit rl;
-	uint64_t n, reserve;
+	return pol->limits.sessions != 0 ? pol->limits.sessions :
+	    proxy_nofile_cap;
+}
 
-	if (pol->limits.sessions != 0)
-		return pol->limits.sessions;
+/* proxy_nofile_cap_set - "sessions auto", at start and reload */
+static void
+proxy_nofile_cap_set(void)
+{
+	struct rlimit rl;
+
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY)
-		n = PROXY_SESSIONS_MAX * 2;
-	else
-		n = rl.rlim_cur;
-	reserve = n / 4 > PROXY_FD_RESERVE ? n / 4 : PROXY_FD_RESERVE;
-	n = n > reserve ? (n - reserve) / 2 : 0;
-	if (n < PROXY_SESSIONS_MIN)
-		n = PROXY_SESSIONS_MIN;
-	if (n > PROXY_SESSIONS_MAX)
-		n = PROXY_SESSIONS_MAX;
-	return (unsigned)n;
+		rl.rlim_cur = UINT64_MAX;
+	proxy_nofile_cap = proxy_clients_cap_auto(rl.rlim_cur);
 }
 
 /* proxy_sweep_cb - forget the clients idle for a rate window */
@@ -406,6 +395,7 @@ proxy_start(uv_loop_t *loop)
 	int d;
 
 	proxy_loop = loop;
+	proxy_nofile_cap_set();
 	proxy_sweep_start();
 	if (!proxy_stats_registered) {
 		control_register_stats(proxy_stats);
@@ -429,6 +419,7 @@ proxy_reload(void)
 
 	if (proxy_down)
 		return;
+	proxy_nofile_cap_set();
 	for (d = POLICY_DIR_IN; d <= POLICY_DIR_OUT; d++) {
 		if (proxy_listeners[d] != NULL &&
 		    proxy_listeners[d]->port == p->listen_port[d])

@@ -5,7 +5,8 @@
  * thousands of addresses of one IPv6 /64 are one client, that a full
  * table evicts the least recently used idle entry and never an entry
  * with open sessions (it grows instead, and shrinks back), and that the
- * sweep forgets only what has been idle long enough.  Table-driven where
+ * sweep forgets only what has been idle long enough; and the session
+ * cap derived from the open-file limit (sessions auto).  Table-driven where
  * it can be: a failing row names itself.
  */
 #include <sys/socket.h>
@@ -261,6 +262,29 @@ test_sweep(void **state UNUSED)
 	proxy_clients_free(t);
 }
 
+/* sessions auto: (limit - max(128, limit / 4)) / 2, within 16..1000000 */
+static void
+test_cap_auto(void **state UNUSED)
+{
+	static const struct {
+		uint64_t	 nofile;
+		unsigned	 want;
+	} rows[] = {
+		{ 1024, 384 }, { 4096, 1536 }, { 65536, 24576 },
+		{ 512, 192 }, { 256, 64 }, { 160, 16 }, { 100, 16 }, { 0, 16 },
+		{ 1048576, 393216 }, { 1ULL << 40, 1000000 },
+		{ UINT64_MAX, 1000000 },
+	};
+	size_t i;
+
+	for (i = 0; i < N(rows); i++)
+		if (proxy_clients_cap_auto(rows[i].nofile) != rows[i].want)
+			fail_msg("nofile %llu: %u, want %u",
+			    (unsigned long long)rows[i].nofile,
+			    proxy_clients_cap_auto(rows[i].nofile),
+			    rows[i].want);
+}
+
 int
 main(void)
 {
@@ -271,6 +295,7 @@ main(void)
 		cmocka_unit_test(test_evict),
 		cmocka_unit_test(test_grow),
 		cmocka_unit_test(test_sweep),
+		cmocka_unit_test(test_cap_auto),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
