@@ -8,6 +8,7 @@
 #     with group=2001:db8:2::/64; c1's own address is refused too, its
 #     IPv4 address is another client; after the 5 close a new one is let in;
 #   - client-ipv6-prefix 128: 20 addresses are 20 clients, all served;
+#     client-ipv4-prefix 24: c2 is refused while c1 holds 5 over IPv4;
 #   - sessions 3, both directions together: two incoming sessions and one
 #     live relay (outgoing) are served, the fourth connection, from
 #     another address, gets "421 4.3.2 ... too many connections, try
@@ -161,13 +162,22 @@ expect_glob "after closing" "$(say "open again ${NET6}7cf $TB_SRV_IP6")" "again 
 [ "$(say closeall)" = "closed all" ] || fail "client: closeall"
 idle
 
-# 2. client-ipv6-prefix 128: every address a client
+# 2. client-ipv6-prefix 128: every address a client; client-ipv4-prefix
+# 24: c1 and c2 are one
 conf "connections-per-client 5
-client-ipv6-prefix 128"
+client-ipv6-prefix 128
+client-ipv4-prefix 24"
 mxb_reload
 r=$(say "many $NET6 20 $TB_SRV_IP6")
 [ "$r" = "many ok=20 refused=0 other=0 first_refused=-1" ] ||
 	fail "client-ipv6-prefix 128: $r"
+for i in 1 2 3 4 5; do
+	expect_glob "c1 IPv4 $i" "$(say "open v4$i $TB_C1_IP4 $TB_SRV_IP4")" "v4$i 220 gw.example.com*"
+done
+expect_glob "c2 in c1's /24" "$(tb_banner c2 "$TB_SRV_IP4")" \
+	"BANNER 421 4.7.0 gw.example.com Too many connections from your address*"
+log_has "dir=incoming limit=connections-per-client open=5 group=192.0.2.0/24" ||
+	fail "IPv4 refusal not logged with the /24"
 [ "$(say closeall)" = "closed all" ] || fail "client: closeall"
 idle
 
