@@ -48,6 +48,7 @@ NFQ_SRCS = \
 
 PROXY_SRCS = \
 	proxy/callout.c \
+	proxy/clients.c \
 	proxy/listener.c \
 	proxy/relay.c \
 	proxy/smtpd.c \
@@ -76,7 +77,8 @@ UNIT_TESTS = \
 	test_smtp \
 	test_nfq \
 	test_mta \
-	test_daemon
+	test_daemon \
+	test_clients
 
 MXB_SRCS = $(DAEMON_SRCS) $(NFQ_SRCS) $(PROXY_SRCS) $(MTA_SRCS) \
 	   $(POLICY_SRCS) $(COMMON_SRCS)

@@ -1471,10 +1471,32 @@ kw_rcpts(struct parser *p, struct stmt *st)
 	return 0;
 }
 
+/* kw_sessions - "sessions N|auto": the global session cap */
+static int
+kw_sessions(struct parser *p, struct stmt *st)
+{
+	uint64_t v;
+
+	if (strcmp(st->argv[0], "auto") == 0) {
+		p->pol->limits.sessions = 0;
+		return 0;
+	}
+	if (parse_num(p, st->line, "sessions", st->argv[0], 1, 1000000,
+	    &v) == -1)
+		return -1;
+	p->pol->limits.sessions = (unsigned)v;
+	return 0;
+}
+
 static const struct keyword limits_kw[] = {
 	{ "connections-per-client", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy_limits, conn_per_client), 0, 100000, NULL },
 	{ "connection-rate", 1, 3, 0, kw_connrate, V_FN, 0, 0, 0, NULL },
+	{ "client-ipv4-prefix", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_limits, client_prefix4), 8, 32, NULL },
+	{ "client-ipv6-prefix", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_limits, client_prefix6), 32, 128, NULL },
+	{ "sessions", 1, 1, 0, kw_sessions, V_FN, 0, 0, 0, NULL },
 	{ "messages-per-session", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy_limits, msgs_per_session), 1, 100000,
 	    NULL },

@@ -55,6 +55,9 @@ policy_new(const char *path)
 	pol->limits.conn_per_client = 50;
 	pol->limits.conn_rate = 0;
 	pol->limits.conn_rate_window = 60;
+	pol->limits.client_prefix4 = 32;
+	pol->limits.client_prefix6 = 64;
+	pol->limits.sessions = 0;		/* derived: proxy/listener.c */
 	pol->limits.msgs_per_session = 100;
 	pol->limits.rcpts = 100;
 	pol->limits.size = 35ULL << 20;

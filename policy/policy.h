@@ -86,6 +86,9 @@ struct policy_limits {
 	unsigned	 conn_per_client;
 	unsigned	 conn_rate;		/* connections per client ... */
 	unsigned	 conn_rate_window;	/* ... per this many seconds */
+	unsigned	 client_prefix4;	/* a client: IPv4 /N (32) */
+	unsigned	 client_prefix6;	/* a client: IPv6 /N (64) */
+	unsigned	 sessions;		/* global cap; 0 from RLIMIT_NOFILE */
 	unsigned	 msgs_per_session;
 	unsigned	 rcpts;
 	uint64_t	 size;

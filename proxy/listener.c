@@ -5,12 +5,14 @@
  * what the TPROXY rules deliver; each accepted connection gets its facts
  * (client, original destination, direction, ingress port, session id,
  * policy snapshot) and is handed to proxy_session_start(), which owns
- * the handle from then on.  The listener also counts the open sessions
- * and the connection rate of every client address: a connection over
- * connections-per-client or connection-rate is marked (conn.refuse) and
- * its session only says 421.
+ * the handle from then on.  The listener also counts the admitted
+ * sessions against the global cap (sessions) and, in clients.c's table,
+ * the open sessions and connection rate of every client group (address
+ * masked to client-ipv4-prefix / client-ipv6-prefix): a connection over
+ * the cap, connections-per-client or connection-rate is marked
+ * (conn.refuse) and its session only says 421.
  */
-#include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -22,28 +24,17 @@
 
 #include "../common/addr.h"
 #include "../common/buf.h"
-#include "../common/hash.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
 #include "../daemon/control.h"
 #include "../nfq/nfq.h"
 #include "../policy/policy.h"
+#include "clients.h"
 #include "proxy.h"
 
 #define PROXY_BACKLOG	511
-#define PROXY_BUCKETS	4096		/* per-client table */
-#define PROXY_MAXCLIENTS 100000		/* past it, new clients untracked */
+#define PROXY_CLIENTS	100000		/* per-client table: idle ones evicted */
 #define PROXY_SWEEP_MS	60000		/* idle per-client entries go */
-
-/* the open sessions and rate bucket of one client address */
-struct proxy_client {
-	LIST_ENTRY(proxy_client) entry;
-	int			 family;
-	uint8_t			 addr[16];
-	unsigned		 open;
-	struct policy_rate	 rate;
-};
-LIST_HEAD(proxy_chain, proxy_client);
 
 /* one listening socket; freed in its close callback */
 struct proxy_listener {
@@ -59,12 +50,12 @@ static uint64_t			 proxy_accepted[2];
 static uint64_t			 proxy_accept_errors;
 static int			 proxy_stats_registered;
 static int			 proxy_down;
-static struct proxy_chain	 proxy_clients[PROXY_BUCKETS];
-static unsigned			 proxy_nclients;
-static uint32_t			 proxy_seed;
+static struct proxy_clients	*proxy_clients;
+static unsigned			 proxy_admitted;	/* sessions, not refused */
+static unsigned			 proxy_nofile_cap;	/* "sessions auto" */
 static uv_timer_t		 proxy_sweep_timer;
 static int			 proxy_sweep_on;
-static uint64_t			 proxy_refused[2];	/* per-client, rate */
+static uint64_t			 proxy_refused[3];	/* per-client, rate, cap */
 
 static int	proxy_start(uv_loop_t *);
 static void	proxy_reload(void);
@@ -113,125 +104,96 @@ proxy_conn_fill(struct proxy_conn *conn, uv_tcp_t *c, enum policy_dir dir)
 	return 0;
 }
 
-/* client_key - the address bytes of sa (unmapped); length, 0 if not IP */
-static size_t
-client_key(const struct sockaddr *sa, uint8_t key[16])
+/* proxy_session_cap - the global cap on admitted sessions */
+static unsigned
+proxy_session_cap(const struct policy *pol)
 {
-	if (sa->sa_family == AF_INET) {
-		memcpy(key, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		return 4;
-	}
-	if (sa->sa_family == AF_INET6) {
-		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-		return 16;
-	}
-	return 0;
+	return pol->limits.sessions != 0 ? pol->limits.sessions :
+	    proxy_nofile_cap;
 }
 
-/* client_chain - the bucket of a key */
-static struct proxy_chain *
-client_chain(const uint8_t *key, size_t len)
+/* proxy_nofile_cap_set - "sessions auto", at start and reload */
+static void
+proxy_nofile_cap_set(void)
 {
-	return &proxy_clients[hash_bytes(proxy_seed, key, len) %
-	    PROXY_BUCKETS];
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY)
+		rl.rlim_cur = UINT64_MAX;
+	proxy_nofile_cap = proxy_clients_cap_auto(rl.rlim_cur);
 }
 
-/* client_get - the entry of sa; created if create (and room), or NULL */
-static struct proxy_client *
-client_get(const struct sockaddr *sa, int create)
-{
-	struct proxy_chain *chain;
-	struct proxy_client *c;
-	uint8_t key[16];
-	size_t len;
-
-	if ((len = client_key(sa, key)) == 0)
-		return NULL;
-	chain = client_chain(key, len);
-	LIST_FOREACH(c, chain, entry)
-		if (c->family == sa->sa_family && memcmp(c->addr, key, len) == 0)
-			return c;
-	if (!create || proxy_nclients >= PROXY_MAXCLIENTS)
-		return NULL;
-	c = xcalloc(1, sizeof(*c));
-	c->family = sa->sa_family;
-	memcpy(c->addr, key, len);
-	LIST_INSERT_HEAD(chain, c, entry);
-	proxy_nclients++;
-	return c;
-}
-
-/* client_idle - nothing open and the rate bucket refilled: forgettable */
-static int
-client_idle(const struct proxy_client *c, const struct policy *pol,
-    uint64_t now)
-{
-	uint64_t w = (uint64_t)pol->limits.conn_rate_window * 1000;
-
-	return c->open == 0 && (!c->rate.used || now < c->rate.stamp ||
-	    now - c->rate.stamp >= w);
-}
-
-/* proxy_sweep_cb - forget the clients that are idle */
+/* proxy_sweep_cb - forget the clients idle for a rate window */
 static void
 proxy_sweep_cb(uv_timer_t *t)
 {
 	struct policy *pol = policy_current();
-	struct proxy_client *c, *next;
-	uint64_t now = uv_now(proxy_loop);
-	size_t i;
+	uint64_t w;
 
 	if (pol == NULL)
 		return;
-	for (i = 0; i < PROXY_BUCKETS; i++)
-		for (c = LIST_FIRST(&proxy_clients[i]); c != NULL; c = next) {
-			next = LIST_NEXT(c, entry);
-			if (!client_idle(c, pol, now))
-				continue;
-			LIST_REMOVE(c, entry);
-			proxy_nclients--;
-			free(c);
-		}
+	w = pol->limits.conn_rate == 0 ? 0 :
+	    (uint64_t)pol->limits.conn_rate_window * 1000;
+	proxy_clients_sweep(proxy_clients, uv_now(proxy_loop), w);
 }
 
 /*
- * proxy_admit - count a new connection against its client's limits:
- * conn->counted when it is admitted, conn->refuse (the limit) when not
+ * proxy_admit - count a new connection against the global session cap
+ * and its client's limits: conn->counted and conn->client_slot when it
+ * is admitted, conn->refuse (the limit) when not
  */
 static void
 proxy_admit(struct proxy_conn *conn)
 {
 	const struct sockaddr *sa = (const struct sockaddr *)&conn->client;
+	const struct policy_limits *l = &conn->policy->limits;
 	struct proxy_client *c;
-	char a[ADDR_STRLEN];
+	char a[ADDR_STRLEN], g[PROXY_CLIENTS_FMTLEN];
 	const char *why = NULL;
+	uint64_t now = uv_now(proxy_loop);
+	unsigned cap = proxy_session_cap(conn->policy);
 
-	if ((c = client_get(sa, 1)) == NULL)
-		return;			/* table full: not limited */
-	if (!policy_conn_admit(conn->policy, c->open, &c->rate,
-	    uv_now(proxy_loop), &why)) {
-		conn->refuse = why;
-		proxy_refused[strcmp(why, "connection-rate") == 0]++;
-		log_info("session=%llu client=%s dir=%s limit=%s open=%u",
-		    (unsigned long long)conn->id, addr_fmt(sa, a, sizeof(a)),
-		    policy_dir_name(conn->dir), why, c->open);
+	if (proxy_admitted >= cap) {
+		/* before the table: a refused one holds no entry */
+		conn->refuse = "sessions";
+		proxy_refused[2]++;
+		log_info("session=%llu client=%s dir=%s limit=sessions "
+		    "open=%u max=%u", (unsigned long long)conn->id,
+		    addr_fmt(sa, a, sizeof(a)), policy_dir_name(conn->dir),
+		    proxy_admitted, cap);
 		return;
 	}
-	c->open++;
+	c = proxy_clients_get(proxy_clients, sa, l->client_prefix4,
+	    l->client_prefix6, now);
+	if (c != NULL && !policy_conn_admit(conn->policy,
+	    proxy_clients_open(c), proxy_clients_rate(c), now, &why)) {
+		conn->refuse = why;
+		proxy_refused[strcmp(why, "connection-rate") == 0]++;
+		log_info("session=%llu client=%s dir=%s limit=%s open=%u "
+		    "group=%s", (unsigned long long)conn->id,
+		    addr_fmt(sa, a, sizeof(a)), policy_dir_name(conn->dir),
+		    why, proxy_clients_open(c),
+		    proxy_clients_fmt(c, g, sizeof(g)));
+		return;
+	}
+	if (c != NULL)
+		proxy_clients_hold(proxy_clients, c, now);
+	conn->client_slot = c;
 	conn->counted = 1;
+	proxy_admitted++;
 }
 
-/* proxy_conn_done - a session ended: its client has one less open */
+/* proxy_conn_done - a session ended: one less open, for its client too */
 void
 proxy_conn_done(const struct proxy_conn *conn)
 {
-	struct proxy_client *c;
-
-	if (!conn->counted ||
-	    (c = client_get((const struct sockaddr *)&conn->client, 0)) == NULL)
+	if (!conn->counted)
 		return;
-	if (c->open > 0)
-		c->open--;
+	if (proxy_admitted > 0)
+		proxy_admitted--;
+	if (conn->client_slot != NULL && proxy_clients != NULL)
+		proxy_clients_release(proxy_clients, conn->client_slot,
+		    uv_now(proxy_loop));
 }
 
 /*
@@ -402,20 +364,23 @@ proxy_stats(struct buf *out)
 	    (unsigned long long)proxy_refused[0]);
 	buf_printf(out, "proxy_refused_rate=%llu\n",
 	    (unsigned long long)proxy_refused[1]);
-	buf_printf(out, "proxy_clients=%u\n", proxy_nclients);
+	buf_printf(out, "proxy_refused_sessions=%llu\n",
+	    (unsigned long long)proxy_refused[2]);
+	buf_printf(out, "proxy_sessions_max=%u\n",
+	    proxy_session_cap(policy_current()));
+	buf_printf(out, "proxy_clients=%zu\n",
+	    proxy_clients_count(proxy_clients));
+	buf_printf(out, "proxy_clients_evicted=%llu\n",
+	    (unsigned long long)proxy_clients_evicted(proxy_clients));
 }
 
 /* proxy_sweep_start - the per-client table's cleaner; keeps no loop alive */
 static void
 proxy_sweep_start(void)
 {
-	size_t i;
-
 	if (proxy_sweep_on)
 		return;
-	proxy_seed = hash_seed();
-	for (i = 0; i < PROXY_BUCKETS; i++)
-		LIST_INIT(&proxy_clients[i]);
+	proxy_clients = proxy_clients_new(PROXY_CLIENTS);
 	uv_timer_init(proxy_loop, &proxy_sweep_timer);
 	uv_timer_start(&proxy_sweep_timer, proxy_sweep_cb, PROXY_SWEEP_MS,
 	    PROXY_SWEEP_MS);
@@ -430,6 +395,7 @@ proxy_start(uv_loop_t *loop)
 	int d;
 
 	proxy_loop = loop;
+	proxy_nofile_cap_set();
 	proxy_sweep_start();
 	if (!proxy_stats_registered) {
 		control_register_stats(proxy_stats);
@@ -439,6 +405,8 @@ proxy_start(uv_loop_t *loop)
 		if ((proxy_listeners[d] = proxy_listen(d,
 		    p->listen_port[d])) == NULL)
 			return -1;
+	log_info("listener sessions_max=%u source=%s",
+	    proxy_session_cap(p), p->limits.sessions ? "config" : "nofile");
 	return 0;
 }
 
@@ -451,6 +419,7 @@ proxy_reload(void)
 
 	if (proxy_down)
 		return;
+	proxy_nofile_cap_set();
 	for (d = POLICY_DIR_IN; d <= POLICY_DIR_OUT; d++) {
 		if (proxy_listeners[d] != NULL &&
 		    proxy_listeners[d]->port == p->listen_port[d])

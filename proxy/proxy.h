@@ -14,6 +14,8 @@
 #include "../daemon/module.h"
 #include "../policy/policy.h"
 
+struct proxy_client;
+
 /* the facts of one intercepted connection, fixed at accept */
 struct proxy_conn {
 	uint64_t		 id;		/* session id, unique per run */
@@ -23,7 +25,8 @@ struct proxy_conn {
 	char			 port[IF_NAMESIZE];	/* ingress bridge port or "" */
 	struct policy		*policy;	/* referenced snapshot */
 	const char		*refuse;	/* over a connection limit: which */
-	int			 counted;	/* open in the per-client table */
+	int			 counted;	/* admitted: under the session cap */
+	struct proxy_client	*client_slot;	/* its group (clients.c), or NULL */
 };
 
 extern const struct module proxy_module;

@@ -2365,6 +2365,12 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 		    "the proxy itself", s->host);
 		return;
 	}
+	if (conn->refuse != NULL && strcmp(conn->refuse, "sessions") == 0) {
+		/* over the global session cap (listener.c) */
+		session_421(s, conn->refuse, "421 4.3.2 %s Error: too many "
+		    "connections, try again later", s->host);
+		return;
+	}
 	if (conn->refuse != NULL) {
 		/* over a connection limit (listener.c): before any upstream */
 		session_421(s, conn->refuse, "421 4.7.0 %s Too many "

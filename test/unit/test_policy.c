@@ -226,6 +226,9 @@ test_defaults(void **state UNUSED)
 	assert_int_equal(pol->queue.concurrency, 10);
 	assert_int_equal(pol->limits.conn_per_client, 50);
 	assert_int_equal(pol->limits.conn_rate, 0);
+	assert_int_equal(pol->limits.client_prefix4, 32);
+	assert_int_equal(pol->limits.client_prefix6, 64);
+	assert_int_equal(pol->limits.sessions, 0);	/* from the fd limit */
 	assert_int_equal(pol->limits.msgs_per_session, 100);
 	assert_int_equal(pol->limits.rcpts, 100);
 	assert_int_equal(pol->limits.size, 35 << 20);
@@ -273,6 +276,12 @@ static const struct value_case {
 	{ "limits { connections-per-client 0 }", PO(limits.conn_per_client),
 	    4, 0 },
 	{ "limits { connection-rate 0 }", PO(limits.conn_rate), 4, 0 },
+	{ "limits { client-ipv4-prefix 24 }", PO(limits.client_prefix4), 4,
+	    24 },
+	{ "limits { client-ipv6-prefix 128 }", PO(limits.client_prefix6), 4,
+	    128 },
+	{ "limits { sessions 3 }", PO(limits.sessions), 4, 3 },
+	{ "limits { sessions auto }", PO(limits.sessions), 4, 0 },
 	{ "limits { connection-rate 9 per 10s }", PO(limits.conn_rate), 4, 9 },
 	{ "limits { connection-rate 9 per 10s }", PO(limits.conn_rate_window),
 	    4, 10 },
@@ -856,6 +865,12 @@ static const struct range_case {
 	    "100000", NULL, "100001", "0-100000" },
 	{ "limits { connection-rate 5 per %s }", "connection-rate", "1",
 	    "1h", "0", "61m", "1s-1h" },
+	{ "limits { client-ipv4-prefix %s }", "client-ipv4-prefix", "8",
+	    "32", "7", "33", "8-32" },
+	{ "limits { client-ipv6-prefix %s }", "client-ipv6-prefix", "32",
+	    "128", "31", "129", "32-128" },
+	{ "limits { sessions %s }", "sessions", "1", "1000000", "0",
+	    "1000001", "1-1000000" },
 	{ "limits { messages-per-session %s }", "messages-per-session", "1",
 	    "100000", "0", "100001", "1-100000" },
 	{ "limits { recipients %s }", "recipients", "1", "10000", "0",
@@ -1711,6 +1726,7 @@ test_manpage(void **state UNUSED)
 		"retry-min", "retry-max", "lifetime", "warn", "dsn-lifetime",
 		"dead-retention", "min-free", "fsync", "concurrency",
 		"connections-per-client", "connection-rate",
+		"client-ipv4-prefix", "client-ipv6-prefix", "sessions",
 		"messages-per-session", "recipients", "size", "errors",
 		"command-line", "text-line", "local-part", "timeout command",
 		"timeout data", "timeout dot", "timeout connect",
