@@ -232,6 +232,13 @@ on_timeout(uv_timer_t *t)
 		conn_quit(c);
 		return;
 	}
+	if (c->state == CS_RESOLVE) {	/* waited for a thread, or slow */
+		snprintf(c->remote, sizeof(c->remote), "%s", "dns");
+		conn_hop_failed(c, 4, "4.4.3", "DNS resolution of %s took "
+		    "longer than %u s", c->dest->key,
+		    policy_current()->queue.resolve_timeout);
+		return;
+	}
 	conn_hop_failed(c, 4, "4.4.2", "timeout in state %s with %s",
 	    conn_state_names[c->state], c->remote);
 }
@@ -1530,6 +1537,7 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 		c->auth_user = p->relay.auth_user;
 		c->auth_pass = p->relay.auth_pass;
 		enter_state(c, CS_RESOLVE);
+		timeout(c, p->queue.resolve_timeout);
 		c->refs++;
 		mta_dns_host(loop, p->relay.host, p->relay.port, on_resolved,
 		    c);
@@ -1537,6 +1545,7 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 	case POLICY_ROUTE_MX:
 		c->tlsmode = POLICY_UPTLS_OPPORTUNISTIC;
 		enter_state(c, CS_RESOLVE);
+		timeout(c, p->queue.resolve_timeout);
 		c->refs++;
 		mta_dns_mx(loop, d->domain, 25, on_resolved, c);
 		break;
