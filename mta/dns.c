@@ -274,6 +274,24 @@ struct wire_rr {
 	uint16_t	 rdlen;
 };
 
+/* wire_rr - the record at *off, its rdata inside the packet; 0 or -1 */
+static int
+wire_rr(const uint8_t *w, size_t len, size_t *off, struct wire_rr *r)
+{
+	int odd;
+
+	if (wire_name(w, len, off, r->owner, &odd) == -1 || *off + 10 > len)
+		return -1;
+	r->type = get16(w + *off);
+	r->class = get16(w + *off + 2);
+	r->rdlen = get16(w + *off + 8);		/* the TTL is not used */
+	r->rdoff = *off + 10;
+	if (r->rdlen > len - r->rdoff)
+		return -1;
+	*off = r->rdoff + r->rdlen;
+	return 0;
+}
+
 /* keep_mx - keep the DNS_MAXMX best preferences of however many */
 static void
 keep_mx(struct mta_dnsans *ans, uint16_t pref, const char *host, int odd)
@@ -314,7 +332,7 @@ mta_dns_parse_answer(const uint8_t *wire, size_t len, uint16_t id,
 {
 	static __thread struct wire_rr rrs[MTA_DNS_MAXANSRR];
 	char name[256], cur[256];
-	size_t off, nrr = 0, i, p;
+	size_t off, qoff, nrr = 0, i, p;
 	unsigned qd, an, k, hops;
 	uint16_t flags;
 	int odd, bad = 0, rcode;
@@ -342,31 +360,21 @@ mta_dns_parse_answer(const uint8_t *wire, size_t len, uint16_t id,
 		return MTA_DNS_NX;
 	if (rcode != 0)
 		return DNS_TEMP;
+	/* pass 1: every record well formed; the CNAMEs kept aside */
+	qoff = off;
 	for (k = 0; k < an; k++) {
-		struct wire_rr *r = &rrs[nrr];
-
-		if (wire_name(wire, len, &off, r->owner, &odd) == -1 ||
-		    off + 10 > len)
+		if (wire_rr(wire, len, &off, &rrs[nrr]) == -1)
 			return DNS_BAD;
-		r->type = get16(wire + off);
-		r->class = get16(wire + off + 2);
-		r->rdlen = get16(wire + off + 8);	/* the TTL: unused */
-		r->rdoff = off + 10;
-		off += 10;
-		if (r->rdlen > len - off)
-			return DNS_BAD;
-		off += r->rdlen;
 		ans->total++;
-		if (r->class == C_IN && (r->type == qtype ||
-		    r->type == T_CNAME) && nrr + 1 < MTA_DNS_MAXANSRR)
+		if (rrs[nrr].class == C_IN && rrs[nrr].type == T_CNAME &&
+		    qtype != T_CNAME && nrr + 1 < MTA_DNS_MAXANSRR)
 			nrr++;
 	}
 	/* the CNAME chain inside the answer, from qname */
 	snprintf(cur, sizeof(cur), "%s", qname);
 	for (hops = 0;; hops++) {
 		for (i = 0; i < nrr; i++)
-			if (rrs[i].type == T_CNAME && qtype != T_CNAME &&
-			    name_eq(rrs[i].owner, cur))
+			if (name_eq(rrs[i].owner, cur))
 				break;
 		if (i == nrr)
 			break;
@@ -379,11 +387,15 @@ mta_dns_parse_answer(const uint8_t *wire, size_t len, uint16_t id,
 		snprintf(cur, sizeof(cur), "%s", name);
 	}
 	snprintf(ans->name, sizeof(ans->name), "%s", cur);
-	for (i = 0; i < nrr; i++) {
-		struct wire_rr *r = &rrs[i];
+	/* pass 2: the records of the type for the end of the chain */
+	off = qoff;
+	for (k = 0; k < an; k++) {
+		struct wire_rr rr, *r = &rr;
 		struct mta_dnsrr *out;
 
-		if (r->type != qtype || !name_eq(r->owner, cur))
+		(void)wire_rr(wire, len, &off, r);	/* checked above */
+		if (r->class != C_IN || r->type != qtype ||
+		    !name_eq(r->owner, cur))
 			continue;
 		if (qtype == T_MX) {
 			p = r->rdoff + 2;
@@ -470,8 +482,8 @@ net_send(const struct sockaddr_storage *ns, socklen_t nslen, int tcp,
 	*out = NULL;
 	if ((b = ldns_buffer_new(qlen)) == NULL)
 		return -1;
+	/* ldns sends from the start up to the position: no flip */
 	ldns_buffer_write(b, q, qlen);
-	ldns_buffer_flip(b);
 	s = tcp ? ldns_tcp_send(out, b, ns, nslen, tv, outlen) :
 	    ldns_udp_send(out, b, ns, nslen, tv, outlen);
 	ldns_buffer_free(b);
