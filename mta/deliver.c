@@ -1557,6 +1557,7 @@ void
 mta_deliver_init(void)
 {
 	draining = 0;
+	mta_dns_init();
 }
 
 /*
@@ -1583,11 +1584,25 @@ mta_deliver_wake(struct mta_dest *d)
 void
 mta_deliver_shutdown(void)
 {
-	struct conn *c;
+	struct conn *c, *next;
 
 	draining = 1;
 	while ((c = LIST_FIRST(&idle)) != NULL)
 		conn_quit(c);
+	/*
+	 * A connection still resolving has no transaction to finish: its
+	 * job goes back untouched, the answer is ignored, and lookups stop
+	 * soon, so that a slow resolver does not hold the shutdown.
+	 */
+	for (c = LIST_FIRST(&conns); c != NULL; c = next) {
+		next = LIST_NEXT(c, entry);
+		if (c->state != CS_RESOLVE)
+			continue;
+		requeue(c);
+		enter_state(c, CS_INIT);
+		conn_close(c);
+	}
+	mta_dns_stop();
 }
 
 /* mta_deliver_stop - close every connection now */

@@ -95,6 +95,8 @@ static struct dns_reqq	 dns_waiting = TAILQ_HEAD_INITIALIZER(dns_waiting);
 static struct dns_reqq	 dns_running = TAILQ_HEAD_INITIALIZER(dns_running);
 static unsigned		 dns_ncallers;	/* waiters of every request */
 static unsigned		 dns_inflight;
+/* set on shutdown: running resolutions give up at their next try */
+static _Atomic int	 dns_stopping;
 
 /* a fixed server instead of resolv.conf (tests): address, port, timeout */
 static char		 dns_server[64];
@@ -535,7 +537,7 @@ query(struct dns_ctx *x, const char *name, uint16_t type,
 	for (round = 0; round < DNS_RETRY; round++)
 		for (ns = 0; ns < (dns_transport ? 1 : x->nns); ns++) {
 			for (tcp = 0; tcp < 2; tcp++) {
-				if ((now = now_ms()) >= end)
+				if ((now = now_ms()) >= end || dns_stopping)
 					return DNS_TEMP;
 				ms = end - now < dns_try_ms ?
 				    (unsigned)(end - now) : dns_try_ms;
@@ -1015,11 +1017,23 @@ dns_start(uv_loop_t *loop, const char *name, uint16_t port, int mx,
 	dns_next();
 }
 
-/* mta_dns_stop - lookups still waiting for a thread fail now */
+/* mta_dns_init - lookups may run (again) */
+void
+mta_dns_init(void)
+{
+	dns_stopping = 0;
+}
+
+/*
+ * mta_dns_stop - lookups still waiting for a thread fail now; running
+ * ones stop at their next try (a try takes 5 seconds at most)
+ */
 void
 mta_dns_stop(void)
 {
 	struct dns_req *req;
+
+	dns_stopping = 1;
 
 	while ((req = TAILQ_FIRST(&dns_waiting)) != NULL) {
 		TAILQ_REMOVE(&dns_waiting, req, entry);

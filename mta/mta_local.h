@@ -256,6 +256,7 @@ int		 mta_dns_is_self(const struct sockaddr *);
 int		 mta_dns_mx_lookup(const char *, uint16_t, struct mta_dnsres *);
 unsigned	 mta_dns_busy(void);
 unsigned	 mta_dns_running(void);
+void		 mta_dns_init(void);
 void		 mta_dns_stop(void);
 void		 mta_dns_set_server(const char *, uint16_t, unsigned);
 
