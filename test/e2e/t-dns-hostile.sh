@@ -76,7 +76,7 @@ while read -r d out; do
 	*)
 		re="to=<user@$d.test> .*dsn=${out#*:} .*disposition=${out%%:*}"
 		wait_for -t 30 log_has "$re" ||
-			fail "$d: want ${out%%:*} ${out#*:}, got: $(grep "@$d.test" "$TB_MXB_LOG" | tail -n 1)" ;;
+			fail "$d: want ${out%%:*} ${out#*:}, got: $(grep "@$d.test" "$TB_MXB_LOG" | tail -n 1)$(mxb_running || echo " (the daemon died)")" ;;
 	esac
 	[ "$(tr -dc 0-9 <"$TB_MXB_PIDFILE")" = "$PID" ] && mxb_running ||
 		fail "$d: the daemon died: $(tail -n 3 "$TB_MXB_LOG")"
