@@ -9,6 +9,7 @@
  * the rest is answers, each a 2-byte length then that many bytes, handed
  * out one per question (the question's id written over theirs, so they
  * get past the id check); questions past the last get no answer.
+ * Needs mta/dns.c, common/*.c and policy/*.c (policy_current).
  */
 #include <stddef.h>
 #include <stdint.h>
