@@ -239,6 +239,13 @@ on_timeout(uv_timer_t *t)
 		conn_quit(c);
 		return;
 	}
+	if (c->state == CS_RESOLVE) {	/* waited for a thread, or slow */
+		snprintf(c->remote, sizeof(c->remote), "%s", "dns");
+		conn_hop_failed(c, 4, "4.4.3", "DNS resolution of %s took "
+		    "longer than %u s", c->dest->key,
+		    policy_current()->queue.resolve_timeout);
+		return;
+	}
 	conn_hop_failed(c, 4, "4.4.2", "timeout in state %s with %s",
 	    conn_state_names[c->state], c->remote);
 }
@@ -1634,6 +1641,7 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 		if ((c->verify = p->relay.verify))
 			c->vctx = relay_vctx(&p->relay);
 		enter_state(c, CS_RESOLVE);
+		timeout(c, p->queue.resolve_timeout);
 		c->refs++;
 		mta_dns_host(loop, p->relay.host, p->relay.port, on_resolved,
 		    c);
@@ -1641,6 +1649,7 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 	case POLICY_ROUTE_MX:
 		c->tlsmode = POLICY_UPTLS_OPPORTUNISTIC;
 		enter_state(c, CS_RESOLVE);
+		timeout(c, p->queue.resolve_timeout);
 		c->refs++;
 		mta_dns_mx(loop, d->domain, 25, on_resolved, c);
 		break;
@@ -1652,6 +1661,7 @@ void
 mta_deliver_init(void)
 {
 	draining = 0;
+	mta_dns_init();
 }
 
 /*
@@ -1678,11 +1688,25 @@ mta_deliver_wake(struct mta_dest *d)
 void
 mta_deliver_shutdown(void)
 {
-	struct conn *c;
+	struct conn *c, *next;
 
 	draining = 1;
 	while ((c = LIST_FIRST(&idle)) != NULL)
 		conn_quit(c);
+	/*
+	 * A connection still resolving has no transaction to finish: its
+	 * job goes back untouched, the answer is ignored, and lookups stop
+	 * soon, so that a slow resolver does not hold the shutdown.
+	 */
+	for (c = LIST_FIRST(&conns); c != NULL; c = next) {
+		next = LIST_NEXT(c, entry);
+		if (c->state != CS_RESOLVE)
+			continue;
+		requeue(c);
+		enter_state(c, CS_INIT);
+		conn_close(c);
+	}
+	mta_dns_stop();
 }
 
 /* mta_deliver_stop - close every connection now */

@@ -1,22 +1,33 @@
 /*
- * dns.c - next-hop addresses for delivery.  It owns the ldns lookups
- * (MX, then A and AAAA of each exchanger, the implicit MX, null MX,
- * address literals) and the check that a next hop is not the box itself.
- * Lookups block, so they run on the libuv threadpool; each builds its own
- * resolver from the system configuration (/etc/resolv.conf, which "ip
- * netns exec" replaces with /etc/netns/NAME/resolv.conf).  At most
- * DNS_MAXINFLIGHT of them hold a thread at a time, the rest wait in a
- * queue: a slow resolver must not take every thread from the spool,
- * whose batches every acknowledgement waits for.
+ * dns.c - next-hop addresses for delivery.  It owns the DNS lookups (MX,
+ * then A and AAAA of each exchanger, the implicit MX, null MX, address
+ * literals), the parsing and checking of every answer, the time budget of
+ * a resolution, and the check that a next hop is not the box itself.
+ *
+ * Answers come from the network and from whoever runs the domain's DNS,
+ * so they are parsed here (mta_dns_parse_answer), not by ldns: every
+ * count, name, type, class and length is checked before use, names are
+ * decompressed with a bound, and only records for the asked name (or
+ * the CNAME chain inside the answer that starts at it) and type count.
+ * ldns only reads resolv.conf and moves bytes (ldns_udp_send, _tcp_send).
+ *
+ * Lookups block, so they run on the libuv threadpool; the nameservers
+ * come from the system configuration (/etc/resolv.conf, which "ip netns
+ * exec" replaces with /etc/netns/NAME/resolv.conf).  At most
+ * DNS_MAXINFLIGHT resolutions hold a thread at a time, the rest wait in
+ * a queue, and callers asking for a name already being resolved share
+ * that one: a slow domain holds one thread, for its deadline at most.
  */
 #include <sys/types.h>
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <ldns/ldns.h>
 
@@ -25,10 +36,31 @@
 #include "../common/xmalloc.h"
 #include "mta_local.h"
 
-#define DNS_MAXMX	16
-#define DNS_TIMEOUT	5000		/* milliseconds per try */
-#define DNS_RETRY	2
-#define DNS_MAXINFLIGHT	4		/* lookups on the threadpool at once */
+#define DNS_MAXMX	MTA_DNS_MAXRR	/* exchangers considered */
+#define DNS_TRY_MS	5000		/* milliseconds per try */
+#define DNS_RETRY	2		/* rounds over the nameservers */
+#define DNS_MAXNS	3		/* nameservers asked (resolv.conf) */
+#define DNS_MAXCNAME	8		/* CNAMEs followed in one answer */
+#define DNS_MAXJUMP	32		/* compression pointers in one name */
+#define DNS_MAXINFLIGHT	16		/* resolutions on the threadpool */
+
+/* parse results, besides MTA_DNS_OK (0) and MTA_DNS_NX (2) */
+#define DNS_TEMP	MTA_DNS_TEMP	/* server failure, CNAME loop */
+#define DNS_TC		MTA_DNS_TC	/* truncated: ask again over TCP */
+#define DNS_BAD		MTA_DNS_BAD	/* not an answer to the question */
+
+#define T_A		1
+#define T_CNAME		5
+#define T_MX		15
+#define T_AAAA		28
+#define C_IN		1
+
+/* one caller waiting for a resolution */
+struct dns_waiter {
+	mta_dns_cb	 cb;
+	void		*arg;
+	struct dns_waiter *next;
+};
 
 struct dns_req {
 	uv_work_t	 req;
@@ -37,9 +69,19 @@ struct dns_req {
 	char		*name;
 	uint16_t	 port;
 	int		 mx;		/* MX lookup, else host only */
-	mta_dns_cb	 cb;
-	void		*arg;
+	struct dns_waiter *waiters;
+	struct mta_dnsopt opt;
 	struct mta_dnsres res;
+};
+
+/* one resolution on its thread: servers and budget */
+struct dns_ctx {
+	struct sockaddr_storage ns[DNS_MAXNS];
+	socklen_t	 nslen[DNS_MAXNS];
+	int		 nns;
+	uint64_t	 end;		/* the resolution's deadline, ms */
+	struct mta_dnsopt opt;
+	unsigned	 queries;
 };
 
 struct mx {
@@ -50,22 +92,28 @@ struct mx {
 
 TAILQ_HEAD(dns_reqq, dns_req);
 static struct dns_reqq	 dns_waiting = TAILQ_HEAD_INITIALIZER(dns_waiting);
-static unsigned		 dns_nwaiting;
+static struct dns_reqq	 dns_running = TAILQ_HEAD_INITIALIZER(dns_running);
+static unsigned		 dns_ncallers;	/* waiters of every request */
 static unsigned		 dns_inflight;
+/* set on shutdown: running resolutions give up at their next try */
+static _Atomic int	 dns_stopping;
 
 /* a fixed server instead of resolv.conf (tests): address, port, timeout */
 static char		 dns_server[64];
 static uint16_t		 dns_port;
-static unsigned		 dns_timeout = DNS_TIMEOUT;
+static unsigned		 dns_try_ms = DNS_TRY_MS;
+/* the network call, replaced by the fuzzer and the unit tests */
+static mta_dns_transport dns_transport;
+static void		*dns_transport_arg;
 
-/* mta_dns_busy - lookups running or waiting for a thread */
+/* mta_dns_busy - callers waiting for an answer */
 unsigned
 mta_dns_busy(void)
 {
-	return dns_inflight + dns_nwaiting;
+	return dns_ncallers;
 }
 
-/* mta_dns_running - lookups holding a thread now */
+/* mta_dns_running - resolutions holding a thread now */
 unsigned
 mta_dns_running(void)
 {
@@ -82,7 +130,24 @@ mta_dns_set_server(const char *ip, uint16_t port, unsigned timeout_ms)
 {
 	snprintf(dns_server, sizeof(dns_server), "%s", ip != NULL ? ip : "");
 	dns_port = port;
-	dns_timeout = timeout_ms > 0 ? timeout_ms : DNS_TIMEOUT;
+	dns_try_ms = timeout_ms > 0 ? timeout_ms : DNS_TRY_MS;
+}
+
+/* mta_dns_set_transport - replace the network (fuzzer, tests); NULL: off */
+void
+mta_dns_set_transport(mta_dns_transport fn, void *arg)
+{
+	dns_transport = fn;
+	dns_transport_arg = arg;
+}
+
+/* mta_dns_opt_default - the budget when no policy says otherwise */
+void
+mta_dns_opt_default(struct mta_dnsopt *o)
+{
+	o->lookup_ms = 30 * 1000;
+	o->resolve_ms = 90 * 1000;
+	o->maxaddr = 5;
 }
 
 static int __attribute__((format(printf, 4, 5)))
@@ -114,95 +179,394 @@ mta_dns_is_self(const struct sockaddr *sa)
 	return rc;
 }
 
-/* fixed_resolver - a resolver asking dns_server:dns_port only */
-static ldns_resolver *
-fixed_resolver(struct mta_dnsres *res)
-{
-	ldns_resolver *r;
-	ldns_rdf *ns;
+/*
+ * Answer parsing: the wire format of RFC 1035 4.1, every read checked
+ */
 
-	if ((r = ldns_resolver_new()) == NULL ||
-	    ((ns = ldns_rdf_new_frm_str(LDNS_RDF_TYPE_A, dns_server)) ==
-	    NULL && (ns = ldns_rdf_new_frm_str(LDNS_RDF_TYPE_AAAA,
-	    dns_server)) == NULL)) {
-		ldns_resolver_free(r);
-		dns_fail(res, 4, "4.4.3", "bad DNS server %s", dns_server);
-		return NULL;
-	}
-	ldns_resolver_push_nameserver(r, ns);
-	ldns_rdf_deep_free(ns);
-	ldns_resolver_set_port(r, dns_port);
-	ldns_resolver_set_recursive(r, true);
-	return r;
+static uint16_t
+get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
 }
 
-static ldns_resolver *
-resolver(struct mta_dnsres *res)
+/* label_ok - a host name label: letters, digits, hyphen, underscore */
+static int
+label_ok(const uint8_t *l, size_t n)
 {
-	ldns_resolver *r = NULL;
-	ldns_status s;
+	size_t i;
 
-	if (dns_server[0] != '\0') {
-		if ((r = fixed_resolver(res)) == NULL)
-			return NULL;
-	} else if ((s = ldns_resolver_new_frm_file(&r, NULL)) !=
-	    LDNS_STATUS_OK) {
-		dns_fail(res, 4, "4.4.3", "no resolver configuration: %s",
-		    ldns_get_errorstr_by_id(s));
-		return NULL;
-	}
-	ldns_resolver_set_timeout(r, (struct timeval){ dns_timeout / 1000,
-	    (dns_timeout % 1000) * 1000 });
-	ldns_resolver_set_retry(r, DNS_RETRY);
-	ldns_resolver_set_fallback(r, true);
-	return r;
+	for (i = 0; i < n; i++)
+		if (!isalnum(l[i]) && l[i] != '-' && l[i] != '_')
+			return 0;
+	return 1;
 }
 
 /*
- * query - one question; the answer records of that type in *out (NULL
- * when there are none).  0 NOERROR, 2 NXDOMAIN, -1 temporary failure.
+ * wire_name - the name at *off, decompressed into out ("." for the root,
+ * no final dot otherwise), *off moved past it.  Pointers must go back,
+ * at most DNS_MAXJUMP of them, so a loop cannot hold us.  0, or -1 if
+ * malformed; *odd is set if a label is not a host name label (the name
+ * is then only good for comparing).
  */
 static int
-query(ldns_resolver *r, const char *name, ldns_rr_type type,
-    ldns_rr_list **out)
+wire_name(const uint8_t *w, size_t len, size_t *off, char *out, int *odd)
 {
-	ldns_rdf *dname;
-	ldns_pkt *pkt = NULL;
+	size_t p = *off, o = 0, end = 0, lo = 0;
+	unsigned jumps = 0, n, i;
+
+	*odd = 0;
+	for (;;) {
+		if (p >= len)
+			return -1;
+		n = w[p];
+		if ((n & 0xc0) == 0xc0) {
+			if (p + 1 >= len || ++jumps > DNS_MAXJUMP)
+				return -1;
+			if (end == 0)
+				end = p + 2;
+			lo = p;
+			p = (size_t)(n & 0x3f) << 8 | w[p + 1];
+			if (p >= lo)		/* forward or self: a loop */
+				return -1;
+			continue;
+		}
+		if (n & 0xc0)			/* extended label types */
+			return -1;
+		p++;
+		if (n == 0)
+			break;
+		if (p + n > len || o + n + 1 > 254)
+			return -1;
+		if (!label_ok(w + p, n))
+			*odd = 1;
+		if (o > 0)
+			out[o++] = '.';
+		for (i = 0; i < n; i++) {
+			/* comparable text: odd bytes never make a dot */
+			out[o++] = w[p + i] == '.' || w[p + i] < 0x21 ||
+			    w[p + i] > 0x7e ? '?' : (char)w[p + i];
+		}
+		p += n;
+	}
+	if (o == 0)
+		out[o++] = '.';
+	out[o] = '\0';
+	*off = end != 0 ? end : p;
+	return 0;
+}
+
+/* name_eq - the same domain name, case aside, a final dot aside */
+static int
+name_eq(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+
+	if (la > 1 && a[la - 1] == '.')
+		la--;
+	if (lb > 1 && b[lb - 1] == '.')
+		lb--;
+	return la == lb && strncasecmp(a, b, la) == 0;
+}
+
+/* one answer record, checked and kept aside while the chain is followed */
+struct wire_rr {
+	char		 owner[256];
+	uint16_t	 type, class;
+	size_t		 rdoff;		/* rdata in the packet */
+	uint16_t	 rdlen;
+};
+
+/* wire_rr - the record at *off, its rdata inside the packet; 0 or -1 */
+static int
+wire_rr(const uint8_t *w, size_t len, size_t *off, struct wire_rr *r)
+{
+	int odd;
+
+	if (wire_name(w, len, off, r->owner, &odd) == -1 || *off + 10 > len)
+		return -1;
+	r->type = get16(w + *off);
+	r->class = get16(w + *off + 2);
+	r->rdlen = get16(w + *off + 8);		/* the TTL is not used */
+	r->rdoff = *off + 10;
+	if (r->rdlen > len - r->rdoff)
+		return -1;
+	*off = r->rdoff + r->rdlen;
+	return 0;
+}
+
+/* keep_mx - keep the DNS_MAXMX best preferences of however many */
+static void
+keep_mx(struct mta_dnsans *ans, uint16_t pref, const char *host, int odd)
+{
+	struct mta_dnsrr *rr;
+	size_t i, worst = 0;
+
+	if (ans->n < MTA_DNS_MAXRR)
+		rr = &ans->rr[ans->n++];
+	else {
+		for (i = 1; i < ans->n; i++)
+			if (ans->rr[i].pref > ans->rr[worst].pref)
+				worst = i;
+		if (ans->rr[worst].pref <= pref)
+			return;
+		rr = &ans->rr[worst];
+	}
+	memset(rr, 0, sizeof(*rr));
+	rr->pref = pref;
+	rr->odd = odd;
+	snprintf(rr->name, sizeof(rr->name), "%s", host);
+}
+
+/*
+ * mta_dns_parse_answer - the records of type qtype for qname in the raw
+ * answer wire[0..len) to query id.  In-answer CNAMEs starting at qname
+ * are followed (DNS_MAXCNAME at most).  MTA_DNS_OK with ans->n records
+ * (0: the name has none of that type), MTA_DNS_NX (NXDOMAIN),
+ * MTA_DNS_TEMP (server failure, CNAME loop, only malformed records of
+ * the type), MTA_DNS_TC (truncated: ask over TCP) or MTA_DNS_BAD (not an
+ * answer to this question, malformed: ignore it).  A and AAAA records
+ * must be 4 and 16 bytes, MX a preference and a name that fills the
+ * rdata; any other is malformed.  Pure: no network, no ldns.
+ */
+int
+mta_dns_parse_answer(const uint8_t *wire, size_t len, uint16_t id,
+    const char *qname, uint16_t qtype, struct mta_dnsans *ans)
+{
+	static __thread struct wire_rr rrs[MTA_DNS_MAXANSRR];
+	char name[256], cur[256];
+	size_t off, qoff, nrr = 0, i, p;
+	unsigned qd, an, k, hops;
+	uint16_t flags;
+	int odd, bad = 0, rcode;
+
+	memset(ans, 0, sizeof(*ans));
+	if (wire == NULL || len < 12 || get16(wire) != id)
+		return DNS_BAD;
+	flags = get16(wire + 2);
+	if (!(flags & 0x8000) || (flags >> 11 & 0xf) != 0)
+		return DNS_BAD;			/* not a reply to a QUERY */
+	rcode = flags & 0xf;
+	ans->rcode = rcode;
+	qd = get16(wire + 4);
+	an = get16(wire + 6);
+	if (flags & 0x0200)
+		return DNS_TC;
+	/* the question must be ours (RFC 5452 9.1) */
+	off = 12;
+	if (qd != 1 || wire_name(wire, len, &off, name, &odd) == -1 ||
+	    off + 4 > len || !name_eq(name, qname) ||
+	    get16(wire + off) != qtype || get16(wire + off + 2) != C_IN)
+		return DNS_BAD;
+	off += 4;
+	if (rcode == 3)
+		return MTA_DNS_NX;
+	if (rcode != 0)
+		return DNS_TEMP;
+	/* pass 1: every record well formed; the CNAMEs kept aside */
+	qoff = off;
+	for (k = 0; k < an; k++) {
+		if (wire_rr(wire, len, &off, &rrs[nrr]) == -1)
+			return DNS_BAD;
+		ans->total++;
+		if (rrs[nrr].class == C_IN && rrs[nrr].type == T_CNAME &&
+		    qtype != T_CNAME && nrr + 1 < MTA_DNS_MAXANSRR)
+			nrr++;
+	}
+	/* the CNAME chain inside the answer, from qname */
+	snprintf(cur, sizeof(cur), "%s", qname);
+	for (hops = 0;; hops++) {
+		for (i = 0; i < nrr; i++)
+			if (name_eq(rrs[i].owner, cur))
+				break;
+		if (i == nrr)
+			break;
+		if (hops == DNS_MAXCNAME)
+			return DNS_TEMP;	/* a loop or too long */
+		p = rrs[i].rdoff;
+		if (wire_name(wire, len, &p, name, &odd) == -1 ||
+		    p != rrs[i].rdoff + rrs[i].rdlen)
+			return DNS_BAD;
+		snprintf(cur, sizeof(cur), "%s", name);
+	}
+	snprintf(ans->name, sizeof(ans->name), "%s", cur);
+	/* pass 2: the records of the type for the end of the chain */
+	off = qoff;
+	for (k = 0; k < an; k++) {
+		struct wire_rr rr, *r = &rr;
+		struct mta_dnsrr *out;
+
+		(void)wire_rr(wire, len, &off, r);	/* checked above */
+		if (r->class != C_IN || r->type != qtype ||
+		    !name_eq(r->owner, cur))
+			continue;
+		if (qtype == T_MX) {
+			p = r->rdoff + 2;
+			if (r->rdlen < 3 || wire_name(wire, len, &p, name,
+			    &odd) == -1 || p != r->rdoff + r->rdlen) {
+				bad++;
+				continue;
+			}
+			keep_mx(ans, get16(wire + r->rdoff), name, odd);
+			continue;
+		}
+		if ((qtype == T_A && r->rdlen != 4) ||
+		    (qtype == T_AAAA && r->rdlen != 16) ||
+		    (qtype != T_A && qtype != T_AAAA)) {
+			bad++;
+			continue;
+		}
+		if (ans->n == MTA_DNS_MAXRR)
+			continue;
+		out = &ans->rr[ans->n++];
+		memset(out, 0, sizeof(*out));
+		out->family = qtype == T_A ? AF_INET : AF_INET6;
+		memcpy(out->addr, wire + r->rdoff, r->rdlen);
+	}
+	ans->bad = bad;
+	return ans->n == 0 && bad > 0 ? DNS_TEMP : MTA_DNS_OK;
+}
+
+/*
+ * The network: one question to the nameservers within the budget
+ */
+
+static uint64_t
+now_ms(void)
+{
+	return uv_hrtime() / 1000000;
+}
+
+/* make_query - the wire form of a recursive question; -1 if bad name */
+static int
+make_query(const char *name, uint16_t type, uint16_t id, uint8_t *q,
+    size_t *qlen)
+{
+	size_t o = 12, n;
+	const char *s = name, *dot;
+
+	memset(q, 0, 12);
+	q[0] = id >> 8;
+	q[1] = id & 0xff;
+	q[2] = 0x01;			/* RD */
+	q[5] = 1;			/* QDCOUNT */
+	if (strcmp(name, ".") != 0)
+		while (*s != '\0') {
+			dot = strchr(s, '.');
+			n = dot != NULL ? (size_t)(dot - s) : strlen(s);
+			if (n == 0 || n > 63 || o + n + 1 > 12 + 255)
+				return -1;
+			q[o++] = (uint8_t)n;
+			memcpy(q + o, s, n);
+			o += n;
+			s += n;
+			if (*s == '.' && *++s == '\0')
+				break;
+		}
+	q[o++] = 0;
+	q[o++] = type >> 8;
+	q[o++] = type & 0xff;
+	q[o++] = 0;
+	q[o++] = C_IN;
+	*qlen = o;
+	return 0;
+}
+
+/* net_send - one try to one server: 0 and the answer, or -1 */
+static int
+net_send(const struct sockaddr_storage *ns, socklen_t nslen, int tcp,
+    const uint8_t *q, size_t qlen, unsigned ms, uint8_t **out,
+    size_t *outlen)
+{
+	ldns_buffer *b;
 	ldns_status s;
-	int rc = -1;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
 
 	*out = NULL;
-	if ((dname = ldns_dname_new_frm_str(name)) == NULL)
-		return 2;
-	s = ldns_resolver_query_status(&pkt, r, dname, type,
-	    LDNS_RR_CLASS_IN, LDNS_RD);
-	ldns_rdf_deep_free(dname);
-	if (s != LDNS_STATUS_OK || pkt == NULL)
-		goto done;
-	switch (ldns_pkt_get_rcode(pkt)) {
-	case LDNS_RCODE_NOERROR:
-		*out = ldns_pkt_rr_list_by_type(pkt, type,
-		    LDNS_SECTION_ANSWER);
-		rc = 0;
-		break;
-	case LDNS_RCODE_NXDOMAIN:
-		rc = 2;
-		break;
-	default:
-		break;
+	if ((b = ldns_buffer_new(qlen)) == NULL)
+		return -1;
+	/* ldns sends from the start up to the position: no flip */
+	ldns_buffer_write(b, q, qlen);
+	s = tcp ? ldns_tcp_send(out, b, ns, nslen, tv, outlen) :
+	    ldns_udp_send(out, b, ns, nslen, tv, outlen);
+	ldns_buffer_free(b);
+	if (s != LDNS_STATUS_OK || *out == NULL) {
+		free(*out);
+		*out = NULL;
+		return -1;
 	}
-done:
-	ldns_pkt_free(pkt);
-	return rc;
+	return 0;
 }
+
+/* ask - one exchange, through the test transport if there is one */
+static int
+ask(struct dns_ctx *x, int ns, int tcp, const uint8_t *q, size_t qlen,
+    unsigned ms, uint8_t **out, size_t *outlen)
+{
+	x->queries++;
+	if (dns_transport != NULL)
+		return dns_transport(dns_transport_arg, q, qlen, tcp, ms, out,
+		    outlen);
+	return net_send(&x->ns[ns], x->nslen[ns], tcp, q, qlen, ms, out,
+	    outlen);
+}
+
+/*
+ * query - one question, answered within the lookup's budget (and what is
+ * left of the resolution's).  MTA_DNS_OK with ans, MTA_DNS_NX, or
+ * MTA_DNS_TEMP (no usable answer in time).  Garbage (another id, another
+ * question, no QR) is ignored and the next try made, as a resolver must.
+ */
+static int
+query(struct dns_ctx *x, const char *name, uint16_t type,
+    struct mta_dnsans *ans)
+{
+	uint8_t q[12 + 256 + 4], *a;
+	size_t qlen, alen;
+	uint64_t end, now;
+	uint16_t id;
+	unsigned ms;
+	int round, ns, tcp, rc;
+
+	memset(ans, 0, sizeof(*ans));
+	id = (uint16_t)arc4random();
+	if (make_query(name, type, id, q, &qlen) == -1)
+		return MTA_DNS_NX;	/* cannot exist as a name */
+	end = now_ms() + x->opt.lookup_ms;
+	if (end > x->end)
+		end = x->end;
+	for (round = 0; round < DNS_RETRY; round++)
+		for (ns = 0; ns < (dns_transport ? 1 : x->nns); ns++) {
+			for (tcp = 0; tcp < 2; tcp++) {
+				if ((now = now_ms()) >= end || dns_stopping)
+					return DNS_TEMP;
+				ms = end - now < dns_try_ms ?
+				    (unsigned)(end - now) : dns_try_ms;
+				if (ask(x, ns, tcp, q, qlen, ms, &a, &alen) ==
+				    -1)
+					break;
+				rc = mta_dns_parse_answer(a, alen, id, name,
+				    type, ans);
+				free(a);
+				if (rc == MTA_DNS_OK || rc == MTA_DNS_NX)
+					return rc;
+				if (rc != DNS_TC)
+					break;
+			}
+		}
+	return DNS_TEMP;
+}
+
+/*
+ * The resolution: MX, then the exchangers' addresses
+ */
 
 static void
 add_hop(struct mta_dnsres *res, const struct sockaddr_storage *ss,
-    const char *name)
+    const char *name, int max)
 {
 	int i;
 
-	if (res->nhop == MTA_MAXADDR)
+	if (res->nhop >= max || res->nhop == MTA_MAXADDR)
 		return;
 	for (i = 0; i < res->nhop; i++)
 		if (addr_equal_ip((const struct sockaddr *)ss,
@@ -214,41 +578,55 @@ add_hop(struct mta_dnsres *res, const struct sockaddr_storage *ss,
 	res->nhop++;
 }
 
+/* rr_sockaddr - a checked A/AAAA record as a socket address */
+static void
+rr_sockaddr(const struct mta_dnsrr *rr, uint16_t port,
+    struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (rr->family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		memcpy(&sin->sin_addr, rr->addr, 4);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		memcpy(&sin6->sin6_addr, rr->addr, 16);
+	}
+}
+
 /*
  * addrs - A then AAAA of host, appended to res unless they are ours.
  * 0 if the name exists, 2 if NXDOMAIN, -1 temporary; *self counts the
  * addresses that were ours.
  */
 static int
-addrs(ldns_resolver *r, const char *host, uint16_t port,
+addrs(struct dns_ctx *x, const char *host, uint16_t port,
     struct mta_dnsres *res, struct ifaddrs *ifa, int *self)
 {
-	static const ldns_rr_type types[] = { LDNS_RR_TYPE_A,
-	    LDNS_RR_TYPE_AAAA };
-	struct sockaddr_storage *ss;
-	ldns_rr_list *rrs;
-	size_t t, i, len;
+	static const uint16_t types[] = { T_A, T_AAAA };
+	struct sockaddr_storage ss;
+	struct mta_dnsans ans;
+	size_t t, i;
 	int rc, ok = 0, temp = 0;
 
 	for (t = 0; t < 2; t++) {
-		if ((rc = query(r, host, types[t], &rrs)) != 0) {
-			temp |= rc == -1;
+		if ((rc = query(x, host, types[t], &ans)) != MTA_DNS_OK) {
+			temp |= rc != MTA_DNS_NX;
 			continue;
 		}
 		ok = 1;
-		for (i = 0; rrs != NULL && i < ldns_rr_list_rr_count(rrs);
-		    i++) {
-			ss = ldns_rdf2native_sockaddr_storage(ldns_rr_rdf(
-			    ldns_rr_list_rr(rrs, i), 0), port, &len);
-			if (ss == NULL)
-				continue;
-			if (addr_is_self_in((struct sockaddr *)ss, ifa))
+		for (i = 0; i < ans.n; i++) {
+			rr_sockaddr(&ans.rr[i], port, &ss);
+			if (addr_is_self_in((struct sockaddr *)&ss, ifa))
 				(*self)++;
 			else
-				add_hop(res, ss, host);
-			LDNS_FREE(ss);
+				add_hop(res, &ss, host, x->opt.maxaddr);
 		}
-		ldns_rr_list_deep_free(rrs);
 	}
 	return ok ? 0 : temp ? -1 : 2;
 }
@@ -263,25 +641,30 @@ mx_cmp(const void *a, const void *b)
 	return x->rnd < y->rnd ? -1 : x->rnd > y->rnd;
 }
 
-/* mx_list - the MX records of domain, sorted, equal ones shuffled */
+/*
+ * mx_list - the usable exchangers, sorted, equal ones shuffled.  Names
+ * that are not host names (an address: RFC 5321 5.1 wants a name, odd
+ * bytes) are left out; *nnull counts the "." ones (RFC 7505).
+ */
 static size_t
-mx_list(ldns_rr_list *rrs, struct mx *mx)
+mx_list(const struct mta_dnsans *ans, struct mx *mx, size_t *nnull)
 {
-	ldns_rr *rr;
-	char *host;
-	size_t i, n = 0, len;
+	struct sockaddr_storage ss;
+	size_t i, n = 0;
 
-	for (i = 0; i < ldns_rr_list_rr_count(rrs) && n < DNS_MAXMX; i++) {
-		rr = ldns_rr_list_rr(rrs, i);
-		if ((host = ldns_rdf2str(ldns_rr_mx_exchange(rr))) == NULL)
+	*nnull = 0;
+	for (i = 0; i < ans->n; i++) {
+		const struct mta_dnsrr *rr = &ans->rr[i];
+
+		if (strcmp(rr->name, ".") == 0) {
+			(*nnull)++;
 			continue;
-		len = strlen(host);
-		if (len > 1 && host[len - 1] == '.')
-			host[len - 1] = '\0';
-		mx[n].pref = ldns_rdf2native_int16(ldns_rr_mx_preference(rr));
+		}
+		if (rr->odd || addr_parse(rr->name, 25, &ss) == 0)
+			continue;
+		mx[n].pref = rr->pref;
 		mx[n].rnd = arc4random();
-		snprintf(mx[n].host, sizeof(mx[n].host), "%s", host);
-		free(host);
+		snprintf(mx[n].host, sizeof(mx[n].host), "%s", rr->name);
 		n++;
 	}
 	qsort(mx, n, sizeof(*mx), mx_cmp);
@@ -310,18 +693,18 @@ literal(const char *name, uint16_t port, struct mta_dnsres *res)
 		dns_fail(res, 5, "5.4.6", "mail for %s loops back to myself",
 		    name);
 	else
-		add_hop(res, &ss, name);
+		add_hop(res, &ss, name, MTA_MAXADDR);
 	return 1;
 }
 
 /* implicit_mx - no MX records: the domain's own addresses (RFC 5321 5.1) */
 static int
-implicit_mx(ldns_resolver *r, const char *domain, uint16_t port,
+implicit_mx(struct dns_ctx *x, const char *domain, uint16_t port,
     struct mta_dnsres *res, struct ifaddrs *ifa)
 {
 	int rc, self = 0;
 
-	rc = addrs(r, domain, port, res, ifa, &self);
+	rc = addrs(x, domain, port, res, ifa, &self);
 	if (res->nhop > 0)
 		return 0;
 	if (self > 0)
@@ -334,16 +717,23 @@ implicit_mx(ldns_resolver *r, const char *domain, uint16_t port,
 	    domain);
 }
 
-/* exchangers - the addresses of the sorted MX hosts */
+/*
+ * exchangers - the addresses of the sorted MX hosts, until maxaddr of
+ * them or the resolution's deadline
+ */
 static int
-exchangers(ldns_resolver *r, struct mx *mx, size_t n, const char *domain,
+exchangers(struct dns_ctx *x, struct mx *mx, size_t n, const char *domain,
     uint16_t port, struct mta_dnsres *res, struct ifaddrs *ifa)
 {
 	size_t i;
 	int rc, self = 0, temp = 0;
 
-	for (i = 0; i < n; i++) {
-		rc = addrs(r, mx[i].host, port, res, ifa, &self);
+	for (i = 0; i < n && res->nhop < x->opt.maxaddr; i++) {
+		if (now_ms() >= x->end) {
+			temp = 1;
+			break;
+		}
+		rc = addrs(x, mx[i].host, port, res, ifa, &self);
 		if (rc == -1)
 			temp = 1;
 		/* RFC 5321 5.1: nothing at or after our own preference */
@@ -362,18 +752,63 @@ exchangers(ldns_resolver *r, struct mx *mx, size_t n, const char *domain,
 	    domain);
 }
 
-/*
- * mta_dns_mx_lookup - the next hops for mail to domain, synchronous.
- * 0 with res->hop filled, or -1 with res->status 4 or 5.
- */
-int
-mta_dns_mx_lookup(const char *domain, uint16_t port, struct mta_dnsres *res)
+/* ctx_init - the nameservers and the budget; -1 with res failed */
+static int
+ctx_init(struct dns_ctx *x, const struct mta_dnsopt *opt,
+    struct mta_dnsres *res)
 {
-	struct mx mx[DNS_MAXMX];
+	ldns_resolver *r = NULL;
+	ldns_rdf **ns;
+	struct sockaddr_storage *ss;
+	ldns_status s;
+	size_t i, len;
+
+	memset(x, 0, sizeof(*x));
+	x->opt = *opt;
+	if (x->opt.maxaddr < 1 || x->opt.maxaddr > MTA_MAXADDR)
+		x->opt.maxaddr = MTA_MAXADDR;
+	x->end = now_ms() + x->opt.resolve_ms;
+	if (dns_transport != NULL)
+		return 0;
+	if (dns_server[0] != '\0') {
+		if (addr_parse(dns_server, dns_port, &x->ns[0]) == -1)
+			return dns_fail(res, 4, "4.4.3", "bad DNS server %s",
+			    dns_server);
+		x->nslen[0] = x->ns[0].ss_family == AF_INET ?
+		    sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+		x->nns = 1;
+		return 0;
+	}
+	/* resolv.conf is ours, not the network's: ldns may read it */
+	if ((s = ldns_resolver_new_frm_file(&r, NULL)) != LDNS_STATUS_OK)
+		return dns_fail(res, 4, "4.4.3", "no resolver configuration: "
+		    "%s", ldns_get_errorstr_by_id(s));
+	ns = ldns_resolver_nameservers(r);
+	for (i = 0; i < ldns_resolver_nameserver_count(r) &&
+	    x->nns < DNS_MAXNS; i++) {
+		if (ns[i] == NULL || (ss = ldns_rdf2native_sockaddr_storage(
+		    ns[i], ldns_resolver_port(r), &len)) == NULL)
+			continue;
+		x->ns[x->nns] = *ss;
+		x->nslen[x->nns++] = (socklen_t)len;
+		LDNS_FREE(ss);
+	}
+	ldns_resolver_deep_free(r);
+	if (x->nns == 0)
+		return dns_fail(res, 4, "4.4.3", "no nameserver configured");
+	return 0;
+}
+
+/* mx_resolve - the next hops for mail to domain; 0, or -1 with res set */
+static int
+mx_resolve(const char *domain, uint16_t port, const struct mta_dnsopt *opt,
+    struct mta_dnsres *res)
+{
+	static __thread struct mx mx[DNS_MAXMX];
+	static __thread struct mta_dnsans ans;
 	struct ifaddrs *ifa = NULL;
-	ldns_resolver *r;
-	ldns_rr_list *rrs = NULL;
-	size_t n = 0;
+	struct dns_ctx x;
+	size_t n = 0, nnull = 0;
 	int rc = -1;
 
 	memset(res, 0, sizeof(*res));
@@ -381,44 +816,61 @@ mta_dns_mx_lookup(const char *domain, uint16_t port, struct mta_dnsres *res)
 		return res->status == 0 ? 0 : -1;
 	if (*domain == '\0')
 		return dns_fail(res, 5, "5.1.2", "no domain");
-	if ((r = resolver(res)) == NULL)
+	if (ctx_init(&x, opt, res) == -1)
 		return -1;
 	if (getifaddrs(&ifa) == -1)
 		ifa = NULL;
-	switch (query(r, domain, LDNS_RR_TYPE_MX, &rrs)) {
-	case 2:
+	switch (query(&x, domain, T_MX, &ans)) {
+	case MTA_DNS_NX:
 		dns_fail(res, 5, "5.1.2", "domain %s not found (NXDOMAIN)",
 		    domain);
 		goto done;
-	case -1:
+	case MTA_DNS_OK:
+		break;
+	default:
 		dns_fail(res, 4, "4.4.3", "temporary DNS failure looking up "
 		    "the MX of %s", domain);
 		goto done;
 	}
-	if (rrs != NULL)
-		n = mx_list(rrs, mx);
-	if (n == 1 && strcmp(mx[0].host, ".") == 0)
+	n = mx_list(&ans, mx, &nnull);
+	if (n == 0 && nnull > 0)
 		dns_fail(res, 5, "5.1.10", "domain %s accepts no mail (null "
 		    "MX)", domain);
+	else if (n == 0 && ans.n > 0)
+		dns_fail(res, 5, "5.4.4", "no usable MX host name for %s",
+		    domain);
 	else if (n == 0)
-		rc = implicit_mx(r, domain, port, res, ifa);
+		rc = implicit_mx(&x, domain, port, res, ifa);
 	else
-		rc = exchangers(r, mx, n, domain, port, res, ifa);
+		rc = exchangers(&x, mx, n, domain, port, res, ifa);
 done:
-	ldns_rr_list_deep_free(rrs);
-	ldns_resolver_deep_free(r);
 	if (ifa != NULL)
 		freeifaddrs(ifa);
 	return rc;
 }
 
+/*
+ * mta_dns_mx_lookup - the next hops for mail to domain, synchronous,
+ * with the default budget.  0 with res->hop filled, or -1 with
+ * res->status 4 or 5.
+ */
+int
+mta_dns_mx_lookup(const char *domain, uint16_t port, struct mta_dnsres *res)
+{
+	struct mta_dnsopt opt;
+
+	mta_dns_opt_default(&opt);
+	return mx_resolve(domain, port, &opt, res);
+}
+
 /* host_lookup - A/AAAA of a relay host name, or the address itself */
 static int
-host_lookup(const char *host, uint16_t port, struct mta_dnsres *res)
+host_lookup(const char *host, uint16_t port, const struct mta_dnsopt *opt,
+    struct mta_dnsres *res)
 {
 	struct sockaddr_storage ss;
 	struct ifaddrs *ifa = NULL;
-	ldns_resolver *r;
+	struct dns_ctx x;
 	int rc = -1, self = 0, q;
 
 	memset(res, 0, sizeof(*res));
@@ -428,14 +880,14 @@ host_lookup(const char *host, uint16_t port, struct mta_dnsres *res)
 		if (mta_dns_is_self((struct sockaddr *)&ss))
 			return dns_fail(res, 5, "5.4.6", "relay host %s is "
 			    "this box", host);
-		add_hop(res, &ss, host);
+		add_hop(res, &ss, host, MTA_MAXADDR);
 		return 0;
 	}
-	if ((r = resolver(res)) == NULL)
+	if (ctx_init(&x, opt, res) == -1)
 		return -1;
 	if (getifaddrs(&ifa) == -1)
 		ifa = NULL;
-	q = addrs(r, host, port, res, ifa, &self);
+	q = addrs(&x, host, port, res, ifa, &self);
 	if (res->nhop > 0)
 		rc = 0;
 	else if (self > 0)
@@ -444,11 +896,14 @@ host_lookup(const char *host, uint16_t port, struct mta_dnsres *res)
 		dns_fail(res, 4, "4.4.4", "relay host %s not found", host);
 	else
 		dns_fail(res, 4, "4.4.3", "no address for relay host %s", host);
-	ldns_resolver_deep_free(r);
 	if (ifa != NULL)
 		freeifaddrs(ifa);
 	return rc;
 }
+
+/*
+ * The queue of resolutions on the threadpool
+ */
 
 static void
 dns_work(uv_work_t *w)
@@ -456,20 +911,29 @@ dns_work(uv_work_t *w)
 	struct dns_req *req = w->data;
 
 	if (req->mx)
-		mta_dns_mx_lookup(req->name, req->port, &req->res);
+		mx_resolve(req->name, req->port, &req->opt, &req->res);
 	else
-		host_lookup(req->name, req->port, &req->res);
+		host_lookup(req->name, req->port, &req->opt, &req->res);
 }
 
 static void	dns_next(void);
 
-/* dns_finish - the answer (or a failure) to the caller, on the loop */
+/* dns_finish - the answer (or a failure) to every caller, on the loop */
 static void
 dns_finish(struct dns_req *req, int status)
 {
+	struct dns_waiter *wt;
+	struct mta_dnsres res;
+
 	if (status != 0)
 		dns_fail(&req->res, 4, "4.4.3", "lookup cancelled");
-	req->cb(req->arg, &req->res);
+	while ((wt = req->waiters) != NULL) {
+		req->waiters = wt->next;
+		dns_ncallers--;
+		res = req->res;		/* each caller may keep its copy */
+		wt->cb(wt->arg, &res);
+		free(wt);
+	}
 	free(req->name);
 	free(req);
 }
@@ -477,8 +941,11 @@ dns_finish(struct dns_req *req, int status)
 static void
 dns_done(uv_work_t *w, int status)
 {
+	struct dns_req *req = w->data;
+
 	dns_inflight--;
-	dns_finish(w->data, status);
+	TAILQ_REMOVE(&dns_running, req, entry);
+	dns_finish(req, status);
 	dns_next();
 }
 
@@ -492,45 +959,84 @@ dns_next(void)
 	while (dns_inflight < DNS_MAXINFLIGHT &&
 	    (req = TAILQ_FIRST(&dns_waiting)) != NULL) {
 		TAILQ_REMOVE(&dns_waiting, req, entry);
-		dns_nwaiting--;
+		TAILQ_INSERT_TAIL(&dns_running, req, entry);
 		dns_inflight++;
 		if ((rc = uv_queue_work(req->loop, &req->req, dns_work,
 		    dns_done)) != 0) {
 			log_warnx("dns: uv_queue_work: %s", uv_strerror(rc));
 			dns_inflight--;
+			TAILQ_REMOVE(&dns_running, req, entry);
 			dns_finish(req, rc);
 		}
 	}
+}
+
+/* dns_same - a request for this question already waiting or running */
+static struct dns_req *
+dns_same(struct dns_reqq *q, const char *name, uint16_t port, int mx)
+{
+	struct dns_req *req;
+
+	TAILQ_FOREACH(req, q, entry)
+		if (req->port == port && req->mx == mx &&
+		    strcasecmp(req->name, name) == 0)
+			return req;
+	return NULL;
 }
 
 static void
 dns_start(uv_loop_t *loop, const char *name, uint16_t port, int mx,
     mta_dns_cb cb, void *arg)
 {
+	const struct policy_queue *pq = &policy_current()->queue;
+	struct dns_waiter *wt;
 	struct dns_req *req;
 
+	wt = xcalloc(1, sizeof(*wt));
+	wt->cb = cb;
+	wt->arg = arg;
+	dns_ncallers++;
+	/* one resolution per question: a slow domain holds one thread */
+	if ((req = dns_same(&dns_running, name, port, mx)) != NULL ||
+	    (req = dns_same(&dns_waiting, name, port, mx)) != NULL) {
+		wt->next = req->waiters;
+		req->waiters = wt;
+		return;
+	}
 	req = xcalloc(1, sizeof(*req));
 	req->loop = loop;
 	req->name = xstrdup(name);
 	req->port = port;
 	req->mx = mx;
-	req->cb = cb;
-	req->arg = arg;
+	req->waiters = wt;
+	req->opt.lookup_ms = pq->dns_timeout * 1000;
+	req->opt.resolve_ms = pq->resolve_timeout * 1000;
+	req->opt.maxaddr = (int)pq->max_addresses;
 	req->req.data = req;
 	TAILQ_INSERT_TAIL(&dns_waiting, req, entry);
-	dns_nwaiting++;
 	dns_next();
 }
 
-/* mta_dns_stop - lookups still waiting for a thread fail now */
+/* mta_dns_init - lookups may run (again) */
+void
+mta_dns_init(void)
+{
+	dns_stopping = 0;
+}
+
+/*
+ * mta_dns_stop - lookups still waiting for a thread fail now; running
+ * ones stop at their next try (a try takes 5 seconds at most)
+ */
 void
 mta_dns_stop(void)
 {
 	struct dns_req *req;
 
+	dns_stopping = 1;
+
 	while ((req = TAILQ_FIRST(&dns_waiting)) != NULL) {
 		TAILQ_REMOVE(&dns_waiting, req, entry);
-		dns_nwaiting--;
 		dns_finish(req, UV_ECANCELED);
 	}
 }

@@ -325,11 +325,11 @@ mta_start(uv_loop_t *loop)
 
 	mta_loop = loop;
 	/*
-	 * The threadpool runs the spool's batches, DNS lookups (at most
-	 * DNS_MAXINFLIGHT, dns.c) and body reads: the default 4 threads
-	 * could all wait on a slow resolver while a batch waits for one.
+	 * The threadpool runs the spool's batches, DNS resolutions (at most
+	 * DNS_MAXINFLIGHT, 16, dns.c) and body reads: slow resolvers must
+	 * not take the threads a batch waits for, so 8 more than DNS takes.
 	 */
-	setenv("UV_THREADPOOL_SIZE", "8", 0);
+	setenv("UV_THREADPOOL_SIZE", "24", 0);
 	if (mta_spool_init(loop, p->spool) == -1)
 		return -1;
 	mta_queue_init(loop);

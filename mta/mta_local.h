@@ -210,6 +210,44 @@ struct mta_dnsres {
 	int		 nhop;
 };
 typedef void	(*mta_dns_cb)(void *, struct mta_dnsres *);
+
+/* a resolution's budget (queue { dns-timeout, resolve-timeout, ... }) */
+struct mta_dnsopt {
+	unsigned	 lookup_ms;	/* one question, every try together */
+	unsigned	 resolve_ms;	/* the whole resolution */
+	int		 maxaddr;	/* next-hop addresses kept */
+};
+
+/* mta_dns_parse_answer: the checked records of one answer */
+#define MTA_DNS_OK	0		/* records (maybe none: NODATA) */
+#define MTA_DNS_NX	2		/* NXDOMAIN */
+#define MTA_DNS_TEMP	(-1)		/* server failure, CNAME loop */
+#define MTA_DNS_TC	(-2)		/* truncated: ask over TCP */
+#define MTA_DNS_BAD	(-3)		/* not an answer to the question */
+#define MTA_DNS_MAXRR	16		/* records kept (MX: the best) */
+#define MTA_DNS_MAXANSRR 512		/* answer records looked at */
+struct mta_dnsrr {
+	uint16_t	 pref;		/* MX */
+	int		 odd;		/* MX: name is not a host name */
+	int		 family;	/* A, AAAA: AF_INET, AF_INET6 */
+	uint8_t		 addr[16];
+	char		 name[256];	/* MX: the exchanger, "." null MX */
+};
+struct mta_dnsans {
+	int		 rcode;
+	char		 name[256];	/* where the CNAME chain ended */
+	size_t		 total;		/* answer records in the packet */
+	size_t		 bad;		/* malformed records of the type */
+	size_t		 n;
+	struct mta_dnsrr rr[MTA_DNS_MAXRR];
+};
+int		 mta_dns_parse_answer(const uint8_t *, size_t, uint16_t,
+		    const char *, uint16_t, struct mta_dnsans *);
+/* the network call: query wire in, answer wire out (malloc'd); 0 / -1 */
+typedef int	(*mta_dns_transport)(void *, const uint8_t *, size_t, int,
+		    unsigned, uint8_t **, size_t *);
+void		 mta_dns_set_transport(mta_dns_transport, void *);
+void		 mta_dns_opt_default(struct mta_dnsopt *);
 void		 mta_dns_mx(uv_loop_t *, const char *, uint16_t, mta_dns_cb,
 		    void *);
 void		 mta_dns_host(uv_loop_t *, const char *, uint16_t, mta_dns_cb,
@@ -218,6 +256,7 @@ int		 mta_dns_is_self(const struct sockaddr *);
 int		 mta_dns_mx_lookup(const char *, uint16_t, struct mta_dnsres *);
 unsigned	 mta_dns_busy(void);
 unsigned	 mta_dns_running(void);
+void		 mta_dns_init(void);
 void		 mta_dns_stop(void);
 void		 mta_dns_set_server(const char *, uint16_t, unsigned);
 

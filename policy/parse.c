@@ -1391,6 +1391,12 @@ static const struct keyword queue_kw[] = {
 	    offsetof(struct policy_queue, fsync), 0, 0, NULL },
 	{ "concurrency", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy_queue, concurrency), 1, 1000, NULL },
+	{ "dns-timeout", 1, 1, 0, NULL, V_DUR,
+	    offsetof(struct policy_queue, dns_timeout), 1, 600, NULL },
+	{ "resolve-timeout", 1, 1, 0, NULL, V_DUR,
+	    offsetof(struct policy_queue, resolve_timeout), 1, 3600, NULL },
+	{ "max-addresses", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_queue, max_addresses), 1, 16, NULL },
 	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
 };
 

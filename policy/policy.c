@@ -51,6 +51,9 @@ policy_new(const char *path)
 	pol->queue.min_free = 100ULL << 20;
 	pol->queue.fsync = 1;
 	pol->queue.concurrency = 10;
+	pol->queue.dns_timeout = 30;
+	pol->queue.resolve_timeout = 90;
+	pol->queue.max_addresses = 5;
 
 	pol->limits.conn_per_client = 50;
 	pol->limits.conn_rate = 0;

@@ -80,6 +80,9 @@ struct policy_queue {
 	uint64_t	 min_free;		/* bytes */
 	int		 fsync;			/* 1: fsync before 250 */
 	unsigned	 concurrency;		/* per destination */
+	unsigned	 dns_timeout;		/* one DNS question, seconds */
+	unsigned	 resolve_timeout;	/* one next-hop resolution */
+	unsigned	 max_addresses;		/* next-hop addresses tried */
 };
 
 struct policy_limits {

@@ -1345,12 +1345,216 @@ test_reuse_closed_requeue(void **state)
  * DNS failures: a server that answers SERVFAIL, one that never answers
  */
 
+struct wb;
 struct dns_srv {
 	int		 fd;
 	uint16_t	 port;
 	int		 servfail;	/* answer, else stay silent */
+	/* or answer from this table: the hostile cases */
+	void		(*answer)(struct wb *, const char *, uint16_t,
+			    uint16_t);
 	uv_thread_t	 thread;
 };
+
+/*
+ * Hostile DNS answers: a wire builder, the answers per query name, and
+ * rows through the live resolver (a loopback server) and through the
+ * parser alone (mta_dns_parse_answer)
+ */
+struct wb {
+	uint8_t		 b[65536];
+	size_t		 n;
+};
+
+static void
+wb_put(struct wb *w, const void *p, size_t n)
+{
+	assert_true(w->n + n <= sizeof(w->b));
+	memcpy(w->b + w->n, p, n);
+	w->n += n;
+}
+
+static void
+wb_16(struct wb *w, unsigned v)
+{
+	uint8_t b[2] = { (uint8_t)(v >> 8), (uint8_t)v };
+
+	wb_put(w, b, 2);
+}
+
+static void
+wb_name(struct wb *w, const char *name)
+{
+	const char *dot;
+	uint8_t n;
+
+	while (*name != '\0' && strcmp(name, ".") != 0) {
+		dot = strchr(name, '.');
+		n = (uint8_t)(dot != NULL ? (size_t)(dot - name) :
+		    strlen(name));
+		wb_put(w, &n, 1);
+		wb_put(w, name, n);
+		name += n + (dot != NULL);
+	}
+	wb_put(w, "", 1);
+}
+
+/* wb_hdr - header and question; flags 0x8180: QR RD RA NOERROR */
+static void
+wb_hdr(struct wb *w, unsigned id, unsigned flags, unsigned an,
+    const char *qname, unsigned qtype)
+{
+	w->n = 0;
+	wb_16(w, id);
+	wb_16(w, flags);
+	wb_16(w, 1);
+	wb_16(w, an);
+	wb_16(w, 0);
+	wb_16(w, 0);
+	wb_name(w, qname);
+	wb_16(w, qtype);
+	wb_16(w, 1);
+}
+
+static void
+wb_rr(struct wb *w, const char *owner, unsigned type, uint32_t ttl,
+    const void *rd, size_t rdlen)
+{
+	wb_name(w, owner);
+	wb_16(w, type);
+	wb_16(w, 1);
+	wb_16(w, ttl >> 16);
+	wb_16(w, ttl & 0xffff);
+	wb_16(w, (unsigned)rdlen);
+	wb_put(w, rd, rdlen);
+}
+
+static void
+wb_mx(struct wb *w, const char *owner, unsigned pref, const char *host)
+{
+	struct wb rd;
+
+	rd.n = 0;
+	wb_16(&rd, pref);
+	wb_name(&rd, host);
+	wb_rr(w, owner, 15, 3600, rd.b, rd.n);
+}
+
+static void
+wb_cname(struct wb *w, const char *owner, const char *target)
+{
+	struct wb rd;
+
+	rd.n = 0;
+	wb_name(&rd, target);
+	wb_rr(w, owner, 5, 3600, rd.b, rd.n);
+}
+
+static const uint8_t ip_mx[4] = { 192, 0, 2, 21 };
+
+/*
+ * hostile_answer - the answer to (name, type) with id: one case per
+ * domain, "mx.NAME" its exchanger
+ */
+static void
+hostile_answer(struct wb *w, const char *q, uint16_t type, uint16_t id)
+{
+	const char *name = q;
+	char owner[300];
+	unsigned i;
+
+	if (strncmp(name, "mx.", 3) == 0)
+		name += 3;
+	snprintf(owner, sizeof(owner), "mx.%s", name);
+	if (type == 15) {		/* MX */
+		if (strcmp(name, "nullmx.test") == 0) {
+			wb_hdr(w, id, 0x8180, 1, q, type);
+			wb_mx(w, q, 0, ".");
+		} else if (strcmp(name, "ipmx.test") == 0) {
+			wb_hdr(w, id, 0x8180, 2, q, type);
+			wb_mx(w, q, 10, "192.0.2.21");
+			wb_mx(w, q, 20, "[192.0.2.21]");
+		} else if (strcmp(name, "loop.test") == 0) {
+			wb_hdr(w, id, 0x8180, 2, q, type);
+			wb_cname(w, q, "loop2.test");
+			wb_cname(w, "loop2.test", q);
+		} else if (strcmp(name, "chain.test") == 0) {
+			wb_hdr(w, id, 0x8180, 2, q, type);
+			wb_cname(w, q, "target.test");
+			wb_mx(w, "target.test", 10, "mx.chain.test");
+		} else if (strcmp(name, "other.test") == 0) {
+			/* records for a name nobody asked about */
+			wb_hdr(w, id, 0x8180, 1, q, type);
+			wb_mx(w, "evil.test", 10, "mx.other.test");
+		} else if (strcmp(name, "badid.test") == 0) {
+			wb_hdr(w, id ^ 1, 0x8180, 1, q, type);
+			wb_mx(w, q, 10, owner);
+		} else if (strcmp(name, "noqr.test") == 0) {
+			wb_hdr(w, id, 0x0180, 1, q, type);
+			wb_mx(w, q, 10, owner);
+		} else if (strcmp(name, "tc.test") == 0) {
+			wb_hdr(w, id, 0x8380, 0, q, type);
+		} else if (strcmp(name, "short.test") == 0) {
+			wb_hdr(w, id, 0x8180, 1, q, type);
+			wb_mx(w, q, 10, owner);
+			w->n -= 5;	/* cut inside the exchanger */
+		} else if (strcmp(name, "many.test") == 0) {
+			wb_hdr(w, id, 0x8180, 10, q, type);
+			for (i = 0; i < 10; i++) {
+				snprintf(owner, sizeof(owner), "mx%u.many.test",
+				    i);
+				wb_mx(w, q, 10 + i, owner);
+			}
+		} else {
+			wb_hdr(w, id, 0x8180, 1, q, type);
+			wb_mx(w, q, 10, owner);
+		}
+		return;
+	}
+	if (type == 1 && strcmp(name, "a0.test") == 0) {
+		wb_hdr(w, id, 0x8180, 1, q, type);
+		wb_rr(w, q, 1, 3600, "", 0);		/* RDLENGTH 0 */
+	} else if (type == 1 && strstr(q, ".many.test") != NULL) {
+		uint8_t a[4] = { 192, 0, 2, 0 };
+
+		a[3] = (uint8_t)(100 + q[2] - '0');
+		wb_hdr(w, id, 0x8180, 1, q, type);
+		wb_rr(w, q, 1, 3600, a, 4);
+	} else if (type == 1) {
+		/* the exchanger's address; for "X" itself a wrong owner */
+		wb_hdr(w, id, 0x8180, 1, q, type);
+		wb_rr(w, owner, 1, 0xffffffffu, ip_mx, 4);	/* huge TTL */
+	} else if (type == 28 && strcmp(name, "a0.test") == 0) {
+		wb_hdr(w, id, 0x8180, 1, q, type);
+		wb_rr(w, q, 28, 3600, ip_mx, 4);	/* short AAAA */
+	} else
+		wb_hdr(w, id, 0x8180, 0, q, type);	/* NODATA */
+}
+
+/* dns_srv_table - parse the question, answer from d->answer */
+static void
+dns_srv_table(struct dns_srv *d, const uint8_t *q, size_t n,
+    const struct sockaddr_storage *from, socklen_t flen)
+{
+	static struct wb w;
+	char name[256];
+	size_t off = 12, o = 0;
+
+	while (off < n && q[off] != 0 && o + q[off] + 1 < sizeof(name) &&
+	    off + 1 + q[off] <= n) {
+		if (o > 0)
+			name[o++] = '.';
+		memcpy(name + o, q + off + 1, q[off]);
+		o += q[off];
+		off += 1 + q[off];
+	}
+	name[o] = '\0';
+	if (off + 5 > n)
+		return;
+	d->answer(&w, name, (uint16_t)(q[off + 1] << 8 | q[off + 2]),
+	    (uint16_t)(q[0] << 8 | q[1]));
+	sendto(d->fd, w.b, w.n, 0, (const struct sockaddr *)from, flen);
+}
 
 static void
 dns_srv_run(void *arg)
@@ -1367,6 +1571,10 @@ dns_srv_run(void *arg)
 		    (struct sockaddr *)&from, &flen);
 		if (n <= 0)
 			return;		/* shut down: done */
+		if (n >= 12 && d->answer != NULL) {
+			dns_srv_table(d, pkt, (size_t)n, &from, flen);
+			continue;
+		}
 		if (n < 12 || !d->servfail)
 			continue;
 		pkt[2] = 0x80 | (pkt[2] & 0x79);	/* QR, opcode, RD */
@@ -1377,13 +1585,15 @@ dns_srv_run(void *arg)
 }
 
 static void
-dns_srv_start(struct dns_srv *d, int servfail)
+dns_srv_start_fn(struct dns_srv *d, int servfail,
+    void (*answer)(struct wb *, const char *, uint16_t, uint16_t))
 {
 	struct sockaddr_in sin;
 	socklen_t len = sizeof(sin);
 
 	memset(d, 0, sizeof(*d));
 	d->servfail = servfail;
+	d->answer = answer;
 	d->fd = socket(AF_INET, SOCK_DGRAM, 0);
 	assert_true(d->fd >= 0);
 	memset(&sin, 0, sizeof(sin));
@@ -1394,6 +1604,12 @@ dns_srv_start(struct dns_srv *d, int servfail)
 	d->port = ntohs(sin.sin_port);
 	assert_int_equal(uv_thread_create(&d->thread, dns_srv_run, d), 0);
 	mta_dns_set_server("127.0.0.1", d->port, 200);
+}
+
+static void
+dns_srv_start(struct dns_srv *d, int servfail)
+{
+	dns_srv_start_fn(d, servfail, NULL);
 }
 
 static void
@@ -1480,6 +1696,199 @@ test_dns_servfail_defers(void **state)
 	dns_srv_stop(&d);
 }
 
+/* each hostile answer through the live resolver: no crash, RFC outcome */
+static void
+test_dns_hostile_live(void **state)
+{
+	static const struct {
+		const char	*domain;
+		int		 rc, status;
+		const char	*code;
+	} rows[] = {
+		{ "nullmx.test", -1, 5, "5.1.10" },
+		{ "a0.test", -1, 4, "4.4.3" },	/* A RDLENGTH 0: aborted */
+		{ "ipmx.test", -1, 5, "5.4.4" },
+		{ "loop.test", -1, 4, "4.4.3" },
+		{ "other.test", -1, 5, "5.1.2" },
+		{ "badid.test", -1, 4, "4.4.3" },
+		{ "noqr.test", -1, 4, "4.4.3" },
+		{ "tc.test", -1, 4, "4.4.3" },
+		{ "short.test", -1, 4, "4.4.3" },
+		{ "chain.test", 0, 0, "" },
+		{ "good.test", 0, 0, "" },
+	};
+	struct mta_dnsres res;
+	struct sockaddr_in *sin;
+	struct dns_srv d;
+	size_t i;
+	int rc;
+
+	dns_srv_start_fn(&d, 0, hostile_answer);
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		rc = mta_dns_mx_lookup(rows[i].domain, 25, &res);
+		if (rc != rows[i].rc || res.status != rows[i].status ||
+		    strcmp(res.code, rows[i].code) != 0)
+			fail_msg("%s: rc %d status %d code %s (%s)",
+			    rows[i].domain, rc, res.status, res.code, res.err);
+		if (rc == 0) {
+			assert_int_equal(res.nhop, 1);
+			sin = (struct sockaddr_in *)&res.hop[0].addr;
+			assert_int_equal(ntohl(sin->sin_addr.s_addr),
+			    0xc0000215);
+			assert_has(res.hop[0].name, "mx.");
+		}
+	}
+	/* ten exchangers with an address each: five addresses kept */
+	assert_int_equal(mta_dns_mx_lookup("many.test", 25, &res), 0);
+	assert_int_equal(res.nhop, 5);
+	for (i = 0; i < 5; i++)
+		assert_int_equal(ntohl(((struct sockaddr_in *)
+		    &res.hop[i].addr)->sin_addr.s_addr) & 0xff, 100 + i);
+	dns_srv_stop(&d);
+}
+
+/* parse - mta_dns_parse_answer of the builder's bytes */
+static int
+parse(const struct wb *w, const char *qname, uint16_t qtype,
+    struct mta_dnsans *ans)
+{
+	return mta_dns_parse_answer(w->b, w->n, 0x1234, qname, qtype, ans);
+}
+
+/* the parser alone, on answers no live server needs to send */
+static void
+test_dns_parse_hostile(void **state)
+{
+	static struct wb w;
+	static struct mta_dnsans ans;
+	static const uint8_t a4[4] = { 192, 0, 2, 1 }, a16[16] = { 0x20, 1,
+	    0xd, 0xb8 };
+	char name[64];
+	size_t i, full;
+	unsigned k;
+
+	/* A RDLENGTH 0, AAAA of 4 bytes: malformed, temporary */
+	wb_hdr(&w, 0x1234, 0x8180, 1, "h.test", 1);
+	wb_rr(&w, "h.test", 1, 60, "", 0);
+	assert_int_equal(parse(&w, "h.test", 1, &ans), MTA_DNS_TEMP);
+	assert_int_equal(ans.bad, 1);
+	wb_hdr(&w, 0x1234, 0x8180, 1, "h.test", 28);
+	wb_rr(&w, "h.test", 28, 60, a4, 4);
+	assert_int_equal(parse(&w, "h.test", 28, &ans), MTA_DNS_TEMP);
+	/* a good one next to a bad one is used; huge TTL, any case */
+	wb_hdr(&w, 0x1234, 0x8180, 3, "h.test", 1);
+	wb_rr(&w, "h.test", 1, 60, "", 0);
+	wb_rr(&w, "H.TEST", 1, 0xffffffffu, a4, 4);
+	wb_rr(&w, "h.test", 28, 60, a16, 16);	/* another type: ignored */
+	assert_int_equal(parse(&w, "h.test", 1, &ans), MTA_DNS_OK);
+	assert_int_equal(ans.n, 1);
+	assert_int_equal(ans.rr[0].family, AF_INET);
+	assert_memory_equal(ans.rr[0].addr, a4, 4);
+	wb_hdr(&w, 0x1234, 0x8180, 1, "h.test", 28);
+	wb_rr(&w, "h.test", 28, 60, a16, 16);
+	assert_int_equal(parse(&w, "h.test", 28, &ans), MTA_DNS_OK);
+	assert_int_equal(ans.rr[0].family, AF_INET6);
+
+	/* every cut of a good answer is refused, none read past the end */
+	wb_hdr(&w, 0x1234, 0x8180, 2, "d.test", 15);
+	wb_mx(&w, "d.test", 10, "mx.d.test");
+	wb_mx(&w, "d.test", 20, "mx2.d.test");
+	full = w.n;
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_OK);
+	assert_int_equal(ans.n, 2);
+	for (i = 0; i < full; i++) {
+		w.n = i;
+		assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_BAD);
+	}
+	w.n = full;
+	/* not an answer to our question */
+	assert_int_equal(mta_dns_parse_answer(w.b, w.n, 0x4321, "d.test", 15,
+	    &ans), MTA_DNS_BAD);
+	assert_int_equal(parse(&w, "e.test", 15, &ans), MTA_DNS_BAD);
+	assert_int_equal(parse(&w, "d.test", 1, &ans), MTA_DNS_BAD);
+	w.b[2] &= 0x7f;				/* QR missing */
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_BAD);
+	w.b[2] |= 0x80 | 0x10;			/* opcode 2 */
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_BAD);
+	w.b[2] = 0x83;				/* TC */
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_TC);
+	w.b[2] = 0x81;
+	w.b[3] = 0x83;				/* NXDOMAIN */
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_NX);
+	w.b[3] = 0x82;				/* SERVFAIL */
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_TEMP);
+
+	/* compression: a pointer to itself, a pointer forward */
+	wb_hdr(&w, 0x1234, 0x8180, 1, "d.test", 15);
+	i = w.n;
+	wb_put(&w, (const uint8_t[]){ 0xc0 | (uint8_t)(i >> 8),
+	    (uint8_t)i }, 2);
+	wb_16(&w, 15); wb_16(&w, 1); wb_16(&w, 0); wb_16(&w, 60);
+	wb_16(&w, 4); wb_16(&w, 10); wb_put(&w, (const uint8_t[]){ 0xc0,
+	    0x0c }, 2);
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_BAD);
+	w.b[i + 1] = (uint8_t)(i + 2);
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_BAD);
+	w.b[i + 1] = 0x0c;			/* to the question: fine */
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_OK);
+	assert_string_equal(ans.rr[0].name, "d.test");
+	/* MX whose name does not end where its rdata does */
+	w.b[w.n - 5] = 5;
+	wb_put(&w, "xyz", 1);
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_TEMP);
+
+	/* thousands of MX: the 16 best preferences are kept */
+	wb_hdr(&w, 0x1234, 0x8180, 2000, "d.test", 15);
+	for (k = 0; k < 2000; k++) {
+		wb_put(&w, (const uint8_t[]){ 0xc0, 0x0c }, 2);
+		wb_16(&w, 15); wb_16(&w, 1); wb_16(&w, 0); wb_16(&w, 60);
+		snprintf(name, sizeof(name), "m%u", k);
+		wb_16(&w, 2 + 1 + (unsigned)strlen(name) + 2);
+		wb_16(&w, 2000 - k);
+		{
+			uint8_t l = (uint8_t)strlen(name);
+
+			wb_put(&w, &l, 1);
+			wb_put(&w, name, l);
+		}
+		wb_put(&w, (const uint8_t[]){ 0xc0, 0x0c }, 2);
+	}
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_OK);
+	assert_int_equal(ans.total, 2000);
+	assert_int_equal(ans.n, MTA_DNS_MAXRR);
+	for (i = 0; i < ans.n; i++)
+		assert_true(ans.rr[i].pref <= MTA_DNS_MAXRR);
+
+	/* CNAME chain inside the answer, and one too long */
+	wb_hdr(&w, 0x1234, 0x8180, 3, "d.test", 1);
+	wb_cname(&w, "d.test", "c1.test");
+	wb_cname(&w, "c1.test", "c2.test");
+	wb_rr(&w, "c2.test", 1, 60, a4, 4);
+	assert_int_equal(parse(&w, "d.test", 1, &ans), MTA_DNS_OK);
+	assert_int_equal(ans.n, 1);
+	assert_string_equal(ans.name, "c2.test");
+	wb_hdr(&w, 0x1234, 0x8180, 12, "d.test", 1);
+	wb_cname(&w, "d.test", "c0.test");
+	for (k = 0; k < 11; k++) {
+		char a[16], b[16];
+
+		snprintf(a, sizeof(a), "c%u.test", k);
+		snprintf(b, sizeof(b), "c%u.test", k + 1);
+		wb_cname(&w, a, b);
+	}
+	assert_int_equal(parse(&w, "d.test", 1, &ans), MTA_DNS_TEMP);
+	/* a label with odd bytes: kept for comparing, marked */
+	wb_hdr(&w, 0x1234, 0x8180, 1, "d.test", 15);
+	wb_mx(&w, "d.test", 10, "[192.0.2.1]");
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_OK);
+	assert_int_equal(ans.rr[0].odd, 1);
+	/* a null MX */
+	wb_hdr(&w, 0x1234, 0x8180, 1, "d.test", 15);
+	wb_mx(&w, "d.test", 0, ".");
+	assert_int_equal(parse(&w, "d.test", 15, &ans), MTA_DNS_OK);
+	assert_string_equal(ans.rr[0].name, ".");
+}
+
 int
 main(void)
 {
@@ -1514,6 +1923,8 @@ main(void)
 		T(test_dns_servfail_timeout),
 		T(test_dns_cap),
 		T(test_dns_servfail_defers),
+		T(test_dns_hostile_live),
+		T(test_dns_parse_hostile),
 	};
 
 	log_init("test_mta", 1, getenv("MXB_VERBOSE") != NULL);
