@@ -224,6 +224,9 @@ test_defaults(void **state UNUSED)
 	assert_int_equal(pol->queue.min_free, 100 << 20);
 	assert_int_equal(pol->queue.fsync, 1);
 	assert_int_equal(pol->queue.concurrency, 10);
+	assert_int_equal(pol->queue.dns_timeout, 30);
+	assert_int_equal(pol->queue.resolve_timeout, 90);
+	assert_int_equal(pol->queue.max_addresses, 5);
 	assert_int_equal(pol->limits.conn_per_client, 50);
 	assert_int_equal(pol->limits.conn_rate, 0);
 	assert_int_equal(pol->limits.client_prefix4, 32);
@@ -273,6 +276,9 @@ static const struct value_case {
 	{ "queue { fsync no }", PO(queue.fsync), 4, 0 },
 	{ "queue { fsync yes }", PO(queue.fsync), 4, 1 },
 	{ "queue { concurrency 3 }", PO(queue.concurrency), 4, 3 },
+	{ "queue { dns-timeout 10s }", PO(queue.dns_timeout), 4, 10 },
+	{ "queue { resolve-timeout 2m }", PO(queue.resolve_timeout), 4, 120 },
+	{ "queue { max-addresses 2 }", PO(queue.max_addresses), 4, 2 },
 	{ "limits { connections-per-client 0 }", PO(limits.conn_per_client),
 	    4, 0 },
 	{ "limits { connection-rate 0 }", PO(limits.conn_rate), 4, 0 },
@@ -859,6 +865,12 @@ static const struct range_case {
 	    "0-1T" },
 	{ "queue { concurrency %s }", "concurrency", "1", "1000", "0", "1001",
 	    "1-1000" },
+	{ "queue { dns-timeout %s }", "dns-timeout", "1s", "10m", "0", "601",
+	    "1s-10m" },
+	{ "queue { resolve-timeout %s }", "resolve-timeout", "1s", "1h", "0",
+	    "3601", "1s-1h" },
+	{ "queue { max-addresses %s }", "max-addresses", "1", "16", "0", "17",
+	    "1-16" },
 	{ "limits { connections-per-client %s }", "connections-per-client",
 	    "0", "100000", NULL, "100001", "0-100000" },
 	{ "limits { connection-rate %s per 1m }", "connection-rate", "0",
@@ -1725,6 +1737,7 @@ test_manpage(void **state UNUSED)
 		"deliver-via-server", "hide-box", "verify-recipients",
 		"retry-min", "retry-max", "lifetime", "warn", "dsn-lifetime",
 		"dead-retention", "min-free", "fsync", "concurrency",
+		"dns-timeout", "resolve-timeout", "max-addresses",
 		"connections-per-client", "connection-rate",
 		"client-ipv4-prefix", "client-ipv6-prefix", "sessions",
 		"messages-per-session", "recipients", "size", "errors",
