@@ -46,7 +46,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char ans[65536];
-	size_t got = 0, off = 0;
+	size_t got = 0, off = 0, body;
 	ssize_t n;
 	int fd, turns, eof = 0;
 
@@ -81,8 +81,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			eof = 1;
 	}
 	close(fd);
-	if (got > 0 && (got < 3 || (memcmp(ans, "OK\n", 3) != 0 &&
-	    (got < 4 || memcmp(ans, "ERR\n", 4) != 0)))) {
+	/* the daemon's answer must be one mxbridgectl accepts */
+	if (got > 0 && control_answer_parse(ans, got, &body) == -1) {
 		dprintf(fuzz_errfd, "fuzz_control: answer is neither OK nor ERR: "
 		    "%.*s\n", (int)got, ans);
 		abort();

@@ -9,14 +9,15 @@
  * the rest is answers, each a 2-byte length then that many bytes, handed
  * out one per question (the question's id written over theirs, so they
  * get past the id check); questions past the last get no answer.
- * Needs mta/dns.c, common/*.c and policy/*.c (policy_current).
+ * Links with the whole of libmxb.a (make fuzzers).
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "mta/mta_local.h"
+#include "../../mta/mta_local.h"
+#include "fuzz.h"
 
 struct feed {
 	const uint8_t	*p;
