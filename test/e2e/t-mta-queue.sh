@@ -30,7 +30,7 @@ echo "$list" | grep -q "^$id arrival=.* from=<sender@example.org>" ||
 	fail "queue list lacks the message: $list"
 echo "$list" | grep -q "to=<alice@example.com> state=pending route=original attempts=[1-9]" ||
 	fail "queue list lacks the recipient state: $list"
-echo "$list" | grep -Eq 'diag="connect to .*192.0.2.10' ||
+echo "$list" | grep -Eq 'diag="connect to mx.example.com\[(192.0.2.10|2001:db8:2::10)\]' ||
 	fail "queue list lacks the connect diagnostic: $list"
 show=$(ctl queue show "$id") || fail "queue show failed"
 echo "$show" | grep -q "^client=$TB_C1_IP4:" || fail "queue show lacks the client: $show"
