@@ -22,20 +22,31 @@ proxy_up
 # noread HOST: a client that fills both windows with NOOPs and never
 # reads: the session must end on the daemon's side (timeout, then the
 # 421 that cannot be written is given up), not hold its socket forever
+# Each call has an output file of its own: the client is started in the
+# background, and its shell may not have opened (emptied) a shared file
+# yet when wait_for reads it, so a previous call's "ok port" line was
+# taken for this one's (the wrong port, or none: "not dropped").
+NOREAD_N=0
+log_has_from() { tail -n "+$1" "$TB_MXB_LOG" | grep -Eq -- "$2"; }
 noread() {
-	local pid port
+	local pid port out from
+	NOREAD_N=$((NOREAD_N + 1))
+	# only lines of this call count: an earlier session may have had
+	# the same client port
+	from=$(($(wc -l <"$TB_MXB_LOG") + 1))
+	out=$S/noread.$NOREAD_N.out
 	ip netns exec "$(tb_ns c1)" python3 "$SMUGGLE" client "$1" 25 noread 25 \
-		>"$S/noread.out" 2>&1 &
+		>"$out" 2>&1 &
 	pid=$!
 	tbd_record_pid c1 noread "$pid"
-	wait_for -t 40 grep -q "^ok port" "$S/noread.out" ||
-		fail "noread client: $(tail -n 2 "$S/noread.out")"
-	port=$(sed -n 's/^ok port \([0-9]*\):.*/\1/p' "$S/noread.out")
-	wait_for -t 20 log_has "client=$TB_C1_IP4:$port orig_dst=[^ ]+ dir=[a-z]+ disposition=[a-z-]+ messages=" ||
-		fail "a client that never reads was not dropped: $(tail -n 1 "$S/noread.out")"
-	log_has "client=$TB_C1_IP4:$port output stalled: [0-9]+ bytes unread, connection reset" ||
+	wait_for -t 40 grep -q "^ok port" "$out" ||
+		fail "noread client: $(tail -n 2 "$out")"
+	port=$(sed -n 's/^ok port \([0-9]*\):.*/\1/p' "$out")
+	wait_for -t 20 log_has_from "$from" "client=$TB_C1_IP4:$port orig_dst=[^ ]+ dir=[a-z]+ disposition=[a-z-]+ messages=" ||
+		fail "a client that never reads was not dropped: $(tail -n 1 "$out")"
+	log_has_from "$from" "client=$TB_C1_IP4:$port output stalled: [0-9]+ bytes unread, connection reset" ||
 		fail "the drop of the client that never reads is not logged as such"
-	note "noread to $1: $(tail -n 1 "$S/noread.out"), dropped"
+	note "noread to $1: $(tail -n 1 "$out"), dropped"
 	kill "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
 }
