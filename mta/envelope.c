@@ -21,6 +21,7 @@
 #include <sys/time.h>
 
 #include "../common/addr.h"
+#include "../common/hash.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
 #include "mta_local.h"
@@ -33,18 +34,6 @@ struct field {
 	char	*key;
 	char	*val;		/* decoded in place */
 };
-
-uint64_t
-mta_fnv(uint64_t h, const void *p, size_t n)
-{
-	const unsigned char *s = p;
-
-	while (n-- > 0) {
-		h ^= *s++;
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
 
 static uint64_t	env_mem_total;
 
@@ -331,7 +320,7 @@ static void
 end_line(struct buf *b, size_t start)
 {
 	buf_printf(b, "end sum=%016llx\n", (unsigned long long)
-	    mta_fnv(MTA_FNV_INIT, b->data + start, b->len - start));
+	    hash_fnv(HASH_FNV_INIT, b->data + start, b->len - start));
 }
 
 /* mta_env_serialize - the whole header, ending with its end line */
@@ -591,7 +580,7 @@ header_end(const char *buf, size_t len, const char *magic)
 			memcpy(sum, p + 8, nl - p - 8);
 			sum[nl - p - 8] = '\0';
 			if (hexnum(sum, &want) == -1 ||
-			    want != mta_fnv(MTA_FNV_INIT, buf, p - buf))
+			    want != hash_fnv(HASH_FNV_INIT, buf, p - buf))
 				return 0;
 			return (size_t)(nl - buf) + 1;
 		}

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../common/addr.h"
+#include "../common/hash.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
 #include "mta_local.h"
@@ -79,7 +80,7 @@ mta_msg_new(const struct mta_info *info)
 
 	msg = xcalloc(1, sizeof(*msg));
 	msg->spillfd = -1;
-	msg->sum = MTA_FNV_INIT;
+	msg->sum = HASH_FNV_INIT;
 	buf_init(&msg->body);
 	msg->env = env = mta_env_new();
 	mta_id_make(env->id);
@@ -155,7 +156,7 @@ mta_msg_write(struct mta_msg *msg, const void *p, size_t n)
 	if (msg->error)
 		return -1;
 	keep_head(msg, p, n);
-	msg->sum = mta_fnv(msg->sum, p, n);
+	msg->sum = hash_fnv(msg->sum, p, n);
 	msg->len += n;
 	if (msg->spillfd == -1 && msg->body.len + n > MTA_SPILL &&
 	    spill(msg) == -1) {

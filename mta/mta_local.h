@@ -98,8 +98,6 @@ void		 mta_state_serialize(const struct mta_env *, struct buf *);
 int		 mta_env_parse(const char *, size_t, struct mta_env *,
 		    const char **);
 int		 mta_state_parse(const char *, size_t, struct mta_env *);
-uint64_t	 mta_fnv(uint64_t, const void *, size_t);
-#define MTA_FNV_INIT	0xcbf29ce484222325ULL
 const char	*mta_rstate_name(enum mta_rstate);
 const char	*mta_addr_domain(const char *);
 int		 mta_notify_wants(unsigned, unsigned);

@@ -594,6 +594,97 @@ test_envelope_roundtrip(void **state)
 }
 
 /*
+ * A spool header and state file as written before the FNV, RET and
+ * scheduler clean-ups (#12), byte for byte: today's code must write the
+ * same bytes and read them back, so that spools of older versions load.
+ */
+static const char golden_env[] =
+    "MXBQ 1\n"
+    "msg id=0005f1c2a3b4c5d6 arrival=1700000000 session=7 dir=in "
+    "helo=client.example.org from=sender@example.com envid=env%201 "
+    "ret=hdrs size=0 body8=0 smtputf8=0 received=Received:%20from%20"
+    "client.example.org%20([192.0.2.1])%0d%0a%09by%20box.example.net%20"
+    "(mxbridge)%20with%20ESMTP%20id%200005f1c2a3b4c5d6%0d%0a bodylen=6 "
+    "bodysum=1122334455667788 warned=1\n"
+    "rcpt addr=rcpt@example.net orcpt=rfc822;rcpt@example.net notify=4 "
+    "route=mx state=pending attempts=2 next=1700000600 last=1700000300 "
+    "status=4.2.0 remote=mx.example.net[198.51.100.7] "
+    "diag=451%204.2.0%20try%20later notified=0 relayed=0\n"
+    "end sum=86af98a2b0e10722\n";
+static const char golden_state[] =
+    "MXBS 1\n"
+    "state id=0005f1c2a3b4c5d6 warned=1 nrcpt=1\n"
+    "rcpt addr=rcpt@example.net orcpt=rfc822;rcpt@example.net notify=4 "
+    "route=mx state=pending attempts=2 next=1700000600 last=1700000300 "
+    "status=4.2.0 remote=mx.example.net[198.51.100.7] "
+    "diag=451%204.2.0%20try%20later notified=0 relayed=0\n"
+    "end sum=8a3e4989d7696fcb\n";
+
+static void
+test_envelope_golden(void **state)
+{
+	struct mta_env *e, *f;
+	struct buf b;
+	const char *why = NULL;
+
+	e = mta_env_new();
+	strcpy(e->id, "0005f1c2a3b4c5d6");
+	e->arrival = 1700000000;
+	e->session = 7;
+	e->dir = POLICY_DIR_IN;
+	free(e->sender);
+	e->sender = strdup("sender@example.com");
+	e->helo = strdup("client.example.org");
+	e->envid = strdup("env 1");
+	e->received = strdup("Received: from client.example.org "
+	    "([192.0.2.1])\r\n\tby box.example.net (mxbridge) with ESMTP id "
+	    "0005f1c2a3b4c5d6\r\n");
+	e->ret = MTA_RET_HDRS;
+	e->bodylen = 6;
+	e->bodysum = 0x1122334455667788ULL;
+	e->warned = 1;
+	mta_rcpt_add(e, "rcpt@example.net", "rfc822;rcpt@example.net",
+	    MTA_NOTIFY_FAILURE, POLICY_ROUTE_MX);
+	e->rcpt[0].attempts = 2;
+	e->rcpt[0].next = 1700000600;
+	e->rcpt[0].last = 1700000300;
+	e->rcpt[0].status = strdup("4.2.0");
+	e->rcpt[0].remote = strdup("mx.example.net[198.51.100.7]");
+	e->rcpt[0].diag = strdup("451 4.2.0 try later");
+
+	/* written: the same bytes as before */
+	buf_init(&b);
+	mta_env_serialize(e, &b);
+	assert_int_equal(b.len, sizeof(golden_env) - 1);
+	assert_memory_equal(b.data, golden_env, b.len);
+	b.len = 0;
+	mta_state_serialize(e, &b);
+	assert_int_equal(b.len, sizeof(golden_state) - 1);
+	assert_memory_equal(b.data, golden_state, b.len);
+	buf_free(&b);
+	mta_env_free(e);
+
+	/* read: the old files load, every field back */
+	f = mta_env_new();
+	assert_int_equal(mta_env_parse(golden_env, sizeof(golden_env) - 1, f,
+	    &why), 0);
+	assert_string_equal(f->id, "0005f1c2a3b4c5d6");
+	assert_int_equal(f->ret, MTA_RET_HDRS);
+	assert_string_equal(f->envid, "env 1");
+	assert_int_equal(f->bodysum, 0x1122334455667788ULL);
+	assert_int_equal(f->nrcpt, 1);
+	assert_int_equal(f->rcpt[0].notify, MTA_NOTIFY_FAILURE);
+	assert_int_equal(f->rcpt[0].route, POLICY_ROUTE_MX);
+	assert_int_equal(f->bodyoff, sizeof(golden_env) - 1);
+	assert_int_equal(mta_state_parse(golden_state,
+	    sizeof(golden_state) - 1, f), 0);
+	assert_int_equal(f->warned, 1);
+	assert_int_equal(f->rcpt[0].attempts, 2);
+	assert_string_equal(f->rcpt[0].remote, "mx.example.net[198.51.100.7]");
+	mta_env_free(f);
+}
+
+/*
  * Delivery and DSNs
  */
 
@@ -1485,6 +1576,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_envelope_roundtrip),
+		cmocka_unit_test(test_envelope_golden),
 		cmocka_unit_test(test_dns_literals),
 #define T(f)	cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_deliver_and_bounce),

@@ -6,8 +6,8 @@
  * DATA), dot-stuffing round trips, the run reader of DATA against the
  * line reader (randomised), the strict path and parameter syntax
  * (UTF-8 as RFC 3629 has it, no C1 controls; ORCPT and ENVID printable
- * once decoded), and the escaping of outside values for log lines
- * (common/log.c).  Table-driven: a failing row names itself.
+ * once decoded), the escaping of outside values for log lines
+ * (common/log.c), and the one FNV-1a (common/hash.c).  Table-driven: a failing row names itself.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "../../common/buf.h"
+#include "../../common/hash.h"
 #include "../../common/log.h"
 #include "../../common/smtp.h"
 
@@ -957,6 +958,38 @@ test_verb(void **state UNUSED)
 	assert_string_equal(arg, "now");
 }
 
+/* ------------------------------------------------------------ hash */
+
+static void
+test_hash(void **state UNUSED)
+{
+	static const struct {
+		const char	*in;
+		uint64_t	 want;
+	} rows[] = {
+		/* the published 64-bit FNV-1a vectors */
+		{ "", 0xcbf29ce484222325ULL },
+		{ "a", 0xaf63dc4c8601ec8cULL },
+		{ "foobar", 0x85944171f73967e8ULL },
+	};
+	const char *s = "foobar";
+	uint64_t h;
+	size_t i;
+
+	for (i = 0; i < N(rows); i++)
+		assert_true(hash_fnv(HASH_FNV_INIT, rows[i].in,
+		    strlen(rows[i].in)) == rows[i].want);
+	/* running: in pieces as in one go (the spool sums DATA so) */
+	h = hash_fnv(HASH_FNV_INIT, s, 2);
+	h = hash_fnv(h, s + 2, 4);
+	assert_true(h == 0x85944171f73967e8ULL);
+
+	/* seeded: stable for one seed, moved by another */
+	assert_int_equal(hash_bytes(7, s, 6), hash_bytes(7, s, 6));
+	assert_int_not_equal(hash_bytes(7, s, 6), hash_bytes(8, s, 6));
+	assert_int_not_equal(hash_bytes(7, s, 6), hash_bytes(7, s, 5));
+}
+
 int
 main(void)
 {
@@ -982,6 +1015,7 @@ main(void)
 		cmocka_unit_test(test_xtext_printable),
 		cmocka_unit_test(test_log_vis),
 		cmocka_unit_test(test_verb),
+		cmocka_unit_test(test_hash),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
