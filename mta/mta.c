@@ -41,19 +41,11 @@ struct mta_stats	 mta_stats;
 static uv_loop_t	*mta_loop;
 static int		 mta_started;
 static int		 mta_stopping;
-static char		 mta_host[256];
 
 const char *
 mta_hostname(void)
 {
-	struct policy *p = policy_current();
-
-	if (p != NULL && p->hostname != NULL)
-		return p->hostname;
-	if (mta_host[0] == '\0' &&
-	    gethostname(mta_host, sizeof(mta_host) - 1) == -1)
-		snprintf(mta_host, sizeof(mta_host), "localhost");
-	return mta_host;
+	return policy_hostname(policy_current());
 }
 
 int

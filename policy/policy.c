@@ -164,6 +164,20 @@ policy_set_current(struct policy *pol)
 	policy_unref(old);
 }
 
+/*
+ * policy_hostname - this box's name in greetings, EHLO, Received: and
+ * DSNs: the hostname statement, or the system's name that the loader put
+ * there (finish() in parse.c, the one place it is looked up); "localhost"
+ * only before any policy is loaded.
+ */
+const char *
+policy_hostname(const struct policy *pol)
+{
+	if (pol == NULL || pol->hostname == NULL || pol->hostname[0] == '\0')
+		return "localhost";
+	return pol->hostname;
+}
+
 const char *
 policy_dir_name(enum policy_dir dir)
 {

@@ -221,6 +221,7 @@ const char	*policy_route_name(enum policy_route);
 const char	*policy_starttls_name(enum policy_starttls);
 const char	*policy_uptls_name(enum policy_uptls);
 const char	*policy_cstls_name(enum policy_cstls);
+const char	*policy_hostname(const struct policy *);
 const struct policy_port *policy_port_by_name(const struct policy *,
 	    const char *port);
 int	 policy_rcpt_protected(const struct policy *, const char *rcpt);

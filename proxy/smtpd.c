@@ -2250,17 +2250,6 @@ session_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 
 /* ---------------------------------------------------------------- start */
 
-static const char *
-session_hostname(const struct policy *pol, char *buf, size_t len)
-{
-	if (pol->hostname != NULL && pol->hostname[0] != '\0')
-		snprintf(buf, len, "%s", pol->hostname);
-	else if (gethostname(buf, len) == -1)
-		snprintf(buf, len, "localhost");
-	buf[len - 1] = '\0';
-	return buf;
-}
-
 /* relay_start - the live relay: connect upstream, greet when it does */
 static void
 relay_start(struct session *s)
@@ -2332,7 +2321,7 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 	s->handles = 2;
 	buf_init(&s->plain);
 	buf_init(&s->body);
-	session_hostname(s->pol, s->host, sizeof(s->host));
+	snprintf(s->host, sizeof(s->host), "%s", policy_hostname(s->pol));
 	addr_fmt((struct sockaddr *)&conn->client, s->cstr, sizeof(s->cstr));
 	addr_fmt((struct sockaddr *)&conn->orig_dst, s->dstr, sizeof(s->dstr));
 	/* TCP_NODELAY came with the socket from the listener */

@@ -198,11 +198,18 @@ static void
 test_defaults(void **state UNUSED)
 {
 	struct policy *pol = must_load("# nothing\n");
+	char host[256];
 
 	assert_string_equal(pol->spool, "/var/spool/mxbridge");
 	assert_string_equal(pol->pidfile, "/run/mxbridge.pid");
 	assert_string_equal(pol->control, "/run/mxbridge.sock");
 	assert_non_null(pol->hostname);
+	/* the system's name, looked up once by the loader for everyone */
+	assert_int_equal(gethostname(host, sizeof(host)), 0);
+	host[sizeof(host) - 1] = '\0';
+	assert_string_equal(policy_hostname(pol), host[0] ? host :
+	    "localhost");
+	assert_string_equal(policy_hostname(NULL), "localhost");
 	assert_int_equal(pol->queue_num, 0);
 	assert_int_equal(pol->listen_port[POLICY_DIR_IN], 10025);
 	assert_int_equal(pol->listen_port[POLICY_DIR_OUT], 10026);
@@ -403,6 +410,7 @@ test_syntax(void **state UNUSED)
 	    ";;\n"
 	    "\n");
 	assert_string_equal(pol->hostname, "gw.example.net");
+	assert_string_equal(policy_hostname(pol), "gw.example.net");
 	assert_string_equal(pol->spool, "/tmp/with space");
 	assert_string_equal(pol->control, "/tmp/c");
 	assert_string_equal(pol->domains[0].name, "example.com");
