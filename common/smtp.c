@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "smtp.h"
 #include "xmalloc.h"
@@ -975,4 +976,49 @@ smtp_xtext_decode(const char *s, char *out, size_t outsz)
 	}
 	out[n] = '\0';
 	return 0;
+}
+
+/* ---------------------------------------------------------------- trace */
+
+const char *
+smtp_date(time_t t, char *out, size_t len)
+{
+	struct tm tm;
+
+	localtime_r(&t, &tm);
+	if (strftime(out, len, "%a, %d %b %Y %H:%M:%S %z", &tm) == 0 &&
+	    len > 0)
+		out[0] = '\0';
+	return out;
+}
+
+/*
+ * smtp_received - the box's Received: field, the one builder of it: the
+ * session writes it at the top of every message on the MTA path, the MTA
+ * only for a message that arrives without it.  The with-protocol is RFC
+ * 3848's (ESMTP, S for TLS, A for AUTH; UTF8SMTP of RFC 6531).
+ */
+void
+smtp_received(struct buf *b, const struct smtp_trace *t)
+{
+	char date[64];
+	const char *with;
+
+	if (t->smtputf8)
+		with = t->tls ? (t->auth ? "UTF8SMTPSA" : "UTF8SMTPS") :
+		    (t->auth ? "UTF8SMTPA" : "UTF8SMTP");
+	else
+		with = t->tls ? (t->auth ? "ESMTPSA" : "ESMTPS") :
+		    (t->auth ? "ESMTPA" : "ESMTP");
+	buf_printf(b, "Received: from %s ([%s])\r\n\tby %s (mxbridge) with "
+	    "%s id %s\r\n", t->helo != NULL && *t->helo != '\0' ? t->helo :
+	    t->ip, t->ip, t->by, with, t->id);
+	if (t->tls != NULL)
+		buf_printf(b, "\t(using %s)\r\n", t->tls);
+	/* the date always ends a folded line: column 0 would start a header */
+	if (t->rcpt != NULL)
+		buf_printf(b, "\tfor <%s>", t->rcpt);
+	else
+		buf_puts(b, "\t");
+	buf_printf(b, "; %s\r\n", smtp_date(t->when, date, sizeof(date)));
 }

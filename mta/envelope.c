@@ -188,17 +188,6 @@ mta_notify_wants(unsigned notify, unsigned what)
 	return (notify & what) != 0;
 }
 
-/* mta_fmt_time - RFC 5322 date-time, local zone */
-const char *
-mta_fmt_time(time_t t, char *out, size_t len)
-{
-	struct tm tm;
-
-	localtime_r(&t, &tm);
-	strftime(out, len, "%a, %d %b %Y %H:%M:%S %z", &tm);
-	return out;
-}
-
 /*
  * Encoding
  */

@@ -101,7 +101,6 @@ int		 mta_state_parse(const char *, size_t, struct mta_env *);
 const char	*mta_rstate_name(enum mta_rstate);
 const char	*mta_addr_domain(const char *);
 int		 mta_notify_wants(unsigned, unsigned);
-const char	*mta_fmt_time(time_t, char *, size_t);
 
 /* spool.c: every file operation runs on the threadpool, in batches */
 typedef void	(*mta_spool_cb)(void *, int, const char *);

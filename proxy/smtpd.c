@@ -1658,31 +1658,26 @@ cmd_rcpt(struct session *s, const char *arg, const struct smtp_line *l)
 	smtp_path_free(&path);
 }
 
-/* received - the Received: header of the MTA path */
+/* received - the Received: header of the MTA path (smtp_received) */
 static void
 received(struct session *s, struct buf *b)
 {
-	char ip[64], date[64];
-	const char *tls = s->tls ? tls_conn_info(s->tls) : NULL;
-	time_t now = time(NULL);
-	struct tm tm;
+	char ip[64], id[48];
+	struct smtp_trace t;
 
-	localtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
 	addr_fmt_ip((struct sockaddr *)&s->conn.client, ip, sizeof(ip));
-	buf_printf(b, "Received: from %s ([%s])\r\n\tby %s (mxbridge) with "
-	    "%s id %llu.%u\r\n", s->helo ? s->helo : ip, ip, s->host,
-	    s->txn.smtputf8 ? (tls ? "UTF8SMTPS" : "UTF8SMTP") :
-	    (tls ? "ESMTPS" : "ESMTP"), (unsigned long long)s->conn.id,
+	snprintf(id, sizeof(id), "%llu.%u", (unsigned long long)s->conn.id,
 	    s->msgs + 1);
-	if (tls != NULL)
-		buf_printf(b, "\t(using %s)\r\n", tls);
-	/* the date always ends a folded line: column 0 would start a header */
-	if (s->txn.nok == 1)
-		buf_printf(b, "\tfor <%s>", s->txn.rcpts[0].addr);
-	else
-		buf_puts(b, "\t");
-	buf_printf(b, "; %s\r\n", date);
+	memset(&t, 0, sizeof(t));
+	t.helo = s->helo;
+	t.ip = ip;
+	t.by = s->host;
+	t.id = id;
+	t.tls = s->tls ? tls_conn_info(s->tls) : NULL;
+	t.rcpt = s->txn.nok == 1 ? s->txn.rcpts[0].addr : NULL;
+	t.smtputf8 = s->txn.smtputf8;
+	t.when = time(NULL);
+	smtp_received(b, &t);
 }
 
 /* data_mta - open the message at the MTA for the accepted recipients */

@@ -7,7 +7,8 @@
  * line reader (randomised), the strict path and parameter syntax
  * (UTF-8 as RFC 3629 has it, no C1 controls; ORCPT and ENVID printable
  * once decoded), the escaping of outside values for log lines
- * (common/log.c), and the one FNV-1a (common/hash.c).  Table-driven: a failing row names itself.
+ * (common/log.c), the one FNV-1a (common/hash.c) and the one builder of
+ * the box's Received: field.  Table-driven: a failing row names itself.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -990,6 +991,95 @@ test_hash(void **state UNUSED)
 	assert_int_not_equal(hash_bytes(7, s, 6), hash_bytes(7, s, 5));
 }
 
+/* ------------------------------------------------------------ trace */
+
+static void
+test_received(void **state UNUSED)
+{
+	static const struct {
+		const char	*helo, *ip, *tls, *rcpt;
+		int		 utf8, auth;
+		const char	*want;
+	} rows[] = {
+		{ "c1.test", "192.0.2.101", NULL, "alice@example.com", 0, 0,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTP id 7.1\r\n"
+		  "\tfor <alice@example.com>; Sun, 22 Nov 2026 20:00:00 +0000"
+		  "\r\n" },
+		/* no HELO: the address stands in; no single recipient */
+		{ NULL, "2001:db8::1", NULL, NULL, 0, 0,
+		  "Received: from 2001:db8::1 ([2001:db8::1])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTP id 7.1\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "", "192.0.2.1", NULL, NULL, 0, 0,
+		  "Received: from 192.0.2.1 ([192.0.2.1])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTP id 7.1\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		/* TLS: its own folded line; RFC 3848 and 6531 protocols */
+		{ "c1.test", "192.0.2.101", "TLSv1.3:TLS_AES_256_GCM_SHA384",
+		  "a@example.com", 0, 0,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTPS id 7.1\r\n"
+		  "\t(using TLSv1.3:TLS_AES_256_GCM_SHA384)\r\n"
+		  "\tfor <a@example.com>; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "192.0.2.101", "TLSv1.3:x", NULL, 0, 1,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTPSA id 7.1\r\n"
+		  "\t(using TLSv1.3:x)\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "192.0.2.101", NULL, NULL, 0, 1,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTPA id 7.1\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "192.0.2.101", NULL, NULL, 1, 0,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with UTF8SMTP id 7.1\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "192.0.2.101", "TLSv1.2:y", NULL, 1, 0,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with UTF8SMTPS id 7.1\r\n"
+		  "\t(using TLSv1.2:y)\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "192.0.2.101", "TLSv1.2:y", NULL, 1, 1,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with UTF8SMTPSA id 7.1\r\n"
+		  "\t(using TLSv1.2:y)\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "192.0.2.101", NULL, NULL, 1, 1,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with UTF8SMTPA id 7.1\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+	};
+	struct smtp_trace t;
+	struct buf b;
+	char date[64];
+	size_t i;
+
+	setenv("TZ", "UTC", 1);
+	tzset();
+	assert_string_equal(smtp_date(1795377600, date, sizeof(date)),
+	    "Sun, 22 Nov 2026 20:00:00 +0000");
+	for (i = 0; i < N(rows); i++) {
+		memset(&t, 0, sizeof(t));
+		t.helo = rows[i].helo;
+		t.ip = rows[i].ip;
+		t.by = "gw.example";
+		t.id = "7.1";
+		t.tls = rows[i].tls;
+		t.rcpt = rows[i].rcpt;
+		t.smtputf8 = rows[i].utf8;
+		t.auth = rows[i].auth;
+		t.when = 1795377600;
+		buf_init(&b);
+		buf_puts(&b, "X");	/* appended, not overwritten */
+		smtp_received(&b, &t);
+		buf_append(&b, "", 1);
+		if (strcmp(b.data + 1, rows[i].want) != 0 || b.data[0] != 'X')
+			fail_msg("row %zu: %s", i, b.data);
+		buf_free(&b);
+	}
+}
+
 int
 main(void)
 {
@@ -1016,6 +1106,7 @@ main(void)
 		cmocka_unit_test(test_log_vis),
 		cmocka_unit_test(test_verb),
 		cmocka_unit_test(test_hash),
+		cmocka_unit_test(test_received),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
