@@ -86,7 +86,6 @@ cmd_list(struct buf *out)
 static int
 cmd_show(const char *id, struct buf *out)
 {
-	static const char *const rets[] = { "unset", "full", "hdrs" };
 	struct mta_env *env;
 	char a[ADDR_STRLEN];
 
@@ -108,7 +107,7 @@ cmd_show(const char *id, struct buf *out)
 	    env->auth ? env->auth : "");
 	buf_printf(out, "envid=%s\nret=%s\nsize_declared=%llu\nbody=%s\n"
 	    "smtputf8=%s\nwarned=%s\n", env->envid ? env->envid : "",
-	    rets[env->ret], (unsigned long long)env->size,
+	    mta_ret_name(env->ret), (unsigned long long)env->size,
 	    env->body8 ? "8bitmime" : "7bit", env->smtputf8 ? "yes" : "no",
 	    env->warned ? "yes" : "no");
 	buf_puts(out, "\n");

@@ -99,6 +99,8 @@ int		 mta_env_parse(const char *, size_t, struct mta_env *,
 		    const char **);
 int		 mta_state_parse(const char *, size_t, struct mta_env *);
 const char	*mta_rstate_name(enum mta_rstate);
+const char	*mta_ret_name(enum mta_ret);
+const char	*mta_ret_param(enum mta_ret);
 const char	*mta_addr_domain(const char *);
 int		 mta_notify_wants(unsigned, unsigned);
 

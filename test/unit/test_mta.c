@@ -29,6 +29,7 @@
 #include <uv.h>
 
 #include "../../common/buf.h"
+#include "../../common/hash.h"
 #include "../../common/log.h"
 #include "../../common/xmalloc.h"
 #include "../../mta/mta_local.h"
@@ -682,6 +683,53 @@ test_envelope_golden(void **state)
 	assert_int_equal(f->rcpt[0].attempts, 2);
 	assert_string_equal(f->rcpt[0].remote, "mx.example.net[198.51.100.7]");
 	mta_env_free(f);
+
+	/* one table per word: spool, "queue show", RET= to the next hop */
+	assert_string_equal(mta_ret_name(MTA_RET_UNSET), "unset");
+	assert_string_equal(mta_ret_name(MTA_RET_FULL), "full");
+	assert_string_equal(mta_ret_name(MTA_RET_HDRS), "hdrs");
+	assert_null(mta_ret_param(MTA_RET_UNSET));
+	assert_string_equal(mta_ret_param(MTA_RET_FULL), "FULL");
+	assert_string_equal(mta_ret_param(MTA_RET_HDRS), "HDRS");
+	assert_string_equal(mta_rstate_name(MTA_RCPT_FAILED), "failed");
+	assert_string_equal(mta_rstate_name((enum mta_rstate)3), "unknown");
+}
+
+/* a recipient's route or state that is no word of ours: corrupt */
+static void
+test_envelope_bad_words(void **state)
+{
+	static const char *const bad[] = { "route=mx ", "state=pending " };
+	static const char *const with[] = { "route=MX ", "state=done " };
+	char *hdr, *p;
+	struct mta_env *f;
+	struct buf b;
+	const char *why = NULL;
+	size_t i, end;
+
+	for (i = 0; i < 2; i++) {
+		hdr = strdup(golden_env);
+		p = strstr(hdr, bad[i]);
+		assert_non_null(p);
+		memcpy(p, with[i], strlen(with[i]));
+		/* a right sum, so only the word can be wrong */
+		end = strstr(hdr, "end sum=") - hdr;
+		buf_init(&b);
+		buf_append(&b, hdr, end);
+		buf_printf(&b, "end sum=%016llx\n", (unsigned long long)
+		    hash_fnv(HASH_FNV_INIT, hdr, end));
+		f = mta_env_new();
+		assert_int_equal(mta_env_parse(b.data, b.len, f, &why), -1);
+		mta_env_free(f);
+		/* and the unchanged one parses */
+		b.len = 0;
+		buf_append(&b, golden_env, sizeof(golden_env) - 1);
+		f = mta_env_new();
+		assert_int_equal(mta_env_parse(b.data, b.len, f, &why), 0);
+		mta_env_free(f);
+		buf_free(&b);
+		free(hdr);
+	}
 }
 
 /*
@@ -1577,6 +1625,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_envelope_roundtrip),
 		cmocka_unit_test(test_envelope_golden),
+		cmocka_unit_test(test_envelope_bad_words),
 		cmocka_unit_test(test_dns_literals),
 #define T(f)	cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_deliver_and_bounce),

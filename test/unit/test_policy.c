@@ -1819,6 +1819,48 @@ test_names(void **state UNUSED)
 	assert_string_equal(policy_dir_name((enum policy_dir)7), "unknown");
 }
 
+/* one table per enum: the name functions, the parser and the spool agree */
+static void
+test_enum_names(void **state UNUSED)
+{
+	static const struct {
+		const char *const *names;
+		int		 n;
+	} rows[] = {
+#define R(t, n)	{ policy_##t##_names, n }
+		R(dir, 2), R(action, 3), R(starttls, 3), R(uptls, 4),
+		R(verdict, 4), R(cstls, 3), R(route, 3),
+#undef R
+	};
+	size_t i;
+	int v;
+
+	for (i = 0; i < N(rows); i++) {
+		for (v = 0; v < rows[i].n; v++) {
+			assert_non_null(rows[i].names[v]);
+			assert_string_equal(policy_name(rows[i].names, v),
+			    rows[i].names[v]);
+			assert_int_equal(policy_name_index(rows[i].names,
+			    rows[i].names[v]), v);
+		}
+		assert_null(rows[i].names[rows[i].n]);
+		assert_string_equal(policy_name(rows[i].names, rows[i].n),
+		    "unknown");
+		assert_string_equal(policy_name(rows[i].names, -1), "unknown");
+		assert_int_equal(policy_name_index(rows[i].names, "bogus"), -1);
+	}
+	/* the words the rest of the daemon prints, as before */
+	assert_string_equal(policy_dir_name(POLICY_DIR_OUT), "outgoing");
+	assert_string_equal(policy_action_name(POLICY_DROP), "drop");
+	assert_string_equal(policy_verdict_name(POLICY_TEMPFAIL), "tempfail");
+	assert_string_equal(policy_route_name(POLICY_ROUTE_RELAYHOST),
+	    "relayhost");
+	assert_string_equal(policy_starttls_name(POLICY_TLS_STRIP), "strip");
+	assert_string_equal(policy_uptls_name(POLICY_UPTLS_SMTPS), "smtps");
+	assert_string_equal(policy_cstls_name(POLICY_CSTLS_OPPORTUNISTIC),
+	    "opportunistic");
+}
+
 int
 main(void)
 {
@@ -1827,6 +1869,7 @@ main(void)
 		cmocka_unit_test(test_example_isp),
 		cmocka_unit_test(test_example_failclosed),
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_enum_names),
 		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_syntax),
 		cmocka_unit_test(test_rules_parsed),
