@@ -50,6 +50,8 @@ struct sink {
 	int		 down;
 	int		 defer_all;
 	int		 one_msg;
+	int		 hold;		/* no banner until sink_release() */
+	struct sink_conn *held;
 	int		 msgs;
 	int		 piped;		/* MAILs that came with a dot */
 	int		 conns;
@@ -263,8 +265,24 @@ sink_accept(uv_stream_t *server, int status)
 		sink_say(c, "421 4.3.2 sink is down\r\n");
 		return;
 	}
-	sink_say(c, "220 sink.test ESMTP\r\n");
 	uv_read_start((uv_stream_t *)&c->tcp, sink_alloc, sink_read);
+	if (sink.hold && sink.held == NULL) {
+		sink.held = c;		/* the client waits for its banner */
+		return;
+	}
+	sink_say(c, "220 sink.test ESMTP\r\n");
+}
+
+/* sink_release - the held connection gets its banner now */
+static void
+sink_release(void)
+{
+	struct sink_conn *c = sink.held;
+
+	sink.hold = 0;
+	sink.held = NULL;
+	if (c != NULL)
+		sink_say(c, "220 sink.test ESMTP\r\n");
 }
 
 static void
@@ -1116,6 +1134,51 @@ test_delete_command(void **state)
 	assert_int_equal(sink.msgs, 0);
 }
 
+static int
+sink_holding(void)
+{
+	return sink.held != NULL;
+}
+
+/*
+ * The scheduler's state lives beside the envelope, not in it: a recipient
+ * in a job is busy there, and a message deleted while delivering goes
+ * once its job is done.
+ */
+static void
+test_delete_in_flight(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	struct mta_qmsg *q;
+
+	/* the first delivery waits for the sink's banner: a job in flight */
+	sink.defer_all = 1;
+	sink.hold = 1;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	assert_int_equal(run_until(sink_holding, 10000), 0);
+	q = mta_queue_lookup(committed);
+	assert_non_null(q);
+	assert_ptr_equal(q->env, mta_queue_find(committed));
+	assert_int_equal(q->jobs, 1);
+	assert_int_equal(q->busy[0], 1);
+	assert_int_equal(q->deleted, 0);
+	/* bounce leaves a busy recipient alone */
+	assert_int_equal(mta_queue_bounce(committed), 0);
+	assert_int_equal(q->env->rcpt[0].state, MTA_RCPT_PENDING);
+	assert_int_equal(mta_stats.bounced, 0);
+	/* deleted while delivering: marked, gone after the job */
+	assert_int_equal(mta_queue_delete(committed), 0);
+	assert_int_equal(q->deleted, 1);
+	assert_int_equal(count_dir("queue"), 1);
+	assert_int_equal(mta_queue_bounce(committed), -1);
+	q = NULL;
+	sink_release();
+	assert_int_equal(run_until(deferred_once, 10000), 0);
+	assert_null(mta_queue_find(committed));
+	assert_int_equal(count_dir("queue"), 0);
+	assert_int_equal(sink.msgs, 0);
+}
+
 static void
 test_expiry(void **state)
 {
@@ -1638,6 +1701,7 @@ main(void)
 		T(test_server_down_conn_refused),
 		T(test_bounce_command),
 		T(test_delete_command),
+		T(test_delete_in_flight),
 		T(test_expiry),
 		T(test_delay_warning),
 		T(test_no_pipelining),
