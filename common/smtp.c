@@ -599,7 +599,26 @@ quoted_string(const char *s, int utf8)
 	}
 }
 
-/* domain_name - sub-domains joined by dots (LDH, or U-labels); or 0 */
+/*
+ * smtp_local_part - the RFC 5321 Local-part at s (Dot-string or
+ * Quoted-string; UTF-8 where utf8, RFC 6531): bytes taken, or 0.  The one
+ * grammar of it: the path parser below and the policy's matching
+ * (policy/decide.c) both ask here.
+ */
+size_t
+smtp_local_part(const char *s, int utf8)
+{
+	size_t n;
+
+	if ((n = quoted_string(s, utf8)) == 0)
+		n = dot_string(s, utf8);
+	return n;
+}
+
+/*
+ * domain_name - sub-domains joined by dots (LDH, or U-labels where
+ * utf8); bytes taken or 0.  smtp_domain_name() for other modules.
+ */
 static size_t
 domain_name(const char *s, int utf8)
 {
@@ -631,6 +650,12 @@ domain_name(const char *s, int utf8)
 	if (label == 0 || last == '-')
 		return 0;
 	return i;
+}
+
+size_t
+smtp_domain_name(const char *s, int utf8)
+{
+	return domain_name(s, utf8);
 }
 
 /* address_literal - "[1.2.3.4]" or "[IPv6:...]"; bytes taken or 0 */
@@ -688,7 +713,7 @@ parse_mailbox(const char *s, const struct smtp_limits *lim,
 	if ((route = source_route(s)) == -1)
 		return -1;
 	s += route;
-	if ((lp = quoted_string(s, 1)) == 0 && (lp = dot_string(s, 1)) == 0)
+	if ((lp = smtp_local_part(s, 1)) == 0)
 		return -1;
 	if (lp > lim->localpart) {
 		*why = "local-part too long";

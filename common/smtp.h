@@ -210,6 +210,10 @@ int	smtp_xtext_decode(const char *, char *out, size_t outsz);
 int	smtp_xtext_printable(const char *, size_t max);
 /* 0 if "addr-type;xtext" with a printable decoded address (ORCPT) */
 int	smtp_orcpt_valid(const char *, size_t max);
+/* the RFC 5321 Local-part at s, UTF-8 (RFC 6531) where utf8: bytes
+ * taken, or 0; the Domain (LDH labels, U-labels where utf8) likewise */
+size_t	smtp_local_part(const char *, int utf8);
+size_t	smtp_domain_name(const char *, int utf8);
 /* one well-formed, non-control UTF-8 sequence at s (RFC 3629): its
  * length, or 0 */
 size_t	smtp_utf8_len(const char *);

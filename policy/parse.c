@@ -21,6 +21,7 @@
 
 #include "../common/addr.h"
 #include "../common/log.h"
+#include "../common/smtp.h"
 #include "../common/xmalloc.h"
 #include "policy.h"
 #include "policy_local.h"
@@ -446,30 +447,24 @@ parse_port(struct parser *p, int line, const char *name, const char *s,
 	return 0;
 }
 
-/* policy_valid_domain - letters, digits and hyphens in 1..63 byte labels */
+/*
+ * policy_valid_domain - a host name: RFC 5321's Domain in LDH labels
+ * (smtp_domain_name, the one grammar of it), at most 253 bytes, one
+ * trailing dot allowed
+ */
 int
 policy_valid_domain(const char *s)
 {
-	size_t len = strlen(s), lab = 0;
+	char name[254];
+	size_t len = strlen(s);
 
 	if (len > 0 && s[len - 1] == '.')
 		len--;
-	if (len == 0 || len > 253)
+	if (len == 0 || len >= sizeof(name))
 		return 0;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] == '.') {
-			if (lab == 0 || s[i - 1] == '-')
-				return 0;
-			lab = 0;
-		} else if (isalnum((unsigned char)s[i]) || s[i] == '-') {
-			if (s[i] == '-' && lab == 0)
-				return 0;
-			if (++lab > 63)
-				return 0;
-		} else
-			return 0;
-	}
-	return s[len - 1] != '-';
+	memcpy(name, s, len);
+	name[len] = '\0';
+	return smtp_domain_name(name, 0) == len;
 }
 
 /* norm_domain - a lower-case copy without the trailing dot */

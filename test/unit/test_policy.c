@@ -23,7 +23,9 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "../../common/smtp.h"
 #include "../../policy/policy.h"
+#include "../../policy/policy_local.h"
 
 #define N(a)	(sizeof(a) / sizeof((a)[0]))
 #define UNUSED	__attribute__((unused))
@@ -1861,6 +1863,55 @@ test_enum_names(void **state UNUSED)
 	    "opportunistic");
 }
 
+/*
+ * The policy reads a local part with the SMTP parser's grammar
+ * (smtp_local_part): what smtp_parse_path() refuses is never a protected
+ * mailbox, and what it takes is one unless it could route ('%', '!', '@').
+ */
+static void
+test_local_part_grammar(void **state UNUSED)
+{
+	static const char *const locals[] = {
+		"alice", "a.b", "\"al ice\"", "\"a\\\"b\"", "j\xc3\xb6rg",
+		"a..b", ".a", "a.", "a\"b\"", "\"a\x01\"", "\"open",
+		"x%y", "x!y", "\"x@y\"", "\"x\\@y\"", "a b", "a\\b",
+	};
+	struct smtp_limits lim = { 64, 255, 1 };
+	struct smtp_path path;
+	struct policy *pol;
+	char rcpt[128], arg[140];
+	const char *why;
+	size_t i;
+	int syntax, routes;
+
+	pol = must_load("domain example.com { server 192.0.2.10 }\n");
+	for (i = 0; i < N(locals); i++) {
+		snprintf(rcpt, sizeof(rcpt), "%s@example.com", locals[i]);
+		snprintf(arg, sizeof(arg), "TO:<%s>", rcpt);
+		memset(&path, 0, sizeof(path));
+		syntax = smtp_parse_path(arg, "TO:", 0, &lim, &path, &why) == 0;
+		smtp_path_free(&path);
+		routes = strpbrk(locals[i], "%!@") != NULL;
+		if (policy_rcpt_protected(pol, rcpt) != (syntax && !routes))
+			fail_msg("%s: smtp says %s, policy says %s", rcpt,
+			    syntax ? "valid" : "invalid",
+			    syntax && !routes ? "unprotected" : "protected");
+	}
+	assert_int_equal(policy_rcpt_protected(pol, "alice@example.com"), 1);
+	assert_int_equal(policy_rcpt_protected(pol, "a..b@example.com"), 0);
+	policy_unref(pol);
+
+	/* host names: the same LDH grammar, one trailing dot, 253 bytes */
+	assert_int_equal(policy_valid_domain("example.com"), 1);
+	assert_int_equal(policy_valid_domain("example.com."), 1);
+	assert_int_equal(policy_valid_domain("example.com.."), 0);
+	assert_int_equal(policy_valid_domain("-a.example"), 0);
+	assert_int_equal(policy_valid_domain("a-.example"), 0);
+	assert_int_equal(policy_valid_domain("a_b.example"), 0);
+	assert_int_equal(policy_valid_domain(""), 0);
+	assert_int_equal(policy_valid_domain("."), 0);
+}
+
 int
 main(void)
 {
@@ -1870,6 +1921,7 @@ main(void)
 		cmocka_unit_test(test_example_failclosed),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_enum_names),
+		cmocka_unit_test(test_local_part_grammar),
 		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_syntax),
 		cmocka_unit_test(test_rules_parsed),

@@ -1080,6 +1080,39 @@ test_received(void **state UNUSED)
 	}
 }
 
+/* the grammar pieces other modules use (policy/decide.c, parse.c) */
+static void
+test_local_domain(void **state UNUSED)
+{
+	static const struct {
+		const char	*s;
+		int		 utf8;
+		size_t		 want;
+	} locals[] = {
+		{ "alice@x", 0, 5 }, { "a.b@x", 0, 3 }, { "\"a b\"@x", 0, 5 },
+		{ "\"a\\\"b\"@x", 0, 6 }, { "a..b@x", 0, 0 }, { ".a@x", 0, 0 },
+		{ "a.@x", 0, 0 }, { "\"open@x", 0, 0 }, { "@x", 0, 0 },
+		{ "j\xc3\xb6rg@x", 1, 5 }, { "j\xc3\xb6rg@x", 0, 1 },
+		{ "a\"b\"@x", 0, 1 },
+	}, domains[] = {
+		{ "example.com", 0, 11 }, { "a-b.example>", 0, 11 },
+		{ "-a.example", 0, 0 }, { "a-.example", 0, 0 },
+		{ "example.com.", 0, 0 }, { "a..b", 0, 0 },
+		{ "b\xc3\xbc" "cher.example", 1, 15 },
+		{ "b\xc3\xbc" "cher.example", 0, 1 },
+	};
+	size_t i;
+
+	for (i = 0; i < N(locals); i++)
+		if (smtp_local_part(locals[i].s, locals[i].utf8) !=
+		    locals[i].want)
+			fail_msg("local %zu: %s", i, locals[i].s);
+	for (i = 0; i < N(domains); i++)
+		if (smtp_domain_name(domains[i].s, domains[i].utf8) !=
+		    domains[i].want)
+			fail_msg("domain %zu: %s", i, domains[i].s);
+}
+
 int
 main(void)
 {
@@ -1107,6 +1140,7 @@ main(void)
 		cmocka_unit_test(test_verb),
 		cmocka_unit_test(test_hash),
 		cmocka_unit_test(test_received),
+		cmocka_unit_test(test_local_domain),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
