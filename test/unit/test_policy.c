@@ -1851,16 +1851,7 @@ test_enum_names(void **state UNUSED)
 		assert_string_equal(policy_name(rows[i].names, -1), "unknown");
 		assert_int_equal(policy_name_index(rows[i].names, "bogus"), -1);
 	}
-	/* the words the rest of the daemon prints, as before */
-	assert_string_equal(policy_dir_name(POLICY_DIR_OUT), "outgoing");
-	assert_string_equal(policy_action_name(POLICY_DROP), "drop");
-	assert_string_equal(policy_verdict_name(POLICY_TEMPFAIL), "tempfail");
-	assert_string_equal(policy_route_name(POLICY_ROUTE_RELAYHOST),
-	    "relayhost");
-	assert_string_equal(policy_starttls_name(POLICY_TLS_STRIP), "strip");
-	assert_string_equal(policy_uptls_name(POLICY_UPTLS_SMTPS), "smtps");
-	assert_string_equal(policy_cstls_name(POLICY_CSTLS_OPPORTUNISTIC),
-	    "opportunistic");
+	/* the words each name function prints: test_names */
 }
 
 /*
