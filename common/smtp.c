@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "smtp.h"
 #include "xmalloc.h"
@@ -598,7 +599,26 @@ quoted_string(const char *s, int utf8)
 	}
 }
 
-/* domain_name - sub-domains joined by dots (LDH, or U-labels); or 0 */
+/*
+ * smtp_local_part - the RFC 5321 Local-part at s (Dot-string or
+ * Quoted-string; UTF-8 where utf8, RFC 6531): bytes taken, or 0.  The one
+ * grammar of it: the path parser below and the policy's matching
+ * (policy/decide.c) both ask here.
+ */
+size_t
+smtp_local_part(const char *s, int utf8)
+{
+	size_t n;
+
+	if ((n = quoted_string(s, utf8)) == 0)
+		n = dot_string(s, utf8);
+	return n;
+}
+
+/*
+ * domain_name - sub-domains joined by dots (LDH, or U-labels where
+ * utf8); bytes taken or 0.  smtp_domain_name() for other modules.
+ */
 static size_t
 domain_name(const char *s, int utf8)
 {
@@ -630,6 +650,12 @@ domain_name(const char *s, int utf8)
 	if (label == 0 || last == '-')
 		return 0;
 	return i;
+}
+
+size_t
+smtp_domain_name(const char *s, int utf8)
+{
+	return domain_name(s, utf8);
 }
 
 /* address_literal - "[1.2.3.4]" or "[IPv6:...]"; bytes taken or 0 */
@@ -687,7 +713,7 @@ parse_mailbox(const char *s, const struct smtp_limits *lim,
 	if ((route = source_route(s)) == -1)
 		return -1;
 	s += route;
-	if ((lp = quoted_string(s, 1)) == 0 && (lp = dot_string(s, 1)) == 0)
+	if ((lp = smtp_local_part(s, 1)) == 0)
 		return -1;
 	if (lp > lim->localpart) {
 		*why = "local-part too long";
@@ -975,4 +1001,49 @@ smtp_xtext_decode(const char *s, char *out, size_t outsz)
 	}
 	out[n] = '\0';
 	return 0;
+}
+
+/* ---------------------------------------------------------------- trace */
+
+const char *
+smtp_date(time_t t, char *out, size_t len)
+{
+	struct tm tm;
+
+	localtime_r(&t, &tm);
+	if (strftime(out, len, "%a, %d %b %Y %H:%M:%S %z", &tm) == 0 &&
+	    len > 0)
+		out[0] = '\0';
+	return out;
+}
+
+/*
+ * smtp_received - the box's Received: field, the one builder of it: the
+ * session writes it at the top of every message on the MTA path, the MTA
+ * only for a message that arrives without it.  The with-protocol is RFC
+ * 3848's (ESMTP, S for TLS, A for AUTH; UTF8SMTP of RFC 6531).
+ */
+void
+smtp_received(struct buf *b, const struct smtp_trace *t)
+{
+	char date[64];
+	const char *with;
+
+	if (t->smtputf8)
+		with = t->tls ? (t->auth ? "UTF8SMTPSA" : "UTF8SMTPS") :
+		    (t->auth ? "UTF8SMTPA" : "UTF8SMTP");
+	else
+		with = t->tls ? (t->auth ? "ESMTPSA" : "ESMTPS") :
+		    (t->auth ? "ESMTPA" : "ESMTP");
+	buf_printf(b, "Received: from %s ([%s])\r\n\tby %s (mxbridge) with "
+	    "%s id %s\r\n", t->helo != NULL && *t->helo != '\0' ? t->helo :
+	    t->ip, t->ip, t->by, with, t->id);
+	if (t->tls != NULL)
+		buf_printf(b, "\t(using %s)\r\n", t->tls);
+	/* the date always ends a folded line: column 0 would start a header */
+	if (t->rcpt != NULL)
+		buf_printf(b, "\tfor <%s>", t->rcpt);
+	else
+		buf_puts(b, "\t");
+	buf_printf(b, "; %s\r\n", smtp_date(t->when, date, sizeof(date)));
 }

@@ -61,6 +61,7 @@
 #define MXB_SMTP_H
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "buf.h"
 
@@ -209,8 +210,30 @@ int	smtp_xtext_decode(const char *, char *out, size_t outsz);
 int	smtp_xtext_printable(const char *, size_t max);
 /* 0 if "addr-type;xtext" with a printable decoded address (ORCPT) */
 int	smtp_orcpt_valid(const char *, size_t max);
+/* the RFC 5321 Local-part at s, UTF-8 (RFC 6531) where utf8: bytes
+ * taken, or 0; the Domain (LDH labels, U-labels where utf8) likewise */
+size_t	smtp_local_part(const char *, int utf8);
+size_t	smtp_domain_name(const char *, int utf8);
 /* one well-formed, non-control UTF-8 sequence at s (RFC 3629): its
  * length, or 0 */
 size_t	smtp_utf8_len(const char *);
+
+/* trace fields */
+/* the facts of this box's Received: field (RFC 5321 4.4) */
+struct smtp_trace {
+	const char	*helo;		/* as given, or NULL: the ip stands in */
+	const char	*ip;		/* the client's, for the brackets */
+	const char	*by;		/* this box's name */
+	const char	*id;		/* the id that finds it in our logs */
+	const char	*tls;		/* "TLSv1.3:cipher", or NULL */
+	const char	*rcpt;		/* the one recipient, or NULL */
+	int		 smtputf8;
+	int		 auth;		/* the client authenticated */
+	time_t		 when;
+};
+/* append the Received: field, CRLF ended, to b */
+void	smtp_received(struct buf *, const struct smtp_trace *);
+/* RFC 5322 date-time in the local zone, into out */
+const char *smtp_date(time_t, char *out, size_t len);
 
 #endif

@@ -42,12 +42,12 @@ put_quoted(struct buf *out, const char *key, const char *val)
 }
 
 static void
-list_rcpt(const struct mta_rcpt *r, struct buf *out)
+list_rcpt(const struct mta_rcpt *r, int busy, struct buf *out)
 {
 	char t[32];
 
 	buf_printf(out, "  to=<%s> state=%s route=%s attempts=%u", r->addr,
-	    r->busy ? "delivering" : mta_rstate_name(r->state),
+	    busy ? "delivering" : mta_rstate_name(r->state),
 	    policy_route_name(r->route), r->attempts);
 	if (r->state == MTA_RCPT_PENDING)
 		buf_printf(out, " next=%s", iso_time(r->next, t, sizeof(t)));
@@ -60,41 +60,43 @@ list_rcpt(const struct mta_rcpt *r, struct buf *out)
 }
 
 static void
-list_env(const struct mta_env *env, struct buf *out)
+list_env(const struct mta_qmsg *q, struct buf *out)
 {
+	const struct mta_env *env = q->env;
 	char t[32];
 	size_t i;
 
 	buf_printf(out, "%s arrival=%s from=<%s> size=%llu nrcpt=%zu%s\n",
 	    env->id, iso_time(env->arrival, t, sizeof(t)), env->sender,
 	    (unsigned long long)env->bodylen, env->nrcpt,
-	    env->deleted ? " deleting" : "");
+	    q->deleted ? " deleting" : "");
 	for (i = 0; i < env->nrcpt; i++)
-		list_rcpt(&env->rcpt[i], out);
+		list_rcpt(&env->rcpt[i], q->busy[i], out);
 }
 
 static int
 cmd_list(struct buf *out)
 {
-	struct mta_env *env;
+	struct mta_qmsg *q;
 
-	TAILQ_FOREACH(env, mta_queue_all(), entry)
-		list_env(env, out);
+	TAILQ_FOREACH(q, mta_queue_all(), entry)
+		list_env(q, out);
 	return 0;
 }
 
 static int
 cmd_show(const char *id, struct buf *out)
 {
-	static const char *const rets[] = { "unset", "full", "hdrs" };
+	struct mta_qmsg *q;
 	struct mta_env *env;
 	char a[ADDR_STRLEN];
 
-	if ((env = mta_queue_find(id)) == NULL) {
+	if ((q = mta_queue_lookup(id)) == NULL) {
 		buf_printf(out, "no such message: %s\n", id);
 		return -1;
 	}
-	list_env(env, out);
+	env = q->env;
+	list_env(q, out);
 	buf_printf(out, "session=%llu dir=%s\n",
 	    (unsigned long long)env->session, policy_dir_name(env->dir));
 	if (env->client.ss_family != 0)
@@ -108,7 +110,7 @@ cmd_show(const char *id, struct buf *out)
 	    env->auth ? env->auth : "");
 	buf_printf(out, "envid=%s\nret=%s\nsize_declared=%llu\nbody=%s\n"
 	    "smtputf8=%s\nwarned=%s\n", env->envid ? env->envid : "",
-	    rets[env->ret], (unsigned long long)env->size,
+	    mta_ret_name(env->ret), (unsigned long long)env->size,
 	    env->body8 ? "8bitmime" : "7bit", env->smtputf8 ? "yes" : "no",
 	    env->warned ? "yes" : "no");
 	buf_puts(out, "\n");
@@ -176,15 +178,15 @@ static const struct {
 static void
 stats(struct buf *out)
 {
-	struct mta_env *env;
+	struct mta_qmsg *q;
 	unsigned long long msgs = 0, rcpts = 0;
 	uint64_t batches, ops;
 	size_t i;
 
-	TAILQ_FOREACH(env, mta_queue_all(), entry) {
+	TAILQ_FOREACH(q, mta_queue_all(), entry) {
 		msgs++;
-		for (i = 0; i < env->nrcpt; i++)
-			rcpts += env->rcpt[i].state == MTA_RCPT_PENDING;
+		for (i = 0; i < q->env->nrcpt; i++)
+			rcpts += q->env->rcpt[i].state == MTA_RCPT_PENDING;
 	}
 	buf_printf(out, "queue_messages=%llu\n", msgs);
 	buf_printf(out, "queue_recipients=%llu\n", rcpts);

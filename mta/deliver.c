@@ -821,7 +821,6 @@ txn_check(struct conn *c)
 static int
 send_mail(struct conn *c, const struct mta_job *job)
 {
-	static const char *const rets[] = { NULL, "FULL", "HDRS" };
 	const struct mta_env *env = job->env;
 	struct buf b;
 	int rc;
@@ -835,8 +834,8 @@ send_mail(struct conn *c, const struct mta_job *job)
 		buf_puts(&b, " BODY=8BITMIME");
 	if (env->smtputf8 && c->caps.smtputf8)
 		buf_puts(&b, " SMTPUTF8");
-	if (c->caps.dsn && env->ret != MTA_RET_UNSET)
-		buf_printf(&b, " RET=%s", rets[env->ret]);
+	if (c->caps.dsn && mta_ret_param(env->ret) != NULL)
+		buf_printf(&b, " RET=%s", mta_ret_param(env->ret));
 	if (c->caps.dsn && env->envid != NULL)
 		buf_printf(&b, " ENVID=%s", env->envid);
 	rc = send_cmd(c, "%s", b.data);

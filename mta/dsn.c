@@ -343,7 +343,7 @@ status_part(const struct mta_dsnreq *req, struct buf *b)
 	put_field(b, "X-Mxbridge-Queue-ID", "", req->orig);
 	if (req->envid != NULL)
 		put_field(b, "Original-Envelope-Id", "", req->envid);
-	put_field(b, "Arrival-Date", "", mta_fmt_time(req->arrival,
+	put_field(b, "Arrival-Date", "", smtp_date(req->arrival,
 	    date, sizeof(date)));
 	for (i = 0; i < req->nrcpt; i++) {
 		r = &req->rcpt[i];
@@ -365,10 +365,10 @@ status_part(const struct mta_dsnreq *req, struct buf *b)
 			    r->diag);
 		if (r->last != 0)
 			put_field(b, "Last-Attempt-Date", "",
-			    mta_fmt_time(r->last, date, sizeof(date)));
+			    smtp_date(r->last, date, sizeof(date)));
 		if (req->kind == MTA_DSN_DELAY)
 			put_field(b, "Will-Retry-Until", "",
-			    mta_fmt_time(req->until, date, sizeof(date)));
+			    smtp_date(req->until, date, sizeof(date)));
 	}
 }
 
@@ -441,7 +441,7 @@ mta_dsn_compose(struct mta_dsnreq *req, struct buf *out)
 	clean(out, req->sender, strlen(req->sender));
 	buf_puts(out, ">\r\n");
 	buf_printf(out, "Subject: %s\r\n", subject(req->kind));
-	buf_printf(out, "Date: %s\r\n", mta_fmt_time(time(NULL), date,
+	buf_printf(out, "Date: %s\r\n", smtp_date(time(NULL), date,
 	    sizeof(date)));
 	buf_printf(out, "Message-ID: <%s@%s>\r\n", req->id, req->host);
 	buf_puts(out, "Auto-Submitted: auto-replied\r\n");

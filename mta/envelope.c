@@ -21,6 +21,7 @@
 #include <sys/time.h>
 
 #include "../common/addr.h"
+#include "../common/hash.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
 #include "mta_local.h"
@@ -33,18 +34,6 @@ struct field {
 	char	*key;
 	char	*val;		/* decoded in place */
 };
-
-uint64_t
-mta_fnv(uint64_t h, const void *p, size_t n)
-{
-	const unsigned char *s = p;
-
-	while (n-- > 0) {
-		h ^= *s++;
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
 
 static uint64_t	env_mem_total;
 
@@ -162,18 +151,33 @@ mta_id_make(char *out)
 	snprintf(out, MTA_IDLEN + 1, "%016llx", (unsigned long long)v);
 }
 
+/*
+ * The words of the MTA's enums, in enum order, NULL ended: one table for
+ * the spool files, "queue show" and the log lines.  RET also has its
+ * ESMTP spelling, the parameter sent to the next hop.
+ */
+static const char *const rstate_names[] = { "pending", "delivered",
+	"failed", NULL };
+static const char *const ret_names[] = { "unset", "full", "hdrs", NULL };
+static const char *const ret_params[] = { NULL, "FULL", "HDRS" };
+
 const char *
 mta_rstate_name(enum mta_rstate s)
 {
-	switch (s) {
-	case MTA_RCPT_PENDING:
-		return "pending";
-	case MTA_RCPT_DELIVERED:
-		return "delivered";
-	case MTA_RCPT_FAILED:
-		return "failed";
-	}
-	return "unknown";
+	return policy_name(rstate_names, s);
+}
+
+const char *
+mta_ret_name(enum mta_ret r)
+{
+	return policy_name(ret_names, r);
+}
+
+/* mta_ret_param - the RET= value to send, or NULL for none */
+const char *
+mta_ret_param(enum mta_ret r)
+{
+	return r == MTA_RET_FULL || r == MTA_RET_HDRS ? ret_params[r] : NULL;
 }
 
 /* mta_addr_domain - the part after the last '@', or "" */
@@ -197,17 +201,6 @@ mta_notify_wants(unsigned notify, unsigned what)
 	if (notify & MTA_NOTIFY_NEVER)
 		return 0;
 	return (notify & what) != 0;
-}
-
-/* mta_fmt_time - RFC 5322 date-time, local zone */
-const char *
-mta_fmt_time(time_t t, char *out, size_t len)
-{
-	struct tm tm;
-
-	localtime_r(&t, &tm);
-	strftime(out, len, "%a, %d %b %Y %H:%M:%S %z", &tm);
-	return out;
 }
 
 /*
@@ -287,25 +280,6 @@ decode(char *s)
 	return 0;
 }
 
-static const char *
-route_word(enum policy_route r)
-{
-	return policy_route_name(r);
-}
-
-static int
-route_parse(const char *s, enum policy_route *r)
-{
-	if (strcmp(s, "original") == 0)
-		*r = POLICY_ROUTE_ORIGINAL;
-	else if (strcmp(s, "relayhost") == 0)
-		*r = POLICY_ROUTE_RELAYHOST;
-	else if (strcmp(s, "mx") == 0)
-		*r = POLICY_ROUTE_MX;
-	else
-		return -1;
-	return 0;
-}
 
 static void
 rcpt_serialize(const struct mta_rcpt *r, struct buf *b)
@@ -314,7 +288,7 @@ rcpt_serialize(const struct mta_rcpt *r, struct buf *b)
 	put_enc(b, "addr", r->addr);
 	put_enc(b, "orcpt", r->orcpt);
 	put_num(b, "notify", r->notify);
-	buf_printf(b, " route=%s state=%s", route_word(r->route),
+	buf_printf(b, " route=%s state=%s", policy_route_name(r->route),
 	    mta_rstate_name(r->state));
 	put_num(b, "attempts", r->attempts);
 	put_num(b, "next", (unsigned long long)r->next);
@@ -331,14 +305,13 @@ static void
 end_line(struct buf *b, size_t start)
 {
 	buf_printf(b, "end sum=%016llx\n", (unsigned long long)
-	    mta_fnv(MTA_FNV_INIT, b->data + start, b->len - start));
+	    hash_fnv(HASH_FNV_INIT, b->data + start, b->len - start));
 }
 
 /* mta_env_serialize - the whole header, ending with its end line */
 void
 mta_env_serialize(const struct mta_env *env, struct buf *b)
 {
-	static const char *const rets[] = { "unset", "full", "hdrs" };
 	size_t start = b->len, i;
 
 	buf_puts(b, ENV_MAGIC);
@@ -353,7 +326,7 @@ mta_env_serialize(const struct mta_env *env, struct buf *b)
 	put_enc(b, "auth", env->auth);
 	put_enc(b, "from", env->sender);
 	put_enc(b, "envid", env->envid);
-	buf_printf(b, " ret=%s", rets[env->ret]);
+	buf_printf(b, " ret=%s", mta_ret_name(env->ret));
 	put_num(b, "size", env->size);
 	put_num(b, "body8", (unsigned)env->body8);
 	put_num(b, "smtputf8", (unsigned)env->smtputf8);
@@ -459,6 +432,7 @@ static int
 msg_field(struct mta_env *env, const struct field *f)
 {
 	unsigned long long v = 0;
+	int i;
 	const char *k = f->key;
 
 	if (strcmp(k, "id") == 0) {
@@ -485,8 +459,8 @@ msg_field(struct mta_env *env, const struct field *f)
 	else if (strcmp(k, "received") == 0)
 		set_str(&env->received, f->val);
 	else if (strcmp(k, "ret") == 0)
-		env->ret = strcmp(f->val, "full") == 0 ? MTA_RET_FULL :
-		    strcmp(f->val, "hdrs") == 0 ? MTA_RET_HDRS : MTA_RET_UNSET;
+		env->ret = (i = policy_name_index(ret_names, f->val)) != -1 ?
+		    (enum mta_ret)i : MTA_RET_UNSET;
 	else if (strcmp(k, "bodysum") == 0)
 		return hexnum(f->val, &env->bodysum);
 	else {
@@ -517,6 +491,7 @@ rcpt_field(struct mta_rcpt *r, const struct field *f)
 {
 	unsigned long long v = 0;
 	const char *k = f->key;
+	int i;
 
 	if (strcmp(k, "addr") == 0)
 		set_str(&r->addr, f->val);
@@ -528,17 +503,14 @@ rcpt_field(struct mta_rcpt *r, const struct field *f)
 		set_str(&r->remote, f->val);
 	else if (strcmp(k, "diag") == 0)
 		set_str(&r->diag, f->val);
-	else if (strcmp(k, "route") == 0)
-		return route_parse(f->val, &r->route);
-	else if (strcmp(k, "state") == 0) {
-		if (strcmp(f->val, "pending") == 0)
-			r->state = MTA_RCPT_PENDING;
-		else if (strcmp(f->val, "delivered") == 0)
-			r->state = MTA_RCPT_DELIVERED;
-		else if (strcmp(f->val, "failed") == 0)
-			r->state = MTA_RCPT_FAILED;
-		else
+	else if (strcmp(k, "route") == 0) {
+		if ((i = policy_name_index(policy_route_names, f->val)) == -1)
 			return -1;
+		r->route = (enum policy_route)i;
+	} else if (strcmp(k, "state") == 0) {
+		if ((i = policy_name_index(rstate_names, f->val)) == -1)
+			return -1;
+		r->state = (enum mta_rstate)i;
 	} else {
 		if (num(f->val, &v) == -1)
 			return -1;
@@ -591,7 +563,7 @@ header_end(const char *buf, size_t len, const char *magic)
 			memcpy(sum, p + 8, nl - p - 8);
 			sum[nl - p - 8] = '\0';
 			if (hexnum(sum, &want) == -1 ||
-			    want != mta_fnv(MTA_FNV_INIT, buf, p - buf))
+			    want != hash_fnv(HASH_FNV_INIT, buf, p - buf))
 				return 0;
 			return (size_t)(nl - buf) + 1;
 		}

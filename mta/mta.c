@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include "../common/addr.h"
+#include "../common/hash.h"
 #include "../common/log.h"
+#include "../common/smtp.h"
 #include "../common/xmalloc.h"
 #include "mta_local.h"
 
@@ -40,19 +42,11 @@ struct mta_stats	 mta_stats;
 static uv_loop_t	*mta_loop;
 static int		 mta_started;
 static int		 mta_stopping;
-static char		 mta_host[256];
 
 const char *
 mta_hostname(void)
 {
-	struct policy *p = policy_current();
-
-	if (p != NULL && p->hostname != NULL)
-		return p->hostname;
-	if (mta_host[0] == '\0' &&
-	    gethostname(mta_host, sizeof(mta_host) - 1) == -1)
-		snprintf(mta_host, sizeof(mta_host), "localhost");
-	return mta_host;
+	return policy_hostname(policy_current());
 }
 
 int
@@ -79,7 +73,7 @@ mta_msg_new(const struct mta_info *info)
 
 	msg = xcalloc(1, sizeof(*msg));
 	msg->spillfd = -1;
-	msg->sum = MTA_FNV_INIT;
+	msg->sum = HASH_FNV_INIT;
 	buf_init(&msg->body);
 	msg->env = env = mta_env_new();
 	mta_id_make(env->id);
@@ -155,7 +149,7 @@ mta_msg_write(struct mta_msg *msg, const void *p, size_t n)
 	if (msg->error)
 		return -1;
 	keep_head(msg, p, n);
-	msg->sum = mta_fnv(msg->sum, p, n);
+	msg->sum = hash_fnv(msg->sum, p, n);
 	msg->len += n;
 	if (msg->spillfd == -1 && msg->body.len + n > MTA_SPILL &&
 	    spill(msg) == -1) {
@@ -203,33 +197,27 @@ has_trace(const struct mta_msg *msg)
 	    msg->headlen) - msg->head, "(mxbridge)", 10) != NULL;
 }
 
-/* received - our trace header (RFC 5321 4.4), CRLF ended */
+/* received - our trace header for a message without it (smtp_received) */
 static void
 received(struct mta_env *env)
 {
-	char ip[ADDR_STRLEN], date[64];
+	char ip[ADDR_STRLEN];
+	struct smtp_trace t;
 	struct buf b;
-	const char *with;
 
-	buf_init(&b);
 	addr_fmt_ip((struct sockaddr *)&env->client, ip, sizeof(ip));
-	if (env->smtputf8)
-		with = env->tls ? (env->auth ? "UTF8SMTPSA" : "UTF8SMTPS") :
-		    (env->auth ? "UTF8SMTPA" : "UTF8SMTP");
-	else
-		with = env->tls ? (env->auth ? "ESMTPSA" : "ESMTPS") :
-		    (env->auth ? "ESMTPA" : "ESMTP");
-	buf_printf(&b, "Received: from %s (%s%s%s)\r\n",
-	    env->helo != NULL && *env->helo ? env->helo : "unknown",
-	    env->client.ss_family == AF_INET6 ? "[IPv6:" : "[", ip, "]");
-	if (env->tls != NULL)
-		buf_printf(&b, "\t(using %s)\r\n", env->tls);
-	buf_printf(&b, "\tby %s (mxbridge) with %s id %s", mta_hostname(),
-	    with, env->id);
-	if (env->nrcpt == 1)
-		buf_printf(&b, "\r\n\tfor <%s>", env->rcpt[0].addr);
-	buf_printf(&b, ";\r\n\t%s\r\n", mta_fmt_time(env->arrival, date,
-	    sizeof(date)));
+	memset(&t, 0, sizeof(t));
+	t.helo = env->helo;
+	t.ip = ip;
+	t.by = mta_hostname();
+	t.id = env->id;
+	t.tls = env->tls;
+	t.rcpt = env->nrcpt == 1 ? env->rcpt[0].addr : NULL;
+	t.smtputf8 = env->smtputf8;
+	t.auth = env->auth != NULL;
+	t.when = env->arrival;
+	buf_init(&b);
+	smtp_received(&b, &t);
 	env->received = xstrndup(b.data, b.len);
 	buf_free(&b);
 }

@@ -2,7 +2,8 @@
  * mta_local.h - what the files of the MTA share and nobody else calls:
  * the queued message (envelope) and its recipients, the on-disk format
  * (envelope.c), the spool's asynchronous operations (spool.c), the
- * scheduler and its destinations (queue.c), delivery connections
+ * scheduler, its per-message state and its destinations (queue.c),
+ * delivery connections
  * (deliver.c), DNS (dns.c), DSNs (dsn.c) and the admin commands (admin.c).
  */
 #ifndef MXB_MTA_LOCAL_H
@@ -46,10 +47,13 @@ struct mta_rcpt {
 	char		*diag;		/* the last reply or reason */
 	int		 notified;	/* final DSN done, or none wanted */
 	int		 relayed;	/* next hop took our DSN parameters */
-	int		 busy;		/* in a delivery job (memory only) */
 };
 
-/* one queued message: the envelope header of its spool file */
+/*
+ * one queued message: the envelope header of its spool file (what
+ * envelope.c writes and reads) and the spool's memory of that file; the
+ * scheduler's state of it is struct mta_qmsg's
+ */
 struct mta_env {
 	char		 id[MTA_IDLEN + 1];
 	time_t		 arrival;
@@ -75,14 +79,7 @@ struct mta_env {
 	struct buf	 mem;		/* the body, for the first delivery */
 	struct mta_rcpt	*rcpt;
 	size_t		 nrcpt;
-
-	/* memory only, owned by queue.c */
-	TAILQ_ENTRY(mta_env) entry;
-	unsigned	 jobs;		/* delivery jobs holding it */
-	int		 deleted;	/* remove once the jobs are done */
-	int		 dead;		/* move to dead/ once done */
 };
-TAILQ_HEAD(mta_envq, mta_env);
 
 /* envelope.c */
 struct mta_env	*mta_env_new(void);
@@ -98,12 +95,11 @@ void		 mta_state_serialize(const struct mta_env *, struct buf *);
 int		 mta_env_parse(const char *, size_t, struct mta_env *,
 		    const char **);
 int		 mta_state_parse(const char *, size_t, struct mta_env *);
-uint64_t	 mta_fnv(uint64_t, const void *, size_t);
-#define MTA_FNV_INIT	0xcbf29ce484222325ULL
 const char	*mta_rstate_name(enum mta_rstate);
+const char	*mta_ret_name(enum mta_ret);
+const char	*mta_ret_param(enum mta_ret);
 const char	*mta_addr_domain(const char *);
 int		 mta_notify_wants(unsigned, unsigned);
-const char	*mta_fmt_time(time_t, char *, size_t);
 
 /* spool.c: every file operation runs on the threadpool, in batches */
 typedef void	(*mta_spool_cb)(void *, int, const char *);
@@ -131,6 +127,18 @@ int		 mta_spool_read_headers(const struct mta_env *, struct buf *,
 /* queue.c: the scheduler */
 struct mta_dest;
 
+/* the scheduler's state of one queued message: memory only, never on disk */
+struct mta_qmsg {
+	TAILQ_ENTRY(mta_qmsg) entry;
+	struct mta_env	*env;
+	unsigned char	*busy;		/* per recipient: in a delivery job */
+	unsigned	 jobs;		/* delivery jobs holding it */
+	int		 deleted;	/* 1: remove once the jobs are done;
+					 * 2: stopped, freed by its last job */
+	int		 dead;		/* move to dead/ once done */
+};
+TAILQ_HEAD(mta_qmsgq, mta_qmsg);
+
 /* the outcome for one recipient of a job */
 struct mta_result {
 	int		 code;		/* 2, 4 or 5: the reply class */
@@ -143,7 +151,8 @@ struct mta_result {
 /* one delivery transaction: a message and its recipients for one hop */
 struct mta_job {
 	TAILQ_ENTRY(mta_job) entry;
-	struct mta_env	*env;
+	struct mta_qmsg	*msg;		/* the scheduler's (queue.c) */
+	struct mta_env	*env;		/* msg->env */
 	struct mta_dest	*dest;
 	size_t		*idx;		/* indexes into env->rcpt */
 	struct mta_result *res;		/* per idx, filled by deliver.c */
@@ -174,7 +183,8 @@ void		 mta_queue_shutdown(void);
 void		 mta_queue_add(struct mta_env *);
 void		 mta_queue_kick(void);
 struct mta_env	*mta_queue_find(const char *);
-struct mta_envq	*mta_queue_all(void);
+struct mta_qmsg	*mta_queue_lookup(const char *);
+struct mta_qmsgq *mta_queue_all(void);
 int		 mta_queue_flush(const char *);
 int		 mta_queue_delete(const char *);
 int		 mta_queue_bounce(const char *);

@@ -1,6 +1,8 @@
 /*
  * queue.c - the scheduler.  It owns the in-memory queue (every queued
- * message's envelope), the destinations and their waiting jobs, and every
+ * message's envelope, beside the scheduler's own state of it in struct
+ * mta_qmsg, which never goes to disk), the destinations and their waiting
+ * jobs, and every
  * decision about a recipient's life: when to try it, the backoff between
  * attempts, expiry after queue.lifetime, the delay warning after
  * queue.warn, and the final notification.  Delivery connections
@@ -26,7 +28,7 @@
 static uv_loop_t	*queue_loop;
 static uv_timer_t	 queue_timer;
 static int		 queue_timer_open;
-static struct mta_envq	 queue_msgs = TAILQ_HEAD_INITIALIZER(queue_msgs);
+static struct mta_qmsgq	 queue_msgs = TAILQ_HEAD_INITIALIZER(queue_msgs);
 static TAILQ_HEAD(, mta_dest) queue_dests =
     TAILQ_HEAD_INITIALIZER(queue_dests);
 static time_t		 queue_armed;	/* when the timer fires, 0: idle */
@@ -34,25 +36,43 @@ static int		 queue_draining;	/* shutdown: no new jobs */
 static int		 queue_stopped;
 static time_t		 queue_dead_swept;
 
-static int	settle(struct mta_env *);
+static int	settle(struct mta_qmsg *);
 static void	arm(time_t);
-static time_t	next_event(const struct mta_env *, time_t);
+static time_t	next_event(const struct mta_qmsg *, time_t);
 
-struct mta_envq *
+struct mta_qmsgq *
 mta_queue_all(void)
 {
 	return &queue_msgs;
 }
 
+/* mta_queue_lookup - the queued message id with the scheduler's state */
+struct mta_qmsg *
+mta_queue_lookup(const char *id)
+{
+	struct mta_qmsg *q;
+
+	TAILQ_FOREACH(q, &queue_msgs, entry)
+		if (strcmp(q->env->id, id) == 0)
+			return q;
+	return NULL;
+}
+
+/* mta_queue_find - the envelope of queued message id */
 struct mta_env *
 mta_queue_find(const char *id)
 {
-	struct mta_env *env;
+	struct mta_qmsg *q = mta_queue_lookup(id);
 
-	TAILQ_FOREACH(env, &queue_msgs, entry)
-		if (strcmp(env->id, id) == 0)
-			return env;
-	return NULL;
+	return q != NULL ? q->env : NULL;
+}
+
+static void
+qmsg_free(struct mta_qmsg *q)
+{
+	mta_env_free(q->env);
+	free(q->busy);
+	free(q);
 }
 
 unsigned
@@ -342,7 +362,6 @@ static void
 apply(struct mta_env *env, struct mta_rcpt *r, const struct mta_result *res,
     time_t now)
 {
-	r->busy = 0;
 	r->attempts++;
 	r->last = now;
 	set_str(&r->status, res->status);
@@ -366,10 +385,12 @@ apply(struct mta_env *env, struct mta_rcpt *r, const struct mta_result *res,
 
 /* msg_drop - the message leaves the queue (and the spool) */
 static void
-msg_drop(struct mta_env *env, const char *why)
+msg_drop(struct mta_qmsg *q, const char *why)
 {
-	TAILQ_REMOVE(&queue_msgs, env, entry);
-	if (env->dead) {
+	struct mta_env *env = q->env;
+
+	TAILQ_REMOVE(&queue_msgs, q, entry);
+	if (q->dead) {
 		log_info("msgid=%s removed to dead/: %s", env->id, why);
 		mta_spool_move(env->id, "dead");
 	} else {
@@ -380,7 +401,7 @@ msg_drop(struct mta_env *env, const char *why)
 			log_info("msgid=%s removed: %s", env->id, why);
 		mta_spool_remove(env);
 	}
-	mta_env_free(env);
+	qmsg_free(q);
 }
 
 /*
@@ -391,38 +412,40 @@ msg_drop(struct mta_env *env, const char *why)
 void
 mta_queue_job_done(struct mta_job *job)
 {
-	struct mta_env *env = job->env;
+	struct mta_qmsg *q = job->msg;
+	struct mta_env *env = q->env;
 	struct mta_dest *d = job->dest;
 	time_t now = time(NULL);
 	size_t i;
 	int answered = 0;
 
-	env->jobs--;
+	q->jobs--;
 	if (queue_stopped) {
 		job_free(job);
-		if (env->deleted == 2 && env->jobs == 0)
-			mta_env_free(env);
+		if (q->deleted == 2 && q->jobs == 0)
+			qmsg_free(q);
 		return;
 	}
 	for (i = 0; i < job->n; i++) {
 		if (job->res[i].code == 0)
 			mta_result_set(&job->res[i], 4, "4.4.2",
 			    NULL, "delivery interrupted");
+		q->busy[job->idx[i]] = 0;
 		apply(env, &env->rcpt[job->idx[i]], &job->res[i], now);
 		answered |= job->res[i].code == 2 || (job->res[i].code == 5 &&
 		    job->res[i].remote != NULL);
 	}
 	job_free(job);
-	if (env->jobs == 0)
+	if (q->jobs == 0)
 		mta_env_mem_drop(env);	/* retries read the file */
 	if (answered && d->window < policy_current()->queue.concurrency) {
 		d->window++;
 		dest_pump(d);
 	}
-	if (env->deleted && env->jobs == 0)
-		msg_drop(env, "deleted by the administrator");
-	else if (!env->deleted && settle(env) == 0)
-		arm(next_event(env, now + QUEUE_HOUSEKEEP));
+	if (q->deleted && q->jobs == 0)
+		msg_drop(q, "deleted by the administrator");
+	else if (!q->deleted && settle(q) == 0)
+		arm(next_event(q, now + QUEUE_HOUSEKEEP));
 }
 
 /* mta_queue_dest_fail - every waiting job of d fails the same way */
@@ -483,10 +506,12 @@ notify(struct mta_env *env, enum mta_dsn_kind kind, size_t *idx, size_t n)
  * remove the message if nothing is pending (1), else save its state (0).
  */
 static int
-settle(struct mta_env *env)
+settle(struct mta_qmsg *q)
 {
+	struct mta_env *env = q->env;
 	size_t *fail, *ok, nfail = 0, nok = 0, i, pending = 0;
 	struct mta_rcpt *r;
+
 	fail = xcalloc(env->nrcpt, sizeof(*fail));
 	ok = xcalloc(env->nrcpt, sizeof(*ok));
 	for (i = 0; i < env->nrcpt; i++) {
@@ -500,7 +525,7 @@ settle(struct mta_env *env)
 		r->notified = 1;
 		if (env->sender[0] == '\0') {
 			if (r->state == MTA_RCPT_FAILED)
-				env->dead = 1;	/* a bounce is not bounced */
+				q->dead = 1;	/* a bounce is not bounced */
 		} else if (r->state == MTA_RCPT_FAILED &&
 		    mta_notify_wants(r->notify, MTA_NOTIFY_FAILURE))
 			fail[nfail++] = i;
@@ -513,8 +538,8 @@ settle(struct mta_env *env)
 	notify(env, MTA_DSN_SUCCESS, ok, nok);
 	free(fail);
 	free(ok);
-	if (pending == 0 && env->jobs == 0) {
-		msg_drop(env, env->dead ? "undeliverable bounce" : MSG_DONE);
+	if (pending == 0 && q->jobs == 0) {
+		msg_drop(q, q->dead ? "undeliverable bounce" : MSG_DONE);
 		return 1;
 	}
 	mta_spool_state(env);
@@ -546,10 +571,11 @@ warn(struct mta_env *env, time_t now)
  * Dispatch
  */
 
-/* dispatch - make jobs of the due recipients of env, one per dest */
+/* dispatch - make jobs of the due recipients of q, one per dest */
 static void
-dispatch(struct mta_env *env, time_t now)
+dispatch(struct mta_qmsg *q, time_t now)
 {
+	struct mta_env *env = q->env;
 	struct mta_dest *d, *dests[64];
 	struct mta_job *jobs[64], *job;
 	struct mta_rcpt *r;
@@ -557,7 +583,7 @@ dispatch(struct mta_env *env, time_t now)
 
 	for (i = 0; i < env->nrcpt; i++) {
 		r = &env->rcpt[i];
-		if (r->state != MTA_RCPT_PENDING || r->busy || r->next > now)
+		if (r->state != MTA_RCPT_PENDING || q->busy[i] || r->next > now)
 			continue;
 		d = dest_get(env, r);
 		for (k = 0; k < nd && dests[k] != d; k++)
@@ -567,6 +593,7 @@ dispatch(struct mta_env *env, time_t now)
 				continue;	/* the rest next round */
 			dests[nd] = d;
 			jobs[nd] = job = xcalloc(1, sizeof(*job));
+			job->msg = q;
 			job->env = env;
 			job->dest = d;
 			job->idx = xcalloc(env->nrcpt, sizeof(*job->idx));
@@ -575,10 +602,10 @@ dispatch(struct mta_env *env, time_t now)
 		}
 		job = jobs[k];
 		job->idx[job->n++] = i;
-		r->busy = 1;
+		q->busy[i] = 1;
 	}
 	for (k = 0; k < nd; k++) {
-		env->jobs++;
+		q->jobs++;
 		TAILQ_INSERT_TAIL(&dests[k]->jobs, jobs[k], entry);
 		dests[k]->njobs++;
 		dest_pump(dests[k]);
@@ -587,33 +614,34 @@ dispatch(struct mta_env *env, time_t now)
 
 /* expire - pending recipients past the lifetime fail now */
 static int
-expire(struct mta_env *env, time_t now)
+expire(struct mta_qmsg *q, time_t now)
 {
+	struct mta_env *env = q->env;
 	size_t i;
 	int n = 0;
 
 	if (now - env->arrival < lifetime(env))
 		return 0;
 	for (i = 0; i < env->nrcpt; i++)
-		if (env->rcpt[i].state == MTA_RCPT_PENDING &&
-		    !env->rcpt[i].busy) {
+		if (env->rcpt[i].state == MTA_RCPT_PENDING && !q->busy[i]) {
 			rcpt_fail(env, &env->rcpt[i], 1);
 			n++;
 		}
 	return n;
 }
 
-/* next_event - the earliest time env needs the scheduler again */
+/* next_event - the earliest time q needs the scheduler again */
 static time_t
-next_event(const struct mta_env *env, time_t t)
+next_event(const struct mta_qmsg *q, time_t t)
 {
+	const struct mta_env *env = q->env;
 	struct policy *p = policy_current();
 	time_t e;
 	size_t i;
 
 	for (i = 0; i < env->nrcpt; i++)
-		if (env->rcpt[i].state == MTA_RCPT_PENDING &&
-		    !env->rcpt[i].busy && env->rcpt[i].next < t)
+		if (env->rcpt[i].state == MTA_RCPT_PENDING && !q->busy[i] &&
+		    env->rcpt[i].next < t)
 			t = env->rcpt[i].next;
 	e = env->arrival + lifetime(env);
 	if (e < t)
@@ -631,19 +659,19 @@ static void
 scan(uv_timer_t *t)
 {
 	struct policy *p = policy_current();
-	struct mta_env *env, *tmp;
+	struct mta_qmsg *q, *tmp;
 	time_t now = time(NULL), next = now + QUEUE_HOUSEKEEP;
 
 	if (queue_stopped)
 		return;
-	TAILQ_FOREACH_SAFE(env, &queue_msgs, entry, tmp) {
-		if (env->deleted)
+	TAILQ_FOREACH_SAFE(q, &queue_msgs, entry, tmp) {
+		if (q->deleted)
 			continue;
-		if ((expire(env, now) > 0 || warn(env, now)) && settle(env))
+		if ((expire(q, now) > 0 || warn(q->env, now)) && settle(q))
 			continue;	/* removed */
 		if (!queue_draining)
-			dispatch(env, now);
-		next = next_event(env, next);
+			dispatch(q, now);
+		next = next_event(q, next);
 	}
 	if (now - queue_dead_swept >= QUEUE_DEADSCAN) {
 		queue_dead_swept = now;
@@ -697,15 +725,20 @@ unsettled(const struct mta_env *env)
 void
 mta_queue_add(struct mta_env *env)
 {
+	struct mta_qmsg *q;
+
 	if (queue_stopped) {
 		mta_env_free(env);
 		return;
 	}
-	TAILQ_INSERT_TAIL(&queue_msgs, env, entry);
-	if (unsettled(env) && settle(env))
+	q = xcalloc(1, sizeof(*q));
+	q->env = env;
+	q->busy = xcalloc(env->nrcpt > 0 ? env->nrcpt : 1, sizeof(*q->busy));
+	TAILQ_INSERT_TAIL(&queue_msgs, q, entry);
+	if (unsettled(env) && settle(q))
 		return;		/* loaded after a crash, already done */
 	if (queue_loop != NULL && !queue_draining)
-		dispatch(env, time(NULL));
+		dispatch(q, time(NULL));
 }
 
 /*
@@ -716,11 +749,13 @@ mta_queue_add(struct mta_env *env)
 int
 mta_queue_flush(const char *id)
 {
+	struct mta_qmsg *q;
 	struct mta_env *env;
 	size_t i;
 	int n = 0;
 
-	TAILQ_FOREACH(env, &queue_msgs, entry) {
+	TAILQ_FOREACH(q, &queue_msgs, entry) {
+		env = q->env;
 		if (id != NULL && strcmp(env->id, id) != 0)
 			continue;
 		for (i = 0; i < env->nrcpt; i++)
@@ -736,15 +771,15 @@ mta_queue_flush(const char *id)
 int
 mta_queue_delete(const char *id)
 {
-	struct mta_env *env;
+	struct mta_qmsg *q;
 
-	if ((env = mta_queue_find(id)) == NULL)
+	if ((q = mta_queue_lookup(id)) == NULL)
 		return -1;
-	if (env->jobs > 0) {
-		env->deleted = 1;	/* when its connections let go */
+	if (q->jobs > 0) {
+		q->deleted = 1;		/* when its connections let go */
 		return 0;
 	}
-	msg_drop(env, "deleted by the administrator");
+	msg_drop(q, "deleted by the administrator");
 	return 0;
 }
 
@@ -752,21 +787,23 @@ mta_queue_delete(const char *id)
 int
 mta_queue_bounce(const char *id)
 {
+	struct mta_qmsg *q;
 	struct mta_env *env;
 	struct mta_rcpt *r;
 	size_t i;
 
-	if ((env = mta_queue_find(id)) == NULL || env->deleted)
+	if ((q = mta_queue_lookup(id)) == NULL || q->deleted)
 		return -1;
+	env = q->env;
 	for (i = 0; i < env->nrcpt; i++) {
 		r = &env->rcpt[i];
-		if (r->state != MTA_RCPT_PENDING || r->busy)
+		if (r->state != MTA_RCPT_PENDING || q->busy[i])
 			continue;
 		set_str(&r->status, "5.0.0");
 		set_str(&r->diag, "bounced by the administrator");
 		rcpt_fail(env, r, 0);
 	}
-	settle(env);
+	settle(q);
 	return 0;
 }
 
@@ -801,7 +838,7 @@ mta_queue_shutdown(void)
 void
 mta_queue_stop(void)
 {
-	struct mta_env *env;
+	struct mta_qmsg *q;
 	struct mta_dest *d, *tmp;
 	struct mta_job *job;
 
@@ -815,17 +852,17 @@ mta_queue_stop(void)
 		while ((job = TAILQ_FIRST(&d->jobs)) != NULL) {
 			TAILQ_REMOVE(&d->jobs, job, entry);
 			d->njobs--;
-			job->env->jobs--;
+			job->msg->jobs--;
 			job_free(job);
 		}
 		dest_free_if_idle(d);
 	}
 	mta_deliver_stop();
-	while ((env = TAILQ_FIRST(&queue_msgs)) != NULL) {
-		TAILQ_REMOVE(&queue_msgs, env, entry);
-		if (env->jobs == 0)
-			mta_env_free(env);
+	while ((q = TAILQ_FIRST(&queue_msgs)) != NULL) {
+		TAILQ_REMOVE(&queue_msgs, q, entry);
+		if (q->jobs == 0)
+			qmsg_free(q);
 		else
-			env->deleted = 2;	/* freed by its last job */
+			q->deleted = 2;		/* freed by its last job */
 	}
 }

@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/hash.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
 #include "mta_local.h"
@@ -363,7 +364,7 @@ work_commit(struct spool_op *op, int dosync)
 			return;
 		}
 		op->env->bodylen = op->data.len;
-		op->env->bodysum = mta_fnv(MTA_FNV_INIT, op->data.data,
+		op->env->bodysum = hash_fnv(HASH_FNV_INIT, op->data.data,
 		    op->data.len);
 	}
 	mta_env_serialize(op->env, &hdr);
@@ -1007,8 +1008,8 @@ load_one(const char *name)
 		why = "id does not match the file name";
 	else if ((uint64_t)st.st_size != env->bodyoff + env->bodylen)
 		why = "size does not match the header (truncated)";
-	else if (mta_fnv(MTA_FNV_INIT, b.data + env->bodyoff, env->bodylen) !=
-	    env->bodysum)
+	else if (hash_fnv(HASH_FNV_INIT, b.data + env->bodyoff,
+	    env->bodylen) != env->bodysum)
 		why = "body checksum mismatch";
 	if (why != NULL) {
 		quarantine(name, why);

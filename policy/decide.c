@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "../common/addr.h"
+#include "../common/smtp.h"
 #include "policy.h"
 #include "policy_local.h"
 
@@ -225,31 +226,19 @@ local_end(char *s)
 }
 
 /*
- * local_bad - a local part that could route mail elsewhere ('%', '!' or
- * '@', quoted or not) or is not RFC 5321 syntax (specials outside quotes,
- * an open quote, empty)
+ * local_bad - a local part that is not RFC 5321 syntax (the one grammar
+ * of it, smtp_local_part) or could route mail elsewhere ('%', '!' or '@',
+ * quoted, escaped or not)
  */
 static int
 local_bad(const char *s, const char *end)
 {
-	int quoted = 0;
-
-	if (s == end)
+	if (s == end || smtp_local_part(s, 1) != (size_t)(end - s))
 		return 1;
-	for (; s < end; s++) {
-		if (quoted && *s == '\\' && s + 1 < end)
-			s++;		/* the escaped character counts too */
-		else if (*s == '"') {
-			quoted = !quoted;
-			continue;
-		}
+	for (; s < end; s++)
 		if (*s == '%' || *s == '!' || *s == '@')
 			return 1;
-		if (!quoted && ((unsigned char)*s <= ' ' || *s == 0x7f ||
-		    strchr("<>()[],;:\\", *s) != NULL))
-			return 1;
-	}
-	return quoted;
+	return 0;
 }
 
 /*

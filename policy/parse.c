@@ -21,6 +21,7 @@
 
 #include "../common/addr.h"
 #include "../common/log.h"
+#include "../common/smtp.h"
 #include "../common/xmalloc.h"
 #include "policy.h"
 #include "policy_local.h"
@@ -94,19 +95,8 @@ struct parser {
 	size_t		 errlen;
 };
 
-static const char *const dir_names[] = { "incoming", "outgoing", NULL };
-static const char *const action_names[] = { "proxy", "pass", "drop", NULL };
-static const char *const starttls_names[] = { "offer", "require", "strip",
-	NULL };
-/* in enum policy_uptls order */
-static const char *const uptls_names[] = { "opportunistic", "none",
-	"starttls", "smtps", NULL };
-static const char *const verdict_names[] = { "relay", "reject", "discard",
-	"tempfail", NULL };
+/* the policy enums' words are policy.c's tables (policy_dir_names...) */
 static const char *const honour_names[] = { "ignore", "honour", NULL };
-/* in enum policy_cstls order */
-static const char *const cstls_names[] = { "none", "opportunistic",
-	"require", NULL };
 static const char *const cs_names[] = { "default", "tls", NULL };
 static const char *const bool_names[] = { "yes", "no", NULL };
 static const char *const timeout_names[] = { "command", "data", "dot",
@@ -423,18 +413,6 @@ parse_size(struct parser *p, int line, const char *name, const char *s,
 	return 0;
 }
 
-/* enum_index - the position of s in a NULL-terminated list, or -1 */
-static int
-enum_index(const char *const *names, const char *s)
-{
-	int i;
-
-	for (i = 0; names[i] != NULL; i++)
-		if (strcmp(s, names[i]) == 0)
-			return i;
-	return -1;
-}
-
 /* parse_enum - one of a NULL-terminated list of words; its index */
 static int
 parse_enum(struct parser *p, int line, const char *name, const char *s,
@@ -444,7 +422,7 @@ parse_enum(struct parser *p, int line, const char *name, const char *s,
 	size_t n = 0;
 	int i;
 
-	if ((*out = enum_index(names, s)) != -1)
+	if ((*out = policy_name_index(names, s)) != -1)
 		return 0;
 	list[0] = '\0';
 	for (i = 0; names[i] != NULL; i++) {
@@ -469,30 +447,24 @@ parse_port(struct parser *p, int line, const char *name, const char *s,
 	return 0;
 }
 
-/* policy_valid_domain - letters, digits and hyphens in 1..63 byte labels */
+/*
+ * policy_valid_domain - a host name: RFC 5321's Domain in LDH labels
+ * (smtp_domain_name, the one grammar of it), at most 253 bytes, one
+ * trailing dot allowed
+ */
 int
 policy_valid_domain(const char *s)
 {
-	size_t len = strlen(s), lab = 0;
+	char name[254];
+	size_t len = strlen(s);
 
 	if (len > 0 && s[len - 1] == '.')
 		len--;
-	if (len == 0 || len > 253)
+	if (len == 0 || len >= sizeof(name))
 		return 0;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] == '.') {
-			if (lab == 0 || s[i - 1] == '-')
-				return 0;
-			lab = 0;
-		} else if (isalnum((unsigned char)s[i]) || s[i] == '-') {
-			if (s[i] == '-' && lab == 0)
-				return 0;
-			if (++lab > 63)
-				return 0;
-		} else
-			return 0;
-	}
-	return s[len - 1] != '-';
+	memcpy(name, s, len);
+	name[len] = '\0';
+	return smtp_domain_name(name, 0) == len;
 }
 
 /* norm_domain - a lower-case copy without the trailing dot */
@@ -651,7 +623,7 @@ kw_listen(struct parser *p, struct stmt *st)
 {
 	int dir;
 
-	if (parse_enum(p, st->line, "listen", st->argv[0], dir_names,
+	if (parse_enum(p, st->line, "listen", st->argv[0], policy_dir_names,
 	    &dir) == -1)
 		return -1;
 	if (strcmp(st->argv[1], "port") != 0)
@@ -659,7 +631,7 @@ kw_listen(struct parser *p, struct stmt *st)
 		    st->argv[1]);
 	if (p->listen_line[dir] != 0)
 		return perr(p, st->line, "listen: duplicate %s (first at line "
-		    "%d)", dir_names[dir], p->listen_line[dir]);
+		    "%d)", policy_dir_names[dir], p->listen_line[dir]);
 	p->listen_line[dir] = st->line;
 	return parse_port(p, st->line, "listen", st->argv[2],
 	    &p->pol->listen_port[dir]);
@@ -716,13 +688,13 @@ kw_starttls(struct parser *p, struct stmt *st)
 {
 	int dir, mode;
 
-	if (parse_enum(p, st->line, "starttls", st->argv[0], dir_names,
+	if (parse_enum(p, st->line, "starttls", st->argv[0], policy_dir_names,
 	    &dir) == -1 || parse_enum(p, st->line, "starttls", st->argv[1],
-	    starttls_names, &mode) == -1)
+	    policy_starttls_names, &mode) == -1)
 		return -1;
 	if (p->starttls_line[dir] != 0)
 		return perr(p, st->line, "starttls: duplicate %s (first at "
-		    "line %d)", dir_names[dir], p->starttls_line[dir]);
+		    "line %d)", policy_dir_names[dir], p->starttls_line[dir]);
 	p->starttls_line[dir] = st->line;
 	p->pol->starttls[dir] = (enum policy_starttls)mode;
 	return 0;
@@ -734,13 +706,13 @@ kw_default(struct parser *p, struct stmt *st)
 {
 	int dir, action;
 
-	if (parse_enum(p, st->line, "default", st->argv[0], dir_names,
+	if (parse_enum(p, st->line, "default", st->argv[0], policy_dir_names,
 	    &dir) == -1 || parse_enum(p, st->line, "default", st->argv[1],
-	    action_names, &action) == -1)
+	    policy_action_names, &action) == -1)
 		return -1;
 	if (p->default_line[dir] != 0)
 		return perr(p, st->line, "default: duplicate %s (first at "
-		    "line %d)", dir_names[dir], p->default_line[dir]);
+		    "line %d)", policy_dir_names[dir], p->default_line[dir]);
 	p->default_line[dir] = st->line;
 	p->pol->default_action[dir] = (enum policy_action)action;
 	return 0;
@@ -755,7 +727,7 @@ kw_clientserver(struct parser *p, struct stmt *st)
 {
 	int k, mode;
 
-	if ((k = enum_index(cs_names, st->argv[0])) == -1)
+	if ((k = policy_name_index(cs_names, st->argv[0])) == -1)
 		return perr(p, st->line, "client-server: expected \"default\" "
 		    "or \"tls\", got \"%s\"", st->argv[0]);
 	if (p->cs_line[k] != 0)
@@ -766,7 +738,7 @@ kw_clientserver(struct parser *p, struct stmt *st)
 		return parse_enum(p, st->line, "client-server", st->argv[1],
 		    honour_names, &p->pol->default_honour);
 	if (parse_enum(p, st->line, "client-server tls", st->argv[1],
-	    cstls_names, &mode) == -1)
+	    policy_cstls_names, &mode) == -1)
 		return -1;
 	p->pol->cs_tls = (enum policy_cstls)mode;
 	return 0;
@@ -918,7 +890,7 @@ kw_relayhost(struct parser *p, struct stmt *st)
 				return -1;
 		} else if (strcmp(st->argv[i], "tls") == 0 && !seen_tls++) {
 			if (parse_enum(p, st->line, "relay-host tls",
-			    st->argv[i + 1], uptls_names, &mode) == -1)
+			    st->argv[i + 1], policy_uptls_names, &mode) == -1)
 				return -1;
 			r->tls = (enum policy_uptls)mode;
 		} else if (strcmp(st->argv[i], "auth") == 0 && !auth_line) {
@@ -1038,7 +1010,7 @@ check_reply(struct parser *p, int line, const char *msg,
 		    "a reply code");
 	if (!reply_class_ok(msg, v))
 		return perr(p, line, "match: status code \"%c.x.x\" does not "
-		    "fit %s", msg[0], verdict_names[v]);
+		    "fit %s", msg[0], policy_verdict_names[v]);
 	return 0;
 }
 
@@ -1102,7 +1074,7 @@ kw_match(struct parser *p, struct stmt *st)
 	r.line = st->line;
 	r.auth = -1;
 	st->argv[st->argc] = NULL;
-	while (i < st->argc && (v = enum_index(verdict_names,
+	while (i < st->argc && (v = policy_name_index(policy_verdict_names,
 	    st->argv[i])) == -1)
 		if (rule_option(p, st, &i, &r, seen) == -1)
 			goto fail;
@@ -1142,8 +1114,8 @@ kw_port_action(struct parser *p, struct stmt *st)
 	size_t idx = p->pol->nports - 1;
 	int dir = strcmp(st->kw->name, "outgoing") == 0, action;
 
-	if (parse_enum(p, st->line, st->kw->name, st->argv[0], action_names,
-	    &action) == -1)
+	if (parse_enum(p, st->line, st->kw->name, st->argv[0],
+	    policy_action_names, &action) == -1)
 		return -1;
 	p->pol->ports[idx].action[dir] = (enum policy_action)action;
 	p->portset[idx] |= 1U << dir;
@@ -1323,7 +1295,7 @@ static const struct keyword domain_kw[] = {
 	    NULL },
 	{ "fallback", 1, 3, 0, kw_server, V_FN, 0, 0, 0, NULL },
 	{ "tls", 1, 1, 0, NULL, V_ENUM,
-	    offsetof(struct policy_domain, tls), 0, 0, uptls_names },
+	    offsetof(struct policy_domain, tls), 0, 0, policy_uptls_names },
 	{ "deliver-via-server", 1, 1, 0, NULL, V_BOOL,
 	    offsetof(struct policy_domain, deliver_via_server), 0, 0, NULL },
 	{ "hide-box", 1, 1, 0, NULL, V_BOOL,
@@ -1732,8 +1704,8 @@ finish(struct parser *p)
 		else if (pol->starttls[dir] != POLICY_TLS_STRIP &&
 		    pol->tls_cert == NULL)
 			return perr(p, p->starttls_line[dir], "starttls: %s "
-			    "%s needs a tls certificate", dir_names[dir],
-			    starttls_names[pol->starttls[dir]]);
+			    "%s needs a tls certificate", policy_dir_names[dir],
+			    policy_starttls_names[pol->starttls[dir]]);
 	}
 	/* the live relay's upstream TLS follows the client side's unless set */
 	if (p->cs_line[1] == 0)

@@ -167,102 +167,100 @@ policy_set_current(struct policy *pol)
 	policy_unref(old);
 }
 
+/*
+ * policy_hostname - this box's name in greetings, EHLO, Received: and
+ * DSNs: the hostname statement, or the system's name that the loader put
+ * there (finish() in parse.c, the one place it is looked up); "localhost"
+ * only before any policy is loaded.
+ */
+const char *
+policy_hostname(const struct policy *pol)
+{
+	if (pol == NULL || pol->hostname == NULL || pol->hostname[0] == '\0')
+		return "localhost";
+	return pol->hostname;
+}
+
+/*
+ * Each enum's words in enum order, NULL ended: the configuration's
+ * keywords (parse.c), the names in logs and control answers, and the
+ * spool's fields (mta/envelope.c), from this one table each.
+ */
+const char *const policy_dir_names[] = { "incoming", "outgoing", NULL };
+const char *const policy_action_names[] = { "proxy", "pass", "drop", NULL };
+const char *const policy_starttls_names[] = { "offer", "require", "strip",
+	NULL };
+const char *const policy_uptls_names[] = { "opportunistic", "none",
+	"starttls", "smtps", NULL };
+const char *const policy_verdict_names[] = { "relay", "reject", "discard",
+	"tempfail", NULL };
+const char *const policy_cstls_names[] = { "none", "opportunistic",
+	"require", NULL };
+const char *const policy_route_names[] = { "original", "relayhost", "mx",
+	NULL };
+
+/* policy_name - the word of value v in names, or "unknown" */
+const char *
+policy_name(const char *const *names, int v)
+{
+	int i;
+
+	for (i = 0; names[i] != NULL; i++)
+		if (i == v)
+			return names[i];
+	return "unknown";
+}
+
+/* policy_name_index - the value whose word is s, or -1 */
+int
+policy_name_index(const char *const *names, const char *s)
+{
+	int i;
+
+	for (i = 0; names[i] != NULL; i++)
+		if (strcmp(s, names[i]) == 0)
+			return i;
+	return -1;
+}
+
 const char *
 policy_dir_name(enum policy_dir dir)
 {
-	switch (dir) {
-	case POLICY_DIR_IN:
-		return "incoming";
-	case POLICY_DIR_OUT:
-		return "outgoing";
-	}
-	return "unknown";
+	return policy_name(policy_dir_names, dir);
 }
 
 const char *
 policy_action_name(enum policy_action action)
 {
-	switch (action) {
-	case POLICY_PROXY:
-		return "proxy";
-	case POLICY_PASS:
-		return "pass";
-	case POLICY_DROP:
-		return "drop";
-	}
-	return "unknown";
+	return policy_name(policy_action_names, action);
 }
 
 const char *
 policy_verdict_name(enum policy_verdict verdict)
 {
-	switch (verdict) {
-	case POLICY_RELAY:
-		return "relay";
-	case POLICY_REJECT:
-		return "reject";
-	case POLICY_DISCARD:
-		return "discard";
-	case POLICY_TEMPFAIL:
-		return "tempfail";
-	}
-	return "unknown";
+	return policy_name(policy_verdict_names, verdict);
 }
 
 const char *
 policy_route_name(enum policy_route route)
 {
-	switch (route) {
-	case POLICY_ROUTE_ORIGINAL:
-		return "original";
-	case POLICY_ROUTE_RELAYHOST:
-		return "relayhost";
-	case POLICY_ROUTE_MX:
-		return "mx";
-	}
-	return "unknown";
+	return policy_name(policy_route_names, route);
 }
 
 const char *
 policy_starttls_name(enum policy_starttls mode)
 {
-	switch (mode) {
-	case POLICY_TLS_OFFER:
-		return "offer";
-	case POLICY_TLS_REQUIRE:
-		return "require";
-	case POLICY_TLS_STRIP:
-		return "strip";
-	}
-	return "unknown";
+	return policy_name(policy_starttls_names, mode);
 }
 
 const char *
 policy_uptls_name(enum policy_uptls mode)
 {
-	switch (mode) {
-	case POLICY_UPTLS_OPPORTUNISTIC:
-		return "opportunistic";
-	case POLICY_UPTLS_NONE:
-		return "none";
-	case POLICY_UPTLS_STARTTLS:
-		return "starttls";
-	case POLICY_UPTLS_SMTPS:
-		return "smtps";
-	}
-	return "unknown";
+	return policy_name(policy_uptls_names, mode);
 }
 
 const char *
 policy_cstls_name(enum policy_cstls mode)
 {
-	switch (mode) {
-	case POLICY_CSTLS_NONE:
-		return "none";
-	case POLICY_CSTLS_OPPORTUNISTIC:
-		return "opportunistic";
-	case POLICY_CSTLS_REQUIRE:
-		return "require";
-	}
-	return "unknown";
+	return policy_name(policy_cstls_names, mode);
 }

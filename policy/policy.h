@@ -215,6 +215,13 @@ int	 policy_hide_box_outgoing(const struct policy *, const char *port);
 int	 policy_conn_admit(const struct policy *, unsigned open,
 	    struct policy_rate *, uint64_t now_ms, const char **why);
 
+/* each enum's words in enum order, NULL ended (policy.c) */
+extern const char *const policy_dir_names[], *const policy_action_names[],
+	*const policy_starttls_names[], *const policy_uptls_names[],
+	*const policy_verdict_names[], *const policy_cstls_names[],
+	*const policy_route_names[];
+const char	*policy_name(const char *const *, int);	/* or "unknown" */
+int		 policy_name_index(const char *const *, const char *);
 const char	*policy_dir_name(enum policy_dir);
 const char	*policy_action_name(enum policy_action);
 const char	*policy_verdict_name(enum policy_verdict);
@@ -224,6 +231,7 @@ const char	*policy_route_name(enum policy_route);
 const char	*policy_starttls_name(enum policy_starttls);
 const char	*policy_uptls_name(enum policy_uptls);
 const char	*policy_cstls_name(enum policy_cstls);
+const char	*policy_hostname(const struct policy *);
 const struct policy_port *policy_port_by_name(const struct policy *,
 	    const char *port);
 int	 policy_rcpt_protected(const struct policy *, const char *rcpt);

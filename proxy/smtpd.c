@@ -1658,31 +1658,26 @@ cmd_rcpt(struct session *s, const char *arg, const struct smtp_line *l)
 	smtp_path_free(&path);
 }
 
-/* received - the Received: header of the MTA path */
+/* received - the Received: header of the MTA path (smtp_received) */
 static void
 received(struct session *s, struct buf *b)
 {
-	char ip[64], date[64];
-	const char *tls = s->tls ? tls_conn_info(s->tls) : NULL;
-	time_t now = time(NULL);
-	struct tm tm;
+	char ip[64], id[48];
+	struct smtp_trace t;
 
-	localtime_r(&now, &tm);
-	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
 	addr_fmt_ip((struct sockaddr *)&s->conn.client, ip, sizeof(ip));
-	buf_printf(b, "Received: from %s ([%s])\r\n\tby %s (mxbridge) with "
-	    "%s id %llu.%u\r\n", s->helo ? s->helo : ip, ip, s->host,
-	    s->txn.smtputf8 ? (tls ? "UTF8SMTPS" : "UTF8SMTP") :
-	    (tls ? "ESMTPS" : "ESMTP"), (unsigned long long)s->conn.id,
+	snprintf(id, sizeof(id), "%llu.%u", (unsigned long long)s->conn.id,
 	    s->msgs + 1);
-	if (tls != NULL)
-		buf_printf(b, "\t(using %s)\r\n", tls);
-	/* the date always ends a folded line: column 0 would start a header */
-	if (s->txn.nok == 1)
-		buf_printf(b, "\tfor <%s>", s->txn.rcpts[0].addr);
-	else
-		buf_puts(b, "\t");
-	buf_printf(b, "; %s\r\n", date);
+	memset(&t, 0, sizeof(t));
+	t.helo = s->helo;
+	t.ip = ip;
+	t.by = s->host;
+	t.id = id;
+	t.tls = s->tls ? tls_conn_info(s->tls) : NULL;
+	t.rcpt = s->txn.nok == 1 ? s->txn.rcpts[0].addr : NULL;
+	t.smtputf8 = s->txn.smtputf8;
+	t.when = time(NULL);
+	smtp_received(b, &t);
 }
 
 /* data_mta - open the message at the MTA for the accepted recipients */
@@ -2250,17 +2245,6 @@ session_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 
 /* ---------------------------------------------------------------- start */
 
-static const char *
-session_hostname(const struct policy *pol, char *buf, size_t len)
-{
-	if (pol->hostname != NULL && pol->hostname[0] != '\0')
-		snprintf(buf, len, "%s", pol->hostname);
-	else if (gethostname(buf, len) == -1)
-		snprintf(buf, len, "localhost");
-	buf[len - 1] = '\0';
-	return buf;
-}
-
 /* relay_start - the live relay: connect upstream, greet when it does */
 static void
 relay_start(struct session *s)
@@ -2332,7 +2316,7 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 	s->handles = 2;
 	buf_init(&s->plain);
 	buf_init(&s->body);
-	session_hostname(s->pol, s->host, sizeof(s->host));
+	snprintf(s->host, sizeof(s->host), "%s", policy_hostname(s->pol));
 	addr_fmt((struct sockaddr *)&conn->client, s->cstr, sizeof(s->cstr));
 	addr_fmt((struct sockaddr *)&conn->orig_dst, s->dstr, sizeof(s->dstr));
 	/* TCP_NODELAY came with the socket from the listener */

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "../../common/buf.h"
+#include "../../common/hash.h"
 #include "../../mta/mta_local.h"
 #include "fuzz.h"
 
@@ -81,12 +82,12 @@ fixup(const uint8_t *p, size_t n, int msg, struct buf *out)
 		snprintf(v, sizeof(v), "%zu", blen);
 		replace(&h, " bodylen=", v);
 		snprintf(v, sizeof(v), "%016llx", (unsigned long long)
-		    mta_fnv(MTA_FNV_INIT, nl + 1, blen));
+		    hash_fnv(HASH_FNV_INIT, nl + 1, blen));
 		replace(&h, " bodysum=", v);
 	}
 	buf_append(out, h.data, h.len);
 	buf_printf(out, "end sum=%016llx\n", (unsigned long long)
-	    mta_fnv(MTA_FNV_INIT, h.data, h.len));
+	    hash_fnv(HASH_FNV_INIT, h.data, h.len));
 	buf_append(out, nl + 1, blen);
 	buf_free(&h);
 }

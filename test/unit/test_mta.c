@@ -29,6 +29,7 @@
 #include <uv.h>
 
 #include "../../common/buf.h"
+#include "../../common/hash.h"
 #include "../../common/log.h"
 #include "../../common/xmalloc.h"
 #include "../../mta/mta_local.h"
@@ -49,6 +50,8 @@ struct sink {
 	int		 down;
 	int		 defer_all;
 	int		 one_msg;
+	int		 hold;		/* no banner until sink_release() */
+	struct sink_conn *held;
 	int		 msgs;
 	int		 piped;		/* MAILs that came with a dot */
 	int		 conns;
@@ -262,8 +265,24 @@ sink_accept(uv_stream_t *server, int status)
 		sink_say(c, "421 4.3.2 sink is down\r\n");
 		return;
 	}
-	sink_say(c, "220 sink.test ESMTP\r\n");
 	uv_read_start((uv_stream_t *)&c->tcp, sink_alloc, sink_read);
+	if (sink.hold && sink.held == NULL) {
+		sink.held = c;		/* the client waits for its banner */
+		return;
+	}
+	sink_say(c, "220 sink.test ESMTP\r\n");
+}
+
+/* sink_release - the held connection gets its banner now */
+static void
+sink_release(void)
+{
+	struct sink_conn *c = sink.held;
+
+	sink.hold = 0;
+	sink.held = NULL;
+	if (c != NULL)
+		sink_say(c, "220 sink.test ESMTP\r\n");
 }
 
 static void
@@ -591,6 +610,144 @@ test_envelope_roundtrip(void **state)
 	buf_free(&b);
 	buf_free(&st);
 	mta_env_free(e);
+}
+
+/*
+ * A spool header and state file as written before the FNV, RET and
+ * scheduler clean-ups (#12), byte for byte: today's code must write the
+ * same bytes and read them back, so that spools of older versions load.
+ */
+static const char golden_env[] =
+    "MXBQ 1\n"
+    "msg id=0005f1c2a3b4c5d6 arrival=1700000000 session=7 dir=in "
+    "helo=client.example.org from=sender@example.com envid=env%201 "
+    "ret=hdrs size=0 body8=0 smtputf8=0 received=Received:%20from%20"
+    "client.example.org%20([192.0.2.1])%0d%0a%09by%20box.example.net%20"
+    "(mxbridge)%20with%20ESMTP%20id%200005f1c2a3b4c5d6%0d%0a bodylen=6 "
+    "bodysum=1122334455667788 warned=1\n"
+    "rcpt addr=rcpt@example.net orcpt=rfc822;rcpt@example.net notify=4 "
+    "route=mx state=pending attempts=2 next=1700000600 last=1700000300 "
+    "status=4.2.0 remote=mx.example.net[198.51.100.7] "
+    "diag=451%204.2.0%20try%20later notified=0 relayed=0\n"
+    "end sum=86af98a2b0e10722\n";
+static const char golden_state[] =
+    "MXBS 1\n"
+    "state id=0005f1c2a3b4c5d6 warned=1 nrcpt=1\n"
+    "rcpt addr=rcpt@example.net orcpt=rfc822;rcpt@example.net notify=4 "
+    "route=mx state=pending attempts=2 next=1700000600 last=1700000300 "
+    "status=4.2.0 remote=mx.example.net[198.51.100.7] "
+    "diag=451%204.2.0%20try%20later notified=0 relayed=0\n"
+    "end sum=8a3e4989d7696fcb\n";
+
+static void
+test_envelope_golden(void **state)
+{
+	struct mta_env *e, *f;
+	struct buf b;
+	const char *why = NULL;
+
+	e = mta_env_new();
+	strcpy(e->id, "0005f1c2a3b4c5d6");
+	e->arrival = 1700000000;
+	e->session = 7;
+	e->dir = POLICY_DIR_IN;
+	free(e->sender);
+	e->sender = strdup("sender@example.com");
+	e->helo = strdup("client.example.org");
+	e->envid = strdup("env 1");
+	e->received = strdup("Received: from client.example.org "
+	    "([192.0.2.1])\r\n\tby box.example.net (mxbridge) with ESMTP id "
+	    "0005f1c2a3b4c5d6\r\n");
+	e->ret = MTA_RET_HDRS;
+	e->bodylen = 6;
+	e->bodysum = 0x1122334455667788ULL;
+	e->warned = 1;
+	mta_rcpt_add(e, "rcpt@example.net", "rfc822;rcpt@example.net",
+	    MTA_NOTIFY_FAILURE, POLICY_ROUTE_MX);
+	e->rcpt[0].attempts = 2;
+	e->rcpt[0].next = 1700000600;
+	e->rcpt[0].last = 1700000300;
+	e->rcpt[0].status = strdup("4.2.0");
+	e->rcpt[0].remote = strdup("mx.example.net[198.51.100.7]");
+	e->rcpt[0].diag = strdup("451 4.2.0 try later");
+
+	/* written: the same bytes as before */
+	buf_init(&b);
+	mta_env_serialize(e, &b);
+	assert_int_equal(b.len, sizeof(golden_env) - 1);
+	assert_memory_equal(b.data, golden_env, b.len);
+	b.len = 0;
+	mta_state_serialize(e, &b);
+	assert_int_equal(b.len, sizeof(golden_state) - 1);
+	assert_memory_equal(b.data, golden_state, b.len);
+	buf_free(&b);
+	mta_env_free(e);
+
+	/* read: the old files load, every field back */
+	f = mta_env_new();
+	assert_int_equal(mta_env_parse(golden_env, sizeof(golden_env) - 1, f,
+	    &why), 0);
+	assert_string_equal(f->id, "0005f1c2a3b4c5d6");
+	assert_int_equal(f->ret, MTA_RET_HDRS);
+	assert_string_equal(f->envid, "env 1");
+	assert_int_equal(f->bodysum, 0x1122334455667788ULL);
+	assert_int_equal(f->nrcpt, 1);
+	assert_int_equal(f->rcpt[0].notify, MTA_NOTIFY_FAILURE);
+	assert_int_equal(f->rcpt[0].route, POLICY_ROUTE_MX);
+	assert_int_equal(f->bodyoff, sizeof(golden_env) - 1);
+	assert_int_equal(mta_state_parse(golden_state,
+	    sizeof(golden_state) - 1, f), 0);
+	assert_int_equal(f->warned, 1);
+	assert_int_equal(f->rcpt[0].attempts, 2);
+	assert_string_equal(f->rcpt[0].remote, "mx.example.net[198.51.100.7]");
+	mta_env_free(f);
+
+	/* one table per word: spool, "queue show", RET= to the next hop */
+	assert_string_equal(mta_ret_name(MTA_RET_UNSET), "unset");
+	assert_string_equal(mta_ret_name(MTA_RET_FULL), "full");
+	assert_string_equal(mta_ret_name(MTA_RET_HDRS), "hdrs");
+	assert_null(mta_ret_param(MTA_RET_UNSET));
+	assert_string_equal(mta_ret_param(MTA_RET_FULL), "FULL");
+	assert_string_equal(mta_ret_param(MTA_RET_HDRS), "HDRS");
+	assert_string_equal(mta_rstate_name(MTA_RCPT_FAILED), "failed");
+	assert_string_equal(mta_rstate_name((enum mta_rstate)3), "unknown");
+}
+
+/* a recipient's route or state that is no word of ours: corrupt */
+static void
+test_envelope_bad_words(void **state)
+{
+	static const char *const bad[] = { "route=mx ", "state=pending " };
+	static const char *const with[] = { "route=MX ", "state=done " };
+	char *hdr, *p;
+	struct mta_env *f;
+	struct buf b;
+	const char *why = NULL;
+	size_t i, end;
+
+	for (i = 0; i < 2; i++) {
+		hdr = strdup(golden_env);
+		p = strstr(hdr, bad[i]);
+		assert_non_null(p);
+		memcpy(p, with[i], strlen(with[i]));
+		/* a right sum, so only the word can be wrong */
+		end = strstr(hdr, "end sum=") - hdr;
+		buf_init(&b);
+		buf_append(&b, hdr, end);
+		buf_printf(&b, "end sum=%016llx\n", (unsigned long long)
+		    hash_fnv(HASH_FNV_INIT, hdr, end));
+		f = mta_env_new();
+		assert_int_equal(mta_env_parse(b.data, b.len, f, &why), -1);
+		mta_env_free(f);
+		/* and the unchanged one parses */
+		b.len = 0;
+		buf_append(&b, golden_env, sizeof(golden_env) - 1);
+		f = mta_env_new();
+		assert_int_equal(mta_env_parse(b.data, b.len, f, &why), 0);
+		mta_env_free(f);
+		buf_free(&b);
+		free(hdr);
+	}
 }
 
 /*
@@ -972,6 +1129,51 @@ test_delete_command(void **state)
 	assert_int_equal(run_until(deferred_once, 10000), 0);
 	assert_int_equal(mta_queue_delete(committed), 0);
 	assert_int_equal(run_until(settled, 5000), 0);
+	assert_null(mta_queue_find(committed));
+	assert_int_equal(count_dir("queue"), 0);
+	assert_int_equal(sink.msgs, 0);
+}
+
+static int
+sink_holding(void)
+{
+	return sink.held != NULL;
+}
+
+/*
+ * The scheduler's state lives beside the envelope, not in it: a recipient
+ * in a job is busy there, and a message deleted while delivering goes
+ * once its job is done.
+ */
+static void
+test_delete_in_flight(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	struct mta_qmsg *q;
+
+	/* the first delivery waits for the sink's banner: a job in flight */
+	sink.defer_all = 1;
+	sink.hold = 1;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	assert_int_equal(run_until(sink_holding, 10000), 0);
+	q = mta_queue_lookup(committed);
+	assert_non_null(q);
+	assert_ptr_equal(q->env, mta_queue_find(committed));
+	assert_int_equal(q->jobs, 1);
+	assert_int_equal(q->busy[0], 1);
+	assert_int_equal(q->deleted, 0);
+	/* bounce leaves a busy recipient alone */
+	assert_int_equal(mta_queue_bounce(committed), 0);
+	assert_int_equal(q->env->rcpt[0].state, MTA_RCPT_PENDING);
+	assert_int_equal(mta_stats.bounced, 0);
+	/* deleted while delivering: marked, gone after the job */
+	assert_int_equal(mta_queue_delete(committed), 0);
+	assert_int_equal(q->deleted, 1);
+	assert_int_equal(count_dir("queue"), 1);
+	assert_int_equal(mta_queue_bounce(committed), -1);
+	q = NULL;
+	sink_release();
+	assert_int_equal(run_until(deferred_once, 10000), 0);
 	assert_null(mta_queue_find(committed));
 	assert_int_equal(count_dir("queue"), 0);
 	assert_int_equal(sink.msgs, 0);
@@ -1894,6 +2096,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_envelope_roundtrip),
+		cmocka_unit_test(test_envelope_golden),
+		cmocka_unit_test(test_envelope_bad_words),
 		cmocka_unit_test(test_dns_literals),
 #define T(f)	cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_deliver_and_bounce),
@@ -1906,6 +2110,7 @@ main(void)
 		T(test_server_down_conn_refused),
 		T(test_bounce_command),
 		T(test_delete_command),
+		T(test_delete_in_flight),
 		T(test_expiry),
 		T(test_delay_warning),
 		T(test_no_pipelining),

@@ -23,7 +23,9 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "../../common/smtp.h"
 #include "../../policy/policy.h"
+#include "../../policy/policy_local.h"
 
 #define N(a)	(sizeof(a) / sizeof((a)[0]))
 #define UNUSED	__attribute__((unused))
@@ -198,11 +200,18 @@ static void
 test_defaults(void **state UNUSED)
 {
 	struct policy *pol = must_load("# nothing\n");
+	char host[256];
 
 	assert_string_equal(pol->spool, "/var/spool/mxbridge");
 	assert_string_equal(pol->pidfile, "/run/mxbridge.pid");
 	assert_string_equal(pol->control, "/run/mxbridge.sock");
 	assert_non_null(pol->hostname);
+	/* the system's name, looked up once by the loader for everyone */
+	assert_int_equal(gethostname(host, sizeof(host)), 0);
+	host[sizeof(host) - 1] = '\0';
+	assert_string_equal(policy_hostname(pol), host[0] ? host :
+	    "localhost");
+	assert_string_equal(policy_hostname(NULL), "localhost");
 	assert_int_equal(pol->queue_num, 0);
 	assert_int_equal(pol->listen_port[POLICY_DIR_IN], 10025);
 	assert_int_equal(pol->listen_port[POLICY_DIR_OUT], 10026);
@@ -409,6 +418,7 @@ test_syntax(void **state UNUSED)
 	    ";;\n"
 	    "\n");
 	assert_string_equal(pol->hostname, "gw.example.net");
+	assert_string_equal(policy_hostname(pol), "gw.example.net");
 	assert_string_equal(pol->spool, "/tmp/with space");
 	assert_string_equal(pol->control, "/tmp/c");
 	assert_string_equal(pol->domains[0].name, "example.com");
@@ -1824,6 +1834,88 @@ test_names(void **state UNUSED)
 	assert_string_equal(policy_dir_name((enum policy_dir)7), "unknown");
 }
 
+/* one table per enum: the name functions, the parser and the spool agree */
+static void
+test_enum_names(void **state UNUSED)
+{
+	static const struct {
+		const char *const *names;
+		int		 n;
+	} rows[] = {
+#define R(t, n)	{ policy_##t##_names, n }
+		R(dir, 2), R(action, 3), R(starttls, 3), R(uptls, 4),
+		R(verdict, 4), R(cstls, 3), R(route, 3),
+#undef R
+	};
+	size_t i;
+	int v;
+
+	for (i = 0; i < N(rows); i++) {
+		for (v = 0; v < rows[i].n; v++) {
+			assert_non_null(rows[i].names[v]);
+			assert_string_equal(policy_name(rows[i].names, v),
+			    rows[i].names[v]);
+			assert_int_equal(policy_name_index(rows[i].names,
+			    rows[i].names[v]), v);
+		}
+		assert_null(rows[i].names[rows[i].n]);
+		assert_string_equal(policy_name(rows[i].names, rows[i].n),
+		    "unknown");
+		assert_string_equal(policy_name(rows[i].names, -1), "unknown");
+		assert_int_equal(policy_name_index(rows[i].names, "bogus"), -1);
+	}
+	/* the words each name function prints: test_names */
+}
+
+/*
+ * The policy reads a local part with the SMTP parser's grammar
+ * (smtp_local_part): what smtp_parse_path() refuses is never a protected
+ * mailbox, and what it takes is one unless it could route ('%', '!', '@').
+ */
+static void
+test_local_part_grammar(void **state UNUSED)
+{
+	static const char *const locals[] = {
+		"alice", "a.b", "\"al ice\"", "\"a\\\"b\"", "j\xc3\xb6rg",
+		"a..b", ".a", "a.", "a\"b\"", "\"a\x01\"", "\"open",
+		"x%y", "x!y", "\"x@y\"", "\"x\\@y\"", "a b", "a\\b",
+	};
+	struct smtp_limits lim = { 64, 255, 1 };
+	struct smtp_path path;
+	struct policy *pol;
+	char rcpt[128], arg[140];
+	const char *why;
+	size_t i;
+	int syntax, routes;
+
+	pol = must_load("domain example.com { server 192.0.2.10 }\n");
+	for (i = 0; i < N(locals); i++) {
+		snprintf(rcpt, sizeof(rcpt), "%s@example.com", locals[i]);
+		snprintf(arg, sizeof(arg), "TO:<%s>", rcpt);
+		memset(&path, 0, sizeof(path));
+		syntax = smtp_parse_path(arg, "TO:", 0, &lim, &path, &why) == 0;
+		smtp_path_free(&path);
+		routes = strpbrk(locals[i], "%!@") != NULL;
+		if (policy_rcpt_protected(pol, rcpt) != (syntax && !routes))
+			fail_msg("%s: smtp says %s, policy says %s", rcpt,
+			    syntax ? "valid" : "invalid",
+			    syntax && !routes ? "unprotected" : "protected");
+	}
+	assert_int_equal(policy_rcpt_protected(pol, "alice@example.com"), 1);
+	assert_int_equal(policy_rcpt_protected(pol, "a..b@example.com"), 0);
+	policy_unref(pol);
+
+	/* host names: the same LDH grammar, one trailing dot, 253 bytes */
+	assert_int_equal(policy_valid_domain("example.com"), 1);
+	assert_int_equal(policy_valid_domain("example.com."), 1);
+	assert_int_equal(policy_valid_domain("example.com.."), 0);
+	assert_int_equal(policy_valid_domain("-a.example"), 0);
+	assert_int_equal(policy_valid_domain("a-.example"), 0);
+	assert_int_equal(policy_valid_domain("a_b.example"), 0);
+	assert_int_equal(policy_valid_domain(""), 0);
+	assert_int_equal(policy_valid_domain("."), 0);
+}
+
 int
 main(void)
 {
@@ -1832,6 +1924,8 @@ main(void)
 		cmocka_unit_test(test_example_isp),
 		cmocka_unit_test(test_example_failclosed),
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_enum_names),
+		cmocka_unit_test(test_local_part_grammar),
 		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_syntax),
 		cmocka_unit_test(test_rules_parsed),

@@ -6,8 +6,9 @@
  * DATA), dot-stuffing round trips, the run reader of DATA against the
  * line reader (randomised), the strict path and parameter syntax
  * (UTF-8 as RFC 3629 has it, no C1 controls; ORCPT and ENVID printable
- * once decoded), and the escaping of outside values for log lines
- * (common/log.c).  Table-driven: a failing row names itself.
+ * once decoded), the escaping of outside values for log lines
+ * (common/log.c), the one FNV-1a (common/hash.c) and the one builder of
+ * the box's Received: field.  Table-driven: a failing row names itself.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 #include <cmocka.h>
 
 #include "../../common/buf.h"
+#include "../../common/hash.h"
 #include "../../common/log.h"
 #include "../../common/smtp.h"
 
@@ -957,6 +959,160 @@ test_verb(void **state UNUSED)
 	assert_string_equal(arg, "now");
 }
 
+/* ------------------------------------------------------------ hash */
+
+static void
+test_hash(void **state UNUSED)
+{
+	static const struct {
+		const char	*in;
+		uint64_t	 want;
+	} rows[] = {
+		/* the published 64-bit FNV-1a vectors */
+		{ "", 0xcbf29ce484222325ULL },
+		{ "a", 0xaf63dc4c8601ec8cULL },
+		{ "foobar", 0x85944171f73967e8ULL },
+	};
+	const char *s = "foobar";
+	uint64_t h;
+	size_t i;
+
+	for (i = 0; i < N(rows); i++)
+		assert_true(hash_fnv(HASH_FNV_INIT, rows[i].in,
+		    strlen(rows[i].in)) == rows[i].want);
+	/* running: in pieces as in one go (the spool sums DATA so) */
+	h = hash_fnv(HASH_FNV_INIT, s, 2);
+	h = hash_fnv(h, s + 2, 4);
+	assert_true(h == 0x85944171f73967e8ULL);
+
+	/* seeded: stable for one seed, moved by another */
+	assert_int_equal(hash_bytes(7, s, 6), hash_bytes(7, s, 6));
+	assert_int_not_equal(hash_bytes(7, s, 6), hash_bytes(8, s, 6));
+	assert_int_not_equal(hash_bytes(7, s, 6), hash_bytes(7, s, 5));
+}
+
+/* ------------------------------------------------------------ trace */
+
+static void
+test_received(void **state UNUSED)
+{
+	static const struct {
+		const char	*helo, *ip, *tls, *rcpt;
+		int		 utf8, auth;
+		const char	*want;
+	} rows[] = {
+		{ "c1.test", "192.0.2.101", NULL, "alice@example.com", 0, 0,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTP id 7.1\r\n"
+		  "\tfor <alice@example.com>; Sun, 22 Nov 2026 20:00:00 +0000"
+		  "\r\n" },
+		/* no HELO: the address stands in; no single recipient */
+		{ NULL, "2001:db8::1", NULL, NULL, 0, 0,
+		  "Received: from 2001:db8::1 ([2001:db8::1])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTP id 7.1\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "", "192.0.2.1", NULL, NULL, 0, 0,
+		  "Received: from 192.0.2.1 ([192.0.2.1])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTP id 7.1\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		/* TLS: its own folded line; RFC 3848 and 6531 protocols */
+		{ "c1.test", "192.0.2.101", "TLSv1.3:TLS_AES_256_GCM_SHA384",
+		  "a@example.com", 0, 0,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTPS id 7.1\r\n"
+		  "\t(using TLSv1.3:TLS_AES_256_GCM_SHA384)\r\n"
+		  "\tfor <a@example.com>; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "192.0.2.101", "TLSv1.3:x", NULL, 0, 1,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTPSA id 7.1\r\n"
+		  "\t(using TLSv1.3:x)\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "192.0.2.101", NULL, NULL, 0, 1,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTPA id 7.1\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "192.0.2.101", NULL, NULL, 1, 0,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with UTF8SMTP id 7.1\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "192.0.2.101", "TLSv1.2:y", NULL, 1, 0,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with UTF8SMTPS id 7.1\r\n"
+		  "\t(using TLSv1.2:y)\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "192.0.2.101", "TLSv1.2:y", NULL, 1, 1,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with UTF8SMTPSA id 7.1\r\n"
+		  "\t(using TLSv1.2:y)\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "192.0.2.101", NULL, NULL, 1, 1,
+		  "Received: from c1.test ([192.0.2.101])\r\n"
+		  "\tby gw.example (mxbridge) with UTF8SMTPA id 7.1\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+	};
+	struct smtp_trace t;
+	struct buf b;
+	char date[64];
+	size_t i;
+
+	setenv("TZ", "UTC", 1);
+	tzset();
+	assert_string_equal(smtp_date(1795377600, date, sizeof(date)),
+	    "Sun, 22 Nov 2026 20:00:00 +0000");
+	for (i = 0; i < N(rows); i++) {
+		memset(&t, 0, sizeof(t));
+		t.helo = rows[i].helo;
+		t.ip = rows[i].ip;
+		t.by = "gw.example";
+		t.id = "7.1";
+		t.tls = rows[i].tls;
+		t.rcpt = rows[i].rcpt;
+		t.smtputf8 = rows[i].utf8;
+		t.auth = rows[i].auth;
+		t.when = 1795377600;
+		buf_init(&b);
+		buf_puts(&b, "X");	/* appended, not overwritten */
+		smtp_received(&b, &t);
+		buf_append(&b, "", 1);
+		if (strcmp(b.data + 1, rows[i].want) != 0 || b.data[0] != 'X')
+			fail_msg("row %zu: %s", i, b.data);
+		buf_free(&b);
+	}
+}
+
+/* the grammar pieces other modules use (policy/decide.c, parse.c) */
+static void
+test_local_domain(void **state UNUSED)
+{
+	static const struct {
+		const char	*s;
+		int		 utf8;
+		size_t		 want;
+	} locals[] = {
+		{ "alice@x", 0, 5 }, { "a.b@x", 0, 3 }, { "\"a b\"@x", 0, 5 },
+		{ "\"a\\\"b\"@x", 0, 6 }, { "a..b@x", 0, 0 }, { ".a@x", 0, 0 },
+		{ "a.@x", 0, 0 }, { "\"open@x", 0, 0 }, { "@x", 0, 0 },
+		{ "j\xc3\xb6rg@x", 1, 5 }, { "j\xc3\xb6rg@x", 0, 1 },
+		{ "a\"b\"@x", 0, 1 },
+	}, domains[] = {
+		{ "example.com", 0, 11 }, { "a-b.example>", 0, 11 },
+		{ "-a.example", 0, 0 }, { "a-.example", 0, 0 },
+		{ "example.com.", 0, 0 }, { "a..b", 0, 0 },
+		{ "b\xc3\xbc" "cher.example", 1, 15 },
+		{ "b\xc3\xbc" "cher.example", 0, 1 },
+	};
+	size_t i;
+
+	for (i = 0; i < N(locals); i++)
+		if (smtp_local_part(locals[i].s, locals[i].utf8) !=
+		    locals[i].want)
+			fail_msg("local %zu: %s", i, locals[i].s);
+	for (i = 0; i < N(domains); i++)
+		if (smtp_domain_name(domains[i].s, domains[i].utf8) !=
+		    domains[i].want)
+			fail_msg("domain %zu: %s", i, domains[i].s);
+}
+
 int
 main(void)
 {
@@ -982,6 +1138,9 @@ main(void)
 		cmocka_unit_test(test_xtext_printable),
 		cmocka_unit_test(test_log_vis),
 		cmocka_unit_test(test_verb),
+		cmocka_unit_test(test_hash),
+		cmocka_unit_test(test_received),
+		cmocka_unit_test(test_local_domain),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
