@@ -7,6 +7,7 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -1026,7 +1027,7 @@ smtp_date(time_t t, char *out, size_t len)
 void
 smtp_received(struct buf *b, const struct smtp_trace *t)
 {
-	char date[64];
+	char date[64], lit[INET6_ADDRSTRLEN + 8];
 	const char *with;
 
 	if (t->smtputf8)
@@ -1035,9 +1036,13 @@ smtp_received(struct buf *b, const struct smtp_trace *t)
 	else
 		with = t->tls ? (t->auth ? "ESMTPSA" : "ESMTPS") :
 		    (t->auth ? "ESMTPA" : "ESMTP");
-	buf_printf(b, "Received: from %s ([%s])\r\n\tby %s (mxbridge) with "
+	/* RFC 5321 4.1.3: an address literal, "IPv6:" before an IPv6 one;
+	 * it also stands in for a missing HELO name */
+	snprintf(lit, sizeof(lit), "[%s%s]", strchr(t->ip, ':') != NULL ?
+	    "IPv6:" : "", t->ip);
+	buf_printf(b, "Received: from %s (%s)\r\n\tby %s (mxbridge) with "
 	    "%s id %s\r\n", t->helo != NULL && *t->helo != '\0' ? t->helo :
-	    t->ip, t->ip, t->by, with, t->id);
+	    lit, lit, t->by, with, t->id);
 	if (t->tls != NULL)
 		buf_printf(b, "\t(using %s)\r\n", t->tls);
 	/* the date always ends a folded line: column 0 would start a header */

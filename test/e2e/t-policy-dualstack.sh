@@ -51,6 +51,12 @@ one "$TB_SRV_IP6" "dualstack v6" "$TB_BOX_IP6"
 incoming "\[$TB_SRV_IP6\]"
 log_has "to=<alice@example.com> .*relay=\[$TB_SRV_IP6\] route=original .*disposition=delivered" ||
 	fail "the IPv6 delivery is not logged with relay=[$TB_SRV_IP6]"
+# the box's own Received: names the IPv6 client as an RFC 5321 address
+# literal, [IPv6:...]
+f=$(grep -rlx -e "Subject: dualstack v6" -e "Subject: dualstack v6"$'\r' \
+	"$TB_MAILDIR/alice/new" "$TB_MAILDIR/alice/cur" 2>/dev/null | head -n 1)
+grep -q "^Received: from [^ ]* (\[IPv6:$TB_C1_IP6\])" "$f" ||
+	fail "the box's Received: lacks [IPv6:$TB_C1_IP6]: $(grep -A1 '^Received: from' "$f" | head -n 6)"
 
 # 2. srv's IPv4 SMTP down: the IPv4 session's mail goes over IPv6
 tb_exec srv iptables -I INPUT -p tcp -d "$TB_SRV_IP4" --dport 25 -j REJECT --reject-with tcp-reset ||

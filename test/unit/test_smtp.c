@@ -1006,13 +1006,18 @@ test_received(void **state UNUSED)
 		  "\tby gw.example (mxbridge) with ESMTP id 7.1\r\n"
 		  "\tfor <alice@example.com>; Sun, 22 Nov 2026 20:00:00 +0000"
 		  "\r\n" },
-		/* no HELO: the address stands in; no single recipient */
+		/* no HELO: the address literal stands in (IPv6: tagged, RFC
+		 * 5321 4.1.3); no single recipient */
 		{ NULL, "2001:db8::1", NULL, NULL, 0, 0,
-		  "Received: from 2001:db8::1 ([2001:db8::1])\r\n"
+		  "Received: from [IPv6:2001:db8::1] ([IPv6:2001:db8::1])\r\n"
 		  "\tby gw.example (mxbridge) with ESMTP id 7.1\r\n"
 		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
 		{ "", "192.0.2.1", NULL, NULL, 0, 0,
-		  "Received: from 192.0.2.1 ([192.0.2.1])\r\n"
+		  "Received: from [192.0.2.1] ([192.0.2.1])\r\n"
+		  "\tby gw.example (mxbridge) with ESMTP id 7.1\r\n"
+		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
+		{ "c1.test", "2001:db8:2::101", NULL, NULL, 0, 0,
+		  "Received: from c1.test ([IPv6:2001:db8:2::101])\r\n"
 		  "\tby gw.example (mxbridge) with ESMTP id 7.1\r\n"
 		  "\t; Sun, 22 Nov 2026 20:00:00 +0000\r\n" },
 		/* TLS: its own folded line; RFC 3848 and 6531 protocols */
