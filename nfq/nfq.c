@@ -461,20 +461,20 @@ nfq_class_mark(const struct policy_class *cls)
 {
 	switch (cls->action) {
 	case POLICY_PROXY:
-		return cls->dir == POLICY_DIR_IN ? NFQ_CLASS_INCOMING :
-		    NFQ_CLASS_OUTGOING;
+		return cls->dir == POLICY_DIR_IN ? MARK_CLASS_INCOMING :
+		    MARK_CLASS_OUTGOING;
 	case POLICY_PASS:
-		return NFQ_CLASS_PASS;
+		return MARK_CLASS_PASS;
 	case POLICY_DROP:
-		return NFQ_CLASS_DROP;
+		return MARK_CLASS_DROP;
 	}
-	return NFQ_CLASS_PASS;
+	return MARK_CLASS_PASS;
 }
 
 uint32_t
 nfq_verdict_mark(uint32_t mark, const struct policy_class *cls)
 {
-	return (mark & ~NFQ_MARK_CLASS) | nfq_class_mark(cls);
+	return (mark & ~MARK_CLASS) | nfq_class_mark(cls);
 }
 
 static void
@@ -498,7 +498,7 @@ nfq_classify(struct nfq_queue *q, uint32_t id, uint32_t mark,
     const struct sockaddr *src, const struct sockaddr *dst)
 {
 	struct policy_class cls;
-	const char *port = nfq_port_name(mark & NFQ_MARK_PORT);
+	const char *port = nfq_port_name(mark_port(mark));
 
 	memset(&cls, 0, sizeof(cls));
 	if ((addr_is_self(dst) ?

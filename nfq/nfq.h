@@ -8,22 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/mark.h"
 #include "../daemon/module.h"
 
 struct policy_class;
-
-/*
- * The packet mark layout, shared with scripts/mxbridge-netfilter.
- */
-#define NFQ_MARK_PORT		0x0000ffffu	/* ingress ifindex */
-#define NFQ_MARK_CLASS		0x000f0000u	/* one of below */
-#define NFQ_MARK_TPROXY		0x00100000u	/* TPROXY delivery */
-#define NFQ_MARK_OWN		0x00200000u	/* daemon's sockets */
-
-#define NFQ_CLASS_INCOMING	0x00010000u	/* incoming proxy */
-#define NFQ_CLASS_OUTGOING	0x00020000u	/* outgoing proxy */
-#define NFQ_CLASS_PASS		0x00030000u	/* routed on */
-#define NFQ_CLASS_DROP		0x00040000u	/* dropped */
 
 extern const struct module nfq_module;
 

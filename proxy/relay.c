@@ -21,6 +21,7 @@
 #include "../common/addr.h"
 #include "../common/buf.h"
 #include "../common/log.h"
+#include "../common/mark.h"
 #include "../common/smtp.h"
 #include "../common/tls.h"
 #include "../common/xmalloc.h"
@@ -207,7 +208,8 @@ relay_close_cb(uv_handle_t *h)
 static int
 relay_socket(struct relay *r)
 {
-	int one = 1, mark = RELAY_SO_MARK;
+	/* every upstream socket: exempt from interception */
+	int one = 1, mark = (int)MARK_OWN;
 	uv_os_fd_t fd;
 	const struct sockaddr *src = (const struct sockaddr *)&r->o.src;
 	struct sockaddr_storage ss;

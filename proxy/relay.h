@@ -15,9 +15,6 @@
 
 #include "../common/smtp.h"
 
-/* SO_MARK of every upstream socket: exempt from interception */
-#define RELAY_SO_MARK	0x200000
-
 enum relay_tls { RELAY_TLS_NONE = 0, RELAY_TLS_OPPORTUNISTIC,
 	RELAY_TLS_REQUIRE };
 

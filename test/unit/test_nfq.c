@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "../../mta/mta_local.h"
 #include "../../nfq/nfq.h"
 #include "../../policy/policy.h"
 
@@ -577,8 +578,8 @@ static void
 test_verdict_mark_bits(void **state UNUSED)
 {
 	static const uint32_t classes[] = {
-		NFQ_CLASS_INCOMING, NFQ_CLASS_OUTGOING, NFQ_CLASS_PASS,
-		NFQ_CLASS_DROP,
+		MARK_CLASS_INCOMING, MARK_CLASS_OUTGOING, MARK_CLASS_PASS,
+		MARK_CLASS_DROP,
 	};
 	struct policy_class cls;
 	uint32_t seed = 12345, mark, got;
@@ -592,17 +593,17 @@ test_verdict_mark_bits(void **state UNUSED)
 				cls.dir = (enum policy_dir)d;
 				cls.action = (enum policy_action)a;
 				got = nfq_verdict_mark(mark, &cls);
-				if ((got & ~NFQ_MARK_CLASS) !=
-				    (mark & ~NFQ_MARK_CLASS) ||
-				    (got & NFQ_MARK_PORT) !=
-				    (mark & NFQ_MARK_PORT))
+				if ((got & ~MARK_CLASS) !=
+				    (mark & ~MARK_CLASS) ||
+				    (got & MARK_PORT) !=
+				    (mark & MARK_PORT))
 					fail_msg("%#x dir %d action %d -> %#x",
 					    mark, d, a, got);
-				if ((got & NFQ_MARK_CLASS) != classes[a == 0 ?
+				if ((got & MARK_CLASS) != classes[a == 0 ?
 				    d : a + 1])
 					fail_msg("%#x dir %d action %d: class "
 					    "%#x", mark, d, a,
-					    got & NFQ_MARK_CLASS);
+					    got & MARK_CLASS);
 			}
 	}
 }
@@ -628,14 +629,14 @@ test_mark_contract(void **state UNUSED)
 		const char	*name;
 		uint32_t	 value;
 	} rows[] = {
-		{ "M_PORT", NFQ_MARK_PORT },
-		{ "M_CLASS", NFQ_MARK_CLASS },
-		{ "C_IN", NFQ_CLASS_INCOMING },
-		{ "C_OUT", NFQ_CLASS_OUTGOING },
-		{ "C_PASS", NFQ_CLASS_PASS },
-		{ "C_DROP", NFQ_CLASS_DROP },
-		{ "M_LOCAL", NFQ_MARK_TPROXY },
-		{ "M_SELF", NFQ_MARK_OWN },
+		{ "M_PORT", MARK_PORT },
+		{ "M_CLASS", MARK_CLASS },
+		{ "C_IN", MARK_CLASS_INCOMING },
+		{ "C_OUT", MARK_CLASS_OUTGOING },
+		{ "C_PASS", MARK_CLASS_PASS },
+		{ "C_DROP", MARK_CLASS_DROP },
+		{ "M_LOCAL", MARK_TPROXY },
+		{ "M_SELF", MARK_OWN },
 	};
 	char path[1200], text[65536];
 	size_t i, n;
@@ -651,12 +652,15 @@ test_mark_contract(void **state UNUSED)
 	text[n + 1] = '\0';
 	for (i = 0; i < N(rows); i++)
 		if (script_value(text, rows[i].name) != rows[i].value)
-			fail_msg("%s=%#x in the script, %#x in nfq.h",
+			fail_msg("%s=%#x in the script, %#x in common/mark.h",
 			    rows[i].name, script_value(text, rows[i].name),
 			    rows[i].value);
 	/* the classes fit the class bits and differ */
 	for (i = 2; i < 6; i++)
-		assert_int_equal(rows[i].value & ~NFQ_MARK_CLASS, 0);
+		assert_int_equal(rows[i].value & ~MARK_CLASS, 0);
+	/* the MTA's upstream sockets carry the daemon's own mark too */
+	assert_int_equal(MTA_SO_MARK, MARK_OWN);
+	assert_int_equal(mark_port(0x00110002u), 2);
 }
 
 /* ------------------------------------------------------------ flows */
