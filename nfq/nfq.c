@@ -3,15 +3,15 @@
  * policy's queue number, reads the first packet of every new flow that
  * the netfilter rules queue, asks policy_classify() what to do with it
  * and answers NF_REPEAT with the class in the packet mark, so that the
- * rest of the mangle chain (TPROXY, pass, drop) acts on it.  It also
- * keeps a short memory of the ingress bridge port of proxied flows for
- * the listeners (nfq_flow_port), and the decision counters.
+ * rest of the mangle chain (TPROXY, pass, drop) acts on it, and keeps
+ * the decision counters.  The listeners learn a proxied flow's ingress
+ * port and class from the mark of the accepted socket itself
+ * (tcp_fwmark_accept, see mxbridge-netfilter(8)), not from here.
  *
  * If the queue cannot be opened the daemon runs without it: the
  * listeners still work, and the kernel's fail-open or fail-closed rule
  * decides what happens to SMTP flows.
  */
-#include <sys/queue.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -32,7 +32,7 @@
 
 #include "../common/addr.h"
 #include "../common/buf.h"
-#include "../common/hash.h"
+#include "../common/ifname.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
 #include "../daemon/control.h"
@@ -49,12 +49,6 @@
 /* netlink messages are read and built in place */
 #define NFQ_ALIGNED		__attribute__((aligned(8)))
 #define NFQ_ACK_TIMEOUT		2	/* s to wait for the bind ack */
-
-#define NFQ_FLOW_TTL		(60 * 1000)	/* ms a port is kept */
-#define NFQ_FLOW_MAX		16384
-#define NFQ_FLOW_BUCKETS	4096		/* power of two */
-#define NFQ_IFCACHE		64		/* power of two */
-#define NFQ_IFCACHE_TTL		(10 * 1000)	/* ms */
 
 #define NFQ_IP4_HDR		20	/* without options */
 #define NFQ_IP6_HDR		40
@@ -73,32 +67,6 @@ struct nfq_queue {
 	size_t			 vlen;
 };
 
-/* the key of a flow: addresses folded to IPv4 where v4-mapped */
-struct nfq_flow_key {
-	uint8_t			 family;
-	uint8_t			 pad;
-	uint16_t		 sport;
-	uint16_t		 dport;
-	uint8_t			 src[16];
-	uint8_t			 dst[16];
-};
-
-struct nfq_flow {
-	struct nfq_flow_key	 key;
-	char			 port[IF_NAMESIZE];
-	uint64_t		 expire;
-	LIST_ENTRY(nfq_flow)	 bucket;
-	TAILQ_ENTRY(nfq_flow)	 age;		/* oldest first */
-};
-LIST_HEAD(nfq_bucket, nfq_flow);
-TAILQ_HEAD(nfq_ages, nfq_flow);
-
-struct nfq_ifname {
-	unsigned		 index;
-	char			 name[IF_NAMESIZE];
-	uint64_t		 expire;
-};
-
 /* counters shown by "mxbridgectl stats" */
 struct nfq_stats {
 	uint64_t		 decision[2][3];	/* dir x action */
@@ -112,12 +80,7 @@ static struct nfq_queue		*nfq_q;		/* NULL: none */
 static struct nfq_stats		 nfq_st;
 static int			 nfq_stats_registered;
 static int			 nfq_down;	/* never reopen */
-static struct nfq_bucket	*nfq_buckets;
-static struct nfq_ages		 nfq_ages =
-				    TAILQ_HEAD_INITIALIZER(nfq_ages);
-static size_t			 nfq_nflows;
-static uint32_t			 nfq_seed;
-static struct nfq_ifname	 nfq_ifcache[NFQ_IFCACHE];
+static struct ifname_cache	*nfq_ifnames;	/* ingress port names */
 
 static int	nfq_start(uv_loop_t *);
 static void	nfq_reload(void);
@@ -132,162 +95,6 @@ const struct module nfq_module = {
 	.busy = NULL,
 	.stop = nfq_stop,
 };
-
-/* ------------------------------------------------------------ flows */
-
-/* nfq_flow_key_make - the key of (src, dst); -1 if not an IP address */
-static int
-nfq_flow_key_make(struct nfq_flow_key *k, const struct sockaddr *src,
-    const struct sockaddr *dst)
-{
-	struct sockaddr_storage s, d;
-
-	if ((src->sa_family != AF_INET && src->sa_family != AF_INET6) ||
-	    (dst->sa_family != AF_INET && dst->sa_family != AF_INET6))
-		return -1;
-	memset(&s, 0, sizeof(s));
-	memset(&d, 0, sizeof(d));
-	memcpy(&s, src, addr_len(src));
-	memcpy(&d, dst, addr_len(dst));
-	addr_unmap(&s);
-	addr_unmap(&d);
-	if (s.ss_family != d.ss_family)
-		return -1;
-	memset(k, 0, sizeof(*k));
-	k->family = (uint8_t)s.ss_family;
-	if (s.ss_family == AF_INET) {
-		memcpy(k->src, &((struct sockaddr_in *)&s)->sin_addr, 4);
-		memcpy(k->dst, &((struct sockaddr_in *)&d)->sin_addr, 4);
-	} else {
-		memcpy(k->src, &((struct sockaddr_in6 *)&s)->sin6_addr, 16);
-		memcpy(k->dst, &((struct sockaddr_in6 *)&d)->sin6_addr, 16);
-	}
-	k->sport = addr_port((struct sockaddr *)&s);
-	k->dport = addr_port((struct sockaddr *)&d);
-	return 0;
-}
-
-/* nfq_flow_hash - the bucket of a flow key */
-static struct nfq_bucket *
-nfq_flow_hash(const struct nfq_flow_key *k)
-{
-	return &nfq_buckets[hash_bytes(nfq_seed, k, sizeof(*k)) &
-	    (NFQ_FLOW_BUCKETS - 1)];
-}
-
-static void
-nfq_flow_remove(struct nfq_flow *f)
-{
-	LIST_REMOVE(f, bucket);
-	TAILQ_REMOVE(&nfq_ages, f, age);
-	nfq_nflows--;
-	free(f);
-}
-
-/* nfq_flow_expire - forget flows past their time, oldest first */
-static void
-nfq_flow_expire(uint64_t now)
-{
-	struct nfq_flow *f;
-
-	while ((f = TAILQ_FIRST(&nfq_ages)) != NULL &&
-	    (f->expire <= now || nfq_nflows >= NFQ_FLOW_MAX))
-		nfq_flow_remove(f);
-}
-
-static struct nfq_flow *
-nfq_flow_find(const struct nfq_flow_key *k)
-{
-	struct nfq_flow *f;
-
-	LIST_FOREACH(f, nfq_flow_hash(k), bucket)
-		if (memcmp(&f->key, k, sizeof(*k)) == 0)
-			return f;
-	return NULL;
-}
-
-/* nfq_flow_remember - note the ingress port of a flow sent to a listener */
-static void
-nfq_flow_remember(const struct sockaddr *src, const struct sockaddr *dst,
-    const char *port)
-{
-	struct nfq_flow_key k;
-	struct nfq_flow *f;
-	uint64_t now = uv_now(nfq_loop);
-
-	if (nfq_buckets == NULL || nfq_flow_key_make(&k, src, dst) == -1)
-		return;
-	nfq_flow_expire(now);
-	if ((f = nfq_flow_find(&k)) != NULL)
-		nfq_flow_remove(f);
-	f = xcalloc(1, sizeof(*f));
-	f->key = k;
-	strncpy(f->port, port, sizeof(f->port) - 1);
-	f->expire = now + NFQ_FLOW_TTL;
-	LIST_INSERT_HEAD(nfq_flow_hash(&k), f, bucket);
-	TAILQ_INSERT_TAIL(&nfq_ages, f, age);
-	nfq_nflows++;
-}
-
-const char *
-nfq_flow_port(const struct sockaddr *src, const struct sockaddr *dst)
-{
-	struct nfq_flow_key k;
-	struct nfq_flow *f;
-
-	if (nfq_buckets == NULL || nfq_flow_key_make(&k, src, dst) == -1)
-		return NULL;
-	if ((f = nfq_flow_find(&k)) == NULL ||
-	    f->expire <= uv_now(nfq_loop))
-		return NULL;
-	return f->port;
-}
-
-static void
-nfq_flow_init(void)
-{
-	size_t i;
-
-	if (nfq_buckets != NULL)
-		return;
-	nfq_seed = hash_seed();
-	nfq_buckets = xcalloc(NFQ_FLOW_BUCKETS, sizeof(*nfq_buckets));
-	for (i = 0; i < NFQ_FLOW_BUCKETS; i++)
-		LIST_INIT(&nfq_buckets[i]);
-}
-
-static void
-nfq_flow_free(void)
-{
-	struct nfq_flow *f;
-
-	while ((f = TAILQ_FIRST(&nfq_ages)) != NULL)
-		nfq_flow_remove(f);
-	free(nfq_buckets);
-	nfq_buckets = NULL;
-}
-
-/* ------------------------------------------------------------ ports */
-
-/* nfq_port_name - the bridge port named by an ifindex; "" if unknown */
-static const char *
-nfq_port_name(unsigned index)
-{
-	struct nfq_ifname *c = &nfq_ifcache[index & (NFQ_IFCACHE - 1)];
-	uint64_t now = uv_now(nfq_loop);
-
-	if (index == 0)
-		return "";
-	if (c->index == index && c->expire > now)
-		return c->name;
-	c->index = index;
-	c->expire = now + NFQ_IFCACHE_TTL;
-	if (if_indextoname(index, c->name) == NULL) {
-		log_debug("nfq: no interface ifindex=%u", index);
-		c->name[0] = '\0';
-	}
-	return c->name;
-}
 
 /* ------------------------------------------------------------ packets */
 
@@ -498,7 +305,8 @@ nfq_classify(struct nfq_queue *q, uint32_t id, uint32_t mark,
     const struct sockaddr *src, const struct sockaddr *dst)
 {
 	struct policy_class cls;
-	const char *port = nfq_port_name(mark_port(mark));
+	const char *port = ifname_lookup(nfq_ifnames, mark_port(mark),
+	    uv_now(nfq_loop));
 
 	memset(&cls, 0, sizeof(cls));
 	if ((addr_is_self(dst) ?
@@ -511,8 +319,6 @@ nfq_classify(struct nfq_queue *q, uint32_t id, uint32_t mark,
 	    (unsigned)cls.action <= POLICY_DROP)
 		nfq_st.decision[cls.dir][cls.action]++;
 	mark = nfq_verdict_mark(mark, &cls);
-	if (cls.action == POLICY_PROXY)
-		nfq_flow_remember(src, dst, port);
 	nfq_log_decision(src, dst, port, &cls, mark);
 	nfq_verdict(q, id, NF_REPEAT, &mark);
 }
@@ -830,7 +636,6 @@ nfq_stats(struct buf *out)
 	buf_printf(out, "nfq_errors=%llu\n", (unsigned long long)nfq_st.errors);
 	buf_printf(out, "nfq_overruns=%llu\n",
 	    (unsigned long long)nfq_st.overruns);
-	buf_printf(out, "nfq_flows=%zu\n", nfq_nflows);
 }
 
 /* nfq_attach - open the configured queue, or say why we run without */
@@ -850,7 +655,8 @@ static int
 nfq_start(uv_loop_t *loop)
 {
 	nfq_loop = loop;
-	nfq_flow_init();
+	if (nfq_ifnames == NULL)
+		nfq_ifnames = ifname_cache_new();
 	if (!nfq_stats_registered) {
 		control_register_stats(nfq_stats);
 		nfq_stats_registered = 1;
@@ -891,5 +697,6 @@ nfq_stop(void)
 {
 	nfq_down = 1;
 	nfq_queue_close();
-	nfq_flow_free();
+	ifname_cache_free(nfq_ifnames);
+	nfq_ifnames = NULL;
 }

@@ -1,6 +1,6 @@
 /*
  * nfq.h - the netlink queue that classifies the first packet of each new
- * SMTP flow, and the memory of which bridge port those flows came in on.
+ * SMTP flow.
  */
 #ifndef MXB_NFQ_H
 #define MXB_NFQ_H
@@ -14,10 +14,6 @@
 struct policy_class;
 
 extern const struct module nfq_module;
-
-/* the ingress port of a recently classified flow, or NULL if unknown */
-const char	*nfq_flow_port(const struct sockaddr *src,
-		    const struct sockaddr *dst);
 
 /*
  * The pure parts of the classifier, public for the unit tests.  The names

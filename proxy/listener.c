@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,10 +25,11 @@
 
 #include "../common/addr.h"
 #include "../common/buf.h"
+#include "../common/ifname.h"
 #include "../common/log.h"
+#include "../common/mark.h"
 #include "../common/xmalloc.h"
 #include "../daemon/control.h"
-#include "../nfq/nfq.h"
 #include "../policy/policy.h"
 #include "clients.h"
 #include "proxy.h"
@@ -35,6 +37,7 @@
 #define PROXY_BACKLOG	511
 #define PROXY_CLIENTS	100000		/* per-client table: idle ones evicted */
 #define PROXY_SWEEP_MS	60000		/* idle per-client entries go */
+#define PROXY_FWMARK_ACCEPT	"/proc/sys/net/ipv4/tcp_fwmark_accept"
 
 /* one listening socket; freed in its close callback */
 struct proxy_listener {
@@ -56,6 +59,7 @@ static unsigned			 proxy_nofile_cap;	/* "sessions auto" */
 static uv_timer_t		 proxy_sweep_timer;
 static int			 proxy_sweep_on;
 static uint64_t			 proxy_refused[3];	/* per-client, rate, cap */
+static struct ifname_cache	*proxy_ifnames;	/* ingress port names */
 
 static int	proxy_start(uv_loop_t *);
 static void	proxy_reload(void);
@@ -78,6 +82,26 @@ proxy_free_cb(uv_handle_t *h)
 	free(h->data);
 }
 
+/*
+ * proxy_conn_mark - the mark of an accepted connection: with
+ * net.ipv4.tcp_fwmark_accept the kernel gives it the mark of the SYN
+ * (ingress ifindex and class, mxbridge-netfilter(8)), so the listener
+ * learns the ingress port from the connection itself, whichever thread
+ * classified the SYN; 0 when unknown
+ */
+static uint32_t
+proxy_conn_mark(uv_tcp_t *c)
+{
+	uv_os_fd_t fd;
+	uint32_t mark = 0;
+	socklen_t len = sizeof(mark);
+
+	if (uv_fileno((uv_handle_t *)c, &fd) != 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_MARK, &mark, &len) == -1)
+		return 0;
+	return mark;
+}
+
 /* proxy_conn_fill - the facts of an accepted connection */
 static int
 proxy_conn_fill(struct proxy_conn *conn, uv_tcp_t *c, enum policy_dir dir)
@@ -95,10 +119,10 @@ proxy_conn_fill(struct proxy_conn *conn, uv_tcp_t *c, enum policy_dir dir)
 		return -1;
 	addr_unmap(&conn->client);
 	addr_unmap(&conn->orig_dst);
-	port = nfq_flow_port((struct sockaddr *)&conn->client,
-	    (struct sockaddr *)&conn->orig_dst);
-	if (port != NULL)
-		strncpy(conn->port, port, sizeof(conn->port) - 1);
+	/* the direction is the listener's: TPROXY chose it by the class */
+	port = ifname_lookup(proxy_ifnames, mark_port(proxy_conn_mark(c)),
+	    uv_now(c->loop));
+	strncpy(conn->port, port, sizeof(conn->port) - 1);
 	conn->dir = dir;
 	conn->id = proxy_next_id++;
 	return 0;
@@ -388,6 +412,26 @@ proxy_sweep_start(void)
 	proxy_sweep_on = 1;
 }
 
+/*
+ * proxy_fwmark_check - say at start when accepted connections will not
+ * carry the SYN's mark (mxbridge-netfilter up sets the sysctl): then no
+ * session knows its ingress port, and port rules cannot match it
+ */
+static void
+proxy_fwmark_check(void)
+{
+	FILE *f;
+	int c = EOF;
+
+	if ((f = fopen(PROXY_FWMARK_ACCEPT, "r")) != NULL) {
+		c = fgetc(f);
+		fclose(f);
+	}
+	if (c == '0')
+		log_info("listener fwmark_accept=no: sessions do not learn "
+		    "their ingress port (net.ipv4.tcp_fwmark_accept is 0)");
+}
+
 static int
 proxy_start(uv_loop_t *loop)
 {
@@ -395,6 +439,9 @@ proxy_start(uv_loop_t *loop)
 	int d;
 
 	proxy_loop = loop;
+	if (proxy_ifnames == NULL)
+		proxy_ifnames = ifname_cache_new();
+	proxy_fwmark_check();
 	proxy_nofile_cap_set();
 	proxy_sweep_start();
 	if (!proxy_stats_registered) {
@@ -451,6 +498,8 @@ proxy_stop(void)
 	proxy_unlisten(POLICY_DIR_IN);
 	proxy_unlisten(POLICY_DIR_OUT);
 	proxy_sessions_stop();
+	ifname_cache_free(proxy_ifnames);
+	proxy_ifnames = NULL;
 	if (proxy_sweep_on &&
 	    !uv_is_closing((uv_handle_t *)&proxy_sweep_timer))
 		uv_close((uv_handle_t *)&proxy_sweep_timer, NULL);

@@ -26,7 +26,7 @@ int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	nfq_loop = uv_default_loop();
-	nfq_flow_init();
+	nfq_ifnames = ifname_cache_new();
 	fuzz_policy("hostname gw.example.com\n"
 	    "listen incoming port 10025\nlisten outgoing port 10026\n"
 	    "default incoming proxy\ndefault outgoing proxy\n"

@@ -4,15 +4,14 @@
  * without extension headers, fragments, wrong versions and protocols,
  * bad lengths, every truncation, and random input under the sanitizers),
  * the verdict mark (nfq_verdict_mark), and that the mark layout of nfq.h
- * is the one scripts/mxbridge-netfilter uses.  Table-driven: a failing
- * row names itself.
- *
- * The flow table behind nfq_flow_port() keeps time with uv_now() on the
- * daemon's loop; only its answer without a table is checked here.
+ * is the one scripts/mxbridge-netfilter uses, and the ifindex-to-name
+ * cache (common/ifname.c) that names the ingress port of a mark.
+ * Table-driven: a failing row names itself.
  * Run from the source root, or set MXB_SRCDIR.
  */
 #include <sys/socket.h>
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +24,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "../../common/ifname.h"
 #include "../../mta/mta_local.h"
 #include "../../nfq/nfq.h"
 #include "../../policy/policy.h"
@@ -663,31 +663,29 @@ test_mark_contract(void **state UNUSED)
 	assert_int_equal(mark_port(0x00110002u), 2);
 }
 
-/* ------------------------------------------------------------ flows */
+/* ------------------------------------------------------------ port names */
 
-/* without the daemon's loop there is no flow table: nothing is known */
+/* the ingress port of a mark by name: lo is there, 0 and a free index
+ * are "", and a cached name is kept until its time is up */
 static void
-test_flow_port_none(void **state UNUSED)
+test_ifname(void **state UNUSED)
 {
-	struct sockaddr_in s4, d4;
-	struct sockaddr_in6 s6, d6;
+	struct ifname_cache *c = ifname_cache_new();
+	unsigned lo = if_nametoindex("lo"), none = 65535;
+	char name[IF_NAMESIZE];
 
-	memset(&s4, 0, sizeof(s4));
-	memset(&d4, 0, sizeof(d4));
-	memset(&s6, 0, sizeof(s6));
-	memset(&d6, 0, sizeof(d6));
-	s4.sin_family = d4.sin_family = AF_INET;
-	s6.sin6_family = d6.sin6_family = AF_INET6;
-	assert_int_equal(inet_pton(AF_INET, SRC4, &s4.sin_addr), 1);
-	assert_int_equal(inet_pton(AF_INET, DST4, &d4.sin_addr), 1);
-	assert_int_equal(inet_pton(AF_INET6, SRC6, &s6.sin6_addr), 1);
-	assert_int_equal(inet_pton(AF_INET6, DST6, &d6.sin6_addr), 1);
-	s4.sin_port = s6.sin6_port = htons(SPORT);
-	d4.sin_port = d6.sin6_port = htons(DPORT);
-	assert_null(nfq_flow_port((struct sockaddr *)&s4,
-	    (struct sockaddr *)&d4));
-	assert_null(nfq_flow_port((struct sockaddr *)&s6,
-	    (struct sockaddr *)&d6));
+	assert_true(lo != 0);
+	while (if_indextoname(none, name) != NULL)
+		none--;
+	assert_string_equal(ifname_lookup(c, 0, 1000), "");
+	assert_string_equal(ifname_lookup(c, lo, 1000), "lo");
+	assert_string_equal(ifname_lookup(c, none, 1000), "");
+	/* the same slot as lo: the unknown index takes it over */
+	assert_string_equal(ifname_lookup(c, lo + 64, 1000),
+	    if_indextoname(lo + 64, name) != NULL ? name : "");
+	assert_string_equal(ifname_lookup(c, lo, 1000), "lo");
+	assert_string_equal(ifname_lookup(c, lo, 1000 + 60 * 1000), "lo");
+	ifname_cache_free(c);
 }
 
 /* ------------------------------------------------------------ datagrams */
@@ -748,7 +746,7 @@ main(void)
 		cmocka_unit_test(test_verdict_mark),
 		cmocka_unit_test(test_verdict_mark_bits),
 		cmocka_unit_test(test_mark_contract),
-		cmocka_unit_test(test_flow_port_none),
+		cmocka_unit_test(test_ifname),
 		cmocka_unit_test(test_datagram_valid),
 	};
 
