@@ -8,6 +8,10 @@
  * port and class from the mark of the accepted socket itself
  * (tcp_fwmark_accept, see mxbridge-netfilter(8)), not from here.
  *
+ * Per-worker state is passed explicitly: a struct nfq_worker, made with
+ * the loop it runs on, holds that loop's queue (with its receive and
+ * verdict buffers), counters and port names; nothing here is shared.
+ *
  * If the queue cannot be opened the daemon runs without it: the
  * listeners still work, and the kernel's fail-open or fail-closed rule
  * decides what happens to SMTP flows.
@@ -59,12 +63,15 @@
 /* one bound queue; freed in its poll handle's close callback */
 struct nfq_queue {
 	uv_poll_t		 poll;
+	struct nfq_worker	*w;
 	struct mnl_socket	*nl;
 	unsigned		 portid;
 	unsigned		 num;
 	/* verdicts not sent yet */
 	char			 vbuf[NFQ_VERDICT_BUF] NFQ_ALIGNED;
 	size_t			 vlen;
+	/* datagrams read in one recvmmsg (and the bind's ack) */
+	char			 rbufs[NFQ_MMSG][NFQ_RECVBUF] NFQ_ALIGNED;
 };
 
 /* counters shown by "mxbridgectl stats" */
@@ -75,12 +82,23 @@ struct nfq_stats {
 	uint64_t		 overruns;
 };
 
-static uv_loop_t		*nfq_loop;
-static struct nfq_queue		*nfq_q;		/* NULL: none */
-static struct nfq_stats		 nfq_st;
-static int			 nfq_stats_registered;
-static int			 nfq_down;	/* never reopen */
-static struct ifname_cache	*nfq_ifnames;	/* ingress port names */
+/* one worker's classifier, used by its thread only */
+struct nfq_worker {
+	uv_loop_t		*loop;
+	struct nfq_queue	*q;		/* NULL: none */
+	struct nfq_stats	 st;		/* read by "stats" (today on
+						   this thread) */
+	struct ifname_cache	*ifnames;	/* ingress port names */
+	int			 down;		/* never reopen */
+};
+
+/*
+ * The module's worker, made at start by the daemon's thread and not
+ * changed after (with worker threads: the array of them); kept to the
+ * end of the process.
+ */
+static struct nfq_worker	*nfq_w;
+static int			 nfq_stats_registered;	/* at start */
 
 static int	nfq_start(uv_loop_t *);
 static void	nfq_reload(void);
@@ -240,7 +258,7 @@ nfq_flush(struct nfq_queue *q)
 	if (q->vlen == 0)
 		return;
 	if (mnl_socket_sendto(q->nl, q->vbuf, q->vlen) == -1) {
-		nfq_st.errors++;
+		q->w->st.errors++;
 		log_warn("nfq: sending verdicts queue=%u", q->num);
 	}
 	q->vlen = 0;
@@ -305,19 +323,19 @@ nfq_classify(struct nfq_queue *q, uint32_t id, uint32_t mark,
     const struct sockaddr *src, const struct sockaddr *dst)
 {
 	struct policy_class cls;
-	const char *port = ifname_lookup(nfq_ifnames, mark_port(mark),
-	    uv_now(nfq_loop));
+	const char *port = ifname_lookup(q->w->ifnames, mark_port(mark),
+	    uv_now(q->w->loop));
 
 	memset(&cls, 0, sizeof(cls));
 	if ((addr_is_self(dst) ?
 	    policy_classify_to_box(policy_current(), port, &cls) :
 	    policy_classify(policy_current(), src, dst, port, &cls)) == -1) {
-		nfq_st.errors++;
+		q->w->st.errors++;
 		cls.action = POLICY_PASS;
 		cls.reason = "classify-error";
 	} else if ((unsigned)cls.dir <= POLICY_DIR_OUT &&
 	    (unsigned)cls.action <= POLICY_DROP)
-		nfq_st.decision[cls.dir][cls.action]++;
+		q->w->st.decision[cls.dir][cls.action]++;
 	mark = nfq_verdict_mark(mark, &cls);
 	nfq_log_decision(src, dst, port, &cls, mark);
 	nfq_verdict(q, id, NF_REPEAT, &mark);
@@ -338,7 +356,7 @@ nfq_malformed(struct nfq_queue *q, uint32_t id, uint32_t mark)
 	memset(&cls, 0, sizeof(cls));
 	cls.action = POLICY_DROP;
 	mark = nfq_verdict_mark(mark, &cls);
-	nfq_st.malformed++;
+	q->w->st.malformed++;
 	log_debug("nfq: malformed packet id=%u action=drop mark=0x%x", id,
 	    mark);
 	nfq_verdict(q, id, NF_REPEAT, &mark);
@@ -359,7 +377,7 @@ nfq_packet_cb(const struct nlmsghdr *nlh, void *arg)
 	memset(attr, 0, sizeof(attr));
 	if (nfq_nlmsg_parse(nlh, attr) < 0 || attr[NFQA_PACKET_HDR] == NULL ||
 	    mnl_attr_get_payload_len(attr[NFQA_PACKET_HDR]) < sizeof(*ph)) {
-		nfq_st.errors++;
+		q->w->st.errors++;
 		log_warnx("nfq: unparsable queue message queue=%u", q->num);
 		return MNL_CB_OK;
 	}
@@ -408,19 +426,19 @@ nfq_datagram(struct nfq_queue *q, const char *buf, const struct mmsghdr *m)
 
 	/* only the kernel talks to us; a cut datagram cannot be parsed */
 	if ((m->msg_hdr.msg_flags & MSG_TRUNC) || sa->nl_pid != 0) {
-		nfq_st.errors++;
+		q->w->st.errors++;
 		log_warnx("nfq: %s datagram queue=%u",
 		    sa->nl_pid != 0 ? "foreign" : "truncated", q->num);
 		return;
 	}
 	if (!nfq_datagram_valid(buf, m->msg_len)) {
-		nfq_st.errors++;
+		q->w->st.errors++;
 		log_warnx("nfq: malformed datagram queue=%u", q->num);
 		return;
 	}
 	if (mnl_cb_run(buf, m->msg_len, 0, q->portid, nfq_packet_cb,
 	    q) == -1) {
-		nfq_st.errors++;
+		q->w->st.errors++;
 		log_warn("nfq: netlink error queue=%u", q->num);
 	}
 }
@@ -432,7 +450,6 @@ nfq_datagram(struct nfq_queue *q, const char *buf, const struct mmsghdr *m)
 static int
 nfq_recv(struct nfq_queue *q)
 {
-	static char bufs[NFQ_MMSG][NFQ_RECVBUF] NFQ_ALIGNED;
 	struct mmsghdr mm[NFQ_MMSG];
 	struct iovec iov[NFQ_MMSG];
 	struct sockaddr_nl sa[NFQ_MMSG];
@@ -440,8 +457,8 @@ nfq_recv(struct nfq_queue *q)
 
 	memset(mm, 0, sizeof(mm));
 	for (i = 0; i < NFQ_MMSG; i++) {
-		iov[i].iov_base = bufs[i];
-		iov[i].iov_len = sizeof(bufs[i]);
+		iov[i].iov_base = q->rbufs[i];
+		iov[i].iov_len = sizeof(q->rbufs[i]);
 		mm[i].msg_hdr.msg_iov = &iov[i];
 		mm[i].msg_hdr.msg_iovlen = 1;
 		mm[i].msg_hdr.msg_name = &sa[i];
@@ -453,17 +470,17 @@ nfq_recv(struct nfq_queue *q)
 			return 0;
 		if (errno == ENOBUFS) {
 			/* the kernel failed open (or closed) on a packet */
-			nfq_st.overruns++;
+			q->w->st.overruns++;
 			return NFQ_MMSG;
 		}
 		if (errno == EINTR)
 			return NFQ_MMSG;
-		nfq_st.errors++;
+		q->w->st.errors++;
 		log_warn("nfq: receive queue=%u", q->num);
 		return -1;
 	}
 	for (i = 0; i < n; i++)
-		nfq_datagram(q, bufs[i], &mm[i]);
+		nfq_datagram(q, q->rbufs[i], &mm[i]);
 	return n;
 }
 
@@ -484,14 +501,14 @@ nfq_read_cb(uv_poll_t *h, int status, int events)
 	if (status < 0) {
 		if (getsockopt(mnl_socket_get_fd(q->nl), SOL_SOCKET, SO_ERROR,
 		    &err, &len) == -1) {
-			nfq_st.errors++;
+			q->w->st.errors++;
 			log_warn("nfq: queue=%u stopped", q->num);
 			return;
 		}
 		if (err == ENOBUFS)
-			nfq_st.overruns++;
+			q->w->st.overruns++;
 		else if (err != 0) {
-			nfq_st.errors++;
+			q->w->st.errors++;
 			log_warnx("nfq: poll queue=%u: %s", q->num,
 			    strerror(err));
 		}
@@ -509,7 +526,7 @@ nfq_read_cb(uv_poll_t *h, int status, int events)
 static int
 nfq_configure(struct nfq_queue *q)
 {
-	static char buf[NFQ_RECVBUF] NFQ_ALIGNED;
+	char *buf = q->rbufs[0];
 	struct timeval tv = { NFQ_ACK_TIMEOUT, 0 };
 	struct nlmsghdr *nlh;
 	uint32_t flags = NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO;
@@ -530,7 +547,8 @@ nfq_configure(struct nfq_queue *q)
 	    mnl_socket_sendto(q->nl, nlh, nlh->nlmsg_len) == -1)
 		return -1;
 	do {
-		if ((n = mnl_socket_recvfrom(q->nl, buf, sizeof(buf))) == -1)
+		if ((n = mnl_socket_recvfrom(q->nl, buf,
+		    sizeof(q->rbufs[0]))) == -1)
 			return -1;
 		/* packets may already arrive before the ack */
 		rc = mnl_cb_run(buf, (size_t)n, seq, q->portid, nfq_packet_cb,
@@ -557,14 +575,16 @@ nfq_rcvbuf(struct nfq_queue *q)
 		    sizeof(bufsz));
 }
 
-/* nfq_queue_open - a netlink socket bound to queue num, watched by the loop */
+/* nfq_queue_open - a netlink socket bound to queue num, watched by w's
+ * loop */
 static struct nfq_queue *
-nfq_queue_open(unsigned num)
+nfq_queue_open(struct nfq_worker *w, unsigned num)
 {
 	struct nfq_queue *q;
 	int fd;
 
 	q = xcalloc(1, sizeof(*q));
+	q->w = w;
 	q->num = num;
 	if ((q->nl = mnl_socket_open(NETLINK_NETFILTER)) == NULL) {
 		log_warn("nfq: netlink socket");
@@ -581,7 +601,7 @@ nfq_queue_open(unsigned num)
 		log_warn("nfq: binding queue=%u", num);
 		goto fail;
 	}
-	if (uv_poll_init(nfq_loop, &q->poll, fd) != 0) {
+	if (uv_poll_init(w->loop, &q->poll, fd) != 0) {
 		log_warnx("nfq: poll init queue=%u", num);
 		goto fail;
 	}
@@ -606,43 +626,44 @@ nfq_queue_close_cb(uv_handle_t *h)
 
 /* nfq_queue_close - unbind the queue: the kernel's bypass rule takes over */
 static void
-nfq_queue_close(void)
+nfq_queue_close(struct nfq_worker *w)
 {
-	struct nfq_queue *q = nfq_q;
+	struct nfq_queue *q = w->q;
 
 	if (q == NULL)
 		return;
-	nfq_q = NULL;
+	w->q = NULL;
 	nfq_flush(q);
 	uv_close((uv_handle_t *)&q->poll, nfq_queue_close_cb);
 	log_info("nfq: queue=%u closed", q->num);
 }
 
-/* nfq_stats - the "stats" lines of this module */
+/* nfq_stats - the "stats" lines of this module, every worker's summed */
 static void
 nfq_stats(struct buf *out)
 {
 	static const char *dirs[] = { "incoming", "outgoing" };
 	static const char *acts[] = { "proxy", "pass", "drop" };
+	const struct nfq_worker *w = nfq_w;
 	int d, a;
 
-	buf_printf(out, "nfq_queue_open=%d\n", nfq_q != NULL);
+	buf_printf(out, "nfq_queue_open=%d\n", w->q != NULL);
 	for (d = 0; d < 2; d++)
 		for (a = 0; a < 3; a++)
 			buf_printf(out, "nfq_%s_%s=%llu\n", dirs[d], acts[a],
-			    (unsigned long long)nfq_st.decision[d][a]);
+			    (unsigned long long)w->st.decision[d][a]);
 	buf_printf(out, "nfq_malformed=%llu\n",
-	    (unsigned long long)nfq_st.malformed);
-	buf_printf(out, "nfq_errors=%llu\n", (unsigned long long)nfq_st.errors);
+	    (unsigned long long)w->st.malformed);
+	buf_printf(out, "nfq_errors=%llu\n", (unsigned long long)w->st.errors);
 	buf_printf(out, "nfq_overruns=%llu\n",
-	    (unsigned long long)nfq_st.overruns);
+	    (unsigned long long)w->st.overruns);
 }
 
 /* nfq_attach - open the configured queue, or say why we run without */
 static void
-nfq_attach(unsigned num)
+nfq_attach(struct nfq_worker *w, unsigned num)
 {
-	if ((nfq_q = nfq_queue_open(num)) == NULL) {
+	if ((w->q = nfq_queue_open(w, num)) == NULL) {
 		log_warnx("nfq: queue=%u not available, running without "
 		    "classification", num);
 		return;
@@ -651,52 +672,67 @@ nfq_attach(unsigned num)
 	    NFQ_COPY_RANGE, NFQ_QUEUE_MAXLEN);
 }
 
+/* nfq_worker_new - a worker on loop, without its queue yet */
+static struct nfq_worker *
+nfq_worker_new(uv_loop_t *loop)
+{
+	struct nfq_worker *w = xcalloc(1, sizeof(*w));
+
+	w->loop = loop;
+	w->ifnames = ifname_cache_new();
+	return w;
+}
+
 static int
 nfq_start(uv_loop_t *loop)
 {
-	nfq_loop = loop;
-	if (nfq_ifnames == NULL)
-		nfq_ifnames = ifname_cache_new();
+	if (nfq_w == NULL)
+		nfq_w = nfq_worker_new(loop);
 	if (!nfq_stats_registered) {
 		control_register_stats(nfq_stats);
 		nfq_stats_registered = 1;
 	}
-	nfq_attach(policy_current()->queue_num);
+	nfq_attach(nfq_w, policy_current()->queue_num);
 	return 0;
 }
 
-/* nfq_reload - follow a changed queue number; keep the queue otherwise */
+/* nfq_worker_reload - follow a changed queue number; keep the queue
+ * otherwise */
+static void
+nfq_worker_reload(struct nfq_worker *w, unsigned num)
+{
+	if (w->down)
+		return;
+	if (w->q != NULL && w->q->num == num) {
+		nfq_rcvbuf(w->q);
+		return;
+	}
+	if (w->q != NULL)
+		log_info("nfq: queue number changed from=%u to=%u",
+		    w->q->num, num);
+	nfq_queue_close(w);
+	nfq_attach(w, num);
+}
+
 static void
 nfq_reload(void)
 {
-	unsigned num = policy_current()->queue_num;
-
-	if (nfq_down)
-		return;
-	if (nfq_q != NULL && nfq_q->num == num) {
-		nfq_rcvbuf(nfq_q);
-		return;
-	}
-	if (nfq_q != NULL)
-		log_info("nfq: queue number changed from=%u to=%u",
-		    nfq_q->num, num);
-	nfq_queue_close();
-	nfq_attach(num);
+	if (nfq_w != NULL)
+		nfq_worker_reload(nfq_w, policy_current()->queue_num);
 }
 
 /* nfq_shutdown - stop classifying: new flows meet the kernel's bypass */
 static void
 nfq_shutdown(void)
 {
-	nfq_down = 1;
-	nfq_queue_close();
+	if (nfq_w == NULL)
+		return;
+	nfq_w->down = 1;
+	nfq_queue_close(nfq_w);
 }
 
 static void
 nfq_stop(void)
 {
-	nfq_down = 1;
-	nfq_queue_close();
-	ifname_cache_free(nfq_ifnames);
-	nfq_ifnames = NULL;
+	nfq_shutdown();
 }
