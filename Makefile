@@ -33,6 +33,7 @@ COMMON_SRCS = \
 	common/addr.c \
 	common/buf.c \
 	common/hash.c \
+	common/ifname.c \
 	common/log.c \
 	common/smtp.c \
 	common/tls.c \

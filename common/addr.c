@@ -5,6 +5,7 @@
  */
 #include <arpa/inet.h>
 #include <ifaddrs.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,22 +221,29 @@ addr_is_self_in(const struct sockaddr *sa, const struct ifaddrs *ifa)
  * addr_is_self - is sa one of this box's addresses?  The interface list
  * is cached for a second: the classifier asks for every new flow, and a
  * netlink dump per SYN would cost more than the rest of the decision.
- * Not thread-safe: for the event loop only (workers use addr_is_self_in).
+ * The cache is shared by every thread, under self_mtx (one lock per new
+ * flow or session; the dump once a second, by whoever asks first).
  */
+static pthread_mutex_t	 self_mtx = PTHREAD_MUTEX_INITIALIZER;
+static struct ifaddrs	*self_cache;	/* under self_mtx */
+static time_t		 self_fetched;	/* under self_mtx */
+
 int
 addr_is_self(const struct sockaddr *sa)
 {
-	static struct ifaddrs *cache;
-	static time_t fetched;
 	struct timespec now;
+	int rc;
 
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-	if (cache == NULL || now.tv_sec != fetched) {
-		if (cache != NULL)
-			freeifaddrs(cache);
-		if (getifaddrs(&cache) == -1)
-			cache = NULL;
-		fetched = now.tv_sec;
+	pthread_mutex_lock(&self_mtx);
+	if (self_cache == NULL || now.tv_sec != self_fetched) {
+		if (self_cache != NULL)
+			freeifaddrs(self_cache);
+		if (getifaddrs(&self_cache) == -1)
+			self_cache = NULL;
+		self_fetched = now.tv_sec;
 	}
-	return addr_is_self_in(sa, cache);
+	rc = addr_is_self_in(sa, self_cache);
+	pthread_mutex_unlock(&self_mtx);
+	return rc;
 }

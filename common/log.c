@@ -4,40 +4,51 @@
  * Message-level lines carry key=value fields; that is the callers' job,
  * this file only routes and prefixes them.
  *
- * A busy proxy logs several lines per message; log_hold() lets the daemon
- * keep info and debug lines of one event-loop turn in memory and write
- * them with one write (log_flush, before the loop waits again).  Warnings
- * and worse go out at once, after what is held, so the order stays.
+ * A busy proxy logs several lines per message; log_hold() lets a thread
+ * that runs an event loop keep its info and debug lines of one loop turn
+ * in memory and write them with one write (log_flush, from that loop's
+ * hook before it waits again).  Warnings and worse go out at once, after
+ * what the thread holds, so its order stays.  The held lines are the
+ * thread's own (thread-local), so a line costs no lock; other threads
+ * (libuv's pool) hold nothing and write each line at once.  Only the
+ * write to stderr takes log_mtx, once per line or per turn.
  *
  * It also owns the escaping of outside values (log_vis, log_word): the
  * one place that decides what of a peer's text may reach a log line.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
+#include <sys/uio.h>
+#include <stdint.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "xmalloc.h"
 
 #define LOG_HOLD_MAX	65536
 
+/* set by log_init before any other thread runs */
 static int	log_foreground = 1;
-static int	log_verbose;
-/* held lines: the loop thread and the threadpool's workers both log */
+/* shared: set at start and reload, read by every thread */
+static atomic_int	log_verbose;
+/* shared: one writer to stderr at a time, so lines do not mix */
 static pthread_mutex_t	log_mtx = PTHREAD_MUTEX_INITIALIZER;
-static char	log_held[LOG_HOLD_MAX];
-static size_t	log_heldlen;
-static int	log_holding;
+static pthread_once_t	log_once = PTHREAD_ONCE_INIT;
+/* per thread: the held lines of a loop thread (NULL: not holding) */
+static _Thread_local char	*log_held;
+static _Thread_local size_t	 log_heldlen;
 
 void
 log_init(const char *ident, int foreground, int verbose)
 {
 	log_foreground = foreground;
-	log_verbose = verbose;
+	atomic_store_explicit(&log_verbose, verbose, memory_order_relaxed);
 	if (!foreground)
 		openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
 	tzset();
@@ -46,13 +57,13 @@ log_init(const char *ident, int foreground, int verbose)
 void
 log_setverbose(int v)
 {
-	log_verbose = v;
+	atomic_store_explicit(&log_verbose, v, memory_order_relaxed);
 }
 
 int
 log_getverbose(void)
 {
-	return log_verbose;
+	return atomic_load_explicit(&log_verbose, memory_order_relaxed);
 }
 
 /*
@@ -63,9 +74,9 @@ log_getverbose(void)
 static size_t
 log_stamp(char *out)
 {
-	static __thread time_t last = -1;
-	static __thread char ts[24];
-	static __thread size_t tslen;
+	static _Thread_local time_t last = -1;
+	static _Thread_local char ts[24];
+	static _Thread_local size_t tslen;
 	struct timespec now;
 	struct tm tm;
 	long ms;
@@ -86,64 +97,77 @@ log_stamp(char *out)
 	return tslen + 5;
 }
 
-/* log_write - all of p to stderr (the caller holds log_mtx) */
+/* log_write - what the thread holds, then p (may be NULL), to stderr */
 static void
 log_write(const char *p, size_t n)
 {
+	struct iovec iov[2];
 	size_t off;
 	ssize_t w;
+	int i = 0;
 
-	for (off = 0; off < n; off += (size_t)w) {
-		if ((w = write(STDERR_FILENO, p + off, n - off)) == -1 &&
-		    errno == EINTR)
-			w = 0;
-		else if (w <= 0)
-			return;
-	}
-}
-
-static void
-log_flush_locked(void)
-{
-	log_write(log_held, log_heldlen);
+	if (log_heldlen > 0)
+		iov[i++] = (struct iovec){ log_held, log_heldlen };
+	if (n > 0)
+		iov[i++] = (struct iovec){ (void *)(uintptr_t)p, n };
 	log_heldlen = 0;
+	if (i == 0)
+		return;
+	pthread_mutex_lock(&log_mtx);
+	/* one writev, on a short write the rest piece by piece */
+	for (off = 0; i > 0; ) {
+		if ((w = writev(STDERR_FILENO, iov, i)) == -1 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off = (size_t)w;
+		while (i > 0 && off >= iov[0].iov_len) {
+			off -= iov[0].iov_len;
+			iov[0] = iov[1];
+			i--;
+		}
+		if (i > 0) {
+			iov[0].iov_base = (char *)iov[0].iov_base + off;
+			iov[0].iov_len -= off;
+		}
+	}
+	pthread_mutex_unlock(&log_mtx);
 }
 
-/* log_flush - write the held lines */
+/* log_flush - write the lines this thread holds */
 void
 log_flush(void)
 {
-	pthread_mutex_lock(&log_mtx);
-	log_flush_locked();
-	pthread_mutex_unlock(&log_mtx);
+	log_write(NULL, 0);
 }
 
-/* log_hold - from now on keep info and debug lines until log_flush
- * (foreground only); what is held at exit is written then */
+static void
+log_atexit(void)
+{
+	atexit(log_flush);	/* fatal() and the end of main */
+}
+
+/* log_hold - from now on this thread keeps info and debug lines until
+ * log_flush (foreground only); what is held at exit is written then */
 void
 log_hold(void)
 {
-	atexit(log_flush);	/* fatal() and the end of main */
-	pthread_mutex_lock(&log_mtx);
-	log_holding = 1;
-	pthread_mutex_unlock(&log_mtx);
+	pthread_once(&log_once, log_atexit);
+	if (log_held == NULL)
+		log_held = xmalloc(LOG_HOLD_MAX);
 }
 
 /* log_put - one formatted line: held, or written after what is held */
 static void
 log_put(int pri, const char *line, size_t n)
 {
-	pthread_mutex_lock(&log_mtx);
-	if (log_holding && pri >= LOG_INFO) {
-		if (log_heldlen + n > sizeof(log_held))
-			log_flush_locked();
+	if (log_held != NULL && pri >= LOG_INFO) {
+		if (log_heldlen + n > LOG_HOLD_MAX)
+			log_write(NULL, 0);
 		memcpy(log_held + log_heldlen, line, n);
 		log_heldlen += n;
-	} else {
-		log_flush_locked();
+	} else
 		log_write(line, n);
-	}
-	pthread_mutex_unlock(&log_mtx);
 }
 
 /* log_emit - one line, with the errno text when errnum is set */
@@ -219,7 +243,7 @@ log_debug(const char *fmt, ...)
 {
 	va_list ap;
 
-	if (log_verbose < 1)
+	if (log_getverbose() < 1)
 		return;
 	va_start(ap, fmt);
 	log_emit(LOG_DEBUG, 0, fmt, ap);
@@ -312,8 +336,8 @@ log_strvis(char *dst, size_t dstsz, const char *src, size_t srclen,
 static char *
 log_slot(void)
 {
-	static __thread char slots[LOG_VIS_SLOTS][LOG_VIS_MAX];
-	static __thread unsigned next;
+	static _Thread_local char slots[LOG_VIS_SLOTS][LOG_VIS_MAX];
+	static _Thread_local unsigned next;
 
 	return slots[next++ % LOG_VIS_SLOTS];
 }

@@ -539,10 +539,12 @@ tls_stream_send(uv_stream_t *s, struct tls_conn *t, const uv_buf_t *bufs,
 
 /* ---------------------------------------------------------------- corks */
 
-static struct tls_cork	*corked;	/* streams with bytes to write */
-static uv_prepare_t	 cork_prepare;
-static uv_check_t	 cork_check;
-static int		 cork_ready;	/* the two handles exist */
+/* the corked streams of one loop, and the two handles that write them */
+struct tls_corks {
+	struct tls_cork		*list;		/* streams with bytes to write */
+	uv_prepare_t		 prepare;
+	uv_check_t		 check;
+};
 
 static void
 cork_unlink(struct tls_cork *c)
@@ -556,14 +558,14 @@ cork_unlink(struct tls_cork *c)
 	c->prevp = NULL;
 }
 
-/* tls_cork_turn - every corked stream is written */
+/* tls_cork_turn - every corked stream of k is written */
 void
-tls_cork_turn(void)
+tls_cork_turn(struct tls_corks *k)
 {
 	struct tls_cork *c;
 	int rc;
 
-	while ((c = corked) != NULL) {
+	while ((c = k->list) != NULL) {
 		cork_unlink(c);
 		/* a failure goes to the owner, who may free other corks */
 		if ((rc = tls_cork_flush(c)) < 0 && c->cb != NULL)
@@ -574,45 +576,53 @@ tls_cork_turn(void)
 static void
 cork_check_cb(uv_check_t *h)
 {
-	tls_cork_turn();
+	tls_cork_turn(h->data);
 }
 
 static void
 cork_prepare_cb(uv_prepare_t *h)
 {
-	tls_cork_turn();
+	tls_cork_turn(h->data);
 }
 
 /*
- * cork_handles - after the I/O callbacks (check) and before the loop
- * blocks in poll (prepare: for bytes from timers and close callbacks).
- * Unreferenced, so they never keep the loop alive.  0, or -1 once the
- * daemon's final walk has closed them: then writes go out at once.
+ * tls_corks_new - the cork list of loop: written after the I/O callbacks
+ * (check) and before the loop blocks in poll (prepare: for bytes from
+ * timers and close callbacks).  The handles are unreferenced, so they
+ * never keep the loop alive; the owner keeps k until the loop is closed.
  */
-static int
-cork_handles(uv_loop_t *loop)
+struct tls_corks *
+tls_corks_new(uv_loop_t *loop)
 {
-	if (!cork_ready) {
-		uv_prepare_init(loop, &cork_prepare);
-		uv_check_init(loop, &cork_check);
-		uv_prepare_start(&cork_prepare, cork_prepare_cb);
-		uv_check_start(&cork_check, cork_check_cb);
-		uv_unref((uv_handle_t *)&cork_prepare);
-		uv_unref((uv_handle_t *)&cork_check);
-		cork_ready = 1;
-	}
-	if (uv_is_closing((uv_handle_t *)&cork_check) ||
-	    uv_is_closing((uv_handle_t *)&cork_prepare))
-		return -1;
-	return 0;
+	struct tls_corks *k = xcalloc(1, sizeof(*k));
+
+	uv_prepare_init(loop, &k->prepare);
+	uv_check_init(loop, &k->check);
+	k->prepare.data = k;
+	k->check.data = k;
+	uv_prepare_start(&k->prepare, cork_prepare_cb);
+	uv_check_start(&k->check, cork_check_cb);
+	uv_unref((uv_handle_t *)&k->prepare);
+	uv_unref((uv_handle_t *)&k->check);
+	return k;
+}
+
+/* cork_closed - 1 once the daemon's final walk has closed k's handles:
+ * then writes go out at once */
+static int
+cork_closed(const struct tls_corks *k)
+{
+	return uv_is_closing((const uv_handle_t *)&k->check) ||
+	    uv_is_closing((const uv_handle_t *)&k->prepare);
 }
 
 void
-tls_cork_init(struct tls_cork *c, uv_stream_t *s, tls_write_cb cb,
-    void *arg)
+tls_cork_init(struct tls_cork *c, struct tls_corks *k, uv_stream_t *s,
+    tls_write_cb cb, void *arg)
 {
 	memset(c, 0, sizeof(*c));
 	buf_init(&c->b);
+	c->k = k;
 	c->s = s;
 	c->cb = cb;
 	c->arg = arg;
@@ -633,13 +643,13 @@ tls_cork_add(struct tls_cork *c, struct tls_conn *t, const uv_buf_t *bufs,
 		buf_append(&c->b, bufs[i].base, bufs[i].len);
 	if (buf_avail(&c->b) == 0)
 		return 0;
-	if (cork_handles(c->s->loop) == -1)
+	if (cork_closed(c->k))
 		return (rc = tls_cork_flush(c)) < 0 ? rc : 0;
 	if (c->prevp == NULL) {
-		if ((c->next = corked) != NULL)
-			corked->prevp = &c->next;
-		corked = c;
-		c->prevp = &corked;
+		if ((c->next = c->k->list) != NULL)
+			c->k->list->prevp = &c->next;
+		c->k->list = c;
+		c->prevp = &c->k->list;
 	}
 	return 0;
 }

@@ -126,16 +126,19 @@ int		 tls_stream_send(uv_stream_t *, struct tls_conn *,
 /*
  * Corked output: short writes (replies, commands) collected per stream
  * while an input is handled, so that the replies to a pipelined batch
- * go in one write (and one packet).  The owner of the input calls
+ * go in one write (and one packet).  The corked streams of a loop are on
+ * that loop's list (struct tls_corks, one per worker loop, made with the
+ * loop and passed explicitly).  The owner of the input calls
  * tls_cork_turn() when it is done with it; whatever else is corked (by
  * timers, other modules) is written when the loop has run this turn's
  * callbacks, before it polls again.
  *
- *	tls_cork_init(&c, stream, cb, arg);	// cb as for tls_stream_send
+ *	k = tls_corks_new(loop);		// once per loop
+ *	tls_cork_init(&c, k, stream, cb, arg);	// cb as for tls_stream_send
  *	tls_cork_add(&c, t, bufs, n);		// t: the TLS the bytes are for
  *	tls_cork_flush(&c);			// now: before a shutdown, a
  *						// close or a direct write
- *	tls_cork_turn();			// every corked stream, now
+ *	tls_cork_turn(k);			// every corked stream, now
  *	tls_cork_finish(&c);			// the last bytes and the FIN
  *	tls_cork_free(&c);			// drops what is left
  *
@@ -144,8 +147,11 @@ int		 tls_stream_send(uv_stream_t *, struct tls_conn *,
  * fails in tls_cork_turn() reaches cb with the error, from there: call
  * it where the owner may be closed (the end of a read callback).
  */
+struct tls_corks;
+
 struct tls_cork {
 	struct buf		 b;
+	struct tls_corks	*k;		/* the list of s's loop */
 	uv_stream_t		*s;
 	struct tls_conn		*t;		/* of the bytes in b */
 	tls_write_cb		 cb;
@@ -153,8 +159,9 @@ struct tls_cork {
 	struct tls_cork		*next, **prevp;	/* on the turn's list */
 };
 
-void		 tls_cork_init(struct tls_cork *, uv_stream_t *, tls_write_cb,
-		    void *arg);
+struct tls_corks *tls_corks_new(uv_loop_t *);
+void		 tls_cork_init(struct tls_cork *, struct tls_corks *,
+		    uv_stream_t *, tls_write_cb, void *arg);
 int		 tls_cork_add(struct tls_cork *, struct tls_conn *,
 		    const uv_buf_t *, unsigned);
 /* as tls_stream_send: 1 all sent (or nothing to send), 0 queued, < 0 */
@@ -162,7 +169,7 @@ int		 tls_cork_flush(struct tls_cork *);
 /* 1: the corked bytes and the FIN left in one segment (plain text, an
  * idle stream); 0: nothing done, flush and shut down as usual */
 int		 tls_cork_finish(struct tls_cork *);
-void		 tls_cork_turn(void);
+void		 tls_cork_turn(struct tls_corks *);
 void		 tls_cork_free(struct tls_cork *);
 
 #endif

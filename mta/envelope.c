@@ -15,6 +15,7 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,20 +135,27 @@ mta_id_valid(const char *id)
 /*
  * mta_id_make - a new queue id: microseconds since the epoch shifted left
  * by 8, strictly increasing within the process, so ids sort by arrival
- * and do not repeat across restarts unless the clock goes back.
+ * and do not repeat across restarts unless the clock goes back.  The
+ * last id is shared by every thread that makes one (worker sessions
+ * submit messages): taken with a compare-and-swap, so two threads never
+ * get the same id.
  */
+static _Atomic uint64_t	mta_id_last;
+
 void
 mta_id_make(char *out)
 {
-	static uint64_t last;
 	struct timeval tv;
-	uint64_t v;
+	uint64_t v, last;
 
 	gettimeofday(&tv, NULL);
 	v = ((uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec) << 8;
-	if (v <= last)
-		v = last + 1;
-	last = v;
+	last = atomic_load_explicit(&mta_id_last, memory_order_relaxed);
+	do {
+		if (v <= last)
+			v = last + 1;
+	} while (!atomic_compare_exchange_weak_explicit(&mta_id_last, &last, v,
+	    memory_order_relaxed, memory_order_relaxed));
 	snprintf(out, MTA_IDLEN + 1, "%016llx", (unsigned long long)v);
 }
 

@@ -3,15 +3,19 @@
  * policy's queue number, reads the first packet of every new flow that
  * the netfilter rules queue, asks policy_classify() what to do with it
  * and answers NF_REPEAT with the class in the packet mark, so that the
- * rest of the mangle chain (TPROXY, pass, drop) acts on it.  It also
- * keeps a short memory of the ingress bridge port of proxied flows for
- * the listeners (nfq_flow_port), and the decision counters.
+ * rest of the mangle chain (TPROXY, pass, drop) acts on it, and keeps
+ * the decision counters.  The listeners learn a proxied flow's ingress
+ * port and class from the mark of the accepted socket itself
+ * (tcp_fwmark_accept, see mxbridge-netfilter(8)), not from here.
+ *
+ * Per-worker state is passed explicitly: a struct nfq_worker, made with
+ * the loop it runs on, holds that loop's queue (with its receive and
+ * verdict buffers), counters and port names; nothing here is shared.
  *
  * If the queue cannot be opened the daemon runs without it: the
  * listeners still work, and the kernel's fail-open or fail-closed rule
  * decides what happens to SMTP flows.
  */
-#include <sys/queue.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -32,7 +36,7 @@
 
 #include "../common/addr.h"
 #include "../common/buf.h"
-#include "../common/hash.h"
+#include "../common/ifname.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
 #include "../daemon/control.h"
@@ -50,12 +54,6 @@
 #define NFQ_ALIGNED		__attribute__((aligned(8)))
 #define NFQ_ACK_TIMEOUT		2	/* s to wait for the bind ack */
 
-#define NFQ_FLOW_TTL		(60 * 1000)	/* ms a port is kept */
-#define NFQ_FLOW_MAX		16384
-#define NFQ_FLOW_BUCKETS	4096		/* power of two */
-#define NFQ_IFCACHE		64		/* power of two */
-#define NFQ_IFCACHE_TTL		(10 * 1000)	/* ms */
-
 #define NFQ_IP4_HDR		20	/* without options */
 #define NFQ_IP6_HDR		40
 #define NFQ_TCP_HDR		20	/* without options; ports first */
@@ -65,38 +63,15 @@
 /* one bound queue; freed in its poll handle's close callback */
 struct nfq_queue {
 	uv_poll_t		 poll;
+	struct nfq_worker	*w;
 	struct mnl_socket	*nl;
 	unsigned		 portid;
 	unsigned		 num;
 	/* verdicts not sent yet */
 	char			 vbuf[NFQ_VERDICT_BUF] NFQ_ALIGNED;
 	size_t			 vlen;
-};
-
-/* the key of a flow: addresses folded to IPv4 where v4-mapped */
-struct nfq_flow_key {
-	uint8_t			 family;
-	uint8_t			 pad;
-	uint16_t		 sport;
-	uint16_t		 dport;
-	uint8_t			 src[16];
-	uint8_t			 dst[16];
-};
-
-struct nfq_flow {
-	struct nfq_flow_key	 key;
-	char			 port[IF_NAMESIZE];
-	uint64_t		 expire;
-	LIST_ENTRY(nfq_flow)	 bucket;
-	TAILQ_ENTRY(nfq_flow)	 age;		/* oldest first */
-};
-LIST_HEAD(nfq_bucket, nfq_flow);
-TAILQ_HEAD(nfq_ages, nfq_flow);
-
-struct nfq_ifname {
-	unsigned		 index;
-	char			 name[IF_NAMESIZE];
-	uint64_t		 expire;
+	/* datagrams read in one recvmmsg (and the bind's ack) */
+	char			 rbufs[NFQ_MMSG][NFQ_RECVBUF] NFQ_ALIGNED;
 };
 
 /* counters shown by "mxbridgectl stats" */
@@ -107,17 +82,23 @@ struct nfq_stats {
 	uint64_t		 overruns;
 };
 
-static uv_loop_t		*nfq_loop;
-static struct nfq_queue		*nfq_q;		/* NULL: none */
-static struct nfq_stats		 nfq_st;
-static int			 nfq_stats_registered;
-static int			 nfq_down;	/* never reopen */
-static struct nfq_bucket	*nfq_buckets;
-static struct nfq_ages		 nfq_ages =
-				    TAILQ_HEAD_INITIALIZER(nfq_ages);
-static size_t			 nfq_nflows;
-static uint32_t			 nfq_seed;
-static struct nfq_ifname	 nfq_ifcache[NFQ_IFCACHE];
+/* one worker's classifier, used by its thread only */
+struct nfq_worker {
+	uv_loop_t		*loop;
+	struct nfq_queue	*q;		/* NULL: none */
+	struct nfq_stats	 st;		/* read by "stats" (today on
+						   this thread) */
+	struct ifname_cache	*ifnames;	/* ingress port names */
+	int			 down;		/* never reopen */
+};
+
+/*
+ * The module's worker, made at start by the daemon's thread and not
+ * changed after (with worker threads: the array of them); kept to the
+ * end of the process.
+ */
+static struct nfq_worker	*nfq_w;
+static int			 nfq_stats_registered;	/* at start */
 
 static int	nfq_start(uv_loop_t *);
 static void	nfq_reload(void);
@@ -132,162 +113,6 @@ const struct module nfq_module = {
 	.busy = NULL,
 	.stop = nfq_stop,
 };
-
-/* ------------------------------------------------------------ flows */
-
-/* nfq_flow_key_make - the key of (src, dst); -1 if not an IP address */
-static int
-nfq_flow_key_make(struct nfq_flow_key *k, const struct sockaddr *src,
-    const struct sockaddr *dst)
-{
-	struct sockaddr_storage s, d;
-
-	if ((src->sa_family != AF_INET && src->sa_family != AF_INET6) ||
-	    (dst->sa_family != AF_INET && dst->sa_family != AF_INET6))
-		return -1;
-	memset(&s, 0, sizeof(s));
-	memset(&d, 0, sizeof(d));
-	memcpy(&s, src, addr_len(src));
-	memcpy(&d, dst, addr_len(dst));
-	addr_unmap(&s);
-	addr_unmap(&d);
-	if (s.ss_family != d.ss_family)
-		return -1;
-	memset(k, 0, sizeof(*k));
-	k->family = (uint8_t)s.ss_family;
-	if (s.ss_family == AF_INET) {
-		memcpy(k->src, &((struct sockaddr_in *)&s)->sin_addr, 4);
-		memcpy(k->dst, &((struct sockaddr_in *)&d)->sin_addr, 4);
-	} else {
-		memcpy(k->src, &((struct sockaddr_in6 *)&s)->sin6_addr, 16);
-		memcpy(k->dst, &((struct sockaddr_in6 *)&d)->sin6_addr, 16);
-	}
-	k->sport = addr_port((struct sockaddr *)&s);
-	k->dport = addr_port((struct sockaddr *)&d);
-	return 0;
-}
-
-/* nfq_flow_hash - the bucket of a flow key */
-static struct nfq_bucket *
-nfq_flow_hash(const struct nfq_flow_key *k)
-{
-	return &nfq_buckets[hash_bytes(nfq_seed, k, sizeof(*k)) &
-	    (NFQ_FLOW_BUCKETS - 1)];
-}
-
-static void
-nfq_flow_remove(struct nfq_flow *f)
-{
-	LIST_REMOVE(f, bucket);
-	TAILQ_REMOVE(&nfq_ages, f, age);
-	nfq_nflows--;
-	free(f);
-}
-
-/* nfq_flow_expire - forget flows past their time, oldest first */
-static void
-nfq_flow_expire(uint64_t now)
-{
-	struct nfq_flow *f;
-
-	while ((f = TAILQ_FIRST(&nfq_ages)) != NULL &&
-	    (f->expire <= now || nfq_nflows >= NFQ_FLOW_MAX))
-		nfq_flow_remove(f);
-}
-
-static struct nfq_flow *
-nfq_flow_find(const struct nfq_flow_key *k)
-{
-	struct nfq_flow *f;
-
-	LIST_FOREACH(f, nfq_flow_hash(k), bucket)
-		if (memcmp(&f->key, k, sizeof(*k)) == 0)
-			return f;
-	return NULL;
-}
-
-/* nfq_flow_remember - note the ingress port of a flow sent to a listener */
-static void
-nfq_flow_remember(const struct sockaddr *src, const struct sockaddr *dst,
-    const char *port)
-{
-	struct nfq_flow_key k;
-	struct nfq_flow *f;
-	uint64_t now = uv_now(nfq_loop);
-
-	if (nfq_buckets == NULL || nfq_flow_key_make(&k, src, dst) == -1)
-		return;
-	nfq_flow_expire(now);
-	if ((f = nfq_flow_find(&k)) != NULL)
-		nfq_flow_remove(f);
-	f = xcalloc(1, sizeof(*f));
-	f->key = k;
-	strncpy(f->port, port, sizeof(f->port) - 1);
-	f->expire = now + NFQ_FLOW_TTL;
-	LIST_INSERT_HEAD(nfq_flow_hash(&k), f, bucket);
-	TAILQ_INSERT_TAIL(&nfq_ages, f, age);
-	nfq_nflows++;
-}
-
-const char *
-nfq_flow_port(const struct sockaddr *src, const struct sockaddr *dst)
-{
-	struct nfq_flow_key k;
-	struct nfq_flow *f;
-
-	if (nfq_buckets == NULL || nfq_flow_key_make(&k, src, dst) == -1)
-		return NULL;
-	if ((f = nfq_flow_find(&k)) == NULL ||
-	    f->expire <= uv_now(nfq_loop))
-		return NULL;
-	return f->port;
-}
-
-static void
-nfq_flow_init(void)
-{
-	size_t i;
-
-	if (nfq_buckets != NULL)
-		return;
-	nfq_seed = hash_seed();
-	nfq_buckets = xcalloc(NFQ_FLOW_BUCKETS, sizeof(*nfq_buckets));
-	for (i = 0; i < NFQ_FLOW_BUCKETS; i++)
-		LIST_INIT(&nfq_buckets[i]);
-}
-
-static void
-nfq_flow_free(void)
-{
-	struct nfq_flow *f;
-
-	while ((f = TAILQ_FIRST(&nfq_ages)) != NULL)
-		nfq_flow_remove(f);
-	free(nfq_buckets);
-	nfq_buckets = NULL;
-}
-
-/* ------------------------------------------------------------ ports */
-
-/* nfq_port_name - the bridge port named by an ifindex; "" if unknown */
-static const char *
-nfq_port_name(unsigned index)
-{
-	struct nfq_ifname *c = &nfq_ifcache[index & (NFQ_IFCACHE - 1)];
-	uint64_t now = uv_now(nfq_loop);
-
-	if (index == 0)
-		return "";
-	if (c->index == index && c->expire > now)
-		return c->name;
-	c->index = index;
-	c->expire = now + NFQ_IFCACHE_TTL;
-	if (if_indextoname(index, c->name) == NULL) {
-		log_debug("nfq: no interface ifindex=%u", index);
-		c->name[0] = '\0';
-	}
-	return c->name;
-}
 
 /* ------------------------------------------------------------ packets */
 
@@ -433,7 +258,7 @@ nfq_flush(struct nfq_queue *q)
 	if (q->vlen == 0)
 		return;
 	if (mnl_socket_sendto(q->nl, q->vbuf, q->vlen) == -1) {
-		nfq_st.errors++;
+		q->w->st.errors++;
 		log_warn("nfq: sending verdicts queue=%u", q->num);
 	}
 	q->vlen = 0;
@@ -461,20 +286,20 @@ nfq_class_mark(const struct policy_class *cls)
 {
 	switch (cls->action) {
 	case POLICY_PROXY:
-		return cls->dir == POLICY_DIR_IN ? NFQ_CLASS_INCOMING :
-		    NFQ_CLASS_OUTGOING;
+		return cls->dir == POLICY_DIR_IN ? MARK_CLASS_INCOMING :
+		    MARK_CLASS_OUTGOING;
 	case POLICY_PASS:
-		return NFQ_CLASS_PASS;
+		return MARK_CLASS_PASS;
 	case POLICY_DROP:
-		return NFQ_CLASS_DROP;
+		return MARK_CLASS_DROP;
 	}
-	return NFQ_CLASS_PASS;
+	return MARK_CLASS_PASS;
 }
 
 uint32_t
 nfq_verdict_mark(uint32_t mark, const struct policy_class *cls)
 {
-	return (mark & ~NFQ_MARK_CLASS) | nfq_class_mark(cls);
+	return (mark & ~MARK_CLASS) | nfq_class_mark(cls);
 }
 
 static void
@@ -498,21 +323,20 @@ nfq_classify(struct nfq_queue *q, uint32_t id, uint32_t mark,
     const struct sockaddr *src, const struct sockaddr *dst)
 {
 	struct policy_class cls;
-	const char *port = nfq_port_name(mark & NFQ_MARK_PORT);
+	const char *port = ifname_lookup(q->w->ifnames, mark_port(mark),
+	    uv_now(q->w->loop));
 
 	memset(&cls, 0, sizeof(cls));
 	if ((addr_is_self(dst) ?
 	    policy_classify_to_box(policy_current(), port, &cls) :
 	    policy_classify(policy_current(), src, dst, port, &cls)) == -1) {
-		nfq_st.errors++;
+		q->w->st.errors++;
 		cls.action = POLICY_PASS;
 		cls.reason = "classify-error";
 	} else if ((unsigned)cls.dir <= POLICY_DIR_OUT &&
 	    (unsigned)cls.action <= POLICY_DROP)
-		nfq_st.decision[cls.dir][cls.action]++;
+		q->w->st.decision[cls.dir][cls.action]++;
 	mark = nfq_verdict_mark(mark, &cls);
-	if (cls.action == POLICY_PROXY)
-		nfq_flow_remember(src, dst, port);
 	nfq_log_decision(src, dst, port, &cls, mark);
 	nfq_verdict(q, id, NF_REPEAT, &mark);
 }
@@ -532,7 +356,7 @@ nfq_malformed(struct nfq_queue *q, uint32_t id, uint32_t mark)
 	memset(&cls, 0, sizeof(cls));
 	cls.action = POLICY_DROP;
 	mark = nfq_verdict_mark(mark, &cls);
-	nfq_st.malformed++;
+	q->w->st.malformed++;
 	log_debug("nfq: malformed packet id=%u action=drop mark=0x%x", id,
 	    mark);
 	nfq_verdict(q, id, NF_REPEAT, &mark);
@@ -553,7 +377,7 @@ nfq_packet_cb(const struct nlmsghdr *nlh, void *arg)
 	memset(attr, 0, sizeof(attr));
 	if (nfq_nlmsg_parse(nlh, attr) < 0 || attr[NFQA_PACKET_HDR] == NULL ||
 	    mnl_attr_get_payload_len(attr[NFQA_PACKET_HDR]) < sizeof(*ph)) {
-		nfq_st.errors++;
+		q->w->st.errors++;
 		log_warnx("nfq: unparsable queue message queue=%u", q->num);
 		return MNL_CB_OK;
 	}
@@ -602,19 +426,19 @@ nfq_datagram(struct nfq_queue *q, const char *buf, const struct mmsghdr *m)
 
 	/* only the kernel talks to us; a cut datagram cannot be parsed */
 	if ((m->msg_hdr.msg_flags & MSG_TRUNC) || sa->nl_pid != 0) {
-		nfq_st.errors++;
+		q->w->st.errors++;
 		log_warnx("nfq: %s datagram queue=%u",
 		    sa->nl_pid != 0 ? "foreign" : "truncated", q->num);
 		return;
 	}
 	if (!nfq_datagram_valid(buf, m->msg_len)) {
-		nfq_st.errors++;
+		q->w->st.errors++;
 		log_warnx("nfq: malformed datagram queue=%u", q->num);
 		return;
 	}
 	if (mnl_cb_run(buf, m->msg_len, 0, q->portid, nfq_packet_cb,
 	    q) == -1) {
-		nfq_st.errors++;
+		q->w->st.errors++;
 		log_warn("nfq: netlink error queue=%u", q->num);
 	}
 }
@@ -626,7 +450,6 @@ nfq_datagram(struct nfq_queue *q, const char *buf, const struct mmsghdr *m)
 static int
 nfq_recv(struct nfq_queue *q)
 {
-	static char bufs[NFQ_MMSG][NFQ_RECVBUF] NFQ_ALIGNED;
 	struct mmsghdr mm[NFQ_MMSG];
 	struct iovec iov[NFQ_MMSG];
 	struct sockaddr_nl sa[NFQ_MMSG];
@@ -634,8 +457,8 @@ nfq_recv(struct nfq_queue *q)
 
 	memset(mm, 0, sizeof(mm));
 	for (i = 0; i < NFQ_MMSG; i++) {
-		iov[i].iov_base = bufs[i];
-		iov[i].iov_len = sizeof(bufs[i]);
+		iov[i].iov_base = q->rbufs[i];
+		iov[i].iov_len = sizeof(q->rbufs[i]);
 		mm[i].msg_hdr.msg_iov = &iov[i];
 		mm[i].msg_hdr.msg_iovlen = 1;
 		mm[i].msg_hdr.msg_name = &sa[i];
@@ -647,17 +470,17 @@ nfq_recv(struct nfq_queue *q)
 			return 0;
 		if (errno == ENOBUFS) {
 			/* the kernel failed open (or closed) on a packet */
-			nfq_st.overruns++;
+			q->w->st.overruns++;
 			return NFQ_MMSG;
 		}
 		if (errno == EINTR)
 			return NFQ_MMSG;
-		nfq_st.errors++;
+		q->w->st.errors++;
 		log_warn("nfq: receive queue=%u", q->num);
 		return -1;
 	}
 	for (i = 0; i < n; i++)
-		nfq_datagram(q, bufs[i], &mm[i]);
+		nfq_datagram(q, q->rbufs[i], &mm[i]);
 	return n;
 }
 
@@ -678,14 +501,14 @@ nfq_read_cb(uv_poll_t *h, int status, int events)
 	if (status < 0) {
 		if (getsockopt(mnl_socket_get_fd(q->nl), SOL_SOCKET, SO_ERROR,
 		    &err, &len) == -1) {
-			nfq_st.errors++;
+			q->w->st.errors++;
 			log_warn("nfq: queue=%u stopped", q->num);
 			return;
 		}
 		if (err == ENOBUFS)
-			nfq_st.overruns++;
+			q->w->st.overruns++;
 		else if (err != 0) {
-			nfq_st.errors++;
+			q->w->st.errors++;
 			log_warnx("nfq: poll queue=%u: %s", q->num,
 			    strerror(err));
 		}
@@ -703,7 +526,7 @@ nfq_read_cb(uv_poll_t *h, int status, int events)
 static int
 nfq_configure(struct nfq_queue *q)
 {
-	static char buf[NFQ_RECVBUF] NFQ_ALIGNED;
+	char *buf = q->rbufs[0];
 	struct timeval tv = { NFQ_ACK_TIMEOUT, 0 };
 	struct nlmsghdr *nlh;
 	uint32_t flags = NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO;
@@ -724,7 +547,8 @@ nfq_configure(struct nfq_queue *q)
 	    mnl_socket_sendto(q->nl, nlh, nlh->nlmsg_len) == -1)
 		return -1;
 	do {
-		if ((n = mnl_socket_recvfrom(q->nl, buf, sizeof(buf))) == -1)
+		if ((n = mnl_socket_recvfrom(q->nl, buf,
+		    sizeof(q->rbufs[0]))) == -1)
 			return -1;
 		/* packets may already arrive before the ack */
 		rc = mnl_cb_run(buf, (size_t)n, seq, q->portid, nfq_packet_cb,
@@ -751,14 +575,16 @@ nfq_rcvbuf(struct nfq_queue *q)
 		    sizeof(bufsz));
 }
 
-/* nfq_queue_open - a netlink socket bound to queue num, watched by the loop */
+/* nfq_queue_open - a netlink socket bound to queue num, watched by w's
+ * loop */
 static struct nfq_queue *
-nfq_queue_open(unsigned num)
+nfq_queue_open(struct nfq_worker *w, unsigned num)
 {
 	struct nfq_queue *q;
 	int fd;
 
 	q = xcalloc(1, sizeof(*q));
+	q->w = w;
 	q->num = num;
 	if ((q->nl = mnl_socket_open(NETLINK_NETFILTER)) == NULL) {
 		log_warn("nfq: netlink socket");
@@ -775,7 +601,7 @@ nfq_queue_open(unsigned num)
 		log_warn("nfq: binding queue=%u", num);
 		goto fail;
 	}
-	if (uv_poll_init(nfq_loop, &q->poll, fd) != 0) {
+	if (uv_poll_init(w->loop, &q->poll, fd) != 0) {
 		log_warnx("nfq: poll init queue=%u", num);
 		goto fail;
 	}
@@ -800,44 +626,44 @@ nfq_queue_close_cb(uv_handle_t *h)
 
 /* nfq_queue_close - unbind the queue: the kernel's bypass rule takes over */
 static void
-nfq_queue_close(void)
+nfq_queue_close(struct nfq_worker *w)
 {
-	struct nfq_queue *q = nfq_q;
+	struct nfq_queue *q = w->q;
 
 	if (q == NULL)
 		return;
-	nfq_q = NULL;
+	w->q = NULL;
 	nfq_flush(q);
 	uv_close((uv_handle_t *)&q->poll, nfq_queue_close_cb);
 	log_info("nfq: queue=%u closed", q->num);
 }
 
-/* nfq_stats - the "stats" lines of this module */
+/* nfq_stats - the "stats" lines of this module, every worker's summed */
 static void
 nfq_stats(struct buf *out)
 {
 	static const char *dirs[] = { "incoming", "outgoing" };
 	static const char *acts[] = { "proxy", "pass", "drop" };
+	const struct nfq_worker *w = nfq_w;
 	int d, a;
 
-	buf_printf(out, "nfq_queue_open=%d\n", nfq_q != NULL);
+	buf_printf(out, "nfq_queue_open=%d\n", w->q != NULL);
 	for (d = 0; d < 2; d++)
 		for (a = 0; a < 3; a++)
 			buf_printf(out, "nfq_%s_%s=%llu\n", dirs[d], acts[a],
-			    (unsigned long long)nfq_st.decision[d][a]);
+			    (unsigned long long)w->st.decision[d][a]);
 	buf_printf(out, "nfq_malformed=%llu\n",
-	    (unsigned long long)nfq_st.malformed);
-	buf_printf(out, "nfq_errors=%llu\n", (unsigned long long)nfq_st.errors);
+	    (unsigned long long)w->st.malformed);
+	buf_printf(out, "nfq_errors=%llu\n", (unsigned long long)w->st.errors);
 	buf_printf(out, "nfq_overruns=%llu\n",
-	    (unsigned long long)nfq_st.overruns);
-	buf_printf(out, "nfq_flows=%zu\n", nfq_nflows);
+	    (unsigned long long)w->st.overruns);
 }
 
 /* nfq_attach - open the configured queue, or say why we run without */
 static void
-nfq_attach(unsigned num)
+nfq_attach(struct nfq_worker *w, unsigned num)
 {
-	if ((nfq_q = nfq_queue_open(num)) == NULL) {
+	if ((w->q = nfq_queue_open(w, num)) == NULL) {
 		log_warnx("nfq: queue=%u not available, running without "
 		    "classification", num);
 		return;
@@ -846,50 +672,67 @@ nfq_attach(unsigned num)
 	    NFQ_COPY_RANGE, NFQ_QUEUE_MAXLEN);
 }
 
+/* nfq_worker_new - a worker on loop, without its queue yet */
+static struct nfq_worker *
+nfq_worker_new(uv_loop_t *loop)
+{
+	struct nfq_worker *w = xcalloc(1, sizeof(*w));
+
+	w->loop = loop;
+	w->ifnames = ifname_cache_new();
+	return w;
+}
+
 static int
 nfq_start(uv_loop_t *loop)
 {
-	nfq_loop = loop;
-	nfq_flow_init();
+	if (nfq_w == NULL)
+		nfq_w = nfq_worker_new(loop);
 	if (!nfq_stats_registered) {
 		control_register_stats(nfq_stats);
 		nfq_stats_registered = 1;
 	}
-	nfq_attach(policy_current()->queue_num);
+	nfq_attach(nfq_w, policy_current()->queue_num);
 	return 0;
 }
 
-/* nfq_reload - follow a changed queue number; keep the queue otherwise */
+/* nfq_worker_reload - follow a changed queue number; keep the queue
+ * otherwise */
+static void
+nfq_worker_reload(struct nfq_worker *w, unsigned num)
+{
+	if (w->down)
+		return;
+	if (w->q != NULL && w->q->num == num) {
+		nfq_rcvbuf(w->q);
+		return;
+	}
+	if (w->q != NULL)
+		log_info("nfq: queue number changed from=%u to=%u",
+		    w->q->num, num);
+	nfq_queue_close(w);
+	nfq_attach(w, num);
+}
+
 static void
 nfq_reload(void)
 {
-	unsigned num = policy_current()->queue_num;
-
-	if (nfq_down)
-		return;
-	if (nfq_q != NULL && nfq_q->num == num) {
-		nfq_rcvbuf(nfq_q);
-		return;
-	}
-	if (nfq_q != NULL)
-		log_info("nfq: queue number changed from=%u to=%u",
-		    nfq_q->num, num);
-	nfq_queue_close();
-	nfq_attach(num);
+	if (nfq_w != NULL)
+		nfq_worker_reload(nfq_w, policy_current()->queue_num);
 }
 
 /* nfq_shutdown - stop classifying: new flows meet the kernel's bypass */
 static void
 nfq_shutdown(void)
 {
-	nfq_down = 1;
-	nfq_queue_close();
+	if (nfq_w == NULL)
+		return;
+	nfq_w->down = 1;
+	nfq_queue_close(nfq_w);
 }
 
 static void
 nfq_stop(void)
 {
-	nfq_down = 1;
-	nfq_queue_close();
-	nfq_flow_free();
+	nfq_shutdown();
 }

@@ -4,7 +4,9 @@
  * is answered.  The conversation (EHLO, MAIL FROM:<>, RCPT TO:<rcpt>,
  * QUIT) runs over relay.c's upstream client, so it gets the same marked
  * socket, strict reply parser, timeouts and STARTTLS.  Definite answers
- * (2xx, 5xx) are kept in a small cache, the oldest going first.
+ * (2xx, 5xx) are kept in a small cache, the oldest going first; each
+ * worker has its own (no lock on the RCPT path; a worker learns an
+ * answer another worker got by asking once itself).
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -27,6 +29,7 @@ enum callout_step { CO_GREETING = 0, CO_EHLO, CO_MAIL, CO_RCPT };
 
 struct callout {
 	struct relay		*relay;
+	struct callout_cache	*cache;
 	struct sockaddr_storage	 dst;
 	enum callout_step	 step;
 	char			*rcpt;
@@ -46,7 +49,9 @@ struct cache_entry {
 	char			 line[CALLOUT_LINE];
 };
 
-static struct cache_entry	 cache[CACHE_SIZE];
+struct callout_cache {
+	struct cache_entry	 e[CACHE_SIZE];
+};
 
 static void	co_greeting(void *, const struct smtp_reply *);
 static void	co_reply(void *, const struct smtp_reply *);
@@ -76,8 +81,10 @@ same_dst(const struct sockaddr *a, const struct sockaddr *b)
 
 /* cache_find - the live entry for dst and rcpt, or NULL */
 static struct cache_entry *
-cache_find(const struct sockaddr *dst, const char *rcpt, uint64_t now)
+cache_find(struct callout_cache *k, const struct sockaddr *dst,
+    const char *rcpt, uint64_t now)
 {
+	struct cache_entry *cache = k->e;
 	size_t i;
 
 	for (i = 0; i < CACHE_SIZE; i++)
@@ -90,16 +97,17 @@ cache_find(const struct sockaddr *dst, const char *rcpt, uint64_t now)
 
 /* cache_put - keep a definite answer, in a free, stale or oldest slot */
 static void
-cache_put(const struct sockaddr_storage *dst, const char *rcpt, int code,
-    const char *line)
+cache_put(struct callout_cache *k, const struct sockaddr_storage *dst,
+    const char *rcpt, int code, const char *line)
 {
-	struct cache_entry *e, *victim = NULL;
+	struct cache_entry *cache = k->e, *e, *victim = NULL;
 	uint64_t now = now_ms();
 	size_t i;
 
 	if (code < 200 || (code >= 300 && code < 500) || code >= 600)
 		return;
-	if ((e = cache_find((const struct sockaddr *)dst, rcpt, now)) == NULL)
+	if ((e = cache_find(k, (const struct sockaddr *)dst, rcpt,
+	    now)) == NULL)
 		for (i = 0; i < CACHE_SIZE; i++) {
 			e = &cache[i];
 			if (e->rcpt == NULL || e->expires <= now)
@@ -118,13 +126,31 @@ cache_put(const struct sockaddr_storage *dst, const char *rcpt, int code,
 	snprintf(e->line, sizeof(e->line), "%s", line);
 }
 
+struct callout_cache *
+callout_cache_new(void)
+{
+	return xcalloc(1, sizeof(struct callout_cache));
+}
+
+void
+callout_cache_free(struct callout_cache *k)
+{
+	size_t i;
+
+	if (k == NULL)
+		return;
+	for (i = 0; i < CACHE_SIZE; i++)
+		free(k->e[i].rcpt);
+	free(k);
+}
+
 int
-callout_cached(const struct sockaddr *dst, const char *rcpt, int *code,
-    char *line, size_t len)
+callout_cached(struct callout_cache *k, const struct sockaddr *dst,
+    const char *rcpt, int *code, char *line, size_t len)
 {
 	struct cache_entry *e;
 
-	if ((e = cache_find(dst, rcpt, now_ms())) == NULL)
+	if ((e = cache_find(k, dst, rcpt, now_ms())) == NULL)
 		return 0;
 	*code = e->code;
 	snprintf(line, len, "%s", e->line);
@@ -159,7 +185,7 @@ callout_free(struct callout *c)
 static void
 callout_finish(struct callout *c, int code, const char *line)
 {
-	cache_put(&c->dst, c->rcpt, code, line);
+	cache_put(c->cache, &c->dst, c->rcpt, code, line);
 	c->cb(c->arg, code, line);	/* line may be c->why: free after */
 	callout_free(c);
 }
@@ -256,13 +282,15 @@ co_drained(void *arg)
 }
 
 struct callout *
-callout_start(uv_loop_t *loop, const struct callout_opts *opts,
-    const char *rcpt, callout_cb cb, void *arg)
+callout_start(uv_loop_t *loop, struct callout_cache *cache,
+    const struct callout_opts *opts, const char *rcpt, callout_cb cb,
+    void *arg)
 {
 	struct relay_opts o;
 	struct callout *c;
 
 	c = xcalloc(1, sizeof(*c));
+	c->cache = cache;
 	c->dst = opts->dst;
 	c->rcpt = xstrdup(rcpt);
 	c->helo = xstrdup(opts->helo);
@@ -274,6 +302,7 @@ callout_start(uv_loop_t *loop, const struct callout_opts *opts,
 	o.src.ss_family = AF_UNSPEC;
 	o.tls = opts->tls;
 	o.ctx = opts->ctx;
+	o.corks = opts->corks;
 	o.t_connect = CALLOUT_TIMEOUT;
 	o.t_cmd = CALLOUT_TIMEOUT;
 	o.t_dot = CALLOUT_TIMEOUT;

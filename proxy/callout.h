@@ -24,6 +24,7 @@ struct callout_opts {
 	const char		*helo;		/* our name */
 	enum relay_tls		 tls;
 	SSL_CTX			*ctx;		/* client context, or NULL */
+	struct tls_corks	*corks;		/* the loop's (the worker's) */
 };
 
 /*
@@ -34,12 +35,19 @@ typedef void	(*callout_cb)(void *arg, int code, const char *line);
 
 struct callout;
 
+/* the kept answers: one cache per worker, used by that worker only */
+struct callout_cache;
+
+struct callout_cache *callout_cache_new(void);
+void		 callout_cache_free(struct callout_cache *);
 /* callout_cached - 1 and the kept answer if dst answered for rcpt lately */
-int		 callout_cached(const struct sockaddr *dst, const char *rcpt,
-		    int *code, char *line, size_t len);
-/* callout_start - ask dst about rcpt; cb runs once, never from here */
-struct callout	*callout_start(uv_loop_t *, const struct callout_opts *,
-		    const char *rcpt, callout_cb, void *arg);
+int		 callout_cached(struct callout_cache *, const struct sockaddr *dst,
+		    const char *rcpt, int *code, char *line, size_t len);
+/* callout_start - ask dst about rcpt, the answer kept in cache; cb runs
+ * once, never from here */
+struct callout	*callout_start(uv_loop_t *, struct callout_cache *,
+		    const struct callout_opts *, const char *rcpt, callout_cb,
+		    void *arg);
 void		 callout_cancel(struct callout *);
 
 #endif

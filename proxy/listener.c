@@ -11,12 +11,21 @@
  * masked to client-ipv4-prefix / client-ipv6-prefix): a connection over
  * the cap, connections-per-client or connection-rate is marked
  * (conn.refuse) and its session only says 421.
+ *
+ * Per-worker state is passed explicitly: a struct proxy_worker is made
+ * with the loop it runs on and holds that loop's listeners, sessions,
+ * write corks, callout cache, port names and counters; the session code
+ * reaches it through conn.worker.  What every worker shares (the limits,
+ * the session ids) is marked so below and is locked or atomic.
  */
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,38 +33,67 @@
 
 #include "../common/addr.h"
 #include "../common/buf.h"
+#include "../common/ifname.h"
 #include "../common/log.h"
+#include "../common/mark.h"
 #include "../common/xmalloc.h"
+#include "../common/tls.h"
 #include "../daemon/control.h"
-#include "../nfq/nfq.h"
 #include "../policy/policy.h"
+#include "callout.h"
 #include "clients.h"
 #include "proxy.h"
 
 #define PROXY_BACKLOG	511
 #define PROXY_CLIENTS	100000		/* per-client table: idle ones evicted */
 #define PROXY_SWEEP_MS	60000		/* idle per-client entries go */
+#define PROXY_FWMARK_ACCEPT	"/proc/sys/net/ipv4/tcp_fwmark_accept"
 
 /* one listening socket; freed in its close callback */
 struct proxy_listener {
 	uv_tcp_t		 tcp;
+	struct proxy_worker	*worker;
 	enum policy_dir		 dir;
 	uint16_t		 port;
 };
 
-static uv_loop_t		*proxy_loop;
-static struct proxy_listener	*proxy_listeners[2];	/* by dir */
-static uint64_t			 proxy_next_id = 1;
-static uint64_t			 proxy_accepted[2];
-static uint64_t			 proxy_accept_errors;
-static int			 proxy_stats_registered;
-static int			 proxy_down;
-static struct proxy_clients	*proxy_clients;
-static unsigned			 proxy_admitted;	/* sessions, not refused */
-static unsigned			 proxy_nofile_cap;	/* "sessions auto" */
-static uv_timer_t		 proxy_sweep_timer;
-static int			 proxy_sweep_on;
-static uint64_t			 proxy_refused[3];	/* per-client, rate, cap */
+/* one worker: a loop and what runs on it, used by its thread only */
+struct proxy_worker {
+	uv_loop_t		*loop;
+	struct proxy_listener	*listeners[2];	/* by dir */
+	struct proxy_sessions	*sessions;
+	struct tls_corks	*corks;
+	struct callout_cache	*callouts;
+	struct ifname_cache	*ifnames;	/* ingress port names */
+	int			 down;		/* never listen again */
+	uv_timer_t		 sweep_timer;	/* the shared table's cleaner */
+	/* counters, read by "stats" (today on this thread) */
+	uint64_t		 accepted[2];
+	uint64_t		 accept_errors;
+	uint64_t		 refused[3];	/* per-client, rate, cap */
+};
+
+/*
+ * The module's worker, made at start by the daemon's thread and not
+ * changed after (with worker threads: the array of them); kept to the
+ * end of the process, its handles closing with the loop.
+ */
+static struct proxy_worker	*proxy_w;
+static int			 proxy_stats_registered;	/* at start */
+
+/*
+ * Shared by every worker, so that the limits hold across them: the
+ * per-client table and the number of admitted sessions, under
+ * proxy_lim_mtx (taken once at accept and once at a session's end,
+ * never on the data path); the "sessions auto" cap and the session ids,
+ * atomic.
+ */
+static pthread_mutex_t		 proxy_lim_mtx = PTHREAD_MUTEX_INITIALIZER;
+static struct proxy_clients	*proxy_clients;	/* under proxy_lim_mtx */
+static unsigned			 proxy_admitted;	/* under proxy_lim_mtx:
+					   sessions, not refused */
+static atomic_uint		 proxy_nofile_cap;	/* "sessions auto" */
+static atomic_uint_fast64_t	 proxy_next_id = 1;
 
 static int	proxy_start(uv_loop_t *);
 static void	proxy_reload(void);
@@ -78,14 +116,54 @@ proxy_free_cb(uv_handle_t *h)
 	free(h->data);
 }
 
+struct tls_corks *
+proxy_worker_corks(const struct proxy_worker *w)
+{
+	return w->corks;
+}
+
+struct callout_cache *
+proxy_worker_callouts(const struct proxy_worker *w)
+{
+	return w->callouts;
+}
+
+struct proxy_sessions *
+proxy_worker_sessions(const struct proxy_worker *w)
+{
+	return w->sessions;
+}
+
+/*
+ * proxy_conn_mark - the mark of an accepted connection: with
+ * net.ipv4.tcp_fwmark_accept the kernel gives it the mark of the SYN
+ * (ingress ifindex and class, mxbridge-netfilter(8)), so the listener
+ * learns the ingress port from the connection itself, whichever thread
+ * classified the SYN; 0 when unknown
+ */
+static uint32_t
+proxy_conn_mark(uv_tcp_t *c)
+{
+	uv_os_fd_t fd;
+	uint32_t mark = 0;
+	socklen_t len = sizeof(mark);
+
+	if (uv_fileno((uv_handle_t *)c, &fd) != 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_MARK, &mark, &len) == -1)
+		return 0;
+	return mark;
+}
+
 /* proxy_conn_fill - the facts of an accepted connection */
 static int
-proxy_conn_fill(struct proxy_conn *conn, uv_tcp_t *c, enum policy_dir dir)
+proxy_conn_fill(struct proxy_worker *w, struct proxy_conn *conn, uv_tcp_t *c,
+    enum policy_dir dir)
 {
 	const char *port;
 	int len;
 
 	memset(conn, 0, sizeof(*conn));
+	conn->worker = w;
 	len = sizeof(conn->client);
 	if (uv_tcp_getpeername(c, (struct sockaddr *)&conn->client, &len) != 0)
 		return -1;
@@ -95,12 +173,13 @@ proxy_conn_fill(struct proxy_conn *conn, uv_tcp_t *c, enum policy_dir dir)
 		return -1;
 	addr_unmap(&conn->client);
 	addr_unmap(&conn->orig_dst);
-	port = nfq_flow_port((struct sockaddr *)&conn->client,
-	    (struct sockaddr *)&conn->orig_dst);
-	if (port != NULL)
-		strncpy(conn->port, port, sizeof(conn->port) - 1);
+	/* the direction is the listener's: TPROXY chose it by the class */
+	port = ifname_lookup(w->ifnames, mark_port(proxy_conn_mark(c)),
+	    uv_now(w->loop));
+	strncpy(conn->port, port, sizeof(conn->port) - 1);
 	conn->dir = dir;
-	conn->id = proxy_next_id++;
+	conn->id = atomic_fetch_add_explicit(&proxy_next_id, 1,
+	    memory_order_relaxed);
 	return 0;
 }
 
@@ -109,7 +188,7 @@ static unsigned
 proxy_session_cap(const struct policy *pol)
 {
 	return pol->limits.sessions != 0 ? pol->limits.sessions :
-	    proxy_nofile_cap;
+	    atomic_load_explicit(&proxy_nofile_cap, memory_order_relaxed);
 }
 
 /* proxy_nofile_cap_set - "sessions auto", at start and reload */
@@ -120,7 +199,8 @@ proxy_nofile_cap_set(void)
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY)
 		rl.rlim_cur = UINT64_MAX;
-	proxy_nofile_cap = proxy_clients_cap_auto(rl.rlim_cur);
+	atomic_store_explicit(&proxy_nofile_cap,
+	    proxy_clients_cap_auto(rl.rlim_cur), memory_order_relaxed);
 }
 
 /* proxy_sweep_cb - forget the clients idle for a rate window */
@@ -134,7 +214,9 @@ proxy_sweep_cb(uv_timer_t *t)
 		return;
 	w = pol->limits.conn_rate == 0 ? 0 :
 	    (uint64_t)pol->limits.conn_rate_window * 1000;
-	proxy_clients_sweep(proxy_clients, uv_now(proxy_loop), w);
+	pthread_mutex_lock(&proxy_lim_mtx);
+	proxy_clients_sweep(proxy_clients, uv_now(t->loop), w);
+	pthread_mutex_unlock(&proxy_lim_mtx);
 }
 
 /*
@@ -143,37 +225,43 @@ proxy_sweep_cb(uv_timer_t *t)
  * is admitted, conn->refuse (the limit) when not
  */
 static void
-proxy_admit(struct proxy_conn *conn)
+proxy_admit(struct proxy_worker *w, struct proxy_conn *conn)
 {
 	const struct sockaddr *sa = (const struct sockaddr *)&conn->client;
 	const struct policy_limits *l = &conn->policy->limits;
 	struct proxy_client *c;
 	char a[ADDR_STRLEN], g[PROXY_CLIENTS_FMTLEN];
 	const char *why = NULL;
-	uint64_t now = uv_now(proxy_loop);
-	unsigned cap = proxy_session_cap(conn->policy);
+	uint64_t now = uv_now(w->loop);
+	unsigned cap = proxy_session_cap(conn->policy), open;
 
-	if (proxy_admitted >= cap) {
+	/* the check and the count in one hold of the lock: the limits are
+	 * every worker's together; the log lines after it */
+	pthread_mutex_lock(&proxy_lim_mtx);
+	if ((open = proxy_admitted) >= cap) {
 		/* before the table: a refused one holds no entry */
+		pthread_mutex_unlock(&proxy_lim_mtx);
 		conn->refuse = "sessions";
-		proxy_refused[2]++;
+		w->refused[2]++;
 		log_info("session=%llu client=%s dir=%s limit=sessions "
 		    "open=%u max=%u", (unsigned long long)conn->id,
 		    addr_fmt(sa, a, sizeof(a)), policy_dir_name(conn->dir),
-		    proxy_admitted, cap);
+		    open, cap);
 		return;
 	}
 	c = proxy_clients_get(proxy_clients, sa, l->client_prefix4,
 	    l->client_prefix6, now);
 	if (c != NULL && !policy_conn_admit(conn->policy,
 	    proxy_clients_open(c), proxy_clients_rate(c), now, &why)) {
+		open = proxy_clients_open(c);
+		proxy_clients_fmt(c, g, sizeof(g));
+		pthread_mutex_unlock(&proxy_lim_mtx);
 		conn->refuse = why;
-		proxy_refused[strcmp(why, "connection-rate") == 0]++;
+		w->refused[strcmp(why, "connection-rate") == 0]++;
 		log_info("session=%llu client=%s dir=%s limit=%s open=%u "
 		    "group=%s", (unsigned long long)conn->id,
 		    addr_fmt(sa, a, sizeof(a)), policy_dir_name(conn->dir),
-		    why, proxy_clients_open(c),
-		    proxy_clients_fmt(c, g, sizeof(g)));
+		    why, open, g);
 		return;
 	}
 	if (c != NULL)
@@ -181,6 +269,7 @@ proxy_admit(struct proxy_conn *conn)
 	conn->client_slot = c;
 	conn->counted = 1;
 	proxy_admitted++;
+	pthread_mutex_unlock(&proxy_lim_mtx);
 }
 
 /* proxy_conn_done - a session ended: one less open, for its client too */
@@ -189,11 +278,13 @@ proxy_conn_done(const struct proxy_conn *conn)
 {
 	if (!conn->counted)
 		return;
+	pthread_mutex_lock(&proxy_lim_mtx);
 	if (proxy_admitted > 0)
 		proxy_admitted--;
 	if (conn->client_slot != NULL && proxy_clients != NULL)
 		proxy_clients_release(proxy_clients, conn->client_slot,
-		    uv_now(proxy_loop));
+		    uv_now(conn->worker->loop));
+	pthread_mutex_unlock(&proxy_lim_mtx);
 }
 
 /*
@@ -220,23 +311,24 @@ static void
 proxy_accept_cb(uv_stream_t *server, int status)
 {
 	struct proxy_listener *l = server->data;
+	struct proxy_worker *w = l->worker;
 	struct proxy_conn conn;
 	char c[ADDR_STRLEN], d[ADDR_STRLEN];
 	uv_tcp_t *client;
 	int rc;
 
 	if (status < 0) {
-		proxy_accept_errors++;
+		w->accept_errors++;
 		log_warnx("listener dir=%s: accept: %s",
 		    policy_dir_name(l->dir), uv_strerror(status));
 		return;
 	}
 	client = xcalloc(1, sizeof(*client));
-	uv_tcp_init(proxy_loop, client);
+	uv_tcp_init(w->loop, client);
 	client->data = client;
 	if ((rc = uv_accept(server, (uv_stream_t *)client)) != 0 ||
-	    proxy_conn_fill(&conn, client, l->dir) == -1) {
-		proxy_accept_errors++;
+	    proxy_conn_fill(w, &conn, client, l->dir) == -1) {
+		w->accept_errors++;
 		log_warnx("listener dir=%s: accept failed: %s",
 		    policy_dir_name(l->dir),
 		    rc ? uv_strerror(rc) : "no address");
@@ -245,14 +337,14 @@ proxy_accept_cb(uv_stream_t *server, int status)
 	}
 	client->data = NULL;
 	(void)proxy_quickack_off(client);
-	proxy_accepted[l->dir]++;
+	w->accepted[l->dir]++;
 	log_info("session=%llu client=%s orig_dst=%s dir=%s port=%s",
 	    (unsigned long long)conn.id,
 	    addr_fmt((struct sockaddr *)&conn.client, c, sizeof(c)),
 	    addr_fmt((struct sockaddr *)&conn.orig_dst, d, sizeof(d)),
 	    policy_dir_name(conn.dir), conn.port[0] ? conn.port : "-");
 	conn.policy = policy_ref(policy_current());
-	proxy_admit(&conn);
+	proxy_admit(w, &conn);
 	proxy_session_start(client, &conn);
 }
 
@@ -298,17 +390,18 @@ proxy_bind(uv_tcp_t *tcp, int family, uint16_t port)
 
 /* proxy_listen - a transparent listener for dir; NULL (logged) if not */
 static struct proxy_listener *
-proxy_listen(enum policy_dir dir, uint16_t port)
+proxy_listen(struct proxy_worker *w, enum policy_dir dir, uint16_t port)
 {
 	struct proxy_listener *l;
 	int family = AF_INET6, rc, transparent = 1;
 
 	l = xcalloc(1, sizeof(*l));
+	l->worker = w;
 	l->dir = dir;
 	l->port = port;
-	if ((rc = uv_tcp_init_ex(proxy_loop, &l->tcp, AF_INET6)) != 0) {
+	if ((rc = uv_tcp_init_ex(w->loop, &l->tcp, AF_INET6)) != 0) {
 		family = AF_INET;
-		rc = uv_tcp_init_ex(proxy_loop, &l->tcp, AF_INET);
+		rc = uv_tcp_init_ex(w->loop, &l->tcp, AF_INET);
 	}
 	if (rc != 0) {
 		log_warnx("listener dir=%s: socket: %s", policy_dir_name(dir),
@@ -339,70 +432,112 @@ proxy_listen(enum policy_dir dir, uint16_t port)
 }
 
 static void
-proxy_unlisten(enum policy_dir dir)
+proxy_unlisten(struct proxy_worker *w, enum policy_dir dir)
 {
-	struct proxy_listener *l = proxy_listeners[dir];
+	struct proxy_listener *l = w->listeners[dir];
 
 	if (l == NULL)
 		return;
-	proxy_listeners[dir] = NULL;
+	w->listeners[dir] = NULL;
 	uv_close((uv_handle_t *)&l->tcp, proxy_free_cb);
 }
 
-/* proxy_stats - the "stats" lines of the listeners */
+/* proxy_stats - the "stats" lines of the listeners, every worker's summed */
 static void
 proxy_stats(struct buf *out)
 {
+	struct proxy_worker *w = proxy_w;
+	size_t nclients;
+	uint64_t evicted;
+
+	pthread_mutex_lock(&proxy_lim_mtx);
+	nclients = proxy_clients_count(proxy_clients);
+	evicted = proxy_clients_evicted(proxy_clients);
+	pthread_mutex_unlock(&proxy_lim_mtx);
 	buf_printf(out, "proxy_accepted_incoming=%llu\n",
-	    (unsigned long long)proxy_accepted[POLICY_DIR_IN]);
+	    (unsigned long long)w->accepted[POLICY_DIR_IN]);
 	buf_printf(out, "proxy_accepted_outgoing=%llu\n",
-	    (unsigned long long)proxy_accepted[POLICY_DIR_OUT]);
+	    (unsigned long long)w->accepted[POLICY_DIR_OUT]);
 	buf_printf(out, "proxy_accept_errors=%llu\n",
-	    (unsigned long long)proxy_accept_errors);
-	buf_printf(out, "proxy_sessions=%u\n", proxy_sessions_open());
+	    (unsigned long long)w->accept_errors);
+	buf_printf(out, "proxy_sessions=%u\n",
+	    proxy_sessions_open(w->sessions));
 	buf_printf(out, "proxy_refused_per_client=%llu\n",
-	    (unsigned long long)proxy_refused[0]);
+	    (unsigned long long)w->refused[0]);
 	buf_printf(out, "proxy_refused_rate=%llu\n",
-	    (unsigned long long)proxy_refused[1]);
+	    (unsigned long long)w->refused[1]);
 	buf_printf(out, "proxy_refused_sessions=%llu\n",
-	    (unsigned long long)proxy_refused[2]);
+	    (unsigned long long)w->refused[2]);
 	buf_printf(out, "proxy_sessions_max=%u\n",
 	    proxy_session_cap(policy_current()));
-	buf_printf(out, "proxy_clients=%zu\n",
-	    proxy_clients_count(proxy_clients));
+	buf_printf(out, "proxy_clients=%zu\n", nclients);
 	buf_printf(out, "proxy_clients_evicted=%llu\n",
-	    (unsigned long long)proxy_clients_evicted(proxy_clients));
+	    (unsigned long long)evicted);
 }
 
-/* proxy_sweep_start - the per-client table's cleaner; keeps no loop alive */
-static void
-proxy_sweep_start(void)
+/*
+ * proxy_worker_new - a worker on loop: its sessions, write corks, callout
+ * cache and port names (no listeners yet).  The first one also sweeps
+ * the shared per-client table; the timer keeps no loop alive.
+ */
+static struct proxy_worker *
+proxy_worker_new(uv_loop_t *loop, int sweeps)
 {
-	if (proxy_sweep_on)
-		return;
-	proxy_clients = proxy_clients_new(PROXY_CLIENTS);
-	uv_timer_init(proxy_loop, &proxy_sweep_timer);
-	uv_timer_start(&proxy_sweep_timer, proxy_sweep_cb, PROXY_SWEEP_MS,
-	    PROXY_SWEEP_MS);
-	uv_unref((uv_handle_t *)&proxy_sweep_timer);
-	proxy_sweep_on = 1;
+	struct proxy_worker *w = xcalloc(1, sizeof(*w));
+
+	w->loop = loop;
+	w->sessions = proxy_sessions_new();
+	w->corks = tls_corks_new(loop);
+	w->callouts = callout_cache_new();
+	w->ifnames = ifname_cache_new();
+	uv_timer_init(loop, &w->sweep_timer);
+	if (sweeps)
+		uv_timer_start(&w->sweep_timer, proxy_sweep_cb, PROXY_SWEEP_MS,
+		    PROXY_SWEEP_MS);
+	uv_unref((uv_handle_t *)&w->sweep_timer);
+	return w;
+}
+
+/*
+ * proxy_fwmark_check - say at start when accepted connections will not
+ * carry the SYN's mark (mxbridge-netfilter up sets the sysctl): then no
+ * session knows its ingress port, and port rules cannot match it
+ */
+static void
+proxy_fwmark_check(void)
+{
+	FILE *f;
+	int c = EOF;
+
+	if ((f = fopen(PROXY_FWMARK_ACCEPT, "r")) != NULL) {
+		c = fgetc(f);
+		fclose(f);
+	}
+	if (c == '0')
+		log_info("listener fwmark_accept=no: sessions do not learn "
+		    "their ingress port (net.ipv4.tcp_fwmark_accept is 0)");
 }
 
 static int
 proxy_start(uv_loop_t *loop)
 {
 	struct policy *p = policy_current();
+	struct proxy_worker *w;
 	int d;
 
-	proxy_loop = loop;
+	proxy_fwmark_check();
 	proxy_nofile_cap_set();
-	proxy_sweep_start();
+	if (proxy_clients == NULL)
+		proxy_clients = proxy_clients_new(PROXY_CLIENTS);
+	if (proxy_w == NULL)
+		proxy_w = proxy_worker_new(loop, 1);
+	w = proxy_w;
 	if (!proxy_stats_registered) {
 		control_register_stats(proxy_stats);
 		proxy_stats_registered = 1;
 	}
 	for (d = POLICY_DIR_IN; d <= POLICY_DIR_OUT; d++)
-		if ((proxy_listeners[d] = proxy_listen(d,
+		if ((w->listeners[d] = proxy_listen(w, d,
 		    p->listen_port[d])) == NULL)
 			return -1;
 	log_info("listener sessions_max=%u source=%s",
@@ -410,48 +545,61 @@ proxy_start(uv_loop_t *loop)
 	return 0;
 }
 
-/* proxy_reload - move a listener whose port changed */
+/* proxy_worker_reload - move a listener whose port changed */
+static void
+proxy_worker_reload(struct proxy_worker *w, const struct policy *p)
+{
+	int d;
+
+	if (w->down)
+		return;
+	for (d = POLICY_DIR_IN; d <= POLICY_DIR_OUT; d++) {
+		if (w->listeners[d] != NULL &&
+		    w->listeners[d]->port == p->listen_port[d])
+			continue;
+		proxy_unlisten(w, d);
+		w->listeners[d] = proxy_listen(w, d, p->listen_port[d]);
+	}
+}
+
 static void
 proxy_reload(void)
 {
-	struct policy *p = policy_current();
-	int d;
-
-	if (proxy_down)
-		return;
 	proxy_nofile_cap_set();
-	for (d = POLICY_DIR_IN; d <= POLICY_DIR_OUT; d++) {
-		if (proxy_listeners[d] != NULL &&
-		    proxy_listeners[d]->port == p->listen_port[d])
-			continue;
-		proxy_unlisten(d);
-		proxy_listeners[d] = proxy_listen(d, p->listen_port[d]);
-	}
+	if (proxy_w != NULL)
+		proxy_worker_reload(proxy_w, policy_current());
 }
 
 static void
 proxy_shutdown(void)
 {
-	proxy_down = 1;
-	proxy_unlisten(POLICY_DIR_IN);
-	proxy_unlisten(POLICY_DIR_OUT);
-	proxy_sessions_shutdown();
+	struct proxy_worker *w = proxy_w;
+
+	if (w == NULL)
+		return;
+	w->down = 1;
+	proxy_unlisten(w, POLICY_DIR_IN);
+	proxy_unlisten(w, POLICY_DIR_OUT);
+	proxy_sessions_shutdown(w->sessions);
 }
 
 static unsigned
 proxy_busy(void)
 {
-	return proxy_sessions_open();
+	return proxy_w != NULL ? proxy_sessions_open(proxy_w->sessions) : 0;
 }
 
 static void
 proxy_stop(void)
 {
-	proxy_down = 1;
-	proxy_unlisten(POLICY_DIR_IN);
-	proxy_unlisten(POLICY_DIR_OUT);
-	proxy_sessions_stop();
-	if (proxy_sweep_on &&
-	    !uv_is_closing((uv_handle_t *)&proxy_sweep_timer))
-		uv_close((uv_handle_t *)&proxy_sweep_timer, NULL);
+	struct proxy_worker *w = proxy_w;
+
+	if (w == NULL)
+		return;
+	w->down = 1;
+	proxy_unlisten(w, POLICY_DIR_IN);
+	proxy_unlisten(w, POLICY_DIR_OUT);
+	proxy_sessions_stop(w->sessions);
+	if (!uv_is_closing((uv_handle_t *)&w->sweep_timer))
+		uv_close((uv_handle_t *)&w->sweep_timer, NULL);
 }

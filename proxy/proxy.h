@@ -15,9 +15,15 @@
 #include "../policy/policy.h"
 
 struct proxy_client;
+struct proxy_worker;		/* listener.c: one loop's listeners, sessions,
+				   write corks, caches and counters */
+struct proxy_sessions;		/* smtpd.c: one worker's sessions */
+struct tls_corks;
+struct callout_cache;
 
 /* the facts of one intercepted connection, fixed at accept */
 struct proxy_conn {
+	struct proxy_worker	*worker;	/* that accepted it: its loop */
 	uint64_t		 id;		/* session id, unique per run */
 	struct sockaddr_storage	 client;
 	struct sockaddr_storage	 orig_dst;	/* getsockname() of the accept */
@@ -31,11 +37,22 @@ struct proxy_conn {
 
 extern const struct module proxy_module;
 
+/*
+ * Per-worker state is passed explicitly: a session reaches its worker's
+ * parts through conn.worker, and uses them from that worker's thread.
+ */
+struct tls_corks	*proxy_worker_corks(const struct proxy_worker *);
+struct callout_cache	*proxy_worker_callouts(const struct proxy_worker *);
+struct proxy_sessions	*proxy_worker_sessions(const struct proxy_worker *);
+
 /* session side, implemented by the SMTP session code */
+struct proxy_sessions *proxy_sessions_new(void);
 void		 proxy_session_start(uv_tcp_t *client, struct proxy_conn *);
-unsigned	 proxy_sessions_open(void);
-void		 proxy_sessions_shutdown(void);	/* say 421 at the next step */
-void		 proxy_sessions_stop(void);	/* close every session now */
+unsigned	 proxy_sessions_open(const struct proxy_sessions *);
+/* say 421 at the next step */
+void		 proxy_sessions_shutdown(struct proxy_sessions *);
+/* close every session now */
+void		 proxy_sessions_stop(struct proxy_sessions *);
 
 /* listener side: the session of conn has ended (per-client counts) */
 void		 proxy_conn_done(const struct proxy_conn *);

@@ -21,6 +21,7 @@
 #include "../common/addr.h"
 #include "../common/buf.h"
 #include "../common/log.h"
+#include "../common/mark.h"
 #include "../common/smtp.h"
 #include "../common/tls.h"
 #include "../common/xmalloc.h"
@@ -207,7 +208,8 @@ relay_close_cb(uv_handle_t *h)
 static int
 relay_socket(struct relay *r)
 {
-	int one = 1, mark = RELAY_SO_MARK;
+	/* every upstream socket: exempt from interception */
+	int one = 1, mark = (int)MARK_OWN;
 	uv_os_fd_t fd;
 	const struct sockaddr *src = (const struct sockaddr *)&r->o.src;
 	struct sockaddr_storage ss;
@@ -312,7 +314,8 @@ relay_open(uv_loop_t *loop, const struct relay_opts *o,
 	addr_fmt((const struct sockaddr *)&o->dst, r->peer, sizeof(r->peer));
 	smtp_reply_init(&r->rp, RELAY_MAXLINE, RELAY_MAXLINES);
 	buf_init(&r->plain);
-	tls_cork_init(&r->out, (uv_stream_t *)&r->tcp, relay_written, r);
+	tls_cork_init(&r->out, r->o.corks, (uv_stream_t *)&r->tcp,
+	    relay_written, r);
 	uv_timer_init(loop, &r->timer);
 	r->timer.data = r;
 	r->handles = 1;
@@ -337,7 +340,8 @@ relay_reopen_cb(uv_handle_t *h)
 	smtp_reply_free(&r->rp);
 	smtp_reply_init(&r->rp, RELAY_MAXLINE, RELAY_MAXLINES);
 	tls_cork_free(&r->out);
-	tls_cork_init(&r->out, (uv_stream_t *)&r->tcp, relay_written, r);
+	tls_cork_init(&r->out, r->o.corks, (uv_stream_t *)&r->tcp,
+	    relay_written, r);
 	relay_connect(r, r->timer.loop);
 }
 
@@ -724,7 +728,8 @@ relay_tls_input(struct relay *r, const char *p, size_t n)
 static void
 relay_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
-	static char rbuf[65536];
+	/* scratch: read and used up in this callback, one per thread */
+	static _Thread_local char rbuf[65536];
 
 	*b = uv_buf_init(rbuf, sizeof(rbuf));
 }
@@ -747,7 +752,7 @@ relay_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 	else
 		smtp_reply_feed(&r->rp, b->base, (size_t)n);
 	relay_process(r);
-	tls_cork_turn();	/* what the session made of these replies */
+	tls_cork_turn(r->o.corks);	/* what the session made of these replies */
 }
 
 const char *

@@ -14,9 +14,7 @@
 #include <uv.h>
 
 #include "../common/smtp.h"
-
-/* SO_MARK of every upstream socket: exempt from interception */
-#define RELAY_SO_MARK	0x200000
+#include "../common/tls.h"
 
 enum relay_tls { RELAY_TLS_NONE = 0, RELAY_TLS_OPPORTUNISTIC,
 	RELAY_TLS_REQUIRE };
@@ -31,6 +29,7 @@ struct relay_opts {
 					   the box: IP_TRANSPARENT) */
 	enum relay_tls		 tls;
 	SSL_CTX			*ctx;		/* client context, or NULL */
+	struct tls_corks	*corks;		/* the loop's (the worker's) */
 	unsigned		 t_connect;	/* seconds, connect + greeting */
 	unsigned		 t_cmd;		/* per reply */
 	unsigned		 t_dot;		/* reply to the final dot */

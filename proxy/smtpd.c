@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,7 +115,8 @@ struct txn {
 
 struct session {
 	enum smtpd_state	 state;
-	struct proxy_conn	 conn;
+	struct proxy_conn	 conn;		/* conn.worker: its worker */
+	struct proxy_sessions	*set;		/* that worker's sessions */
 	struct policy		*pol;		/* conn.policy */
 	uv_loop_t		*loop;
 	uv_tcp_t		*client;	/* owned */
@@ -177,13 +179,21 @@ struct session {
 	TAILQ_ENTRY(session)	 entry;
 };
 
-static TAILQ_HEAD(, session)	 sessions = TAILQ_HEAD_INITIALIZER(sessions);
-static unsigned			 nsessions;
-static int			 shutting_down;
+/* the sessions of one worker, used by that worker's thread only */
+struct proxy_sessions {
+	TAILQ_HEAD(, session)	 list;
+	unsigned		 n;
+	int			 shutting_down;
+};
 
-/* TLS contexts: the server one is made once per policy snapshot (held
- * referenced so that its address is not reused), sessions keep their own
- * reference to it */
+/*
+ * TLS contexts, shared by every worker under smtpd_tls_mtx (taken once
+ * per session, never per byte): the server one is made once per policy
+ * snapshot (the snapshot held referenced so that its address is not
+ * reused), and each session takes its own reference to it; the client
+ * one is made once and kept.
+ */
+static pthread_mutex_t		 smtpd_tls_mtx = PTHREAD_MUTEX_INITIALIZER;
 static SSL_CTX			*srv_ctx;
 static SSL_CTX			*cli_ctx;
 static struct policy		*srv_ctx_pol;
@@ -215,37 +225,47 @@ enter_state(struct session *s, enum smtpd_state st)
 
 /* ---------------------------------------------------------------- TLS */
 
-/* client_ctx - the TLS client context of the upstream legs, made once */
+/* client_ctx - the TLS client context of the upstream legs, made once
+ * and never freed (each connection holds its own reference anyway) */
 static SSL_CTX *
 client_ctx(void)
 {
+	SSL_CTX *ctx;
 	char err[256];
 
+	pthread_mutex_lock(&smtpd_tls_mtx);
 	if (cli_ctx == NULL &&
 	    (cli_ctx = tls_ctx_client(TLS_VERIFY_NONE, NULL, NULL, err,
 	    sizeof(err))) == NULL)
 		log_warnx("tls: client context: %s", err);
-	return cli_ctx;
+	ctx = cli_ctx;
+	pthread_mutex_unlock(&smtpd_tls_mtx);
+	return ctx;
 }
 
-/* tls_contexts - the server context for pol (NULL: no STARTTLS) */
+/* tls_contexts - the server context for pol, referenced for the caller
+ * (NULL: no STARTTLS) */
 static SSL_CTX *
 tls_contexts(struct policy *pol)
 {
+	SSL_CTX *ctx;
 	char err[256];
 
-	if (srv_ctx_pol == pol)
-		return srv_ctx;
-	SSL_CTX_free(srv_ctx);
-	srv_ctx = NULL;
-	policy_unref(srv_ctx_pol);
-	srv_ctx_pol = policy_ref(pol);
-	if (pol->tls_cert == NULL || pol->tls_key == NULL)
-		return NULL;
-	if ((srv_ctx = tls_ctx_server(pol->tls_cert, pol->tls_key, err,
-	    sizeof(err))) == NULL)
-		log_warnx("tls: no STARTTLS offered: %s", err);
-	return srv_ctx;
+	pthread_mutex_lock(&smtpd_tls_mtx);
+	if (srv_ctx_pol != pol) {
+		SSL_CTX_free(srv_ctx);
+		srv_ctx = NULL;
+		policy_unref(srv_ctx_pol);
+		srv_ctx_pol = policy_ref(pol);
+		if (pol->tls_cert != NULL && pol->tls_key != NULL &&
+		    (srv_ctx = tls_ctx_server(pol->tls_cert, pol->tls_key,
+		    err, sizeof(err))) == NULL)
+			log_warnx("tls: no STARTTLS offered: %s", err);
+	}
+	if ((ctx = srv_ctx) != NULL)
+		SSL_CTX_up_ref(ctx);
+	pthread_mutex_unlock(&smtpd_tls_mtx);
+	return ctx;
 }
 
 /* ---------------------------------------------------------------- output */
@@ -386,8 +406,8 @@ session_free(struct session *s)
 
 	while ((p = TAILQ_FIRST(&s->replies)) != NULL)
 		pending_free(s, p);
-	TAILQ_REMOVE(&sessions, s, entry);
-	nsessions--;
+	TAILQ_REMOVE(&s->set->list, s, entry);
+	s->set->n--;
 	tls_cork_free(&s->out);
 	tls_conn_free(s->tls);
 	SSL_CTX_free(s->tls_ctx);
@@ -1517,8 +1537,9 @@ verify_rcpt(struct session *s, const struct policy_domain *d, struct rcpt *r)
 	char line[CALLOUT_LINE], rl[CALLOUT_LINE + 64];
 	int code;
 
-	if (callout_cached((struct sockaddr *)&s->conn.orig_dst, r->addr,
-	    &code, line, sizeof(line))) {
+	if (callout_cached(proxy_worker_callouts(s->conn.worker),
+	    (struct sockaddr *)&s->conn.orig_dst, r->addr, &code, line,
+	    sizeof(line))) {
 		verify_log(s, r->addr, code, line, 1);
 		verify_answer(s, r, code, line, rl, sizeof(rl));
 		reply(s, C_RCPT, "%s", rl);
@@ -1532,10 +1553,13 @@ verify_rcpt(struct session *s, const struct policy_domain *d, struct rcpt *r)
 	    d->tls == POLICY_UPTLS_STARTTLS ? RELAY_TLS_REQUIRE :
 	    RELAY_TLS_OPPORTUNISTIC;
 	o.ctx = o.tls != RELAY_TLS_NONE ? client_ctx() : NULL;
+	o.corks = proxy_worker_corks(s->conn.worker);
 	s->vrcpt = *r;
 	memset(r, 0, sizeof(*r));
 	gate(s, C_RCPT, 0);
-	s->callout = callout_start(s->loop, &o, s->vrcpt.addr, verify_done, s);
+	s->callout = callout_start(s->loop,
+	    proxy_worker_callouts(s->conn.worker), &o, s->vrcpt.addr,
+	    verify_done, s);
 }
 
 /* verify_cancel - the session ends: no answer is waited for */
@@ -1957,7 +1981,7 @@ cmd_line(struct session *s, enum smtp_line_status st,
 	int i;
 
 	session_arm(s, s->pol->limits.t_cmd);
-	if (shutting_down) {
+	if (s->set->shutting_down) {
 		session_421(s, "shutdown", "421 4.3.2 %s Service shutting down",
 		    s->host);
 		return;
@@ -2099,7 +2123,8 @@ session_gone(struct session *s, int err)
 static void
 session_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
-	static char rbuf[65536];
+	/* scratch: read and used up in this callback, one per thread */
+	static _Thread_local char rbuf[65536];
 
 	*b = uv_buf_init(rbuf, sizeof(rbuf));
 }
@@ -2219,6 +2244,7 @@ static void
 session_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 {
 	struct session *s = st->data;
+	struct tls_corks *corks = proxy_worker_corks(s->conn.worker);
 
 	if (n == 0 || s->state == S_CLOSED || s->state == S_QUIT)
 		return;
@@ -2240,7 +2266,7 @@ session_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 	else
 		smtp_reader_feed(&s->in, b->base, (size_t)n);
 	session_wake(s);
-	tls_cork_turn();	/* replies and commands of this read, now */
+	tls_cork_turn(corks);	/* replies and commands of this read, now */
 }
 
 /* ---------------------------------------------------------------- start */
@@ -2272,6 +2298,7 @@ relay_start(struct session *s)
 		break;
 	}
 	o.ctx = o.tls != RELAY_TLS_NONE ? client_ctx() : NULL;
+	o.corks = proxy_worker_corks(s->conn.worker);
 	log_debug("session=%llu upstream tls=%s hide-box=%s",
 	    (unsigned long long)s->conn.id, policy_cstls_name(s->pol->cs_tls),
 	    o.src.ss_family != AF_UNSPEC ? "yes" : "no");
@@ -2303,14 +2330,16 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 
 	s = xcalloc(1, sizeof(*s));
 	s->conn = *conn;
+	s->set = proxy_worker_sessions(conn->worker);
 	s->pol = conn->policy;
 	s->client = client;
 	s->loop = client->loop;
 	client->data = s;
-	tls_cork_init(&s->out, (uv_stream_t *)client, session_written, s);
+	tls_cork_init(&s->out, proxy_worker_corks(conn->worker),
+	    (uv_stream_t *)client, session_written, s);
 	TAILQ_INIT(&s->replies);
-	TAILQ_INSERT_TAIL(&sessions, s, entry);
-	nsessions++;
+	TAILQ_INSERT_TAIL(&s->set->list, s, entry);
+	s->set->n++;
 	uv_timer_init(s->loop, &s->timer);
 	s->timer.data = s;
 	s->handles = 2;
@@ -2322,10 +2351,8 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 	/* TCP_NODELAY came with the socket from the listener */
 	tlsmode = s->pol->starttls[conn->dir];
 	if (tlsmode != POLICY_TLS_STRIP &&
-	    (s->tls_ctx = tls_contexts(s->pol)) != NULL) {
-		SSL_CTX_up_ref(s->tls_ctx);
+	    (s->tls_ctx = tls_contexts(s->pol)) != NULL)
 		s->offer_tls = 1;
-	}
 	/* mail addressed to the gateway itself is the MTA's (accept-to-box) */
 	s->relay_mode = conn->dir == POLICY_DIR_OUT &&
 	    !addr_is_self((struct sockaddr *)&conn->orig_dst) &&
@@ -2339,7 +2366,7 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 	    "starttls=%s", (unsigned long long)conn->id, s->cstr, s->dstr,
 	    policy_dir_name(conn->dir), s->relay_mode ? "relay" : "mta",
 	    s->offer_tls ? policy_starttls_name(tlsmode) : "no");
-	if (shutting_down) {
+	if (s->set->shutting_down) {
 		session_421(s, "shutdown", "421 4.3.2 %s Service shutting down",
 		    s->host);
 		return;
@@ -2373,21 +2400,30 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 	session_wake(s);
 }
 
-unsigned
-proxy_sessions_open(void)
+struct proxy_sessions *
+proxy_sessions_new(void)
 {
-	return nsessions;
+	struct proxy_sessions *ss = xcalloc(1, sizeof(*ss));
+
+	TAILQ_INIT(&ss->list);
+	return ss;
+}
+
+unsigned
+proxy_sessions_open(const struct proxy_sessions *ss)
+{
+	return ss->n;
 }
 
 /* proxy_sessions_shutdown - idle sessions go now, busy ones at the next
  * command */
 void
-proxy_sessions_shutdown(void)
+proxy_sessions_shutdown(struct proxy_sessions *ss)
 {
 	struct session *s, *next;
 
-	shutting_down = 1;
-	for (s = TAILQ_FIRST(&sessions); s != NULL; s = next) {
+	ss->shutting_down = 1;
+	for (s = TAILQ_FIRST(&ss->list); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
 		if (s->state == S_CMD && s->npending == 0 &&
 		    s->txn.from == NULL)
@@ -2397,12 +2433,12 @@ proxy_sessions_shutdown(void)
 }
 
 void
-proxy_sessions_stop(void)
+proxy_sessions_stop(struct proxy_sessions *ss)
 {
 	struct session *s, *next;
 
-	shutting_down = 1;
-	for (s = TAILQ_FIRST(&sessions); s != NULL; s = next) {
+	ss->shutting_down = 1;
+	for (s = TAILQ_FIRST(&ss->list); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
 		session_close(s, "stop");	/* deferred while committing */
 	}

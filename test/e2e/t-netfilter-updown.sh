@@ -12,6 +12,8 @@
 #   3. TPROXY: with the daemon's classification simulated by a MARK rule,
 #      SMTP lands on IP_TRANSPARENT listeners in the box with the original
 #      destination as local address (IPv4 and IPv6, incoming and outgoing),
+#      the accepted socket's SO_MARK carrying the ingress port and class
+#      (tcp_fwmark_accept) and not the deliver-locally bit,
 #      class pass reaches the server, class drop is refused; then the same
 #      through the real queue, with a stand-in for the daemon's nfq module
 #      answering NF_REPEAT with the class mark; non-SMTP traffic is bridged
@@ -100,11 +102,12 @@ while True:
 EOF
 cat > "$TMP/tproxy.py" <<'EOF'
 # IP_TRANSPARENT listeners on 10025/10026, v4 and v6; greet with the
-# accepted socket's local address (the original destination) and the peer
+# accepted socket's local address (the original destination) and the peer;
+# its SO_MARK goes to the file argv[2], one "port mark" line per accept
 import ctypes, signal
 ctypes.CDLL(None).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG: go with the test
 import select, socket, sys
-IP_TRANSPARENT, IPV6_TRANSPARENT = 19, 75
+IP_TRANSPARENT, IPV6_TRANSPARENT, SO_MARK = 19, 75, 36
 socks = []
 for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
     for port in (10025, 10026):
@@ -124,6 +127,8 @@ while True:
     for s in r:
         c, peer = s.accept()
         me = c.getsockname()
+        with open(sys.argv[2], "a") as m:
+            m.write("%d %#x\n" % (s.getsockname()[1], c.getsockopt(socket.SOL_SOCKET, SO_MARK)))
         c.sendall(("220 tproxy%d %s %d %s\r\n" % (s.getsockname()[1], me[0], me[1], peer[0])).encode())
         c.close()
 EOF
@@ -488,7 +493,7 @@ ok "fail-closed without daemon: SMTP refused at once with RST (IPv4, IPv6)"
 
 # ---------------------------------------------------------------- case 3
 nf up 2>"$TMP/err" || fail "up: $(head -n1 "$TMP/err")"
-ip netns exec "$NSB" python3 "$TMP/tproxy.py" "$TMP/tproxy.ready" &
+ip netns exec "$NSB" python3 "$TMP/tproxy.py" "$TMP/tproxy.ready" "$TMP/marks" &
 PIDS="$PIDS $!"
 waitfile "$TMP/tproxy.ready" || fail "tproxy listener did not start"
 
@@ -509,6 +514,16 @@ classify() {  # family class
 	fi
 }
 
+# lastmark PORT CLASS: the last accepted socket was on listener PORT and
+# its SO_MARK is p0's ifindex with CLASS (tcp_fwmark_accept), without the
+# deliver-locally bit that would route its replies back to the box
+p0idx=$(inb cat /sys/class/net/p0/ifindex)
+lastmark() {
+	local want got
+	want="$1 $(printf '%#x' $(( $2 | p0idx )))"
+	got=$(tail -n 1 "$TMP/marks" 2>/dev/null)
+	[ "$got" = "$want" ] || fail "accepted socket's listener and mark: got '$got', want '$want'"
+}
 for dst in 192.0.2.10 2001:db8:2::10; do
 	case $dst in *:*) src=2001:db8:2::101 f=6 ;; *) src=192.0.2.101 f=4 ;; esac
 	n0=$(wc -l < "$TMP/server.log")
@@ -516,10 +531,12 @@ for dst in 192.0.2.10 2001:db8:2::10; do
 	out=$(cconnect $dst 25) || fail "outgoing class: $dst:25 $out"
 	[ "$out" = "220 tproxy10026 $dst 25 $src" ] ||
 		fail "outgoing class: got '$out', want '220 tproxy10026 $dst 25 $src'"
+	lastmark 10026 0x20000
 	classify $f 0x10000
 	out=$(cconnect $dst 25) || fail "incoming class: $dst:25 $out"
 	[ "$out" = "220 tproxy10025 $dst 25 $src" ] ||
 		fail "incoming class: got '$out', want '220 tproxy10025 $dst 25 $src'"
+	lastmark 10025 0x10000
 	n1=$(wc -l < "$TMP/server.log")
 	[ "$n0" = "$n1" ] || fail "tproxied connection reached the server too"
 	classify $f 0x40000
@@ -529,13 +546,12 @@ for dst in 192.0.2.10 2001:db8:2::10; do
 	out=$(cconnect $dst 25) || fail "pass class: $dst:25 $out"
 	[ "$out" = "220 server $src" ] || fail "pass class: got '$out', want 220 server $src"
 done
-ok "TPROXY: outgoing/incoming land on the transparent listeners with the original destination; pass routes on, drop refuses (IPv4, IPv6)"
+ok "TPROXY: outgoing/incoming land on the transparent listeners with the original destination and the SYN's port and class in SO_MARK; pass routes on, drop refuses (IPv4, IPv6)"
 
 # The real round trip through the queue: a stand-in for the daemon's nfq
 # module answers NF_REPEAT with the class in the mark (the contract).
 nf up 2>"$TMP/err" || fail "up: $(head -n1 "$TMP/err")"
 inb iptables -t mangle -S MXBRIDGE | grep -q mxb-test && fail "up did not flush the chain"
-p0idx=$(inb cat /sys/class/net/p0/ifindex)
 echo 0x20000 > "$TMP/class"
 ip netns exec "$NSB" python3 "$TMP/nfq.py" 0 "$TMP/class" "$TMP/nfq.log" "$TMP/nfq.ready" &
 NFQPID=$!
@@ -547,6 +563,7 @@ for dst in 192.0.2.10 2001:db8:2::10; do
 	out=$(cconnect $dst 25) || fail "nfq outgoing: $dst:25 $out"
 	[ "$out" = "220 tproxy10026 $dst 25 $src" ] ||
 		fail "nfq outgoing: got '$out', want '220 tproxy10026 $dst 25 $src'"
+	lastmark 10026 0x20000
 	echo 0x10000 > "$TMP/class"
 	out=$(cconnect $dst 25) || fail "nfq incoming: $dst:25 $out"
 	[ "$out" = "220 tproxy10025 $dst 25 $src" ] ||
@@ -622,6 +639,7 @@ if [ "$NFTQUEUE" = 1 ]; then
 		out=$(cconnect $dst 25) || fail "nft back end, nfq outgoing: $dst:25 $out"
 		[ "$out" = "220 tproxy10026 $dst 25 $src" ] ||
 			fail "nft back end: got '$out', want '220 tproxy10026 $dst 25 $src'"
+		lastmark 10026 0x20000
 	done
 	kill "$NFQPID"; wait "$NFQPID" 2>/dev/null
 	ok "nft back end: NF_REPEAT and TPROXY to the outgoing listener (IPv4, IPv6)"
@@ -637,6 +655,7 @@ else
 		out=$(cconnect $dst 25) || fail "nft back end, outgoing class: $dst:25 $out"
 		[ "$out" = "220 tproxy10026 $dst 25 $src" ] ||
 			fail "nft back end: got '$out', want '220 tproxy10026 $dst 25 $src'"
+		lastmark 10026 0x20000
 	done
 	ok "nft back end: TPROXY to the outgoing listener (IPv4, IPv6)"
 	nf up -B nft -F closed -n > "$TMP/nft.sh" || fail "up -B nft -F closed -n"

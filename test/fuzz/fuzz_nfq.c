@@ -25,8 +25,7 @@ static struct nfq_queue	fq;
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	nfq_loop = uv_default_loop();
-	nfq_flow_init();
+	fq.w = nfq_worker_new(uv_default_loop());
 	fuzz_policy("hostname gw.example.com\n"
 	    "listen incoming port 10025\nlisten outgoing port 10026\n"
 	    "default incoming proxy\ndefault outgoing proxy\n"

@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -2091,6 +2092,57 @@ test_dns_parse_hostile(void **state)
 	assert_string_equal(ans.rr[0].name, ".");
 }
 
+/* ids made by several threads at once: each thread's rise strictly, and
+ * no id is made twice (mta_id_make's last id is shared and swapped) */
+#define ID_THREADS	4
+#define ID_PER_THREAD	100000
+
+static pthread_barrier_t	id_start;	/* all make ids at once */
+
+static void *
+id_thread(void *arg)
+{
+	char (*ids)[MTA_IDLEN + 1] = arg;
+	int i;
+
+	pthread_barrier_wait(&id_start);
+	for (i = 0; i < ID_PER_THREAD; i++)
+		mta_id_make(ids[i]);
+	return NULL;
+}
+
+static int
+id_cmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static void
+test_id_threads(void **state)
+{
+	char (*ids)[MTA_IDLEN + 1];
+	pthread_t t[ID_THREADS];
+	int i, j;
+
+	ids = xcalloc(ID_THREADS * ID_PER_THREAD, sizeof(*ids));
+	pthread_barrier_init(&id_start, NULL, ID_THREADS);
+	for (i = 0; i < ID_THREADS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, id_thread,
+		    ids + i * ID_PER_THREAD), 0);
+	for (i = 0; i < ID_THREADS; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&id_start);
+	for (i = 0; i < ID_THREADS; i++)
+		for (j = 1; j < ID_PER_THREAD; j++)
+			assert_true(strcmp(ids[i * ID_PER_THREAD + j - 1],
+			    ids[i * ID_PER_THREAD + j]) < 0);
+	qsort(ids, ID_THREADS * ID_PER_THREAD, sizeof(*ids), id_cmp);
+	for (i = 1; i < ID_THREADS * ID_PER_THREAD; i++)
+		if (strcmp(ids[i - 1], ids[i]) == 0)
+			fail_msg("id %s made twice", ids[i]);
+	free(ids);
+}
+
 int
 main(void)
 {
@@ -2099,6 +2151,7 @@ main(void)
 		cmocka_unit_test(test_envelope_golden),
 		cmocka_unit_test(test_envelope_bad_words),
 		cmocka_unit_test(test_dns_literals),
+		cmocka_unit_test(test_id_threads),
 #define T(f)	cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_deliver_and_bounce),
 		T(test_ret_hdrs_and_orcpt),

@@ -4,15 +4,14 @@
  * without extension headers, fragments, wrong versions and protocols,
  * bad lengths, every truncation, and random input under the sanitizers),
  * the verdict mark (nfq_verdict_mark), and that the mark layout of nfq.h
- * is the one scripts/mxbridge-netfilter uses.  Table-driven: a failing
- * row names itself.
- *
- * The flow table behind nfq_flow_port() keeps time with uv_now() on the
- * daemon's loop; only its answer without a table is checked here.
+ * is the one scripts/mxbridge-netfilter uses, and the ifindex-to-name
+ * cache (common/ifname.c) that names the ingress port of a mark.
+ * Table-driven: a failing row names itself.
  * Run from the source root, or set MXB_SRCDIR.
  */
 #include <sys/socket.h>
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +24,8 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "../../common/ifname.h"
+#include "../../mta/mta_local.h"
 #include "../../nfq/nfq.h"
 #include "../../policy/policy.h"
 
@@ -577,8 +578,8 @@ static void
 test_verdict_mark_bits(void **state UNUSED)
 {
 	static const uint32_t classes[] = {
-		NFQ_CLASS_INCOMING, NFQ_CLASS_OUTGOING, NFQ_CLASS_PASS,
-		NFQ_CLASS_DROP,
+		MARK_CLASS_INCOMING, MARK_CLASS_OUTGOING, MARK_CLASS_PASS,
+		MARK_CLASS_DROP,
 	};
 	struct policy_class cls;
 	uint32_t seed = 12345, mark, got;
@@ -592,17 +593,17 @@ test_verdict_mark_bits(void **state UNUSED)
 				cls.dir = (enum policy_dir)d;
 				cls.action = (enum policy_action)a;
 				got = nfq_verdict_mark(mark, &cls);
-				if ((got & ~NFQ_MARK_CLASS) !=
-				    (mark & ~NFQ_MARK_CLASS) ||
-				    (got & NFQ_MARK_PORT) !=
-				    (mark & NFQ_MARK_PORT))
+				if ((got & ~MARK_CLASS) !=
+				    (mark & ~MARK_CLASS) ||
+				    (got & MARK_PORT) !=
+				    (mark & MARK_PORT))
 					fail_msg("%#x dir %d action %d -> %#x",
 					    mark, d, a, got);
-				if ((got & NFQ_MARK_CLASS) != classes[a == 0 ?
+				if ((got & MARK_CLASS) != classes[a == 0 ?
 				    d : a + 1])
 					fail_msg("%#x dir %d action %d: class "
 					    "%#x", mark, d, a,
-					    got & NFQ_MARK_CLASS);
+					    got & MARK_CLASS);
 			}
 	}
 }
@@ -628,14 +629,14 @@ test_mark_contract(void **state UNUSED)
 		const char	*name;
 		uint32_t	 value;
 	} rows[] = {
-		{ "M_PORT", NFQ_MARK_PORT },
-		{ "M_CLASS", NFQ_MARK_CLASS },
-		{ "C_IN", NFQ_CLASS_INCOMING },
-		{ "C_OUT", NFQ_CLASS_OUTGOING },
-		{ "C_PASS", NFQ_CLASS_PASS },
-		{ "C_DROP", NFQ_CLASS_DROP },
-		{ "M_LOCAL", NFQ_MARK_TPROXY },
-		{ "M_SELF", NFQ_MARK_OWN },
+		{ "M_PORT", MARK_PORT },
+		{ "M_CLASS", MARK_CLASS },
+		{ "C_IN", MARK_CLASS_INCOMING },
+		{ "C_OUT", MARK_CLASS_OUTGOING },
+		{ "C_PASS", MARK_CLASS_PASS },
+		{ "C_DROP", MARK_CLASS_DROP },
+		{ "M_LOCAL", MARK_TPROXY },
+		{ "M_SELF", MARK_OWN },
 	};
 	char path[1200], text[65536];
 	size_t i, n;
@@ -651,39 +652,40 @@ test_mark_contract(void **state UNUSED)
 	text[n + 1] = '\0';
 	for (i = 0; i < N(rows); i++)
 		if (script_value(text, rows[i].name) != rows[i].value)
-			fail_msg("%s=%#x in the script, %#x in nfq.h",
+			fail_msg("%s=%#x in the script, %#x in common/mark.h",
 			    rows[i].name, script_value(text, rows[i].name),
 			    rows[i].value);
 	/* the classes fit the class bits and differ */
 	for (i = 2; i < 6; i++)
-		assert_int_equal(rows[i].value & ~NFQ_MARK_CLASS, 0);
+		assert_int_equal(rows[i].value & ~MARK_CLASS, 0);
+	/* the MTA's upstream sockets carry the daemon's own mark too */
+	assert_int_equal(MTA_SO_MARK, MARK_OWN);
+	assert_int_equal(mark_port(0x00110002u), 2);
 }
 
-/* ------------------------------------------------------------ flows */
+/* ------------------------------------------------------------ port names */
 
-/* without the daemon's loop there is no flow table: nothing is known */
+/* the ingress port of a mark by name: lo is there, 0 and a free index
+ * are "", and a cached name is kept until its time is up */
 static void
-test_flow_port_none(void **state UNUSED)
+test_ifname(void **state UNUSED)
 {
-	struct sockaddr_in s4, d4;
-	struct sockaddr_in6 s6, d6;
+	struct ifname_cache *c = ifname_cache_new();
+	unsigned lo = if_nametoindex("lo"), none = 65535;
+	char name[IF_NAMESIZE];
 
-	memset(&s4, 0, sizeof(s4));
-	memset(&d4, 0, sizeof(d4));
-	memset(&s6, 0, sizeof(s6));
-	memset(&d6, 0, sizeof(d6));
-	s4.sin_family = d4.sin_family = AF_INET;
-	s6.sin6_family = d6.sin6_family = AF_INET6;
-	assert_int_equal(inet_pton(AF_INET, SRC4, &s4.sin_addr), 1);
-	assert_int_equal(inet_pton(AF_INET, DST4, &d4.sin_addr), 1);
-	assert_int_equal(inet_pton(AF_INET6, SRC6, &s6.sin6_addr), 1);
-	assert_int_equal(inet_pton(AF_INET6, DST6, &d6.sin6_addr), 1);
-	s4.sin_port = s6.sin6_port = htons(SPORT);
-	d4.sin_port = d6.sin6_port = htons(DPORT);
-	assert_null(nfq_flow_port((struct sockaddr *)&s4,
-	    (struct sockaddr *)&d4));
-	assert_null(nfq_flow_port((struct sockaddr *)&s6,
-	    (struct sockaddr *)&d6));
+	assert_true(lo != 0);
+	while (if_indextoname(none, name) != NULL)
+		none--;
+	assert_string_equal(ifname_lookup(c, 0, 1000), "");
+	assert_string_equal(ifname_lookup(c, lo, 1000), "lo");
+	assert_string_equal(ifname_lookup(c, none, 1000), "");
+	/* the same slot as lo: the unknown index takes it over */
+	assert_string_equal(ifname_lookup(c, lo + 64, 1000),
+	    if_indextoname(lo + 64, name) != NULL ? name : "");
+	assert_string_equal(ifname_lookup(c, lo, 1000), "lo");
+	assert_string_equal(ifname_lookup(c, lo, 1000 + 60 * 1000), "lo");
+	ifname_cache_free(c);
 }
 
 /* ------------------------------------------------------------ datagrams */
@@ -744,7 +746,7 @@ main(void)
 		cmocka_unit_test(test_verdict_mark),
 		cmocka_unit_test(test_verdict_mark_bits),
 		cmocka_unit_test(test_mark_contract),
-		cmocka_unit_test(test_flow_port_none),
+		cmocka_unit_test(test_ifname),
 		cmocka_unit_test(test_datagram_valid),
 	};
 
