@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "../common/buf.h"
+#include "../common/mark.h"
 #include "mta.h"
 
 #ifndef TAILQ_FOREACH_SAFE	/* glibc's sys/queue.h lacks it */
@@ -29,7 +30,7 @@
 #define MTA_SPILL	(1024 * 1024)	/* body bytes kept in memory */
 #define MTA_MEMBODIES	(64 * 1024 * 1024) /* bodies kept for delivery */
 #define MTA_DIAGLEN	512		/* kept of a reply for a diagnostic */
-#define MTA_SO_MARK	0x200000	/* upstream sockets, see DESIGN.md */
+#define MTA_SO_MARK	MARK_OWN	/* upstream sockets: common/mark.h */
 
 enum mta_rstate { MTA_RCPT_PENDING = 0, MTA_RCPT_DELIVERED, MTA_RCPT_FAILED };
 
