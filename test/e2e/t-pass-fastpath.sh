@@ -12,6 +12,7 @@
 #     then the port set to proxy and the same 4-tuple again: the new SYN
 #     is classified again and reaches the proxy (not the server), and the
 #     4-tuple is gone from the set;
+#   - -T is checked, -T 0 leaves the fast path out;
 #   - status counts the flows; down removes the sets with the table.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/../lib.sh"
@@ -105,6 +106,15 @@ bulk() {
 	[ $((rx1 - rx0)) -lt $((BULK / 5)) ] ||
 		fail "IPv$f: the host stack saw $((rx1 - rx0)) bytes of $BULK"
 }
+
+# -T: a clear error when bad, 0 leaves the fast path out
+out=$(tb_exec box bash "$MXB_NF" up -n -b br0 -T 86401 2>&1) &&
+	fail "-T 86401 accepted"
+case $out in *"-T: bad fast-path timeout"*) ;; *) fail "-T 86401: $out" ;; esac
+out=$(tb_exec box bash "$MXB_NF" up -n -b br0 -T 0 2>&1) || fail "up -n -T 0: $out"
+case $out in *"set pass4"*) fail "-T 0 still makes the fast path" ;; esac
+out=$(tb_exec box bash "$MXB_NF" up -n -b br0 -T 7 2>&1) || fail "up -n -T 7: $out"
+case $out in *"timeout 7s"*) ;; *) fail "-T 7 not in the sets: $out" ;; esac
 
 # port 2525 is not the protected server's: outgoing
 mxb_conf_write "$MXB_DIR/run.conf" pass pass
