@@ -125,7 +125,8 @@ wait_for -t 15 mail_has "$TB_MAILDIR/alice" "t-policy-reload kept" ||
 # 4. the number of worker loops is fixed at start: a reload that changes it
 #    is refused with the reason and the running configuration stays; a
 #    start asking for more loops than this build runs is refused
-{ cat "$S/good.conf"; echo "workers 2"; } >"$S/run.conf"
+sed 's/^workers .*/workers 2/' "$S/good.conf" >"$S/run.conf"
+grep -qx "workers 2" "$S/run.conf" || fail "no workers line to change in run.conf"
 nr=$(reloads) nf=$(refusals)
 out=$(mxb_ctl reload 2>&1); rc=$?
 [ $rc -eq 1 ] || fail "reload changing workers: exit $rc, want 1: $out"
