@@ -31,7 +31,10 @@ echo "$st" | grep -q "queue $MXB_QUEUE, workers 2" ||
 	fail "status does not show workers 2: $(echo "$st" | head -n 1)"
 
 # 2. the daemon with workers 1 refuses to start beside it
-mxb_start "$MXB_DIR/run.conf" && fail "daemon with workers 1 started beside -W 2"
+# (mxb_start's own 0.3 s check may see it still starting: wait for the exit)
+mxb_start "$MXB_DIR/run.conf" 2>/dev/null
+wait_for eval '! mxb_running' || fail "daemon with workers 1 kept running beside -W 2"
+wait "$MXB_PID" 2>/dev/null
 grep -q "nfq: mxbridge-netfilter spreads flows over 2 queues (-W 2) but workers is 1: refusing to start" \
 	"$TB_MXB_LOG" || fail "start refusal lacks the reason: $(tail -n 3 "$TB_MXB_LOG")"
 grep -q "nfq: queue=$MXB_QUEUE open" "$TB_MXB_LOG" && fail "the queue was opened before the refusal"
