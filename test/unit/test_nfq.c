@@ -744,6 +744,24 @@ test_record(void **state UNUSED)
 	uint8_t good[64];
 	const char *c = "be=nft q=5 w=2";
 	char out[64], tiny[4];
+	/* the record's w=: 1 without one (before -W), 0 unreadable */
+	static const struct {
+		const char	*rec;
+		unsigned	 want;
+	} wrec[] = {
+		{ "mxbridge-netfilter br=br0 be=iptables fam=46 fail=open "
+		    "q=5 w=2", 2 },
+		{ "w=7 q=1", 7 },
+		{ "mxbridge-netfilter br=br0 q=5", 1 },
+		{ "", 1 },
+		{ "new=w=3 q=0", 1 },	/* inside another key: not it */
+		{ "q=0 w=x", 0 },
+		{ "q=0 w=", 0 },
+		{ "q=0 w=0", 0 },
+		{ "q=0 w=257", 0 },
+		{ "q=0 w=2x", 0 },
+	};
+	size_t i;
 
 	/* entry 2 claims 14 bytes, 13 are there: none */
 	assert_int_equal(nfq_record_comment(ud, sizeof(ud), out, sizeof(out)),
@@ -759,20 +777,8 @@ test_record(void **state UNUSED)
 	    sizeof(tiny)), 0);
 	assert_string_equal(tiny, "be=");
 
-	assert_int_equal(nfq_record_workers("mxbridge-netfilter br=br0 "
-	    "be=iptables fam=46 fail=open q=5 w=2"), 2);
-	assert_int_equal(nfq_record_workers("w=7 q=1"), 7);
-	/* a record from before -W: one queue */
-	assert_int_equal(nfq_record_workers("mxbridge-netfilter br=br0 q=5"),
-	    1);
-	assert_int_equal(nfq_record_workers(""), 1);
-	/* "w=" inside another key does not count */
-	assert_int_equal(nfq_record_workers("new=w=3 q=0"), 1);
-	assert_int_equal(nfq_record_workers("q=0 w=x"), 0);
-	assert_int_equal(nfq_record_workers("q=0 w="), 0);
-	assert_int_equal(nfq_record_workers("q=0 w=0"), 0);
-	assert_int_equal(nfq_record_workers("q=0 w=257"), 0);
-	assert_int_equal(nfq_record_workers("q=0 w=2x"), 0);
+	for (i = 0; i < sizeof(wrec) / sizeof(wrec[0]); i++)
+		assert_int_equal(nfq_record_workers(wrec[i].rec), wrec[i].want);
 }
 
 int
