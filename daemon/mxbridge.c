@@ -39,6 +39,7 @@ static uv_prepare_t	 log_prepare;	/* writes the lines of a loop turn */
 static uint64_t		 start_time;
 static uint64_t		 drain_deadline;
 static int		 stopping;
+static unsigned		 nworkers = 1;	/* "workers", fixed at start */
 static char		*pidfile;
 static int		 pidfd = -1;	/* locked for the daemon's life */
 
@@ -73,6 +74,7 @@ cmd_status(int argc, char **argv, struct buf *out)
 	buf_printf(out, "uptime=%llu\n",
 	    (unsigned long long)((uv_now(loop) - start_time) / 1000));
 	buf_printf(out, "sessions=%u\n", busy_sessions());
+	buf_printf(out, "workers=%u\n", nworkers);
 	buf_printf(out, "config=%s\n", p->path);
 	buf_printf(out, "state=%s\n", stopping ? "stopping" : "running");
 	return 0;
@@ -134,16 +136,38 @@ on_term(uv_signal_t *s, int signum)
 	uv_timer_start(&drain_timer, drain_cb, 0, 100);
 }
 
+/* workers_word - "auto" or the number, as the configuration says it */
+static const char *
+workers_word(unsigned w, char *buf, size_t len)
+{
+	if (w == 0)
+		return "auto";
+	snprintf(buf, len, "%u", w);
+	return buf;
+}
+
 /* reload - parse the file again; keep the old snapshot if it is broken */
 static int
 reload(char *err, size_t errlen)
 {
 	struct policy *old = policy_current(), *p;
+	char wa[16], wb[16];
 	size_t i;
 
 	if ((p = policy_load(old->path, err, errlen)) == NULL) {
 		log_warnx("reload refused, keeping the running configuration: %s",
 		    err);
+		return -1;
+	}
+	/* the loops, listeners and queues exist once; only a restart moves */
+	if (p->workers != old->workers) {
+		snprintf(err, errlen, "workers changed (%s to %s): the number "
+		    "of worker loops needs a restart",
+		    workers_word(old->workers, wa, sizeof(wa)),
+		    workers_word(p->workers, wb, sizeof(wb)));
+		log_warnx("reload refused, keeping the running configuration: %s",
+		    err);
+		policy_unref(p);
 		return -1;
 	}
 	if (strcmp(p->control, old->control) != 0 ||
@@ -274,6 +298,17 @@ main(int argc, char *argv[])
 	log_init("mxbridge", 1, verbose);
 	if ((p = policy_load(conf, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	/*
+	 * One worker loop runs today (the main loop); several threads are
+	 * the next step. Refuse rather than run fewer than were asked for.
+	 */
+	nworkers = policy_workers(p);
+	if (nworkers != 1) {
+		fprintf(stderr, "%s: workers %u: this build runs one worker "
+		    "loop; set \"workers 1\"\n", p->path, nworkers);
+		policy_unref(p);
 		return 1;
 	}
 	if (checkonly) {

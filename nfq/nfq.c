@@ -31,6 +31,7 @@
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_queue.h>
+#include <linux/netfilter/nf_tables.h>
 #include <libnetfilter_queue/libnetfilter_queue.h>
 #include <uv.h>
 
@@ -659,6 +660,159 @@ nfq_stats(struct buf *out)
 	    (unsigned long long)w->st.overruns);
 }
 
+/*
+ * The divert record: mxbridge-netfilter(8) keeps "... q=Q w=N" in the
+ * comment of nft table "bridge mxbridge" (nft stores a comment as user
+ * data: type 0 = comment, one length byte, the string with its NUL).
+ */
+#define NFQ_DIVERT_TABLE	"mxbridge"
+#define NFQ_UDATA_COMMENT	0
+
+struct nfq_record {
+	char		 text[256];
+	int		 found;
+};
+
+/* nfq_record_comment - the comment in nft user data ud/len into out */
+int
+nfq_record_comment(const uint8_t *ud, size_t len, char *out, size_t outlen)
+{
+	size_t off, n;
+
+	if (outlen == 0)
+		return -1;
+	for (off = 0; off + 2 <= len; off += 2 + (size_t)ud[off + 1]) {
+		n = ud[off + 1];
+		if (off + 2 + n > len)
+			break;		/* truncated entry: stop */
+		if (ud[off] != NFQ_UDATA_COMMENT || n == 0)
+			continue;
+		if (n >= outlen)
+			n = outlen - 1;
+		memcpy(out, ud + off + 2, n);
+		out[n] = '\0';		/* nft stores the NUL; be sure */
+		return 0;
+	}
+	return -1;
+}
+
+/* nfq_record_workers - the w= of a record; 1 where it has none (older) */
+unsigned
+nfq_record_workers(const char *rec)
+{
+	const char *w;
+	char *end;
+	unsigned long v;
+
+	for (w = rec; (w = strstr(w, "w=")) != NULL; w += 2) {
+		if (w != rec && w[-1] != ' ')
+			continue;
+		v = strtoul(w + 2, &end, 10);
+		if (end == w + 2 || (*end != '\0' && *end != ' ') || v == 0 ||
+		    v > POLICY_MAXWORKERS)
+			return 0;	/* unreadable: agrees with nothing */
+		return (unsigned)v;
+	}
+	return 1;
+}
+
+/* nfq_record_cb - the comment of the table in one NEWTABLE answer */
+static int
+nfq_record_cb(const struct nlmsghdr *nlh, void *arg)
+{
+	struct nfq_record *rec = arg;
+	const struct nlattr *a;
+
+	mnl_attr_for_each(a, nlh, sizeof(struct nfgenmsg))
+		if (mnl_attr_get_type(a) == NFTA_TABLE_USERDATA)
+			nfq_record_comment(mnl_attr_get_payload(a),
+			    mnl_attr_get_payload_len(a), rec->text,
+			    sizeof(rec->text));
+	rec->found = 1;
+	return MNL_CB_OK;
+}
+
+/*
+ * nfq_record_read - the divert record of this network namespace: 1 with
+ * its text, 0 when the script is not up (no table), -1 on error. Runs
+ * once at start, before the loop turns.
+ */
+static int
+nfq_record_read(struct nfq_record *rec)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct mnl_socket *nl;
+	struct nlmsghdr *nlh;
+	struct nfgenmsg *nfg;
+	unsigned portid, seq = (unsigned)time(NULL);
+	ssize_t n;
+	int rc = -1, r = MNL_CB_OK;
+
+	memset(rec, 0, sizeof(*rec));
+	if ((nl = mnl_socket_open(NETLINK_NETFILTER)) == NULL)
+		return -1;
+	if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) == -1)
+		goto done;
+	portid = mnl_socket_get_portid(nl);
+	nlh = mnl_nlmsg_put_header(buf);
+	nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+	nlh->nlmsg_seq = seq;
+	nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
+	nfg->nfgen_family = NFPROTO_BRIDGE;
+	nfg->version = NFNETLINK_V0;
+	nfg->res_id = 0;
+	mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, NFQ_DIVERT_TABLE);
+	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) == -1)
+		goto done;
+	while (r > MNL_CB_STOP) {
+		if ((n = mnl_socket_recvfrom(nl, buf, sizeof(buf))) <= 0)
+			goto done;
+		r = mnl_cb_run(buf, (size_t)n, seq, portid, nfq_record_cb, rec);
+	}
+	if (r == MNL_CB_ERROR && errno != ENOENT)
+		goto done;
+	rc = rec->found;
+done:
+	mnl_socket_close(nl);
+	return rc;
+}
+
+/*
+ * nfq_check_divert - the script must spread flows over exactly the queues
+ * this daemon's workers read: a mismatch would leave a share of new flows
+ * on a queue nobody reads (passed or refused unclassified), so it stops
+ * the start. No table: nothing is diverted, nothing to agree on.
+ */
+static int
+nfq_check_divert(const struct policy *pol)
+{
+	struct nfq_record rec;
+	unsigned want = policy_workers(pol), have;
+
+	switch (nfq_record_read(&rec)) {
+	case -1:
+		log_warn("nfq: reading the divert record (nft table bridge %s)",
+		    NFQ_DIVERT_TABLE);
+		return 0;
+	case 0:
+		return 0;
+	}
+	if ((have = nfq_record_workers(rec.text)) == want)
+		return 0;
+	if (have == 0) {
+		log_warnx("nfq: unreadable workers in the divert record \"%s\": "
+		    "refusing to start; run mxbridge-netfilter up -W %u",
+		    rec.text, want);
+		return -1;
+	}
+	log_warnx("nfq: mxbridge-netfilter spreads flows over %u queue%s "
+	    "(-W %u) but workers is %u: refusing to start; run "
+	    "mxbridge-netfilter up -W %u or set \"workers %u\"", have,
+	    have == 1 ? "" : "s", have, want, want, have);
+	return -1;
+}
+
 /* nfq_attach - open the configured queue, or say why we run without */
 static void
 nfq_attach(struct nfq_worker *w, unsigned num)
@@ -692,6 +846,8 @@ nfq_start(uv_loop_t *loop)
 		control_register_stats(nfq_stats);
 		nfq_stats_registered = 1;
 	}
+	if (nfq_check_divert(policy_current()) == -1)
+		return -1;
 	nfq_attach(nfq_w, policy_current()->queue_num);
 	return 0;
 }

@@ -37,4 +37,14 @@ int		 nfq_datagram_valid(const void *buf, size_t len);
 /* the verdict mark: mark with its class bits replaced by the class's */
 uint32_t	 nfq_verdict_mark(uint32_t mark, const struct policy_class *);
 
+/*
+ * The divert record of mxbridge-netfilter(8) (the comment of nft table
+ * "bridge mxbridge"): the comment in the table's user data ud/len into
+ * out (0, or -1 if there is none), and the record's w= (the queues the
+ * script spreads over): 1 when absent, 0 when unreadable.
+ */
+int		 nfq_record_comment(const uint8_t *ud, size_t len, char *out,
+		    size_t outlen);
+unsigned	 nfq_record_workers(const char *rec);
+
 #endif

@@ -91,6 +91,7 @@ struct parser {
 	int		 cs_line[2];	/* client-server default, tls */
 	int		 timeout_line[4];
 	int		 queue_line;
+	int		 workers_line;
 	char		*err;
 	size_t		 errlen;
 };
@@ -1507,6 +1508,24 @@ kw_limits(struct parser *p, struct stmt *st)
 	return parse_block(p, limits_kw, "limits", st->line);
 }
 
+/* kw_workers - "workers N|auto": worker loops, read once at start */
+static int
+kw_workers(struct parser *p, struct stmt *st)
+{
+	uint64_t v;
+
+	if (strcmp(st->argv[0], "auto") == 0) {
+		p->pol->workers = 0;
+		return 0;
+	}
+	if (parse_num(p, st->line, "workers", st->argv[0], 1, POLICY_MAXWORKERS,
+	    &v) == -1)
+		return -1;
+	p->pol->workers = (unsigned)v;
+	p->workers_line = st->line;
+	return 0;
+}
+
 static const struct keyword global_kw[] = {
 	{ "hostname", 1, 1, 0, kw_hostname, V_FN, 0, 0, 0, NULL },
 	{ "spool", 1, 1, 0, NULL, V_PATH,
@@ -1517,6 +1536,7 @@ static const struct keyword global_kw[] = {
 	    offsetof(struct policy, control), 0, PARSE_SUNPATH, NULL },
 	{ "queue-number", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy, queue_num), 0, 65535, NULL },
+	{ "workers", 1, 1, 0, kw_workers, V_FN, 0, 0, 0, NULL },
 	{ "queue-buffer", 1, 1, 0, NULL, V_SIZE,
 	    offsetof(struct policy, queue_buffer), 4096, 256 << 20, NULL },
 	{ "listen", 3, 3, KW_MULTI, kw_listen, V_FN, 0, 0, 0, NULL },
@@ -1712,6 +1732,11 @@ finish(struct parser *p)
 		pol->cs_tls = pol->starttls[POLICY_DIR_OUT] == POLICY_TLS_REQUIRE ?
 		    POLICY_CSTLS_REQUIRE : POLICY_CSTLS_OPPORTUNISTIC;
 	finish_ports(p);
+	/* each worker reads its own queue: queue-number .. +N-1 */
+	if (pol->workers > 1 && pol->queue_num + pol->workers - 1 > 65535)
+		return perr(p, p->workers_line, "workers: queues %u-%u run past "
+		    "65535; lower queue-number", pol->queue_num,
+		    pol->queue_num + pol->workers - 1);
 	if (pol->queue.retry_min > pol->queue.retry_max)
 		return perr(p, p->queue_line, "queue: retry-min must not "
 		    "exceed retry-max");

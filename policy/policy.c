@@ -6,6 +6,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../common/log.h"
 #include "../common/xmalloc.h"
@@ -27,6 +28,7 @@ policy_new(const char *path)
 	pol->pidfile = xstrdup("/run/mxbridge.pid");
 	pol->control = xstrdup("/run/mxbridge.sock");
 	pol->queue_num = 0;
+	pol->workers = 1;
 	pol->queue_buffer = 2 << 20;
 	pol->listen_port[POLICY_DIR_IN] = 10025;
 	pol->listen_port[POLICY_DIR_OUT] = 10026;
@@ -179,6 +181,30 @@ policy_hostname(const struct policy *pol)
 	if (pol == NULL || pol->hostname == NULL || pol->hostname[0] == '\0')
 		return "localhost";
 	return pol->hostname;
+}
+
+/*
+ * policy_workers - the number of worker loops "workers" asks for: N, or
+ * for auto the online cores (at least 1, at most POLICY_MAXWORKERS and
+ * never past queue 65535). Read once at start; a reload cannot change it.
+ */
+unsigned
+policy_workers(const struct policy *pol)
+{
+	long n;
+
+	if (pol == NULL)
+		return 1;
+	if (pol->workers != 0)
+		return pol->workers;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 1)
+		n = 1;
+	if (n > POLICY_MAXWORKERS)
+		n = POLICY_MAXWORKERS;
+	if ((unsigned long)n > 65536UL - pol->queue_num)
+		n = (long)(65536UL - pol->queue_num);
+	return (unsigned)n;
 }
 
 /*

@@ -31,6 +31,7 @@ enum policy_route { POLICY_ROUTE_ORIGINAL = 0, POLICY_ROUTE_RELAYHOST,
 	POLICY_ROUTE_MX };
 
 #define POLICY_MAXADDR	8
+#define POLICY_MAXWORKERS 256	/* "workers N" upper bound */
 
 struct policy_port {
 	char		 name[IF_NAMESIZE];
@@ -138,6 +139,7 @@ struct policy {
 	char		*pidfile;
 	char		*control;
 	unsigned	 queue_num;
+	unsigned	 workers;		/* 0 = auto (online cores) */
 	uint64_t	 queue_buffer;		/* netlink receive buffer, bytes */
 	uint16_t	 listen_port[2];	/* by enum policy_dir */
 	int		 log_verbose;
@@ -232,6 +234,7 @@ const char	*policy_starttls_name(enum policy_starttls);
 const char	*policy_uptls_name(enum policy_uptls);
 const char	*policy_cstls_name(enum policy_cstls);
 const char	*policy_hostname(const struct policy *);
+unsigned	 policy_workers(const struct policy *);
 const struct policy_port *policy_port_by_name(const struct policy *,
 	    const char *port);
 int	 policy_rcpt_protected(const struct policy *, const char *rcpt);

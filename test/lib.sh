@@ -453,11 +453,13 @@ expect_postfix_direct() {
 
 # mxb_setup [DIR [QUEUE]]: after tb_init, set MXB_DIR (default
 # $TB_STATE/intercept: spool/, pidfile, ctl.sock, nf.log), MXB_QUEUE (the
-# queue number, default 5), MXB_BINDIR (absolute $MXB_BIN, default
+# queue number, default 5), MXB_WORKERS (the daemon's "workers" and the
+# script's -W, default 1 unless set by the caller), MXB_BINDIR (absolute $MXB_BIN, default
 # <repo>/build) and MXB_NF (the netfilter script); make $MXB_DIR/spool.
 mxb_setup() {
 	MXB_DIR=${1:-$TB_STATE/intercept}
 	MXB_QUEUE=${2:-5}
+	MXB_WORKERS=${MXB_WORKERS:-1}
 	MXB_BINDIR=${MXB_BIN:-$TB_REPO/build}
 	case $MXB_BINDIR in /*) ;; *) MXB_BINDIR=$PWD/$MXB_BINDIR ;; esac
 	MXB_NF=$TB_REPO/scripts/mxbridge-netfilter
@@ -466,7 +468,7 @@ mxb_setup() {
 
 # mxb_conf_head: print the lines every test config starts with: hostname
 # gw.example.com, spool, pidfile and control in $MXB_DIR, queue-number
-# $MXB_QUEUE, listeners 10025 (incoming) and 10026 (outgoing).  A test
+# $MXB_QUEUE, workers $MXB_WORKERS, listeners 10025 (incoming) and 10026 (outgoing).  A test
 # appends its own policy:  mxb_conf_head >"$f"; cat >>"$f" <<EOF ...
 mxb_conf_head() {
 	cat <<EOF
@@ -475,6 +477,7 @@ spool "$MXB_DIR/spool"
 pidfile "$MXB_DIR/mxbridge.pid"
 control "$MXB_DIR/ctl.sock"
 queue-number $MXB_QUEUE
+workers ${MXB_WORKERS:-1}
 listen incoming port 10025
 listen outgoing port 10026
 EOF
@@ -513,11 +516,11 @@ mxb_reload() {
 }
 
 # mxb_nf_up [open|closed]: mxbridge-netfilter up in the box (bridge br0,
-# queue $MXB_QUEUE, listeners 10025/10026) with that fail mode (default
+# queue $MXB_QUEUE, -W $MXB_WORKERS, listeners 10025/10026) with that fail mode (default
 # open), output in $MXB_DIR/nf.log.  Fails the test if the script fails.
 mxb_nf_up() {
 	local mode=${1:-open}
-	tb_exec box bash "$MXB_NF" up -b br0 -q "$MXB_QUEUE" -i 10025 -o 10026 \
+	tb_exec box bash "$MXB_NF" up -b br0 -q "$MXB_QUEUE" -W "${MXB_WORKERS:-1}" -i 10025 -o 10026 \
 		-F "$mode" >"$MXB_DIR/nf.log" 2>&1 ||
 		fail "mxbridge-netfilter up -F $mode: $(tail -n 3 "$MXB_DIR/nf.log")"
 }

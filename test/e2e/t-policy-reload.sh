@@ -14,7 +14,10 @@
 #     gateway's banner and bob is refused with the rule's text;
 #   - a broken config is refused: `mxbridgectl reload` exits 1 naming
 #     FILE:LINE, the log says so (also for SIGHUP), and the old config
-#     keeps serving (gateway banner, bob still refused, alice delivered).
+#     keeps serving (gateway banner, bob still refused, alice delivered);
+#   - a reload changing `workers` is refused with the reason (the loops
+#     are fixed at start), status still says workers=1; `mxbridge -n`
+#     with workers 2 is refused: this build runs one worker loop.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/../lib.sh"
 need iptables nft
@@ -119,5 +122,26 @@ expect_glob "DATA after a refused reload" "$(echo "$out" | sed -n 6p)" "250*"
 wait_for -t 15 mail_has "$TB_MAILDIR/alice" "t-policy-reload kept" ||
 	fail "message after a refused reload not delivered to alice"
 
+# 4. the number of worker loops is fixed at start: a reload that changes it
+#    is refused with the reason and the running configuration stays; a
+#    start asking for more loops than this build runs is refused
+sed 's/^workers .*/workers 2/' "$S/good.conf" >"$S/run.conf"
+grep -qx "workers 2" "$S/run.conf" || fail "no workers line to change in run.conf"
+nr=$(reloads) nf=$(refusals)
+out=$(mxb_ctl reload 2>&1); rc=$?
+[ $rc -eq 1 ] || fail "reload changing workers: exit $rc, want 1: $out"
+echo "$out" | grep -q "workers changed (1 to 2): the number of worker loops needs a restart" ||
+	fail "reload changing workers lacks the reason: $out"
+wait_for eval '[ "$(refusals)" -gt "$nf" ]' || fail "refused workers reload not logged"
+[ "$(reloads)" = "$nr" ] || fail "a reload changing workers was loaded"
+mxb_running || fail "daemon died on a reload changing workers"
+out=$(mxb_ctl status 2>&1)
+echo "$out" | grep -qx "workers=1" || fail "status lacks workers=1: $out"
+out=$("$MXB_BINDIR/mxbridge" -n -f "$S/run.conf" 2>&1); rc=$?
+[ $rc -eq 1 ] || fail "mxbridge -n with workers 2: exit $rc, want 1: $out"
+echo "$out" | grep -q 'run.conf: workers 2: this build runs one worker loop; set "workers 1"' ||
+	fail "start with workers 2 lacks the reason: $out"
+cp "$S/good.conf" "$S/run.conf"
+
 mxb_down
-pass "session across reload finishes on the old snapshot, new sessions see the new one, broken config refused"
+pass "session across reload finishes on the old snapshot, new sessions see the new one, broken config refused, workers change refused"

@@ -733,10 +733,59 @@ test_datagram_valid(void **state UNUSED)
 	}
 }
 
+/* the divert record: the comment out of nft user data, then its w= */
+static void
+test_record(void **state UNUSED)
+{
+	/* an unknown entry first, then the comment with its NUL */
+	static const uint8_t ud[] = { 7, 2, 'x', 'y', 0, 14,
+	    'b', 'r', '=', 'b', 'r', '0', ' ', 'q', '=', '5', ' ', 'w',
+	    '=' };
+	uint8_t good[64];
+	const char *c = "be=nft q=5 w=2";
+	char out[64], tiny[4];
+	/* the record's w=: 1 without one (before -W), 0 unreadable */
+	static const struct {
+		const char	*rec;
+		unsigned	 want;
+	} wrec[] = {
+		{ "mxbridge-netfilter br=br0 be=iptables fam=46 fail=open "
+		    "q=5 w=2", 2 },
+		{ "w=7 q=1", 7 },
+		{ "mxbridge-netfilter br=br0 q=5", 1 },
+		{ "", 1 },
+		{ "new=w=3 q=0", 1 },	/* inside another key: not it */
+		{ "q=0 w=x", 0 },
+		{ "q=0 w=", 0 },
+		{ "q=0 w=0", 0 },
+		{ "q=0 w=257", 0 },
+		{ "q=0 w=2x", 0 },
+	};
+	size_t i;
+
+	/* entry 2 claims 14 bytes, 13 are there: none */
+	assert_int_equal(nfq_record_comment(ud, sizeof(ud), out, sizeof(out)),
+	    -1);
+	assert_int_equal(nfq_record_comment(ud, 0, out, sizeof(out)), -1);
+	good[0] = 0;
+	good[1] = (uint8_t)(strlen(c) + 1);
+	memcpy(good + 2, c, strlen(c) + 1);
+	assert_int_equal(nfq_record_comment(good, 2 + good[1], out,
+	    sizeof(out)), 0);
+	assert_string_equal(out, c);
+	assert_int_equal(nfq_record_comment(good, 2 + good[1], tiny,
+	    sizeof(tiny)), 0);
+	assert_string_equal(tiny, "be=");
+
+	for (i = 0; i < sizeof(wrec) / sizeof(wrec[0]); i++)
+		assert_int_equal(nfq_record_workers(wrec[i].rec), wrec[i].want);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_record),
 		cmocka_unit_test(test_parse_ip4),
 		cmocka_unit_test(test_parse_ip6),
 		cmocka_unit_test(test_parse_ip6_chain),

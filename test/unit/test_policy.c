@@ -196,6 +196,27 @@ test_example_failclosed(void **state UNUSED)
  * Defaults and values
  */
 
+/* policy_workers: N as written; auto the online cores, within the queues */
+static void
+test_workers(void **state UNUSED)
+{
+	struct policy *pol;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	assert_int_equal(policy_workers(NULL), 1);
+	pol = must_load("workers 5\n");
+	assert_int_equal(policy_workers(pol), 5);
+	policy_unref(pol);
+	pol = must_load("workers auto\n");
+	assert_int_equal(policy_workers(pol), cores < 1 ? 1 :
+	    cores > POLICY_MAXWORKERS ? POLICY_MAXWORKERS : cores);
+	policy_unref(pol);
+	/* auto never reaches past queue 65535 */
+	pol = must_load("workers auto\nqueue-number 65535\n");
+	assert_int_equal(policy_workers(pol), 1);
+	policy_unref(pol);
+}
+
 static void
 test_defaults(void **state UNUSED)
 {
@@ -266,6 +287,9 @@ static const struct value_case {
 } value_cases[] = {
 #define PO(f)	offsetof(struct policy, f)
 	{ "queue-number 7", PO(queue_num), 4, 7 },
+	{ "workers 3", PO(workers), 4, 3 },
+	{ "workers auto", PO(workers), 4, 0 },
+	{ "queue-number 65534\nworkers 2", PO(workers), 4, 2 },
 	{ "queue-buffer 64K", PO(queue_buffer), 8, 64 * 1024 },
 	{ "log verbose 3", PO(log_verbose), 4, 3 },
 	{ "shutdown-grace 5m", PO(shutdown_grace), 4, 300 },
@@ -519,6 +543,13 @@ static const struct error_case {
 	{ "queue-number 65536", "1: queue-number: 65536 out of range "
 	    "(0-65535)" },
 	{ "queue-buffer 1K", "1: queue-buffer: 1K out of range (4K-256M)" },
+	{ "workers x", "1: workers: bad number \"x\"" },
+	{ "workers 2 3", "1: workers: unexpected argument \"3\"" },
+	{ "workers 1\nworkers 2", "2: duplicate workers (first at line 1)" },
+	{ "queue-number 65535\nworkers 2", "2: workers: queues 65535-65536 "
+	    "run past 65535; lower queue-number" },
+	{ "workers 16\nqueue-number 65530", "1: workers: queues "
+	    "65530-65545 run past 65535; lower queue-number" },
 	{ "queue-buffer abc", "1: queue-buffer: bad size \"abc\"" },
 	{ "spool var/spool", "1: spool: \"var/spool\" is not an absolute "
 	    "path" },
@@ -846,6 +877,7 @@ static const struct range_case {
 } range_cases[] = {
 	{ "queue-number %s", "queue-number", "0", "65535", NULL, "65536",
 	    "0-65535" },
+	{ "workers %s", "workers", "1", "256", "0", "257", "1-256" },
 	{ "listen incoming port %s", "listen", "1", "65535", "0", "65536",
 	    "1-65535" },
 	{ "listen outgoing port %s", "listen", "1", "65535", "0", "65536",
@@ -1738,6 +1770,7 @@ test_manpage(void **state UNUSED)
 {
 	static const char *const keywords[] = {
 		"hostname", "spool", "pidfile", "control", "queue-number",
+		"workers",
 		"listen", "log verbose", "shutdown-grace", "tls certificate",
 		"starttls", "default", "port", "domain", "relay-host",
 		"honour | ignore", "client-server", "client-server tls",
@@ -1924,6 +1957,7 @@ main(void)
 		cmocka_unit_test(test_example_isp),
 		cmocka_unit_test(test_example_failclosed),
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_workers),
 		cmocka_unit_test(test_enum_names),
 		cmocka_unit_test(test_local_part_grammar),
 		cmocka_unit_test(test_values),
