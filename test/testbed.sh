@@ -105,6 +105,7 @@ def csum(b):
 s4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
 pending = {}
+errs = {}
 for t in targets:
     pending[socket.inet_pton(socket.AF_INET6 if ":" in t else socket.AF_INET, t)] = t
 deadline = time.time() + 3.0
@@ -112,13 +113,16 @@ seq = 0
 while pending and time.time() < deadline:
     seq += 1
     for raw, t in list(pending.items()):
-        if ":" in t:
-            pkt = struct.pack("!BBHHH", 128, 0, 0, ident, seq) + b"mxbtb"
-            s6.sendto(pkt, (t, 0))
-        else:
-            hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"mxbtb"
-            pkt = struct.pack("!BBHHH", 8, 0, csum(hdr), ident, seq) + b"mxbtb"
-            s4.sendto(pkt, (t, 0))
+        try:
+            if ":" in t:
+                pkt = struct.pack("!BBHHH", 128, 0, 0, ident, seq) + b"mxbtb"
+                s6.sendto(pkt, (t, 0))
+            else:
+                hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"mxbtb"
+                pkt = struct.pack("!BBHHH", 8, 0, csum(hdr), ident, seq) + b"mxbtb"
+                s4.sendto(pkt, (t, 0))
+        except OSError as e:
+            errs[t] = e.strerror
     end = min(deadline, time.time() + 0.25)
     while pending and time.time() < end:
         r, _, _ = select.select([s4, s6], [], [], max(0, end - time.time()))
@@ -134,12 +138,53 @@ while pending and time.time() < deadline:
                 if typ == 129 and pid == ident:
                     pending.pop(socket.inet_pton(socket.AF_INET6, addr[0].split("%")[0]), None)
 if pending:
-    print("unreachable: " + " ".join(sorted(pending.values())))
+    print("unreachable: " + " ".join(t + (" (sendto: %s)" % errs[t] if t in errs else "")
+                                      for t in sorted(pending.values())))
     sys.exit(1)
 '
 tbd_pingall() {
 	local node=$1; shift
 	tbd_nsx "$node" python3 -c "$TBD_PING_PY" "$@"
+}
+
+# tbd_links_ready: the network is usable, not just configured.  "ip link set
+# up" and "addr add ... nodad" return before the kernel acts on them: operstate
+# and a bridge port's move to forwarding come from linkwatch, a work item
+# shared by the whole machine and rate-limited (about once a second when
+# other testbeds are creating links), and IPv6 keeps an address tentative and
+# makes no link-local address until the link is operationally up.  Checking
+# reachability before that fails or errors (sendto EINVAL/EADDRNOTAVAIL) on a
+# busy machine, so wait for the real conditions.  Sets TBD_WHY.
+tbd_links_ready() {
+	local node ns line
+	for node in $TB_NODES; do
+		ns=$TBD_NAME-$node
+		# every link (lo aside) operationally up
+		while read -r line; do
+			case $line in
+			*" lo:"*|*"state UP"*) ;;
+			*) TBD_WHY="$ns: link not up: ${line%%<*}${line##*state }"; return 1 ;;
+			esac
+		done < <(ip -n "$ns" -o link show)
+		# every bridge port forwarding
+		while read -r line; do
+			case $line in
+			*"state forwarding"*) ;;
+			*) TBD_WHY="$ns: bridge port not forwarding: $line"; return 1 ;;
+			esac
+		done < <(bridge -n "$ns" link show)
+		# no IPv6 address tentative (nodad or not, one waits for link-up)
+		line=$(ip -n "$ns" -o -6 addr show tentative)
+		[ -z "$line" ] || { TBD_WHY="$ns: address tentative: $line"; return 1; }
+	done
+	# the host nodes' link-local addresses exist (neighbour discovery)
+	for node in c1 c2 srv out; do
+		[ -n "$(ip -n "$TBD_NAME-$node" -o -6 addr show dev eth0 scope link)" ] ||
+			{ TBD_WHY="$TBD_NAME-$node: no link-local address on eth0"; return 1; }
+	done
+	[ -n "$(ip -n "$TBD_NAME-box" -o -6 addr show dev br0 scope link)" ] ||
+		{ TBD_WHY="$TBD_NAME-box: no link-local address on br0"; return 1; }
+	TBD_WHY=
 }
 
 # every host node reaches every other host node (v4; v6 where both have it)
@@ -251,6 +296,19 @@ tbd_down() {
 tbd_sysctl() {
 	local node=$1; shift
 	tbd_nsx "$node" sysctl -q -e -w "$@" >/dev/null 2>&1 || true
+}
+
+# tbd_neigh_limits: machine-wide neighbour table limits room for several
+# testbeds of a few thousand clients each (raised only)
+tbd_neigh_limits() {
+	local fam f want cur
+	for fam in ipv4 ipv6; do
+		for f in gc_thresh2:8192 gc_thresh3:16384; do
+			want=${f#*:}; f=/proc/sys/net/$fam/neigh/default/${f%%:*}
+			cur=$(cat "$f" 2>/dev/null) || continue
+			[ "$cur" -ge "$want" ] 2>/dev/null || echo "$want" >"$f" 2>/dev/null || true
+		done
+	done
 }
 
 tbd_veth() {   # tbd_veth NODE_A IF_A NODE_B IF_B
@@ -389,6 +447,13 @@ tbd_up() {
 	mkdir -p "$d/pids" "$d/out" "$d/srv" || tbd_die "cannot create $d"
 	echo "$TBD_NAME" >"$d/name"
 
+	# The neighbour tables (ARP, NDP) are one per machine, shared by every
+	# namespace, and only the initial namespace may size them.  At the
+	# default gc_thresh3 of 1024 one testbed whose clients use many addresses
+	# (t-proxy-clientlimit-v6: 2000) fills the IPv6 table and every other
+	# testbed's next neighbour entry fails ("neighbor table overflow",
+	# sendto EINVAL) until the entries age out.  Raise the limits, never lower.
+	tbd_neigh_limits
 	# namespaces, loopback, sysctls that must precede interface creation
 	for node in $TB_NODES; do
 		ip netns add "$TBD_NAME-$node" || tbd_die "netns add $TBD_NAME-$node"
@@ -471,6 +536,7 @@ tbd_up() {
 	tbd_env >"$d/env"
 
 	tbd_wait_services || tbd_die "services did not come up: $TBD_WHY"
+	tbd_wait 100 tbd_links_ready || { tbd_links_ready; tbd_die "links not ready: $TBD_WHY"; }
 	tbd_check_reach || tbd_die "reachability check failed"
 	touch "$d/up"
 	tbd_msg "up (state $d)"

@@ -50,15 +50,21 @@ ext_from_c1() {
 # overrun MODE: bursts until the daemon counts an overrun; sets DIRECT
 # (the most connections ext had from c1 at once) and BURST (the client's)
 overrun() {
-	local round o0 out
+	local round o0 out pid
 	o0=$(mxb_ctl stats | sed -n 's/^nfq_overruns=//p')
 	DIRECT=0
 	for round in 1 2 3; do
 		burst >"$S/burst.out" 2>&1 &
-		sleep 1
-		out=$(ext_from_c1)
-		[ "$out" -gt "$DIRECT" ] && DIRECT=$out
-		wait $! || fail "$1: the burst client failed: $(tail -n 1 "$S/burst.out")"
+		pid=$!
+		# sampled for as long as the client runs, not once at a fixed
+		# second: on a busy machine python may not have connected yet
+		# after 1 s (fail-open then saw 0 direct flows)
+		while kill -0 "$pid" 2>/dev/null; do
+			out=$(ext_from_c1)
+			[ "$out" -gt "$DIRECT" ] && DIRECT=$out
+			sleep 0.1
+		done
+		wait "$pid" || fail "$1: the burst client failed: $(tail -n 1 "$S/burst.out")"
 		[ "$(mxb_ctl stats | sed -n 's/^nfq_overruns=//p')" -gt "$o0" ] 2>/dev/null && break
 	done
 	BURST=$(tail -n 1 "$S/burst.out")
