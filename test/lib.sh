@@ -56,9 +56,14 @@ tb_use() {
 tb_up() { bash "$TB_SCRIPT" up "$TB_NAME"; }
 tb_down() { bash "$TB_SCRIPT" down "$TB_NAME"; }
 
+# TB_ATEXIT: commands a test adds to the cleanup (eval'ed first).  Set it
+# instead of a trap of its own: a trap that runs a command before
+# tb__cleanup hands it that command's status, not the test's, and a failed
+# test could then exit 0.
 tb__cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
+	[ -z "${TB_ATEXIT:-}" ] || eval "$TB_ATEXIT"
 	if [ -n "${TB_NAME:-}" ] && [ -z "${TB_KEEP:-}" ]; then
 		mxb_stop >/dev/null 2>&1
 		TBD_QUIET=1 bash "$TB_SCRIPT" down "$TB_NAME" >/dev/null 2>&1

@@ -71,7 +71,7 @@ cleanup_extra() {
 	[ -n "$DETACHED" ] && kill -KILL "$DETACHED" 2>/dev/null
 	wait 2>/dev/null
 }
-trap 'cleanup_extra; tb__cleanup' EXIT
+TB_ATEXIT=cleanup_extra
 
 # 1. kill -9 and restart at once, twenty times
 start

@@ -114,7 +114,7 @@ fake_stop() {
 	[ -n "$FAKE" ] || return 0
 	kill "$FAKE" 2>/dev/null; wait "$FAKE" 2>/dev/null; FAKE=
 }
-trap 'fake_stop; tb__cleanup' EXIT
+TB_ATEXIT=fake_stop
 
 # relay_conf EXTRA: the relay host with credentials and EXTRA options
 relay_conf() {

@@ -31,7 +31,7 @@ stop_holder() {
 	wait "$LOCKPID" 2>/dev/null
 	LOCKPID=
 }
-trap 'stop_holder; tb__cleanup' EXIT
+TB_ATEXIT=stop_holder
 
 # 1. up with the legacy back end finishes, in bounded time
 timeout 60 ip netns exec "$(tb_ns box)" bash "$MXB_NF" up $NFARGS >"$MXB_DIR/nf.log" 2>&1

@@ -122,7 +122,7 @@ nf_up ${FT:-2}
 mxb_start_queue "$MXB_DIR/run.conf"
 ip netns exec "$(tb_ns srv)" python3 -c "$TB_SINK_PY" </dev/null >/dev/null 2>&1 &
 SINK_PID=$!
-trap 'kill $SINK_PID 2>/dev/null; tb__cleanup' EXIT
+TB_ATEXIT='kill $SINK_PID 2>/dev/null'
 wait_for tbd_listening_tcp srv ":2525" 2525 || fail "sink on 2525 did not start"
 
 # 1. long flows, idle past the timeout, IPv4 and IPv6
