@@ -721,7 +721,7 @@ static int
 nfq_record_cb(const struct nlmsghdr *nlh, void *arg)
 {
 	struct nfq_record *rec = arg;
-	const struct nlattr *a;
+	struct nlattr *a;	/* not const: mnl_attr_for_each casts it to char * */
 
 	mnl_attr_for_each(a, nlh, sizeof(struct nfgenmsg))
 		if (mnl_attr_get_type(a) == NFTA_TABLE_USERDATA)
