@@ -142,22 +142,11 @@ on_term(uv_signal_t *s, int signum)
 	uv_timer_start(&drain_timer, drain_cb, 0, 100);
 }
 
-/* workers_word - "auto" or the number, as the configuration says it */
-static const char *
-workers_word(unsigned w, char *buf, size_t len)
-{
-	if (w == 0)
-		return "auto";
-	snprintf(buf, len, "%u", w);
-	return buf;
-}
-
 /* reload - parse the file again; keep the old snapshot if it is broken */
 static int
 reload(char *err, size_t errlen)
 {
 	struct policy *old = policy_current(), *p;
-	char wa[16], wb[16];
 	size_t i;
 
 	if ((p = policy_load(old->path, err, errlen)) == NULL) {
@@ -165,12 +154,12 @@ reload(char *err, size_t errlen)
 		    err);
 		return -1;
 	}
-	/* the loops, listeners and queues exist once; only a restart moves */
-	if (p->workers != old->workers) {
-		snprintf(err, errlen, "workers changed (%s to %s): the number "
-		    "of worker loops needs a restart",
-		    workers_word(old->workers, wa, sizeof(wa)),
-		    workers_word(p->workers, wb, sizeof(wb)));
+	/* the loops, listeners and queues exist once; only a restart moves
+	 * them (auto and the number of cores are the same thing) */
+	if (policy_workers(p) != nworkers) {
+		snprintf(err, errlen, "workers changed (%u to %u): the number "
+		    "of worker loops needs a restart", nworkers,
+		    policy_workers(p));
 		log_warnx("reload refused, keeping the running configuration: %s",
 		    err);
 		policy_unref(p);

@@ -28,7 +28,7 @@ policy_new(const char *path)
 	pol->pidfile = xstrdup("/run/mxbridge.pid");
 	pol->control = xstrdup("/run/mxbridge.sock");
 	pol->queue_num = 0;
-	pol->workers = 1;
+	pol->workers = 0;	/* auto */
 	pol->queue_buffer = 2 << 20;
 	pol->listen_port[POLICY_DIR_IN] = 10025;
 	pol->listen_port[POLICY_DIR_OUT] = 10026;

@@ -8,6 +8,9 @@
 # is one more test, fuzz/NAME: DIR/fuzz_NAME runs MXB_FUZZ_SECONDS (5) on
 # its seed corpus, a smoke that keeps the targets building and running; one
 # that was not built fails.
+# The end-to-end suite runs once per build with a different number of
+# worker threads: the first build with MXB_WORKERS=1, the others with the
+# default (auto: one per core), so the whole suite passes both ways.
 cd "$(dirname "$0")/.." || exit 1
 [ $# -gt 0 ] || set -- build
 pass=0 fail=0 skip=0 failed=""
@@ -44,6 +47,8 @@ for b in "$@"; do
 		continue
 	fi
 	tag=$(basename "$b")
+	if [ "$b" = "$1" ]; then workers=1; else workers=auto; fi
+	echo "# $tag: end-to-end tests with workers $workers"
 	# sanitizer reports of any program in this build land here; a test
 	# after which a report appears has failed whatever it printed
 	san=$logdir/san-$tag
@@ -63,7 +68,8 @@ for b in "$@"; do
 		[ -f "$t" ] || continue
 		name="$tag/e2e/$(basename "$t" .sh)"
 		log="$logdir/$(echo "$name" | tr / _).log"
-		MXB_BIN="$(cd "$b" && pwd)" MXB_BUILD_TAG="$tag" timeout 300 bash "$t" \
+		MXB_BIN="$(cd "$b" && pwd)" MXB_BUILD_TAG="$tag" \
+		    MXB_WORKERS=$workers timeout 300 bash "$t" \
 		    >"$log" 2>&1
 		rc=$?
 		sancheck "$log" || rc=1

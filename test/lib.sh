@@ -459,12 +459,13 @@ expect_postfix_direct() {
 # mxb_setup [DIR [QUEUE]]: after tb_init, set MXB_DIR (default
 # $TB_STATE/intercept: spool/, pidfile, ctl.sock, nf.log), MXB_QUEUE (the
 # queue number, default 5), MXB_WORKERS (the daemon's "workers" and the
-# script's -W, default 1 unless set by the caller), MXB_BINDIR (absolute $MXB_BIN, default
+# script's -W, default auto, as both default to; MXB_WORKERS=1 runs the
+# suite with one worker), MXB_BINDIR (absolute $MXB_BIN, default
 # <repo>/build) and MXB_NF (the netfilter script); make $MXB_DIR/spool.
 mxb_setup() {
 	MXB_DIR=${1:-$TB_STATE/intercept}
 	MXB_QUEUE=${2:-5}
-	MXB_WORKERS=${MXB_WORKERS:-1}
+	MXB_WORKERS=${MXB_WORKERS:-auto}
 	MXB_BINDIR=${MXB_BIN:-$TB_REPO/build}
 	case $MXB_BINDIR in /*) ;; *) MXB_BINDIR=$PWD/$MXB_BINDIR ;; esac
 	MXB_NF=$TB_REPO/scripts/mxbridge-netfilter
@@ -482,7 +483,7 @@ spool "$MXB_DIR/spool"
 pidfile "$MXB_DIR/mxbridge.pid"
 control "$MXB_DIR/ctl.sock"
 queue-number $MXB_QUEUE
-workers ${MXB_WORKERS:-1}
+workers ${MXB_WORKERS:-auto}
 listen incoming port 10025
 listen outgoing port 10026
 EOF
@@ -525,7 +526,7 @@ mxb_reload() {
 # open), output in $MXB_DIR/nf.log.  Fails the test if the script fails.
 mxb_nf_up() {
 	local mode=${1:-open}
-	tb_exec box bash "$MXB_NF" up -b br0 -q "$MXB_QUEUE" -W "${MXB_WORKERS:-1}" -i 10025 -o 10026 \
+	tb_exec box bash "$MXB_NF" up -b br0 -q "$MXB_QUEUE" -W "${MXB_WORKERS:-auto}" -i 10025 -o 10026 \
 		-F "$mode" >"$MXB_DIR/nf.log" 2>&1 ||
 		fail "mxbridge-netfilter up -F $mode: $(tail -n 3 "$MXB_DIR/nf.log")"
 }

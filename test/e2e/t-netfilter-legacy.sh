@@ -19,7 +19,7 @@ need iptables-legacy ip6tables-legacy iptables-legacy-save ip6tables-legacy-save
 	iptables-legacy-restore iptables-nft-save nft timeout
 tb_init
 mxb_setup
-NFARGS="-B iptables-legacy -b br0 -q $MXB_QUEUE -i 10025 -o 10026 -F open"
+NFARGS="-B iptables-legacy -b br0 -q $MXB_QUEUE -W $MXB_WORKERS -i 10025 -o 10026 -F open"
 LOCKPID=
 
 nf() { tb_exec box bash "$MXB_NF" "$@"; }
@@ -43,7 +43,7 @@ rc=$?
 save=$(tb_exec box iptables-legacy-save -t mangle 2>/dev/null)
 echo "$save" | grep -qx -- "-A PREROUTING -i br0 -j MXBRIDGE" ||
 	fail "no jump in legacy mangle PREROUTING: $save"
-echo "$save" | grep -q -- "-A MXBRIDGE .* -j NFQUEUE --queue-num $MXB_QUEUE" ||
+echo "$save" | grep -Eq -- "-A MXBRIDGE .* -j NFQUEUE --queue-(num $MXB_QUEUE|balance $MXB_QUEUE:)" ||
 	fail "no NFQUEUE rule in legacy MXBRIDGE: $save"
 tb_exec box iptables-legacy-save -t filter 2>/dev/null | grep -qx -- "-A FORWARD -i br0 -j MXBRIDGE" ||
 	fail "no jump in legacy filter FORWARD"

@@ -71,7 +71,8 @@ TMP=$(mktemp -d /tmp/$T.XXXXXX) || fail "mktemp"
 inc() { ip netns exec "$NSC" "$@"; }
 inb() { ip netns exec "$NSB" "$@"; }
 ins() { ip netns exec "$NSS" "$@"; }
-nf() { inb "$SCRIPT" "$@"; }
+# -W 1: the stand-in reads one queue
+nf() { inb env MXBRIDGE_WORKERS=1 "$SCRIPT" "$@"; }
 
 # ---------------------------------------------------------------- helpers
 cat > "$TMP/server.py" <<'EOF'

@@ -16,8 +16,8 @@
 #     FILE:LINE, the log says so (also for SIGHUP), and the old config
 #     keeps serving (gateway banner, bob still refused, alice delivered);
 #   - a reload changing `workers` is refused with the reason (the loops
-#     are fixed at start), status still says workers=1; `mxbridge -n`
-#     accepts workers 2 (a restart would take it).
+#     are fixed at start), status still says the old number; `mxbridge
+#     -n` accepts the new one (a restart would take it).
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/../lib.sh"
 need iptables nft
@@ -125,20 +125,23 @@ wait_for -t 15 mail_has "$TB_MAILDIR/alice" "t-policy-reload kept" ||
 # 4. the number of worker loops is fixed at start: a reload that changes it
 #    is refused with the reason and the running configuration stays; the
 #    same file is a good one to start with
-sed 's/^workers .*/workers 2/' "$S/good.conf" >"$S/run.conf"
-grep -qx "workers 2" "$S/run.conf" || fail "no workers line to change in run.conf"
+cur=$(mxb_ctl status | sed -n 's/^workers=//p')
+[ -n "$cur" ] || fail "status lacks workers="
+new=$((cur + 1))
+sed "s/^workers .*/workers $new/" "$S/good.conf" >"$S/run.conf"
+grep -qx "workers $new" "$S/run.conf" || fail "no workers line to change in run.conf"
 nr=$(reloads) nf=$(refusals)
 out=$(mxb_ctl reload 2>&1); rc=$?
 [ $rc -eq 1 ] || fail "reload changing workers: exit $rc, want 1: $out"
-echo "$out" | grep -q "workers changed (1 to 2): the number of worker loops needs a restart" ||
+echo "$out" | grep -q "workers changed ($cur to $new): the number of worker loops needs a restart" ||
 	fail "reload changing workers lacks the reason: $out"
 wait_for eval '[ "$(refusals)" -gt "$nf" ]' || fail "refused workers reload not logged"
 [ "$(reloads)" = "$nr" ] || fail "a reload changing workers was loaded"
 mxb_running || fail "daemon died on a reload changing workers"
 out=$(mxb_ctl status 2>&1)
-echo "$out" | grep -qx "workers=1" || fail "status lacks workers=1: $out"
+echo "$out" | grep -qx "workers=$cur" || fail "status lacks workers=$cur: $out"
 out=$("$MXB_BINDIR/mxbridge" -n -f "$S/run.conf" 2>&1); rc=$?
-[ $rc -eq 0 ] || fail "mxbridge -n with workers 2: exit $rc, want 0: $out"
+[ $rc -eq 0 ] || fail "mxbridge -n with workers $new: exit $rc, want 0: $out"
 cp "$S/good.conf" "$S/run.conf"
 
 mxb_down

@@ -14,6 +14,8 @@
 # this test runs with workers 2 end to end.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/../lib.sh"
+# the refusal below needs a daemon whose workers differ from -W 2
+MXB_WORKERS=1
 need iptables nft
 tb_init
 mxb_setup "$TB_STATE/workers"

@@ -234,6 +234,7 @@ test_defaults(void **state UNUSED)
 	    "localhost");
 	assert_string_equal(policy_hostname(NULL), "localhost");
 	assert_int_equal(pol->queue_num, 0);
+	assert_int_equal(pol->workers, 0);	/* auto: every core */
 	assert_int_equal(pol->listen_port[POLICY_DIR_IN], 10025);
 	assert_int_equal(pol->listen_port[POLICY_DIR_OUT], 10026);
 	assert_int_equal(pol->log_verbose, 0);
