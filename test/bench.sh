@@ -543,7 +543,9 @@ vfy_mxb() {	# snap | check OLD NEW, with VFY_DIR VFY_ACT VFY_W set
 			echo "listener: proxy_accepted_$VFY_DIR +$da in pass mode"; return
 		fi
 		# a daemon from before "workers" reports none: one loop
-		if [ "$w" != "$want" ] && ! { [ "$w" = 0 ] && [ "$want" = 1 ]; }; then
+		if [ "$w" = 0 ] && [ "$want" != 1 ]; then
+			echo "mxbridgectl stats and status show no workers=, the config says $want"; return
+		elif [ "$w" != "$want" ] && [ "$w" != 0 ]; then
 			echo "the daemon runs workers=$w, the config says $want"; return
 		fi
 		for ((i = 0; i < w; i++)); do
