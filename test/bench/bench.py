@@ -351,6 +351,16 @@ def _fmt(v, nd=0):
     return str(v)
 
 
+def _worker_list(r):
+    """worker_accepted as added ("994 1006", or 2000 for one worker) -> a
+    list of ints"""
+    v = r.get("worker_accepted")
+    if isinstance(v, int):
+        r["worker_accepted"] = [v]
+    elif isinstance(v, str):
+        r["worker_accepted"] = [int(x) for x in v.split()]
+
+
 def best_of(rs):
     """one row from the runs of a row: n/a if any run failed, otherwise the
     run with the best delivered/s (queued paths) or msg/s, with the rates
@@ -464,7 +474,7 @@ def scale_report(sruns, byid, meta, p):
             else:
                 vs = "vs Postfix: n/a (row 5 not in this run)"
         if r.get("worker_accepted"):
-            vs += "%sper worker +%s" % ("; " if vs else "", str(r["worker_accepted"]).replace(" ", " +"))
+            vs += "%sper worker +%s" % ("; " if vs else "", " +".join(str(x) for x in r["worker_accepted"]))
         p("%-2s %-44s %9s %9s %8s %8s  %s" % (
             w, r["name"], _fmt(r.get("msg_s")), _fmt(r.get("delivered_s")),
             _fmt(r.get("cpu_s"), 2), _fmt(r.get("cpu_ms_per_msg"), 3), vs))
@@ -501,6 +511,7 @@ def cmd_report(args):
         for line in f:
             r = json.loads(line)
             kind = r.pop("kind", "row")
+            _worker_list(r)
             if kind == "meta":
                 meta.update(r)
             elif kind == "row":
