@@ -6,7 +6,8 @@
 #                 [-i IDLE_SESSIONS] [-l LATENCY_SAMPLES] [-r ROUNDS] [--smoke]
 #
 # Defaults: -n 5000 -s 10 -c 20 -i 10000 -l 300 -r 3 (about 2 minutes on
-# 2 cores); --smoke: -n 200 -c 5 -i 200 -l 20 -r 1 (about 25 s).
+# 2 cores); --smoke: -n 200 -c 5 -i 200 -l 20 -r 1, scaling rows at 1
+# and 2 threads only (about 35 s).
 #
 # On a namespace testbed of its own (test/testbed.sh, torn down on exit),
 # smtp-source in c1 sends MESSAGES messages of SIZE_KB KB over SESSIONS
@@ -35,6 +36,18 @@
 # mxbridge run checks the daemon's counters (mxbridgectl stats) and the
 # HAProxy run the TPROXY/NFQUEUE rule counters, so a row is never credited
 # with traffic that took another path.
+# Rows 3, 4 and 6 run the daemon with "workers 1" (BENCH_MXB_WORKERS=N
+# for another count; mxbridge-netfilter -W follows it).
+# Scaling table (rows s2, s3, s6, or all three as "scale"): at each thread
+# count W of BENCH_WORKERS (default 1 2 4 .. up to nproc, and nproc) HAProxy
+# with nbthread W (row 2's path), the live relay (row 3's path) and the
+# incoming proxy (row 6's path) with "workers W" and mxbridge-netfilter
+# -W W: msg/s, CPU ms per message, mxbridge:HAProxy at equal threads.
+# Where nproc >= 2W+2 the proxy runs on cores 0..W-1 and smtp-source and
+# the sinks on the others (taskset); otherwise all share every core; the
+# table says which (BENCH_PIN=yes pins whenever nproc > W, BENCH_PIN=no
+# never).  With W > 1 a run also checks that more than one
+# worker took connections (worker.I.proxy_accepted_* of mxbridgectl stats).
 # Then: IDLE_SESSIONS concurrent idle sessions held by the incoming proxy
 # (RSS per session, banner of a new session within 1 s), added latency per
 # message (median, p99) of the live relay and the incoming proxy against the
@@ -46,7 +59,8 @@
 # with the date, nproc and the parameters.  --smoke: tiny counts, for
 # make check (test/e2e/t-bench-smoke.sh).  BENCH_KEEP=1 keeps the work
 # folder, TB_KEEP=1 the testbed.  For work on one path: BENCH_ROWS="2 3"
-# runs only those rows (and nothing after them; the run then exits 1),
+# runs only those rows (and nothing after them; the run then exits 1;
+# "scale" = s2 s3 s6, e.g. BENCH_ROWS="3 scale" BENCH_WORKERS="1 2"),
 # BENCH_PERF=1 records the whole machine with perf (cpu-clock, call
 # graphs) during each measured load, into the work folder (set
 # BENCH_KEEP too); BENCH_NSTAT=1 keeps the box's network counters (nstat)
@@ -99,6 +113,26 @@ case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
 mkdir -p "$(dirname "$OUT")" || fail "cannot create the folder of $OUT"
 BPY=$TB_LIB_DIR/bench/bench.py
 NF=$TB_REPO/scripts/mxbridge-netfilter
+need taskset
+
+# workers of rows 3, 4 and 6; thread counts of the scaling rows (default
+# 1 2 4 .. below nproc, then nproc)
+NPROC=$(nproc)
+MXB_W=${BENCH_MXB_WORKERS:-1}
+case $MXB_W in ''|*[!0-9]*|0) fail "BENCH_MXB_WORKERS: not a number of workers: '$MXB_W'" ;; esac
+if [ -n "${BENCH_WORKERS:-}" ]; then
+	SCALE_W=$BENCH_WORKERS
+elif [ $SMOKE = 1 ]; then
+	SCALE_W="1 2"
+else
+	SCALE_W='' w=1
+	while [ $w -lt "$NPROC" ]; do SCALE_W="$SCALE_W $w"; w=$((w * 2)); done
+	SCALE_W="${SCALE_W# } $NPROC"
+	SCALE_W=${SCALE_W# }
+fi
+for w in $SCALE_W; do
+	case $w in ''|*[!0-9]*|0) fail "BENCH_WORKERS: not a list of thread counts: '$SCALE_W'" ;; esac
+done
 
 BYTES=$((SIZE_KB * 1024))
 WARM=$((SESS * 2))
@@ -113,7 +147,7 @@ RCPT_IN=bench@example.com       # a recipient of the protected domain
 DELIVER_TMO=$((MSGS / 20 + 60))
 
 # ---------------------------------------------------------------- state
-HAPROXY_PID='' PF_DIR='' BT='' ROUND=1
+HAPROXY_PID='' PF_DIR='' BT='' ROUND=1 SRC_PIN=''
 bench_cleanup() {
 	local rc=$?
 	[ -n "$HAPROXY_PID" ] && tbd_pid_in_ns "$HAPROXY_PID" box && kill "$HAPROXY_PID" 2>/dev/null
@@ -171,6 +205,8 @@ add kind=meta "date=$(date -Iseconds)" "nproc=$(nproc)" "messages=$MSGS" \
 	"load=smtp-source -m $MSGS -l $BYTES -s $SESS from c1 (one connection per message); smtp-sink -c in out" \
 	"cpu_time=utime+stime+cutime+cstime of the proxy process and its live children (/proc), 10 ms ticks" \
 	"haproxy_config=nbthread default, bind :$OUTPORT transparent, server 0.0.0.0 (original destination); c1's flows pre-marked outgoing ahead of the NFQUEUE rule" \
+	"mxbridge_workers=$MXB_W" "scale_workers=$SCALE_W" \
+	"scale_config=HAProxy as row 2 with nbthread W; mxbridge as rows 3 and 6 with workers W and mxbridge-netfilter -W W; proxy on its own cores (taskset) where nproc >= 2W+2 (BENCH_PIN=${BENCH_PIN:-auto})" \
 	"postfix_config=explicit relay on $TB_BOX_IP4:25 (no interception), relayhost [$SINK_IP]:25, main.cf defaults (durable queue) except paths, mynetworks, no DNS (smtp_dns_support_level=disabled, smtpd_peername_lookup=no)"
 [ "$FSTYPE" = tmpfs ] && note_add "spool and Postfix queue on tmpfs: fsync costs nothing here"
 case $(cut -d' ' -f1 /proc/loadavg) in
@@ -186,6 +222,7 @@ start_sink() {	# TAG IP
 	ip netns exec "$TB_NAME-out" smtp-sink -c -u nobody "$2:25" 4096 \
 		</dev/null >"$BT/sink-$1.out" 2>"$BT/sink-$1.err" &
 	tbd_record_pid out "bench-sink-$1" $!
+	SINK_PIDS="$SINK_PIDS $!"
 	wait_for tbd_listening_tcp out "$2:25" 25
 }
 # messages the sink TAG has received so far (its -c counter)
@@ -205,6 +242,7 @@ bsink_wait() {	# TAG N T
 	done
 	now_ns
 }
+SINK_PIDS=''
 start_sink out "$SINK_IP" || fail "sink on $SINK_IP did not start"
 start_sink prot "$PROT_IP" || fail "sink on $PROT_IP did not start"
 
@@ -213,7 +251,8 @@ start_sink prot "$PROT_IP" || fail "sink on $PROT_IP did not start"
 source_run() {
 	local t1 rc
 	SRC_T0=$(now_ns)
-	tb_exec c1 timeout "$DELIVER_TMO" smtp-source -m "$3" -l "$BYTES" -s "$SESS" \
+	# shellcheck disable=SC2086  # SRC_PIN: "taskset -c CPUS" or nothing
+	tb_exec c1 $SRC_PIN timeout "$DELIVER_TMO" smtp-source -m "$3" -l "$BYTES" -s "$SESS" \
 		-M c1.bench.example -f bench@c1.bench.example -t "$2" "$1:25" \
 		>"$BT/source.out" 2>&1
 	rc=$?
@@ -227,8 +266,8 @@ source_run() {
 }
 
 # ---------------------------------------------------------------- box
-nf_up() {
-	tb_exec box bash "$NF" up -b br0 -q "$Q" -i "$INPORT" -o "$OUTPORT" -F open \
+nf_up() {	# [WORKERS]: -W, the daemon's "workers" (default $MXB_W)
+	tb_exec box bash "$NF" up -b br0 -q "$Q" -W "${1:-$MXB_W}" -i "$INPORT" -o "$OUTPORT" -F open \
 		>"$BT/nf.log" 2>&1
 }
 nf_down() { tb_exec box bash "$NF" down >>"$BT/nf.log" 2>&1; }
@@ -271,7 +310,7 @@ premark() {	# add|del CLASS
 
 # ---------------------------------------------------------------- daemon
 MXB_CTL=$BT/mxb.sock
-mxb_conf() {	# MODE: relay | pass | incoming
+mxb_conf() {	# MODE [WORKERS]: relay | pass | incoming; workers (default $MXB_W)
 	local f=$BT/mxb-$1.conf
 	rm -rf "$BT/spool"
 	mkdir -p "$BT/spool"
@@ -281,6 +320,7 @@ mxb_conf() {	# MODE: relay | pass | incoming
 		echo "pidfile \"$BT/mxbridge.pid\""
 		echo "control \"$MXB_CTL\""
 		echo "queue-number $Q"
+		echo "workers ${2:-$MXB_W}"
 		echo "listen incoming port $INPORT"
 		echo "listen outgoing port $OUTPORT"
 		case $1 in
@@ -309,11 +349,11 @@ mxb_conf() {	# MODE: relay | pass | incoming
 	echo "$f"
 }
 MXB_WHY=
-daemon_start() {	# MODE
-	local conf
+daemon_start() {	# MODE [WORKERS]: every worker's queue open
+	local conf q w=${2:-$MXB_W}
 	MXB_WHY=
 	if [ ! -x "$BIN/mxbridge" ]; then MXB_WHY="no $BIN/mxbridge"; return 1; fi
-	conf=$(mxb_conf "$1")
+	conf=$(mxb_conf "$1" "$w")
 	if ! tb_exec box "$BIN/mxbridge" -n -f "$conf" >"$BT/conf-check.out" 2>&1; then
 		MXB_WHY="config refused: $(oneline 200 <"$BT/conf-check.out")"
 		return 1
@@ -325,11 +365,12 @@ daemon_start() {	# MODE
 		tb_exec box ss -tanp >>"$BT/ss-at-failure.txt" 2>&1
 		return 1
 	fi
-	if ! wait_for -t 5 grep -q "nfq: queue=$Q open" "$TB_MXB_LOG"; then
-		MXB_WHY="queue $Q not open: $(tail -n 3 "$TB_MXB_LOG" | oneline 200)"
+	for q in $(seq "$Q" $((Q + w - 1))); do
+		wait_for -t 5 grep -q "nfq: queue=$q open" "$TB_MXB_LOG" && continue
+		MXB_WHY="queue $q not open: $(tail -n 3 "$TB_MXB_LOG" | oneline 200)"
 		mxb_stop >/dev/null 2>&1
 		return 1
-	fi
+	done
 	MXB_PID=$(tr -dc 0-9 <"$TB_MXB_PIDFILE")
 	return 0
 }
@@ -355,6 +396,7 @@ stat_of() {
 	echo "${v:-0}"
 }
 mxb_stats() { tb_exec box "$BIN/mxbridgectl" -s "$MXB_CTL" stats 2>/dev/null; }
+mxb_status() { tb_exec box "$BIN/mxbridgectl" -s "$MXB_CTL" status 2>/dev/null; }
 mxb_logtail() {
 	tail -n "${1:-3}" "$TB_MXB_LOG" 2>/dev/null |
 		sed 's/^[0-9]\{4\}-[0-9-]*T[0-9:.]* //' | oneline 300
@@ -362,9 +404,12 @@ mxb_logtail() {
 
 # ---------------------------------------------------------------- rows
 # row_na ID NAME PEER REASON
+# (M_KIND: the record kind, "run" or "srun" for the scaling rows; M_EXTRA:
+# more key=value fields of the record)
+M_KIND=run M_EXTRA=()
 row_na() {
 	say "row $1 ($2): n/a ($4)"
-	add kind=run "id=$1" "round=$ROUND" "name=$2" "peer=$3" status=n/a "reason=$4"
+	add "kind=$M_KIND" "id=$1" "round=$ROUND" "name=$2" "peer=$3" status=n/a "reason=$4" "${M_EXTRA[@]}"
 }
 
 # measure ID NAME PEER DST RCPT SINK CPU_PID QUEUED [VERIFY_FN]
@@ -388,6 +433,7 @@ measure() {
 	base=$(bsink "$sink")
 	cpu0=-; [ -n "$pid" ] && cpu0=$(cpu "$pid")
 	local idle0; idle0=$(idle_ticks)
+	rm -f "$BT/vfy.extra"
 	[ -n "$vfy" ] && v0=$($vfy snap)
 	local perf=''
 	[ -z "${BENCH_NSTAT:-}" ] || { tb_exec box nstat -n; ctxsw "$pid" >"$BT/ctxsw-row$id-r$ROUND.txt"; }
@@ -432,17 +478,20 @@ measure() {
 			return 1 ;;
 		esac
 	fi
+	local -a vx=()
+	[ -f "$BT/vfy.extra" ] && mapfile -t vx <"$BT/vfy.extra"
 	say "row $id: $msg_s msg/s${del_s:+, delivered $del_s msg/s}, cpu $(cpu_delta "$cpu0" "$cpu1" | sed 's/^$/-/') s, machine idle $idle %"
-	add kind=run "id=$id" "round=$ROUND" "name=$name" "peer=$peer" status=ok "messages=$MSGS" \
+	add "kind=$M_KIND" "id=$id" "round=$ROUND" "name=$name" "peer=$peer" status=ok "messages=$MSGS" \
 		"seconds=$(secs "$SRC_NS")" "msg_s=$msg_s" ${del_s:+"delivered_s=$del_s"} \
 		${del_secs:+"delivered_seconds=$del_secs"} "cpu_s=$(cpu_delta "$cpu0" "$cpu1")" \
-		"verified=$VERIFIED" "load1=$(cut -d' ' -f1 /proc/loadavg)" "idle_pct=$idle"
+		"verified=$VERIFIED" "load1=$(cut -d' ' -f1 /proc/loadavg)" "idle_pct=$idle" \
+		"${M_EXTRA[@]}" "${vx[@]}"
 	return 0
 }
 # what the process of row ID logged last, for the n/a reasons
 what_log() {
 	case $1 in
-	2) echo "haproxy: $(tail -n 2 "$BT/haproxy.log" 2>/dev/null | oneline 200)" ;;
+	2|s2*) echo "haproxy: $(tail -n 2 "$BT/haproxy.log" 2>/dev/null | oneline 200)" ;;
 	5) echo "postfix: $(grep -E 'warning|fatal|error|status=(deferred|bounced)' "$PF_DIR/maillog" 2>/dev/null | tail -n 2 | oneline 200)" ;;
 	*) echo "daemon log: $(mxb_logtail 3)" ;;
 	esac
@@ -463,35 +512,70 @@ vfy_haproxy() {	# TPROXY to OUTPORT >= MSGS, nothing queued
 		fi ;;
 	esac
 }
-# mxbridge: the classifier's decisions and the listener's sessions
-vfy_mxb() {	# snap | check OLD NEW, with VFY_DIR VFY_ACT set
-	local s
+# mxbridge: the classifier's decisions and the listener's sessions, the
+# number of workers the daemon runs and (with more than one) that more than
+# one of them took connections.  A snapshot: "NFQ ACCEPTED WORKERS W0 W1 ..",
+# the last being worker.I.proxy_accepted_DIR ("-" where stats has none).
+# The per-worker deltas also go to $BT/vfy.extra (worker_accepted=...).
+vfy_mxb() {	# snap | check OLD NEW, with VFY_DIR VFY_ACT VFY_W set
+	local s n i v o
 	case $1 in
 	snap)
-		s=$(mxb_stats)
-		echo "$(stat_of "$s" "nfq_${VFY_DIR}_${VFY_ACT}") $(stat_of "$s" "proxy_accepted_$VFY_DIR")" ;;
+		s=$(mxb_stats; mxb_status)
+		n=$(stat_of "$s" workers)
+		o="$(stat_of "$s" "nfq_${VFY_DIR}_${VFY_ACT}") $(stat_of "$s" "proxy_accepted_$VFY_DIR") $n"
+		for ((i = 0; i < n; i++)); do
+			v=$(echo "$s" | sed -n "s/^worker\.$i\.proxy_accepted_$VFY_DIR=//p" | head -n 1)
+			o="$o ${v:--}"
+		done
+		echo "$o" ;;
 	check)
-		set -- $2 $3
-		if [ $(($3 - $1)) -lt "$MSGS" ]; then
-			echo "classifier: nfq_${VFY_DIR}_${VFY_ACT} +$(($3 - $1)) for $MSGS messages"
-		elif [ "$VFY_ACT" = proxy ] && [ $(($4 - $2)) -lt "$MSGS" ]; then
-			echo "listener: proxy_accepted_$VFY_DIR +$(($4 - $2)) for $MSGS messages"
-		elif [ "$VFY_ACT" != proxy ] && [ $(($4 - $2)) -ne 0 ]; then
-			echo "listener: proxy_accepted_$VFY_DIR +$(($4 - $2)) in pass mode"
-		else
-			echo "ok nfq_${VFY_DIR}_${VFY_ACT} +$(($3 - $1)), proxy_accepted_$VFY_DIR +$(($4 - $2))"
-		fi ;;
+		local -a a b
+		local dq da w want=${VFY_W:-1} pw='' busy=0 miss=0
+		read -r -a a <<<"$2"
+		read -r -a b <<<"$3"
+		dq=$((b[0] - a[0])) da=$((b[1] - a[1])) w=${b[2]}
+		if [ $dq -lt "$MSGS" ]; then
+			echo "classifier: nfq_${VFY_DIR}_${VFY_ACT} +$dq for $MSGS messages"; return
+		elif [ "$VFY_ACT" = proxy ] && [ $da -lt "$MSGS" ]; then
+			echo "listener: proxy_accepted_$VFY_DIR +$da for $MSGS messages"; return
+		elif [ "$VFY_ACT" != proxy ] && [ $da -ne 0 ]; then
+			echo "listener: proxy_accepted_$VFY_DIR +$da in pass mode"; return
+		fi
+		# a daemon from before "workers" reports none: one loop
+		if [ "$w" = 0 ] && [ "$want" != 1 ]; then
+			echo "mxbridgectl stats and status show no workers=, the config says $want"; return
+		elif [ "$w" != "$want" ] && [ "$w" != 0 ]; then
+			echo "the daemon runs workers=$w, the config says $want"; return
+		fi
+		for ((i = 0; i < w; i++)); do
+			if [ "${b[3 + i]:--}" = - ]; then miss=1; continue; fi
+			v=$((b[3 + i] - ${a[3 + i]:-0}))
+			pw="$pw $v"
+			[ $v -gt 0 ] && busy=$((busy + 1))
+		done
+		pw=${pw# }
+		[ -z "$pw" ] || echo "worker_accepted=$pw" >"$BT/vfy.extra"
+		if [ "$VFY_ACT" = proxy ] && [ "$want" -gt 1 ]; then
+			if [ $miss = 1 ]; then
+				echo "stats has no worker.I.proxy_accepted_$VFY_DIR for each of $w workers"; return
+			elif [ $busy -lt 2 ]; then
+				echo "one worker took every connection (worker.I.proxy_accepted_$VFY_DIR +: $pw)"; return
+			fi
+		fi
+		echo "ok nfq_${VFY_DIR}_${VFY_ACT} +$dq, proxy_accepted_$VFY_DIR +$da${pw:+, per worker +${pw// / +}}" ;;
 	esac
 }
 
 # ---------------------------------------------------------------- HAProxy
-haproxy_start() {
+haproxy_start() {	# [NBTHREAD [CPUS]]: nbthread (default: HAProxy's), taskset -c CPUS
 	cat >"$BT/haproxy.cfg" <<EOF
 # layer-4 transparent relay: TPROXY'd connections on the outgoing listener
 # port, forwarded to their original destination ("server 0.0.0.0" with no
 # port: the address and port the client connected to)
 global
-    maxconn 8000
+    maxconn 8000${1:+
+    nbthread $1}
 defaults
     mode tcp
     timeout connect 5s
@@ -503,7 +587,8 @@ listen smtp_transparent
 EOF
 	tb_exec box haproxy -c -q -f "$BT/haproxy.cfg" >"$BT/haproxy.log" 2>&1 || return 1
 	# not through tb_exec: a backgrounded function would give a subshell's pid
-	ip netns exec "$TB_NAME-box" haproxy -db -f "$BT/haproxy.cfg" \
+	# shellcheck disable=SC2046
+	ip netns exec "$TB_NAME-box" ${2:+taskset -c "$2"} haproxy -db -f "$BT/haproxy.cfg" \
 		</dev/null >>"$BT/haproxy.log" 2>&1 &
 	HAPROXY_PID=$!
 	tbd_record_pid box bench-haproxy "$HAPROXY_PID"
@@ -562,7 +647,8 @@ postfix_stop() {
 
 # ================================================================ run
 N1="direct: bridge only, no interception"
-N2="HAProxy $(haproxy -v 2>/dev/null | sed -n '1s/^HAProxy version \([0-9.]*\).*/\1/p') TPROXY layer-4 relay"
+HAV=$(haproxy -v 2>/dev/null | sed -n '1s/^HAProxy version \([0-9.]*\).*/\1/p')
+N2="HAProxy $HAV TPROXY layer-4 relay"
 N3="mxbridge outgoing proxy, live relay"
 N4="mxbridge pass (classified, forwarded as is)"
 N5="Postfix $(postconf -d -h mail_version 2>/dev/null) store-and-forward relay"
@@ -593,15 +679,26 @@ else
 	NF_WHY="mxbridge-netfilter up failed: $(tail -n 2 "$BT/nf.log" | oneline 200)"
 	nf_down
 fi
-# nf_state up|down: the interception rules as a row needs them
+# nf_state up [WORKERS]|upany|down: the interception rules as a row needs
+# them: up with -W WORKERS (default $MXB_W), up with any -W (HAProxy's
+# flows are marked ahead of the queue), or down.  NF_IS: down or up:W
 nf_state() {
-	[ "$NF_IS" = "$1" ] && return 0
-	if [ "$1" = up ]; then
-		nf_up || { NF_WHY="mxbridge-netfilter up failed: $(tail -n 2 "$BT/nf.log" | oneline 200)"; return 1; }
+	local want=$1
+	case $1 in
+	upany) case $NF_IS in up:*) return 0 ;; esac; want=up:$MXB_W ;;
+	up) want=up:${2:-$MXB_W} ;;
+	esac
+	[ "$NF_IS" = "$want" ] && return 0
+	if [ "$want" != down ]; then
+		# a new -W: the rules go down first (up refuses to stack)
+		[ "$NF_IS" = down ] || nf_down ||
+			{ NF_WHY="mxbridge-netfilter down failed: $(tail -n 2 "$BT/nf.log" | oneline 200)"; return 1; }
+		NF_IS=down
+		nf_up "${want#up:}" || { NF_WHY="mxbridge-netfilter up -W ${want#up:} failed: $(tail -n 2 "$BT/nf.log" | oneline 200)"; return 1; }
 	else
 		nf_down || { NF_WHY="mxbridge-netfilter down failed: $(tail -n 2 "$BT/nf.log" | oneline 200)"; return 1; }
 	fi
-	NF_IS=$1
+	NF_IS=$want
 }
 PF_OK=0 PF_WHY=
 if postfix_start; then PF_OK=1
@@ -611,7 +708,7 @@ else PF_WHY="postfix did not start: $(tail -n 2 "$BT/postfix-start.log" | onelin
 row1() { nf_state down || { row_na 1 "$N1" "" "$NF_WHY"; return 1; }
 	measure 1 "$N1" "" "$SINK_IP" "$RCPT_OUT" out "" 0; }
 row2() {
-	[ $NF_OK = 1 ] && nf_state up || { row_na 2 "$N2" "" "$NF_WHY"; return 1; }
+	[ $NF_OK = 1 ] && nf_state upany || { row_na 2 "$N2" "" "$NF_WHY"; return 1; }
 	haproxy_start || {
 		row_na 2 "$N2" "" "haproxy did not start: $(tail -n 2 "$BT/haproxy.log" | oneline 200)"
 		haproxy_stop; return 1; }
@@ -625,7 +722,7 @@ row2() {
 row_mxb() {	# ID NAME PEER MODE DIR ACT DST RCPT SINK QUEUED
 	[ $NF_OK = 1 ] && nf_state up || { row_na "$1" "$2" "$3" "$NF_WHY"; return 1; }
 	daemon_start "$4" || { row_na "$1" "$2" "$3" "$MXB_WHY"; return 1; }
-	VFY_DIR=$5 VFY_ACT=$6
+	VFY_DIR=$5 VFY_ACT=$6 VFY_W=$MXB_W
 	measure "$1" "$2" "$3" "$7" "$8" "$9" "$MXB_PID" "${10}" vfy_mxb
 	local rc=$?
 	daemon_stop
@@ -641,8 +738,80 @@ row5() {
 }
 row6() { row_mxb 6 "$N6" 5 incoming incoming proxy "$PROT_IP" "$RCPT_IN" prot 1; }
 
+# --- the scaling rows: W threads of HAProxy, of the live relay and of the
+# incoming proxy.  scale_cores W sets SC_PROXY and SC_LOAD (CPU lists for
+# taskset, empty when everything shares every core) and SC_CORES (how the
+# cores were shared, in words).  BENCH_PIN=no never pins, BENCH_PIN=yes
+# pins whenever a core is left for the load (nproc > W)
+ALL_CPUS=$(python3 "$BPY" cpus 0 | cut -d' ' -f2)
+scale_cores() {
+	local l pin=0
+	l=$(python3 "$BPY" cpus "$1")
+	case ${BENCH_PIN:-auto} in
+	no) ;;
+	yes) [ "$NPROC" -gt "$1" ] && pin=1 ;;
+	*) [ "$NPROC" -ge $((2 * $1 + 2)) ] && pin=1 ;;
+	esac
+	if [ $pin = 1 ] && [ "${l% *}" != - ] && [ "${l#* }" != - ]; then
+		SC_PROXY=${l% *} SC_LOAD=${l#* }
+		SC_CORES="proxy cores $SC_PROXY, load $SC_LOAD"
+	else
+		SC_PROXY='' SC_LOAD=''
+		SC_CORES="shared: $NPROC cores for everything"
+	fi
+}
+# scale_pin: smtp-source and the sinks on SC_LOAD (or every core again)
+scale_pin() {
+	local p cpus=${SC_LOAD:-$ALL_CPUS}
+	SRC_PIN=${SC_LOAD:+taskset -c $SC_LOAD}
+	for p in $SINK_PIDS; do taskset -a -p -c "$cpus" "$p" >/dev/null 2>&1; done
+}
+scale_unpin() { SC_LOAD=''; scale_pin; }
+scale_rec() {	# PATH W: the scaling record's own fields
+	M_KIND=srun M_EXTRA=("path=$1" "workers=$2" "cores=$SC_CORES" "proxy_cpus=$SC_PROXY" "load_cpus=$SC_LOAD")
+}
+scale_s2() {	# W: HAProxy nbthread W, as row 2
+	local w=$1 id=s2w$1 name rc
+	name="HAProxy $HAV TPROXY layer-4, nbthread $1"
+	scale_rec haproxy "$w"
+	[ $NF_OK = 1 ] && nf_state upany || { row_na "$id" "$name" "" "$NF_WHY"; return 1; }
+	haproxy_start "$w" "$SC_PROXY" || {
+		row_na "$id" "$name" "" "haproxy did not start: $(tail -n 2 "$BT/haproxy.log" | oneline 200)"
+		haproxy_stop; return 1; }
+	premark add 0x20000 || { row_na "$id" "$name" "" "could not add the premark rule"; haproxy_stop; return 1; }
+	measure "$id" "$name" "" "$SINK_IP" "$RCPT_OUT" out "$HAPROXY_PID" 0 vfy_haproxy
+	rc=$?
+	premark del 0x20000 || { note_add "could not remove the premark rule"; NF_OK=0; NF_WHY="premark rule stuck"; }
+	haproxy_stop
+	return $rc
+}
+scale_mxb() {	# W TOKEN PATH NAME MODE DIR DST RCPT SINK QUEUED
+	local w=$1 id=$2w$1 rc
+	scale_rec "$3" "$w"
+	[ $NF_OK = 1 ] && nf_state up "$w" || { row_na "$id" "$4" "" "$NF_WHY"; return 1; }
+	daemon_start "$5" "$w" || { row_na "$id" "$4" "" "$MXB_WHY"; return 1; }
+	if [ -n "$SC_PROXY" ] && ! taskset -a -p -c "$SC_PROXY" "$MXB_PID" >/dev/null 2>&1; then
+		row_na "$id" "$4" "" "taskset -a -p -c $SC_PROXY $MXB_PID failed"
+		daemon_stop; return 1
+	fi
+	VFY_DIR=$6 VFY_ACT=proxy VFY_W=$w
+	measure "$id" "$4" "" "$7" "$8" "$9" "$MXB_PID" "${10}" vfy_mxb
+	rc=$?
+	daemon_stop
+	return $rc
+}
+scale_s3() { scale_mxb "$1" s3 relay "mxbridge live relay, workers $1" relay outgoing "$SINK_IP" "$RCPT_OUT" out 0; }
+scale_s6() { scale_mxb "$1" s6 incoming "mxbridge incoming, queue (fsync), workers $1" incoming incoming "$PROT_IP" "$RCPT_IN" prot 1; }
+# scale_sel TOKEN: is the scaling row TOKEN (s2, s3, s6) wanted?
+scale_sel() {
+	[ -z "${BENCH_ROWS:-}" ] && return 0
+	case " $BENCH_ROWS " in *" scale "*|*" $1 "*) return 0 ;; esac
+	return 1
+}
+
 # each mxbridge row right after its peer, ROUNDS times; the report keeps
-# the best run of each row (other work on the machine only slows a run)
+# the best run of each row (other work on the machine only slows a run);
+# then the scaling rows, at each W HAProxy first
 FAILED=" "
 for ROUND in $(seq "$ROUNDS"); do
 	[ "$ROUNDS" -gt 1 ] && say "round $ROUND of $ROUNDS"
@@ -651,6 +820,17 @@ for ROUND in $(seq "$ROUNDS"); do
 		case " ${BENCH_ROWS:-$id} " in *" $id "*) ;; *) continue ;; esac
 		"row$id" || FAILED="$FAILED$id "
 	done
+	for w in $SCALE_W; do
+		scale_cores "$w"
+		for t in s2 s3 s6; do
+			scale_sel $t || continue
+			case $FAILED in *" ${t}w$w "*) continue ;; esac
+			scale_pin
+			"scale_$t" "$w" || FAILED="$FAILED${t}w$w "
+		done
+	done
+	scale_unpin
+	M_KIND=run M_EXTRA=()
 done
 postfix_stop
 if [ -n "${BENCH_ROWS:-}" ]; then
@@ -719,7 +899,8 @@ python3 "$BPY" report "$RES" --json "$OUT" || fail "report failed"
 python3 - "$OUT" <<'EOF' || exit 1
 import json, sys
 d = json.load(open(sys.argv[1]))
-bad = [str(r["id"]) for r in d["rows"] if r.get("status") != "ok"]
+bad = [str(r["id"]) for r in d["rows"] + d.get("scale", {}).get("rows", [])
+       if r.get("status") != "ok"]
 for k in ("concurrency", "connrate"):
     if d.get(k, {}).get("status") != "ok":
         bad.append(k)

@@ -12,6 +12,9 @@
                                hold COUNT idle SMTP sessions (banner read),
                                then measure the RSS of PID per session and
                                whether a new session gets its banner in 1 s
+  bench.py cpus W               the CPUs this process may use, split in two:
+                               "PROXY LOAD", the first W and the rest, as
+                               taskset -c lists ("-" for an empty one)
   bench.py add FILE key=value ...    append one result record (JSON line)
   bench.py report FILE [--json OUT]  print the table, write the JSON file
 
@@ -286,6 +289,28 @@ def _opts(args, defaults):
         i += 2
     return o
 
+# ------------------------------------------------------------------ CPUs
+
+
+def cpu_list(cpus):
+    """[0, 1, 2, 5] -> "0-2,5" (taskset -c syntax)"""
+    out, cpus = [], sorted(cpus)
+    i = 0
+    while i < len(cpus):
+        j = i
+        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
+            j += 1
+        out.append(str(cpus[i]) if i == j else "%d-%d" % (cpus[i], cpus[j]))
+        i = j + 1
+    return ",".join(out) or "-"
+
+
+def cmd_cpus(args):
+    w = int(args[0])
+    cpus = sorted(os.sched_getaffinity(0))
+    print(cpu_list(cpus[:w]), cpu_list(cpus[w:]))
+    return 0
+
 # ------------------------------------------------------------------ results
 
 
@@ -326,6 +351,16 @@ def _fmt(v, nd=0):
     return str(v)
 
 
+def _worker_list(r):
+    """worker_accepted as added ("994 1006", or 2000 for one worker) -> a
+    list of ints"""
+    v = r.get("worker_accepted")
+    if isinstance(v, int):
+        r["worker_accepted"] = [v]
+    elif isinstance(v, str):
+        r["worker_accepted"] = [int(x) for x in v.split()]
+
+
 def best_of(rs):
     """one row from the runs of a row: n/a if any run failed, otherwise the
     run with the best delivered/s (queued paths) or msg/s, with the rates
@@ -348,20 +383,143 @@ def best_of(rs):
     return row
 
 
+def _per_msg(r):
+    cpu = r.get("cpu_s")
+    if r.get("status") != "ok" or not isinstance(cpu, (int, float)) or not r.get("messages"):
+        return None
+    return round(cpu * 1000.0 / r["messages"], 4)
+
+
+def _ratio(a, b):
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0:
+        return round(a / b, 3)
+    return None
+
+
+def scale_report(sruns, byid, meta, p):
+    """the scaling table: HAProxy nbthread W, live relay and incoming proxy
+    with workers W; ratios at equal W (best runs, and run by run within a
+    round); returns its JSON part (None when no scaling row ran)"""
+    if not sruns:
+        return None
+    rows = []
+    for rs in sruns.values():
+        r = best_of(rs)
+        r["cpu_ms_per_msg"] = _per_msg(r)
+        r["runs_cpu_ms_per_msg"] = [_per_msg(x) for x in rs if x.get("status") == "ok"]
+        rows.append(r)
+    order = {"haproxy": 0, "relay": 1, "incoming": 2}
+    rows.sort(key=lambda r: (int(r.get("workers", 0)), order.get(r.get("path"), 9)))
+    by = {(r.get("path"), int(r.get("workers", 0))): r for r in rows}
+    # the same round's HAProxy run of each relay run
+    hap_round = {}
+    for rs in sruns.values():
+        for x in rs:
+            if x.get("path") == "haproxy" and x.get("status") == "ok":
+                hap_round[(int(x["workers"]), x.get("round"))] = x
+    for r in rows:
+        w = int(r.get("workers", 0))
+        if r.get("path") == "relay" and r.get("status") == "ok":
+            h = by.get(("haproxy", w))
+            if h and h.get("status") == "ok":
+                r["peer"] = h["id"]
+                r["ratio_msg_s"] = _ratio(r.get("msg_s"), h.get("msg_s"))
+                r["ratio_cpu_per_msg"] = _ratio(r.get("cpu_ms_per_msg"), h.get("cpu_ms_per_msg"))
+            rr = []
+            for x in sruns[str(r["id"])]:
+                hx = hap_round.get((w, x.get("round")))
+                if x.get("status") == "ok" and hx:
+                    rr.append(_ratio(x.get("msg_s"), hx.get("msg_s")))
+            if rr:
+                r["ratio_msg_s_per_round"] = rr
+                r["ratio_msg_s_median"] = round(statistics.median(rr), 3)
+        if r.get("path") == "incoming" and r.get("status") == "ok":
+            pf = byid.get("5")
+            if pf and pf.get("status") == "ok":
+                r["peer"] = "5"
+                r["ratio_msg_s"] = _ratio(r.get("msg_s"), pf.get("msg_s"))
+                r["ratio_delivered_s"] = _ratio(r.get("delivered_s"), pf.get("delivered_s"))
+    cores = {}
+    for r in rows:
+        cores.setdefault(int(r.get("workers", 0)), r.get("cores", "?"))
+
+    p("scaling: msg/s and proxy CPU per message at W threads (HAProxy nbthread W,")
+    p("mxbridge workers W with mxbridge-netfilter -W W); proxy CPU = utime+stime")
+    p("of the proxy process, all threads (/proc)%s"
+      % ("; best of %d rounds" % meta["rounds"] if (meta.get("rounds") or 1) > 1 else ""))
+    for w in sorted(cores):
+        p("  W=%d: %s" % (w, cores[w]))
+    p("")
+    p("%-2s %-44s %9s %9s %8s %8s  %s" % ("W", "path", "msg/s", "deliv/s", "CPU s", "CPU ms", "vs"))
+    p("%-2s %-44s %9s %9s %8s %8s  %s" % ("", "", "(accept)", "", "", "/msg", ""))
+    for r in rows:
+        w = r.get("workers", "?")
+        if r.get("status") != "ok":
+            p("%-2s %-44s n/a (%s)" % (w, r["name"], r.get("reason", "?")))
+            continue
+        vs = ""
+        if r.get("path") == "relay":
+            if r.get("ratio_msg_s") is not None:
+                vs = "relay:HAProxy %.2f msg/s, CPU/msg %.2f" % (
+                    r["ratio_msg_s"], r["ratio_cpu_per_msg"] if r.get("ratio_cpu_per_msg") is not None else float("nan"))
+                if len(r.get("ratio_msg_s_per_round", [])) > 1:
+                    vs += " (rounds: %s; median %.2f)" % (
+                        " ".join("%.2f" % x for x in r["ratio_msg_s_per_round"]), r["ratio_msg_s_median"])
+            else:
+                vs = "relay:HAProxy n/a (HAProxy nbthread %s not measured)" % w
+        elif r.get("path") == "incoming":
+            if r.get("ratio_msg_s") is not None:
+                vs = "vs Postfix (row 5) %.2f, delivered %s" % (
+                    r["ratio_msg_s"], _fmt(r.get("ratio_delivered_s"), 2))
+            else:
+                vs = "vs Postfix: n/a (row 5 not in this run)"
+        if r.get("worker_accepted"):
+            vs += "%sper worker +%s" % ("; " if vs else "", " +".join(str(x) for x in r["worker_accepted"]))
+        p("%-2s %-44s %9s %9s %8s %8s  %s" % (
+            w, r["name"], _fmt(r.get("msg_s")), _fmt(r.get("delivered_s")),
+            _fmt(r.get("cpu_s"), 2), _fmt(r.get("cpu_ms_per_msg"), 3), vs))
+    # workers 1 against row 3 of the same run: one path, one configuration
+    w1, r3 = by.get(("relay", 1)), byid.get("3")
+    cmp1 = {"relay_workers1_msg_s": w1.get("msg_s") if w1 and w1.get("status") == "ok" else None,
+            "row3_msg_s": r3.get("msg_s") if r3 and r3.get("status") == "ok" else None,
+            "row3_workers": meta.get("mxbridge_workers")}
+    cmp1["ratio"] = _ratio(cmp1["relay_workers1_msg_s"], cmp1["row3_msg_s"])
+    p("")
+    if cmp1["ratio"] is not None:
+        same = meta.get("mxbridge_workers") in (1, None)
+        cmp1["note"] = ("the same path and configuration (the live relay, workers 1), run apart in "
+                        "time: the ratio shows run-to-run spread, not a second code path; the "
+                        "single-loop build no longer exists to compare with" if same else
+                        "row 3 ran with workers %s (BENCH_MXB_WORKERS), not 1" % meta.get("mxbridge_workers"))
+        p("workers 1 vs row 3 (same run): %s / %s msg/s = %.2f  (%s)" % (
+            _fmt(cmp1["relay_workers1_msg_s"]), _fmt(cmp1["row3_msg_s"]), cmp1["ratio"], cmp1["note"]))
+    else:
+        cmp1["note"] = "not measured: %s" % (
+            "row 3 not in this run (BENCH_ROWS)" if not r3 else
+            "row 3 n/a" if r3.get("status") != "ok" else "the workers 1 relay row n/a or not run")
+        p("workers 1 vs row 3: n/a (%s)" % cmp1["note"][len("not measured: "):])
+    p("")
+    return {"workers": sorted(cores), "cores": {str(k): v for k, v in cores.items()},
+            "rows": rows, "workers1_vs_row3": cmp1}
+
+
 def cmd_report(args):
     path = args[0]
     out = args[2] if len(args) > 2 and args[1] == "--json" else None
-    meta, rows, extra, runs = {}, [], {}, {}
+    meta, rows, extra, runs, sruns = {}, [], {}, {}, {}
     with open(path) as f:
         for line in f:
             r = json.loads(line)
             kind = r.pop("kind", "row")
+            _worker_list(r)
             if kind == "meta":
                 meta.update(r)
             elif kind == "row":
                 rows.append(r)
             elif kind == "run":
                 runs.setdefault(str(r["id"]), []).append(r)
+            elif kind == "srun":
+                sruns.setdefault(str(r["id"]), []).append(r)
             elif kind == "note":
                 meta.setdefault("notes", []).append(r.get("text", ""))
             else:
@@ -427,6 +585,7 @@ def cmd_report(args):
             r["id"], r["name"], _fmt(r.get("msg_s")), _fmt(r.get("delivered_s")),
             _fmt(cpu, 2), _fmt(per, 3), vs))
     p("")
+    scale = scale_report(sruns, byid, meta, p)
     c = extra.get("concurrency")
     if c:
         if isinstance(c.get("result"), dict):
@@ -478,6 +637,8 @@ def cmd_report(args):
         doc = dict(meta)
         doc["rows"] = rows
         doc.update(extra)
+        if scale:
+            doc["scale"] = scale
         tmp = out + ".tmp"
         with open(tmp, "w") as f:
             json.dump(doc, f, indent=2)
@@ -501,6 +662,8 @@ def main(argv):
         return cmd_latency(args)
     elif cmd == "idle":
         return cmd_idle(args)
+    elif cmd == "cpus":
+        return cmd_cpus(args)
     elif cmd == "add":
         return cmd_add(args)
     elif cmd == "report":
