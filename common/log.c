@@ -157,6 +157,16 @@ log_hold(void)
 		log_held = xmalloc(LOG_HOLD_MAX);
 }
 
+/* log_unhold - a loop thread ends: what it holds is written, the buffer
+ * freed, and its lines go out at once from now on */
+void
+log_unhold(void)
+{
+	log_write(NULL, 0);
+	free(log_held);
+	log_held = NULL;
+}
+
 /* log_put - one formatted line: held, or written after what is held */
 static void
 log_put(int pri, const char *line, size_t n)

@@ -9,6 +9,7 @@ void	log_init(const char *ident, int foreground, int verbose);
 void	log_setverbose(int);
 int	log_getverbose(void);
 void	log_hold(void);
+void	log_unhold(void);
 void	log_flush(void);
 void	log_warn(const char *, ...) PRINTF(1, 2);	/* appends strerror(errno) */
 void	log_warnx(const char *, ...) PRINTF(1, 2);

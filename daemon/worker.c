@@ -132,8 +132,8 @@ worker_main(void *arg)
 	if (rc == -1)
 		worker_stop_here(w);
 	uv_run(&w->loop, UV_RUN_DEFAULT);
-	log_flush();
 	policy_thread_set(NULL);
+	log_unhold();
 }
 
 /* worker_post - on the daemon's thread: cmds (and pol, referenced) to w */
