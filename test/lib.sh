@@ -594,12 +594,14 @@ mxb_each_worker() {
 # mxb_wshow KEY: "worker.0.KEY=A worker.1.KEY=B ..." for a failure message
 mxb_wshow() { mxb_wstats "$1" | awk -v k="$1" '{ printf "%sworker.%s.%s=%s", (NR > 1 ? " " : ""), $1, k, $2 }'; }
 
-# mxb_queues_open [N]: every worker queue $MXB_QUEUE .. $MXB_QUEUE+W-1
-# (W = N or $MXB_WORKERS) has at least one "nfq: queue=Q open" line
+# mxb_queues_open [FROM]: every worker queue $MXB_QUEUE ..
+# $MXB_QUEUE+$MXB_WORKERS-1 has its "nfq: queue=Q open" line in the
+# daemon's log (from line FROM on, default 1: a restart passes the line
+# count it had before)
 mxb_queues_open() {
-	local q w=${1:-${MXB_WORKERS:-1}}
-	for ((q = MXB_QUEUE; q < MXB_QUEUE + w; q++)); do
-		grep -q "nfq: queue=$q open" "$TB_MXB_LOG" 2>/dev/null || return 1
+	local q from=${1:-1}
+	for ((q = MXB_QUEUE; q < MXB_QUEUE + ${MXB_WORKERS:-1}; q++)); do
+		tail -n "+$from" "$TB_MXB_LOG" 2>/dev/null | grep -q "nfq: queue=$q open" || return 1
 	done
 }
 
