@@ -67,7 +67,8 @@ MTA_SRCS = \
 DAEMON_SRCS = \
 	daemon/control.c \
 	daemon/mxbridge.c \
-	daemon/pidfile.c
+	daemon/pidfile.c \
+	daemon/worker.c
 
 CTL_SRCS = \
 	ctl/mxbridgectl.c \

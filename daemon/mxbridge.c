@@ -1,7 +1,9 @@
 /*
  * mxbridge.c - the daemon's entry point: flags, the configuration
  * snapshot, the pid file (daemon/pidfile.c), signals (SIGHUP reload, SIGTERM graceful stop)
- * and the event loop that every module runs in.
+ * and the daemon's event loop: the MTA, the control socket and the
+ * process part of every module run on it; the worker threads
+ * (daemon/worker.c) run the listeners, queues and sessions.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,9 +25,10 @@
 #include "control.h"
 #include "module.h"
 #include "pidfile.h"
+#include "worker.h"
 
 /* modules in start order; stopped in reverse */
-static const struct module *modules[] = {
+static const struct module *const modules[] = {
 	&mta_module,
 	&proxy_module,
 	&nfq_module,
@@ -93,6 +96,8 @@ finish(void)
 {
 	size_t i, n;
 
+	/* the workers first: their sessions may still hand mail to the MTA */
+	workers_stop();
 	for (n = 0; modules[n] != NULL; n++)
 		;
 	for (i = n; i > 0; i--)
@@ -132,6 +137,7 @@ on_term(uv_signal_t *s, int signum)
 	for (i = 0; modules[i] != NULL; i++)
 		if (modules[i]->shutdown != NULL)
 			modules[i]->shutdown();
+	workers_shutdown();
 	drain_deadline = uv_now(loop) + (uint64_t)p->shutdown_grace * 1000;
 	uv_timer_start(&drain_timer, drain_cb, 0, 100);
 }
@@ -180,7 +186,8 @@ reload(char *err, size_t errlen)
 	for (i = 0; modules[i] != NULL; i++)
 		if (modules[i]->reload != NULL)
 			modules[i]->reload();
-	log_info("reload: configuration=%s", p->path);
+	workers_reload(p);
+	log_info("reload: configuration=%s workers=%u", p->path, nworkers);
 	return 0;
 }
 
@@ -261,18 +268,19 @@ start_logflush(void)
 	log_hold();
 }
 
+/* start_modules - the process parts on this loop, then the workers */
 static int
 start_modules(void)
 {
 	size_t i;
 
 	for (i = 0; modules[i] != NULL; i++) {
-		if (modules[i]->start(loop) == -1) {
+		if (modules[i]->start(loop, nworkers) == -1) {
 			log_warnx("module %s failed to start", modules[i]->name);
 			return -1;
 		}
 	}
-	return 0;
+	return workers_start(nworkers, modules);
 }
 
 int
@@ -300,17 +308,7 @@ main(int argc, char *argv[])
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	/*
-	 * One worker loop runs today (the main loop); several threads are
-	 * the next step. Refuse rather than run fewer than were asked for.
-	 */
 	nworkers = policy_workers(p);
-	if (nworkers != 1) {
-		fprintf(stderr, "%s: workers %u: this build runs one worker "
-		    "loop; set \"workers 1\"\n", p->path, nworkers);
-		policy_unref(p);
-		return 1;
-	}
 	if (checkonly) {
 		printf("configuration OK\n");
 		policy_unref(p);
@@ -344,8 +342,8 @@ main(int argc, char *argv[])
 	control_register("reload", cmd_reload);
 	if (start_modules() == -1)
 		goto fail;
-	log_info("started: version=%s config=%s pid=%ld", MXB_VERSION,
-	    p->path, (long)getpid());
+	log_info("started: version=%s config=%s pid=%ld workers=%u",
+	    MXB_VERSION, p->path, (long)getpid(), nworkers);
 
 	uv_run(loop, UV_RUN_DEFAULT);
 	uv_loop_close(loop);

@@ -3,8 +3,19 @@
  * its contract with the proxy: a message being received (struct mta_msg)
  * collects the envelope and the body, then is committed to the spool and
  * handed to the scheduler.  Also the module's counters and host name.
+ *
+ * The MTA runs on the daemon's thread.  Worker threads build a message
+ * on their own thread (mta_msg_new, _add_rcpt, _write: nothing shared
+ * but the id counter) and hand it over through the front door: the
+ * message goes into the inbox (under door_mtx) with the worker's door
+ * and a ticket, the daemon's loop commits it (group commit serves every
+ * worker's sessions), and the answer goes back by ticket into the
+ * door's outbox, read on the worker's loop.  No pointer of one thread's
+ * object is called back on another.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,10 +49,47 @@ struct mta_commit {
 	void		*arg;
 };
 
+/*
+ * One worker's answer channel: made and closed on the worker's thread,
+ * written by the MTA's.  Freed when the worker has closed it and no
+ * request in the inbox or the spool still names it (refs).
+ */
+struct mta_door {
+	uv_async_t		 async;		/* the worker's loop */
+	pthread_mutex_t		 mtx;		/* outbox, closed */
+	TAILQ_HEAD(, mta_answer) outbox;
+	int			 closed;	/* no more answers */
+	atomic_uint		 refs;		/* worker's + requests' */
+	mta_door_cb		 cb;
+	void			*arg;
+};
+
+/* an answer on its way to a worker */
+struct mta_answer {
+	uint64_t		 ticket;
+	int			 status;
+	char			 text[64];	/* queue id or reason */
+	TAILQ_ENTRY(mta_answer)	 entry;
+};
+
+/* a message handed in through the door */
+struct mta_request {
+	struct mta_msg		*msg;
+	struct mta_door		*door;
+	uint64_t		 ticket;
+	TAILQ_ENTRY(mta_request) entry;
+};
+
 struct mta_stats	 mta_stats;
 static uv_loop_t	*mta_loop;
-static int		 mta_started;
-static int		 mta_stopping;
+/* read by the workers (mta_can_accept, the door), set on this thread */
+static atomic_int	 mta_started;
+static atomic_int	 mta_stopping;
+/* the inbox: shared, under inbox_mtx; inbox_async wakes the MTA's loop */
+static pthread_mutex_t	 inbox_mtx = PTHREAD_MUTEX_INITIALIZER;
+static TAILQ_HEAD(, mta_request) inbox = TAILQ_HEAD_INITIALIZER(inbox);
+static uv_async_t	 inbox_async;
+static int		 inbox_open;	/* under inbox_mtx */
 
 const char *
 mta_hostname(void)
@@ -301,16 +349,186 @@ mta_msg_commit(struct mta_msg *msg, mta_commit_cb cb, void *arg)
 	msg_free(msg);
 }
 
+/* ------------------------------------------------------ the front door */
+
+static void
+door_unref(struct mta_door *d)
+{
+	struct mta_answer *a;
+
+	if (atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	while ((a = TAILQ_FIRST(&d->outbox)) != NULL) {
+		TAILQ_REMOVE(&d->outbox, a, entry);
+		free(a);
+	}
+	pthread_mutex_destroy(&d->mtx);
+	free(d);
+}
+
+/* door_read - on the worker's loop: hand each answer to its owner */
+static void
+door_read(uv_async_t *h)
+{
+	struct mta_door *d = h->data;
+	TAILQ_HEAD(, mta_answer) got = TAILQ_HEAD_INITIALIZER(got);
+	struct mta_answer *a;
+
+	pthread_mutex_lock(&d->mtx);
+	TAILQ_CONCAT(&got, &d->outbox, entry);
+	pthread_mutex_unlock(&d->mtx);
+	while ((a = TAILQ_FIRST(&got)) != NULL) {
+		TAILQ_REMOVE(&got, a, entry);
+		d->cb(d->arg, a->ticket, a->status, a->text);
+		free(a);
+	}
+}
+
+/* door_answer - any thread: post ticket's answer to d (dropped if closed) */
+static void
+door_answer(struct mta_door *d, uint64_t ticket, int status, const char *text)
+{
+	struct mta_answer *a = xcalloc(1, sizeof(*a));
+
+	a->ticket = ticket;
+	a->status = status;
+	strncpy(a->text, text, sizeof(a->text) - 1);
+	pthread_mutex_lock(&d->mtx);
+	if (d->closed) {
+		pthread_mutex_unlock(&d->mtx);
+		free(a);
+		return;
+	}
+	TAILQ_INSERT_TAIL(&d->outbox, a, entry);
+	/* under the lock: the worker cannot close the handle meanwhile */
+	uv_async_send(&d->async);
+	pthread_mutex_unlock(&d->mtx);
+}
+
+struct mta_door *
+mta_door_open(uv_loop_t *loop, mta_door_cb cb, void *arg)
+{
+	struct mta_door *d = xcalloc(1, sizeof(*d));
+
+	pthread_mutex_init(&d->mtx, NULL);
+	TAILQ_INIT(&d->outbox);
+	atomic_init(&d->refs, 1);
+	d->cb = cb;
+	d->arg = arg;
+	uv_async_init(loop, &d->async, door_read);
+	d->async.data = d;
+	/* an open door keeps no loop alive */
+	uv_unref((uv_handle_t *)&d->async);
+	return d;
+}
+
+static void
+door_close_cb(uv_handle_t *h)
+{
+	door_unref(h->data);
+}
+
+/* mta_door_close - on the worker's thread: no answer is read after this */
+void
+mta_door_close(struct mta_door *d)
+{
+	if (d == NULL)
+		return;
+	pthread_mutex_lock(&d->mtx);
+	d->closed = 1;
+	pthread_mutex_unlock(&d->mtx);
+	uv_close((uv_handle_t *)&d->async, door_close_cb);
+}
+
+/* request_done - the commit of a request ended: answer its ticket */
+static void
+request_done(void *arg, int status, const char *id_or_reason)
+{
+	struct mta_request *r = arg;
+
+	door_answer(r->door, r->ticket, status, id_or_reason);
+	door_unref(r->door);
+	free(r);
+}
+
+/* inbox_read - on the MTA's loop: commit what the workers handed in */
+static void
+inbox_read(uv_async_t *h)
+{
+	TAILQ_HEAD(, mta_request) got = TAILQ_HEAD_INITIALIZER(got);
+	struct mta_request *r;
+
+	pthread_mutex_lock(&inbox_mtx);
+	TAILQ_CONCAT(&got, &inbox, entry);
+	pthread_mutex_unlock(&inbox_mtx);
+	while ((r = TAILQ_FIRST(&got)) != NULL) {
+		TAILQ_REMOVE(&got, r, entry);
+		mta_msg_commit(r->msg, request_done, r);
+	}
+}
+
+/*
+ * mta_msg_submit - any worker thread: commit msg (which the MTA owns from
+ * now on); the answer reaches door's callback on the door's loop with
+ * ticket: status 0 and the queue id, or -1 and a reason
+ */
+void
+mta_msg_submit(struct mta_msg *msg, struct mta_door *door, uint64_t ticket)
+{
+	struct mta_request *r = xcalloc(1, sizeof(*r));
+
+	r->msg = msg;
+	r->door = door;
+	r->ticket = ticket;
+	atomic_fetch_add_explicit(&door->refs, 1, memory_order_relaxed);
+	pthread_mutex_lock(&inbox_mtx);
+	if (inbox_open) {
+		TAILQ_INSERT_TAIL(&inbox, r, entry);
+		uv_async_send(&inbox_async);
+		pthread_mutex_unlock(&inbox_mtx);
+		return;
+	}
+	pthread_mutex_unlock(&inbox_mtx);
+	log_warnx("msgid=%s session=%llu not queued: queue not running",
+	    msg->env->id, (unsigned long long)msg->env->session);
+	msg_free(msg);
+	request_done(r, -1, "queue not running");
+}
+
+/* inbox_close - the MTA stops: what is still in the inbox is refused */
+static void
+inbox_close(void)
+{
+	TAILQ_HEAD(, mta_request) got = TAILQ_HEAD_INITIALIZER(got);
+	struct mta_request *r;
+
+	pthread_mutex_lock(&inbox_mtx);
+	if (!inbox_open) {
+		pthread_mutex_unlock(&inbox_mtx);
+		return;
+	}
+	inbox_open = 0;
+	TAILQ_CONCAT(&got, &inbox, entry);
+	pthread_mutex_unlock(&inbox_mtx);
+	uv_close((uv_handle_t *)&inbox_async, NULL);
+	while ((r = TAILQ_FIRST(&got)) != NULL) {
+		TAILQ_REMOVE(&got, r, entry);
+		msg_free(r->msg);
+		request_done(r, -1, "queue not running");
+	}
+}
+
 /*
  * The module
  */
 
 static int
-mta_start(uv_loop_t *loop)
+mta_start(uv_loop_t *loop, unsigned nworkers)
 {
 	struct policy *p = policy_current();
 	int n;
 
+	(void)nworkers;
 	mta_loop = loop;
 	/*
 	 * The threadpool runs the spool's batches, DNS resolutions (at most
@@ -324,6 +542,10 @@ mta_start(uv_loop_t *loop)
 	mta_admin_register();
 	if ((n = mta_spool_load(mta_queue_add)) == -1)
 		return -1;
+	uv_async_init(loop, &inbox_async, inbox_read);
+	pthread_mutex_lock(&inbox_mtx);
+	inbox_open = 1;
+	pthread_mutex_unlock(&inbox_mtx);
 	mta_started = 1;
 	mta_stopping = 0;
 	log_info("mta: started spool=%s messages=%d fsync=%s", p->spool, n,
@@ -356,6 +578,7 @@ mta_stop(void)
 {
 	mta_stopping = 1;
 	mta_started = 0;
+	inbox_close();
 	mta_queue_stop();
 }
 

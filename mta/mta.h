@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <uv.h>
 
 #include "../daemon/module.h"
 #include "../policy/policy.h"
@@ -56,7 +57,24 @@ int		 mta_msg_write(struct mta_msg *, const void *, size_t);
  * freed by then.  mta_msg_abort() frees without queuing.
  */
 typedef void	(*mta_commit_cb)(void *arg, int status, const char *id_or_reason);
+/* on the MTA's own thread (the daemon's) */
 void		 mta_msg_commit(struct mta_msg *, mta_commit_cb, void *arg);
 void		 mta_msg_abort(struct mta_msg *);
+
+/*
+ * The front door, for worker threads: a worker opens one door on its
+ * loop; mta_msg_submit() hands a message over with a ticket (the
+ * session id), and the answer comes back on the door's loop by ticket,
+ * whether or not the session is still there (status 0 and the queue id:
+ * queued, whatever became of the session).  mta_door_close() on the
+ * worker's thread: no answer is read after it.
+ */
+struct mta_door;
+typedef void	(*mta_door_cb)(void *arg, uint64_t ticket, int status,
+		    const char *id_or_reason);
+struct mta_door	*mta_door_open(uv_loop_t *, mta_door_cb, void *arg);
+void		 mta_door_close(struct mta_door *);
+void		 mta_msg_submit(struct mta_msg *, struct mta_door *,
+		    uint64_t ticket);
 
 #endif

@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,8 +95,9 @@ static int		 spool_inflight;
 static unsigned		 spool_seq;
 static uint64_t		 spool_batches;
 static uint64_t		 spool_ops;
-static time_t		 spool_free_checked;
-static int		 spool_free_state = 1;
+/* shared: every worker asks at MAIL FROM (mta_can_accept), atomic */
+static _Atomic time_t	 spool_free_checked;
+static atomic_int	 spool_free_state = 1;
 static long		*spool_pool;	/* free/N ready for reuse */
 static size_t		 spool_npool;
 static size_t		 spool_nreturning;	/* renamed to free/ in flight */
@@ -832,24 +834,28 @@ int
 mta_spool_free_ok(uint64_t min_free)
 {
 	struct statvfs sv;
-	time_t now = time(NULL);
+	time_t now = time(NULL), last;
+	int ok;
 
 	if (spool_root == NULL)
 		return 0;
-	if (now == spool_free_checked)
-		return spool_free_state;
-	spool_free_checked = now;
+	/* one thread a second looks; the others take its answer */
+	last = atomic_load_explicit(&spool_free_checked, memory_order_relaxed);
+	if (now == last || !atomic_compare_exchange_strong(&spool_free_checked,
+	    &last, now))
+		return atomic_load_explicit(&spool_free_state,
+		    memory_order_relaxed);
 	if (statvfs(spool_root, &sv) == -1) {
 		log_warn("spool: statvfs %s", spool_root);
-		spool_free_state = 0;
+		ok = 0;
 	} else {
-		spool_free_state = (uint64_t)sv.f_bavail * sv.f_frsize >
-		    min_free;
-		if (!spool_free_state)
+		ok = (uint64_t)sv.f_bavail * sv.f_frsize > min_free;
+		if (!ok)
 			log_warnx("spool: free space below min-free=%llu, "
 			    "refusing mail", (unsigned long long)min_free);
 	}
-	return spool_free_state;
+	atomic_store_explicit(&spool_free_state, ok, memory_order_relaxed);
+	return ok;
 }
 
 /* mta_spool_spill_open - tmp/ID.body for a body too big for memory */

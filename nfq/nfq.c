@@ -22,6 +22,7 @@
 #include <netinet/in.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@
 
 #include "../common/addr.h"
 #include "../common/buf.h"
+#include "../common/counter.h"
 #include "../common/ifname.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
@@ -77,42 +79,45 @@ struct nfq_queue {
 
 /* counters shown by "mxbridgectl stats" */
 struct nfq_stats {
-	uint64_t		 decision[2][3];	/* dir x action */
-	uint64_t		 malformed;
-	uint64_t		 errors;
-	uint64_t		 overruns;
+	counter_t		 decision[2][3];	/* dir x action */
+	counter_t		 malformed;
+	counter_t		 errors;
+	counter_t		 overruns;
 };
 
 /* one worker's classifier, used by its thread only */
 struct nfq_worker {
+	unsigned		 idx;
 	uv_loop_t		*loop;
 	struct nfq_queue	*q;		/* NULL: none */
-	struct nfq_stats	 st;		/* read by "stats" (today on
-						   this thread) */
+	atomic_int		 open;		/* q != NULL, for "stats" */
+	struct nfq_stats	 st;		/* this thread moves them,
+						   "stats" reads them */
 	struct ifname_cache	*ifnames;	/* ingress port names */
 	int			 down;		/* never reopen */
 };
 
 /*
- * The module's worker, made at start by the daemon's thread and not
- * changed after (with worker threads: the array of them); kept to the
- * end of the process.
+ * The workers, one slot each: the daemon's thread makes the array at
+ * start, worker i fills slot i in its start hook (the daemon waits for
+ * it), and nothing changes them after; kept to the end of the process.
  */
-static struct nfq_worker	*nfq_w;
+static struct nfq_worker	**nfq_ws;
+static unsigned			 nfq_nw;
 static int			 nfq_stats_registered;	/* at start */
 
-static int	nfq_start(uv_loop_t *);
-static void	nfq_reload(void);
-static void	nfq_shutdown(void);
-static void	nfq_stop(void);
+static int	nfq_start(uv_loop_t *, unsigned);
+static int	nfq_wstart(unsigned, uv_loop_t *);
+static void	nfq_wreload(unsigned);
+static void	nfq_wshutdown(unsigned);
 
 const struct module nfq_module = {
 	.name = "nfq",
 	.start = nfq_start,
-	.reload = nfq_reload,
-	.shutdown = nfq_shutdown,
-	.busy = NULL,
-	.stop = nfq_stop,
+	.wstart = nfq_wstart,
+	.wreload = nfq_wreload,
+	.wshutdown = nfq_wshutdown,
+	.wstop = nfq_wshutdown,
 };
 
 /* ------------------------------------------------------------ packets */
@@ -259,7 +264,7 @@ nfq_flush(struct nfq_queue *q)
 	if (q->vlen == 0)
 		return;
 	if (mnl_socket_sendto(q->nl, q->vbuf, q->vlen) == -1) {
-		q->w->st.errors++;
+		counter_inc(&q->w->st.errors);
 		log_warn("nfq: sending verdicts queue=%u", q->num);
 	}
 	q->vlen = 0;
@@ -331,12 +336,12 @@ nfq_classify(struct nfq_queue *q, uint32_t id, uint32_t mark,
 	if ((addr_is_self(dst) ?
 	    policy_classify_to_box(policy_current(), port, &cls) :
 	    policy_classify(policy_current(), src, dst, port, &cls)) == -1) {
-		q->w->st.errors++;
+		counter_inc(&q->w->st.errors);
 		cls.action = POLICY_PASS;
 		cls.reason = "classify-error";
 	} else if ((unsigned)cls.dir <= POLICY_DIR_OUT &&
 	    (unsigned)cls.action <= POLICY_DROP)
-		q->w->st.decision[cls.dir][cls.action]++;
+		counter_inc(&q->w->st.decision[cls.dir][cls.action]);
 	mark = nfq_verdict_mark(mark, &cls);
 	nfq_log_decision(src, dst, port, &cls, mark);
 	nfq_verdict(q, id, NF_REPEAT, &mark);
@@ -357,7 +362,7 @@ nfq_malformed(struct nfq_queue *q, uint32_t id, uint32_t mark)
 	memset(&cls, 0, sizeof(cls));
 	cls.action = POLICY_DROP;
 	mark = nfq_verdict_mark(mark, &cls);
-	q->w->st.malformed++;
+	counter_inc(&q->w->st.malformed);
 	log_debug("nfq: malformed packet id=%u action=drop mark=0x%x", id,
 	    mark);
 	nfq_verdict(q, id, NF_REPEAT, &mark);
@@ -378,7 +383,7 @@ nfq_packet_cb(const struct nlmsghdr *nlh, void *arg)
 	memset(attr, 0, sizeof(attr));
 	if (nfq_nlmsg_parse(nlh, attr) < 0 || attr[NFQA_PACKET_HDR] == NULL ||
 	    mnl_attr_get_payload_len(attr[NFQA_PACKET_HDR]) < sizeof(*ph)) {
-		q->w->st.errors++;
+		counter_inc(&q->w->st.errors);
 		log_warnx("nfq: unparsable queue message queue=%u", q->num);
 		return MNL_CB_OK;
 	}
@@ -427,19 +432,19 @@ nfq_datagram(struct nfq_queue *q, const char *buf, const struct mmsghdr *m)
 
 	/* only the kernel talks to us; a cut datagram cannot be parsed */
 	if ((m->msg_hdr.msg_flags & MSG_TRUNC) || sa->nl_pid != 0) {
-		q->w->st.errors++;
+		counter_inc(&q->w->st.errors);
 		log_warnx("nfq: %s datagram queue=%u",
 		    sa->nl_pid != 0 ? "foreign" : "truncated", q->num);
 		return;
 	}
 	if (!nfq_datagram_valid(buf, m->msg_len)) {
-		q->w->st.errors++;
+		counter_inc(&q->w->st.errors);
 		log_warnx("nfq: malformed datagram queue=%u", q->num);
 		return;
 	}
 	if (mnl_cb_run(buf, m->msg_len, 0, q->portid, nfq_packet_cb,
 	    q) == -1) {
-		q->w->st.errors++;
+		counter_inc(&q->w->st.errors);
 		log_warn("nfq: netlink error queue=%u", q->num);
 	}
 }
@@ -471,12 +476,12 @@ nfq_recv(struct nfq_queue *q)
 			return 0;
 		if (errno == ENOBUFS) {
 			/* the kernel failed open (or closed) on a packet */
-			q->w->st.overruns++;
+			counter_inc(&q->w->st.overruns);
 			return NFQ_MMSG;
 		}
 		if (errno == EINTR)
 			return NFQ_MMSG;
-		q->w->st.errors++;
+		counter_inc(&q->w->st.errors);
 		log_warn("nfq: receive queue=%u", q->num);
 		return -1;
 	}
@@ -502,14 +507,14 @@ nfq_read_cb(uv_poll_t *h, int status, int events)
 	if (status < 0) {
 		if (getsockopt(mnl_socket_get_fd(q->nl), SOL_SOCKET, SO_ERROR,
 		    &err, &len) == -1) {
-			q->w->st.errors++;
+			counter_inc(&q->w->st.errors);
 			log_warn("nfq: queue=%u stopped", q->num);
 			return;
 		}
 		if (err == ENOBUFS)
-			q->w->st.overruns++;
+			counter_inc(&q->w->st.overruns);
 		else if (err != 0) {
-			q->w->st.errors++;
+			counter_inc(&q->w->st.errors);
 			log_warnx("nfq: poll queue=%u: %s", q->num,
 			    strerror(err));
 		}
@@ -634,30 +639,55 @@ nfq_queue_close(struct nfq_worker *w)
 	if (q == NULL)
 		return;
 	w->q = NULL;
+	atomic_store(&w->open, 0);
 	nfq_flush(q);
 	uv_close((uv_handle_t *)&q->poll, nfq_queue_close_cb);
 	log_info("nfq: queue=%u closed", q->num);
 }
 
-/* nfq_stats - the "stats" lines of this module, every worker's summed */
+/* nfq_stats - the "stats" lines of this module: every worker's summed,
+ * then each worker's decisions */
 static void
 nfq_stats(struct buf *out)
 {
 	static const char *dirs[] = { "incoming", "outgoing" };
 	static const char *acts[] = { "proxy", "pass", "drop" };
-	const struct nfq_worker *w = nfq_w;
-	int d, a;
+	uint64_t dec[2][3] = { { 0 } }, mal = 0, err = 0, ovr = 0, n;
+	unsigned i;
+	int d, a, open = 0;
 
-	buf_printf(out, "nfq_queue_open=%d\n", w->q != NULL);
+	for (i = 0; i < nfq_nw; i++) {
+		const struct nfq_worker *w = nfq_ws[i];
+
+		if (w == NULL)
+			continue;
+		open |= atomic_load_explicit(&w->open, memory_order_relaxed);
+		for (d = 0; d < 2; d++)
+			for (a = 0; a < 3; a++)
+				dec[d][a] += counter_get(&w->st.decision[d][a]);
+		mal += counter_get(&w->st.malformed);
+		err += counter_get(&w->st.errors);
+		ovr += counter_get(&w->st.overruns);
+	}
+	buf_printf(out, "nfq_queue_open=%d\n", open);
 	for (d = 0; d < 2; d++)
 		for (a = 0; a < 3; a++)
 			buf_printf(out, "nfq_%s_%s=%llu\n", dirs[d], acts[a],
-			    (unsigned long long)w->st.decision[d][a]);
-	buf_printf(out, "nfq_malformed=%llu\n",
-	    (unsigned long long)w->st.malformed);
-	buf_printf(out, "nfq_errors=%llu\n", (unsigned long long)w->st.errors);
-	buf_printf(out, "nfq_overruns=%llu\n",
-	    (unsigned long long)w->st.overruns);
+			    (unsigned long long)dec[d][a]);
+	buf_printf(out, "nfq_malformed=%llu\n", (unsigned long long)mal);
+	buf_printf(out, "nfq_errors=%llu\n", (unsigned long long)err);
+	buf_printf(out, "nfq_overruns=%llu\n", (unsigned long long)ovr);
+	for (i = 0; i < nfq_nw; i++) {
+		const struct nfq_worker *w = nfq_ws[i];
+
+		if (w == NULL)
+			continue;
+		for (n = 0, d = 0; d < 2; d++)
+			for (a = 0; a < 3; a++)
+				n += counter_get(&w->st.decision[d][a]);
+		buf_printf(out, "worker.%u.nfq_decisions=%llu\n", i,
+		    (unsigned long long)n);
+	}
 }
 
 /*
@@ -813,82 +843,89 @@ nfq_check_divert(const struct policy *pol)
 	return -1;
 }
 
-/* nfq_attach - open the configured queue, or say why we run without */
+/* nfq_attach - open worker w's queue, or say why it runs without */
 static void
 nfq_attach(struct nfq_worker *w, unsigned num)
 {
 	if ((w->q = nfq_queue_open(w, num)) == NULL) {
 		log_warnx("nfq: queue=%u not available, running without "
-		    "classification", num);
+		    "classification worker=%u", num, w->idx);
 		return;
 	}
-	log_info("nfq: queue=%u open copy_range=%d maxlen=%d", num,
-	    NFQ_COPY_RANGE, NFQ_QUEUE_MAXLEN);
+	atomic_store(&w->open, 1);
+	log_info("nfq: queue=%u open copy_range=%d maxlen=%d worker=%u", num,
+	    NFQ_COPY_RANGE, NFQ_QUEUE_MAXLEN, w->idx);
 }
 
-/* nfq_worker_new - a worker on loop, without its queue yet */
+/* nfq_worker_new - worker idx on loop, without its queue yet */
 static struct nfq_worker *
-nfq_worker_new(uv_loop_t *loop)
+nfq_worker_new(unsigned idx, uv_loop_t *loop)
 {
 	struct nfq_worker *w = xcalloc(1, sizeof(*w));
 
+	w->idx = idx;
 	w->loop = loop;
 	w->ifnames = ifname_cache_new();
 	return w;
 }
 
+/* nfq_start - the shared part: the script and this daemon agree on the
+ * queues, the workers' slots */
 static int
-nfq_start(uv_loop_t *loop)
+nfq_start(uv_loop_t *loop, unsigned nworkers)
 {
-	if (nfq_w == NULL)
-		nfq_w = nfq_worker_new(loop);
+	(void)loop;
+	if (nfq_ws == NULL) {
+		nfq_ws = xcalloc(nworkers, sizeof(*nfq_ws));
+		nfq_nw = nworkers;
+	}
 	if (!nfq_stats_registered) {
 		control_register_stats(nfq_stats);
 		nfq_stats_registered = 1;
 	}
-	if (nfq_check_divert(policy_current()) == -1)
+	return nfq_check_divert(policy_current());
+}
+
+/* nfq_wstart - worker idx reads queue queue-number + idx */
+static int
+nfq_wstart(unsigned idx, uv_loop_t *loop)
+{
+	if (idx >= nfq_nw)
 		return -1;
-	nfq_attach(nfq_w, policy_current()->queue_num);
+	if (nfq_ws[idx] == NULL)
+		nfq_ws[idx] = nfq_worker_new(idx, loop);
+	nfq_attach(nfq_ws[idx], policy_current()->queue_num + idx);
 	return 0;
 }
 
-/* nfq_worker_reload - follow a changed queue number; keep the queue
- * otherwise */
+/* nfq_wreload - follow a changed queue number; keep the queue otherwise */
 static void
-nfq_worker_reload(struct nfq_worker *w, unsigned num)
+nfq_wreload(unsigned idx)
 {
-	if (w->down)
+	struct nfq_worker *w = nfq_ws[idx];
+	unsigned num = policy_current()->queue_num + idx;
+
+	if (w == NULL || w->down)
 		return;
 	if (w->q != NULL && w->q->num == num) {
 		nfq_rcvbuf(w->q);
 		return;
 	}
 	if (w->q != NULL)
-		log_info("nfq: queue number changed from=%u to=%u",
-		    w->q->num, num);
+		log_info("nfq: queue number changed from=%u to=%u worker=%u",
+		    w->q->num, num, idx);
 	nfq_queue_close(w);
 	nfq_attach(w, num);
 }
 
+/* nfq_wshutdown - stop classifying: new flows meet the kernel's bypass */
 static void
-nfq_reload(void)
+nfq_wshutdown(unsigned idx)
 {
-	if (nfq_w != NULL)
-		nfq_worker_reload(nfq_w, policy_current()->queue_num);
-}
+	struct nfq_worker *w = nfq_ws[idx];
 
-/* nfq_shutdown - stop classifying: new flows meet the kernel's bypass */
-static void
-nfq_shutdown(void)
-{
-	if (nfq_w == NULL)
+	if (w == NULL)
 		return;
-	nfq_w->down = 1;
-	nfq_queue_close(nfq_w);
-}
-
-static void
-nfq_stop(void)
-{
-	nfq_shutdown();
+	w->down = 1;
+	nfq_queue_close(w);
 }

@@ -152,10 +152,20 @@ policy_unref(struct policy *pol)
  * policy_current - the snapshot new work starts with.  The pointer is
  * owned by the current-slot; a caller that keeps it beyond the current
  * event loop callback must take its own reference with policy_ref().
+ *
+ * A worker thread has a slot of its own (policy_thread_set), moved only
+ * by that thread when the daemon's reload message reaches it: a loop
+ * callback's snapshot cannot be freed under it by a reload on another
+ * thread.  Other threads read the process's slot, which only the
+ * daemon's thread sets.
  */
+static _Thread_local struct policy	*policy_thr;
+
 struct policy *
 policy_current(void)
 {
+	if (policy_thr != NULL)
+		return policy_thr;
 	return __atomic_load_n(&policy_cur, __ATOMIC_ACQUIRE);
 }
 
@@ -166,6 +176,20 @@ policy_set_current(struct policy *pol)
 	struct policy *old;
 
 	old = __atomic_exchange_n(&policy_cur, pol, __ATOMIC_ACQ_REL);
+	policy_unref(old);
+}
+
+/*
+ * policy_thread_set - this thread's current snapshot (taking over the
+ * caller's reference; NULL drops it): a worker's, handed over by the
+ * daemon's thread with a reference taken there
+ */
+void
+policy_thread_set(struct policy *pol)
+{
+	struct policy *old = policy_thr;
+
+	policy_thr = pol;
 	policy_unref(old);
 }
 

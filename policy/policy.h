@@ -190,6 +190,7 @@ struct policy	*policy_ref(struct policy *);
 void		 policy_unref(struct policy *);
 struct policy	*policy_current(void);		/* not referenced */
 void		 policy_set_current(struct policy *);	/* takes the ref */
+void		 policy_thread_set(struct policy *);	/* this thread's */
 
 /* decisions */
 int	 policy_classify(const struct policy *, const struct sockaddr *src,

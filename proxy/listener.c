@@ -33,12 +33,14 @@
 
 #include "../common/addr.h"
 #include "../common/buf.h"
+#include "../common/counter.h"
 #include "../common/ifname.h"
 #include "../common/log.h"
 #include "../common/mark.h"
 #include "../common/xmalloc.h"
 #include "../common/tls.h"
 #include "../daemon/control.h"
+#include "../mta/mta.h"
 #include "../policy/policy.h"
 #include "callout.h"
 #include "clients.h"
@@ -59,27 +61,32 @@ struct proxy_listener {
 
 /* one worker: a loop and what runs on it, used by its thread only */
 struct proxy_worker {
+	unsigned		 idx;
 	uv_loop_t		*loop;
 	struct proxy_listener	*listeners[2];	/* by dir */
 	struct proxy_sessions	*sessions;
 	struct tls_corks	*corks;
 	struct callout_cache	*callouts;
 	struct ifname_cache	*ifnames;	/* ingress port names */
+	struct mta_door		*door;		/* the MTA's answers */
 	int			 down;		/* never listen again */
-	uv_timer_t		 sweep_timer;	/* the shared table's cleaner */
-	/* counters, read by "stats" (today on this thread) */
-	uint64_t		 accepted[2];
-	uint64_t		 accept_errors;
-	uint64_t		 refused[3];	/* per-client, rate, cap */
+	/* counters: this thread moves them, "stats" reads them */
+	counter_t		 accepted[2];
+	counter_t		 accept_errors;
+	counter_t		 refused[3];	/* per-client, rate, cap */
 };
 
 /*
- * The module's worker, made at start by the daemon's thread and not
- * changed after (with worker threads: the array of them); kept to the
- * end of the process, its handles closing with the loop.
+ * The workers, one slot each: the daemon's thread makes the array at
+ * start, worker i fills slot i in its start hook before the daemon goes
+ * on (the daemon waits for it), and nothing changes them after; kept to
+ * the end of the process, their handles closing with their loops.
  */
-static struct proxy_worker	*proxy_w;
+static struct proxy_worker	**proxy_ws;
+static unsigned			 proxy_nw;
 static int			 proxy_stats_registered;	/* at start */
+static uv_timer_t		 proxy_sweep_timer;	/* daemon's loop */
+static int			 proxy_sweeping;
 
 /*
  * Shared by every worker, so that the limits hold across them: the
@@ -95,19 +102,25 @@ static unsigned			 proxy_admitted;	/* under proxy_lim_mtx:
 static atomic_uint		 proxy_nofile_cap;	/* "sessions auto" */
 static atomic_uint_fast64_t	 proxy_next_id = 1;
 
-static int	proxy_start(uv_loop_t *);
+static int	proxy_start(uv_loop_t *, unsigned);
 static void	proxy_reload(void);
-static void	proxy_shutdown(void);
 static unsigned	proxy_busy(void);
 static void	proxy_stop(void);
+static int	proxy_wstart(unsigned, uv_loop_t *);
+static void	proxy_wreload(unsigned);
+static void	proxy_wshutdown(unsigned);
+static void	proxy_wstop(unsigned);
 
 const struct module proxy_module = {
 	.name = "proxy",
 	.start = proxy_start,
 	.reload = proxy_reload,
-	.shutdown = proxy_shutdown,
 	.busy = proxy_busy,
 	.stop = proxy_stop,
+	.wstart = proxy_wstart,
+	.wreload = proxy_wreload,
+	.wshutdown = proxy_wshutdown,
+	.wstop = proxy_wstop,
 };
 
 static void
@@ -132,6 +145,21 @@ struct proxy_sessions *
 proxy_worker_sessions(const struct proxy_worker *w)
 {
 	return w->sessions;
+}
+
+struct mta_door *
+proxy_worker_door(const struct proxy_worker *w)
+{
+	return w->door;
+}
+
+/* proxy_door_cb - the MTA answers a session's commit, on w's loop */
+static void
+proxy_door_cb(void *arg, uint64_t ticket, int status, const char *text)
+{
+	struct proxy_worker *w = arg;
+
+	proxy_sessions_committed(w->sessions, ticket, status, text);
 }
 
 /*
@@ -242,7 +270,7 @@ proxy_admit(struct proxy_worker *w, struct proxy_conn *conn)
 		/* before the table: a refused one holds no entry */
 		pthread_mutex_unlock(&proxy_lim_mtx);
 		conn->refuse = "sessions";
-		w->refused[2]++;
+		counter_inc(&w->refused[2]);
 		log_info("session=%llu client=%s dir=%s limit=sessions "
 		    "open=%u max=%u", (unsigned long long)conn->id,
 		    addr_fmt(sa, a, sizeof(a)), policy_dir_name(conn->dir),
@@ -257,7 +285,7 @@ proxy_admit(struct proxy_worker *w, struct proxy_conn *conn)
 		proxy_clients_fmt(c, g, sizeof(g));
 		pthread_mutex_unlock(&proxy_lim_mtx);
 		conn->refuse = why;
-		w->refused[strcmp(why, "connection-rate") == 0]++;
+		counter_inc(&w->refused[strcmp(why, "connection-rate") == 0]);
 		log_info("session=%llu client=%s dir=%s limit=%s open=%u "
 		    "group=%s", (unsigned long long)conn->id,
 		    addr_fmt(sa, a, sizeof(a)), policy_dir_name(conn->dir),
@@ -318,7 +346,7 @@ proxy_accept_cb(uv_stream_t *server, int status)
 	int rc;
 
 	if (status < 0) {
-		w->accept_errors++;
+		counter_inc(&w->accept_errors);
 		log_warnx("listener dir=%s: accept: %s",
 		    policy_dir_name(l->dir), uv_strerror(status));
 		return;
@@ -328,7 +356,7 @@ proxy_accept_cb(uv_stream_t *server, int status)
 	client->data = client;
 	if ((rc = uv_accept(server, (uv_stream_t *)client)) != 0 ||
 	    proxy_conn_fill(w, &conn, client, l->dir) == -1) {
-		w->accept_errors++;
+		counter_inc(&w->accept_errors);
 		log_warnx("listener dir=%s: accept failed: %s",
 		    policy_dir_name(l->dir),
 		    rc ? uv_strerror(rc) : "no address");
@@ -337,12 +365,12 @@ proxy_accept_cb(uv_stream_t *server, int status)
 	}
 	client->data = NULL;
 	(void)proxy_quickack_off(client);
-	w->accepted[l->dir]++;
-	log_info("session=%llu client=%s orig_dst=%s dir=%s port=%s",
-	    (unsigned long long)conn.id,
+	counter_inc(&w->accepted[l->dir]);
+	log_info("session=%llu client=%s orig_dst=%s dir=%s port=%s "
+	    "worker=%u", (unsigned long long)conn.id,
 	    addr_fmt((struct sockaddr *)&conn.client, c, sizeof(c)),
 	    addr_fmt((struct sockaddr *)&conn.orig_dst, d, sizeof(d)),
-	    policy_dir_name(conn.dir), conn.port[0] ? conn.port : "-");
+	    policy_dir_name(conn.dir), conn.port[0] ? conn.port : "-", w->idx);
 	conn.policy = policy_ref(policy_current());
 	proxy_admit(w, &conn);
 	proxy_session_start(client, &conn);
@@ -363,6 +391,24 @@ proxy_transparent(uv_tcp_t *tcp, int family)
 	if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) == -1 &&
 	    family == AF_INET)
 		return -1;
+	return 0;
+}
+
+/*
+ * proxy_reuseport - every worker listens on the same port: the kernel
+ * (TPROXY's listener lookup included) picks one of them by the flow's
+ * hash, so new connections spread over the workers with no lock
+ */
+static int
+proxy_reuseport(uv_tcp_t *tcp)
+{
+	uv_os_fd_t fd;
+	int one = 1;
+
+	if (uv_fileno((uv_handle_t *)tcp, &fd) != 0)
+		return UV_EBADF;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
+		return -errno;
 	return 0;
 }
 
@@ -416,7 +462,8 @@ proxy_listen(struct proxy_worker *w, enum policy_dir dir, uint16_t port)
 		    "cannot deliver to it", policy_dir_name(dir), port);
 	}
 	/* TCP_NODELAY here: Linux copies it to every accepted socket */
-	if ((rc = proxy_bind(&l->tcp, family, port)) != 0 ||
+	if ((rc = proxy_reuseport(&l->tcp)) != 0 ||
+	    (rc = proxy_bind(&l->tcp, family, port)) != 0 ||
 	    (rc = uv_tcp_nodelay(&l->tcp, 1)) != 0 ||
 	    (rc = uv_listen((uv_stream_t *)&l->tcp, PROXY_BACKLOG,
 	    proxy_accept_cb)) != 0) {
@@ -425,9 +472,9 @@ proxy_listen(struct proxy_worker *w, enum policy_dir dir, uint16_t port)
 		uv_close((uv_handle_t *)&l->tcp, proxy_free_cb);
 		return NULL;
 	}
-	log_info("listener dir=%s port=%u family=%s transparent=%s",
+	log_info("listener dir=%s port=%u family=%s transparent=%s worker=%u",
 	    policy_dir_name(dir), port, family == AF_INET6 ? "dual" : "ipv4",
-	    transparent ? "yes" : "no");
+	    transparent ? "yes" : "no", w->idx);
 	return l;
 }
 
@@ -442,59 +489,78 @@ proxy_unlisten(struct proxy_worker *w, enum policy_dir dir)
 	uv_close((uv_handle_t *)&l->tcp, proxy_free_cb);
 }
 
-/* proxy_stats - the "stats" lines of the listeners, every worker's summed */
+/* proxy_stats - the "stats" lines of the listeners: every worker's
+ * summed, then each worker's own */
 static void
 proxy_stats(struct buf *out)
 {
-	struct proxy_worker *w = proxy_w;
+	uint64_t acc[2] = { 0, 0 }, errs = 0, ref[3] = { 0, 0, 0 }, evicted;
+	unsigned i, open = 0;
 	size_t nclients;
-	uint64_t evicted;
+	int k;
 
 	pthread_mutex_lock(&proxy_lim_mtx);
 	nclients = proxy_clients_count(proxy_clients);
 	evicted = proxy_clients_evicted(proxy_clients);
 	pthread_mutex_unlock(&proxy_lim_mtx);
+	for (i = 0; i < proxy_nw; i++) {
+		const struct proxy_worker *w = proxy_ws[i];
+
+		if (w == NULL)
+			continue;
+		for (k = 0; k < 2; k++)
+			acc[k] += counter_get(&w->accepted[k]);
+		errs += counter_get(&w->accept_errors);
+		for (k = 0; k < 3; k++)
+			ref[k] += counter_get(&w->refused[k]);
+		open += proxy_sessions_open(w->sessions);
+	}
 	buf_printf(out, "proxy_accepted_incoming=%llu\n",
-	    (unsigned long long)w->accepted[POLICY_DIR_IN]);
+	    (unsigned long long)acc[POLICY_DIR_IN]);
 	buf_printf(out, "proxy_accepted_outgoing=%llu\n",
-	    (unsigned long long)w->accepted[POLICY_DIR_OUT]);
-	buf_printf(out, "proxy_accept_errors=%llu\n",
-	    (unsigned long long)w->accept_errors);
-	buf_printf(out, "proxy_sessions=%u\n",
-	    proxy_sessions_open(w->sessions));
+	    (unsigned long long)acc[POLICY_DIR_OUT]);
+	buf_printf(out, "proxy_accept_errors=%llu\n", (unsigned long long)errs);
+	buf_printf(out, "proxy_sessions=%u\n", open);
 	buf_printf(out, "proxy_refused_per_client=%llu\n",
-	    (unsigned long long)w->refused[0]);
-	buf_printf(out, "proxy_refused_rate=%llu\n",
-	    (unsigned long long)w->refused[1]);
+	    (unsigned long long)ref[0]);
+	buf_printf(out, "proxy_refused_rate=%llu\n", (unsigned long long)ref[1]);
 	buf_printf(out, "proxy_refused_sessions=%llu\n",
-	    (unsigned long long)w->refused[2]);
+	    (unsigned long long)ref[2]);
 	buf_printf(out, "proxy_sessions_max=%u\n",
 	    proxy_session_cap(policy_current()));
 	buf_printf(out, "proxy_clients=%zu\n", nclients);
 	buf_printf(out, "proxy_clients_evicted=%llu\n",
 	    (unsigned long long)evicted);
+	for (i = 0; i < proxy_nw; i++) {
+		const struct proxy_worker *w = proxy_ws[i];
+
+		if (w == NULL)
+			continue;
+		buf_printf(out, "worker.%u.proxy_accepted_incoming=%llu\n", i,
+		    (unsigned long long)counter_get(&w->accepted[POLICY_DIR_IN]));
+		buf_printf(out, "worker.%u.proxy_accepted_outgoing=%llu\n", i,
+		    (unsigned long long)counter_get(&w->accepted[POLICY_DIR_OUT]));
+		buf_printf(out, "worker.%u.proxy_sessions=%u\n", i,
+		    proxy_sessions_open(w->sessions));
+	}
 }
 
 /*
- * proxy_worker_new - a worker on loop: its sessions, write corks, callout
- * cache and port names (no listeners yet).  The first one also sweeps
- * the shared per-client table; the timer keeps no loop alive.
+ * proxy_worker_new - worker idx on loop: its sessions, write corks,
+ * callout cache, port names and door to the MTA (no listeners yet)
  */
 static struct proxy_worker *
-proxy_worker_new(uv_loop_t *loop, int sweeps)
+proxy_worker_new(unsigned idx, uv_loop_t *loop)
 {
 	struct proxy_worker *w = xcalloc(1, sizeof(*w));
 
+	w->idx = idx;
 	w->loop = loop;
 	w->sessions = proxy_sessions_new();
 	w->corks = tls_corks_new(loop);
 	w->callouts = callout_cache_new();
 	w->ifnames = ifname_cache_new();
-	uv_timer_init(loop, &w->sweep_timer);
-	if (sweeps)
-		uv_timer_start(&w->sweep_timer, proxy_sweep_cb, PROXY_SWEEP_MS,
-		    PROXY_SWEEP_MS);
-	uv_unref((uv_handle_t *)&w->sweep_timer);
+	w->door = mta_door_open(loop, proxy_door_cb, w);
 	return w;
 }
 
@@ -518,40 +584,64 @@ proxy_fwmark_check(void)
 		    "their ingress port (net.ipv4.tcp_fwmark_accept is 0)");
 }
 
+/* proxy_start - the shared part: limits, the client table and its
+ * sweeper (on the daemon's loop), the workers' slots */
 static int
-proxy_start(uv_loop_t *loop)
+proxy_start(uv_loop_t *loop, unsigned nworkers)
 {
 	struct policy *p = policy_current();
-	struct proxy_worker *w;
-	int d;
 
 	proxy_fwmark_check();
 	proxy_nofile_cap_set();
 	if (proxy_clients == NULL)
 		proxy_clients = proxy_clients_new(PROXY_CLIENTS);
-	if (proxy_w == NULL)
-		proxy_w = proxy_worker_new(loop, 1);
-	w = proxy_w;
+	if (proxy_ws == NULL) {
+		proxy_ws = xcalloc(nworkers, sizeof(*proxy_ws));
+		proxy_nw = nworkers;
+	}
 	if (!proxy_stats_registered) {
 		control_register_stats(proxy_stats);
 		proxy_stats_registered = 1;
 	}
+	uv_timer_init(loop, &proxy_sweep_timer);
+	uv_timer_start(&proxy_sweep_timer, proxy_sweep_cb, PROXY_SWEEP_MS,
+	    PROXY_SWEEP_MS);
+	uv_unref((uv_handle_t *)&proxy_sweep_timer);
+	proxy_sweeping = 1;
+	log_info("listener sessions_max=%u source=%s workers=%u",
+	    proxy_session_cap(p), p->limits.sessions ? "config" : "nofile",
+	    nworkers);
+	return 0;
+}
+
+/* proxy_wstart - worker idx: its parts and both listeners */
+static int
+proxy_wstart(unsigned idx, uv_loop_t *loop)
+{
+	struct policy *p = policy_current();
+	struct proxy_worker *w;
+	int d;
+
+	if (idx >= proxy_nw)
+		return -1;
+	if ((w = proxy_ws[idx]) == NULL)
+		w = proxy_ws[idx] = proxy_worker_new(idx, loop);
 	for (d = POLICY_DIR_IN; d <= POLICY_DIR_OUT; d++)
 		if ((w->listeners[d] = proxy_listen(w, d,
 		    p->listen_port[d])) == NULL)
 			return -1;
-	log_info("listener sessions_max=%u source=%s",
-	    proxy_session_cap(p), p->limits.sessions ? "config" : "nofile");
 	return 0;
 }
 
-/* proxy_worker_reload - move a listener whose port changed */
+/* proxy_wreload - move a listener whose port changed */
 static void
-proxy_worker_reload(struct proxy_worker *w, const struct policy *p)
+proxy_wreload(unsigned idx)
 {
+	struct proxy_worker *w = proxy_ws[idx];
+	const struct policy *p = policy_current();
 	int d;
 
-	if (w->down)
+	if (w == NULL || w->down)
 		return;
 	for (d = POLICY_DIR_IN; d <= POLICY_DIR_OUT; d++) {
 		if (w->listeners[d] != NULL &&
@@ -566,14 +656,13 @@ static void
 proxy_reload(void)
 {
 	proxy_nofile_cap_set();
-	if (proxy_w != NULL)
-		proxy_worker_reload(proxy_w, policy_current());
 }
 
+/* proxy_wshutdown - no new connections; sessions end at their next step */
 static void
-proxy_shutdown(void)
+proxy_wshutdown(unsigned idx)
 {
-	struct proxy_worker *w = proxy_w;
+	struct proxy_worker *w = proxy_ws[idx];
 
 	if (w == NULL)
 		return;
@@ -583,16 +672,23 @@ proxy_shutdown(void)
 	proxy_sessions_shutdown(w->sessions);
 }
 
+/* proxy_busy - open sessions, every worker's (the daemon's drain) */
 static unsigned
 proxy_busy(void)
 {
-	return proxy_w != NULL ? proxy_sessions_open(proxy_w->sessions) : 0;
+	unsigned i, n = 0;
+
+	for (i = 0; i < proxy_nw; i++)
+		if (proxy_ws[i] != NULL)
+			n += proxy_sessions_open(proxy_ws[i]->sessions);
+	return n;
 }
 
+/* proxy_wstop - close worker idx's listeners, sessions and door now */
 static void
-proxy_stop(void)
+proxy_wstop(unsigned idx)
 {
-	struct proxy_worker *w = proxy_w;
+	struct proxy_worker *w = proxy_ws[idx];
 
 	if (w == NULL)
 		return;
@@ -600,6 +696,15 @@ proxy_stop(void)
 	proxy_unlisten(w, POLICY_DIR_IN);
 	proxy_unlisten(w, POLICY_DIR_OUT);
 	proxy_sessions_stop(w->sessions);
-	if (!uv_is_closing((uv_handle_t *)&w->sweep_timer))
-		uv_close((uv_handle_t *)&w->sweep_timer, NULL);
+	mta_door_close(w->door);
+	w->door = NULL;
+}
+
+static void
+proxy_stop(void)
+{
+	if (proxy_sweeping &&
+	    !uv_is_closing((uv_handle_t *)&proxy_sweep_timer))
+		uv_close((uv_handle_t *)&proxy_sweep_timer, NULL);
+	proxy_sweeping = 0;
 }

@@ -20,6 +20,7 @@ struct proxy_worker;		/* listener.c: one loop's listeners, sessions,
 struct proxy_sessions;		/* smtpd.c: one worker's sessions */
 struct tls_corks;
 struct callout_cache;
+struct mta_door;
 
 /* the facts of one intercepted connection, fixed at accept */
 struct proxy_conn {
@@ -44,6 +45,7 @@ extern const struct module proxy_module;
 struct tls_corks	*proxy_worker_corks(const struct proxy_worker *);
 struct callout_cache	*proxy_worker_callouts(const struct proxy_worker *);
 struct proxy_sessions	*proxy_worker_sessions(const struct proxy_worker *);
+struct mta_door		*proxy_worker_door(const struct proxy_worker *);
 
 /* session side, implemented by the SMTP session code */
 struct proxy_sessions *proxy_sessions_new(void);
@@ -53,6 +55,9 @@ unsigned	 proxy_sessions_open(const struct proxy_sessions *);
 void		 proxy_sessions_shutdown(struct proxy_sessions *);
 /* close every session now */
 void		 proxy_sessions_stop(struct proxy_sessions *);
+/* the MTA's answer for session id's message (the worker's door) */
+void		 proxy_sessions_committed(struct proxy_sessions *, uint64_t id,
+		    int status, const char *id_or_reason);
 
 /* listener side: the session of conn has ended (per-client counts) */
 void		 proxy_conn_done(const struct proxy_conn *);

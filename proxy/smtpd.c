@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,16 +175,24 @@ struct session {
 	uint64_t		 rate_start;	/* min_rate window */
 	uint64_t		 rate_bytes;	/* raw bytes read in it */
 	struct mta_msg		*msg;
-	int			 committing;
+	int			 committing;	/* in set->commits */
 	int			 close_after_commit;
 	TAILQ_ENTRY(session)	 entry;
+	TAILQ_ENTRY(session)	 centry;	/* set->commits */
 };
 
-/* the sessions of one worker, used by that worker's thread only */
+/*
+ * The sessions of one worker, used by that worker's thread only (n is
+ * read by the daemon's thread for its drain: atomic).  commits: the
+ * sessions whose message is with the MTA, found again by id when its
+ * answer comes through the worker's door.
+ */
 struct proxy_sessions {
 	TAILQ_HEAD(, session)	 list;
-	unsigned		 n;
+	TAILQ_HEAD(, session)	 commits;
+	atomic_uint		 n;
 	int			 shutting_down;
+	int			 stopping;	/* close now, even committing */
 };
 
 /*
@@ -439,6 +448,13 @@ session_close(struct session *s, const char *disposition)
 {
 	if (s->state == S_CLOSED)
 		return;
+	if (s->committing && s->set->stopping) {
+		/* the MTA answers by id: an answer for no session is dropped */
+		TAILQ_REMOVE(&s->set->commits, s, centry);
+		s->committing = 0;
+		log_info("session=%llu commit outstanding at stop",
+		    (unsigned long long)s->conn.id);
+	}
 	if (s->committing) {
 		/* the MTA still owes us the commit: close when it answers */
 		s->close_after_commit = 1;
@@ -1053,13 +1069,14 @@ data_refuse(struct session *s, const char *replyl, const char *why)
 	runs_drop(s);
 }
 
+/* mta_committed - the MTA's answer for s's message */
 static void
-mta_committed(void *arg, int status, const char *id_or_reason)
+mta_committed(struct session *s, int status, const char *id_or_reason)
 {
-	struct session *s = arg;
 	struct pending *p;
 	char line[512];
 
+	TAILQ_REMOVE(&s->set->commits, s, centry);
 	s->committing = 0;
 	s->msg = NULL;
 	TAILQ_FOREACH(p, &s->replies, entry)
@@ -1136,9 +1153,10 @@ data_end(struct session *s)
 	}
 	gate(s, C_DOT, 0);
 	s->committing = 1;
+	TAILQ_INSERT_TAIL(&s->set->commits, s, centry);
 	msg = s->msg;
 	s->msg = NULL;		/* the MTA owns it now */
-	mta_msg_commit(msg, mta_committed, s);
+	mta_msg_submit(msg, proxy_worker_door(s->conn.worker), s->conn.id);
 }
 
 /* data_content - a run of content lines: refuse the message, or pass it on */
@@ -2406,13 +2424,36 @@ proxy_sessions_new(void)
 	struct proxy_sessions *ss = xcalloc(1, sizeof(*ss));
 
 	TAILQ_INIT(&ss->list);
+	TAILQ_INIT(&ss->commits);
 	return ss;
 }
 
+/* proxy_sessions_open - any thread: the worker's open sessions */
 unsigned
 proxy_sessions_open(const struct proxy_sessions *ss)
 {
-	return ss->n;
+	return atomic_load_explicit(&ss->n, memory_order_relaxed);
+}
+
+/*
+ * proxy_sessions_committed - the answer for session id's message: a
+ * session that is gone (stopped) is not there to answer, and the
+ * message, if queued, is delivered all the same
+ */
+void
+proxy_sessions_committed(struct proxy_sessions *ss, uint64_t id, int status,
+    const char *id_or_reason)
+{
+	struct session *s;
+
+	TAILQ_FOREACH(s, &ss->commits, centry)
+		if (s->conn.id == id) {
+			mta_committed(s, status, id_or_reason);
+			return;
+		}
+	log_info("session=%llu gone before its commit: status=%s %s",
+	    (unsigned long long)id, status == 0 ? "queued" : "failed",
+	    id_or_reason);
 }
 
 /* proxy_sessions_shutdown - idle sessions go now, busy ones at the next
@@ -2438,8 +2479,9 @@ proxy_sessions_stop(struct proxy_sessions *ss)
 	struct session *s, *next;
 
 	ss->shutting_down = 1;
+	ss->stopping = 1;
 	for (s = TAILQ_FIRST(&ss->list); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
-		session_close(s, "stop");	/* deferred while committing */
+		session_close(s, "stop");
 	}
 }

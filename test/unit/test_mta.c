@@ -398,7 +398,7 @@ setup(void **state)
 	commit_ok = commit_fail = 0;
 	fail_dirsync = fail_datasync = 0;
 	rcpt_route = POLICY_ROUTE_ORIGINAL;
-	assert_int_equal(mta_module.start(loop), 0);
+	assert_int_equal(mta_module.start(loop, 1), 0);
 	return 0;
 }
 
@@ -1312,7 +1312,7 @@ test_crash_recovery(void **state)
 	/* restart: two load, the damaged ones go to corrupt/ */
 	sink.down = 0;
 	memset(&mta_stats, 0, sizeof(mta_stats));
-	assert_int_equal(mta_module.start(loop), 0);
+	assert_int_equal(mta_module.start(loop, 1), 0);
 	assert_int_equal(mta_stats.corrupt, 2);
 	assert_int_equal(count_dir("corrupt"), 3);	/* with id[1].st */
 	assert_int_equal(count_dir("tmp"), 0);
@@ -1436,7 +1436,7 @@ test_file_recycled(void **state)
 	mta_module.stop();
 	uv_run(loop, UV_RUN_NOWAIT);
 	sink.defer_all = 0;
-	assert_int_equal(mta_module.start(loop), 0);
+	assert_int_equal(mta_module.start(loop, 1), 0);
 	assert_non_null(mta_queue_find(committed));
 	mta_queue_flush(NULL);
 	want_msgs = 2;
