@@ -112,20 +112,20 @@ print("load-done %.3f" % (time.time() - t0))
 LOAD=$!
 t0=$(date +%s.%N)
 
+if [ "$W" -gt 1 ] && [ "$C" -ge 16 ]; then
+	# every worker took some of the C sessions (each load thread opens
+	# its session at once and keeps it; with 16 or more the chance that
+	# the kernel's hash puts all of them on one of two workers is below
+	# 2^-15); checked before the kill, which this does not delay
+	wait_for -t 60 mxb_each_worker proxy_accepted_outgoing -ge 1 ||
+		fail "not every worker took sessions: $(mxb_wshow proxy_accepted_outgoing)"
+	perworker=$(mxb_wshow proxy_accepted_outgoing)
+fi
 killed=
 if [ -z "$NOKILL" ]; then
 	want=$(python3 -c "print(int($N * $KILLAT))")
 	wait_for -t 300 eval '[ "$(wc -l <"$S/acked")" -ge '"$want"' ]' ||
 		fail "the load did not reach $want acknowledged messages"
-	if [ "$W" -gt 1 ] && [ "$C" -ge 16 ]; then
-		# every worker holds some of the C sessions (they are all open:
-		# each load thread keeps its session until it is done; with 16
-		# or more the chance that the kernel's hash puts all of them on
-		# one of two workers is below 2^-15)
-		wait_for mxb_each_worker proxy_accepted_outgoing -ge 1 ||
-			fail "not every worker took sessions: $(mxb_wshow proxy_accepted_outgoing)"
-		perworker=$(mxb_wshow proxy_accepted_outgoing)
-	fi
 	pid=$(tr -dc 0-9 <"$TB_MXB_PIDFILE")
 	kill -KILL "$pid"
 	t1=$(date +%s.%N)
