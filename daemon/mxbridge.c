@@ -83,6 +83,14 @@ cmd_status(int argc, char **argv, struct buf *out)
 	return 0;
 }
 
+/* stats_workers - the "stats" line before every module's: how many
+ * workers the worker.I lines count */
+static void
+stats_workers(struct buf *out)
+{
+	buf_printf(out, "workers=%u\n", nworkers);
+}
+
 static void
 walk_close(uv_handle_t *h, void *arg)
 {
@@ -329,6 +337,7 @@ main(int argc, char *argv[])
 		goto fail;
 	control_register("status", cmd_status);
 	control_register("reload", cmd_reload);
+	control_register_stats(stats_workers);
 	if (start_modules() == -1)
 		goto fail;
 	log_info("started: version=%s config=%s pid=%ld workers=%u",
