@@ -19,6 +19,7 @@ spool "$S/spool"
 pidfile "$S/mxbridge.pid"
 control "$S/ctl.sock"
 queue-number 7
+workers ${MXB_WORKERS:-auto}
 listen incoming port 10025
 listen outgoing port 10026
 $2
