@@ -19,11 +19,12 @@ spool "$S/spool"
 pidfile "$S/mxbridge.pid"
 control "$S/ctl.sock"
 queue-number 7
-workers ${MXB_WORKERS:-auto}
 listen incoming port 10025
 listen outgoing port 10026
 $2
 CONF
+	# last, so that the line numbers the -n checks expect stay
+	echo "workers ${MXB_WORKERS:-auto}" >>"$1"
 }
 write_conf "$S/good.conf" ""
 write_conf "$S/bad.conf" "frobnicate yes"
