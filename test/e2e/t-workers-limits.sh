@@ -1,7 +1,7 @@
 #!/bin/bash
 # shellcheck disable=SC2016
 # (eval'd wait_for conditions)
-# t-workers-limits: with workers 2 (MXB_WORKERS) the per-client limit and
+# t-workers-limits: with workers 2 (MXB_TEST_WORKERS) the per-client limit and
 # the global session cap are one count across the workers, not one per
 # worker.
 #   - connections-per-client 3: c1 holds 3 idle sessions (to srv, the MTA
@@ -24,7 +24,6 @@
 # workers refuses all of them with open=3.
 . "$(dirname "$0")/t-workers-common.inc"
 
-[ "$MXB_WORKERS" -ge 2 ] || skip "needs workers >= 2 (MXB_WORKERS=$MXB_WORKERS)"
 
 proxy_conf "limits {
 	connections-per-client 3

@@ -2,7 +2,7 @@
 # shellcheck disable=SC2016
 # (eval'd wait_for conditions)
 # t-workers-reload: SIGHUP and SIGTERM with sessions open on every worker
-# (workers 2, MXB_WORKERS; sessions from c1 to srv, the MTA path):
+# (workers 2, MXB_TEST_WORKERS; sessions from c1 to srv, the MTA path):
 #   - SIGHUP with a new hostname (gw2.example.com) while every worker
 #     holds a session in the middle of a transaction: "reload:
 #     configuration=" is logged, each held session goes on and delivers

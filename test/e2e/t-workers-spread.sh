@@ -1,7 +1,7 @@
 #!/bin/bash
 # shellcheck disable=SC2016
 # (eval'd wait_for conditions)
-# t-workers-spread: with workers 2 (MXB_WORKERS) the connections are
+# t-workers-spread: with workers 2 (MXB_TEST_WORKERS) the connections are
 # spread over every worker and every worker does its share end to end:
 #   - both queues open, each worker logs "worker=I started", status and
 #     (checked last) stats say workers=2;
