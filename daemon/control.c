@@ -3,6 +3,9 @@
  * one request line of words, answered by "OK\n" or "ERR\n" followed by
  * free text, after which the daemon closes the connection.  Commands are
  * registered by the modules that own the data; this file only frames.
+ * A command registered with control_register_later() answers when its
+ * work is done: the connection waits (struct control_pending is the
+ * connection) and is freed only after both its close and its answer.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -20,6 +23,7 @@
 struct control_cmd {
 	const char	*name;
 	control_cmd_fn	 fn;
+	control_later_fn later;		/* or this */
 };
 
 /* one accepted control connection */
@@ -29,7 +33,11 @@ struct control_conn {
 	struct buf	 in;
 	struct buf	 out;
 	int		 answered;
+	int		 pending;	/* a later command owes the answer */
+	int		 closed;	/* the handle closed meanwhile */
 };
+
+/* struct control_pending is a struct control_conn waiting for its answer */
 
 static uv_pipe_t		 control_listener;
 static int			 control_listening;
@@ -65,6 +73,15 @@ control_register(const char *name, control_cmd_fn fn)
 }
 
 void
+control_register_later(const char *name, control_later_fn fn)
+{
+	if (control_ncmds == CONTROL_MAXCMDS)
+		fatalx("control_register_later: too many commands");
+	control_cmds[control_ncmds].name = name;
+	control_cmds[control_ncmds++].later = fn;
+}
+
+void
 control_register_stats(control_stats_fn fn)
 {
 	if (control_nstats == CONTROL_MAXCMDS)
@@ -88,6 +105,10 @@ control_close_cb(uv_handle_t *h)
 {
 	struct control_conn *c = h->data;
 
+	if (c->pending) {
+		c->closed = 1;	/* freed when the answer comes */
+		return;
+	}
 	buf_free(&c->in);
 	buf_free(&c->out);
 	free(c);
@@ -101,8 +122,11 @@ control_write_cb(uv_write_t *req, int status)
 	uv_close((uv_handle_t *)&c->pipe, control_close_cb);
 }
 
-/* control_dispatch - split the request into words and run its command */
-static void
+static void	control_reply(struct control_conn *);
+
+/* control_dispatch - split the request into words and run its command;
+ * 1 when a later command will answer */
+static int
 control_dispatch(struct control_conn *c, char *line)
 {
 	char *argv[CONTROL_MAXARGS + 1], *save = NULL, *w;
@@ -118,10 +142,19 @@ control_dispatch(struct control_conn *c, char *line)
 	if (argc == 0)
 		buf_puts(&body, "empty request\n");
 	for (i = 0; argc > 0 && i < control_ncmds; i++) {
-		if (strcmp(argv[0], control_cmds[i].name) == 0) {
-			rc = control_cmds[i].fn(argc, argv, &body);
-			break;
+		if (strcmp(argv[0], control_cmds[i].name) != 0)
+			continue;
+		if (control_cmds[i].later != NULL) {
+			buf_free(&body);
+			log_debug("control: command=%s later", argv[0]);
+			c->pending = 1;
+			uv_read_stop((uv_stream_t *)&c->pipe);
+			control_cmds[i].later(argc, argv,
+			    (struct control_pending *)c);
+			return 1;
 		}
+		rc = control_cmds[i].fn(argc, argv, &body);
+		break;
 	}
 	if (argc > 0 && i == control_ncmds)
 		buf_printf(&body, "unknown command: %s\n", argv[0]);
@@ -130,6 +163,25 @@ control_dispatch(struct control_conn *c, char *line)
 		buf_append(&c->out, body.data, body.len);
 	buf_free(&body);
 	log_debug("control: command=%s rc=%d", argc ? argv[0] : "", rc);
+	return 0;
+}
+
+/* control_pending_done - the later command's answer: rc 0 or -1, text */
+void
+control_pending_done(struct control_pending *p, int rc, const char *text)
+{
+	struct control_conn *c = (struct control_conn *)p;
+
+	c->pending = 0;
+	if (c->closed) {
+		buf_free(&c->in);
+		buf_free(&c->out);
+		free(c);
+		return;
+	}
+	buf_puts(&c->out, rc == 0 ? "OK\n" : "ERR\n");
+	buf_puts(&c->out, text);
+	control_reply(c);
 }
 
 static void
@@ -177,8 +229,8 @@ control_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *ub)
 	*nl = '\0';
 	if (nl > c->in.data && nl[-1] == '\r')
 		nl[-1] = '\0';
-	control_dispatch(c, c->in.data);
-	control_reply(c);
+	if (control_dispatch(c, c->in.data) == 0)
+		control_reply(c);
 }
 
 static void

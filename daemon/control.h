@@ -15,9 +15,21 @@ typedef int	(*control_cmd_fn)(int argc, char **argv, struct buf *out);
 /* appends "key=value\n" lines */
 typedef void	(*control_stats_fn)(struct buf *out);
 
+/*
+ * A command whose answer comes later (its work runs off the loop): the
+ * connection waits as a struct control_pending until
+ * control_pending_done() gives the result (0 or -1) and the text.
+ */
+struct control_pending;
+typedef void	(*control_later_fn)(int argc, char **argv,
+		    struct control_pending *);
+
 int	control_start(uv_loop_t *, const char *path);
 void	control_stop(void);
 void	control_register(const char *name, control_cmd_fn);
+void	control_register_later(const char *name, control_later_fn);
+void	control_pending_done(struct control_pending *, int rc,
+	    const char *text);
 void	control_register_stats(control_stats_fn);
 
 /*

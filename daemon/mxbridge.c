@@ -83,6 +83,14 @@ cmd_status(int argc, char **argv, struct buf *out)
 	return 0;
 }
 
+/* stats_workers - the "stats" line before every module's: how many
+ * workers the worker.I lines count */
+static void
+stats_workers(struct buf *out)
+{
+	buf_printf(out, "workers=%u\n", nworkers);
+}
+
 static void
 walk_close(uv_handle_t *h, void *arg)
 {
@@ -142,18 +150,40 @@ on_term(uv_signal_t *s, int signum)
 	uv_timer_start(&drain_timer, drain_cb, 0, 100);
 }
 
-/* reload - parse the file again; keep the old snapshot if it is broken */
+/*
+ * Reload: the file is parsed on libuv's thread pool (a name in it may
+ * take getaddrinfo seconds, and this loop runs the MTA), the snapshot
+ * installed back here.  One parse at a time: what asks meanwhile (a
+ * SIGHUP, a control "reload") is answered by the next parse, which
+ * starts when this one ends, so every answer reflects the file as it
+ * was after the request.
+ */
+#define RELOAD_MAXWAIT	16
+
+struct reload_job {
+	uv_work_t		 req;
+	char			*path;
+	struct policy		*p;	/* parsed, or NULL and err */
+	char			 err[512];
+	struct control_pending	*wait[RELOAD_MAXWAIT];	/* its answers */
+	size_t			 nwait;
+};
+
+static struct reload_job	*reload_job;		/* parsing now */
+static int			 reload_again;		/* asked since */
+static struct control_pending	*reload_next[RELOAD_MAXWAIT];
+static size_t			 reload_nnext;
+
+static void	reload_start(void);
+
+/* reload_install - take p (its reference) as the current snapshot, or
+ * refuse it with err; 0 or -1 */
 static int
-reload(char *err, size_t errlen)
+reload_install(struct policy *p, char *err, size_t errlen)
 {
-	struct policy *old = policy_current(), *p;
+	struct policy *old = policy_current();
 	size_t i;
 
-	if ((p = policy_load(old->path, err, errlen)) == NULL) {
-		log_warnx("reload refused, keeping the running configuration: %s",
-		    err);
-		return -1;
-	}
 	/* the loops, listeners and queues exist once; only a restart moves
 	 * them (auto and the number of cores are the same thing) */
 	if (policy_workers(p) != nworkers) {
@@ -180,26 +210,100 @@ reload(char *err, size_t errlen)
 	return 0;
 }
 
+/* reload_work - on a pool thread: parse (and resolve) the file */
+static void
+reload_work(uv_work_t *req)
+{
+	struct reload_job *j = req->data;
+
+	j->p = policy_load(j->path, j->err, sizeof(j->err));
+}
+
+/* reload_done - back on this loop: install or refuse, answer, go on */
+static void
+reload_done(uv_work_t *req, int status)
+{
+	struct reload_job *j = req->data;
+	char text[640];
+	size_t i;
+	int rc = -1;
+
+	reload_job = NULL;
+	if (stopping) {
+		policy_unref(j->p);
+		snprintf(j->err, sizeof(j->err), "the daemon is stopping");
+	} else if (j->p == NULL)
+		log_warnx("reload refused, keeping the running configuration: %s",
+		    j->err);
+	else
+		rc = reload_install(j->p, j->err, sizeof(j->err));
+	if (rc == 0)
+		snprintf(text, sizeof(text), "configuration reloaded\n");
+	else
+		snprintf(text, sizeof(text), "reload refused: %s\n", j->err);
+	for (i = 0; i < j->nwait; i++)
+		control_pending_done(j->wait[i], rc, text);
+	free(j->path);
+	free(j);
+	if ((reload_again || reload_nnext > 0) && !stopping)
+		reload_start();
+	else {
+		for (i = 0; i < reload_nnext; i++)
+			control_pending_done(reload_next[i], -1,
+			    "reload refused: the daemon is stopping\n");
+		reload_nnext = 0;
+	}
+}
+
+/* reload_start - parse again now, for what asked so far */
+static void
+reload_start(void)
+{
+	struct reload_job *j = xcalloc(1, sizeof(*j));
+
+	j->path = xstrdup(policy_current()->path);
+	memcpy(j->wait, reload_next, reload_nnext * sizeof(reload_next[0]));
+	j->nwait = reload_nnext;
+	reload_nnext = 0;
+	reload_again = 0;
+	j->req.data = j;
+	reload_job = j;
+	log_info("reload: reading configuration=%s", j->path);
+	if (uv_queue_work(loop, &j->req, reload_work, reload_done) != 0) {
+		/* cannot happen with a valid loop; parse here rather than not */
+		reload_work(&j->req);
+		reload_done(&j->req, 0);
+	}
+}
+
+/* reload_ask - a reload is wanted; pending (or NULL) gets its answer */
+static void
+reload_ask(struct control_pending *pending)
+{
+	if (pending != NULL) {
+		if (reload_nnext == RELOAD_MAXWAIT) {
+			control_pending_done(pending, -1, "reload refused: "
+			    "too many reloads waiting, try again\n");
+			return;
+		}
+		reload_next[reload_nnext++] = pending;
+	} else
+		reload_again = 1;
+	if (reload_job == NULL)
+		reload_start();
+}
+
 static void
 on_hup(uv_signal_t *s, int signum)
 {
-	char err[512];
-
-	reload(err, sizeof(err));
+	reload_ask(NULL);
 }
 
-/* cmd_reload - the control command "reload", answering with the reason */
-static int
-cmd_reload(int argc, char **argv, struct buf *out)
+/* cmd_reload - the control command "reload", answered after the parse */
+static void
+cmd_reload(int argc, char **argv, struct control_pending *pending)
 {
-	char err[512];
-
-	if (reload(err, sizeof(err)) == -1) {
-		buf_printf(out, "reload refused: %s\n", err);
-		return -1;
-	}
-	buf_puts(out, "configuration reloaded\n");
-	return 0;
+	reload_ask(pending);
 }
 
 static void
@@ -328,7 +432,8 @@ main(int argc, char *argv[])
 	if (control_start(loop, p->control) == -1)
 		goto fail;
 	control_register("status", cmd_status);
-	control_register("reload", cmd_reload);
+	control_register_later("reload", cmd_reload);
+	control_register_stats(stats_workers);
 	if (start_modules() == -1)
 		goto fail;
 	log_info("started: version=%s config=%s pid=%ld workers=%u",

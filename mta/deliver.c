@@ -1030,11 +1030,14 @@ on_rcpt(struct conn *c, const struct smtp_reply *rep)
 		send_cmd(c, "DATA");
 }
 
+static void	body_open_cb(uv_fs_t *);
+
 static void
 on_data(struct conn *c, const struct smtp_reply *rep)
 {
 	char path[PATH_MAX];
 	size_t i;
+	int rc = 0;
 
 	if (rep->code != 354) {
 		for (i = 0; i < c->job->n; i++)
@@ -1054,20 +1057,49 @@ on_data(struct conn *c, const struct smtp_reply *rep)
 		body_mem(c);
 		return;
 	}
+	/* opened on the threadpool, as it is read: nothing waits on the
+	 * disk on this loop */
+	c->fsreq.data = c;
 	if (mta_spool_path(path, sizeof(path), "queue", c->job->env->id) ==
-	    -1 || (c->fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+	    -1 || (rc = uv_fs_open(c->loop, &c->fsreq, path,
+	    O_RDONLY | O_CLOEXEC, 0, body_open_cb)) != 0) {
 		conn_hop_failed(c, 4, "4.3.0", "cannot read the queue file: %s",
-		    strerror(errno));
+		    rc != 0 ? uv_strerror(rc) : "path too long");
 		return;
 	}
+	c->refs++;
+}
+
+/* body_open_cb - the queue file is open (or not): send the body */
+static void
+body_open_cb(uv_fs_t *req)
+{
+	struct conn *c = req->data;
+	ssize_t fd = req->result;
+
+	uv_fs_req_cleanup(req);
+	if (c->state != CS_BODY || c->job == NULL || !alive(c)) {
+		if (fd >= 0)
+			close((int)fd);		/* failed meanwhile */
+		conn_unref(c);
+		return;
+	}
+	if (fd < 0) {
+		conn_hop_failed(c, 4, "4.3.0", "cannot read the queue file: %s",
+		    uv_strerror((int)fd));
+		conn_unref(c);
+		return;
+	}
+	c->fd = (int)fd;
 	c->off = 0;
 	buf_reset(&c->carry);
-	if (c->job->env->received != NULL &&
+	if (c->job->env->received == NULL ||
 	    send_raw(c, c->job->env->received,
-	    strlen(c->job->env->received), NULL) == -1)
-		return;
-	timeout(c, policy_current()->limits.t_data);
-	body_read(c);
+	    strlen(c->job->env->received), NULL) != -1) {
+		timeout(c, policy_current()->limits.t_data);
+		body_read(c);
+	}
+	conn_unref(c);
 }
 
 static void

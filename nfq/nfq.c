@@ -654,14 +654,17 @@ nfq_stats(struct buf *out)
 	static const char *acts[] = { "proxy", "pass", "drop" };
 	uint64_t dec[2][3] = { { 0 } }, mal = 0, err = 0, ovr = 0, n;
 	unsigned i;
-	int d, a, open = 0;
+	int d, a, open = 0, nopen = 0;
 
 	for (i = 0; i < nfq_nw; i++) {
 		const struct nfq_worker *w = nfq_ws[i];
 
 		if (w == NULL)
 			continue;
-		open |= atomic_load_explicit(&w->open, memory_order_relaxed);
+		if (atomic_load_explicit(&w->open, memory_order_relaxed)) {
+			open = 1;
+			nopen++;
+		}
 		for (d = 0; d < 2; d++)
 			for (a = 0; a < 3; a++)
 				dec[d][a] += counter_get(&w->st.decision[d][a]);
@@ -670,6 +673,7 @@ nfq_stats(struct buf *out)
 		ovr += counter_get(&w->st.overruns);
 	}
 	buf_printf(out, "nfq_queue_open=%d\n", open);
+	buf_printf(out, "nfq_queues_open=%d\n", nopen);
 	for (d = 0; d < 2; d++)
 		for (a = 0; a < 3; a++)
 			buf_printf(out, "nfq_%s_%s=%llu\n", dirs[d], acts[a],

@@ -4,10 +4,13 @@
  * is answered.  The conversation (EHLO, MAIL FROM:<>, RCPT TO:<rcpt>,
  * QUIT) runs over relay.c's upstream client, so it gets the same marked
  * socket, strict reply parser, timeouts and STARTTLS.  Definite answers
- * (2xx, 5xx) are kept in a small cache, the oldest going first; each
- * worker has its own (no lock on the RCPT path; a worker learns an
- * answer another worker got by asking once itself).
+ * (2xx, 5xx) are kept in a small cache, the oldest going first.  The
+ * cache is shared by every worker, under its mutex (taken once per
+ * verified RCPT, never on the data path): a recipient verified in a
+ * session on one core is a cache hit on every other, as an admin
+ * expects, and the server is asked once.
  */
+#include <pthread.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +53,7 @@ struct cache_entry {
 };
 
 struct callout_cache {
+	pthread_mutex_t		 mtx;		/* e[] */
 	struct cache_entry	 e[CACHE_SIZE];
 };
 
@@ -106,6 +110,7 @@ cache_put(struct callout_cache *k, const struct sockaddr_storage *dst,
 
 	if (code < 200 || (code >= 300 && code < 500) || code >= 600)
 		return;
+	pthread_mutex_lock(&k->mtx);
 	if ((e = cache_find(k, (const struct sockaddr *)dst, rcpt,
 	    now)) == NULL)
 		for (i = 0; i < CACHE_SIZE; i++) {
@@ -124,12 +129,16 @@ cache_put(struct callout_cache *k, const struct sockaddr_storage *dst,
 	e->code = code;
 	e->expires = now + (code < 300 ? CACHE_OK_MS : CACHE_BAD_MS);
 	snprintf(e->line, sizeof(e->line), "%s", line);
+	pthread_mutex_unlock(&k->mtx);
 }
 
 struct callout_cache *
 callout_cache_new(void)
 {
-	return xcalloc(1, sizeof(struct callout_cache));
+	struct callout_cache *k = xcalloc(1, sizeof(*k));
+
+	pthread_mutex_init(&k->mtx, NULL);
+	return k;
 }
 
 void
@@ -141,6 +150,7 @@ callout_cache_free(struct callout_cache *k)
 		return;
 	for (i = 0; i < CACHE_SIZE; i++)
 		free(k->e[i].rcpt);
+	pthread_mutex_destroy(&k->mtx);
 	free(k);
 }
 
@@ -149,12 +159,16 @@ callout_cached(struct callout_cache *k, const struct sockaddr *dst,
     const char *rcpt, int *code, char *line, size_t len)
 {
 	struct cache_entry *e;
+	int found = 0;
 
-	if ((e = cache_find(k, dst, rcpt, now_ms())) == NULL)
-		return 0;
-	*code = e->code;
-	snprintf(line, len, "%s", e->line);
-	return 1;
+	pthread_mutex_lock(&k->mtx);
+	if ((e = cache_find(k, dst, rcpt, now_ms())) != NULL) {
+		*code = e->code;
+		snprintf(line, len, "%s", e->line);
+		found = 1;
+	}
+	pthread_mutex_unlock(&k->mtx);
+	return found;
 }
 
 /* reply_first - "DDD text" of a reply's first line, printable only */

@@ -66,7 +66,7 @@ struct proxy_worker {
 	struct proxy_listener	*listeners[2];	/* by dir */
 	struct proxy_sessions	*sessions;
 	struct tls_corks	*corks;
-	struct callout_cache	*callouts;
+	struct callout_cache	*callouts;	/* the shared one */
 	struct ifname_cache	*ifnames;	/* ingress port names */
 	struct mta_door		*door;		/* the MTA's answers */
 	int			 down;		/* never listen again */
@@ -101,6 +101,8 @@ static unsigned			 proxy_admitted;	/* under proxy_lim_mtx:
 					   sessions, not refused */
 static atomic_uint		 proxy_nofile_cap;	/* "sessions auto" */
 static atomic_uint_fast64_t	 proxy_next_id = 1;
+/* shared: the verify-recipients answers, locked inside (callout.c) */
+static struct callout_cache	*proxy_callouts;
 
 static int	proxy_start(uv_loop_t *, unsigned);
 static void	proxy_reload(void);
@@ -558,7 +560,7 @@ proxy_worker_new(unsigned idx, uv_loop_t *loop)
 	w->loop = loop;
 	w->sessions = proxy_sessions_new();
 	w->corks = tls_corks_new(loop);
-	w->callouts = callout_cache_new();
+	w->callouts = proxy_callouts;
 	w->ifnames = ifname_cache_new();
 	w->door = mta_door_open(loop, proxy_door_cb, w);
 	return w;
@@ -595,6 +597,8 @@ proxy_start(uv_loop_t *loop, unsigned nworkers)
 	proxy_nofile_cap_set();
 	if (proxy_clients == NULL)
 		proxy_clients = proxy_clients_new(PROXY_CLIENTS);
+	if (proxy_callouts == NULL)
+		proxy_callouts = callout_cache_new();
 	if (proxy_ws == NULL) {
 		proxy_ws = xcalloc(nworkers, sizeof(*proxy_ws));
 		proxy_nw = nworkers;

@@ -5,12 +5,15 @@
 # count the duplicates.
 #
 #   test/crash-load.sh [-n MESSAGES] [-c SESSIONS] [-k FRACTION] [-s BYTES]
-#                      [-K] [-F]
+#                      [-W WORKERS] [-K] [-F]
 #
 #   -n  messages to send (default 3000)      -c  parallel sessions (20)
 #   -k  kill when this fraction was acknowledged (0.4)
 #   -s  message size in bytes (4096)         -K  no kill: throughput only
 #   -F  queue fsync no (for comparison; durability is not promised then)
+#   -W  worker threads: the daemon's "workers" and mxbridge-netfilter's
+#       -W (default 1); with more than one (and -c 16 or more), every
+#       worker must have taken some of the sessions before the kill
 #
 # The load is a python3 client (several messages per session, one line
 # per acknowledged message in a file, so the 250s are known exactly);
@@ -18,12 +21,12 @@
 # mx21 sink of the testbed.  Exit 0 when nothing acknowledged is missing.
 # Prints "crash-load: ..." with the counts and the rates.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
-N=3000 C=20 KILLAT=0.4 SIZE=4096 NOKILL= FSYNC=yes
-while getopts n:c:k:s:KF opt; do
+N=3000 C=20 KILLAT=0.4 SIZE=4096 NOKILL= FSYNC=yes W=1
+while getopts n:c:k:s:W:KF opt; do
 	case $opt in
 	n) N=$OPTARG ;; c) C=$OPTARG ;; k) KILLAT=$OPTARG ;; s) SIZE=$OPTARG ;;
-	K) NOKILL=1 ;; F) FSYNC=no ;;
-	*) echo "usage: $0 [-n N] [-c C] [-k F] [-s BYTES] [-K] [-F]" >&2; exit 2 ;;
+	W) W=$OPTARG ;; K) NOKILL=1 ;; F) FSYNC=no ;;
+	*) echo "usage: $0 [-n N] [-c C] [-k F] [-s BYTES] [-W WORKERS] [-K] [-F]" >&2; exit 2 ;;
 	esac
 done
 TB_TEST=crash-load
@@ -41,6 +44,7 @@ spool "$S/spool"
 pidfile "$S/mxbridge.pid"
 control "$S/ctl.sock"
 queue-number $Q
+workers $W
 listen incoming port 10025
 listen outgoing port 10026
 default incoming proxy
@@ -61,10 +65,13 @@ CONF
 ctl() { tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" "$@"; }
 stat_is() { ctl stats 2>/dev/null | sed -n "s/^$1=//p"; }
 
-tb_exec box bash "$NF" up -b br0 -q $Q -i 10025 -o 10026 -F open \
+# the worker queues Q .. Q+W-1 are open (lib.sh's MXB_* for its helpers)
+MXB_QUEUE=$Q MXB_WORKERS=$W MXB_DIR=$S MXB_BINDIR=$BIN
+queues_open() { wait_for mxb_queues_open "$1" || fail "queues $Q..$((Q + W - 1)) not all open: $(grep 'nfq: queue=' "$TB_MXB_LOG" | tail -n 3)"; }
+tb_exec box bash "$NF" up -b br0 -q $Q -W "$W" -i 10025 -o 10026 -F open \
 	>"$S/nf.log" 2>&1 || fail "mxbridge-netfilter up: $(tail -n 3 "$S/nf.log")"
 mxb_start "$S/run.conf" ${MXB_ARGS:-} || fail "daemon did not start"
-wait_for grep -q "nfq: queue=$Q open" "$TB_MXB_LOG" || fail "queue not open"
+queues_open 1
 
 # the load: C sessions from c1 to the (not honoured) ext server
 : >"$S/acked"
@@ -105,6 +112,15 @@ print("load-done %.3f" % (time.time() - t0))
 LOAD=$!
 t0=$(date +%s.%N)
 
+if [ "$W" -gt 1 ] && [ "$C" -ge 16 ]; then
+	# every worker took some of the C sessions (each load thread opens
+	# its session at once and keeps it; with 16 or more the chance that
+	# the kernel's hash puts all of them on one of two workers is below
+	# 2^-15); checked before the kill, which this does not delay
+	wait_for -t 60 mxb_each_worker proxy_accepted_outgoing -ge 1 ||
+		fail "not every worker took sessions: $(mxb_wshow proxy_accepted_outgoing)"
+	perworker=$(mxb_wshow proxy_accepted_outgoing)
+fi
 killed=
 if [ -z "$NOKILL" ]; then
 	want=$(python3 -c "print(int($N * $KILLAT))")
@@ -120,7 +136,9 @@ if [ -z "$NOKILL" ]; then
 	wait "$LOAD" 2>/dev/null
 	acked=$(wc -l <"$S/acked")
 	inspool=$(find "$S/spool/queue" -type f ! -name '*.st' | wc -l)
+	from=$(($(wc -l <"$TB_MXB_LOG") + 1))
 	mxb_start "$S/run.conf" || fail "daemon did not restart"
+	queues_open "$from"
 else
 	wait "$LOAD"
 	t1=$(date +%s.%N)
@@ -143,7 +161,7 @@ rate_in=$(python3 -c "print('%.0f' % ($acked / max(0.001, $t1 - $t0)))")
 rate_out=$(python3 -c "print('%.0f' % ($uniq_delivered / max(0.001, $t2 - $t0)))")
 corrupt=$(find "$S/spool/corrupt" -type f | wc -l)
 batches=$(stat_is spool_batches) ops=$(stat_is spool_ops)
-echo "crash-load: sent=$N sessions=$C size=$SIZE fsync=$FSYNC" \
+echo "crash-load: sent=$N sessions=$C size=$SIZE fsync=$FSYNC workers=$W${perworker:+ ($perworker)}" \
 	"acked=$acked acked_at_kill=${killed:-none} in_spool_at_kill=$inspool" \
 	"delivered=$delivered unique=$uniq_delivered duplicates=$dups" \
 	"missing=$missing unacked_delivered=$extra corrupt=$corrupt" \

@@ -563,6 +563,49 @@ mxb_stats_expect() {
 	done
 }
 
+# mxb_stat KEY: the value of KEY in one "mxbridgectl stats" (nothing and
+# status 1 if the line is not there), e.g. mxb_stat proxy_sessions
+mxb_stat() {
+	local v
+	v=$(mxb_ctl stats 2>/dev/null | sed -n "s/^$1=//p")
+	[ -n "$v" ] && echo "$v"
+}
+
+# mxb_wstats KEY: worker I's worker.I.KEY, one line "I VALUE" per worker
+# 0..$MXB_WORKERS-1, all from one "mxbridgectl stats" ("I -" for a worker
+# whose line is missing).  The sum of the values: mxb_wsum KEY.
+mxb_wstats() {
+	mxb_ctl stats 2>/dev/null | awk -F= -v k="$1" -v n="${MXB_WORKERS:-1}" '
+		{ v[$1] = $2 }
+		END { for (i = 0; i < n; i++) { w = "worker." i "." k
+			print i, ((w in v) ? v[w] : "-") } }'
+}
+mxb_wsum() { mxb_wstats "$1" | awk '$2 != "-" { n += $2 } END { print n + 0 }'; }
+
+# mxb_each_worker KEY OP N: every worker 0..$MXB_WORKERS-1 has its line
+# worker.I.KEY and "test VALUE OP N" holds for each (handy with wait_for)
+mxb_each_worker() {
+	local i v rc=0
+	while read -r i v; do
+		[ "$v" != - ] && test "$v" "$2" "$3" 2>/dev/null || rc=1
+	done < <(mxb_wstats "$1")
+	return $rc
+}
+
+# mxb_wshow KEY: "worker.0.KEY=A worker.1.KEY=B ..." for a failure message
+mxb_wshow() { mxb_wstats "$1" | awk -v k="$1" '{ printf "%sworker.%s.%s=%s", (NR > 1 ? " " : ""), $1, k, $2 }'; }
+
+# mxb_queues_open [FROM]: every worker queue $MXB_QUEUE ..
+# $MXB_QUEUE+$MXB_WORKERS-1 has its "nfq: queue=Q open" line in the
+# daemon's log (from line FROM on, default 1: a restart passes the line
+# count it had before)
+mxb_queues_open() {
+	local q from=${1:-1}
+	for ((q = MXB_QUEUE; q < MXB_QUEUE + ${MXB_WORKERS:-1}; q++)); do
+		tail -n "+$from" "$TB_MXB_LOG" 2>/dev/null | grep -q "nfq: queue=$q open" || return 1
+	done
+}
+
 # mxb_sancheck: fail the test if the daemon's log holds a sanitizer report
 mxb_sancheck() {
 	grep -Eq "Sanitizer|runtime error" "$TB_MXB_LOG" 2>/dev/null || return 0

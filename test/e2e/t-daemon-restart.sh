@@ -27,6 +27,7 @@ spool "$S/spool"
 pidfile "$PF"
 control "$S/ctl.sock"
 queue-number 8
+workers ${MXB_WORKERS:-auto}
 listen incoming port 10025
 listen outgoing port 10026
 CONF

@@ -23,6 +23,8 @@ listen incoming port 10025
 listen outgoing port 10026
 $2
 CONF
+	# last, so that the line numbers the -n checks expect stay
+	echo "workers ${MXB_WORKERS:-auto}" >>"$1"
 }
 write_conf "$S/good.conf" ""
 write_conf "$S/bad.conf" "frobnicate yes"

@@ -70,7 +70,7 @@ print(c.recv(512).decode().strip(), flush=True)
 '
 
 nf_up() {
-	tb_exec box bash "$MXB_NF" up -b br0 -q "$MXB_QUEUE" -i 10025 -o 10026 \
+	tb_exec box bash "$MXB_NF" up -b br0 -q "$MXB_QUEUE" -W "$MXB_WORKERS" -i 10025 -o 10026 \
 		-s 25,2525 -T "$1" >"$MXB_DIR/nf.log" 2>&1 ||
 		fail "mxbridge-netfilter up -T $1: $(tail -n 3 "$MXB_DIR/nf.log")"
 }

@@ -25,7 +25,9 @@
 . "$(dirname "$0")/../lib.sh"
 need iptables nft openssl
 tb_init
-# the examples set no queue-number: queue 0
+# the examples set no queue-number: queue 0; they run as shipped,
+# with the default workers (auto), whatever the suite runs with
+MXB_WORKERS=auto
 mxb_setup "$TB_STATE/examples" 0
 S=$MXB_DIR
 MAN=$TB_REPO/man/mxbridge.conf.5

@@ -17,7 +17,11 @@
 #     keeps serving (gateway banner, bob still refused, alice delivered);
 #   - a reload changing `workers` is refused with the reason (the loops
 #     are fixed at start), status still says the old number; `mxbridge
-#     -n` accepts the new one (a restart would take it).
+#     -n` accepts the new one (a restart would take it);
+#   - the file is parsed off the daemon's loop: while a reload waits
+#     seconds for a name (the box's resolver made silent), `mxbridgectl
+#     status` answers at once, and the reload then answers with the
+#     reason ("cannot resolve").
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/../lib.sh"
 need iptables nft
@@ -144,5 +148,44 @@ out=$("$MXB_BINDIR/mxbridge" -n -f "$S/run.conf" 2>&1); rc=$?
 [ $rc -eq 0 ] || fail "mxbridge -n with workers $new: exit $rc, want 0: $out"
 cp "$S/good.conf" "$S/run.conf"
 
+# 5. a slow name does not stop the daemon's loop: the parse runs on the
+#    thread pool.  The box's resolver becomes a silent one (a UDP socket
+#    in the box that reads and never answers); the resolver file is
+#    written in place, as the box sees it through a bind mount.
+RESOLV=/etc/netns/$(tb_ns box)/resolv.conf
+cp "$RESOLV" "$S/resolv.saved"
+tb_exec box python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.53", 53))
+open(sys.argv[1], "w").write("ready\n")
+while True:
+    s.recv(512)
+' "$S/silent.ready" &
+silent=$!
+slow_cleanup() { kill "$silent" 2>/dev/null; cat "$S/resolv.saved" >"$RESOLV"; }
+TB_ATEXIT=slow_cleanup
+wait_for test -s "$S/silent.ready" || fail "the silent resolver did not start"
+printf 'nameserver 127.0.0.53\noptions timeout:4 attempts:1\n' >"$RESOLV"
+{ cat "$S/good.conf"; printf 'domain slow.example {\n\tserver mail.slow.example\n}\n'; } >"$S/run.conf"
+nr=$(grep -c "reload: reading configuration=" "$TB_MXB_LOG")
+mxb_ctl reload >"$S/slow.out" 2>&1 &
+rp=$!
+wait_for eval '[ "$(grep -c "reload: reading configuration=" "$TB_MXB_LOG")" -gt "$nr" ]' ||
+	fail "the slow reload did not start: $(tail -n 3 "$TB_MXB_LOG")"
+out=$(timeout 2 "$MXB_BINDIR/mxbridgectl" -s "$MXB_DIR/ctl.sock" status 2>&1) ||
+	fail "status did not answer within 2 s while a reload resolved a name: $out"
+echo "$out" | grep -q "^state=running" || fail "status during the slow reload: $out"
+kill -0 "$rp" 2>/dev/null ||
+	fail "the reload answered before its name could resolve: $(cat "$S/slow.out")"
+wait "$rp"; rc=$?
+slow_cleanup
+TB_ATEXIT=
+[ $rc -eq 1 ] || fail "the reload with an unresolvable server: exit $rc, want 1: $(cat "$S/slow.out")"
+grep -q 'reload refused: .*server: cannot resolve "mail.slow.example"' "$S/slow.out" ||
+	fail "the slow reload's answer lacks the reason: $(cat "$S/slow.out")"
+cp "$S/good.conf" "$S/run.conf"
+mxb_reload "reload after the slow one"
+
 mxb_down
-pass "session across reload finishes on the old snapshot, new sessions see the new one, broken config refused, workers change refused"
+pass "session across reload finishes on the old snapshot, new sessions see the new one, broken config refused, workers change refused, a slow name does not stop the loop"

@@ -9,9 +9,12 @@
 #     start with the reason (never a bridge where half of the new flows
 #     meet a queue nobody reads);
 #   - after `up -W 1` (as the daemon's workers 1) it starts, opens its
-#     queue and classifies: c1's SMTP reaches the incoming listener.
-# Still to come (issue 12): worker threads, each on its own queue; then
-# this test runs with workers 2 end to end.
+#     queue and classifies: c1's SMTP reaches the incoming listener;
+#   - workers 2 end to end: `up -W 2` and a daemon with workers 2: it
+#     starts, opens both queues Q and Q+1, each worker logs "worker=I
+#     started", status and stats say workers=2, and c1's connections
+#     are classified and answered, the per-worker decisions adding up
+#     to the summed nfq lines.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/../lib.sh"
 # the refusal below needs a daemon whose workers differ from -W 2
@@ -51,4 +54,30 @@ expect_glob "c1 to $TB_SRV_IP4:25" "$(tb_banner c1 "$TB_SRV_IP4")" "BANNER 220 g
 [ "$(mxb_decisions)" -ge 1 ] || fail "no nfq decision counted: $(mxb_ctl stats | grep ^nfq_)"
 
 mxb_down
-pass "-W 2 spreads over queues $MXB_QUEUE:$q2 and is recorded, a daemon with other workers refuses to start, matching -W starts and classifies"
+
+# 4. workers 2 end to end: both queues open, both workers started
+MXB_WORKERS=2
+mxb_conf_write "$MXB_DIR/run2.conf" proxy proxy
+grep -qx "workers 2" "$MXB_DIR/run2.conf" || fail "the config lacks workers 2"
+mxb_nf_up open
+from=$(($(wc -l <"$TB_MXB_LOG") + 1))
+mxb_start_queue "$MXB_DIR/run2.conf"
+wait_for mxb_queues_open "$from" ||
+	fail "workers 2: queues $MXB_QUEUE and $q2 not both open: $(tail -n "+$from" "$TB_MXB_LOG" | grep 'nfq: queue=')"
+for i in 0 1; do
+	wait_for eval 'tail -n "+$from" "$TB_MXB_LOG" | grep -q "worker=$i started"' ||
+		fail "workers 2: no \"worker=$i started\": $(tail -n 3 "$TB_MXB_LOG")"
+done
+mxb_ctl status | grep -qx "workers=2" || fail "status lacks workers=2: $(mxb_ctl status | tr '\n' ' ')"
+# a few connections: every one classified and answered
+for i in 1 2 3 4; do
+	expect_glob "workers 2: c1 to $TB_SRV_IP4:25 ($i)" "$(tb_banner c1 "$TB_SRV_IP4")" "BANNER 220 gw.example.com *"
+done
+[ "$(mxb_decisions)" -ge 4 ] || fail "workers 2: $(mxb_decisions) nfq decisions, want >= 4: $(mxb_ctl stats | grep nfq_)"
+dec=$(mxb_wsum nfq_decisions)
+[ "$dec" = "$(mxb_decisions)" ] ||
+	fail "workers 2: per-worker decisions ($(mxb_wshow nfq_decisions)) do not add up to $(mxb_decisions)"
+# stats says how many workers it sums (issue 12's contract)
+mxb_stats_expect workers -eq 2
+mxb_down
+pass "-W 2 spreads over queues $MXB_QUEUE:$q2 and is recorded, a daemon with other workers refuses to start, matching -W starts and classifies, workers 2 runs end to end on both queues"

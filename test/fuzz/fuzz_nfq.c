@@ -25,7 +25,7 @@ static struct nfq_queue	fq;
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	fq.w = nfq_worker_new(uv_default_loop());
+	fq.w = nfq_worker_new(0, uv_default_loop());
 	fuzz_policy("hostname gw.example.com\n"
 	    "listen incoming port 10025\nlisten outgoing port 10026\n"
 	    "default incoming proxy\ndefault outgoing proxy\n"

@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -2143,6 +2144,170 @@ test_id_threads(void **state)
 	free(ids);
 }
 
+/*
+ * The front door: a worker thread with a loop of its own submits
+ * messages with tickets; the daemon's loop (this one) commits them, and
+ * each answer comes back on the worker's loop by its ticket.  A closed
+ * door gets no answer, and its message is queued all the same; with the
+ * MTA stopped, the answer is a refusal.
+ */
+#define DOOR_MSGS	3
+
+struct door_worker {
+	uv_loop_t	 loop;
+	uv_timer_t	 keep;		/* the door keeps no loop alive */
+	struct mta_door	*door;
+	int		 close_early;	/* close the door right after submit */
+	int		 answers;
+	int		 ok;
+	uint64_t	 tickets[DOOR_MSGS];
+	char		 ids[DOOR_MSGS][32];
+	uv_thread_t	 thread;	/* the caller's, for the check */
+	int		 wrong_thread;
+	atomic_int	 done;
+};
+
+static struct door_worker *door_w;
+
+static void
+door_cb(void *arg, uint64_t ticket, int status, const char *text)
+{
+	struct door_worker *w = arg;
+	uv_thread_t self = uv_thread_self();
+
+	if (!uv_thread_equal(&self, &w->thread))
+		w->wrong_thread = 1;
+	if (w->answers < DOOR_MSGS) {
+		w->tickets[w->answers] = ticket;
+		snprintf(w->ids[w->answers], sizeof(w->ids[0]), "%s", text);
+	}
+	w->answers++;
+	if (status == 0)
+		w->ok++;
+	if (w->answers == DOOR_MSGS)
+		uv_timer_stop(&w->keep);
+}
+
+static void
+door_keep_cb(uv_timer_t *t)
+{
+	struct door_worker *w = t->data;
+
+	/* the closed door: nothing comes; end once the MTA has queued all */
+	if (w->close_early && mta_stats.received >= DOOR_MSGS)
+		uv_timer_stop(t);
+}
+
+static struct mta_msg *
+door_msg(uint64_t session)
+{
+	struct mta_info info;
+	struct mta_msg *m;
+
+	memset(&info, 0, sizeof(info));
+	info.session_id = session;
+	uv_ip4_addr("192.0.2.101", 40000, (struct sockaddr_in *)&info.client);
+	uv_ip4_addr("127.0.0.1", sink.port,
+	    (struct sockaddr_in *)&info.orig_dst);
+	info.dir = POLICY_DIR_IN;
+	info.helo = "c1.test";
+	info.sender = "sender@example.org";
+	m = mta_msg_new(&info);
+	mta_msg_add_rcpt(m, "alice@example.com", NULL, 0, rcpt_route);
+	assert_int_equal(mta_msg_write(m, BODY, sizeof(BODY) - 1), 0);
+	return m;
+}
+
+static void
+door_thread(void *arg)
+{
+	struct door_worker *w = arg;
+	uint64_t i;
+
+	w->thread = uv_thread_self();
+	uv_loop_init(&w->loop);
+	uv_timer_init(&w->loop, &w->keep);
+	w->keep.data = w;
+	uv_timer_start(&w->keep, door_keep_cb, 10, 10);
+	w->door = mta_door_open(&w->loop, door_cb, w);
+	for (i = 0; i < DOOR_MSGS; i++)
+		mta_msg_submit(door_msg(100 + i), w->door, 100 + i);
+	if (w->close_early)
+		mta_door_close(w->door);
+	uv_run(&w->loop, UV_RUN_DEFAULT);
+	if (!w->close_early)
+		mta_door_close(w->door);
+	uv_close((uv_handle_t *)&w->keep, NULL);
+	uv_run(&w->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&w->loop);
+	atomic_store(&w->done, 1);
+}
+
+static int
+door_done(void)
+{
+	return atomic_load(&door_w->done);
+}
+
+static void
+test_front_door(void **state)
+{
+	struct door_worker w;
+	uv_thread_t t;
+	uint64_t i;
+
+	/* answered by ticket, on the worker's thread */
+	memset(&w, 0, sizeof(w));
+	door_w = &w;
+	assert_int_equal(uv_thread_create(&t, door_thread, &w), 0);
+	assert_int_equal(run_until(door_done, 10000), 0);
+	uv_thread_join(&t);
+	assert_int_equal(w.answers, DOOR_MSGS);
+	assert_int_equal(w.ok, DOOR_MSGS);
+	assert_int_equal(w.wrong_thread, 0);
+	for (i = 0; i < DOOR_MSGS; i++) {
+		assert_int_equal(w.tickets[i], 100 + i);
+		assert_int_equal(strlen(w.ids[i]), MTA_IDLEN);
+	}
+	assert_string_not_equal(w.ids[0], w.ids[1]);
+	assert_int_equal(mta_stats.received, DOOR_MSGS);
+
+	/* a door closed before the answers: none read, the mail queued */
+	memset(&w, 0, sizeof(w));
+	memset(&mta_stats, 0, sizeof(mta_stats));
+	w.close_early = 1;
+	assert_int_equal(uv_thread_create(&t, door_thread, &w), 0);
+	assert_int_equal(run_until(door_done, 10000), 0);
+	uv_thread_join(&t);
+	assert_int_equal(w.answers, 0);
+	assert_int_equal(mta_stats.received, DOOR_MSGS);
+
+	/* the MTA stopped: refused, through the door all the same */
+	assert_int_equal(run_until(settled, 10000), 0);
+	mta_module.stop();
+	uv_run(loop, UV_RUN_NOWAIT);	/* the inbox's handle closes */
+	memset(&w, 0, sizeof(w));
+	w.thread = uv_thread_self();
+	uv_loop_init(&w.loop);
+	w.door = mta_door_open(&w.loop, door_cb, &w);
+	uv_timer_init(&w.loop, &w.keep);
+	w.keep.data = &w;
+	uv_timer_start(&w.keep, door_keep_cb, 10, 10);
+	mta_msg_submit(door_msg(200), w.door, 200);
+	/* one turn reads the answer: the door's handle keeps no loop alive,
+	 * the timer does */
+	uv_run(&w.loop, UV_RUN_ONCE);
+	uv_close((uv_handle_t *)&w.keep, NULL);
+	assert_int_equal(w.answers, 1);
+	assert_int_equal(w.ok, 0);
+	assert_int_equal(w.tickets[0], 200);
+	assert_string_equal(w.ids[0], "queue not running");
+	mta_door_close(w.door);
+	uv_run(&w.loop, UV_RUN_DEFAULT);
+	uv_loop_close(&w.loop);
+	assert_int_equal(mta_module.start(loop, 1), 0);
+}
+
 int
 main(void)
 {
@@ -2152,6 +2317,8 @@ main(void)
 		cmocka_unit_test(test_envelope_bad_words),
 		cmocka_unit_test(test_dns_literals),
 		cmocka_unit_test(test_id_threads),
+		cmocka_unit_test_setup_teardown(test_front_door, setup,
+		    teardown),
 #define T(f)	cmocka_unit_test_setup_teardown(f, setup, teardown)
 		T(test_deliver_and_bounce),
 		T(test_ret_hdrs_and_orcpt),
