@@ -170,7 +170,5 @@ void	 smtpd_sink_421(struct sink_env *, const char *disposition,
 	    const char *line);
 /* wait (on=1) or no more (0) for an answer by session id */
 void	 smtpd_sink_await(struct sink_env *, int on);
-/* the upstream client TLS context (shared, made once) */
-SSL_CTX	*smtpd_client_ctx(void);
 
 #endif

@@ -218,7 +218,7 @@ verify_rcpt(struct sink *q, const struct policy_domain *d, struct rcpt *r)
 	o.tls = d->tls == POLICY_UPTLS_NONE ? RELAY_TLS_NONE :
 	    d->tls == POLICY_UPTLS_STARTTLS ? RELAY_TLS_REQUIRE :
 	    RELAY_TLS_OPPORTUNISTIC;
-	o.ctx = o.tls != RELAY_TLS_NONE ? smtpd_client_ctx() : NULL;
+	o.ctx = o.tls != RELAY_TLS_NONE ? tls_ctx_client_shared() : NULL;
 	o.corks = proxy_worker_corks(e->conn.worker);
 	q->vrcpt = *r;
 	memset(r, 0, sizeof(*r));

@@ -216,7 +216,7 @@ rsink_greet(struct sink *r)
 		o.tls = RELAY_TLS_OPPORTUNISTIC;
 		break;
 	}
-	o.ctx = o.tls != RELAY_TLS_NONE ? smtpd_client_ctx() : NULL;
+	o.ctx = o.tls != RELAY_TLS_NONE ? tls_ctx_client_shared() : NULL;
 	o.corks = proxy_worker_corks(e->conn.worker);
 	log_debug("session=%llu upstream tls=%s hide-box=%s",
 	    (unsigned long long)e->conn.id, policy_cstls_name(e->pol->cs_tls),
@@ -237,47 +237,45 @@ rsink_helo(struct sink *r, int ehlo, const struct smtp_line *l)
 		send_failed(r);
 }
 
-/* rsink_ehlo - the upstream's EHLO reply, cut to what both legs do */
+/* rsink_ehlo - the upstream's EHLO reply, cut to what both legs do: the
+ * lines of the extensions the session core handles pass on as they came,
+ * SIZE becomes the smaller of both limits, the rest is dropped */
 static void
 rsink_ehlo(struct sink *r, const struct smtp_reply *rep, struct buf *out,
     struct sink_caps *c)
 {
+	struct smtp_ehlo up;
 	char kw[32], tmp[64];
 	const char *line;
-	size_t len, k;
+	size_t len, plen;
 	unsigned i;
-	uint64_t up;
 
+	smtp_ehlo_parse(rep, &up);
 	memset(c, 0, sizeof(*c));
+	c->pipelining = up.pipelining;
+	c->enhanced = up.enhanced;
+	c->eightbit = up.eightbit;
+	c->dsn = up.dsn;
+	c->smtputf8 = up.smtputf8;
+	c->auth = up.auth && (r->env->tls != NULL ||
+	    relay_auth_in_clear(r->relay));
 	r->size = r->env->pol->limits.size;
+	if (up.maxsize != 0 && up.maxsize < r->size)
+		r->size = up.maxsize;
 	line = smtp_reply_line(rep, 0, &len);
 	buf_printf(out, "250-%.*s\r\n", (int)len, line);
 	for (i = 1; i < rep->nlines; i++) {
 		line = smtp_reply_line(rep, i, &len);
-		for (k = 0; k < len && k + 1 < sizeof(kw) && line[k] != ' '; k++)
-			kw[k] = (char)toupper((unsigned char)line[k]);
-		kw[k] = '\0';
-		if (strcmp(kw, "SIZE") == 0) {
-			up = strtoull(line + k, NULL, 10);
-			if (up != 0 && up < r->size)
-				r->size = up;
-			continue;	/* emitted below, merged */
-		} else if (strcmp(kw, "PIPELINING") == 0)
-			c->pipelining = 1;
-		else if (strcmp(kw, "ENHANCEDSTATUSCODES") == 0)
-			c->enhanced = 1;
-		else if (strcmp(kw, "8BITMIME") == 0)
-			c->eightbit = 1;
-		else if (strcmp(kw, "DSN") == 0)
-			c->dsn = 1;
-		else if (strcmp(kw, "SMTPUTF8") == 0)
-			c->smtputf8 = 1;
-		else if (strcmp(kw, "AUTH") == 0 && (r->env->tls != NULL ||
-		    relay_auth_in_clear(r->relay)))
-			c->auth = 1;
-		else
-			continue;	/* CHUNKING, BDAT, STARTTLS, unknown */
-		buf_printf(out, "250-%.*s\r\n", (int)len, line);
+		(void)smtp_ehlo_keyword(line, len, kw, sizeof(kw), &plen);
+		if ((strcmp(kw, "PIPELINING") == 0 && c->pipelining) ||
+		    (strcmp(kw, "ENHANCEDSTATUSCODES") == 0 && c->enhanced) ||
+		    (strcmp(kw, "8BITMIME") == 0 && c->eightbit) ||
+		    (strcmp(kw, "DSN") == 0 && c->dsn) ||
+		    (strcmp(kw, "SMTPUTF8") == 0 && c->smtputf8) ||
+		    (strcmp(kw, "AUTH") == 0 && c->auth))
+			buf_printf(out, "250-%.*s\r\n", (int)len, line);
+		/* SIZE below, merged; CHUNKING, BDAT, STARTTLS, unknown
+		 * ones dropped */
 	}
 	snprintf(tmp, sizeof(tmp), "SIZE %llu", (unsigned long long)r->size);
 	buf_printf(out, "250-%s\r\n", tmp);

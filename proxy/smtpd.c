@@ -166,15 +166,14 @@ struct proxy_sessions {
 };
 
 /*
- * TLS contexts, shared by every worker under smtpd_tls_mtx (taken once
- * per session, never per byte): the server one is made once per policy
+ * The server TLS context, shared by every worker under smtpd_tls_mtx
+ * (taken once per session, never per byte): made once per policy
  * snapshot (the snapshot held referenced so that its address is not
- * reused), and each session takes its own reference to it; the client
- * one is made once and kept.
+ * reused), and each session takes its own reference to it.  The client
+ * one toward servers is common/tls.c's, shared by every SMTP client.
  */
 static pthread_mutex_t		 smtpd_tls_mtx = PTHREAD_MUTEX_INITIALIZER;
 static SSL_CTX			*srv_ctx;
-static SSL_CTX			*cli_ctx;
 static struct policy		*srv_ctx_pol;
 
 static void	session_wake(struct session *);
@@ -204,25 +203,6 @@ enter_state(struct session *s, enum smtpd_state st)
 }
 
 /* ---------------------------------------------------------------- TLS */
-
-/* smtpd_client_ctx - the TLS client context of the upstream legs (the
- * live relay, the callouts), made once and never freed (each connection
- * holds its own reference anyway) */
-SSL_CTX *
-smtpd_client_ctx(void)
-{
-	SSL_CTX *ctx;
-	char err[256];
-
-	pthread_mutex_lock(&smtpd_tls_mtx);
-	if (cli_ctx == NULL &&
-	    (cli_ctx = tls_ctx_client(TLS_VERIFY_NONE, NULL, NULL, err,
-	    sizeof(err))) == NULL)
-		log_warnx("tls: client context: %s", err);
-	ctx = cli_ctx;
-	pthread_mutex_unlock(&smtpd_tls_mtx);
-	return ctx;
-}
 
 /* tls_contexts - the server context for pol, referenced for the caller
  * (NULL: no STARTTLS) */
