@@ -52,6 +52,8 @@ PROXY_SRCS = \
 	proxy/clients.c \
 	proxy/listener.c \
 	proxy/relay.c \
+	proxy/sink_queue.c \
+	proxy/sink_relay.c \
 	proxy/smtpd.c \
 
 MTA_SRCS = \

@@ -273,6 +273,85 @@ smtp_reply_line(const struct smtp_reply *rep, unsigned i, size_t *len)
 	return s + 4;
 }
 
+const char *
+smtp_ehlo_keyword(const char *line, size_t len, char *kw, size_t kwsize,
+    size_t *paramlen)
+{
+	size_t k, n;
+
+	for (n = 0; n < len && line[n] != ' ' && line[n] != '='; n++)
+		;
+	for (k = 0; k < n && k + 1 < kwsize; k++)
+		kw[k] = (char)toupper((unsigned char)line[k]);
+	kw[k] = '\0';
+	if (n >= len) {
+		*paramlen = 0;
+		return NULL;
+	}
+	*paramlen = len - n - 1;
+	return line + n + 1;
+}
+
+/* mech_listed - the AUTH parameters (space-separated) name mechanism m */
+static int
+mech_listed(const char *p, size_t len, const char *m)
+{
+	size_t ml = strlen(m), i = 0, j;
+
+	while (i < len) {
+		for (j = i; j < len && p[j] != ' '; j++)
+			;
+		if (j - i == ml && strncasecmp(p + i, m, ml) == 0)
+			return 1;
+		i = j + 1;
+	}
+	return 0;
+}
+
+void
+smtp_ehlo_parse(const struct smtp_reply *rep, struct smtp_ehlo *e)
+{
+	char kw[32], num[24];
+	const char *line, *par;
+	size_t len, plen;
+	unsigned i;
+
+	memset(e, 0, sizeof(*e));
+	for (i = 1; i < rep->nlines; i++) {
+		if ((line = smtp_reply_line(rep, i, &len)) == NULL)
+			break;
+		par = smtp_ehlo_keyword(line, len, kw, sizeof(kw), &plen);
+		if (strcmp(kw, "PIPELINING") == 0)
+			e->pipelining = 1;
+		else if (strcmp(kw, "SIZE") == 0) {
+			e->size = 1;
+			if (par != NULL && plen > 0 && plen < sizeof(num)) {
+				memcpy(num, par, plen);
+				num[plen] = '\0';
+				e->maxsize = strtoull(num, NULL, 10);
+			}
+		} else if (strcmp(kw, "8BITMIME") == 0)
+			e->eightbit = 1;
+		else if (strcmp(kw, "DSN") == 0)
+			e->dsn = 1;
+		else if (strcmp(kw, "SMTPUTF8") == 0)
+			e->smtputf8 = 1;
+		else if (strcmp(kw, "ENHANCEDSTATUSCODES") == 0)
+			e->enhanced = 1;
+		else if (strcmp(kw, "STARTTLS") == 0)
+			e->starttls = 1;
+		else if (strcmp(kw, "AUTH") == 0) {
+			e->auth = 1;
+			if (par != NULL) {
+				e->auth_plain |= mech_listed(par, plen,
+				    "PLAIN");
+				e->auth_login |= mech_listed(par, plen,
+				    "LOGIN");
+			}
+		}
+	}
+}
+
 /* ---------------------------------------------------------------- DATA */
 
 void

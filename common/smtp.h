@@ -136,6 +136,32 @@ void	smtp_reply_clear(struct smtp_reply *);
 const char *smtp_reply_line(const struct smtp_reply *, unsigned i,
 	    size_t *len);
 
+/*
+ * What a server's 250 to EHLO offers, as every SMTP client here reads it
+ * (the live relay's leg, its sink, the MTA's delivery): one parser, so
+ * the three agree on what a keyword is (RFC 5321 4.1.1.1: the word up to
+ * a space; "AUTH=" of old servers counts as AUTH).
+ */
+struct smtp_ehlo {
+	int		 pipelining;
+	int		 size;		/* SIZE offered */
+	uint64_t	 maxsize;	/* its value; 0: no limit given */
+	int		 eightbit;
+	int		 dsn;
+	int		 smtputf8;
+	int		 enhanced;	/* ENHANCEDSTATUSCODES */
+	int		 starttls;
+	int		 auth;		/* AUTH, whatever its mechanisms */
+	int		 auth_plain;
+	int		 auth_login;
+};
+/* the keyword of one EHLO line (a smtp_reply_line), upper-cased into kw
+ * (cut to kwsize - 1); returns its parameters, or NULL if it has none */
+const char *smtp_ehlo_keyword(const char *line, size_t len, char *kw,
+	    size_t kwsize, size_t *paramlen);
+/* every keyword of a 250 to EHLO (line 0, the server's name, skipped) */
+void	smtp_ehlo_parse(const struct smtp_reply *, struct smtp_ehlo *);
+
 /* DATA */
 struct smtp_data {
 	int		 crlf;		/* previous line ended in CRLF */

@@ -6,6 +6,7 @@
  * queued on the stream with self-freeing write requests.
  */
 #include <sys/socket.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "log.h"
 #include "tls.h"
 #include "xmalloc.h"
 
@@ -118,6 +120,26 @@ tls_ctx_client(enum tls_verify verify, const char *cert, const char *key,
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+/* shared: tls_ctx_client_shared's context, made under its mutex */
+static pthread_mutex_t	 shared_client_mtx = PTHREAD_MUTEX_INITIALIZER;
+static SSL_CTX		*shared_client;
+
+SSL_CTX *
+tls_ctx_client_shared(void)
+{
+	SSL_CTX *ctx;
+	char err[256];
+
+	pthread_mutex_lock(&shared_client_mtx);
+	if (shared_client == NULL &&
+	    (shared_client = tls_ctx_client(TLS_VERIFY_NONE, NULL, NULL, err,
+	    sizeof(err))) == NULL)
+		log_warnx("tls: client context: %s", err);
+	ctx = shared_client;
+	pthread_mutex_unlock(&shared_client_mtx);
+	return ctx;
 }
 
 SSL_CTX *

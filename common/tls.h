@@ -75,6 +75,15 @@ SSL_CTX		*tls_ctx_client(enum tls_verify, const char *cert,
 SSL_CTX		*tls_ctx_client_ca(const char *ca_file, char *err,
 		    size_t errlen);
 
+/*
+ * tls_ctx_client_shared - the one unverified client context (STARTTLS
+ * toward a server nobody vouched for: the one a client dialled, a callout
+ * target, an MX), shared by every SMTP client in the process on every
+ * thread; made at first use, kept for the process's life, never to be
+ * freed by a caller.  NULL after logging why it could not be made.
+ */
+SSL_CTX		*tls_ctx_client_shared(void);
+
 /* sni: server name for a client (also the name verified), or NULL */
 struct tls_conn	*tls_conn_new(SSL_CTX *, uv_stream_t *, enum tls_role,
 		    const char *sni);

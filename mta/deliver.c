@@ -66,19 +66,6 @@ static const char *const conn_state_names[] = {
 	"idle", "quit", "closing"
 };
 
-/* server capabilities from EHLO */
-struct caps {
-	int		 esmtp;
-	int		 pipelining;
-	int		 size;
-	uint64_t	 maxsize;
-	int		 eightbit;
-	int		 dsn;
-	int		 smtputf8;
-	int		 starttls;
-	int		 auth_plain;
-	int		 auth_login;
-};
 
 /* one delivery connection to one destination */
 struct conn {
@@ -115,7 +102,7 @@ struct conn {
 	struct buf	 plain;		/* decrypted input */
 	struct buf	 cork;		/* pipelined commands, sent at once */
 	int		 corked;
-	struct caps	 caps;
+	struct smtp_ehlo caps;	/* the server's EHLO; zero: HELO */
 	int		 auth_step;
 	char		 lasterr[MTA_DIAGLEN];
 	char		 laststatus[16];
@@ -146,7 +133,6 @@ static struct connlist	 idle = LIST_HEAD_INITIALIZER(idle);
 static unsigned		 nconns;
 static unsigned		 nidle;
 static uint64_t		 conn_ids;
-static SSL_CTX		*client_ctx;
 static SSL_CTX		*relay_ctx;	/* verifies the relay host */
 static char		*relay_ctx_ca;	/* its CA file ("" for the system's) */
 static int		 draining;
@@ -538,54 +524,6 @@ send_ehlo(struct conn *c, int helo)
 	    c->dest->helo != NULL ? c->dest->helo : mta_hostname());
 }
 
-/* parse_caps - the EHLO keywords we use */
-static void
-parse_caps(struct conn *c, const struct smtp_reply *rep)
-{
-	char word[64], *sp;
-	const char *t;
-	size_t n, i, k;
-
-	c->caps.esmtp = 1;
-	for (i = 1; i < rep->nlines; i++) {
-		t = smtp_reply_line(rep, i, &n);
-		for (k = 0; k < n && k + 1 < sizeof(word); k++)
-			word[k] = (char)toupper((unsigned char)t[k]);
-		word[k] = '\0';
-		if ((sp = strchr(word, ' ')) != NULL)
-			*sp = '\0';
-		if (strcmp(word, "PIPELINING") == 0)
-			c->caps.pipelining = 1;
-		else if (strcmp(word, "SIZE") == 0) {
-			c->caps.size = 1;
-			if (sp != NULL)
-				c->caps.maxsize = strtoull(sp + 1, NULL, 10);
-		} else if (strcmp(word, "8BITMIME") == 0)
-			c->caps.eightbit = 1;
-		else if (strcmp(word, "DSN") == 0)
-			c->caps.dsn = 1;
-		else if (strcmp(word, "SMTPUTF8") == 0)
-			c->caps.smtputf8 = 1;
-		else if (strcmp(word, "STARTTLS") == 0)
-			c->caps.starttls = 1;
-		else if (strcmp(word, "AUTH") == 0 && sp != NULL) {
-			c->caps.auth_plain |= strstr(sp + 1, "PLAIN") != NULL;
-			c->caps.auth_login |= strstr(sp + 1, "LOGIN") != NULL;
-		}
-	}
-}
-
-static SSL_CTX *
-tls_ctx(void)
-{
-	char err[256];
-
-	if (client_ctx == NULL &&
-	    (client_ctx = tls_ctx_client(TLS_VERIFY_NONE, NULL, NULL, err,
-	    sizeof(err))) == NULL)
-		log_warnx("mta: TLS client context: %s", err);
-	return client_ctx;
-}
 
 /*
  * relay_vctx - the verifying context for the relay host (its ca-file, or
@@ -625,7 +563,7 @@ tls_begin(struct conn *c)
 	char a[ADDR_STRLEN];
 	SSL_CTX *ctx;
 
-	if ((ctx = c->verify ? c->vctx : tls_ctx()) == NULL) {
+	if ((ctx = c->verify ? c->vctx : tls_ctx_client_shared()) == NULL) {
 		conn_hop_failed(c, 4, "4.7.5", "no TLS context");
 		return;
 	}
@@ -1303,7 +1241,7 @@ on_reply(struct conn *c, const struct smtp_reply *rep)
 		break;
 	case CS_EHLO:
 		if (cls == 2) {
-			parse_caps(c, rep);
+			smtp_ehlo_parse(rep, &c->caps);
 			session_ready(c);
 		} else
 			send_ehlo(c, 1);
@@ -1756,10 +1694,6 @@ mta_deliver_stop(void)
 		conn_close(c);
 	}
 	mta_dns_stop();		/* lookups not started answer now */
-	if (client_ctx != NULL) {
-		SSL_CTX_free(client_ctx);
-		client_ctx = NULL;
-	}
 	SSL_CTX_free(relay_ctx);
 	relay_ctx = NULL;
 	free(relay_ctx_ca);

@@ -526,23 +526,6 @@ relay_release(struct relay *r)
 	free(line);
 }
 
-/* ehlo_has - the EHLO reply lists keyword kw */
-static int
-ehlo_has(const struct smtp_reply *rep, const char *kw)
-{
-	size_t len, kl = strlen(kw);
-	const char *s;
-	unsigned i;
-
-	for (i = 1; i < rep->nlines; i++) {
-		if ((s = smtp_reply_line(rep, i, &len)) == NULL)
-			break;
-		if (len >= kl && strncasecmp(s, kw, kl) == 0 &&
-		    (len == kl || s[kl] == ' ' || s[kl] == '='))
-			return 1;
-	}
-	return 0;
-}
 
 /* relay_deliver - hand the reply to the oldest session command */
 static void
@@ -589,9 +572,14 @@ helo_answer(struct relay *r, const struct smtp_reply *rep)
 static void
 on_ehlo(struct relay *r, const struct smtp_reply *rep)
 {
-	if (rep->code == 250 && ehlo_has(rep, "AUTH"))
+	struct smtp_ehlo caps;
+
+	memset(&caps, 0, sizeof(caps));
+	if (rep->code == 250)
+		smtp_ehlo_parse(rep, &caps);
+	if (caps.auth)
 		r->auth_clear = 1;
-	if (rep->code == 250 && ehlo_has(rep, "STARTTLS")) {
+	if (caps.starttls) {
 		relay_enter_state(r, R_STARTTLS);
 		if (relay_line(r, "STARTTLS", 8) == 0)
 			relay_arm(r);

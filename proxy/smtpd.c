@@ -1,22 +1,21 @@
 /*
  * smtpd.c - the server side of every proxied SMTP session, on both
  * listeners: the RFC 5321 state machine toward the client, its limits and
- * timeouts, STARTTLS toward the client, pipelining (input is a stream,
- * replies leave in command order), and the path chosen at accept:
+ * timeouts, STARTTLS toward the client, AUTH toward the client,
+ * pipelining (input is a stream, replies leave in command order), and
+ * DATA read and checked.  Where the mail goes is a sink (sink.h), chosen
+ * at accept:
  *
- *  - live relay: outgoing, and policy honours the server the client
- *    dialled.  The upstream leg is relay.c; the client sees the upstream's
- *    own greeting and replies, with the EHLO capabilities cut down to
- *    what both legs support.  AUTH passes through.  DATA is parsed here
- *    and re-emitted dot-stuffed, so only CRLF "." CRLF ever ends it.
+ *  - the live relay (sink_relay.c): outgoing, and policy honours the
+ *    server the client dialled;
+ *  - the queue (sink_queue.c): every other session, the MTA path.
  *
- *  - MTA path: every other session.  Recipients go through policy, the
- *    message goes to mta/, and 250 is said only once it is queued.
+ * The core owes the client one reply per command, in order: its own, or
+ * the one the sink gives for the command it was handed.
  *
  * Message content with a bare CR, a bare LF or a NUL, or a line over the
  * text line limit, is refused as a whole (550 5.6.0 at the final dot);
- * nothing of it reaches the MTA, and the live relay drops its upstream
- * leg instead of ending the upstream DATA.  Commands must end in CRLF.
+ * the sink drops it (sink->abort).  Commands must end in CRLF.
  */
 #include <sys/queue.h>
 #include <sys/socket.h>
@@ -25,11 +24,11 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -42,33 +41,34 @@
 #include "../common/xmalloc.h"
 #include "../mta/mta.h"
 #include "../policy/policy.h"
-#include "callout.h"
 #include "proxy.h"
-#include "relay.h"
+#include "sink.h"
 
 #define SMTPD_AUTHLINE		12288	/* RFC 4954 4. */
 #define SMTPD_MAXPIPE		100	/* replies owed before input stops */
 #define SMTPD_OUT_HIWAT		(64 * 1024)
 #define SMTPD_OUT_LOWAT		(16 * 1024)
-#define SMTPD_BODY_CHUNK	(64 * 1024)
 #define SMTPD_RATE_GRACE	30	/* seconds of DATA before min_rate */
 #define SMTPD_ENVID_MAX		100
 #define SMTPD_ORCPT_MAX		500
 #define SMTPD_LOG_RCPTS		5	/* recipients named in a log line */
 
 enum smtpd_state {
-	S_CONNECT = 0,	/* live relay: waiting for the upstream greeting */
+	S_GREET = 0,	/* waiting for the sink's greeting */
 	S_CMD,		/* reading commands */
 	S_WAIT,		/* input held until a gating command's reply */
-	S_AUTH,		/* live relay: the next line answers a 334 */
+	S_AUTH,		/* the next line answers a 334 */
 	S_DATA,		/* reading message content */
 	S_TLS,		/* STARTTLS handshake with the client */
 	S_QUIT,		/* last reply queued, shutting the client side */
+	S_CLOSING,	/* the client side is done; the sink owes the answer
+			   for the message (by id): close when it comes */
 	S_CLOSED	/* handles closing */
 };
 
 static const char *smtpd_state_names[] = {
-	"connect", "cmd", "wait", "auth", "data", "tls", "quit", "closed"
+	"greet", "cmd", "wait", "auth", "data", "tls", "quit", "closing",
+	"closed"
 };
 
 enum cmd {
@@ -81,7 +81,7 @@ enum cmd {
 struct pending {
 	TAILQ_ENTRY(pending)	 entry;
 	enum cmd		 cmd;
-	int			 upstream;	/* answered by the relay */
+	int			 sink;		/* answered by the sink */
 	int			 gate;		/* input waits for it */
 	int			 silent;	/* the client does not see it */
 	int			 ready;
@@ -89,97 +89,67 @@ struct pending {
 	struct buf		 text;		/* CRLF lines */
 };
 
-struct rcpt {
-	char			*addr;
-	char			*orcpt;
-	unsigned		 notify;
-	enum policy_route	 route;
-};
-
-/* the current mail transaction */
+/* the current mail transaction, as the core counts it (the MAIL
+ * command itself is env.mail: the sink reads it) */
 struct txn {
-	char			*from;		/* NULL: no MAIL yet */
-	char			*envid;
-	enum mta_ret		 ret;
-	uint64_t		 size;
-	int			 body8;
-	int			 smtputf8;
 	unsigned		 nsent;		/* RCPTs taken for a reply */
-	unsigned		 nok;		/* RCPTs accepted */
-	unsigned		 ndiscard;	/* accepted by a discard rule */
-	unsigned		 nfwd;		/* live relay: passed upstream */
-	struct rcpt		*rcpts;		/* MTA path */
 	struct buf		 tolog;		/* "<a>,<b>" for the log line */
 	unsigned		 nlog;		/* recipients in tolog */
 	uint64_t		 start;		/* uv_now at MAIL */
 };
 
+/*
+ * One session.  Flags that stay flags: reading (whether libuv reads,
+ * which follows from the state and the backlog, not a state of its own),
+ * out_wait (the client's write backlog, in any state), rderr (an error
+ * read ahead, kept until the input before it is taken), offer_tls and
+ * authed (facts that hold across states), awaited (membership of
+ * set->commits).
+ */
 struct session {
 	enum smtpd_state	 state;
-	struct proxy_conn	 conn;		/* conn.worker: its worker */
+	struct sink_env		 env;		/* what the sink may read */
+	const struct sink_ops	*ops;
+	struct sink		*sink;		/* NULL before the greeting's
+						   start and after close */
 	struct proxy_sessions	*set;		/* that worker's sessions */
-	struct policy		*pol;		/* conn.policy */
-	uv_loop_t		*loop;
 	uv_tcp_t		*client;	/* owned */
 	uv_timer_t		 timer;
 	uint64_t		 t_due;		/* timeout (loop ms), t_ms long */
 	uint64_t		 t_ms;
 	uv_shutdown_t		 sreq;
 	int			 handles;	/* open handles; free at 0 */
-	int			 relay_mode;
-	struct relay		*relay;
-	int			 relay_lost;	/* upstream leg dropped */
-	struct tls_conn		*tls;
 	struct tls_cork		 out;		/* replies not yet written */
 	SSL_CTX			*tls_ctx;	/* referenced, or NULL */
 	struct buf		 plain;		/* decrypted input */
 	struct smtp_reader	 in;
 	TAILQ_HEAD(, pending)	 replies;
 	unsigned		 npending;
+	struct pending		*owed;		/* the reply owed to the command
+						   being handed to the sink */
+	int			 handing;	/* inside that sink op */
 	int			 reading;
 	int			 out_wait;	/* paused for the client */
 	int			 rderr;		/* EOF or error, read while
 						   input was held */
 	const char		*disposition;	/* why the session ended */
-	char			 host[256];
-	char			 cstr[ADDR_STRLEN];
-	char			 dstr[ADDR_STRLEN];
-	char			*helo;
-	int			 authed;
 	unsigned		 errors;
-	unsigned		 msgs;
-	/* what the client was offered */
 	int			 offer_tls;
-	int			 cap_pipelining;
-	int			 cap_enhanced;
-	int			 cap_8bit;
-	int			 cap_dsn;
-	int			 cap_auth;
-	int			 cap_smtputf8;
-	uint64_t		 cap_size;
+	struct sink_caps	 caps;		/* offered to the client */
 	struct txn		 txn;
-	/* verify-recipients: the RCPT waiting for the server's answer */
-	struct callout		*callout;
-	struct rcpt		 vrcpt;
-	/* live relay: every recipient discarded, the text is dropped here */
-	int			 relay_sink;
 	/* DATA */
 	struct smtp_data	 data;
 	const char		*refuse;	/* reply at the dot, or NULL */
 	const char		*refuse_why;	/* for the log */
-	struct buf		 body;		/* content waiting to go out */
-	uv_buf_t		 run[RELAY_MAXBUFS];	/* live relay: content
-					   runs still in s->in, to send */
-	unsigned		 nrun;
-	size_t			 runlen;
 	uint64_t		 rate_start;	/* min_rate window */
 	uint64_t		 rate_bytes;	/* raw bytes read in it */
-	struct mta_msg		*msg;
-	int			 committing;	/* in set->commits */
-	int			 close_after_commit;
+	int			 awaited;	/* in set->commits */
 	TAILQ_ENTRY(session)	 entry;
 	TAILQ_ENTRY(session)	 centry;	/* set->commits */
 };
+
+#define ENV_SESSION(e) ((struct session *)(void *)((char *)(e) - \
+	offsetof(struct session, env)))
 
 /*
  * The sessions of one worker, used by that worker's thread only (n is
@@ -196,15 +166,14 @@ struct proxy_sessions {
 };
 
 /*
- * TLS contexts, shared by every worker under smtpd_tls_mtx (taken once
- * per session, never per byte): the server one is made once per policy
+ * The server TLS context, shared by every worker under smtpd_tls_mtx
+ * (taken once per session, never per byte): made once per policy
  * snapshot (the snapshot held referenced so that its address is not
- * reused), and each session takes its own reference to it; the client
- * one is made once and kept.
+ * reused), and each session takes its own reference to it.  The client
+ * one toward servers is common/tls.c's, shared by every SMTP client.
  */
 static pthread_mutex_t		 smtpd_tls_mtx = PTHREAD_MUTEX_INITIALIZER;
 static SSL_CTX			*srv_ctx;
-static SSL_CTX			*cli_ctx;
 static struct policy		*srv_ctx_pol;
 
 static void	session_wake(struct session *);
@@ -212,45 +181,28 @@ static void	session_flush(struct session *);
 static void	session_close(struct session *, const char *);
 static void	session_arm(struct session *, unsigned);
 static void	session_read_cb(uv_stream_t *, ssize_t, const uv_buf_t *);
-static void	relay_greeting_cb(void *, const struct smtp_reply *);
-static void	relay_reply_cb(void *, const struct smtp_reply *);
-static void	relay_fail_cb(void *, const char *, const struct smtp_reply *);
-static void	relay_drained_cb(void *);
 
-static const struct relay_cb session_relay_cb = {
-	relay_greeting_cb, relay_reply_cb, relay_fail_cb, relay_drained_cb
-};
+/* ending - 1 once the session says no more to the client */
+static int
+ending(const struct session *s)
+{
+	return s->state == S_QUIT || s->state == S_CLOSING ||
+	    s->state == S_CLOSED;
+}
 
+/* enter_state - the one place the session's state changes */
 static void
 enter_state(struct session *s, enum smtpd_state st)
 {
 	if (s->state == st)
 		return;
 	log_debug("session=%llu state %s -> %s",
-	    (unsigned long long)s->conn.id, smtpd_state_names[s->state],
+	    (unsigned long long)s->env.conn.id, smtpd_state_names[s->state],
 	    smtpd_state_names[st]);
 	s->state = st;
 }
 
 /* ---------------------------------------------------------------- TLS */
-
-/* client_ctx - the TLS client context of the upstream legs, made once
- * and never freed (each connection holds its own reference anyway) */
-static SSL_CTX *
-client_ctx(void)
-{
-	SSL_CTX *ctx;
-	char err[256];
-
-	pthread_mutex_lock(&smtpd_tls_mtx);
-	if (cli_ctx == NULL &&
-	    (cli_ctx = tls_ctx_client(TLS_VERIFY_NONE, NULL, NULL, err,
-	    sizeof(err))) == NULL)
-		log_warnx("tls: client context: %s", err);
-	ctx = cli_ctx;
-	pthread_mutex_unlock(&smtpd_tls_mtx);
-	return ctx;
-}
 
 /* tls_contexts - the server context for pol, referenced for the caller
  * (NULL: no STARTTLS) */
@@ -309,7 +261,7 @@ session_write(struct session *s, const void *p, size_t n)
 	if (s->state == S_CLOSED || n == 0)
 		return;
 	b = uv_buf_init((char *)(uintptr_t)p, (unsigned int)n);
-	if (tls_cork_add(&s->out, s->tls, &b, 1) < 0)
+	if (tls_cork_add(&s->out, s->env.tls, &b, 1) < 0)
 		session_close(s, "client-write-error");
 }
 
@@ -328,13 +280,13 @@ strip_enhanced(char *line)
 }
 
 static struct pending *
-pending_new(struct session *s, enum cmd cmd, int upstream)
+pending_new(struct session *s, enum cmd cmd, int sink)
 {
 	struct pending *p;
 
 	p = xcalloc(1, sizeof(*p));
 	p->cmd = cmd;
-	p->upstream = upstream;
+	p->sink = sink;
 	buf_init(&p->text);
 	TAILQ_INSERT_TAIL(&s->replies, p, entry);
 	s->npending++;
@@ -346,6 +298,8 @@ pending_free(struct session *s, struct pending *p)
 {
 	TAILQ_REMOVE(&s->replies, p, entry);
 	s->npending--;
+	if (p == s->owed)
+		s->owed = NULL;
 	buf_free(&p->text);
 	free(p);
 }
@@ -357,7 +311,7 @@ pending_fill(struct session *s, struct pending *p, const char *line)
 	char tmp[1024];
 
 	snprintf(tmp, sizeof(tmp), "%s", line);
-	if (!s->cap_enhanced && s->relay_mode)
+	if (!s->caps.enhanced)
 		strip_enhanced(tmp);
 	p->code = atoi(tmp);
 	buf_reset(&p->text);
@@ -368,12 +322,12 @@ pending_fill(struct session *s, struct pending *p, const char *line)
 
 /* gate - a reply that input waits for: S_WAIT until it is written */
 static struct pending *
-gate(struct session *s, enum cmd cmd, int upstream)
+gate(struct session *s, enum cmd cmd, int sink)
 {
 	struct pending *p;
 
 	enter_state(s, S_WAIT);
-	p = pending_new(s, cmd, upstream);
+	p = pending_new(s, cmd, sink);
 	p->gate = 1;
 	return p;
 }
@@ -406,6 +360,24 @@ reply_gate(struct session *s, enum cmd cmd, const char *fmt, ...)
 	session_flush(s);
 }
 
+/*
+ * owe - cmd is handed to the sink, which answers it (smtpd_sink_reply),
+ * from inside the op or later; handed() when the op returns
+ */
+static void
+owe(struct session *s, enum cmd cmd, int gating)
+{
+	s->owed = gating ? gate(s, cmd, 1) : pending_new(s, cmd, 1);
+	s->handing = 1;
+}
+
+static void
+handed(struct session *s)
+{
+	s->owed = NULL;
+	s->handing = 0;
+}
+
 /* ---------------------------------------------------------------- closing */
 
 static void
@@ -418,14 +390,13 @@ session_free(struct session *s)
 	TAILQ_REMOVE(&s->set->list, s, entry);
 	s->set->n--;
 	tls_cork_free(&s->out);
-	tls_conn_free(s->tls);
+	tls_conn_free(s->env.tls);
 	SSL_CTX_free(s->tls_ctx);
 	smtp_reader_free(&s->in);
 	buf_free(&s->plain);
-	buf_free(&s->body);
-	free(s->helo);
-	proxy_conn_done(&s->conn);
-	policy_unref(s->pol);
+	free(s->env.helo);
+	proxy_conn_done(&s->env.conn);
+	policy_unref(s->env.pol);
 	free(s->client);
 	free(s);
 }
@@ -440,46 +411,42 @@ session_close_cb(uv_handle_t *h)
 }
 
 static void	txn_reset(struct session *);
-static void	verify_cancel(struct session *);
 
-/* session_close - log the end, drop the upstream, close both handles */
+/* session_close - log the end, close the sink, close both handles */
 static void
 session_close(struct session *s, const char *disposition)
 {
 	if (s->state == S_CLOSED)
 		return;
-	if (s->committing && s->set->stopping) {
+	if (s->awaited && s->set->stopping) {
 		/* the MTA answers by id: an answer for no session is dropped */
 		TAILQ_REMOVE(&s->set->commits, s, centry);
-		s->committing = 0;
+		s->awaited = 0;
 		log_info("session=%llu commit outstanding at stop",
-		    (unsigned long long)s->conn.id);
+		    (unsigned long long)s->env.conn.id);
 	}
-	if (s->committing) {
-		/* the MTA still owes us the commit: close when it answers */
-		s->close_after_commit = 1;
+	if (s->awaited) {
+		/* the sink still owes the answer: close when it comes */
 		if (s->disposition == NULL)
 			s->disposition = disposition;
 		if (s->reading)
 			uv_read_stop((uv_stream_t *)s->client);
 		s->reading = 0;
+		enter_state(s, S_CLOSING);
 		return;
 	}
 	if (s->disposition != NULL)
 		disposition = s->disposition;
 	log_info("session=%llu client=%s orig_dst=%s dir=%s disposition=%s "
-	    "messages=%u errors=%u", (unsigned long long)s->conn.id, s->cstr,
-	    s->dstr, policy_dir_name(s->conn.dir), disposition, s->msgs,
-	    s->errors);
+	    "messages=%u errors=%u", (unsigned long long)s->env.conn.id,
+	    s->env.cstr, s->env.dstr, policy_dir_name(s->env.conn.dir),
+	    disposition, s->env.msgs, s->errors);
 	enter_state(s, S_CLOSED);
-	if (s->msg != NULL) {
-		mta_msg_abort(s->msg);
-		s->msg = NULL;
-	}
 	txn_reset(s);
-	verify_cancel(s);
-	relay_close(s->relay);
-	s->relay = NULL;
+	if (s->sink != NULL) {
+		s->ops->close(s->sink);
+		s->sink = NULL;
+	}
 	tls_cork_flush(&s->out);	/* what libuv would have tried too */
 	tls_cork_free(&s->out);
 	/* the daemon's final walk may have closed them already */
@@ -501,7 +468,7 @@ session_abort(struct session *s)
 	uv_os_fd_t fd;
 
 	log_info("session=%llu client=%s output stalled: %zu bytes unread, "
-	    "connection reset", (unsigned long long)s->conn.id, s->cstr,
+	    "connection reset", (unsigned long long)s->env.conn.id, s->env.cstr,
 	    uv_stream_get_write_queue_size((uv_stream_t *)s->client));
 	if (uv_fileno((uv_handle_t *)s->client, &fd) == 0)
 		(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -520,7 +487,7 @@ session_shutdown_cb(uv_shutdown_t *req, int status)
 static void
 session_quit(struct session *s, const char *disposition)
 {
-	if (s->state == S_CLOSED || s->state == S_QUIT)
+	if (ending(s))
 		return;
 	if (s->disposition == NULL)
 		s->disposition = disposition;
@@ -528,18 +495,18 @@ session_quit(struct session *s, const char *disposition)
 	if (s->reading)
 		uv_read_stop((uv_stream_t *)s->client);
 	s->reading = 0;
-	relay_close(s->relay);
-	s->relay = NULL;
+	if (s->sink != NULL && s->ops->quit != NULL)
+		s->ops->quit(s->sink);
 	/* a client that reads nothing more must not hold us: see
 	 * session_timeout_cb */
-	session_arm(s, s->pol->limits.t_cmd);
-	if (s->tls == NULL && tls_cork_finish(&s->out) == 1) {
+	session_arm(s, s->env.pol->limits.t_cmd);
+	if (s->env.tls == NULL && tls_cork_finish(&s->out) == 1) {
 		session_close(s, s->disposition);
 		return;
 	}
 	tls_cork_flush(&s->out);	/* the last replies before the FIN */
-	if (s->tls != NULL)
-		tls_conn_close(s->tls);
+	if (s->env.tls != NULL)
+		tls_conn_close(s->env.tls);
 	s->sreq.data = s;
 	if (uv_shutdown(&s->sreq, (uv_stream_t *)s->client,
 	    session_shutdown_cb) != 0)
@@ -554,7 +521,7 @@ session_421(struct session *s, const char *disposition, const char *fmt, ...)
 	char line[512];
 	va_list ap;
 
-	if (s->state == S_CLOSED || s->state == S_QUIT)
+	if (ending(s))
 		return;
 	/* replies already known go first; the unknown ones never come */
 	for (p = TAILQ_FIRST(&s->replies); p != NULL && p->ready; p = next) {
@@ -569,7 +536,7 @@ session_421(struct session *s, const char *disposition, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	if (!s->cap_enhanced && s->relay_mode)
+	if (!s->caps.enhanced)
 		strip_enhanced(line);
 	session_write(s, line, strlen(line));
 	session_write(s, "\r\n", 2);
@@ -582,7 +549,7 @@ static void
 session_timeout_cb(uv_timer_t *t)
 {
 	struct session *s = t->data;
-	uint64_t now = uv_now(s->loop);
+	uint64_t now = uv_now(s->env.loop);
 
 	if (now < s->t_due) {
 		/* re-armed since it was set: the rest of the time */
@@ -600,7 +567,7 @@ session_timeout_cb(uv_timer_t *t)
 			return;
 		}
 		session_421(s, "timeout", "421 4.4.2 %s Error: timeout exceeded",
-		    s->host);
+		    s->env.host);
 		break;
 	case S_DATA:
 		if (!s->reading) {
@@ -609,7 +576,7 @@ session_timeout_cb(uv_timer_t *t)
 			return;
 		}
 		session_421(s, "timeout", "421 4.4.2 %s Error: timeout exceeded",
-		    s->host);
+		    s->env.host);
 		break;
 	case S_TLS:
 		session_close(s, "tls-timeout");
@@ -633,7 +600,7 @@ session_arm(struct session *s, unsigned secs)
 {
 	uint64_t ms = (uint64_t)secs * 1000;
 
-	s->t_due = uv_now(s->loop) + ms;
+	s->t_due = uv_now(s->env.loop) + ms;
 	s->t_ms = ms;
 	if (uv_is_active((uv_handle_t *)&s->timer) &&
 	    uv_timer_get_due_in(&s->timer) <= ms)
@@ -646,20 +613,13 @@ session_arm(struct session *s, unsigned secs)
 static void
 txn_reset(struct session *s)
 {
-	struct txn *t = &s->txn;
-	unsigned i;
-
-	free(t->from);
-	free(t->envid);
-	for (i = 0; i < t->nok; i++) {
-		if (t->rcpts == NULL)
-			break;
-		free(t->rcpts[i].addr);
-		free(t->rcpts[i].orcpt);
-	}
-	free(t->rcpts);
-	buf_free(&t->tolog);
-	memset(t, 0, sizeof(*t));
+	free(s->env.mail.from);
+	free(s->env.mail.envid);
+	memset(&s->env.mail, 0, sizeof(s->env.mail));
+	buf_free(&s->txn.tolog);
+	memset(&s->txn, 0, sizeof(s->txn));
+	if (s->sink != NULL)
+		s->ops->reset(s->sink);
 }
 
 /* log_message - the one line per message: what happened and why */
@@ -668,18 +628,18 @@ log_message(struct session *s, const char *disposition, const char *replyl)
 {
 	char rbuf[256];
 	size_t n;
-	uint64_t now = uv_now(s->loop);
+	uint64_t now = uv_now(s->env.loop);
 
 	snprintf(rbuf, sizeof(rbuf), "%s", replyl != NULL ? replyl : "");
 	n = strcspn(rbuf, "\r\n");
 	rbuf[n] = '\0';
-	/* the reply is the upstream's on the live relay: escaped, like
+	/* the reply may be a server's (the live relay): escaped, like
 	 * every value from outside */
 	log_info("session=%llu client=%s orig_dst=%s dir=%s from=<%s> "
 	    "to=%s%s nrcpt=%u size=%llu disposition=%s delay=%.3fs%s%s "
 	    "reply=\"%s\"",
-	    (unsigned long long)s->conn.id, s->cstr, s->dstr,
-	    policy_dir_name(s->conn.dir), log_word(s->txn.from),
+	    (unsigned long long)s->env.conn.id, s->env.cstr, s->env.dstr,
+	    policy_dir_name(s->env.conn.dir), log_word(s->env.mail.from),
 	    s->txn.tolog.len ? s->txn.tolog.data : "-",
 	    s->txn.nlog > SMTPD_LOG_RCPTS ? ",..." : "", s->txn.nlog,
 	    (unsigned long long)s->data.size, disposition,
@@ -700,13 +660,6 @@ tolog_add(struct session *s, const char *addr)
 
 /* ---------------------------------------------------------------- EHLO */
 
-/* cap_line - add one capability line to an EHLO reply being built */
-static void
-cap_line(struct buf *b, const char *s)
-{
-	buf_printf(b, "250-%s\r\n", s);
-}
-
 /* ehlo_finish - turn the last "250-" into "250 " */
 static void
 ehlo_finish(struct buf *b)
@@ -724,72 +677,19 @@ ehlo_finish(struct buf *b)
 		last[3] = ' ';
 }
 
+/* ehlo_done - a 250 to EHLO: the sink's capability lines, and ours */
 static void
-ehlo_local(struct session *s, struct pending *p)
+ehlo_done(struct session *s, struct pending *p, const struct sink_caps *c,
+    const struct buf *lines)
 {
-	char tmp[64];
-
-	buf_printf(&p->text, "250-%s Hello %s [%s]\r\n", s->host, s->helo,
-	    addr_fmt_ip((struct sockaddr *)&s->conn.client, tmp, sizeof(tmp)));
-	cap_line(&p->text, "PIPELINING");
-	snprintf(tmp, sizeof(tmp), "SIZE %llu", (unsigned long long)s->cap_size);
-	cap_line(&p->text, tmp);
-	cap_line(&p->text, "8BITMIME");
-	cap_line(&p->text, "ENHANCEDSTATUSCODES");
-	cap_line(&p->text, "DSN");
-	cap_line(&p->text, "SMTPUTF8");
-	if (s->offer_tls && s->tls == NULL)
-		cap_line(&p->text, "STARTTLS");
+	s->caps = *c;
+	buf_reset(&p->text);
+	buf_append(&p->text, buf_head(lines), buf_avail(lines));
+	if (s->offer_tls && s->env.tls == NULL)
+		buf_puts(&p->text, "250-STARTTLS\r\n");
 	ehlo_finish(&p->text);
-}
-
-/* ehlo_filter - the upstream's EHLO reply, cut to what both legs do */
-static void
-ehlo_filter(struct session *s, const struct smtp_reply *rep, struct buf *out)
-{
-	char kw[32], tmp[64];
-	const char *line;
-	size_t len, k;
-	unsigned i;
-	uint64_t up;
-
-	s->cap_pipelining = s->cap_enhanced = s->cap_8bit = s->cap_dsn = 0;
-	s->cap_auth = s->cap_smtputf8 = 0;
-	s->cap_size = s->pol->limits.size;
-	line = smtp_reply_line(rep, 0, &len);
-	buf_printf(out, "250-%.*s\r\n", (int)len, line);
-	for (i = 1; i < rep->nlines; i++) {
-		line = smtp_reply_line(rep, i, &len);
-		for (k = 0; k < len && k + 1 < sizeof(kw) && line[k] != ' '; k++)
-			kw[k] = (char)toupper((unsigned char)line[k]);
-		kw[k] = '\0';
-		if (strcmp(kw, "SIZE") == 0) {
-			up = strtoull(line + k, NULL, 10);
-			if (up != 0 && up < s->cap_size)
-				s->cap_size = up;
-			continue;	/* emitted below, merged */
-		} else if (strcmp(kw, "PIPELINING") == 0)
-			s->cap_pipelining = 1;
-		else if (strcmp(kw, "ENHANCEDSTATUSCODES") == 0)
-			s->cap_enhanced = 1;
-		else if (strcmp(kw, "8BITMIME") == 0)
-			s->cap_8bit = 1;
-		else if (strcmp(kw, "DSN") == 0)
-			s->cap_dsn = 1;
-		else if (strcmp(kw, "SMTPUTF8") == 0)
-			s->cap_smtputf8 = 1;
-		else if (strcmp(kw, "AUTH") == 0 && (s->tls != NULL ||
-		    relay_auth_in_clear(s->relay)))
-			s->cap_auth = 1;
-		else
-			continue;	/* CHUNKING, BDAT, STARTTLS, unknown */
-		buf_printf(out, "250-%.*s\r\n", (int)len, line);
-	}
-	snprintf(tmp, sizeof(tmp), "SIZE %llu", (unsigned long long)s->cap_size);
-	cap_line(out, tmp);
-	if (s->offer_tls && s->tls == NULL)
-		cap_line(out, "STARTTLS");
-	ehlo_finish(out);
+	p->code = 250;
+	p->ready = 1;
 }
 
 /* ---------------------------------------------------------------- flush */
@@ -797,9 +697,9 @@ ehlo_filter(struct session *s, const struct smtp_reply *rep, struct buf *out)
 static void	data_begin(struct session *);
 static void	tls_begin(struct session *);
 
-/* apply_upstream - what an upstream reply does to our view of the session */
+/* apply_sink - what a sink's reply does to the transaction */
 static void
-apply_upstream(struct session *s, struct pending *p)
+apply_sink(struct session *s, struct pending *p)
 {
 	int ok = p->code >= 200 && p->code < 300;
 
@@ -807,10 +707,6 @@ apply_upstream(struct session *s, struct pending *p)
 	case C_MAIL:
 		if (!ok)
 			txn_reset(s);
-		break;
-	case C_RCPT:
-		if (ok && s->txn.from != NULL)
-			s->txn.nok++;
 		break;
 	case C_RSET:
 	case C_EHLO:
@@ -835,11 +731,11 @@ apply_gate(struct session *s, struct pending *p)
 		}
 		break;
 	case C_DOT:
-		log_message(s, p->code < 300 ? (s->relay_mode ? "relayed" :
-		    "queued") : p->code < 500 ? "tempfail" : "rejected",
+		log_message(s, p->code < 300 ? s->ops->accepted :
+		    p->code < 500 ? "tempfail" : "rejected",
 		    buf_head(&p->text));
 		if (p->code < 300)
-			s->msgs++;
+			s->env.msgs++;
 		txn_reset(s);
 		s->refuse = s->refuse_why = NULL;
 		break;
@@ -849,9 +745,9 @@ apply_gate(struct session *s, struct pending *p)
 			return;
 		}
 		if (p->code == 235) {
-			s->authed = 1;
+			s->env.authed = 1;
 			log_info("session=%llu client=%s auth=ok",
-			    (unsigned long long)s->conn.id, s->cstr);
+			    (unsigned long long)s->env.conn.id, s->env.cstr);
 		}
 		break;
 	case C_STARTTLS:
@@ -883,10 +779,10 @@ session_apply(struct session *s, struct pending *p, const struct buf *text)
 	session_write(s, buf_head(text), buf_avail(text));
 	if (p->code >= 500 && p->cmd != C_DOT)
 		s->errors++;
-	if (p->upstream)
-		apply_upstream(s, p);
+	if (p->sink)
+		apply_sink(s, p);
 	if (p->code == 421) {
-		session_quit(s, p->upstream ? "upstream-421" : "421");
+		session_quit(s, p->sink ? "upstream-421" : "421");
 		return;
 	}
 	if (p->gate)
@@ -900,119 +796,235 @@ session_flush(struct session *s)
 	struct pending *p;
 
 	while ((p = TAILQ_FIRST(&s->replies)) != NULL && p->ready &&
-	    s->state != S_CLOSED && s->state != S_QUIT) {
+	    !ending(s)) {
 		TAILQ_REMOVE(&s->replies, p, entry);
 		s->npending--;
+		if (p == s->owed)
+			s->owed = NULL;
 		session_apply(s, p, &p->text);
 		buf_free(&p->text);
 		free(p);
 	}
 }
 
-/* ---------------------------------------------------------------- relay */
+/* ---------------------------------------------------------------- sink */
 
-static void
-relay_greeting_cb(void *arg, const struct smtp_reply *rep)
+/* owed_reply - what a sink answers: the reply owed to the command being
+ * handed over, else the oldest one it owes */
+static struct pending *
+owed_reply(struct session *s)
 {
-	struct session *s = arg;
-	char up[64];
+	struct pending *p;
 
-	session_write(s, buf_head(&rep->text), buf_avail(&rep->text));
-	log_debug("session=%llu client=%s orig_dst=%s dir=%s upstream=%s "
-	    "greeting=%d", (unsigned long long)s->conn.id, s->cstr, s->dstr,
-	    policy_dir_name(s->conn.dir),
-	    addr_fmt((struct sockaddr *)&s->conn.orig_dst, up, sizeof(up)),
-	    rep->code);
-	if (rep->code != 220) {
-		log_info("session=%llu client=%s orig_dst=%s dir=%s "
-		    "disposition=upstream-refused greeting=%d",
-		    (unsigned long long)s->conn.id, s->cstr, s->dstr,
-		    policy_dir_name(s->conn.dir), rep->code);
-		session_quit(s, "upstream-refused");
+	if (s->owed != NULL)
+		return s->owed;
+	TAILQ_FOREACH(p, &s->replies, entry)
+		if (p->sink && !p->ready)
+			return p;
+	return NULL;
+}
+
+/* sink_replied - write what is ready; from outside a sink op, input
+ * may go on */
+static void
+sink_replied(struct session *s)
+{
+	int handing = s->handing;
+
+	session_flush(s);
+	if (!handing)
+		session_wake(s);
+}
+
+void
+smtpd_sink_greeting(struct sink_env *e, const char *text, size_t len,
+    const char *refused)
+{
+	struct session *s = ENV_SESSION(e);
+
+	session_write(s, text, len);
+	if (refused != NULL) {
+		session_quit(s, refused);
 		return;
 	}
 	enter_state(s, S_CMD);
-	session_arm(s, s->pol->limits.t_cmd);
+	session_arm(s, s->env.pol->limits.t_cmd);
 	session_wake(s);
 }
 
+/*
+ * closing_answer - the answer for the message of a session that closed
+ * meanwhile (S_CLOSING): logged, and the session goes
+ */
 static void
-relay_reply_cb(void *arg, const struct smtp_reply *rep)
+closing_answer(struct session *s, const char *line)
 {
-	struct session *s = arg;
+	struct pending *p = owed_reply(s);
+	int code = atoi(line);
+
+	log_message(s, code < 300 ? s->ops->accepted : "tempfail", line);
+	if (code < 300)
+		s->env.msgs++;
+	if (p != NULL)
+		pending_free(s, p);
+	session_close(s, s->disposition);
+}
+
+int
+smtpd_sink_reply(struct sink_env *e, const char *line)
+{
+	struct session *s = ENV_SESSION(e);
 	struct pending *p;
 
-	TAILQ_FOREACH(p, &s->replies, entry)
-		if (p->upstream && !p->ready)
-			break;
-	if (p == NULL) {
-		session_421(s, "upstream-error", "421 4.4.2 %s Error: "
-		    "unexpected reply from upstream", s->host);
-		return;
+	if (s->state == S_CLOSING) {
+		closing_answer(s, line);
+		return 0;
 	}
-	p->code = rep->code;
-	p->ready = 1;
-	if ((p->cmd == C_EHLO) && rep->code == 250)
-		ehlo_filter(s, rep, &p->text);
-	else
+	if (ending(s) || (p = owed_reply(s)) == NULL)
+		return -1;
+	pending_fill(s, p, line);
+	sink_replied(s);
+	return 0;
+}
+
+int
+smtpd_sink_raw(struct sink_env *e, const struct smtp_reply *rep)
+{
+	struct session *s = ENV_SESSION(e);
+	struct sink_caps c;
+	struct pending *p;
+	struct buf lines;
+
+	if (ending(s))
+		return -1;
+	if ((p = owed_reply(s)) == NULL) {
+		session_421(s, "upstream-error", "421 4.4.2 %s Error: "
+		    "unexpected reply from upstream", s->env.host);
+		return -1;
+	}
+	if (p->cmd == C_EHLO && rep->code == 250 && s->ops->ehlo != NULL) {
+		buf_init(&lines);
+		s->ops->ehlo(s->sink, rep, &lines, &c);
+		ehlo_done(s, p, &c, &lines);
+		buf_free(&lines);
+	} else {
+		p->code = rep->code;
+		p->ready = 1;
 		buf_append(&p->text, buf_head(&rep->text),
 		    buf_avail(&rep->text));
-	session_flush(s);
-	session_wake(s);
-}
-
-static void
-relay_fail_cb(void *arg, const char *why, const struct smtp_reply *rep)
-{
-	struct session *s = arg;
-	int connecting = s->state == S_CONNECT;
-	const char *disposition;
-	char up[64], line[512];
-
-	log_info("session=%llu client=%s orig_dst=%s dir=%s upstream=%s "
-	    "disposition=%s error=\"%s\"", (unsigned long long)s->conn.id,
-	    s->cstr, s->dstr, policy_dir_name(s->conn.dir),
-	    addr_fmt((struct sockaddr *)&s->conn.orig_dst, up, sizeof(up)),
-	    connecting ? "upstream-unreachable" : "upstream-lost",
-	    log_vis(why));
-	relay_close(s->relay);
-	s->relay = NULL;
-	if (rep != NULL && rep->code == 421) {
-		disposition = "upstream-421";
-		snprintf(line, sizeof(line), "%.*s",
-		    (int)strcspn(buf_head(&rep->text), "\r\n"),
-		    buf_head(&rep->text));
-	} else if (connecting) {
-		disposition = "upstream-unreachable";
-		snprintf(line, sizeof(line), "421 4.4.1 %s Error: upstream "
-		    "server unreachable (%s)", s->host, why);
-	} else {
-		disposition = "upstream-lost";
-		snprintf(line, sizeof(line), "421 4.4.2 %s Error: connection "
-		    "to upstream server lost", s->host);
 	}
-	/* the message's log line names the reply the client really gets */
-	if (!s->cap_enhanced && s->relay_mode)
-		strip_enhanced(line);
-	if (s->state == S_DATA || s->txn.from != NULL)
-		log_message(s, "tempfail", line);
-	session_421(s, disposition, "%s", line);
+	sink_replied(s);
+	return 0;
 }
 
-static void
-relay_drained_cb(void *arg)
+void
+smtpd_sink_ehlo(struct sink_env *e, const struct sink_caps *c,
+    const struct buf *lines)
 {
-	session_wake(arg);
+	struct session *s = ENV_SESSION(e);
+	struct pending *p;
+
+	if (ending(s) || (p = owed_reply(s)) == NULL)
+		return;
+	ehlo_done(s, p, c, lines);
+	sink_replied(s);
+}
+
+void
+smtpd_sink_caps(struct sink_env *e, const struct sink_caps *c)
+{
+	ENV_SESSION(e)->caps = *c;
+}
+
+void
+smtpd_sink_wait(struct sink_env *e)
+{
+	struct session *s = ENV_SESSION(e);
+
+	if (s->owed == NULL)
+		return;
+	s->owed->gate = 1;
+	enter_state(s, S_WAIT);
+}
+
+void
+smtpd_sink_silent(struct sink_env *e)
+{
+	struct session *s = ENV_SESSION(e);
+	struct pending *p;
+
+	if (s->owed == NULL)
+		return;
+	p = xcalloc(1, sizeof(*p));
+	p->cmd = C_NONE;
+	p->sink = 1;
+	p->silent = 1;
+	buf_init(&p->text);
+	TAILQ_INSERT_BEFORE(s->owed, p, entry);
+	s->npending++;
+}
+
+void
+smtpd_sink_reason(struct sink_env *e, const char *why)
+{
+	ENV_SESSION(e)->refuse_why = why;
+}
+
+void
+smtpd_sink_log_rcpt(struct sink_env *e, const char *addr)
+{
+	tolog_add(ENV_SESSION(e), addr);
+}
+
+void
+smtpd_sink_wake(struct sink_env *e)
+{
+	session_wake(ENV_SESSION(e));
+}
+
+void
+smtpd_sink_lost(struct sink_env *e, const char *disposition,
+    const char *line)
+{
+	struct session *s = ENV_SESSION(e);
+	char tmp[512];
+
+	/* the message's log line names the reply the client really gets */
+	snprintf(tmp, sizeof(tmp), "%s", line);
+	if (!s->caps.enhanced)
+		strip_enhanced(tmp);
+	if (s->state == S_DATA || s->env.mail.from != NULL)
+		log_message(s, "tempfail", tmp);
+	session_421(s, disposition, "%s", tmp);
+}
+
+void
+smtpd_sink_421(struct sink_env *e, const char *disposition,
+    const char *line)
+{
+	session_421(ENV_SESSION(e), disposition, "%s", line);
+}
+
+void
+smtpd_sink_await(struct sink_env *e, int on)
+{
+	struct session *s = ENV_SESSION(e);
+
+	if (on && !s->awaited)
+		TAILQ_INSERT_TAIL(&s->set->commits, s, centry);
+	else if (!on && s->awaited)
+		TAILQ_REMOVE(&s->set->commits, s, centry);
+	s->awaited = on;
 }
 
 /* ---------------------------------------------------------------- DATA */
 
-/* runs_drop - forget the live relay's content runs (sent or not) */
-static void
-runs_drop(struct session *s)
+/* cmd_max - the longest command line read: AUTH's, where it is carried */
+static size_t
+cmd_max(const struct session *s)
 {
-	s->nrun = 0;
-	s->runlen = 0;
+	return s->ops->auth != NULL ? SMTPD_AUTHLINE :
+	    s->env.pol->limits.cmd_line - 2;
 }
 
 static void
@@ -1020,150 +1032,58 @@ data_begin(struct session *s)
 {
 	enter_state(s, S_DATA);
 	smtp_data_init(&s->data);
-	smtp_reader_setmax(&s->in, s->pol->limits.text_line - 2);
+	smtp_reader_setmax(&s->in, s->env.pol->limits.text_line - 2);
 	s->refuse = s->refuse_why = NULL;
-	s->rate_start = uv_now(s->loop);
+	s->rate_start = uv_now(s->env.loop);
 	s->rate_bytes = 0;
-	buf_reset(&s->body);
-	runs_drop(s);
-	session_arm(s, s->pol->limits.t_data);
+	session_arm(s, s->env.pol->limits.t_data);
 }
 
-/*
- * runs_flush - the live relay's content runs, in one write.  They point
- * into the reader's buffer, so this happens before the next read feeds
- * it (session_input ends with it) or with the dot (relay_dot).
- */
-static void
-runs_flush(struct session *s)
-{
-	if (s->nrun > 0 && s->refuse == NULL && s->relay != NULL)
-		relay_writev(s->relay, s->run, s->nrun);
-	runs_drop(s);
-}
-
-/* body_flush - move the batched content on: the relay's runs, or the
- * MTA path's body */
-static void
-body_flush(struct session *s)
-{
-	runs_flush(s);
-	if (buf_avail(&s->body) == 0)
-		return;
-	if (s->refuse == NULL && s->msg != NULL && mta_msg_write(s->msg,
-	    buf_head(&s->body), buf_avail(&s->body)) == -1) {
-		s->refuse = "451 4.3.0 Error: queue file write error";
-		s->refuse_why = "spool-write";
-	}
-	buf_reset(&s->body);
-}
-
+/* data_refuse - the message is refused (said at the dot); the sink drops
+ * it, unless it is dropping it anyway */
 static void
 data_refuse(struct session *s, const char *replyl, const char *why)
 {
-	if (s->refuse != NULL)
+	if (s->refuse != NULL || s->ops->abort(s->sink) == 0)
 		return;
 	s->refuse = replyl;
 	s->refuse_why = why;
-	buf_reset(&s->body);
-	runs_drop(s);
 }
 
-/* mta_committed - the MTA's answer for s's message */
+/* data_flush - the sink moves its batched content on, before the reader's
+ * buffer is fed again */
 static void
-mta_committed(struct session *s, int status, const char *id_or_reason)
+data_flush(struct session *s)
 {
-	struct pending *p;
-	char line[512];
+	const char *line, *why = NULL;
 
-	TAILQ_REMOVE(&s->set->commits, s, centry);
-	s->committing = 0;
-	s->msg = NULL;
-	TAILQ_FOREACH(p, &s->replies, entry)
-		if (p->cmd == C_DOT && !p->ready)
-			break;
-	if (status == 0)
-		snprintf(line, sizeof(line), "250 2.0.0 Ok: queued as %s",
-		    id_or_reason);
-	else {
-		snprintf(line, sizeof(line), "451 4.3.0 Error: queue file "
-		    "write error");
-		s->refuse_why = id_or_reason;
-	}
-	if (s->close_after_commit) {
-		log_message(s, status == 0 ? "queued" : "tempfail", line);
-		if (status == 0)
-			s->msgs++;
-		if (p != NULL)
-			pending_free(s, p);
-		s->close_after_commit = 0;
-		session_close(s, s->disposition);
-		return;
-	}
-	if (p != NULL)
-		pending_fill(s, p, line);
-	session_flush(s);
-	session_wake(s);
+	if (s->refuse == NULL &&
+	    (line = s->ops->flush(s->sink, &why)) != NULL)
+		data_refuse(s, line, why);
 }
 
-/* data_end - the terminator: refuse, relay the dot, or commit */
+/* data_end - the terminator: the refusal, or the sink's answer */
 static void
 data_end(struct session *s)
 {
-	struct mta_msg *msg;
-
-	if (s->refuse != NULL || !s->relay_mode)
-		body_flush(s);	/* the relay's runs go with the dot */
-	smtp_reader_setmax(&s->in, s->relay_mode ? SMTPD_AUTHLINE :
-	    s->pol->limits.cmd_line - 2);
-	session_arm(s, s->pol->limits.t_cmd);
+	smtp_reader_setmax(&s->in, cmd_max(s));
+	session_arm(s, s->env.pol->limits.t_cmd);
 	if (s->refuse != NULL) {
-		if (s->msg != NULL) {
-			mta_msg_abort(s->msg);
-			s->msg = NULL;
-		}
-		if (s->relay_mode && s->relay != NULL) {
-			/* the upstream DATA must never end: drop the leg */
-			relay_close(s->relay);
-			s->relay = NULL;
-			s->relay_lost = 1;
-		}
 		reply_gate(s, C_DOT, "%s", s->refuse);
 		return;
 	}
-	if (s->relay_sink) {
-		/* live relay, every recipient discarded (data_sink) */
-		s->relay_sink = 0;
-		reply_gate(s, C_DOT, "250 2.0.0 Ok: discarded");
-		return;
-	}
-	if (s->relay_mode) {
-		gate(s, C_DOT, 1);
-		if (s->relay == NULL || relay_dot(s->relay, s->run,
-		    s->nrun) == -1)
-			session_421(s, "upstream-lost", "421 4.4.2 %s Error: "
-			    "connection to upstream server lost", s->host);
-		runs_drop(s);
-		return;
-	}
-	if (s->msg == NULL) {
-		/* every recipient went to a discard rule */
-		reply_gate(s, C_DOT, "250 2.0.0 Ok: discarded");
-		return;
-	}
-	gate(s, C_DOT, 0);
-	s->committing = 1;
-	TAILQ_INSERT_TAIL(&s->set->commits, s, centry);
-	msg = s->msg;
-	s->msg = NULL;		/* the MTA owns it now */
-	mta_msg_submit(msg, proxy_worker_door(s->conn.worker), s->conn.id);
+	owe(s, C_DOT, 1);
+	s->ops->end(s->sink);
+	handed(s);
 }
 
 /* data_content - a run of content lines: refuse the message, or pass it on */
 static void
 data_content(struct session *s, const char *p, size_t n)
 {
-	if (s->refuse != NULL || s->relay_sink)
+	const char *line, *why = NULL;
+
+	if (s->refuse != NULL)
 		return;
 	if (s->data.flags & SMTP_LF_TOOLONG) {
 		data_refuse(s, "550 5.6.0 Message refused: line too long",
@@ -1175,31 +1095,23 @@ data_content(struct session *s, const char *p, size_t n)
 		    "or NUL in content", smtp_data_anomaly(s->data.flags));
 		return;
 	}
-	if (s->data.size > s->pol->limits.size) {
+	if (s->data.size > s->env.pol->limits.size) {
 		data_refuse(s, "552 5.3.4 Message size exceeds fixed limit",
 		    "too-big");
 		return;
 	}
-	/* the MTA path adds a hop; a live relay's upstream counts its own */
-	if (!s->relay_mode && s->data.received >= s->pol->limits.hops) {
+	/* a sink that adds a hop checks the count; a live relay's upstream
+	 * counts its own */
+	if ((s->ops->flags & SINK_F_HOP) &&
+	    s->data.received >= s->env.pol->limits.hops) {
 		data_refuse(s, "554 5.4.6 Message refused: too many hops "
 		    "(Received: fields), a mail loop?", "too-many-hops");
 		return;
 	}
 	if (n == 0)
 		return;
-	if (s->relay_mode) {
-		/* sent from where it lies in s->in, no copy */
-		s->run[s->nrun++] = uv_buf_init((char *)(uintptr_t)p,
-		    (unsigned int)n);
-		s->runlen += n;
-		if (s->nrun == RELAY_MAXBUFS || s->runlen >= SMTPD_BODY_CHUNK)
-			runs_flush(s);
-		return;
-	}
-	buf_append(&s->body, p, n);
-	if (buf_avail(&s->body) >= SMTPD_BODY_CHUNK)
-		body_flush(s);
+	if ((line = s->ops->content(s->sink, p, n, &why)) != NULL)
+		data_refuse(s, line, why);
 }
 
 /* data_input - take buffered content; 0 when a complete line is missing */
@@ -1209,7 +1121,8 @@ data_input(struct session *s)
 	const char *p;
 	size_t n;
 
-	switch (smtp_data_span(&s->in, &s->data, s->relay_mode, &p, &n)) {
+	switch (smtp_data_span(&s->in, &s->data,
+	    (s->ops->flags & SINK_F_STUFFED) != 0, &p, &n)) {
 	case SMTP_DATA_MORE:
 		return 0;
 	case SMTP_DATA_END:
@@ -1241,18 +1154,19 @@ check_params(struct session *s, const struct smtp_path *path, int mail,
 				return -1;
 		} else if (mail && strcmp(pr->key, "BODY") == 0) {
 			if (pr->value == NULL || (strcasecmp(pr->value, "7BIT")
-			    != 0 && (!s->cap_8bit ||
+			    != 0 && (!s->caps.eightbit ||
 			    strcasecmp(pr->value, "8BITMIME") != 0)))
 				return -1;
 		} else if (mail && strcmp(pr->key, "SMTPUTF8") == 0 &&
-		    s->cap_smtputf8) {
+		    s->caps.smtputf8) {
 			if (pr->value != NULL)
 				return -1;
-		} else if (mail && strcmp(pr->key, "RET") == 0 && s->cap_dsn) {
+		} else if (mail && strcmp(pr->key, "RET") == 0 && s->caps.dsn) {
 			if (pr->value == NULL || (strcasecmp(pr->value, "FULL")
 			    != 0 && strcasecmp(pr->value, "HDRS") != 0))
 				return -1;
-		} else if (mail && strcmp(pr->key, "ENVID") == 0 && s->cap_dsn) {
+		} else if (mail && strcmp(pr->key, "ENVID") == 0 &&
+		    s->caps.dsn) {
 			/* RFC 3461 4.4: printable once decoded; a DSN
 			 * carries it in a header field */
 			*why = "501 5.5.4 Invalid ENVID: must be xtext of "
@@ -1262,18 +1176,19 @@ check_params(struct session *s, const struct smtp_path *path, int mail,
 			    smtp_xtext_printable(pr->value, SMTPD_ENVID_MAX)
 			    == -1)
 				return -1;
-		} else if (mail && strcmp(pr->key, "AUTH") == 0 && s->cap_auth) {
+		} else if (mail && strcmp(pr->key, "AUTH") == 0 &&
+		    s->caps.auth) {
 			if (pr->value == NULL || (strcmp(pr->value, "<>") != 0 &&
 			    smtp_xtext_valid(pr->value) == -1))
 				return -1;
 		} else if (!mail && strcmp(pr->key, "NOTIFY") == 0 &&
-		    s->cap_dsn) {
+		    s->caps.dsn) {
 			if (pr->value == NULL || (strcasecmp(pr->value, "NEVER")
 			    != 0 && strspn(pr->value, "SUCCESFAILREDYLAsucces"
 			    "failredyla,") != strlen(pr->value)))
 				return -1;
 		} else if (!mail && strcmp(pr->key, "ORCPT") == 0 &&
-		    s->cap_dsn) {
+		    s->caps.dsn) {
 			/* RFC 3461 4.2: the decoded address printable, no
 			 * CTLs: it goes into a DSN's Original-Recipient: */
 			*why = "501 5.5.4 Invalid ORCPT: must be addr-type;"
@@ -1290,29 +1205,11 @@ check_params(struct session *s, const struct smtp_path *path, int mail,
 	return 0;
 }
 
-static unsigned
-notify_bits(const char *v)
-{
-	unsigned bits = 0;
-
-	if (v == NULL)
-		return 0;
-	if (strcasecmp(v, "NEVER") == 0)
-		return MTA_NOTIFY_NEVER;
-	if (strcasestr(v, "SUCCESS") != NULL)
-		bits |= MTA_NOTIFY_SUCCESS;
-	if (strcasestr(v, "FAILURE") != NULL)
-		bits |= MTA_NOTIFY_FAILURE;
-	if (strcasestr(v, "DELAY") != NULL)
-		bits |= MTA_NOTIFY_DELAY;
-	return bits;
-}
-
 static void
 path_limits(struct session *s, struct smtp_limits *lim, int utf8)
 {
-	lim->localpart = s->pol->limits.localpart;
-	lim->domain = s->pol->limits.domain;
+	lim->localpart = s->env.pol->limits.localpart;
+	lim->domain = s->env.pol->limits.domain;
 	lim->utf8 = utf8;
 }
 
@@ -1322,8 +1219,8 @@ path_limits(struct session *s, struct smtp_limits *lim, int utf8)
 static int
 need_tls(struct session *s, enum cmd cmd)
 {
-	if (s->pol->starttls[s->conn.dir] != POLICY_TLS_REQUIRE ||
-	    s->tls != NULL)
+	if (s->env.pol->starttls[s->env.conn.dir] != POLICY_TLS_REQUIRE ||
+	    s->env.tls != NULL)
 		return 0;
 	reply(s, cmd, "530 5.7.0 Must issue a STARTTLS command first");
 	return 1;
@@ -1347,7 +1244,6 @@ static void
 cmd_helo(struct session *s, int ehlo, const char *arg, const struct
     smtp_line *l)
 {
-	struct pending *p;
 	size_t n;
 
 	if (!valid_helo(arg)) {
@@ -1356,27 +1252,11 @@ cmd_helo(struct session *s, int ehlo, const char *arg, const struct
 		return;
 	}
 	n = strcspn(arg, " ");
-	free(s->helo);
-	s->helo = xstrndup(arg, n);
-	if (s->relay_mode) {
-		gate(s, ehlo ? C_EHLO : C_HELO, 1);
-		if (relay_helo(s->relay, ehlo, s->helo, l->data, l->len) == -1)
-			session_421(s, "upstream-lost", "421 4.4.2 %s Error: "
-			    "connection to upstream server lost", s->host);
-		return;
-	}
-	txn_reset(s);
-	s->cap_enhanced = s->cap_pipelining = s->cap_8bit = s->cap_dsn = 1;
-	s->cap_smtputf8 = 1;
-	s->cap_size = s->pol->limits.size;
-	p = gate(s, ehlo ? C_EHLO : C_HELO, 0);
-	if (ehlo)
-		ehlo_local(s, p);
-	else
-		buf_printf(&p->text, "250 %s\r\n", s->host);
-	p->code = 250;
-	p->ready = 1;
-	session_flush(s);
+	free(s->env.helo);
+	s->env.helo = xstrndup(arg, n);
+	owe(s, ehlo ? C_EHLO : C_HELO, 1);
+	s->ops->helo(s->sink, ehlo, l);
+	handed(s);
 }
 
 /* mail_params - record MAIL's parameters in the transaction */
@@ -1386,15 +1266,15 @@ mail_params(struct session *s, const struct smtp_path *path)
 	const char *v;
 
 	if ((v = smtp_path_param(path, "SIZE")) != NULL)
-		s->txn.size = strtoull(v, NULL, 10);
+		s->env.mail.size = strtoull(v, NULL, 10);
 	if ((v = smtp_path_param(path, "BODY")) != NULL)
-		s->txn.body8 = strcasecmp(v, "8BITMIME") == 0;
-	s->txn.smtputf8 = smtp_path_param(path, "SMTPUTF8") != NULL;
+		s->env.mail.body8 = strcasecmp(v, "8BITMIME") == 0;
+	s->env.mail.smtputf8 = smtp_path_param(path, "SMTPUTF8") != NULL;
 	if ((v = smtp_path_param(path, "RET")) != NULL)
-		s->txn.ret = strcasecmp(v, "FULL") == 0 ? MTA_RET_FULL :
+		s->env.mail.ret = strcasecmp(v, "FULL") == 0 ? MTA_RET_FULL :
 		    MTA_RET_HDRS;
 	if ((v = smtp_path_param(path, "ENVID")) != NULL)
-		s->txn.envid = xstrdup(v);
+		s->env.mail.envid = xstrdup(v);
 }
 
 static void
@@ -1406,17 +1286,17 @@ cmd_mail(struct session *s, const char *arg, const struct smtp_line *l)
 
 	if (need_tls(s, C_MAIL))
 		return;
-	if (!s->relay_mode && s->helo == NULL) {
+	if (s->env.helo == NULL) {
 		reply(s, C_MAIL, "503 5.5.1 Error: send HELO/EHLO first");
 		return;
 	}
-	if (!s->relay_mode && s->txn.from != NULL) {
+	if (!(s->ops->flags & SINK_F_SEQUENCE) && s->env.mail.from != NULL) {
 		reply(s, C_MAIL, "503 5.5.1 Error: nested MAIL command");
 		return;
 	}
-	if (s->msgs >= s->pol->limits.msgs_per_session) {
+	if (s->env.msgs >= s->env.pol->limits.msgs_per_session) {
 		session_421(s, "too-many-messages", "421 4.7.0 %s Error: too "
-		    "many messages in one session", s->host);
+		    "many messages in one session", s->env.host);
 		return;
 	}
 	path_limits(s, &lim, 0);
@@ -1427,242 +1307,23 @@ cmd_mail(struct session *s, const char *arg, const struct smtp_line *l)
 	if (check_params(s, &path, 1, &why) == -1)
 		goto refuse;
 	if (smtp_path_param(&path, "SIZE") != NULL && strtoull(
-	    smtp_path_param(&path, "SIZE"), NULL, 10) > s->pol->limits.size) {
+	    smtp_path_param(&path, "SIZE"), NULL, 10) >
+	    s->env.pol->limits.size) {
 		why = "552 5.3.4 Message size exceeds fixed limit";
 		goto refuse;
 	}
-	if (!s->relay_mode && mta_can_accept() == -1) {
-		why = "452 4.3.1 Insufficient system storage";
-		goto refuse;
-	}
 	txn_reset(s);
-	s->txn.from = xstrdup(path.addr);
-	s->txn.start = uv_now(s->loop);
+	s->env.mail.from = xstrdup(path.addr);
+	s->txn.start = uv_now(s->env.loop);
 	mail_params(s, &path);
 	smtp_path_free(&path);
-	if (s->relay_mode) {
-		pending_new(s, C_MAIL, 1);
-		relay_send(s->relay, l->data, l->len, RELAY_CMD);
-		return;
-	}
-	reply(s, C_MAIL, "250 2.1.0 Ok");
+	owe(s, C_MAIL, 0);
+	s->ops->mail(s->sink, l);
+	handed(s);
 	return;
 refuse:
 	smtp_path_free(&path);
 	reply(s, C_MAIL, "%s", why);
-}
-
-/* rcpt_make - an MTA path recipient from its RCPT */
-static void
-rcpt_make(struct session *s, const struct smtp_path *path, struct rcpt *r)
-{
-	const char *orcpt;
-
-	r->addr = xstrdup(path->addr);
-	r->orcpt = (orcpt = smtp_path_param(path, "ORCPT")) != NULL ?
-	    xstrdup(orcpt) : NULL;
-	r->notify = notify_bits(smtp_path_param(path, "NOTIFY"));
-	r->route = policy_route_rcpt(s->pol, s->conn.dir,
-	    path->domain ? path->domain : "",
-	    (struct sockaddr *)&s->conn.orig_dst);
-}
-
-/* rcpt_take - the transaction takes r over */
-static void
-rcpt_take(struct session *s, struct rcpt *r)
-{
-	s->txn.rcpts = xreallocarray(s->txn.rcpts, s->txn.nok + 1,
-	    sizeof(*s->txn.rcpts));
-	s->txn.rcpts[s->txn.nok++] = *r;
-	tolog_add(s, r->addr);
-	memset(r, 0, sizeof(*r));
-}
-
-static void
-rcpt_drop(struct rcpt *r)
-{
-	free(r->addr);
-	free(r->orcpt);
-	memset(r, 0, sizeof(*r));
-}
-
-/* verify_log - what the protected server said about a recipient */
-static void
-verify_log(struct session *s, const char *rcpt, int code, const char *line,
-    int cached)
-{
-	log_info("session=%llu client=%s orig_dst=%s dir=%s verify=<%s> "
-	    "result=%s cached=%s reply=\"%s\"", (unsigned long long)s->conn.id,
-	    s->cstr, s->dstr, policy_dir_name(s->conn.dir), log_word(rcpt),
-	    code >= 200 && code < 300 ? "accepted" : code >= 500 ? "refused" :
-	    code >= 400 ? "tempfail" : "unavailable", cached ? "yes" : "no",
-	    log_vis(line));
-}
-
-/*
- * verify_answer - the reply to a verified RCPT: 250 (r taken), the
- * server's own refusal, or 451 4.4.3 without an answer (r dropped)
- */
-static void
-verify_answer(struct session *s, struct rcpt *r, int code, const char *line,
-    char *out, size_t len)
-{
-	if (code >= 200 && code < 300) {
-		rcpt_take(s, r);
-		snprintf(out, len, "250 2.1.5 Ok");
-		return;
-	}
-	rcpt_drop(r);
-	if (code >= 400 && code < 600)
-		snprintf(out, len, "%s", line);
-	else
-		snprintf(out, len, "451 4.4.3 Error: cannot verify the "
-		    "recipient now, try again later");
-}
-
-/* verify_done - the callout's answer: the gated RCPT's reply */
-static void
-verify_done(void *arg, int code, const char *line)
-{
-	struct session *s = arg;
-	struct pending *p;
-	char rl[CALLOUT_LINE + 64];
-
-	s->callout = NULL;
-	verify_log(s, s->vrcpt.addr, code, line, 0);
-	TAILQ_FOREACH(p, &s->replies, entry)
-		if (p->cmd == C_RCPT && !p->ready)
-			break;
-	if (p == NULL || s->state == S_CLOSED || s->state == S_QUIT) {
-		rcpt_drop(&s->vrcpt);
-		return;
-	}
-	verify_answer(s, &s->vrcpt, code, line, rl, sizeof(rl));
-	pending_fill(s, p, rl);
-	session_flush(s);
-	session_wake(s);
-}
-
-/*
- * verify_rcpt - ask the protected server about r before answering: from
- * the cache at once, else input waits for a callout to the original
- * destination.  r is taken over.
- */
-static void
-verify_rcpt(struct session *s, const struct policy_domain *d, struct rcpt *r)
-{
-	struct callout_opts o;
-	char line[CALLOUT_LINE], rl[CALLOUT_LINE + 64];
-	int code;
-
-	if (callout_cached(proxy_worker_callouts(s->conn.worker),
-	    (struct sockaddr *)&s->conn.orig_dst, r->addr, &code, line,
-	    sizeof(line))) {
-		verify_log(s, r->addr, code, line, 1);
-		verify_answer(s, r, code, line, rl, sizeof(rl));
-		reply(s, C_RCPT, "%s", rl);
-		return;
-	}
-	memset(&o, 0, sizeof(o));
-	o.id = s->conn.id;
-	o.dst = s->conn.orig_dst;
-	o.helo = s->host;
-	o.tls = d->tls == POLICY_UPTLS_NONE ? RELAY_TLS_NONE :
-	    d->tls == POLICY_UPTLS_STARTTLS ? RELAY_TLS_REQUIRE :
-	    RELAY_TLS_OPPORTUNISTIC;
-	o.ctx = o.tls != RELAY_TLS_NONE ? client_ctx() : NULL;
-	o.corks = proxy_worker_corks(s->conn.worker);
-	s->vrcpt = *r;
-	memset(r, 0, sizeof(*r));
-	gate(s, C_RCPT, 0);
-	s->callout = callout_start(s->loop,
-	    proxy_worker_callouts(s->conn.worker), &o, s->vrcpt.addr,
-	    verify_done, s);
-}
-
-/* verify_cancel - the session ends: no answer is waited for */
-static void
-verify_cancel(struct session *s)
-{
-	callout_cancel(s->callout);
-	s->callout = NULL;
-	rcpt_drop(&s->vrcpt);
-}
-
-/* rcpt_local - the MTA path's decision on one recipient */
-static void
-rcpt_local(struct session *s, const struct smtp_path *path)
-{
-	const struct policy_domain *d;
-	const char *msg = NULL;
-	enum policy_verdict v;
-	struct rcpt r;
-
-	v = policy_check_rcpt(s->pol, (struct sockaddr *)&s->conn.client,
-	    s->conn.dir, s->txn.from, path->addr, s->authed, &msg);
-	switch (v) {
-	case POLICY_RELAY:
-		break;
-	case POLICY_DISCARD:
-		s->txn.ndiscard++;
-		reply(s, C_RCPT, "250 2.1.5 Ok");
-		return;
-	case POLICY_TEMPFAIL:
-		reply(s, C_RCPT, "451 %s", msg ? msg : "4.7.1 Try again later");
-		return;
-	case POLICY_REJECT:
-	default:
-		reply(s, C_RCPT, "550 %s", msg ? msg : "5.7.1 Rejected");
-		return;
-	}
-	memset(&r, 0, sizeof(r));
-	rcpt_make(s, path, &r);
-	if ((d = policy_verify_rcpt(s->pol, s->conn.dir, path->addr)) != NULL) {
-		verify_rcpt(s, d, &r);
-		return;
-	}
-	rcpt_take(s, &r);
-	reply(s, C_RCPT, "250 2.1.5 Ok");
-}
-
-/*
- * rcpt_live - the live relay's RCPT: an explicit rule's reject, tempfail
- * or discard is answered here; the rest goes upstream, which decides
- */
-static void
-rcpt_live(struct session *s, const struct smtp_path *path,
-    const struct smtp_line *l)
-{
-	enum policy_verdict v = POLICY_RELAY;
-	const char *msg = NULL;
-
-	if (s->txn.from != NULL)	/* without MAIL the upstream says 503 */
-		v = policy_check_rcpt_live(s->pol,
-		    (struct sockaddr *)&s->conn.client, s->txn.from,
-		    path->addr, s->authed, &msg);
-	switch (v) {
-	case POLICY_RELAY:
-		tolog_add(s, path->addr);
-		s->txn.nfwd++;
-		pending_new(s, C_RCPT, 1);
-		relay_send(s->relay, l->data, l->len, RELAY_CMD);
-		return;
-	case POLICY_DISCARD:
-		s->txn.ndiscard++;
-		reply(s, C_RCPT, "250 2.1.5 Ok");
-		break;
-	case POLICY_TEMPFAIL:
-		reply(s, C_RCPT, "451 %s", msg ? msg : "4.7.1 Try again later");
-		break;
-	case POLICY_REJECT:
-	default:
-		reply(s, C_RCPT, "550 %s", msg ? msg : "5.7.1 Rejected");
-		break;
-	}
-	log_info("session=%llu client=%s orig_dst=%s dir=%s rcpt=<%s> "
-	    "verdict=%s", (unsigned long long)s->conn.id, s->cstr, s->dstr,
-	    policy_dir_name(s->conn.dir), log_word(path->addr),
-	    policy_verdict_name(v));
 }
 
 static void
@@ -1674,15 +1335,15 @@ cmd_rcpt(struct session *s, const char *arg, const struct smtp_line *l)
 
 	if (need_tls(s, C_RCPT))
 		return;
-	if (!s->relay_mode && s->txn.from == NULL) {
+	if (!(s->ops->flags & SINK_F_SEQUENCE) && s->env.mail.from == NULL) {
 		reply(s, C_RCPT, "503 5.5.1 Error: need MAIL command");
 		return;
 	}
-	if (s->txn.nsent >= s->pol->limits.rcpts) {
+	if (s->txn.nsent >= s->env.pol->limits.rcpts) {
 		reply(s, C_RCPT, "452 4.5.3 Error: too many recipients");
 		return;
 	}
-	path_limits(s, &lim, s->txn.smtputf8);
+	path_limits(s, &lim, s->env.mail.smtputf8);
 	if (smtp_parse_path(arg, "TO:", 0, &lim, &path, &why) == -1) {
 		reply(s, C_RCPT, "%s", why);
 		return;
@@ -1693,97 +1354,13 @@ cmd_rcpt(struct session *s, const char *arg, const struct smtp_line *l)
 		return;
 	}
 	s->txn.nsent++;
-	if (s->relay_mode)
-		rcpt_live(s, &path, l);
-	else
-		rcpt_local(s, &path);
+	owe(s, C_RCPT, 0);
+	s->ops->rcpt(s->sink, &path, l);
+	handed(s);
 	smtp_path_free(&path);
 }
 
-/* received - the Received: header of the MTA path (smtp_received) */
-static void
-received(struct session *s, struct buf *b)
-{
-	char ip[64], id[48];
-	struct smtp_trace t;
-
-	addr_fmt_ip((struct sockaddr *)&s->conn.client, ip, sizeof(ip));
-	snprintf(id, sizeof(id), "%llu.%u", (unsigned long long)s->conn.id,
-	    s->msgs + 1);
-	memset(&t, 0, sizeof(t));
-	t.helo = s->helo;
-	t.ip = ip;
-	t.by = s->host;
-	t.id = id;
-	t.tls = s->tls ? tls_conn_info(s->tls) : NULL;
-	t.rcpt = s->txn.nok == 1 ? s->txn.rcpts[0].addr : NULL;
-	t.smtputf8 = s->txn.smtputf8;
-	t.when = time(NULL);
-	smtp_received(b, &t);
-}
-
-/* data_mta - open the message at the MTA for the accepted recipients */
-static int
-data_mta(struct session *s)
-{
-	struct mta_info info;
-	struct buf hdr;
-	unsigned i;
-
-	if (s->txn.nok == 0)
-		return 0;	/* only discards: nothing to queue */
-	memset(&info, 0, sizeof(info));
-	info.session_id = s->conn.id;
-	info.client = s->conn.client;
-	info.orig_dst = s->conn.orig_dst;
-	info.dir = s->conn.dir;
-	info.helo = s->helo;
-	info.tls = s->tls ? tls_conn_info(s->tls) : NULL;
-	info.sender = s->txn.from;
-	info.envid = s->txn.envid;
-	info.ret = s->txn.ret;
-	info.size = s->txn.size;
-	info.body_8bit = s->txn.body8;
-	info.smtputf8 = s->txn.smtputf8;
-	if ((s->msg = mta_msg_new(&info)) == NULL)
-		return -1;
-	for (i = 0; i < s->txn.nok; i++)
-		mta_msg_add_rcpt(s->msg, s->txn.rcpts[i].addr,
-		    s->txn.rcpts[i].orcpt, s->txn.rcpts[i].notify,
-		    s->txn.rcpts[i].route);
-	buf_init(&hdr);
-	received(s, &hdr);
-	if (mta_msg_write(s->msg, hdr.data, hdr.len) == -1) {
-		buf_free(&hdr);
-		mta_msg_abort(s->msg);
-		s->msg = NULL;
-		return -1;
-	}
-	buf_free(&hdr);
-	return 0;
-}
-
-/*
- * data_sink - live relay, every recipient went to a discard rule: the
- * upstream forgets the MAIL (an RSET whose reply the client does not
- * see), and the text is taken here and dropped (s->relay_sink)
- */
-static void
-data_sink(struct session *s)
-{
-	struct pending *p;
-
-	p = pending_new(s, C_NONE, 1);
-	p->silent = 1;
-	if (relay_send(s->relay, "RSET", 4, RELAY_CMD) == -1) {
-		session_421(s, "upstream-lost", "421 4.4.2 %s Error: "
-		    "connection to upstream server lost", s->host);
-		return;
-	}
-	s->relay_sink = 1;
-	reply_gate(s, C_DATA, "354 End data with <CR><LF>.<CR><LF>");
-}
-
+/* cmd_data - the sink says 354, or why not */
 static void
 cmd_data(struct session *s, const char *arg)
 {
@@ -1793,39 +1370,15 @@ cmd_data(struct session *s, const char *arg)
 		reply(s, C_DATA, "501 5.5.4 Syntax: DATA");
 		return;
 	}
-	if (s->relay_mode) {
-		if (s->relay_lost) {
-			reply(s, C_DATA, "421 4.4.2 %s Error: connection to "
-			    "upstream server lost", s->host);
-			return;
-		}
-		if (s->txn.nfwd == 0 && s->txn.ndiscard > 0) {
-			data_sink(s);
-			return;
-		}
-		gate(s, C_DATA, 1);
-		relay_send(s->relay, "DATA", 4, RELAY_CMD);
-		return;
-	}
-	if (s->txn.from == NULL) {
-		reply(s, C_DATA, "503 5.5.1 Error: need MAIL command");
-		return;
-	}
-	if (s->txn.nok == 0 && s->txn.ndiscard == 0) {
-		reply(s, C_DATA, "554 5.5.1 Error: no valid recipients");
-		return;
-	}
-	if (data_mta(s) == -1) {
-		reply(s, C_DATA, "451 4.3.0 Error: cannot queue the message");
-		return;
-	}
-	reply_gate(s, C_DATA, "354 End data with <CR><LF>.<CR><LF>");
+	owe(s, C_DATA, 1);
+	s->ops->data(s->sink);
+	handed(s);
 }
 
 static void
 cmd_starttls(struct session *s, const char *arg)
 {
-	if (s->tls != NULL) {
+	if (s->env.tls != NULL) {
 		reply(s, C_STARTTLS, "503 5.5.1 Error: TLS already active");
 		return;
 	}
@@ -1844,9 +1397,9 @@ cmd_starttls(struct session *s, const char *arg)
 static void
 cmd_auth(struct session *s, const struct smtp_line *l)
 {
-	if (!s->relay_mode || !s->cap_auth) {
-		if (s->relay_mode && s->tls == NULL && s->relay != NULL &&
-		    !relay_auth_in_clear(s->relay))
+	if (s->ops->auth == NULL || !s->caps.auth) {
+		if (s->env.tls == NULL && s->ops->auth_tls != NULL &&
+		    s->ops->auth_tls(s->sink))
 			reply(s, C_AUTH, "538 5.7.11 Encryption required for "
 			    "requested authentication mechanism");
 		else
@@ -1854,37 +1407,26 @@ cmd_auth(struct session *s, const struct smtp_line *l)
 			    "not enabled");
 		return;
 	}
-	if (s->authed) {
+	if (s->env.authed) {
 		reply(s, C_AUTH, "503 5.5.1 Error: already authenticated");
 		return;
 	}
-	if (s->txn.from != NULL) {
+	if (s->env.mail.from != NULL) {
 		reply(s, C_AUTH, "503 5.5.1 Error: MAIL transaction in "
 		    "progress");
 		return;
 	}
-	gate(s, C_AUTH, 1);
-	relay_send(s->relay, l->data, l->len, RELAY_CMD);
+	owe(s, C_AUTH, 1);
+	s->ops->auth(s->sink, l);
+	handed(s);
 }
 
-/* forward - a command passed upstream as it is (live relay) */
-static void
-forward(struct session *s, enum cmd cmd, const struct smtp_line *l)
-{
-	if (cmd == C_QUIT)
-		gate(s, cmd, 1);
-	else
-		pending_new(s, cmd, 1);
-	relay_send(s->relay, l->data, l->len, RELAY_CMD);
-}
-
-/* cmd_local - the commands the MTA path answers itself */
+/* cmd_local - the commands answered here when the sink does not take them */
 static void
 cmd_local(struct session *s, enum cmd cmd, const char *arg)
 {
 	switch (cmd) {
 	case C_RSET:
-		txn_reset(s);
 		reply(s, cmd, "250 2.0.0 Ok");
 		break;
 	case C_NOOP:
@@ -1927,9 +1469,16 @@ static void
 cmd_dispatch(struct session *s, enum cmd cmd, const char *arg,
     const struct smtp_line *l)
 {
-	if (s->relay_mode && s->relay_lost && cmd != C_QUIT) {
-		session_421(s, "upstream-lost", "421 4.4.2 %s Error: "
-		    "connection to upstream server lost", s->host);
+	const char *lost;
+	char line[512];
+
+	if (s->ops->lost != NULL &&
+	    (lost = s->ops->lost(s->sink, line, sizeof(line))) != NULL) {
+		/* the sink is gone: QUIT is answered here, the rest is 421 */
+		if (cmd == C_QUIT)
+			reply_gate(s, cmd, "221 2.0.0 Bye");
+		else
+			session_421(s, lost, "%s", line);
 		return;
 	}
 	switch (cmd) {
@@ -1939,8 +1488,9 @@ cmd_dispatch(struct session *s, enum cmd cmd, const char *arg,
 	case C_AUTH:
 	case C_VRFY:
 	case C_EXPN:
-		/* the upstream leg is negotiated (TLS) at the first EHLO */
-		if (s->relay_mode && s->helo == NULL) {
+		/* the sink's leg is negotiated (TLS) at the first EHLO */
+		if ((s->ops->flags & SINK_F_HELO_FIRST) &&
+		    s->env.helo == NULL) {
 			reply(s, cmd, "503 5.5.1 Error: send HELO/EHLO first");
 			return;
 		}
@@ -1970,22 +1520,19 @@ cmd_dispatch(struct session *s, enum cmd cmd, const char *arg,
 			cmd_auth(s, l);
 		return;
 	case C_RSET:
-		if (s->relay_mode)
-			txn_reset(s);
-		break;
-	case C_QUIT:
-		if (s->relay_mode && s->relay_lost) {
-			reply_gate(s, cmd, "221 2.0.0 Bye");
-			return;
-		}
+		txn_reset(s);
 		break;
 	default:
 		break;
 	}
-	if (s->relay_mode)
-		forward(s, cmd, l);
-	else
+	if (s->ops->verb == NULL) {
 		cmd_local(s, cmd, arg);
+		return;
+	}
+	/* passed on as it is */
+	owe(s, cmd, cmd == C_QUIT);
+	s->ops->verb(s->sink, l);
+	handed(s);
 }
 
 /* cmd_line - one line read in S_CMD */
@@ -1998,15 +1545,15 @@ cmd_line(struct session *s, enum smtp_line_status st,
 	enum cmd cmd = C_UNKNOWN;
 	int i;
 
-	session_arm(s, s->pol->limits.t_cmd);
+	session_arm(s, s->env.pol->limits.t_cmd);
 	if (s->set->shutting_down) {
 		session_421(s, "shutdown", "421 4.3.2 %s Service shutting down",
-		    s->host);
+		    s->env.host);
 		return;
 	}
-	if (s->errors >= s->pol->limits.errors) {
+	if (s->errors >= s->env.pol->limits.errors) {
 		session_421(s, "too-many-errors", "421 4.7.0 %s Error: too "
-		    "many errors", s->host);
+		    "many errors", s->env.host);
 		return;
 	}
 	arg = smtp_verb(l->data, l->len, verb, sizeof(verb));
@@ -2014,7 +1561,8 @@ cmd_line(struct session *s, enum smtp_line_status st,
 		if (strcmp(verb, verbs[i].verb) == 0)
 			break;
 	cmd = verbs[i].cmd;
-	if (st == SMTP_LINE_TOOLONG || (l->len > s->pol->limits.cmd_line - 2 &&
+	if (st == SMTP_LINE_TOOLONG ||
+	    (l->len > s->env.pol->limits.cmd_line - 2 &&
 	    cmd != C_AUTH)) {
 		reply(s, C_UNKNOWN, "500 5.5.2 Error: line too long");
 		return;
@@ -2032,18 +1580,20 @@ cmd_line(struct session *s, enum smtp_line_status st,
 	cmd_dispatch(s, cmd, arg, l);
 }
 
-/* auth_line - the client's answer to a 334, passed on verbatim */
+/* auth_line - the client's answer to a 334, to the sink verbatim; a
+ * malformed one cancels the exchange */
 static void
 auth_line(struct session *s, enum smtp_line_status st,
     const struct smtp_line *l)
 {
-	session_arm(s, s->pol->limits.t_cmd);
-	gate(s, C_AUTH, 1);
+	session_arm(s, s->env.pol->limits.t_cmd);
+	owe(s, C_AUTH, 1);
 	if (st == SMTP_LINE_TOOLONG || l->flags & (SMTP_LF_BARECR |
 	    SMTP_LF_NUL) || !(l->flags & SMTP_LF_CRLF))
-		relay_send(s->relay, "*", 1, RELAY_CMD);	/* cancel */
+		s->ops->auth(s->sink, NULL);
 	else
-		relay_send(s->relay, l->data, l->len, RELAY_CMD);
+		s->ops->auth(s->sink, l);
+	handed(s);
 }
 
 /* ---------------------------------------------------------------- input */
@@ -2056,15 +1606,15 @@ session_blocked(struct session *s)
 	case S_CMD:
 		if (s->npending >= SMTPD_MAXPIPE)
 			return 1;
-		/* an upstream without PIPELINING gets one command at a time */
-		if (s->relay_mode && !s->cap_pipelining && s->npending > 0)
+		/* a server without PIPELINING gets one command at a time */
+		if (!s->caps.pipelining && s->npending > 0)
 			return 1;
 		break;
 	case S_AUTH:
 		break;
 	case S_DATA:
-		if (s->relay_mode && s->relay != NULL && s->refuse == NULL &&
-		    relay_busy(s->relay))
+		if (s->refuse == NULL && s->ops->busy != NULL &&
+		    s->ops->busy(s->sink))
 			return 1;
 		break;
 	default:
@@ -2106,7 +1656,7 @@ session_input(struct session *s)
 		}
 	}
 	if (s->state == S_DATA)
-		body_flush(s);
+		data_flush(s);
 }
 
 /*
@@ -2133,7 +1683,7 @@ session_readahead(struct session *s)
 static void
 session_gone(struct session *s, int err)
 {
-	if (s->state == S_DATA || s->txn.from != NULL)
+	if (s->state == S_DATA || s->env.mail.from != NULL)
 		log_message(s, "aborted", "client disconnected");
 	session_close(s, err == UV_EOF ? "client-closed" : uv_err_name(err));
 }
@@ -2169,7 +1719,7 @@ session_wake(struct session *s)
 	if (want && !s->reading) {
 		uv_read_start((uv_stream_t *)s->client, session_alloc_cb,
 		    session_read_cb);
-		s->rate_start = uv_now(s->loop);
+		s->rate_start = uv_now(s->env.loop);
 		s->rate_bytes = 0;
 	}
 	else if (!want && s->reading)
@@ -2186,14 +1736,14 @@ tls_begin(struct session *s)
 
 	if (dropped > 0)
 		log_info("session=%llu client=%s starttls: discarded %zu "
-		    "pipelined bytes", (unsigned long long)s->conn.id, s->cstr,
-		    dropped);
+		    "pipelined bytes", (unsigned long long)s->env.conn.id,
+		    s->env.cstr, dropped);
 	smtp_reader_discard(&s->in);
 	tls_cork_flush(&s->out);	/* the 220 goes in the clear */
-	s->tls = tls_conn_new(s->tls_ctx, (uv_stream_t *)s->client,
+	s->env.tls = tls_conn_new(s->tls_ctx, (uv_stream_t *)s->client,
 	    TLS_SERVER, NULL);
 	enter_state(s, S_TLS);
-	session_arm(s, s->pol->limits.t_cmd);
+	session_arm(s, s->env.pol->limits.t_cmd);
 }
 
 /* tls_input - ciphertext from the client */
@@ -2202,11 +1752,11 @@ tls_input(struct session *s, const char *p, size_t n)
 {
 	enum tls_state st;
 
-	st = tls_conn_feed(s->tls, p, n, &s->plain);
+	st = tls_conn_feed(s->env.tls, p, n, &s->plain);
 	if (st == TLS_FAILED) {
 		log_info("session=%llu client=%s tls=failed error=\"%s\"",
-		    (unsigned long long)s->conn.id, s->cstr,
-		    log_vis(tls_conn_error(s->tls)));
+		    (unsigned long long)s->env.conn.id, s->env.cstr,
+		    log_vis(tls_conn_error(s->env.tls)));
 		session_close(s, "tls-failed");
 		return;
 	}
@@ -2214,14 +1764,15 @@ tls_input(struct session *s, const char *p, size_t n)
 		return;
 	if (s->state == S_TLS) {
 		log_info("session=%llu client=%s dir=%s tls=%s",
-		    (unsigned long long)s->conn.id, s->cstr,
-		    policy_dir_name(s->conn.dir), tls_conn_info(s->tls));
+		    (unsigned long long)s->env.conn.id, s->env.cstr,
+		    policy_dir_name(s->env.conn.dir),
+		    tls_conn_info(s->env.tls));
 		/* RFC 3207 4.2: forget everything said before */
-		free(s->helo);
-		s->helo = NULL;
+		free(s->env.helo);
+		s->env.helo = NULL;
 		txn_reset(s);
 		enter_state(s, S_CMD);
-		session_arm(s, s->pol->limits.t_cmd);
+		session_arm(s, s->env.pol->limits.t_cmd);
 	}
 	if (buf_avail(&s->plain) > 0) {
 		smtp_reader_feed(&s->in, buf_head(&s->plain),
@@ -2241,20 +1792,20 @@ static int
 data_rate(struct session *s, size_t n)
 {
 	uint64_t elapsed, bytes;
-	unsigned min = s->pol->limits.min_rate;
+	unsigned min = s->env.pol->limits.min_rate;
 
 	s->rate_bytes += n;
-	session_arm(s, s->pol->limits.t_data);
-	elapsed = uv_now(s->loop) - s->rate_start;
+	session_arm(s, s->env.pol->limits.t_data);
+	elapsed = uv_now(s->env.loop) - s->rate_start;
 	if (min == 0 || elapsed < SMTPD_RATE_GRACE * 1000)
 		return 0;
 	bytes = s->rate_bytes;
-	s->rate_start = uv_now(s->loop);
+	s->rate_start = uv_now(s->env.loop);
 	s->rate_bytes = 0;
 	if (bytes * 1000 / elapsed >= min)
 		return 0;
 	session_421(s, "too-slow", "421 4.4.2 %s Error: data rate too low",
-	    s->host);
+	    s->env.host);
 	return -1;
 }
 
@@ -2262,9 +1813,9 @@ static void
 session_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 {
 	struct session *s = st->data;
-	struct tls_corks *corks = proxy_worker_corks(s->conn.worker);
+	struct tls_corks *corks = proxy_worker_corks(s->env.conn.worker);
 
-	if (n == 0 || s->state == S_CLOSED || s->state == S_QUIT)
+	if (n == 0 || ending(s))
 		return;
 	if (n < 0) {
 		if (s->state != S_TLS && session_blocked(s)) {
@@ -2279,7 +1830,7 @@ session_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 	}
 	if (s->state == S_DATA && data_rate(s, (size_t)n) == -1)
 		return;
-	if (s->tls != NULL)
+	if (s->env.tls != NULL)
 		tls_input(s, b->base, (size_t)n);
 	else
 		smtp_reader_feed(&s->in, b->base, (size_t)n);
@@ -2289,54 +1840,29 @@ session_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 
 /* ---------------------------------------------------------------- start */
 
-/* relay_start - the live relay: connect upstream, greet when it does */
-static void
-relay_start(struct session *s)
+/* choose_sink - the live relay where policy honours the server the
+ * client dialled; the queue for the rest, and for mail addressed to the
+ * gateway itself (accept-to-box) */
+static const struct sink_ops *
+choose_sink(const struct proxy_conn *conn)
 {
-	struct relay_opts o;
-	const struct policy_limits *lim = &s->pol->limits;
-
-	memset(&o, 0, sizeof(o));
-	o.id = s->conn.id;
-	o.dst = s->conn.orig_dst;
-	o.src.ss_family = AF_UNSPEC;
-	/* hide the box: from the client's address (IP_TRANSPARENT) */
-	if (policy_hide_box_outgoing(s->pol, s->conn.port) &&
-	    s->conn.client.ss_family == s->conn.orig_dst.ss_family)
-		o.src = s->conn.client;
-	switch (s->pol->cs_tls) {
-	case POLICY_CSTLS_NONE:
-		o.tls = RELAY_TLS_NONE;
-		break;
-	case POLICY_CSTLS_REQUIRE:
-		o.tls = RELAY_TLS_REQUIRE;
-		break;
-	default:
-		o.tls = RELAY_TLS_OPPORTUNISTIC;
-		break;
-	}
-	o.ctx = o.tls != RELAY_TLS_NONE ? client_ctx() : NULL;
-	o.corks = proxy_worker_corks(s->conn.worker);
-	log_debug("session=%llu upstream tls=%s hide-box=%s",
-	    (unsigned long long)s->conn.id, policy_cstls_name(s->pol->cs_tls),
-	    o.src.ss_family != AF_UNSPEC ? "yes" : "no");
-	if (o.ctx == NULL && o.tls == RELAY_TLS_REQUIRE)
-		log_warnx("session=%llu tls: required upstream but no client "
-		    "context", (unsigned long long)s->conn.id);
-	o.t_connect = lim->t_connect;
-	o.t_cmd = lim->t_cmd;
-	o.t_dot = lim->t_dot;
-	s->relay = relay_open(s->loop, &o, &session_relay_cb, s);
+	if (conn->dir == POLICY_DIR_OUT &&
+	    !addr_is_self((const struct sockaddr *)&conn->orig_dst) &&
+	    policy_honour_client_server(conn->policy,
+	    (const struct sockaddr *)&conn->client, conn->port) == 1)
+		return &sink_relay_ops;
+	return &sink_queue_ops;
 }
 
 /* own_port - a connection to one of our own listening ports: a loop */
 static int
 own_port(const struct session *s)
 {
-	uint16_t port = addr_port((const struct sockaddr *)&s->conn.orig_dst);
+	uint16_t port;
 
-	return port == s->pol->listen_port[POLICY_DIR_IN] ||
-	    port == s->pol->listen_port[POLICY_DIR_OUT];
+	port = addr_port((const struct sockaddr *)&s->env.conn.orig_dst);
+	return port == s->env.pol->listen_port[POLICY_DIR_IN] ||
+	    port == s->env.pol->listen_port[POLICY_DIR_OUT];
 }
 
 void
@@ -2344,78 +1870,66 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 {
 	struct session *s;
 	enum policy_starttls tlsmode;
-	char greeting[300];
 
 	s = xcalloc(1, sizeof(*s));
-	s->conn = *conn;
+	s->env.conn = *conn;
 	s->set = proxy_worker_sessions(conn->worker);
-	s->pol = conn->policy;
+	s->env.pol = conn->policy;
 	s->client = client;
-	s->loop = client->loop;
+	s->env.loop = client->loop;
 	client->data = s;
 	tls_cork_init(&s->out, proxy_worker_corks(conn->worker),
 	    (uv_stream_t *)client, session_written, s);
 	TAILQ_INIT(&s->replies);
 	TAILQ_INSERT_TAIL(&s->set->list, s, entry);
 	s->set->n++;
-	uv_timer_init(s->loop, &s->timer);
+	uv_timer_init(s->env.loop, &s->timer);
 	s->timer.data = s;
 	s->handles = 2;
 	buf_init(&s->plain);
-	buf_init(&s->body);
-	snprintf(s->host, sizeof(s->host), "%s", policy_hostname(s->pol));
-	addr_fmt((struct sockaddr *)&conn->client, s->cstr, sizeof(s->cstr));
-	addr_fmt((struct sockaddr *)&conn->orig_dst, s->dstr, sizeof(s->dstr));
+	snprintf(s->env.host, sizeof(s->env.host), "%s",
+	    policy_hostname(s->env.pol));
+	addr_fmt((struct sockaddr *)&conn->client, s->env.cstr,
+	    sizeof(s->env.cstr));
+	addr_fmt((struct sockaddr *)&conn->orig_dst, s->env.dstr,
+	    sizeof(s->env.dstr));
 	/* TCP_NODELAY came with the socket from the listener */
-	tlsmode = s->pol->starttls[conn->dir];
+	tlsmode = s->env.pol->starttls[conn->dir];
 	if (tlsmode != POLICY_TLS_STRIP &&
-	    (s->tls_ctx = tls_contexts(s->pol)) != NULL)
+	    (s->tls_ctx = tls_contexts(s->env.pol)) != NULL)
 		s->offer_tls = 1;
-	/* mail addressed to the gateway itself is the MTA's (accept-to-box) */
-	s->relay_mode = conn->dir == POLICY_DIR_OUT &&
-	    !addr_is_self((struct sockaddr *)&conn->orig_dst) &&
-	    policy_honour_client_server(s->pol,
-	    (struct sockaddr *)&conn->client, conn->port) == 1;
-	s->cap_size = s->pol->limits.size;
-	s->cap_enhanced = 1;
-	smtp_reader_init(&s->in, s->relay_mode ? SMTPD_AUTHLINE :
-	    s->pol->limits.cmd_line - 2);
+	s->ops = choose_sink(conn);
+	s->caps.enhanced = 1;
+	smtp_reader_init(&s->in, cmd_max(s));
 	log_info("session=%llu client=%s orig_dst=%s dir=%s path=%s "
-	    "starttls=%s", (unsigned long long)conn->id, s->cstr, s->dstr,
-	    policy_dir_name(conn->dir), s->relay_mode ? "relay" : "mta",
+	    "starttls=%s", (unsigned long long)conn->id, s->env.cstr,
+	    s->env.dstr, policy_dir_name(conn->dir), s->ops->name,
 	    s->offer_tls ? policy_starttls_name(tlsmode) : "no");
 	if (s->set->shutting_down) {
 		session_421(s, "shutdown", "421 4.3.2 %s Service shutting down",
-		    s->host);
+		    s->env.host);
 		return;
 	}
 	if (own_port(s)) {
 		session_421(s, "loop", "421 4.3.5 %s Error: connection to "
-		    "the proxy itself", s->host);
+		    "the proxy itself", s->env.host);
 		return;
 	}
 	if (conn->refuse != NULL && strcmp(conn->refuse, "sessions") == 0) {
 		/* over the global session cap (listener.c) */
 		session_421(s, conn->refuse, "421 4.3.2 %s Error: too many "
-		    "connections, try again later", s->host);
+		    "connections, try again later", s->env.host);
 		return;
 	}
 	if (conn->refuse != NULL) {
 		/* over a connection limit (listener.c): before any upstream */
 		session_421(s, conn->refuse, "421 4.7.0 %s Too many "
-		    "connections from your address", s->host);
+		    "connections from your address", s->env.host);
 		return;
 	}
-	if (s->relay_mode) {
-		enter_state(s, S_CONNECT);
-		relay_start(s);
-		return;
-	}
-	enter_state(s, S_CMD);
-	snprintf(greeting, sizeof(greeting), "220 %s ESMTP\r\n", s->host);
-	session_write(s, greeting, strlen(greeting));
-	session_arm(s, s->pol->limits.t_cmd);
-	session_wake(s);
+	enter_state(s, S_GREET);
+	s->sink = s->ops->open(&s->env);
+	s->ops->greet(s->sink);
 }
 
 struct proxy_sessions *
@@ -2447,8 +1961,8 @@ proxy_sessions_committed(struct proxy_sessions *ss, uint64_t id, int status,
 	struct session *s;
 
 	TAILQ_FOREACH(s, &ss->commits, centry)
-		if (s->conn.id == id) {
-			mta_committed(s, status, id_or_reason);
+		if (s->env.conn.id == id && s->ops->answer != NULL) {
+			s->ops->answer(s->sink, status, id_or_reason);
 			return;
 		}
 	log_info("session=%llu gone before its commit: status=%s %s",
@@ -2467,9 +1981,9 @@ proxy_sessions_shutdown(struct proxy_sessions *ss)
 	for (s = TAILQ_FIRST(&ss->list); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, entry);
 		if (s->state == S_CMD && s->npending == 0 &&
-		    s->txn.from == NULL)
+		    s->env.mail.from == NULL)
 			session_421(s, "shutdown", "421 4.3.2 %s Service "
-			    "shutting down", s->host);
+			    "shutting down", s->env.host);
 	}
 }
 

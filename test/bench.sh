@@ -343,7 +343,10 @@ mxb_conf() {	# MODE [WORKERS]: relay | pass | incoming; workers (default $MXB_W)
 			echo "queue { fsync yes; }" ;;
 		esac
 		echo "shutdown-grace 3s"
-		echo "limits { connections-per-client 0; }"
+		# sessions: "auto" derives the cap from the open-file limit
+		# (7,500 at nofile 20,000), below the concurrency row's
+		# IDLE_SESSIONS: name it, one socket per idle incoming session
+		echo "limits { connections-per-client 0; sessions $((IDLE + 500)); }"
 		echo "match client $TB_PREFIX4 relay"
 	} >"$f"
 	echo "$f"

@@ -226,6 +226,56 @@ test_reply_good(void **state UNUSED)
 	assert_int_equal(parse_one("250-a\r\n250 b", 10, &rep, &err), 0);
 }
 
+/* the one EHLO parser every SMTP client here uses */
+static void
+test_ehlo_parse(void **state UNUSED)
+{
+	struct smtp_reply rep;
+	struct smtp_ehlo e;
+	const char *err, *par;
+	char kw[16];
+	size_t plen;
+
+	assert_int_equal(parse_one("250-mx.example PIPELINING SIZE\r\n"
+	    "250-size 35882577\r\n250-8bitmime\r\n250-AUTH=LOGIN\r\n"
+	    "250-AUTH XPLAINX CRAM-MD5\r\n250-ENHANCEDSTATUSCODES\r\n"
+	    "250-DSN\r\n250 STARTTLS\r\n", 20, &rep, &err), 1);
+	smtp_ehlo_parse(&rep, &e);
+	/* the server's name on line 0 is not a keyword */
+	assert_int_equal(e.pipelining, 0);
+	assert_int_equal(e.size, 1);
+	assert_true(e.maxsize == 35882577);
+	assert_int_equal(e.eightbit, 1);
+	assert_int_equal(e.enhanced, 1);
+	assert_int_equal(e.dsn, 1);
+	assert_int_equal(e.starttls, 1);
+	assert_int_equal(e.smtputf8, 0);
+	/* "AUTH=LOGIN" of old servers is AUTH; a mechanism is a whole word */
+	assert_int_equal(e.auth, 1);
+	assert_int_equal(e.auth_login, 1);
+	assert_int_equal(e.auth_plain, 0);
+	smtp_reply_clear(&rep);
+
+	assert_int_equal(parse_one("250-mx\r\n250-SIZE\r\n"
+	    "250-SIZE99 1\r\n250 AUTH PLAIN\r\n", 20, &rep, &err), 1);
+	smtp_ehlo_parse(&rep, &e);
+	assert_int_equal(e.size, 1);
+	assert_true(e.maxsize == 0);	/* SIZE without a limit */
+	assert_int_equal(e.auth_plain, 1);
+	assert_int_equal(e.pipelining, 0);
+	smtp_reply_clear(&rep);
+
+	/* a keyword longer than kw is cut, never overflows */
+	par = smtp_ehlo_keyword("X-VERY-LONG-KEYWORD a b", 23, kw,
+	    sizeof(kw), &plen);
+	assert_string_equal(kw, "X-VERY-LONG-KEY");
+	assert_non_null(par);
+	assert_int_equal(plen, 3);
+	assert_memory_equal(par, "a b", 3);
+	assert_null(smtp_ehlo_keyword("dsn", 3, kw, sizeof(kw), &plen));
+	assert_string_equal(kw, "DSN");
+}
+
 static void
 test_reply_bad(void **state UNUSED)
 {
@@ -1129,6 +1179,7 @@ main(void)
 		cmocka_unit_test(test_reader_bytewise),
 		cmocka_unit_test(test_reply_good),
 		cmocka_unit_test(test_reply_bad),
+		cmocka_unit_test(test_ehlo_parse),
 		cmocka_unit_test(test_reply_flood),
 		cmocka_unit_test(test_data_smuggling),
 		cmocka_unit_test(test_data_terminator),

@@ -1,0 +1,500 @@
+/*
+ * sink_relay.c - the live relay sink: outgoing sessions where policy
+ * honours the server the client dialled.  It owns the upstream leg
+ * (relay.c) of one session: the client sees the upstream's own greeting
+ * and replies, in order, with the EHLO capabilities cut down to what both
+ * legs support.  AUTH passes through.  Content goes on as read (still
+ * dot-stuffed) in runs that point into the session's reader, and with the
+ * dot in one write; a refused message never ends upstream: the leg is
+ * dropped instead.  An explicit rule's reject, tempfail or discard of a
+ * recipient is answered here; a transaction whose every recipient was
+ * discarded is taken and dropped here (the upstream gets a silent RSET).
+ */
+#include <sys/socket.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "../common/addr.h"
+#include "../common/buf.h"
+#include "../common/log.h"
+#include "../common/smtp.h"
+#include "../common/xmalloc.h"
+#include "../policy/policy.h"
+#include "proxy.h"
+#include "relay.h"
+#include "sink.h"
+
+#define RSINK_BODY_CHUNK	(64 * 1024)
+
+enum rsink_state {
+	R_CONNECT = 0,	/* waiting for the upstream greeting */
+	R_OPEN,		/* the leg carries the session */
+	R_DISCARD,	/* every recipient discarded: the text is dropped */
+	R_LOST,		/* the leg is gone (a refused message, a failure) */
+	R_CLOSED	/* closed by the session: no callback runs */
+};
+
+static const char *rsink_state_names[] = {
+	"connect", "open", "discard", "lost", "closed"
+};
+
+struct sink {
+	enum rsink_state	 state;
+	struct sink_env		*env;
+	struct relay		*relay;		/* NULL from R_LOST on */
+	unsigned		 nfwd;		/* RCPTs passed upstream */
+	unsigned		 ndiscard;	/* RCPTs a discard rule took */
+	uint64_t		 size;		/* SIZE offered: both legs' */
+	uv_buf_t		 run[RELAY_MAXBUFS];	/* content runs still in
+					   the session's reader, to send */
+	unsigned		 nrun;
+	size_t			 runlen;
+};
+
+static void	rsink_greeting_cb(void *, const struct smtp_reply *);
+static void	rsink_reply_cb(void *, const struct smtp_reply *);
+static void	rsink_fail_cb(void *, const char *, const struct smtp_reply *);
+static void	rsink_drained_cb(void *);
+
+static const struct relay_cb rsink_relay_cb = {
+	rsink_greeting_cb, rsink_reply_cb, rsink_fail_cb, rsink_drained_cb
+};
+
+/* enter_state - the one place the relay sink changes state; leaving the
+ * leg (R_LOST, R_CLOSED) closes it */
+static void
+enter_state(struct sink *r, enum rsink_state st)
+{
+	if (r->state == st)
+		return;
+	log_debug("session=%llu relay %s -> %s",
+	    (unsigned long long)r->env->conn.id, rsink_state_names[r->state],
+	    rsink_state_names[st]);
+	r->state = st;
+	if (st == R_LOST || st == R_CLOSED) {
+		relay_close(r->relay);
+		r->relay = NULL;
+		r->nrun = 0;
+		r->runlen = 0;
+	}
+}
+
+/* lost_line - the 421 of a leg that is gone */
+static void
+lost_line(struct sink *r, char *line, size_t len)
+{
+	snprintf(line, len, "421 4.4.2 %s Error: connection to upstream "
+	    "server lost", r->env->host);
+}
+
+/* send_failed - a write to the leg failed at once: the session goes */
+static void
+send_failed(struct sink *r)
+{
+	char line[512];
+
+	lost_line(r, line, sizeof(line));
+	smtpd_sink_421(r->env, "upstream-lost", line);
+}
+
+/* ---------------------------------------------------------------- leg */
+
+static void
+rsink_greeting_cb(void *arg, const struct smtp_reply *rep)
+{
+	struct sink *r = arg;
+	struct sink_env *e = r->env;
+	char up[64];
+
+	log_debug("session=%llu client=%s orig_dst=%s dir=%s upstream=%s "
+	    "greeting=%d", (unsigned long long)e->conn.id, e->cstr, e->dstr,
+	    policy_dir_name(e->conn.dir),
+	    addr_fmt((struct sockaddr *)&e->conn.orig_dst, up, sizeof(up)),
+	    rep->code);
+	if (rep->code != 220) {
+		log_info("session=%llu client=%s orig_dst=%s dir=%s "
+		    "disposition=upstream-refused greeting=%d",
+		    (unsigned long long)e->conn.id, e->cstr, e->dstr,
+		    policy_dir_name(e->conn.dir), rep->code);
+		smtpd_sink_greeting(e, buf_head(&rep->text),
+		    buf_avail(&rep->text), "upstream-refused");
+		return;
+	}
+	enter_state(r, R_OPEN);
+	smtpd_sink_greeting(e, buf_head(&rep->text), buf_avail(&rep->text),
+	    NULL);
+}
+
+static void
+rsink_reply_cb(void *arg, const struct smtp_reply *rep)
+{
+	struct sink *r = arg;
+
+	smtpd_sink_raw(r->env, rep);
+}
+
+static void
+rsink_fail_cb(void *arg, const char *why, const struct smtp_reply *rep)
+{
+	struct sink *r = arg;
+	struct sink_env *e = r->env;
+	int connecting = r->state == R_CONNECT;
+	const char *disposition;
+	char up[64], line[512];
+
+	log_info("session=%llu client=%s orig_dst=%s dir=%s upstream=%s "
+	    "disposition=%s error=\"%s\"", (unsigned long long)e->conn.id,
+	    e->cstr, e->dstr, policy_dir_name(e->conn.dir),
+	    addr_fmt((struct sockaddr *)&e->conn.orig_dst, up, sizeof(up)),
+	    connecting ? "upstream-unreachable" : "upstream-lost",
+	    log_vis(why));
+	enter_state(r, R_LOST);
+	if (rep != NULL && rep->code == 421) {
+		disposition = "upstream-421";
+		snprintf(line, sizeof(line), "%.*s",
+		    (int)strcspn(buf_head(&rep->text), "\r\n"),
+		    buf_head(&rep->text));
+	} else if (connecting) {
+		disposition = "upstream-unreachable";
+		snprintf(line, sizeof(line), "421 4.4.1 %s Error: upstream "
+		    "server unreachable (%s)", e->host, why);
+	} else {
+		disposition = "upstream-lost";
+		lost_line(r, line, sizeof(line));
+	}
+	smtpd_sink_lost(e, disposition, line);
+}
+
+static void
+rsink_drained_cb(void *arg)
+{
+	struct sink *r = arg;
+
+	smtpd_sink_wake(r->env);
+}
+
+/* ---------------------------------------------------------------- ops */
+
+static struct sink *
+rsink_open(struct sink_env *e)
+{
+	struct sink *r = xcalloc(1, sizeof(*r));
+
+	r->env = e;
+	r->state = R_CONNECT;
+	return r;
+}
+
+/* rsink_greet - connect upstream; the client is greeted when it is */
+static void
+rsink_greet(struct sink *r)
+{
+	struct sink_env *e = r->env;
+	const struct policy_limits *lim = &e->pol->limits;
+	struct relay_opts o;
+
+	memset(&o, 0, sizeof(o));
+	o.id = e->conn.id;
+	o.dst = e->conn.orig_dst;
+	o.src.ss_family = AF_UNSPEC;
+	/* hide the box: from the client's address (IP_TRANSPARENT) */
+	if (policy_hide_box_outgoing(e->pol, e->conn.port) &&
+	    e->conn.client.ss_family == e->conn.orig_dst.ss_family)
+		o.src = e->conn.client;
+	switch (e->pol->cs_tls) {
+	case POLICY_CSTLS_NONE:
+		o.tls = RELAY_TLS_NONE;
+		break;
+	case POLICY_CSTLS_REQUIRE:
+		o.tls = RELAY_TLS_REQUIRE;
+		break;
+	default:
+		o.tls = RELAY_TLS_OPPORTUNISTIC;
+		break;
+	}
+	o.ctx = o.tls != RELAY_TLS_NONE ? tls_ctx_client_shared() : NULL;
+	o.corks = proxy_worker_corks(e->conn.worker);
+	log_debug("session=%llu upstream tls=%s hide-box=%s",
+	    (unsigned long long)e->conn.id, policy_cstls_name(e->pol->cs_tls),
+	    o.src.ss_family != AF_UNSPEC ? "yes" : "no");
+	if (o.ctx == NULL && o.tls == RELAY_TLS_REQUIRE)
+		log_warnx("session=%llu tls: required upstream but no client "
+		    "context", (unsigned long long)e->conn.id);
+	o.t_connect = lim->t_connect;
+	o.t_cmd = lim->t_cmd;
+	o.t_dot = lim->t_dot;
+	r->relay = relay_open(e->loop, &o, &rsink_relay_cb, r);
+}
+
+static void
+rsink_helo(struct sink *r, int ehlo, const struct smtp_line *l)
+{
+	if (relay_helo(r->relay, ehlo, r->env->helo, l->data, l->len) == -1)
+		send_failed(r);
+}
+
+/* rsink_ehlo - the upstream's EHLO reply, cut to what both legs do: the
+ * lines of the extensions the session core handles pass on as they came,
+ * SIZE becomes the smaller of both limits, the rest is dropped */
+static void
+rsink_ehlo(struct sink *r, const struct smtp_reply *rep, struct buf *out,
+    struct sink_caps *c)
+{
+	struct smtp_ehlo up;
+	char kw[32], tmp[64];
+	const char *line;
+	size_t len, plen;
+	unsigned i;
+
+	smtp_ehlo_parse(rep, &up);
+	memset(c, 0, sizeof(*c));
+	c->pipelining = up.pipelining;
+	c->enhanced = up.enhanced;
+	c->eightbit = up.eightbit;
+	c->dsn = up.dsn;
+	c->smtputf8 = up.smtputf8;
+	c->auth = up.auth && (r->env->tls != NULL ||
+	    relay_auth_in_clear(r->relay));
+	r->size = r->env->pol->limits.size;
+	if (up.maxsize != 0 && up.maxsize < r->size)
+		r->size = up.maxsize;
+	line = smtp_reply_line(rep, 0, &len);
+	buf_printf(out, "250-%.*s\r\n", (int)len, line);
+	for (i = 1; i < rep->nlines; i++) {
+		line = smtp_reply_line(rep, i, &len);
+		(void)smtp_ehlo_keyword(line, len, kw, sizeof(kw), &plen);
+		if ((strcmp(kw, "PIPELINING") == 0 && c->pipelining) ||
+		    (strcmp(kw, "ENHANCEDSTATUSCODES") == 0 && c->enhanced) ||
+		    (strcmp(kw, "8BITMIME") == 0 && c->eightbit) ||
+		    (strcmp(kw, "DSN") == 0 && c->dsn) ||
+		    (strcmp(kw, "SMTPUTF8") == 0 && c->smtputf8) ||
+		    (strcmp(kw, "AUTH") == 0 && c->auth))
+			buf_printf(out, "250-%.*s\r\n", (int)len, line);
+		/* SIZE below, merged; CHUNKING, BDAT, STARTTLS, unknown
+		 * ones dropped */
+	}
+	snprintf(tmp, sizeof(tmp), "SIZE %llu", (unsigned long long)r->size);
+	buf_printf(out, "250-%s\r\n", tmp);
+}
+
+static void
+rsink_mail(struct sink *r, const struct smtp_line *l)
+{
+	relay_send(r->relay, l->data, l->len, RELAY_CMD);
+}
+
+/*
+ * rsink_rcpt - an explicit rule's reject, tempfail or discard is
+ * answered here; the rest goes upstream, which decides
+ */
+static void
+rsink_rcpt(struct sink *r, const struct smtp_path *path,
+    const struct smtp_line *l)
+{
+	struct sink_env *e = r->env;
+	enum policy_verdict v = POLICY_RELAY;
+	const char *msg = NULL;
+	char line[512];
+
+	if (e->mail.from != NULL)	/* without MAIL the upstream says 503 */
+		v = policy_check_rcpt_live(e->pol,
+		    (struct sockaddr *)&e->conn.client, e->mail.from,
+		    path->addr, e->authed, &msg);
+	switch (v) {
+	case POLICY_RELAY:
+		smtpd_sink_log_rcpt(e, path->addr);
+		r->nfwd++;
+		relay_send(r->relay, l->data, l->len, RELAY_CMD);
+		return;
+	case POLICY_DISCARD:
+		r->ndiscard++;
+		smtpd_sink_reply(e, "250 2.1.5 Ok");
+		break;
+	case POLICY_TEMPFAIL:
+		snprintf(line, sizeof(line), "451 %s",
+		    msg ? msg : "4.7.1 Try again later");
+		smtpd_sink_reply(e, line);
+		break;
+	case POLICY_REJECT:
+	default:
+		snprintf(line, sizeof(line), "550 %s",
+		    msg ? msg : "5.7.1 Rejected");
+		smtpd_sink_reply(e, line);
+		break;
+	}
+	log_info("session=%llu client=%s orig_dst=%s dir=%s rcpt=<%s> "
+	    "verdict=%s", (unsigned long long)e->conn.id, e->cstr, e->dstr,
+	    policy_dir_name(e->conn.dir), log_word(path->addr),
+	    policy_verdict_name(v));
+}
+
+/*
+ * rsink_data - DATA upstream; or, every recipient discarded, the
+ * upstream forgets the MAIL (an RSET whose reply the client does not
+ * see) and the text is taken here and dropped (R_DISCARD)
+ */
+static void
+rsink_data(struct sink *r)
+{
+	r->nrun = 0;
+	r->runlen = 0;
+	if (r->nfwd == 0 && r->ndiscard > 0) {
+		smtpd_sink_silent(r->env);
+		if (relay_send(r->relay, "RSET", 4, RELAY_CMD) == -1) {
+			send_failed(r);
+			return;
+		}
+		enter_state(r, R_DISCARD);
+		smtpd_sink_reply(r->env, "354 End data with <CR><LF>.<CR><LF>");
+		return;
+	}
+	relay_send(r->relay, "DATA", 4, RELAY_CMD);
+}
+
+/*
+ * rsink_flush - the content runs, in one write.  They point into the
+ * session's reader, so this happens before the next read feeds it (the
+ * core flushes after each read) or with the dot (relay_dot).
+ */
+static const char *
+rsink_flush(struct sink *r, const char **why)
+{
+	if (r->nrun > 0 && r->relay != NULL && r->state == R_OPEN)
+		relay_writev(r->relay, r->run, r->nrun);
+	r->nrun = 0;
+	r->runlen = 0;
+	return NULL;
+}
+
+/* rsink_content - sent from where it lies in the reader, no copy */
+static const char *
+rsink_content(struct sink *r, const char *p, size_t n, const char **why)
+{
+	if (r->state != R_OPEN)
+		return NULL;
+	r->run[r->nrun++] = uv_buf_init((char *)(uintptr_t)p,
+	    (unsigned int)n);
+	r->runlen += n;
+	if (r->nrun == RELAY_MAXBUFS || r->runlen >= RSINK_BODY_CHUNK)
+		return rsink_flush(r, why);
+	return NULL;
+}
+
+static void
+rsink_end(struct sink *r)
+{
+	char line[512];
+
+	if (r->state == R_DISCARD) {
+		enter_state(r, R_OPEN);
+		smtpd_sink_reply(r->env, "250 2.0.0 Ok: discarded");
+		return;
+	}
+	if (r->relay == NULL || relay_dot(r->relay, r->run, r->nrun) == -1) {
+		lost_line(r, line, sizeof(line));
+		smtpd_sink_421(r->env, "upstream-lost", line);
+	}
+	r->nrun = 0;
+	r->runlen = 0;
+}
+
+/* rsink_abort - a refused message: the upstream DATA must never end,
+ * so the leg goes; a discarded one is dropped here anyway */
+static int
+rsink_abort(struct sink *r)
+{
+	if (r->state == R_DISCARD)
+		return 0;
+	enter_state(r, R_LOST);
+	return 1;
+}
+
+static void
+rsink_reset(struct sink *r)
+{
+	r->nfwd = 0;
+	r->ndiscard = 0;
+}
+
+/* rsink_verb - a command passed upstream as it is */
+static void
+rsink_verb(struct sink *r, const struct smtp_line *l)
+{
+	relay_send(r->relay, l->data, l->len, RELAY_CMD);
+}
+
+/* rsink_auth - AUTH, or the client's answer to a 334, verbatim */
+static void
+rsink_auth(struct sink *r, const struct smtp_line *l)
+{
+	if (l == NULL)
+		relay_send(r->relay, "*", 1, RELAY_CMD);	/* cancel */
+	else
+		relay_send(r->relay, l->data, l->len, RELAY_CMD);
+}
+
+static int
+rsink_auth_tls(struct sink *r)
+{
+	return r->relay != NULL && !relay_auth_in_clear(r->relay);
+}
+
+static const char *
+rsink_lost(struct sink *r, char *line, size_t len)
+{
+	if (r->state != R_LOST)
+		return NULL;
+	lost_line(r, line, len);
+	return "upstream-lost";
+}
+
+static int
+rsink_busy(struct sink *r)
+{
+	return r->relay != NULL && relay_busy(r->relay);
+}
+
+/* rsink_quit - the session says goodbye: the leg goes now */
+static void
+rsink_quit(struct sink *r)
+{
+	if (r->state != R_CLOSED)
+		enter_state(r, R_LOST);
+}
+
+static void
+rsink_close(struct sink *r)
+{
+	enter_state(r, R_CLOSED);
+	free(r);
+}
+
+const struct sink_ops sink_relay_ops = {
+	.name = "relay",
+	.accepted = "relayed",
+	.flags = SINK_F_HELO_FIRST | SINK_F_SEQUENCE | SINK_F_STUFFED,
+	.open = rsink_open,
+	.greet = rsink_greet,
+	.helo = rsink_helo,
+	.ehlo = rsink_ehlo,
+	.mail = rsink_mail,
+	.rcpt = rsink_rcpt,
+	.data = rsink_data,
+	.content = rsink_content,
+	.flush = rsink_flush,
+	.end = rsink_end,
+	.abort = rsink_abort,
+	.reset = rsink_reset,
+	.verb = rsink_verb,
+	.auth = rsink_auth,
+	.auth_tls = rsink_auth_tls,
+	.lost = rsink_lost,
+	.busy = rsink_busy,
+	.answer = NULL,
+	.quit = rsink_quit,
+	.close = rsink_close,
+};
