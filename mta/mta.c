@@ -14,6 +14,8 @@
  * object is called back on another.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,12 +31,49 @@
 #include "../common/xmalloc.h"
 #include "mta_local.h"
 
+/*
+ * A body bigger than MTA_SPILL goes to tmp/ID.body, written on the
+ * receiving thread's loop with libuv's file requests (the thread pool),
+ * never with a write() on the loop: a slow disk holds that message's
+ * session (busy: its input waits), not every session of the worker.
+ * One request at a time, in order: spill_step() starts each request and
+ * the request's callback records how it ended; nothing else moves sp.
+ */
+enum spill_state {
+	SP_MEMORY = 0,	/* all of the body in memory (body) */
+	SP_OPENING,	/* the spill file being made */
+	SP_IDLE,	/* the file open, no write in flight */
+	SP_WRITING,	/* out being written */
+	SP_FAILED	/* a spill request failed: the message cannot be
+			   queued (error), what arrives is counted only */
+};
+
+#define MTA_SPILL_CHUNK	(256 * 1024)	/* bytes gathered per write */
+#define MTA_SPILL_HIWAT	(1024 * 1024)	/* waiting bytes: busy */
+
+/* what to do once every byte is in the spill file */
+enum msg_finish { FIN_NONE = 0, FIN_SUBMIT, FIN_COMMIT };
+
 /* one message being received from a proxy session */
 struct mta_msg {
 	struct mta_env	*env;
-	struct buf	 body;		/* in memory, up to MTA_SPILL */
-	int		 spillfd;	/* the rest, in tmp/ID.body */
+	uv_loop_t	*loop;		/* the receiving thread's */
+	struct buf	 body;		/* in memory: the body up to
+					   MTA_SPILL, then what waits to be
+					   spilled */
+	enum spill_state sp;
+	uv_fs_t		 req;		/* the spill request in flight */
+	struct buf	 out;		/* the bytes it writes */
+	uint64_t	 spilled;	/* bytes in the file */
+	int		 spillfd;	/* tmp/ID.body, or -1 */
 	char		*spillpath;
+	int		 freeing;	/* freed: the callback frees it */
+	enum msg_finish	 finish;	/* asked while bytes waited */
+	struct mta_request *fin_req;	/* FIN_SUBMIT */
+	mta_commit_cb	 fin_cb;	/* FIN_COMMIT */
+	void		*fin_arg;
+	void		(*wake)(void *);	/* busy no more */
+	void		*wake_arg;
 	uint64_t	 len;
 	uint64_t	 sum;
 	int		 error;		/* a write failed: commit fails */
@@ -120,9 +159,11 @@ mta_msg_new(const struct mta_info *info)
 	struct mta_env *env;
 
 	msg = xcalloc(1, sizeof(*msg));
+	msg->loop = info->loop;
 	msg->spillfd = -1;
 	msg->sum = HASH_FNV_INIT;
 	buf_init(&msg->body);
+	buf_init(&msg->out);
 	msg->env = env = mta_env_new();
 	mta_id_make(env->id);
 	env->arrival = time(NULL);
@@ -150,29 +191,162 @@ mta_msg_add_rcpt(struct mta_msg *msg, const char *rcpt, const char *orcpt,
 	mta_rcpt_add(msg->env, rcpt, orcpt, notify, route);
 }
 
-/* spill - move the body to a file once it outgrows memory */
-static int
-spill(struct mta_msg *msg)
-{
-	ssize_t w;
-	size_t off = 0;
+static void	spill_step(struct mta_msg *);
+static void	msg_free(struct mta_msg *);
+static void	msg_finished(struct mta_msg *);
 
-	if ((msg->spillfd = mta_spool_spill_open(msg->env->id,
-	    &msg->spillpath)) == -1)
-		return -1;
-	while (off < msg->body.len) {
-		if ((w = write(msg->spillfd, msg->body.data + off,
-		    msg->body.len - off)) == -1) {
-			if (errno == EINTR)
-				continue;
-			log_warn("msgid=%s spool: write %s", msg->env->id,
-			    msg->spillpath);
-			return -1;
-		}
-		off += (size_t)w;
+/*
+ * spill_done - a spill request came back: move on, and tell the session
+ * it may send more when the waiting bytes are below the mark (a wake
+ * that finds it not waiting does nothing).  Never from mta_msg_write,
+ * which the session itself calls.  A message finishing or freed is not
+ * the session's any more: no wake, and no touching it after the step.
+ */
+static void
+spill_done(struct mta_msg *msg)
+{
+	void (*wake)(void *) = msg->wake;
+	void *arg = msg->wake_arg;
+
+	if (msg->finish != FIN_NONE || msg->freeing || wake == NULL) {
+		spill_step(msg);
+		return;
 	}
-	buf_reset(&msg->body);
-	return 0;
+	spill_step(msg);
+	if (!mta_msg_busy(msg))
+		wake(arg);
+}
+
+/* spill_opened - tmp/ID.body made (or not) */
+static void
+spill_opened(uv_fs_t *req)
+{
+	struct mta_msg *msg = req->data;
+
+	if (req->result < 0) {
+		log_warnx("msgid=%s spool: open %s: %s", msg->env->id,
+		    msg->spillpath, uv_strerror((int)req->result));
+		msg->sp = SP_FAILED;
+		msg->error = 1;
+	} else {
+		msg->spillfd = (int)req->result;
+		msg->sp = SP_IDLE;
+	}
+	uv_fs_req_cleanup(req);
+	spill_done(msg);
+}
+
+/* spill_wrote - a write of out done (maybe in part) */
+static void
+spill_wrote(uv_fs_t *req)
+{
+	struct mta_msg *msg = req->data;
+
+	if (req->result < 0) {
+		log_warnx("msgid=%s spool: write %s: %s", msg->env->id,
+		    msg->spillpath, uv_strerror((int)req->result));
+		msg->sp = SP_FAILED;
+		msg->error = 1;
+		buf_reset(&msg->out);
+	} else {
+		msg->spilled += (uint64_t)req->result;
+		buf_consume(&msg->out, (size_t)req->result);
+		msg->sp = SP_IDLE;
+	}
+	uv_fs_req_cleanup(req);
+	spill_done(msg);
+}
+
+/*
+ * spill_step - the one place the spill moves: make the file once the
+ * body outgrows memory, write what waits (a chunk at a time, all of it
+ * when the message is finishing), and when nothing waits run the finish
+ * that was asked; a message freed meanwhile is freed now (the session
+ * is woken by spill_done, never from here: mta_msg_write calls this).
+ */
+static void
+spill_step(struct mta_msg *msg)
+{
+	char path[PATH_MAX], name[64];
+	uv_buf_t b;
+	int rc;
+
+	if (msg->freeing) {
+		if (msg->sp != SP_OPENING && msg->sp != SP_WRITING)
+			msg_free(msg);
+		return;
+	}
+	switch (msg->sp) {
+	case SP_MEMORY:
+		if (msg->body.len <= MTA_SPILL || msg->finish != FIN_NONE)
+			break;
+		snprintf(name, sizeof(name), "%s.body", msg->env->id);
+		if (mta_spool_path(path, sizeof(path), "tmp", name) == -1) {
+			msg->sp = SP_FAILED;
+			msg->error = 1;
+			break;
+		}
+		msg->spillpath = xstrdup(path);
+		msg->sp = SP_OPENING;
+		msg->req.data = msg;
+		if ((rc = uv_fs_open(msg->loop, &msg->req, msg->spillpath,
+		    O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600,
+		    spill_opened)) < 0) {
+			log_warnx("msgid=%s spool: open %s: %s", msg->env->id,
+			    msg->spillpath, uv_strerror(rc));
+			msg->sp = SP_FAILED;
+			msg->error = 1;
+		}
+		return;
+	case SP_OPENING:
+	case SP_WRITING:
+		return;
+	case SP_IDLE:
+		if (buf_avail(&msg->out) == 0) {
+			if (msg->body.len == 0 || (msg->body.len <
+			    MTA_SPILL_CHUNK && msg->finish == FIN_NONE))
+				break;
+			/* swap: body gathers on while out is written */
+			struct buf t = msg->out;
+			msg->out = msg->body;
+			msg->body = t;
+			buf_reset(&msg->body);
+		}
+		b = uv_buf_init((char *)(uintptr_t)buf_head(&msg->out),
+		    (unsigned)buf_avail(&msg->out));
+		msg->sp = SP_WRITING;
+		msg->req.data = msg;
+		if ((rc = uv_fs_write(msg->loop, &msg->req, msg->spillfd, &b,
+		    1, (int64_t)msg->spilled, spill_wrote)) < 0) {
+			log_warnx("msgid=%s spool: write %s: %s", msg->env->id,
+			    msg->spillpath, uv_strerror(rc));
+			msg->sp = SP_FAILED;
+			msg->error = 1;
+			break;
+		}
+		return;
+	case SP_FAILED:
+		buf_reset(&msg->body);
+		break;
+	}
+	if (msg->finish != FIN_NONE && (msg->sp == SP_MEMORY ||
+	    msg->sp == SP_FAILED || (msg->sp == SP_IDLE &&
+	    msg->body.len == 0 && buf_avail(&msg->out) == 0)))
+		msg_finished(msg);
+}
+
+int
+mta_msg_busy(const struct mta_msg *msg)
+{
+	return msg->sp != SP_MEMORY && msg->sp != SP_FAILED &&
+	    msg->body.len + buf_avail(&msg->out) >= MTA_SPILL_HIWAT;
+}
+
+void
+mta_msg_set_wake(struct mta_msg *msg, void (*wake)(void *), void *arg)
+{
+	msg->wake = wake;
+	msg->wake_arg = arg;
 }
 
 /* keep_head - the first bytes of the body, for has_trace() */
@@ -191,36 +365,16 @@ keep_head(struct mta_msg *msg, const void *p, size_t n)
 int
 mta_msg_write(struct mta_msg *msg, const void *p, size_t n)
 {
-	const char *s = p;
-	ssize_t w;
-
 	if (msg->error)
 		return -1;
 	keep_head(msg, p, n);
 	msg->sum = hash_fnv(msg->sum, p, n);
 	msg->len += n;
-	if (msg->spillfd == -1 && msg->body.len + n > MTA_SPILL &&
-	    spill(msg) == -1) {
-		msg->error = 1;
-		return -1;
-	}
-	if (msg->spillfd == -1) {
-		buf_append(&msg->body, p, n);
-		return 0;
-	}
-	while (n > 0) {
-		if ((w = write(msg->spillfd, s, n)) == -1) {
-			if (errno == EINTR)
-				continue;
-			log_warn("msgid=%s spool: write %s", msg->env->id,
-			    msg->spillpath);
-			msg->error = 1;
-			return -1;
-		}
-		s += w;
-		n -= (size_t)w;
-	}
-	return 0;
+	buf_append(&msg->body, p, n);
+	if ((msg->sp == SP_MEMORY && msg->body.len > MTA_SPILL) ||
+	    (msg->sp == SP_IDLE && msg->body.len >= MTA_SPILL_CHUNK))
+		spill_step(msg);
+	return msg->error ? -1 : 0;
 }
 
 /*
@@ -270,10 +424,16 @@ received(struct mta_env *env)
 	buf_free(&b);
 }
 
+/* msg_free - now, or (a spill request in flight) when it comes back */
 static void
 msg_free(struct mta_msg *msg)
 {
+	if (msg->sp == SP_OPENING || msg->sp == SP_WRITING) {
+		msg->freeing = 1;
+		return;
+	}
 	buf_free(&msg->body);
+	buf_free(&msg->out);
 	mta_spool_spill_drop(msg->spillfd, msg->spillpath);
 	mta_env_free(msg->env);
 	free(msg);
@@ -282,8 +442,10 @@ msg_free(struct mta_msg *msg)
 void
 mta_msg_abort(struct mta_msg *msg)
 {
-	if (msg != NULL)
-		msg_free(msg);
+	if (msg == NULL)
+		return;
+	msg->wake = NULL;
+	msg_free(msg);
 }
 
 /* commit_done - the spool says the message is (or is not) durable */
@@ -314,6 +476,17 @@ commit_done(void *arg, int status, const char *why)
 
 void
 mta_msg_commit(struct mta_msg *msg, mta_commit_cb cb, void *arg)
+{
+	msg->wake = NULL;
+	msg->fin_cb = cb;
+	msg->fin_arg = arg;
+	msg->finish = FIN_COMMIT;
+	spill_step(msg);
+}
+
+/* commit_now - every byte is in memory or in the spill file: commit */
+static void
+commit_now(struct mta_msg *msg, mta_commit_cb cb, void *arg)
 {
 	struct mta_commit *c;
 	const char *why = NULL;
@@ -347,6 +520,21 @@ mta_msg_commit(struct mta_msg *msg, mta_commit_cb cb, void *arg)
 	free(msg->spillpath);
 	msg->spillpath = NULL;
 	msg_free(msg);
+}
+
+static void	submit_now(struct mta_request *);
+
+/* msg_finished - what mta_msg_submit or _commit asked, now it can run */
+static void
+msg_finished(struct mta_msg *msg)
+{
+	enum msg_finish f = msg->finish;
+
+	msg->finish = FIN_NONE;
+	if (f == FIN_SUBMIT)
+		submit_now(msg->fin_req);
+	else
+		commit_now(msg, msg->fin_cb, msg->fin_arg);
 }
 
 /* ------------------------------------------------------ the front door */
@@ -481,6 +669,20 @@ mta_msg_submit(struct mta_msg *msg, struct mta_door *door, uint64_t ticket)
 	r->door = door;
 	r->ticket = ticket;
 	atomic_fetch_add_explicit(&door->refs, 1, memory_order_relaxed);
+	/* the last spill writes first, on this thread's loop: the MTA's
+	 * thread gets a message with no request in flight */
+	msg->wake = NULL;
+	msg->fin_req = r;
+	msg->finish = FIN_SUBMIT;
+	spill_step(msg);
+}
+
+/* submit_now - the message is all written: into the inbox */
+static void
+submit_now(struct mta_request *r)
+{
+	struct mta_msg *msg = r->msg;
+
 	pthread_mutex_lock(&inbox_mtx);
 	if (inbox_open) {
 		TAILQ_INSERT_TAIL(&inbox, r, entry);

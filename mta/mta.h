@@ -37,6 +37,9 @@ struct mta_info {
 	int			 body_8bit;	/* BODY=8BITMIME */
 	int			 smtputf8;
 	const char		*auth;		/* AUTH user or NULL */
+	uv_loop_t		*loop;		/* the caller's: a body over
+						   memory's share is written
+						   to its spill file there */
 };
 
 struct mta_msg;		/* opaque: one message being received */
@@ -49,8 +52,13 @@ struct mta_msg	*mta_msg_new(const struct mta_info *);
 /* route as decided by policy_route_rcpt(); orcpt and notify may be 0 */
 void		 mta_msg_add_rcpt(struct mta_msg *, const char *rcpt,
 		    const char *orcpt, unsigned notify, enum policy_route);
-/* body bytes exactly as they will be delivered: CRLF lines, no stuffing */
+/* body bytes exactly as they will be delivered: CRLF lines, no stuffing;
+ * -1 once a spill write failed (the message cannot be queued) */
 int		 mta_msg_write(struct mta_msg *, const void *, size_t);
+/* 1 while the bytes waiting for the spill file are over the mark: the
+ * caller stops reading until the wake callback (on its loop) */
+int		 mta_msg_busy(const struct mta_msg *);
+void		 mta_msg_set_wake(struct mta_msg *, void (*)(void *), void *);
 /*
  * Make the message durable (fsyncs grouped across sessions) and call cb
  * with status 0 and the queue id, or -1 and a reason; the message is

@@ -120,7 +120,6 @@ void		 mta_spool_counts(uint64_t *, uint64_t *);
 const char	*mta_spool_dir(void);
 int		 mta_spool_path(char *, size_t, const char *, const char *);
 int		 mta_spool_free_ok(uint64_t);
-int		 mta_spool_spill_open(const char *, char **);
 void		 mta_spool_spill_drop(int, char *);
 int		 mta_spool_read_headers(const struct mta_env *, struct buf *,
 		    size_t);

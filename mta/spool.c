@@ -858,25 +858,6 @@ mta_spool_free_ok(uint64_t min_free)
 	return ok;
 }
 
-/* mta_spool_spill_open - tmp/ID.body for a body too big for memory */
-int
-mta_spool_spill_open(const char *id, char **pathp)
-{
-	char path[PATH_MAX], name[64];
-	int fd;
-
-	snprintf(name, sizeof(name), "%s.body", id);
-	if (mta_spool_path(path, sizeof(path), "tmp", name) == -1)
-		return -1;
-	if ((fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
-	    0600)) == -1) {
-		log_warn("spool: open %s", path);
-		return -1;
-	}
-	*pathp = xstrdup(path);
-	return fd;
-}
-
 void
 mta_spool_spill_drop(int fd, char *path)
 {

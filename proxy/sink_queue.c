@@ -263,6 +263,13 @@ received(struct sink *q, struct buf *b)
 	smtp_received(b, &t);
 }
 
+/* qsink_wake - the spill file caught up: the session may read on */
+static void
+qsink_wake(void *arg)
+{
+	smtpd_sink_wake(arg);
+}
+
 /* msg_open - the message at the MTA for the accepted recipients */
 static int
 msg_open(struct sink *q)
@@ -285,8 +292,10 @@ msg_open(struct sink *q)
 	info.size = e->mail.size;
 	info.body_8bit = e->mail.body8;
 	info.smtputf8 = e->mail.smtputf8;
+	info.loop = e->loop;
 	if ((q->msg = mta_msg_new(&info)) == NULL)
 		return -1;
+	mta_msg_set_wake(q->msg, qsink_wake, e);
 	for (i = 0; i < q->nok; i++)
 		mta_msg_add_rcpt(q->msg, q->rcpts[i].addr,
 		    q->rcpts[i].orcpt, q->rcpts[i].notify,
@@ -467,6 +476,13 @@ qsink_content(struct sink *q, const char *p, size_t n, const char **why)
 	return NULL;
 }
 
+/* qsink_busy - 1 while the message's spill file lags behind the client */
+static int
+qsink_busy(struct sink *q)
+{
+	return q->msg != NULL && mta_msg_busy(q->msg);
+}
+
 /* qsink_end - the dot: submit through the worker's door */
 static void
 qsink_end(struct sink *q)
@@ -567,7 +583,7 @@ const struct sink_ops sink_queue_ops = {
 	.auth = NULL,
 	.auth_tls = NULL,
 	.lost = NULL,
-	.busy = NULL,
+	.busy = qsink_busy,
 	.answer = qsink_answer,
 	.quit = NULL,
 	.close = qsink_close,
