@@ -77,8 +77,6 @@ struct mta_msg {
 	uint64_t	 len;
 	uint64_t	 sum;
 	int		 error;		/* a write failed: commit fails */
-	char		 head[512];	/* the first bytes, NUL ended */
-	size_t		 headlen;
 };
 
 /* what a commit waits with */
@@ -349,25 +347,11 @@ mta_msg_set_wake(struct mta_msg *msg, void (*wake)(void *), void *arg)
 	msg->wake_arg = arg;
 }
 
-/* keep_head - the first bytes of the body, for has_trace() */
-static void
-keep_head(struct mta_msg *msg, const void *p, size_t n)
-{
-	size_t room = sizeof(msg->head) - 1 - msg->headlen;
-
-	if (n > room)
-		n = room;
-	memcpy(msg->head + msg->headlen, p, n);
-	msg->headlen += n;
-	msg->head[msg->headlen] = '\0';
-}
-
 int
 mta_msg_write(struct mta_msg *msg, const void *p, size_t n)
 {
 	if (msg->error)
 		return -1;
-	keep_head(msg, p, n);
 	msg->sum = hash_fnv(msg->sum, p, n);
 	msg->len += n;
 	buf_append(&msg->body, p, n);
@@ -377,29 +361,9 @@ mta_msg_write(struct mta_msg *msg, const void *p, size_t n)
 	return msg->error ? -1 : 0;
 }
 
-/*
- * has_trace - the session already wrote this box's Received: at the top
- * of the body (the proxy does): then a second one would record one hop
- * twice.
- */
-static int
-has_trace(const struct mta_msg *msg)
-{
-	const char *end;
-
-	if (strncasecmp(msg->head, "Received:", 9) != 0)
-		return 0;
-	if ((end = strstr(msg->head, "\r\n")) == NULL)
-		end = msg->head + msg->headlen;
-	while (end[0] == '\r' && end[1] == '\n' &&
-	    (end[2] == ' ' || end[2] == '\t') &&
-	    (end = strstr(end + 2, "\r\n")) != NULL)
-		;
-	return memmem(msg->head, (end != NULL ? end : msg->head +
-	    msg->headlen) - msg->head, "(mxbridge)", 10) != NULL;
-}
-
-/* received - our trace header for a message without it (smtp_received) */
+/* received - the box's trace header, the only place it is made (the
+ * queue sink leaves it to this): kept apart from the body, written
+ * first at delivery, in DSNs and by "queue show" */
 static void
 received(struct mta_env *env)
 {
@@ -504,8 +468,7 @@ commit_now(struct mta_msg *msg, mta_commit_cb cb, void *arg)
 		cb(arg, -1, why);
 		return;
 	}
-	if (!has_trace(msg))
-		received(msg->env);
+	received(msg->env);
 	msg->env->bodylen = msg->len;
 	msg->env->bodysum = msg->sum;
 	c = xcalloc(1, sizeof(*c));

@@ -2,9 +2,9 @@
  * sink_queue.c - the queue sink: every session that is not a live
  * relay.  It owns one session's transaction toward mta/: recipients
  * through policy (reject, tempfail, discard, the route of each, and the
- * verify-recipients callout), the message opened at the MTA with its
- * Received: field when DATA is accepted, the content written to it in
- * chunks, and the submission through the worker's door at the dot: 250
+ * verify-recipients callout), the message opened at the MTA when DATA
+ * is accepted (the MTA adds the box's Received: field), the content
+ * written to it in chunks, and the submission through the worker's door at the dot: 250
  * is said only when the MTA's answer for this session's id says queued.
  */
 #include <sys/socket.h>
@@ -240,29 +240,6 @@ verify_cancel(struct sink *q)
 
 /* ---------------------------------------------------------------- message */
 
-/* received - the Received: header of the message (smtp_received) */
-static void
-received(struct sink *q, struct buf *b)
-{
-	struct sink_env *e = q->env;
-	char ip[64], id[48];
-	struct smtp_trace t;
-
-	addr_fmt_ip((struct sockaddr *)&e->conn.client, ip, sizeof(ip));
-	snprintf(id, sizeof(id), "%llu.%u", (unsigned long long)e->conn.id,
-	    e->msgs + 1);
-	memset(&t, 0, sizeof(t));
-	t.helo = e->helo;
-	t.ip = ip;
-	t.by = e->host;
-	t.id = id;
-	t.tls = e->tls ? tls_conn_info(e->tls) : NULL;
-	t.rcpt = q->nok == 1 ? q->rcpts[0].addr : NULL;
-	t.smtputf8 = e->mail.smtputf8;
-	t.when = time(NULL);
-	smtp_received(b, &t);
-}
-
 /* qsink_wake - the spill file caught up: the session may read on */
 static void
 qsink_wake(void *arg)
@@ -276,7 +253,6 @@ msg_open(struct sink *q)
 {
 	struct sink_env *e = q->env;
 	struct mta_info info;
-	struct buf hdr;
 	unsigned i;
 
 	memset(&info, 0, sizeof(info));
@@ -300,15 +276,7 @@ msg_open(struct sink *q)
 		mta_msg_add_rcpt(q->msg, q->rcpts[i].addr,
 		    q->rcpts[i].orcpt, q->rcpts[i].notify,
 		    q->rcpts[i].route);
-	buf_init(&hdr);
-	received(q, &hdr);
-	if (mta_msg_write(q->msg, hdr.data, hdr.len) == -1) {
-		buf_free(&hdr);
-		mta_msg_abort(q->msg);
-		q->msg = NULL;
-		return -1;
-	}
-	buf_free(&hdr);
+	/* the box's Received: is the MTA's (mta.c, with the queue id) */
 	return 0;
 }
 
