@@ -28,6 +28,7 @@
 #include "../common/smtp.h"
 #include "../common/tls.h"
 #include "../mta/mta.h"
+#include "../policy/policy.h"
 #include "proxy.h"
 
 /* the MAIL command of the current transaction (from NULL: none) */
@@ -160,6 +161,10 @@ void	 smtpd_sink_silent(struct sink_env *);
 void	 smtpd_sink_reason(struct sink_env *, const char *why);
 /* a recipient named on the message's log line */
 void	 smtpd_sink_log_rcpt(struct sink_env *, const char *addr);
+/* the reply to a RCPT an explicit rule does not let through (not
+ * POLICY_RELAY: nothing said), msg the rule's text or NULL */
+void	 smtpd_sink_rule_reply(struct sink_env *, enum policy_verdict,
+	    const char *msg);
 /* the sink can go on: take more input if the session may */
 void	 smtpd_sink_wake(struct sink_env *);
 /* the sink is gone: say line (421), log the message if one was open */

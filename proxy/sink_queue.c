@@ -360,27 +360,13 @@ qsink_rcpt(struct sink *q, const struct smtp_path *path,
 	const char *msg = NULL;
 	enum policy_verdict v;
 	struct rcpt r;
-	char line[512];
 
 	v = policy_check_rcpt(e->pol, (struct sockaddr *)&e->conn.client,
 	    e->conn.dir, e->mail.from, path->addr, e->authed, &msg);
-	switch (v) {
-	case POLICY_RELAY:
-		break;
-	case POLICY_DISCARD:
-		q->ndiscard++;
-		smtpd_sink_reply(e, "250 2.1.5 Ok");
-		return;
-	case POLICY_TEMPFAIL:
-		snprintf(line, sizeof(line), "451 %s",
-		    msg ? msg : "4.7.1 Try again later");
-		smtpd_sink_reply(e, line);
-		return;
-	case POLICY_REJECT:
-	default:
-		snprintf(line, sizeof(line), "550 %s",
-		    msg ? msg : "5.7.1 Rejected");
-		smtpd_sink_reply(e, line);
+	if (v != POLICY_RELAY) {
+		if (v == POLICY_DISCARD)
+			q->ndiscard++;
+		smtpd_sink_rule_reply(e, v, msg);
 		return;
 	}
 	memset(&r, 0, sizeof(r));

@@ -298,34 +298,19 @@ rsink_rcpt(struct sink *r, const struct smtp_path *path,
 	struct sink_env *e = r->env;
 	enum policy_verdict v = POLICY_RELAY;
 	const char *msg = NULL;
-	char line[512];
 
 	if (e->mail.from != NULL)	/* without MAIL the upstream says 503 */
 		v = policy_check_rcpt_live(e->pol,
 		    (struct sockaddr *)&e->conn.client, e->mail.from,
 		    path->addr, e->authed, &msg);
-	switch (v) {
-	case POLICY_RELAY:
+	if (v == POLICY_RELAY) {
 		smtpd_sink_log_rcpt(e, path->addr);
 		r->nfwd++;
 		relay_send(r->relay, l->data, l->len, RELAY_CMD);
 		return;
-	case POLICY_DISCARD:
-		r->ndiscard++;
-		smtpd_sink_reply(e, "250 2.1.5 Ok");
-		break;
-	case POLICY_TEMPFAIL:
-		snprintf(line, sizeof(line), "451 %s",
-		    msg ? msg : "4.7.1 Try again later");
-		smtpd_sink_reply(e, line);
-		break;
-	case POLICY_REJECT:
-	default:
-		snprintf(line, sizeof(line), "550 %s",
-		    msg ? msg : "5.7.1 Rejected");
-		smtpd_sink_reply(e, line);
-		break;
 	}
+	r->ndiscard += v == POLICY_DISCARD;
+	smtpd_sink_rule_reply(e, v, msg);
 	log_info("session=%llu client=%s orig_dst=%s dir=%s rcpt=<%s> "
 	    "verdict=%s", (unsigned long long)e->conn.id, e->cstr, e->dstr,
 	    policy_dir_name(e->conn.dir), log_word(path->addr),

@@ -976,6 +976,34 @@ smtpd_sink_log_rcpt(struct sink_env *e, const char *addr)
 	tolog_add(ENV_SESSION(e), addr);
 }
 
+/* smtpd_sink_rule_reply - a RCPT an explicit rule answers here: discard
+ * 250 (taken, never delivered), tempfail 451, reject 550, with the rule's
+ * text if it has one */
+void
+smtpd_sink_rule_reply(struct sink_env *e, enum policy_verdict v,
+    const char *msg)
+{
+	char line[512];
+
+	switch (v) {
+	case POLICY_RELAY:
+		return;
+	case POLICY_DISCARD:
+		smtpd_sink_reply(e, "250 2.1.5 Ok");
+		return;
+	case POLICY_TEMPFAIL:
+		snprintf(line, sizeof(line), "451 %s",
+		    msg ? msg : "4.7.1 Try again later");
+		break;
+	case POLICY_REJECT:
+	default:
+		snprintf(line, sizeof(line), "550 %s",
+		    msg ? msg : "5.7.1 Rejected");
+		break;
+	}
+	smtpd_sink_reply(e, line);
+}
+
 void
 smtpd_sink_wake(struct sink_env *e)
 {
