@@ -6,6 +6,7 @@
  * or its answer was not one (control_answer_parse, daemon/control.c).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,9 @@ main(int argc, char *argv[])
 	int ch, fd, rc;
 
 	log_init("mxbridgectl", 1, 0);
+	/* a daemon that closes before reading the request is an error
+	 * message, not a silent death by SIGPIPE */
+	signal(SIGPIPE, SIG_IGN);
 	while ((ch = getopt(argc, argv, "f:s:")) != -1) {
 		switch (ch) {
 		case 'f': conf = optarg; break;

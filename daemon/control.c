@@ -6,7 +6,16 @@
  * A command registered with control_register_later() answers when its
  * work is done: the connection waits (struct control_pending is the
  * connection) and is freed only after both its close and its answer.
+ *
+ * Who may talk to it: the socket is mode 0660, owned by the daemon's
+ * user and the "group" of mxbridge.conf(5) (root's group without one),
+ * and every connection's peer is checked again (SO_PEERCRED and
+ * SO_PEERGROUPS, as the kernel recorded them at connect): root, the
+ * daemon's own user, or a member of that group, else "ERR permission
+ * denied" and the connection closes.  Requests are one line of at most
+ * CONTROL_MAXREQ bytes, printable ASCII words of at most CONTROL_MAXWORD.
  */
+#include <sys/socket.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +28,8 @@
 
 #define CONTROL_MAXREQ	1024
 #define CONTROL_MAXCMDS	32
+#define CONTROL_MAXWORD	255	/* bytes of one word of a request */
+#define CONTROL_MAXGROUPS 256	/* a peer's groups looked at */
 
 struct control_cmd {
 	const char	*name;
@@ -35,6 +46,9 @@ struct control_conn {
 	int		 answered;
 	int		 pending;	/* a later command owes the answer */
 	int		 closed;	/* the handle closed meanwhile */
+	int		 refused;	/* the peer may not: its request is
+					   read (the client is not cut off
+					   while writing it), then refused */
 };
 
 /* struct control_pending is a struct control_conn waiting for its answer */
@@ -42,6 +56,7 @@ struct control_conn {
 static uv_pipe_t		 control_listener;
 static int			 control_listening;
 static char			*control_path;
+static long			 control_gid = -1;	/* may connect, or -1 */
 static struct control_cmd	 control_cmds[CONTROL_MAXCMDS];
 static size_t			 control_ncmds;
 static control_stats_fn		 control_stats[CONTROL_MAXCMDS];
@@ -124,6 +139,57 @@ control_write_cb(uv_write_t *req, int status)
 
 static void	control_reply(struct control_conn *);
 
+/* control_word_ok - a word of a request: printable ASCII, bounded */
+static int
+control_word_ok(const char *w)
+{
+	size_t n;
+
+	for (n = 0; w[n] != '\0'; n++)
+		if (n >= CONTROL_MAXWORD || w[n] < 0x21 || w[n] > 0x7e)
+			return 0;
+	return 1;
+}
+
+/*
+ * control_peer_ok - the peer may use the socket: root, the daemon's own
+ * user, or one whose primary or supplementary groups (as the kernel
+ * recorded them at connect) include control_gid.  Logs a refusal.
+ */
+static int
+control_peer_ok(uv_pipe_t *pipe)
+{
+	struct ucred cred;
+	gid_t groups[CONTROL_MAXGROUPS];
+	socklen_t len = sizeof(cred);
+	uv_os_fd_t fd;
+	size_t i, n;
+
+	if (uv_fileno((uv_handle_t *)pipe, &fd) != 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1) {
+		log_warn("control: peer credentials");
+		return 0;
+	}
+	if (cred.uid == 0 || cred.uid == geteuid())
+		return 1;
+	if (control_gid >= 0) {
+		if (cred.gid == (gid_t)control_gid)
+			return 1;
+		len = sizeof(groups);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups,
+		    &len) == 0) {
+			n = len / sizeof(groups[0]);
+			for (i = 0; i < n; i++)
+				if (groups[i] == (gid_t)control_gid)
+					return 1;
+		}
+	}
+	log_warnx("control: refused peer uid=%ld gid=%ld pid=%ld: not root "
+	    "and not in the control group", (long)cred.uid, (long)cred.gid,
+	    (long)cred.pid);
+	return 0;
+}
+
 /* control_dispatch - split the request into words and run its command;
  * 1 when a later command will answer */
 static int
@@ -141,6 +207,14 @@ control_dispatch(struct control_conn *c, char *line)
 	argv[argc] = NULL;
 	if (argc == 0)
 		buf_puts(&body, "empty request\n");
+	for (i = 0; i < (size_t)argc; i++) {
+		if (!control_word_ok(argv[i])) {
+			buf_puts(&body, "bad request: a word is too long or "
+			    "not printable ASCII\n");
+			argc = 0;
+			break;
+		}
+	}
 	for (i = 0; argc > 0 && i < control_ncmds; i++) {
 		if (strcmp(argv[0], control_cmds[i].name) != 0)
 			continue;
@@ -229,6 +303,11 @@ control_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *ub)
 	*nl = '\0';
 	if (nl > c->in.data && nl[-1] == '\r')
 		nl[-1] = '\0';
+	if (c->refused) {
+		buf_puts(&c->out, "ERR\npermission denied\n");
+		control_reply(c);
+		return;
+	}
 	if (control_dispatch(c, c->in.data) == 0)
 		control_reply(c);
 }
@@ -245,14 +324,18 @@ control_accept_cb(uv_stream_t *server, int status)
 	c = xcalloc(1, sizeof(*c));
 	uv_pipe_init(server->loop, &c->pipe, 0);
 	c->pipe.data = c;
-	if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0 ||
-	    uv_read_start((uv_stream_t *)&c->pipe, control_alloc_cb,
+	if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0) {
+		uv_close((uv_handle_t *)&c->pipe, control_close_cb);
+		return;
+	}
+	c->refused = !control_peer_ok(&c->pipe);
+	if (uv_read_start((uv_stream_t *)&c->pipe, control_alloc_cb,
 	    control_read_cb) != 0)
 		uv_close((uv_handle_t *)&c->pipe, control_close_cb);
 }
 
 int
-control_start(uv_loop_t *loop, const char *path)
+control_start(uv_loop_t *loop, const char *path, long gid)
 {
 	mode_t old;
 	int rc;
@@ -266,6 +349,10 @@ control_start(uv_loop_t *loop, const char *path)
 	old = umask(0117);
 	rc = uv_pipe_bind(&control_listener, path);
 	umask(old);
+	/* 0660 whatever the umask was; the group's, when one is named */
+	if (rc == 0 && (chmod(path, 0660) == -1 || (gid >= 0 &&
+	    chown(path, (uid_t)-1, (gid_t)gid) == -1)))
+		rc = uv_translate_sys_error(errno);
 	if (rc == 0)
 		rc = uv_listen((uv_stream_t *)&control_listener, 16,
 		    control_accept_cb);
@@ -275,6 +362,7 @@ control_start(uv_loop_t *loop, const char *path)
 		return -1;
 	}
 	control_path = xstrdup(path);
+	control_gid = gid;
 	control_listening = 1;
 	return 0;
 }

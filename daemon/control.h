@@ -24,7 +24,8 @@ struct control_pending;
 typedef void	(*control_later_fn)(int argc, char **argv,
 		    struct control_pending *);
 
-int	control_start(uv_loop_t *, const char *path);
+/* gid: the group that may use it too, or -1 (root and our user only) */
+int	control_start(uv_loop_t *, const char *path, long gid);
 void	control_stop(void);
 void	control_register(const char *name, control_cmd_fn);
 void	control_register_later(const char *name, control_later_fn);

@@ -196,9 +196,10 @@ reload_install(struct policy *p, char *err, size_t errlen)
 		return -1;
 	}
 	if (strcmp(p->control, old->control) != 0 ||
-	    strcmp(p->spool, old->spool) != 0)
-		log_warnx("reload: control socket and spool changes need a "
-		    "restart; keeping the old ones");
+	    strcmp(p->spool, old->spool) != 0 ||
+	    p->control_gid != old->control_gid)
+		log_warnx("reload: control socket, its group and spool changes "
+		    "need a restart; keeping the old ones");
 	log_setverbose(p->log_verbose > log_getverbose() ? p->log_verbose :
 	    log_getverbose());
 	policy_set_current(p);
@@ -429,7 +430,7 @@ main(int argc, char *argv[])
 		log_warn("pidfile %s", pidfile);
 		goto fail;
 	}
-	if (control_start(loop, p->control) == -1)
+	if (control_start(loop, p->control, p->control_gid) == -1)
 		goto fail;
 	control_register("status", cmd_status);
 	control_register_later("reload", cmd_reload);

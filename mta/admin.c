@@ -129,6 +129,11 @@ cmd_queue(int argc, char **argv, struct buf *out)
 
 	if (strcmp(sub, "list") == 0 && argc <= 2)
 		return cmd_list(out);
+	/* a queue id is 16 hex digits: nothing else is looked up */
+	if (id != NULL && !mta_id_valid(id)) {
+		buf_printf(out, "not a queue id: %s\n", log_word(id));
+		return -1;
+	}
 	if (strcmp(sub, "flush") == 0 && argc <= 3) {
 		if (id != NULL && mta_queue_find(id) == NULL) {
 			buf_printf(out, "no such message: %s\n", id);

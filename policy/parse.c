@@ -8,6 +8,7 @@
  */
 #include <sys/stat.h>
 #include <ctype.h>
+#include <grp.h>
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
@@ -615,6 +616,31 @@ kw_hostname(struct parser *p, struct stmt *st)
 		    st->argv[0]);
 	free(p->pol->hostname);
 	p->pol->hostname = norm_domain(st->argv[0]);
+	return 0;
+}
+
+/* kw_group - "group NAME": the group that may use the control socket,
+ * looked up now (the file is parsed at start, by -n, and at reload on
+ * the thread pool) */
+static int
+kw_group(struct parser *p, struct stmt *st)
+{
+	struct group gr, *res = NULL;
+	char buf[4096];
+	int rc;
+
+	if (strlen(st->argv[0]) > 32 || strspn(st->argv[0],
+	    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+	    != strlen(st->argv[0]))
+		return perr(p, st->line, "group: bad group name \"%s\"",
+		    st->argv[0]);
+	if ((rc = getgrnam_r(st->argv[0], &gr, buf, sizeof(buf), &res)) != 0 ||
+	    res == NULL)
+		return perr(p, st->line, "group: no such group \"%s\"%s%s",
+		    st->argv[0], rc ? ": " : "", rc ? strerror(rc) : "");
+	free(p->pol->control_group);
+	p->pol->control_group = xstrdup(st->argv[0]);
+	p->pol->control_gid = (long)gr.gr_gid;
 	return 0;
 }
 
@@ -1534,6 +1560,7 @@ static const struct keyword global_kw[] = {
 	    offsetof(struct policy, pidfile), 0, PATH_MAX - 1, NULL },
 	{ "control", 1, 1, 0, NULL, V_PATH,
 	    offsetof(struct policy, control), 0, PARSE_SUNPATH, NULL },
+	{ "group", 1, 1, 0, kw_group, V_FN, 0, 0, 0, NULL },
 	{ "queue-number", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy, queue_num), 0, 65535, NULL },
 	{ "workers", 1, 1, 0, kw_workers, V_FN, 0, 0, 0, NULL },

@@ -138,6 +138,9 @@ struct policy {
 	char		*spool;
 	char		*pidfile;
 	char		*control;
+	char		*control_group;	/* "group": may use the control
+					   socket, or NULL: root only */
+	long		 control_gid;	/* its gid, -1 without */
 	unsigned	 queue_num;
 	unsigned	 workers;		/* 0 = auto (online cores) */
 	uint64_t	 queue_buffer;		/* netlink receive buffer, bytes */

@@ -36,7 +36,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	sun.sun_family = AF_UNIX;
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/control.sock",
 	    fuzz_tmpdir());
-	if (control_start(uv_default_loop(), sun.sun_path) == -1)
+	if (control_start(uv_default_loop(), sun.sun_path, -1) == -1)
 		abort();
 	mta_admin_register();
 	return 0;
