@@ -142,6 +142,41 @@ clean_tmp(void)
 	closedir(d);
 }
 
+/*
+ * spool_dir_safe - path is a directory of the daemon's own user that no
+ * one else may write to (not a symbolic link, no group or other write):
+ * queue files are read back and delivered, so someone else who could
+ * write here could make the box send mail.  Logs the reason.
+ */
+static int
+spool_dir_safe(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == -1) {
+		log_warn("spool: %s", path);
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_warnx("spool: %s is not a directory%s: refusing it", path,
+		    S_ISLNK(st.st_mode) ? " (a symbolic link)" : "");
+		return -1;
+	}
+	if (st.st_uid != geteuid()) {
+		log_warnx("spool: %s belongs to uid %ld, not to the daemon's "
+		    "uid %ld: refusing it (chown it)", path, (long)st.st_uid,
+		    (long)geteuid());
+		return -1;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		log_warnx("spool: %s is writable by %s (mode %04o): refusing "
+		    "it (chmod 0700 it)", path, st.st_mode & S_IWOTH ?
+		    "others" : "its group", (unsigned)(st.st_mode & 07777));
+		return -1;
+	}
+	return 0;
+}
+
 int
 mta_spool_init(uv_loop_t *loop, const char *root)
 {
@@ -162,12 +197,16 @@ mta_spool_init(uv_loop_t *loop, const char *root)
 		log_warn("spool: mkdir %s", root);
 		return -1;
 	}
+	if (spool_dir_safe(root) == -1)
+		return -1;
 	for (i = 0; subs[i] != NULL; i++) {
 		if (mta_spool_path(path, sizeof(path), subs[i], NULL) == -1 ||
 		    (mkdir(path, 0700) == -1 && errno != EEXIST)) {
 			log_warn("spool: mkdir %s", path);
 			return -1;
 		}
+		if (spool_dir_safe(path) == -1)
+			return -1;
 	}
 	clean_tmp();
 	return 0;

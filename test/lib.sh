@@ -469,7 +469,7 @@ mxb_setup() {
 	MXB_BINDIR=${MXB_BIN:-$TB_REPO/build}
 	case $MXB_BINDIR in /*) ;; *) MXB_BINDIR=$PWD/$MXB_BINDIR ;; esac
 	MXB_NF=$TB_REPO/scripts/mxbridge-netfilter
-	mkdir -p "$MXB_DIR/spool" || fail "cannot make $MXB_DIR/spool"
+	mkdir -p -m 0700 "$MXB_DIR/spool" || fail "cannot make $MXB_DIR/spool"
 }
 
 # mxb_conf_head: print the lines every test config starts with: hostname
