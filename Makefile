@@ -5,6 +5,10 @@
 #   make check      unit + end-to-end tests, then again under the sanitizers
 #   make demo       testbed, daemon, mail both ways, what happened
 #   make bench      side-by-side performance figures
+#   make install    binaries, mxbridge-netfilter, man pages, systemd units,
+#                   an example /etc/mxbridge/mxbridge.conf (kept if present)
+#                   and the spool; PREFIX (/usr/local), DESTDIR, SBINDIR,
+#                   MANDIR, SYSCONFDIR (/etc), UNITDIR, SPOOLDIR
 #   make fuzz       libFuzzer targets (test/fuzz/fuzz_NAME.c, clang, ASan+UBSan)
 #                   into build-fuzz/, each run FUZZ_SECONDS (60) on its seed
 #                   corpus test/fuzz/corpus/NAME; new inputs go to
@@ -13,6 +17,12 @@
 # O= selects the build directory, so several builds can share the tree.
 
 O	?= build
+PREFIX	?= /usr/local
+SBINDIR	?= $(PREFIX)/sbin
+MANDIR	?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+UNITDIR	?= $(PREFIX)/lib/systemd/system
+SPOOLDIR ?= /var/spool/mxbridge
 VERSION	 = 0.1.0
 PKGS	 = libuv openssl ldns libnetfilter_queue libmnl
 
@@ -163,9 +173,34 @@ bench: deps all
 lint:
 	mandoc -Tlint -Wwarning man/*.[58]
 
+# install: DESTDIR stages; the paths inside the units and the example
+# configuration are the final ones (without DESTDIR)
+SUBST	= sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	      -e 's|@SPOOLDIR@|$(SPOOLDIR)|g'
+install: all
+	install -d -m 0755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 \
+	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/mxbridge $(DESTDIR)$(SYSCONFDIR)/default
+	install -d -m 0700 $(DESTDIR)$(SPOOLDIR)
+	install -m 0755 $(O)/mxbridge $(O)/mxbridgectl \
+	    scripts/mxbridge-netfilter $(DESTDIR)$(SBINDIR)
+	install -m 0644 man/mxbridge.conf.5 $(DESTDIR)$(MANDIR)/man5
+	install -m 0644 man/mxbridge.8 man/mxbridgectl.8 \
+	    man/mxbridge-netfilter.8 $(DESTDIR)$(MANDIR)/man8
+	for u in mxbridge mxbridge-netfilter; do \
+	    $(SUBST) scripts/systemd/$$u.service.in > $(DESTDIR)$(UNITDIR)/$$u.service.tmp && \
+	    chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service.tmp && \
+	    mv $(DESTDIR)$(UNITDIR)/$$u.service.tmp $(DESTDIR)$(UNITDIR)/$$u.service || exit 1; \
+	done
+	test -e $(DESTDIR)$(SYSCONFDIR)/mxbridge/mxbridge.conf || { \
+	    $(SUBST) scripts/systemd/mxbridge.conf.example > $(DESTDIR)$(SYSCONFDIR)/mxbridge/mxbridge.conf && \
+	    chmod 0640 $(DESTDIR)$(SYSCONFDIR)/mxbridge/mxbridge.conf; }
+	test -e $(DESTDIR)$(SYSCONFDIR)/default/mxbridge || \
+	    install -m 0644 scripts/systemd/mxbridge.default $(DESTDIR)$(SYSCONFDIR)/default/mxbridge
+
 clean:
 	rm -rf build build-asan build-fuzz .fuzzbundle
 
-.PHONY: all asan units deps check demo bench lint clean fuzz fuzzers
+.PHONY: all asan units deps check demo bench lint clean fuzz fuzzers install
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
