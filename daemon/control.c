@@ -337,6 +337,7 @@ control_accept_cb(uv_stream_t *server, int status)
 int
 control_start(uv_loop_t *loop, const char *path, long gid)
 {
+	struct stat st;
 	mode_t old;
 	int rc;
 
@@ -349,9 +350,12 @@ control_start(uv_loop_t *loop, const char *path, long gid)
 	old = umask(0117);
 	rc = uv_pipe_bind(&control_listener, path);
 	umask(old);
-	/* 0660 whatever the umask was; the group's, when one is named */
+	/* 0660 whatever the umask was; the group's, when one is named (no
+	 * chown when it already is: under the systemd unit, Group= makes it
+	 * so, and chown is outside the unit's system call filter) */
 	if (rc == 0 && (chmod(path, 0660) == -1 || (gid >= 0 &&
-	    chown(path, (uid_t)-1, (gid_t)gid) == -1)))
+	    (stat(path, &st) == -1 || (st.st_gid != (gid_t)gid &&
+	    chown(path, (uid_t)-1, (gid_t)gid) == -1)))))
 		rc = uv_translate_sys_error(errno);
 	if (rc == 0)
 		rc = uv_listen((uv_stream_t *)&control_listener, 16,
