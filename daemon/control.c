@@ -211,6 +211,8 @@ control_dispatch(struct control_conn *c, char *line)
 		if (!control_word_ok(argv[i])) {
 			buf_puts(&body, "bad request: a word is too long or "
 			    "not printable ASCII\n");
+			log_warnx("control: bad request refused (word %zu "
+			    "too long or not printable ASCII)", i + 1);
 			argc = 0;
 			break;
 		}

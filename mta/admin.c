@@ -132,6 +132,8 @@ cmd_queue(int argc, char **argv, struct buf *out)
 	/* a queue id is 16 hex digits: nothing else is looked up */
 	if (id != NULL && !mta_id_valid(id)) {
 		buf_printf(out, "not a queue id: %s\n", log_word(id));
+		log_warnx("control: queue %s refused: not a queue id: %s",
+		    log_word(sub), log_word(id));
 		return -1;
 	}
 	if (strcmp(sub, "flush") == 0 && argc <= 3) {

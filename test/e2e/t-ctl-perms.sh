@@ -76,6 +76,10 @@ s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
 s.sendall(sys.stdin.buffer.read()); print(s.recv(4096).decode(errors="replace"))' "$SOCK")
 echo "$out" | grep -q '^ERR' && echo "$out" | grep -q 'bad request' ||
 	fail "a control byte in a word: $out"
+wait_for grep -q 'control: queue show refused: not a queue id: \.\./\.\./etc/passwd' "$TB_MXB_LOG" ||
+	fail "no log line for the refused queue id: $(grep 'control:' "$TB_MXB_LOG" | tail -n 3)"
+grep -q 'control: bad request refused' "$TB_MXB_LOG" ||
+	fail "no log line for the bad request: $(grep 'control:' "$TB_MXB_LOG" | tail -n 3)"
 kill -0 "$(tr -dc 0-9 <"$TB_MXB_PIDFILE")" || fail "the daemon died"
 mxb_stop 10 || fail "daemon needed SIGKILL"
 
