@@ -249,6 +249,7 @@ rsink_ehlo(struct sink *r, const struct smtp_reply *rep, struct buf *out,
 	const char *line;
 	size_t len, plen;
 	unsigned i;
+	int auth;
 
 	smtp_ehlo_parse(rep, &up);
 	memset(c, 0, sizeof(*c));
@@ -257,7 +258,7 @@ rsink_ehlo(struct sink *r, const struct smtp_reply *rep, struct buf *out,
 	c->eightbit = up.eightbit;
 	c->dsn = up.dsn;
 	c->smtputf8 = up.smtputf8;
-	c->auth = up.auth && (r->env->tls != NULL ||
+	auth = up.auth && (r->env->tls != NULL ||
 	    relay_auth_in_clear(r->relay));
 	r->size = r->env->pol->limits.size;
 	if (up.maxsize != 0 && up.maxsize < r->size)
@@ -272,10 +273,16 @@ rsink_ehlo(struct sink *r, const struct smtp_reply *rep, struct buf *out,
 		    (strcmp(kw, "8BITMIME") == 0 && c->eightbit) ||
 		    (strcmp(kw, "DSN") == 0 && c->dsn) ||
 		    (strcmp(kw, "SMTPUTF8") == 0 && c->smtputf8) ||
-		    (strcmp(kw, "AUTH") == 0 && c->auth))
+		    (strcmp(kw, "AUTH") == 0 && auth && len > 5 &&
+		    line[4] == ' ')) {
 			buf_printf(out, "250-%.*s\r\n", (int)len, line);
+			if (strcmp(kw, "AUTH") == 0)
+				c->auth = 1;
+		}
 		/* SIZE below, merged; CHUNKING, BDAT, STARTTLS, unknown
-		 * ones dropped */
+		 * ones dropped; so is the 'AUTH=' line of old servers: the
+		 * client is offered AUTH in RFC 4954's form only, and only
+		 * when the upstream offers it so */
 	}
 	snprintf(tmp, sizeof(tmp), "SIZE %llu", (unsigned long long)r->size);
 	buf_printf(out, "250-%s\r\n", tmp);
