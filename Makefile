@@ -24,7 +24,7 @@ SYSCONFDIR ?= /etc
 UNITDIR	?= $(PREFIX)/lib/systemd/system
 SPOOLDIR ?= /var/spool/mxbridge
 VERSION	 = 0.1.0
-PKGS	 = libuv openssl ldns libnetfilter_queue libmnl
+PKGS	 = libuv openssl ldns libnetfilter_queue libmnl libseccomp libcap-ng
 
 CC	?= cc
 CFLAGS	?= -O2 -g

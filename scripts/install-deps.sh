@@ -7,7 +7,8 @@ PKGS="build-essential pkg-config libuv1-dev libssl-dev libldns-dev
 libnetfilter-queue-dev libmnl-dev libcmocka-dev mandoc
 iproute2 iptables nftables kmod procps psmisc python3 openssl ca-certificates
 postfix swaks libio-socket-inet6-perl libnet-ssleay-perl dnsmasq-base ldnsutils haproxy
-tcpdump clang libclang-rt-14-dev patchelf systemd util-linux passwd"
+tcpdump clang libclang-rt-14-dev patchelf systemd util-linux passwd
+libseccomp-dev libcap-ng-dev"
 
 missing=""
 for p in $PKGS; do
