@@ -80,6 +80,7 @@ DAEMON_SRCS = \
 	daemon/control.c \
 	daemon/mxbridge.c \
 	daemon/pidfile.c \
+	daemon/priv.c \
 	daemon/worker.c
 
 CTL_SRCS = \
@@ -197,6 +198,13 @@ install: all
 	    chmod 0640 $(DESTDIR)$(SYSCONFDIR)/mxbridge/mxbridge.conf; }
 	test -e $(DESTDIR)$(SYSCONFDIR)/default/mxbridge || \
 	    install -m 0644 scripts/systemd/mxbridge.default $(DESTDIR)$(SYSCONFDIR)/default/mxbridge
+	@# the daemon runs as _mxbridge: its spool, and its configuration
+	@# readable by its group (a package build, with DESTDIR, leaves that
+	@# to the package's postinst)
+	if [ -z "$(DESTDIR)" ] && getent passwd _mxbridge >/dev/null; then \
+	    chown _mxbridge:_mxbridge $(SPOOLDIR) && \
+	    chgrp _mxbridge $(SYSCONFDIR)/mxbridge/mxbridge.conf; \
+	fi
 
 clean:
 	rm -rf build build-asan build-fuzz .fuzzbundle

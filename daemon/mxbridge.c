@@ -1,6 +1,8 @@
 /*
  * mxbridge.c - the daemon's entry point: flags, the configuration
- * snapshot, the pid file (daemon/pidfile.c), signals (SIGHUP reload, SIGTERM graceful stop)
+ * snapshot, the pid file (daemon/pidfile.c), the change to the
+ * configured user and the sandbox (daemon/priv.c), signals (SIGHUP
+ * reload, SIGTERM graceful stop)
  * and the daemon's event loop: the MTA, the control socket and the
  * process part of every module run on it; the worker threads
  * (daemon/worker.c) run the listeners, queues and sessions.
@@ -25,6 +27,7 @@
 #include "control.h"
 #include "module.h"
 #include "pidfile.h"
+#include "priv.h"
 #include "worker.h"
 
 /* modules in start order; stopped in reverse */
@@ -195,6 +198,15 @@ reload_install(struct policy *p, char *err, size_t errlen)
 		policy_unref(p);
 		return -1;
 	}
+	if (priv_reload_check(old, p, err, errlen) == -1) {
+		log_warnx("reload refused, keeping the running configuration: %s",
+		    err);
+		policy_unref(p);
+		return -1;
+	}
+	if (strcmp(p->user, old->user) != 0)
+		log_warnx("reload: user changes need a restart; the daemon "
+		    "stays user %s", old->user);
 	if (strcmp(p->control, old->control) != 0 ||
 	    strcmp(p->spool, old->spool) != 0 ||
 	    p->control_gid != old->control_gid)
@@ -384,6 +396,8 @@ main(int argc, char *argv[])
 	struct policy *p;
 	char err[512];
 	int ch, checkonly = 0, foreground = 0, verbose = 0;
+	uid_t uid;
+	gid_t gid;
 
 	while ((ch = getopt(argc, argv, "df:nvV")) != -1) {
 		switch (ch) {
@@ -403,6 +417,11 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	nworkers = policy_workers(p);
+	if (priv_lookup(p, &uid, &gid, err, sizeof(err)) == -1) {
+		fprintf(stderr, "%s\n", err);
+		policy_unref(p);
+		return 1;
+	}
 	if (checkonly) {
 		printf("configuration OK\n");
 		policy_unref(p);
@@ -432,6 +451,13 @@ main(int argc, char *argv[])
 	}
 	if (control_start(loop, p->control, p->control_gid) == -1)
 		goto fail;
+	/* what needs root is open: the rest runs as the user, sandboxed,
+	 * from here on, every thread the workers and libuv make included */
+	if (priv_drop(p, err, sizeof(err)) == -1 ||
+	    priv_sandbox(err, sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		goto fail;
+	}
 	control_register("status", cmd_status);
 	control_register_later("reload", cmd_reload);
 	control_register_stats(stats_workers);

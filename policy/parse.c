@@ -619,6 +619,32 @@ kw_hostname(struct parser *p, struct stmt *st)
 	return 0;
 }
 
+/* name_ok - a user or group name as useradd(8) takes it */
+static int
+name_ok(const char *s)
+{
+	return strlen(s) > 0 && strlen(s) <= 32 && s[0] != '-' &&
+	    strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789_-.") == strlen(s);
+}
+
+/* kw_user - "user NAME": who the daemon runs as once started; looked up
+ * by the daemon (daemon/priv.c), not here: the parser stays pure for
+ * the fuzzer and the unit tests */
+static int
+kw_user(struct parser *p, struct stmt *st)
+{
+	if (!name_ok(st->argv[0]))
+		return perr(p, st->line, "user: bad user name \"%s\"",
+		    st->argv[0]);
+	if (strcmp(st->argv[0], "root") == 0)
+		return perr(p, st->line, "user: the daemon does not run as "
+		    "root; name an unprivileged user");
+	free(p->pol->user);
+	p->pol->user = xstrdup(st->argv[0]);
+	return 0;
+}
+
 /* kw_group - "group NAME": the group that may use the control socket,
  * looked up now (the file is parsed at start, by -n, and at reload on
  * the thread pool) */
@@ -629,9 +655,7 @@ kw_group(struct parser *p, struct stmt *st)
 	char buf[4096];
 	int rc;
 
-	if (strlen(st->argv[0]) > 32 || strspn(st->argv[0],
-	    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
-	    != strlen(st->argv[0]))
+	if (!name_ok(st->argv[0]))
 		return perr(p, st->line, "group: bad group name \"%s\"",
 		    st->argv[0]);
 	if ((rc = getgrnam_r(st->argv[0], &gr, buf, sizeof(buf), &res)) != 0 ||
@@ -1561,6 +1585,7 @@ static const struct keyword global_kw[] = {
 	{ "control", 1, 1, 0, NULL, V_PATH,
 	    offsetof(struct policy, control), 0, PARSE_SUNPATH, NULL },
 	{ "group", 1, 1, 0, kw_group, V_FN, 0, 0, 0, NULL },
+	{ "user", 1, 1, 0, kw_user, V_FN, 0, 0, 0, NULL },
 	{ "queue-number", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy, queue_num), 0, 65535, NULL },
 	{ "workers", 1, 1, 0, kw_workers, V_FN, 0, 0, 0, NULL },

@@ -27,6 +27,7 @@ policy_new(const char *path)
 	pol->spool = xstrdup("/var/spool/mxbridge");
 	pol->pidfile = xstrdup("/run/mxbridge.pid");
 	pol->control = xstrdup("/run/mxbridge.sock");
+	pol->user = xstrdup(POLICY_DEFAULT_USER);
 	pol->control_gid = -1;
 	pol->queue_num = 0;
 	pol->workers = 0;	/* auto */
@@ -105,6 +106,7 @@ policy_free(struct policy *pol)
 	free(pol->spool);
 	free(pol->pidfile);
 	free(pol->control);
+	free(pol->user);
 	free(pol->control_group);
 	free(pol->tls_cert);
 	free(pol->tls_key);

@@ -13,6 +13,7 @@
 #include "../common/addr.h"
 
 #define POLICY_DEFAULT_PATH	"/etc/mxbridge/mxbridge.conf"
+#define POLICY_DEFAULT_USER	"_mxbridge"	/* made by the package */
 
 enum policy_dir { POLICY_DIR_IN = 0, POLICY_DIR_OUT = 1 };
 enum policy_action { POLICY_PROXY = 0, POLICY_PASS, POLICY_DROP };
@@ -138,6 +139,8 @@ struct policy {
 	char		*spool;
 	char		*pidfile;
 	char		*control;
+	char		*user;		/* "user": the daemon runs as it
+					   after start (daemon/priv.c) */
 	char		*control_group;	/* "group": may use the control
 					   socket, or NULL: root only */
 	long		 control_gid;	/* its gid, -1 without */

@@ -47,7 +47,7 @@ NF=$TB_REPO/scripts/mxbridge-netfilter
 S=$TB_STATE/bench
 Q=9
 DST=192.0.2.40
-mkdir -p -m 0700 "$S/spool"
+mxb_statedir "$S"
 cat >"$S/bench.conf" <<EOF
 hostname "gw.example.com"
 spool "$S/spool"

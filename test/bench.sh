@@ -313,7 +313,7 @@ MXB_CTL=$BT/mxb.sock
 mxb_conf() {	# MODE [WORKERS]: relay | pass | incoming; workers (default $MXB_W)
 	local f=$BT/mxb-$1.conf
 	rm -rf "$BT/spool"
-	mkdir -p -m 0700 "$BT/spool"
+	mxb_statedir "$BT"
 	{
 		echo "hostname gw.bench.example"
 		echo "spool \"$BT/spool\""

@@ -41,6 +41,24 @@ sancheck() {
 	return 1
 }
 
+# sysnow - the kernel's log lines so far of processes that the daemon's
+# system-call filter killed (audit type 1326); none when the kernel log
+# cannot be read, which sandboxcheck then says in the test's log
+sysnow() { dmesg 2>/dev/null | grep 'type=1326' | grep -c 'comm="mxbridge' ; }
+
+# sandboxcheck LOG BEFORE - fail if the filter killed a daemon since
+sandboxcheck() {
+	dmesg >/dev/null 2>&1 || {
+		echo "check: the kernel log is not readable: a daemon killed by its system-call filter shows only as a failed test" >>"$1"
+		return 0
+	}
+	now=$(sysnow)
+	[ "$now" -le "$2" ] && return 0
+	{ echo "--- the system-call filter killed mxbridge:"
+	  dmesg | grep 'type=1326' | grep 'comm="mxbridge' | tail -n $((now - $2)); } >>"$1"
+	return 1
+}
+
 for b in "$@"; do
 	if [ ! -x "$b/mxbridge" ]; then
 		record "$b/build" 1 /dev/null
@@ -53,26 +71,32 @@ for b in "$@"; do
 	# after which a report appears has failed whatever it printed
 	san=$logdir/san-$tag
 	mkdir -p "$san"
+	# the daemon writes its reports after it dropped to its user
+	chmod 1777 "$san"
 	export ASAN_OPTIONS="log_path=$san/asan:detect_leaks=1"
 	export UBSAN_OPTIONS="log_path=$san/ubsan:print_stacktrace=1"
 	for t in "$b"/test/test_*; do
 		[ -x "$t" ] || continue
 		name="$tag/unit/$(basename "$t")"
 		log="$logdir/$(echo "$name" | tr / _).log"
+		before=$(sysnow)
 		"$t" >"$log" 2>&1
 		rc=$?
 		sancheck "$log" || rc=1
+		sandboxcheck "$log" "$before" || rc=1
 		record "$name" $rc "$log"
 	done
 	for t in test/e2e/t-*.sh; do
 		[ -f "$t" ] || continue
 		name="$tag/e2e/$(basename "$t" .sh)"
 		log="$logdir/$(echo "$name" | tr / _).log"
+		before=$(sysnow)
 		MXB_BIN="$(cd "$b" && pwd)" MXB_BUILD_TAG="$tag" \
 		    MXB_WORKERS=$workers timeout 300 bash "$t" \
 		    >"$log" 2>&1
 		rc=$?
 		sancheck "$log" || rc=1
+		sandboxcheck "$log" "$before" || rc=1
 		record "$name" $rc "$log"
 	done
 done

@@ -37,7 +37,7 @@ BIN=${MXB_BIN:-$TB_REPO/build}
 NF=$TB_REPO/scripts/mxbridge-netfilter
 S=$TB_STATE/crash
 Q=7
-mkdir -p -m 0700 "$S/spool"
+mxb_statedir "$S"
 cat >"$S/run.conf" <<CONF
 hostname "gw.example.com"
 spool "$S/spool"

@@ -12,7 +12,7 @@ tb_init "mxdemo$$"
 trap 'tb_exec box "$NF" down -b br0 >/dev/null 2>&1; tb__cleanup' EXIT
 
 S=$TB_STATE/demo
-mkdir -p -m 0700 "$S/spool"
+mxb_statedir "$S"
 cat >"$S/mxbridge.conf" <<CONF
 # demo configuration: example.com is protected (its server 192.0.2.10 is
 # behind the bridge); clients of 192.0.2.0/24 may send mail out.

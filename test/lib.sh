@@ -315,13 +315,34 @@ tb_make_cert() {
 	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=gw.example.com" \
 		-keyout "$1/key.pem" -out "$1/cert.pem" >"$1/openssl.log" 2>&1 ||
 		fail "openssl could not make a certificate: $(tail -n 1 "$1/openssl.log")"
+	# read at start as root, at reload as the daemon's user: the key is
+	# its group's, as mxbridge.conf(5) asks
+	chgrp "$MXB_USER" "$1/key.pem" && chmod 0640 "$1/key.pem" ||
+		fail "cannot give $1/key.pem to group $MXB_USER"
 }
 
 # ---------------------------------------------------------------- daemon
+# The daemon drops to its user once started (mxbridge.conf(5) "user",
+# default _mxbridge; scripts/install-deps.sh makes it): it then writes
+# its spool, removes its pid file and control socket, and re-reads its
+# configuration and certificates at reload, as that user.
+MXB_USER=${MXB_USER:-_mxbridge}
+
+# mxb_statedir DIR: DIR (0755) and DIR/spool (0700) for a daemon, both
+# its user's.  Fails the test if they cannot be made.
+mxb_statedir() {
+	getent passwd "$MXB_USER" >/dev/null ||
+		fail "no user $MXB_USER (scripts/install-deps.sh adds it)"
+	mkdir -p "$1/spool" && chmod 0755 "$1" && chmod 0700 "$1/spool" &&
+		chown "$MXB_USER:" "$1" "$1/spool" ||
+		fail "cannot make $1/spool for $MXB_USER"
+}
+
 # mxb_start CONF [ARGS...]: start $MXB_BIN/mxbridge -d -f CONF in the box
 # namespace, stderr+stdout to $TB_MXB_LOG, pid in $TB_MXB_PIDFILE (so
 # testbed.sh down also stops it).  Returns 1 if it died within 0.3 s.
-# MXB_BIN defaults to ./build of the repository.
+# MXB_BIN defaults to ./build of the repository; MXB_WRAP, a command line
+# to start it with (setpriv, as systemd would start it).
 mxb_start() {
 	local conf=$1 bin; shift
 	bin=${MXB_BIN:-$TB_REPO/build}
@@ -329,7 +350,8 @@ mxb_start() {
 	case $conf in /*) ;; *) conf=$PWD/$conf ;; esac
 	[ -x "$bin/mxbridge" ] || { echo "mxb_start: no $bin/mxbridge" >&2; return 1; }
 	mxb_running && { echo "mxb_start: already running" >&2; return 1; }
-	ip netns exec "$TB_NAME-box" "$bin/mxbridge" -d -f "$conf" "$@" \
+	# shellcheck disable=SC2086 # MXB_WRAP: a command line to start it with
+	ip netns exec "$TB_NAME-box" ${MXB_WRAP:-} "$bin/mxbridge" -d -f "$conf" "$@" \
 		</dev/null >>"$TB_MXB_LOG" 2>&1 &
 	MXB_PID=$!
 	echo "$MXB_PID" >"$TB_MXB_PIDFILE"
@@ -469,7 +491,7 @@ mxb_setup() {
 	MXB_BINDIR=${MXB_BIN:-$TB_REPO/build}
 	case $MXB_BINDIR in /*) ;; *) MXB_BINDIR=$PWD/$MXB_BINDIR ;; esac
 	MXB_NF=$TB_REPO/scripts/mxbridge-netfilter
-	mkdir -p -m 0700 "$MXB_DIR/spool" || fail "cannot make $MXB_DIR/spool"
+	mxb_statedir "$MXB_DIR"
 }
 
 # mxb_conf_head: print the lines every test config starts with: hostname

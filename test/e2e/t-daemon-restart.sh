@@ -16,7 +16,7 @@ tb_init
 BIN=${MXB_BIN:-$TB_REPO/build}
 case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
 S=$TB_STATE/restart
-mkdir -p -m 0700 "$S/spool"
+mxb_statedir "$S"
 PF=$S/mxbridge.pid
 SLEEPPID=
 DETACHED=

@@ -9,7 +9,7 @@
 tb_init
 BIN=${MXB_BIN:-$TB_REPO/build}
 S=$TB_STATE/daemon
-mkdir -p -m 0700 "$S/spool"
+mxb_statedir "$S"
 
 write_conf() {	# FILE EXTRA-LINE
 	cat >"$1" <<CONF

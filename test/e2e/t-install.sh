@@ -40,6 +40,13 @@ grep -q "^ExecStart=/usr/sbin/mxbridge -d -f /etc/mxbridge/mxbridge.conf$" "$D/u
 grep -rq "$D\|@[A-Z]*@" "$D/usr/lib/systemd/system" "$D/etc/mxbridge" &&
 	fail "DESTDIR or a placeholder inside an installed file: $(grep -rn "$D\|@[A-Z]*@" "$D/usr/lib/systemd/system" "$D/etc/mxbridge" | head -n 2)"
 
+# the service starts the daemon as its user with one capability
+for l in User=_mxbridge Group=_mxbridge AmbientCapabilities=CAP_NET_ADMIN \
+    CapabilityBoundingSet=CAP_NET_ADMIN NoNewPrivileges=yes; do
+	grep -qx "$l" "$D/usr/lib/systemd/system/mxbridge.service" ||
+		fail "mxbridge.service lacks $l"
+done
+
 # 2. an edited configuration survives
 echo "# edited by the admin" >>"$D/etc/mxbridge/mxbridge.conf"
 inst DESTDIR="$D" PREFIX=/usr SYSCONFDIR=/etc

@@ -151,7 +151,7 @@ while True:
 # (see the top)
 runcopy() {
 	local name=$1 d=$S/$1 f
-	mkdir -p -m 0700 "$d/spool"
+	mxb_statedir "$d"
 	f=$d/$name.conf
 	CONF=$f
 	# drop the three path statements, then set them to the state dir

@@ -3,11 +3,12 @@
 # (queue files are read back and delivered: whoever writes there can make
 # the box send mail), each with a message naming the folder and the fix:
 #   1. the spool folder writable by others (0777), or by its group (0770);
-#   2. the spool folder owned by another user;
+#   2. the spool folder owned by another user, root included (the daemon
+#      runs as its user, mxbridge.conf(5) "user");
 #   3. a symbolic link in place of the spool or of one of its folders
 #      (queue/);
 #   4. a subfolder writable by others;
-# and starts with the folders 0700 and its own (then tmp/, queue/, ...
+# and starts with the folders 0700 and its user's (then tmp/, queue/, ...
 # exist 0700).
 . "$(dirname "$0")/t-mta-common.inc"
 mta_conf
@@ -30,8 +31,11 @@ chmod 0770 "$SP"
 refused "spool: $SP is writable by its group \(mode 0770\)"
 chmod 0700 "$SP"
 chown 64123 "$SP"
-refused "spool: $SP belongs to uid 64123, not to the daemon's uid 0"
+U=$(id -u "$MXB_USER")
+refused "spool: $SP belongs to uid 64123, not to the daemon's uid $U"
 chown 0 "$SP"
+refused "spool: $SP belongs to uid 0, not to the daemon's uid $U"
+chown "$MXB_USER" "$SP"
 mv "$SP" "$SP.real"
 ln -s "$SP.real" "$SP"
 refused "spool: $SP is not a directory \(a symbolic link\)"
@@ -42,7 +46,8 @@ mv "$SP.real" "$SP"
 mxb_start "$S/run.conf" || fail "did not start with a 0700 spool: $(tail -n 3 "$TB_MXB_LOG")"
 wait_for grep -q "mta: started" "$TB_MXB_LOG" || fail "mta did not start: $(tail -n 3 "$TB_MXB_LOG")"
 for d in tmp queue free corrupt dead; do
-	[ "$(stat -c %a "$SP/$d")" = 700 ] || fail "$SP/$d is $(stat -c %a "$SP/$d"), want 700"
+	[ "$(stat -c %a:%U "$SP/$d")" = "700:$MXB_USER" ] ||
+		fail "$SP/$d is $(stat -c %a:%U "$SP/$d"), want 700:$MXB_USER"
 done
 mxb_stop 10 || fail "daemon needed SIGKILL"
 chmod 0733 "$SP/queue"

@@ -10,12 +10,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "../../daemon/control.h"
 #include "../../daemon/pidfile.h"
+#include "../../daemon/priv.h"
+#include "../../policy/policy.h"
 
 #define N(a)	(sizeof(a) / sizeof((a)[0]))
 #define UNUSED	__attribute__((unused))
@@ -153,6 +160,117 @@ test_pidfile_error(void **state UNUSED)
 	assert_non_null(strstr(err, "/nonexistent-dir/x.pid"));
 }
 
+/* in_child - run fn in a child after priv_sandbox(); its wait status */
+static int
+in_child(void (*fn)(void))
+{
+	char err[256];
+	pid_t pid;
+	int st;
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (priv_sandbox(err, sizeof(err)) == -1) {
+			fprintf(stderr, "%s\n", err);
+			_exit(2);
+		}
+		fn();
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+/* what the daemon does all day: files, sockets, a thread-free life */
+static void
+allowed_calls(void)
+{
+	char path[] = "/tmp/mxb-priv-XXXXXX";
+	int fd, s;
+
+	if ((fd = mkstemp(path)) == -1 || write(fd, "x", 1) != 1 ||
+	    fsync(fd) == -1 || close(fd) == -1 || unlink(path) == -1)
+		_exit(3);
+	if ((s = socket(AF_INET, SOCK_STREAM, 0)) == -1 || close(s) == -1)
+		_exit(4);
+}
+
+/* what it never does: become root again */
+static void
+forbidden_call(void)
+{
+	(void)syscall(SYS_setresuid, 0, 0, 0);
+	_exit(5);	/* not reached: the filter kills the process */
+}
+
+static void
+forbidden_exec(void)
+{
+	static char prog[] = "/bin/true";
+	char *argv[] = { prog, NULL };
+
+	(void)execv(argv[0], argv);
+	_exit(6);
+}
+
+/* the allowlist: what is on it works, the rest kills with SIGSYS */
+static void
+test_sandbox(void **state UNUSED)
+{
+	int st;
+
+	st = in_child(allowed_calls);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	st = in_child(forbidden_call);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGSYS);
+	st = in_child(forbidden_exec);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGSYS);
+}
+
+/* user_policy - a configuration naming user u (its path into path) */
+static struct policy *
+user_policy(const char *u, char *path, size_t len)
+{
+	char text[128], err[512];
+	struct policy *p;
+	int fd;
+
+	snprintf(path, len, "/tmp/mxb-priv-XXXXXX");
+	assert_true((fd = mkstemp(path)) >= 0);
+	snprintf(text, sizeof(text), "user \"%s\"\n", u);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	p = policy_load(path, err, sizeof(err));
+	unlink(path);
+	if (p == NULL)
+		fail_msg("%s", err);
+	return p;
+}
+
+/* the user: looked up, never root, a missing one named with the fix */
+static void
+test_user_lookup(void **state UNUSED)
+{
+	struct policy *p;
+	char err[512], path[64];
+	uid_t uid;
+	gid_t gid;
+
+	p = user_policy("no-such-user-mxb", path, sizeof(path));
+	assert_int_equal(priv_lookup(p, &uid, &gid, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "user no-such-user-mxb: no such user"));
+	assert_non_null(strstr(err, path));
+	policy_unref(p);
+	p = user_policy("nobody", path, sizeof(path));
+	assert_int_equal(priv_lookup(p, &uid, &gid, err, sizeof(err)), 0);
+	assert_true(uid != 0);
+	policy_unref(p);
+}
+
 int
 main(void)
 {
@@ -161,6 +279,8 @@ main(void)
 		cmocka_unit_test(test_pidfile_held),
 		cmocka_unit_test(test_pidfile_stale),
 		cmocka_unit_test(test_pidfile_error),
+		cmocka_unit_test(test_sandbox),
+		cmocka_unit_test(test_user_lookup),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

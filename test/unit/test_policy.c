@@ -226,6 +226,7 @@ test_defaults(void **state UNUSED)
 	assert_string_equal(pol->spool, "/var/spool/mxbridge");
 	assert_string_equal(pol->pidfile, "/run/mxbridge.pid");
 	assert_string_equal(pol->control, "/run/mxbridge.sock");
+	assert_string_equal(pol->user, "_mxbridge");
 	assert_non_null(pol->hostname);
 	/* the system's name, looked up once by the loader for everyone */
 	assert_int_equal(gethostname(host, sizeof(host)), 0);
@@ -531,6 +532,10 @@ static const struct error_case {
 	const char	*want;		/* after "FILE:" */
 } error_cases[] = {
 	{ "bogus 1\n", "1: unknown keyword \"bogus\"" },
+	{ "user root\n", "1: user: the daemon does not run as root; name an "
+	    "unprivileged user" },
+	{ "user \"a/b\"\n", "1: user: bad user name \"a/b\"" },
+	{ "user \"-x\"\n", "1: user: bad user name \"-x\"" },
 	{ "\nhostname\n", "2: hostname: missing argument" },
 	{ "hostname a.example c\n",
 	    "1: hostname: unexpected argument \"c\"" },
