@@ -81,6 +81,7 @@ DAEMON_SRCS = \
 	daemon/mxbridge.c \
 	daemon/pidfile.c \
 	daemon/priv.c \
+	daemon/sdnotify.c \
 	daemon/worker.c
 
 CTL_SRCS = \

@@ -28,6 +28,7 @@
 #include "module.h"
 #include "pidfile.h"
 #include "priv.h"
+#include "sdnotify.h"
 #include "worker.h"
 
 /* modules in start order; stopped in reverse */
@@ -143,6 +144,7 @@ on_term(uv_signal_t *s, int signum)
 	if (stopping)
 		return;
 	stopping = 1;
+	sdnotify("STOPPING=1");
 	log_info("shutdown: signal=%d grace=%us sessions=%u", signum,
 	    p->shutdown_grace, busy_sessions());
 	for (i = 0; modules[i] != NULL; i++)
@@ -254,6 +256,8 @@ reload_done(uv_work_t *req, int status)
 		snprintf(text, sizeof(text), "configuration reloaded\n");
 	else
 		snprintf(text, sizeof(text), "reload refused: %s\n", j->err);
+	if (!stopping)
+		sdnotify("READY=1");
 	for (i = 0; i < j->nwait; i++)
 		control_pending_done(j->wait[i], rc, text);
 	free(j->path);
@@ -281,6 +285,7 @@ reload_start(void)
 	reload_again = 0;
 	j->req.data = j;
 	reload_job = j;
+	sdnotify("RELOADING=1");
 	log_info("reload: reading configuration=%s", j->path);
 	if (uv_queue_work(loop, &j->req, reload_work, reload_done) != 0) {
 		/* cannot happen with a valid loop; parse here rather than not */
@@ -451,6 +456,7 @@ main(int argc, char *argv[])
 	}
 	if (control_start(loop, p->control, p->control_gid) == -1)
 		goto fail;
+	sdnotify_open();
 	/* what needs root is open: the rest runs as the user, sandboxed,
 	 * from here on, every thread the workers and libuv make included */
 	if (priv_drop(p, err, sizeof(err)) == -1 ||
@@ -465,6 +471,8 @@ main(int argc, char *argv[])
 		goto fail;
 	log_info("started: version=%s config=%s pid=%ld workers=%u",
 	    MXB_VERSION, p->path, (long)getpid(), nworkers);
+	snprintf(err, sizeof(err), "READY=1\nMAINPID=%ld", (long)getpid());
+	sdnotify(err);
 
 	uv_run(loop, UV_RUN_DEFAULT);
 	uv_loop_close(loop);

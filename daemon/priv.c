@@ -55,8 +55,8 @@ static const char *const allowed[] = {
 	"open", "openat", "access", "faccessat", "faccessat2", "readlink",
 	"readlinkat", "getdents", "getdents64", "mkdir", "mkdirat", "rename", "renameat",
 	"renameat2", "unlink", "unlinkat", "rmdir", "link", "linkat",
-	"fsync", "fdatasync", "ftruncate", "fchmod", "flock", "fadvise64",
-	"umask", "getcwd",
+	"fsync", "fdatasync", "sync_file_range", "fallocate", "ftruncate",
+	"fchmod", "flock", "fadvise64", "umask", "getcwd",
 	/* memory */
 	"brk", "mmap", "munmap", "mremap", "mprotect", "madvise",
 	/* sockets: listeners, sessions, upstreams, DNS, netlink, syslog */
@@ -259,6 +259,11 @@ priv_sandbox(char *err, size_t errlen)
 		snprintf(err, errlen, "seccomp: log: %s", strerror(-e));
 		goto done;
 	}
+	/* a binary tree of the calls rather than a list: fewer filter
+	 * instructions on the calls the kernel's allow cache does not take
+	 * (none here: no rule looks at arguments, so since Linux 5.11 an
+	 * allowed call costs a bitmap lookup) */
+	(void)seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
 	if (add_rules(ctx, allowed, err, errlen) == -1)
 		goto done;
 #ifdef PRIV_SANITIZER

@@ -4,7 +4,9 @@
 # missing '}' named by its block's line, a malformed address without
 # DNS), pid file, mxbridgectl status, reload
 # (accepted, and refused with the old config kept), a second instance
-# refused, SIGTERM exits 0 and removes the pid file and control socket.
+# refused, SIGTERM exits 0 and removes the pid file and control socket
+# (in a folder of the daemon's user); systemd's notify socket hears
+# READY=1 with MAINPID, RELOADING=1/READY=1 per reload, STOPPING=1.
 . "$(dirname "$0")/../lib.sh"
 tb_init
 BIN=${MXB_BIN:-$TB_REPO/build}
@@ -60,13 +62,31 @@ echo "$out" | grep -q "^$S/bad.conf:9: " || fail "-n error not FILE:LINE: $out"
 out=$("$BIN/mxbridge" -n -f "$S/nonexistent.conf" 2>&1) && fail "-n accepted a missing file"
 echo "$out" | grep -q "nonexistent.conf" || fail "missing file not named: $out"
 
+# systemd's Type=notify: a datagram socket as systemd makes it (any user
+# may send; the daemon connects to it before it drops to its user)
+python3 -c '
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777); s.settimeout(120)
+with open(sys.argv[2], "w") as out:
+    while True:
+        out.write(s.recv(4096).decode().replace("\n", "|") + "\n")
+        out.flush()
+' "$S/notify" "$S/notify.out" 2>/dev/null &
+npid=$!
+wait_for test -S "$S/notify" || fail "no notify socket"
+
 cp "$S/good.conf" "$S/run.conf"
+export NOTIFY_SOCKET=$S/notify
 mxb_start "$S/run.conf" || fail "daemon did not start"
+unset NOTIFY_SOCKET
 wait_for test -S "$S/ctl.sock" || fail "no control socket"
 pid=$(cat "$TB_MXB_PIDFILE")
 grep -q "no protected domain: every connection is outgoing" "$TB_MXB_LOG" ||
 	fail "no warning at start about no protected domain"
 [ "$(tr -dc 0-9 <"$S/mxbridge.pid")" = "$pid" ] || fail "pid file does not hold the daemon's pid"
+wait_for grep -qx "READY=1|MAINPID=$pid" "$S/notify.out" ||
+	fail "no READY=1 with MAINPID to systemd: $(cat "$S/notify.out")"
 
 ctl() { tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" "$@"; }
 st=$(ctl status) || fail "status failed"
@@ -88,6 +108,11 @@ mxb_running || fail "daemon died on a broken reload"
 ctl status >/dev/null || fail "status after refused reload"
 cp "$S/good.conf" "$S/run.conf"
 ctl reload >/dev/null || fail "reload of a good config refused"
+# every reload (refused ones too) is RELOADING=1, then READY=1 again
+[ "$(grep -c '^RELOADING=1$' "$S/notify.out")" -ge 2 ] &&
+	[ "$(grep -cx 'READY=1' "$S/notify.out")" -ge 2 ] &&
+	[ "$(tail -n 1 "$S/notify.out")" = "READY=1" ] ||
+	fail "reloads not told to systemd: $(cat "$S/notify.out")"
 
 # a second instance with the same pid file does not start
 tb_exec box "$BIN/mxbridge" -d -f "$S/run.conf" >"$S/second.log" 2>&1 &&
@@ -100,5 +125,7 @@ wait "$pid" 2>/dev/null; rc=$?
 [ ! -e "$S/mxbridge.pid" ] || fail "pid file left behind"
 [ ! -e "$S/ctl.sock" ] || fail "control socket left behind"
 grep -q "stopped" "$TB_MXB_LOG" || fail "no stop logged"
+grep -qx "STOPPING=1" "$S/notify.out" || fail "no STOPPING=1 to systemd: $(cat "$S/notify.out")"
+kill "$npid" 2>/dev/null
 rm -f "$TB_MXB_PIDFILE"
 pass "flags, status, reload, single instance, graceful stop"

@@ -41,7 +41,7 @@ grep -rq "$D\|@[A-Z]*@" "$D/usr/lib/systemd/system" "$D/etc/mxbridge" &&
 	fail "DESTDIR or a placeholder inside an installed file: $(grep -rn "$D\|@[A-Z]*@" "$D/usr/lib/systemd/system" "$D/etc/mxbridge" | head -n 2)"
 
 # the service starts the daemon as its user with one capability
-for l in User=_mxbridge Group=_mxbridge AmbientCapabilities=CAP_NET_ADMIN \
+for l in Type=notify User=_mxbridge Group=_mxbridge AmbientCapabilities=CAP_NET_ADMIN \
     CapabilityBoundingSet=CAP_NET_ADMIN NoNewPrivileges=yes; do
 	grep -qx "$l" "$D/usr/lib/systemd/system/mxbridge.service" ||
 		fail "mxbridge.service lacks $l"
