@@ -81,7 +81,8 @@ key=$(echo "bookworm minbase $inc" | sha256sum | cut -c1-16)
 tarball=$CACHE/bookworm-minbase-$key.tar.zst
 mkdir -p "$R"
 if [ -f "$tarball" ]; then
-	zstd -dc "$tarball" | tar -C "$R" -xpf - || fail "cannot unpack $tarball"
+	(set -o pipefail; zstd -dc "$tarball" | tar -C "$R" -xpf -) ||
+		fail "cannot unpack $tarball (remove it for a new one)"
 else
 	wget -q -O /dev/null "$MIRROR/dists/bookworm/Release" ||
 		skip "no cached root and $MIRROR is out of reach"
@@ -94,7 +95,8 @@ else
 	mkdir -p "$CACHE"
 	# written aside and renamed: a run that dies halfway leaves no
 	# truncated tarball for the next one to trust
-	tar -C "$R" -cf - . | zstd -q -T0 >"$tarball.$$" && mv "$tarball.$$" "$tarball" ||
+	(set -o pipefail; tar -C "$R" -cf - . | zstd -q -T0 >"$tarball.$$") &&
+		mv "$tarball.$$" "$tarball" ||
 		{ rm -f "$tarball.$$"; fail "cannot write $tarball"; }
 fi
 # no maintainer script may start anything, whatever the root looks like
