@@ -9,6 +9,7 @@
 #                   an example /etc/mxbridge/mxbridge.conf (kept if present)
 #                   and the spool; PREFIX (/usr/local), DESTDIR, SBINDIR,
 #                   MANDIR, SYSCONFDIR (/etc), UNITDIR, SPOOLDIR
+#   make deb        the Debian package mxbridge_VERSION_ARCH.deb (debian/)
 #   make fuzz       libFuzzer targets (test/fuzz/fuzz_NAME.c, clang, ASan+UBSan)
 #                   into build-fuzz/, each run FUZZ_SECONDS (60) on its seed
 #                   corpus test/fuzz/corpus/NAME; new inputs go to
@@ -207,9 +208,26 @@ install: all
 	    chgrp _mxbridge $(SYSCONFDIR)/mxbridge/mxbridge.conf; \
 	fi
 
-clean:
-	rm -rf build build-asan build-fuzz .fuzzbundle
+# deb: the Debian package (debian/, debhelper) into mxbridge_VERSION_ARCH.deb
+# at the top of the tree.  dpkg-buildpackage runs in build-deb/src, a copy
+# of the tracked files as they are in the working tree (edits included),
+# so nothing of the build lands in the tree; debian/changelog must name
+# this VERSION.
+DEB	 = mxbridge_$(VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
+deb:
+	@v=$$(dpkg-parsechangelog -l debian/changelog -S Version) && \
+	    [ "$$v" = "$(VERSION)" ] || \
+	    { echo "deb: debian/changelog says $$v, the Makefile $(VERSION)" >&2; exit 1; }
+	rm -rf build-deb
+	mkdir -p build-deb/src
+	git ls-files -z | tar --null -T - --ignore-failed-read -cf - | \
+	    tar -xf - -C build-deb/src
+	cd build-deb/src && dpkg-buildpackage -us -uc -b
+	cp build-deb/$(DEB) .
 
-.PHONY: all asan units deps check demo bench lint clean fuzz fuzzers install
+clean:
+	rm -rf build build-asan build-fuzz .fuzzbundle build-deb
+
+.PHONY: all asan units deps check demo bench lint clean fuzz fuzzers install deb
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

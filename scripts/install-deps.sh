@@ -1,14 +1,16 @@
 #!/bin/sh
 # install-deps.sh - the one list of Debian packages mxbridge needs to build,
-# test, demo and benchmark.  Used by the README, .ci/run, make demo and
-# make check.  Installs only what is missing; needs root to install.
+# package (make deb), test, demo and benchmark.  Used by the README,
+# .ci/run, make demo and make check.  Installs only what is missing; needs
+# root to install.
 set -e
 PKGS="build-essential pkg-config libuv1-dev libssl-dev libldns-dev
 libnetfilter-queue-dev libmnl-dev libcmocka-dev mandoc
 iproute2 iptables nftables kmod procps psmisc python3 openssl ca-certificates
 postfix swaks libio-socket-inet6-perl libnet-ssleay-perl dnsmasq-base ldnsutils haproxy
 tcpdump clang libclang-rt-14-dev patchelf systemd util-linux passwd
-libseccomp-dev libcap-ng-dev"
+libseccomp-dev libcap-ng-dev
+debhelper dpkg-dev lintian git debootstrap wget zstd"
 
 # the user the daemon drops to (its "user" default, which the package
 # makes): the tests, the demo and the benchmark run it as that user
