@@ -47,6 +47,7 @@ COMMON_SRCS = \
 	common/ifname.c \
 	common/log.c \
 	common/smtp.c \
+	common/smtpc.c \
 	common/tls.c \
 	common/xmalloc.c
 
@@ -62,7 +63,6 @@ PROXY_SRCS = \
 	proxy/callout.c \
 	proxy/clients.c \
 	proxy/listener.c \
-	proxy/relay.c \
 	proxy/sink_queue.c \
 	proxy/sink_relay.c \
 	proxy/smtpd.c \

@@ -629,6 +629,18 @@ tls_corks_new(uv_loop_t *loop)
 	return k;
 }
 
+int
+tls_corks_free(struct tls_corks *k)
+{
+	if (k == NULL)
+		return 0;
+	if (!uv_is_closing((uv_handle_t *)&k->prepare) ||
+	    !uv_is_closing((uv_handle_t *)&k->check))
+		return -1;
+	free(k);
+	return 0;
+}
+
 /* cork_closed - 1 once the daemon's final walk has closed k's handles:
  * then writes go out at once */
 static int

@@ -169,6 +169,9 @@ struct tls_cork {
 };
 
 struct tls_corks *tls_corks_new(uv_loop_t *);
+/* free k once its loop closed its handles (the loop is done): 0, or -1
+ * and k is left alone */
+int		 tls_corks_free(struct tls_corks *);
 void		 tls_cork_init(struct tls_cork *, struct tls_corks *,
 		    uv_stream_t *, tls_write_cb, void *arg);
 int		 tls_cork_add(struct tls_cork *, struct tls_conn *,

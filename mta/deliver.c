@@ -1,14 +1,17 @@
 /*
- * deliver.c - the SMTP client of the MTA.  It owns the delivery
- * connection: finding the next hop (the original destination and its
- * fallback, the relay host, or the MX hosts), connecting with SO_MARK,
- * EHLO, STARTTLS (opportunistic or required), AUTH PLAIN/LOGIN to the
+ * deliver.c - the MTA's delivery connections.  It owns, per connection,
+ * the next hops (the original destination and its fallback, the relay
+ * host, or the MX hosts) and the transactions with PIPELINING, SIZE,
+ * 8BITMIME, SMTPUTF8 and DSN parameters.  The connection itself -- the
+ * marked socket, the greeting, EHLO, STARTTLS (opportunistic with the
+ * plain-text fallback, required, or smtps) and AUTH PLAIN/LOGIN to the
  * relay host (only inside TLS unless the config allows plain text, and
- * with a verified certificate when it asks for one), and transactions with PIPELINING, SIZE, 8BITMIME,
- * SMTPUTF8 and DSN parameters.  A connection takes jobs from its
- * destination until none is left, then waits a little for more (a burst
- * reuses one session instead of paying a new connection and EHLO per
- * message), then says QUIT.  With PIPELINING the next job's MAIL, RCPT
+ * with a verified certificate when it asks for one) -- is the daemon's
+ * one SMTP client, common/smtpc.c, as for the live relay and the
+ * callout; this file words its failures as delivery status codes.
+ * A connection takes jobs from its destination until none is left,
+ * then waits a little for more (a burst reuses one session instead of
+ * paying a new connection and EHLO per message), then says QUIT.  With PIPELINING the next job's MAIL, RCPT
  * and DATA go out with the previous body's dot.  The first delivery of
  * a message sends the body from memory; later ones read the spool file.
  * Results go back per recipient through mta_queue_job_done().
@@ -24,31 +27,23 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
 #include "../common/addr.h"
 #include "../common/log.h"
 #include "../common/smtp.h"
+#include "../common/smtpc.h"
 #include "../common/tls.h"
 #include "../common/xmalloc.h"
 #include "mta_local.h"
 
 #define CONN_CHUNK	(64 * 1024)	/* body bytes read at a time */
-#define CONN_MAXLINE	2048		/* reply line limit */
-#define CONN_MAXLINES	100
-#define CONN_T_QUIT	5		/* seconds to wait for QUIT's reply */
+#define CONN_MAXLINE	2048		/* reply line limit: lenient, as
+					   servers exceed RFC 5321's 512 */
 #define CONN_T_IDLE	2		/* seconds kept open without a job */
 
 enum conn_state {
 	CS_INIT = 0,
 	CS_RESOLVE,	/* waiting for DNS */
-	CS_CONNECT,	/* TCP connect to hop[hopi] */
-	CS_BANNER,	/* waiting for 220 */
-	CS_EHLO,
-	CS_HELO,
-	CS_STARTTLS,	/* waiting for 220 to STARTTLS */
-	CS_HANDSHAKE,	/* TLS handshake */
-	CS_AUTH,	/* AUTH exchange */
+	CS_SETUP,	/* smtpc: connect, greeting, EHLO, TLS, AUTH */
 	CS_MAIL,	/* waiting for MAIL's reply */
 	CS_RCPT,	/* waiting for RCPT replies */
 	CS_DATA,	/* waiting for DATA's 354 */
@@ -61,9 +56,8 @@ enum conn_state {
 };
 
 static const char *const conn_state_names[] = {
-	"init", "resolve", "connect", "banner", "ehlo", "helo", "starttls",
-	"handshake", "auth", "mail", "rcpt", "data", "body", "dot", "rset",
-	"idle", "quit", "closing"
+	"init", "resolve", "setup", "mail", "rcpt", "data", "body", "dot",
+	"rset", "idle", "quit", "closing"
 };
 
 
@@ -79,31 +73,19 @@ struct conn {
 	LIST_ENTRY(conn) idle_entry;	/* in CS_IDLE only */
 	unsigned	 refs;		/* handles and requests outstanding */
 
-	uv_tcp_t	 tcp;
-	uv_timer_t	 timer;
-	uv_connect_t	 creq;
-	int		 tcp_open;
-	int		 retry_hop;	/* reconnect when the tcp closes */
+	uv_timer_t	 timer;		/* init, resolve, idle, body */
+	struct smtpc	*sc;		/* the connection, or NULL */
 
 	struct mta_hop	 hop[MTA_MAXADDR];
 	int		 nhop;
 	int		 hopi;
 	char		 remote[320];	/* "name[addr]" of the hop */
 	enum policy_uptls tlsmode;
-	int		 notls;		/* this hop failed TLS: plain now */
-	const char	*auth_user;
-	const char	*auth_pass;
-	int		 auth_plaintext; /* AUTH allowed without TLS */
+	int		 relayhost;	/* AUTH with the relay host's secrets */
 	int		 verify;	/* the relay's certificate must verify */
 	SSL_CTX		*vctx;		/* its context (NULL: not built) */
 
-	struct smtp_replyparser rp;
-	struct tls_conn	*tls;
-	struct buf	 plain;		/* decrypted input */
-	struct buf	 cork;		/* pipelined commands, sent at once */
-	int		 corked;
 	struct smtp_ehlo caps;	/* the server's EHLO; zero: HELO */
-	int		 auth_step;
 	char		 lasterr[MTA_DIAGLEN];
 	char		 laststatus[16];
 	int		 lastcode;	/* class of lasterr: 4 or 5 */
@@ -123,6 +105,7 @@ struct conn {
 	uv_fs_t		 fsreq;
 	char		*chunk;
 	uint64_t	 off;
+	int		 reading;	/* a read is in flight */
 	struct buf	 carry;		/* a partial line between chunks */
 	struct buf	 out;
 };
@@ -136,6 +119,8 @@ static uint64_t		 conn_ids;
 static SSL_CTX		*relay_ctx;	/* verifies the relay host */
 static char		*relay_ctx_ca;	/* its CA file ("" for the system's) */
 static int		 draining;
+static struct tls_corks	*corks;		/* of the MTA's loop */
+static uv_loop_t	*corks_loop;
 
 static void	conn_close(struct conn *);
 static void	conn_connect(struct conn *);
@@ -145,6 +130,8 @@ static void	txn_start(struct conn *);
 static void	body_read(struct conn *);
 static void	body_mem(struct conn *);
 static void	requeue_next(struct conn *);
+static void	conn_quit(struct conn *);
+static int	body_write(struct conn *, const char *, size_t);
 
 /* mta_deliver_count - connections at work (idle ones are not) */
 unsigned
@@ -172,6 +159,9 @@ enter_state(struct conn *c, enum conn_state st)
 	log_debug("mta: conn=%llu dest=%s %s -> %s",
 	    (unsigned long long)c->id, log_word(c->dest->key),
 	    conn_state_names[c->state], conn_state_names[st]);
+	/* the timer is a state's own: each one that needs it starts it */
+	if (c->state != CS_CLOSING)
+		uv_timer_stop(&c->timer);
 	if (c->state == CS_IDLE) {
 		LIST_REMOVE(c, idle_entry);
 		nidle--;
@@ -192,11 +182,7 @@ conn_unref(struct conn *c)
 	LIST_REMOVE(c, entry);
 	nconns--;
 	mta_queue_conn_done(c->dest);
-	smtp_reply_free(&c->rp);
-	tls_conn_free(c->tls);
 	SSL_CTX_free(c->vctx);
-	buf_free(&c->plain);
-	buf_free(&c->cork);
 	buf_free(&c->carry);
 	buf_free(&c->out);
 	free(c->accepted);
@@ -209,8 +195,6 @@ timer_close_cb(uv_handle_t *h)
 {
 	conn_unref(h->data);
 }
-
-static void	conn_quit(struct conn *);
 
 static void
 on_timeout(uv_timer_t *t)
@@ -232,6 +216,7 @@ on_timeout(uv_timer_t *t)
 		    policy_current()->queue.resolve_timeout);
 		return;
 	}
+	/* the body: the next hop stopped taking it */
 	conn_hop_failed(c, 4, "4.4.2", "timeout in state %s with %s",
 	    conn_state_names[c->state], c->remote);
 }
@@ -389,11 +374,11 @@ conn_hop_failed(struct conn *c, int code, const char *status,
 	log_info("mta: conn=%llu dest=%s relay=%s failed error=\"%s\"",
 	    (unsigned long long)c->id, log_word(c->dest->key),
 	    log_word(c->remote), log_vis(c->lasterr));
-	if (c->hopi + 1 < c->nhop) {
+	if (c->hopi + 1 < c->nhop && c->job != NULL && !draining) {
 		c->hopi++;
-		c->notls = 0;
-		c->retry_hop = 1;
-		conn_close(c);
+		smtpc_close(c->sc);
+		c->sc = NULL;
+		conn_connect(c);
 		return;
 	}
 	fail_open(c, code, status, c->lasterr);
@@ -402,36 +387,16 @@ conn_hop_failed(struct conn *c, int code, const char *status,
 	conn_close(c);
 }
 
-static void
-tcp_close_cb(uv_handle_t *h)
-{
-	struct conn *c = h->data;
-
-	c->tcp_open = 0;
-	tls_conn_free(c->tls);
-	c->tls = NULL;
-	if (c->retry_hop && c->job != NULL && !draining) {
-		c->retry_hop = 0;
-		conn_connect(c);
-	} else
-		conn_close(c);
-	conn_unref(c);
-}
-
-/* conn_close - close the socket (or retry the next hop), then free */
+/* conn_close - close the connection, give back what it holds, then free */
 static void
 conn_close(struct conn *c)
 {
-	if (c->state == CS_IDLE)
-		enter_state(c, CS_QUIT);	/* no job for it any more */
-	if (c->tcp_open) {
-		uv_timer_stop(&c->timer);
-		if (!uv_is_closing((uv_handle_t *)&c->tcp))
-			uv_close((uv_handle_t *)&c->tcp, tcp_close_cb);
-		return;
-	}
 	if (c->state == CS_CLOSING)
 		return;
+	if (c->state == CS_IDLE)
+		enter_state(c, CS_QUIT);	/* no job for it any more */
+	smtpc_close(c->sc);	/* QUIT first when nothing is awaited */
+	c->sc = NULL;
 	requeue_next(c);
 	fail_open(c, 4, "4.4.2", c->lasterr[0] ? c->lasterr :
 	    "connection closed");
@@ -445,85 +410,28 @@ conn_close(struct conn *c)
  * Output
  */
 
-/* alive - the socket can still be written to */
+/* alive - the connection can still be written to */
 static int
 alive(struct conn *c)
 {
-	return c->tcp_open && !uv_is_closing((uv_handle_t *)&c->tcp);
+	return c->sc != NULL;
 }
 
-/* send_raw - n bytes to the next hop; cb(c) once they left, if given */
-static int
-send_raw(struct conn *c, const char *p, size_t n, tls_write_cb cb)
-{
-	int rc;
-
-	if (!alive(c))
-		return -1;
-	if (c->corked && cb == NULL) {
-		buf_append(&c->cork, p, n);
-		return 0;
-	}
-	if ((rc = tls_stream_write((uv_stream_t *)&c->tcp, c->tls, p, n, cb,
-	    c)) != 0) {
-		conn_hop_failed(c, 4, "4.4.2", "write to %s failed: %s",
-		    c->remote, c->tls ? tls_conn_error(c->tls) :
-		    uv_strerror(rc));
-		return -1;
-	}
-	if (cb != NULL && n > 0)
-		c->refs++;
-	return 0;
-}
-
-/* uncork - send the commands collected since corking, in one write */
-static int
-uncork(struct conn *c)
-{
-	int rc;
-
-	c->corked = 0;
-	rc = send_raw(c, c->cork.data, c->cork.len, NULL);
-	buf_reset(&c->cork);
-	return rc;
-}
-
+/* send_cmd - one command, corked with the others of this loop turn */
 static int __attribute__((format(printf, 2, 3)))
 send_cmd(struct conn *c, const char *fmt, ...)
 {
-	struct buf b;
+	char line[CONN_MAXLINE];
 	va_list ap;
-	int n, rc;
+	int n;
 
-	buf_init(&b);
 	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	buf_reserve(&b, (size_t)n + 3);
-	va_start(ap, fmt);
-	vsnprintf(b.data, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	b.len = (size_t)n;
-	buf_append(&b, "\r\n", 2);
-	rc = send_raw(c, b.data, b.len, NULL);
-	buf_free(&b);
-	return rc;
+	if (n < 0 || (size_t)n >= sizeof(line) || !alive(c))
+		return -1;
+	return smtpc_send(c->sc, line, (size_t)n, SMTPC_CMD);
 }
-
-/*
- * Session setup
- */
-
-static void
-send_ehlo(struct conn *c, int helo)
-{
-	memset(&c->caps, 0, sizeof(c->caps));
-	enter_state(c, helo ? CS_HELO : CS_EHLO);
-	timeout(c, policy_current()->limits.t_cmd);
-	send_cmd(c, "%s %s", helo ? "HELO" : "EHLO",
-	    c->dest->helo != NULL ? c->dest->helo : mta_hostname());
-}
-
 
 /*
  * relay_vctx - the verifying context for the relay host (its ca-file, or
@@ -554,161 +462,82 @@ relay_vctx(const struct policy_relayhost *r)
 	return relay_ctx;
 }
 
-/* tls_begin - start the handshake (after STARTTLS's 220, or at once) */
+/*
+ * The connection's callbacks (common/smtpc.c)
+ */
+
+/* on_sc_ready - greeted, TLS and AUTH done: the first transaction */
 static void
-tls_begin(struct conn *c)
+on_sc_ready(void *arg, const struct smtp_ehlo *caps)
 {
-	struct sockaddr_storage ss;
-	const char *sni = c->hop[c->hopi].name;
-	char a[ADDR_STRLEN];
-	SSL_CTX *ctx;
+	struct conn *c = arg;
 
-	if ((ctx = c->verify ? c->vctx : tls_ctx_client_shared()) == NULL) {
-		conn_hop_failed(c, 4, "4.7.5", "no TLS context");
-		return;
-	}
-	if (addr_parse(sni, 0, &ss) == 0 || sni[0] == '[')
-		sni = NULL;
-	enter_state(c, CS_HANDSHAKE);
-	smtp_reader_discard(&c->rp.r);
-	c->tls = tls_conn_new(ctx, (uv_stream_t *)&c->tcp, TLS_CLIENT, sni);
-	timeout(c, policy_current()->limits.t_cmd);
-	/* a relay host given by address: its certificate names the address */
-	if (c->verify && sni == NULL) {
-		addr_fmt_ip((struct sockaddr *)&c->hop[c->hopi].addr, a,
-		    sizeof(a));
-		if (tls_conn_expect_ip(c->tls, a) == -1) {
-			conn_hop_failed(c, 4, "4.7.5", "TLS with %s: cannot "
-			    "check the address %s", c->remote, a);
-			return;
-		}
-	}
-	if (tls_conn_start(c->tls) == -1)
-		conn_hop_failed(c, 4, "4.7.5", "TLS with %s failed: %s",
-		    c->remote, tls_conn_error(c->tls));
-}
-
-/* tls_failed - opportunistic TLS falls back to plain on the same hop */
-static void
-tls_failed(struct conn *c)
-{
-	if (c->tlsmode == POLICY_UPTLS_OPPORTUNISTIC && !c->notls &&
-	    c->msgs == 0) {
-		log_info("mta: conn=%llu relay=%s TLS failed error=\"%s\", "
-		    "retrying without", (unsigned long long)c->id,
-		    log_word(c->remote), log_vis(tls_conn_error(c->tls)));
-		c->notls = 1;
-		c->retry_hop = 1;
-		conn_close(c);
-		return;
-	}
-	conn_hop_failed(c, 4, "4.7.5", "TLS with %s failed: %s", c->remote,
-	    tls_conn_error(c->tls));
-}
-
-static void
-b64(const char *in, size_t n, char *out, size_t outlen)
-{
-	if (outlen < 4 * ((n + 2) / 3) + 1) {
-		out[0] = '\0';
-		return;
-	}
-	EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)in,
-	    (int)n);
-}
-
-/* auth_next - the next AUTH line; 1 once authenticated */
-static int
-auth_next(struct conn *c, const struct smtp_reply *rep)
-{
-	char tmp[1024], enc[1400];
-	size_t ul = strlen(c->auth_user), pl = strlen(c->auth_pass);
-	int rc = 0;
-
-	if (rep != NULL && rep->code / 100 == 2)	/* 235; some say 250 */
-		return 1;
-	if (rep != NULL && rep->code != 334) {
-		reply_diag(rep, tmp, sizeof(tmp));
-		conn_hop_failed(c, 4, "4.7.0", "authentication at %s "
-		    "failed: %s", c->remote, tmp);
-		return -1;
-	}
-	if (ul + pl + 2 >= sizeof(tmp)) {
-		conn_hop_failed(c, 4, "4.7.0", "credentials too long");
-		return -1;
-	}
-	if (c->auth_step == 0 && c->caps.auth_plain) {
-		tmp[0] = '\0';
-		memcpy(tmp + 1, c->auth_user, ul);
-		tmp[ul + 1] = '\0';
-		memcpy(tmp + ul + 2, c->auth_pass, pl);
-		b64(tmp, ul + pl + 2, enc, sizeof(enc));
-		rc = send_cmd(c, "AUTH PLAIN %s", enc);
-		c->auth_step = 10;
-	} else if (c->auth_step == 0) {
-		rc = send_cmd(c, "AUTH LOGIN");
-		c->auth_step = 1;
-	} else if (c->auth_step == 1) {
-		b64(c->auth_user, ul, enc, sizeof(enc));
-		rc = send_cmd(c, "%s", enc);
-		c->auth_step = 2;
-	} else if (c->auth_step == 2) {
-		b64(c->auth_pass, pl, enc, sizeof(enc));
-		rc = send_cmd(c, "%s", enc);
-		c->auth_step = 3;
-	} else {
-		conn_hop_failed(c, 4, "4.7.0", "unexpected AUTH reply");
-		rc = -1;
-	}
-	explicit_bzero(tmp, sizeof(tmp));
-	explicit_bzero(enc, sizeof(enc));
-	return rc;
-}
-
-/* session_ready - after EHLO: STARTTLS, AUTH, or the first transaction */
-static void
-session_ready(struct conn *c)
-{
-	int tlsok = c->tlsmode != POLICY_UPTLS_NONE && !c->notls;
-
-	if (c->tls == NULL && tlsok && c->caps.starttls) {
-		enter_state(c, CS_STARTTLS);
-		timeout(c, policy_current()->limits.t_cmd);
-		send_cmd(c, "STARTTLS");
-		return;
-	}
-	if (c->tls == NULL && c->tlsmode == POLICY_UPTLS_STARTTLS) {
-		conn_hop_failed(c, 4, "4.7.5", "TLS is required but %s does "
-		    "not offer STARTTLS", c->remote);
-		return;
-	}
-	if (c->auth_user != NULL && c->auth_step == 0 &&
-	    (c->caps.auth_plain || c->caps.auth_login)) {
-		/*
-		 * The password goes out inside TLS only (Postfix's
-		 * noplaintext), and inside verified TLS when the relay host
-		 * asks for it.  Otherwise the message waits: sent without
-		 * AUTH the relay would most likely refuse to relay it.
-		 */
-		if (c->tls == NULL && !c->auth_plaintext) {
-			conn_hop_failed(c, 4, "4.7.0", "%s offers AUTH without "
-			    "TLS: credentials not sent in plain text "
-			    "(relay-host auth-plaintext yes allows it)",
-			    c->remote);
-			return;
-		}
-		if (c->verify && !tls_conn_verified(c->tls)) {
-			conn_hop_failed(c, 4, "4.7.0", "%s: certificate not "
-			    "verified, credentials not sent", c->remote);
-			return;
-		}
-		enter_state(c, CS_AUTH);
-		timeout(c, policy_current()->limits.t_cmd);
-		auth_next(c, NULL);
-		return;
-	}
+	c->caps = *caps;
 	txn_start(c);
 }
+
+/* on_sc_fail - the connection failed: a delivery status and a reason */
+static void
+on_sc_fail(void *arg, const struct smtpc_error *e)
+{
+	struct conn *c = arg;
+	char diag[MTA_DIAGLEN], status[16];
+
+	diag[0] = '\0';
+	if (e->rep != NULL) {
+		reply_diag(e->rep, diag, sizeof(diag));
+		reply_status(e->rep, status, sizeof(status));
+	}
+	switch (e->err) {
+	case SMTPC_E_CONNECT:
+		conn_hop_failed(c, 4, "4.4.1", "connect to %s: %s", c->remote,
+		    e->uverr != 0 ? uv_strerror(e->uverr) : e->why);
+		break;
+	case SMTPC_E_REFUSED:
+		/* a 421 says why in its own status (4.3.2 shutting down) */
+		conn_hop_failed(c, 4, e->rep != NULL && e->rep->code == 421 ?
+		    status : "4.4.2", "%s %s: %s", c->remote,
+		    strcmp(e->why, "HELO refused") == 0 ? "refused HELO" :
+		    "refused to talk to me", diag);
+		break;
+	case SMTPC_E_TLS:
+		conn_hop_failed(c, 4, "4.7.5", "TLS with %s: %s%s%s", c->remote,
+		    e->why, diag[0] != '\0' ? ": " : "", diag);
+		break;
+	case SMTPC_E_AUTH:
+		if (e->rep != NULL)
+			conn_hop_failed(c, 4, "4.7.0", "authentication at %s "
+			    "failed: %s", c->remote, diag);
+		else
+			conn_hop_failed(c, 4, "4.7.0", "%s %s%s", c->remote,
+			    e->why, strncmp(e->why, "offers AUTH", 11) == 0 ?
+			    " (relay-host auth-plaintext yes allows it)" : "");
+		break;
+	case SMTPC_E_LOST:
+		if (e->rep != NULL && e->rep->code == 421)
+			conn_hop_failed(c, 4, status, "%s", diag);
+		else
+			conn_hop_failed(c, 4, "4.4.2", "lost connection with "
+			    "%s in state %s: %s", c->remote,
+			    conn_state_names[c->state], e->why);
+		break;
+	case SMTPC_E_PROTO:
+	default:
+		conn_hop_failed(c, 4, "4.5.0", "bad reply from %s: %s",
+		    c->remote, e->why);
+		break;
+	}
+}
+
+static void	on_reply(void *, const struct smtp_reply *);
+static void	on_sc_drained(void *);
+
+static const struct smtpc_cb deliver_smtpc_cb = {
+	.ready = on_sc_ready,
+	.reply = on_reply,
+	.fail = on_sc_fail,
+	.drained = on_sc_drained
+};
 
 /*
  * Transactions
@@ -812,12 +641,13 @@ send_rcpt(struct conn *c, const struct mta_job *job, size_t i)
 	return rc;
 }
 
+/* conn_quit - QUIT (smtpc_close sends it) and close, as Postfix does
+ * without waiting for the 221 */
 static void
 conn_quit(struct conn *c)
 {
 	enter_state(c, CS_QUIT);
-	timeout(c, CONN_T_QUIT);
-	send_cmd(c, "QUIT");
+	conn_close(c);
 }
 
 /* conn_idle - no job now: keep the session for CONN_T_IDLE seconds */
@@ -854,7 +684,6 @@ txn_begin(struct conn *c)
 	c->nsent = c->nreplied = c->nok = 0;
 	c->mail_failed = c->data_void = 0;
 	enter_state(c, CS_MAIL);
-	timeout(c, policy_current()->limits.t_cmd);
 }
 
 /* txn_start - the next job's MAIL, RCPTs and DATA (pipelined if we may) */
@@ -872,13 +701,12 @@ txn_start(struct conn *c)
 		job_finish(c);
 	}
 	txn_begin(c);
-	if (!c->caps.pipelining) {
+	/* with PIPELINING the group leaves in one write: smtpc corks
+	 * commands until the loop turns */
+	if (!c->caps.pipelining)
 		send_mail(c, c->job);
-		return;
-	}
-	c->corked = 1;
-	send_envelope(c, c->job);
-	uncork(c);
+	else
+		send_envelope(c, c->job);
 }
 
 /*
@@ -919,7 +747,6 @@ txn_reset(struct conn *c)
 	fail_open(c, 4, "4.0.0", "transaction aborted");
 	job_finish(c);
 	enter_state(c, CS_RSET);
-	timeout(c, policy_current()->limits.t_cmd);
 	send_cmd(c, "RSET");
 }
 
@@ -988,7 +815,7 @@ on_data(struct conn *c, const struct smtp_reply *rep)
 	if (c->nok == 0 || c->mail_failed) {
 		c->data_void = 1;	/* nobody accepted: end it at once */
 		enter_state(c, CS_DOT);
-		send_cmd(c, ".");
+		smtpc_dot(c->sc, NULL, 0);
 		return;
 	}
 	if (c->job->env->mem.data != NULL) {
@@ -1031,12 +858,9 @@ body_open_cb(uv_fs_t *req)
 	c->fd = (int)fd;
 	c->off = 0;
 	buf_reset(&c->carry);
-	if (c->job->env->received == NULL ||
-	    send_raw(c, c->job->env->received,
-	    strlen(c->job->env->received), NULL) != -1) {
-		timeout(c, policy_current()->limits.t_data);
+	if (body_write(c, c->job->env->received, c->job->env->received ?
+	    strlen(c->job->env->received) : 0) == 0)
 		body_read(c);
-	}
 	conn_unref(c);
 }
 
@@ -1090,29 +914,51 @@ stuff_lines(struct buf *out, const char *p, size_t n, int last)
 	return n;
 }
 
+/* body_write - n body bytes to the next hop, the body timer re-armed */
+static int
+body_write(struct conn *c, const char *p, size_t n)
+{
+	uv_buf_t b = uv_buf_init((char *)(uintptr_t)p, (unsigned)n);
+
+	timeout(c, policy_current()->limits.t_data);
+	if (n == 0)
+		return 0;
+	return alive(c) ? smtpc_writev(c->sc, &b, 1) : -1;
+}
+
+/* body_dot - the last body bytes with the dot (its reply awaited by
+ * smtpc, with the dot's time), then the next job's envelope */
+static void
+body_dot(struct conn *c, const uv_buf_t *b, unsigned nb)
+{
+	enter_state(c, CS_DOT);
+	if (smtpc_dot(c->sc, b, nb) == -1)
+		return;		/* failed: on_sc_fail ran */
+	pipeline_next(c);
+}
+
 /*
  * body_mem - the whole body from the message's memory copy, with our
- * Received: and the dot, in one write, made right in the cork.
+ * Received: and the dot, in one write.
  */
 static void
 body_mem(struct conn *c)
 {
 	const struct mta_env *env = c->job->env;
 	size_t n = env->mem.len;
+	uv_buf_t b[2];
+	unsigned nb = 0;
 
-	c->corked = 1;
-	buf_reserve(&c->cork, n + n / 32 + 64 +
-	    (env->received ? strlen(env->received) : 0));
+	buf_reset(&c->out);
+	buf_reserve(&c->out, n + n / 32 + 64);
 	if (env->received != NULL)
-		buf_puts(&c->cork, env->received);
-	stuff_lines(&c->cork, env->mem.data, n, 1);
-	buf_append(&c->cork, ".\r\n", 3);
-	enter_state(c, CS_DOT);
-	timeout(c, policy_current()->limits.t_dot);
-	pipeline_next(c);
-	uncork(c);
-	if (c->cork.cap > CONN_CHUNK)
-		buf_free(&c->cork);	/* the write has its own copy */
+		b[nb++] = uv_buf_init(env->received,
+		    (unsigned)strlen(env->received));
+	stuff_lines(&c->out, env->mem.data, n, 1);
+	b[nb++] = uv_buf_init(c->out.data, (unsigned)c->out.len);
+	body_dot(c, b, nb);
+	if (c->out.cap > CONN_CHUNK)
+		buf_free(&c->out);	/* what was not sent was copied */
 }
 
 /* stuff - complete lines of carry to out, dot-stuffed */
@@ -1125,32 +971,29 @@ stuff(struct conn *c, int last)
 	    n, last));
 }
 
-/* body_sent - a chunk left: read the next one */
+/* on_sc_drained - the next hop took the backlog: read on */
 static void
-body_sent(void *arg, int status)
+on_sc_drained(void *arg)
 {
 	struct conn *c = arg;
 
-	if (status == 0 && c->state == CS_BODY && c->job != NULL && alive(c))
+	if (c->state == CS_BODY && c->job != NULL && c->fd != -1 &&
+	    !c->reading)
 		body_read(c);
-	conn_unref(c);
 }
 
 /* body_end - the rest of the body and the terminating dot */
 static void
 body_end(struct conn *c)
 {
+	uv_buf_t b;
+
 	stuff(c, 1);
-	buf_append(&c->out, ".\r\n", 3);
-	enter_state(c, CS_DOT);
-	timeout(c, policy_current()->limits.t_dot);
-	c->corked = 1;
-	send_raw(c, c->out.data, c->out.len, NULL);
-	pipeline_next(c);
-	uncork(c);
+	b = uv_buf_init(c->out.data, (unsigned)c->out.len);
 	if (c->fd != -1)
 		close(c->fd);
 	c->fd = -1;
+	body_dot(c, &b, 1);
 }
 
 static void
@@ -1160,6 +1003,7 @@ read_cb(uv_fs_t *req)
 	ssize_t n = req->result;
 
 	uv_fs_req_cleanup(req);
+	c->reading = 0;
 	if (c->state != CS_BODY || c->job == NULL || !alive(c)) {
 		conn_unref(c);		/* failed meanwhile */
 		return;
@@ -1172,15 +1016,14 @@ read_cb(uv_fs_t *req)
 	c->off += (uint64_t)n;
 	buf_append(&c->carry, c->chunk, (size_t)n);
 	buf_reset(&c->out);
-	timeout(c, policy_current()->limits.t_data);
 	if (c->off >= c->job->env->bodylen)
 		body_end(c);
 	else {
 		stuff(c, 0);
-		if (c->out.len == 0)
+		/* on while the next hop keeps up; on_sc_drained when not */
+		if (body_write(c, c->out.data, c->out.len) == 0 &&
+		    alive(c) && !smtpc_busy(c->sc))
 			body_read(c);
-		else
-			send_raw(c, c->out.data, c->out.len, body_sent);
 	}
 	conn_unref(c);
 }
@@ -1210,6 +1053,7 @@ body_read(struct conn *c)
 		    uv_strerror(rc));
 		return;
 	}
+	c->reading = 1;
 	c->refs++;
 }
 
@@ -1217,57 +1061,22 @@ body_read(struct conn *c)
  * Input
  */
 
-/* on_reply - one complete reply in the current state */
+/* on_reply - the reply to the oldest command, in the current state */
 static void
-on_reply(struct conn *c, const struct smtp_reply *rep)
+on_reply(void *arg, const struct smtp_reply *rep)
 {
+	struct conn *c = arg;
 	char diag[MTA_DIAGLEN], status[16];
 	int cls = rep->code / 100;
 
 	reply_diag(rep, diag, sizeof(diag));
 	reply_status(rep, status, sizeof(status));
-	if (rep->code == 421 && c->state != CS_QUIT) {
+	if (rep->code == 421) {
 		conn_hop_failed(c, 4, status, "%s", diag);
 		return;
 	}
 	c->replies++;
 	switch (c->state) {
-	case CS_BANNER:
-		if (cls != 2)
-			conn_hop_failed(c, 4, "4.4.2", "%s refused to talk to "
-			    "me: %s", c->remote, diag);
-		else
-			send_ehlo(c, 0);
-		break;
-	case CS_EHLO:
-		if (cls == 2) {
-			smtp_ehlo_parse(rep, &c->caps);
-			session_ready(c);
-		} else
-			send_ehlo(c, 1);
-		break;
-	case CS_HELO:
-		if (cls == 2)
-			session_ready(c);
-		else
-			conn_hop_failed(c, 4, "4.4.2", "%s refused HELO: %s",
-			    c->remote, diag);
-		break;
-	case CS_STARTTLS:
-		if (cls == 2)
-			tls_begin(c);
-		else if (c->tlsmode == POLICY_UPTLS_STARTTLS)
-			conn_hop_failed(c, 4, "4.7.5", "%s refused STARTTLS: "
-			    "%s", c->remote, diag);
-		else {
-			c->notls = 1;
-			session_ready(c);
-		}
-		break;
-	case CS_AUTH:
-		if (auth_next(c, rep) == 1)
-			txn_start(c);
-		break;
 	case CS_MAIL:
 		on_mail(c, rep);
 		break;
@@ -1286,12 +1095,6 @@ on_reply(struct conn *c, const struct smtp_reply *rep)
 		else
 			txn_start(c);
 		break;
-	case CS_QUIT:
-		conn_close(c);
-		break;
-	case CS_IDLE:
-		conn_close(c);	/* nothing asked: no reply wanted */
-		break;
 	default:
 		conn_hop_failed(c, 4, "4.5.0", "unexpected reply in state %s:"
 		    " %s", conn_state_names[c->state], diag);
@@ -1299,193 +1102,82 @@ on_reply(struct conn *c, const struct smtp_reply *rep)
 	}
 }
 
-static void
-feed_replies(struct conn *c, const char *p, size_t n)
-{
-	struct smtp_reply rep;
-	int rc;
-
-	smtp_reply_feed(&c->rp, p, n);
-	while (c->tcp_open && c->state != CS_CLOSING &&
-	    !uv_is_closing((uv_handle_t *)&c->tcp) &&
-	    (rc = smtp_reply_get(&c->rp, &rep)) != 0) {
-		if (rc == -1) {
-			conn_hop_failed(c, 4, "4.5.0", "bad reply from %s: %s",
-			    c->remote, c->rp.error);
-			return;
-		}
-		on_reply(c, &rep);
-		smtp_reply_clear(&rep);
-	}
-}
-
-/* on_tls_input - ciphertext in: handshake progress or plaintext */
-static void
-on_tls_input(struct conn *c, const char *p, size_t n)
-{
-	enum tls_state st;
-
-	buf_reset(&c->plain);
-	st = tls_conn_feed(c->tls, p, n, &c->plain);
-	if (st == TLS_FAILED) {
-		tls_failed(c);
-		return;
-	}
-	if (st == TLS_CLOSED) {
-		conn_hop_failed(c, 4, "4.4.2", "%s closed the TLS session",
-		    c->remote);
-		return;
-	}
-	if (c->state == CS_HANDSHAKE && st == TLS_OPEN) {
-		log_debug("mta: conn=%llu relay=%s tls=%s",
-		    (unsigned long long)c->id, log_word(c->remote),
-		    tls_conn_info(c->tls));
-		if (c->tlsmode == POLICY_UPTLS_SMTPS) {
-			enter_state(c, CS_BANNER);
-			timeout(c, policy_current()->limits.t_cmd);
-		} else
-			send_ehlo(c, 0);
-	}
-	if (c->plain.len > 0)
-		feed_replies(c, c->plain.data, c->plain.len);
-}
-
-static void
-alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
-{
-	static char in[64 * 1024];
-
-	*b = uv_buf_init(in, sizeof(in));
-}
-
-static void
-on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
-{
-	struct conn *c = s->data;
-
-	if (n == 0)
-		return;
-	if (n < 0) {
-		if (c->state == CS_QUIT)
-			conn_close(c);
-		else
-			conn_hop_failed(c, 4, "4.4.2", "lost connection with "
-			    "%s in state %s", c->remote,
-			    conn_state_names[c->state]);
-		return;
-	}
-	if (c->tls != NULL)
-		on_tls_input(c, b->base, (size_t)n);
-	else
-		feed_replies(c, b->base, (size_t)n);
-}
-
 /*
  * Connecting
  */
 
-static void
-on_connect(uv_connect_t *req, int status)
+/* conn_smtpc_tls - the policy's TLS mode as the client's */
+static enum smtpc_tls
+conn_smtpc_tls(enum policy_uptls m)
 {
-	struct conn *c = req->data;
-
-	if (status == UV_ECANCELED)
-		return;
-	if (status != 0) {
-		conn_hop_failed(c, 4, "4.4.1", "connect to %s: %s", c->remote,
-		    uv_strerror(status));
-		return;
+	switch (m) {
+	case POLICY_UPTLS_NONE:
+		return SMTPC_TLS_NONE;
+	case POLICY_UPTLS_STARTTLS:
+		return SMTPC_TLS_REQUIRE;
+	case POLICY_UPTLS_SMTPS:
+		return SMTPC_TLS_SMTPS;
+	default:
+		return SMTPC_TLS_OPPORTUNISTIC;
 	}
-	smtp_reply_free(&c->rp);
-	smtp_reply_init(&c->rp, CONN_MAXLINE, CONN_MAXLINES);
-	if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read) != 0) {
-		conn_hop_failed(c, 4, "4.4.1", "read from %s failed",
-		    c->remote);
-		return;
-	}
-	timeout(c, policy_current()->limits.t_cmd);
-	if (c->tlsmode == POLICY_UPTLS_SMTPS)
-		tls_begin(c);
-	else
-		enter_state(c, CS_BANNER);
-}
-
-/* set_mark - the upstream mark the netfilter rules exempt (DESIGN.md) */
-static void
-set_mark(struct conn *c)
-{
-	uv_os_fd_t fd;
-	int mark = MTA_SO_MARK;
-
-	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 &&
-	    setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == -1)
-		log_debug("mta: SO_MARK: %s", strerror(errno));
 }
 
 /*
- * set_bind - hide-box: connect from the client's own address.  The
- * netfilter rules send the replies to this socket (socket --transparent).
- * Without it the box connects from its own address: delivery matters
- * more than hiding, and the log says so.
+ * conn_connect - a new connection to hop[hopi]: marked, from the client's
+ * address when the box hides (a failed bind is logged and the box's own
+ * address used: delivery matters more than hiding), SNI the hop's name,
+ * and the relay host's secrets and certificate check where it is one
  */
-static void
-set_bind(struct conn *c)
-{
-	struct sockaddr_storage ss = c->dest->bind;
-	uv_os_fd_t fd;
-	int one = 1, rc;
-
-	if (ss.ss_family == 0 ||
-	    ss.ss_family != c->hop[c->hopi].addr.ss_family)
-		return;
-	if (ss.ss_family == AF_INET)
-		((struct sockaddr_in *)&ss)->sin_port = 0;
-	else
-		((struct sockaddr_in6 *)&ss)->sin6_port = 0;
-	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 ||
-	    setsockopt(fd, ss.ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP,
-	    ss.ss_family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT,
-	    &one, sizeof(one)) == -1) {
-		log_warnx("mta: conn=%llu hide-box: IP_TRANSPARENT: %s",
-		    (unsigned long long)c->id, strerror(errno));
-		return;
-	}
-	if ((rc = uv_tcp_bind(&c->tcp, (struct sockaddr *)&ss, 0)) != 0)
-		log_warnx("mta: conn=%llu hide-box: bind: %s",
-		    (unsigned long long)c->id, uv_strerror(rc));
-}
-
-/* conn_connect - a fresh socket to hop[hopi] */
 static void
 conn_connect(struct conn *c)
 {
+	struct policy *p = policy_current();
 	struct mta_hop *h = &c->hop[c->hopi];
+	struct smtpc_opts o;
+	struct sockaddr_storage ss;
 	char a[ADDR_STRLEN];
-	int rc;
 
-	enter_state(c, CS_CONNECT);
+	enter_state(c, CS_SETUP);
 	addr_fmt_ip((struct sockaddr *)&h->addr, a, sizeof(a));
 	if (h->name[0] != '\0' && h->name[0] != '[' && strcmp(h->name, a))
 		snprintf(c->remote, sizeof(c->remote), "%s[%s]", h->name, a);
 	else
 		snprintf(c->remote, sizeof(c->remote), "[%s]", a);
-	c->auth_step = 0;
-	if ((rc = uv_tcp_init_ex(c->loop, &c->tcp, h->addr.ss_family)) != 0) {
-		conn_hop_failed(c, 4, "4.4.1", "socket: %s", uv_strerror(rc));
-		return;
+	memset(&o, 0, sizeof(o));
+	o.id = c->id;
+	o.logname = "mta: conn";
+	o.peername = c->remote;
+	o.dst = h->addr;
+	o.src.ss_family = AF_UNSPEC;
+	if (c->dest->bind.ss_family == h->addr.ss_family)
+		o.src = c->dest->bind;
+	o.src_soft = 1;
+	o.tls = conn_smtpc_tls(c->tlsmode);
+	if (o.tls != SMTPC_TLS_NONE) {
+		o.ctx = c->verify ? c->vctx : tls_ctx_client_shared();
+		if (o.ctx == NULL) {	/* never unverified instead */
+			conn_hop_failed(c, 4, "4.7.5", "no TLS context");
+			return;
+		}
 	}
-	c->tcp.data = c;
-	c->tcp_open = 1;
-	c->refs++;
-	set_mark(c);
-	set_bind(c);
-	uv_tcp_nodelay(&c->tcp, 1);
-	c->creq.data = c;
-	timeout(c, policy_current()->limits.t_connect);
-	if ((rc = uv_tcp_connect(&c->creq, &c->tcp,
-	    (struct sockaddr *)&h->addr, on_connect)) != 0)
-		conn_hop_failed(c, 4, "4.4.1", "connect to %s: %s", c->remote,
-		    uv_strerror(rc));
+	if (addr_parse(h->name, 0, &ss) != 0 && h->name[0] != '[' &&
+	    h->name[0] != '\0')
+		o.sni = h->name;
+	else if (c->verify)	/* given by address: the certificate names it */
+		o.expect_ip = a;
+	o.corks = corks;
+	o.maxline = CONN_MAXLINE;
+	o.t_connect = p->limits.t_connect;
+	o.t_cmd = p->limits.t_cmd;
+	o.t_dot = p->limits.t_dot;
+	o.helo = c->dest->helo != NULL ? c->dest->helo : mta_hostname();
+	if (c->relayhost) {
+		o.auth_user = p->relay.auth_user;
+		o.auth_pass = p->relay.auth_pass;
+		o.auth_plaintext = p->relay.auth_plaintext;
+		o.auth_verified = c->verify;
+	}
+	c->sc = smtpc_open(c->loop, &o, &deliver_smtpc_cb, c);
 }
 
 /* on_resolved - the DNS answer for an MX or relay host destination */
@@ -1586,11 +1278,8 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 	c->dest = d;
 	c->fd = -1;
 	c->refs = 1;			/* the timer */
-	buf_init(&c->plain);
-	buf_init(&c->cork);
 	buf_init(&c->carry);
 	buf_init(&c->out);
-	smtp_reply_init(&c->rp, CONN_MAXLINE, CONN_MAXLINES);
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
 	LIST_INSERT_HEAD(&conns, c, entry);
@@ -1603,9 +1292,7 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 		break;
 	case POLICY_ROUTE_RELAYHOST:
 		c->tlsmode = p->relay.tls;
-		c->auth_user = p->relay.auth_user;
-		c->auth_pass = p->relay.auth_pass;
-		c->auth_plaintext = p->relay.auth_plaintext;
+		c->relayhost = 1;
 		/* no context: tls_begin fails, never goes unverified */
 		if ((c->verify = p->relay.verify))
 			c->vctx = relay_vctx(&p->relay);
@@ -1627,9 +1314,16 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 }
 
 void
-mta_deliver_init(void)
+mta_deliver_init(uv_loop_t *loop)
 {
 	draining = 0;
+	/* the loop's write corks; a new loop (the tests start several)
+	 * gets its own, the old one went with its loop's handles */
+	if (corks_loop != loop) {
+		(void)tls_corks_free(corks);
+		corks = tls_corks_new(loop);
+		corks_loop = loop;
+	}
 	mta_dns_init();
 }
 
@@ -1687,7 +1381,6 @@ mta_deliver_stop(void)
 	draining = 1;
 	for (c = LIST_FIRST(&conns); c != NULL; c = next) {
 		next = LIST_NEXT(c, entry);
-		c->retry_hop = 0;
 		if (c->state == CS_RESOLVE)
 			enter_state(c, CS_INIT);	/* ignore the answer */
 		snprintf(c->lasterr, sizeof(c->lasterr), "shutting down");

@@ -199,7 +199,7 @@ void		 mta_result_set(struct mta_result *, int, const char *,
 		    const char *, const char *);
 
 /* deliver.c: SMTP client connections */
-void		 mta_deliver_init(void);
+void		 mta_deliver_init(uv_loop_t *);
 int		 mta_deliver_open(uv_loop_t *, struct mta_dest *);
 int		 mta_deliver_wake(struct mta_dest *);
 unsigned	 mta_deliver_count(void);

@@ -818,7 +818,7 @@ mta_queue_init(uv_loop_t *loop)
 	queue_stopped = 0;
 	queue_draining = 0;
 	queue_armed = 0;
-	mta_deliver_init();
+	mta_deliver_init(loop);
 	uv_timer_init(loop, &queue_timer);
 	queue_timer_open = 1;
 }

@@ -22,7 +22,7 @@
 #include "../common/smtp.h"
 #include "../common/xmalloc.h"
 #include "callout.h"
-#include "relay.h"
+#include "../common/smtpc.h"
 
 #define CACHE_SIZE	1024
 #define CACHE_OK_MS	(10 * 60 * 1000)	/* accepted recipients */
@@ -31,7 +31,7 @@
 enum callout_step { CO_GREETING = 0, CO_EHLO, CO_MAIL, CO_RCPT };
 
 struct callout {
-	struct relay		*relay;
+	struct smtpc		*relay;
 	struct callout_cache	*cache;
 	struct sockaddr_storage	 dst;
 	enum callout_step	 step;
@@ -59,11 +59,14 @@ struct callout_cache {
 
 static void	co_greeting(void *, const struct smtp_reply *);
 static void	co_reply(void *, const struct smtp_reply *);
-static void	co_fail(void *, const char *, const struct smtp_reply *);
+static void	co_fail(void *, const struct smtpc_error *);
 static void	co_drained(void *);
 
-static const struct relay_cb callout_relay_cb = {
-	co_greeting, co_reply, co_fail, co_drained
+static const struct smtpc_cb callout_relay_cb = {
+	.greeting = co_greeting,
+	.reply = co_reply,
+	.fail = co_fail,
+	.drained = co_drained
 };
 
 /* now_ms - the monotonic clock in milliseconds */
@@ -189,7 +192,7 @@ reply_first(const struct smtp_reply *rep, char *out, size_t len)
 static void
 callout_free(struct callout *c)
 {
-	relay_close(c->relay);
+	smtpc_close(c->relay);
 	free(c->rcpt);
 	free(c->helo);
 	free(c);
@@ -226,9 +229,9 @@ co_send(struct callout *c, enum callout_step step, const char *head,
 	xasprintf(&line, "%s%s%s", head, arg, tail);
 	c->sending = 1;
 	if (step == CO_EHLO)
-		rc = relay_helo(c->relay, 1, c->helo, line, strlen(line));
+		rc = smtpc_helo(c->relay, 1, c->helo, line, strlen(line));
 	else
-		rc = relay_send(c->relay, line, strlen(line), RELAY_CMD);
+		rc = smtpc_send(c->relay, line, strlen(line), SMTPC_CMD);
 	c->sending = 0;
 	free(line);
 	if (c->failed || rc == -1)
@@ -277,8 +280,9 @@ co_reply(void *arg, const struct smtp_reply *rep)
 }
 
 static void
-co_fail(void *arg, const char *why, const struct smtp_reply *rep)
+co_fail(void *arg, const struct smtpc_error *err)
 {
+	const char *why = err->why;
 	struct callout *c = arg;
 
 	if (c->sending) {
@@ -300,7 +304,7 @@ callout_start(uv_loop_t *loop, struct callout_cache *cache,
     const struct callout_opts *opts, const char *rcpt, callout_cb cb,
     void *arg)
 {
-	struct relay_opts o;
+	struct smtpc_opts o;
 	struct callout *c;
 
 	c = xcalloc(1, sizeof(*c));
@@ -320,7 +324,7 @@ callout_start(uv_loop_t *loop, struct callout_cache *cache,
 	o.t_connect = CALLOUT_TIMEOUT;
 	o.t_cmd = CALLOUT_TIMEOUT;
 	o.t_dot = CALLOUT_TIMEOUT;
-	c->relay = relay_open(loop, &o, &callout_relay_cb, c);
+	c->relay = smtpc_open(loop, &o, &callout_relay_cb, c);
 	return c;
 }
 

@@ -13,7 +13,7 @@
 #include <openssl/ssl.h>
 #include <uv.h>
 
-#include "relay.h"
+#include "../common/smtpc.h"
 
 #define CALLOUT_TIMEOUT		10	/* seconds: connect, each reply */
 #define CALLOUT_LINE		256	/* reply line kept, NUL included */
@@ -22,7 +22,7 @@ struct callout_opts {
 	uint64_t		 id;		/* session id, for logs */
 	struct sockaddr_storage	 dst;		/* the protected server */
 	const char		*helo;		/* our name */
-	enum relay_tls		 tls;
+	enum smtpc_tls		 tls;
 	SSL_CTX			*ctx;		/* client context, or NULL */
 	struct tls_corks	*corks;		/* the loop's (the worker's) */
 };

@@ -26,7 +26,7 @@
 #include "../policy/policy.h"
 #include "callout.h"
 #include "proxy.h"
-#include "relay.h"
+#include "../common/smtpc.h"
 #include "sink.h"
 
 #define QSINK_BODY_CHUNK	(64 * 1024)
@@ -215,10 +215,10 @@ verify_rcpt(struct sink *q, const struct policy_domain *d, struct rcpt *r)
 	o.id = e->conn.id;
 	o.dst = e->conn.orig_dst;
 	o.helo = e->host;
-	o.tls = d->tls == POLICY_UPTLS_NONE ? RELAY_TLS_NONE :
-	    d->tls == POLICY_UPTLS_STARTTLS ? RELAY_TLS_REQUIRE :
-	    RELAY_TLS_OPPORTUNISTIC;
-	o.ctx = o.tls != RELAY_TLS_NONE ? tls_ctx_client_shared() : NULL;
+	o.tls = d->tls == POLICY_UPTLS_NONE ? SMTPC_TLS_NONE :
+	    d->tls == POLICY_UPTLS_STARTTLS ? SMTPC_TLS_REQUIRE :
+	    SMTPC_TLS_OPPORTUNISTIC;
+	o.ctx = o.tls != SMTPC_TLS_NONE ? tls_ctx_client_shared() : NULL;
 	o.corks = proxy_worker_corks(e->conn.worker);
 	q->vrcpt = *r;
 	memset(r, 0, sizeof(*r));

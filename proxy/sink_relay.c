@@ -1,7 +1,7 @@
 /*
  * sink_relay.c - the live relay sink: outgoing sessions where policy
  * honours the server the client dialled.  It owns the upstream leg
- * (relay.c) of one session: the client sees the upstream's own greeting
+ * (common/smtpc.c) of one session: the client sees the upstream's own greeting
  * and replies, in order, with the EHLO capabilities cut down to what both
  * legs support.  AUTH passes through.  Content goes on as read (still
  * dot-stuffed) in runs that point into the session's reader, and with the
@@ -25,7 +25,7 @@
 #include "../common/xmalloc.h"
 #include "../policy/policy.h"
 #include "proxy.h"
-#include "relay.h"
+#include "../common/smtpc.h"
 #include "sink.h"
 
 #define RSINK_BODY_CHUNK	(64 * 1024)
@@ -45,11 +45,11 @@ static const char *rsink_state_names[] = {
 struct sink {
 	enum rsink_state	 state;
 	struct sink_env		*env;
-	struct relay		*relay;		/* NULL from R_LOST on */
+	struct smtpc		*relay;		/* NULL from R_LOST on */
 	unsigned		 nfwd;		/* RCPTs passed upstream */
 	unsigned		 ndiscard;	/* RCPTs a discard rule took */
 	uint64_t		 size;		/* SIZE offered: both legs' */
-	uv_buf_t		 run[RELAY_MAXBUFS];	/* content runs still in
+	uv_buf_t		 run[SMTPC_MAXBUFS];	/* content runs still in
 					   the session's reader, to send */
 	unsigned		 nrun;
 	size_t			 runlen;
@@ -57,11 +57,14 @@ struct sink {
 
 static void	rsink_greeting_cb(void *, const struct smtp_reply *);
 static void	rsink_reply_cb(void *, const struct smtp_reply *);
-static void	rsink_fail_cb(void *, const char *, const struct smtp_reply *);
+static void	rsink_fail_cb(void *, const struct smtpc_error *);
 static void	rsink_drained_cb(void *);
 
-static const struct relay_cb rsink_relay_cb = {
-	rsink_greeting_cb, rsink_reply_cb, rsink_fail_cb, rsink_drained_cb
+static const struct smtpc_cb rsink_relay_cb = {
+	.greeting = rsink_greeting_cb,
+	.reply = rsink_reply_cb,
+	.fail = rsink_fail_cb,
+	.drained = rsink_drained_cb
 };
 
 /* enter_state - the one place the relay sink changes state; leaving the
@@ -76,7 +79,7 @@ enter_state(struct sink *r, enum rsink_state st)
 	    rsink_state_names[st]);
 	r->state = st;
 	if (st == R_LOST || st == R_CLOSED) {
-		relay_close(r->relay);
+		smtpc_close(r->relay);
 		r->relay = NULL;
 		r->nrun = 0;
 		r->runlen = 0;
@@ -138,8 +141,10 @@ rsink_reply_cb(void *arg, const struct smtp_reply *rep)
 }
 
 static void
-rsink_fail_cb(void *arg, const char *why, const struct smtp_reply *rep)
+rsink_fail_cb(void *arg, const struct smtpc_error *err)
 {
+	const char *why = err->why;
+	const struct smtp_reply *rep = err->rep;
 	struct sink *r = arg;
 	struct sink_env *e = r->env;
 	int connecting = r->state == R_CONNECT;
@@ -195,7 +200,7 @@ rsink_greet(struct sink *r)
 {
 	struct sink_env *e = r->env;
 	const struct policy_limits *lim = &e->pol->limits;
-	struct relay_opts o;
+	struct smtpc_opts o;
 
 	memset(&o, 0, sizeof(o));
 	o.id = e->conn.id;
@@ -207,33 +212,33 @@ rsink_greet(struct sink *r)
 		o.src = e->conn.client;
 	switch (e->pol->cs_tls) {
 	case POLICY_CSTLS_NONE:
-		o.tls = RELAY_TLS_NONE;
+		o.tls = SMTPC_TLS_NONE;
 		break;
 	case POLICY_CSTLS_REQUIRE:
-		o.tls = RELAY_TLS_REQUIRE;
+		o.tls = SMTPC_TLS_REQUIRE;
 		break;
 	default:
-		o.tls = RELAY_TLS_OPPORTUNISTIC;
+		o.tls = SMTPC_TLS_OPPORTUNISTIC;
 		break;
 	}
-	o.ctx = o.tls != RELAY_TLS_NONE ? tls_ctx_client_shared() : NULL;
+	o.ctx = o.tls != SMTPC_TLS_NONE ? tls_ctx_client_shared() : NULL;
 	o.corks = proxy_worker_corks(e->conn.worker);
 	log_debug("session=%llu upstream tls=%s hide-box=%s",
 	    (unsigned long long)e->conn.id, policy_cstls_name(e->pol->cs_tls),
 	    o.src.ss_family != AF_UNSPEC ? "yes" : "no");
-	if (o.ctx == NULL && o.tls == RELAY_TLS_REQUIRE)
+	if (o.ctx == NULL && o.tls == SMTPC_TLS_REQUIRE)
 		log_warnx("session=%llu tls: required upstream but no client "
 		    "context", (unsigned long long)e->conn.id);
 	o.t_connect = lim->t_connect;
 	o.t_cmd = lim->t_cmd;
 	o.t_dot = lim->t_dot;
-	r->relay = relay_open(e->loop, &o, &rsink_relay_cb, r);
+	r->relay = smtpc_open(e->loop, &o, &rsink_relay_cb, r);
 }
 
 static void
 rsink_helo(struct sink *r, int ehlo, const struct smtp_line *l)
 {
-	if (relay_helo(r->relay, ehlo, r->env->helo, l->data, l->len) == -1)
+	if (smtpc_helo(r->relay, ehlo, r->env->helo, l->data, l->len) == -1)
 		send_failed(r);
 }
 
@@ -259,7 +264,7 @@ rsink_ehlo(struct sink *r, const struct smtp_reply *rep, struct buf *out,
 	c->dsn = up.dsn;
 	c->smtputf8 = up.smtputf8;
 	auth = up.auth && (r->env->tls != NULL ||
-	    relay_auth_in_clear(r->relay));
+	    smtpc_auth_in_clear(r->relay));
 	r->size = r->env->pol->limits.size;
 	if (up.maxsize != 0 && up.maxsize < r->size)
 		r->size = up.maxsize;
@@ -291,7 +296,7 @@ rsink_ehlo(struct sink *r, const struct smtp_reply *rep, struct buf *out,
 static void
 rsink_mail(struct sink *r, const struct smtp_line *l)
 {
-	relay_send(r->relay, l->data, l->len, RELAY_CMD);
+	smtpc_send(r->relay, l->data, l->len, SMTPC_CMD);
 }
 
 /*
@@ -313,7 +318,7 @@ rsink_rcpt(struct sink *r, const struct smtp_path *path,
 	if (v == POLICY_RELAY) {
 		smtpd_sink_log_rcpt(e, path->addr);
 		r->nfwd++;
-		relay_send(r->relay, l->data, l->len, RELAY_CMD);
+		smtpc_send(r->relay, l->data, l->len, SMTPC_CMD);
 		return;
 	}
 	r->ndiscard += v == POLICY_DISCARD;
@@ -336,7 +341,7 @@ rsink_data(struct sink *r)
 	r->runlen = 0;
 	if (r->nfwd == 0 && r->ndiscard > 0) {
 		smtpd_sink_silent(r->env);
-		if (relay_send(r->relay, "RSET", 4, RELAY_CMD) == -1) {
+		if (smtpc_send(r->relay, "RSET", 4, SMTPC_CMD) == -1) {
 			send_failed(r);
 			return;
 		}
@@ -344,7 +349,7 @@ rsink_data(struct sink *r)
 		smtpd_sink_reply(r->env, "354 End data with <CR><LF>.<CR><LF>");
 		return;
 	}
-	relay_send(r->relay, "DATA", 4, RELAY_CMD);
+	smtpc_send(r->relay, "DATA", 4, SMTPC_CMD);
 }
 
 /*
@@ -356,7 +361,7 @@ static const char *
 rsink_flush(struct sink *r, const char **why)
 {
 	if (r->nrun > 0 && r->relay != NULL && r->state == R_OPEN)
-		relay_writev(r->relay, r->run, r->nrun);
+		smtpc_writev(r->relay, r->run, r->nrun);
 	r->nrun = 0;
 	r->runlen = 0;
 	return NULL;
@@ -371,7 +376,7 @@ rsink_content(struct sink *r, const char *p, size_t n, const char **why)
 	r->run[r->nrun++] = uv_buf_init((char *)(uintptr_t)p,
 	    (unsigned int)n);
 	r->runlen += n;
-	if (r->nrun == RELAY_MAXBUFS || r->runlen >= RSINK_BODY_CHUNK)
+	if (r->nrun == SMTPC_MAXBUFS || r->runlen >= RSINK_BODY_CHUNK)
 		return rsink_flush(r, why);
 	return NULL;
 }
@@ -386,7 +391,7 @@ rsink_end(struct sink *r)
 		smtpd_sink_reply(r->env, "250 2.0.0 Ok: discarded");
 		return;
 	}
-	if (r->relay == NULL || relay_dot(r->relay, r->run, r->nrun) == -1) {
+	if (r->relay == NULL || smtpc_dot(r->relay, r->run, r->nrun) == -1) {
 		lost_line(r, line, sizeof(line));
 		smtpd_sink_421(r->env, "upstream-lost", line);
 	}
@@ -416,7 +421,7 @@ rsink_reset(struct sink *r)
 static void
 rsink_verb(struct sink *r, const struct smtp_line *l)
 {
-	relay_send(r->relay, l->data, l->len, RELAY_CMD);
+	smtpc_send(r->relay, l->data, l->len, SMTPC_CMD);
 }
 
 /* rsink_auth - AUTH, or the client's answer to a 334, verbatim */
@@ -424,15 +429,15 @@ static void
 rsink_auth(struct sink *r, const struct smtp_line *l)
 {
 	if (l == NULL)
-		relay_send(r->relay, "*", 1, RELAY_CMD);	/* cancel */
+		smtpc_send(r->relay, "*", 1, SMTPC_CMD);	/* cancel */
 	else
-		relay_send(r->relay, l->data, l->len, RELAY_CMD);
+		smtpc_send(r->relay, l->data, l->len, SMTPC_CMD);
 }
 
 static int
 rsink_auth_tls(struct sink *r)
 {
-	return r->relay != NULL && !relay_auth_in_clear(r->relay);
+	return r->relay != NULL && !smtpc_auth_in_clear(r->relay);
 }
 
 static const char *
@@ -447,7 +452,7 @@ rsink_lost(struct sink *r, char *line, size_t len)
 static int
 rsink_busy(struct sink *r)
 {
-	return r->relay != NULL && relay_busy(r->relay);
+	return r->relay != NULL && smtpc_busy(r->relay);
 }
 
 /* rsink_quit - the session says goodbye: the leg goes now */

@@ -28,9 +28,13 @@ wait_for -t 20 eval '[ -n "$(sink_file "$TB_RELAY_DIR" "Subject: t-mta-relay one
 [ "$(sink_count "$TB_EXT_DIR")" = "$n_ext" ] || fail "delivered to the dialled server"
 log_has "to=<rcpt@example.net> .*relay=\\[$TB_RELAY_IP4\\] route=relayhost .*disposition=delivered" ||
 	fail "no relayhost delivery logged: $(grep 'rcpt@example.net' "$TB_MXB_LOG")"
-log_has "dest=relayhost:$TB_RELAY_IP4:25 (ehlo|auth) -> auth" ||
-	fail "no AUTH with the relay host: $(grep 'dest=relayhost' "$TB_MXB_LOG" | head -n 8)"
-log_has "dest=relayhost:$TB_RELAY_IP4:25 auth -> mail" || fail "AUTH did not succeed"
+# the connection's own states (common/smtpc.c), then the transaction's
+log_has "mta: conn=[0-9]+ upstream=\\[$TB_RELAY_IP4\\] state (ehlo|helo) -> auth" ||
+	fail "no AUTH with the relay host: $(grep 'upstream=\[' "$TB_MXB_LOG" | head -n 8)"
+log_has "mta: conn=[0-9]+ upstream=\\[$TB_RELAY_IP4\\] state auth -> ready" ||
+	fail "AUTH did not succeed"
+log_has "dest=relayhost:$TB_RELAY_IP4:25 setup -> mail" ||
+	fail "no transaction after the setup"
 
 # several messages, queued while the relay is unreachable, share a
 # connection once it is back: hold them with an iptables drop in box

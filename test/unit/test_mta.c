@@ -42,7 +42,8 @@
 /*
  * The scripted SMTP server: RCPT addresses containing "reject" get 550,
  * "defer" 450; defer_all defers every RCPT; down answers 421; one_msg
- * closes the connection after each message.
+ * closes the connection after each message; no_ehlo refuses EHLO (an
+ * old server: the client has to say HELO).
  */
 struct sink {
 	uv_tcp_t	 listener;
@@ -52,6 +53,7 @@ struct sink {
 	int		 down;
 	int		 defer_all;
 	int		 one_msg;
+	int		 no_ehlo;
 	int		 hold;		/* no banner until sink_release() */
 	struct sink_conn *held;
 	int		 msgs;
@@ -179,7 +181,9 @@ sink_line(struct sink_conn *c, const char *l, size_t n)
 	}
 	snprintf(line, sizeof(line), "%.*s", (int)n, l);
 	buf_printf(&s->cmds, "%s\n", line);
-	if (strncasecmp(line, "EHLO", 4) == 0) {
+	if (strncasecmp(line, "EHLO", 4) == 0 && s->no_ehlo)
+		sink_say(c, "502 5.5.2 Error: command not recognized\r\n");
+	else if (strncasecmp(line, "EHLO", 4) == 0) {
 		sink_say(c, "250-sink.test\r\n");
 		if (s->pipelining)
 			sink_say(c, "250-PIPELINING\r\n");
@@ -1238,6 +1242,38 @@ test_no_pipelining(void **state)
 	assert_int_equal(env->rcpt[0].state, MTA_RCPT_FAILED);
 	assert_int_equal(env->rcpt[1].state, MTA_RCPT_DELIVERED);
 	assert_int_equal(env->rcpt[2].state, MTA_RCPT_PENDING);
+}
+
+/*
+ * test_helo_fallback - a server that refuses EHLO gets HELO from the
+ * shared client (common/smtpc.c, own mode), and then commands one at a
+ * time with no ESMTP parameter: no PIPELINING, SIZE or BODY
+ */
+static void
+test_helo_fallback(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com",
+	    "bob@example.com", NULL };
+	const char *cmds, *ehlo, *helo;
+
+	sink.no_ehlo = 1;
+	queue_msg("sender@example.com", rcpts, MTA_NOTIFY_NEVER, MTA_RET_FULL);
+	want_msgs = 1;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_int_equal(sink.msgs, 1);
+	buf_append(&sink.cmds, "", 1);
+	cmds = buf_head(&sink.cmds);
+	ehlo = strstr(cmds, "EHLO ");
+	helo = strstr(cmds, "HELO ");
+	assert_non_null(ehlo);
+	assert_non_null(helo);
+	assert_true(ehlo < helo);
+	assert_null(strstr(cmds, "SIZE="));
+	assert_null(strstr(cmds, "BODY="));
+	assert_non_null(strstr(cmds, "MAIL FROM:<sender@example.com>\n"));
+	assert_non_null(strstr(cmds, "RCPT TO:<bob@example.com>\n"));
+	/* delivered to both: nothing left in the queue */
+	assert_true(TAILQ_EMPTY(mta_queue_all()));
 }
 
 static void
@@ -2430,6 +2466,7 @@ main(void)
 		T(test_delete_in_flight),
 		T(test_expiry),
 		T(test_delay_warning),
+		T(test_helo_fallback),
 		T(test_no_pipelining),
 		T(test_big_body_spill),
 		T(test_spill_async),
