@@ -273,6 +273,7 @@ smtpc_opts_free(struct smtpc_opts *o)
 {
 	free((char *)(uintptr_t)o->sni);
 	free((char *)(uintptr_t)o->expect_ip);
+	free((char *)(uintptr_t)o->match);
 	free((char *)(uintptr_t)o->helo);
 	free((char *)(uintptr_t)o->auth_user);
 	if (o->auth_pass != NULL) {
@@ -380,6 +381,7 @@ smtpc_open(uv_loop_t *loop, const struct smtpc_opts *o,
 	r->o.peername = NULL;
 	r->o.sni = o->sni != NULL ? xstrdup(o->sni) : NULL;
 	r->o.expect_ip = o->expect_ip != NULL ? xstrdup(o->expect_ip) : NULL;
+	r->o.match = o->match != NULL ? xstrdup(o->match) : NULL;
 	r->o.helo = o->helo != NULL ? xstrdup(o->helo) : NULL;
 	r->o.auth_user = o->auth_user != NULL ? xstrdup(o->auth_user) : NULL;
 	r->o.auth_pass = o->auth_pass != NULL ? xstrdup(o->auth_pass) : NULL;
@@ -711,6 +713,12 @@ smtpc_tls_start(struct smtpc *r)
 	if (r->o.expect_ip != NULL &&
 	    tls_conn_expect_ip(r->tls, r->o.expect_ip) == -1) {
 		smtpc_fail(r, SMTPC_E_TLS, 0, "cannot check the address in "
+		    "the certificate", NULL);
+		return;
+	}
+	if (r->o.match != NULL &&
+	    tls_conn_expect_hosts(r->tls, r->o.match) == -1) {
+		smtpc_fail(r, SMTPC_E_TLS, 0, "cannot check the names in "
 		    "the certificate", NULL);
 		return;
 	}
@@ -1056,6 +1064,12 @@ const char *
 smtpc_tls_info(const struct smtpc *r)
 {
 	return r->tls != NULL ? tls_conn_info(r->tls) : NULL;
+}
+
+int
+smtpc_tls_verified(const struct smtpc *r)
+{
+	return r->tls != NULL && tls_conn_verified(r->tls);
 }
 
 int

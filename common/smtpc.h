@@ -66,6 +66,9 @@ struct smtpc_opts {
 	const char		*sni;		/* server name, or NULL */
 	const char		*expect_ip;	/* the certificate must name
 						   this address, or NULL */
+	const char		*match;		/* ... or one of these names
+						   (space separated), or NULL:
+						   the sni */
 	struct tls_corks	*corks;		/* the loop's */
 	size_t			 maxline;	/* reply line; 0: 512 */
 	unsigned		 t_connect;	/* seconds, connect + greeting */
@@ -118,6 +121,9 @@ int		 smtpc_dot(struct smtpc *, const uv_buf_t *, unsigned);
 int		 smtpc_busy(struct smtpc *);
 /* TLS: "TLSv1.3/..." or NULL */
 const char	*smtpc_tls_info(const struct smtpc *);
+/* 1 when TLS is on and the server's certificate verified (a verifying
+ * context, and the name or address checked) */
+int		 smtpc_tls_verified(const struct smtpc *);
 /* 1 if the server offered AUTH before any TLS of ours */
 int		 smtpc_auth_in_clear(const struct smtpc *);
 const char	*smtpc_peer(const struct smtpc *);

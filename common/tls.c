@@ -475,6 +475,34 @@ tls_conn_expect_ip(struct tls_conn *t, const char *ip)
 }
 
 int
+tls_conn_expect_hosts(struct tls_conn *t, const char *names)
+{
+	char one[256];
+	const char *p;
+	size_t n;
+	int first = 1;
+
+	if (t->ssl == NULL)
+		return -1;
+	/* *.example.com names one label, never a part of one */
+	SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	for (p = names; *p != '\0'; p += n) {
+		p += strspn(p, " ");
+		if ((n = strcspn(p, " ")) == 0)
+			break;
+		if (n >= sizeof(one))
+			return -1;
+		memcpy(one, p, n);
+		one[n] = '\0';
+		if ((first ? SSL_set1_host(t->ssl, one) :
+		    SSL_add1_host(t->ssl, one)) != 1)
+			return -1;
+		first = 0;
+	}
+	return first ? -1 : 0;
+}
+
+int
 tls_conn_verified(const struct tls_conn *t)
 {
 	return t->ssl != NULL && t->state == TLS_OPEN &&

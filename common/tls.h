@@ -89,6 +89,9 @@ struct tls_conn	*tls_conn_new(SSL_CTX *, uv_stream_t *, enum tls_role,
 		    const char *sni);
 /* a client without a name to verify checks this address instead: 0/-1 */
 int		 tls_conn_expect_ip(struct tls_conn *, const char *ip);
+/* the certificate must name one of these host names (space separated)
+ * instead of the sni: 0/-1 */
+int		 tls_conn_expect_hosts(struct tls_conn *, const char *names);
 /* a client sends its hello; a server does nothing.  0, or -1 (error) */
 int		 tls_conn_start(struct tls_conn *);
 /* ciphertext read from the stream in; plaintext appended to plain */

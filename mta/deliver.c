@@ -80,10 +80,16 @@ struct conn {
 	int		 nhop;
 	int		 hopi;
 	char		 remote[320];	/* "name[addr]" of the hop */
-	enum policy_uptls tlsmode;
+	enum policy_uptls tlsmode;	/* the route's own setting */
+	char		 tlsdomain[256]; /* the destination's domain, for
+					   "tls-policy domain", or "" */
 	int		 relayhost;	/* AUTH with the relay host's secrets */
 	int		 verify;	/* the relay's certificate must verify */
-	SSL_CTX		*vctx;		/* its context (NULL: not built) */
+	SSL_CTX		*vctx;		/* a verifying context (a reference) */
+	enum policy_tlslevel level;	/* asked of this hop */
+	int		 tls_bounce;	/* a TLS failure bounces */
+	const char	*tlsres;	/* what the session got: "verified",
+					   "anonymous", "none" */
 
 	struct smtp_ehlo caps;	/* the server's EHLO; zero: HELO */
 	char		 lasterr[MTA_DIAGLEN];
@@ -116,8 +122,13 @@ static struct connlist	 idle = LIST_HEAD_INITIALIZER(idle);
 static unsigned		 nconns;
 static unsigned		 nidle;
 static uint64_t		 conn_ids;
-static SSL_CTX		*relay_ctx;	/* verifies the relay host */
-static char		*relay_ctx_ca;	/* its CA file ("" for the system's) */
+/* verifying client contexts by CA file ("" for the system's), made when
+ * first needed, kept: the relay host's and the tls-policy's */
+#define VCTX_MAX	4
+static struct {
+	SSL_CTX		*ctx;
+	char		*ca;
+} vctx_cache[VCTX_MAX];
 static int		 draining;
 static struct tls_corks	*corks;		/* of the MTA's loop */
 static uv_loop_t	*corks_loop;
@@ -279,6 +290,7 @@ set_result(struct conn *c, size_t i, const struct smtp_reply *rep)
 	mta_result_set(&c->job->res[i], rep->code / 100, status, c->remote,
 	    diag);
 	c->job->res[i].relayed = rep->code / 100 == 2 && c->caps.dsn;
+	c->job->res[i].tls = c->tlsres;
 }
 
 /* fail_open - every recipient without a result gets this one */
@@ -434,32 +446,39 @@ send_cmd(struct conn *c, const char *fmt, ...)
 }
 
 /*
- * relay_vctx - the verifying context for the relay host (its ca-file, or
- * the system's CAs), one reference for the caller; NULL after logging
- * why.  Built once, again only when a reload names another CA file.
+ * verify_ctx - a verifying context for the CAs of ca_file (NULL: the
+ * system's), one reference for the caller; NULL after logging why.
+ * Made once per CA file (a reload naming another file makes another).
  */
 static SSL_CTX *
-relay_vctx(const struct policy_relayhost *r)
+verify_ctx(const char *ca_file)
 {
-	const char *ca = r->ca_file != NULL ? r->ca_file : "";
+	const char *ca = ca_file != NULL ? ca_file : "";
 	char err[256];
+	int i;
 
-	if (relay_ctx != NULL && strcmp(relay_ctx_ca, ca) != 0) {
-		SSL_CTX_free(relay_ctx);
-		relay_ctx = NULL;
+	for (i = 0; i < VCTX_MAX && vctx_cache[i].ctx != NULL; i++)
+		if (strcmp(vctx_cache[i].ca, ca) == 0)
+			break;
+	if (i == VCTX_MAX) {		/* full: the oldest goes */
+		SSL_CTX_free(vctx_cache[0].ctx);
+		free(vctx_cache[0].ca);
+		memmove(&vctx_cache[0], &vctx_cache[1],
+		    (VCTX_MAX - 1) * sizeof(vctx_cache[0]));
+		i = VCTX_MAX - 1;
+		vctx_cache[i].ctx = NULL;
 	}
-	if (relay_ctx == NULL) {
-		if ((relay_ctx = tls_ctx_client_ca(r->ca_file, err,
+	if (vctx_cache[i].ctx == NULL) {
+		if ((vctx_cache[i].ctx = tls_ctx_client_ca(ca_file, err,
 		    sizeof(err))) == NULL) {
-			log_warnx("mta: relay host TLS context: ca_file=%s %s",
+			log_warnx("mta: verifying TLS context: ca_file=%s %s",
 			    ca[0] != '\0' ? ca : "system", err);
 			return NULL;
 		}
-		free(relay_ctx_ca);
-		relay_ctx_ca = xstrdup(ca);
+		vctx_cache[i].ca = xstrdup(ca);
 	}
-	SSL_CTX_up_ref(relay_ctx);
-	return relay_ctx;
+	SSL_CTX_up_ref(vctx_cache[i].ctx);
+	return vctx_cache[i].ctx;
 }
 
 /*
@@ -471,8 +490,16 @@ static void
 on_sc_ready(void *arg, const struct smtp_ehlo *caps)
 {
 	struct conn *c = arg;
+	const char *info = smtpc_tls_info(c->sc);
 
 	c->caps = *caps;
+	c->tlsres = info == NULL ? "none" : smtpc_tls_verified(c->sc) ?
+	    "verified" : "anonymous";
+	/* as Postfix's "Verified TLS connection established to ..." */
+	log_info("mta: conn=%llu relay=%s tls=%s level=%s%s%s",
+	    (unsigned long long)c->id, log_word(c->remote), c->tlsres,
+	    policy_name(policy_tlslevel_names, (int)c->level),
+	    info != NULL ? " protocol=" : "", info != NULL ? info : "");
 	txn_start(c);
 }
 
@@ -501,8 +528,11 @@ on_sc_fail(void *arg, const struct smtpc_error *e)
 		    "refused to talk to me", diag);
 		break;
 	case SMTPC_E_TLS:
-		conn_hop_failed(c, 4, "4.7.5", "TLS with %s: %s%s%s", c->remote,
-		    e->why, diag[0] != '\0' ? ": " : "", diag);
+		/* "tls-policy ... on-failure bounce": permanent */
+		conn_hop_failed(c, c->tls_bounce ? 5 : 4, c->tls_bounce ?
+		    "5.7.5" : "4.7.5", "TLS with %s (%s): %s%s%s", c->remote,
+		    policy_name(policy_tlslevel_names, (int)c->level), e->why,
+		    diag[0] != '\0' ? ": " : "", diag);
 		break;
 	case SMTPC_E_AUTH:
 		if (e->rep != NULL)
@@ -1106,20 +1136,66 @@ on_reply(void *arg, const struct smtp_reply *rep)
  * Connecting
  */
 
-/* conn_smtpc_tls - the policy's TLS mode as the client's */
-static enum smtpc_tls
-conn_smtpc_tls(enum policy_uptls m)
+/*
+ * conn_tls - what TLS this hop gets: the "tls-policy" entry of its host
+ * name or of the destination's domain, else the route's own setting
+ * (the domain's or the relay host's "tls" and "verify"), else for MX
+ * routes "tls-policy default"; the client's mode, its context (a
+ * verifying one for verify: c->vctx), the names to check.  -1 when no
+ * context could be made (never unverified instead).
+ */
+static int
+conn_tls(struct conn *c, const struct policy *p, const struct mta_hop *h,
+    struct smtpc_opts *o)
 {
-	switch (m) {
-	case POLICY_UPTLS_NONE:
-		return SMTPC_TLS_NONE;
-	case POLICY_UPTLS_STARTTLS:
-		return SMTPC_TLS_REQUIRE;
-	case POLICY_UPTLS_SMTPS:
-		return SMTPC_TLS_SMTPS;
+	const struct policy_tlspol *tp;
+	const char *ca = NULL, *host;
+	struct sockaddr_storage ss;
+	int literal;
+
+	literal = addr_parse(h->name, 0, &ss) == 0 || h->name[0] == '[' ||
+	    h->name[0] == '\0';
+	host = literal ? NULL : h->name;
+	tp = policy_tls_lookup(p, c->tlsdomain, host);
+	/* the default is for routes without a setting of their own */
+	if (tp == &p->tlsdef && c->dest->route != POLICY_ROUTE_MX)
+		tp = NULL;
+	c->tls_bounce = tp != NULL && tp->bounce;
+	if (tp != NULL) {
+		c->level = tp->level;
+		ca = p->tls_ca_file;
+		o->match = tp->match;
+	} else if (c->verify) {
+		c->level = POLICY_TLSL_VERIFY;
+		ca = p->relay.ca_file;
+	} else
+		c->level = c->tlsmode == POLICY_UPTLS_NONE ? POLICY_TLSL_NONE :
+		    c->tlsmode == POLICY_UPTLS_OPPORTUNISTIC ?
+		    POLICY_TLSL_MAY : POLICY_TLSL_ENCRYPT;
+	switch (c->level) {
+	case POLICY_TLSL_NONE:
+		o->tls = SMTPC_TLS_NONE;
+		return 0;
+	case POLICY_TLSL_MAY:
+		o->tls = c->tlsmode == POLICY_UPTLS_SMTPS ? SMTPC_TLS_SMTPS :
+		    SMTPC_TLS_OPPORTUNISTIC;
+		break;
 	default:
-		return SMTPC_TLS_OPPORTUNISTIC;
+		o->tls = c->tlsmode == POLICY_UPTLS_SMTPS ? SMTPC_TLS_SMTPS :
+		    SMTPC_TLS_REQUIRE;
+		break;
 	}
+	if (!literal)
+		o->sni = h->name;
+	if (c->level != POLICY_TLSL_VERIFY) {
+		o->ctx = tls_ctx_client_shared();
+		return o->ctx != NULL ? 0 : -1;
+	}
+	SSL_CTX_free(c->vctx);
+	if ((c->vctx = verify_ctx(ca)) == NULL)
+		return -1;
+	o->ctx = c->vctx;
+	return 0;
 }
 
 /*
@@ -1134,7 +1210,6 @@ conn_connect(struct conn *c)
 	struct policy *p = policy_current();
 	struct mta_hop *h = &c->hop[c->hopi];
 	struct smtpc_opts o;
-	struct sockaddr_storage ss;
 	char a[ADDR_STRLEN];
 
 	enter_state(c, CS_SETUP);
@@ -1152,18 +1227,13 @@ conn_connect(struct conn *c)
 	if (c->dest->bind.ss_family == h->addr.ss_family)
 		o.src = c->dest->bind;
 	o.src_soft = 1;
-	o.tls = conn_smtpc_tls(c->tlsmode);
-	if (o.tls != SMTPC_TLS_NONE) {
-		o.ctx = c->verify ? c->vctx : tls_ctx_client_shared();
-		if (o.ctx == NULL) {	/* never unverified instead */
-			conn_hop_failed(c, 4, "4.7.5", "no TLS context");
-			return;
-		}
+	if (conn_tls(c, p, h, &o) == -1) {
+		conn_hop_failed(c, c->tls_bounce ? 5 : 4, c->tls_bounce ?
+		    "5.7.5" : "4.7.5", "no TLS context");
+		return;
 	}
-	if (addr_parse(h->name, 0, &ss) != 0 && h->name[0] != '[' &&
-	    h->name[0] != '\0')
-		o.sni = h->name;
-	else if (c->verify)	/* given by address: the certificate names it */
+	/* verified, given by address: the certificate names the address */
+	if (c->level == POLICY_TLSL_VERIFY && o.sni == NULL && o.match == NULL)
 		o.expect_ip = a;
 	o.corks = corks;
 	o.maxline = CONN_MAXLINE;
@@ -1175,7 +1245,7 @@ conn_connect(struct conn *c)
 		o.auth_user = p->relay.auth_user;
 		o.auth_pass = p->relay.auth_pass;
 		o.auth_plaintext = p->relay.auth_plaintext;
-		o.auth_verified = c->verify;
+		o.auth_verified = c->level == POLICY_TLSL_VERIFY;
 	}
 	c->sc = smtpc_open(c->loop, &o, &deliver_smtpc_cb, c);
 }
@@ -1256,6 +1326,8 @@ hops_original(struct conn *c, const struct policy *p)
 	for (i = 0; d != NULL && i < d->nfbaddr; i++)
 		hop_add(c, &d->fbaddr[i], d->fallback);
 	c->tlsmode = d != NULL ? d->tls : POLICY_UPTLS_OPPORTUNISTIC;
+	if (d != NULL)
+		snprintf(c->tlsdomain, sizeof(c->tlsdomain), "%s", d->name);
 }
 
 /*
@@ -1293,9 +1365,7 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 	case POLICY_ROUTE_RELAYHOST:
 		c->tlsmode = p->relay.tls;
 		c->relayhost = 1;
-		/* no context: tls_begin fails, never goes unverified */
-		if ((c->verify = p->relay.verify))
-			c->vctx = relay_vctx(&p->relay);
+		c->verify = p->relay.verify;
 		enter_state(c, CS_RESOLVE);
 		timeout(c, p->queue.resolve_timeout);
 		c->refs++;
@@ -1304,6 +1374,7 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 		break;
 	case POLICY_ROUTE_MX:
 		c->tlsmode = POLICY_UPTLS_OPPORTUNISTIC;
+		snprintf(c->tlsdomain, sizeof(c->tlsdomain), "%s", d->domain);
 		enter_state(c, CS_RESOLVE);
 		timeout(c, p->queue.resolve_timeout);
 		c->refs++;
@@ -1377,6 +1448,7 @@ void
 mta_deliver_stop(void)
 {
 	struct conn *c, *next;
+	int i;
 
 	draining = 1;
 	for (c = LIST_FIRST(&conns); c != NULL; c = next) {
@@ -1387,8 +1459,10 @@ mta_deliver_stop(void)
 		conn_close(c);
 	}
 	mta_dns_stop();		/* lookups not started answer now */
-	SSL_CTX_free(relay_ctx);
-	relay_ctx = NULL;
-	free(relay_ctx_ca);
-	relay_ctx_ca = NULL;
+	for (i = 0; i < VCTX_MAX; i++) {
+		SSL_CTX_free(vctx_cache[i].ctx);
+		free(vctx_cache[i].ca);
+		vctx_cache[i].ctx = NULL;
+		vctx_cache[i].ca = NULL;
+	}
 }

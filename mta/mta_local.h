@@ -48,6 +48,9 @@ struct mta_rcpt {
 	char		*diag;		/* the last reply or reason */
 	int		 notified;	/* final DSN done, or none wanted */
 	int		 relayed;	/* next hop took our DSN parameters */
+	const char	*tls;		/* the last outcome's session TLS, for
+					   the log (mta_result's; not kept
+					   on disk) */
 };
 
 /*
@@ -146,6 +149,8 @@ struct mta_result {
 	char		*remote;	/* next hop name[address] */
 	char		*diag;
 	int		 relayed;	/* DSN parameters passed on */
+	const char	*tls;		/* "verified", "anonymous", "none",
+					   or NULL: no session (static) */
 };
 
 /* one delivery transaction: a message and its recipients for one hop */

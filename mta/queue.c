@@ -315,6 +315,7 @@ mta_result_set(struct mta_result *res, int code, const char *status,
 	snprintf(res->status, sizeof(res->status), "%s", status);
 	set_str(&res->remote, remote);
 	set_str(&res->diag, diag);
+	res->tls = NULL;
 }
 
 static const char *
@@ -332,12 +333,13 @@ rcpt_log(const struct mta_env *env, const struct mta_rcpt *r,
 	char d[32];
 
 	log_info("msgid=%s session=%llu to=<%s> from=<%s> relay=%s route=%s "
-	    "delay=%s attempts=%u dsn=%s status=\"%s\" disposition=%s",
+	    "delay=%s attempts=%u dsn=%s status=\"%s\" disposition=%s%s%s",
 	    env->id, (unsigned long long)env->session, log_word(r->addr),
 	    log_word(env->sender), r->remote ? log_word(r->remote) : "none",
 	    policy_route_name(r->route), delay_str(env, d, sizeof(d)),
 	    r->attempts, r->status ? log_word(r->status) : "-",
-	    log_vis(r->diag), disposition);
+	    log_vis(r->diag), disposition, r->tls != NULL ? " tls=" : "",
+	    r->tls != NULL ? r->tls : "");
 }
 
 /* rcpt_fail - permanent failure (or expiry) of one recipient */
@@ -367,6 +369,7 @@ apply(struct mta_env *env, struct mta_rcpt *r, const struct mta_result *res,
 	set_str(&r->status, res->status);
 	set_str(&r->remote, res->remote);
 	set_str(&r->diag, res->diag);
+	r->tls = res->tls;
 	if (res->code == 2) {
 		r->state = MTA_RCPT_DELIVERED;
 		r->relayed = res->relayed;

@@ -496,3 +496,53 @@ policy_rcpt_protected(const struct policy *pol, const char *rcpt)
 		return 0;
 	return mailbox_protected(pol, &m);
 }
+
+/* tls_name_match - name is entry's (exact), or below it for ".domain" */
+static int
+tls_name_match(const char *entry, const char *name)
+{
+	size_t el, nl;
+
+	if (entry[0] != '.')
+		return strcasecmp(entry, name) == 0;
+	el = strlen(entry);
+	nl = strlen(name);
+	return nl > el && strcasecmp(name + nl - el, entry) == 0;
+}
+
+/*
+ * policy_tls_lookup - the "tls-policy" entry for a next hop: the one of
+ * its host name (host may be NULL), else the one of its destination
+ * domain (may be NULL), the exact name before a ".parent" one, else the
+ * default when one was written; NULL when none applies (the route's own
+ * tls setting does).
+ */
+const struct policy_tlspol *
+policy_tls_lookup(const struct policy *pol, const char *domain,
+    const char *host)
+{
+	const struct policy_tlspol *best = NULL;
+	size_t i;
+	int pass;
+
+	for (pass = 0; pass < 2 && best == NULL; pass++) {
+		const char *name = pass == 0 ? host : domain;
+
+		if (name == NULL || name[0] == '\0')
+			continue;
+		for (i = 0; i < pol->ntlspol; i++) {
+			const struct policy_tlspol *t = &pol->tlspol[i];
+
+			if (t->host != (pass == 0) ||
+			    !tls_name_match(t->name, name))
+				continue;
+			/* the exact name wins over a parent's */
+			if (best == NULL || (best->name[0] == '.' &&
+			    t->name[0] != '.'))
+				best = t;
+		}
+	}
+	if (best == NULL && pol->tlsdef_set)
+		best = &pol->tlsdef;
+	return best;
+}

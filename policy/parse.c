@@ -1558,6 +1558,125 @@ kw_limits(struct parser *p, struct stmt *st)
 	return parse_block(p, limits_kw, "limits", st->line);
 }
 
+static const char *const onfail_names[] = { "defer", "bounce", NULL };
+
+/*
+ * kw_tlspolicy - "tls-policy default LEVEL [on-failure defer|bounce]",
+ * "tls-policy domain|host NAME LEVEL [match "NAMES"] [on-failure ...]",
+ * "tls-policy ca-file FILE"
+ */
+static int
+kw_tlspolicy(struct parser *p, struct stmt *st)
+{
+	struct policy *pol = p->pol;
+	struct policy_tlspol t, *dst;
+	const char *what = st->argv[0], *name = NULL, *m;
+	char *lc;
+	size_t k;
+	int i, mode, seen_match = 0, seen_fail = 0;
+
+	if (strcmp(what, "ca-file") == 0) {
+		if (st->argc != 2 || st->argv[1][0] == '\0')
+			return perr(p, st->line, "tls-policy ca-file: one file "
+			    "name expected");
+		if (pol->tls_ca_file != NULL)
+			return perr(p, st->line, "tls-policy ca-file: given "
+			    "twice");
+		pol->tls_ca_file = rel_path(p, st->argv[1]);
+		if (access(pol->tls_ca_file, R_OK) == -1)
+			return perr(p, st->line, "tls-policy ca-file \"%s\": "
+			    "%s", pol->tls_ca_file, strerror(errno));
+		return 0;
+	}
+	memset(&t, 0, sizeof(t));
+	i = 1;
+	if (strcmp(what, "domain") == 0 || strcmp(what, "host") == 0) {
+		if (st->argc < 3)
+			return perr(p, st->line, "tls-policy %s: NAME LEVEL "
+			    "expected", what);
+		name = st->argv[i++];
+		/* ".example.com": every name below example.com */
+		if (!policy_valid_domain(name[0] == '.' ? name + 1 : name))
+			return perr(p, st->line, "tls-policy %s: bad name "
+			    "\"%s\"", what, name);
+		t.host = what[0] == 'h';
+	} else if (strcmp(what, "default") != 0)
+		return perr(p, st->line, "tls-policy: default, domain, host "
+		    "or ca-file expected, not \"%s\"", what);
+	if (parse_enum(p, st->line, "tls-policy level", st->argv[i++],
+	    policy_tlslevel_names, &mode) == -1)
+		return -1;
+	t.level = (enum policy_tlslevel)mode;
+	for (; i < st->argc; i += 2) {
+		if (i + 1 >= st->argc)
+			return perr(p, st->line, "tls-policy: missing argument "
+			    "after \"%s\"", st->argv[i]);
+		if (strcmp(st->argv[i], "on-failure") == 0 && !seen_fail++) {
+			if (parse_enum(p, st->line, "tls-policy on-failure",
+			    st->argv[i + 1], onfail_names, &mode) == -1)
+				return -1;
+			t.bounce = mode == 1;
+		} else if (strcmp(st->argv[i], "match") == 0 && !seen_match++ &&
+		    name != NULL) {
+			/* names the certificate may carry, each checked */
+			for (m = st->argv[i + 1]; *m != '\0'; m += k) {
+				char one[256];
+
+				m += strspn(m, " ");
+				if ((k = strcspn(m, " ")) == 0)
+					break;
+				snprintf(one, sizeof(one), "%.*s", (int)k, m);
+				if (k >= sizeof(one) ||
+				    !policy_valid_domain(one))
+					return perr(p, st->line, "tls-policy "
+					    "match: bad name \"%.*s\"",
+					    (int)k, m);
+			}
+			if (strspn(st->argv[i + 1], " ") ==
+			    strlen(st->argv[i + 1]))
+				return perr(p, st->line, "tls-policy match: "
+				    "no name");
+			t.match = xstrdup(st->argv[i + 1]);
+		} else {
+			free(t.match);
+			return perr(p, st->line, "tls-policy: unexpected "
+			    "argument \"%s\"", st->argv[i]);
+		}
+	}
+	if (t.match != NULL && t.level != POLICY_TLSL_VERIFY) {
+		free(t.match);
+		return perr(p, st->line, "tls-policy: match needs the level "
+		    "verify");
+	}
+	if (name == NULL) {
+		if (pol->tlsdef_set) {
+			free(t.match);
+			return perr(p, st->line, "tls-policy default: given "
+			    "twice");
+		}
+		pol->tlsdef = t;
+		pol->tlsdef_set = 1;
+		return 0;
+	}
+	lc = xstrdup(name);
+	for (k = 0; lc[k] != '\0'; k++)
+		lc[k] = (char)tolower((unsigned char)lc[k]);
+	for (k = 0; k < pol->ntlspol; k++)
+		if (pol->tlspol[k].host == t.host &&
+		    strcmp(pol->tlspol[k].name, lc) == 0) {
+			free(lc);
+			free(t.match);
+			return perr(p, st->line, "tls-policy %s \"%s\": given "
+			    "twice", what, name);
+		}
+	pol->tlspol = xreallocarray(pol->tlspol, pol->ntlspol + 1,
+	    sizeof(*pol->tlspol));
+	dst = &pol->tlspol[pol->ntlspol++];
+	*dst = t;
+	dst->name = lc;
+	return 0;
+}
+
 /* kw_workers - "workers N|auto": worker loops, read once at start */
 static int
 kw_workers(struct parser *p, struct stmt *st)
@@ -1602,6 +1721,7 @@ static const struct keyword global_kw[] = {
 	{ "domain", 1, 1, KW_BLOCK | KW_MULTI, kw_domain, V_FN, 0, 0, 0,
 	    NULL },
 	{ "relay-host", 1, 13, 0, kw_relayhost, V_FN, 0, 0, 0, NULL },
+	{ "tls-policy", 2, 7, KW_MULTI, kw_tlspolicy, V_FN, 0, 0, 0, NULL },
 	{ "honour", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
 	{ "ignore", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
 	{ "client-server", 2, 2, KW_MULTI, kw_clientserver, V_FN, 0, 0, 0,

@@ -122,6 +122,13 @@ policy_free(struct policy *pol)
 	free(pol->relay.host);
 	free(pol->relay.auth_file);
 	free(pol->relay.ca_file);
+	for (i = 0; i < pol->ntlspol; i++) {
+		free(pol->tlspol[i].name);
+		free(pol->tlspol[i].match);
+	}
+	free(pol->tlspol);
+	free(pol->tlsdef.match);
+	free(pol->tls_ca_file);
 	policy_free_secret(pol->relay.auth_user);
 	policy_free_secret(pol->relay.auth_pass);
 	for (i = 0; i < pol->nrules; i++) {
@@ -252,6 +259,8 @@ const char *const policy_cstls_names[] = { "none", "opportunistic",
 	"require", NULL };
 const char *const policy_route_names[] = { "original", "relayhost", "mx",
 	NULL };
+const char *const policy_tlslevel_names[] = { "none", "may", "encrypt",
+	"verify", NULL };
 
 /* policy_name - the word of value v in names, or "unknown" */
 const char *

@@ -27,6 +27,9 @@ enum policy_verdict { POLICY_RELAY = 0, POLICY_REJECT, POLICY_DISCARD,
 /* TLS of the live relay's upstream leg ("client-server tls") */
 enum policy_cstls { POLICY_CSTLS_NONE = 0, POLICY_CSTLS_OPPORTUNISTIC,
 	POLICY_CSTLS_REQUIRE };
+/* what delivery asks of a next hop's TLS ("tls-policy"), Postfix's levels */
+enum policy_tlslevel { POLICY_TLSL_NONE = 0, POLICY_TLSL_MAY,
+	POLICY_TLSL_ENCRYPT, POLICY_TLSL_VERIFY };
 /* where the MTA sends a recipient */
 enum policy_route { POLICY_ROUTE_ORIGINAL = 0, POLICY_ROUTE_RELAYHOST,
 	POLICY_ROUTE_MX };
@@ -70,6 +73,18 @@ struct policy_relayhost {
 	int		 auth_plaintext;	/* AUTH without TLS allowed */
 	int		 verify;		/* certificate must verify */
 	char		*ca_file;		/* NULL: the system's CAs */
+};
+
+/* one "tls-policy" entry: a destination domain's, a next hop's, or the
+ * default (name NULL) */
+struct policy_tlspol {
+	char		*name;			/* lower case; ".d" subdomains */
+	int		 host;			/* 1: a next-hop host name */
+	enum policy_tlslevel level;
+	int		 bounce;		/* on-failure bounce, else defer */
+	char		*match;			/* verify: names the certificate
+						   may carry, space separated;
+						   NULL: the next hop's name */
 };
 
 struct policy_queue {
@@ -160,6 +175,11 @@ struct policy {
 	struct policy_domain *domains;
 	size_t		 ndomains;
 	struct policy_relayhost relay;
+	struct policy_tlspol *tlspol;		/* "tls-policy" domain/host */
+	size_t		 ntlspol;
+	struct policy_tlspol tlsdef;		/* "tls-policy default" */
+	int		 tlsdef_set;
+	char		*tls_ca_file;		/* verify: NULL, the system's */
 	struct policy_queue queue;
 	struct policy_limits limits;
 	struct policy_rule *rules;
@@ -228,7 +248,7 @@ int	 policy_conn_admit(const struct policy *, unsigned open,
 extern const char *const policy_dir_names[], *const policy_action_names[],
 	*const policy_starttls_names[], *const policy_uptls_names[],
 	*const policy_verdict_names[], *const policy_cstls_names[],
-	*const policy_route_names[];
+	*const policy_route_names[], *const policy_tlslevel_names[];
 const char	*policy_name(const char *const *, int);	/* or "unknown" */
 int		 policy_name_index(const char *const *, const char *);
 const char	*policy_dir_name(enum policy_dir);
@@ -245,5 +265,7 @@ unsigned	 policy_workers(const struct policy *);
 const struct policy_port *policy_port_by_name(const struct policy *,
 	    const char *port);
 int	 policy_rcpt_protected(const struct policy *, const char *rcpt);
+const struct policy_tlspol *policy_tls_lookup(const struct policy *,
+	    const char *domain, const char *host);
 
 #endif

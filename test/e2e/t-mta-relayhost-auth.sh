@@ -1,8 +1,8 @@
 #!/bin/bash
 # t-mta-relayhost-auth: the relay host's password goes out only inside
 # TLS, and inside verified TLS when the config asks for it.  A fake relay
-# host (python3, relay.example.org = 192.0.2.30 port 2525 in the testbed's
-# outside namespace) offers AUTH PLAIN LOGIN, with or without STARTTLS,
+# host (test/fakesmtp.py, relay.example.org = 192.0.2.30 port 2525 in the
+# testbed's outside namespace) offers AUTH PLAIN LOGIN, with or without STARTTLS,
 # and records every command it reads with whether TLS was on:
 #   A. AUTH offered, no STARTTLS (as after a stripped STARTTLS): no AUTH
 #      line reaches it, no MAIL, the message is deferred with the reason;
@@ -15,7 +15,6 @@
 #   E. auth-plaintext yes, no STARTTLS: AUTH in plain text, as asked.
 . "$(dirname "$0")/t-mta-common.inc"
 need openssl
-FAKE=
 PORT=2525
 
 printf 'relayuser s3cret-pass\n' >"$S/relay.secret"
@@ -30,92 +29,9 @@ for d in right wrong; do
 		fail "openssl: $(tail -n 1 "$S/$d/openssl.log")"
 done
 
-FAKE_PY='
-import base64, socket, ssl, sys, threading
-log_path, mode, cert, key, addr, port = sys.argv[1:7]
-logf = open(log_path, "a", buffering=1)
-lock = threading.Lock()
-def log(s):
-    with lock:
-        logf.write(s + "\n")
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
-def serve(c, n):
-    tls = 0
-    f = c.makefile("rb")
-    def out(s):
-        c.sendall((s + "\r\n").encode())
-    out("220 relay.example.org fake ESMTP")
-    while True:
-        line = f.readline()
-        if not line:
-            log("%d tls=%d EOF" % (n, tls)); return
-        line = line.decode(errors="replace").rstrip("\r\n")
-        verb = line.split(" ")[0].upper()
-        log("%d tls=%d C: %s" % (n, tls, line if verb != "AUTH" else "AUTH " + line.split(" ")[1]))
-        if verb in ("EHLO", "HELO"):
-            caps = ["relay.example.org"]
-            if mode == "tls" and not tls:
-                caps.append("STARTTLS")
-            caps += ["AUTH PLAIN LOGIN", "8BITMIME"]
-            for i, cp in enumerate(caps):
-                out("250%s%s" % ("-" if i < len(caps) - 1 else " ", cp))
-        elif verb == "STARTTLS":
-            out("220 go ahead")
-            try:
-                c = ctx.wrap_socket(c, server_side=True)
-            except (ssl.SSLError, OSError) as e:
-                log("%d TLSFAIL %s" % (n, e)); return
-            tls = 1; f = c.makefile("rb")
-        elif verb == "AUTH":
-            parts = line.split(" ")
-            if parts[1].upper() == "PLAIN":
-                cred = base64.b64decode(parts[2]).split(b"\0")
-                user, pw = cred[1].decode(), cred[2].decode()
-            else:
-                out("334 VXNlcm5hbWU6")
-                user = base64.b64decode(f.readline().strip()).decode()
-                out("334 UGFzc3dvcmQ6")
-                pw = base64.b64decode(f.readline().strip()).decode()
-            log("%d tls=%d AUTHWITH %s %s" % (n, tls, user, pw))
-            out("235 2.7.0 ok")
-        elif verb == "DATA":
-            out("354 go")
-            subj = ""
-            while True:
-                l = f.readline().decode(errors="replace")
-                if l in ("", ".\r\n", ".\n"):
-                    break
-                if l.startswith("Subject: "):
-                    subj = l[9:].strip()
-            log("%d tls=%d MSG %s" % (n, tls, subj))
-            out("250 2.0.0 queued")
-        elif verb == "QUIT":
-            out("221 bye"); c.close(); return
-        else:
-            out("250 ok")
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((addr, int(port))); s.listen(16)
-log("LISTENING")
-n = 0
-while True:
-    c, _ = s.accept(); n += 1
-    threading.Thread(target=lambda c=c, n=n: (lambda: serve(c, n))(), daemon=True).start()
-'
 # fake MODE(plain|tls) CERTDIR LOG: (re)start the fake relay host
-fake() {
-	fake_stop
-	: >"$3"
-	ip netns exec "$(tb_ns out)" python3 -c "$FAKE_PY" "$3" "$1" "$S/$2/cert.pem" \
-		"$S/$2/key.pem" "$TB_RELAY_IP4" "$PORT" </dev/null >>"$S/fake.err" 2>&1 &
-	FAKE=$!
-	wait_for grep -q LISTENING "$3" || fail "fake relay did not start: $(tail -n 3 "$S/fake.err")"
-}
-fake_stop() {
-	[ -n "$FAKE" ] || return 0
-	kill "$FAKE" 2>/dev/null; wait "$FAKE" 2>/dev/null; FAKE=
-}
+fake() { fake_smtp "$1" "$S/$2/cert.pem" "$S/$2/key.pem" "$3" "$PORT"; }
+fake_stop() { fake_smtp_stop; }
 TB_ATEXIT=fake_stop
 
 # relay_conf EXTRA: the relay host with credentials and EXTRA options

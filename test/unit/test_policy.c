@@ -741,6 +741,32 @@ static const struct error_case {
 	    "1: relay-host: unexpected argument \"verify\"" },
 	{ "relay-host 192.0.2.30 via x", "1: relay-host: unexpected argument "
 	    "\"via\"" },
+	{ "tls-policy domain a.example secure",
+	    "1: tls-policy level: expected none, may, encrypt or verify, got "
+	    "\"secure\"" },
+	{ "tls-policy everything verify",
+	    "1: tls-policy: default, domain, host or ca-file expected, not "
+	    "\"everything\"" },
+	{ "tls-policy domain bad_name verify",
+	    "1: tls-policy domain: bad name \"bad_name\"" },
+	{ "tls-policy host a.example encrypt match \"b.example\"",
+	    "1: tls-policy: match needs the level verify" },
+	{ "tls-policy host a.example verify match \"b.example c_d\"",
+	    "1: tls-policy match: bad name \"c_d\"" },
+	{ "tls-policy host a.example verify match \" \"",
+	    "1: tls-policy match: no name" },
+	{ "tls-policy domain a.example verify on-failure retry",
+	    "1: tls-policy on-failure: expected defer or bounce, got "
+	    "\"retry\"" },
+	{ "tls-policy domain a.example verify\ntls-policy domain A.example "
+	    "may", "2: tls-policy domain \"A.example\": given twice" },
+	{ "tls-policy default may\ntls-policy default none",
+	    "2: tls-policy default: given twice" },
+	{ "tls-policy ca-file /nonexistent/ca.pem",
+	    "1: tls-policy ca-file \"/nonexistent/ca.pem\": No such file or "
+	    "directory" },
+	{ "tls-policy domain a.example verify on-failure",
+	    "1: tls-policy: missing argument after \"on-failure\"" },
 	{ "queue { }\nqueue { }", "2: duplicate queue (first at line 1)" },
 	{ "queue {\n bogus 1\n}", "2: unknown keyword \"bogus\" in queue "
 	    "block" },
@@ -1792,7 +1818,7 @@ test_manpage(void **state UNUSED)
 		"messages-per-session", "recipients", "size", "errors",
 		"command-line", "text-line", "local-part", "timeout command",
 		"timeout data", "timeout dot", "timeout connect",
-		"min-data-rate", "hops",
+		"min-data-rate", "hops", "tls-policy",
 	};
 	static const char *const examples[] = {
 		"policy/examples/minimal.conf", "policy/examples/isp.conf",
@@ -1871,6 +1897,52 @@ test_names(void **state UNUSED)
 	assert_string_equal(policy_cstls_name(POLICY_CSTLS_REQUIRE),
 	    "require");
 	assert_string_equal(policy_dir_name((enum policy_dir)7), "unknown");
+}
+
+/*
+ * test_tls_policy - "tls-policy": a host's entry before its domain's, the
+ * exact domain before a ".parent" one, the default last, names folded
+ */
+static void
+test_tls_policy(void **state UNUSED)
+{
+	struct policy *pol;
+	const struct policy_tlspol *t;
+
+	pol = must_load("tls-policy default may\n"
+	    "tls-policy domain example.net encrypt\n"
+	    "tls-policy domain .example.net verify on-failure bounce\n"
+	    "tls-policy domain Partner.Example verify match "
+	    "\"mx1.partner.example mx2.partner.example\"\n"
+	    "tls-policy host mx.example.net none\n"
+	    "tls-policy ca-file /etc/hostname\n");
+	assert_int_equal(pol->ntlspol, 4);
+	assert_string_equal(pol->tls_ca_file, "/etc/hostname");
+	t = policy_tls_lookup(pol, "example.net", "other.example.org");
+	assert_non_null(t);
+	assert_int_equal(t->level, POLICY_TLSL_ENCRYPT);
+	assert_int_equal(t->bounce, 0);
+	t = policy_tls_lookup(pol, "sub.example.net", NULL);
+	assert_int_equal(t->level, POLICY_TLSL_VERIFY);
+	assert_int_equal(t->bounce, 1);
+	/* the host's entry wins over the domain's */
+	t = policy_tls_lookup(pol, "example.net", "MX.example.net");
+	assert_int_equal(t->level, POLICY_TLSL_NONE);
+	t = policy_tls_lookup(pol, "partner.example", "mx1.partner.example");
+	assert_int_equal(t->level, POLICY_TLSL_VERIFY);
+	assert_string_equal(t->match, "mx1.partner.example mx2.partner.example");
+	/* nothing else matches: the default */
+	t = policy_tls_lookup(pol, "example.org", "mx.example.org");
+	assert_ptr_equal(t, &pol->tlsdef);
+	assert_int_equal(t->level, POLICY_TLSL_MAY);
+	t = policy_tls_lookup(pol, "notexample.net", NULL);
+	assert_ptr_equal(t, &pol->tlsdef);
+	policy_unref(pol);
+	/* without a default: no entry, the route's own setting */
+	pol = must_load("tls-policy host relay.example.org verify\n");
+	assert_null(policy_tls_lookup(pol, "example.net", NULL));
+	assert_non_null(policy_tls_lookup(pol, NULL, "relay.example.org"));
+	policy_unref(pol);
 }
 
 /* one table per enum: the name functions, the parser and the spool agree */
@@ -1964,6 +2036,7 @@ main(void)
 		cmocka_unit_test(test_example_failclosed),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_workers),
+		cmocka_unit_test(test_tls_policy),
 		cmocka_unit_test(test_enum_names),
 		cmocka_unit_test(test_local_part_grammar),
 		cmocka_unit_test(test_values),

@@ -1,0 +1,148 @@
+#!/bin/bash
+# t-mta-tlspolicy: "tls-policy" levels for the MTA's delivery, against a
+# fake relay host (test/fakesmtp.py, relay.example.org port 2525) with
+# certificates made here by a test CA, and the MX sink of example.net:
+#   A. verify, a certificate of the CA naming relay.example.org:
+#      delivered, logged tls=verified;
+#   B. verify, the CA's certificate for another name: deferred, the
+#      reason logged, nothing sent;
+#   C. verify, a self-signed certificate (unknown CA): deferred, the
+#      same; the names of "match" are checked instead of the host's;
+#   D. encrypt, the unknown CA: delivered, tls=anonymous;
+#   E. encrypt, no STARTTLS offered: deferred; then none: delivered in
+#      plain text, no STARTTLS sent although offered;
+#   F. verify on-failure bounce: bounced with 5.7.5;
+#   G. a domain entry on the MX route (example.net encrypt) to a server
+#      without STARTTLS: deferred; "may" delivers it.
+. "$(dirname "$0")/t-mta-common.inc"
+need openssl
+PORT=2525
+
+# the test CA and its certificates; "self" signs itself
+mk() {	# mk NAME CN [SIGNER]
+	mkdir -p "$S/$1"
+	if [ -z "${3:-}" ]; then
+		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=$2" \
+			-addext "subjectAltName=DNS:$2" -addext "basicConstraints=critical,CA:TRUE" \
+			-keyout "$S/$1/key.pem" -out "$S/$1/cert.pem" >"$S/$1/openssl.log" 2>&1
+	else
+		openssl req -newkey rsa:2048 -nodes -subj "/CN=$2" \
+			-keyout "$S/$1/key.pem" -out "$S/$1/req.pem" >"$S/$1/openssl.log" 2>&1 &&
+		printf 'subjectAltName=DNS:%s\n' "$2" >"$S/$1/ext.cnf" &&
+		openssl x509 -req -in "$S/$1/req.pem" -CA "$S/$3/cert.pem" \
+			-CAkey "$S/$3/key.pem" -CAcreateserial -days 2 \
+			-extfile "$S/$1/ext.cnf" -out "$S/$1/cert.pem" >>"$S/$1/openssl.log" 2>&1
+	fi || fail "openssl $1: $(tail -n 2 "$S/$1/openssl.log")"
+}
+mk ca "mxbridge test CA"
+mk good relay.example.org ca
+mk badname other.example ca
+mk self relay.example.org
+
+fake() { fake_smtp "$1" "$S/$2/cert.pem" "$S/$2/key.pem" "$3" "$PORT"; }
+TB_ATEXIT=fake_smtp_stop
+
+relay_conf() {
+	mta_conf "relay-host relay.example.org port $PORT
+tls-policy ca-file \"$S/ca/cert.pem\"
+$1
+domain \"example.com\" {
+	server $TB_SRV_IP4 port 25
+}"
+}
+reload() { local o; o=$(ctl reload 2>&1) || fail "reload refused: $o"; }
+delivered() { grep -q "tls=$2 MSG $1\$" "$3"; }
+pending() { ctl queue list | grep -c "state=pending"; }
+certfails() { grep -c "relay.example.org.*(verify).*certificate: " "$TB_MXB_LOG"; }
+
+# A. verify with the CA's certificate for the right name
+relay_conf "tls-policy host relay.example.org verify"
+mta_up
+fake tls good "$S/a.log"
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "tls-a" ||
+	fail "A: message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 delivered tls-a 1 "$S/a.log" || fail "A: not delivered: $(tail -n 8 "$S/a.log")"
+wait_for -t 10 log_has "to=<rcpt@example.net> .*disposition=delivered tls=verified" ||
+	fail "A: no tls=verified on the delivered line: $(grep 'rcpt@example.net' "$TB_MXB_LOG" | tail -n 2)"
+log_has "mta: conn=[0-9]+ relay=relay.example.org\\[$TB_RELAY_IP4\\] tls=verified level=verify protocol=TLS" ||
+	fail "A: no verified session logged"
+
+# B. the CA's certificate, another name: no message goes
+fake tls badname "$S/b.log"
+n=$(certfails)
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "tls-b" ||
+	fail "B: message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 eval '[ "$(certfails)" -gt "$n" ]' ||
+	fail "B: no certificate failure logged: $(grep 'mta:' "$TB_MXB_LOG" | tail -n 5)"
+grep -q "MSG tls-b" "$S/b.log" && fail "B: message sent to a server with the wrong name"
+grep -q "C: MAIL" "$S/b.log" && fail "B: MAIL sent after a failed verification"
+log_has "to=<rcpt@example.net> .*dsn=4.7.5 .*disposition=deferred" ||
+	fail "B: not deferred with 4.7.5"
+
+# C. an unknown CA: deferred the same way; then "match" names another
+# name that the CA's certificate for other.example carries: delivered
+fake tls self "$S/c.log"
+n=$(certfails)
+ctl queue flush >/dev/null
+wait_for -t 20 eval '[ "$(certfails)" -gt "$n" ]' ||
+	fail "C: no certificate failure logged: $(grep 'mta:' "$TB_MXB_LOG" | tail -n 5)"
+grep -q "MSG tls-b" "$S/c.log" && fail "C: message sent to an unknown CA's server"
+relay_conf "tls-policy host relay.example.org verify match \"mx.example.org other.example\""
+reload
+fake tls badname "$S/c2.log"
+ctl queue flush >/dev/null
+wait_for -t 20 delivered tls-b 1 "$S/c2.log" ||
+	fail "C: match: not delivered: $(tail -n 8 "$S/c2.log")"
+
+# D. encrypt: any certificate, TLS required
+relay_conf "tls-policy host relay.example.org encrypt"
+reload
+fake tls self "$S/d.log"
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "tls-d" ||
+	fail "D: message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 delivered tls-d 1 "$S/d.log" || fail "D: not delivered: $(tail -n 8 "$S/d.log")"
+wait_for -t 10 log_has "disposition=delivered tls=anonymous" ||
+	fail "D: no tls=anonymous on the delivered line"
+
+# E. encrypt without STARTTLS: deferred; none: plain text, as asked
+fake plain good "$S/e.log"
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "tls-e" ||
+	fail "E: message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 log_has "relay.example.org\\[$TB_RELAY_IP4\\] \\(encrypt\\): upstream does not offer STARTTLS" ||
+	fail "E: missing STARTTLS not logged: $(grep 'mta:' "$TB_MXB_LOG" | tail -n 5)"
+grep -q "C: MAIL" "$S/e.log" && fail "E: MAIL sent without TLS"
+relay_conf "tls-policy host relay.example.org none"
+reload
+fake tls good "$S/e2.log"
+ctl queue flush >/dev/null
+wait_for -t 20 delivered tls-e 0 "$S/e2.log" || fail "E: none: not delivered in plain text: $(tail -n 8 "$S/e2.log")"
+grep -q "C: STARTTLS" "$S/e2.log" && fail "E: STARTTLS sent with level none"
+wait_for -t 10 queue_empty || fail "E: queue not empty: $(ctl queue list)"
+
+# F. verify, on-failure bounce: a permanent failure
+relay_conf "tls-policy host relay.example.org verify on-failure bounce"
+reload
+fake tls self "$S/f.log"
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "tls-f" ||
+	fail "F: message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 log_has "to=<rcpt@example.net> .*dsn=5.7.5 .*disposition=bounced" ||
+	fail "F: not bounced: $(grep 'rcpt@example.net' "$TB_MXB_LOG" | tail -n 2)"
+grep -q "MSG tls-f" "$S/f.log" && fail "F: message sent to an unknown CA's server"
+fake_smtp_stop
+
+# G. the MX route: a domain entry; the MX sink offers no STARTTLS
+mta_conf "tls-policy domain example.net encrypt"
+reload
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "tls-g" ||
+	fail "G: message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 log_has "mx.example.net\\[$TB_MX_IP4\\] \\(encrypt\\): upstream does not offer STARTTLS" ||
+	fail "G: missing STARTTLS not logged: $(grep 'mta:' "$TB_MXB_LOG" | tail -n 5)"
+[ -z "$(sink_file "$TB_MX_DIR" "Subject: tls-g")" ] || fail "G: delivered without TLS"
+mta_conf "tls-policy domain example.net may"
+reload
+ctl queue flush >/dev/null
+wait_for -t 20 eval '[ -n "$(sink_file "$TB_MX_DIR" "Subject: tls-g")" ]' ||
+	fail "G: may: not delivered to the MX"
+
+mta_down
+pass "tls-policy: verify (name, CA, match), encrypt, none, on-failure bounce, a domain's entry"
