@@ -274,6 +274,7 @@ smtpc_opts_free(struct smtpc_opts *o)
 	free((char *)(uintptr_t)o->sni);
 	free((char *)(uintptr_t)o->expect_ip);
 	free((char *)(uintptr_t)o->match);
+	free((char *)(uintptr_t)o->ciphers);
 	free((char *)(uintptr_t)o->helo);
 	free((char *)(uintptr_t)o->auth_user);
 	if (o->auth_pass != NULL) {
@@ -382,6 +383,7 @@ smtpc_open(uv_loop_t *loop, const struct smtpc_opts *o,
 	r->o.sni = o->sni != NULL ? xstrdup(o->sni) : NULL;
 	r->o.expect_ip = o->expect_ip != NULL ? xstrdup(o->expect_ip) : NULL;
 	r->o.match = o->match != NULL ? xstrdup(o->match) : NULL;
+	r->o.ciphers = o->ciphers != NULL ? xstrdup(o->ciphers) : NULL;
 	r->o.helo = o->helo != NULL ? xstrdup(o->helo) : NULL;
 	r->o.auth_user = o->auth_user != NULL ? xstrdup(o->auth_user) : NULL;
 	r->o.auth_pass = o->auth_pass != NULL ? xstrdup(o->auth_pass) : NULL;
@@ -714,6 +716,15 @@ smtpc_tls_start(struct smtpc *r)
 	    tls_conn_expect_ip(r->tls, r->o.expect_ip) == -1) {
 		smtpc_fail(r, SMTPC_E_TLS, 0, "cannot check the address in "
 		    "the certificate", NULL);
+		return;
+	}
+	/* per connection: the context is shared by every client */
+	if ((r->o.min_tls13 && SSL_set_min_proto_version(
+	    tls_conn_ssl(r->tls), TLS1_3_VERSION) != 1) ||
+	    (r->o.ciphers != NULL && SSL_set_cipher_list(
+	    tls_conn_ssl(r->tls), r->o.ciphers) != 1)) {
+		smtpc_fail(r, SMTPC_E_TLS, 0, "TLS protocol or cipher "
+		    "settings refused", NULL);
 		return;
 	}
 	if (r->o.match != NULL &&

@@ -69,6 +69,9 @@ struct smtpc_opts {
 	const char		*match;		/* ... or one of these names
 						   (space separated), or NULL:
 						   the sni */
+	int			 min_tls13;	/* refuse TLS 1.2 */
+	const char		*ciphers;	/* TLS 1.2 cipher list, or
+						   NULL: OpenSSL's */
 	struct tls_corks	*corks;		/* the loop's */
 	size_t			 maxline;	/* reply line; 0: 512 */
 	unsigned		 t_connect;	/* seconds, connect + greeting */

@@ -142,6 +142,20 @@ tls_ctx_client_shared(void)
 	return ctx;
 }
 
+int
+tls_cipher_list_valid(const char *list)
+{
+	SSL_CTX *ctx;
+	int ok;
+
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL)
+		return -1;
+	ok = SSL_CTX_set_cipher_list(ctx, list) == 1;
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	return ok ? 0 : -1;
+}
+
 SSL_CTX *
 tls_ctx_client_ca(const char *ca_file, char *err, size_t errlen)
 {

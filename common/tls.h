@@ -83,6 +83,8 @@ SSL_CTX		*tls_ctx_client_ca(const char *ca_file, char *err,
  * freed by a caller.  NULL after logging why it could not be made.
  */
 SSL_CTX		*tls_ctx_client_shared(void);
+/* 0 if OpenSSL takes the cipher list (TLS 1.2 and lower), else -1 */
+int		 tls_cipher_list_valid(const char *);
 
 /* sni: server name for a client (also the name verified), or NULL */
 struct tls_conn	*tls_conn_new(SSL_CTX *, uv_stream_t *, enum tls_role,

@@ -1187,6 +1187,8 @@ conn_tls(struct conn *c, const struct policy *p, const struct mta_hop *h,
 	}
 	if (!literal)
 		o->sni = h->name;
+	o->min_tls13 = p->tls_min_tls13;
+	o->ciphers = p->tls_ciphers;
 	if (c->level != POLICY_TLSL_VERIFY) {
 		o->ctx = tls_ctx_client_shared();
 		return o->ctx != NULL ? 0 : -1;

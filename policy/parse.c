@@ -23,6 +23,7 @@
 #include "../common/addr.h"
 #include "../common/log.h"
 #include "../common/smtp.h"
+#include "../common/tls.h"
 #include "../common/xmalloc.h"
 #include "policy.h"
 #include "policy_local.h"
@@ -1559,11 +1560,13 @@ kw_limits(struct parser *p, struct stmt *st)
 }
 
 static const char *const onfail_names[] = { "defer", "bounce", NULL };
+static const char *const minproto_names[] = { "TLSv1.2", "TLSv1.3", NULL };
 
 /*
  * kw_tlspolicy - "tls-policy default LEVEL [on-failure defer|bounce]",
  * "tls-policy domain|host NAME LEVEL [match "NAMES"] [on-failure ...]",
- * "tls-policy ca-file FILE"
+ * "tls-policy ca-file FILE", "tls-policy min-protocol TLSv1.2|TLSv1.3",
+ * "tls-policy ciphers LIST"
  */
 static int
 kw_tlspolicy(struct parser *p, struct stmt *st)
@@ -1575,6 +1578,23 @@ kw_tlspolicy(struct parser *p, struct stmt *st)
 	size_t k;
 	int i, mode, seen_match = 0, seen_fail = 0;
 
+	if (strcmp(what, "min-protocol") == 0 && st->argc == 2) {
+		if (parse_enum(p, st->line, "tls-policy min-protocol",
+		    st->argv[1], minproto_names, &mode) == -1)
+			return -1;
+		pol->tls_min_tls13 = mode == 1;
+		return 0;
+	}
+	if (strcmp(what, "ciphers") == 0 && st->argc == 2) {
+		if (pol->tls_ciphers != NULL)
+			return perr(p, st->line, "tls-policy ciphers: given "
+			    "twice");
+		if (tls_cipher_list_valid(st->argv[1]) == -1)
+			return perr(p, st->line, "tls-policy ciphers: no "
+			    "cipher in \"%s\"", st->argv[1]);
+		pol->tls_ciphers = xstrdup(st->argv[1]);
+		return 0;
+	}
 	if (strcmp(what, "ca-file") == 0) {
 		if (st->argc != 2 || st->argv[1][0] == '\0')
 			return perr(p, st->line, "tls-policy ca-file: one file "
@@ -1601,8 +1621,9 @@ kw_tlspolicy(struct parser *p, struct stmt *st)
 			    "\"%s\"", what, name);
 		t.host = what[0] == 'h';
 	} else if (strcmp(what, "default") != 0)
-		return perr(p, st->line, "tls-policy: default, domain, host "
-		    "or ca-file expected, not \"%s\"", what);
+		return perr(p, st->line, "tls-policy: default, domain, host, "
+		    "ca-file, min-protocol or ciphers expected, not \"%s\"",
+		    what);
 	if (parse_enum(p, st->line, "tls-policy level", st->argv[i++],
 	    policy_tlslevel_names, &mode) == -1)
 		return -1;

@@ -129,6 +129,7 @@ policy_free(struct policy *pol)
 	free(pol->tlspol);
 	free(pol->tlsdef.match);
 	free(pol->tls_ca_file);
+	free(pol->tls_ciphers);
 	policy_free_secret(pol->relay.auth_user);
 	policy_free_secret(pol->relay.auth_pass);
 	for (i = 0; i < pol->nrules; i++) {

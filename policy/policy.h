@@ -180,6 +180,8 @@ struct policy {
 	struct policy_tlspol tlsdef;		/* "tls-policy default" */
 	int		 tlsdef_set;
 	char		*tls_ca_file;		/* verify: NULL, the system's */
+	int		 tls_min_tls13;		/* "min-protocol TLSv1.3" */
+	char		*tls_ciphers;		/* TLS 1.2 cipher list, or NULL */
 	struct policy_queue queue;
 	struct policy_limits limits;
 	struct policy_rule *rules;

@@ -4,7 +4,8 @@
 # mode "tls" (never in mode "plain"), and writes every command it reads
 # to LOG with whether TLS was on ("N tls=0|1 C: LINE"; AUTH lines as
 # "AUTHWITH user password"; each message as "MSG subject"; a refused
-# handshake as "TLSFAIL reason").  "LISTENING" once it accepts.
+# handshake as "TLSFAIL reason").  "LISTENING" once it accepts.  Mode
+# "tls12" is "tls" with nothing newer than TLS 1.2.
 #
 #   fakesmtp.py LOG MODE CERT KEY ADDRESS PORT
 import base64
@@ -25,6 +26,8 @@ def log(s):
 
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
+if mode == "tls12":
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
 
 
 def serve(c, n):
@@ -46,7 +49,7 @@ def serve(c, n):
                                  else "AUTH " + line.split(" ")[1]))
         if verb in ("EHLO", "HELO"):
             caps = ["relay.example.org"]
-            if mode == "tls" and not tls:
+            if mode in ("tls", "tls12") and not tls:
                 caps.append("STARTTLS")
             caps += ["AUTH PLAIN LOGIN", "8BITMIME"]
             for i, cp in enumerate(caps):

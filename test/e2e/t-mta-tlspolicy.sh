@@ -13,7 +13,9 @@
 #      plain text, no STARTTLS sent although offered;
 #   F. verify on-failure bounce: bounced with 5.7.5;
 #   G. a domain entry on the MX route (example.net encrypt) to a server
-#      without STARTTLS: deferred; "may" delivers it.
+#      without STARTTLS: deferred; "may" delivers it;
+#   H. min-protocol TLSv1.3 to a server of TLS 1.2 at most: deferred;
+#      the default (TLS 1.2) delivers, with the cipher list asked.
 . "$(dirname "$0")/t-mta-common.inc"
 need openssl
 PORT=2525
@@ -144,5 +146,24 @@ ctl queue flush >/dev/null
 wait_for -t 20 eval '[ -n "$(sink_file "$TB_MX_DIR" "Subject: tls-g")" ]' ||
 	fail "G: may: not delivered to the MX"
 
+# H. the oldest protocol allowed, and the cipher list
+relay_conf "tls-policy host relay.example.org encrypt
+tls-policy min-protocol TLSv1.3"
+reload
+fake tls12 good "$S/h.log"
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "tls-h" ||
+	fail "H: message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 grep -q TLSFAIL "$S/h.log" || fail "H: no refused handshake: $(tail -n 5 "$S/h.log")"
+wait_for -t 20 log_has "relay.example.org\\[$TB_RELAY_IP4\\] \\(encrypt\\): TLS handshake or read failed" ||
+	fail "H: failure not logged: $(grep 'mta:' "$TB_MXB_LOG" | tail -n 5)"
+grep -q "MSG tls-h" "$S/h.log" && fail "H: sent over TLS 1.2"
+relay_conf "tls-policy host relay.example.org encrypt
+tls-policy ciphers \"ECDHE+AESGCM\""
+reload
+ctl queue flush >/dev/null
+wait_for -t 20 delivered tls-h 1 "$S/h.log" || fail "H: TLS 1.2: not delivered: $(tail -n 5 "$S/h.log")"
+log_has "tls=anonymous level=encrypt protocol=TLSv1.2/ECDHE-[A-Z]+-AES[0-9]+-GCM" ||
+	fail "H: not TLS 1.2 with the cipher asked: $(grep 'level=encrypt' "$TB_MXB_LOG" | tail -n 2)"
+
 mta_down
-pass "tls-policy: verify (name, CA, match), encrypt, none, on-failure bounce, a domain's entry"
+pass "tls-policy: verify (name, CA, match), encrypt, none, on-failure bounce, a domain's entry, min-protocol, ciphers"

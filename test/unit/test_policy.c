@@ -745,8 +745,13 @@ static const struct error_case {
 	    "1: tls-policy level: expected none, may, encrypt or verify, got "
 	    "\"secure\"" },
 	{ "tls-policy everything verify",
-	    "1: tls-policy: default, domain, host or ca-file expected, not "
-	    "\"everything\"" },
+	    "1: tls-policy: default, domain, host, ca-file, min-protocol or "
+	    "ciphers expected, not \"everything\"" },
+	{ "tls-policy min-protocol SSLv3",
+	    "1: tls-policy min-protocol: expected TLSv1.2 or TLSv1.3, got "
+	    "\"SSLv3\"" },
+	{ "tls-policy ciphers NOSUCHCIPHER",
+	    "1: tls-policy ciphers: no cipher in \"NOSUCHCIPHER\"" },
 	{ "tls-policy domain bad_name verify",
 	    "1: tls-policy domain: bad name \"bad_name\"" },
 	{ "tls-policy host a.example encrypt match \"b.example\"",
@@ -1915,7 +1920,11 @@ test_tls_policy(void **state UNUSED)
 	    "tls-policy domain Partner.Example verify match "
 	    "\"mx1.partner.example mx2.partner.example\"\n"
 	    "tls-policy host mx.example.net none\n"
-	    "tls-policy ca-file /etc/hostname\n");
+	    "tls-policy ca-file /etc/hostname\n"
+	    "tls-policy min-protocol TLSv1.3\n"
+	    "tls-policy ciphers \"ECDHE+AESGCM\"\n");
+	assert_int_equal(pol->tls_min_tls13, 1);
+	assert_string_equal(pol->tls_ciphers, "ECDHE+AESGCM");
 	assert_int_equal(pol->ntlspol, 4);
 	assert_string_equal(pol->tls_ca_file, "/etc/hostname");
 	t = policy_tls_lookup(pol, "example.net", "other.example.org");
