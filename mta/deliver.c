@@ -716,10 +716,25 @@ txn_begin(struct conn *c)
 	enter_state(c, CS_MAIL);
 }
 
+/* conn_used_up - c made its "messages-per-connection": a new one takes
+ * over (the destination opens it when this one is gone) */
+static int
+conn_used_up(const struct conn *c, unsigned more)
+{
+	struct policy_shape lim;
+
+	mta_queue_dest_limits(c->dest, &lim);
+	return c->msgs + more > lim.msgs_per_conn;
+}
+
 /* txn_start - the next job's MAIL, RCPTs and DATA (pipelined if we may) */
 static void
 txn_start(struct conn *c)
 {
+	if (c->job == NULL && conn_used_up(c, 1)) {
+		conn_quit(c);
+		return;
+	}
 	for (;;) {
 		if (c->job == NULL && (draining ||
 		    (c->job = mta_queue_next_job(c->dest)) == NULL)) {
@@ -752,7 +767,7 @@ pipeline_next(struct conn *c)
 
 	if (!c->caps.pipelining || draining || c->next != NULL ||
 	    (job = TAILQ_FIRST(&c->dest->jobs)) == NULL ||
-	    txn_cannot(c, job) != NULL)
+	    txn_cannot(c, job) != NULL || conn_used_up(c, 2))
 		return;
 	c->next = mta_queue_next_job(c->dest);
 	send_envelope(c, c->next);

@@ -175,6 +175,8 @@ struct mta_dest {
 	struct sockaddr_storage orig_dst; /* ORIGINAL: the server */
 	struct sockaddr_storage bind;	/* hide-box: the client's address */
 	char		*helo;		/* hide-box: the client's HELO */
+	char		*shape;		/* the name its "destination" block
+					   is found by, or NULL */
 	struct mta_jobq	 jobs;		/* waiting */
 	unsigned	 njobs;
 	unsigned	 nconn;		/* connections open, idle ones too */
@@ -188,6 +190,8 @@ void		 mta_queue_shutdown(void);
 void		 mta_queue_add(struct mta_env *);
 void		 mta_queue_kick(void);
 struct mta_env	*mta_queue_find(const char *);
+void		 mta_queue_dest_limits(const struct mta_dest *,
+		    struct policy_shape *);
 struct mta_qmsg	*mta_queue_lookup(const char *);
 struct mta_qmsgq *mta_queue_all(void);
 int		 mta_queue_flush(const char *);

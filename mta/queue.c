@@ -188,9 +188,16 @@ dest_get(const struct mta_env *env, const struct mta_rcpt *r)
 	d->route = route;
 	d->window = 1;
 	TAILQ_INIT(&d->jobs);
-	if (route == POLICY_ROUTE_MX)
+	if (route == POLICY_ROUTE_MX) {
 		d->domain = xstrdup(key + 3);
+		d->shape = xstrdup(d->domain);
+	} else if (route == POLICY_ROUTE_RELAYHOST)
+		d->shape = xstrdup(policy_current()->relay.host);
 	else if (route == POLICY_ROUTE_ORIGINAL) {
+		const struct policy_domain *pd = policy_domain_by_server(
+		    policy_current(), (const struct sockaddr *)&env->orig_dst);
+
+		d->shape = pd != NULL ? xstrdup(pd->name) : NULL;
 		d->orig_dst = env->orig_dst;
 		if (strstr(key, "/from:") != NULL) {
 			d->bind = env->client;
@@ -210,6 +217,7 @@ dest_free_if_idle(struct mta_dest *d)
 	free(d->key);
 	free(d->domain);
 	free(d->helo);
+	free(d->shape);
 	free(d);
 }
 
@@ -237,9 +245,11 @@ job_free(struct mta_job *job)
 static void
 dest_pump(struct mta_dest *d)
 {
-	struct policy *p = policy_current();
-	unsigned limit = d->window < p->queue.concurrency ? d->window :
-	    p->queue.concurrency;
+	struct policy_shape lim;
+	unsigned limit;
+
+	mta_queue_dest_limits(d, &lim);
+	limit = d->window < lim.concurrency ? d->window : lim.concurrency;
 
 	/* connections kept open after their last job come first */
 	while (!queue_draining && !queue_stopped && d->njobs > 0 &&
@@ -253,6 +263,13 @@ dest_pump(struct mta_dest *d)
 			break;
 		}
 	}
+}
+
+/* mta_queue_dest_limits - d's shaping under the current policy */
+void
+mta_queue_dest_limits(const struct mta_dest *d, struct policy_shape *lim)
+{
+	policy_dest_limits(policy_current(), d->shape, lim);
 }
 
 /* mta_queue_next_job - the next waiting job of d for a connection */
@@ -441,9 +458,14 @@ mta_queue_job_done(struct mta_job *job)
 	job_free(job);
 	if (q->jobs == 0)
 		mta_env_mem_drop(env);	/* retries read the file */
-	if (answered && d->window < policy_current()->queue.concurrency) {
-		d->window++;
-		dest_pump(d);
+	if (answered) {
+		struct policy_shape lim;
+
+		mta_queue_dest_limits(d, &lim);
+		if (d->window < lim.concurrency) {
+			d->window++;
+			dest_pump(d);
+		}
 	}
 	if (q->deleted && q->jobs == 0)
 		msg_drop(q, "deleted by the administrator");
@@ -574,7 +596,11 @@ warn(struct mta_env *env, time_t now)
  * Dispatch
  */
 
-/* dispatch - make jobs of the due recipients of q, one per dest */
+/*
+ * dispatch - make jobs of the due recipients of q: one per dest, or
+ * more when a dest takes fewer recipients per message
+ * ("recipients-per-message")
+ */
 static void
 dispatch(struct mta_qmsg *q, time_t now)
 {
@@ -582,6 +608,7 @@ dispatch(struct mta_qmsg *q, time_t now)
 	struct mta_dest *d, *dests[64];
 	struct mta_job *jobs[64], *job;
 	struct mta_rcpt *r;
+	struct policy_shape lim;
 	size_t i, k, nd = 0;
 
 	for (i = 0; i < env->nrcpt; i++) {
@@ -589,7 +616,10 @@ dispatch(struct mta_qmsg *q, time_t now)
 		if (r->state != MTA_RCPT_PENDING || q->busy[i] || r->next > now)
 			continue;
 		d = dest_get(env, r);
-		for (k = 0; k < nd && dests[k] != d; k++)
+		mta_queue_dest_limits(d, &lim);
+		/* d's job with room left */
+		for (k = 0; k < nd && (dests[k] != d ||
+		    jobs[k]->n >= lim.rcpts_per_msg); k++)
 			;
 		if (k == nd) {
 			if (nd == 64)

@@ -497,7 +497,8 @@ policy_rcpt_protected(const struct policy *pol, const char *rcpt)
 	return mailbox_protected(pol, &m);
 }
 
-/* tls_name_match - name is entry's (exact), or below it for ".domain" */
+/* tls_name_match - name is entry's (exact), or below it for ".domain"
+ * (the names of "tls-policy" and "destination") */
 static int
 tls_name_match(const char *entry, const char *name)
 {
@@ -545,4 +546,35 @@ policy_tls_lookup(const struct policy *pol, const char *domain,
 	if (best == NULL && pol->tlsdef_set)
 		best = &pol->tlsdef;
 	return best;
+}
+
+/*
+ * policy_dest_limits - the shaping of destination name (an MX domain,
+ * a protected domain, a relay host; NULL: none): its "destination"
+ * block (the exact name before a ".parent" one), each field it does not
+ * set taken from "queue"
+ */
+void
+policy_dest_limits(const struct policy *pol, const char *name,
+    struct policy_shape *out)
+{
+	const struct policy_shape *best = NULL;
+	size_t i;
+
+	for (i = 0; name != NULL && i < pol->nshapes; i++) {
+		if (!tls_name_match(pol->shapes[i].name, name))
+			continue;
+		if (best == NULL || (best->name[0] == '.' &&
+		    pol->shapes[i].name[0] != '.'))
+			best = &pol->shapes[i];
+	}
+	memset(out, 0, sizeof(*out));
+	if (best != NULL)
+		*out = *best;
+	if (out->concurrency == 0)
+		out->concurrency = pol->queue.concurrency;
+	if (out->msgs_per_conn == 0)
+		out->msgs_per_conn = pol->queue.msgs_per_conn;
+	if (out->rcpts_per_msg == 0)
+		out->rcpts_per_msg = pol->queue.rcpts_per_msg;
 }

@@ -1415,6 +1415,10 @@ static const struct keyword queue_kw[] = {
 	    offsetof(struct policy_queue, fsync), 0, 0, NULL },
 	{ "concurrency", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy_queue, concurrency), 1, 1000, NULL },
+	{ "messages-per-connection", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_queue, msgs_per_conn), 1, 100000, NULL },
+	{ "recipients-per-message", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_queue, rcpts_per_msg), 1, 100000, NULL },
 	{ "dns-timeout", 1, 1, 0, NULL, V_DUR,
 	    offsetof(struct policy_queue, dns_timeout), 1, 600, NULL },
 	{ "resolve-timeout", 1, 1, 0, NULL, V_DUR,
@@ -1423,6 +1427,51 @@ static const struct keyword queue_kw[] = {
 	    offsetof(struct policy_queue, max_addresses), 1, 16, NULL },
 	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
 };
+
+static const struct keyword shape_kw[] = {
+	{ "concurrency", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_shape, concurrency), 1, 1000, NULL },
+	{ "messages-per-connection", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_shape, msgs_per_conn), 1, 100000, NULL },
+	{ "recipients-per-message", 1, 1, 0, NULL, V_UINT,
+	    offsetof(struct policy_shape, rcpts_per_msg), 1, 100000, NULL },
+	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
+};
+
+/*
+ * kw_destination - "destination NAME { concurrency N;
+ * messages-per-connection N; recipients-per-message N }": NAME is a
+ * destination domain or a next-hop host, ".NAME" the names below it
+ */
+static int
+kw_destination(struct parser *p, struct stmt *st)
+{
+	struct policy *pol = p->pol;
+	struct policy_shape *s;
+	const char *name = st->argv[0];
+	char *lc;
+	size_t i;
+
+	if (!policy_valid_domain(name[0] == '.' ? name + 1 : name))
+		return perr(p, st->line, "destination: bad name \"%s\"",
+		    name);
+	lc = xstrdup(name);
+	for (i = 0; lc[i] != '\0'; i++)
+		lc[i] = (char)tolower((unsigned char)lc[i]);
+	for (i = 0; i < pol->nshapes; i++)
+		if (strcmp(pol->shapes[i].name, lc) == 0) {
+			free(lc);
+			return perr(p, st->line, "duplicate destination "
+			    "\"%s\"", name);
+		}
+	pol->shapes = xreallocarray(pol->shapes, pol->nshapes + 1,
+	    sizeof(*pol->shapes));
+	s = &pol->shapes[pol->nshapes++];
+	memset(s, 0, sizeof(*s));
+	s->name = lc;
+	p->base = s;
+	return parse_block(p, shape_kw, "destination", st->line);
+}
 
 /* kw_queue - "queue { ... }" */
 static int
@@ -1743,6 +1792,8 @@ static const struct keyword global_kw[] = {
 	    NULL },
 	{ "relay-host", 1, 13, 0, kw_relayhost, V_FN, 0, 0, 0, NULL },
 	{ "tls-policy", 2, 7, KW_MULTI, kw_tlspolicy, V_FN, 0, 0, 0, NULL },
+	{ "destination", 1, 1, KW_BLOCK | KW_MULTI, kw_destination, V_FN, 0,
+	    0, 0, NULL },
 	{ "honour", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
 	{ "ignore", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
 	{ "client-server", 2, 2, KW_MULTI, kw_clientserver, V_FN, 0, 0, 0,

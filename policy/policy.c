@@ -55,6 +55,8 @@ policy_new(const char *path)
 	pol->queue.min_free = 100ULL << 20;
 	pol->queue.fsync = 1;
 	pol->queue.concurrency = 10;
+	pol->queue.msgs_per_conn = 100;
+	pol->queue.rcpts_per_msg = 50;	/* Postfix's default */
 	pol->queue.dns_timeout = 30;
 	pol->queue.resolve_timeout = 90;
 	pol->queue.max_addresses = 5;
@@ -129,6 +131,9 @@ policy_free(struct policy *pol)
 	free(pol->tlspol);
 	free(pol->tlsdef.match);
 	free(pol->tls_ca_file);
+	for (i = 0; i < pol->nshapes; i++)
+		free(pol->shapes[i].name);
+	free(pol->shapes);
 	free(pol->tls_ciphers);
 	policy_free_secret(pol->relay.auth_user);
 	policy_free_secret(pol->relay.auth_pass);

@@ -87,6 +87,15 @@ struct policy_tlspol {
 						   NULL: the next hop's name */
 };
 
+/* "destination NAME { ... }": delivery shaping for one destination; a
+ * field of 0 takes the queue's value (policy_dest_limits) */
+struct policy_shape {
+	char		*name;			/* lower case; ".d" subdomains */
+	unsigned	 concurrency;
+	unsigned	 msgs_per_conn;
+	unsigned	 rcpts_per_msg;
+};
+
 struct policy_queue {
 	unsigned	 retry_min;		/* seconds */
 	unsigned	 retry_max;
@@ -97,6 +106,8 @@ struct policy_queue {
 	uint64_t	 min_free;		/* bytes */
 	int		 fsync;			/* 1: fsync before 250 */
 	unsigned	 concurrency;		/* per destination */
+	unsigned	 msgs_per_conn;		/* transactions per connection */
+	unsigned	 rcpts_per_msg;		/* recipients per transaction */
 	unsigned	 dns_timeout;		/* one DNS question, seconds */
 	unsigned	 resolve_timeout;	/* one next-hop resolution */
 	unsigned	 max_addresses;		/* next-hop addresses tried */
@@ -182,6 +193,8 @@ struct policy {
 	char		*tls_ca_file;		/* verify: NULL, the system's */
 	int		 tls_min_tls13;		/* "min-protocol TLSv1.3" */
 	char		*tls_ciphers;		/* TLS 1.2 cipher list, or NULL */
+	struct policy_shape *shapes;		/* "destination" blocks */
+	size_t		 nshapes;
 	struct policy_queue queue;
 	struct policy_limits limits;
 	struct policy_rule *rules;
@@ -269,5 +282,7 @@ const struct policy_port *policy_port_by_name(const struct policy *,
 int	 policy_rcpt_protected(const struct policy *, const char *rcpt);
 const struct policy_tlspol *policy_tls_lookup(const struct policy *,
 	    const char *domain, const char *host);
+void	 policy_dest_limits(const struct policy *, const char *name,
+	    struct policy_shape *);
 
 #endif

@@ -5,7 +5,9 @@
 # to LOG with whether TLS was on ("N tls=0|1 C: LINE"; AUTH lines as
 # "AUTHWITH user password"; each message as "MSG subject"; a refused
 # handshake as "TLSFAIL reason").  "LISTENING" once it accepts.  Mode
-# "tls12" is "tls" with nothing newer than TLS 1.2.
+# "tls12" is "tls" with nothing newer than TLS 1.2.  Each connection
+# starts with "N OPEN active=K": K connections open at once, this one
+# included.
 #
 #   fakesmtp.py LOG MODE CERT KEY ADDRESS PORT
 import base64
@@ -17,6 +19,7 @@ import threading
 log_path, mode, cert, key, addr, port = sys.argv[1:7]
 logf = open(log_path, "a", buffering=1)
 lock = threading.Lock()
+active = 0
 
 
 def log(s):
@@ -31,6 +34,19 @@ if mode == "tls12":
 
 
 def serve(c, n):
+    global active
+    with lock:
+        active += 1
+        logf.write("%d OPEN active=%d\n" % (n, active))
+    try:
+        session(c, n)
+    finally:
+        with lock:
+            active -= 1
+        c.close()
+
+
+def session(c, n):
     tls = 0
     f = c.makefile("rb")
 

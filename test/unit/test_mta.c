@@ -1640,6 +1640,39 @@ test_conn_reuse(void **state)
 	assert_null(strstr(sink.cmds.data, "QUIT"));
 }
 
+/*
+ * test_shaping - "destination example.com { recipients-per-message 2;
+ * messages-per-connection 2; concurrency 1 }": five recipients go as
+ * three transactions, and the third one takes a new connection
+ */
+static void
+test_shaping(void **state)
+{
+	static const char *const rcpts[] = { "a@example.com", "b@example.com",
+	    "c@example.com", "d@example.com", "e@example.com", NULL };
+	const char *p;
+	int mails = 0, rcpt = 0;
+
+	/* one connection at a time: a second one only when the first is
+	 * used up */
+	write_conf("destination \"example.com\" {\n\tconcurrency 1\n"
+	    "\trecipients-per-message 2\n\tmessages-per-connection 2\n}");
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	want_msgs = 3;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_int_equal(sink.msgs, 3);
+	buf_append(&sink.cmds, "", 1);
+	for (p = sink.cmds.data; (p = strstr(p, "MAIL FROM:")) != NULL; p++)
+		mails++;
+	for (p = sink.cmds.data; (p = strstr(p, "RCPT TO:")) != NULL; p++)
+		rcpt++;
+	assert_int_equal(mails, 3);
+	assert_int_equal(rcpt, 5);
+	/* two transactions on the first connection, the third on another */
+	assert_int_equal(sink.conns, 2);
+	assert_true(TAILQ_EMPTY(mta_queue_all()));
+}
+
 static void
 test_pipelined_dot(void **state)
 {
@@ -2467,6 +2500,7 @@ main(void)
 		T(test_expiry),
 		T(test_delay_warning),
 		T(test_helo_fallback),
+		T(test_shaping),
 		T(test_no_pipelining),
 		T(test_big_body_spill),
 		T(test_spill_async),

@@ -747,6 +747,12 @@ static const struct error_case {
 	{ "tls-policy everything verify",
 	    "1: tls-policy: default, domain, host, ca-file, min-protocol or "
 	    "ciphers expected, not \"everything\"" },
+	{ "destination bad_name { concurrency 1 }",
+	    "1: destination: bad name \"bad_name\"" },
+	{ "destination a.example { concurrency 0 }",
+	    "1: concurrency: 0 out of range (1-1000)" },
+	{ "destination a.example { }\ndestination A.example { }",
+	    "2: duplicate destination \"A.example\"" },
 	{ "tls-policy min-protocol SSLv3",
 	    "1: tls-policy min-protocol: expected TLSv1.2 or TLSv1.3, got "
 	    "\"SSLv3\"" },
@@ -1823,7 +1829,8 @@ test_manpage(void **state UNUSED)
 		"messages-per-session", "recipients", "size", "errors",
 		"command-line", "text-line", "local-part", "timeout command",
 		"timeout data", "timeout dot", "timeout connect",
-		"min-data-rate", "hops", "tls-policy",
+		"min-data-rate", "hops", "tls-policy", "destination",
+		"messages-per-connection", "recipients-per-message",
 	};
 	static const char *const examples[] = {
 		"policy/examples/minimal.conf", "policy/examples/isp.conf",
@@ -1954,6 +1961,31 @@ test_tls_policy(void **state UNUSED)
 	policy_unref(pol);
 }
 
+/* test_destinations - "destination" blocks over the queue's values */
+static void
+test_destinations(void **state UNUSED)
+{
+	struct policy *pol;
+	struct policy_shape l;
+
+	pol = must_load("queue { concurrency 7; messages-per-connection 30 }\n"
+	    "destination \"Big.Example\" { concurrency 2 }\n"
+	    "destination \".big.example\" { recipients-per-message 5 }\n");
+	policy_dest_limits(pol, "big.example", &l);
+	assert_int_equal(l.concurrency, 2);
+	assert_int_equal(l.msgs_per_conn, 30);
+	assert_int_equal(l.rcpts_per_msg, 50);
+	policy_dest_limits(pol, "mx.big.example", &l);
+	assert_int_equal(l.concurrency, 7);
+	assert_int_equal(l.rcpts_per_msg, 5);
+	policy_dest_limits(pol, "other.example", &l);
+	assert_int_equal(l.concurrency, 7);
+	assert_int_equal(l.msgs_per_conn, 30);
+	policy_dest_limits(pol, NULL, &l);
+	assert_int_equal(l.concurrency, 7);
+	policy_unref(pol);
+}
+
 /* one table per enum: the name functions, the parser and the spool agree */
 static void
 test_enum_names(void **state UNUSED)
@@ -2046,6 +2078,7 @@ main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_workers),
 		cmocka_unit_test(test_tls_policy),
+		cmocka_unit_test(test_destinations),
 		cmocka_unit_test(test_enum_names),
 		cmocka_unit_test(test_local_part_grammar),
 		cmocka_unit_test(test_values),
