@@ -1173,7 +1173,8 @@ conn_tls(struct conn *c, const struct policy *p, const struct mta_hop *h,
 	host = literal ? NULL : h->name;
 	tp = policy_tls_lookup(p, c->tlsdomain, host);
 	/* the default is for routes without a setting of their own */
-	if (tp == &p->tlsdef && c->dest->route != POLICY_ROUTE_MX)
+	if (tp == &p->tlsdef && c->dest->route != POLICY_ROUTE_MX &&
+	    c->dest->route != POLICY_ROUTE_FALLBACK)
 		tp = NULL;
 	c->tls_bounce = tp != NULL && tp->bounce;
 	if (tp != NULL) {
@@ -1388,6 +1389,15 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 		c->refs++;
 		mta_dns_host(loop, p->relay.host, p->relay.port, on_resolved,
 		    c);
+		break;
+	case POLICY_ROUTE_FALLBACK:
+		/* no AUTH: a fallback relay takes the box's mail by address */
+		c->tlsmode = POLICY_UPTLS_OPPORTUNISTIC;
+		enter_state(c, CS_RESOLVE);
+		timeout(c, p->queue.resolve_timeout);
+		c->refs++;
+		mta_dns_host(loop, p->fbrelay.host, p->fbrelay.port,
+		    on_resolved, c);
 		break;
 	case POLICY_ROUTE_MX:
 		c->tlsmode = POLICY_UPTLS_OPPORTUNISTIC;

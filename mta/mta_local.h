@@ -51,6 +51,9 @@ struct mta_rcpt {
 	const char	*tls;		/* the last outcome's session TLS, for
 					   the log (mta_result's; not kept
 					   on disk) */
+	int		 via;		/* the route of the last attempt + 1
+					   (the fallback relay's, say), 0:
+					   none; for the log, not on disk */
 };
 
 /*

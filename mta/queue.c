@@ -143,6 +143,10 @@ dest_key(const struct mta_env *env, const struct mta_rcpt *r, char *key,
 
 	if (route == POLICY_ROUTE_RELAYHOST && p->relay.host == NULL)
 		route = POLICY_ROUTE_MX;
+	/* undelivered for too long on its own route: the fallback relay */
+	if (route != POLICY_ROUTE_RELAYHOST && p->fbrelay.host != NULL &&
+	    time(NULL) - env->arrival >= (time_t)p->fbrelay.after)
+		route = POLICY_ROUTE_FALLBACK;
 	if (route == POLICY_ROUTE_ORIGINAL &&
 	    env->orig_dst.ss_family != AF_INET &&
 	    env->orig_dst.ss_family != AF_INET6)
@@ -161,6 +165,10 @@ dest_key(const struct mta_env *env, const struct mta_rcpt *r, char *key,
 	case POLICY_ROUTE_RELAYHOST:
 		snprintf(key, len, "relayhost:%s:%u", p->relay.host,
 		    p->relay.port);
+		break;
+	case POLICY_ROUTE_FALLBACK:
+		snprintf(key, len, "fallback:%s:%u", p->fbrelay.host,
+		    p->fbrelay.port);
 		break;
 	case POLICY_ROUTE_MX:
 		dom = mta_addr_domain(r->addr);
@@ -193,6 +201,8 @@ dest_get(const struct mta_env *env, const struct mta_rcpt *r)
 		d->shape = xstrdup(d->domain);
 	} else if (route == POLICY_ROUTE_RELAYHOST)
 		d->shape = xstrdup(policy_current()->relay.host);
+	else if (route == POLICY_ROUTE_FALLBACK)
+		d->shape = xstrdup(policy_current()->fbrelay.host);
 	else if (route == POLICY_ROUTE_ORIGINAL) {
 		const struct policy_domain *pd = policy_domain_by_server(
 		    policy_current(), (const struct sockaddr *)&env->orig_dst);
@@ -353,7 +363,8 @@ rcpt_log(const struct mta_env *env, const struct mta_rcpt *r,
 	    "delay=%s attempts=%u dsn=%s status=\"%s\" disposition=%s%s%s",
 	    env->id, (unsigned long long)env->session, log_word(r->addr),
 	    log_word(env->sender), r->remote ? log_word(r->remote) : "none",
-	    policy_route_name(r->route), delay_str(env, d, sizeof(d)),
+	    policy_route_name(r->via != 0 ? (enum policy_route)(r->via - 1) :
+	    r->route), delay_str(env, d, sizeof(d)),
 	    r->attempts, r->status ? log_word(r->status) : "-",
 	    log_vis(r->diag), disposition, r->tls != NULL ? " tls=" : "",
 	    r->tls != NULL ? r->tls : "");
@@ -379,8 +390,9 @@ rcpt_fail(const struct mta_env *env, struct mta_rcpt *r, int expired)
 /* apply - one recipient's result from a job */
 static void
 apply(struct mta_env *env, struct mta_rcpt *r, const struct mta_result *res,
-    time_t now)
+    enum policy_route via, time_t now)
 {
+	r->via = (int)via + 1;
 	r->attempts++;
 	r->last = now;
 	set_str(&r->status, res->status);
@@ -451,7 +463,8 @@ mta_queue_job_done(struct mta_job *job)
 			mta_result_set(&job->res[i], 4, "4.4.2",
 			    NULL, "delivery interrupted");
 		q->busy[job->idx[i]] = 0;
-		apply(env, &env->rcpt[job->idx[i]], &job->res[i], now);
+		apply(env, &env->rcpt[job->idx[i]], &job->res[i], d->route,
+		    now);
 		answered |= job->res[i].code == 2 || (job->res[i].code == 5 &&
 		    job->res[i].remote != NULL);
 	}

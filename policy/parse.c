@@ -1747,6 +1747,37 @@ kw_tlspolicy(struct parser *p, struct stmt *st)
 	return 0;
 }
 
+/* kw_fbrelay - "fallback-relay HOST [port N] [after DURATION]" */
+static int
+kw_fbrelay(struct parser *p, struct stmt *st)
+{
+	struct policy_fallback *f = &p->pol->fbrelay;
+	uint64_t v;
+	int i, seen_port = 0, seen_after = 0;
+
+	if (check_host(p, st->line, "fallback-relay", st->argv[0]) == -1)
+		return -1;
+	f->host = xstrdup(st->argv[0]);
+	for (i = 1; i < st->argc; i += 2) {
+		if (i + 1 >= st->argc)
+			return perr(p, st->line, "fallback-relay: missing "
+			    "argument after \"%s\"", st->argv[i]);
+		if (strcmp(st->argv[i], "port") == 0 && !seen_port++) {
+			if (parse_port(p, st->line, "fallback-relay port",
+			    st->argv[i + 1], &f->port) == -1)
+				return -1;
+		} else if (strcmp(st->argv[i], "after") == 0 && !seen_after++) {
+			if (parse_dur(p, st->line, "fallback-relay after",
+			    st->argv[i + 1], 1, 60 * DAY, &v) == -1)
+				return -1;
+			f->after = (unsigned)v;
+		} else
+			return perr(p, st->line, "fallback-relay: unexpected "
+			    "argument \"%s\"", st->argv[i]);
+	}
+	return 0;
+}
+
 /* kw_workers - "workers N|auto": worker loops, read once at start */
 static int
 kw_workers(struct parser *p, struct stmt *st)
@@ -1792,6 +1823,7 @@ static const struct keyword global_kw[] = {
 	    NULL },
 	{ "relay-host", 1, 13, 0, kw_relayhost, V_FN, 0, 0, 0, NULL },
 	{ "tls-policy", 2, 7, KW_MULTI, kw_tlspolicy, V_FN, 0, 0, 0, NULL },
+	{ "fallback-relay", 1, 5, 0, kw_fbrelay, V_FN, 0, 0, 0, NULL },
 	{ "destination", 1, 1, KW_BLOCK | KW_MULTI, kw_destination, V_FN, 0,
 	    0, 0, NULL },
 	{ "honour", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },

@@ -45,6 +45,8 @@ policy_new(const char *path)
 	pol->hide_box_out = 0;
 	pol->relay.port = 25;
 	pol->relay.tls = POLICY_UPTLS_OPPORTUNISTIC;
+	pol->fbrelay.port = 25;
+	pol->fbrelay.after = 3600;
 
 	pol->queue.retry_min = 5 * 60;
 	pol->queue.retry_max = 60 * 60;
@@ -131,6 +133,7 @@ policy_free(struct policy *pol)
 	free(pol->tlspol);
 	free(pol->tlsdef.match);
 	free(pol->tls_ca_file);
+	free(pol->fbrelay.host);
 	for (i = 0; i < pol->nshapes; i++)
 		free(pol->shapes[i].name);
 	free(pol->shapes);
@@ -264,7 +267,7 @@ const char *const policy_verdict_names[] = { "relay", "reject", "discard",
 const char *const policy_cstls_names[] = { "none", "opportunistic",
 	"require", NULL };
 const char *const policy_route_names[] = { "original", "relayhost", "mx",
-	NULL };
+	"fallback", NULL };
 const char *const policy_tlslevel_names[] = { "none", "may", "encrypt",
 	"verify", NULL };
 

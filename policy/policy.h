@@ -32,7 +32,7 @@ enum policy_tlslevel { POLICY_TLSL_NONE = 0, POLICY_TLSL_MAY,
 	POLICY_TLSL_ENCRYPT, POLICY_TLSL_VERIFY };
 /* where the MTA sends a recipient */
 enum policy_route { POLICY_ROUTE_ORIGINAL = 0, POLICY_ROUTE_RELAYHOST,
-	POLICY_ROUTE_MX };
+	POLICY_ROUTE_MX, POLICY_ROUTE_FALLBACK };
 
 #define POLICY_MAXADDR	8
 #define POLICY_MAXWORKERS 256	/* "workers N" upper bound */
@@ -94,6 +94,14 @@ struct policy_shape {
 	unsigned	 concurrency;
 	unsigned	 msgs_per_conn;
 	unsigned	 rcpts_per_msg;
+};
+
+/* "fallback-relay": where mail goes that its own route could not
+ * deliver for "after" seconds (FortiMail's relay on delivery failure) */
+struct policy_fallback {
+	char		*host;			/* NULL: none */
+	uint16_t	 port;
+	unsigned	 after;			/* seconds since arrival */
 };
 
 struct policy_queue {
@@ -193,6 +201,7 @@ struct policy {
 	char		*tls_ca_file;		/* verify: NULL, the system's */
 	int		 tls_min_tls13;		/* "min-protocol TLSv1.3" */
 	char		*tls_ciphers;		/* TLS 1.2 cipher list, or NULL */
+	struct policy_fallback fbrelay;
 	struct policy_shape *shapes;		/* "destination" blocks */
 	size_t		 nshapes;
 	struct policy_queue queue;

@@ -747,6 +747,12 @@ static const struct error_case {
 	{ "tls-policy everything verify",
 	    "1: tls-policy: default, domain, host, ca-file, min-protocol or "
 	    "ciphers expected, not \"everything\"" },
+	{ "fallback-relay bad_host", "1: fallback-relay: bad host "
+	    "\"bad_host\"" },
+	{ "fallback-relay relay.example.org after 0s",
+	    "1: fallback-relay after: 0s out of range (1s-60d)" },
+	{ "fallback-relay relay.example.org via x",
+	    "1: fallback-relay: unexpected argument \"via\"" },
 	{ "destination bad_name { concurrency 1 }",
 	    "1: destination: bad name \"bad_name\"" },
 	{ "destination a.example { concurrency 0 }",
@@ -1831,6 +1837,7 @@ test_manpage(void **state UNUSED)
 		"timeout data", "timeout dot", "timeout connect",
 		"min-data-rate", "hops", "tls-policy", "destination",
 		"messages-per-connection", "recipients-per-message",
+		"fallback-relay",
 	};
 	static const char *const examples[] = {
 		"policy/examples/minimal.conf", "policy/examples/isp.conf",
@@ -1984,6 +1991,12 @@ test_destinations(void **state UNUSED)
 	policy_dest_limits(pol, NULL, &l);
 	assert_int_equal(l.concurrency, 7);
 	policy_unref(pol);
+	pol = must_load("fallback-relay relay.example.org port 2525 "
+	    "after 10m\n");
+	assert_string_equal(pol->fbrelay.host, "relay.example.org");
+	assert_int_equal(pol->fbrelay.port, 2525);
+	assert_int_equal(pol->fbrelay.after, 600);
+	policy_unref(pol);
 }
 
 /* one table per enum: the name functions, the parser and the spool agree */
@@ -1996,7 +2009,7 @@ test_enum_names(void **state UNUSED)
 	} rows[] = {
 #define R(t, n)	{ policy_##t##_names, n }
 		R(dir, 2), R(action, 3), R(starttls, 3), R(uptls, 4),
-		R(verdict, 4), R(cstls, 3), R(route, 3),
+		R(verdict, 4), R(cstls, 3), R(route, 4), R(tlslevel, 4),
 #undef R
 	};
 	size_t i;
