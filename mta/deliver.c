@@ -39,6 +39,7 @@
 #define CONN_MAXLINE	2048		/* reply line limit: lenient, as
 					   servers exceed RFC 5321's 512 */
 #define CONN_T_IDLE	2		/* seconds kept open without a job */
+#define CONN_T_QUIT	5		/* seconds to wait for QUIT's reply */
 
 enum conn_state {
 	CS_INIT = 0,
@@ -218,6 +219,10 @@ on_timeout(uv_timer_t *t)
 	}
 	if (c->state == CS_IDLE) {	/* no job came */
 		conn_quit(c);
+		return;
+	}
+	if (c->state == CS_QUIT) {	/* no 221: gone anyway */
+		conn_close(c);
 		return;
 	}
 	if (c->state == CS_RESOLVE) {	/* waited for a thread, or slow */
@@ -510,6 +515,10 @@ on_sc_fail(void *arg, const struct smtpc_error *e)
 	struct conn *c = arg;
 	char diag[MTA_DIAGLEN], status[16];
 
+	if (c->state == CS_QUIT) {	/* closed after our QUIT: done */
+		conn_close(c);
+		return;
+	}
 	diag[0] = '\0';
 	if (e->rep != NULL) {
 		reply_diag(e->rep, diag, sizeof(diag));
@@ -671,13 +680,20 @@ send_rcpt(struct conn *c, const struct mta_job *job, size_t i)
 	return rc;
 }
 
-/* conn_quit - QUIT (smtpc_close sends it) and close, as Postfix does
- * without waiting for the 221 */
+/*
+ * conn_quit - QUIT, and close at its reply (or CONN_T_QUIT later): the
+ * connection counts against the destination's concurrency until the
+ * next hop said goodbye, so that a new one never overlaps it there
+ */
 static void
 conn_quit(struct conn *c)
 {
 	enter_state(c, CS_QUIT);
-	conn_close(c);
+	if (!alive(c) || send_cmd(c, "QUIT") == -1) {
+		conn_close(c);
+		return;
+	}
+	timeout(c, CONN_T_QUIT);
 }
 
 /* conn_idle - no job now: keep the session for CONN_T_IDLE seconds */
@@ -1114,6 +1130,10 @@ on_reply(void *arg, const struct smtp_reply *rep)
 	char diag[MTA_DIAGLEN], status[16];
 	int cls = rep->code / 100;
 
+	if (c->state == CS_QUIT) {	/* 221 (or anything): goodbye */
+		conn_close(c);
+		return;
+	}
 	reply_diag(rep, diag, sizeof(diag));
 	reply_status(rep, status, sizeof(status));
 	if (rep->code == 421) {

@@ -166,6 +166,7 @@ struct mta_job {
 	struct mta_result *res;		/* per idx, filled by deliver.c */
 	size_t		 n;
 	uint64_t	 started;	/* uv_now() when taken */
+	int		 slow;		/* every recipient in the slow queue */
 };
 TAILQ_HEAD(mta_jobq, mta_job);
 
@@ -180,7 +181,8 @@ struct mta_dest {
 	char		*helo;		/* hide-box: the client's HELO */
 	char		*shape;		/* the name its "destination" block
 					   is found by, or NULL */
-	struct mta_jobq	 jobs;		/* waiting */
+	struct mta_jobq	 jobs;		/* waiting: fresh ones, then slow */
+	struct mta_job	*slow_head;	/* the first slow one, or NULL */
 	unsigned	 njobs;
 	unsigned	 nconn;		/* connections open, idle ones too */
 	unsigned	 nidle;		/* connections waiting for a job */
@@ -193,6 +195,7 @@ void		 mta_queue_shutdown(void);
 void		 mta_queue_add(struct mta_env *);
 void		 mta_queue_kick(void);
 struct mta_env	*mta_queue_find(const char *);
+int		 mta_queue_rcpt_slow(const struct mta_rcpt *);
 void		 mta_queue_dest_limits(const struct mta_dest *,
 		    struct policy_shape *);
 struct mta_qmsg	*mta_queue_lookup(const char *);

@@ -91,17 +91,71 @@ lifetime(const struct mta_env *env)
 	    p->queue.lifetime;
 }
 
-/* backoff - seconds until the next try after n attempts */
+/*
+ * mta_queue_rcpt_slow - r failed queue.slow-after times: it is in the
+ * slow queue, retried at most every slow-retry, behind fresh mail
+ */
+int
+mta_queue_rcpt_slow(const struct mta_rcpt *r)
+{
+	unsigned n = policy_current()->queue.slow_after;
+
+	return n > 0 && r->attempts >= n;
+}
+
+/* backoff - seconds until the next try after n attempts (slow-retry at
+ * least once n reaches slow-after) */
 static time_t
 backoff(unsigned n)
 {
 	struct policy *p = policy_current();
 	time_t d = p->queue.retry_min;
+	unsigned i;
 
-	while (n-- > 1 && d < (time_t)p->queue.retry_max)
+	for (i = n; i > 1 && d < (time_t)p->queue.retry_max; i--)
 		d *= 2;
-	return d > (time_t)p->queue.retry_max ? (time_t)p->queue.retry_max :
-	    d;
+	if (d > (time_t)p->queue.retry_max)
+		d = (time_t)p->queue.retry_max;
+	if (p->queue.slow_after > 0 && n >= p->queue.slow_after &&
+	    d < (time_t)p->queue.slow_retry)
+		d = (time_t)p->queue.slow_retry;
+	return d;
+}
+
+/*
+ * job_queue - job waits for d: a fresh one before the slow ones (mail
+ * that keeps failing does not hold up new mail to the same place), a
+ * slow one last; head puts it first of its kind (a job given back)
+ */
+static void
+job_queue(struct mta_dest *d, struct mta_job *job, int head)
+{
+	if (!job->slow) {
+		if (head)
+			TAILQ_INSERT_HEAD(&d->jobs, job, entry);
+		else if (d->slow_head != NULL)
+			TAILQ_INSERT_BEFORE(d->slow_head, job, entry);
+		else
+			TAILQ_INSERT_TAIL(&d->jobs, job, entry);
+	} else if (head && d->slow_head != NULL) {
+		TAILQ_INSERT_BEFORE(d->slow_head, job, entry);
+		d->slow_head = job;
+	} else {
+		TAILQ_INSERT_TAIL(&d->jobs, job, entry);
+		if (d->slow_head == NULL)
+			d->slow_head = job;
+	}
+	d->njobs++;
+}
+
+/* job_unqueue - job leaves d's waiting list */
+static void
+job_unqueue(struct mta_dest *d, struct mta_job *job)
+{
+	if (d->slow_head == job)
+		d->slow_head = TAILQ_NEXT(job, entry);
+	TAILQ_REMOVE(&d->jobs, job, entry);
+	d->njobs--;
 }
 
 static void
@@ -290,8 +344,7 @@ mta_queue_next_job(struct mta_dest *d)
 
 	if (queue_draining || (job = TAILQ_FIRST(&d->jobs)) == NULL)
 		return NULL;
-	TAILQ_REMOVE(&d->jobs, job, entry);
-	d->njobs--;
+	job_unqueue(d, job);
 	job->started = uv_now(queue_loop);
 	return job;
 }
@@ -316,8 +369,7 @@ mta_queue_job_retry(struct mta_job *job)
 		free(job->res[i].diag);
 		memset(&job->res[i], 0, sizeof(job->res[i]));
 	}
-	TAILQ_INSERT_HEAD(&d->jobs, job, entry);
-	d->njobs++;
+	job_queue(d, job, 1);
 }
 
 /* mta_queue_conn_done - a connection of d is gone */
@@ -644,16 +696,17 @@ dispatch(struct mta_qmsg *q, time_t now)
 			job->dest = d;
 			job->idx = xcalloc(env->nrcpt, sizeof(*job->idx));
 			job->res = xcalloc(env->nrcpt, sizeof(*job->res));
+			job->slow = 1;	/* until a fresh recipient joins */
 			nd++;
 		}
 		job = jobs[k];
+		job->slow &= mta_queue_rcpt_slow(r);
 		job->idx[job->n++] = i;
 		q->busy[i] = 1;
 	}
 	for (k = 0; k < nd; k++) {
 		q->jobs++;
-		TAILQ_INSERT_TAIL(&dests[k]->jobs, jobs[k], entry);
-		dests[k]->njobs++;
+		job_queue(dests[k], jobs[k], 0);
 		dest_pump(dests[k]);
 	}
 }
@@ -896,8 +949,7 @@ mta_queue_stop(void)
 	}
 	TAILQ_FOREACH_SAFE(d, &queue_dests, entry, tmp) {
 		while ((job = TAILQ_FIRST(&d->jobs)) != NULL) {
-			TAILQ_REMOVE(&d->jobs, job, entry);
-			d->njobs--;
+			job_unqueue(d, job);
 			job->msg->jobs--;
 			job_free(job);
 		}

@@ -59,6 +59,8 @@ policy_new(const char *path)
 	pol->queue.concurrency = 10;
 	pol->queue.msgs_per_conn = 100;
 	pol->queue.rcpts_per_msg = 50;	/* Postfix's default */
+	pol->queue.slow_after = 3;
+	pol->queue.slow_retry = 3600;
 	pol->queue.dns_timeout = 30;
 	pol->queue.resolve_timeout = 90;
 	pol->queue.max_addresses = 5;

@@ -116,6 +116,9 @@ struct policy_queue {
 	unsigned	 concurrency;		/* per destination */
 	unsigned	 msgs_per_conn;		/* transactions per connection */
 	unsigned	 rcpts_per_msg;		/* recipients per transaction */
+	unsigned	 slow_after;		/* failed tries to the slow
+						   queue; 0: none */
+	unsigned	 slow_retry;		/* its shortest retry, seconds */
 	unsigned	 dns_timeout;		/* one DNS question, seconds */
 	unsigned	 resolve_timeout;	/* one next-hop resolution */
 	unsigned	 max_addresses;		/* next-hop addresses tried */

@@ -6,8 +6,9 @@
 # "AUTHWITH user password"; each message as "MSG subject"; a refused
 # handshake as "TLSFAIL reason").  "LISTENING" once it accepts.  Mode
 # "tls12" is "tls" with nothing newer than TLS 1.2.  Each connection
-# starts with "N OPEN active=K": K connections open at once, this one
-# included.
+# starts with "N OPEN active=K": K sessions open at once, this one
+# included; a session ends at its 221 (the server is done with it then),
+# or when the connection goes.
 #
 #   fakesmtp.py LOG MODE CERT KEY ADDRESS PORT
 import base64
@@ -38,15 +39,23 @@ def serve(c, n):
     with lock:
         active += 1
         logf.write("%d OPEN active=%d\n" % (n, active))
+    done = [False]
     try:
-        session(c, n)
+        session(c, n, done)
     finally:
-        with lock:
-            active -= 1
+        if not done[0]:
+            end(done)
         c.close()
 
 
-def session(c, n):
+def end(done):
+    global active
+    with lock:
+        active -= 1
+    done[0] = True
+
+
+def session(c, n, done):
     tls = 0
     f = c.makefile("rb")
 
@@ -103,6 +112,7 @@ def session(c, n):
             log("%d tls=%d MSG %s" % (n, tls, subj))
             out("250 2.0.0 queued")
         elif verb == "QUIT":
+            end(done)
             out("221 bye")
             c.close()
             return

@@ -73,7 +73,11 @@ struct sink_conn {
 	int		 nok;
 	int		 quit;
 	int		 dot;		/* a dot in this read */
+	struct sink_conn *next, **prevp;	/* on sink_conns */
 };
+
+/* the sink's open connections, closed (and freed) at teardown */
+static struct sink_conn	*sink_conns;
 
 static uv_loop_t	*loop;
 static struct sink	 sink;
@@ -118,6 +122,8 @@ sink_close_cb(uv_handle_t *h)
 {
 	struct sink_conn *c = h->data;
 
+	if ((*c->prevp = c->next) != NULL)
+		c->next->prevp = c->prevp;
 	buf_free(&c->in);
 	buf_free(&c->msg);
 	free(c);
@@ -261,6 +267,10 @@ sink_accept(uv_stream_t *server, int status)
 
 	c = calloc(1, sizeof(*c));
 	c->s = &sink;
+	if ((c->next = sink_conns) != NULL)
+		sink_conns->prevp = &c->next;
+	sink_conns = c;
+	c->prevp = &sink_conns;
 	uv_tcp_init(loop, &c->tcp);
 	c->tcp.data = c;
 	assert_int_equal(uv_accept(server, (uv_stream_t *)&c->tcp), 0);
@@ -417,10 +427,16 @@ walk_close(uv_handle_t *h, void *arg)
 static int
 teardown(void **state)
 {
+	struct sink_conn *c;
 	char cmd[128];
 
 	mta_module.stop();
 	uv_run(loop, UV_RUN_NOWAIT);
+	/* the sink's side of connections the MTA just closed: with their
+	 * own close callback, which frees them */
+	for (c = sink_conns; c != NULL; c = c->next)
+		if (!uv_is_closing((uv_handle_t *)&c->tcp))
+			uv_close((uv_handle_t *)&c->tcp, sink_close_cb);
 	uv_walk(loop, walk_close, NULL);
 	uv_run(loop, UV_RUN_DEFAULT);
 	buf_free(&sink.last);
@@ -1673,6 +1689,43 @@ test_shaping(void **state)
 	assert_true(TAILQ_EMPTY(mta_queue_all()));
 }
 
+static int
+deferred_twice(void)
+{
+	return mta_stats.deferred >= 2 && settled();
+}
+
+/*
+ * test_slow_queue - "slow-after 2; slow-retry 1h": the first retry comes
+ * after retry-min, the one after the second failure not before an hour,
+ * and the recipient counts as slow
+ */
+static void
+test_slow_queue(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	struct mta_env *env;
+	time_t now;
+
+	/* write_conf's queue block, these two changed */
+	policy_current()->queue.slow_after = 2;
+	policy_current()->queue.slow_retry = 3600;
+	sink.defer_all = 1;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	assert_int_equal(run_until(deferred_once, 5000), 0);
+	env = mta_queue_find(committed);
+	assert_non_null(env);
+	now = time(NULL);
+	assert_int_equal(env->rcpt[0].attempts, 1);
+	assert_true(env->rcpt[0].next <= now + 2);
+	assert_false(mta_queue_rcpt_slow(&env->rcpt[0]));
+	assert_int_equal(run_until(deferred_twice, 5000), 0);
+	now = time(NULL);
+	assert_int_equal(env->rcpt[0].attempts, 2);
+	assert_true(mta_queue_rcpt_slow(&env->rcpt[0]));
+	assert_true(env->rcpt[0].next >= now + 3500);
+}
+
 static void
 test_pipelined_dot(void **state)
 {
@@ -2501,6 +2554,7 @@ main(void)
 		T(test_delay_warning),
 		T(test_helo_fallback),
 		T(test_shaping),
+		T(test_slow_queue),
 		T(test_no_pipelining),
 		T(test_big_body_spill),
 		T(test_spill_async),

@@ -1837,7 +1837,7 @@ test_manpage(void **state UNUSED)
 		"timeout data", "timeout dot", "timeout connect",
 		"min-data-rate", "hops", "tls-policy", "destination",
 		"messages-per-connection", "recipients-per-message",
-		"fallback-relay",
+		"fallback-relay", "slow-after", "slow-retry",
 	};
 	static const char *const examples[] = {
 		"policy/examples/minimal.conf", "policy/examples/isp.conf",
