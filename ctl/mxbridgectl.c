@@ -189,6 +189,7 @@ struct hist_line {
 	int		 txn;		/* about a transaction: from= to= ... */
 	int		 addr_hit;
 	int		 client_hit;
+	int		 has_client;	/* client=: a session's own line */
 	int		 start, stop;
 };
 
@@ -450,9 +451,11 @@ line_parse(const char *s, size_t n, const struct hist_query *q,
 			l->txn = 1;
 			if (q->kind == HIST_ADDR && list_has(v, vl, q->addr))
 				l->addr_hit = 1;
-		} else if (kl == 6 && memcmp(k, "client", 6) == 0 &&
-		    q->kind == HIST_CLIENT && client_is(v, vl, q))
-			l->client_hit = 1;
+		} else if (kl == 6 && memcmp(k, "client", 6) == 0) {
+			l->has_client = 1;
+			if (q->kind == HIST_CLIENT && client_is(v, vl, q))
+				l->client_hit = 1;
+		}
 	}
 	if (l->nmsgid > 0)
 		l->txn = 1;
@@ -646,7 +649,13 @@ hist_pass(FILE *f, const struct hist_query *q, struct idset *m,
 				run++;	/* the last run ended without a word */
 			after_stop = 0;
 		}
-		sk = l.session ? (run << 40 | l.session) : 0;
+		/*
+		 * The MTA's lines of a message carry the session it came in,
+		 * which after a restart is another run's number: a session
+		 * is taken only from its own lines (client=, or no msgid).
+		 */
+		sk = l.session && (l.has_client || l.nmsgid == 0) ?
+		    run << 40 | l.session : 0;
 		seed = hist_seed(&l, q);
 		if (seed)
 			for (i = 0; i < l.nmsgid; i++)
