@@ -821,7 +821,8 @@ history(int argc, char **argv)
 		    log_word(what));
 		rc = 1;
 	}
-	qsort(out, nout, sizeof(*out), hist_out_cmp);
+	if (nout > 0)	/* qsort of NULL is undefined, even of none */
+		qsort(out, nout, sizeof(*out), hist_out_cmp);
 	for (i = 0; i < nout; i++) {
 		if (rc == 0)
 			hist_print(out[i].text);
