@@ -4,18 +4,28 @@
  * of its arguments, and prints the answer.  Exit status: 0 when the
  * daemon answered OK, 1 when it refused, 2 when it could not be reached
  * or its answer was not one (control_answer_parse, daemon/control.c).
+ *
+ * "history" is the one command it answers itself, from the daemon's log
+ * file: the daemon need not run, and no log goes through the socket.
  */
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../common/buf.h"
 #include "../common/log.h"
+#include "../common/xmalloc.h"
 #include "../daemon/control.h"
 #include "../policy/policy.h"
 
@@ -24,8 +34,10 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: mxbridgectl [-f file | -s socket] command [arg ...]\n"
-	    "commands: status, stats, queue list|show ID|flush [ID]|"
-	    "delete ID|bounce ID, reload\n");
+	    "commands: status, stats, queue list|summary [sender]|show ID|"
+	    "flush [ID]|delete ID|bounce ID, reload,\n"
+	    "          history [-f logfile] [--since time] [--until time] "
+	    "id|address|client-ip\n");
 	exit(2);
 }
 
@@ -81,6 +93,748 @@ done:
 	return rc;
 }
 
+/*
+ * history - the daemon's log lines of one message, one address or one
+ * client, in time order.  The log is read in passes: each pass adds the
+ * queue ids and sessions that the lines of those already found name
+ * (a message's session, the DSN it caused, a client's sessions' messages),
+ * until a pass adds nothing; a last pass keeps the lines of the time
+ * range (the links come from the whole file).  Session ids
+ * start again at 1 with each run of the daemon, so a session is known by
+ * its run too, counted by the "started:" and "stopped" lines.
+ */
+#define HIST_LINEMAX	16384	/* a longer line is not the daemon's */
+#define HIST_PASSES	8	/* links are at most a few deep */
+#define HIST_IDMASK	((1ULL << 40) - 1)
+
+enum hist_kind { HIST_ID, HIST_ADDR, HIST_CLIENT };
+
+struct hist_query {
+	enum hist_kind	 kind;
+	uint64_t	 id;
+	char		 addr[LOG_VIS_MAX + 2];	/* "<x@y>" as logged */
+	int		 family;
+	unsigned char	 ip[16];
+	int		 port;			/* -1: any */
+	long long	 since, until;		/* ms; lines in [since, until) */
+};
+
+/* an open-addressing set of 64-bit keys (queue ids, run and session) */
+struct idset {
+	uint64_t	*k;
+	unsigned char	*used;
+	size_t		 cap, n;
+};
+
+static size_t
+idset_slot(const struct idset *s, uint64_t k)
+{
+	size_t i = (size_t)((k * 0x9e3779b97f4a7c15ULL) >> 20) & (s->cap - 1);
+
+	while (s->used[i] && s->k[i] != k)
+		i = (i + 1) & (s->cap - 1);
+	return i;
+}
+
+static int
+idset_has(const struct idset *s, uint64_t k)
+{
+	return s->cap > 0 && s->used[idset_slot(s, k)];
+}
+
+/* idset_add - 1 when k is new, 0 when it was there */
+static int
+idset_add(struct idset *s, uint64_t k)
+{
+	struct idset g;
+	size_t i;
+
+	if (idset_has(s, k))
+		return 0;
+	if ((s->n + 1) * 2 > s->cap) {
+		g.cap = s->cap ? s->cap * 2 : 64;
+		g.n = 0;
+		g.k = xcalloc(g.cap, sizeof(*g.k));
+		g.used = xcalloc(g.cap, 1);
+		for (i = 0; i < s->cap; i++)
+			if (s->used[i])
+				(void)idset_add(&g, s->k[i]);
+		free(s->k);
+		free(s->used);
+		*s = g;
+	}
+	i = idset_slot(s, k);
+	s->used[i] = 1;
+	s->k[i] = k;
+	s->n++;
+	return 1;
+}
+
+static void
+idset_free(struct idset *s)
+{
+	free(s->k);
+	free(s->used);
+	memset(s, 0, sizeof(*s));
+}
+
+/* what one line says, for selecting and linking */
+struct hist_line {
+	long long	 ms;
+	int		 nmsgid;
+	uint64_t	 msgid[2];	/* msgid=, and "queued as" of a reply */
+	uint64_t	 session;	/* 0: none */
+	uint64_t	 dsn;		/* dsn=ID: the DSN it caused; 0 none */
+	int		 has_dsn;
+	int		 txn;		/* about a transaction: from= to= ... */
+	int		 addr_hit;
+	int		 client_hit;
+	int		 has_client;	/* client=: a session's own line */
+	int		 start, stop;
+};
+
+/* hex16 - a queue id (16 hex digits, then no more) */
+static int
+hex16(const char *s, size_t n, uint64_t *out)
+{
+	uint64_t v = 0;
+	size_t i;
+	int c;
+
+	if (n != 16)
+		return -1;
+	for (i = 0; i < 16; i++) {
+		c = tolower((unsigned char)s[i]);
+		if (c >= '0' && c <= '9')
+			v = v << 4 | (uint64_t)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v = v << 4 | (uint64_t)(c - 'a' + 10);
+		else
+			return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/* digits - n decimal digits at s, or -1 */
+static int
+digits(const char *s, int n)
+{
+	int i, v = 0;
+
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+/*
+ * stamp_parse - the time at the start of a log line, in ms: the daemon's
+ * own "YYYY-mm-ddTHH:MM:SS.mmm" (local time), the same with a zone (RFC
+ * 3339 syslog, journalctl -o short-iso), or the classic syslog "Mmm dd
+ * HH:MM:SS" (this year, or last year's if that would be ahead of now).
+ * Returns the length of the stamp, 0 when there is none.
+ */
+static size_t
+stamp_parse(const char *s, size_t n, long long *ms)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	static char lastkey[17];
+	static time_t lastbase;
+	struct tm tm;
+	time_t t, now;
+	size_t i;
+	long off = 0;
+	int frac = 0, zone = 0, sec, k;
+	const char *m;
+
+	memset(&tm, 0, sizeof(tm));
+	if (n >= 19 && s[4] == '-' && s[7] == '-' && (s[10] == 'T' ||
+	    s[10] == ' ') && s[13] == ':' && s[16] == ':') {
+		if ((tm.tm_year = digits(s, 4)) < 0 ||
+		    (tm.tm_mon = digits(s + 5, 2)) < 1 || tm.tm_mon > 12 ||
+		    (tm.tm_mday = digits(s + 8, 2)) < 1 || tm.tm_mday > 31 ||
+		    (tm.tm_hour = digits(s + 11, 2)) < 0 || tm.tm_hour > 23 ||
+		    (tm.tm_min = digits(s + 14, 2)) < 0 || tm.tm_min > 59 ||
+		    (sec = digits(s + 17, 2)) < 0 || sec > 60)
+			return 0;
+		i = 19;
+		if (i < n && s[i] == '.') {
+			for (k = 0, i++; i < n && s[i] >= '0' && s[i] <= '9';
+			    i++, k++)
+				if (k < 3)
+					frac = frac * 10 + (s[i] - '0');
+			for (; k < 3; k++)
+				frac *= 10;
+		}
+		if (i < n && s[i] == 'Z') {
+			zone = 1;
+			i++;
+		} else if (i + 5 <= n && (s[i] == '+' || s[i] == '-') &&
+		    digits(s + i + 1, 2) >= 0) {
+			k = s[i + 3] == ':' ? 4 : 3;
+			if (i + (size_t)k + 2 > n || digits(s + i + k, 2) < 0)
+				return 0;
+			off = (digits(s + i + 1, 2) * 60L +
+			    digits(s + i + k, 2)) * 60L;
+			if (s[i] == '-')
+				off = -off;
+			zone = 1;
+			i += (size_t)k + 2;
+		}
+		tm.tm_year -= 1900;
+		tm.tm_mon -= 1;
+		if (zone)
+			t = timegm(&tm) - off;
+		else if (memcmp(lastkey, s, 16) == 0)
+			t = lastbase;
+		else {
+			/* mktime once a minute, not once a line */
+			tm.tm_isdst = -1;
+			t = mktime(&tm);
+			memcpy(lastkey, s, 16);
+			lastbase = t;
+		}
+		*ms = ((long long)t + sec) * 1000 + frac;
+		return i;
+	}
+	if (n >= 15 && s[3] == ' ' && s[6] == ' ' && s[9] == ':' &&
+	    s[12] == ':' && (m = memmem(months, 36, s, 3)) != NULL &&
+	    (m - months) % 3 == 0) {
+		now = time(NULL);
+		localtime_r(&now, &tm);
+		tm.tm_mon = (int)(m - months) / 3;
+		if ((tm.tm_mday = digits(s + 4 + (s[4] == ' '),
+		    1 + (s[4] != ' '))) < 1 ||
+		    (tm.tm_hour = digits(s + 7, 2)) < 0 ||
+		    (tm.tm_min = digits(s + 10, 2)) < 0 ||
+		    (tm.tm_sec = digits(s + 13, 2)) < 0)
+			return 0;
+		tm.tm_isdst = -1;
+		if ((t = mktime(&tm)) > now + 86400) {
+			tm.tm_year--;
+			tm.tm_isdst = -1;
+			t = mktime(&tm);
+		}
+		*ms = (long long)t * 1000;
+		return 15;
+	}
+	return 0;
+}
+
+/* list_has - is "<a>" one of the comma-separated elements of v? */
+static int
+list_has(const char *v, size_t n, const char *a)
+{
+	size_t al = strlen(a), i = 0;
+
+	while (i + al <= n) {
+		if (strncasecmp(v + i, a, al) == 0 &&
+		    (i + al == n || v[i + al] == ','))
+			return 1;
+		while (i < n && v[i] != ',')
+			i++;
+		i++;
+	}
+	return 0;
+}
+
+/* client_is - does "a.b.c.d:port" or "[v6]:port" name the query's client? */
+static int
+client_is(const char *v, size_t n, const struct hist_query *q)
+{
+	char ip[INET6_ADDRSTRLEN + 1];
+	unsigned char bin[16];
+	const char *colon;
+	size_t len;
+	int port;
+
+	if (n > 0 && v[0] == '[') {
+		if ((colon = memchr(v, ']', n)) == NULL)
+			return 0;
+		len = (size_t)(colon - v - 1);
+		v++;
+		colon++;
+	} else {
+		if ((colon = memrchr(v, ':', n)) == NULL)
+			return 0;
+		len = (size_t)(colon - v);
+	}
+	if (len >= sizeof(ip) || (size_t)(colon - v) >= n || *colon != ':')
+		return 0;
+	memcpy(ip, v, len);
+	ip[len] = '\0';
+	if (inet_pton(q->family, ip, bin) != 1 ||
+	    memcmp(bin, q->ip, q->family == AF_INET ? 4 : 16) != 0)
+		return 0;
+	if (q->port == -1)
+		return 1;
+	port = atoi(colon + 1);
+	return port == q->port;
+}
+
+/*
+ * line_parse - the fields of one line that history needs.  The values
+ * of key="..." (a peer's text among them) are skipped whole, so that a
+ * server's reply with " to=<x>" in it cannot make a line match.
+ */
+static int
+line_parse(const char *s, size_t n, const struct hist_query *q,
+    struct hist_line *l)
+{
+	const char *k, *v, *e = s + n, *qa;
+	size_t kl, vl, off;
+	uint64_t id;
+	int words = 0, kv = 0, started = 0;
+
+	memset(l, 0, sizeof(*l));
+	if ((off = stamp_parse(s, n, &l->ms)) == 0)
+		return -1;
+	for (s += off; s < e; ) {
+		while (s < e && *s == ' ')
+			s++;
+		if (s == e)
+			break;
+		words++;
+		for (k = s; s < e && *s != ' ' && *s != '=' && *s != '"'; s++)
+			;
+		if (s == e || *s != '=') {
+			/* a word of text: "started:", "stopped" */
+			if (s - k == 8 && memcmp(k, "started:", 8) == 0)
+				started = words;
+			else if (s - k == 7 && memcmp(k, "stopped", 7) == 0 &&
+			    s + 1 >= e)
+				l->stop = 1;
+			while (s < e && *s != ' ')
+				s++;
+			continue;
+		}
+		kl = (size_t)(s - k);
+		kv++;
+		if (++s < e && *s == '"') {
+			for (v = ++s; s < e && *s != '"'; s++)
+				if (*s == '\\' && s + 1 < e)
+					s++;
+			vl = (size_t)(s - v);
+			if (s < e)
+				s++;
+		} else {
+			for (v = s; s < e && *s != ' '; s++)
+				;
+			vl = (size_t)(s - v);
+		}
+		if (kv == 1 && started == words - 1 && started > 0 &&
+		    kl == 7 && memcmp(k, "version", 7) == 0)
+			l->start = 1;
+		if (kl == 5 && memcmp(k, "msgid", 5) == 0 &&
+		    hex16(v, vl, &id) == 0 && l->nmsgid < 2)
+			l->msgid[l->nmsgid++] = id;
+		else if (kl == 7 && memcmp(k, "session", 7) == 0 && vl > 0 &&
+		    vl < 16 && strspn(v, "0123456789") >= vl)
+			l->session = strtoull(v, NULL, 10) & HIST_IDMASK;
+		else if (kl == 3 && memcmp(k, "dsn", 3) == 0 &&
+		    hex16(v, vl, &id) == 0) {
+			l->dsn = id;
+			l->has_dsn = 1;
+		} else if (kl == 5 && memcmp(k, "reply", 5) == 0 &&
+		    (qa = memmem(v, vl, "queued as ", 10)) != NULL &&
+		    (size_t)(qa + 26 - v) <= vl && l->nmsgid < 2 &&
+		    hex16(qa + 10, 16, &id) == 0 &&
+		    (qa + 26 == v + vl || !isxdigit((unsigned char)qa[26])))
+			l->msgid[l->nmsgid++] = id;
+		else if ((kl == 4 && memcmp(k, "from", 4) == 0) ||
+		    (kl == 2 && memcmp(k, "to", 2) == 0) ||
+		    (kl == 4 && memcmp(k, "rcpt", 4) == 0) ||
+		    (kl == 6 && memcmp(k, "verify", 6) == 0)) {
+			l->txn = 1;
+			if (q->kind == HIST_ADDR && list_has(v, vl, q->addr))
+				l->addr_hit = 1;
+		} else if (kl == 6 && memcmp(k, "client", 6) == 0) {
+			l->has_client = 1;
+			if (q->kind == HIST_CLIENT && client_is(v, vl, q))
+				l->client_hit = 1;
+		}
+	}
+	if (l->nmsgid > 0)
+		l->txn = 1;
+	if (l->stop && kv > 0)
+		l->stop = 0;
+	return 0;
+}
+
+/* hist_query_parse - a queue id, <address> or x@y, or a client address */
+static int
+hist_query_parse(const char *s, struct hist_query *q)
+{
+	char ip[INET6_ADDRSTRLEN + 1], in[512];
+	const char *p, *port = NULL;
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= sizeof(in))
+		return -1;
+	if (hex16(s, n, &q->id) == 0) {
+		q->kind = HIST_ID;
+		return 0;
+	}
+	if ((s[0] == '<' && s[n - 1] == '>' && n >= 2) ||
+	    strchr(s, '@') != NULL) {
+		if (s[0] == '<' && s[n - 1] == '>') {
+			memcpy(in, s + 1, n - 2);
+			in[n - 2] = '\0';
+		} else
+			memcpy(in, s, n + 1);
+		if (strpbrk(in, "<>, ") != NULL)
+			return -1;
+		/* the form the daemon logs it in (log_word) */
+		q->addr[0] = '<';
+		log_strvis(q->addr + 1, sizeof(q->addr) - 2, in, strlen(in),
+		    LOG_VIS_SPACE);
+		strcat(q->addr, ">");
+		q->kind = HIST_ADDR;
+		return 0;
+	}
+	q->kind = HIST_CLIENT;
+	q->port = -1;
+	if (s[0] == '[') {
+		if ((p = strchr(s, ']')) == NULL || (p[1] != '\0' &&
+		    p[1] != ':'))
+			return -1;
+		n = (size_t)(p - s - 1);
+		s++;
+		port = p[1] == ':' ? p + 2 : NULL;
+	} else if ((p = strchr(s, ':')) != NULL && strchr(p + 1, ':') == NULL) {
+		n = (size_t)(p - s);	/* a.b.c.d:port */
+		port = p + 1;
+	}
+	if (n >= sizeof(ip))
+		return -1;
+	memcpy(ip, s, n);
+	ip[n] = '\0';
+	if (inet_pton(AF_INET, ip, q->ip) == 1)
+		q->family = AF_INET;
+	else if (inet_pton(AF_INET6, ip, q->ip) == 1)
+		q->family = AF_INET6;
+	else
+		return -1;
+	if (port != NULL) {
+		if (port[0] == '\0' || strlen(port) > 5 ||
+		    strspn(port, "0123456789") != strlen(port) ||
+		    atoi(port) > 65535)
+			return -1;
+		q->port = atoi(port);
+	}
+	return 0;
+}
+
+/*
+ * time_arg - --since/--until: "now", "-N" with s, m, h or d (ago), a
+ * date "YYYY-mm-dd" (its midnight), "YYYY-mm-ddTHH:MM[:SS[.mmm]]" with a
+ * zone or in local time, or "HH:MM[:SS]" (today)
+ */
+static int
+time_arg(const char *s, long long *ms)
+{
+	static const char *fmts[] = { "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M",
+	    "%Y-%m-%d", "%H:%M:%S", "%H:%M" };
+	struct tm tm;
+	time_t now = time(NULL);
+	char *end;
+	unsigned long long v;
+	size_t i;
+	const char *r;
+
+	if (strcmp(s, "now") == 0) {
+		*ms = (long long)now * 1000;
+		return 0;
+	}
+	if (s[0] == '-' && s[1] >= '0' && s[1] <= '9') {
+		errno = 0;
+		v = strtoull(s + 1, &end, 10);
+		if (errno != 0 || end[0] == '\0' || end[1] != '\0' ||
+		    strchr("smhd", end[0]) == NULL || v > 100000ULL * 86400)
+			return -1;
+		v *= end[0] == 's' ? 1 : end[0] == 'm' ? 60 : end[0] == 'h' ?
+		    3600 : 86400;
+		*ms = ((long long)now - (long long)v) * 1000;
+		return 0;
+	}
+	if (strlen(s) >= 19 && stamp_parse(s, strlen(s), ms) == strlen(s))
+		return 0;
+	for (i = 0; i < sizeof(fmts) / sizeof(fmts[0]); i++) {
+		localtime_r(&now, &tm);
+		tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+		if ((r = strptime(s, fmts[i], &tm)) != NULL && *r == '\0') {
+			tm.tm_isdst = -1;
+			*ms = (long long)mktime(&tm) * 1000;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+struct hist_out {
+	long long	 ms;
+	size_t		 seq;
+	char		*text;
+};
+
+static int
+hist_out_cmp(const void *a, const void *b)
+{
+	const struct hist_out *x = a, *y = b;
+
+	if (x->ms != y->ms)
+		return x->ms < y->ms ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* hist_has_msgid - is one of the line's queue ids in m? */
+static int
+hist_has_msgid(const struct hist_line *l, const struct idset *m)
+{
+	int i;
+
+	for (i = 0; i < l->nmsgid; i++)
+		if (idset_has(m, l->msgid[i]))
+			return 1;
+	return 0;
+}
+
+static int
+hist_seed(const struct hist_line *l, const struct hist_query *q)
+{
+	if (q->kind == HIST_ID)
+		return (l->nmsgid > 0 && l->msgid[0] == q->id) ||
+		    (l->nmsgid > 1 && l->msgid[1] == q->id);
+	return q->kind == HIST_ADDR ? l->addr_hit : l->client_hit;
+}
+
+/*
+ * hist_pass - one reading of the log: links added to m (queue ids) and
+ * s (run and session), and with keep, the chosen lines into out.
+ * Returns how many keys were added, or -1 on a read error.
+ */
+static long
+hist_pass(FILE *f, const struct hist_query *q, struct idset *m,
+    struct idset *s, int keep, struct hist_out **out, size_t *nout)
+{
+	static char line[HIST_LINEMAX];
+	struct hist_line l;
+	uint64_t run = 0, sk;
+	size_t n, cap = 0, seq = 0;
+	long added = 0;
+	int i, c, after_stop = 0, seed, sel;
+
+	rewind(f);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		seq++;
+		n = strlen(line);
+		if (n > 0 && line[n - 1] == '\n')
+			line[--n] = '\0';
+		else if (!feof(f)) {
+			/* too long to be the daemon's: skipped whole */
+			while ((c = getc(f)) != EOF && c != '\n')
+				;
+			continue;
+		}
+		if (line_parse(line, n, q, &l) == -1)
+			continue;
+		if (l.stop) {
+			run++;
+			after_stop = 1;
+		} else if (l.start) {
+			if (!after_stop)
+				run++;	/* the last run ended without a word */
+			after_stop = 0;
+		}
+		/*
+		 * The MTA's lines of a message carry the session it came in,
+		 * which after a restart is another run's number: a session
+		 * is taken only from its own lines (client=, or no msgid).
+		 */
+		sk = l.session && (l.has_client || l.nmsgid == 0) ?
+		    run << 40 | l.session : 0;
+		seed = hist_seed(&l, q);
+		if (seed)
+			for (i = 0; i < l.nmsgid; i++)
+				added += idset_add(m, l.msgid[i]);
+		if (seed || hist_has_msgid(&l, m)) {
+			if (sk != 0)
+				added += idset_add(s, sk);
+			if (l.has_dsn)
+				added += idset_add(m, l.dsn);
+		}
+		if ((seed && q->kind == HIST_CLIENT) ||
+		    (q->kind == HIST_CLIENT && sk != 0 && idset_has(s, sk)))
+			for (i = 0; i < l.nmsgid; i++)
+				added += idset_add(m, l.msgid[i]);
+		/* the range picks the lines shown, not the links: a message
+		 * accepted before --since is still found by its client */
+		if (!keep || l.ms < q->since || l.ms >= q->until)
+			continue;
+		/* a session's own lines; its transactions only if theirs */
+		sel = seed || hist_has_msgid(&l, m) || (sk != 0 &&
+		    idset_has(s, sk) && (q->kind == HIST_CLIENT || !l.txn));
+		if (!sel)
+			continue;
+		if (*nout == cap) {
+			cap = cap ? cap * 2 : 256;
+			*out = xreallocarray(*out, cap, sizeof(**out));
+		}
+		(*out)[*nout].ms = l.ms;
+		(*out)[*nout].seq = seq;
+		(*out)[(*nout)++].text = xstrdup(line);
+	}
+	return ferror(f) ? -1 : added;
+}
+
+/* hist_open - the log file; "-" is standard input, copied to a temporary
+ * file because the log is read more than once */
+static FILE *
+hist_open(const char *path)
+{
+	char chunk[65536];
+	FILE *f;
+	size_t n;
+
+	if (strcmp(path, "-") != 0)
+		return fopen(path, "r");
+	if ((f = tmpfile()) == NULL)
+		return NULL;
+	while ((n = fread(chunk, 1, sizeof(chunk), stdin)) > 0)
+		if (fwrite(chunk, 1, n, f) != n) {
+			fclose(f);
+			return NULL;
+		}
+	if (ferror(stdin)) {
+		fclose(f);
+		return NULL;
+	}
+	return f;
+}
+
+static void
+hist_print(const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if ((*s >= 0x20 && *s < 0x7f) || *s == '\t')
+			putchar(*s);
+		else
+			printf("\\x%02x", (unsigned char)*s);
+	}
+	putchar('\n');
+}
+
+static int __attribute__((noreturn))
+hist_usage(const char *why, const char *what)
+{
+	if (why != NULL)
+		fprintf(stderr, "mxbridgectl: history: %s%s%s\n", why,
+		    what ? ": " : "", what ? log_word(what) : "");
+	fprintf(stderr, "usage: mxbridgectl history [-f logfile] "
+	    "[--since time] [--until time] id | address | client-ip\n");
+	exit(2);
+}
+
+/* history - "history [-f LOG] [--since T] [--until T] WHAT" */
+static int
+history(int argc, char **argv)
+{
+	struct hist_query q;
+	struct hist_out *out = NULL;
+	struct idset m, s;
+	const char *file = NULL, *what = NULL, *opt, *val;
+	size_t nout = 0, i;
+	long added;
+	int a, pass, rc = 0, dashdash = 0;
+	FILE *f;
+
+	memset(&q, 0, sizeof(q));
+	memset(&m, 0, sizeof(m));
+	memset(&s, 0, sizeof(s));
+	q.since = LLONG_MIN;
+	q.until = LLONG_MAX;
+	for (a = 1; a < argc; a++) {
+		opt = argv[a];
+		if (dashdash || opt[0] != '-' || opt[1] == '\0') {
+			if (what != NULL)
+				hist_usage("more than one thing to look for",
+				    opt);
+			what = opt;
+			continue;
+		}
+		if (strcmp(opt, "--") == 0) {
+			dashdash = 1;
+			continue;
+		}
+		if ((val = strchr(opt, '=')) != NULL && opt[1] == '-')
+			val++;
+		else if (a + 1 < argc)
+			val = argv[++a];
+		else
+			hist_usage("option needs a value", opt);
+		if (strcmp(opt, "-f") == 0)
+			file = val;
+		else if (strncmp(opt, "--since", 7) == 0 && (opt[7] == '\0' ||
+		    opt[7] == '=')) {
+			if (time_arg(val, &q.since) == -1)
+				hist_usage("bad time", val);
+		} else if (strncmp(opt, "--until", 7) == 0 && (opt[7] == '\0' ||
+		    opt[7] == '=')) {
+			if (time_arg(val, &q.until) == -1)
+				hist_usage("bad time", val);
+		} else
+			hist_usage("unknown option", opt);
+	}
+	if (what == NULL)
+		hist_usage("nothing to look for", NULL);
+	if (hist_query_parse(what, &q) == -1)
+		hist_usage("not a queue id, an address or a client address",
+		    what);
+	if (q.since >= q.until)
+		hist_usage("--since is not before --until", NULL);
+	if (file == NULL) {
+		fprintf(stderr, "mxbridgectl: history: no log file: mxbridge "
+		    "logs to syslog (facility mail), or with -d to standard "
+		    "error; name the file with -f (\"-f -\" reads standard "
+		    "input, e.g. from journalctl -t mxbridge -o short-iso)\n");
+		return 2;
+	}
+	if ((f = hist_open(file)) == NULL) {
+		fprintf(stderr, "mxbridgectl: history: %s: %s\n", file,
+		    strerror(errno));
+		return 2;
+	}
+	/* links first, until a pass finds none new; then the lines */
+	for (pass = 0; pass < HIST_PASSES; pass++)
+		if ((added = hist_pass(f, &q, &m, &s, 0, NULL, NULL)) <= 0)
+			break;
+	if (added != -1)
+		added = hist_pass(f, &q, &m, &s, 1, &out, &nout);
+	if (added == -1) {
+		fprintf(stderr, "mxbridgectl: history: %s: read error\n", file);
+		rc = 2;
+	} else if (nout == 0) {
+		fprintf(stderr, "mxbridgectl: history: no line of %s\n",
+		    log_word(what));
+		rc = 1;
+	}
+	if (nout > 0)	/* qsort of NULL is undefined, even of none */
+		qsort(out, nout, sizeof(*out), hist_out_cmp);
+	for (i = 0; i < nout; i++) {
+		if (rc == 0)
+			hist_print(out[i].text);
+		free(out[i].text);
+	}
+	free(out);
+	idset_free(&m);
+	idset_free(&s);
+	fclose(f);
+	return rc;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -95,7 +849,9 @@ main(int argc, char *argv[])
 	/* a daemon that closes before reading the request is an error
 	 * message, not a silent death by SIGPIPE */
 	signal(SIGPIPE, SIG_IGN);
-	while ((ch = getopt(argc, argv, "f:s:")) != -1) {
+	/* "+": the options end at the command, so that history's own -f is
+	 * not taken for the configuration file's */
+	while ((ch = getopt(argc, argv, "+f:s:")) != -1) {
 		switch (ch) {
 		case 'f': conf = optarg; break;
 		case 's': sock = optarg; break;
@@ -106,6 +862,8 @@ main(int argc, char *argv[])
 	argv += optind;
 	if (argc < 1)
 		usage();
+	if (strcmp(argv[0], "history") == 0)
+		return history(argc, argv);
 	if (sock == NULL) {
 		if ((p = policy_load(conf, err, sizeof(err))) == NULL) {
 			fprintf(stderr, "mxbridgectl: %s\n", err);

@@ -1,14 +1,19 @@
 /*
  * admin.c - the queue as the administrator sees it through the control
- * socket: "queue list|show ID|flush [ID]|delete ID|bounce ID", and the
- * MTA's lines of "stats".  Answers are key=value lines.
+ * socket: "queue list|show ID|flush [ID]|delete ID|bounce ID", the
+ * qshape-style table of "queue summary [sender]", and the MTA's lines of
+ * "stats".  Answers are key=value lines, but for the summary's table.
  */
+#include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "../common/addr.h"
 #include "../common/log.h"
+#include "../common/xmalloc.h"
 #include "../daemon/control.h"
 #include "mta_local.h"
 
@@ -119,6 +124,178 @@ cmd_show(const char *id, struct buf *out)
 	return 0;
 }
 
+/*
+ * Queue summary: Postfix's qshape.  A pending recipient that is in a
+ * delivery job (q->busy) is "active", any other pending one "deferred";
+ * its age is the message's, since arrival.
+ */
+
+/* the upper bounds of the age columns, in minutes; the last is open */
+static const unsigned shape_limits[MTA_AGE_BUCKETS - 1] = {
+	5, 10, 20, 40, 80, 160, 320, 640, 1280
+};
+
+/* mta_age_bucket - the column of an age in seconds: the first whose
+ * bound it is below, so 299 s is in "5" and 300 s in "10"; a future
+ * arrival (the clock stepped back) counts as new */
+int
+mta_age_bucket(time_t age)
+{
+	int i;
+
+	for (i = 0; i < MTA_AGE_BUCKETS - 1; i++)
+		if (age < (time_t)shape_limits[i] * 60)
+			return i;
+	return MTA_AGE_BUCKETS - 1;
+}
+
+/* the null sender's row, as qshape names it (not lower-cased) */
+static const char shape_null[] = "MAILER-DAEMON";
+
+struct shape_ent {
+	const char	*dom;		/* into the envelope, not owned */
+	int		 bucket;
+};
+
+struct shape_row {
+	char		 name[LOG_VIS_MAX];
+	unsigned long long n[MTA_AGE_BUCKETS + 1];	/* [0]: the total */
+};
+
+static int
+shape_ent_cmp(const void *a, const void *b)
+{
+	return strcasecmp(((const struct shape_ent *)a)->dom,
+	    ((const struct shape_ent *)b)->dom);
+}
+
+/* the largest total first; equal totals by name, so the order is stable */
+static int
+shape_row_cmp(const void *a, const void *b)
+{
+	const struct shape_row *x = a, *y = b;
+
+	if (x->n[0] != y->n[0])
+		return x->n[0] < y->n[0] ? 1 : -1;
+	return strcmp(x->name, y->name);
+}
+
+/* shape_name - a domain as a row name: lower case, escaped like a log
+ * word so that no peer's byte reaches the administrator's terminal */
+static void
+shape_name(const char *dom, char *out, size_t len)
+{
+	char low[256];
+	size_t i;
+
+	if (dom == shape_null) {
+		snprintf(out, len, "%s", dom);
+		return;
+	}
+	for (i = 0; dom[i] != '\0' && i < sizeof(low) - 1; i++)
+		low[i] = (char)tolower((unsigned char)dom[i]);
+	low[i] = '\0';
+	snprintf(out, len, "%s", i == 0 ? "(none)" : log_word(low));
+}
+
+/* shape_table - one queue's table from its entries (sorted here) */
+static void
+shape_table(const char *title, struct shape_ent *e, size_t ne,
+    struct buf *out)
+{
+	static const char *labels[MTA_AGE_BUCKETS + 1] = { "T", "5", "10",
+	    "20", "40", "80", "160", "320", "640", "1280", "1280+" };
+	struct shape_row *rows, total;
+	size_t i, j, nr = 0;
+	int w[MTA_AGE_BUCKETS + 1], wname = 5, k;
+	char num[24];
+
+	qsort(e, ne, sizeof(*e), shape_ent_cmp);
+	rows = xcalloc(ne + 1, sizeof(*rows));
+	memset(&total, 0, sizeof(total));
+	snprintf(total.name, sizeof(total.name), "TOTAL");
+	for (i = 0; i < ne; i++) {
+		if (i == 0 || strcasecmp(e[i].dom, e[i - 1].dom) != 0)
+			shape_name(e[i].dom, rows[nr++].name,
+			    sizeof(rows[0].name));
+		rows[nr - 1].n[0]++;
+		rows[nr - 1].n[e[i].bucket + 1]++;
+		total.n[0]++;
+		total.n[e[i].bucket + 1]++;
+	}
+	qsort(rows, nr, sizeof(*rows), shape_row_cmp);
+	/* every column as wide as its label or its largest count (TOTAL's) */
+	for (j = 0; j <= MTA_AGE_BUCKETS; j++) {
+		k = snprintf(num, sizeof(num), "%llu", total.n[j]);
+		w[j] = (int)strlen(labels[j]) > k ? (int)strlen(labels[j]) : k;
+	}
+	for (i = 0; i < nr; i++)
+		if ((int)strlen(rows[i].name) > wname)
+			wname = (int)strlen(rows[i].name);
+	buf_printf(out, "%s\n%*s", title, wname, "");
+	for (j = 0; j <= MTA_AGE_BUCKETS; j++)
+		buf_printf(out, " %*s", w[j], labels[j]);
+	buf_puts(out, "\n");
+	for (i = 0; i <= nr; i++) {
+		const struct shape_row *r = i == 0 ? &total : &rows[i - 1];
+
+		buf_printf(out, "%*s", wname, r->name);
+		for (j = 0; j <= MTA_AGE_BUCKETS; j++)
+			buf_printf(out, " %*llu", w[j], r->n[j]);
+		buf_puts(out, "\n");
+	}
+	free(rows);
+}
+
+/*
+ * mta_queue_summary - the tables of the active and the deferred queue:
+ * per recipient domain, pending recipients counted; per sender domain
+ * (by_sender), messages, once in each queue where they have a recipient,
+ * the null sender as MAILER-DAEMON (both as qshape counts them)
+ */
+void
+mta_queue_summary(const struct mta_qmsgq *all, time_t now, int by_sender,
+    struct buf *out)
+{
+	const struct mta_qmsg *q;
+	const struct mta_env *env;
+	struct shape_ent *e[2];
+	size_t ne[2] = { 0, 0 }, cap = 0, i;
+	int has[2], b, k;
+
+	TAILQ_FOREACH(q, all, entry)
+		cap += q->env->nrcpt;
+	e[0] = xcalloc(cap + 1, sizeof(*e[0]));
+	e[1] = xcalloc(cap + 1, sizeof(*e[1]));
+	TAILQ_FOREACH(q, all, entry) {
+		env = q->env;
+		b = mta_age_bucket(now - env->arrival);
+		has[0] = has[1] = 0;
+		for (i = 0; i < env->nrcpt; i++) {
+			if (env->rcpt[i].state != MTA_RCPT_PENDING)
+				continue;
+			k = q->busy[i] ? 0 : 1;
+			if (by_sender) {
+				has[k] = 1;
+				continue;
+			}
+			e[k][ne[k]].dom = mta_addr_domain(env->rcpt[i].addr);
+			e[k][ne[k]++].bucket = b;
+		}
+		for (k = 0; k < 2; k++) {
+			if (!has[k])
+				continue;
+			e[k][ne[k]].dom = env->sender[0] == '\0' ?
+			    shape_null : mta_addr_domain(env->sender);
+			e[k][ne[k]++].bucket = b;
+		}
+	}
+	shape_table("active", e[0], ne[0], out);
+	shape_table("deferred", e[1], ne[1], out);
+	free(e[0]);
+	free(e[1]);
+}
+
 /* cmd_queue - "queue SUBCOMMAND [ID]" */
 static int
 cmd_queue(int argc, char **argv, struct buf *out)
@@ -129,6 +306,15 @@ cmd_queue(int argc, char **argv, struct buf *out)
 
 	if (strcmp(sub, "list") == 0 && argc <= 2)
 		return cmd_list(out);
+	if (strcmp(sub, "summary") == 0 && (argc == 2 || (argc == 3 &&
+	    strcmp(argv[2], "sender") == 0))) {
+		mta_queue_summary(mta_queue_all(), time(NULL), argc == 3, out);
+		return 0;
+	}
+	if (strcmp(sub, "summary") == 0) {
+		buf_puts(out, "usage: queue summary [sender]\n");
+		return -1;
+	}
 	/* a queue id is 16 hex digits: nothing else is looked up */
 	if (id != NULL && !mta_id_valid(id)) {
 		buf_printf(out, "not a queue id: %s\n", log_word(id));
@@ -147,8 +333,8 @@ cmd_queue(int argc, char **argv, struct buf *out)
 		return 0;
 	}
 	if (id == NULL || argc != 3) {
-		buf_puts(out, "usage: queue list | show ID | flush [ID] | "
-		    "delete ID | bounce ID\n");
+		buf_puts(out, "usage: queue list | summary [sender] | show ID | "
+		    "flush [ID] | delete ID | bounce ID\n");
 		return -1;
 	}
 	if (strcmp(sub, "show") == 0)

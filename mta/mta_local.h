@@ -213,6 +213,12 @@ unsigned	 mta_queue_busy(void);
 void		 mta_result_set(struct mta_result *, int, const char *,
 		    const char *, const char *);
 
+/* admin.c: the queue summary's age columns (qshape's) */
+#define MTA_AGE_BUCKETS	10
+int		 mta_age_bucket(time_t);
+void		 mta_queue_summary(const struct mta_qmsgq *, time_t, int,
+		    struct buf *);
+
 /* deliver.c: SMTP client connections */
 void		 mta_deliver_init(uv_loop_t *);
 int		 mta_deliver_open(uv_loop_t *, struct mta_dest *);

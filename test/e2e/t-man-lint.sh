@@ -12,7 +12,7 @@ done
 # flags: the getopt string of each program against its page's Fl entries
 check_flags() {	# SOURCE PAGE
 	opts=$(sed -n 's/.*getopt(argc, argv, "\([^"]*\)").*/\1/p' "$1" |
-	    tr -d ':')
+	    tr -d ':+')	# "+": stop at the first operand, not a flag
 	[ -n "$opts" ] || { echo "no getopt string in $1"; exit 1; }
 	for f in $(echo "$opts" | sed 's/./& /g'); do
 		grep -q "^\.It Fl $f" "$2" ||

@@ -2527,6 +2527,106 @@ test_front_door(void **state)
 	assert_int_equal(mta_module.start(loop, 1), 0);
 }
 
+/*
+ * test_queue_summary - qshape's columns at their edges, and the table of
+ * a queue built by hand: recipients by domain (active and deferred apart,
+ * delivered ones not counted), messages by sender domain, the largest
+ * first, TOTAL on top
+ */
+static void
+summary_msg(struct mta_qmsgq *qq, time_t arrival, const char *from,
+    const char *to1, const char *to2, int busy1)
+{
+	struct mta_qmsg *q = calloc(1, sizeof(*q));
+
+	q->env = mta_env_new();
+	free(q->env->sender);
+	q->env->sender = strdup(from);
+	q->env->arrival = arrival;
+	mta_rcpt_add(q->env, to1, NULL, 0, POLICY_ROUTE_MX);
+	if (to2 != NULL)
+		mta_rcpt_add(q->env, to2, NULL, 0, POLICY_ROUTE_MX);
+	q->busy = calloc(q->env->nrcpt, 1);
+	q->busy[0] = (unsigned char)busy1;
+	TAILQ_INSERT_TAIL(qq, q, entry);
+}
+
+static void
+test_queue_summary(void **state)
+{
+	struct mta_qmsgq qq = TAILQ_HEAD_INITIALIZER(qq);
+	struct mta_qmsgq empty = TAILQ_HEAD_INITIALIZER(empty);
+	struct mta_qmsg *q;
+	struct buf b;
+	time_t now = 1700000000;
+
+	assert_int_equal(mta_age_bucket(-50), 0);
+	assert_int_equal(mta_age_bucket(0), 0);
+	assert_int_equal(mta_age_bucket(299), 0);
+	assert_int_equal(mta_age_bucket(300), 1);
+	assert_int_equal(mta_age_bucket(599), 1);
+	assert_int_equal(mta_age_bucket(600), 2);
+	assert_int_equal(mta_age_bucket(40 * 60 - 1), 3);
+	assert_int_equal(mta_age_bucket(1279 * 60), 8);
+	assert_int_equal(mta_age_bucket(1280 * 60 - 1), 8);
+	assert_int_equal(mta_age_bucket(1280 * 60), 9);
+	assert_int_equal(mta_age_bucket(30L * 86400), 9);
+
+	summary_msg(&qq, now - 60, "a@Example.ORG", "x@b.example",
+	    "y@B.example", 0);
+	summary_msg(&qq, now - 30 * 60, "", "z@b.example", "w@c.example", 1);
+	summary_msg(&qq, now - 2000 * 60, "c@example.org", "v@c.example",
+	    NULL, 0);
+	summary_msg(&qq, now - 2000 * 60, "d@other.org", "u@d.example", NULL,
+	    0);
+	TAILQ_LAST(&qq, mta_qmsgq)->env->rcpt[0].state = MTA_RCPT_DELIVERED;
+
+	buf_init(&b);
+	mta_queue_summary(&qq, now, 0, &b);
+	buf_append(&b, "", 1);
+	assert_string_equal(b.data,
+	    "active\n"
+	    "          T 5 10 20 40 80 160 320 640 1280 1280+\n"
+	    "    TOTAL 1 0  0  0  1  0   0   0   0    0     0\n"
+	    "b.example 1 0  0  0  1  0   0   0   0    0     0\n"
+	    "deferred\n"
+	    "          T 5 10 20 40 80 160 320 640 1280 1280+\n"
+	    "    TOTAL 4 2  0  0  1  0   0   0   0    0     1\n"
+	    "b.example 2 2  0  0  0  0   0   0   0    0     0\n"
+	    "c.example 2 0  0  0  1  0   0   0   0    0     1\n");
+	b.len = 0;
+	mta_queue_summary(&qq, now, 1, &b);
+	buf_append(&b, "", 1);
+	assert_string_equal(b.data,
+	    "active\n"
+	    "              T 5 10 20 40 80 160 320 640 1280 1280+\n"
+	    "        TOTAL 1 0  0  0  1  0   0   0   0    0     0\n"
+	    "MAILER-DAEMON 1 0  0  0  1  0   0   0   0    0     0\n"
+	    "deferred\n"
+	    "              T 5 10 20 40 80 160 320 640 1280 1280+\n"
+	    "        TOTAL 3 1  0  0  1  0   0   0   0    0     1\n"
+	    "  example.org 2 1  0  0  0  0   0   0   0    0     1\n"
+	    "MAILER-DAEMON 1 0  0  0  1  0   0   0   0    0     0\n");
+	/* an empty queue: the headers and TOTAL rows of zeros */
+	b.len = 0;
+	mta_queue_summary(&empty, now, 0, &b);
+	buf_append(&b, "", 1);
+	assert_string_equal(b.data,
+	    "active\n"
+	    "      T 5 10 20 40 80 160 320 640 1280 1280+\n"
+	    "TOTAL 0 0  0  0  0  0   0   0   0    0     0\n"
+	    "deferred\n"
+	    "      T 5 10 20 40 80 160 320 640 1280 1280+\n"
+	    "TOTAL 0 0  0  0  0  0   0   0   0    0     0\n");
+	buf_free(&b);
+	while ((q = TAILQ_FIRST(&qq)) != NULL) {
+		TAILQ_REMOVE(&qq, q, entry);
+		free(q->busy);
+		mta_env_free(q->env);
+		free(q);
+	}
+}
+
 int
 main(void)
 {
@@ -2536,6 +2636,7 @@ main(void)
 		cmocka_unit_test(test_envelope_bad_words),
 		cmocka_unit_test(test_dns_literals),
 		cmocka_unit_test(test_id_threads),
+		cmocka_unit_test(test_queue_summary),
 		cmocka_unit_test_setup_teardown(test_front_door, setup,
 		    teardown),
 #define T(f)	cmocka_unit_test_setup_teardown(f, setup, teardown)
