@@ -54,8 +54,12 @@ list_rcpt(const struct mta_rcpt *r, int busy, struct buf *out)
 	buf_printf(out, "  to=<%s> state=%s route=%s attempts=%u", r->addr,
 	    busy ? "delivering" : mta_rstate_name(r->state),
 	    policy_route_name(r->route), r->attempts);
-	if (r->state == MTA_RCPT_PENDING)
+	if (r->state == MTA_RCPT_PENDING) {
+		/* which queue: in a delivery now, waiting, or slow */
+		buf_printf(out, " queue=%s", busy ? "active" :
+		    mta_queue_rcpt_slow(r) ? "slow" : "deferred");
 		buf_printf(out, " next=%s", iso_time(r->next, t, sizeof(t)));
+	}
 	if (r->status != NULL)
 		buf_printf(out, " status=%s", r->status);
 	if (r->remote != NULL)
