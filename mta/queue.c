@@ -439,6 +439,22 @@ rcpt_fail(const struct mta_env *env, struct mta_rcpt *r, int expired)
 	}
 }
 
+/*
+ * fallback_due - the fallback relay takes r once it is "after" old: its
+ * next attempt is then at the latest, whatever the backoff or the slow
+ * queue would say
+ */
+static void
+fallback_due(const struct mta_env *env, struct mta_rcpt *r, time_t now)
+{
+	struct policy *p = policy_current();
+	time_t due = env->arrival + (time_t)p->fbrelay.after;
+
+	if (p->fbrelay.host != NULL && r->route != POLICY_ROUTE_RELAYHOST &&
+	    due > now && r->next > due)
+		r->next = due;
+}
+
 /* apply - one recipient's result from a job */
 static void
 apply(struct mta_env *env, struct mta_rcpt *r, const struct mta_result *res,
@@ -462,6 +478,7 @@ apply(struct mta_env *env, struct mta_rcpt *r, const struct mta_result *res,
 		rcpt_fail(env, r, 1);
 	else {
 		r->next = now + backoff(r->attempts);
+		fallback_due(env, r, now);
 		mta_stats.deferred++;
 		rcpt_log(env, r, "deferred");
 	}
