@@ -1459,9 +1459,7 @@ kw_destination(struct parser *p, struct stmt *st)
 	if (!policy_valid_domain(name[0] == '.' ? name + 1 : name))
 		return perr(p, st->line, "destination: bad name \"%s\"",
 		    name);
-	lc = xstrdup(name);
-	for (i = 0; lc[i] != '\0'; i++)
-		lc[i] = (char)tolower((unsigned char)lc[i]);
+	lc = norm_domain(name);
 	for (i = 0; i < pol->nshapes; i++)
 		if (strcmp(pol->shapes[i].name, lc) == 0) {
 			free(lc);
@@ -1732,9 +1730,7 @@ kw_tlspolicy(struct parser *p, struct stmt *st)
 		pol->tlsdef_set = 1;
 		return 0;
 	}
-	lc = xstrdup(name);
-	for (k = 0; lc[k] != '\0'; k++)
-		lc[k] = (char)tolower((unsigned char)lc[k]);
+	lc = norm_domain(name);
 	for (k = 0; k < pol->ntlspol; k++)
 		if (pol->tlspol[k].host == t.host &&
 		    strcmp(pol->tlspol[k].name, lc) == 0) {

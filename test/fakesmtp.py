@@ -29,7 +29,8 @@ def log(s):
 
 
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(cert, key)
+if mode != "plain":     # plain: CERT and KEY may be "-"
+    ctx.load_cert_chain(cert, key)
 if mode == "tls12":
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
 
