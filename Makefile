@@ -63,6 +63,7 @@ PROXY_SRCS = \
 	proxy/callout.c \
 	proxy/clients.c \
 	proxy/listener.c \
+	proxy/milter.c \
 	proxy/sink_queue.c \
 	proxy/sink_relay.c \
 	proxy/smtpd.c \

@@ -72,6 +72,10 @@ struct mta_msg {
 	struct mta_request *fin_req;	/* FIN_SUBMIT */
 	mta_commit_cb	 fin_cb;	/* FIN_COMMIT */
 	void		*fin_arg;
+	struct buf	 head;		/* an edited header (milters) */
+	uint64_t	 headskip;	/* ... standing for this many bytes
+					   at the body's start */
+	int		 edited;
 	void		(*wake)(void *);	/* busy no more */
 	void		*wake_arg;
 	uint64_t	 len;
@@ -161,6 +165,7 @@ mta_msg_new(const struct mta_info *info)
 	msg->spillfd = -1;
 	msg->sum = HASH_FNV_INIT;
 	buf_init(&msg->body);
+	buf_init(&msg->head);
 	buf_init(&msg->out);
 	msg->env = env = mta_env_new();
 	mta_id_make(env->id);
@@ -340,6 +345,34 @@ mta_msg_busy(const struct mta_msg *msg)
 	    msg->body.len + buf_avail(&msg->out) >= MTA_SPILL_HIWAT;
 }
 
+/* XXX stub until the hold queue lands (branch w-hold) */
+void
+mta_msg_hold(struct mta_msg *msg, const char *reason)
+{
+	log_warnx("msgid=%s hold not yet: reason=%s", msg->env->id, reason);
+}
+
+const char *
+mta_msg_id(const struct mta_msg *msg)
+{
+	return msg->env->id;
+}
+
+/*
+ * mta_msg_edit_head - the first skip bytes written (the message's header
+ * section) are to be replaced by head (CRLF lines): a milter edited the
+ * header.  Applied at commit, in memory or by the spool's copy.
+ */
+void
+mta_msg_edit_head(struct mta_msg *msg, uint64_t skip, const void *head,
+    size_t len)
+{
+	buf_reset(&msg->head);
+	buf_append(&msg->head, head, len);
+	msg->headskip = skip;
+	msg->edited = 1;
+}
+
 void
 mta_msg_set_wake(struct mta_msg *msg, void (*wake)(void *), void *arg)
 {
@@ -398,6 +431,7 @@ msg_free(struct mta_msg *msg)
 	}
 	buf_free(&msg->body);
 	buf_free(&msg->out);
+	buf_free(&msg->head);
 	mta_spool_spill_drop(msg->spillfd, msg->spillpath);
 	mta_env_free(msg->env);
 	free(msg);
@@ -448,6 +482,26 @@ mta_msg_commit(struct mta_msg *msg, mta_commit_cb cb, void *arg)
 	spill_step(msg);
 }
 
+/* edit_in_memory - a body all in memory takes its edited header here */
+static void
+edit_in_memory(struct mta_msg *msg)
+{
+	struct buf b;
+	uint64_t skip = msg->headskip;
+
+	if (skip > msg->body.len)
+		skip = msg->body.len;
+	buf_init(&b);
+	buf_reserve(&b, msg->head.len + msg->body.len - skip);
+	buf_append(&b, msg->head.data, msg->head.len);
+	buf_append(&b, msg->body.data + skip, msg->body.len - skip);
+	buf_free(&msg->body);
+	msg->body = b;
+	msg->len = b.len;
+	msg->sum = hash_fnv(HASH_FNV_INIT, b.data, b.len);
+	buf_free(&msg->head);
+}
+
 /* commit_now - every byte is in memory or in the spill file: commit */
 static void
 commit_now(struct mta_msg *msg, mta_commit_cb cb, void *arg)
@@ -469,14 +523,25 @@ commit_now(struct mta_msg *msg, mta_commit_cb cb, void *arg)
 		return;
 	}
 	received(msg->env);
+	if (msg->edited && msg->spillfd == -1)
+		edit_in_memory(msg);
 	msg->env->bodylen = msg->len;
 	msg->env->bodysum = msg->sum;
 	c = xcalloc(1, sizeof(*c));
 	c->env = msg->env;
 	c->cb = cb;
 	c->arg = arg;
-	mta_spool_commit(msg->env, &msg->body, msg->spillfd, msg->spillpath,
-	    commit_done, c);
+	if (msg->edited && msg->spillfd != -1) {
+		/* the spill holds it all: the spool writes the new header,
+		 * then the file past the old one, and counts it again */
+		buf_free(&msg->body);
+		msg->body = msg->head;
+		buf_init(&msg->head);
+		mta_spool_commit(msg->env, &msg->body, msg->spillfd,
+		    msg->spillpath, (int64_t)msg->headskip, commit_done, c);
+	} else
+		mta_spool_commit(msg->env, &msg->body, msg->spillfd,
+		    msg->spillpath, -1, commit_done, c);
 	/* the spool owns the env, body and spill file now */
 	msg->env = NULL;
 	msg->spillfd = -1;

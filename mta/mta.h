@@ -59,6 +59,15 @@ int		 mta_msg_write(struct mta_msg *, const void *, size_t);
  * caller stops reading until the wake callback (on its loop) */
 int		 mta_msg_busy(const struct mta_msg *);
 void		 mta_msg_set_wake(struct mta_msg *, void (*)(void *), void *);
+/* its queue id, known from mta_msg_new() */
+const char	*mta_msg_id(const struct mta_msg *);
+/* before the commit: the first skip bytes written (the header section)
+ * become head (CRLF lines), as a content filter edited them */
+/* before the commit: the message is spooled on hold, never tried until
+ * an admin releases it (a milter's quarantine) */
+void		 mta_msg_hold(struct mta_msg *, const char *reason);
+void		 mta_msg_edit_head(struct mta_msg *, uint64_t skip,
+		    const void *head, size_t len);
 /*
  * Make the message durable (fsyncs grouped across sessions) and call cb
  * with status 0 and the queue id, or -1 and a reason; the message is

@@ -113,8 +113,10 @@ typedef void	(*mta_spool_cb)(void *, int, const char *);
 struct mta_dsnreq;
 int		 mta_spool_init(uv_loop_t *, const char *);
 int		 mta_spool_load(void (*)(struct mta_env *));
+/* body in memory, spill fd and path, and how many bytes at the head of
+ * the spill file the memory part stands for (an edited header): -1 none */
 void		 mta_spool_commit(struct mta_env *, struct buf *, int,
-		    const char *, mta_spool_cb, void *);
+		    const char *, int64_t, mta_spool_cb, void *);
 void		 mta_spool_dsn(struct mta_env *, struct mta_dsnreq *,
 		    mta_spool_cb, void *);
 void		 mta_spool_state(struct mta_env *);

@@ -64,6 +64,9 @@ struct spool_op {
 	struct mta_dsnreq *dsn;		/* COMMIT of a DSN: composed here */
 	struct buf	 data;		/* COMMIT: body; STATE: the file */
 	int		 spillfd;	/* COMMIT: body beyond data, or -1 */
+	int64_t		 spillskip;	/* COMMIT: bytes of the spill file
+					   that data replaces (an edited
+					   header), -1: none, data first */
 	char		*spillpath;
 	const char	*subdir;	/* MOVE */
 	unsigned	 age;		/* EXPIRE: seconds */
@@ -306,14 +309,14 @@ write_head(int fd, const struct buf *hdr, const struct buf *data)
 	return 0;
 }
 
-/* copy_spill - the part of a body that went to a spill file */
+/* copy_spill - the part of a body that went to a spill file, from skip */
 static int
-copy_spill(int from, int to)
+copy_spill(int from, int to, off_t skip)
 {
 	char chunk[SPOOL_READ];
 	ssize_t n;
 
-	if (lseek(from, 0, SEEK_SET) == -1)
+	if (lseek(from, skip, SEEK_SET) == -1)
 		return -1;
 	while ((n = read(from, chunk, sizeof(chunk))) != 0) {
 		if (n == -1) {
@@ -345,7 +348,8 @@ write_file(struct spool_op *op, const char *path, const struct buf *hdr,
 		return op_fail(op, "open", path);
 	if (fstat(fd, &st) == -1 || write_head(fd, hdr, &op->data) == -1 ||
 	    (op->spillfd != -1 && (lseek(fd, len, SEEK_SET) == -1 ||
-	    copy_spill(op->spillfd, fd) == -1 ||
+	    copy_spill(op->spillfd, fd, op->spillskip > 0 ?
+	    (off_t)op->spillskip : 0) == -1 ||
 	    (len = lseek(fd, 0, SEEK_CUR)) == -1)) ||
 	    (st.st_size > len && ftruncate(fd, len) == -1)) {
 		op_fail(op, "write", path);
@@ -386,6 +390,38 @@ sync_batch(struct spool_batch *b)
 	}
 }
 
+/*
+ * spill_resum - a header edited after the body went to its spill file:
+ * the new header (data) and the file past the old one make the body;
+ * its length and checksum are counted again here, on the threadpool
+ */
+static int
+spill_resum(struct spool_op *op)
+{
+	char chunk[SPOOL_READ];
+	uint64_t sum, len;
+	off_t off = (off_t)op->spillskip;
+	ssize_t n;
+
+	sum = hash_fnv(HASH_FNV_INIT, op->data.data, op->data.len);
+	len = op->data.len;
+	for (;;) {
+		if ((n = pread(op->spillfd, chunk, sizeof(chunk), off)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		sum = hash_fnv(sum, chunk, (size_t)n);
+		len += (uint64_t)n;
+		off += n;
+	}
+	op->env->bodylen = len;
+	op->env->bodysum = sum;
+	return 0;
+}
+
 /* work_commit - phase 1 of a new message: free/N written, durable */
 static void
 work_commit(struct spool_op *op, int dosync)
@@ -407,6 +443,12 @@ work_commit(struct spool_op *op, int dosync)
 		op->env->bodylen = op->data.len;
 		op->env->bodysum = hash_fnv(HASH_FNV_INIT, op->data.data,
 		    op->data.len);
+	}
+	if (op->spillskip >= 0 && op->spillfd != -1 && spill_resum(op) == -1) {
+		op_fail(op, "read", op->spillpath);
+		snprintf(name, sizeof(name), "%ld", op->slot);
+		xunlink("free", name);
+		return;
 	}
 	mta_env_serialize(op->env, &hdr);
 	op->env->bodyoff = hdr.len;
@@ -764,6 +806,7 @@ op_new(enum spool_optype type, const char *id)
 	op = xcalloc(1, sizeof(*op));
 	op->type = type;
 	op->spillfd = -1;
+	op->spillskip = -1;
 	op->fd = -1;
 	op->slot = -1;
 	if (id != NULL)
@@ -789,7 +832,7 @@ op_submit(struct spool_op *op)
  */
 void
 mta_spool_commit(struct mta_env *env, struct buf *body, int spillfd,
-    const char *spillpath, mta_spool_cb cb, void *arg)
+    const char *spillpath, int64_t spillskip, mta_spool_cb cb, void *arg)
 {
 	struct spool_op *op;
 
@@ -798,6 +841,7 @@ mta_spool_commit(struct mta_env *env, struct buf *body, int spillfd,
 	op->data = *body;
 	buf_init(body);
 	op->spillfd = spillfd;
+	op->spillskip = spillskip;
 	op->spillpath = spillpath != NULL ? xstrdup(spillpath) : NULL;
 	op->cb = cb;
 	op->arg = arg;

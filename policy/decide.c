@@ -578,3 +578,28 @@ policy_dest_limits(const struct policy *pol, const char *name,
 	if (out->rcpts_per_msg == 0)
 		out->rcpts_per_msg = pol->queue.rcpts_per_msg;
 }
+
+/*
+ * policy_milters - the milters of a session of direction dir that came
+ * in on bridge port port ("" or NULL: none known): the port's own
+ * "milters" line, else the direction's, else NULL (no milter)
+ */
+const struct policy_milterset *
+policy_milters(const struct policy *pol, enum policy_dir dir,
+    const char *port)
+{
+	const struct policy_milterset *any = NULL;
+	size_t i;
+
+	for (i = 0; i < pol->nmiltersets; i++) {
+		const struct policy_milterset *m = &pol->miltersets[i];
+
+		if (m->dir != dir)
+			continue;
+		if (m->port[0] == '\0')
+			any = m;
+		else if (port != NULL && strcmp(m->port, port) == 0)
+			return m->n > 0 ? m : NULL;
+	}
+	return any != NULL && any->n > 0 ? any : NULL;
+}

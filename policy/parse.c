@@ -94,6 +94,12 @@ struct parser {
 	int		 timeout_line[4];
 	int		 queue_line;
 	int		 workers_line;
+	struct {				/* "milters" names to check */
+		const char	*name;
+		size_t		 set, pos;
+		int		 line;
+	}		*milter_names;
+	size_t		 nmilter_names;
 	char		*err;
 	size_t		 errlen;
 };
@@ -1475,6 +1481,193 @@ kw_destination(struct parser *p, struct stmt *st)
 	return parse_block(p, shape_kw, "destination", st->line);
 }
 
+/*
+ * kw_msocket - a milter's "socket inet:ADDR:PORT | inet6:[ADDR]:PORT |
+ * unix:/PATH" (Postfix's and the milters' own notation; "inet:PORT@ADDR"
+ * as Sendmail writes it, too).  An address, not a name: nothing is
+ * resolved on a session's path.
+ */
+static int
+kw_msocket(struct parser *p, struct stmt *st)
+{
+	struct policy_milter *m = p->base;
+	const char *s = st->argv[0], *host, *port;
+	char buf[300], *at, *colon;
+	uint16_t pn;
+
+	free(m->socket);
+	m->socket = xstrdup(s);
+	if (strncmp(s, "unix:", 5) == 0 || strncmp(s, "local:", 6) == 0) {
+		s = strchr(s, ':') + 1;
+		if (s[0] != '/')
+			return perr(p, st->line, "milter socket: \"%s\" is not "
+			    "an absolute path", s);
+		if (strlen(s) >= PARSE_SUNPATH)
+			return perr(p, st->line, "milter socket: path longer "
+			    "than %d bytes", PARSE_SUNPATH - 1);
+		m->path = xstrdup(s);
+		return 0;
+	}
+	if (strncmp(s, "inet:", 5) != 0 && strncmp(s, "inet6:", 6) != 0)
+		return perr(p, st->line, "milter socket: expected inet:ADDR:PORT,"
+		    " inet6:[ADDR]:PORT or unix:PATH, got \"%s\"", s);
+	if (snprintf(buf, sizeof(buf), "%s", strchr(s, ':') + 1) >=
+	    (int)sizeof(buf))
+		return perr(p, st->line, "milter socket: too long");
+	if ((at = strchr(buf, '@')) != NULL) {		/* PORT@ADDR */
+		*at = '\0';
+		port = buf;
+		host = at + 1;
+	} else if (buf[0] == '[' && (colon = strstr(buf, "]:")) != NULL) {
+		*colon = '\0';
+		host = buf + 1;
+		port = colon + 2;
+	} else if ((colon = strrchr(buf, ':')) != NULL) {
+		*colon = '\0';
+		host = buf;
+		port = colon + 1;
+	} else
+		return perr(p, st->line, "milter socket: \"%s\" has no port",
+		    s);
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		host++;
+		((char *)(uintptr_t)host)[strlen(host) - 1] = '\0';
+	}
+	if (parse_port(p, st->line, "milter socket port", port, &pn) == -1)
+		return -1;
+	if (addr_parse(host, pn, &m->addr) == -1)
+		return perr(p, st->line, "milter socket: \"%s\" is not an IP "
+		    "address", host);
+	return 0;
+}
+
+static const struct keyword milter_kw[] = {
+	{ "socket", 1, 1, 0, kw_msocket, V_FN, 0, 0, 0, NULL },
+	{ "connect-timeout", 1, 1, 0, NULL, V_DUR,
+	    offsetof(struct policy_milter, t_connect), 1, 600, NULL },
+	{ "command-timeout", 1, 1, 0, NULL, V_DUR,
+	    offsetof(struct policy_milter, t_command), 1, 3600, NULL },
+	{ "content-timeout", 1, 1, 0, NULL, V_DUR,
+	    offsetof(struct policy_milter, t_content), 1, 3600, NULL },
+	{ "default-action", 1, 1, 0, NULL, V_ENUM,
+	    offsetof(struct policy_milter, defact), 0, 0, policy_mact_names },
+	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
+};
+
+/*
+ * kw_milter - "milter NAME { socket ...; connect-timeout DUR;
+ * command-timeout DUR; content-timeout DUR; default-action
+ * tempfail|accept|reject }"
+ */
+static int
+kw_milter(struct parser *p, struct stmt *st)
+{
+	struct policy *pol = p->pol;
+	struct policy_milter *m;
+	const char *name = st->argv[0];
+	size_t i;
+
+	if (!name_ok(name))
+		return perr(p, st->line, "milter: bad name \"%s\"", name);
+	for (i = 0; i < pol->nmilters; i++)
+		if (strcmp(pol->milters[i].name, name) == 0)
+			return perr(p, st->line, "duplicate milter \"%s\"",
+			    name);
+	pol->milters = xreallocarray(pol->milters, pol->nmilters + 1,
+	    sizeof(*pol->milters));
+	m = &pol->milters[pol->nmilters++];
+	memset(m, 0, sizeof(*m));
+	m->name = xstrdup(name);
+	/* Postfix's milter_*_timeout defaults, and its default action */
+	m->t_connect = 30;
+	m->t_command = 30;
+	m->t_content = 300;
+	m->defact = POLICY_MACT_TEMPFAIL;
+	p->base = m;
+	if (parse_block(p, milter_kw, "milter", st->line) == -1)
+		return -1;
+	if (m->socket == NULL)
+		return perr(p, st->line, "milter %s: missing socket", name);
+	return 0;
+}
+
+/*
+ * kw_milters - "milters incoming|outgoing [port NAME] NAME... | none":
+ * named milters (blocks that may come later in the file) in order
+ */
+static int
+kw_milters(struct parser *p, struct stmt *st)
+{
+	struct policy *pol = p->pol;
+	struct policy_milterset *ms;
+	const char *port = "";
+	size_t i;
+	int dir, a = 1;
+
+	if (parse_enum(p, st->line, "milters", st->argv[0], policy_dir_names,
+	    &dir) == -1)
+		return -1;
+	if (st->argc > 2 && strcmp(st->argv[1], "port") == 0) {
+		port = st->argv[2];
+		if (!valid_ifname(port))
+			return perr(p, st->line, "milters: bad port name "
+			    "\"%s\"", port);
+		a = 3;
+	}
+	if (a >= st->argc)
+		return perr(p, st->line, "milters: missing milter names (or "
+		    "\"none\")");
+	for (i = 0; i < pol->nmiltersets; i++)
+		if (pol->miltersets[i].dir == (enum policy_dir)dir &&
+		    strcmp(pol->miltersets[i].port, port) == 0)
+			return perr(p, st->line, "duplicate milters %s%s%s",
+			    st->argv[0], port[0] ? " port " : "", port);
+	pol->miltersets = xreallocarray(pol->miltersets, pol->nmiltersets + 1,
+	    sizeof(*pol->miltersets));
+	ms = &pol->miltersets[pol->nmiltersets++];
+	memset(ms, 0, sizeof(*ms));
+	ms->dir = (enum policy_dir)dir;
+	snprintf(ms->port, sizeof(ms->port), "%s", port);
+	if (st->argc - a == 1 && strcmp(st->argv[a], "none") == 0)
+		return 0;
+	ms->idx = xcalloc((size_t)(st->argc - a), sizeof(*ms->idx));
+	/* names are checked in finish_milters: a block may follow */
+	for (; a < st->argc; a++) {
+		if (strcmp(st->argv[a], "none") == 0)
+			return perr(p, st->line, "milters: \"none\" stands "
+			    "alone");
+		ms->idx[ms->n++] = 0;
+		p->milter_names = xreallocarray(p->milter_names,
+		    p->nmilter_names + 1, sizeof(*p->milter_names));
+		p->milter_names[p->nmilter_names].set = pol->nmiltersets - 1;
+		p->milter_names[p->nmilter_names].pos = ms->n - 1;
+		p->milter_names[p->nmilter_names].line = st->line;
+		p->milter_names[p->nmilter_names++].name = st->argv[a];
+	}
+	return 0;
+}
+
+/* finish_milters - each name a "milters" line gives is a milter block */
+static int
+finish_milters(struct parser *p)
+{
+	struct policy *pol = p->pol;
+	size_t i, k;
+
+	for (i = 0; i < p->nmilter_names; i++) {
+		for (k = 0; k < pol->nmilters; k++)
+			if (strcmp(pol->milters[k].name,
+			    p->milter_names[i].name) == 0)
+				break;
+		if (k == pol->nmilters)
+			return perr(p, p->milter_names[i].line, "milters: no "
+			    "milter \"%s\"", p->milter_names[i].name);
+		pol->miltersets[p->milter_names[i].set].idx[
+		    p->milter_names[i].pos] = k;
+	}
+	return 0;
+}
+
 /* kw_queue - "queue { ... }" */
 static int
 kw_queue(struct parser *p, struct stmt *st)
@@ -1826,6 +2019,10 @@ static const struct keyword global_kw[] = {
 	{ "fallback-relay", 1, 5, 0, kw_fbrelay, V_FN, 0, 0, 0, NULL },
 	{ "destination", 1, 1, KW_BLOCK | KW_MULTI, kw_destination, V_FN, 0,
 	    0, 0, NULL },
+	{ "milter", 1, 1, KW_BLOCK | KW_MULTI, kw_milter, V_FN, 0, 0, 0,
+	    NULL },
+	{ "milters", 2, PARSE_MAXARGS - 1, KW_MULTI, kw_milters, V_FN, 0, 0,
+	    0, NULL },
 	{ "honour", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
 	{ "ignore", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
 	{ "client-server", 2, 2, KW_MULTI, kw_clientserver, V_FN, 0, 0, 0,
@@ -2008,6 +2205,8 @@ finish(struct parser *p)
 		pol->cs_tls = pol->starttls[POLICY_DIR_OUT] == POLICY_TLS_REQUIRE ?
 		    POLICY_CSTLS_REQUIRE : POLICY_CSTLS_OPPORTUNISTIC;
 	finish_ports(p);
+	if (finish_milters(p) == -1)
+		return -1;
 	/* each worker reads its own queue: queue-number .. +N-1 */
 	if (pol->workers > 1 && pol->queue_num + pol->workers - 1 > 65535)
 		return perr(p, p->workers_line, "workers: queues %u-%u run past "
@@ -2066,6 +2265,7 @@ policy_load(const char *path, char *err, size_t errlen)
 		free(p.toks[i].text);
 	free(p.toks);
 	free(p.portset);
+	free(p.milter_names);
 	free(p.dir);
 	free(buf);
 	if (rv == -1) {

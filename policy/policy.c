@@ -139,6 +139,15 @@ policy_free(struct policy *pol)
 	for (i = 0; i < pol->nshapes; i++)
 		free(pol->shapes[i].name);
 	free(pol->shapes);
+	for (i = 0; i < pol->nmilters; i++) {
+		free(pol->milters[i].name);
+		free(pol->milters[i].socket);
+		free(pol->milters[i].path);
+	}
+	free(pol->milters);
+	for (i = 0; i < pol->nmiltersets; i++)
+		free(pol->miltersets[i].idx);
+	free(pol->miltersets);
 	free(pol->tls_ciphers);
 	policy_free_secret(pol->relay.auth_user);
 	policy_free_secret(pol->relay.auth_pass);
@@ -270,6 +279,8 @@ const char *const policy_cstls_names[] = { "none", "opportunistic",
 	"require", NULL };
 const char *const policy_route_names[] = { "original", "relayhost", "mx",
 	"fallback", NULL };
+const char *const policy_mact_names[] = { "tempfail", "accept", "reject",
+	NULL };
 const char *const policy_tlslevel_names[] = { "none", "may", "encrypt",
 	"verify", NULL };
 

@@ -104,6 +104,28 @@ struct policy_fallback {
 	unsigned	 after;			/* seconds since arrival */
 };
 
+/* what a milter that cannot be reached or answers badly stands for */
+enum policy_mact { POLICY_MACT_TEMPFAIL = 0, POLICY_MACT_ACCEPT,
+	POLICY_MACT_REJECT };
+/* "milter NAME { ... }": one content filter (Sendmail's milter protocol) */
+struct policy_milter {
+	char		*name;
+	char		*socket;		/* as written */
+	struct sockaddr_storage addr;		/* inet: and inet6: */
+	char		*path;			/* unix:, else NULL */
+	unsigned	 t_connect;		/* seconds */
+	unsigned	 t_command;
+	unsigned	 t_content;
+	int		 defact;		/* enum policy_mact */
+};
+/* "milters DIR [port NAME] NAME...|none": the milters of a direction's
+ * sessions, in order, or of those arriving on one bridge port */
+struct policy_milterset {
+	enum policy_dir	 dir;
+	char		 port[IF_NAMESIZE];	/* "" every port */
+	size_t		*idx;			/* into policy.milters */
+	size_t		 n;			/* 0: none */
+};
 struct policy_queue {
 	unsigned	 retry_min;		/* seconds */
 	unsigned	 retry_max;
@@ -208,6 +230,10 @@ struct policy {
 	struct policy_shape *shapes;		/* "destination" blocks */
 	size_t		 nshapes;
 	struct policy_queue queue;
+	struct policy_milter *milters;		/* "milter" blocks */
+	size_t		 nmilters;
+	struct policy_milterset *miltersets;	/* "milters" lines */
+	size_t		 nmiltersets;
 	struct policy_limits limits;
 	struct policy_rule *rules;
 	size_t		 nrules;
@@ -294,6 +320,9 @@ const struct policy_port *policy_port_by_name(const struct policy *,
 int	 policy_rcpt_protected(const struct policy *, const char *rcpt);
 const struct policy_tlspol *policy_tls_lookup(const struct policy *,
 	    const char *domain, const char *host);
+const struct policy_milterset *policy_milters(const struct policy *,
+	    enum policy_dir, const char *port);
+extern const char *const policy_mact_names[];
 void	 policy_dest_limits(const struct policy *, const char *name,
 	    struct policy_shape *);
 

@@ -6,6 +6,10 @@
  * is accepted (the MTA adds the box's Received: field), the content
  * written to it in chunks, and the submission through the worker's door at the dot: 250
  * is said only when the MTA's answer for this session's id says queued.
+ * With milters (milter.c), each step is theirs to answer after ours:
+ * the session waits on the chain (mstep names the step it answers), and
+ * at the dot their edits go into the message and a quarantine puts it on
+ * hold, before it is submitted.
  */
 #include <sys/socket.h>
 #include <stdio.h>
@@ -27,6 +31,7 @@
 #include "callout.h"
 #include "proxy.h"
 #include "../common/smtpc.h"
+#include "milter.h"
 #include "sink.h"
 
 #define QSINK_BODY_CHUNK	(64 * 1024)
@@ -42,6 +47,10 @@ enum qsink_state {
 static const char *qsink_state_names[] = {
 	"idle", "verify", "msg", "commit", "closed"
 };
+
+/* the milter step the session waits on (the chain answers it) */
+enum qsink_mstep { MS_NONE = 0, MS_CONNECT, MS_HELO, MS_MAIL, MS_RCPT,
+	MS_DATA, MS_EOM };
 
 struct rcpt {
 	char			*addr;
@@ -60,9 +69,21 @@ struct sink {
 	struct rcpt		 vrcpt;		/* the RCPT it is about */
 	struct mta_msg		*msg;		/* Q_MSG */
 	struct buf		 body;		/* content not yet written */
+	struct milter_chain	*milters;	/* NULL: none */
+	enum qsink_mstep	 mstep;
+	int			 mehlo;		/* MS_HELO: it was EHLO */
+	struct rcpt		 mrcpt;		/* MS_RCPT: the RCPT */
+	int			 mdiscard;	/* a milter discards it */
 };
 
 static void	verify_cancel(struct sink *);
+static void	qsink_milter(void *, const struct milter_answer *);
+static void	qsink_mwake(void *);
+static void	rcpt_go(struct sink *, struct rcpt *);
+static void	submit(struct sink *);
+static void	greet(struct sink *);
+static void	helo_reply(struct sink *, int);
+static void	milter_step(struct sink *, enum qsink_mstep);
 
 /* enter_state - the one place the queue sink changes state; leaving a
  * state lets go of what it held */
@@ -280,6 +301,164 @@ msg_open(struct sink *q)
 	return 0;
 }
 
+/* ---------------------------------------------------------------- milters */
+
+/* qsink_mwake - the milters caught up: the session may read on */
+static void
+qsink_mwake(void *arg)
+{
+	struct sink *q = arg;
+
+	smtpd_sink_wake(q->env);
+}
+
+/* milter_step - the session waits on the chain for step st */
+static void
+milter_step(struct sink *q, enum qsink_mstep st)
+{
+	q->mstep = st;
+	if (st != MS_CONNECT)
+		smtpd_sink_wait(q->env);
+}
+
+/* milter_refuse - the milters' reply (or the default of v's class) */
+static void
+milter_refuse(struct sink *q, const struct milter_answer *a,
+    const char *dflt)
+{
+	if (a->why != NULL)
+		smtpd_sink_reason(q->env, a->why);
+	if (a->reply != NULL)
+		smtpd_sink_raw(q->env, a->reply);
+	else
+		smtpd_sink_reply(q->env, dflt);
+}
+
+/* milter_end - the milters' answer at the dot */
+static void
+milter_end(struct sink *q, const struct milter_answer *a)
+{
+	struct sink_env *e = q->env;
+	struct buf head;
+	uint64_t oldlen;
+	const char *why;
+
+	switch (a->verdict) {
+	case MILTER_CONTINUE:
+		break;
+	case MILTER_DISCARD:
+		log_info("session=%llu msgid=%s milter=%s discarded",
+		    (unsigned long long)e->conn.id,
+		    q->msg ? mta_msg_id(q->msg) : "-", a->milter);
+		enter_state(q, Q_IDLE);
+		smtpd_sink_reason(e, a->why);
+		smtpd_sink_reply(e, "250 2.0.0 Ok: discarded");
+		return;
+	case MILTER_REJECT:
+	case MILTER_TEMPFAIL:
+		enter_state(q, Q_IDLE);
+		milter_refuse(q, a, a->verdict == MILTER_REJECT ?
+		    "550 5.7.1 Command rejected" :
+		    "451 4.7.1 Service unavailable - try again later");
+		return;
+	}
+	if (q->msg != NULL) {
+		buf_init(&head);
+		if (milter_edited_head(q->milters, &head, &oldlen)) {
+			mta_msg_edit_head(q->msg, oldlen, head.data, head.len);
+			log_info("session=%llu msgid=%s milter header edited",
+			    (unsigned long long)e->conn.id, mta_msg_id(q->msg));
+		}
+		buf_free(&head);
+		if ((why = milter_quarantine(q->milters)) != NULL) {
+			log_info("session=%llu msgid=%s milter quarantine "
+			    "reason=\"%s\"", (unsigned long long)e->conn.id,
+			    mta_msg_id(q->msg), why);
+			mta_msg_hold(q->msg, why);
+		}
+	}
+	submit(q);
+}
+
+/* qsink_milter - the chain answers the step the session waits on */
+static void
+qsink_milter(void *arg, const struct milter_answer *a)
+{
+	struct sink *q = arg;
+	struct sink_env *e = q->env;
+	enum qsink_mstep st = q->mstep;
+	struct rcpt r;
+
+	q->mstep = MS_NONE;
+	switch (st) {
+	case MS_NONE:
+		return;
+	case MS_CONNECT:
+		/* refused or not, the greeting: the refusal answers the
+		 * commands (milter.c keeps it) */
+		if (a->verdict != MILTER_CONTINUE)
+			log_info("session=%llu milter=%s refuses the "
+			    "connection: %s", (unsigned long long)e->conn.id,
+			    a->milter ? a->milter : "-", a->why ? a->why : "");
+		greet(q);
+		return;
+	case MS_HELO:
+		if (a->verdict == MILTER_CONTINUE)
+			helo_reply(q, q->mehlo);
+		else
+			milter_refuse(q, a, "550 5.7.1 Command rejected");
+		return;
+	case MS_MAIL:
+		if (a->verdict == MILTER_CONTINUE)
+			smtpd_sink_reply(e, "250 2.1.0 Ok");
+		else if (a->verdict == MILTER_DISCARD) {
+			/* Sendmail's meaning: the message goes nowhere */
+			q->mdiscard = 1;
+			smtpd_sink_reply(e, "250 2.1.0 Ok");
+		} else
+			milter_refuse(q, a, "550 5.7.1 Command rejected");
+		return;
+	case MS_RCPT:
+		r = q->mrcpt;
+		memset(&q->mrcpt, 0, sizeof(q->mrcpt));
+		if (a->verdict == MILTER_CONTINUE) {
+			rcpt_go(q, &r);
+			return;
+		}
+		if (a->verdict == MILTER_DISCARD) {
+			q->mdiscard = 1;
+			rcpt_go(q, &r);
+			return;
+		}
+		rcpt_drop(&r);
+		milter_refuse(q, a, "550 5.7.1 Command rejected");
+		return;
+	case MS_DATA:
+		if (a->verdict == MILTER_CONTINUE ||
+		    a->verdict == MILTER_DISCARD) {
+			if (a->verdict == MILTER_DISCARD)
+				q->mdiscard = 1;
+			smtpd_sink_reply(e, "354 End data with "
+			    "<CR><LF>.<CR><LF>");
+			return;
+		}
+		enter_state(q, Q_IDLE);
+		milter_refuse(q, a, "550 5.7.1 Command rejected");
+		return;
+	case MS_EOM:
+		if (q->mdiscard && a->verdict == MILTER_CONTINUE) {
+			struct milter_answer d = *a;
+
+			d.verdict = MILTER_DISCARD;
+			d.why = "discarded by a milter";
+			milter_end(q, &d);
+			return;
+		}
+		milter_end(q, a);
+		return;
+	}
+}
+
 /* ---------------------------------------------------------------- ops */
 
 static struct sink *
@@ -300,7 +479,7 @@ qsink_open(struct sink_env *e)
 }
 
 static void
-qsink_greet(struct sink *q)
+greet(struct sink *q)
 {
 	char greeting[300];
 
@@ -309,9 +488,35 @@ qsink_greet(struct sink *q)
 	smtpd_sink_greeting(q->env, greeting, strlen(greeting), NULL);
 }
 
-/* qsink_helo - HELO/EHLO answered here: every extension mta/ takes */
+/* qsink_greet - after the milters heard of the connection: what they
+ * say of it stands for the session's commands, as with Postfix */
 static void
-qsink_helo(struct sink *q, int ehlo, const struct smtp_line *l)
+qsink_greet(struct sink *q)
+{
+	struct sink_env *e = q->env;
+	struct milter_info mi;
+
+	memset(&mi, 0, sizeof(mi));
+	mi.session_id = e->conn.id;
+	mi.client = e->conn.client;
+	mi.orig_dst = e->conn.orig_dst;
+	mi.hostname = e->host;
+	mi.port = e->conn.port;
+	mi.dir = e->conn.dir;
+	q->milters = milter_chain_new(e->loop, e->pol,
+	    policy_milters(e->pol, e->conn.dir, e->conn.port), &mi,
+	    qsink_milter, qsink_mwake, q);
+	if (q->milters == NULL) {
+		greet(q);
+		return;
+	}
+	q->mstep = MS_CONNECT;
+	milter_connect(q->milters);
+}
+
+/* helo_reply - HELO/EHLO answered here: every extension mta/ takes */
+static void
+helo_reply(struct sink *q, int ehlo)
 {
 	struct sink_env *e = q->env;
 	struct sink_caps c;
@@ -341,13 +546,66 @@ qsink_helo(struct sink *q, int ehlo, const struct smtp_line *l)
 }
 
 static void
+qsink_helo(struct sink *q, int ehlo, const struct smtp_line *l)
+{
+	struct sink_env *e = q->env;
+	char v[64], *c;
+
+	if (q->milters == NULL) {
+		helo_reply(q, ehlo);
+		return;
+	}
+	/* "TLSv1.3/TLS_AES_256_GCM_SHA384" */
+	snprintf(v, sizeof(v), "%s", e->tls ? tls_conn_info(e->tls) : "");
+	if ((c = strchr(v, '/')) != NULL)
+		*c++ = '\0';
+	q->mehlo = ehlo;
+	milter_step(q, MS_HELO);
+	milter_helo(q->milters, e->helo, e->tls ? v : NULL, e->tls ? c :
+	    NULL);
+}
+
+static void
 qsink_mail(struct sink *q, const struct smtp_line *l)
 {
-	if (mta_can_accept() == -1)
-		smtpd_sink_reply(q->env, "452 4.3.1 Insufficient system "
-		    "storage");
-	else
-		smtpd_sink_reply(q->env, "250 2.1.0 Ok");
+	struct sink_env *e = q->env;
+	char *from, size[32], *ret = NULL, *envid = NULL;
+	const char *argv[8];
+	int argc = 0;
+
+	if (mta_can_accept() == -1) {
+		smtpd_sink_reply(e, "452 4.3.1 Insufficient system storage");
+		return;
+	}
+	if (q->milters == NULL) {
+		smtpd_sink_reply(e, "250 2.1.0 Ok");
+		return;
+	}
+	from = xmalloc(strlen(e->mail.from) + 3);
+	sprintf(from, "<%s>", e->mail.from);
+	argv[argc++] = from;
+	if (e->mail.size > 0) {
+		snprintf(size, sizeof(size), "SIZE=%llu",
+		    (unsigned long long)e->mail.size);
+		argv[argc++] = size;
+	}
+	if (e->mail.body8)
+		argv[argc++] = "BODY=8BITMIME";
+	if (e->mail.smtputf8)
+		argv[argc++] = "SMTPUTF8";
+	if (e->mail.ret != MTA_RET_UNSET)
+		argv[argc++] = ret = xstrdup(e->mail.ret == MTA_RET_FULL ?
+		    "RET=FULL" : "RET=HDRS");
+	if (e->mail.envid != NULL) {
+		envid = xmalloc(strlen(e->mail.envid) + 7);
+		sprintf(envid, "ENVID=%s", e->mail.envid);
+		argv[argc++] = envid;
+	}
+	milter_step(q, MS_MAIL);
+	milter_mail(q->milters, argv, argc, NULL);
+	free(from);
+	free(ret);
+	free(envid);
 }
 
 /* qsink_rcpt - policy's decision on one recipient */
@@ -356,7 +614,6 @@ qsink_rcpt(struct sink *q, const struct smtp_path *path,
     const struct smtp_line *l)
 {
 	struct sink_env *e = q->env;
-	const struct policy_domain *d;
 	const char *msg = NULL;
 	enum policy_verdict v;
 	struct rcpt r;
@@ -371,11 +628,33 @@ qsink_rcpt(struct sink *q, const struct smtp_path *path,
 	}
 	memset(&r, 0, sizeof(r));
 	rcpt_make(q, path, &r);
-	if ((d = policy_verify_rcpt(e->pol, e->conn.dir, path->addr)) != NULL) {
-		verify_rcpt(q, d, &r);
+	if (q->milters != NULL) {
+		char *to = xmalloc(strlen(path->addr) + 3);
+		const char *argv[1] = { to };
+
+		sprintf(to, "<%s>", path->addr);
+		q->mrcpt = r;
+		milter_step(q, MS_RCPT);
+		milter_rcpt(q->milters, argv, 1);
+		free(to);
 		return;
 	}
-	rcpt_take(q, &r);
+	rcpt_go(q, &r);
+}
+
+/* rcpt_go - a recipient policy and the milters let through: verified
+ * with its server if policy says so, else taken */
+static void
+rcpt_go(struct sink *q, struct rcpt *r)
+{
+	struct sink_env *e = q->env;
+	const struct policy_domain *d;
+
+	if ((d = policy_verify_rcpt(e->pol, e->conn.dir, r->addr)) != NULL) {
+		verify_rcpt(q, d, r);
+		return;
+	}
+	rcpt_take(q, r);
 	smtpd_sink_reply(e, "250 2.1.5 Ok");
 }
 
@@ -402,6 +681,11 @@ qsink_data(struct sink *q)
 		}
 		enter_state(q, Q_MSG);
 	}
+	if (q->milters != NULL) {
+		milter_step(q, MS_DATA);
+		milter_data(q->milters, q->msg ? mta_msg_id(q->msg) : NULL);
+		return;
+	}
 	smtpd_sink_reply(e, "354 End data with <CR><LF>.<CR><LF>");
 }
 
@@ -424,6 +708,8 @@ qsink_flush(struct sink *q, const char **why)
 static const char *
 qsink_content(struct sink *q, const char *p, size_t n, const char **why)
 {
+	if (q->milters != NULL)
+		milter_content(q->milters, p, n);
 	buf_append(&q->body, p, n);
 	if (buf_avail(&q->body) >= QSINK_BODY_CHUNK)
 		return qsink_flush(q, why);
@@ -434,7 +720,8 @@ qsink_content(struct sink *q, const char *p, size_t n, const char **why)
 static int
 qsink_busy(struct sink *q)
 {
-	return q->msg != NULL && mta_msg_busy(q->msg);
+	return (q->msg != NULL && mta_msg_busy(q->msg)) ||
+	    (q->milters != NULL && milter_busy(q->milters));
 }
 
 /* qsink_end - the dot: submit through the worker's door */
@@ -442,7 +729,6 @@ static void
 qsink_end(struct sink *q)
 {
 	struct sink_env *e = q->env;
-	struct mta_msg *msg;
 	const char *line, *why = NULL;
 
 	if ((line = qsink_flush(q, &why)) != NULL) {
@@ -451,6 +737,21 @@ qsink_end(struct sink *q)
 		smtpd_sink_reply(e, line);
 		return;
 	}
+	if (q->milters != NULL) {
+		milter_step(q, MS_EOM);
+		milter_eom(q->milters);
+		return;
+	}
+	submit(q);
+}
+
+/* submit - the message to the MTA, through the worker's door */
+static void
+submit(struct sink *q)
+{
+	struct sink_env *e = q->env;
+	struct mta_msg *msg;
+
 	if (q->msg == NULL) {
 		/* every recipient went to a discard rule */
 		smtpd_sink_reply(e, "250 2.0.0 Ok: discarded");
@@ -467,6 +768,8 @@ qsink_end(struct sink *q)
 static int
 qsink_abort(struct sink *q)
 {
+	milter_abort(q->milters);
+	q->mstep = MS_NONE;
 	buf_reset(&q->body);
 	enter_state(q, Q_IDLE);
 	return 1;
@@ -479,6 +782,12 @@ qsink_reset(struct sink *q)
 
 	if (q->state == Q_MSG || q->state == Q_VERIFY)
 		enter_state(q, Q_IDLE);
+	if (q->milters != NULL && q->state != Q_COMMIT) {
+		milter_abort(q->milters);
+		if (q->mstep == MS_RCPT)
+			rcpt_drop(&q->mrcpt);
+		q->mstep = MS_NONE;
+	}
 	for (i = 0; i < q->nok; i++) {
 		free(q->rcpts[i].addr);
 		free(q->rcpts[i].orcpt);
@@ -487,6 +796,7 @@ qsink_reset(struct sink *q)
 	q->rcpts = NULL;
 	q->nok = 0;
 	q->ndiscard = 0;
+	q->mdiscard = 0;
 }
 
 /* qsink_answer - the MTA's answer for this session's message */
@@ -512,6 +822,8 @@ static void
 qsink_close(struct sink *q)
 {
 	qsink_reset(q);
+	milter_chain_free(q->milters);
+	q->milters = NULL;
 	enter_state(q, Q_CLOSED);
 	buf_free(&q->body);
 	free(q);
