@@ -345,13 +345,6 @@ mta_msg_busy(const struct mta_msg *msg)
 	    msg->body.len + buf_avail(&msg->out) >= MTA_SPILL_HIWAT;
 }
 
-/* XXX stub until the hold queue lands (branch w-hold) */
-void
-mta_msg_hold(struct mta_msg *msg, const char *reason)
-{
-	log_warnx("msgid=%s hold not yet: reason=%s", msg->env->id, reason);
-}
-
 const char *
 mta_msg_id(const struct mta_msg *msg)
 {

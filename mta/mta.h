@@ -63,9 +63,6 @@ void		 mta_msg_set_wake(struct mta_msg *, void (*)(void *), void *);
 const char	*mta_msg_id(const struct mta_msg *);
 /* before the commit: the first skip bytes written (the header section)
  * become head (CRLF lines), as a content filter edited them */
-/* before the commit: the message is spooled on hold, never tried until
- * an admin releases it (a milter's quarantine) */
-void		 mta_msg_hold(struct mta_msg *, const char *reason);
 void		 mta_msg_edit_head(struct mta_msg *, uint64_t skip,
 		    const void *head, size_t len);
 /*
