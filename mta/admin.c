@@ -131,9 +131,11 @@ cmd_show(const char *id, struct buf *out)
 	    env->warned ? "yes" : "no");
 	buf_printf(out, "hold=%s\n", env->held ? "yes" : "no");
 	if (env->held)
+		/* the reason may be a peer's text (a quarantine's):
+		 * escaped as the log escapes it */
 		buf_printf(out, "hold_since=%s\nhold_reason=%s\n",
 		    iso_time(env->hold_since, t, sizeof(t)),
-		    env->hold_reason != NULL ? env->hold_reason : "");
+		    log_vis(env->hold_reason));
 	if (env->held_for > 0)
 		buf_printf(out, "held_before=%llds\n",
 		    (long long)env->held_for);

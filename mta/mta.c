@@ -192,8 +192,8 @@ mta_msg_add_rcpt(struct mta_msg *msg, const char *rcpt, const char *orcpt,
 /*
  * mta_msg_hold - queue msg on hold (a quarantine): the hold is in the
  * message file that the commit makes durable, and no attempt is made
- * until an administrator releases it.  On the receiving thread, before
- * the commit or the submit.
+ * until an administrator releases it.  The reason is kept to MTA_DIAGLEN
+ * bytes.  On the receiving thread, before the commit or the submit.
  */
 void
 mta_msg_hold(struct mta_msg *msg, const char *reason)
@@ -203,8 +203,8 @@ mta_msg_hold(struct mta_msg *msg, const char *reason)
 	env->held = 1;
 	env->hold_since = env->arrival;
 	free(env->hold_reason);
-	env->hold_reason = xstrdup(reason != NULL && *reason != '\0' ?
-	    reason : "quarantined");
+	env->hold_reason = xstrndup(reason != NULL && *reason != '\0' ?
+	    reason : "quarantined", MTA_DIAGLEN);
 }
 
 static void	spill_step(struct mta_msg *);
