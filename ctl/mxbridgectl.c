@@ -35,7 +35,8 @@ usage(void)
 	fprintf(stderr,
 	    "usage: mxbridgectl [-f file | -s socket] command [arg ...]\n"
 	    "commands: status, stats, queue list|summary [sender]|show ID|"
-	    "flush [ID]|delete ID|bounce ID, reload,\n"
+	    "flush [ID]|delete ID|bounce ID|\n"
+	    "          hold ID [reason]|release ID, reload,\n"
 	    "          history [-f logfile] [--since time] [--until time] "
 	    "id|address|client-ip\n");
 	exit(2);

@@ -1,6 +1,7 @@
 /*
  * admin.c - the queue as the administrator sees it through the control
- * socket: "queue list|show ID|flush [ID]|delete ID|bounce ID", the
+ * socket: "queue list|show ID|flush [ID]|delete ID|bounce ID|hold ID
+ * [reason]|release ID", the
  * qshape-style table of "queue summary [sender]", and the MTA's lines of
  * "stats".  Answers are key=value lines, but for the summary's table.
  */
@@ -47,7 +48,7 @@ put_quoted(struct buf *out, const char *key, const char *val)
 }
 
 static void
-list_rcpt(const struct mta_rcpt *r, int busy, struct buf *out)
+list_rcpt(const struct mta_rcpt *r, int busy, int held, struct buf *out)
 {
 	char t[32];
 
@@ -55,10 +56,11 @@ list_rcpt(const struct mta_rcpt *r, int busy, struct buf *out)
 	    busy ? "delivering" : mta_rstate_name(r->state),
 	    policy_route_name(r->route), r->attempts);
 	if (r->state == MTA_RCPT_PENDING) {
-		/* which queue: in a delivery now, waiting, or slow */
-		buf_printf(out, " queue=%s", busy ? "active" :
+		/* which queue: in a delivery now, on hold, waiting, or slow */
+		buf_printf(out, " queue=%s", busy ? "active" : held ? "hold" :
 		    mta_queue_rcpt_slow(r) ? "slow" : "deferred");
-		buf_printf(out, " next=%s", iso_time(r->next, t, sizeof(t)));
+		buf_printf(out, " next=%s", held && !busy ? "held" :
+		    iso_time(r->next, t, sizeof(t)));
 	}
 	if (r->status != NULL)
 		buf_printf(out, " status=%s", r->status);
@@ -75,12 +77,17 @@ list_env(const struct mta_qmsg *q, struct buf *out)
 	char t[32];
 	size_t i;
 
-	buf_printf(out, "%s arrival=%s from=<%s> size=%llu nrcpt=%zu%s\n",
+	buf_printf(out, "%s arrival=%s from=<%s> size=%llu nrcpt=%zu%s",
 	    env->id, iso_time(env->arrival, t, sizeof(t)), env->sender,
 	    (unsigned long long)env->bodylen, env->nrcpt,
 	    q->deleted ? " deleting" : "");
+	if (env->held) {
+		buf_puts(out, " hold=yes");
+		put_quoted(out, "hold_reason", env->hold_reason);
+	}
+	buf_puts(out, "\n");
 	for (i = 0; i < env->nrcpt; i++)
-		list_rcpt(&env->rcpt[i], q->busy[i], out);
+		list_rcpt(&env->rcpt[i], q->busy[i], env->held, out);
 }
 
 static int
@@ -98,7 +105,7 @@ cmd_show(const char *id, struct buf *out)
 {
 	struct mta_qmsg *q;
 	struct mta_env *env;
-	char a[ADDR_STRLEN];
+	char a[ADDR_STRLEN], t[32];
 
 	if ((q = mta_queue_lookup(id)) == NULL) {
 		buf_printf(out, "no such message: %s\n", id);
@@ -122,6 +129,16 @@ cmd_show(const char *id, struct buf *out)
 	    mta_ret_name(env->ret), (unsigned long long)env->size,
 	    env->body8 ? "8bitmime" : "7bit", env->smtputf8 ? "yes" : "no",
 	    env->warned ? "yes" : "no");
+	buf_printf(out, "hold=%s\n", env->held ? "yes" : "no");
+	if (env->held)
+		/* the reason may be a peer's text (a quarantine's):
+		 * escaped as the log escapes it */
+		buf_printf(out, "hold_since=%s\nhold_reason=%s\n",
+		    iso_time(env->hold_since, t, sizeof(t)),
+		    log_vis(env->hold_reason));
+	if (env->held_for > 0)
+		buf_printf(out, "held_before=%llds\n",
+		    (long long)env->held_for);
 	buf_puts(out, "\n");
 	if (mta_spool_read_headers(env, out, ADMIN_MAXHDRS) == -1)
 		buf_puts(out, "(message file unreadable)\n");
@@ -130,8 +147,9 @@ cmd_show(const char *id, struct buf *out)
 
 /*
  * Queue summary: Postfix's qshape.  A pending recipient that is in a
- * delivery job (q->busy) is "active", any other pending one "deferred";
- * its age is the message's, since arrival.
+ * delivery job (q->busy) is "active", one of a message on hold "hold",
+ * any other pending one "deferred"; its age is the message's, since
+ * arrival (time on hold counted: it is how long the mail has been here).
  */
 
 /* the upper bounds of the age columns, in minutes; the last is open */
@@ -252,10 +270,11 @@ shape_table(const char *title, struct shape_ent *e, size_t ne,
 }
 
 /*
- * mta_queue_summary - the tables of the active and the deferred queue:
- * per recipient domain, pending recipients counted; per sender domain
- * (by_sender), messages, once in each queue where they have a recipient,
- * the null sender as MAILER-DAEMON (both as qshape counts them)
+ * mta_queue_summary - the tables of the active and the deferred queue,
+ * and of the hold queue when a message is on hold: per recipient domain,
+ * pending recipients counted; per sender domain (by_sender), messages,
+ * once in each queue where they have a recipient, the null sender as
+ * MAILER-DAEMON (both as qshape counts them)
  */
 void
 mta_queue_summary(const struct mta_qmsgq *all, time_t now, int by_sender,
@@ -263,22 +282,22 @@ mta_queue_summary(const struct mta_qmsgq *all, time_t now, int by_sender,
 {
 	const struct mta_qmsg *q;
 	const struct mta_env *env;
-	struct shape_ent *e[2];
-	size_t ne[2] = { 0, 0 }, cap = 0, i;
-	int has[2], b, k;
+	struct shape_ent *e[3];
+	size_t ne[3] = { 0, 0, 0 }, cap = 0, i;
+	int has[3], b, k;
 
 	TAILQ_FOREACH(q, all, entry)
 		cap += q->env->nrcpt;
-	e[0] = xcalloc(cap + 1, sizeof(*e[0]));
-	e[1] = xcalloc(cap + 1, sizeof(*e[1]));
+	for (k = 0; k < 3; k++)
+		e[k] = xcalloc(cap + 1, sizeof(*e[k]));
 	TAILQ_FOREACH(q, all, entry) {
 		env = q->env;
 		b = mta_age_bucket(now - env->arrival);
-		has[0] = has[1] = 0;
+		has[0] = has[1] = has[2] = 0;
 		for (i = 0; i < env->nrcpt; i++) {
 			if (env->rcpt[i].state != MTA_RCPT_PENDING)
 				continue;
-			k = q->busy[i] ? 0 : 1;
+			k = q->busy[i] ? 0 : env->held ? 2 : 1;
 			if (by_sender) {
 				has[k] = 1;
 				continue;
@@ -286,7 +305,7 @@ mta_queue_summary(const struct mta_qmsgq *all, time_t now, int by_sender,
 			e[k][ne[k]].dom = mta_addr_domain(env->rcpt[i].addr);
 			e[k][ne[k]++].bucket = b;
 		}
-		for (k = 0; k < 2; k++) {
+		for (k = 0; k < 3; k++) {
 			if (!has[k])
 				continue;
 			e[k][ne[k]].dom = env->sender[0] == '\0' ?
@@ -296,8 +315,33 @@ mta_queue_summary(const struct mta_qmsgq *all, time_t now, int by_sender,
 	}
 	shape_table("active", e[0], ne[0], out);
 	shape_table("deferred", e[1], ne[1], out);
-	free(e[0]);
-	free(e[1]);
+	if (ne[2] > 0)
+		shape_table("hold", e[2], ne[2], out);
+	for (k = 0; k < 3; k++)
+		free(e[k]);
+}
+
+/* cmd_hold - "queue hold ID [reason ...]": the words are the reason */
+static int
+cmd_hold(const char *id, int argc, char **argv, struct buf *out)
+{
+	struct buf reason;
+	int i, n;
+
+	buf_init(&reason);
+	for (i = 0; i < argc; i++)
+		buf_printf(&reason, "%s%s", i > 0 ? " " : "", argv[i]);
+	buf_append(&reason, "", 1);
+	n = mta_queue_hold(id, argc > 0 ? reason.data :
+	    "held by the administrator");
+	buf_free(&reason);
+	if (n != 0) {
+		buf_printf(out, "%s: %s\n", n == -1 ? "no such message" :
+		    "already on hold", id);
+		return -1;
+	}
+	buf_printf(out, "held %s\n", id);
+	return 0;
 }
 
 /* cmd_queue - "queue SUBCOMMAND [ID]" */
@@ -306,6 +350,7 @@ cmd_queue(int argc, char **argv, struct buf *out)
 {
 	const char *sub = argc > 1 ? argv[1] : "list";
 	const char *id = argc > 2 ? argv[2] : NULL;
+	struct mta_env *env;
 	int n;
 
 	if (strcmp(sub, "list") == 0 && argc <= 2)
@@ -327,8 +372,12 @@ cmd_queue(int argc, char **argv, struct buf *out)
 		return -1;
 	}
 	if (strcmp(sub, "flush") == 0 && argc <= 3) {
-		if (id != NULL && mta_queue_find(id) == NULL) {
+		if (id != NULL && (env = mta_queue_find(id)) == NULL) {
 			buf_printf(out, "no such message: %s\n", id);
+			return -1;
+		}
+		if (id != NULL && env->held) {
+			buf_printf(out, "on hold: %s (queue release it)\n", id);
 			return -1;
 		}
 		n = mta_queue_flush(id);
@@ -336,10 +385,22 @@ cmd_queue(int argc, char **argv, struct buf *out)
 		log_info("queue: flush %s recipients=%d", id ? id : "all", n);
 		return 0;
 	}
+	if (strcmp(sub, "hold") == 0 && id != NULL)
+		return cmd_hold(id, argc - 3, argv + 3, out);
 	if (id == NULL || argc != 3) {
 		buf_puts(out, "usage: queue list | summary [sender] | show ID | "
-		    "flush [ID] | delete ID | bounce ID\n");
+		    "flush [ID] | delete ID | bounce ID | hold ID [reason] | "
+		    "release ID\n");
 		return -1;
+	}
+	if (strcmp(sub, "release") == 0) {
+		if ((n = mta_queue_release(id)) != 0) {
+			buf_printf(out, "%s: %s\n", n == -1 ?
+			    "no such message" : "not on hold", id);
+			return -1;
+		}
+		buf_printf(out, "released %s\n", id);
+		return 0;
 	}
 	if (strcmp(sub, "show") == 0)
 		return cmd_show(id, out);
@@ -376,17 +437,19 @@ static void
 stats(struct buf *out)
 {
 	struct mta_qmsg *q;
-	unsigned long long msgs = 0, rcpts = 0;
+	unsigned long long msgs = 0, rcpts = 0, held = 0;
 	uint64_t batches, ops;
 	size_t i;
 
 	TAILQ_FOREACH(q, mta_queue_all(), entry) {
 		msgs++;
+		held += q->env->held != 0;
 		for (i = 0; i < q->env->nrcpt; i++)
 			rcpts += q->env->rcpt[i].state == MTA_RCPT_PENDING;
 	}
 	buf_printf(out, "queue_messages=%llu\n", msgs);
 	buf_printf(out, "queue_recipients=%llu\n", rcpts);
+	buf_printf(out, "queue_held=%llu\n", held);
 	for (i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
 		buf_printf(out, "%s=%llu\n", counters[i].key,
 		    (unsigned long long)*counters[i].value);

@@ -12,6 +12,11 @@
  * splits on spaces and a field on its first '='.  The message body
  * follows the end line; its length and checksum are in the msg line, so a
  * torn or truncated file never parses.
+ *
+ * A message on hold has "hold=1 holdsince=T holdreason=..." in its msg
+ * line (held as it was queued) or its state line (held later), and
+ * "heldfor=N" once it was released; a file without them is not held.
+ * The state line, when there is a state file, says all of the hold.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -102,6 +107,7 @@ mta_env_free(struct mta_env *env)
 	free(env->sender);
 	free(env->envid);
 	free(env->received);
+	free(env->hold_reason);
 	free(env);
 }
 
@@ -309,6 +315,20 @@ rcpt_serialize(const struct mta_rcpt *r, struct buf *b)
 	buf_puts(b, "\n");
 }
 
+/* hold_serialize - the hold fields, written only when there is
+ * something to say: a message never held has the format of old */
+static void
+hold_serialize(const struct mta_env *env, struct buf *b)
+{
+	if (env->held) {
+		put_num(b, "hold", 1);
+		put_num(b, "holdsince", (unsigned long long)env->hold_since);
+		put_enc(b, "holdreason", env->hold_reason);
+	}
+	if (env->held_for > 0)
+		put_num(b, "heldfor", (unsigned long long)env->held_for);
+}
+
 static void
 end_line(struct buf *b, size_t start)
 {
@@ -342,6 +362,7 @@ mta_env_serialize(const struct mta_env *env, struct buf *b)
 	put_num(b, "bodylen", env->bodylen);
 	buf_printf(b, " bodysum=%016llx", (unsigned long long)env->bodysum);
 	put_num(b, "warned", (unsigned)env->warned);
+	hold_serialize(env, b);
 	buf_puts(b, "\n");
 	for (i = 0; i < env->nrcpt; i++)
 		rcpt_serialize(&env->rcpt[i], b);
@@ -358,6 +379,7 @@ mta_state_serialize(const struct mta_env *env, struct buf *b)
 	buf_printf(b, "state id=%s", env->id);
 	put_num(b, "warned", (unsigned)env->warned);
 	put_num(b, "nrcpt", env->nrcpt);
+	hold_serialize(env, b);
 	buf_puts(b, "\n");
 	for (i = 0; i < env->nrcpt; i++)
 		rcpt_serialize(&env->rcpt[i], b);
@@ -435,6 +457,35 @@ set_str(char **dst, const char *v)
 	*dst = xstrdup(v);
 }
 
+/*
+ * hold_field - a hold field of the msg or the state line: 1 if f is one
+ * (0 or -1 in *rc), 0 if it is not
+ */
+static int
+hold_field(struct mta_env *env, const struct field *f, int *rc)
+{
+	unsigned long long v;
+	const char *k = f->key;
+
+	*rc = 0;
+	if (strcmp(k, "holdreason") == 0) {
+		set_str(&env->hold_reason, f->val);
+		return 1;
+	}
+	if (strcmp(k, "hold") != 0 && strcmp(k, "holdsince") != 0 &&
+	    strcmp(k, "heldfor") != 0)
+		return 0;
+	if (num(f->val, &v) == -1)
+		*rc = -1;
+	else if (strcmp(k, "hold") == 0)
+		env->held = v != 0;
+	else if (strcmp(k, "holdsince") == 0)
+		env->hold_since = (time_t)v;
+	else
+		env->held_for = (time_t)v;
+	return 1;
+}
+
 /* msg_field - one field of the msg line */
 static int
 msg_field(struct mta_env *env, const struct field *f)
@@ -443,6 +494,8 @@ msg_field(struct mta_env *env, const struct field *f)
 	int i;
 	const char *k = f->key;
 
+	if (hold_field(env, f, &i))
+		return i;
 	if (strcmp(k, "id") == 0) {
 		if (!mta_id_valid(f->val))
 			return -1;
@@ -589,6 +642,7 @@ parse_lines(char *text, struct mta_env *env, int state, size_t *nrcpt_want)
 	char *line, *save = NULL, *tag;
 	size_t nf, i;
 	unsigned long long v;
+	int rc;
 
 	for (line = strtok_r(text, "\n", &save); line != NULL;
 	    line = strtok_r(NULL, "\n", &save)) {
@@ -612,7 +666,10 @@ parse_lines(char *text, struct mta_env *env, int state, size_t *nrcpt_want)
 					return -1;
 		} else if (state && strcmp(tag, "state") == 0) {
 			for (i = 0; i < nf; i++) {
-				if (strcmp(f[i].key, "id") == 0)
+				if (hold_field(env, &f[i], &rc)) {
+					if (rc == -1)
+						return -1;
+				} else if (strcmp(f[i].key, "id") == 0)
 					memcpy(env->id, f[i].val,
 					    strnlen(f[i].val, MTA_IDLEN));
 				else if (num(f[i].val, &v) == 0 &&
@@ -690,6 +747,13 @@ mta_state_parse(const char *buf, size_t len, struct mta_env *env)
 		memset(&tmp->rcpt[i], 0, sizeof(tmp->rcpt[i]));
 	}
 	env->warned = tmp->warned;
+	/* the state file says all of the hold: none there, none held */
+	env->held = tmp->held;
+	env->hold_since = tmp->hold_since;
+	env->held_for = tmp->held_for;
+	free(env->hold_reason);
+	env->hold_reason = tmp->hold_reason;
+	tmp->hold_reason = NULL;
 	rc = 0;
 done:
 	free(text);

@@ -194,6 +194,24 @@ mta_msg_add_rcpt(struct mta_msg *msg, const char *rcpt, const char *orcpt,
 	mta_rcpt_add(msg->env, rcpt, orcpt, notify, route);
 }
 
+/*
+ * mta_msg_hold - queue msg on hold (a quarantine): the hold is in the
+ * message file that the commit makes durable, and no attempt is made
+ * until an administrator releases it.  The reason is kept to MTA_DIAGLEN
+ * bytes.  On the receiving thread, before the commit or the submit.
+ */
+void
+mta_msg_hold(struct mta_msg *msg, const char *reason)
+{
+	struct mta_env *env = msg->env;
+
+	env->held = 1;
+	env->hold_since = env->arrival;
+	free(env->hold_reason);
+	env->hold_reason = xstrndup(reason != NULL && *reason != '\0' ?
+	    reason : "quarantined", MTA_DIAGLEN);
+}
+
 static void	spill_step(struct mta_msg *);
 static void	msg_free(struct mta_msg *);
 static void	msg_finished(struct mta_msg *);
@@ -456,6 +474,11 @@ commit_done(void *arg, int status, const char *why)
 		    (unsigned long long)env->bodylen,
 		    addr_fmt((struct sockaddr *)&env->client, client,
 		    sizeof(client)));
+		if (env->held)
+			log_info("msgid=%s session=%llu held by=ingress "
+			    "pending=%zu reason=\"%s\"", env->id,
+			    (unsigned long long)env->session, env->nrcpt,
+			    log_vis(env->hold_reason));
 		c->cb(c->arg, 0, env->id);
 		mta_queue_add(env);
 	} else {

@@ -52,6 +52,14 @@ struct mta_msg	*mta_msg_new(const struct mta_info *);
 /* route as decided by policy_route_rcpt(); orcpt and notify may be 0 */
 void		 mta_msg_add_rcpt(struct mta_msg *, const char *rcpt,
 		    const char *orcpt, unsigned notify, enum policy_route);
+/*
+ * Queue the message on hold (a quarantine, say a milter's
+ * SMFIR_QUARANTINE): spooled with its hold in the same commit, never
+ * tried, expired or warned about until an administrator releases it
+ * ("queue release") or deletes it.  reason (copied) may be NULL.
+ * After mta_msg_new(), before mta_msg_commit() or mta_msg_submit().
+ */
+void		 mta_msg_hold(struct mta_msg *, const char *reason);
 /* body bytes exactly as they will be delivered: CRLF lines, no stuffing;
  * -1 once a spill write failed (the message cannot be queued) */
 int		 mta_msg_write(struct mta_msg *, const void *, size_t);

@@ -82,6 +82,12 @@ struct mta_env {
 	uint64_t	 bodysum;	/* FNV-1a of those bytes */
 	uint64_t	 bodyoff;	/* where the body starts (memory only) */
 	int		 warned;	/* delay DSN sent */
+	int		 held;		/* on hold: never tried, expired or
+					   warned about until released */
+	time_t		 hold_since;	/* when it was put on hold */
+	time_t		 held_for;	/* seconds on hold before, which the
+					   queue's clocks do not count */
+	char		*hold_reason;	/* why it is held, or NULL */
 	int		 stfile;	/* queue/ID.st exists (memory only) */
 	struct buf	 mem;		/* the body, for the first delivery */
 	struct mta_rcpt	*rcpt;
@@ -205,6 +211,9 @@ struct mta_qmsgq *mta_queue_all(void);
 int		 mta_queue_flush(const char *);
 int		 mta_queue_delete(const char *);
 int		 mta_queue_bounce(const char *);
+int		 mta_queue_hold(const char *, const char *);
+int		 mta_queue_release(const char *);
+time_t		 mta_queue_age(const struct mta_env *, time_t);
 struct mta_job	*mta_queue_next_job(struct mta_dest *);
 void		 mta_queue_job_done(struct mta_job *);
 void		 mta_queue_job_retry(struct mta_job *);

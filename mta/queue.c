@@ -5,7 +5,9 @@
  * jobs, and every
  * decision about a recipient's life: when to try it, the backoff between
  * attempts, expiry after queue.lifetime, the delay warning after
- * queue.warn, and the final notification.  Delivery connections
+ * queue.warn, the final notification, and the hold: a message on hold
+ * stays in the spool and in memory but the scheduler leaves it alone (no
+ * job, no expiry, no warning) until it is released.  Delivery connections
  * (deliver.c) take jobs from a destination, at most queue.concurrency
  * at a time, and report one result per recipient.
  */
@@ -79,6 +81,20 @@ unsigned
 mta_queue_busy(void)
 {
 	return mta_deliver_count() + mta_dns_busy();
+}
+
+/*
+ * mta_queue_age - how long env has been queued at now, its time on hold
+ * not counted: the lifetime, the delay warning and the fallback relay
+ * go by this clock, which stops while the message is held and goes on
+ * from there once it is released
+ */
+time_t
+mta_queue_age(const struct mta_env *env, time_t now)
+{
+	if (env->held)
+		now = env->hold_since;
+	return now - env->arrival - env->held_for;
 }
 
 /* lifetime - how long a message may stay: DSNs get their own */
@@ -199,7 +215,7 @@ dest_key(const struct mta_env *env, const struct mta_rcpt *r, char *key,
 		route = POLICY_ROUTE_MX;
 	/* undelivered for too long on its own route: the fallback relay */
 	if (route != POLICY_ROUTE_RELAYHOST && p->fbrelay.host != NULL &&
-	    time(NULL) - env->arrival >= (time_t)p->fbrelay.after)
+	    mta_queue_age(env, time(NULL)) >= (time_t)p->fbrelay.after)
 		route = POLICY_ROUTE_FALLBACK;
 	if (route == POLICY_ROUTE_ORIGINAL &&
 	    env->orig_dst.ss_family != AF_INET &&
@@ -299,6 +315,29 @@ job_free(struct mta_job *job)
 	free(job);
 }
 
+static void	msg_drop(struct mta_qmsg *, const char *);
+
+/*
+ * job_drop - a job that was not tried goes, its recipients as they were
+ * (not busy any more, no attempt counted)
+ */
+static void
+job_drop(struct mta_job *job)
+{
+	struct mta_qmsg *q = job->msg;
+	size_t i;
+
+	for (i = 0; i < job->n; i++)
+		q->busy[job->idx[i]] = 0;
+	q->jobs--;
+	job_free(job);
+	if (q->jobs > 0)
+		return;
+	mta_env_mem_drop(q->env);
+	if (q->deleted == 1)
+		msg_drop(q, "deleted by the administrator");
+}
+
 /*
  * dest_pump - open connections while jobs wait and the limit allows.
  * The limit starts at one connection and grows by one with every
@@ -362,6 +401,10 @@ mta_queue_job_retry(struct mta_job *job)
 
 	if (queue_stopped) {		/* nobody takes it: let it go */
 		mta_queue_job_done(job);
+		return;
+	}
+	if (job->msg->env->held) {	/* put on hold meanwhile */
+		job_drop(job);
 		return;
 	}
 	for (i = 0; i < job->n; i++) {
@@ -448,7 +491,8 @@ static void
 fallback_due(const struct mta_env *env, struct mta_rcpt *r, time_t now)
 {
 	struct policy *p = policy_current();
-	time_t due = env->arrival + (time_t)p->fbrelay.after;
+	time_t due = env->arrival + env->held_for +
+	    (time_t)p->fbrelay.after;
 
 	if (p->fbrelay.host != NULL && r->route != POLICY_ROUTE_RELAYHOST &&
 	    due > now && r->next > due)
@@ -474,7 +518,7 @@ apply(struct mta_env *env, struct mta_rcpt *r, const struct mta_result *res,
 		rcpt_log(env, r, "delivered");
 	} else if (res->code == 5)
 		rcpt_fail(env, r, 0);
-	else if (now - env->arrival >= lifetime(env))
+	else if (mta_queue_age(env, now) >= lifetime(env))
 		rcpt_fail(env, r, 1);
 	else {
 		r->next = now + backoff(r->attempts);
@@ -660,8 +704,9 @@ warn(struct mta_env *env, time_t now)
 	struct policy *p = policy_current();
 	size_t *idx, n = 0, i;
 
-	if (env->warned || p->queue.warn == 0 || env->sender[0] == '\0' ||
-	    now - env->arrival < (time_t)p->queue.warn)
+	if (env->warned || env->held || p->queue.warn == 0 ||
+	    env->sender[0] == '\0' ||
+	    mta_queue_age(env, now) < (time_t)p->queue.warn)
 		return 0;
 	env->warned = 1;
 	idx = xcalloc(env->nrcpt, sizeof(*idx));
@@ -693,6 +738,8 @@ dispatch(struct mta_qmsg *q, time_t now)
 	struct policy_shape lim;
 	size_t i, k, nd = 0;
 
+	if (env->held)
+		return;
 	for (i = 0; i < env->nrcpt; i++) {
 		r = &env->rcpt[i];
 		if (r->state != MTA_RCPT_PENDING || q->busy[i] || r->next > now)
@@ -736,7 +783,7 @@ expire(struct mta_qmsg *q, time_t now)
 	size_t i;
 	int n = 0;
 
-	if (now - env->arrival < lifetime(env))
+	if (env->held || mta_queue_age(env, now) < lifetime(env))
 		return 0;
 	for (i = 0; i < env->nrcpt; i++)
 		if (env->rcpt[i].state == MTA_RCPT_PENDING && !q->busy[i]) {
@@ -755,15 +802,17 @@ next_event(const struct mta_qmsg *q, time_t t)
 	time_t e;
 	size_t i;
 
+	if (env->held)
+		return t;	/* nothing happens to it until released */
 	for (i = 0; i < env->nrcpt; i++)
 		if (env->rcpt[i].state == MTA_RCPT_PENDING && !q->busy[i] &&
 		    env->rcpt[i].next < t)
 			t = env->rcpt[i].next;
-	e = env->arrival + lifetime(env);
+	e = env->arrival + env->held_for + lifetime(env);
 	if (e < t)
 		t = e;
 	if (!env->warned && p->queue.warn > 0 && env->sender[0] != '\0') {
-		e = env->arrival + (time_t)p->queue.warn;
+		e = env->arrival + env->held_for + (time_t)p->queue.warn;
 		if (e < t)
 			t = e;
 	}
@@ -781,7 +830,7 @@ scan(uv_timer_t *t)
 	if (queue_stopped)
 		return;
 	TAILQ_FOREACH_SAFE(q, &queue_msgs, entry, tmp) {
-		if (q->deleted)
+		if (q->deleted || q->env->held)
 			continue;
 		if ((expire(q, now) > 0 || warn(q->env, now)) && settle(q))
 			continue;	/* removed */
@@ -853,7 +902,9 @@ mta_queue_add(struct mta_env *env)
 	TAILQ_INSERT_TAIL(&queue_msgs, q, entry);
 	if (unsettled(env) && settle(q))
 		return;		/* loaded after a crash, already done */
-	if (queue_loop != NULL && !queue_draining)
+	if (env->held)
+		mta_env_mem_drop(env);	/* read back after the release */
+	else if (queue_loop != NULL && !queue_draining)
 		dispatch(q, time(NULL));
 }
 
@@ -861,7 +912,8 @@ mta_queue_add(struct mta_env *env)
  * Admin
  */
 
-/* mta_queue_flush - every pending recipient (of id, or all) is due now */
+/* mta_queue_flush - every pending recipient (of id, or all) is due now;
+ * a message on hold stays as it is */
 int
 mta_queue_flush(const char *id)
 {
@@ -872,7 +924,7 @@ mta_queue_flush(const char *id)
 
 	TAILQ_FOREACH(q, &queue_msgs, entry) {
 		env = q->env;
-		if (id != NULL && strcmp(env->id, id) != 0)
+		if ((id != NULL && strcmp(env->id, id) != 0) || env->held)
 			continue;
 		for (i = 0; i < env->nrcpt; i++)
 			if (env->rcpt[i].state == MTA_RCPT_PENDING) {
@@ -920,6 +972,92 @@ mta_queue_bounce(const char *id)
 		rcpt_fail(env, r, 0);
 	}
 	settle(q);
+	return 0;
+}
+
+/*
+ * unqueue_jobs - q's jobs that wait for a connection go, untried; those
+ * on a connection already finish (what was sent cannot be called back)
+ */
+static void
+unqueue_jobs(struct mta_qmsg *q)
+{
+	struct mta_dest *d, *dtmp;
+	struct mta_job *job, *jtmp;
+
+	TAILQ_FOREACH_SAFE(d, &queue_dests, entry, dtmp) {
+		TAILQ_FOREACH_SAFE(job, &d->jobs, entry, jtmp) {
+			if (job->msg != q)
+				continue;
+			job_unqueue(d, job);
+			job_drop(job);
+		}
+		dest_free_if_idle(d);
+	}
+}
+
+/*
+ * mta_queue_hold - put message id on hold (the state file says so at
+ * once): 0, 1 if it is on hold already, -1 if there is no such message
+ */
+int
+mta_queue_hold(const char *id, const char *reason)
+{
+	struct mta_qmsg *q;
+	struct mta_env *env;
+	size_t i, n = 0;
+
+	if ((q = mta_queue_lookup(id)) == NULL || q->deleted)
+		return -1;
+	env = q->env;
+	if (env->held)
+		return 1;
+	env->held = 1;
+	env->hold_since = time(NULL);
+	set_str(&env->hold_reason, reason);
+	for (i = 0; i < env->nrcpt; i++)
+		n += env->rcpt[i].state == MTA_RCPT_PENDING;
+	log_info("msgid=%s held by=admin pending=%zu reason=\"%s\"", env->id,
+	    n, log_vis(env->hold_reason));
+	unqueue_jobs(q);
+	mta_spool_state(env);
+	return 0;
+}
+
+/*
+ * mta_queue_release - message id leaves the hold, every pending
+ * recipient due now: 0, 1 if it was not on hold, -1 if there is no such
+ * message.  Its clocks go on from where the hold stopped them.
+ */
+int
+mta_queue_release(const char *id)
+{
+	struct mta_qmsg *q;
+	struct mta_env *env;
+	time_t now = time(NULL), held;
+	size_t i, n = 0;
+
+	if ((q = mta_queue_lookup(id)) == NULL || q->deleted)
+		return -1;
+	env = q->env;
+	if (!env->held)
+		return 1;
+	held = now > env->hold_since ? now - env->hold_since : 0;
+	env->held = 0;
+	env->hold_since = 0;
+	env->held_for += held;
+	for (i = 0; i < env->nrcpt; i++)
+		if (env->rcpt[i].state == MTA_RCPT_PENDING) {
+			env->rcpt[i].next = 0;
+			n++;
+		}
+	log_info("msgid=%s released by=admin pending=%zu held=%llds "
+	    "reason=\"%s\"", env->id, n, (long long)held,
+	    log_vis(env->hold_reason));
+	free(env->hold_reason);
+	env->hold_reason = NULL;
+	mta_spool_state(env);
+	mta_queue_kick();
 	return 0;
 }
 

@@ -86,6 +86,7 @@ static char		 committed[64];
 static int		 commit_status;
 static int		 commit_ok, commit_fail;
 static enum policy_route rcpt_route;	/* of queue_msg's recipients */
+static const char	*hold_reason;	/* queue_msg holds it (ingress) */
 
 /*
  * Fault injection: these replace the C library's for the whole test
@@ -413,6 +414,7 @@ setup(void **state)
 	commit_ok = commit_fail = 0;
 	fail_dirsync = fail_datasync = 0;
 	rcpt_route = POLICY_ROUTE_ORIGINAL;
+	hold_reason = NULL;
 	assert_int_equal(mta_module.start(loop, 1), 0);
 	return 0;
 }
@@ -489,6 +491,8 @@ queue_msg_opts(const char *from, const char *const *rcpts, unsigned notify,
 	for (i = 0; rcpts[i] != NULL; i++)
 		mta_msg_add_rcpt(m, rcpts[i], i == 0 ? "rfc822;orig+2Bone@"
 		    "example.com" : NULL, notify, rcpt_route);
+	if (hold_reason != NULL)
+		mta_msg_hold(m, hold_reason);
 	/* in uneven pieces, as a session would */
 	for (i = 0, n = strlen(body); i < n; i += 7)
 		assert_int_equal(mta_msg_write(m, body + i,
@@ -629,6 +633,74 @@ test_envelope_roundtrip(void **state)
 	f = mta_env_new();
 	assert_int_equal(mta_env_parse(b.data, b.len, f, &why), 0);
 	assert_int_equal(mta_state_parse(st.data, st.len, f), -1);
+	mta_env_free(f);
+	buf_free(&b);
+	buf_free(&st);
+	mta_env_free(e);
+}
+
+/*
+ * The hold in the msg line (held as queued) and the state line (held
+ * or released later): a message never held has no hold field at all, as
+ * in the files of older versions, which so read as not held
+ */
+static void
+test_envelope_hold(void **state)
+{
+	struct mta_env *e, *f;
+	struct buf b, st;
+	const char *why = NULL;
+
+	e = mta_env_new();
+	mta_id_make(e->id);
+	e->arrival = 1700000000;
+	mta_rcpt_add(e, "a@example.com", NULL, 0, POLICY_ROUTE_MX);
+	buf_init(&b);
+	buf_init(&st);
+	mta_env_serialize(e, &b);
+	mta_state_serialize(e, &st);
+	buf_append(&b, "", 1);
+	buf_append(&st, "", 1);
+	assert_hasnt(b.data, "hold");
+	assert_hasnt(st.data, "hold");
+
+	/* queued on hold: in the message file */
+	e->held = 1;
+	e->hold_since = 1700000000;
+	e->hold_reason = strdup("spam? 100% sure");
+	b.len = 0;
+	mta_env_serialize(e, &b);
+	f = mta_env_new();
+	assert_int_equal(mta_env_parse(b.data, b.len, f, &why), 0);
+	assert_int_equal(f->held, 1);
+	assert_int_equal(f->hold_since, 1700000000);
+	assert_string_equal(f->hold_reason, "spam? 100% sure");
+	assert_int_equal(f->held_for, 0);
+
+	/* released: the state file says so, and how long it was held */
+	e->held = 0;
+	e->hold_since = 0;
+	free(e->hold_reason);
+	e->hold_reason = NULL;
+	e->held_for = 3600;
+	st.len = 0;
+	mta_state_serialize(e, &st);
+	assert_int_equal(mta_state_parse(st.data, st.len, f), 0);
+	assert_int_equal(f->held, 0);
+	assert_null(f->hold_reason);
+	assert_int_equal(f->held_for, 3600);
+
+	/* held again later: the state file holds it */
+	e->held = 1;
+	e->hold_since = 1700007200;
+	e->hold_reason = strdup("second look");
+	st.len = 0;
+	mta_state_serialize(e, &st);
+	assert_int_equal(mta_state_parse(st.data, st.len, f), 0);
+	assert_int_equal(f->held, 1);
+	assert_int_equal(f->hold_since, 1700007200);
+	assert_string_equal(f->hold_reason, "second look");
+	assert_int_equal(f->held_for, 3600);
 	mta_env_free(f);
 	buf_free(&b);
 	buf_free(&st);
@@ -1155,6 +1227,189 @@ test_delete_command(void **state)
 	assert_null(mta_queue_find(committed));
 	assert_int_equal(count_dir("queue"), 0);
 	assert_int_equal(sink.msgs, 0);
+}
+
+static int
+never(void)
+{
+	return 0;
+}
+
+/* file_has - the spool file sub/name holds needle */
+static void
+file_has(const char *sub, const char *name, const char *needle)
+{
+	char path[256];
+	struct buf b;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/spool/%s/%s", dir, sub, name);
+	assert_true((fd = open(path, O_RDONLY)) != -1);
+	buf_init(&b);
+	buf_reserve(&b, 65536);
+	n = read(fd, b.data, b.cap - 1);
+	close(fd);
+	assert_true(n > 0);
+	b.data[n] = '\0';
+	assert_has(b.data, needle);
+	buf_free(&b);
+}
+
+/*
+ * queue hold / release: a held message gets no attempt, no expiry and
+ * no delay warning (its clocks stop), a flush leaves it alone, a restart
+ * keeps it held (the state file); released, it is tried at once, its
+ * clocks going on from where they stopped
+ */
+static void
+test_hold_release(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	struct mta_env *env;
+	char id[64], st[80];
+	int conns;
+
+	sink.defer_all = 1;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_FULL);
+	snprintf(id, sizeof(id), "%s", committed);
+	assert_int_equal(run_until(deferred_once, 10000), 0);
+	assert_int_equal(mta_queue_hold("0000000000000000", "x"), -1);
+	assert_int_equal(mta_queue_release("0000000000000000"), -1);
+	assert_int_equal(mta_queue_release(id), 1);	/* not on hold */
+	assert_int_equal(mta_queue_hold(id, "looks like spam"), 0);
+	assert_int_equal(mta_queue_hold(id, "again"), 1);
+	env = mta_queue_find(id);
+	assert_non_null(env);
+	assert_int_equal(env->held, 1);
+	assert_string_equal(env->hold_reason, "looks like spam");
+
+	/* retry-min 1s, warn 1s, lifetime 2s go by: nothing happens */
+	pol()->queue.warn = 1;
+	pol()->queue.lifetime = 2;
+	conns = sink.conns;
+	assert_int_equal(mta_queue_flush(NULL), 0);
+	mta_queue_kick();
+	run_until(never, 3500);
+	assert_int_equal(sink.conns, conns);
+	assert_int_equal(env->rcpt[0].attempts, 1);
+	assert_int_equal(env->rcpt[0].state, MTA_RCPT_PENDING);
+	assert_int_equal(env->warned, 0);
+	assert_int_equal(mta_stats.expired, 0);
+	assert_int_equal(mta_stats.dsn_sent, 0);
+	assert_true(mta_queue_age(env, time(NULL)) <= 1);
+
+	/* durable: the state file has it, a restart keeps it held */
+	snprintf(st, sizeof(st), "%s.st", id);
+	file_has("queue", st, " hold=1 ");
+	file_has("queue", st, " holdreason=looks%20like%20spam");
+	mta_module.stop();
+	uv_run(loop, UV_RUN_NOWAIT);
+	assert_int_equal(mta_module.start(loop, 1), 0);
+	assert_non_null(env = mta_queue_find(id));
+	assert_int_equal(env->held, 1);
+	assert_string_equal(env->hold_reason, "looks like spam");
+	run_until(never, 1500);
+	assert_int_equal(sink.conns, conns);
+
+	/* released: due now, the lifetime left as the hold found it */
+	sink.defer_all = 0;
+	pol()->queue.warn = 0;
+	assert_int_equal(mta_queue_release(id), 0);
+	assert_int_equal(mta_queue_release(id), 1);
+	assert_int_equal(env->held, 0);
+	assert_null(env->hold_reason);
+	assert_true(env->held_for >= 4);
+	assert_true(mta_queue_age(env, time(NULL)) <= 1);
+	want_msgs = 1;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_int_equal(sink.msgs, 1);
+	assert_int_equal(mta_stats.expired, 0);
+	assert_int_equal(mta_stats.dsn_sent, 0);
+}
+
+/*
+ * mta_msg_hold (a quarantine at ingress): spooled held in the one
+ * commit (the message file says so), never tried, held after a restart;
+ * an administrator may delete it
+ */
+static void
+test_msg_hold(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com",
+	    "bob@example.com", NULL };
+	struct mta_env *env;
+	char id[64];
+
+	hold_reason = "milter quarantine";
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	hold_reason = NULL;
+	snprintf(id, sizeof(id), "%s", committed);
+	file_has("queue", id, " hold=1 ");
+	file_has("queue", id, " holdreason=milter%20quarantine");
+	assert_int_equal(count_dir("queue"), 1);	/* no state file */
+	assert_non_null(env = mta_queue_find(id));
+	assert_int_equal(env->held, 1);
+	assert_null(env->mem.data);		/* the body is on disk only */
+	run_until(never, 1500);
+	assert_int_equal(sink.conns, 0);
+
+	mta_module.stop();
+	uv_run(loop, UV_RUN_NOWAIT);
+	assert_int_equal(mta_module.start(loop, 1), 0);
+	assert_non_null(env = mta_queue_find(id));
+	assert_int_equal(env->held, 1);
+	assert_string_equal(env->hold_reason, "milter quarantine");
+	assert_int_equal(mta_queue_flush(id), 0);
+	run_until(never, 1500);
+	assert_int_equal(sink.conns, 0);
+	assert_int_equal(env->rcpt[0].attempts, 0);
+
+	assert_int_equal(mta_queue_delete(id), 0);
+	assert_int_equal(run_until(settled, 5000), 0);
+	assert_null(mta_queue_find(id));
+	assert_int_equal(count_dir("queue"), 0);
+	assert_int_equal(sink.msgs, 0);
+}
+
+static int	sink_holding(void);
+
+static int
+sink_one(void)
+{
+	return sink.msgs >= 1 && settled();
+}
+
+/* a job waiting for a connection when its message is held goes untried */
+static void
+test_hold_waiting_job(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	struct mta_qmsg *q;
+
+	/* the first job holds the only connection (at the banner); the
+	 * second message's job waits behind it */
+	pol()->queue.concurrency = 1;
+	sink.hold = 1;
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	assert_int_equal(run_until(sink_holding, 10000), 0);
+	queue_msg("sender@example.com", rcpts, 0, MTA_RET_UNSET);
+	assert_non_null(q = mta_queue_lookup(committed));
+	assert_int_equal(q->jobs, 1);
+	assert_int_equal(q->busy[0], 1);
+	assert_int_equal(mta_queue_hold(committed, "wait"), 0);
+	assert_int_equal(q->jobs, 0);
+	assert_int_equal(q->busy[0], 0);
+	sink.hold = 0;
+	sink_release();
+	assert_int_equal(run_until(sink_one, 10000), 0);
+	run_until(never, 1500);
+	assert_int_equal(sink.msgs, 1);
+	assert_int_equal(q->env->rcpt[0].attempts, 0);
+	assert_int_equal(mta_queue_release(committed), 0);
+	want_msgs = 2;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	assert_int_equal(sink.msgs, 2);
 }
 
 static int
@@ -2607,6 +2862,32 @@ test_queue_summary(void **state)
 	    "        TOTAL 3 1  0  0  1  0   0   0   0    0     1\n"
 	    "  example.org 2 1  0  0  0  0   0   0   0    0     1\n"
 	    "MAILER-DAEMON 1 0  0  0  1  0   0   0   0    0     0\n");
+	/* the first message on hold: its recipients in a third table */
+	TAILQ_FIRST(&qq)->env->held = 1;
+	b.len = 0;
+	mta_queue_summary(&qq, now, 0, &b);
+	buf_append(&b, "", 1);
+	assert_string_equal(b.data,
+	    "active\n"
+	    "          T 5 10 20 40 80 160 320 640 1280 1280+\n"
+	    "    TOTAL 1 0  0  0  1  0   0   0   0    0     0\n"
+	    "b.example 1 0  0  0  1  0   0   0   0    0     0\n"
+	    "deferred\n"
+	    "          T 5 10 20 40 80 160 320 640 1280 1280+\n"
+	    "    TOTAL 2 0  0  0  1  0   0   0   0    0     1\n"
+	    "c.example 2 0  0  0  1  0   0   0   0    0     1\n"
+	    "hold\n"
+	    "          T 5 10 20 40 80 160 320 640 1280 1280+\n"
+	    "    TOTAL 2 2  0  0  0  0   0   0   0    0     0\n"
+	    "b.example 2 2  0  0  0  0   0   0   0    0     0\n");
+	b.len = 0;
+	mta_queue_summary(&qq, now, 1, &b);
+	buf_append(&b, "", 1);
+	assert_has(b.data, "hold\n"
+	    "            T 5 10 20 40 80 160 320 640 1280 1280+\n"
+	    "      TOTAL 1 1  0  0  0  0   0   0   0    0     0\n"
+	    "example.org 1 1  0  0  0  0   0   0   0    0     0\n");
+	TAILQ_FIRST(&qq)->env->held = 0;
 	/* an empty queue: the headers and TOTAL rows of zeros */
 	b.len = 0;
 	mta_queue_summary(&empty, now, 0, &b);
@@ -2632,6 +2913,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_envelope_roundtrip),
+		cmocka_unit_test(test_envelope_hold),
 		cmocka_unit_test(test_envelope_golden),
 		cmocka_unit_test(test_envelope_bad_words),
 		cmocka_unit_test(test_dns_literals),
@@ -2651,6 +2933,9 @@ main(void)
 		T(test_bounce_command),
 		T(test_delete_command),
 		T(test_delete_in_flight),
+		T(test_hold_release),
+		T(test_msg_hold),
+		T(test_hold_waiting_job),
 		T(test_expiry),
 		T(test_delay_warning),
 		T(test_helo_fallback),
