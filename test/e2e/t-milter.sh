@@ -15,6 +15,7 @@
 #     (tempfail: 451 and nothing queued; accept: delivered, logged);
 #   - with "lean" flags (no HELO step, no header replies, leading space)
 #     the session still works;
+#   - a quarantine puts the message on hold; released, it is delivered;
 #   - the daemon lives through all of it, no sanitizer report.
 . "$(dirname "$0")/t-mta-common.inc"
 
@@ -152,6 +153,22 @@ send c1 "$TB_SRV_IP4" sender@example.org alice@example.com "t-milter lean" ||
 	fail "lean: $(cat "$S/send.out")"
 mlog_has '"cmd": "H"' && fail "HELO sent to a milter that asked for none"
 mlog_has '"name": "Subject", "value": " t-milter lean"' || fail "leading space not kept: $(grep Subject "$ML")"
+
+# 8b. quarantine: queued on hold, never tried; released, delivered
+mode quarantine
+n4=$(maildir_count alice)
+send c1 "$TB_SRV_IP4" sender@example.org alice@example.com "t-milter quarantine" ||
+	fail "quarantine not 250: $(cat "$S/send.out")"
+qid=$(sed -n 's/.*queued as \([0-9a-f]\{16\}\).*/\1/p' "$S/send.out")
+[ -n "$qid" ] || fail "no queue id: $(cat "$S/send.out")"
+wait_for -t 10 eval 'ctl queue list | grep -q "queue=hold"' || fail "not on hold: $(ctl queue list)"
+ctl queue list | grep "^$qid" | grep -q 'hold_reason="fake quarantine reason"' ||
+	fail "hold reason: $(ctl queue list)"
+log_has "msgid=$qid milter quarantine" || fail "quarantine not logged"
+sleep 3
+[ "$(maildir_count alice)" = "$n4" ] || fail "a quarantined message was delivered"
+ctl queue release "$qid" >/dev/null || fail "release failed"
+wait_for -t 20 maildir_count alice -ge $((n4 + 1)) || fail "released message not delivered"
 
 # 9. a milter that misbehaves: its default-action (tempfail), promptly
 for m in garbage oversize close-eom slow-eom; do
