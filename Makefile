@@ -96,7 +96,8 @@ UNIT_TESTS = \
 	test_nfq \
 	test_mta \
 	test_daemon \
-	test_clients
+	test_clients \
+	test_milter
 
 MXB_SRCS = $(DAEMON_SRCS) $(NFQ_SRCS) $(PROXY_SRCS) $(MTA_SRCS) \
 	   $(POLICY_SRCS) $(COMMON_SRCS)

@@ -1775,7 +1775,14 @@ milter_head_change(struct milter_head *h, uint32_t idx, const char *name,
 		h->edited = 1;
 		if (value[0] == '\0')
 			return 0;
-		return field_make(h, i + 1, name, value);
+		/* the field keeps its name as the message spelled it */
+		{
+			char *orig = xstrndup(f->raw, nl);
+			int rc = field_make(h, i + 1, orig, value);
+
+			free(orig);
+			return rc;
+		}
 	}
 	if (value[0] == '\0')
 		return 0;

@@ -753,6 +753,28 @@ static const struct error_case {
 	    "1: fallback-relay after: 0s out of range (1s-60d)" },
 	{ "fallback-relay relay.example.org via x",
 	    "1: fallback-relay: unexpected argument \"via\"" },
+	{ "milter m { connect-timeout 5s }", "1: milter m: missing socket" },
+	{ "milter m { socket tcp:1.2.3.4:5 }", "1: milter socket: expected "
+	    "inet:ADDR:PORT, inet6:[ADDR]:PORT or unix:PATH, got "
+	    "\"tcp:1.2.3.4:5\"" },
+	{ "milter m { socket inet:rspamd.example:11332 }", "1: milter "
+	    "socket: \"rspamd.example\" is not an IP address" },
+	{ "milter m { socket inet:127.0.0.1 }", "1: milter socket: "
+	    "\"inet:127.0.0.1\" has no port" },
+	{ "milter m { socket unix:run/m.sock }", "1: milter socket: "
+	    "\"run/m.sock\" is not an absolute path" },
+	{ "milter m { socket inet:127.0.0.1:1; default-action drop }",
+	    "1: default-action: expected tempfail, accept or reject, got "
+	    "\"drop\"" },
+	{ "milter m { socket inet:127.0.0.1:1 }\nmilter m { socket "
+	    "inet:127.0.0.1:2 }", "2: duplicate milter \"m\"" },
+	{ "milters incoming nosuch", "1: milters: no milter \"nosuch\"" },
+	{ "milters sideways m", "1: milters: expected incoming or outgoing, "
+	    "got \"sideways\"" },
+	{ "milter m { socket inet:127.0.0.1:1 }\nmilters incoming none m",
+	    "2: milters: \"none\" stands alone" },
+	{ "milter m { socket inet:127.0.0.1:1 }\nmilters incoming m\n"
+	    "milters incoming m", "3: duplicate milters incoming" },
 	{ "destination bad_name { concurrency 1 }",
 	    "1: destination: bad name \"bad_name\"" },
 	{ "destination a.example { concurrency 0 }",
@@ -1837,7 +1859,9 @@ test_manpage(void **state UNUSED)
 		"timeout data", "timeout dot", "timeout connect",
 		"min-data-rate", "hops", "tls-policy", "destination",
 		"messages-per-connection", "recipients-per-message",
-		"fallback-relay", "slow-after", "slow-retry",
+		"fallback-relay", "slow-after", "slow-retry", "milter",
+		"milters", "socket", "connect-timeout", "command-timeout",
+		"content-timeout", "default-action",
 	};
 	static const char *const examples[] = {
 		"policy/examples/minimal.conf", "policy/examples/isp.conf",
@@ -1999,6 +2023,44 @@ test_destinations(void **state UNUSED)
 	policy_unref(pol);
 }
 
+/* milters: the blocks, their sockets and defaults, the lookup by
+ * direction and bridge port */
+static void
+test_milters(void **state UNUSED)
+{
+	const struct policy_milterset *ms;
+	struct policy *pol;
+
+	pol = must_load("milters incoming rspamd clamav\n"
+	    "milters incoming port eth9 none\n"
+	    "milters outgoing port eth1 dkim\n"
+	    "milter rspamd { socket inet:127.0.0.1:11332; default-action "
+	    "accept; content-timeout 2m }\n"
+	    "milter clamav { socket unix:/run/clamav/milter.sock }\n"
+	    "milter dkim { socket inet6:[::1]:8891 }\n"
+	    "milter old { socket inet:8892@192.0.2.1 }\n");
+	assert_int_equal(pol->nmilters, 4);
+	assert_int_equal(pol->milters[0].defact, POLICY_MACT_ACCEPT);
+	assert_int_equal(pol->milters[0].t_content, 120);
+	assert_int_equal(pol->milters[0].t_connect, 30);
+	assert_int_equal(pol->milters[1].defact, POLICY_MACT_TEMPFAIL);
+	assert_string_equal(pol->milters[1].path, "/run/clamav/milter.sock");
+	assert_int_equal(pol->milters[2].addr.ss_family, AF_INET6);
+	assert_int_equal(addr_port((struct sockaddr *)&pol->milters[3].addr),
+	    8892);
+	ms = policy_milters(pol, POLICY_DIR_IN, "eth0");
+	assert_non_null(ms);
+	assert_int_equal(ms->n, 2);
+	assert_string_equal(pol->milters[ms->idx[0]].name, "rspamd");
+	assert_string_equal(pol->milters[ms->idx[1]].name, "clamav");
+	assert_null(policy_milters(pol, POLICY_DIR_IN, "eth9"));
+	assert_null(policy_milters(pol, POLICY_DIR_OUT, "eth0"));
+	ms = policy_milters(pol, POLICY_DIR_OUT, "eth1");
+	assert_non_null(ms);
+	assert_string_equal(pol->milters[ms->idx[0]].name, "dkim");
+	policy_unref(pol);
+}
+
 /* one table per enum: the name functions, the parser and the spool agree */
 static void
 test_enum_names(void **state UNUSED)
@@ -2092,6 +2154,7 @@ main(void)
 		cmocka_unit_test(test_workers),
 		cmocka_unit_test(test_tls_policy),
 		cmocka_unit_test(test_destinations),
+		cmocka_unit_test(test_milters),
 		cmocka_unit_test(test_enum_names),
 		cmocka_unit_test(test_local_part_grammar),
 		cmocka_unit_test(test_values),
