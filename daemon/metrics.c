@@ -404,7 +404,7 @@ conn_answer(struct metrics_conn *c, int code, int head)
 	buf_free(&stats);
 	buf_free(&body);
 	if (code != 200)
-		log_debug("metrics: answered status=%d", code);
+		log_debug("metrics: answered code=%d", code);
 	c->answered = 1;
 	uv_timer_start(&c->timer, conn_timeout_cb, METRICS_T_LINGER * 1000, 0);
 	ub = uv_buf_init(c->out.data, (unsigned)c->out.len);
