@@ -11,7 +11,8 @@
 #     after the request deadline, the 17th connection is closed at once;
 #     the daemon lives on;
 #   - a reload that moves it warns and keeps it; "mxbridge -n" refuses a
-#     bad address; without the statement nothing listens.
+#     bad address; one that cannot be bound stops the start; without the
+#     statement nothing listens.
 . "$(dirname "$0")/t-mta-common.inc"
 
 MP=9154
@@ -88,8 +89,15 @@ echo "$out" | grep -q 'metrics listen: "localhost" is not an IPv4 or IPv6 addres
 mconf "metrics listen ::1 0"
 tb_exec box "$BIN/mxbridge" -n -f "$S/run.conf" >/dev/null 2>&1 && fail "-n took port 0"
 
-# not configured: nothing listens
+# a listener that cannot be bound: the daemon does not start
 mta_down
+mconf "metrics listen 192.0.2.254 $MP"
+mxb_start "$S/run.conf" -v >/dev/null 2>&1
+wait_for log_has "metrics: listen 192.0.2.254:$MP: " || fail "no bind error: $(tail -n 3 "$TB_MXB_LOG")"
+wait_for eval '! mxb_running' || fail "started without its metrics listener"
+mxb_stop
+
+# not configured: nothing listens
 mconf ""
 mta_up
 expect_glob "without the statement" "$(probe path)" refused
