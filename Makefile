@@ -80,6 +80,7 @@ MTA_SRCS = \
 
 DAEMON_SRCS = \
 	daemon/control.c \
+	daemon/metrics.c \
 	daemon/mxbridge.c \
 	daemon/pidfile.c \
 	daemon/priv.c \

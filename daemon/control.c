@@ -104,14 +104,21 @@ control_register_stats(control_stats_fn fn)
 	control_stats[control_nstats++] = fn;
 }
 
-/* control_cmd_stats - every module's counters, one key=value per line */
-static int
-control_cmd_stats(int argc, char **argv, struct buf *out)
+/* control_stats_collect - every module's counters, one key=value per
+ * line: what "stats" answers, and what the metrics endpoint exposes */
+void
+control_stats_collect(struct buf *out)
 {
 	size_t i;
 
 	for (i = 0; i < control_nstats; i++)
 		control_stats[i](out);
+}
+
+static int
+control_cmd_stats(int argc, char **argv, struct buf *out)
+{
+	control_stats_collect(out);
 	return 0;
 }
 

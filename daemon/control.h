@@ -32,6 +32,7 @@ void	control_register_later(const char *name, control_later_fn);
 void	control_pending_done(struct control_pending *, int rc,
 	    const char *text);
 void	control_register_stats(control_stats_fn);
+void	control_stats_collect(struct buf *);	/* the "stats" text */
 
 /*
  * control_answer_parse - check an answer as mxbridgectl reads it: 0 for

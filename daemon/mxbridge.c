@@ -18,6 +18,7 @@
 
 #include <uv.h>
 
+#include "../common/addr.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
 #include "../mta/mta.h"
@@ -25,6 +26,7 @@
 #include "../policy/policy.h"
 #include "../proxy/proxy.h"
 #include "control.h"
+#include "metrics.h"
 #include "module.h"
 #include "pidfile.h"
 #include "priv.h"
@@ -115,6 +117,7 @@ finish(void)
 	for (i = n; i > 0; i--)
 		if (modules[i - 1]->stop != NULL)
 			modules[i - 1]->stop();
+	metrics_stop();
 	control_stop();
 	uv_timer_stop(&drain_timer);
 	uv_walk(loop, walk_close, NULL);
@@ -181,6 +184,19 @@ static size_t			 reload_nnext;
 
 static void	reload_start(void);
 
+/* metrics_changed - "metrics listen" differs between a and b */
+static int
+metrics_changed(const struct policy *a, const struct policy *b)
+{
+	const struct sockaddr *x = (const struct sockaddr *)&a->metrics_addr;
+	const struct sockaddr *y = (const struct sockaddr *)&b->metrics_addr;
+
+	if (a->metrics != b->metrics)
+		return 1;
+	return a->metrics && (!addr_equal_ip(x, y) ||
+	    addr_port(x) != addr_port(y));
+}
+
 /* reload_install - take p (its reference) as the current snapshot, or
  * refuse it with err; 0 or -1 */
 static int
@@ -214,6 +230,9 @@ reload_install(struct policy *p, char *err, size_t errlen)
 	    p->control_gid != old->control_gid)
 		log_warnx("reload: control socket, its group and spool changes "
 		    "need a restart; keeping the old ones");
+	if (metrics_changed(old, p))
+		log_warnx("reload: metrics listener changes need a restart; "
+		    "keeping the old one");
 	log_setverbose(p->log_verbose > log_getverbose() ? p->log_verbose :
 	    log_getverbose());
 	policy_set_current(p);
@@ -455,6 +474,10 @@ main(int argc, char *argv[])
 		goto fail;
 	}
 	if (control_start(loop, p->control, p->control_gid) == -1)
+		goto fail;
+	/* bound as root, so a port below 1024 needs no capability kept */
+	if (p->metrics && metrics_start(loop,
+	    (const struct sockaddr *)&p->metrics_addr) == -1)
 		goto fail;
 	sdnotify_open();
 	/* what needs root is open: the rest runs as the user, sandboxed,

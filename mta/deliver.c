@@ -625,12 +625,13 @@ txn_check(struct conn *c)
 }
 
 static int
-send_mail(struct conn *c, const struct mta_job *job)
+send_mail(struct conn *c, struct mta_job *job)
 {
 	const struct mta_env *env = job->env;
 	struct buf b;
 	int rc;
 
+	job->sent = uv_now(c->loop);	/* the "d" of delays= starts */
 	buf_init(&b);
 	buf_printf(&b, "MAIL FROM:<%s>", env->sender);
 	if (c->caps.size)
@@ -710,7 +711,7 @@ conn_idle(struct conn *c)
 
 /* send_envelope - MAIL, every RCPT and DATA of job, in one group */
 static void
-send_envelope(struct conn *c, const struct mta_job *job)
+send_envelope(struct conn *c, struct mta_job *job)
 {
 	size_t i;
 

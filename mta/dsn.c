@@ -130,7 +130,8 @@ mta_dsn_new(const struct mta_env *orig, enum mta_dsn_kind kind,
 
 	env = mta_env_new();
 	mta_id_make(env->id);
-	env->arrival = time(NULL);
+	env->arrival_ms = env->queued_ms = mta_now_ms();
+	env->arrival = (time_t)(env->arrival_ms / 1000);
 	env->dir = POLICY_DIR_OUT;
 	env->ret = MTA_RET_HDRS;
 	env->body8 = orig->body8;

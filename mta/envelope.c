@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "../common/addr.h"
 #include "../common/hash.h"
@@ -192,6 +193,16 @@ const char *
 mta_ret_param(enum mta_ret r)
 {
 	return r == MTA_RET_FULL || r == MTA_RET_HDRS ? ret_params[r] : NULL;
+}
+
+/* mta_now_ms - the wall clock in unix milliseconds */
+uint64_t
+mta_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* mta_addr_domain - the part after the last '@', or "" */
@@ -363,6 +374,11 @@ mta_env_serialize(const struct mta_env *env, struct buf *b)
 	buf_printf(b, " bodysum=%016llx", (unsigned long long)env->bodysum);
 	put_num(b, "warned", (unsigned)env->warned);
 	hold_serialize(env, b);
+	/* newer fields only when known: a file without them reads as before */
+	if (env->arrival_ms != 0)
+		put_num(b, "arrivalms", env->arrival_ms);
+	if (env->queued_ms != 0)
+		put_num(b, "queuedms", env->queued_ms);
 	buf_puts(b, "\n");
 	for (i = 0; i < env->nrcpt; i++)
 		rcpt_serialize(&env->rcpt[i], b);
@@ -541,6 +557,10 @@ msg_field(struct mta_env *env, const struct field *f)
 			env->bodylen = v;
 		else if (strcmp(k, "warned") == 0)
 			env->warned = v != 0;
+		else if (strcmp(k, "arrivalms") == 0)
+			env->arrival_ms = v;
+		else if (strcmp(k, "queuedms") == 0)
+			env->queued_ms = v;
 		/* unknown numeric fields are from a newer minor version */
 	}
 	return 0;

@@ -169,7 +169,8 @@ mta_msg_new(const struct mta_info *info)
 	buf_init(&msg->out);
 	msg->env = env = mta_env_new();
 	mta_id_make(env->id);
-	env->arrival = time(NULL);
+	env->arrival_ms = mta_now_ms();
+	env->arrival = (time_t)(env->arrival_ms / 1000);
 	env->session = info->session_id;
 	env->client = info->client;
 	env->orig_dst = info->orig_dst;
@@ -541,6 +542,7 @@ commit_now(struct mta_msg *msg, mta_commit_cb cb, void *arg)
 	received(msg->env);
 	if (msg->edited && msg->spillfd == -1)
 		edit_in_memory(msg);
+	msg->env->queued_ms = mta_now_ms();
 	msg->env->bodylen = msg->len;
 	msg->env->bodysum = msg->sum;
 	c = xcalloc(1, sizeof(*c));

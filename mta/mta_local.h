@@ -64,6 +64,10 @@ struct mta_rcpt {
 struct mta_env {
 	char		 id[MTA_IDLEN + 1];
 	time_t		 arrival;
+	uint64_t	 arrival_ms;	/* the same in unix ms (its DATA began),
+					   0: not known (an older file) */
+	uint64_t	 queued_ms;	/* unix ms its receiving ended, 0: not
+					   known; both for the log's delays= */
 	uint64_t	 session;
 	struct sockaddr_storage client;
 	struct sockaddr_storage orig_dst;
@@ -112,6 +116,7 @@ const char	*mta_rstate_name(enum mta_rstate);
 const char	*mta_ret_name(enum mta_ret);
 const char	*mta_ret_param(enum mta_ret);
 const char	*mta_addr_domain(const char *);
+uint64_t	 mta_now_ms(void);
 int		 mta_notify_wants(unsigned, unsigned);
 
 /* spool.c: every file operation runs on the threadpool, in batches */
@@ -174,6 +179,8 @@ struct mta_job {
 	struct mta_result *res;		/* per idx, filled by deliver.c */
 	size_t		 n;
 	uint64_t	 started;	/* uv_now() when taken */
+	uint64_t	 sent;		/* uv_now() when its MAIL went out, 0:
+					   never (deliver.c, for delays=) */
 	int		 slow;		/* every recipient in the slow queue */
 };
 TAILQ_HEAD(mta_jobq, mta_job);
@@ -198,6 +205,7 @@ struct mta_dest {
 };
 
 void		 mta_queue_init(uv_loop_t *);
+const char	*mta_delay_fmt(uint64_t ms, char *, size_t);
 void		 mta_queue_stop(void);
 void		 mta_queue_shutdown(void);
 void		 mta_queue_add(struct mta_env *);

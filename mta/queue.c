@@ -385,6 +385,7 @@ mta_queue_next_job(struct mta_dest *d)
 		return NULL;
 	job_unqueue(d, job);
 	job->started = uv_now(queue_loop);
+	job->sent = 0;
 	return job;
 }
 
@@ -440,34 +441,106 @@ mta_result_set(struct mta_result *res, int code, const char *status,
 	res->tls = NULL;
 }
 
-static const char *
-delay_str(const struct mta_env *env, char *buf, size_t len)
+/*
+ * mta_delay_fmt - ms seconds as Postfix writes a delay: two significant
+ * digits, at most two decimals, whole seconds from 10 on, rounded, no
+ * trailing zeros ("0.12", "0.01", "0", "1.2", "5", "15", "312")
+ */
+const char *
+mta_delay_fmt(uint64_t ms, char *buf, size_t len)
 {
-	snprintf(buf, len, "%llds", (long long)(time(NULL) - env->arrival));
+	uint64_t res = ms < 1000 ? 10 : ms < 10000 ? 100 : 1000, r, frac;
+	int n;
+
+	r = (ms + res / 2) / res * res;
+	frac = r % 1000;
+	n = snprintf(buf, len, "%llu", (unsigned long long)(r / 1000));
+	if (frac != 0 && n > 0 && (size_t)n < len) {
+		if (frac % 100 == 0)
+			snprintf(buf + n, len - (size_t)n, ".%llu",
+			    (unsigned long long)(frac / 100));
+		else
+			snprintf(buf + n, len - (size_t)n, ".%02llu",
+			    (unsigned long long)(frac / 10));
+	}
 	return buf;
 }
 
-/* rcpt_log - the one message-level line per recipient outcome */
+/*
+ * delays - Postfix's delay= and delays=a/b/c/d of an outcome now, in ms:
+ * a receiving the message (its DATA to its queuing), b in the queue
+ * (earlier attempts included), c this attempt's connection setup (DNS,
+ * connect, greeting, EHLO, TLS; 0 on a connection kept from an earlier
+ * job), d its transaction (MAIL to the reply that decided); without a
+ * job (expiry, the administrator) c and d are 0.  b takes what is left,
+ * so the four add up to the total.
+ */
+static void
+delays(const struct mta_env *env, const struct mta_job *job, uint64_t *total,
+    uint64_t v[4])
+{
+	uint64_t arr, q, now = mta_now_ms(), t;
+
+	arr = env->arrival_ms ? env->arrival_ms : (uint64_t)env->arrival * 1000;
+	q = env->queued_ms > arr ? env->queued_ms : arr;
+	v[0] = q - arr;
+	v[2] = v[3] = 0;
+	if (job != NULL && job->started != 0 && queue_loop != NULL &&
+	    (t = uv_now(queue_loop)) >= job->started) {
+		if (job->sent >= job->started && t >= job->sent) {
+			v[2] = job->sent - job->started;
+			v[3] = t - job->sent;
+		} else
+			v[2] = t - job->started;
+	}
+	*total = now > arr ? now - arr : 0;
+	if (*total < v[0] + v[2] + v[3])
+		*total = v[0] + v[2] + v[3];	/* the clock stepped back */
+	v[1] = *total - v[0] - v[2] - v[3];
+}
+
+/*
+ * rcpt_log - the one message-level line per recipient outcome, with
+ * Postfix's fields (delay=, delays=, dsn=, and status= last: its word,
+ * then the reply or reason in parentheses, which may hold anything the
+ * server said and so comes after every field of ours)
+ */
 static void
 rcpt_log(const struct mta_env *env, const struct mta_rcpt *r,
-    const char *disposition)
+    const char *disposition, const struct mta_job *job)
 {
-	char d[32];
+	static const struct { const char *disp, *word; } words[] = {
+		{ "delivered", "sent" }, { "deferred", "deferred" },
+		{ "bounced", "bounced" }, { "expired", "expired" },
+	};
+	const char *word = disposition;
+	char d[24], dv[4][24];
+	uint64_t total, v[4];
+	size_t i;
 
+	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strcmp(words[i].disp, disposition) == 0)
+			word = words[i].word;
+	delays(env, job, &total, v);
+	for (i = 0; i < 4; i++)
+		mta_delay_fmt(v[i], dv[i], sizeof(dv[i]));
 	log_info("msgid=%s session=%llu to=<%s> from=<%s> relay=%s route=%s "
-	    "delay=%s attempts=%u dsn=%s status=\"%s\" disposition=%s%s%s",
+	    "delay=%s delays=%s/%s/%s/%s attempts=%u dsn=%s disposition=%s%s%s "
+	    "status=%s (%s)",
 	    env->id, (unsigned long long)env->session, log_word(r->addr),
 	    log_word(env->sender), r->remote ? log_word(r->remote) : "none",
 	    policy_route_name(r->via != 0 ? (enum policy_route)(r->via - 1) :
-	    r->route), delay_str(env, d, sizeof(d)),
-	    r->attempts, r->status ? log_word(r->status) : "-",
-	    log_vis(r->diag), disposition, r->tls != NULL ? " tls=" : "",
-	    r->tls != NULL ? r->tls : "");
+	    r->route), mta_delay_fmt(total, d, sizeof(d)), dv[0], dv[1], dv[2],
+	    dv[3], r->attempts, r->status ? log_word(r->status) : "-",
+	    disposition, r->tls != NULL ? " tls=" : "",
+	    r->tls != NULL ? r->tls : "", word, log_vis(r->diag));
 }
 
-/* rcpt_fail - permanent failure (or expiry) of one recipient */
+/* rcpt_fail - permanent failure (or expiry) of one recipient; job: the
+ * attempt that decided it, or NULL */
 static void
-rcpt_fail(const struct mta_env *env, struct mta_rcpt *r, int expired)
+rcpt_fail(const struct mta_env *env, struct mta_rcpt *r, int expired,
+    const struct mta_job *job)
 {
 	r->state = MTA_RCPT_FAILED;
 	if (expired) {
@@ -475,10 +548,10 @@ rcpt_fail(const struct mta_env *env, struct mta_rcpt *r, int expired)
 		if (r->diag == NULL)
 			set_str(&r->diag, "delivery time expired");
 		set_str(&r->status, "4.4.7");
-		rcpt_log(env, r, "expired");
+		rcpt_log(env, r, "expired", job);
 	} else {
 		mta_stats.bounced++;
-		rcpt_log(env, r, "bounced");
+		rcpt_log(env, r, "bounced", job);
 	}
 }
 
@@ -502,7 +575,7 @@ fallback_due(const struct mta_env *env, struct mta_rcpt *r, time_t now)
 /* apply - one recipient's result from a job */
 static void
 apply(struct mta_env *env, struct mta_rcpt *r, const struct mta_result *res,
-    enum policy_route via, time_t now)
+    enum policy_route via, time_t now, const struct mta_job *job)
 {
 	r->via = (int)via + 1;
 	r->attempts++;
@@ -515,16 +588,16 @@ apply(struct mta_env *env, struct mta_rcpt *r, const struct mta_result *res,
 		r->state = MTA_RCPT_DELIVERED;
 		r->relayed = res->relayed;
 		mta_stats.delivered++;
-		rcpt_log(env, r, "delivered");
+		rcpt_log(env, r, "delivered", job);
 	} else if (res->code == 5)
-		rcpt_fail(env, r, 0);
+		rcpt_fail(env, r, 0, job);
 	else if (mta_queue_age(env, now) >= lifetime(env))
-		rcpt_fail(env, r, 1);
+		rcpt_fail(env, r, 1, job);
 	else {
 		r->next = now + backoff(r->attempts);
 		fallback_due(env, r, now);
 		mta_stats.deferred++;
-		rcpt_log(env, r, "deferred");
+		rcpt_log(env, r, "deferred", job);
 	}
 }
 
@@ -577,7 +650,7 @@ mta_queue_job_done(struct mta_job *job)
 			    NULL, "delivery interrupted");
 		q->busy[job->idx[i]] = 0;
 		apply(env, &env->rcpt[job->idx[i]], &job->res[i], d->route,
-		    now);
+		    now, job);
 		answered |= job->res[i].code == 2 || (job->res[i].code == 5 &&
 		    job->res[i].remote != NULL);
 	}
@@ -787,7 +860,7 @@ expire(struct mta_qmsg *q, time_t now)
 		return 0;
 	for (i = 0; i < env->nrcpt; i++)
 		if (env->rcpt[i].state == MTA_RCPT_PENDING && !q->busy[i]) {
-			rcpt_fail(env, &env->rcpt[i], 1);
+			rcpt_fail(env, &env->rcpt[i], 1, NULL);
 			n++;
 		}
 	return n;
@@ -969,7 +1042,7 @@ mta_queue_bounce(const char *id)
 			continue;
 		set_str(&r->status, "5.0.0");
 		set_str(&r->diag, "bounced by the administrator");
-		rcpt_fail(env, r, 0);
+		rcpt_fail(env, r, 0, NULL);
 	}
 	settle(q);
 	return 0;

@@ -695,6 +695,26 @@ kw_listen(struct parser *p, struct stmt *st)
 	    &p->pol->listen_port[dir]);
 }
 
+/* kw_metrics - "metrics listen ADDR PORT": the Prometheus endpoint, an
+ * address literal (a name would need DNS at every load) */
+static int
+kw_metrics(struct parser *p, struct stmt *st)
+{
+	uint16_t port;
+
+	if (strcmp(st->argv[0], "listen") != 0)
+		return perr(p, st->line, "metrics: expected \"listen\", got "
+		    "\"%s\"", st->argv[0]);
+	if (parse_port(p, st->line, "metrics listen", st->argv[2],
+	    &port) == -1)
+		return -1;
+	if (addr_parse(st->argv[1], port, &p->pol->metrics_addr) == -1)
+		return perr(p, st->line, "metrics listen: \"%s\" is not an "
+		    "IPv4 or IPv6 address", st->argv[1]);
+	p->pol->metrics = 1;
+	return 0;
+}
+
 /* kw_log - "log verbose N" */
 static int
 kw_log(struct parser *p, struct stmt *st)
@@ -2006,6 +2026,7 @@ static const struct keyword global_kw[] = {
 	    offsetof(struct policy, queue_buffer), 4096, 256 << 20, NULL },
 	{ "listen", 3, 3, KW_MULTI, kw_listen, V_FN, 0, 0, 0, NULL },
 	{ "log", 2, 2, 0, kw_log, V_FN, 0, 0, 0, NULL },
+	{ "metrics", 3, 3, 0, kw_metrics, V_FN, 0, 0, 0, NULL },
 	{ "shutdown-grace", 1, 1, 0, NULL, V_DUR,
 	    offsetof(struct policy, shutdown_grace), 0, 3600, NULL },
 	{ "tls", 4, 4, 0, kw_tls, V_FN, 0, 0, 0, NULL },

@@ -207,6 +207,8 @@ struct policy {
 	unsigned	 workers;		/* 0 = auto (online cores) */
 	uint64_t	 queue_buffer;		/* netlink receive buffer, bytes */
 	uint16_t	 listen_port[2];	/* by enum policy_dir */
+	int		 metrics;		/* "metrics listen": 1 */
+	struct sockaddr_storage metrics_addr;	/* its address and port */
 	int		 log_verbose;
 	char		*tls_cert;
 	char		*tls_key;

@@ -72,8 +72,16 @@ def log(path, match, kv):
         if match not in ln:
             continue
         seen += 1
-        keys = [m.group(1) for m in FIELD.finditer(ln)]
-        fields = dict((m.group(1), m.group(2)) for m in FIELD.finditer(ln))
+        # a delivery outcome ends with Postfix's "status=WORD (text)": the
+        # rest of the line is the server's, never a field of ours
+        head, sep, st = ln.partition(" status=")
+        if sep and not re.match(r"^[a-z]+ \(.*\)$", st):
+            errs.append("status=%r is not WORD (TEXT) in: %s" % (st, ln))
+        keys = [m.group(1) for m in FIELD.finditer(head)]
+        fields = dict((m.group(1), m.group(2)) for m in FIELD.finditer(head))
+        if sep:
+            keys.append("status")
+            fields["status"] = st.split(" ", 1)[0]
         dup = sorted(set(k for k in keys if keys.count(k) > 1))
         if dup:
             errs.append("fields %s more than once in: %s" % (dup, ln))

@@ -56,6 +56,27 @@ grep -q "^Subject: t-mta-queue down" "$f" || fail "wrong message in the Maildir"
 grep -q '^\.leading dot line' "$f" || fail "the dot line did not survive"
 log_has "msgid=$id session=[0-9]+ to=<alice@example.com> .*relay=.*192.0.2.10.* disposition=delivered" ||
 	fail "no delivered line logged"
+# Postfix's words: delay= and its four parts, status= with the reply last
+pf_check() {
+	grep "msgid=$id .*to=<alice@example.com> .*disposition=$1" "$TB_MXB_LOG" | tail -n 1 |
+		python3 -c '
+import re, sys
+ln = sys.stdin.read().strip()
+m = re.search(r" delay=([0-9.]+) delays=([0-9.]+)/([0-9.]+)/([0-9.]+)/([0-9.]+) ", ln)
+if not m:
+    sys.exit("no delay= delays=a/b/c/d: " + ln)
+total, parts = float(m.group(1)), [float(x) for x in m.group(2, 3, 4, 5)]
+# each rounded to two significant digits: a little slack per part
+if abs(sum(parts) - total) > 0.05 + 0.1 * total:
+    sys.exit("delays %s do not add up to delay=%s: %s" % (parts, total, ln))
+if float(sys.argv[2]) > 0 and parts[1] < float(sys.argv[2]):
+    sys.exit("b (in the queue) %s, want at least %s: %s" % (parts[1], sys.argv[2], ln))
+if not re.search(sys.argv[1], ln):
+    sys.exit("no %s: %s" % (sys.argv[1], ln))
+' "$2" "$3" || fail "Postfix fields of the $1 line"
+}
+pf_check deferred ' dsn=4\.[0-9.]+ disposition=deferred( tls=[a-z]+)? status=deferred \(connect to mx\.example\.com\[[^]]+\].+\)$' 0
+pf_check delivered ' dsn=2\.0\.0 disposition=delivered tls=[a-z]+ status=sent \(250 2\.0\.0 Ok: queued as [0-9A-Za-z]+\)$' 0.1
 [ -z "$(ls "$S/spool/queue")" ] || fail "spool not empty: $(ls "$S/spool/queue")"
 [ "$(stat_is delivered)" -ge 1 ] || fail "stats delivered=0"
 [ "$(stat_is deferred)" -ge 1 ] || fail "stats deferred=0"

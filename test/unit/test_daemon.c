@@ -1,7 +1,8 @@
 /*
  * test_daemon.c - unit tests of daemon/: the pid file decided by its
- * lock (not by the pid written in it) and the check mxbridgectl makes of
- * the control socket's answers.  Table-driven: a failing row names itself.
+ * lock (not by the pid written in it), the check mxbridgectl makes of
+ * the control socket's answers, and the metrics endpoint's request
+ * parser and exposition writer.  Table-driven: a failing row names itself.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,7 +20,9 @@
 
 #include <cmocka.h>
 
+#include "../../common/buf.h"
 #include "../../daemon/control.h"
+#include "../../daemon/metrics.h"
 #include "../../daemon/pidfile.h"
 #include "../../daemon/priv.h"
 #include "../../policy/policy.h"
@@ -271,6 +274,164 @@ test_user_lookup(void **state UNUSED)
 	policy_unref(p);
 }
 
+/* the metrics endpoint's request heads: what each is answered */
+static const struct {
+	const char	*in;
+	size_t		 len;		/* 0: strlen(in) */
+	int		 code;
+	int		 head;
+} requests[] = {
+	{ "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 0, 200, 0 },
+	{ "GET /metrics HTTP/1.0\r\n\r\n", 0, 200, 0 },
+	{ "GET /metrics HTTP/1.0\n\n", 0, 200, 0 },
+	{ "GET /metrics?x=1 HTTP/1.1\r\n\r\n", 0, 200, 0 },
+	{ "HEAD /metrics HTTP/1.1\r\n\r\n", 0, 200, 1 },
+	/* pipelined: the first request only */
+	{ "GET /metrics HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n", 0, 200, 0 },
+	{ "GET /metricsx HTTP/1.1\r\n\r\n", 0, 404, 0 },
+	{ "GET / HTTP/1.1\r\n\r\n", 0, 404, 0 },
+	{ "GET /metrics/ HTTP/1.1\r\n\r\n", 0, 404, 0 },
+	{ "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 0, 405, 0 },
+	{ "get /metrics HTTP/1.1\r\n\r\n", 0, 405, 0 },
+	{ "GET /metrics HTTP/2.0\r\n\r\n", 0, 505, 0 },
+	{ "GET /metrics HTTP/1.9\r\n\r\n", 0, 505, 0 },
+	{ "GET /metrics HTTP/1.10\r\n\r\n", 0, 400, 0 },
+	{ "GET /metrics HTTP/0.9\r\n\r\n", 0, 505, 0 },
+	/* incomplete: more is needed */
+	{ "", 0, 0, 0 },
+	{ "GET /metr", 0, 0, 0 },
+	{ "GET /metrics HTTP/1.1\r\n", 0, 0, 0 },
+	{ "GET /metrics HTTP/1.1\r\nHost: x\r\n", 0, 0, 0 },
+	/* not HTTP: refused as soon as the first line is in */
+	{ "\r\n", 0, 400, 0 },
+	{ "garbage\r\n", 0, 400, 0 },
+	{ "GET\r\n", 0, 400, 0 },
+	{ "GET /metrics\r\n", 0, 400, 0 },
+	{ "GET  /metrics HTTP/1.1\r\n", 0, 400, 0 },
+	{ "GET /metrics HTTP/1.1 x\r\n", 0, 400, 0 },
+	{ "GET /met\x01rics HTTP/1.1\r\n", 0, 400, 0 },
+	{ "GET /m\xc3\xa9trics HTTP/1.1\r\n", 0, 400, 0 },
+	{ "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n", 12, 400, 0 },
+	{ "GET /metrics HTTP/1.1\r\nno colon\r\n\r\n", 0, 400, 0 },
+	{ "GET /metrics HTTP/1.1\r\n: empty name\r\n\r\n", 0, 400, 0 },
+	{ "GET /metrics HTTP/1.1\r\nX: a\x02z\r\n\r\n", 0, 400, 0 },
+	{ "GET /metrics HTTP/1.1\0\r\n\r\n", 25, 400, 0 },
+	{ "GET /\0", 6, 400, 0 },
+};
+
+static void
+test_metrics_request(void **state UNUSED)
+{
+	size_t i, len;
+	int code, head;
+
+	for (i = 0; i < N(requests); i++) {
+		len = requests[i].len ? requests[i].len : strlen(requests[i].in);
+		head = -1;
+		code = metrics_http_request(requests[i].in, len, &head);
+		if (code != requests[i].code ||
+		    (code == 200 && head != requests[i].head))
+			fail_msg("row %zu: code=%d head=%d, want %d %d", i,
+			    code, head, requests[i].code, requests[i].head);
+	}
+}
+
+/* a head that never ends: 431 at METRICS_MAXREQ, whatever it holds */
+static void
+test_metrics_request_huge(void **state UNUSED)
+{
+	char *big = malloc(METRICS_MAXREQ + 1);
+	size_t n;
+	int head;
+
+	assert_non_null(big);
+	n = (size_t)snprintf(big, METRICS_MAXREQ, "GET /metrics HTTP/1.1\r\n");
+	memset(big + n, 'a', METRICS_MAXREQ - n);
+	memcpy(big + n, "X-Long: ", 8);
+	assert_int_equal(metrics_http_request(big, METRICS_MAXREQ - 1, &head), 0);
+	assert_int_equal(metrics_http_request(big, METRICS_MAXREQ, &head), 431);
+	memset(big, 'G', METRICS_MAXREQ);	/* no line at all */
+	assert_int_equal(metrics_http_request(big, METRICS_MAXREQ - 1, &head), 0);
+	assert_int_equal(metrics_http_request(big, METRICS_MAXREQ, &head), 431);
+	free(big);
+}
+
+static void
+test_metrics_expose(void **state UNUSED)
+{
+	static const char stats[] =
+	    "workers=2\n"
+	    "proxy_accepted_incoming=7\n"
+	    "proxy_sessions=3\n"
+	    "queue_messages=1\n"
+	    "delivered=5\n"
+	    "some_new_key=9\n"
+	    "delivered=6\n"			/* a duplicate: left out */
+	    "bad value=x\n"			/* not a number */
+	    "noequals\n"
+	    "=5\n"
+	    "9lives=1\n"
+	    "worker.0.proxy_accepted_incoming=4\n"
+	    "worker.0.proxy_sessions=1\n"
+	    "worker.1.proxy_accepted_incoming=3\n"
+	    "worker.1.proxy_sessions=2\n"
+	    "worker.1.proxy_sessions=8\n"	/* a duplicate */
+	    "worker.x.proxy_sessions=8\n"	/* no worker number */
+	    "worker.0.nfq_decisions=11\n"
+	    "worker.1.nfq_decisions=12";	/* no final newline */
+	static const char want[] =
+	    "# HELP mxbridge_workers Worker threads.\n"
+	    "# TYPE mxbridge_workers gauge\n"
+	    "mxbridge_workers 2\n"
+	    "# HELP mxbridge_proxy_accepted_incoming_total Incoming sessions "
+	    "accepted.\n"
+	    "# TYPE mxbridge_proxy_accepted_incoming_total counter\n"
+	    "mxbridge_proxy_accepted_incoming_total 7\n"
+	    "# HELP mxbridge_proxy_sessions Sessions open.\n"
+	    "# TYPE mxbridge_proxy_sessions gauge\n"
+	    "mxbridge_proxy_sessions 3\n"
+	    "# HELP mxbridge_queue_messages Messages in the queue.\n"
+	    "# TYPE mxbridge_queue_messages gauge\n"
+	    "mxbridge_queue_messages 1\n"
+	    "# HELP mxbridge_delivered_total Recipients delivered.\n"
+	    "# TYPE mxbridge_delivered_total counter\n"
+	    "mxbridge_delivered_total 5\n"
+	    "# HELP mxbridge_some_new_key mxbridgectl stats some_new_key.\n"
+	    "# TYPE mxbridge_some_new_key untyped\n"
+	    "mxbridge_some_new_key 9\n"
+	    "# HELP mxbridge_worker_proxy_accepted_incoming_total Incoming "
+	    "sessions accepted. Per worker thread.\n"
+	    "# TYPE mxbridge_worker_proxy_accepted_incoming_total counter\n"
+	    "mxbridge_worker_proxy_accepted_incoming_total{worker=\"0\"} 4\n"
+	    "mxbridge_worker_proxy_accepted_incoming_total{worker=\"1\"} 3\n"
+	    "# HELP mxbridge_worker_proxy_sessions Sessions open. Per worker "
+	    "thread.\n"
+	    "# TYPE mxbridge_worker_proxy_sessions gauge\n"
+	    "mxbridge_worker_proxy_sessions{worker=\"0\"} 1\n"
+	    "mxbridge_worker_proxy_sessions{worker=\"1\"} 2\n"
+	    "# HELP mxbridge_worker_nfq_decisions_total New flows decided. "
+	    "Per worker thread.\n"
+	    "# TYPE mxbridge_worker_nfq_decisions_total counter\n"
+	    "mxbridge_worker_nfq_decisions_total{worker=\"0\"} 11\n"
+	    "mxbridge_worker_nfq_decisions_total{worker=\"1\"} 12\n";
+	struct buf out;
+	size_t i;
+
+	buf_init(&out);
+	metrics_expose(stats, sizeof(stats) - 1, &out);
+	for (i = 0; i < out.len && i < sizeof(want) - 1 &&
+	    out.data[i] == want[i]; i++)
+		;
+	if (out.len != sizeof(want) - 1 || i != out.len)
+		fail_msg("exposition differs at byte %zu: \"%.*s\"", i,
+		    (int)(out.len - i < 80 ? out.len - i : 80), out.data + i);
+	buf_free(&out);
+	buf_init(&out);
+	metrics_expose("", 0, &out);
+	assert_int_equal(out.len, 0);
+	buf_free(&out);
+}
+
 int
 main(void)
 {
@@ -281,6 +442,9 @@ main(void)
 		cmocka_unit_test(test_pidfile_error),
 		cmocka_unit_test(test_sandbox),
 		cmocka_unit_test(test_user_lookup),
+		cmocka_unit_test(test_metrics_request),
+		cmocka_unit_test(test_metrics_request_huge),
+		cmocka_unit_test(test_metrics_expose),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

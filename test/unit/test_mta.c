@@ -587,6 +587,8 @@ test_envelope_roundtrip(void **state)
 	    MTA_NOTIFY_SUCCESS | MTA_NOTIFY_FAILURE, POLICY_ROUTE_MX);
 	mta_rcpt_add(e, "b@example.org", NULL, 0, POLICY_ROUTE_RELAYHOST);
 	e->rcpt[1].diag = strdup("450 4.2.0 try \"later\"");
+	e->arrival_ms = 1700000000123ULL;
+	e->queued_ms = 1700000000456ULL;
 	buf_init(&b);
 	mta_env_serialize(e, &b);
 	buf_append(&b, "0123456789", 10);
@@ -607,6 +609,9 @@ test_envelope_roundtrip(void **state)
 	assert_string_equal(f->rcpt[1].diag, e->rcpt[1].diag);
 	assert_int_equal(f->orig_dst.ss_family, AF_INET6);
 	assert_int_equal(f->bodyoff, b.len - 10);
+	assert_int_equal(f->arrival_ms, e->arrival_ms);
+	assert_int_equal(f->queued_ms, e->queued_ms);
+	e->arrival_ms = e->queued_ms = 0;	/* the golden file has none */
 
 	/* the state file overrides the recipients' states */
 	e->rcpt[0].state = MTA_RCPT_DELIVERED;
@@ -2908,12 +2913,37 @@ test_queue_summary(void **state)
 	}
 }
 
+/* Postfix's delay= precision: two significant digits, two decimals at
+ * most, whole seconds from 10 on */
+static void
+test_delay_fmt(void **state)
+{
+	static const struct { uint64_t ms; const char *want; } rows[] = {
+		{ 0, "0" }, { 4, "0" }, { 5, "0.01" }, { 10, "0.01" },
+		{ 50, "0.05" }, { 100, "0.1" }, { 123, "0.12" },
+		{ 125, "0.13" }, { 994, "0.99" }, { 995, "1" }, { 1000, "1" },
+		{ 1234, "1.2" }, { 1250, "1.3" }, { 5020, "5" },
+		{ 9949, "9.9" }, { 9950, "10" }, { 12345, "12" },
+		{ 15600, "16" }, { 312000, "312" }, { 86400000, "86400" },
+	};
+	char buf[24];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		if (strcmp(mta_delay_fmt(rows[i].ms, buf, sizeof(buf)),
+		    rows[i].want) != 0)
+			fail_msg("%llu ms: \"%s\", want \"%s\"",
+			    (unsigned long long)rows[i].ms, buf, rows[i].want);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_envelope_roundtrip),
 		cmocka_unit_test(test_envelope_hold),
+		cmocka_unit_test(test_delay_fmt),
 		cmocka_unit_test(test_envelope_golden),
 		cmocka_unit_test(test_envelope_bad_words),
 		cmocka_unit_test(test_dns_literals),

@@ -1,0 +1,513 @@
+/*
+ * metrics.c - the Prometheus endpoint ("metrics listen ADDR PORT" of
+ * mxbridge.conf(5)): a minimal HTTP/1.0 and 1.1 server on the daemon's
+ * loop.  GET (or HEAD) /metrics is answered with the counters of
+ * "mxbridgectl stats" (control_stats_collect: the very text the control
+ * command prints, so nothing is counted twice) in the text exposition
+ * format 0.0.4; another path gets 404, another method 405, anything not
+ * HTTP 400.  Every answer says "Connection: close" and the connection
+ * ends after it: a pipelined request behind the first is read and thrown
+ * away, never answered.
+ *
+ * Bounds against a hostile peer: a request head of at most
+ * METRICS_MAXREQ bytes (431 beyond), METRICS_T_REQ seconds from accept
+ * to the end of the head, counted once, not per byte (a slow writer is
+ * cut off), METRICS_T_LINGER seconds for the answer to leave and the
+ * peer to close, and METRICS_MAXCONN connections at once (one more is
+ * accepted and closed at once).  Memory per connection: its head buffer
+ * and its one answer.
+ *
+ * The listener is bound at start, as root, before the daemon drops its
+ * rights (so a port below 1024 is fine); a reload does not move it.
+ */
+#include <sys/socket.h>
+#include <sys/queue.h>
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/addr.h"
+#include "../common/log.h"
+#include "../common/xmalloc.h"
+#include "control.h"
+#include "metrics.h"
+
+#define METRICS_MAXCONN		16
+#define METRICS_T_REQ		5	/* seconds to read the request head */
+#define METRICS_T_LINGER	5	/* seconds to write it and close */
+#define METRICS_MAXKEY		96	/* bytes of a stats key */
+#define METRICS_CTYPE		"text/plain; version=0.0.4; charset=utf-8"
+
+/* one accepted connection: freed when both its handles are closed */
+struct metrics_conn {
+	LIST_ENTRY(metrics_conn) entry;
+	uv_tcp_t	 tcp;
+	uv_timer_t	 timer;
+	uv_write_t	 wreq;
+	uv_shutdown_t	 sreq;
+	int		 handles;	/* not yet closed */
+	int		 answered;	/* reading only to discard */
+	int		 closing;
+	size_t		 len;
+	char		 in[METRICS_MAXREQ + 1];
+	struct buf	 out;
+};
+
+LIST_HEAD(metrics_connq, metrics_conn);
+
+static uv_tcp_t			 metrics_listener;
+static int			 metrics_listening;
+static struct metrics_connq	 metrics_conns = LIST_HEAD_INITIALIZER(metrics_conns);
+static unsigned			 metrics_nconns;
+
+/*
+ * The HTTP request head
+ */
+
+/* http_tchar - a character of a method (RFC 9110 token) */
+static int
+http_tchar(int ch)
+{
+	return isalnum(ch) || (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+int
+metrics_http_request(const char *data, size_t len, int *head)
+{
+	const char *eol, *p, *sp1, *sp2, *end, *line;
+	size_t n;
+
+	*head = 0;
+	if (memchr(data, '\0', len) != NULL)
+		return 400;
+	if ((eol = memchr(data, '\n', len)) == NULL)
+		return len >= METRICS_MAXREQ ? 431 : 0;
+	/* the request line: METHOD SP TARGET SP HTTP/1.x */
+	end = eol > data && eol[-1] == '\r' ? eol - 1 : eol;
+	for (p = data; p < end && http_tchar((unsigned char)*p); p++)
+		;
+	if (p == data || p == end || *p != ' ')
+		return 400;
+	sp1 = p;
+	for (p = sp1 + 1; p < end && *p > ' ' && *p < 0x7f; p++)
+		;
+	if (p == sp1 + 1 || p == end || *p != ' ')
+		return 400;
+	sp2 = p;
+	n = (size_t)(end - (sp2 + 1));
+	if (n < 5 || memcmp(sp2 + 1, "HTTP/", 5) != 0)
+		return 400;
+	if (n != 8 || !isdigit((unsigned char)sp2[6]) || sp2[7] != '.' ||
+	    !isdigit((unsigned char)sp2[8]))
+		return 400;
+	if (sp2[6] != '1' || (sp2[8] != '0' && sp2[8] != '1'))
+		return 505;
+	/* the header lines: "name: value", up to the empty line */
+	for (line = eol + 1;; line = eol + 1) {
+		if ((eol = memchr(line, '\n', len - (size_t)(line - data))) ==
+		    NULL)
+			return len >= METRICS_MAXREQ ? 431 : 0;
+		end = eol > line && eol[-1] == '\r' ? eol - 1 : eol;
+		if (end == line)
+			break;
+		for (p = line; p < end && http_tchar((unsigned char)*p); p++)
+			;
+		if (p == line || p == end || *p != ':')
+			return 400;
+		for (; p < end; p++)
+			if ((unsigned char)*p < ' ' && *p != '\t')
+				return 400;
+	}
+	n = (size_t)(sp1 - data);
+	if (!(n == 3 && memcmp(data, "GET", 3) == 0) &&
+	    !(n == 4 && memcmp(data, "HEAD", 4) == 0))
+		return 405;
+	*head = n == 4;
+	n = (size_t)(sp2 - (sp1 + 1));
+	if ((n == 8 || (n > 8 && sp1[9] == '?')) &&
+	    memcmp(sp1 + 1, "/metrics", 8) == 0)
+		return 200;
+	return 404;
+}
+
+/*
+ * The exposition
+ */
+
+/* what is known of a stats key: type and help; anything else is
+ * "untyped" */
+static const struct {
+	const char	*key;
+	int		 counter;	/* else a gauge */
+	const char	*help;
+} metrics_meta[] = {
+	{ "workers", 0, "Worker threads." },
+	{ "nfq_queue_open", 0, "1 while a netfilter queue is bound." },
+	{ "nfq_queues_open", 0, "Netfilter queues bound." },
+	{ "nfq_incoming_proxy", 1, "New incoming flows sent to the proxy." },
+	{ "nfq_incoming_pass", 1, "New incoming flows passed." },
+	{ "nfq_incoming_drop", 1, "New incoming flows dropped." },
+	{ "nfq_outgoing_proxy", 1, "New outgoing flows sent to the proxy." },
+	{ "nfq_outgoing_pass", 1, "New outgoing flows passed." },
+	{ "nfq_outgoing_drop", 1, "New outgoing flows dropped." },
+	{ "nfq_malformed", 1, "Queued packets that did not parse." },
+	{ "nfq_errors", 1, "Netfilter queue errors." },
+	{ "nfq_overruns", 1, "Netfilter queue receive buffer overruns." },
+	{ "nfq_decisions", 1, "New flows decided." },
+	{ "proxy_accepted_incoming", 1, "Incoming sessions accepted." },
+	{ "proxy_accepted_outgoing", 1, "Outgoing sessions accepted." },
+	{ "proxy_accept_errors", 1, "Failed accepts." },
+	{ "proxy_sessions", 0, "Sessions open." },
+	{ "proxy_refused_per_client", 1,
+	    "Sessions refused by the per-client connection limit." },
+	{ "proxy_refused_rate", 1,
+	    "Sessions refused by the per-client connection rate." },
+	{ "proxy_refused_sessions", 1,
+	    "Sessions refused by the global session cap." },
+	{ "proxy_sessions_max", 0, "The global session cap." },
+	{ "proxy_clients", 0, "Clients in the per-client table." },
+	{ "proxy_clients_evicted", 1,
+	    "Clients evicted from a full per-client table." },
+	{ "queue_messages", 0, "Messages in the queue." },
+	{ "queue_recipients", 0, "Recipients pending in the queue." },
+	{ "queued", 1, "Messages queued." },
+	{ "delivered", 1, "Recipients delivered." },
+	{ "deferred", 1, "Recipient delivery attempts deferred." },
+	{ "bounced", 1, "Recipients bounced." },
+	{ "expired", 1, "Recipients expired in the queue." },
+	{ "dsn_sent", 1, "Delivery status notifications queued." },
+	{ "queue_corrupt", 1, "Spool files that did not parse." },
+	{ "mta_connections", 0, "Delivery connections open." },
+	{ "spool_batches", 1, "Spool batches run." },
+	{ "spool_ops", 1, "Spool file operations." },
+};
+
+/* one sample of the stats text */
+struct metrics_sample {
+	char	 key[METRICS_MAXKEY];	/* the key, worker.I. taken off */
+	long	 worker;		/* I, or -1 */
+	char	 value[24];
+	int	 done;
+};
+
+/* sample_parse - one "key=value" line into s; 0, or -1 to leave it out */
+static int
+sample_parse(const char *line, size_t len, struct metrics_sample *s)
+{
+	const char *eq, *k, *v;
+	size_t klen, vlen, i;
+	char *endp;
+
+	if ((eq = memchr(line, '=', len)) == NULL)
+		return -1;
+	k = line;
+	klen = (size_t)(eq - line);
+	v = eq + 1;
+	vlen = len - klen - 1;
+	s->worker = -1;
+	if (klen > 7 && memcmp(k, "worker.", 7) == 0) {
+		if (!isdigit((unsigned char)k[7]))
+			return -1;
+		s->worker = strtol(k + 7, &endp, 10);
+		if (*endp != '.' || endp >= eq || s->worker < 0 ||
+		    s->worker > 65535)
+			return -1;
+		klen -= (size_t)(endp + 1 - k);
+		k = endp + 1;
+	}
+	if (klen == 0 || klen >= sizeof(s->key) ||
+	    isdigit((unsigned char)k[0]))
+		return -1;
+	for (i = 0; i < klen; i++)
+		s->key[i] = isalnum((unsigned char)k[i]) ? k[i] : '_';
+	s->key[klen] = '\0';
+	if (vlen == 0 || vlen >= sizeof(s->value))
+		return -1;
+	for (i = 0; i < vlen; i++)
+		if (!isdigit((unsigned char)v[i]))
+			return -1;
+	memcpy(s->value, v, vlen);
+	s->value[vlen] = '\0';
+	s->done = 0;
+	return 0;
+}
+
+/* family - the metric name of s into name; its type and help */
+static void
+family(const struct metrics_sample *s, char *name, size_t len,
+    const char **type, const char **help)
+{
+	size_t i;
+	int counter = -1;
+
+	*help = NULL;
+	for (i = 0; i < sizeof(metrics_meta) / sizeof(metrics_meta[0]); i++)
+		if (strcmp(metrics_meta[i].key, s->key) == 0) {
+			counter = metrics_meta[i].counter;
+			*help = metrics_meta[i].help;
+			break;
+		}
+	*type = counter == 1 ? "counter" : counter == 0 ? "gauge" : "untyped";
+	snprintf(name, len, "mxbridge_%s%s%s", s->worker >= 0 ? "worker_" : "",
+	    s->key, counter == 1 ? "_total" : "");
+}
+
+void
+metrics_expose(const char *stats, size_t len, struct buf *out)
+{
+	struct metrics_sample *ss = NULL;
+	const char *p = stats, *nl, *type, *help;
+	char name[METRICS_MAXKEY + 32];
+	size_t n = 0, cap = 0, i, j, k;
+	int dup;
+
+	while (p < stats + len) {
+		if ((nl = memchr(p, '\n', (size_t)(stats + len - p))) == NULL)
+			nl = stats + len;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			ss = xreallocarray(ss, cap, sizeof(*ss));
+		}
+		if (sample_parse(p, (size_t)(nl - p), &ss[n]) == 0)
+			n++;
+		p = nl + 1;
+	}
+	/* by family, in the order each first appears; a series once */
+	for (i = 0; i < n; i++) {
+		if (ss[i].done)
+			continue;
+		family(&ss[i], name, sizeof(name), &type, &help);
+		if (help != NULL)
+			buf_printf(out, "# HELP %s %s%s\n", name, help,
+			    ss[i].worker >= 0 ? " Per worker thread." : "");
+		else
+			buf_printf(out, "# HELP %s mxbridgectl stats %s%s.\n",
+			    name, ss[i].worker >= 0 ? "worker.I." : "",
+			    ss[i].key);
+		buf_printf(out, "# TYPE %s %s\n", name, type);
+		for (j = i; j < n; j++) {
+			if (ss[j].done || (ss[j].worker < 0) != (ss[i].worker < 0) ||
+			    strcmp(ss[j].key, ss[i].key) != 0)
+				continue;
+			ss[j].done = 1;
+			for (dup = 0, k = i; k < j && !dup; k++)
+				dup = ss[k].done && ss[k].worker == ss[j].worker &&
+				    strcmp(ss[k].key, ss[j].key) == 0;
+			if (dup)
+				continue;
+			if (ss[j].worker >= 0)
+				buf_printf(out, "%s{worker=\"%ld\"} %s\n", name,
+				    ss[j].worker, ss[j].value);
+			else
+				buf_printf(out, "%s %s\n", name, ss[j].value);
+		}
+	}
+	free(ss);
+}
+
+/*
+ * The connections
+ */
+
+static void
+conn_close_cb(uv_handle_t *h)
+{
+	struct metrics_conn *c = h->data;
+
+	if (--c->handles > 0)
+		return;
+	buf_free(&c->out);
+	free(c);
+}
+
+/* conn_close - close both handles; c is freed by the last callback */
+static void
+conn_close(struct metrics_conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = 1;
+	LIST_REMOVE(c, entry);
+	metrics_nconns--;
+	uv_close((uv_handle_t *)&c->timer, conn_close_cb);
+	uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+}
+
+static void
+conn_timeout_cb(uv_timer_t *t)
+{
+	struct metrics_conn *c = t->data;
+
+	if (!c->answered)
+		log_debug("metrics: request timed out after %zu bytes", c->len);
+	conn_close(c);
+}
+
+static void
+conn_shutdown_cb(uv_shutdown_t *req, int status)
+{
+	struct metrics_conn *c = req->data;
+
+	if (status < 0)
+		conn_close(c);
+	/* else the peer's close (EOF in conn_read_cb) or the timer ends it */
+}
+
+static void
+conn_write_cb(uv_write_t *req, int status)
+{
+	struct metrics_conn *c = req->data;
+
+	if (c->closing)
+		return;
+	c->sreq.data = c;
+	if (status < 0 || uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp,
+	    conn_shutdown_cb) != 0)
+		conn_close(c);
+}
+
+static const char *
+status_text(int code)
+{
+	switch (code) {
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 431: return "Request Header Fields Too Large";
+	case 505: return "HTTP Version Not Supported";
+	default: return "Error";
+	}
+}
+
+/* conn_answer - the one answer of this connection, then its end */
+static void
+conn_answer(struct metrics_conn *c, int code, int head)
+{
+	struct buf stats, body;
+	uv_buf_t ub;
+
+	buf_init(&stats);
+	buf_init(&body);
+	if (code == 200) {
+		control_stats_collect(&stats);
+		metrics_expose(stats.data, stats.len, &body);
+	} else
+		buf_printf(&body, "%d %s\n", code, status_text(code));
+	buf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+	    "Content-Length: %zu\r\n%sConnection: close\r\n\r\n", code,
+	    status_text(code), code == 200 ? METRICS_CTYPE :
+	    "text/plain; charset=utf-8", body.len,
+	    code == 405 ? "Allow: GET, HEAD\r\n" : "");
+	if (!head)
+		buf_append(&c->out, body.data, body.len);
+	buf_free(&stats);
+	buf_free(&body);
+	if (code != 200)
+		log_debug("metrics: answered code=%d", code);
+	c->answered = 1;
+	uv_timer_start(&c->timer, conn_timeout_cb, METRICS_T_LINGER * 1000, 0);
+	ub = uv_buf_init(c->out.data, (unsigned)c->out.len);
+	c->wreq.data = c;
+	if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &ub, 1,
+	    conn_write_cb) != 0)
+		conn_close(c);
+}
+
+static void
+conn_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *ub)
+{
+	struct metrics_conn *c = h->data;
+
+	/* once answered, what comes is read into the buffer's start and
+	 * dropped */
+	if (c->answered)
+		*ub = uv_buf_init(c->in, METRICS_MAXREQ);
+	else
+		*ub = uv_buf_init(c->in + c->len,
+		    (unsigned)(METRICS_MAXREQ - c->len));
+}
+
+static void
+conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *ub)
+{
+	struct metrics_conn *c = s->data;
+	int code, head;
+
+	if (c->closing)
+		return;
+	if (n < 0) {
+		conn_close(c);
+		return;
+	}
+	if (c->answered || n == 0)
+		return;
+	c->len += (size_t)n;
+	if ((code = metrics_http_request(c->in, c->len, &head)) != 0)
+		conn_answer(c, code, head);
+}
+
+static void
+metrics_accept_cb(uv_stream_t *server, int status)
+{
+	struct metrics_conn *c;
+
+	if (status < 0) {
+		log_warnx("metrics: accept: %s", uv_strerror(status));
+		return;
+	}
+	c = xcalloc(1, sizeof(*c));
+	buf_init(&c->out);
+	uv_tcp_init(server->loop, &c->tcp);
+	uv_timer_init(server->loop, &c->timer);
+	c->tcp.data = c->timer.data = c;
+	c->handles = 2;
+	LIST_INSERT_HEAD(&metrics_conns, c, entry);
+	metrics_nconns++;
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+		conn_close(c);
+		return;
+	}
+	if (metrics_nconns > METRICS_MAXCONN) {
+		log_debug("metrics: connection refused: %u open",
+		    METRICS_MAXCONN);
+		conn_close(c);
+		return;
+	}
+	uv_timer_start(&c->timer, conn_timeout_cb, METRICS_T_REQ * 1000, 0);
+	if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb,
+	    conn_read_cb) != 0)
+		conn_close(c);
+}
+
+int
+metrics_start(uv_loop_t *loop, const struct sockaddr *sa)
+{
+	char a[ADDR_STRLEN];
+	int rc;
+
+	addr_fmt(sa, a, sizeof(a));
+	uv_tcp_init(loop, &metrics_listener);
+	if ((rc = uv_tcp_bind(&metrics_listener, sa, 0)) == 0)
+		rc = uv_listen((uv_stream_t *)&metrics_listener, 16,
+		    metrics_accept_cb);
+	if (rc != 0) {
+		log_warnx("metrics: listen %s: %s", a, uv_strerror(rc));
+		uv_close((uv_handle_t *)&metrics_listener, NULL);
+		return -1;
+	}
+	metrics_listening = 1;
+	log_info("metrics: listening on %s", a);
+	return 0;
+}
+
+void
+metrics_stop(void)
+{
+	if (metrics_listening) {
+		uv_close((uv_handle_t *)&metrics_listener, NULL);
+		metrics_listening = 0;
+	}
+	while (!LIST_EMPTY(&metrics_conns))
+		conn_close(LIST_FIRST(&metrics_conns));
+}

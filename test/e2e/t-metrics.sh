@@ -1,0 +1,107 @@
+#!/bin/bash
+# t-metrics: the Prometheus endpoint ("metrics listen ADDR PORT").
+#   - a scrape parses (test/promcheck.py: the exposition grammar, HELP and
+#     TYPE of every family, no series twice, counters _total) and says
+#     what "mxbridgectl stats" says;
+#   - a message with two recipients through the queue moves queued by 1,
+#     delivered by 2 and the incoming sessions by 1; the per-worker
+#     series sum to the total;
+#   - another path is 404, POST 405, garbage 400, a 64 KiB header 431,
+#     pipelined requests get one answer, a slow or idle client is cut off
+#     after the request deadline, the 17th connection is closed at once;
+#     the daemon lives on;
+#   - a reload that moves it warns and keeps it; "mxbridge -n" refuses a
+#     bad address; one that cannot be bound stops the start; without the
+#     statement nothing listens.
+. "$(dirname "$0")/t-mta-common.inc"
+
+MP=9154
+PC=$TB_REPO/test/promcheck.py
+mconf() {
+	mta_conf "domain \"example.com\" {
+	server mx.example.com port 25
+}
+$1"
+}
+scrape() { tb_exec box python3 "$PC" scrape 127.0.0.1 $MP; }
+probe() { tb_exec box python3 "$PC" probe 127.0.0.1 $MP "$1"; }
+# val SERIES: its value in the last scrape ($S/m.txt)
+val() { awk -v k="$1" '$1 == k { print $2 }' "$S/m.txt"; }
+
+mconf "metrics listen 127.0.0.1 $MP"
+mta_up
+wait_for grep -q "metrics: listening on 127.0.0.1:$MP" "$TB_MXB_LOG" ||
+	fail "no metrics listener: $(grep metrics "$TB_MXB_LOG")"
+
+scrape >"$S/m.txt" || fail "first scrape: $(cat "$S/m.txt")"
+q0=$(val mxbridge_queued_total) d0=$(val mxbridge_delivered_total)
+a0=$(val mxbridge_proxy_accepted_incoming_total)
+[ -n "$q0" ] && [ -n "$d0" ] && [ -n "$a0" ] || fail "counters missing: $(cat "$S/m.txt")"
+[ "$(val mxbridge_workers)" = "$(stat_is workers)" ] || fail "workers differ"
+grep -q '^mxbridge_queue_messages 0$' "$S/m.txt" || fail "queue_messages: $(grep queue_messages "$S/m.txt")"
+grep -q '^mxbridge_worker_proxy_accepted_incoming_total{worker="0"} ' "$S/m.txt" ||
+	fail "no per-worker series: $(grep worker_ "$S/m.txt")"
+# every key of "stats" is there, under its name
+for k in $(ctl stats | sed -n 's/^\([a-z_]*\)=.*/\1/p'); do
+	grep -Eq "^mxbridge_${k}(_total)? " "$S/m.txt" || fail "stats key $k not exposed"
+done
+
+send c1 "$TB_SRV_IP4" sender@example.org alice@example.com,bob@example.com "t-metrics one" ||
+	fail "not queued: $(cat "$S/send.out")"
+wait_for -t 20 eval '[ "$(stat_is delivered)" -ge $((d0 + 2)) ]' ||
+	fail "not delivered: $(ctl stats | grep -E 'delivered|deferred')"
+wait_for -t 10 queue_empty || fail "queue not empty"
+scrape >"$S/m.txt" || fail "second scrape: $(cat "$S/m.txt")"
+[ "$(val mxbridge_queued_total)" = $((q0 + 1)) ] ||
+	fail "queued_total $(val mxbridge_queued_total), want $((q0 + 1))"
+[ "$(val mxbridge_delivered_total)" = $((d0 + 2)) ] ||
+	fail "delivered_total $(val mxbridge_delivered_total), want $((d0 + 2))"
+[ "$(val mxbridge_proxy_accepted_incoming_total)" = $((a0 + 1)) ] ||
+	fail "accepted_incoming $(val mxbridge_proxy_accepted_incoming_total), want $((a0 + 1))"
+[ "$(val mxbridge_delivered_total)" = "$(stat_is delivered)" ] || fail "delivered differs from stats"
+sum=$(awk '$1 ~ /^mxbridge_worker_proxy_accepted_incoming_total\{/ { n += $2 } END { print n + 0 }' "$S/m.txt")
+[ "$sum" = "$(val mxbridge_proxy_accepted_incoming_total)" ] ||
+	fail "per-worker accepted sum $sum, total $(val mxbridge_proxy_accepted_incoming_total)"
+
+# wrong and hostile requests
+expect_glob "another path" "$(probe path)" 404
+expect_glob "POST" "$(probe post)" 405
+expect_glob "garbage" "$(probe garbage)" 400
+expect_glob "a 64 KiB header" "$(probe huge)" 431
+expect_glob "pipelined requests" "$(probe pipelined)" 200
+expect_glob "half a request line" "$(probe slow)" "closed [4-7]"
+expect_glob "an idle connection" "$(probe idle)" "closed [4-7]"
+expect_glob "the 17th connection" "$(probe cap)" "closed 0"
+scrape >/dev/null || fail "no scrape after the hostile requests"
+mxb_running || fail "the daemon died"
+
+# a reload may not move it: a warning, the old one stays
+mconf "metrics listen 127.0.0.1 $((MP + 1))"
+ctl reload >/dev/null || fail "reload refused"
+wait_for log_has "reload: metrics listener changes need a restart" || fail "no reload warning"
+scrape >/dev/null || fail "the listener did not stay"
+
+# the check refuses a name or a bad port
+mconf "metrics listen localhost $MP"
+out=$(tb_exec box "$BIN/mxbridge" -n -f "$S/run.conf" 2>&1) && fail "-n took a host name"
+echo "$out" | grep -q 'metrics listen: "localhost" is not an IPv4 or IPv6 address' ||
+	fail "-n said: $out"
+mconf "metrics listen ::1 0"
+tb_exec box "$BIN/mxbridge" -n -f "$S/run.conf" >/dev/null 2>&1 && fail "-n took port 0"
+
+# a listener that cannot be bound: the daemon does not start
+mta_down
+mconf "metrics listen 192.0.2.254 $MP"
+mxb_start "$S/run.conf" -v >/dev/null 2>&1
+wait_for log_has "metrics: listen 192.0.2.254:$MP: " || fail "no bind error: $(tail -n 3 "$TB_MXB_LOG")"
+wait_for eval '! mxb_running' || fail "started without its metrics listener"
+mxb_stop
+
+# not configured: nothing listens
+mconf ""
+mta_up
+expect_glob "without the statement" "$(probe path)" refused
+log_has "metrics: listening" && [ "$(grep -c 'metrics: listening' "$TB_MXB_LOG")" -gt 1 ] &&
+	fail "a listener without the statement"
+mta_down
+pass "scrape parses and counts; 404 405 400 431; slow, idle and surplus connections cut; reload keeps it; off by default"
