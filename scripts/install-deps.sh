@@ -58,12 +58,15 @@ SEL
 ENGINES="rspamd clamd freshclam clamav-milter opendkim"
 POLICY=/usr/sbin/policy-rc.d
 POLICY_SAVED=
-# engines in the host's network namespace (a test's own engines live in
-# the test's namespaces and are never touched)
+# engines in our own network namespace (a test's own engines live in the
+# test's namespaces and are never touched)
 engine_pids() {
-	for e in $ENGINES; do pgrep -x "$e"; done 2>/dev/null | sort -n |
+	hostns=$(readlink /proc/$$/ns/net) || return 0
+	for e in $ENGINES; do pgrep -x "$e" || true; done 2>/dev/null | sort -n |
 	while read -r pid; do
-		[ "/proc/$pid/ns/net" -ef /proc/1/ns/net ] && echo "$pid"
+		if [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$hostns" ]; then
+			echo "$pid"
+		fi
 	done
 }
 policy_restore() {

@@ -80,7 +80,9 @@ def main():
                 path, domain, sel))
             return 0
         why.append("signature %d (d=%s s=%s) does not verify: %s" % (
-            idx, domain, sel, reasons[-1] if reasons else "bad signature"))
+            idx, domain, sel, "the signed headers or the key differ"
+            if not reasons or reasons[-1].endswith("valid: False")
+            else reasons[-1]))
     print("dkimverify: %s: %s" % (path, "; ".join(why)), file=sys.stderr)
     return 1
 

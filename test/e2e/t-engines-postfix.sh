@@ -85,11 +85,11 @@ done
 grep -qi '^DKIM-Signature:' "$f" && fail "normal message (From example.net) was signed"
 
 # 3. EICAR: the file attached, then inside a line of text
-printf '%s' "$ENG_EICAR" >"$TB_STATE/eicar.com"
+printf '%s' "$ENG_EICAR" >"$TB_STATE/eicar.txt"
 send eicar-file --from virus@example.net --body "see attachment" \
-	--attach-type application/octet-stream --attach @"$TB_STATE/eicar.com" &&
+	--attach-type application/octet-stream --attach @"$TB_STATE/eicar.txt" &&
 	fail "EICAR attachment accepted: $(final_reply eicar-file)"
-grep -q 'filename="eicar.com"' "$TB_STATE/eicar-file.out" ||
+grep -q 'filename="eicar.txt"' "$TB_STATE/eicar-file.out" ||
 	fail "swaks did not attach the file: $(head -c 300 "$TB_STATE/eicar-file.out")"
 got=$(final_reply eicar-file)
 expect_glob "EICAR attachment reply" "$got" "550 5.7.1 Command rejected"
