@@ -511,11 +511,17 @@ m_fail(struct mconn *m, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
+	/* why may carry a byte the milter sent ('%c'): it goes into the
+	 * session's log line too (c->why) */
+	for (char *p = why; *p != '\0'; p++)
+		if ((unsigned char)*p < 32 || (unsigned char)*p > 126)
+			*p = '?';
 	/* inside step_next the loop moves on by itself */
 	waited = c->step != ST_NONE && &c->m[c->cur] == m && !c->in_step;
 	log_warnx("session=%llu milter=%s socket=%s state=%s failed: %s; "
 	    "action=%s", (unsigned long long)c->info.session_id,
-	    m->conf->name, m->conf->socket, mstate_names[m->state], why,
+	    m->conf->name, m->conf->socket, mstate_names[m->state],
+	    log_vis(why),
 	    policy_mact_names[m->conf->defact]);
 	m->state = M_FAILED;
 	m->nowed = 0;
@@ -554,6 +560,32 @@ m_timeout(uv_timer_t *t)
 
 /* ---------------------------------------------------------------- replies */
 
+/*
+ * refusal - a reject, tempfail or custom reply (SMFIR_REPLYCODE) into
+ * c->msg_reply, and its verdict; -1 when the custom reply is out of
+ * form: the milter failed
+ */
+static int
+refusal(struct mconn *m, char cmd, const char *data, size_t len,
+    enum milter_verdict *v)
+{
+	struct milter_chain *c = m->chain;
+
+	*v = cmd == SMFIR_TEMPFAIL ? MILTER_TEMPFAIL : MILTER_REJECT;
+	buf_reset(&c->msg_reply.text);
+	c->msg_reply.nlines = 0;
+	if (cmd != SMFIR_REPLYCODE) {
+		verdict_reply(&c->msg_reply, *v);
+		return 0;
+	}
+	if (reply_custom(&c->msg_reply, data, len) == -1) {
+		m_fail(m, "bad reply text");
+		return -1;
+	}
+	*v = c->msg_reply.code >= 500 ? MILTER_REJECT : MILTER_TEMPFAIL;
+	return 0;
+}
+
 /* content_reply - a reply to a header, EOH or body packet */
 static void
 content_reply(struct mconn *m, char cmd, const char *data, size_t len)
@@ -577,18 +609,12 @@ content_reply(struct mconn *m, char cmd, const char *data, size_t len)
 		m->msg_done = 1;
 		if (c->msg_verdict != MILTER_CONTINUE)
 			return;
-		v = cmd == SMFIR_DISCARD ? MILTER_DISCARD : cmd ==
-		    SMFIR_TEMPFAIL ? MILTER_TEMPFAIL : MILTER_REJECT;
-		buf_reset(&c->msg_reply.text);
-		c->msg_reply.nlines = 0;
-		if (cmd == SMFIR_REPLYCODE) {
-			if (reply_custom(&c->msg_reply, data, len) == -1) {
-				m_fail(m, "bad reply text");
-				return;
-			}
-			v = c->msg_reply.code >= 500 ? MILTER_REJECT :
-			    MILTER_TEMPFAIL;
-		}
+		if (cmd == SMFIR_DISCARD) {
+			v = MILTER_DISCARD;
+			buf_reset(&c->msg_reply.text);
+			c->msg_reply.nlines = 0;
+		} else if (refusal(m, cmd, data, len, &v) == -1)
+			return;
 		c->msg_verdict = v;
 		snprintf(c->msg_by, sizeof(c->msg_by), "%s", m->conf->name);
 		return;
@@ -660,18 +686,8 @@ step_reply(struct mconn *m, char cmd, const char *data, size_t len)
 	case SMFIR_REJECT:
 	case SMFIR_TEMPFAIL:
 	case SMFIR_REPLYCODE:
-		v = cmd == SMFIR_TEMPFAIL ? MILTER_TEMPFAIL : MILTER_REJECT;
-		buf_reset(&c->msg_reply.text);
-		c->msg_reply.nlines = 0;
-		if (cmd == SMFIR_REPLYCODE) {
-			if (reply_custom(&c->msg_reply, data, len) == -1) {
-				m_fail(m, "bad reply text");
-				return;
-			}
-			v = c->msg_reply.code >= 500 ? MILTER_REJECT :
-			    MILTER_TEMPFAIL;
-		} else
-			verdict_reply(&c->msg_reply, v);
+		if (refusal(m, cmd, data, len, &v) == -1)
+			return;
 		snprintf(c->why, sizeof(c->why), "%s by milter %s",
 		    v == MILTER_REJECT ? "rejected" : "tempfailed",
 		    m->conf->name);

@@ -48,7 +48,6 @@ struct milter_info {
 	struct sockaddr_storage	 orig_dst;
 	const char		*hostname;	/* ours ({j}) */
 	const char		*port;		/* ingress bridge port or "" */
-	enum policy_dir		 dir;
 };
 
 struct milter_chain;

@@ -373,7 +373,7 @@ milter_end(struct sink *q, const struct milter_answer *a)
 		if ((why = milter_quarantine(q->milters)) != NULL) {
 			log_info("session=%llu msgid=%s milter quarantine "
 			    "reason=\"%s\"", (unsigned long long)e->conn.id,
-			    mta_msg_id(q->msg), why);
+			    mta_msg_id(q->msg), log_vis(why));
 			mta_msg_hold(q->msg, why);
 		}
 	}
@@ -502,7 +502,6 @@ qsink_greet(struct sink *q)
 	mi.orig_dst = e->conn.orig_dst;
 	mi.hostname = e->host;
 	mi.port = e->conn.port;
-	mi.dir = e->conn.dir;
 	q->milters = milter_chain_new(e->loop, e->pol,
 	    policy_milters(e->pol, e->conn.dir, e->conn.port), &mi,
 	    qsink_milter, qsink_mwake, q);

@@ -30,17 +30,22 @@ milters incoming rspamd clamav dkim"
 mta_up
 n0=$(maildir_count alice)
 
-# 1. GTUBE
-tb_exec c1 python3 -c '
+# send_text FROM SUBJECT TEXT: one message; "OK" or "ERR code reply" in send.out
+send_text() {
+	tb_exec c1 python3 -c '
 import smtplib, sys
 s = smtplib.SMTP(sys.argv[1], 25, local_hostname="c1.test.example", timeout=60)
 try:
-    s.sendmail("spam@example.net", ["alice@example.com"],
-        "Subject: gtube\r\n\r\n" + sys.argv[2] + "\r\n")
+    s.sendmail(sys.argv[2], ["alice@example.com"],
+        "Subject: %s\r\n\r\n%s\r\n" % (sys.argv[3], sys.argv[4]))
     print("OK")
 except smtplib.SMTPDataError as e:
     print("ERR", e.smtp_code, e.smtp_error.decode())
-' "$TB_SRV_IP4" "$ENG_GTUBE" >"$S/send.out" 2>&1
+' "$TB_SRV_IP4" "$1" "$2" "$3" >"$S/send.out" 2>&1
+}
+
+# 1. GTUBE
+send_text spam@example.net gtube "$ENG_GTUBE"
 grep -q "^ERR 554 5.7.1 Gtube pattern" "$S/send.out" || fail "GTUBE: $(cat "$S/send.out")"
 
 # 2. a normal message, with rspamd's and clamav-milter's headers
@@ -53,16 +58,7 @@ grep -q "^X-Rspamd-Server: eng-rspamd" "$f" || fail "no X-Rspamd-Server"
 grep -q "^X-Virus-Status: Clean" "$f" || fail "no X-Virus-Status"
 
 # 3. EICAR in the text
-tb_exec c1 python3 -c '
-import smtplib, sys
-s = smtplib.SMTP(sys.argv[1], 25, local_hostname="c1.test.example", timeout=60)
-try:
-    s.sendmail("someone@example.net", ["alice@example.com"],
-        "Subject: eicar\r\n\r\nthis line carries " + sys.argv[2] + " inside it\r\n")
-    print("OK")
-except smtplib.SMTPDataError as e:
-    print("ERR", e.smtp_code, e.smtp_error.decode())
-' "$TB_SRV_IP4" "$ENG_EICAR" >"$S/send.out" 2>&1
+send_text someone@example.net eicar "this line carries $ENG_EICAR inside it"
 grep -q "^ERR 550 5.7.1" "$S/send.out" || fail "EICAR: $(cat "$S/send.out")"
 wait_for grep -q "infected by Eicar-Body-Local" "$ENG_CLAMAV_MILTER_LOG" || fail "clamav-milter did not find it"
 
