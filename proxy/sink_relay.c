@@ -337,7 +337,7 @@ milter_dot(struct sink *r, const struct milter_answer *a)
 			    "the live relay sent the header already",
 			    (unsigned long long)e->conn.id);
 		buf_free(&head);
-		if (r->relay == NULL || smtpc_dot(r->relay, NULL, 0) == -1) {
+		if (r->relay == NULL || smtpc_dot(r->relay, r->run, 0) == -1) {
 			lost_line(r, line, sizeof(line));
 			smtpd_sink_421(e, "upstream-lost", line);
 		}
