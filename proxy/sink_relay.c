@@ -255,7 +255,6 @@ milters_open(struct sink *r)
 	mi.orig_dst = e->conn.orig_dst;
 	mi.hostname = e->host;
 	mi.port = e->conn.port;
-	mi.dir = e->conn.dir;
 	r->milters = milter_chain_new(e->loop, e->pol,
 	    policy_milters(e->pol, e->conn.dir, e->conn.port), &mi,
 	    rsink_milter, rsink_mwake, r);
