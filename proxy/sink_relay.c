@@ -9,6 +9,18 @@
  * dropped instead.  An explicit rule's reject, tempfail or discard of a
  * recipient is answered here; a transaction whose every recipient was
  * discarded is taken and dropped here (the upstream gets a silent RSET).
+ *
+ * With milters (milter.c, "milters outgoing"), each command is theirs to
+ * answer before it goes upstream (mstep: the step the session waits on):
+ * a RCPT they refuse never goes up.  The content goes up as it comes
+ * and to the milters un-stuffed; the final dot is held back until every
+ * milter has answered.  Refused, tempfailed or discarded there, the
+ * client gets that answer and the upstream never gets the dot: the leg
+ * is dropped (DATA cannot be taken back with RSET), so nothing is
+ * delivered, and the session's next command gets 421.  The header went
+ * up before the milters' answer: their edits are not applied here (the
+ * log says so), and a quarantine is refused (550), there being no queue
+ * to hold the message in.
  */
 #include <sys/socket.h>
 #include <ctype.h>
@@ -26,6 +38,7 @@
 #include "../policy/policy.h"
 #include "proxy.h"
 #include "../common/smtpc.h"
+#include "milter.h"
 #include "sink.h"
 
 #define RSINK_BODY_CHUNK	(64 * 1024)
@@ -42,6 +55,10 @@ static const char *rsink_state_names[] = {
 	"connect", "open", "discard", "lost", "closed"
 };
 
+/* the milter step the session waits on (the chain answers it) */
+enum rsink_mstep { RM_NONE = 0, RM_CONNECT, RM_HELO, RM_MAIL, RM_RCPT,
+	RM_DATA, RM_EOM };
+
 struct sink {
 	enum rsink_state	 state;
 	struct sink_env		*env;
@@ -53,6 +70,17 @@ struct sink {
 					   the session's reader, to send */
 	unsigned		 nrun;
 	size_t			 runlen;
+	struct milter_chain	*milters;	/* NULL: none */
+	enum rsink_mstep	 mstep;
+	struct buf		 mline;		/* the command it holds back */
+	int			 mehlo;
+	char			*mrcpt;		/* RM_RCPT: the address */
+	struct smtp_reply	 greeting;	/* the upstream's, while the
+						   milters hear of the client */
+	int			 have_greeting;
+	int			 bol;		/* content: at a line's start */
+	int			 mdiscard;	/* a milter discards it */
+	struct buf		 unstuffed;
 };
 
 static void	rsink_greeting_cb(void *, const struct smtp_reply *);
@@ -106,18 +134,12 @@ send_failed(struct sink *r)
 
 /* ---------------------------------------------------------------- leg */
 
+/* give_greeting - the upstream's greeting, as the client's */
 static void
-rsink_greeting_cb(void *arg, const struct smtp_reply *rep)
+give_greeting(struct sink *r, const struct smtp_reply *rep)
 {
-	struct sink *r = arg;
 	struct sink_env *e = r->env;
-	char up[64];
 
-	log_debug("session=%llu client=%s orig_dst=%s dir=%s upstream=%s "
-	    "greeting=%d", (unsigned long long)e->conn.id, e->cstr, e->dstr,
-	    policy_dir_name(e->conn.dir),
-	    addr_fmt((struct sockaddr *)&e->conn.orig_dst, up, sizeof(up)),
-	    rep->code);
 	if (rep->code != 220) {
 		log_info("session=%llu client=%s orig_dst=%s dir=%s "
 		    "disposition=upstream-refused greeting=%d",
@@ -130,6 +152,31 @@ rsink_greeting_cb(void *arg, const struct smtp_reply *rep)
 	enter_state(r, R_OPEN);
 	smtpd_sink_greeting(e, buf_head(&rep->text), buf_avail(&rep->text),
 	    NULL);
+}
+
+static void
+rsink_greeting_cb(void *arg, const struct smtp_reply *rep)
+{
+	struct sink *r = arg;
+	struct sink_env *e = r->env;
+	char up[64];
+
+	log_debug("session=%llu client=%s orig_dst=%s dir=%s upstream=%s "
+	    "greeting=%d", (unsigned long long)e->conn.id, e->cstr, e->dstr,
+	    policy_dir_name(e->conn.dir),
+	    addr_fmt((struct sockaddr *)&e->conn.orig_dst, up, sizeof(up)),
+	    rep->code);
+	if (r->mstep == RM_CONNECT) {
+		/* the milters are still hearing of the client */
+		r->greeting.code = rep->code;
+		r->greeting.nlines = rep->nlines;
+		buf_reset(&r->greeting.text);
+		buf_append(&r->greeting.text, buf_head(&rep->text),
+		    buf_avail(&rep->text));
+		r->have_greeting = 1;
+		return;
+	}
+	give_greeting(r, rep);
 }
 
 static void
@@ -182,6 +229,199 @@ rsink_drained_cb(void *arg)
 	smtpd_sink_wake(r->env);
 }
 
+/* ---------------------------------------------------------------- milters */
+
+static void	rsink_milter(void *, const struct milter_answer *);
+
+static void
+rsink_mwake(void *arg)
+{
+	struct sink *r = arg;
+
+	smtpd_sink_wake(r->env);
+}
+
+/* milters_open - the session's milters hear of the client while the
+ * upstream leg connects; the greeting waits for both */
+static void
+milters_open(struct sink *r)
+{
+	struct sink_env *e = r->env;
+	struct milter_info mi;
+
+	memset(&mi, 0, sizeof(mi));
+	mi.session_id = e->conn.id;
+	mi.client = e->conn.client;
+	mi.orig_dst = e->conn.orig_dst;
+	mi.hostname = e->host;
+	mi.port = e->conn.port;
+	r->milters = milter_chain_new(e->loop, e->pol,
+	    policy_milters(e->pol, e->conn.dir, e->conn.port), &mi,
+	    rsink_milter, rsink_mwake, r);
+	if (r->milters == NULL)
+		return;
+	r->mstep = RM_CONNECT;
+	milter_connect(r->milters);
+}
+
+/* hold - the command waits for the milters (its line kept) */
+static void
+hold(struct sink *r, enum rsink_mstep st, const struct smtp_line *l)
+{
+	buf_reset(&r->mline);
+	if (l != NULL)
+		buf_append(&r->mline, l->data, l->len);
+	r->mstep = st;
+	smtpd_sink_wait(r->env);
+}
+
+/* milter_unstuffed - content to the milters as it will be delivered:
+ * a line's leading dot of the transparency gone (RFC 5321 4.5.2) */
+static void
+milter_unstuffed(struct sink *r, const char *p, size_t n)
+{
+	size_t i;
+
+	buf_reset(&r->unstuffed);
+	for (i = 0; i < n; i++) {
+		if (r->bol && p[i] == '.') {
+			r->bol = 0;
+			continue;
+		}
+		r->bol = p[i] == '\n';
+		buf_append(&r->unstuffed, &p[i], 1);
+	}
+	milter_content(r->milters, r->unstuffed.data, r->unstuffed.len);
+}
+
+/* milter_refused - the milters' reply (or the default of its class) */
+static void
+milter_refused(struct sink *r, const struct milter_answer *a)
+{
+	if (a->why != NULL)
+		smtpd_sink_reason(r->env, a->why);
+	if (a->reply != NULL)
+		smtpd_sink_raw(r->env, a->reply);
+	else
+		smtpd_sink_reply(r->env, a->verdict == MILTER_TEMPFAIL ?
+		    "451 4.7.1 Service unavailable - try again later" :
+		    "550 5.7.1 Command rejected");
+}
+
+/* milter_dot - the milters' answer to the message: the dot goes up, or
+ * the leg goes without it */
+static void
+milter_dot(struct sink *r, const struct milter_answer *a)
+{
+	struct sink_env *e = r->env;
+	struct buf head;
+	uint64_t oldlen;
+	char line[512];
+
+	if (a->verdict == MILTER_CONTINUE &&
+	    milter_quarantine(r->milters) != NULL) {
+		log_info("session=%llu milter quarantine refused on the live "
+		    "relay reason=\"%s\"", (unsigned long long)e->conn.id,
+		    log_vis(milter_quarantine(r->milters)));
+		enter_state(r, R_LOST);
+		smtpd_sink_reason(e, "quarantined by a milter");
+		smtpd_sink_reply(e, "550 5.7.1 Message quarantined: not "
+		    "accepted here");
+		return;
+	}
+	if (a->verdict == MILTER_CONTINUE) {
+		buf_init(&head);
+		if (milter_edited_head(r->milters, &head, &oldlen))
+			log_info("session=%llu milter header edits not applied: "
+			    "the live relay sent the header already",
+			    (unsigned long long)e->conn.id);
+		buf_free(&head);
+		if (r->relay == NULL || smtpc_dot(r->relay, r->run, 0) == -1) {
+			lost_line(r, line, sizeof(line));
+			smtpd_sink_421(e, "upstream-lost", line);
+		}
+		return;
+	}
+	/* the upstream's DATA never ends: nothing is delivered */
+	enter_state(r, R_LOST);
+	if (a->verdict == MILTER_DISCARD) {
+		log_info("session=%llu milter=%s discarded",
+		    (unsigned long long)e->conn.id, a->milter ? a->milter : "-");
+		smtpd_sink_reason(e, a->why);
+		smtpd_sink_reply(e, "250 2.0.0 Ok: discarded");
+		return;
+	}
+	milter_refused(r, a);
+}
+
+/* rsink_milter - the chain answers the step the session waits on: what
+ * it lets through goes upstream now */
+static void
+rsink_milter(void *arg, const struct milter_answer *a)
+{
+	struct sink *r = arg;
+	struct sink_env *e = r->env;
+	enum rsink_mstep st = r->mstep;
+	int ok = a->verdict == MILTER_CONTINUE;
+
+	r->mstep = RM_NONE;
+	switch (st) {
+	case RM_NONE:
+		return;
+	case RM_CONNECT:
+		if (!ok)
+			log_info("session=%llu milter=%s refuses the "
+			    "connection: %s", (unsigned long long)e->conn.id,
+			    a->milter ? a->milter : "-", a->why ? a->why : "");
+		if (r->have_greeting)
+			give_greeting(r, &r->greeting);
+		return;
+	case RM_HELO:
+		if (!ok)
+			milter_refused(r, a);
+		else if (smtpc_helo(r->relay, r->mehlo, e->helo, r->mline.data,
+		    r->mline.len) == -1)
+			send_failed(r);
+		return;
+	case RM_MAIL:
+		r->mdiscard |= a->verdict == MILTER_DISCARD;
+		if (!ok && a->verdict != MILTER_DISCARD)
+			milter_refused(r, a);
+		else
+			smtpc_send(r->relay, r->mline.data, r->mline.len,
+			    SMTPC_CMD);
+		return;
+	case RM_RCPT:
+		r->mdiscard |= a->verdict == MILTER_DISCARD;
+		if (!ok && a->verdict != MILTER_DISCARD) {
+			milter_refused(r, a);
+			return;
+		}
+		smtpd_sink_log_rcpt(e, r->mrcpt);
+		r->nfwd++;
+		smtpc_send(r->relay, r->mline.data, r->mline.len, SMTPC_CMD);
+		return;
+	case RM_DATA:
+		r->mdiscard |= a->verdict == MILTER_DISCARD;
+		if (!ok && a->verdict != MILTER_DISCARD)
+			milter_refused(r, a);
+		else
+			smtpc_send(r->relay, "DATA", 4, SMTPC_CMD);
+		return;
+	case RM_EOM:
+		if (r->mdiscard && ok) {
+			struct milter_answer d = *a;
+
+			d.verdict = MILTER_DISCARD;
+			d.why = "discarded by a milter";
+			milter_dot(r, &d);
+			return;
+		}
+		milter_dot(r, a);
+		return;
+	}
+}
+
 /* ---------------------------------------------------------------- ops */
 
 static struct sink *
@@ -191,6 +431,9 @@ rsink_open(struct sink_env *e)
 
 	r->env = e;
 	r->state = R_CONNECT;
+	buf_init(&r->mline);
+	buf_init(&r->greeting.text);
+	buf_init(&r->unstuffed);
 	return r;
 }
 
@@ -233,11 +476,26 @@ rsink_greet(struct sink *r)
 	o.t_cmd = lim->t_cmd;
 	o.t_dot = lim->t_dot;
 	r->relay = smtpc_open(e->loop, &o, &rsink_relay_cb, r);
+	milters_open(r);
 }
 
 static void
 rsink_helo(struct sink *r, int ehlo, const struct smtp_line *l)
 {
+	struct sink_env *e = r->env;
+	char v[64], *c;
+
+	if (r->milters != NULL) {
+		snprintf(v, sizeof(v), "%s", e->tls ? tls_conn_info(e->tls) :
+		    "");
+		if ((c = strchr(v, '/')) != NULL)
+			*c++ = '\0';
+		r->mehlo = ehlo;
+		hold(r, RM_HELO, l);
+		milter_helo(r->milters, e->helo, e->tls ? v : NULL,
+		    e->tls ? c : NULL);
+		return;
+	}
 	if (smtpc_helo(r->relay, ehlo, r->env->helo, l->data, l->len) == -1)
 		send_failed(r);
 }
@@ -296,6 +554,19 @@ rsink_ehlo(struct sink *r, const struct smtp_reply *rep, struct buf *out,
 static void
 rsink_mail(struct sink *r, const struct smtp_line *l)
 {
+	struct sink_env *e = r->env;
+	char *from;
+	const char *argv[1];
+
+	if (r->milters != NULL && e->mail.from != NULL) {
+		from = xmalloc(strlen(e->mail.from) + 3);
+		sprintf(from, "<%s>", e->mail.from);
+		argv[0] = from;
+		hold(r, RM_MAIL, l);
+		milter_mail(r->milters, argv, 1, NULL);
+		free(from);
+		return;
+	}
 	smtpc_send(r->relay, l->data, l->len, SMTPC_CMD);
 }
 
@@ -315,6 +586,18 @@ rsink_rcpt(struct sink *r, const struct smtp_path *path,
 		v = policy_check_rcpt_live(e->pol,
 		    (struct sockaddr *)&e->conn.client, e->mail.from,
 		    path->addr, e->authed, &msg);
+	if (v == POLICY_RELAY && r->milters != NULL && e->mail.from != NULL) {
+		char *to = xmalloc(strlen(path->addr) + 3);
+		const char *argv[1] = { to };
+
+		sprintf(to, "<%s>", path->addr);
+		free(r->mrcpt);
+		r->mrcpt = xstrdup(path->addr);
+		hold(r, RM_RCPT, l);
+		milter_rcpt(r->milters, argv, 1);
+		free(to);
+		return;
+	}
 	if (v == POLICY_RELAY) {
 		smtpd_sink_log_rcpt(e, path->addr);
 		r->nfwd++;
@@ -349,6 +632,12 @@ rsink_data(struct sink *r)
 		smtpd_sink_reply(r->env, "354 End data with <CR><LF>.<CR><LF>");
 		return;
 	}
+	if (r->milters != NULL) {
+		r->bol = 1;
+		hold(r, RM_DATA, NULL);
+		milter_data(r->milters, NULL);
+		return;
+	}
 	smtpc_send(r->relay, "DATA", 4, SMTPC_CMD);
 }
 
@@ -373,6 +662,8 @@ rsink_content(struct sink *r, const char *p, size_t n, const char **why)
 {
 	if (r->state != R_OPEN)
 		return NULL;
+	if (r->milters != NULL)
+		milter_unstuffed(r, p, n);
 	r->run[r->nrun++] = uv_buf_init((char *)(uintptr_t)p,
 	    (unsigned int)n);
 	r->runlen += n;
@@ -391,6 +682,16 @@ rsink_end(struct sink *r)
 		smtpd_sink_reply(r->env, "250 2.0.0 Ok: discarded");
 		return;
 	}
+	if (r->milters != NULL && r->relay != NULL) {
+		/* the content goes up now, the dot when the milters say */
+		if (r->nrun > 0)
+			smtpc_writev(r->relay, r->run, r->nrun);
+		r->nrun = 0;
+		r->runlen = 0;
+		hold(r, RM_EOM, NULL);
+		milter_eom(r->milters);
+		return;
+	}
 	if (r->relay == NULL || smtpc_dot(r->relay, r->run, r->nrun) == -1) {
 		lost_line(r, line, sizeof(line));
 		smtpd_sink_421(r->env, "upstream-lost", line);
@@ -404,6 +705,8 @@ rsink_end(struct sink *r)
 static int
 rsink_abort(struct sink *r)
 {
+	milter_abort(r->milters);
+	r->mstep = RM_NONE;
 	if (r->state == R_DISCARD)
 		return 0;
 	enter_state(r, R_LOST);
@@ -415,6 +718,11 @@ rsink_reset(struct sink *r)
 {
 	r->nfwd = 0;
 	r->ndiscard = 0;
+	r->mdiscard = 0;
+	if (r->milters != NULL) {
+		milter_abort(r->milters);
+		r->mstep = RM_NONE;
+	}
 }
 
 /* rsink_verb - a command passed upstream as it is */
@@ -452,7 +760,8 @@ rsink_lost(struct sink *r, char *line, size_t len)
 static int
 rsink_busy(struct sink *r)
 {
-	return r->relay != NULL && smtpc_busy(r->relay);
+	return (r->relay != NULL && smtpc_busy(r->relay)) ||
+	    (r->milters != NULL && milter_busy(r->milters));
 }
 
 /* rsink_quit - the session says goodbye: the leg goes now */
@@ -467,6 +776,11 @@ static void
 rsink_close(struct sink *r)
 {
 	enter_state(r, R_CLOSED);
+	milter_chain_free(r->milters);
+	buf_free(&r->mline);
+	buf_free(&r->greeting.text);
+	buf_free(&r->unstuffed);
+	free(r->mrcpt);
 	free(r);
 }
 

@@ -1870,14 +1870,11 @@ session_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 
 /* choose_sink - the live relay where policy honours the server the
  * client dialled; the queue for the rest, and for mail addressed to the
- * gateway itself (accept-to-box).  A session that milters inspect takes
- * the queue: the live relay does not hold a message back for them yet,
- * and no message may pass that the milters did not see. */
+ * gateway itself (accept-to-box) */
 static const struct sink_ops *
 choose_sink(const struct proxy_conn *conn)
 {
 	if (conn->dir == POLICY_DIR_OUT &&
-	    policy_milters(conn->policy, conn->dir, conn->port) == NULL &&
 	    !addr_is_self((const struct sockaddr *)&conn->orig_dst) &&
 	    policy_honour_client_server(conn->policy,
 	    (const struct sockaddr *)&conn->client, conn->port) == 1)

@@ -1,0 +1,78 @@
+#!/bin/bash
+# t-milter-live: milters on the live relay (outgoing, client-server
+# honour), against test/fakemilter.py:
+#   - accepted: relayed to the server the client chose, the milter saw
+#     the message un-stuffed;
+#   - a RCPT the milter refuses never goes upstream, the other one does;
+#   - refused at the end (a two-line 554): the client gets it, nothing
+#     reaches the upstream (its DATA never ends), the next session works;
+#   - header edits: relayed, not applied, logged; quarantine: 550.
+. "$(dirname "$0")/t-proxy-common.inc"
+
+ML=$S/milter.log
+MF=$S/milter.mode
+: >"$ML"
+echo accept >"$MF"
+chmod 644 "$MF"
+ip netns exec "$(tb_ns box)" python3 "$TB_REPO/test/fakemilter.py" "$ML" 127.0.0.1 10999 "$MF" \
+	</dev/null >"$S/milter.err" 2>&1 &
+TB_ATEXIT="kill $! 2>/dev/null"
+wait_for grep -q LISTENING "$ML" || fail "fake milter did not start"
+mode() { echo "$*" >"$MF"; : >"$ML"; }
+
+proxy_conf "milter fake {
+	socket inet:127.0.0.1:10999
+	content-timeout 5s
+}
+milters outgoing fake"
+proxy_up
+
+sendit() {	# SUBJECT TO[,TO]
+	tb_exec c1 python3 -c '
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], 25, local_hostname="c1.test.example", timeout=30)
+s.ehlo(); s.mail("sender@example.org")
+for r in sys.argv[3].split(","):
+    print("RCPT", r, s.rcpt(r))
+try:
+    print("DATA", s.data("Subject: %s\r\nX-Drop-Me: 1\r\n\r\nline\r\n.dot line\r\n" % sys.argv[2]))
+except smtplib.SMTPException as e:
+    print("DATAERR", e)
+try:
+    s.quit()
+except Exception:
+    pass' "$TB_EXT_IP4" "$1" "$2" >"$S/send.out" 2>&1
+}
+
+n0=$(sink_count "$TB_EXT_DIR")
+mode accept
+sendit "t-milter-live one" rcpt@example.net
+grep -q "^DATA (250" "$S/send.out" || fail "accept: $(cat "$S/send.out")"
+wait_for sink_count "$TB_EXT_DIR" -gt "$n0" || fail "not relayed"
+grep -q '"head": "line\\r\\n.dot line' "$ML" || fail "milter did not get the body un-stuffed: $(grep '"B"' "$ML")"
+log_has "dir=outgoing path=relay" || fail "not the live relay"
+
+mode reject-rcpt bad@example.net
+n1=$(sink_count "$TB_EXT_DIR")
+sendit "t-milter-live two" bad@example.net,rcpt@example.net
+grep -q "^RCPT bad@example.net (550" "$S/send.out" || fail "rcpt: $(cat "$S/send.out")"
+wait_for sink_count "$TB_EXT_DIR" -gt "$n1" || fail "two not relayed"
+f=$(grep -rl "t-milter-live two" "$TB_EXT_DIR" | head -n 1)
+grep -q "bad@example.net" "$f" && fail "the refused RCPT went upstream"
+
+mode replycode-eom
+n2=$(sink_count "$TB_EXT_DIR")
+sendit "t-milter-live three" rcpt@example.net
+grep -q "554" "$S/send.out" && grep -q "second line" "$S/send.out" || fail "eom reply: $(cat "$S/send.out")"
+sleep 2
+[ "$(sink_count "$TB_EXT_DIR")" = "$n2" ] || fail "a refused message reached the upstream"
+
+mode edit
+sendit "t-milter-live four" rcpt@example.net
+grep -q "^DATA (250" "$S/send.out" || fail "edit: $(cat "$S/send.out")"
+log_has "milter header edits not applied" || fail "edits not logged"
+mode quarantine
+sendit "t-milter-live five" rcpt@example.net
+grep -q "550" "$S/send.out" || fail "quarantine: $(cat "$S/send.out")"
+mxb_running || fail "daemon died"
+pass "live relay: milter steps, refused RCPT, refused end, edits logged, quarantine refused"
