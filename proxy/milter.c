@@ -95,6 +95,7 @@
 	SMFIF_DELRCPT | SMFIF_CHGFROM)
 #define MILTER_REPLMAX	(64ULL * 1024 * 1024)	/* a replaced body, without
 						   a size limit */
+#define MILTER_MAXENV	10000		/* envelope changes per message */
 
 /* protocol steps a filter may leave out or not answer */
 #define SMFIP_NOCONNECT	0x000001
@@ -552,7 +553,7 @@ m_fail(struct mconn *m, const char *fmt, ...)
 	m_shut(m);
 	/* a body it was replacing may be cut short: the message keeps the
 	 * one it had (its other edits stand, as a header edit does) */
-	if (c->repl_by == m) {
+	if (c->repl_by == m && c->step == ST_EOM) {
 		log_warnx("session=%llu milter=%s body replacement dropped",
 		    (unsigned long long)c->info.session_id, m->conf->name);
 		c->repl_by = NULL;
@@ -908,6 +909,10 @@ env_edit(struct mconn *m, char cmd, const char *data, size_t len)
 	struct milter_chain *c = m->chain;
 	struct milter_envedit e;
 
+	if (c->nenv >= MILTER_MAXENV) {
+		m_fail(m, "over %d envelope changes", MILTER_MAXENV);
+		return;
+	}
 	if (milter_envedit_parse(cmd, data, len, &c->lim, &e) == -1) {
 		m_fail(m, "bad envelope change '%c'", cmd);
 		return;
@@ -917,9 +922,10 @@ env_edit(struct mconn *m, char cmd, const char *data, size_t len)
 	c->env[c->nenv++] = e;
 }
 
-/* env_clear - the envelope changes go */
+/* edits_clear - the envelope changes and a replaced body go (its
+ * memory too: it may be big) */
 static void
-env_clear(struct milter_chain *c)
+edits_clear(struct milter_chain *c)
 {
 	size_t i;
 
@@ -928,6 +934,9 @@ env_clear(struct milter_chain *c)
 	free(c->env);
 	c->env = NULL;
 	c->nenv = 0;
+	buf_free(&c->repl);
+	c->repl_by = NULL;
+	c->repl_cr = 0;
 }
 
 /* step_reply - the answer to the step, from the milter asked */
@@ -1456,10 +1465,7 @@ msg_begin(struct milter_chain *c)
 	c->queue_id = NULL;
 	free(c->quarantine);
 	c->quarantine = NULL;
-	env_clear(c);
-	buf_reset(&c->repl);
-	c->repl_by = NULL;
-	c->repl_cr = 0;
+	edits_clear(c);
 	c->msg_verdict = MILTER_CONTINUE;
 	for (i = 0; i < c->n; i++) {
 		c->m[i].msg_done = 0;
@@ -1739,6 +1745,7 @@ milter_abort(struct milter_chain *c)
 	c->step = ST_NONE;
 	c->in_msg = 0;
 	c->gen++;
+	edits_clear(c);
 }
 
 int
@@ -1832,8 +1839,7 @@ chain_release(struct milter_chain *c)
 		milter_head_free(c->head);
 	free(c->queue_id);
 	free(c->quarantine);
-	env_clear(c);
-	buf_free(&c->repl);
+	edits_clear(c);
 	free(c);
 }
 

@@ -29,6 +29,7 @@
 #   addrcpt-bad     the end: adds an address with a space in it
 #   addrcpt-early   answers RCPT with an added recipient first
 #   ungranted       asks for header actions only, replaces the body
+#   replbody-big    the end: replaces the body with 30000 bytes
 # The modes that edit the body or the envelope ask for every action
 # (0xff), the others for header edits and quarantine (0x31).
 import json
@@ -73,7 +74,7 @@ def serve(c):
     arg = mode[1] if len(mode) > 1 else ""
     body = 0
     rcpts = []
-    envmodes = ("replbody", "addrcpt", "addrcpt-bare", "delrcpt", "chgfrom",
+    envmodes = ("replbody", "replbody-big", "addrcpt", "addrcpt-bare", "delrcpt", "chgfrom",
                 "delall", "addrcpt-bad", "addrcpt-early")
     try:
         while True:
@@ -148,6 +149,9 @@ def serve(c):
                 if word in ("replbody", "ungranted"):
                     send(c, b"b", b"replaced body line one\nreplaced line two\r")
                     send(c, b"b", b"\nend of the replacement\n")
+                if word == "replbody-big":
+                    for i in range(3):
+                        send(c, b"b", b"y" * 9998 + b"\r\n")
                 if word == "addrcpt":
                     send(c, b"2", b"<%s>\0NOTIFY=FAILURE X-IGNORED=1\0" % arg.encode())
                 if word == "addrcpt-bare":

@@ -28,7 +28,8 @@ FM=$!
 TB_ATEXIT="kill $FM 2>/dev/null"
 wait_for grep -q LISTENING "$ML" || fail "fake milter did not start: $(cat "$S/milter.err")"
 
-mta_conf "domain \"example.com\" {
+conf() {	# DEFAULT-ACTION [MORE]
+	mta_conf "domain \"example.com\" {
 	server mx.example.com port 25
 }
 milter fake {
@@ -36,9 +37,12 @@ milter fake {
 	connect-timeout 3s
 	command-timeout 3s
 	content-timeout 3s
-	default-action tempfail
+	default-action $1
 }
-milters incoming fake"
+milters incoming fake
+${2:-}"
+}
+conf tempfail
 mode() { echo "$*" >"$MF"; : >"$ML"; }
 mlog_has() { grep -q -- "$1" "$ML"; }
 # delivered SUBJECT USER: the file of that user's copy, or nothing
@@ -151,4 +155,21 @@ sleep 1
 [ -z "$(delivered "t-menv ungranted" alice)" ] || fail "ungranted: delivered"
 mxb_running || fail "daemon died"
 mta_down
-pass "body replaced (spilled too), recipients added and deleted, sender changed, all deleted, bad changes refused"
+
+# 8. a replaced body over the size limit: the milter failed; with
+# default-action accept the message goes with the body it had
+conf accept "limits {
+	size 20K
+}"
+mta_up
+mode replbody-big
+send c1 "$TB_SRV_IP4" sender@example.org alice@example.com "t-menv replbody big" ||
+	fail "replbody-big: $(cat "$S/send.out")"
+wait_for -t 20 eval '[ -n "$(delivered "t-menv replbody big" alice)" ]' || fail "replbody-big: not delivered"
+f=$(delivered "t-menv replbody big" alice)
+grep -q "hello from the testbed" "$f" || fail "replbody-big: the body: $(cat "$f")"
+grep -q "yyyy" "$f" && fail "replbody-big: the replacement was kept"
+log_has "failed: replaced body over 20480 bytes; action=accept" || fail "replbody-big: not failed"
+log_has "milter=fake body replacement dropped" || fail "replbody-big: drop not logged"
+mta_down
+pass "body replaced (spilled too; over the limit dropped), recipients added and deleted, sender changed, all deleted, bad changes refused"
