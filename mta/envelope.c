@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -126,6 +127,26 @@ mta_rcpt_add(struct mta_env *env, const char *addr, const char *orcpt,
 	r->notify = notify;
 	r->route = route;
 	r->state = MTA_RCPT_PENDING;
+}
+
+unsigned
+mta_rcpt_del(struct mta_env *env, const char *addr)
+{
+	size_t i = 0;
+	unsigned n = 0;
+
+	while (i < env->nrcpt) {
+		if (strcasecmp(env->rcpt[i].addr, addr) != 0) {
+			i++;
+			continue;
+		}
+		rcpt_clear(&env->rcpt[i]);
+		memmove(&env->rcpt[i], &env->rcpt[i + 1],
+		    (env->nrcpt - i - 1) * sizeof(*env->rcpt));
+		env->nrcpt--;
+		n++;
+	}
+	return n;
 }
 
 int

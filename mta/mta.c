@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -76,6 +77,7 @@ struct mta_msg {
 	uint64_t	 headskip;	/* ... standing for this many bytes
 					   at the body's start */
 	int		 edited;
+	int		 replaced;	/* head is all of it */
 	void		(*wake)(void *);	/* busy no more */
 	void		*wake_arg;
 	uint64_t	 len;
@@ -385,6 +387,54 @@ mta_msg_edit_head(struct mta_msg *msg, uint64_t skip, const void *head,
 	msg->edited = 1;
 }
 
+/*
+ * mta_msg_replace - every byte written gives way to content: the edit of
+ * the header made to cover the whole message (its length known at the
+ * commit), so the spill file, if any, is skipped to its end by the same
+ * code that applies a header edit.
+ */
+void
+mta_msg_replace(struct mta_msg *msg, struct buf *content)
+{
+	struct buf t = msg->head;
+
+	msg->head = *content;
+	*content = t;
+	buf_reset(content);
+	msg->edited = 1;
+	msg->replaced = 1;
+}
+
+void
+mta_msg_set_sender(struct mta_msg *msg, const char *sender)
+{
+	free(msg->env->sender);
+	msg->env->sender = xstrdup(sender);
+}
+
+unsigned
+mta_msg_del_rcpt(struct mta_msg *msg, const char *rcpt)
+{
+	return mta_rcpt_del(msg->env, rcpt);
+}
+
+int
+mta_msg_has_rcpt(const struct mta_msg *msg, const char *rcpt)
+{
+	size_t i;
+
+	for (i = 0; i < msg->env->nrcpt; i++)
+		if (strcasecmp(msg->env->rcpt[i].addr, rcpt) == 0)
+			return 1;
+	return 0;
+}
+
+size_t
+mta_msg_nrcpt(const struct mta_msg *msg)
+{
+	return msg->env->nrcpt;
+}
+
 void
 mta_msg_set_wake(struct mta_msg *msg, void (*wake)(void *), void *arg)
 {
@@ -540,6 +590,8 @@ commit_now(struct mta_msg *msg, mta_commit_cb cb, void *arg)
 		return;
 	}
 	received(msg->env);
+	if (msg->replaced)
+		msg->headskip = msg->len;
 	if (msg->edited && msg->spillfd == -1)
 		edit_in_memory(msg);
 	msg->env->queued_ms = mta_now_ms();

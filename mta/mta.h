@@ -73,6 +73,20 @@ const char	*mta_msg_id(const struct mta_msg *);
  * become head (CRLF lines), as a content filter edited them */
 void		 mta_msg_edit_head(struct mta_msg *, uint64_t skip,
 		    const void *head, size_t len);
+/* before the commit: the whole content written (header and body) becomes
+ * content (CRLF lines, taken over and reset): a content filter replaced
+ * the body */
+struct buf;
+void		 mta_msg_replace(struct mta_msg *, struct buf *content);
+/* before the commit, the envelope as a content filter changed it */
+/* the sender ("" for <>) */
+void		 mta_msg_set_sender(struct mta_msg *, const char *sender);
+/* the recipients whose address is rcpt (in any case) go: how many did */
+unsigned	 mta_msg_del_rcpt(struct mta_msg *, const char *rcpt);
+/* 1 if rcpt (in any case) is a recipient already */
+int		 mta_msg_has_rcpt(const struct mta_msg *, const char *rcpt);
+/* how many recipients there are */
+size_t		 mta_msg_nrcpt(const struct mta_msg *);
 /*
  * Make the message durable (fsyncs grouped across sessions) and call cb
  * with status 0 and the queue id, or -1 and a reason; the message is

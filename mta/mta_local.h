@@ -105,6 +105,8 @@ void		 mta_env_mem_take(struct mta_env *, struct buf *);
 void		 mta_env_mem_drop(struct mta_env *);
 void		 mta_rcpt_add(struct mta_env *, const char *, const char *,
 		    unsigned, enum policy_route);
+/* the recipients of that address (any case) go: how many */
+unsigned	 mta_rcpt_del(struct mta_env *, const char *);
 int		 mta_id_valid(const char *);
 void		 mta_id_make(char *);
 void		 mta_env_serialize(const struct mta_env *, struct buf *);

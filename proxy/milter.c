@@ -9,9 +9,13 @@
  * The protocol is Sendmail's milter protocol, version 6: a packet is a
  * 32-bit length (network order, counting the command byte), a command
  * byte and its data.  We offer the steps and the "no reply" flags a
- * filter may ask for, and the actions we apply: add, insert and change
- * header, and quarantine.  A milter that asks for another action, or
- * uses one it was not granted, is out of protocol: its default-action.
+ * filter may ask for, and the actions the sink can apply: add, insert
+ * and change header, and quarantine always; where the message is still
+ * ours to change (the queue sink: MILTER_EDIT_*), replace the body and
+ * add, delete recipients and change the sender too.  A milter that asks
+ * for another action is not granted it; one that uses an action it was
+ * not granted, or any edit before the end, is out of protocol: its
+ * default-action.
  *
  * Steps go to the milters in order, one at a time; content goes to every
  * milter as it arrives (each milter's replies are counted in a ring of
@@ -58,6 +62,7 @@
 
 /* replies */
 #define SMFIR_ADDRCPT	'+'
+#define SMFIR_ADDRCPT_PAR '2'
 #define SMFIR_DELRCPT	'-'
 #define SMFIR_ACCEPT	'a'
 #define SMFIR_REPLBODY	'b'
@@ -76,9 +81,21 @@
 
 /* actions */
 #define SMFIF_ADDHDRS	0x01
+#define SMFIF_CHGBODY	0x02
+#define SMFIF_ADDRCPT	0x04
+#define SMFIF_DELRCPT	0x08
 #define SMFIF_CHGHDRS	0x10
 #define SMFIF_QUARANTINE 0x20
+#define SMFIF_CHGFROM	0x40
+#define SMFIF_ADDRCPT_PAR 0x80
+/* offered on every path: the live relay logs header edits, refuses a
+ * quarantine; the rest only where the sink applies them */
 #define MILTER_ACTIONS	(SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_QUARANTINE)
+#define MILTER_ENVACTS	(SMFIF_ADDRCPT | SMFIF_ADDRCPT_PAR | \
+	SMFIF_DELRCPT | SMFIF_CHGFROM)
+#define MILTER_REPLMAX	(64ULL * 1024 * 1024)	/* a replaced body, without
+						   a size limit */
+#define MILTER_MAXENV	10000		/* envelope changes per message */
 
 /* protocol steps a filter may leave out or not answer */
 #define SMFIP_NOCONNECT	0x000001
@@ -186,6 +203,9 @@ struct milter_chain {
 	struct mconn		*m;
 	size_t			 n;
 	struct milter_info	 info;
+	uint32_t		 offer;		/* actions offered */
+	struct smtp_limits	 lim;		/* of an address a milter gives */
+	uint64_t		 replmax;	/* bytes of a replaced body */
 	char			 hostname[256];
 	char			 port[IF_NAMESIZE];
 	char			 cstr[ADDR_STRLEN];
@@ -219,6 +239,11 @@ struct milter_chain {
 	char			 msg_by[64];
 	char			 why[256];
 	char			*quarantine;
+	struct milter_envedit	*env;		/* envelope changes */
+	size_t			 nenv;
+	struct buf		 repl;		/* the replaced body */
+	struct mconn		*repl_by;	/* NULL: not replaced */
+	int			 repl_cr;	/* it ended on CR */
 	int			 was_busy;
 };
 
@@ -526,6 +551,15 @@ m_fail(struct mconn *m, const char *fmt, ...)
 	m->state = M_FAILED;
 	m->nowed = 0;
 	m_shut(m);
+	/* a body it was replacing may be cut short: the message keeps the
+	 * one it had (its other edits stand, as a header edit does) */
+	if (c->repl_by == m && c->step == ST_EOM) {
+		log_warnx("session=%llu milter=%s body replacement dropped",
+		    (unsigned long long)c->info.session_id, m->conf->name);
+		c->repl_by = NULL;
+		buf_reset(&c->repl);
+		c->repl_cr = 0;
+	}
 	if (m->conf->defact != POLICY_MACT_ACCEPT &&
 	    c->sess_verdict == MILTER_CONTINUE) {
 		v = m->conf->defact == POLICY_MACT_REJECT ? MILTER_REJECT :
@@ -653,6 +687,258 @@ head_edit(struct mconn *m, char cmd, const char *data, size_t len)
 	return milter_head_change(c->head, idx, name, value);
 }
 
+/* is_edit - a reply at the end that is not its answer: the end waits on */
+static int
+is_edit(char cmd)
+{
+	switch (cmd) {
+	case SMFIR_ADDHEADER:
+	case SMFIR_INSHEADER:
+	case SMFIR_CHGHEADER:
+	case SMFIR_QUARANTINE:
+	case SMFIR_REPLBODY:
+	case SMFIR_ADDRCPT:
+	case SMFIR_ADDRCPT_PAR:
+	case SMFIR_DELRCPT:
+	case SMFIR_CHGFROM:
+		return 1;
+	}
+	return 0;
+}
+
+/* envact - the action an envelope change needs granted */
+static uint32_t
+envact(char cmd)
+{
+	switch (cmd) {
+	case SMFIR_ADDRCPT:
+		return SMFIF_ADDRCPT;
+	case SMFIR_ADDRCPT_PAR:
+		return SMFIF_ADDRCPT_PAR;
+	case SMFIR_DELRCPT:
+		return SMFIF_DELRCPT;
+	case SMFIR_CHGFROM:
+		return SMFIF_CHGFROM;
+	}
+	return 0;
+}
+
+uint32_t
+milter_offer(unsigned edits)
+{
+	return MILTER_ACTIONS |
+	    (edits & MILTER_EDIT_BODY ? SMFIF_CHGBODY : 0) |
+	    (edits & MILTER_EDIT_ENVELOPE ? MILTER_ENVACTS : 0);
+}
+
+void
+milter_body_crlf(struct buf *b, const char *p, size_t n, int *cr)
+{
+	const char *lf;
+
+	while (n > 0) {
+		if ((lf = memchr(p, '\n', n)) == NULL) {
+			buf_append(b, p, n);
+			*cr = p[n - 1] == '\r';
+			return;
+		}
+		buf_append(b, p, (size_t)(lf - p));
+		/* the CR before it may have ended the last packet */
+		if ((lf > p && lf[-1] != '\r') || (lf == p && !*cr))
+			buf_puts(b, "\r\n");
+		else
+			buf_puts(b, "\n");
+		*cr = 0;
+		n -= (size_t)(lf - p) + 1;
+		p = lf + 1;
+	}
+}
+
+/*
+ * body_replace - a SMFIR_REPLBODY packet: the body from this milter,
+ * packets joined; a later milter's replaces an earlier one's.  Held in
+ * memory up to the message size limit (the original is in the spool's
+ * hands already): more is the milter failing.
+ */
+static void
+body_replace(struct mconn *m, const char *data, size_t len)
+{
+	struct milter_chain *c = m->chain;
+
+	if (c->repl_by != m) {
+		buf_reset(&c->repl);
+		c->repl_cr = 0;
+		c->repl_by = m;
+	}
+	if (c->repl.len + len > c->replmax) {
+		m_fail(m, "replaced body over %llu bytes",
+		    (unsigned long long)c->replmax);
+		return;
+	}
+	milter_body_crlf(&c->repl, data, len, &c->repl_cr);
+}
+
+/* notify_valid - NEVER, or a list of SUCCESS, FAILURE, DELAY */
+static int
+notify_valid(const char *v)
+{
+	char *t, *w, *save = NULL;
+	int rc = 0;
+
+	if (strcasecmp(v, "NEVER") == 0)
+		return 0;
+	t = xstrdup(v);
+	if (*t == '\0')
+		rc = -1;
+	for (w = strtok_r(t, ",", &save); w != NULL && rc == 0;
+	    w = strtok_r(NULL, ",", &save))
+		if (strcasecmp(w, "SUCCESS") != 0 &&
+		    strcasecmp(w, "FAILURE") != 0 && strcasecmp(w, "DELAY") != 0)
+			rc = -1;
+	free(t);
+	return rc;
+}
+
+/* path_check - s as a path: "<addr>" or a bare addr, nothing else */
+static int
+path_check(const char *s, int isfrom, const struct smtp_limits *lim,
+    struct smtp_path *path)
+{
+	struct buf line;
+	const char *why;
+	int rc;
+
+	if (strlen(s) > 1000)
+		return -1;
+	buf_init(&line);
+	buf_puts(&line, isfrom ? "FROM:" : "TO:");
+	if (s[0] != '<')
+		buf_puts(&line, "<");
+	buf_puts(&line, s);
+	if (s[0] != '<')
+		buf_puts(&line, ">");
+	buf_append(&line, "", 1);
+	rc = smtp_parse_path(line.data, isfrom ? "FROM:" : "TO:", isfrom, lim,
+	    path, &why);
+	buf_free(&line);
+	/* parameters go in their own string, never after the address */
+	if (rc == 0 && path->nparams > 0) {
+		smtp_path_free(path);
+		rc = -1;
+	}
+	return rc;
+}
+
+int
+milter_envedit_parse(char cmd, const char *data, size_t len,
+    const struct smtp_limits *lim, struct milter_envedit *e)
+{
+	const char *end = data + len, *nul, *args = NULL, *why, *v;
+	struct smtp_path path, params;
+	struct buf line;
+	int isfrom = cmd == SMFIR_CHGFROM, rc = -1;
+
+	memset(e, 0, sizeof(*e));
+	memset(&path, 0, sizeof(path));
+	memset(&params, 0, sizeof(params));
+	buf_init(&line);
+	e->op = isfrom ? MILTER_CHGFROM : cmd == SMFIR_DELRCPT ?
+	    MILTER_DELRCPT : MILTER_ADDRCPT;
+	if (envact(cmd) == 0 || (nul = memchr(data, '\0', len)) == NULL)
+		goto out;
+	if (nul + 1 < end) {
+		/* the ESMTP arguments, one string: of these two only */
+		if (cmd != SMFIR_ADDRCPT_PAR && !isfrom)
+			goto out;
+		args = nul + 1;
+		if ((nul = memchr(args, '\0', (size_t)(end - args))) == NULL ||
+		    nul + 1 != end)
+			goto out;
+	}
+	if (path_check(data, isfrom, lim, &path) == -1)
+		goto out;
+	if (args != NULL && *args != '\0') {
+		buf_puts(&line, "FROM:<> ");
+		buf_puts(&line, args);
+		buf_append(&line, "", 1);
+		if (smtp_parse_path(line.data, "FROM:", 1, lim, &params,
+		    &why) == -1)
+			goto out;
+	}
+	/* kept where the envelope has them (a recipient's DSN request),
+	 * any other parameter accepted and ignored */
+	if (cmd == SMFIR_ADDRCPT_PAR) {
+		if ((v = smtp_path_param(&params, "NOTIFY")) != NULL) {
+			if (notify_valid(v) == -1)
+				goto out;
+			e->notify = xstrdup(v);
+		}
+		if ((v = smtp_path_param(&params, "ORCPT")) != NULL) {
+			if (strlen(v) > 500 || smtp_orcpt_valid(v, 500) == -1)
+				goto out;
+			e->orcpt = xstrdup(v);
+		}
+	}
+	e->addr = path.addr;
+	e->domain = path.domain;
+	path.addr = NULL;
+	rc = 0;
+out:
+	if (rc == -1)
+		milter_envedit_free(e);
+	smtp_path_free(&path);
+	smtp_path_free(&params);
+	buf_free(&line);
+	return rc;
+}
+
+void
+milter_envedit_free(struct milter_envedit *e)
+{
+	free(e->addr);
+	free(e->notify);
+	free(e->orcpt);
+	e->addr = e->notify = e->orcpt = NULL;
+	e->domain = NULL;
+}
+
+/* env_edit - an envelope change, checked, kept for the sink in order */
+static void
+env_edit(struct mconn *m, char cmd, const char *data, size_t len)
+{
+	struct milter_chain *c = m->chain;
+	struct milter_envedit e;
+
+	if (c->nenv >= MILTER_MAXENV) {
+		m_fail(m, "over %d envelope changes", MILTER_MAXENV);
+		return;
+	}
+	if (milter_envedit_parse(cmd, data, len, &c->lim, &e) == -1) {
+		m_fail(m, "bad envelope change '%c'", cmd);
+		return;
+	}
+	e.milter = m->conf->name;
+	c->env = xreallocarray(c->env, c->nenv + 1, sizeof(*c->env));
+	c->env[c->nenv++] = e;
+}
+
+/* edits_clear - the envelope changes and a replaced body go (its
+ * memory too: it may be big) */
+static void
+edits_clear(struct milter_chain *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->nenv; i++)
+		milter_envedit_free(&c->env[i]);
+	free(c->env);
+	c->env = NULL;
+	c->nenv = 0;
+	buf_free(&c->repl);
+	c->repl_by = NULL;
+	c->repl_cr = 0;
+}
+
 /* step_reply - the answer to the step, from the milter asked */
 static void
 step_reply(struct mconn *m, char cmd, const char *data, size_t len)
@@ -725,6 +1011,23 @@ step_reply(struct mconn *m, char cmd, const char *data, size_t len)
 		if (head_edit(m, cmd, data, len) == -1)
 			m_fail(m, "bad header edit '%c'", cmd);
 		return;
+	case SMFIR_REPLBODY:
+		if (st != ST_EOM || !(m->actions & SMFIF_CHGBODY)) {
+			m_fail(m, "body replacement not granted");
+			return;
+		}
+		body_replace(m, data, len);
+		return;
+	case SMFIR_ADDRCPT:
+	case SMFIR_ADDRCPT_PAR:
+	case SMFIR_DELRCPT:
+	case SMFIR_CHGFROM:
+		if (st != ST_EOM || !(m->actions & envact(cmd))) {
+			m_fail(m, "envelope change '%c' not granted", cmd);
+			return;
+		}
+		env_edit(m, cmd, data, len);
+		return;
 	case SMFIR_SKIP:
 	default:
 		m_fail(m, "unexpected reply '%c'", cmd);
@@ -749,11 +1052,11 @@ optneg(struct mconn *m, char cmd, const char *data, size_t len)
 		m_fail(m, "protocol version %u", v[0]);
 		return;
 	}
-	if (v[1] & ~(uint32_t)MILTER_ACTIONS)
+	if (v[1] & ~m->chain->offer)
 		log_debug("session=%llu milter=%s asks for actions 0x%x, "
 		    "granted 0x%x", (unsigned long long)m->chain->info.session_id,
-		    m->conf->name, v[1], v[1] & MILTER_ACTIONS);
-	m->actions = v[1] & MILTER_ACTIONS;
+		    m->conf->name, v[1], v[1] & m->chain->offer);
+	m->actions = v[1] & m->chain->offer;
 	m->proto = v[2] & MILTER_PROTO;
 	m->state = M_OPEN;
 	owed_pop(m);
@@ -781,8 +1084,7 @@ m_packet(struct mconn *m, char cmd, const char *data, size_t len)
 	}
 	/* an earlier message's replies: counted, dropped */
 	if (o->gen != c->gen) {
-		if (cmd != SMFIR_ADDHEADER && cmd != SMFIR_INSHEADER &&
-		    cmd != SMFIR_CHGHEADER && cmd != SMFIR_QUARANTINE)
+		if (!is_edit(cmd))
 			owed_pop(m);
 		return;
 	}
@@ -798,9 +1100,7 @@ m_packet(struct mconn *m, char cmd, const char *data, size_t len)
 		return;
 	}
 	/* an edit is not the answer: the step waits on */
-	if (!(o->cmd == SMFIC_BODYEOB && (cmd == SMFIR_ADDHEADER ||
-	    cmd == SMFIR_INSHEADER || cmd == SMFIR_CHGHEADER ||
-	    cmd == SMFIR_QUARANTINE)))
+	if (!(o->cmd == SMFIC_BODYEOB && is_edit(cmd)))
 		owed_pop(m);
 	step_reply(m, cmd, data, len);
 }
@@ -888,7 +1188,7 @@ m_connected(uv_connect_t *req, int status)
 	off = b.len;
 	pkt_begin(&b, SMFIC_OPTNEG);
 	pkt_u32(&b, MILTER_VERSION);
-	pkt_u32(&b, MILTER_ACTIONS);
+	pkt_u32(&b, m->chain->offer);
 	pkt_u32(&b, MILTER_PROTO);
 	pkt_end(&b, off);
 	m_send(m, &b);
@@ -1065,6 +1365,12 @@ milter_chain_new(uv_loop_t *loop, const struct policy *pol,
 	snprintf(c->port, sizeof(c->port), "%s", info->port ? info->port : "");
 	c->info.hostname = c->hostname;
 	c->info.port = c->port;
+	c->offer = milter_offer(info->edits);
+	c->lim.localpart = pol->limits.localpart;
+	c->lim.domain = pol->limits.domain;
+	c->lim.utf8 = 1;
+	c->replmax = pol->limits.size > 0 ? pol->limits.size : MILTER_REPLMAX;
+	buf_init(&c->repl);
 	addr_fmt_ip((const struct sockaddr *)&info->client, c->cstr,
 	    sizeof(c->cstr));
 	buf_init(&c->stepmac);
@@ -1159,6 +1465,7 @@ msg_begin(struct milter_chain *c)
 	c->queue_id = NULL;
 	free(c->quarantine);
 	c->quarantine = NULL;
+	edits_clear(c);
 	c->msg_verdict = MILTER_CONTINUE;
 	for (i = 0; i < c->n; i++) {
 		c->m[i].msg_done = 0;
@@ -1438,6 +1745,7 @@ milter_abort(struct milter_chain *c)
 	c->step = ST_NONE;
 	c->in_msg = 0;
 	c->gen++;
+	edits_clear(c);
 }
 
 int
@@ -1447,6 +1755,48 @@ milter_edited_head(struct milter_chain *c, struct buf *out, uint64_t *oldlen)
 		return 0;
 	milter_head_render(c->head, out, oldlen);
 	return 1;
+}
+
+int
+milter_replaced_body(struct milter_chain *c, struct buf *out,
+    const char **by, size_t *bodylen)
+{
+	struct buf t;
+	uint64_t oldlen;
+
+	if (c->repl_by == NULL)
+		return 0;
+	*by = c->repl_by->conf->name;
+	/* the last line ends: the dot follows a CRLF */
+	if (c->repl.len > 0 && c->repl.data[c->repl.len - 1] != '\n')
+		buf_puts(&c->repl, c->repl_cr ? "\n" : "\r\n");
+	*bodylen = c->repl.len;
+	buf_reset(out);
+	if (c->head != NULL)
+		milter_head_render(c->head, out, &oldlen);
+	buf_puts(out, "\r\n");
+	if (out->len <= c->repl.len) {
+		/* the body's buffer is the bigger: it takes the header in */
+		buf_reserve(&c->repl, out->len);
+		memmove(c->repl.data + out->len, c->repl.data, c->repl.len);
+		memcpy(c->repl.data, out->data, out->len);
+		c->repl.len += out->len;
+		t = *out;
+		*out = c->repl;
+		c->repl = t;
+	} else
+		buf_append(out, c->repl.data, c->repl.len);
+	buf_reset(&c->repl);
+	c->repl_by = NULL;
+	return 1;
+}
+
+size_t
+milter_envedits(const struct milter_chain *c,
+    const struct milter_envedit **e)
+{
+	*e = c->env;
+	return c->nenv;
 }
 
 const char *
@@ -1489,6 +1839,7 @@ chain_release(struct milter_chain *c)
 		milter_head_free(c->head);
 	free(c->queue_id);
 	free(c->quarantine);
+	edits_clear(c);
 	free(c);
 }
 

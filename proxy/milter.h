@@ -41,6 +41,12 @@ struct milter_answer {
 
 typedef void	(*milter_cb)(void *arg, const struct milter_answer *);
 
+/* what a sink can apply beyond header edits and quarantine (those are
+ * always offered): only these actions are offered to the milters */
+#define MILTER_EDIT_BODY	0x01	/* SMFIF_CHGBODY */
+#define MILTER_EDIT_ENVELOPE	0x02	/* SMFIF_ADDRCPT(_PAR), _DELRCPT,
+					   _CHGFROM */
+
 /* the session's facts a milter is told (copied) */
 struct milter_info {
 	uint64_t		 session_id;
@@ -48,6 +54,19 @@ struct milter_info {
 	struct sockaddr_storage	 orig_dst;
 	const char		*hostname;	/* ours ({j}) */
 	const char		*port;		/* ingress bridge port or "" */
+	unsigned		 edits;		/* MILTER_EDIT_* */
+};
+
+/* one envelope change a milter asked for at the end of the message */
+enum milter_envop { MILTER_ADDRCPT = 0, MILTER_DELRCPT, MILTER_CHGFROM };
+
+struct milter_envedit {
+	enum milter_envop	 op;
+	const char		*milter;	/* its name */
+	char			*addr;		/* no brackets; "" for <> */
+	const char		*domain;	/* into addr, or NULL */
+	char			*notify;	/* ADDRCPT_PAR's NOTIFY= or NULL */
+	char			*orcpt;		/* ADDRCPT_PAR's ORCPT= or NULL */
 };
 
 struct milter_chain;
@@ -78,10 +97,32 @@ void	 milter_abort(struct milter_chain *);
  * milter changed it */
 int	 milter_edited_head(struct milter_chain *, struct buf *out,
 	    uint64_t *oldlen);
+/* after an accepted end: 1 and the whole message content (the header
+ * section as the milters left it, the empty line, the body a milter
+ * replaced it with, CRLF lines) moved into out (by: which milter); 0 if
+ * no milter replaced the body */
+int	 milter_replaced_body(struct milter_chain *, struct buf *out,
+	    const char **by, size_t *bodylen);
+/* after an accepted end: the envelope changes, in the order asked */
+size_t	 milter_envedits(const struct milter_chain *,
+	    const struct milter_envedit **);
 /* after an accepted end: a milter's quarantine reason, or NULL */
 const char *milter_quarantine(const struct milter_chain *);
 /* the session ends: QUIT to each, then free */
 void	 milter_chain_free(struct milter_chain *);
+
+/* the offer of actions made to a milter for a sink's MILTER_EDIT_* */
+uint32_t milter_offer(unsigned edits);
+/* one envelope reply packet (SMFIR_ADDRCPT, _ADDRCPT_PAR, _DELRCPT,
+ * _CHGFROM: its command byte and data) checked and parsed: 0, or -1 when
+ * out of form (the milter is out of protocol); exposed for the unit
+ * tests */
+int	 milter_envedit_parse(char cmd, const char *data, size_t len,
+	    const struct smtp_limits *, struct milter_envedit *);
+void	 milter_envedit_free(struct milter_envedit *);
+/* the replacement body: bare LF made CRLF (cr: the last byte was CR,
+ * across calls) */
+void	 milter_body_crlf(struct buf *, const char *, size_t, int *cr);
 
 /* the header editor, exposed for the unit tests: parse a header section
  * (CRLF lines), apply edits in order, render */

@@ -8,8 +8,9 @@
  * is said only when the MTA's answer for this session's id says queued.
  * With milters (milter.c), each step is theirs to answer after ours:
  * the session waits on the chain (mstep names the step it answers), and
- * at the dot their edits go into the message and a quarantine puts it on
- * hold, before it is submitted.
+ * at the dot their edits go into the message (header, body, sender and
+ * recipients: the message is still ours to change) and a quarantine puts
+ * it on hold, before it is submitted.
  */
 #include <sys/socket.h>
 #include <stdio.h>
@@ -334,6 +335,71 @@ milter_refuse(struct sink *q, const struct milter_answer *a,
 		smtpd_sink_reply(q->env, dflt);
 }
 
+/*
+ * milter_envelope - the milters' envelope changes, in the order asked,
+ * one log line each: an added recipient is routed as a RCPT of its
+ * domain would be in this session's direction.  -1 when none is left:
+ * the message goes nowhere (answered here, as a discard is).
+ */
+static int
+milter_envelope(struct sink *q)
+{
+	struct sink_env *e = q->env;
+	const struct milter_envedit *ed;
+	const char *by = NULL;
+	enum policy_route route;
+	size_t i, n;
+	unsigned k;
+	char why[128];
+
+	n = milter_envedits(q->milters, &ed);
+	for (i = 0; i < n; i++, ed++) {
+		by = ed->milter;
+		switch (ed->op) {
+		case MILTER_CHGFROM:
+			mta_msg_set_sender(q->msg, ed->addr);
+			log_info("session=%llu msgid=%s milter=%s action=chgfrom "
+			    "from=<%s>", (unsigned long long)e->conn.id,
+			    mta_msg_id(q->msg), ed->milter, log_word(ed->addr));
+			break;
+		case MILTER_ADDRCPT:
+			if (mta_msg_has_rcpt(q->msg, ed->addr)) {
+				log_info("session=%llu msgid=%s milter=%s "
+				    "action=addrcpt rcpt=<%s> already=yes",
+				    (unsigned long long)e->conn.id,
+				    mta_msg_id(q->msg), ed->milter,
+				    log_word(ed->addr));
+				break;
+			}
+			route = policy_route_rcpt(e->pol, e->conn.dir,
+			    ed->domain ? ed->domain : "",
+			    (struct sockaddr *)&e->conn.orig_dst);
+			mta_msg_add_rcpt(q->msg, ed->addr, ed->orcpt,
+			    notify_bits(ed->notify), route);
+			log_info("session=%llu msgid=%s milter=%s action=addrcpt "
+			    "rcpt=<%s> route=%s", (unsigned long long)e->conn.id,
+			    mta_msg_id(q->msg), ed->milter, log_word(ed->addr),
+			    policy_name(policy_route_names, (int)route));
+			break;
+		case MILTER_DELRCPT:
+			k = mta_msg_del_rcpt(q->msg, ed->addr);
+			log_info("session=%llu msgid=%s milter=%s action=delrcpt "
+			    "rcpt=<%s> deleted=%u", (unsigned long long)e->conn.id,
+			    mta_msg_id(q->msg), ed->milter, log_word(ed->addr), k);
+			break;
+		}
+	}
+	if (n == 0 || mta_msg_nrcpt(q->msg) > 0)
+		return 0;
+	log_info("session=%llu msgid=%s milter=%s discarded: every recipient "
+	    "deleted", (unsigned long long)e->conn.id, mta_msg_id(q->msg), by);
+	snprintf(why, sizeof(why), "every recipient deleted by milter %s", by);
+	enter_state(q, Q_IDLE);
+	smtpd_sink_reason(e, why);
+	smtpd_sink_reply(e, "250 2.0.0 Ok: discarded");
+	return -1;
+}
+
 /* milter_end - the milters' answer at the dot */
 static void
 milter_end(struct sink *q, const struct milter_answer *a)
@@ -341,7 +407,9 @@ milter_end(struct sink *q, const struct milter_answer *a)
 	struct sink_env *e = q->env;
 	struct buf head;
 	uint64_t oldlen;
-	const char *why;
+	const char *why, *by;
+	size_t blen;
+	int edited;
 
 	switch (a->verdict) {
 	case MILTER_CONTINUE:
@@ -364,12 +432,22 @@ milter_end(struct sink *q, const struct milter_answer *a)
 	}
 	if (q->msg != NULL) {
 		buf_init(&head);
-		if (milter_edited_head(q->milters, &head, &oldlen)) {
-			mta_msg_edit_head(q->msg, oldlen, head.data, head.len);
+		edited = milter_edited_head(q->milters, &head, &oldlen);
+		if (edited)
 			log_info("session=%llu msgid=%s milter header edited",
 			    (unsigned long long)e->conn.id, mta_msg_id(q->msg));
-		}
+		/* a new body comes with the header as edited */
+		if (milter_replaced_body(q->milters, &head, &by, &blen)) {
+			mta_msg_replace(q->msg, &head);
+			log_info("session=%llu msgid=%s milter=%s "
+			    "action=replbody size=%zu",
+			    (unsigned long long)e->conn.id, mta_msg_id(q->msg),
+			    by, blen);
+		} else if (edited)
+			mta_msg_edit_head(q->msg, oldlen, head.data, head.len);
 		buf_free(&head);
+		if (milter_envelope(q) == -1)
+			return;
 		if ((why = milter_quarantine(q->milters)) != NULL) {
 			log_info("session=%llu msgid=%s milter quarantine "
 			    "reason=\"%s\"", (unsigned long long)e->conn.id,
@@ -502,6 +580,7 @@ qsink_greet(struct sink *q)
 	mi.orig_dst = e->conn.orig_dst;
 	mi.hostname = e->host;
 	mi.port = e->conn.port;
+	mi.edits = MILTER_EDIT_BODY | MILTER_EDIT_ENVELOPE;
 	q->milters = milter_chain_new(e->loop, e->pol,
 	    policy_milters(e->pol, e->conn.dir, e->conn.port), &mi,
 	    qsink_milter, qsink_mwake, q);

@@ -255,6 +255,10 @@ milters_open(struct sink *r)
 	mi.orig_dst = e->conn.orig_dst;
 	mi.hostname = e->host;
 	mi.port = e->conn.port;
+	/* the message goes upstream as it comes: no body or envelope
+	 * change can be applied, none is offered (header edits are
+	 * offered, and logged only) */
+	mi.edits = 0;
 	r->milters = milter_chain_new(e->loop, e->pol,
 	    policy_milters(e->pol, e->conn.dir, e->conn.port), &mi,
 	    rsink_milter, rsink_mwake, r);

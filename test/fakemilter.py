@@ -20,6 +20,18 @@
 #   oversize        answers OPTNEG with a 2 GB length
 #   close-eom       closes the connection at the end
 #   slow-eom        never answers the end
+#   replbody        the end: replaces the body (two packets, bare LFs)
+#   addrcpt A       the end: adds <A> (SMFIR_ADDRCPT_PAR, with arguments)
+#   addrcpt-bare A  the end: adds A (SMFIR_ADDRCPT, no brackets)
+#   delrcpt A       the end: deletes <A>
+#   chgfrom A       the end: the sender becomes <A> (with an argument)
+#   delall          the end: deletes every recipient it was told of
+#   addrcpt-bad     the end: adds an address with a space in it
+#   addrcpt-early   answers RCPT with an added recipient first
+#   ungranted       asks for header actions only, replaces the body
+#   replbody-big    the end: replaces the body with 30000 bytes
+# The modes that edit the body or the envelope ask for every action
+# (0xff), the others for header edits and quarantine (0x31).
 import json
 import socket
 import struct
@@ -61,6 +73,9 @@ def serve(c):
     word = mode[0] if mode else "accept"
     arg = mode[1] if len(mode) > 1 else ""
     body = 0
+    rcpts = []
+    envmodes = ("replbody", "replbody-big", "addrcpt", "addrcpt-bare", "delrcpt", "chgfrom",
+                "delall", "addrcpt-bad", "addrcpt-early")
     try:
         while True:
             (n,) = struct.unpack("!I", recv_exact(c, 4))
@@ -78,7 +93,8 @@ def serve(c):
                 myproto = 0
                 if word == "lean":
                     myproto = 0x2 | 0x80 | 0x100000  # NOHELO NR_HDR LEADSPC
-                send(c, b"O", struct.pack("!III", 6, 0x31, myproto))
+                want = 0xff if word in envmodes else 0x31
+                send(c, b"O", struct.pack("!III", 6, want, myproto))
             elif cmd == b"D":
                 log({"cmd": "D", "stage": data[:1].decode(), "macros": cstrs(data[1:])})
             elif cmd == b"C":
@@ -91,6 +107,12 @@ def serve(c):
             elif cmd in (b"H", b"M", b"R"):
                 args = cstrs(data)
                 log({"cmd": cmd.decode(), "args": args})
+                if cmd == b"M":
+                    rcpts = []
+                if cmd == b"R" and args:
+                    rcpts.append(args[0])
+                if cmd == b"R" and word == "addrcpt-early":
+                    send(c, b"+", b"<bob@example.com>\0")
                 if cmd == b"R" and word == "reject-rcpt" and args and args[0] == "<%s>" % arg:
                     send(c, b"y", b"550 5.7.1 fake milter: no such user here\0")
                 else:
@@ -124,6 +146,25 @@ def serve(c):
                     send(c, b"m", struct.pack("!I", 1) + b"X-Drop-Me\0\0")
                 if word == "quarantine":
                     send(c, b"q", b"fake quarantine reason\0")
+                if word in ("replbody", "ungranted"):
+                    send(c, b"b", b"replaced body line one\nreplaced line two\r")
+                    send(c, b"b", b"\nend of the replacement\n")
+                if word == "replbody-big":
+                    for i in range(3):
+                        send(c, b"b", b"y" * 9998 + b"\r\n")
+                if word == "addrcpt":
+                    send(c, b"2", b"<%s>\0NOTIFY=FAILURE X-IGNORED=1\0" % arg.encode())
+                if word == "addrcpt-bare":
+                    send(c, b"+", b"%s\0" % arg.encode())
+                if word == "delrcpt":
+                    send(c, b"-", b"<%s>\0" % arg.encode())
+                if word == "chgfrom":
+                    send(c, b"e", b"<%s>\0SIZE=100\0" % arg.encode())
+                if word == "delall":
+                    for r in rcpts:
+                        send(c, b"-", r.encode() + b"\0")
+                if word == "addrcpt-bad":
+                    send(c, b"+", b"<bad address@example.com>\0")
                 if word == "replycode-eom":
                     send(c, b"y", b"554-5.7.1 fake milter first line\r\n554 5.7.1 fake milter second line\0")
                 elif word == "tempfail-eom":

@@ -6,7 +6,9 @@
 #   - a RCPT the milter refuses never goes upstream, the other one does;
 #   - refused at the end (a two-line 554): the client gets it, nothing
 #     reaches the upstream (its DATA never ends), the next session works;
-#   - header edits: relayed, not applied, logged; quarantine: 550.
+#   - header edits: relayed, not applied, logged; quarantine: 550;
+#   - body replacement and envelope changes are not offered (the actions
+#     offered are 0x31), and a body replaced anyway is out of protocol.
 . "$(dirname "$0")/t-proxy-common.inc"
 
 ML=$S/milter.log
@@ -74,5 +76,16 @@ log_has "milter header edits not applied" || fail "edits not logged"
 mode quarantine
 sendit "t-milter-live five" rcpt@example.net
 grep -q "550" "$S/send.out" || fail "quarantine: $(cat "$S/send.out")"
+# body and envelope changes: not offered (the message has gone up);
+# a milter that replaces the body anyway is out of protocol
+mode replbody
+n6=$(sink_count "$TB_EXT_DIR")
+sendit "t-milter-live six" rcpt@example.net
+grep -q '"cmd": "O", "version": 6, "actions": 49,' "$ML" ||
+	fail "offer on the live relay: $(grep '"O"' "$ML")"
+grep -q "451" "$S/send.out" || fail "replbody: $(cat "$S/send.out")"
+log_has "failed: body replacement not granted" || fail "replbody not refused"
+sleep 2
+[ "$(sink_count "$TB_EXT_DIR")" = "$n6" ] || fail "replbody: reached the upstream"
 mxb_running || fail "daemon died"
-pass "live relay: milter steps, refused RCPT, refused end, edits logged, quarantine refused"
+pass "live relay: milter steps, refused RCPT, refused end, edits logged, quarantine refused, no body or envelope action offered"
