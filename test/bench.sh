@@ -12,7 +12,7 @@
 # On a namespace testbed of its own (test/testbed.sh, torn down on exit),
 # smtp-source in c1 sends MESSAGES messages of SIZE_KB KB over SESSIONS
 # parallel sessions (one connection per message) to an smtp-sink in the
-# "out" node, through six paths:
+# "out" node, through nine paths:
 #
 #   1 direct         no interception, c1 -> sink across the bridge
 #   2 HAProxy        layer-4 transparent relay in the box: TPROXY to the
@@ -27,9 +27,18 @@
 #                    shipped): accepted/s and delivered/s
 #   6 mxbridge       incoming proxy into the queue (fsync yes) and on to the
 #                    protected server, which is a sink: accepted/s, delivered/s
+#   7 Postfix        row 5 with rspamd as its smtpd_milters
+#   8 mxbridge       row 6 with the same rspamd as its milter
+#   9 mxbridge       row 3 with the same rspamd as its milter
 #
 # with the proxy's CPU time (utime+stime of the process and its children,
-# from /proc) and each mxbridge row's ratio to its peer (3:2, 4:1, 6:5).
+# from /proc) and each mxbridge row's ratio to its peer (3:2, 4:1, 6:5,
+# 8:7, 9:3).  Rows 7-9 share one rspamd (test/engines.inc: a proxy worker
+# in milter mode with self_scan, count 1, the network modules off, no
+# milter debug log) in the box on 127.0.0.1:11332, and record its CPU per
+# message beside the proxy's; each run checks that rspamd scanned every
+# message (its per-message log line), so no row is credited with mail the
+# milter did not see.  Without rspamd installed the rows are n/a.
 # Every row runs ROUNDS times, each mxbridge row right after its peer; the
 # table shows the best run of each (other work on the machine only ever
 # slows a run down), the JSON every run and the per-round ratios.  Each
@@ -114,6 +123,7 @@ mkdir -p "$(dirname "$OUT")" || fail "cannot create the folder of $OUT"
 BPY=$TB_LIB_DIR/bench/bench.py
 NF=$TB_REPO/scripts/mxbridge-netfilter
 need taskset
+. "$TB_LIB_DIR/engines.inc"
 
 # workers of rows 3, 4 and 6; thread counts of the scaling rows (default
 # 1 2 4 .. below nproc, then nproc)
@@ -139,6 +149,7 @@ WARM=$((SESS * 2))
 [ "$WARM" -le 100 ] || WARM=100
 Q=7                             # netfilter queue (per network namespace)
 INPORT=10025 OUTPORT=10026      # transparent listeners (mxbridge, HAProxy)
+RS_ADDR=127.0.0.1 RS_PORT=11332 # rspamd's milter in the box (rows 7-9)
 SINK_IP=192.0.2.40              # sink of the outgoing and direct paths
 PROT_IP=192.0.2.41              # sink that is the protected domain's server
 RCPT_OUT=bench@example.net      # an outgoing recipient
@@ -201,6 +212,8 @@ add kind=meta "date=$(date -Iseconds)" "nproc=$(nproc)" "messages=$MSGS" \
 	"loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)" \
 	"haproxy=$(haproxy -v 2>/dev/null | sed -n '1s/^HAProxy version \([^ ]*\).*/\1/p')" \
 	"postfix=$(postconf -d -h mail_version 2>/dev/null)" \
+	"rspamd=$(rspamd --version 2>/dev/null | sed -n '1s/.*version \([^ ]*\).*/\1/p')" \
+	"rspamd_config=rows 7-9: test/engines.inc eng_rspamd in the box on $RS_ADDR:$RS_PORT, one proxy worker (milter, self_scan), network modules off, no milter debug log; Postfix: smtpd_milters, milter_default_action tempfail; mxbridge: milters incoming/outgoing, content-timeout 30s" \
 	"spool_fs=$FSTYPE" "testbed=$TB_NAME" "mxbridge_bin=$BIN" \
 	"load=smtp-source -m $MSGS -l $BYTES -s $SESS from c1 (one connection per message); smtp-sink -c in out" \
 	"cpu_time=utime+stime+cutime+cstime of the proxy process and its live children (/proc), 10 ms ticks" \
@@ -310,8 +323,8 @@ premark() {	# add|del CLASS
 
 # ---------------------------------------------------------------- daemon
 MXB_CTL=$BT/mxb.sock
-mxb_conf() {	# MODE [WORKERS]: relay | pass | incoming; workers (default $MXB_W)
-	local f=$BT/mxb-$1.conf
+mxb_conf() {	# MODE [WORKERS]: relay | pass | incoming, +rspamd; workers (default $MXB_W)
+	local f=$BT/mxb-$1.conf mode=${1%+rspamd}
 	rm -rf "$BT/spool"
 	mxb_statedir "$BT"
 	{
@@ -323,7 +336,7 @@ mxb_conf() {	# MODE [WORKERS]: relay | pass | incoming; workers (default $MXB_W)
 		echo "workers ${2:-$MXB_W}"
 		echo "listen incoming port $INPORT"
 		echo "listen outgoing port $OUTPORT"
-		case $1 in
+		case $mode in
 		relay)
 			echo "default incoming proxy"
 			echo "default outgoing proxy"
@@ -348,6 +361,11 @@ mxb_conf() {	# MODE [WORKERS]: relay | pass | incoming; workers (default $MXB_W)
 		# IDLE_SESSIONS: name it, one socket per idle incoming session
 		echo "limits { connections-per-client 0; sessions $((IDLE + 500)); }"
 		echo "match client $TB_PREFIX4 relay"
+		if [ "$mode" != "$1" ]; then
+			echo "milter rspamd { socket inet:$RS_ADDR:$RS_PORT; content-timeout 30s }"
+			echo "milters incoming rspamd"
+			echo "milters outgoing rspamd"
+		fi
 	} >"$f"
 	echo "$f"
 }
@@ -495,7 +513,7 @@ measure() {
 what_log() {
 	case $1 in
 	2|s2*) echo "haproxy: $(tail -n 2 "$BT/haproxy.log" 2>/dev/null | oneline 200)" ;;
-	5) echo "postfix: $(grep -E 'warning|fatal|error|status=(deferred|bounced)' "$PF_DIR/maillog" 2>/dev/null | tail -n 2 | oneline 200)" ;;
+	5|7) echo "postfix: $(grep -E 'warning|fatal|error|status=(deferred|bounced)' "$PF_DIR/maillog" 2>/dev/null | tail -n 2 | oneline 200)" ;;
 	*) echo "daemon log: $(mxb_logtail 3)" ;;
 	esac
 }
@@ -656,6 +674,9 @@ N3="mxbridge outgoing proxy, live relay"
 N4="mxbridge pass (classified, forwarded as is)"
 N5="Postfix $(postconf -d -h mail_version 2>/dev/null) store-and-forward relay"
 N6="mxbridge incoming proxy, queue (fsync), deliver"
+N7="Postfix store-and-forward relay, rspamd milter"
+N8="mxbridge incoming proxy, queue, rspamd milter"
+N9="mxbridge live relay, rspamd milter"
 
 LAT_DIRECT='' LAT_RELAY='' LAT_IN=''
 latency() {	# DST RCPT -> JSON on stdout
@@ -706,6 +727,50 @@ nf_state() {
 PF_OK=0 PF_WHY=
 if postfix_start; then PF_OK=1
 else PF_WHY="postfix did not start: $(tail -n 2 "$BT/postfix-start.log" | oneline 200)"; fi
+# one rspamd for rows 7-9, without the milter debug log (one info line a
+# message, which rs_scanned counts)
+RS_OK=0 RS_WHY='' RS_PID=''
+case " ${BENCH_ROWS:-7} " in
+*" 7 "*|*" 8 "*|*" 9 "*)
+	if ENG_RSPAMD_DEBUG='' eng_rspamd box "$RS_ADDR" "$RS_PORT"; then
+		RS_OK=1 RS_PID=$ENG_RSPAMD_PID
+	else
+		RS_WHY="rspamd: $ENG_WHY"
+	fi ;;
+esac
+# pf_milter on|off: rspamd as the Postfix relay's smtpd_milters (row 7)
+pf_milter() {
+	if [ "$1" = on ]; then
+		tb_exec box postconf -c "$PF_DIR/etc" -e "smtpd_milters = inet:$RS_ADDR:$RS_PORT" \
+			"milter_default_action = tempfail"
+	else
+		tb_exec box postconf -c "$PF_DIR/etc" -X smtpd_milters milter_default_action
+	fi && tb_exec box postfix -c "$PF_DIR/etc" reload >>"$BT/postfix-start.log" 2>&1
+}
+# messages rspamd has scanned so far (its one info line per task)
+rs_scanned() { grep -c rspamd_task_write_log "$ENG_RSPAMD_LOG" 2>/dev/null || echo 0; }
+# vfy_rs: rows 7-9's check: the row's own (VFY_INNER, if any), then that
+# rspamd scanned every message; its CPU goes to $BT/vfy.extra
+# (milter_cpu_s=).  A snapshot: "SCANNED CPU|INNER SNAPSHOT"
+vfy_rs() {
+	case $1 in
+	snap) echo "$(rs_scanned) $(cpu "$RS_PID")|$([ -z "${VFY_INNER:-}" ] || "$VFY_INNER" snap)" ;;
+	check)
+		local r='' n
+		if [ -n "${VFY_INNER:-}" ]; then
+			r=$("$VFY_INNER" check "${2#*|}" "${3#*|}")
+			case $r in "ok "*) r=", ${r#ok }" ;; *) echo "$r"; return ;; esac
+		fi
+		# shellcheck disable=SC2086  # two numbers each
+		set -- ${2%%|*} ${3%%|*}
+		n=$(($3 - $1))
+		if [ $n -lt "$MSGS" ]; then
+			echo "rspamd scanned $n of $MSGS messages"; return
+		fi
+		echo "milter_cpu_s=$(cpu_delta "$2" "$4")" >>"$BT/vfy.extra"
+		echo "ok rspamd scanned +$n$r" ;;
+	esac
+}
 
 # --- one run of each row; a row that fails is not run again
 row1() { nf_state down || { row_na 1 "$N1" "" "$NF_WHY"; return 1; }
@@ -722,11 +787,11 @@ row2() {
 	haproxy_stop
 	return $rc
 }
-row_mxb() {	# ID NAME PEER MODE DIR ACT DST RCPT SINK QUEUED
+row_mxb() {	# ID NAME PEER MODE DIR ACT DST RCPT SINK QUEUED [VERIFY_FN]
 	[ $NF_OK = 1 ] && nf_state up || { row_na "$1" "$2" "$3" "$NF_WHY"; return 1; }
 	daemon_start "$4" || { row_na "$1" "$2" "$3" "$MXB_WHY"; return 1; }
 	VFY_DIR=$5 VFY_ACT=$6 VFY_W=$MXB_W
-	measure "$1" "$2" "$3" "$7" "$8" "$9" "$MXB_PID" "${10}" vfy_mxb
+	measure "$1" "$2" "$3" "$7" "$8" "$9" "$MXB_PID" "${10}" "${11:-vfy_mxb}"
 	local rc=$?
 	daemon_stop
 	return $rc
@@ -740,6 +805,24 @@ row5() {
 	measure 5 "$N5" "" "$TB_BOX_IP4" "$RCPT_OUT" out "$PF_PID" 1
 }
 row6() { row_mxb 6 "$N6" 5 incoming incoming proxy "$PROT_IP" "$RCPT_IN" prot 1; }
+row7() {
+	[ $PF_OK = 1 ] || { row_na 7 "$N7" "" "$PF_WHY"; return 1; }
+	[ $RS_OK = 1 ] || { row_na 7 "$N7" "" "$RS_WHY"; return 1; }
+	nf_state down || { row_na 7 "$N7" "" "$NF_WHY"; return 1; }
+	pf_milter on || { row_na 7 "$N7" "" "postconf/postfix reload failed"; return 1; }
+	VFY_INNER='' measure 7 "$N7" "" "$TB_BOX_IP4" "$RCPT_OUT" out "$PF_PID" 1 vfy_rs
+	local rc=$?
+	pf_milter off || { note_add "could not take rspamd out of Postfix"; PF_OK=0; PF_WHY="smtpd_milters stuck"; }
+	return $rc
+}
+row8() {
+	[ $RS_OK = 1 ] || { row_na 8 "$N8" 7 "$RS_WHY"; return 1; }
+	VFY_INNER=vfy_mxb row_mxb 8 "$N8" 7 incoming+rspamd incoming proxy "$PROT_IP" "$RCPT_IN" prot 1 vfy_rs
+}
+row9() {
+	[ $RS_OK = 1 ] || { row_na 9 "$N9" 3 "$RS_WHY"; return 1; }
+	VFY_INNER=vfy_mxb row_mxb 9 "$N9" 3 relay+rspamd outgoing proxy "$SINK_IP" "$RCPT_OUT" out 0 vfy_rs
+}
 
 # --- the scaling rows: W threads of HAProxy, of the live relay and of the
 # incoming proxy.  scale_cores W sets SC_PROXY and SC_LOAD (CPU lists for
@@ -818,7 +901,7 @@ scale_sel() {
 FAILED=" "
 for ROUND in $(seq "$ROUNDS"); do
 	[ "$ROUNDS" -gt 1 ] && say "round $ROUND of $ROUNDS"
-	for id in 1 4 2 3 5 6; do
+	for id in 1 4 2 3 9 5 6 7 8; do
 		case $FAILED in *" $id "*) continue ;; esac
 		case " ${BENCH_ROWS:-$id} " in *" $id "*) ;; *) continue ;; esac
 		"row$id" || FAILED="$FAILED$id "

@@ -383,8 +383,10 @@ def best_of(rs):
     return row
 
 
-def _per_msg(r):
-    cpu = r.get("cpu_s")
+def _per_msg(r, key="cpu_s"):
+    """CPU ms per message of a measured row (key: the proxy's cpu_s, or
+    milter_cpu_s for the milter's)"""
+    cpu = r.get(key)
     if r.get("status") != "ok" or not isinstance(cpu, (int, float)) or not r.get("messages"):
         return None
     return round(cpu * 1000.0 / r["messages"], 4)
@@ -503,6 +505,29 @@ def scale_report(sruns, byid, meta, p):
             "rows": rows, "workers1_vs_row3": cmp1}
 
 
+def milter_report(rows, byid, p):
+    """Rows with a milter (milter_cpu_s): the proxy's and the milter's CPU
+    per message, each against the peer row's proxy, so the milter's own
+    cost stands apart from ours."""
+    mrows = [r for r in rows if r.get("status") == "ok" and "milter_cpu_s" in r]
+    if not mrows:
+        return
+    p("with rspamd as milter: CPU ms per message of each process")
+    for r in mrows:
+        ours, mil = _per_msg(r, "cpu_s"), _per_msg(r, "milter_cpu_s")
+        line = "%-2s proxy %s, rspamd %s" % (r["id"], _fmt(ours, 3), _fmt(mil, 3))
+        peer = byid.get(str(r.get("peer", "")))
+        pp = _per_msg(peer, "cpu_s") if peer else None
+        if ours is not None and pp:
+            r["ratio_cpu_per_msg"] = round(ours / pp, 3)
+            line += "; proxy CPU/msg %s:%s = %.2f (%s ms against %s ms)" % (
+                r["id"], r["peer"], ours / pp, _fmt(ours, 3), _fmt(pp, 3))
+            if "milter_cpu_s" not in peer:
+                line += ", the milter client's cost %+.3f ms" % (ours - pp)
+        p(line)
+    p("")
+
+
 def cmd_report(args):
     path = args[0]
     out = args[2] if len(args) > 2 and args[1] == "--json" else None
@@ -585,6 +610,7 @@ def cmd_report(args):
             r["id"], r["name"], _fmt(r.get("msg_s")), _fmt(r.get("delivered_s")),
             _fmt(cpu, 2), _fmt(per, 3), vs))
     p("")
+    milter_report(rows, byid, p)
     scale = scale_report(sruns, byid, meta, p)
     c = extra.get("concurrency")
     if c:

@@ -2,12 +2,12 @@
 # The benchmark harness in smoke mode (tiny counts, ~30 s): every row of
 # test/bench.sh is measured with a positive msg/s, and the JSON file has
 # the date, nproc, the parameters, the concurrency, latency and connection
-# setup results.  A row that prints "n/a (reason)" fails this test: the
+# setup results; rows 7-9 (rspamd as milter) with rspamd's CPU.  A row that prints "n/a (reason)" fails this test: the
 # reason is in the output.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/../lib.sh"
 [ "$(id -u)" = 0 ] || skip "needs root (network namespaces)"
-need smtp-source smtp-sink haproxy postfix python3
+need smtp-source smtp-sink haproxy postfix python3 rspamd
 
 json=$(mktemp /tmp/mxb-bench-smoke.XXXXXX.json) || fail "mktemp"
 out=$(mktemp /tmp/mxb-bench-smoke.XXXXXX.out) || fail "mktemp"
@@ -28,7 +28,7 @@ for k in ("date", "nproc", "messages", "size_kb", "sessions"):
     if not d.get(k):
         bad.append("no %s" % k)
 rows = {str(r.get("id")): r for r in d.get("rows", [])}
-for i in "123456":
+for i in "123456789":
     r = rows.get(i)
     if r is None:
         bad.append("row %s missing" % i)
@@ -36,11 +36,19 @@ for i in "123456":
         bad.append("row %s n/a (%s)" % (i, r.get("reason")))
     elif not (isinstance(r.get("msg_s"), (int, float)) and r["msg_s"] > 0):
         bad.append("row %s msg/s %r" % (i, r.get("msg_s")))
-    elif i in "56" and not (isinstance(r.get("delivered_s"), (int, float)) and r["delivered_s"] > 0):
+    elif i in "5678" and not (isinstance(r.get("delivered_s"), (int, float)) and r["delivered_s"] > 0):
         bad.append("row %s delivered/s %r" % (i, r.get("delivered_s")))
-for i, peer in (("3", "2"), ("4", "1"), ("6", "5")):
+for i, peer in (("3", "2"), ("4", "1"), ("6", "5"), ("8", "7"), ("9", "3")):
     if rows.get(i, {}).get("status") == "ok" and not rows[i].get("ratio_msg_s"):
         bad.append("row %s: no ratio to row %s" % (i, peer))
+# the rspamd rows: rspamd's own CPU recorded (the run checked it scanned
+# every message), and the proxy's CPU per message against the peer's
+for i in "789":
+    if rows.get(i, {}).get("status") == "ok" and not isinstance(rows[i].get("milter_cpu_s"), (int, float)):
+        bad.append("row %s: no milter_cpu_s" % i)
+for i in "89":
+    if rows.get(i, {}).get("status") == "ok" and not rows[i].get("ratio_cpu_per_msg"):
+        bad.append("row %s: no CPU per message ratio" % i)
 c = d.get("concurrency", {})
 if c.get("status") != "ok":
     bad.append("concurrency n/a (%s)" % c.get("reason"))
