@@ -1,7 +1,8 @@
 #!/bin/bash
 # t-milter-engines: real engines as mxbridge's milters, on the MTA path
 # (test/engines.inc starts rspamd, clamd + clamav-milter and opendkim in
-# the box's namespace on 127.0.0.1; "milters incoming rspamd clamav dkim"):
+# the box's namespace on 127.0.0.1; "milters incoming rspamd clamav dkim",
+# "milters outgoing dkim"):
 #   1. GTUBE: rspamd's own reply reaches the client (554 5.7.1 Gtube
 #      pattern), nothing queued;
 #   2. a normal message: delivered with rspamd's headers (X-Spamd-Result,
@@ -10,6 +11,9 @@
 #   4. From in the DKIM domain: the delivered copy carries opendkim's
 #      DKIM-Signature and it verifies (test/dkimverify.py) with the key
 #      the test made: the header edits did not disturb the signed fields;
+#   4b. outgoing mail (the dialled server not honoured: the MTA path,
+#      "milters outgoing dkim"), From in the DKIM domain: delivered to
+#      the recipient domain's MX, signed, and the signature verifies;
 #   5. an engine stopped (default-action tempfail): 451, nothing queued.
 . "$(dirname "$0")/t-mta-common.inc"
 . "$TB_LIB_DIR/engines.inc"
@@ -26,7 +30,8 @@ mta_conf "domain \"example.com\" {
 milter rspamd { socket inet:$LO:$P_R; content-timeout 30s }
 milter clamav { socket inet:$LO:$P_C; content-timeout 30s }
 milter dkim { socket inet:$LO:$P_D }
-milters incoming rspamd clamav dkim"
+milters incoming rspamd clamav dkim
+milters outgoing dkim"
 mta_up
 n0=$(maildir_count alice)
 
@@ -72,6 +77,17 @@ grep -q "^DKIM-Signature: .*d=example.org" "$f" || grep -A3 "^DKIM-Signature:" "
 	fail "no DKIM-Signature: $(head -n 30 "$f")"
 out=$("$ENG_PYTHON" "$TB_REPO/test/dkimverify.py" "$f" tb example.org "$ENG_DKIM_TXTFILE" 2>&1) ||
 	fail "DKIM signature does not verify: $out"
+
+# 4b. outgoing, signed on the MTA path, verified at the MX
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "t-milter-engines out-dkim" ||
+	fail "out-dkim: $(cat "$S/send.out")"
+wait_for -t 30 eval '[ -n "$(sink_file "$TB_MX_DIR" "Subject: t-milter-engines out-dkim")" ]' ||
+	fail "out-dkim not delivered to the MX: $(grep -E 'msgid=' "$TB_MXB_LOG" | tail -n 3)"
+f=$(sink_file "$TB_MX_DIR" "Subject: t-milter-engines out-dkim")
+grep -q "^DKIM-Signature:" "$f" || fail "outgoing: no DKIM-Signature: $(head -n 30 "$f")"
+out=$("$ENG_PYTHON" "$TB_REPO/test/dkimverify.py" "$f" tb example.org "$ENG_DKIM_TXTFILE" 2>&1) ||
+	fail "outgoing DKIM signature does not verify: $out"
+grep -q "^X-Spamd-Result" "$f" && fail "outgoing mail went through the incoming milters"
 wait_for -t 10 queue_empty || fail "queue not empty: $(ctl queue list)"
 
 # 5. an engine gone: tempfail
