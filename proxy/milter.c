@@ -1830,6 +1830,19 @@ milter_quarantine(const struct milter_chain *c)
 	return c->quarantine;
 }
 
+int
+milter_may_edit_head(const struct milter_chain *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n; i++)
+		if (c->m[i].state != M_FAILED && c->m[i].state != M_CLOSED &&
+		    !c->m[i].sess_done &&
+		    (c->m[i].actions & (SMFIF_ADDHDRS | SMFIF_CHGHDRS)))
+			return 1;
+	return 0;
+}
+
 /* chain_unown - the chain's own reference goes, once */
 static void
 chain_unown(struct milter_chain *c)

@@ -106,6 +106,9 @@ int	 milter_replaced_body(struct milter_chain *, struct buf *out,
 /* after an accepted end: the envelope changes, in the order asked */
 size_t	 milter_envedits(const struct milter_chain *,
 	    const struct milter_envedit **);
+/* a milter still in the session was granted header edits (asked for at
+ * DATA: the live relay then holds the message back until the end) */
+int	 milter_may_edit_head(const struct milter_chain *);
 /* after an accepted end: a milter's quarantine reason, or NULL */
 const char *milter_quarantine(const struct milter_chain *);
 /* the session ends: QUIT to each, then free */

@@ -42,6 +42,9 @@
 #include "sink.h"
 
 #define RSINK_BODY_CHUNK	(64 * 1024)
+/* a message held back for the milters' header edits, without a size
+ * limit: bigger is refused (552), never sent unedited */
+#define RSINK_HOLD_MAX		(64ULL * 1024 * 1024)
 
 enum rsink_state {
 	R_CONNECT = 0,	/* waiting for the upstream greeting */
@@ -81,6 +84,11 @@ struct sink {
 	int			 bol;		/* content: at a line's start */
 	int			 mdiscard;	/* a milter discards it */
 	struct buf		 unstuffed;
+	int			 holdmsg;	/* the content is held (held)
+						   until the milters' end */
+	int			 heldover;	/* more than holdmax came */
+	uint64_t		 holdmax;
+	struct buf		 held;		/* as the client sent it */
 };
 
 static void	rsink_greeting_cb(void *, const struct smtp_reply *);
@@ -312,6 +320,96 @@ milter_refused(struct sink *r, const struct milter_answer *a)
 		    "550 5.7.1 Command rejected");
 }
 
+/* held_drop - the held message goes (a new one, a reset, the end) */
+static void
+held_drop(struct sink *r)
+{
+	buf_free(&r->held);
+	r->holdmsg = 0;
+	r->heldover = 0;
+	r->holdmax = r->env->pol->limits.size > 0 ?
+	    r->env->pol->limits.size : RSINK_HOLD_MAX;
+}
+
+/*
+ * stuffed_at - where, in the content as the client sent it (dot-stuffed),
+ * the first n bytes of the un-stuffed content end: the header section the
+ * milters' edits replace is counted un-stuffed
+ */
+static size_t
+stuffed_at(const struct buf *b, uint64_t n)
+{
+	size_t i;
+	uint64_t got = 0;
+	int bol = 1;
+
+	for (i = 0; i < b->len && got < n; i++) {
+		if (bol && b->data[i] == '.') {
+			bol = 0;
+			continue;
+		}
+		bol = b->data[i] == '\n';
+		got++;
+	}
+	return i;
+}
+
+/*
+ * held_dot - the held message goes up with the milters' header edits
+ * applied (the new header section dot-stuffed, the rest as the client
+ * sent it) and the dot, in one write; too big to have been held: 552,
+ * and the leg goes without the dot
+ */
+static void
+held_dot(struct sink *r)
+{
+	struct sink_env *e = r->env;
+	struct buf head, stuffed;
+	uint64_t oldlen = 0;
+	uv_buf_t b[2];
+	unsigned nb = 0;
+	size_t off = 0, i;
+	char line[512];
+	int edited;
+
+	if (r->heldover) {
+		log_info("session=%llu milter hold: message over %llu bytes "
+		    "refused on the live relay", (unsigned long long)e->conn.id,
+		    (unsigned long long)r->holdmax);
+		enter_state(r, R_LOST);
+		smtpd_sink_reason(e, "too big to hold for the milters");
+		smtpd_sink_reply(e, "552 5.3.4 Message too big to be "
+		    "inspected here");
+		held_drop(r);
+		return;
+	}
+	buf_init(&head);
+	buf_init(&stuffed);
+	if ((edited = milter_edited_head(r->milters, &head, &oldlen))) {
+		for (i = 0; i < head.len; i++) {
+			if ((i == 0 || head.data[i - 1] == '\n') &&
+			    head.data[i] == '.')
+				buf_append(&stuffed, ".", 1);
+			buf_append(&stuffed, &head.data[i], 1);
+		}
+		off = stuffed_at(&r->held, oldlen);
+		b[nb++] = uv_buf_init(stuffed.data, (unsigned)stuffed.len);
+		log_info("session=%llu milter header edits applied on the live "
+		    "relay (held message, %zu bytes)",
+		    (unsigned long long)e->conn.id, r->held.len);
+	}
+	if (r->held.len > off)
+		b[nb++] = uv_buf_init(r->held.data + off,
+		    (unsigned)(r->held.len - off));
+	if (r->relay == NULL || smtpc_dot(r->relay, b, nb) == -1) {
+		lost_line(r, line, sizeof(line));
+		smtpd_sink_421(e, "upstream-lost", line);
+	}
+	buf_free(&head);
+	buf_free(&stuffed);
+	held_drop(r);
+}
+
 /* milter_dot - the milters' answer to the message: the dot goes up, or
  * the leg goes without it */
 static void
@@ -333,7 +431,13 @@ milter_dot(struct sink *r, const struct milter_answer *a)
 		    "accepted here");
 		return;
 	}
+	if (a->verdict == MILTER_CONTINUE && r->holdmsg) {
+		held_dot(r);
+		return;
+	}
 	if (a->verdict == MILTER_CONTINUE) {
+		/* no milter was granted edits: one that edits anyway is out
+		 * of protocol, and its edits are not applied */
 		buf_init(&head);
 		if (milter_edited_head(r->milters, &head, &oldlen))
 			log_info("session=%llu milter header edits not applied: "
@@ -348,6 +452,7 @@ milter_dot(struct sink *r, const struct milter_answer *a)
 	}
 	/* the upstream's DATA never ends: nothing is delivered */
 	enter_state(r, R_LOST);
+	held_drop(r);
 	if (a->verdict == MILTER_DISCARD) {
 		log_info("session=%llu milter=%s discarded",
 		    (unsigned long long)e->conn.id, a->milter ? a->milter : "-");
@@ -438,6 +543,7 @@ rsink_open(struct sink_env *e)
 	buf_init(&r->mline);
 	buf_init(&r->greeting.text);
 	buf_init(&r->unstuffed);
+	buf_init(&r->held);
 	return r;
 }
 
@@ -638,6 +744,8 @@ rsink_data(struct sink *r)
 	}
 	if (r->milters != NULL) {
 		r->bol = 1;
+		held_drop(r);
+		r->holdmsg = milter_may_edit_head(r->milters);
 		hold(r, RM_DATA, NULL);
 		milter_data(r->milters, NULL);
 		return;
@@ -668,6 +776,14 @@ rsink_content(struct sink *r, const char *p, size_t n, const char **why)
 		return NULL;
 	if (r->milters != NULL)
 		milter_unstuffed(r, p, n);
+	if (r->holdmsg) {
+		if (r->heldover || r->held.len + n > r->holdmax) {
+			r->heldover = 1;
+			buf_free(&r->held);
+		} else
+			buf_append(&r->held, p, n);
+		return NULL;
+	}
 	r->run[r->nrun++] = uv_buf_init((char *)(uintptr_t)p,
 	    (unsigned int)n);
 	r->runlen += n;
@@ -711,6 +827,7 @@ rsink_abort(struct sink *r)
 {
 	milter_abort(r->milters);
 	r->mstep = RM_NONE;
+	held_drop(r);
 	if (r->state == R_DISCARD)
 		return 0;
 	enter_state(r, R_LOST);
@@ -726,6 +843,7 @@ rsink_reset(struct sink *r)
 	if (r->milters != NULL) {
 		milter_abort(r->milters);
 		r->mstep = RM_NONE;
+		held_drop(r);
 	}
 }
 
@@ -784,6 +902,7 @@ rsink_close(struct sink *r)
 	buf_free(&r->mline);
 	buf_free(&r->greeting.text);
 	buf_free(&r->unstuffed);
+	buf_free(&r->held);
 	free(r->mrcpt);
 	free(r);
 }

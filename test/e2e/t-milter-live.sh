@@ -6,7 +6,9 @@
 #   - a RCPT the milter refuses never goes upstream, the other one does;
 #   - refused at the end (a two-line 554): the client gets it, nothing
 #     reaches the upstream (its DATA never ends), the next session works;
-#   - header edits: relayed, not applied, logged; quarantine: 550;
+#   - header edits: the message is held back until the milter's end and
+#     relayed as the milter edited it (added, inserted, changed, deleted
+#     fields; the body's stuffed line intact); quarantine: 550;
 #   - body replacement and envelope changes are not offered (the actions
 #     offered are 0x31), and a body replaced anyway is out of protocol.
 . "$(dirname "$0")/t-proxy-common.inc"
@@ -69,10 +71,22 @@ grep -q "554" "$S/send.out" && grep -q "second line" "$S/send.out" || fail "eom 
 sleep 2
 [ "$(sink_count "$TB_EXT_DIR")" = "$n2" ] || fail "a refused message reached the upstream"
 
+# header edits: the message was held back (the milter was granted them)
+# and goes up as the milter left it, its body (a stuffed line) intact
 mode edit
+n4=$(sink_count "$TB_EXT_DIR")
 sendit "t-milter-live four" rcpt@example.net
 grep -q "^DATA (250" "$S/send.out" || fail "edit: $(cat "$S/send.out")"
-log_has "milter header edits not applied" || fail "edits not logged"
+wait_for sink_count "$TB_EXT_DIR" -gt "$n4" || fail "edit: not relayed"
+f=$(grep -rl "Subject: edited by the milter" "$TB_EXT_DIR" | head -n 1)
+[ -n "$f" ] || fail "edit: the Subject change did not reach the upstream"
+grep -q "^X-Fake-Milter: seen by the fake milter" "$f" || fail "edit: no added header: $(head -n 20 "$f")"
+grep -q "^X-Fake-First: first" "$f" || fail "edit: no inserted header"
+grep -q "^X-Drop-Me" "$f" && fail "edit: the deleted header reached the upstream"
+grep -q "t-milter-live four" "$f" && fail "edit: the old Subject reached the upstream"
+tr -d '\r' <"$f" | grep -qx ".dot line" || fail "edit: the body's dot line changed: $(tail -n 3 "$f")"
+log_has "milter header edits applied on the live relay" || fail "edits not logged"
+log_has "header edits not applied" && fail "edits not applied"
 mode quarantine
 sendit "t-milter-live five" rcpt@example.net
 grep -q "550" "$S/send.out" || fail "quarantine: $(cat "$S/send.out")"
@@ -88,4 +102,4 @@ log_has "failed: body replacement not granted" || fail "replbody not refused"
 sleep 2
 [ "$(sink_count "$TB_EXT_DIR")" = "$n6" ] || fail "replbody: reached the upstream"
 mxb_running || fail "daemon died"
-pass "live relay: milter steps, refused RCPT, refused end, edits logged, quarantine refused, no body or envelope action offered"
+pass "live relay: milter steps, refused RCPT, refused end, header edits applied to the held message, quarantine refused, no body or envelope action offered"
