@@ -30,10 +30,14 @@
 #   7 Postfix        row 5 with rspamd as its smtpd_milters
 #   8 mxbridge       row 6 with the same rspamd as its milter
 #   9 mxbridge       row 3 with the same rspamd as its milter
+#  10 mxbridge       row 3 with the metrics endpoint on, scraped every second
+#  11 mxbridge       row 6 with the metrics endpoint on, scraped every second
 #
 # with the proxy's CPU time (utime+stime of the process and its children,
 # from /proc) and each mxbridge row's ratio to its peer (3:2, 4:1, 6:5,
-# 8:7, 9:3).  Rows 7-9 share one rspamd (test/engines.inc: a proxy worker
+# 8:7, 9:3, 10:3, 11:6).  Rows 10 and 11: a scraper in the box (bench.py
+# scrape) GETs /metrics every second for the whole run, and the run
+# checks that it got an answer every second of the load.  Rows 7-9 share one rspamd (test/engines.inc: a proxy worker
 # in milter mode with self_scan, count 1, the network modules off, no
 # milter debug log) in the box on 127.0.0.1:11332, and record its CPU per
 # message beside the proxy's; each run checks that rspamd scanned every
@@ -150,6 +154,7 @@ WARM=$((SESS * 2))
 Q=7                             # netfilter queue (per network namespace)
 INPORT=10025 OUTPORT=10026      # transparent listeners (mxbridge, HAProxy)
 RS_ADDR=127.0.0.1 RS_PORT=11332 # rspamd's milter in the box (rows 7-9)
+MET_PORT=9154                   # the metrics endpoint (rows 10, 11)
 SINK_IP=192.0.2.40              # sink of the outgoing and direct paths
 PROT_IP=192.0.2.41              # sink that is the protected domain's server
 RCPT_OUT=bench@example.net      # an outgoing recipient
@@ -323,8 +328,8 @@ premark() {	# add|del CLASS
 
 # ---------------------------------------------------------------- daemon
 MXB_CTL=$BT/mxb.sock
-mxb_conf() {	# MODE [WORKERS]: relay | pass | incoming, +rspamd; workers (default $MXB_W)
-	local f=$BT/mxb-$1.conf mode=${1%+rspamd}
+mxb_conf() {	# MODE [WORKERS]: relay | pass | incoming, +rspamd or +metrics; workers (default $MXB_W)
+	local f=$BT/mxb-$1.conf mode=${1%%+*}
 	rm -rf "$BT/spool"
 	mxb_statedir "$BT"
 	{
@@ -361,11 +366,14 @@ mxb_conf() {	# MODE [WORKERS]: relay | pass | incoming, +rspamd; workers (defaul
 		# IDLE_SESSIONS: name it, one socket per idle incoming session
 		echo "limits { connections-per-client 0; sessions $((IDLE + 500)); }"
 		echo "match client $TB_PREFIX4 relay"
-		if [ "$mode" != "$1" ]; then
+		case $1 in
+		*+rspamd)
 			echo "milter rspamd { socket inet:$RS_ADDR:$RS_PORT; content-timeout 30s }"
 			echo "milters incoming rspamd"
-			echo "milters outgoing rspamd"
-		fi
+			echo "milters outgoing rspamd" ;;
+		*+metrics)
+			echo "metrics listen 127.0.0.1 $MET_PORT" ;;
+		esac
 	} >"$f"
 	echo "$f"
 }
@@ -677,6 +685,8 @@ N6="mxbridge incoming proxy, queue (fsync), deliver"
 N7="Postfix store-and-forward relay, rspamd milter"
 N8="mxbridge incoming proxy, queue, rspamd milter"
 N9="mxbridge live relay, rspamd milter"
+N10="mxbridge live relay, metrics scraped 1/s"
+N11="mxbridge incoming proxy, metrics scraped 1/s"
 
 LAT_DIRECT='' LAT_RELAY='' LAT_IN=''
 latency() {	# DST RCPT -> JSON on stdout
@@ -805,6 +815,58 @@ row5() {
 	measure 5 "$N5" "" "$TB_BOX_IP4" "$RCPT_OUT" out "$PF_PID" 1
 }
 row6() { row_mxb 6 "$N6" 5 incoming incoming proxy "$PROT_IP" "$RCPT_IN" prot 1; }
+# rows 10 and 11: the scraper runs from before the warm-up to the end
+SCRAPE_PID=''
+scrape_start() {
+	rm -f "$BT/scrapes"
+	ip netns exec "$(tb_ns box)" python3 "$BPY" scrape 127.0.0.1 "$MET_PORT" 1 "$BT/scrapes" \
+		</dev/null >"$BT/scrape.log" 2>&1 &
+	SCRAPE_PID=$!
+	tbd_record_pid box bench-scrape "$SCRAPE_PID"
+	wait_for -t 5 test -s "$BT/scrapes"
+}
+scrape_stop() {
+	[ -n "$SCRAPE_PID" ] || return 0
+	kill "$SCRAPE_PID" 2>/dev/null
+	wait "$SCRAPE_PID" 2>/dev/null
+	SCRAPE_PID=''
+}
+# vfy_scrape: the row's own check (vfy_mxb), then one scrape answered
+# for every second of the load.  A snapshot: "SCRAPES NS|INNER"
+vfy_scrape() {
+	case $1 in
+	snap) echo "$(cat "$BT/scrapes" 2>/dev/null || echo 0) $(now_ns)|$(vfy_mxb snap)" ;;
+	check)
+		local r n want
+		r=$(vfy_mxb check "${2#*|}" "${3#*|}")
+		case $r in "ok "*) ;; *) echo "$r"; return ;; esac
+		# shellcheck disable=SC2086  # two numbers each
+		set -- ${2%%|*} ${3%%|*}
+		n=$(($3 - $1)) want=$(( ($4 - $2) / 1000000000 - 1 ))
+		if [ "$3" -lt 1 ] || [ $n -lt $want ]; then
+			echo "metrics scraped $n times in $(( ($4 - $2) / 1000000 )) ms (at least $want wanted)"; return
+		fi
+		echo "scrapes=$n" >>"$BT/vfy.extra"
+		echo "ok metrics scraped +$n, ${r#ok }" ;;
+	esac
+}
+row_scraped() {	# ID NAME PEER MODE DIR DST RCPT SINK QUEUED
+	local rc
+	[ $NF_OK = 1 ] && nf_state up || { row_na "$1" "$2" "$3" "$NF_WHY"; return 1; }
+	daemon_start "$4" || { row_na "$1" "$2" "$3" "$MXB_WHY"; return 1; }
+	if ! scrape_start; then
+		row_na "$1" "$2" "$3" "no metrics answer on 127.0.0.1:$MET_PORT: $(tail -n 2 "$BT/scrape.log" | oneline 200)"
+		scrape_stop; daemon_stop; return 1
+	fi
+	VFY_DIR=$5 VFY_ACT=proxy VFY_W=$MXB_W
+	measure "$1" "$2" "$3" "$6" "$7" "$8" "$MXB_PID" "$9" vfy_scrape
+	rc=$?
+	scrape_stop
+	daemon_stop
+	return $rc
+}
+row10() { row_scraped 10 "$N10" 3 relay+metrics outgoing "$SINK_IP" "$RCPT_OUT" out 0; }
+row11() { row_scraped 11 "$N11" 6 incoming+metrics incoming "$PROT_IP" "$RCPT_IN" prot 1; }
 row7() {
 	[ $PF_OK = 1 ] || { row_na 7 "$N7" "" "$PF_WHY"; return 1; }
 	[ $RS_OK = 1 ] || { row_na 7 "$N7" "" "$RS_WHY"; return 1; }
@@ -901,7 +963,7 @@ scale_sel() {
 FAILED=" "
 for ROUND in $(seq "$ROUNDS"); do
 	[ "$ROUNDS" -gt 1 ] && say "round $ROUND of $ROUNDS"
-	for id in 1 4 2 3 9 5 6 7 8; do
+	for id in 1 4 2 3 9 10 5 6 11 7 8; do
 		case $FAILED in *" $id "*) continue ;; esac
 		case " ${BENCH_ROWS:-$id} " in *" $id "*) ;; *) continue ;; esac
 		"row$id" || FAILED="$FAILED$id "

@@ -15,6 +15,10 @@
   bench.py cpus W               the CPUs this process may use, split in two:
                                "PROXY LOAD", the first W and the rest, as
                                taskset -c lists ("-" for an empty one)
+  bench.py scrape HOST PORT INTERVAL FILE
+                               GET /metrics every INTERVAL seconds until
+                               killed, as a Prometheus server would; FILE
+                               holds the count of whole 200 answers so far
   bench.py add FILE key=value ...    append one result record (JSON line)
   bench.py report FILE [--json OUT]  print the table, write the JSON file
 
@@ -675,6 +679,31 @@ def cmd_report(args):
     return 0
 
 
+def cmd_scrape(args):
+    host, port, interval, path = args[0], int(args[1]), float(args[2]), args[3]
+    n = 0
+    while True:
+        t0 = time.monotonic()
+        try:
+            with socket.create_connection((host, port), timeout=5) as c:
+                c.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n"
+                          b"Connection: close\r\n\r\n")
+                data = b""
+                while True:
+                    b = c.recv(65536)
+                    if not b:
+                        break
+                    data += b
+            if data.startswith(b"HTTP/1.1 200") and b"# TYPE" in data:
+                n += 1
+                with open(path + ".tmp", "w") as f:
+                    f.write("%d\n" % n)
+                os.replace(path + ".tmp", path)
+        except OSError:
+            pass
+        time.sleep(max(0.0, interval - (time.monotonic() - t0)))
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -690,6 +719,8 @@ def main(argv):
         return cmd_idle(args)
     elif cmd == "cpus":
         return cmd_cpus(args)
+    elif cmd == "scrape":
+        return cmd_scrape(args)
     elif cmd == "add":
         return cmd_add(args)
     elif cmd == "report":

@@ -2,8 +2,9 @@
 # The benchmark harness in smoke mode (tiny counts, ~30 s): every row of
 # test/bench.sh is measured with a positive msg/s, and the JSON file has
 # the date, nproc, the parameters, the concurrency, latency and connection
-# setup results; rows 7-9 (rspamd as milter) with rspamd's CPU.  A row that prints "n/a (reason)" fails this test: the
-# reason is in the output.
+# setup results; rows 7-9 (rspamd as milter) with rspamd's CPU, rows
+# 10-11 (metrics scraped) with their scrape counts.  A row that prints
+# "n/a (reason)" fails this test: the reason is in the output.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/../lib.sh"
 [ "$(id -u)" = 0 ] || skip "needs root (network namespaces)"
@@ -28,7 +29,7 @@ for k in ("date", "nproc", "messages", "size_kb", "sessions"):
     if not d.get(k):
         bad.append("no %s" % k)
 rows = {str(r.get("id")): r for r in d.get("rows", [])}
-for i in "123456789":
+for i in [str(k) for k in range(1, 12)]:
     r = rows.get(i)
     if r is None:
         bad.append("row %s missing" % i)
@@ -36,13 +37,18 @@ for i in "123456789":
         bad.append("row %s n/a (%s)" % (i, r.get("reason")))
     elif not (isinstance(r.get("msg_s"), (int, float)) and r["msg_s"] > 0):
         bad.append("row %s msg/s %r" % (i, r.get("msg_s")))
-    elif i in "5678" and not (isinstance(r.get("delivered_s"), (int, float)) and r["delivered_s"] > 0):
+    elif i in ("5", "6", "7", "8", "11") and not (isinstance(r.get("delivered_s"), (int, float)) and r["delivered_s"] > 0):
         bad.append("row %s delivered/s %r" % (i, r.get("delivered_s")))
-for i, peer in (("3", "2"), ("4", "1"), ("6", "5"), ("8", "7"), ("9", "3")):
+for i, peer in (("3", "2"), ("4", "1"), ("6", "5"), ("8", "7"), ("9", "3"), ("10", "3"), ("11", "6")):
     if rows.get(i, {}).get("status") == "ok" and not rows[i].get("ratio_msg_s"):
         bad.append("row %s: no ratio to row %s" % (i, peer))
 # the rspamd rows: rspamd's own CPU recorded (the run checked it scanned
 # every message), and the proxy's CPU per message against the peer's
+for i in ("10", "11"):
+    # (the run checked one scrape a second of its load; a smoke load is
+    # shorter than a second, so its count may be 0)
+    if rows.get(i, {}).get("status") == "ok" and not isinstance(rows[i].get("scrapes"), int):
+        bad.append("row %s: no scrape count" % i)
 for i in "789":
     if rows.get(i, {}).get("status") == "ok" and not isinstance(rows[i].get("milter_cpu_s"), (int, float)):
         bad.append("row %s: no milter_cpu_s" % i)
