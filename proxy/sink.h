@@ -159,6 +159,13 @@ void	 smtpd_sink_wait(struct sink_env *);
 void	 smtpd_sink_silent(struct sink_env *);
 /* why the message is refused or not queued, for its log line */
 void	 smtpd_sink_reason(struct sink_env *, const char *why);
+/* the session's milter chain for this sink, which can apply the edits
+ * given (MILTER_EDIT_*); NULL when policy names no milter here */
+struct milter_chain;
+struct milter_answer;
+struct milter_chain *smtpd_sink_milters(struct sink_env *, unsigned edits,
+	    void (*done)(void *, const struct milter_answer *),
+	    void (*wake)(void *), void *arg);
 /* a recipient named on the message's log line */
 void	 smtpd_sink_log_rcpt(struct sink_env *, const char *addr);
 /* the reply to a RCPT an explicit rule does not let through (not

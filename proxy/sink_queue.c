@@ -571,19 +571,9 @@ greet(struct sink *q)
 static void
 qsink_greet(struct sink *q)
 {
-	struct sink_env *e = q->env;
-	struct milter_info mi;
-
-	memset(&mi, 0, sizeof(mi));
-	mi.session_id = e->conn.id;
-	mi.client = e->conn.client;
-	mi.orig_dst = e->conn.orig_dst;
-	mi.hostname = e->host;
-	mi.port = e->conn.port;
-	mi.edits = MILTER_EDIT_BODY | MILTER_EDIT_ENVELOPE;
-	q->milters = milter_chain_new(e->loop, e->pol,
-	    policy_milters(e->pol, e->conn.dir, e->conn.port), &mi,
-	    qsink_milter, qsink_mwake, q);
+	q->milters = smtpd_sink_milters(q->env,
+	    MILTER_EDIT_BODY | MILTER_EDIT_ENVELOPE, qsink_milter, qsink_mwake,
+	    q);
 	if (q->milters == NULL) {
 		greet(q);
 		return;

@@ -254,22 +254,11 @@ rsink_mwake(void *arg)
 static void
 milters_open(struct sink *r)
 {
-	struct sink_env *e = r->env;
-	struct milter_info mi;
-
-	memset(&mi, 0, sizeof(mi));
-	mi.session_id = e->conn.id;
-	mi.client = e->conn.client;
-	mi.orig_dst = e->conn.orig_dst;
-	mi.hostname = e->host;
-	mi.port = e->conn.port;
-	/* the message goes upstream as it comes: no body or envelope
-	 * change can be applied, none is offered (header edits are
-	 * offered, and logged only) */
-	mi.edits = 0;
-	r->milters = milter_chain_new(e->loop, e->pol,
-	    policy_milters(e->pol, e->conn.dir, e->conn.port), &mi,
-	    rsink_milter, rsink_mwake, r);
+	/* no body or envelope change can be applied to a message relayed
+	 * live, none is offered; header edits are (the message is then
+	 * held back until the milters' end: held_dot) */
+	r->milters = smtpd_sink_milters(r->env, 0, rsink_milter, rsink_mwake,
+	    r);
 	if (r->milters == NULL)
 		return;
 	r->mstep = RM_CONNECT;

@@ -42,6 +42,7 @@
 #include "../mta/mta.h"
 #include "../policy/policy.h"
 #include "proxy.h"
+#include "milter.h"
 #include "sink.h"
 
 #define SMTPD_AUTHLINE		12288	/* RFC 4954 4. */
@@ -962,6 +963,25 @@ smtpd_sink_silent(struct sink_env *e)
 	buf_init(&p->text);
 	TAILQ_INSERT_BEFORE(s->owed, p, entry);
 	s->npending++;
+}
+
+struct milter_chain *
+smtpd_sink_milters(struct sink_env *e, unsigned edits,
+    void (*done)(void *, const struct milter_answer *),
+    void (*wake)(void *), void *arg)
+{
+	struct milter_info mi;
+
+	memset(&mi, 0, sizeof(mi));
+	mi.session_id = e->conn.id;
+	mi.client = e->conn.client;
+	mi.orig_dst = e->conn.orig_dst;
+	mi.hostname = e->host;
+	mi.port = e->conn.port;
+	mi.edits = edits;
+	return milter_chain_new(e->loop, e->pol,
+	    policy_milters(e->pol, e->conn.dir, e->conn.port), &mi,
+	    done, wake, arg);
 }
 
 void

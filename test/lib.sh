@@ -652,3 +652,22 @@ mxb_down() {
 	mxb_stop "$@" || fail "daemon needed SIGKILL"
 	mxb_sancheck
 }
+
+# fakemilter_up PORT: test/fakemilter.py in the box on 127.0.0.1:PORT in
+# mode "accept" ($S must be set); ML is its log (one JSON object per
+# line), MF its mode file, FM its pid, stopped at the end (TB_ATEXIT).
+# mode WORDS: the mode of its next connection, the log emptied;
+# mlog_has TEXT: its log has TEXT.
+fakemilter_up() {
+	ML=$S/milter.log MF=$S/milter.mode
+	: >"$ML"
+	echo accept >"$MF"
+	chmod 644 "$MF"
+	ip netns exec "$(tb_ns box)" python3 "$TB_REPO/test/fakemilter.py" "$ML" 127.0.0.1 "$1" "$MF" \
+		</dev/null >"$S/milter.err" 2>&1 &
+	FM=$!
+	TB_ATEXIT="${TB_ATEXIT:+$TB_ATEXIT;}kill $FM 2>/dev/null"
+	wait_for grep -q LISTENING "$ML" || fail "fake milter did not start: $(cat "$S/milter.err")"
+}
+mode() { echo "$*" >"$MF"; : >"$ML"; }
+mlog_has() { grep -q -- "$1" "$ML"; }

@@ -16,17 +16,8 @@
 #   - one log line per change; the daemon lives through it all.
 . "$(dirname "$0")/t-mta-common.inc"
 
-ML=$S/milter.log
-MF=$S/milter.mode
 MP=10997
-: >"$ML"
-echo accept >"$MF"
-chmod 644 "$MF"
-ip netns exec "$(tb_ns box)" python3 "$TB_REPO/test/fakemilter.py" "$ML" 127.0.0.1 $MP "$MF" \
-	</dev/null >"$S/milter.err" 2>&1 &
-FM=$!
-TB_ATEXIT="kill $FM 2>/dev/null"
-wait_for grep -q LISTENING "$ML" || fail "fake milter did not start: $(cat "$S/milter.err")"
+fakemilter_up $MP
 
 conf() {	# DEFAULT-ACTION [MORE]
 	mta_conf "domain \"example.com\" {
@@ -43,8 +34,6 @@ milters incoming fake
 ${2:-}"
 }
 conf tempfail
-mode() { echo "$*" >"$MF"; : >"$ML"; }
-mlog_has() { grep -q -- "$1" "$ML"; }
 # delivered SUBJECT USER: the file of that user's copy, or nothing
 delivered() { grep -rl -- "^Subject: $1\$" "$TB_MAILDIR/$2/new" "$TB_MAILDIR/$2/cur" 2>/dev/null | head -n 1; }
 qid() { sed -n 's/.*queued as \([0-9a-f]\{16\}\).*/\1/p' "$S/send.out"; }

@@ -13,16 +13,7 @@
 #     offered are 0x31), and a body replaced anyway is out of protocol.
 . "$(dirname "$0")/t-proxy-common.inc"
 
-ML=$S/milter.log
-MF=$S/milter.mode
-: >"$ML"
-echo accept >"$MF"
-chmod 644 "$MF"
-ip netns exec "$(tb_ns box)" python3 "$TB_REPO/test/fakemilter.py" "$ML" 127.0.0.1 10999 "$MF" \
-	</dev/null >"$S/milter.err" 2>&1 &
-TB_ATEXIT="kill $! 2>/dev/null"
-wait_for grep -q LISTENING "$ML" || fail "fake milter did not start"
-mode() { echo "$*" >"$MF"; : >"$ML"; }
+fakemilter_up 10999
 
 proxy_conf "milter fake {
 	socket inet:127.0.0.1:10999

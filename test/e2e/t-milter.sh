@@ -19,17 +19,8 @@
 #   - the daemon lives through all of it, no sanitizer report.
 . "$(dirname "$0")/t-mta-common.inc"
 
-ML=$S/milter.log
-MF=$S/milter.mode
 MP=10999
-: >"$ML"
-echo accept >"$MF"
-chmod 644 "$MF"
-ip netns exec "$(tb_ns box)" python3 "$TB_REPO/test/fakemilter.py" "$ML" 127.0.0.1 $MP "$MF" \
-	</dev/null >"$S/milter.err" 2>&1 &
-FM=$!
-TB_ATEXIT="kill $FM 2>/dev/null"
-wait_for grep -q LISTENING "$ML" || fail "fake milter did not start: $(cat "$S/milter.err")"
+fakemilter_up $MP
 
 milter_conf() {
 	mta_conf "domain \"example.com\" {
@@ -44,8 +35,6 @@ milter fake {
 }
 milters incoming fake"
 }
-mode() { echo "$*" >"$MF"; : >"$ML"; }
-mlog_has() { grep -q -- "$1" "$ML"; }
 
 milter_conf
 mta_up
