@@ -551,6 +551,29 @@ smtp_dot_stuff(struct buf *b, const char *p, size_t n)
 	buf_append(b, "\r\n", 2);
 }
 
+/*
+ * smtp_dot_stuff_lines - the complete lines of [p, p + n) to b,
+ * dot-stuffed, and with last the unterminated rest too; the bytes not
+ * taken
+ */
+size_t
+smtp_dot_stuff_lines(struct buf *b, const char *p, size_t n, int last)
+{
+	const char *nl;
+
+	while ((nl = memchr(p, '\n', n)) != NULL) {
+		smtp_dot_stuff(b, p, (size_t)(nl - p) -
+		    (nl > p && nl[-1] == '\r'));
+		n -= (size_t)(nl - p) + 1;
+		p = nl + 1;
+	}
+	if (last && n > 0) {
+		smtp_dot_stuff(b, p, n);
+		n = 0;
+	}
+	return n;
+}
+
 const char *
 smtp_data_anomaly(int flags)
 {

@@ -186,6 +186,9 @@ enum smtp_data_status smtp_data_span(struct smtp_reader *,
 	    size_t *outlen);
 /* append line + CRLF with the leading dot doubled */
 void	smtp_dot_stuff(struct buf *, const char *, size_t);
+/* the CRLF (or LF) lines of a buffer, each with smtp_dot_stuff; with
+ * last the unterminated rest too; returns the bytes not taken */
+size_t	smtp_dot_stuff_lines(struct buf *, const char *, size_t, int last);
 /* a description of d.flags for logs and replies: "bare CR", ... */
 const char *smtp_data_anomaly(int flags);
 

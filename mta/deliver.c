@@ -954,28 +954,6 @@ on_dot(struct conn *c, const struct smtp_reply *rep)
  * flow control
  */
 
-/*
- * stuff_lines - the complete lines of [p, p + n) to out, dot-stuffed, and
- * with last the unterminated rest too; the bytes not taken
- */
-static size_t
-stuff_lines(struct buf *out, const char *p, size_t n, int last)
-{
-	const char *nl;
-
-	while ((nl = memchr(p, '\n', n)) != NULL) {
-		smtp_dot_stuff(out, p, (size_t)(nl - p) -
-		    (nl > p && nl[-1] == '\r'));
-		n -= (size_t)(nl - p) + 1;
-		p = nl + 1;
-	}
-	if (last && n > 0) {
-		smtp_dot_stuff(out, p, n);
-		n = 0;
-	}
-	return n;
-}
-
 /* body_write - n body bytes to the next hop, the body timer re-armed */
 static int
 body_write(struct conn *c, const char *p, size_t n)
@@ -1016,7 +994,7 @@ body_mem(struct conn *c)
 	if (env->received != NULL)
 		b[nb++] = uv_buf_init(env->received,
 		    (unsigned)strlen(env->received));
-	stuff_lines(&c->out, env->mem.data, n, 1);
+	smtp_dot_stuff_lines(&c->out, env->mem.data, n, 1);
 	b[nb++] = uv_buf_init(c->out.data, (unsigned)c->out.len);
 	body_dot(c, b, nb);
 	if (c->out.cap > CONN_CHUNK)
@@ -1029,7 +1007,7 @@ stuff(struct conn *c, int last)
 {
 	size_t n = buf_avail(&c->carry);
 
-	buf_consume(&c->carry, n - stuff_lines(&c->out, buf_head(&c->carry),
+	buf_consume(&c->carry, n - smtp_dot_stuff_lines(&c->out, buf_head(&c->carry),
 	    n, last));
 }
 

@@ -13,14 +13,15 @@
  * With milters (milter.c, "milters outgoing"), each command is theirs to
  * answer before it goes upstream (mstep: the step the session waits on):
  * a RCPT they refuse never goes up.  The content goes up as it comes
- * and to the milters un-stuffed; the final dot is held back until every
- * milter has answered.  Refused, tempfailed or discarded there, the
- * client gets that answer and the upstream never gets the dot: the leg
- * is dropped (DATA cannot be taken back with RSET), so nothing is
- * delivered, and the session's next command gets 421.  The header went
- * up before the milters' answer: their edits are not applied here (the
- * log says so), and a quarantine is refused (550), there being no queue
- * to hold the message in.
+ * (or is held, below) and to the milters un-stuffed; the final dot is
+ * held back until every milter has answered.  Refused, tempfailed or
+ * discarded there, the client gets that answer and the upstream never
+ * gets the dot: the leg is dropped (DATA cannot be taken back with RSET), so nothing is
+ * delivered, and the session's next command gets 421.  When a milter was
+ * granted header edits the whole message is held (held) until their end
+ * and goes up with the edits applied (held_dot): nothing goes upstream
+ * that differs from what they approved.  A quarantine is refused (550),
+ * there being no queue to hold the message in.
  */
 #include <sys/socket.h>
 #include <ctype.h>
@@ -281,16 +282,22 @@ hold(struct sink *r, enum rsink_mstep st, const struct smtp_line *l)
 static void
 milter_unstuffed(struct sink *r, const char *p, size_t n)
 {
-	size_t i;
+	const char *nl;
+	size_t k;
 
 	buf_reset(&r->unstuffed);
-	for (i = 0; i < n; i++) {
-		if (r->bol && p[i] == '.') {
-			r->bol = 0;
-			continue;
+	while (n > 0) {
+		if (r->bol && *p == '.') {
+			p++;
+			n--;
 		}
-		r->bol = p[i] == '\n';
-		buf_append(&r->unstuffed, &p[i], 1);
+		/* the rest of the line, or of the run, in one piece */
+		nl = memchr(p, '\n', n);
+		k = nl != NULL ? (size_t)(nl - p) + 1 : n;
+		buf_append(&r->unstuffed, p, k);
+		r->bol = nl != NULL;
+		p += k;
+		n -= k;
 	}
 	milter_content(r->milters, r->unstuffed.data, r->unstuffed.len);
 }
@@ -357,9 +364,8 @@ held_dot(struct sink *r)
 	uint64_t oldlen = 0;
 	uv_buf_t b[2];
 	unsigned nb = 0;
-	size_t off = 0, i;
+	size_t off = 0;
 	char line[512];
-	int edited;
 
 	if (r->heldover) {
 		log_info("session=%llu milter hold: message over %llu bytes "
@@ -374,13 +380,8 @@ held_dot(struct sink *r)
 	}
 	buf_init(&head);
 	buf_init(&stuffed);
-	if ((edited = milter_edited_head(r->milters, &head, &oldlen))) {
-		for (i = 0; i < head.len; i++) {
-			if ((i == 0 || head.data[i - 1] == '\n') &&
-			    head.data[i] == '.')
-				buf_append(&stuffed, ".", 1);
-			buf_append(&stuffed, &head.data[i], 1);
-		}
+	if (milter_edited_head(r->milters, &head, &oldlen)) {
+		(void)smtp_dot_stuff_lines(&stuffed, head.data, head.len, 1);
 		off = stuffed_at(&r->held, oldlen);
 		b[nb++] = uv_buf_init(stuffed.data, (unsigned)stuffed.len);
 		log_info("session=%llu milter header edits applied on the live "
