@@ -17,6 +17,10 @@
  * accepted and closed at once).  Memory per connection: its head buffer
  * and its one answer.
  *
+ * A peer outside "metrics allow" (the current snapshot's, so a reload
+ * swaps it in) is closed at accept, before a byte is read, and counted
+ * (metrics_refused); without the statement anyone may scrape.
+ *
  * The listener is bound at start, as root, before the daemon drops its
  * rights (so a port below 1024 is fine); a reload does not move it.
  */
@@ -27,8 +31,10 @@
 #include <string.h>
 
 #include "../common/addr.h"
+#include "../common/counter.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
+#include "../policy/policy.h"
 #include "control.h"
 #include "metrics.h"
 
@@ -59,6 +65,7 @@ static uv_tcp_t			 metrics_listener;
 static int			 metrics_listening;
 static struct metrics_connq	 metrics_conns = LIST_HEAD_INITIALIZER(metrics_conns);
 static unsigned			 metrics_nconns;
+static counter_t		 metrics_refused;	/* "metrics allow" */
 
 /*
  * The HTTP request head
@@ -180,6 +187,8 @@ static const struct {
 	{ "mta_connections", 0, "Delivery connections open." },
 	{ "spool_batches", 1, "Spool batches run." },
 	{ "spool_ops", 1, "Spool file operations." },
+	{ "metrics_refused", 1,
+	    "Metrics connections closed at accept: peer not in metrics allow." },
 };
 
 /* one sample of the stats text */
@@ -447,6 +456,32 @@ conn_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *ub)
 		conn_answer(c, code, head);
 }
 
+/* peer_allowed - the peer of c is in the current snapshot's "metrics
+ * allow" (a reload swaps the list in for the next accept) */
+static int
+peer_allowed(struct metrics_conn *c)
+{
+	struct sockaddr_storage ss;
+	char a[ADDR_STRLEN];
+	int len = sizeof(ss);
+
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+		return 0;
+	addr_unmap(&ss);	/* logged as the v4 peer it is */
+	if (policy_metrics_allowed(policy_current(), (struct sockaddr *)&ss))
+		return 1;
+	log_debug("metrics: connection from %s refused: not in metrics allow",
+	    addr_fmt((struct sockaddr *)&ss, a, sizeof(a)));
+	return 0;
+}
+
+static void
+metrics_stats(struct buf *out)
+{
+	buf_printf(out, "metrics_refused=%llu\n",
+	    (unsigned long long)counter_get(&metrics_refused));
+}
+
 static void
 metrics_accept_cb(uv_stream_t *server, int status)
 {
@@ -465,6 +500,12 @@ metrics_accept_cb(uv_stream_t *server, int status)
 	LIST_INSERT_HEAD(&metrics_conns, c, entry);
 	metrics_nconns++;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+		conn_close(c);
+		return;
+	}
+	/* closed before anything is read: an outsider learns nothing */
+	if (!peer_allowed(c)) {
+		counter_inc(&metrics_refused);
 		conn_close(c);
 		return;
 	}
@@ -497,6 +538,7 @@ metrics_start(uv_loop_t *loop, const struct sockaddr *sa)
 		return -1;
 	}
 	metrics_listening = 1;
+	control_register_stats(metrics_stats);
 	log_info("metrics: listening on %s", a);
 	return 0;
 }

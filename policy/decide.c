@@ -118,6 +118,13 @@ net_in_list(const struct sockaddr *sa, const struct addr_net *list, size_t n)
 	return 0;
 }
 
+int
+policy_metrics_allowed(const struct policy *pol, const struct sockaddr *sa)
+{
+	return pol->nmetrics_allow == 0 ||
+	    net_in_list(sa, pol->metrics_allow, pol->nmetrics_allow);
+}
+
 /* policy_classify - direction and action for a new flow; -1 if not IP */
 int
 policy_classify(const struct policy *pol, const struct sockaddr *src,

@@ -94,6 +94,8 @@ struct parser {
 	int		 timeout_line[4];
 	int		 queue_line;
 	int		 workers_line;
+	int		 metrics_line;	/* "metrics listen" */
+	int		 metrics_allow_line;	/* the first "metrics allow" */
 	struct {				/* "milters" names to check */
 		const char	*name;
 		size_t		 set, pos;
@@ -696,15 +698,40 @@ kw_listen(struct parser *p, struct stmt *st)
 }
 
 /* kw_metrics - "metrics listen ADDR PORT": the Prometheus endpoint, an
- * address literal (a name would need DNS at every load) */
+ * address literal (a name would need DNS at every load); "metrics allow
+ * NET..." the peers that may scrape it, every line adding to the list */
 static int
 kw_metrics(struct parser *p, struct stmt *st)
 {
+	struct addr_net net;
 	uint16_t port;
+	int i;
 
+	if (strcmp(st->argv[0], "allow") == 0) {
+		for (i = 1; i < st->argc; i++) {
+			if (addr_net_parse(st->argv[i], &net) == -1)
+				return perr(p, st->line, "metrics allow: \"%s\" "
+				    "is not an IPv4 or IPv6 address or "
+				    "ADDRESS/PREFIX network", st->argv[i]);
+			p->pol->metrics_allow = xreallocarray(
+			    p->pol->metrics_allow, p->pol->nmetrics_allow + 1,
+			    sizeof(*p->pol->metrics_allow));
+			p->pol->metrics_allow[p->pol->nmetrics_allow++] = net;
+		}
+		if (p->metrics_allow_line == 0)
+			p->metrics_allow_line = st->line;
+		return 0;
+	}
 	if (strcmp(st->argv[0], "listen") != 0)
-		return perr(p, st->line, "metrics: expected \"listen\", got "
-		    "\"%s\"", st->argv[0]);
+		return perr(p, st->line, "metrics: expected \"listen\" or "
+		    "\"allow\", got \"%s\"", st->argv[0]);
+	if (st->argc != 3)
+		return perr(p, st->line, "metrics listen: expected ADDRESS "
+		    "PORT");
+	if (p->metrics_line != 0)
+		return perr(p, st->line, "metrics listen: duplicate (first at "
+		    "line %d)", p->metrics_line);
+	p->metrics_line = st->line;
 	if (parse_port(p, st->line, "metrics listen", st->argv[2],
 	    &port) == -1)
 		return -1;
@@ -2026,7 +2053,8 @@ static const struct keyword global_kw[] = {
 	    offsetof(struct policy, queue_buffer), 4096, 256 << 20, NULL },
 	{ "listen", 3, 3, KW_MULTI, kw_listen, V_FN, 0, 0, 0, NULL },
 	{ "log", 2, 2, 0, kw_log, V_FN, 0, 0, 0, NULL },
-	{ "metrics", 3, 3, 0, kw_metrics, V_FN, 0, 0, 0, NULL },
+	{ "metrics", 2, PARSE_MAXARGS - 1, KW_MULTI, kw_metrics, V_FN, 0, 0,
+	    0, NULL },
 	{ "shutdown-grace", 1, 1, 0, NULL, V_DUR,
 	    offsetof(struct policy, shutdown_grace), 0, 3600, NULL },
 	{ "tls", 4, 4, 0, kw_tls, V_FN, 0, 0, 0, NULL },
@@ -2233,6 +2261,10 @@ finish(struct parser *p)
 		return perr(p, p->workers_line, "workers: queues %u-%u run past "
 		    "65535; lower queue-number", pol->queue_num,
 		    pol->queue_num + pol->workers - 1);
+	/* a list for no listener is a mistake, not a harmless no-op */
+	if (p->metrics_allow_line != 0 && !pol->metrics)
+		return perr(p, p->metrics_allow_line, "metrics allow: no "
+		    "\"metrics listen\" to restrict");
 	if (pol->queue.retry_min > pol->queue.retry_max)
 		return perr(p, p->queue_line, "queue: retry-min must not "
 		    "exceed retry-max");

@@ -160,6 +160,7 @@ policy_free(struct policy *pol)
 	free(pol->honours);
 	free(pol->bypass_client);
 	free(pol->bypass_server);
+	free(pol->metrics_allow);
 	free(pol);
 }
 

@@ -209,6 +209,8 @@ struct policy {
 	uint16_t	 listen_port[2];	/* by enum policy_dir */
 	int		 metrics;		/* "metrics listen": 1 */
 	struct sockaddr_storage metrics_addr;	/* its address and port */
+	struct addr_net	*metrics_allow;		/* "metrics allow": peers */
+	size_t		 nmetrics_allow;	/* 0: any peer */
 	int		 log_verbose;
 	char		*tls_cert;
 	char		*tls_key;
@@ -295,6 +297,9 @@ enum policy_verdict policy_check_rcpt_live(const struct policy *,
 	    const char *rcpt, int authed, const char **message);
 const struct policy_domain *policy_verify_rcpt(const struct policy *,
 	    enum policy_dir, const char *rcpt);
+/* policy_metrics_allowed - a peer may scrape ("metrics allow"; anyone
+ * without the statement): 1 or 0 */
+int	 policy_metrics_allowed(const struct policy *, const struct sockaddr *);
 int	 policy_hide_box_outgoing(const struct policy *, const char *port);
 int	 policy_conn_admit(const struct policy *, unsigned open,
 	    struct policy_rate *, uint64_t now_ms, const char **why);

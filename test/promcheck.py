@@ -18,7 +18,8 @@
       (half a request line, then nothing), idle (connects, sends nothing,
       prints what came back and after how many whole seconds), cap
       (holds 16 idle connections, then asks on a 17th: what came back
-      on it and after how many seconds).
+      on it and after how many seconds), get (a whole GET /metrics, as
+      scrape sends it: for a peer "metrics allow" leaves out, "closed").
 """
 import re
 import socket
@@ -151,7 +152,12 @@ def probe(host, port, kind):
         return
     t0 = time.monotonic()
     try:
-        if kind == "path":
+        if kind == "get":
+            try:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        elif kind == "path":
             s.sendall(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
         elif kind == "post":
             s.sendall(b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nab")

@@ -10,6 +10,11 @@
 #     pipelined requests get one answer, a slow or idle client is cut off
 #     after the request deadline, the 17th connection is closed at once;
 #     the daemon lives on;
+#   - "metrics allow": a peer outside the list (c1 over IPv4, the box
+#     from its bridge address) is closed at accept with no answer and
+#     counted in mxbridge_metrics_refused_total, one inside (loopback, c1
+#     over IPv6) scrapes; a reload swaps the list in; "mxbridge -n"
+#     refuses a bad network;
 #   - a reload that moves it warns and keeps it; "mxbridge -n" refuses a
 #     bad address; one that cannot be bound stops the start; without the
 #     statement nothing listens.
@@ -24,13 +29,21 @@ mconf() {
 $1"
 }
 scrape() { tb_exec box python3 "$PC" scrape 127.0.0.1 $MP; }
+# from NODE HOST: a scrape from NODE to HOST; refused NODE HOST: what a
+# GET from there gets
+from() { tb_exec "$1" python3 "$PC" scrape "$2" $MP; }
+refused() { tb_exec "$1" python3 "$PC" probe "$2" $MP get; }
 probe() { tb_exec box python3 "$PC" probe 127.0.0.1 $MP "$1"; }
 # val SERIES: its value in the last scrape ($S/m.txt)
 val() { awk -v k="$1" '$1 == k { print $2 }' "$S/m.txt"; }
 
-mconf "metrics listen 127.0.0.1 $MP"
+# on every address (v4 peers arrive v4-mapped), loopback and c1's v6 only
+ALLOW="metrics allow 127.0.0.1
+metrics allow 2001:db8:2::101/128 198.51.100.0/24"
+mconf "metrics listen :: $MP
+$ALLOW"
 mta_up
-wait_for grep -q "metrics: listening on 127.0.0.1:$MP" "$TB_MXB_LOG" ||
+wait_for grep -q "metrics: listening on \[::\]:$MP" "$TB_MXB_LOG" ||
 	fail "no metrics listener: $(grep metrics "$TB_MXB_LOG")"
 
 scrape >"$S/m.txt" || fail "first scrape: $(cat "$S/m.txt")"
@@ -75,6 +88,34 @@ expect_glob "the 17th connection" "$(probe cap)" "closed 0"
 scrape >/dev/null || fail "no scrape after the hostile requests"
 mxb_running || fail "the daemon died"
 
+# "metrics allow": outsiders are closed at accept, without an answer
+scrape >"$S/m.txt" || fail "scrape: $(cat "$S/m.txt")"
+r0=$(val mxbridge_metrics_refused_total)
+[ "$r0" = 0 ] || fail "metrics_refused_total before any refusal: '$r0'"
+expect_glob "c1 over IPv4, not allowed" "$(refused c1 "$TB_BOX_IP4")" closed
+expect_glob "the box from its bridge address" "$(refused box "$TB_BOX_IP4")" closed
+expect_glob "an idle outsider" "$(tb_exec c1 python3 "$PC" probe "$TB_BOX_IP4" $MP idle)" "closed 0"
+from c1 "$TB_BOX_IP6" >"$S/m6.txt" || fail "c1 over IPv6 (allowed): $(cat "$S/m6.txt")"
+scrape >"$S/m.txt" || fail "scrape: $(cat "$S/m.txt")"
+[ "$(val mxbridge_metrics_refused_total)" = 3 ] ||
+	fail "metrics_refused_total $(val mxbridge_metrics_refused_total), want 3"
+[ "$(stat_is metrics_refused)" = 3 ] || fail "stats metrics_refused: $(stat_is metrics_refused)"
+log_has "metrics: connection from $TB_C1_IP4:[0-9]* refused: not in metrics allow" ||
+	fail "no refusal logged: $(grep 'metrics:' "$TB_MXB_LOG" | tail -n 3)"
+# a reload swaps the list: now c1's v4 network only
+mconf "metrics listen :: $MP
+metrics allow 192.0.2.96/28"
+ctl reload >/dev/null || fail "reload with a new allow list refused"
+wait_for eval '[ "$(grep -c "reload: configuration=" "$TB_MXB_LOG")" -ge 1 ]' || fail "no reload"
+expect_glob "loopback after the reload" "$(refused box 127.0.0.1)" closed
+from c1 "$TB_BOX_IP4" >"$S/m.txt" || fail "c1 over IPv4 after the reload: $(cat "$S/m.txt")"
+[ "$(val mxbridge_metrics_refused_total)" = 4 ] ||
+	fail "metrics_refused_total $(val mxbridge_metrics_refused_total) after the reload, want 4"
+mconf "metrics listen :: $MP"
+ctl reload >/dev/null || fail "reload without an allow list refused"
+wait_for eval '[ "$(grep -c "reload: configuration=" "$TB_MXB_LOG")" -ge 2 ]' || fail "no second reload"
+scrape >/dev/null || fail "loopback without an allow list"
+
 # a reload may not move it: a warning, the old one stays
 mconf "metrics listen 127.0.0.1 $((MP + 1))"
 ctl reload >/dev/null || fail "reload refused"
@@ -88,6 +129,11 @@ echo "$out" | grep -q 'metrics listen: "localhost" is not an IPv4 or IPv6 addres
 	fail "-n said: $out"
 mconf "metrics listen ::1 0"
 tb_exec box "$BIN/mxbridge" -n -f "$S/run.conf" >/dev/null 2>&1 && fail "-n took port 0"
+mconf "metrics listen ::1 $MP
+metrics allow 127.0.0.1 192.0.2.0/33"
+out=$(tb_exec box "$BIN/mxbridge" -n -f "$S/run.conf" 2>&1) && fail "-n took a /33"
+echo "$out" | grep -q 'metrics allow: "192.0.2.0/33" is not an IPv4 or IPv6 address or ADDRESS/PREFIX network' ||
+	fail "-n said: $out"
 
 # a listener that cannot be bound: the daemon does not start
 mta_down
@@ -104,4 +150,4 @@ expect_glob "without the statement" "$(probe path)" refused
 log_has "metrics: listening" && [ "$(grep -c 'metrics: listening' "$TB_MXB_LOG")" -gt 1 ] &&
 	fail "a listener without the statement"
 mta_down
-pass "scrape parses and counts; 404 405 400 431; slow, idle and surplus connections cut; reload keeps it; off by default"
+pass "scrape parses and counts; allow list closes outsiders at accept, counted, swapped by reload; 404 405 400 431; slow, idle and surplus connections cut; reload keeps it; off by default"

@@ -634,6 +634,21 @@ static const struct error_case {
 	{ "bypass client 300.1.1.1", "1: bypass: bad network "
 	    "\"300.1.1.1\"" },
 	{ "bypass server", "1: bypass: missing argument" },
+	{ "metrics listen 127.0.0.1 9154\nmetrics allow 10.0.0.0/33",
+	    "2: metrics allow: \"10.0.0.0/33\" is not an IPv4 or IPv6 "
+	    "address or ADDRESS/PREFIX network" },
+	{ "metrics listen 127.0.0.1 9154\nmetrics allow ::1 localhost",
+	    "2: metrics allow: \"localhost\" is not an IPv4 or IPv6 address "
+	    "or ADDRESS/PREFIX network" },
+	{ "metrics allow", "1: metrics: missing argument" },
+	{ "metrics listen 127.0.0.1", "1: metrics listen: expected ADDRESS "
+	    "PORT" },
+	{ "metrics listen ::1 9154\nmetrics listen ::1 9155",
+	    "2: metrics listen: duplicate (first at line 1)" },
+	{ "metrics deny 192.0.2.1",
+	    "1: metrics: expected \"listen\" or \"allow\", got \"deny\"" },
+	{ "metrics allow 127.0.0.1", "1: metrics allow: no \"metrics "
+	    "listen\" to restrict" },
 	{ "port p0 incoming pass", "1: port: missing '{'" },
 	{ "port thisnameistoolong0 { }",
 	    "1: port: bad port name \"thisnameistoolong0\"" },
@@ -1155,6 +1170,37 @@ test_classify(void **state UNUSED)
 	assert_null(policy_domain_by_name(pol, NULL));
 	assert_non_null(policy_port_by_name(pol, "p1"));
 	assert_null(policy_port_by_name(pol, "p2"));
+	policy_unref(pol);
+}
+
+/* "metrics allow": lines add up; none, anyone; v4-mapped peers match */
+static void
+test_metrics_allow(void **state UNUSED)
+{
+	struct sockaddr_storage a;
+	struct policy *pol;
+
+	pol = must_load("metrics listen :: 9154\n");
+	a = sa("203.0.113.9", 1);
+	assert_true(policy_metrics_allowed(pol, SA(a)));
+	policy_unref(pol);
+	pol = must_load("metrics listen :: 9154\nmetrics allow 127.0.0.1 "
+	    "2001:db8:2::/64\nmetrics allow 192.0.2.128/25\n");
+	assert_int_equal(pol->nmetrics_allow, 3);
+	a = sa("127.0.0.1", 1);
+	assert_true(policy_metrics_allowed(pol, SA(a)));
+	a = sa("::ffff:127.0.0.1", 1);
+	assert_true(policy_metrics_allowed(pol, SA(a)));
+	a = sa("127.0.0.2", 1);
+	assert_false(policy_metrics_allowed(pol, SA(a)));
+	a = sa("2001:db8:2::101", 1);
+	assert_true(policy_metrics_allowed(pol, SA(a)));
+	a = sa("2001:db8:3::1", 1);
+	assert_false(policy_metrics_allowed(pol, SA(a)));
+	a = sa("192.0.2.200", 1);
+	assert_true(policy_metrics_allowed(pol, SA(a)));
+	a = sa("192.0.2.101", 1);
+	assert_false(policy_metrics_allowed(pol, SA(a)));
 	policy_unref(pol);
 }
 
@@ -2165,6 +2211,7 @@ main(void)
 		cmocka_unit_test(test_auth_file),
 		cmocka_unit_test(test_ranges),
 		cmocka_unit_test(test_classify),
+		cmocka_unit_test(test_metrics_allow),
 		cmocka_unit_test(test_classify_to_box),
 		cmocka_unit_test(test_servers),
 		cmocka_unit_test(test_warn_nodomain),
