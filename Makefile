@@ -44,6 +44,7 @@ COMMON_SRCS = \
 	common/addr.c \
 	common/buf.c \
 	common/hash.c \
+	common/histogram.c \
 	common/ifname.c \
 	common/log.c \
 	common/smtp.c \

@@ -4,7 +4,8 @@
  * loop.  GET (or HEAD) /metrics is answered with the counters of
  * "mxbridgectl stats" (control_stats_collect: the very text the control
  * command prints, so nothing is counted twice) in the text exposition
- * format 0.0.4; another path gets 404, another method 405, anything not
+ * format 0.0.4 (histograms included: the lines of histogram_stats);
+ * another path gets 404, another method 405, anything not
  * HTTP 400.  Every answer says "Connection: close" and the connection
  * ends after it: a pipelined request behind the first is read and thrown
  * away, never answered.
@@ -143,9 +144,12 @@ metrics_http_request(const char *data, size_t len, int *head)
 
 /* what is known of a stats key: type and help; anything else is
  * "untyped" */
+#define M_GAUGE		0
+#define M_COUNTER	1
+#define M_HISTOGRAM	2	/* KEY.le.B, KEY.sum, KEY.count lines */
 static const struct {
 	const char	*key;
-	int		 counter;	/* else a gauge */
+	int		 counter;	/* M_COUNTER, M_GAUGE, M_HISTOGRAM */
 	const char	*help;
 } metrics_meta[] = {
 	{ "workers", 0, "Worker threads." },
@@ -189,15 +193,57 @@ static const struct {
 	{ "spool_ops", 1, "Spool file operations." },
 	{ "metrics_refused", 1,
 	    "Metrics connections closed at accept: peer not in metrics allow." },
+	{ "delivery_delay_seconds", M_HISTOGRAM,
+	    "Arrival to delivery of each recipient delivered (delay=)." },
+	{ "spool_fsync_seconds", M_HISTOGRAM,
+	    "Time of each fsync or fdatasync of the spool." },
 };
 
 /* one sample of the stats text */
 struct metrics_sample {
 	char	 key[METRICS_MAXKEY];	/* the key, worker.I. taken off */
 	long	 worker;		/* I, or -1 */
+	int	 hist;			/* H_*: a histogram's line, or 0 */
+#define H_BUCKET	1		/* KEY.le.BOUND */
+#define H_SUM		2		/* KEY.sum */
+#define H_COUNT		3		/* KEY.count */
+	char	 le[24];		/* H_BUCKET: BOUND */
 	char	 value[24];
 	int	 done;
 };
+
+/* hist_part - a histogram's line: its key ends with .le.BOUND, .sum or
+ * .count; s->hist and s->le set and *klen cut to the family's key; 0, or
+ * -1 for a bad bound */
+static int
+hist_part(const char *k, size_t *klen, struct metrics_sample *s)
+{
+	const char *le;
+	size_t n, i;
+
+	s->hist = 0;
+	if ((le = memmem(k, *klen, ".le.", 4)) != NULL) {
+		n = *klen - (size_t)(le + 4 - k);
+		if (n == 0 || n >= sizeof(s->le))
+			return -1;
+		memcpy(s->le, le + 4, n);
+		s->le[n] = '\0';
+		if (strcmp(s->le, "+Inf") != 0)
+			for (i = 0; i < n; i++)
+				if (!isdigit((unsigned char)s->le[i]) &&
+				    s->le[i] != '.')
+					return -1;
+		s->hist = H_BUCKET;
+		*klen = (size_t)(le - k);
+	} else if (*klen > 4 && memcmp(k + *klen - 4, ".sum", 4) == 0) {
+		s->hist = H_SUM;
+		*klen -= 4;
+	} else if (*klen > 6 && memcmp(k + *klen - 6, ".count", 6) == 0) {
+		s->hist = H_COUNT;
+		*klen -= 6;
+	}
+	return 0;
+}
 
 /* sample_parse - one "key=value" line into s; 0, or -1 to leave it out */
 static int
@@ -206,6 +252,7 @@ sample_parse(const char *line, size_t len, struct metrics_sample *s)
 	const char *eq, *k, *v;
 	size_t klen, vlen, i;
 	char *endp;
+	int dots;
 
 	if ((eq = memchr(line, '=', len)) == NULL)
 		return -1;
@@ -224,6 +271,8 @@ sample_parse(const char *line, size_t len, struct metrics_sample *s)
 		klen -= (size_t)(endp + 1 - k);
 		k = endp + 1;
 	}
+	if (hist_part(k, &klen, s) == -1)
+		return -1;
 	if (klen == 0 || klen >= sizeof(s->key) ||
 	    isdigit((unsigned char)k[0]))
 		return -1;
@@ -232,8 +281,10 @@ sample_parse(const char *line, size_t len, struct metrics_sample *s)
 	s->key[klen] = '\0';
 	if (vlen == 0 || vlen >= sizeof(s->value))
 		return -1;
-	for (i = 0; i < vlen; i++)
-		if (!isdigit((unsigned char)v[i]))
+	/* a whole number; a histogram's sum may have decimals */
+	for (i = 0, dots = 0; i < vlen; i++)
+		if (!isdigit((unsigned char)v[i]) && (v[i] != '.' ||
+		    s->hist != H_SUM || i == 0 || i == vlen - 1 || dots++))
 			return -1;
 	memcpy(s->value, v, vlen);
 	s->value[vlen] = '\0';
@@ -256,9 +307,40 @@ family(const struct metrics_sample *s, char *name, size_t len,
 			*help = metrics_meta[i].help;
 			break;
 		}
-	*type = counter == 1 ? "counter" : counter == 0 ? "gauge" : "untyped";
+	if (s->hist)	/* its lines say what it is, known or not */
+		counter = M_HISTOGRAM;
+	*type = counter == M_COUNTER ? "counter" : counter == M_GAUGE ?
+	    "gauge" : counter == M_HISTOGRAM ? "histogram" : "untyped";
 	snprintf(name, len, "mxbridge_%s%s%s", s->worker >= 0 ? "worker_" : "",
-	    s->key, counter == 1 ? "_total" : "");
+	    s->key, counter == M_COUNTER ? "_total" : "");
+}
+
+/* same_series - a and b are one series (the second would be a dup) */
+static int
+same_series(const struct metrics_sample *a, const struct metrics_sample *b)
+{
+	return a->worker == b->worker && a->hist == b->hist &&
+	    strcmp(a->key, b->key) == 0 &&
+	    (a->hist != H_BUCKET || strcmp(a->le, b->le) == 0);
+}
+
+/* series - one sample line of s in family name */
+static void
+series(const struct metrics_sample *s, const char *name, struct buf *out)
+{
+	static const char *const suffix[] = { "", "_bucket", "_sum", "_count" };
+	char w[32] = "";
+
+	if (s->worker >= 0)
+		snprintf(w, sizeof(w), "worker=\"%ld\"", s->worker);
+	if (s->hist == H_BUCKET)
+		buf_printf(out, "%s_bucket{%s%sle=\"%s\"} %s\n", name, w,
+		    w[0] ? "," : "", s->le, s->value);
+	else if (w[0])
+		buf_printf(out, "%s%s{%s} %s\n", name, suffix[s->hist], w,
+		    s->value);
+	else
+		buf_printf(out, "%s%s %s\n", name, suffix[s->hist], s->value);
 }
 
 void
@@ -296,19 +378,15 @@ metrics_expose(const char *stats, size_t len, struct buf *out)
 		buf_printf(out, "# TYPE %s %s\n", name, type);
 		for (j = i; j < n; j++) {
 			if (ss[j].done || (ss[j].worker < 0) != (ss[i].worker < 0) ||
+			    (ss[j].hist != 0) != (ss[i].hist != 0) ||
 			    strcmp(ss[j].key, ss[i].key) != 0)
 				continue;
 			ss[j].done = 1;
 			for (dup = 0, k = i; k < j && !dup; k++)
-				dup = ss[k].done && ss[k].worker == ss[j].worker &&
-				    strcmp(ss[k].key, ss[j].key) == 0;
+				dup = ss[k].done && same_series(&ss[k], &ss[j]);
 			if (dup)
 				continue;
-			if (ss[j].worker >= 0)
-				buf_printf(out, "%s{worker=\"%ld\"} %s\n", name,
-				    ss[j].worker, ss[j].value);
-			else
-				buf_printf(out, "%s %s\n", name, ss[j].value);
+			series(&ss[j], name, out);
 		}
 	}
 	free(ss);

@@ -32,7 +32,9 @@ int	metrics_http_request(const char *data, size_t len, int *head);
  * out: each key is family mxbridge_KEY (counters with _total), a worker's
  * family mxbridge_worker_KEY with label worker="I", every family with
  * its # HELP and # TYPE, each series once; a line whose value is not a
- * number is left out.
+ * number is left out.  A histogram's lines (histogram_stats: KEY.le.B,
+ * KEY.sum, KEY.count) make the family mxbridge_KEY of type histogram,
+ * its series _bucket{le="B"}, _sum and _count.
  */
 void	metrics_expose(const char *stats, size_t len, struct buf *out);
 

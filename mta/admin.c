@@ -459,6 +459,8 @@ stats(struct buf *out)
 	mta_spool_counts(&batches, &ops);
 	buf_printf(out, "spool_batches=%llu\nspool_ops=%llu\n",
 	    (unsigned long long)batches, (unsigned long long)ops);
+	histogram_stats(&mta_delay_hist, "delivery_delay_seconds", out);
+	histogram_stats(mta_spool_fsync_hist(), "spool_fsync_seconds", out);
 }
 
 void

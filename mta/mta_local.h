@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "../common/buf.h"
+#include "../common/histogram.h"
 #include "../common/mark.h"
 #include "mta.h"
 
@@ -331,6 +332,9 @@ struct mta_stats {
 	uint64_t	 corrupt;
 };
 extern struct mta_stats mta_stats;
+/* queue.c: delay= of every recipient delivered; spool.c: each fsync */
+extern struct histogram mta_delay_hist;
+const struct histogram *mta_spool_fsync_hist(void);
 const char	*mta_hostname(void);
 int		 mta_shutting_down(void);
 

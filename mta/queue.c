@@ -466,6 +466,15 @@ mta_delay_fmt(uint64_t ms, char *buf, size_t len)
 	return buf;
 }
 
+/* delay= of a delivered recipient (seconds): a second's fraction for a
+ * relay next door up to the hour a deferred message may wait */
+static const uint64_t delay_bounds[] = {
+	5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
+	5000000, 10000000, 30000000, 60000000, 120000000, 300000000,
+	600000000, 1800000000, 3600000000,
+};
+struct histogram	 mta_delay_hist = HISTOGRAM_INIT(delay_bounds);
+
 /*
  * delays - Postfix's delay= and delays=a/b/c/d of an outcome now, in ms:
  * a receiving the message (its DATA to its queuing), b in the queue
@@ -503,9 +512,9 @@ delays(const struct mta_env *env, const struct mta_job *job, uint64_t *total,
  * rcpt_log - the one message-level line per recipient outcome, with
  * Postfix's fields (delay=, delays=, dsn=, and status= last: its word,
  * then the reply or reason in parentheses, which may hold anything the
- * server said and so comes after every field of ours)
+ * server said and so comes after every field of ours); its delay= in ms
  */
-static void
+static uint64_t
 rcpt_log(const struct mta_env *env, const struct mta_rcpt *r,
     const char *disposition, const struct mta_job *job)
 {
@@ -534,6 +543,7 @@ rcpt_log(const struct mta_env *env, const struct mta_rcpt *r,
 	    dv[3], r->attempts, r->status ? log_word(r->status) : "-",
 	    disposition, r->tls != NULL ? " tls=" : "",
 	    r->tls != NULL ? r->tls : "", word, log_vis(r->diag));
+	return total;
 }
 
 /* rcpt_fail - permanent failure (or expiry) of one recipient; job: the
@@ -588,7 +598,8 @@ apply(struct mta_env *env, struct mta_rcpt *r, const struct mta_result *res,
 		r->state = MTA_RCPT_DELIVERED;
 		r->relayed = res->relayed;
 		mta_stats.delivered++;
-		rcpt_log(env, r, "delivered", job);
+		histogram_observe(&mta_delay_hist,
+		    rcpt_log(env, r, "delivered", job) * 1000);
 	} else if (res->code == 5)
 		rcpt_fail(env, r, 0, job);
 	else if (mta_queue_age(env, now) >= lifetime(env))

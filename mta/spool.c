@@ -221,6 +221,32 @@ mta_spool_busy(void)
 	return spool_npending + (spool_inflight ? 1 : 0);
 }
 
+/* one fsync or fdatasync of the spool (seconds): 100 us on a fast SSD's
+ * cache up to seconds on a busy disk */
+static const uint64_t fsync_bounds[] = {
+	100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
+	500000, 1000000, 2500000, 5000000,
+};
+static struct histogram	 spool_fsync_hist = HISTOGRAM_INIT(fsync_bounds);
+
+const struct histogram *
+mta_spool_fsync_hist(void)
+{
+	return &spool_fsync_hist;
+}
+
+/* timed_sync - fsync (dir) or fdatasync fd, its time observed: on the pool */
+static int
+timed_sync(int fd, int dir)
+{
+	uint64_t t = uv_hrtime();
+	int rc;
+
+	rc = dir ? fsync(fd) : fdatasync(fd);
+	histogram_observe(&spool_fsync_hist, (uv_hrtime() - t) / 1000);
+	return rc;
+}
+
 /* mta_spool_counts - batches run and operations done, for stats */
 void
 mta_spool_counts(uint64_t *batches, uint64_t *ops)
@@ -381,7 +407,7 @@ sync_batch(struct spool_batch *b)
 	TAILQ_FOREACH(op, &b->ops, entry) {
 		if (op->fd == -1)
 			continue;
-		if (fdatasync(op->fd) == -1) {
+		if (timed_sync(op->fd, 0) == -1) {
 			op_fail(op, "fsync", op->tmppath);
 			batch_failed(b, "fsync", op->tmppath);
 		}
@@ -601,7 +627,7 @@ fsync_dir(struct spool_batch *b, const char *sub)
 		batch_failed(b, "open", path);
 		return -1;
 	}
-	if (fsync(fd) == -1) {
+	if (timed_sync(fd, 1) == -1) {
 		batch_failed(b, "fsync", path);
 		rc = -1;
 	}

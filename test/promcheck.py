@@ -7,7 +7,9 @@
       # TYPE, each once per family, before its samples, a known type) or a
       sample matching the text format's grammar, every sample's family
       with HELP and TYPE, the samples of a family together, no series
-      twice, counters named _total; prints "SERIES VALUE" per sample.
+      twice, counters named _total, a histogram's samples _bucket (with
+      le, rising, ending with le="+Inf"), _sum and _count (the +Inf
+      bucket's value); prints "SERIES VALUE" per sample.
       Exit 1 with the reason on any fault.
   promcheck.py probe HOST PORT KIND
       one hostile or wrong request, prints what came back: the status code
@@ -100,7 +102,7 @@ def scrape(host, port):
     text = body.decode("utf-8")
     if text and not text.endswith("\n"):
         die("the last line has no newline")
-    helps, types, seen, series, out = {}, {}, [], set(), []
+    helps, types, seen, series, out, hists = {}, {}, [], set(), [], {}
     cur = None
     for n, line in enumerate(text.split("\n")[:-1], 1):
         m = HELP.match(line)
@@ -124,6 +126,11 @@ def scrape(host, port):
         if not m:
             die("line %d: not a sample: %r" % (n, line))
         fam = m.group(1)
+        if fam not in types:
+            base = re.sub(r"_(bucket|sum|count)$", "", fam)
+            if types.get(base) == "histogram":
+                hists.setdefault(base, []).append((fam[len(base):], m.group(2) or "", m.group(3)))
+                fam = base
         if fam not in helps or fam not in types:
             die("line %d: %s has no HELP or TYPE before it" % (n, fam))
         if types[fam] == "counter" and not fam.endswith("_total"):
@@ -133,7 +140,7 @@ def scrape(host, port):
                 die("line %d: the samples of %s are not together" % (n, fam))
             seen.append(fam)
             cur = fam
-        key = fam + (m.group(2) or "")
+        key = m.group(1) + (m.group(2) or "")
         if key in series:
             die("line %d: series %s twice" % (n, key))
         series.add(key)
@@ -141,7 +148,36 @@ def scrape(host, port):
     for fam in set(helps) | set(types):
         if fam not in seen:
             die("%s has HELP or TYPE but no sample" % fam)
+    for fam, samples in hists.items():
+        check_histogram(fam, samples)
     print("\n".join(out))
+
+
+def check_histogram(fam, samples):
+    """one unlabelled histogram: buckets rising in le and value, the last
+    le="+Inf", and _count equal to it"""
+    last_le, last_v, count, inf = -1.0, -1.0, None, None
+    for suffix, labels, value in samples:
+        v = float(value)
+        if suffix == "_bucket":
+            m = re.search(r'le="([^"]*)"', labels)
+            if not m:
+                die("%s_bucket%s without le" % (fam, labels))
+            le = float(m.group(1))
+            if le <= last_le or v < last_v:
+                die("%s: bucket le=%s (%s) after le=%s (%s)" %
+                    (fam, m.group(1), value, last_le, last_v))
+            last_le, last_v = le, v
+            if m.group(1) == "+Inf":
+                inf = v
+        elif suffix == "_count":
+            count = v
+        elif suffix != "_sum":
+            die("%s: a sample %s%s" % (fam, fam, suffix))
+    if inf is None:
+        die('%s: no le="+Inf" bucket' % fam)
+    if count != inf:
+        die("%s: _count %s, +Inf bucket %s" % (fam, count, inf))
 
 
 def probe(host, port, kind):

@@ -6,6 +6,10 @@
 #   - a message with two recipients through the queue moves queued by 1,
 #     delivered by 2 and the incoming sessions by 1; the per-worker
 #     series sum to the total;
+#   - mxbridge_delivery_delay_seconds (a histogram: promcheck checks its
+#     buckets rise and _count is the +Inf bucket) counts the two
+#     recipients, its sum moves by about the delay= of their delivery
+#     lines; mxbridge_spool_fsync_seconds counts the spool's fsyncs;
 #   - another path is 404, POST 405, garbage 400, a 64 KiB header 431,
 #     pipelined requests get one answer, a slow or idle client is cut off
 #     after the request deadline, the 17th connection is closed at once;
@@ -49,6 +53,12 @@ wait_for grep -q "metrics: listening on \[::\]:$MP" "$TB_MXB_LOG" ||
 scrape >"$S/m.txt" || fail "first scrape: $(cat "$S/m.txt")"
 q0=$(val mxbridge_queued_total) d0=$(val mxbridge_delivered_total)
 a0=$(val mxbridge_proxy_accepted_incoming_total)
+h0=$(val mxbridge_delivery_delay_seconds_count) hs0=$(val mxbridge_delivery_delay_seconds_sum)
+f0=$(val mxbridge_spool_fsync_seconds_count)
+[ -n "$h0" ] && [ -n "$hs0" ] && [ -n "$f0" ] || fail "histograms missing: $(grep -E 'delay|fsync' "$S/m.txt")"
+# (promcheck takes a _bucket sample only under TYPE histogram)
+grep -q '^mxbridge_delivery_delay_seconds_bucket{le="0.005"} ' "$S/m.txt" ||
+	fail "no delivery_delay_seconds buckets: $(grep delay "$S/m.txt")"
 [ -n "$q0" ] && [ -n "$d0" ] && [ -n "$a0" ] || fail "counters missing: $(cat "$S/m.txt")"
 [ "$(val mxbridge_workers)" = "$(stat_is workers)" ] || fail "workers differ"
 grep -q '^mxbridge_queue_messages 0$' "$S/m.txt" || fail "queue_messages: $(grep queue_messages "$S/m.txt")"
@@ -72,6 +82,21 @@ scrape >"$S/m.txt" || fail "second scrape: $(cat "$S/m.txt")"
 [ "$(val mxbridge_proxy_accepted_incoming_total)" = $((a0 + 1)) ] ||
 	fail "accepted_incoming $(val mxbridge_proxy_accepted_incoming_total), want $((a0 + 1))"
 [ "$(val mxbridge_delivered_total)" = "$(stat_is delivered)" ] || fail "delivered differs from stats"
+[ "$(val mxbridge_delivery_delay_seconds_count)" = $((h0 + 2)) ] ||
+	fail "delivery_delay_seconds_count $(val mxbridge_delivery_delay_seconds_count), want $((h0 + 2))"
+[ "$(val 'mxbridge_delivery_delay_seconds_bucket{le="+Inf"}')" = $((h0 + 2)) ] ||
+	fail "delivery_delay_seconds +Inf bucket: $(grep delay_seconds_bucket "$S/m.txt")"
+[ "$(val 'mxbridge_delivery_delay_seconds_bucket{le="3600"}')" = $((h0 + 2)) ] ||
+	fail "a delivery slower than an hour? $(grep delay_seconds_bucket "$S/m.txt")"
+# the sum moved by the delay= of the two delivery lines (rounded there to
+# 10 ms below a second: 5 ms each at most)
+logged=$(grep -E 'to=<(alice|bob)@example.com>.*disposition=delivered' "$TB_MXB_LOG" |
+	sed -n 's/.* delay=\([0-9.]*\) .*/\1/p' | awk '{ n += $1 } END { print n + 0 }')
+awk -v a="$hs0" -v b="$(val mxbridge_delivery_delay_seconds_sum)" -v l="$logged" \
+	'BEGIN { d = b - a; exit !(d >= 0 && d - l <= 0.0101 && l - d <= 0.0101) }' ||
+	fail "delivery_delay_seconds_sum moved $hs0 -> $(val mxbridge_delivery_delay_seconds_sum), delay= lines say $logged"
+[ "$(val mxbridge_spool_fsync_seconds_count)" -gt "$f0" ] ||
+	fail "no spool fsync observed: $(grep spool_fsync "$S/m.txt")"
 sum=$(awk '$1 ~ /^mxbridge_worker_proxy_accepted_incoming_total\{/ { n += $2 } END { print n + 0 }' "$S/m.txt")
 [ "$sum" = "$(val mxbridge_proxy_accepted_incoming_total)" ] ||
 	fail "per-worker accepted sum $sum, total $(val mxbridge_proxy_accepted_incoming_total)"

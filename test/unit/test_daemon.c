@@ -22,6 +22,7 @@
 
 #include "../../common/buf.h"
 #include "../../daemon/control.h"
+#include "../../common/histogram.h"
 #include "../../daemon/metrics.h"
 #include "../../daemon/pidfile.h"
 #include "../../daemon/priv.h"
@@ -432,6 +433,72 @@ test_metrics_expose(void **state UNUSED)
 	buf_free(&out);
 }
 
+/* a histogram: observed, as stats lines, then as a Prometheus family */
+static void
+test_metrics_histogram(void **state UNUSED)
+{
+	static const uint64_t bounds[] = { 5000, 1000000, 2500000 };
+	static struct histogram h = HISTOGRAM_INIT(bounds);
+	static const char want_stats[] =
+	    "d.le.0.005=1\n"
+	    "d.le.1=3\n"
+	    "d.le.2.5=3\n"
+	    "d.le.+Inf=4\n"
+	    "d.sum=3601.255000\n"
+	    "d.count=4\n";
+	static const char extra[] =
+	    "delivery_delay_seconds.le.0.1=2\n"
+	    "delivery_delay_seconds.le.+Inf=3\n"
+	    "delivery_delay_seconds.le.0.1=9\n"	/* a duplicate */
+	    "delivery_delay_seconds.le.x=1\n"	/* a bad bound */
+	    "delivery_delay_seconds.sum=1.5\n"
+	    "delivery_delay_seconds.count=3\n"
+	    "queued=1.5\n"			/* decimals: a sum's only */
+	    "delivery_delay_seconds.sum=.5\n"
+	    "worker.1.w.le.1=2\n"
+	    "worker.1.w.sum=0.25\n"
+	    "worker.1.w.count=2\n";
+	static const char want[] =
+	    "# HELP mxbridge_d mxbridgectl stats d.\n"
+	    "# TYPE mxbridge_d histogram\n"
+	    "mxbridge_d_bucket{le=\"0.005\"} 1\n"
+	    "mxbridge_d_bucket{le=\"1\"} 3\n"
+	    "mxbridge_d_bucket{le=\"2.5\"} 3\n"
+	    "mxbridge_d_bucket{le=\"+Inf\"} 4\n"
+	    "mxbridge_d_sum 3601.255000\n"
+	    "mxbridge_d_count 4\n"
+	    "# HELP mxbridge_delivery_delay_seconds Arrival to delivery of "
+	    "each recipient delivered (delay=).\n"
+	    "# TYPE mxbridge_delivery_delay_seconds histogram\n"
+	    "mxbridge_delivery_delay_seconds_bucket{le=\"0.1\"} 2\n"
+	    "mxbridge_delivery_delay_seconds_bucket{le=\"+Inf\"} 3\n"
+	    "mxbridge_delivery_delay_seconds_sum 1.5\n"
+	    "mxbridge_delivery_delay_seconds_count 3\n"
+	    "# HELP mxbridge_worker_w mxbridgectl stats worker.I.w.\n"
+	    "# TYPE mxbridge_worker_w histogram\n"
+	    "mxbridge_worker_w_bucket{worker=\"1\",le=\"1\"} 2\n"
+	    "mxbridge_worker_w_sum{worker=\"1\"} 0.25\n"
+	    "mxbridge_worker_w_count{worker=\"1\"} 2\n";
+	struct buf st, out;
+
+	histogram_observe(&h, 5000);		/* on a bound: in it */
+	histogram_observe(&h, 250000);
+	histogram_observe(&h, 1000000);
+	histogram_observe(&h, 3600000000ULL);	/* past the last: +Inf */
+	buf_init(&st);
+	histogram_stats(&h, "d", &st);
+	assert_int_equal(st.len, sizeof(want_stats) - 1);
+	assert_memory_equal(st.data, want_stats, st.len);
+	buf_append(&st, extra, sizeof(extra) - 1);
+	buf_init(&out);
+	metrics_expose(st.data, st.len, &out);
+	if (out.len != sizeof(want) - 1 ||
+	    memcmp(out.data, want, out.len) != 0)
+		fail_msg("exposition: \"%.*s\"", (int)out.len, out.data);
+	buf_free(&out);
+	buf_free(&st);
+}
+
 int
 main(void)
 {
@@ -445,6 +512,7 @@ main(void)
 		cmocka_unit_test(test_metrics_request),
 		cmocka_unit_test(test_metrics_request_huge),
 		cmocka_unit_test(test_metrics_expose),
+		cmocka_unit_test(test_metrics_histogram),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
