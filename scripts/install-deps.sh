@@ -11,7 +11,8 @@ postfix swaks libio-socket-inet6-perl libnet-ssleay-perl dnsmasq-base ldnsutils 
 tcpdump clang libclang-rt-14-dev patchelf systemd util-linux passwd
 libseccomp-dev libcap-ng-dev
 rspamd clamav-daemon clamav-milter opendkim opendkim-tools python3-dkim
-debhelper dpkg-dev lintian git debootstrap wget zstd"
+debhelper dpkg-dev lintian git debootstrap wget zstd
+prometheus"
 
 # the user the daemon drops to (its "user" default, which the package
 # makes): the tests, the demo and the benchmark run it as that user
@@ -51,11 +52,12 @@ clamav-freshclam clamav-freshclam/autoupdate_freshclam select manual
 SEL
 
 # The content-inspection engines the milter tests start themselves
-# (rspamd, clamd, clamav-milter, opendkim, freshclam) must not be started
-# by their packages: a policy-rc.d that says 101 ("action forbidden")
+# (rspamd, clamd, clamav-milter, opendkim, freshclam), and prometheus
+# (only its promtool is wanted: t-metrics checks a scrape with "promtool
+# check metrics"), must not be started by their packages: a policy-rc.d that says 101 ("action forbidden")
 # while apt-get runs (invoke-rc.d and deb-systemd-invoke honour it), the
 # one already there (if any) put back afterwards, whatever happens.
-ENGINES="rspamd clamd freshclam clamav-milter opendkim"
+ENGINES="rspamd clamd freshclam clamav-milter opendkim prometheus"
 POLICY=/usr/sbin/policy-rc.d
 POLICY_SAVED=
 # engines in our own network namespace (a test's own engines live in the

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """promcheck.py - the tests' client of the metrics endpoint (t-metrics).
 
-  promcheck.py scrape HOST PORT
+  promcheck.py scrape HOST PORT [FILE]
       GET /metrics; checks the status (200), the Content-Type (text/plain;
       version=0.0.4) and the exposition: every line a comment (# HELP or
       # TYPE, each once per family, before its samples, a known type) or a
@@ -9,7 +9,8 @@
       with HELP and TYPE, the samples of a family together, no series
       twice, counters named _total, a histogram's samples _bucket (with
       le, rising, ending with le="+Inf"), _sum and _count (the +Inf
-      bucket's value); prints "SERIES VALUE" per sample.
+      bucket's value); prints "SERIES VALUE" per sample, and writes the
+      body as it came to FILE when one is named (for promtool).
       Exit 1 with the reason on any fault.
   promcheck.py probe HOST PORT KIND
       one hostile or wrong request, prints what came back: the status code
@@ -77,7 +78,7 @@ def answers(data):
     return codes
 
 
-def scrape(host, port):
+def scrape(host, port, save=None):
     s = connect(host, port)
     s.sendall(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nUser-Agent: promcheck\r\n\r\n")
     data = read_all(s)
@@ -99,6 +100,9 @@ def scrape(host, port):
         die("no Connection: close")
     if int(hdr.get("content-length", "-1")) != len(body):
         die("content-length %s, body %d bytes" % (hdr.get("content-length"), len(body)))
+    if save:
+        with open(save, "wb") as f:
+            f.write(body)
     text = body.decode("utf-8")
     if text and not text.endswith("\n"):
         die("the last line has no newline")
@@ -231,8 +235,8 @@ def probe(host, port, kind):
 
 
 def main():
-    if len(sys.argv) == 4 and sys.argv[1] == "scrape":
-        scrape(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "scrape":
+        scrape(sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) == 5 else None)
     elif len(sys.argv) == 5 and sys.argv[1] == "probe":
         probe(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:

@@ -3,6 +3,9 @@
 #   - a scrape parses (test/promcheck.py: the exposition grammar, HELP and
 #     TYPE of every family, no series twice, counters _total) and says
 #     what "mxbridgectl stats" says;
+#   - "promtool check metrics" (the prometheus package) finds neither an
+#     error (rc 1) nor a lint problem (rc 3) in a scrape after mail went
+#     through: both fail the test, the exposition being lint-clean;
 #   - a message with two recipients through the queue moves queued by 1,
 #     delivered by 2 and the incoming sessions by 1; the per-worker
 #     series sum to the total;
@@ -23,6 +26,8 @@
 #     bad address; one that cannot be bound stops the start; without the
 #     statement nothing listens.
 . "$(dirname "$0")/t-mta-common.inc"
+command -v promtool >/dev/null ||
+	fail "no promtool (package prometheus): sh scripts/install-deps.sh"
 
 MP=9154
 PC=$TB_REPO/test/promcheck.py
@@ -74,7 +79,13 @@ send c1 "$TB_SRV_IP4" sender@example.org alice@example.com,bob@example.com "t-me
 wait_for -t 20 eval '[ "$(stat_is delivered)" -ge $((d0 + 2)) ]' ||
 	fail "not delivered: $(ctl stats | grep -E 'delivered|deferred')"
 wait_for -t 10 queue_empty || fail "queue not empty"
-scrape >"$S/m.txt" || fail "second scrape: $(cat "$S/m.txt")"
+tb_exec box python3 "$PC" scrape 127.0.0.1 $MP "$S/raw.txt" >"$S/m.txt" ||
+	fail "second scrape: $(cat "$S/m.txt")"
+# Prometheus's own checker on the same body: exit 1 is a parse error,
+# 3 a lint problem (a counter without _total, no help text, camelCase,
+# a unit not a base unit...); the exposition has none, so either fails
+promtool check metrics <"$S/raw.txt" >"$S/promtool.out" 2>&1 ||
+	fail "promtool check metrics (rc $?): $(head -n 5 "$S/promtool.out")"
 [ "$(val mxbridge_queued_total)" = $((q0 + 1)) ] ||
 	fail "queued_total $(val mxbridge_queued_total), want $((q0 + 1))"
 [ "$(val mxbridge_delivered_total)" = $((d0 + 2)) ] ||
