@@ -357,7 +357,7 @@ cmd_queue(int argc, char **argv, struct buf *out)
 		return cmd_list(out);
 	if (strcmp(sub, "summary") == 0 && (argc == 2 || (argc == 3 &&
 	    strcmp(argv[2], "sender") == 0))) {
-		mta_queue_summary(mta_queue_all(), time(NULL), argc == 3, out);
+		mta_queue_summary(mta_queue_all(), mta_now(), argc == 3, out);
 		return 0;
 	}
 	if (strcmp(sub, "summary") == 0) {

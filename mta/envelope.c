@@ -226,6 +226,19 @@ mta_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/*
+ * mta_now - the queue's clock in seconds: the same clock as mta_now_ms,
+ * which stamps a message's arrival.  Not time(2): it reads the coarse
+ * clock, up to a tick behind, so a message made just after a second
+ * turned looked a second younger than its arrival (an age of -1, and a
+ * lifetime of 0 did not expire it).
+ */
+time_t
+mta_now(void)
+{
+	return (time_t)(mta_now_ms() / 1000);
+}
+
 /* mta_addr_domain - the part after the last '@', or "" */
 const char *
 mta_addr_domain(const char *addr)

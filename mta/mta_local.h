@@ -120,6 +120,7 @@ const char	*mta_ret_name(enum mta_ret);
 const char	*mta_ret_param(enum mta_ret);
 const char	*mta_addr_domain(const char *);
 uint64_t	 mta_now_ms(void);
+time_t		 mta_now(void);
 int		 mta_notify_wants(unsigned, unsigned);
 
 /* spool.c: every file operation runs on the threadpool, in batches */

@@ -215,7 +215,7 @@ dest_key(const struct mta_env *env, const struct mta_rcpt *r, char *key,
 		route = POLICY_ROUTE_MX;
 	/* undelivered for too long on its own route: the fallback relay */
 	if (route != POLICY_ROUTE_RELAYHOST && p->fbrelay.host != NULL &&
-	    mta_queue_age(env, time(NULL)) >= (time_t)p->fbrelay.after)
+	    mta_queue_age(env, mta_now()) >= (time_t)p->fbrelay.after)
 		route = POLICY_ROUTE_FALLBACK;
 	if (route == POLICY_ROUTE_ORIGINAL &&
 	    env->orig_dst.ss_family != AF_INET &&
@@ -644,7 +644,7 @@ mta_queue_job_done(struct mta_job *job)
 	struct mta_qmsg *q = job->msg;
 	struct mta_env *env = q->env;
 	struct mta_dest *d = job->dest;
-	time_t now = time(NULL);
+	time_t now = mta_now();
 	size_t i;
 	int answered = 0;
 
@@ -909,7 +909,7 @@ scan(uv_timer_t *t)
 {
 	struct policy *p = policy_current();
 	struct mta_qmsg *q, *tmp;
-	time_t now = time(NULL), next = now + QUEUE_HOUSEKEEP;
+	time_t now = mta_now(), next = now + QUEUE_HOUSEKEEP;
 
 	if (queue_stopped)
 		return;
@@ -934,7 +934,7 @@ scan(uv_timer_t *t)
 static void
 arm(time_t when)
 {
-	time_t now = time(NULL);
+	time_t now = mta_now();
 
 	if (!queue_timer_open || queue_stopped)
 		return;
@@ -951,7 +951,7 @@ mta_queue_kick(void)
 {
 	if (!queue_timer_open || queue_stopped)
 		return;
-	queue_armed = time(NULL);
+	queue_armed = mta_now();
 	uv_timer_start(&queue_timer, scan, 0, 0);
 }
 
@@ -989,7 +989,7 @@ mta_queue_add(struct mta_env *env)
 	if (env->held)
 		mta_env_mem_drop(env);	/* read back after the release */
 	else if (queue_loop != NULL && !queue_draining)
-		dispatch(q, time(NULL));
+		dispatch(q, mta_now());
 }
 
 /*
@@ -1097,7 +1097,7 @@ mta_queue_hold(const char *id, const char *reason)
 	if (env->held)
 		return 1;
 	env->held = 1;
-	env->hold_since = time(NULL);
+	env->hold_since = mta_now();
 	set_str(&env->hold_reason, reason);
 	for (i = 0; i < env->nrcpt; i++)
 		n += env->rcpt[i].state == MTA_RCPT_PENDING;
@@ -1118,7 +1118,7 @@ mta_queue_release(const char *id)
 {
 	struct mta_qmsg *q;
 	struct mta_env *env;
-	time_t now = time(NULL), held;
+	time_t now = mta_now(), held;
 	size_t i, n = 0;
 
 	if ((q = mta_queue_lookup(id)) == NULL || q->deleted)

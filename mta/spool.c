@@ -528,7 +528,7 @@ work_expire(struct spool_op *op)
 	char path[PATH_MAX], name[PATH_MAX];
 	struct dirent *de;
 	struct stat st;
-	time_t now = time(NULL);
+	time_t now = mta_now();
 	DIR *d;
 
 	if (mta_spool_path(path, sizeof(path), "dead", NULL) == -1 ||
@@ -943,7 +943,7 @@ int
 mta_spool_free_ok(uint64_t min_free)
 {
 	struct statvfs sv;
-	time_t now = time(NULL), last;
+	time_t now = mta_now(), last;
 	int ok;
 
 	if (spool_root == NULL)

@@ -1478,6 +1478,26 @@ test_expiry(void **state)
 	assert_int_equal(count_dir("dead"), 1);
 }
 
+/*
+ * test_clock_one - the queue's seconds (mta_now) never lag the arrival
+ * stamp (mta_now_ms) at a second's turn: with time(2), which reads the
+ * coarse clock, a message made just after the turn was a second younger
+ * than its arrival, and a lifetime of 0 failed to expire it now and then
+ */
+static void
+test_clock_one(void **state)
+{
+	uint64_t ms, turn;
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		turn = mta_now_ms() / 1000 + 1;
+		while ((ms = mta_now_ms()) / 1000 < turn)
+			;
+		assert_true(mta_now() >= (time_t)(ms / 1000));
+	}
+}
+
 static int
 warned(void)
 {
@@ -2967,6 +2987,7 @@ main(void)
 		T(test_msg_hold),
 		T(test_hold_waiting_job),
 		T(test_expiry),
+		cmocka_unit_test(test_clock_one),
 		T(test_delay_warning),
 		T(test_helo_fallback),
 		T(test_shaping),
