@@ -786,7 +786,9 @@ pipeline_next(struct conn *c)
 	    (job = TAILQ_FIRST(&c->dest->jobs)) == NULL ||
 	    txn_cannot(c, job) != NULL || conn_used_up(c, 2))
 		return;
-	c->next = mta_queue_next_job(c->dest);
+	/* NULL: the destination's rate holds it back */
+	if ((c->next = mta_queue_next_job(c->dest)) == NULL)
+		return;
 	send_envelope(c, c->next);
 }
 

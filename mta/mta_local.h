@@ -190,6 +190,25 @@ struct mta_job {
 TAILQ_HEAD(mta_jobq, mta_job);
 
 /* where a job goes: the key is route + target */
+/*
+ * mta_rate - a destination's "rate N per DURATION" as a sliding window:
+ * the start times (monotonic ms) of its transactions still inside the
+ * window, oldest first, in a ring that grows to at most N.  A token
+ * bucket would let 2N-1 through in one window (a full bucket, then the
+ * refill); the log keeps "at most N in any DURATION" exact.
+ */
+struct mta_rate {
+	uint64_t	*t;
+	size_t		 cap;
+	size_t		 head;		/* the oldest */
+	size_t		 n;
+};
+
+uint64_t	 mta_rate_wait(struct mta_rate *, unsigned n, uint64_t per_ms,
+		    uint64_t now);
+void		 mta_rate_take(struct mta_rate *, uint64_t now);
+void		 mta_rate_free(struct mta_rate *);
+
 struct mta_dest {
 	TAILQ_ENTRY(mta_dest) entry;
 	char		*key;		/* for logs and lookups */
@@ -206,6 +225,8 @@ struct mta_dest {
 	unsigned	 nconn;		/* connections open, idle ones too */
 	unsigned	 nidle;		/* connections waiting for a job */
 	unsigned	 window;	/* connections allowed now: slow start */
+	struct mta_rate	 rate;		/* "rate": recent starts */
+	int		 rate_held;	/* logged: jobs wait for the rate */
 };
 
 void		 mta_queue_init(uv_loop_t *);
@@ -331,6 +352,7 @@ struct mta_stats {
 	uint64_t	 expired;
 	uint64_t	 dsn_sent;
 	uint64_t	 corrupt;
+	uint64_t	 rate_held;	/* backlogs a "rate" held back */
 };
 extern struct mta_stats mta_stats;
 /* queue.c: delay= of every recipient delivered; spool.c: each fsync */

@@ -37,8 +37,11 @@ static time_t		 queue_armed;	/* when the timer fires, 0: idle */
 static int		 queue_draining;	/* shutdown: no new jobs */
 static int		 queue_stopped;
 static time_t		 queue_dead_swept;
+static uv_timer_t	 queue_rate_timer;	/* the next "rate" start */
+static uint64_t		 queue_rate_due;	/* its time (rate_now), 0: idle */
 
 static int	settle(struct mta_qmsg *);
+static void	rate_arm(uint64_t);
 static void	arm(time_t);
 static time_t	next_event(const struct mta_qmsg *, time_t);
 
@@ -171,7 +174,8 @@ job_unqueue(struct mta_dest *d, struct mta_job *job)
 	if (d->slow_head == job)
 		d->slow_head = TAILQ_NEXT(job, entry);
 	TAILQ_REMOVE(&d->jobs, job, entry);
-	d->njobs--;
+	if (--d->njobs == 0)
+		d->rate_held = 0;	/* the backlog is gone: log the next */
 }
 
 static void
@@ -288,12 +292,145 @@ dest_get(const struct mta_env *env, const struct mta_rcpt *r)
 	return d;
 }
 
+/*
+ * Rate: "rate N per DURATION" of a destination, a sliding window of its
+ * transactions' start times.  A job over the rate stays in the
+ * destination's queue (no attempt counted, nothing deferred); one uv
+ * timer for all destinations wakes the first one whose window opens.
+ */
+
+/* rate_now - the rate's clock: monotonic ms, read now (not the loop's
+ * cached time, which lags behind the callbacks of one turn) */
+static uint64_t
+rate_now(void)
+{
+	return uv_hrtime() / 1000000;
+}
+
+/*
+ * mta_rate_wait - ms until the window of r lets one more transaction
+ * start under n per per_ms (0: now; n 0: no limit); the starts that
+ * left the window are forgotten
+ */
+uint64_t
+mta_rate_wait(struct mta_rate *r, unsigned n, uint64_t per_ms, uint64_t now)
+{
+	while (r->n > 0 && r->t[r->head] + per_ms <= now) {
+		r->head = (r->head + 1) % r->cap;
+		r->n--;
+	}
+	if (n == 0 || r->n < n)
+		return 0;
+	/* fewer than n are left once the (count - n)th oldest (0 the
+	 * oldest) is out; more than n after a reload lowered it */
+	return r->t[(r->head + r->n - n) % r->cap] + per_ms - now;
+}
+
+/* mta_rate_take - a transaction starts now: into r's window */
+void
+mta_rate_take(struct mta_rate *r, uint64_t now)
+{
+	uint64_t *t;
+	size_t i, cap;
+
+	if (r->n == r->cap) {
+		cap = r->cap > 0 ? r->cap * 2 : 8;
+		t = xcalloc(cap, sizeof(*t));
+		for (i = 0; i < r->n; i++)
+			t[i] = r->t[(r->head + i) % r->cap];
+		free(r->t);
+		r->t = t;
+		r->cap = cap;
+		r->head = 0;
+	}
+	r->t[(r->head + r->n) % r->cap] = now;
+	r->n++;
+}
+
+void
+mta_rate_free(struct mta_rate *r)
+{
+	free(r->t);
+	memset(r, 0, sizeof(*r));
+}
+
+/* rate_per_fmt - a window's length as the configuration writes it */
+static const char *
+rate_per_fmt(unsigned per, char *buf, size_t len)
+{
+	if (per % 3600 == 0)
+		snprintf(buf, len, "%uh", per / 3600);
+	else if (per % 60 == 0)
+		snprintf(buf, len, "%um", per / 60);
+	else
+		snprintf(buf, len, "%us", per);
+	return buf;
+}
+
+/*
+ * dest_rate_ok - d may start a transaction now under lim's rate.  If
+ * not, the rate timer comes back when it may, and the hold is logged
+ * once a backlog (rate_held clears when d has no job waiting).
+ */
+static int
+dest_rate_ok(struct mta_dest *d, const struct policy_shape *lim)
+{
+	uint64_t wait, now;
+	char per[32];
+
+	if (lim->rate.n == 0)
+		return 1;
+	now = rate_now();
+	wait = mta_rate_wait(&d->rate, lim->rate.n,
+	    (uint64_t)lim->rate.per * 1000, now);
+	if (wait == 0)
+		return 1;
+	if (!d->rate_held) {
+		d->rate_held = 1;
+		mta_stats.rate_held++;
+		log_info("destination=%s rate=%u/%s held=%u next=%llums",
+		    d->key, lim->rate.n,
+		    rate_per_fmt(lim->rate.per, per, sizeof(per)), d->njobs,
+		    (unsigned long long)wait);
+	}
+	rate_arm(now + wait);
+	return 0;
+}
+
+/*
+ * dest_rate_recent - idle d still has starts inside its rate window:
+ * it stays (a new one would start with an empty window and let a second
+ * burst through) until the window is empty, when the rate timer fires
+ */
+static int
+dest_rate_recent(struct mta_dest *d)
+{
+	struct policy_shape lim;
+	uint64_t per;
+
+	if (d->rate.n == 0)
+		return 0;
+	mta_queue_dest_limits(d, &lim);
+	if (lim.rate.n == 0)
+		return 0;
+	per = (uint64_t)lim.rate.per * 1000;
+	(void)mta_rate_wait(&d->rate, 0, per, rate_now());
+	if (d->rate.n == 0)
+		return 0;
+	rate_arm(d->rate.t[(d->rate.head + d->rate.n - 1) % d->rate.cap] +
+	    per);
+	return 1;
+}
+
 static void
 dest_free_if_idle(struct mta_dest *d)
 {
 	if (d->nconn > 0 || !TAILQ_EMPTY(&d->jobs))
 		return;
+	if (!queue_stopped && dest_rate_recent(d))
+		return;
 	TAILQ_REMOVE(&queue_dests, d, entry);
+	mta_rate_free(&d->rate);
 	free(d->key);
 	free(d->domain);
 	free(d->helo);
@@ -354,12 +491,13 @@ dest_pump(struct mta_dest *d)
 	mta_queue_dest_limits(d, &lim);
 	limit = d->window < lim.concurrency ? d->window : lim.concurrency;
 
-	/* connections kept open after their last job come first */
+	/* connections kept open after their last job come first; none
+	 * is woken or opened while the rate holds the jobs back */
 	while (!queue_draining && !queue_stopped && d->njobs > 0 &&
-	    d->nidle > 0 && mta_deliver_wake(d) == 0)
+	    d->nidle > 0 && dest_rate_ok(d, &lim) && mta_deliver_wake(d) == 0)
 		;
 	while (!queue_draining && !queue_stopped && d->njobs > 0 &&
-	    d->nconn < limit) {
+	    d->nconn < limit && dest_rate_ok(d, &lim)) {
 		d->nconn++;
 		if (mta_deliver_open(queue_loop, d) == -1) {
 			d->nconn--;
@@ -375,9 +513,9 @@ mta_queue_dest_limits(const struct mta_dest *d, struct policy_shape *lim)
 	policy_dest_limits(policy_current(), d->shape, lim);
 }
 
-/* mta_queue_next_job - the next waiting job of d for a connection */
-struct mta_job *
-mta_queue_next_job(struct mta_dest *d)
+/* job_take - d's first waiting job leaves the queue, started now */
+static struct mta_job *
+job_take(struct mta_dest *d)
 {
 	struct mta_job *job;
 
@@ -386,6 +524,28 @@ mta_queue_next_job(struct mta_dest *d)
 	job_unqueue(d, job);
 	job->started = uv_now(queue_loop);
 	job->sent = 0;
+	return job;
+}
+
+/*
+ * mta_queue_next_job - the next waiting job of d for a connection, or
+ * NULL: none waits, or d's rate holds it back (the rate timer pumps d
+ * when its window opens)
+ */
+struct mta_job *
+mta_queue_next_job(struct mta_dest *d)
+{
+	struct policy_shape lim;
+	struct mta_job *job;
+
+	if (queue_draining || TAILQ_EMPTY(&d->jobs))
+		return NULL;
+	mta_queue_dest_limits(d, &lim);
+	if (!dest_rate_ok(d, &lim))
+		return NULL;
+	job = job_take(d);
+	if (lim.rate.n > 0)
+		mta_rate_take(&d->rate, rate_now());
 	return job;
 }
 
@@ -692,7 +852,8 @@ mta_queue_dest_fail(struct mta_dest *d, int code, const char *status,
 	size_t i;
 
 	d->window = 1;
-	while ((job = mta_queue_next_job(d)) != NULL) {
+	/* not through the rate: nothing starts, they fail here */
+	while ((job = job_take(d)) != NULL) {
 		for (i = 0; i < job->n; i++)
 			mta_result_set(&job->res[i], code, status, remote,
 			    diag);
@@ -945,6 +1106,44 @@ arm(time_t when)
 	    when > now ? (uint64_t)(when - now) * 1000 : 0, 0);
 }
 
+/*
+ * rate_tick - the rate timer: the destinations whose jobs the rate held
+ * back try again (dest_pump re-arms for those still held), idle ones
+ * whose window emptied go
+ */
+static void
+rate_tick(uv_timer_t *t)
+{
+	struct mta_dest *d, *tmp;
+
+	queue_rate_due = 0;
+	if (queue_stopped)
+		return;
+	TAILQ_FOREACH_SAFE(d, &queue_dests, entry, tmp) {
+		if (d->njobs > 0) {
+			if (d->rate_held)
+				dest_pump(d);
+		} else
+			dest_free_if_idle(d);
+	}
+}
+
+/* rate_arm - the rate timer fires at due (rate_now), unless sooner */
+static void
+rate_arm(uint64_t due)
+{
+	uint64_t now = rate_now();
+
+	if (!queue_timer_open || queue_stopped)
+		return;
+	if (queue_rate_due != 0 && queue_rate_due <= due)
+		return;
+	queue_rate_due = due;
+	/* the loop's clock may lag ours: a ms more, not an early wake */
+	uv_timer_start(&queue_rate_timer, rate_tick,
+	    due > now ? due - now + 1 : 0, 0);
+}
+
 /* mta_queue_kick - scan at the next turn of the loop */
 void
 mta_queue_kick(void)
@@ -1158,6 +1357,8 @@ mta_queue_init(uv_loop_t *loop)
 	queue_armed = 0;
 	mta_deliver_init(loop);
 	uv_timer_init(loop, &queue_timer);
+	uv_timer_init(loop, &queue_rate_timer);
+	queue_rate_due = 0;
 	queue_timer_open = 1;
 }
 
@@ -1184,6 +1385,7 @@ mta_queue_stop(void)
 	queue_stopped = 1;
 	if (queue_timer_open) {
 		uv_close((uv_handle_t *)&queue_timer, NULL);
+		uv_close((uv_handle_t *)&queue_rate_timer, NULL);
 		queue_timer_open = 0;
 	}
 	TAILQ_FOREACH_SAFE(d, &queue_dests, entry, tmp) {

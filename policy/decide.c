@@ -584,6 +584,8 @@ policy_dest_limits(const struct policy *pol, const char *name,
 		out->msgs_per_conn = pol->queue.msgs_per_conn;
 	if (out->rcpts_per_msg == 0)
 		out->rcpts_per_msg = pol->queue.rcpts_per_msg;
+	if (!out->rate.set)
+		out->rate = pol->queue.rate;
 }
 
 /*

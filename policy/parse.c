@@ -1447,6 +1447,40 @@ kw_domain(struct parser *p, struct stmt *st)
 	return 0;
 }
 
+/*
+ * kw_rate - "rate N per DURATION" in "queue" (every destination's) or
+ * "destination" (its own); "rate none": no limit, over the queue's.
+ * The struct policy_drate is at the keyword's offset in p->base.
+ */
+static int
+kw_rate(struct parser *p, struct stmt *st)
+{
+	struct policy_drate *r = (struct policy_drate *)(void *)
+	    ((char *)p->base + st->kw->off);
+	uint64_t n, w;
+
+	if (st->argc == 1 && strcmp(st->argv[0], "none") == 0) {
+		r->n = r->per = 0;
+		r->set = 1;
+		return 0;
+	}
+	if (parse_num(p, st->line, "rate", st->argv[0], 1, POLICY_RATE_MAX,
+	    &n) == -1)
+		return -1;
+	if (st->argc != 3)
+		return perr(p, st->line, "rate: expected \"N per DURATION\" "
+		    "or \"none\"");
+	if (strcmp(st->argv[1], "per") != 0)
+		return perr(p, st->line, "rate: expected \"per\", got \"%s\"",
+		    st->argv[1]);
+	if (parse_dur(p, st->line, "rate", st->argv[2], 1, DAY, &w) == -1)
+		return -1;
+	r->n = (unsigned)n;
+	r->per = (unsigned)w;
+	r->set = 1;
+	return 0;
+}
+
 static const struct keyword queue_kw[] = {
 	{ "retry-min", 1, 1, 0, NULL, V_DUR,
 	    offsetof(struct policy_queue, retry_min), 1, DAY, NULL },
@@ -1472,6 +1506,8 @@ static const struct keyword queue_kw[] = {
 	    offsetof(struct policy_queue, msgs_per_conn), 1, 100000, NULL },
 	{ "recipients-per-message", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy_queue, rcpts_per_msg), 1, 100000, NULL },
+	{ "rate", 1, 3, 0, kw_rate, V_FN,
+	    offsetof(struct policy_queue, rate), 0, 0, NULL },
 	{ "slow-after", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy_queue, slow_after), 0, 1000, NULL },
 	{ "slow-retry", 1, 1, 0, NULL, V_DUR,
@@ -1492,12 +1528,15 @@ static const struct keyword shape_kw[] = {
 	    offsetof(struct policy_shape, msgs_per_conn), 1, 100000, NULL },
 	{ "recipients-per-message", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy_shape, rcpts_per_msg), 1, 100000, NULL },
+	{ "rate", 1, 3, 0, kw_rate, V_FN,
+	    offsetof(struct policy_shape, rate), 0, 0, NULL },
 	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
 };
 
 /*
  * kw_destination - "destination NAME { concurrency N;
- * messages-per-connection N; recipients-per-message N }": NAME is a
+ * messages-per-connection N; recipients-per-message N; rate N per
+ * DURATION }": NAME is a
  * destination domain or a next-hop host, ".NAME" the names below it
  */
 static int

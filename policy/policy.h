@@ -36,6 +36,7 @@ enum policy_route { POLICY_ROUTE_ORIGINAL = 0, POLICY_ROUTE_RELAYHOST,
 
 #define POLICY_MAXADDR	8
 #define POLICY_MAXWORKERS 256	/* "workers N" upper bound */
+#define POLICY_RATE_MAX	100000	/* "rate N per DURATION": N at most */
 
 struct policy_port {
 	char		 name[IF_NAMESIZE];
@@ -87,13 +88,23 @@ struct policy_tlspol {
 						   NULL: the next hop's name */
 };
 
+/* "rate N per DURATION": at most n transactions started to one
+ * destination in any window of per seconds; n 0: no limit */
+struct policy_drate {
+	unsigned	 n;
+	unsigned	 per;			/* seconds */
+	int		 set;			/* written ("rate none" too) */
+};
+
 /* "destination NAME { ... }": delivery shaping for one destination; a
- * field of 0 takes the queue's value (policy_dest_limits) */
+ * field of 0 (a rate not set) takes the queue's value
+ * (policy_dest_limits) */
 struct policy_shape {
 	char		*name;			/* lower case; ".d" subdomains */
 	unsigned	 concurrency;
 	unsigned	 msgs_per_conn;
 	unsigned	 rcpts_per_msg;
+	struct policy_drate rate;
 };
 
 /* "fallback-relay": where mail goes that its own route could not
@@ -138,6 +149,7 @@ struct policy_queue {
 	unsigned	 concurrency;		/* per destination */
 	unsigned	 msgs_per_conn;		/* transactions per connection */
 	unsigned	 rcpts_per_msg;		/* recipients per transaction */
+	struct policy_drate rate;		/* per destination; n 0: none */
 	unsigned	 slow_after;		/* failed tries to the slow
 						   queue; 0: none */
 	unsigned	 slow_retry;		/* its shortest retry, seconds */

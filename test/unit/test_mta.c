@@ -1969,6 +1969,88 @@ test_shaping(void **state)
 	assert_true(TAILQ_EMPTY(mta_queue_all()));
 }
 
+/*
+ * test_rate_window - "rate 3 per 1s" as the window keeps it: three start
+ * at once, the fourth waits until the first leaves the window, a lower
+ * N after a reload waits for more to leave, N 0 never waits
+ */
+static void
+test_rate_window(void **state)
+{
+	struct mta_rate r;
+	int i;
+
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(mta_rate_wait(&r, 3, 1000, 1000), 0);
+	mta_rate_take(&r, 1000);
+	assert_int_equal(mta_rate_wait(&r, 3, 1000, 1100), 0);
+	mta_rate_take(&r, 1100);
+	assert_int_equal(mta_rate_wait(&r, 3, 1000, 1200), 0);
+	mta_rate_take(&r, 1200);
+	/* the fourth: when 1000 leaves the window, at 2000 */
+	assert_int_equal(mta_rate_wait(&r, 3, 1000, 1300), 700);
+	assert_int_equal(mta_rate_wait(&r, 3, 1000, 1999), 1);
+	assert_int_equal(mta_rate_wait(&r, 3, 1000, 2000), 0);
+	assert_int_equal(r.n, 2);
+	mta_rate_take(&r, 2000);
+	assert_int_equal(mta_rate_wait(&r, 3, 1000, 2050), 50);
+	/* N lowered to 1: 1100, 1200 and 2000 have to leave */
+	assert_int_equal(mta_rate_wait(&r, 1, 1000, 2050), 950);
+	assert_int_equal(mta_rate_wait(&r, 0, 1000, 2050), 0);
+	/* later, the window is empty */
+	assert_int_equal(mta_rate_wait(&r, 1, 1000, 3000), 0);
+	assert_int_equal(r.n, 0);
+	mta_rate_free(&r);
+
+	/* the ring grows past its first size, the order kept */
+	for (i = 0; i < 20; i++) {
+		assert_int_equal(mta_rate_wait(&r, 20, 60000, 5000 + i), 0);
+		mta_rate_take(&r, 5000 + (uint64_t)i);
+	}
+	assert_int_equal(mta_rate_wait(&r, 20, 60000, 6000), 59000);
+	assert_int_equal(mta_rate_wait(&r, 20, 60000, 64999), 1);
+	assert_int_equal(mta_rate_wait(&r, 20, 60000, 65001), 0);
+	assert_int_equal(r.n, 18);
+	mta_rate_free(&r);
+}
+
+static int
+two_delivered(void)
+{
+	return sink.msgs >= 2 && mta_stats.rate_held >= 1;
+}
+
+/*
+ * test_rate - "destination example.com { rate 2 per 1s }": of three
+ * messages at once two go at once, the third waits in the queue (not
+ * deferred, no attempt) and goes when the window lets it, a second on
+ */
+static void
+test_rate(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	uint64_t t0, t;
+	int i;
+
+	write_conf("destination \"example.com\" {\n\trate 2 per 1s\n}");
+	t0 = uv_hrtime() / 1000000;
+	for (i = 0; i < 3; i++)
+		queue_msg_opts("sender@example.com", rcpts, 0, MTA_RET_UNSET,
+		    BODY, 0);
+	assert_int_equal(run_until(two_delivered, 5000), 0);
+	assert_int_equal(sink.msgs, 2);
+	assert_int_equal(mta_stats.rate_held, 1);
+	want_msgs = 3;
+	assert_int_equal(run_until(sink_has, 10000), 0);
+	t = uv_hrtime() / 1000000;
+	assert_true(t - t0 >= 1000);
+	assert_true(t - t0 < 5000);
+	assert_int_equal(sink.msgs, 3);
+	assert_int_equal(mta_stats.deferred, 0);
+	assert_int_equal(mta_stats.delivered, 3);
+	assert_int_equal(mta_stats.rate_held, 1);
+}
+
 static int
 deferred_twice(void)
 {
@@ -2991,6 +3073,8 @@ main(void)
 		T(test_delay_warning),
 		T(test_helo_fallback),
 		T(test_shaping),
+		T(test_rate_window),
+		T(test_rate),
 		T(test_slow_queue),
 		T(test_no_pipelining),
 		T(test_big_body_spill),

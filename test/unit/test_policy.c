@@ -314,6 +314,12 @@ static const struct value_case {
 	{ "queue { dns-timeout 10s }", PO(queue.dns_timeout), 4, 10 },
 	{ "queue { resolve-timeout 2m }", PO(queue.resolve_timeout), 4, 120 },
 	{ "queue { max-addresses 2 }", PO(queue.max_addresses), 4, 2 },
+	{ "queue { rate 100 per 1h }", PO(queue.rate.n), 4, 100 },
+	{ "queue { rate 100 per 1h }", PO(queue.rate.per), 4, 3600 },
+	{ "queue { rate 10 per 90 }", PO(queue.rate.per), 4, 90 },
+	{ "queue { rate none }", PO(queue.rate.n), 4, 0 },
+	{ "queue { rate none }", PO(queue.rate.set), 4, 1 },
+	{ "queue { }", PO(queue.rate.n), 4, 0 },
 	{ "limits { connections-per-client 0 }", PO(limits.conn_per_client),
 	    4, 0 },
 	{ "limits { connection-rate 0 }", PO(limits.conn_rate), 4, 0 },
@@ -796,6 +802,20 @@ static const struct error_case {
 	    "1: concurrency: 0 out of range (1-1000)" },
 	{ "destination a.example { }\ndestination A.example { }",
 	    "2: duplicate destination \"A.example\"" },
+	{ "destination a.example { rate 0 per 1m }",
+	    "1: rate: 0 out of range (1-100000)" },
+	{ "destination a.example { rate 10 }",
+	    "1: rate: expected \"N per DURATION\" or \"none\"" },
+	{ "destination a.example { rate 10 each 1m }",
+	    "1: rate: expected \"per\", got \"each\"" },
+	{ "destination a.example { rate 10 per 5x }",
+	    "1: rate: bad duration \"5x\"" },
+	{ "destination a.example { rate ten per 1m }",
+	    "1: rate: bad number \"ten\"" },
+	{ "queue { rate 10 per 1m per }",
+	    "1: rate: unexpected argument \"per\"" },
+	{ "queue { rate 1 per 1s; rate 2 per 1s }",
+	    "1: duplicate rate (first at line 1)" },
 	{ "tls-policy min-protocol SSLv3",
 	    "1: tls-policy min-protocol: expected TLSv1.2 or TLSv1.3, got "
 	    "\"SSLv3\"" },
@@ -999,6 +1019,10 @@ static const struct range_case {
 	    "3601", "1s-1h" },
 	{ "queue { max-addresses %s }", "max-addresses", "1", "16", "0", "17",
 	    "1-16" },
+	{ "queue { rate %s per 1m }", "rate", "1", "100000", "0", "100001",
+	    "1-100000" },
+	{ "destination a.example { rate 5 per %s }", "rate", "1", "1d", "0",
+	    "25h", "1s-1d" },
 	{ "limits { connections-per-client %s }", "connections-per-client",
 	    "0", "100000", NULL, "100001", "0-100000" },
 	{ "limits { connection-rate %s per 1m }", "connection-rate", "0",
@@ -2060,6 +2084,27 @@ test_destinations(void **state UNUSED)
 	assert_int_equal(l.msgs_per_conn, 30);
 	policy_dest_limits(pol, NULL, &l);
 	assert_int_equal(l.concurrency, 7);
+	policy_unref(pol);
+	/* the rate: the queue's unless the destination sets its own,
+	 * "none" included */
+	pol = must_load("queue { rate 100 per 1h }\n"
+	    "destination \"a.example\" { rate 5 per 2s }\n"
+	    "destination \"b.example\" { rate none }\n"
+	    "destination \"c.example\" { concurrency 3 }\n");
+	policy_dest_limits(pol, "a.example", &l);
+	assert_int_equal(l.rate.n, 5);
+	assert_int_equal(l.rate.per, 2);
+	policy_dest_limits(pol, "b.example", &l);
+	assert_int_equal(l.rate.n, 0);
+	policy_dest_limits(pol, "c.example", &l);
+	assert_int_equal(l.rate.n, 100);
+	assert_int_equal(l.rate.per, 3600);
+	policy_dest_limits(pol, NULL, &l);
+	assert_int_equal(l.rate.n, 100);
+	policy_unref(pol);
+	pol = must_load("destination \"a.example\" { concurrency 3 }\n");
+	policy_dest_limits(pol, "a.example", &l);
+	assert_int_equal(l.rate.n, 0);
 	policy_unref(pol);
 	pol = must_load("fallback-relay relay.example.org port 2525 "
 	    "after 10m\n");
