@@ -1928,7 +1928,7 @@ test_manpage(void **state UNUSED)
 		"command-line", "text-line", "local-part", "timeout command",
 		"timeout data", "timeout dot", "timeout connect",
 		"min-data-rate", "hops", "tls-policy", "destination",
-		"messages-per-connection", "recipients-per-message",
+		"messages-per-connection", "recipients-per-message", "rate",
 		"fallback-relay", "slow-after", "slow-retry", "milter",
 		"milters", "socket", "connect-timeout", "command-timeout",
 		"content-timeout", "default-action",
