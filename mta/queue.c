@@ -544,8 +544,16 @@ mta_queue_next_job(struct mta_dest *d)
 	if (!dest_rate_ok(d, &lim))
 		return NULL;
 	job = job_take(d);
-	if (lim.rate.n > 0)
-		mta_rate_take(&d->rate, rate_now());
+	if (lim.rate.n > 0) {
+		uint64_t now = rate_now();
+		char per[32];
+
+		mta_rate_take(&d->rate, now);
+		/* the window's own clock, for whoever checks it */
+		log_debug("msgid=%s destination=%s rate=%u/%s start=%llu",
+		    job->env->id, d->key, lim.rate.n, rate_per_fmt(
+		    lim.rate.per, per, sizeof(per)), (unsigned long long)now);
+	}
 	return job;
 }
 
