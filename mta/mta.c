@@ -857,7 +857,7 @@ mta_start(uv_loop_t *loop, unsigned nworkers)
 static void
 mta_reload(void)
 {
-	mta_queue_kick();
+	mta_queue_reload();
 }
 
 static void

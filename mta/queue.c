@@ -1152,6 +1152,21 @@ rate_arm(uint64_t due)
 	    due > now ? due - now + 1 : 0, 0);
 }
 
+/*
+ * mta_queue_reload - a new configuration: scan, and the destinations a
+ * rate holds back look again at the next turn (a raised or lifted rate
+ * lets them go at once; a lowered one holds them longer)
+ */
+void
+mta_queue_reload(void)
+{
+	mta_queue_kick();
+	if (!queue_timer_open || queue_stopped)
+		return;
+	queue_rate_due = 0;
+	rate_arm(rate_now());
+}
+
 /* mta_queue_kick - scan at the next turn of the loop */
 void
 mta_queue_kick(void)

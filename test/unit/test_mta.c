@@ -2051,6 +2051,35 @@ test_rate(void **state)
 	assert_int_equal(mta_stats.rate_held, 1);
 }
 
+/*
+ * test_rate_reload - "rate 1 per 1h" holds the second message back; a
+ * reload that lifts the rate ("rate none") lets it go at once
+ */
+static void
+test_rate_reload(void **state)
+{
+	static const char *const rcpts[] = { "alice@example.com", NULL };
+	int i;
+
+	write_conf("destination \"example.com\" {\n"
+	    "\trate 1 per 1h\n}");
+	for (i = 0; i < 2; i++)
+		queue_msg_opts("sender@example.com", rcpts, 0, MTA_RET_UNSET,
+		    BODY, 0);
+	assert_int_equal(run_until(two_delivered, 1000), -1);
+	assert_int_equal(sink.msgs, 1);
+	assert_int_equal(mta_stats.rate_held, 1);
+	/* held, not deferred: no attempt counted */
+	assert_int_equal(mta_stats.deferred, 0);
+	write_conf("destination \"example.com\" {\n\trate none\n}");
+	mta_queue_reload();
+	want_msgs = 2;
+	/* before the idle connection's end would pump it (2 s) */
+	assert_int_equal(run_until(sink_has, 500), 0);
+	assert_int_equal(mta_stats.delivered, 2);
+	assert_int_equal(mta_stats.deferred, 0);
+}
+
 static int
 deferred_twice(void)
 {
@@ -3075,6 +3104,7 @@ main(void)
 		T(test_shaping),
 		T(test_rate_window),
 		T(test_rate),
+		T(test_rate_reload),
 		T(test_slow_queue),
 		T(test_no_pipelining),
 		T(test_big_body_spill),
