@@ -450,6 +450,7 @@ stats(struct buf *out)
 	buf_printf(out, "queue_messages=%llu\n", msgs);
 	buf_printf(out, "queue_recipients=%llu\n", rcpts);
 	buf_printf(out, "queue_held=%llu\n", held);
+	buf_printf(out, "queue_rate_held=%u\n", mta_queue_rate_waiting());
 	for (i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
 		buf_printf(out, "%s=%llu\n", counters[i].key,
 		    (unsigned long long)*counters[i].value);

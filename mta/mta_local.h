@@ -236,6 +236,7 @@ void		 mta_queue_shutdown(void);
 void		 mta_queue_add(struct mta_env *);
 void		 mta_queue_kick(void);
 void		 mta_queue_reload(void);
+unsigned	 mta_queue_rate_waiting(void);
 struct mta_env	*mta_queue_find(const char *);
 int		 mta_queue_rcpt_slow(const struct mta_rcpt *);
 void		 mta_queue_dest_limits(const struct mta_dest *,

@@ -1152,6 +1152,20 @@ rate_arm(uint64_t due)
 	    due > now ? due - now + 1 : 0, 0);
 }
 
+/* mta_queue_rate_waiting - transactions a destination's rate holds
+ * back now ("stats" queue_rate_held) */
+unsigned
+mta_queue_rate_waiting(void)
+{
+	struct mta_dest *d;
+	unsigned n = 0;
+
+	TAILQ_FOREACH(d, &queue_dests, entry)
+		if (d->rate_held)
+			n += d->njobs;
+	return n;
+}
+
 /*
  * mta_queue_reload - a new configuration: scan, and the destinations a
  * rate holds back look again at the next turn (a raised or lifted rate
