@@ -64,7 +64,10 @@
 # Then: IDLE_SESSIONS concurrent idle sessions held by the incoming proxy
 # (RSS per session, banner of a new session within 1 s), added latency per
 # message (median, p99) of the live relay and the incoming proxy against the
-# direct path, and the connection setup rate (test/bench-conn.sh, which
+# direct path, PASSED_FLOWS flows held open through pass mode on the bridge's
+# fast path (idle, a line on each; idle past the fast path's timeout, a line
+# on each again: none may break; the set's size and memory), and the
+# connection setup rate (test/bench-conn.sh, which
 # runs on a testbed of its own).
 #
 # A row whose path does not work prints "n/a (reason)"; no number is ever
@@ -72,7 +75,8 @@
 # with the date, nproc and the parameters.  --smoke: tiny counts, for
 # make check (test/e2e/t-bench-smoke.sh).  BENCH_KEEP=1 keeps the work
 # folder, TB_KEEP=1 the testbed.  For work on one path: BENCH_ROWS="2 3"
-# runs only those rows (and nothing after them; the run then exits 1;
+# runs only those rows (and of the sections after them only those named:
+# latency, concurrency, passflows, connrate; the run then exits 1;
 # "scale" = s2 s3 s6, e.g. BENCH_ROWS="3 scale" BENCH_WORKERS="1 2"),
 # BENCH_PERF=1 records the whole machine with perf (cpu-clock, call
 # graphs) during each measured load, into the work folder (set
@@ -84,7 +88,8 @@ set -u
 
 usage() {
 	echo "usage: bench.sh [-n messages] [-s size_kb] [-c sessions] [-o results.json]" >&2
-	echo "                [-i idle_sessions] [-l latency_samples] [-r rounds] [--smoke]" >&2
+	echo "                [-i idle_sessions] [-l latency_samples] [-r rounds]" >&2
+	echo "                [-p passed_flows] [--smoke]" >&2
 	exit 2
 }
 
@@ -92,9 +97,9 @@ usage() {
 SMOKE=0
 for a in "$@"; do [ "$a" = --smoke ] && SMOKE=1; done
 if [ $SMOKE = 1 ]; then
-	MSGS=200 SIZE_KB=10 SESS=5 IDLE=200 LAT_N=20 CONN_N=50 ROUNDS=1
+	MSGS=200 SIZE_KB=10 SESS=5 IDLE=200 LAT_N=20 CONN_N=50 ROUNDS=1 PASSN=200
 else
-	MSGS=5000 SIZE_KB=10 SESS=20 IDLE=10000 LAT_N=300 CONN_N=2000 ROUNDS=3
+	MSGS=5000 SIZE_KB=10 SESS=20 IDLE=10000 LAT_N=300 CONN_N=2000 ROUNDS=3 PASSN=10000
 fi
 OUT=
 while [ $# -gt 0 ]; do
@@ -106,12 +111,13 @@ while [ $# -gt 0 ]; do
 	-i) [ $# -ge 2 ] || usage; IDLE=$2; shift 2 ;;
 	-l) [ $# -ge 2 ] || usage; LAT_N=$2; shift 2 ;;
 	-r) [ $# -ge 2 ] || usage; ROUNDS=$2; shift 2 ;;
+	-p) [ $# -ge 2 ] || usage; PASSN=$2; shift 2 ;;
 	--smoke) shift ;;
 	-h|--help) usage ;;
 	*) usage ;;
 	esac
 done
-for v in "$MSGS" "$SIZE_KB" "$SESS" "$IDLE" "$LAT_N" "$ROUNDS"; do
+for v in "$MSGS" "$SIZE_KB" "$SESS" "$IDLE" "$LAT_N" "$ROUNDS" "$PASSN"; do
 	case $v in ''|*[!0-9]*|0) usage ;; esac
 done
 [ "$SESS" -le "$MSGS" ] || SESS=$MSGS
@@ -284,9 +290,9 @@ source_run() {
 }
 
 # ---------------------------------------------------------------- box
-nf_up() {	# [WORKERS]: -W, the daemon's "workers" (default $MXB_W)
+nf_up() {	# [WORKERS [FASTTO]]: -W, the daemon's "workers" (default $MXB_W); -T
 	tb_exec box bash "$NF" up -b br0 -q "$Q" -W "${1:-$MXB_W}" -i "$INPORT" -o "$OUTPORT" -F open \
-		>"$BT/nf.log" 2>&1
+		${2:+-T "$2"} >"$BT/nf.log" 2>&1
 }
 nf_down() { tb_exec box bash "$NF" down >>"$BT/nf.log" 2>&1; }
 nf_backend() {
@@ -981,12 +987,21 @@ for ROUND in $(seq "$ROUNDS"); do
 	M_KIND=run M_EXTRA=()
 done
 postfix_stop
-if [ -n "${BENCH_ROWS:-}" ]; then
+# want_section NAME: the sections after the rows run in a whole run, or
+# where BENCH_ROWS names them (latency, concurrency, passflows, connrate)
+want_section() {
+	[ -z "${BENCH_ROWS:-}" ] && return 0
+	case " $BENCH_ROWS " in *" $1 "*) return 0 ;; esac
+	return 1
+}
+if [ -n "${BENCH_ROWS:-}" ] && ! want_section latency && ! want_section concurrency &&
+	! want_section passflows && ! want_section connrate; then
 	python3 "$BPY" report "$RES" --json "$OUT"
 	exit 1
 fi
 
 # --- added latency per message: direct, live relay, incoming proxy
+if want_section latency; then
 LAT_DIRECT='' LAT_RELAY='' LAT_IN=''
 say "latency: $LAT_N single-message transactions per path"
 if nf_state down; then
@@ -1007,9 +1022,12 @@ lat_mxb relay "$SINK_IP" "$RCPT_OUT"; LAT_RELAY=$LAT_OUT
 lat_mxb incoming "$PROT_IP" "$RCPT_IN"; LAT_IN=$LAT_OUT
 add kind=latency "count=$LAT_N" "direct:json=${LAT_DIRECT:-null}" \
 	"relay:json=${LAT_RELAY:-null}" "incoming:json=${LAT_IN:-null}"
+fi
 
 # --- concurrency: idle sessions held by the incoming proxy, fresh daemon
-if [ $NF_OK = 1 ] && nf_state up && daemon_start incoming; then
+if ! want_section concurrency; then
+	:
+elif [ $NF_OK = 1 ] && nf_state up && daemon_start incoming; then
 	say "concurrency: $IDLE idle sessions"
 	if out=$(tb_exec c1 timeout 300 python3 "$BPY" idle "$PROT_IP" 25 "$IDLE" --pid "$MXB_PID" \
 		--parallel 200 --timeout 30 --hold 1); then
@@ -1024,10 +1042,99 @@ except Exception: print("null")')"
 else
 	add kind=concurrency status=n/a "reason=${MXB_WHY:-${NF_WHY:-}}"
 fi
+# --- passed flows: PASSN flows held open through pass mode, on the fast
+# path (the bridge's pass4 set), fresh daemon and rules with a fast-path
+# timeout of PASS_T s.  A line on each while they sit in the set, then
+# (the set emptied by its timeout) a line on each again: those packets
+# take the divert, are routed by their connmark and put the flows back.
+# Every line must be answered.  The set's memory per element is measured
+# on a scratch set of the same type in a namespace of its own (the
+# kernel's slab before and after 100,000 elements), not guessed.
+PASS_IP=192.0.2.42 PASS_T=30	# longer than opening them all or a round takes on a loaded 2-core VM
+pass_set_n() {	# elements in the box's pass4 set now
+	tb_exec box nft list set bridge mxbridge pass4 2>/dev/null | grep -o ' expires ' | wc -l
+}
+pass_set_mem() {	# N: bytes per element of a scratch pass4-like set
+	local ns=mxbcal$$ s0 s1
+	ip netns add "$ns" || return 1
+	printf 'table bridge t {\n set s {\n  type ipv4_addr . ipv4_addr . inet_service . inet_service\n  flags dynamic,timeout\n  timeout 120s\n  size 262144\n }\n}\n' |
+		ip netns exec "$ns" nft -f - &&
+	python3 -c 'import sys
+n = int(sys.argv[1])
+print("add element bridge t s {")
+print(",\n".join("10.%d.%d.%d . 192.0.2.42 . %d . 25 timeout 120s" % (i >> 16, (i >> 8) & 255, i & 255, 1024 + i % 60000)
+                 for i in range(n)))
+print("}")' "$1" >"$BT/calib.nft" &&
+	s0=$(awk '/^Slab:/ { print $2 }' /proc/meminfo) &&
+	ip netns exec "$ns" nft -f "$BT/calib.nft" && sleep 1 &&
+	s1=$(awk '/^Slab:/ { print $2 }' /proc/meminfo) &&
+	echo $(( (s1 - s0) * 1024 / $1 ))
+	ip netns del "$ns"
+}
+passflows() {	# sets PF_OUT (JSON) or PF_WHY
+	local st=$BT/passflows.status pid n_held n_r1 n_gone n_back t0 waited=0 out rc
+	PF_OUT='' PF_WHY=''
+	rm -f "$st" "$st.go1" "$st.go2"
+	tb_exec out ip addr add "$PASS_IP/24" dev eth0 2>/dev/null
+	tb_exec out python3 "$BPY" holdsrv "$PASS_IP" 25 >"$BT/holdsrv.out" 2>&1 &
+	tbd_record_pid out bench-holdsrv $!
+	SINK_PIDS="$SINK_PIDS $!"
+	wait_for tbd_listening_tcp out "$PASS_IP:25" 25 || { PF_WHY="the holding server did not listen"; return 1; }
+	tb_exec c1 timeout 900 python3 "$BPY" passflows "$PASS_IP" 25 "$PASSN" --status "$st" \
+		--parallel 200 --timeout 30 >"$BT/passflows.out" 2>"$BT/passflows.err" &
+	pid=$!
+	wait_for -t 300 grep -q '^held' "$st" || { PF_WHY="not held: $(oneline 200 <"$BT/passflows.err")"; kill "$pid" 2>/dev/null; return 1; }
+	n_held=$(pass_set_n)
+	: >"$st.go1"
+	wait_for -t 300 grep -q '^round1' "$st" || { PF_WHY="round 1 did not end"; kill "$pid" 2>/dev/null; return 1; }
+	n_r1=$(pass_set_n)
+	# idle until the set's timeout has emptied it (PASS_T, and the
+	# kernel's garbage collection after it)
+	t0=$SECONDS
+	while [ "$(pass_set_n)" -gt 0 ] && [ $((SECONDS - t0)) -lt $((PASS_T * 6 + 30)) ]; do sleep 0.5; done
+	n_gone=$(pass_set_n) waited=$((SECONDS - t0))
+	: >"$st.go2"
+	wait "$pid"; rc=$?
+	n_back=$(pass_set_n)
+	out=$(tail -n 1 "$BT/passflows.out")
+	PF_OUT=$(python3 -c 'import json, sys
+d = json.loads(sys.argv[1])
+d.update({"set_held": int(sys.argv[2]), "set_after_round1": int(sys.argv[3]),
+          "set_after_idle": int(sys.argv[4]), "idle_s": int(sys.argv[5]),
+          "set_after_round2": int(sys.argv[6]), "fast_timeout_s": int(sys.argv[7])})
+print(json.dumps(d))' "$out" "$n_held" "$n_r1" "$n_gone" "$waited" "$n_back" "$PASS_T" 2>/dev/null) ||
+		{ PF_WHY="client: $(oneline 200 <"$BT/passflows.err") $(echo "$out" | oneline 200)"; return 1; }
+	[ "$rc" = 0 ] || { PF_WHY="flows broken: $(echo "$out" | oneline 300)"; return 1; }
+	# both directions of every flow sat in the set, and left it idle
+	[ "$n_held" -ge $((2 * PASSN)) ] && [ "$n_r1" -ge $((2 * PASSN)) ] && [ "$n_gone" = 0 ] &&
+		[ "$n_back" -ge $((2 * PASSN)) ] ||
+		{ PF_WHY="set: $n_held held, $n_r1 after round 1, $n_gone after ${waited}s idle, $n_back after round 2 (want >= $((2 * PASSN)), 0, >= $((2 * PASSN)))"; return 1; }
+	return 0
+}
+if ! want_section passflows; then
+	:
+elif [ $NF_OK = 1 ] && nf_state down && nf_up "$MXB_W" "$PASS_T" && NF_IS=up:$MXB_W:T && daemon_start pass; then
+	say "passed flows: $PASSN held open through pass mode (fast path timeout ${PASS_T}s)"
+	if passflows; then
+		# 100,000 elements: enough slab to stand out of the machine's
+		# own movements; none measured if it did not
+		mem=$(pass_set_mem 100000 2>>"$BT/calib.err") || mem=
+		[ "${mem:-0}" -gt 0 ] 2>/dev/null || mem=
+		add kind=passflows status=ok "result:json=$PF_OUT" "set_bytes_per_element=${mem:-null}" \
+			"daemon_cpu_s=$(python3 "$BPY" cpu "$MXB_PID" 2>/dev/null || echo null)"
+	else
+		add kind=passflows status=n/a "reason=$PF_WHY" "result:json=${PF_OUT:-null}"
+	fi
+	daemon_stop
+else
+	add kind=passflows status=n/a "reason=${MXB_WHY:-${NF_WHY:-mxbridge-netfilter up -T $PASS_T failed: $(tail -n 2 "$BT/nf.log" | oneline 200)}}"
+fi
 nf_state down
 
 # --- connection setup rate: test/bench-conn.sh on its own testbed
-if [ -f "$TB_LIB_DIR/bench-conn.sh" ]; then
+if ! want_section connrate; then
+	:
+elif [ -f "$TB_LIB_DIR/bench-conn.sh" ]; then
 	say "connection setup rate: test/bench-conn.sh -n $CONN_N"
 	: >"$BT/conn.json"
 	if bash "$TB_LIB_DIR/bench-conn.sh" -n "$CONN_N" -o "$BT/conn.json" >"$BT/conn.out" 2>&1; then
@@ -1043,13 +1150,14 @@ fi
 add kind=meta "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" "daemon_trouble=${DAEMON_TROUBLE:+yes}"
 echo
 python3 "$BPY" report "$RES" --json "$OUT" || fail "report failed"
+[ -z "${BENCH_ROWS:-}" ] || exit 1	# a partial run
 # exit 1 when any row or measurement is missing
 python3 - "$OUT" <<'EOF' || exit 1
 import json, sys
 d = json.load(open(sys.argv[1]))
 bad = [str(r["id"]) for r in d["rows"] + d.get("scale", {}).get("rows", [])
        if r.get("status") != "ok"]
-for k in ("concurrency", "connrate"):
+for k in ("concurrency", "passflows", "connrate"):
     if d.get(k, {}).get("status") != "ok":
         bad.append(k)
 if d.get("daemon_trouble"):

@@ -12,6 +12,17 @@
                                hold COUNT idle SMTP sessions (banner read),
                                then measure the RSS of PID per session and
                                whether a new session gets its banner in 1 s
+  bench.py holdsrv HOST PORT    a server holding any number of connections,
+                               answering each line with "ok N" (N: the lines
+                               that connection sent); until killed
+  bench.py passflows HOST PORT COUNT --status FILE [--parallel N]
+                               [--timeout S]
+                               open COUNT connections to a holdsrv, each
+                               answered once; then "held" to FILE, and
+                               until FILE.go1 exists they idle; a line on
+                               each ("round1" to FILE), idle until FILE.go2
+                               exists, a line on each again; JSON with how
+                               many answered each round
   bench.py cpus W               the CPUs this process may use, split in two:
                                "PROXY LOAD", the first W and the rest, as
                                taskset -c lists ("-" for an empty one)
@@ -281,6 +292,129 @@ def cmd_idle(args):
     out["daemon_nofile"] = nofile(int(opts["--pid"]))
     print(json.dumps(out))
     return 0 if out["held"] == count and out["probe_within_1s"] else 1
+
+
+
+# ------------------------------------------------------------------ passflows
+
+
+def cmd_holdsrv(args):
+    host, port = args[0], int(args[1])
+    _raise_nofile()
+
+    async def serve(r, w):
+        n = 0
+        try:
+            while True:
+                line = await r.readline()
+                if not line:
+                    break
+                n += 1
+                w.write(b"ok %d\n" % n)
+                await w.drain()
+        except (OSError, ConnectionError):
+            pass
+        w.close()
+
+    async def main_srv():
+        srv = await asyncio.start_server(serve, host, port, backlog=4096,
+                                         reuse_address=True)
+        async with srv:
+            await srv.serve_forever()
+
+    asyncio.run(main_srv())
+    return 0
+
+
+async def _await_file(path, timeout):
+    end = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > end:
+            raise TimeoutError("no %s within %d s" % (path, timeout))
+        await asyncio.sleep(0.05)
+
+
+async def _passflows(host, port, count, status, parallel, timeout):
+    sem = asyncio.Semaphore(parallel)
+    errors = []
+
+    def err(e):
+        errors.append(str(e) or type(e).__name__)
+
+    async def ask(c, want):
+        r, w = c
+        w.write(b"x\n")
+        await w.drain()
+        line = await asyncio.wait_for(r.readline(), timeout)
+        if line != b"ok %d\n" % want:
+            raise ConnectionError("answer %r, not ok %d" % (line[:40], want))
+
+    async def one():
+        async with sem:
+            try:
+                c = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            except (OSError, asyncio.TimeoutError) as e:
+                err(e)
+                return None
+            try:
+                await ask(c, 1)
+                return c
+            except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+                err(e)
+                c[1].close()
+                return None
+
+    async def round_(conns, want):
+        async def go(c):
+            async with sem:
+                try:
+                    await ask(c, want)
+                    return 1
+                except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+                    err(e)
+                    return 0
+        t = time.perf_counter()
+        ok = sum(await asyncio.gather(*(go(c) for c in conns)))
+        return ok, round(time.perf_counter() - t, 3)
+
+    def mark(word):
+        with open(status, "a") as f:
+            f.write(word + "\n")
+
+    t0 = time.perf_counter()
+    conns = [c for c in await asyncio.gather(*(one() for _ in range(count))) if c]
+    t_open = round(time.perf_counter() - t0, 3)
+    out = {"flows": count, "held": len(conns), "open_s": t_open}
+    try:
+        mark("held")
+        await _await_file(status + ".go1", 600)
+        out["round1_ok"], out["round1_s"] = await round_(conns, 2)
+        mark("round1")
+        await _await_file(status + ".go2", 600)
+        out["round2_ok"], out["round2_s"] = await round_(conns, 3)
+    except TimeoutError as e:
+        err(e)
+    for r, w in conns:
+        w.close()
+    out["errors"] = len(errors)
+    out["first_error"] = errors[0] if errors else None
+    return out
+
+
+def cmd_passflows(args):
+    host, port, count = args[0], int(args[1]), int(args[2])
+    opts = _opts(args[3:], {"--status": None, "--parallel": "200", "--timeout": "20"})
+    if not opts["--status"]:
+        raise SystemExit("passflows: --status FILE needed")
+    limit = _raise_nofile()
+    if limit < count + 64:
+        print(json.dumps({"error": "RLIMIT_NOFILE %d too small for %d flows" % (limit, count)}))
+        return 1
+    out = asyncio.run(_passflows(host, port, count, opts["--status"],
+                                 int(opts["--parallel"]), float(opts["--timeout"])))
+    print(json.dumps(out))
+    return 0 if (out["held"] == count and out.get("round1_ok") == count and
+                 out.get("round2_ok") == count) else 1
 
 
 def _opts(args, defaults):
@@ -631,6 +765,23 @@ def cmd_report(args):
                  c.get("daemon_nofile"), c.get("client_nofile")))
         else:
             p("concurrency: n/a (%s)" % c.get("reason", "?"))
+    pf = extra.get("passflows")
+    if pf:
+        r = pf.get("result") if isinstance(pf.get("result"), dict) else {}
+        if pf.get("status") == "ok":
+            mem = pf.get("set_bytes_per_element")
+            p("passed flows: %d held open through pass mode (opened in %.2f s), both directions of "
+              "each on the fast path (%d set elements); a line on each: %d answered (%.2f s); idle "
+              "%d s until the set's %d s timeout emptied it (%d left); a line on each again: %d "
+              "answered (%.2f s), %d set elements after; set memory %s bytes/element = %s for "
+              "these flows (measured on a scratch set of the same type); daemon CPU %s s"
+              % (r["flows"], r["open_s"], r["set_held"], r["round1_ok"], r["round1_s"],
+                 r["idle_s"], r["fast_timeout_s"], r["set_after_idle"], r["round2_ok"],
+                 r["round2_s"], r["set_after_round2"], _fmt(mem),
+                 ("%.1f MiB" % (mem * r["set_held"] / 1048576.0)) if isinstance(mem, (int, float)) else "n/a",
+                 _fmt(pf.get("daemon_cpu_s"), 2)))
+        else:
+            p("passed flows: n/a (%s)" % pf.get("reason", "?"))
     lat = extra.get("latency")
     if lat:
         if lat.get("status") == "n/a":
@@ -717,6 +868,10 @@ def main(argv):
         return cmd_latency(args)
     elif cmd == "idle":
         return cmd_idle(args)
+    elif cmd == "holdsrv":
+        return cmd_holdsrv(args)
+    elif cmd == "passflows":
+        return cmd_passflows(args)
     elif cmd == "cpus":
         return cmd_cpus(args)
     elif cmd == "scrape":

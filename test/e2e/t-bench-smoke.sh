@@ -1,7 +1,7 @@
 #!/bin/sh
 # The benchmark harness in smoke mode (tiny counts, ~30 s): every row of
 # test/bench.sh is measured with a positive msg/s, and the JSON file has
-# the date, nproc, the parameters, the concurrency, latency and connection
+# the date, nproc, the parameters, the concurrency, passed flows, latency and connection
 # setup results; rows 7-9 (rspamd as milter) with rspamd's CPU, rows
 # 10-11 (metrics scraped) with their scrape counts.  A row that prints
 # "n/a (reason)" fails this test: the reason is in the output.
@@ -58,6 +58,15 @@ for i in "89":
 c = d.get("concurrency", {})
 if c.get("status") != "ok":
     bad.append("concurrency n/a (%s)" % c.get("reason"))
+pf = d.get("passflows", {})
+if pf.get("status") != "ok":
+    bad.append("passed flows n/a (%s)" % pf.get("reason"))
+else:
+    r = pf.get("result") or {}
+    n = r.get("flows", 0)
+    if not n or r.get("round1_ok") != n or r.get("round2_ok") != n or r.get("set_after_idle") != 0 \
+            or r.get("set_held", 0) < 2 * n:
+        bad.append("passed flows: %r" % r)
 lat = d.get("latency", {})
 for k in ("direct", "relay", "incoming"):
     v = lat.get(k) or {}
