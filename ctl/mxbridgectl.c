@@ -29,6 +29,8 @@
 #include "../daemon/control.h"
 #include "../policy/policy.h"
 
+#define LOG_LINEMAX	16384	/* a longer line is not the daemon's */
+
 static void __attribute__((noreturn))
 usage(void)
 {
@@ -104,7 +106,6 @@ done:
  * start again at 1 with each run of the daemon, so a session is known by
  * its run too, counted by the "started:" and "stopped" lines.
  */
-#define HIST_LINEMAX	16384	/* a longer line is not the daemon's */
 #define HIST_PASSES	8	/* links are at most a few deep */
 #define HIST_IDMASK	((1ULL << 40) - 1)
 
@@ -376,6 +377,63 @@ client_is(const char *v, size_t n, const struct hist_query *q)
 	return port == q->port;
 }
 
+/* one word of a log line: key=value, key="value" (the quotes off, its
+ * escapes kept) or a bare word (k, kl only, v NULL) */
+struct kv {
+	const char	*k, *v;
+	size_t		 kl, vl;
+};
+
+/*
+ * kv_next - the next word of [*s, e) into w; 0, or -1 at the end.  The
+ * value of key="..." (a peer's text among them) is taken whole, so that
+ * a server's reply with " to=<x>" in it is never a field of its own.
+ */
+static int
+kv_next(const char **sp, const char *e, struct kv *w)
+{
+	const char *s = *sp;
+
+	while (s < e && *s == ' ')
+		s++;
+	if (s == e)
+		return -1;
+	for (w->k = s; s < e && *s != ' ' && *s != '=' && *s != '"'; s++)
+		;
+	w->kl = (size_t)(s - w->k);
+	w->v = NULL;
+	w->vl = 0;
+	if (s == e || *s != '=') {
+		while (s < e && *s != ' ')
+			s++;
+		w->kl = (size_t)(s - w->k);
+		*sp = s;
+		return 0;
+	}
+	if (++s < e && *s == '"') {
+		for (w->v = ++s; s < e && *s != '"'; s++)
+			if (*s == '\\' && s + 1 < e)
+				s++;
+		w->vl = (size_t)(s - w->v);
+		if (s < e)
+			s++;
+	} else {
+		for (w->v = s; s < e && *s != ' '; s++)
+			;
+		w->vl = (size_t)(s - w->v);
+	}
+	*sp = s;
+	return 0;
+}
+
+/* kv_is - is w's key the string key? */
+static int
+kv_is(const struct kv *w, const char *key)
+{
+	return w->v != NULL && strlen(key) == w->kl &&
+	    memcmp(w->k, key, w->kl) == 0;
+}
+
 /*
  * line_parse - the fields of one line that history needs.  The values
  * of key="..." (a peer's text among them) are skipped whole, so that a
@@ -385,74 +443,53 @@ static int
 line_parse(const char *s, size_t n, const struct hist_query *q,
     struct hist_line *l)
 {
-	const char *k, *v, *e = s + n, *qa;
-	size_t kl, vl, off;
+	const char *e = s + n, *qa, *v;
+	struct kv w;
+	size_t off, vl;
 	uint64_t id;
 	int words = 0, kv = 0, started = 0;
 
 	memset(l, 0, sizeof(*l));
 	if ((off = stamp_parse(s, n, &l->ms)) == 0)
 		return -1;
-	for (s += off; s < e; ) {
-		while (s < e && *s == ' ')
-			s++;
-		if (s == e)
-			break;
+	for (s += off; kv_next(&s, e, &w) == 0; ) {
 		words++;
-		for (k = s; s < e && *s != ' ' && *s != '=' && *s != '"'; s++)
-			;
-		if (s == e || *s != '=') {
+		if (w.v == NULL) {
 			/* a word of text: "started:", "stopped" */
-			if (s - k == 8 && memcmp(k, "started:", 8) == 0)
+			if (w.kl == 8 && memcmp(w.k, "started:", 8) == 0)
 				started = words;
-			else if (s - k == 7 && memcmp(k, "stopped", 7) == 0 &&
+			else if (w.kl == 7 && memcmp(w.k, "stopped", 7) == 0 &&
 			    s + 1 >= e)
 				l->stop = 1;
-			while (s < e && *s != ' ')
-				s++;
 			continue;
 		}
-		kl = (size_t)(s - k);
 		kv++;
-		if (++s < e && *s == '"') {
-			for (v = ++s; s < e && *s != '"'; s++)
-				if (*s == '\\' && s + 1 < e)
-					s++;
-			vl = (size_t)(s - v);
-			if (s < e)
-				s++;
-		} else {
-			for (v = s; s < e && *s != ' '; s++)
-				;
-			vl = (size_t)(s - v);
-		}
+		v = w.v;
+		vl = w.vl;
 		if (kv == 1 && started == words - 1 && started > 0 &&
-		    kl == 7 && memcmp(k, "version", 7) == 0)
+		    kv_is(&w, "version"))
 			l->start = 1;
-		if (kl == 5 && memcmp(k, "msgid", 5) == 0 &&
-		    hex16(v, vl, &id) == 0 && l->nmsgid < 2)
+		if (kv_is(&w, "msgid") && hex16(v, vl, &id) == 0 &&
+		    l->nmsgid < 2)
 			l->msgid[l->nmsgid++] = id;
-		else if (kl == 7 && memcmp(k, "session", 7) == 0 && vl > 0 &&
-		    vl < 16 && strspn(v, "0123456789") >= vl)
+		else if (kv_is(&w, "session") && vl > 0 && vl < 16 &&
+		    strspn(v, "0123456789") >= vl)
 			l->session = strtoull(v, NULL, 10) & HIST_IDMASK;
-		else if (kl == 3 && memcmp(k, "dsn", 3) == 0 &&
-		    hex16(v, vl, &id) == 0) {
+		else if (kv_is(&w, "dsn") && hex16(v, vl, &id) == 0) {
 			l->dsn = id;
 			l->has_dsn = 1;
-		} else if (kl == 5 && memcmp(k, "reply", 5) == 0 &&
+		} else if (kv_is(&w, "reply") &&
 		    (qa = memmem(v, vl, "queued as ", 10)) != NULL &&
 		    (size_t)(qa + 26 - v) <= vl && l->nmsgid < 2 &&
 		    hex16(qa + 10, 16, &id) == 0 &&
 		    (qa + 26 == v + vl || !isxdigit((unsigned char)qa[26])))
 			l->msgid[l->nmsgid++] = id;
-		else if ((kl == 4 && memcmp(k, "from", 4) == 0) ||
-		    (kl == 2 && memcmp(k, "to", 2) == 0) ||
-		    (kl == 4 && memcmp(k, "rcpt", 4) == 0) ||
-		    (kl == 6 && memcmp(k, "verify", 6) == 0)) {
+		else if (kv_is(&w, "from") || kv_is(&w, "to") ||
+		    kv_is(&w, "rcpt") || kv_is(&w, "verify")) {
 			l->txn = 1;
 			if (q->kind == HIST_ADDR && list_has(v, vl, q->addr))
 				l->addr_hit = 1;
-		} else if (kl == 6 && memcmp(k, "client", 6) == 0) {
+		} else if (kv_is(&w, "client")) {
 			l->has_client = 1;
 			if (q->kind == HIST_CLIENT && client_is(v, vl, q))
 				l->client_hit = 1;
@@ -575,6 +612,140 @@ time_arg(const char *s, long long *ms)
 	return -1;
 }
 
+/*
+ * The log reading shared by history and log-summary: their options
+ * (-f, --since, --until), the file, its lines
+ */
+struct logopts {
+	const char	*cmd;		/* "history", "log-summary" */
+	const char	*usage;		/* its usage line */
+	const char	*file;
+	long long	 since, until;	/* ms; lines in [since, until) */
+	const char	*what;		/* the operand, or NULL */
+};
+
+static void __attribute__((noreturn))
+log_usage(const struct logopts *o, const char *why, const char *what)
+{
+	if (why != NULL)
+		fprintf(stderr, "mxbridgectl: %s: %s%s%s\n", o->cmd, why,
+		    what ? ": " : "", what ? log_word(what) : "");
+	fprintf(stderr, "usage: mxbridgectl %s\n", o->usage);
+	exit(2);
+}
+
+/*
+ * log_opts - "[-f LOG] [--since T] [--until T]" and, with operand, one
+ * operand (o->what); bad input is said on stderr and exits 2
+ */
+static void
+log_opts(int argc, char **argv, struct logopts *o, int operand)
+{
+	const char *opt, *val;
+	int a, dashdash = 0;
+
+	o->file = o->what = NULL;
+	o->since = LLONG_MIN;
+	o->until = LLONG_MAX;
+	for (a = 1; a < argc; a++) {
+		opt = argv[a];
+		if (dashdash || opt[0] != '-' || opt[1] == '\0') {
+			if (!operand)
+				log_usage(o, "unexpected argument", opt);
+			if (o->what != NULL)
+				log_usage(o, "more than one thing to look for",
+				    opt);
+			o->what = opt;
+			continue;
+		}
+		if (strcmp(opt, "--") == 0) {
+			dashdash = 1;
+			continue;
+		}
+		if ((val = strchr(opt, '=')) != NULL && opt[1] == '-')
+			val++;
+		else if (a + 1 < argc)
+			val = argv[++a];
+		else
+			log_usage(o, "option needs a value", opt);
+		if (strcmp(opt, "-f") == 0)
+			o->file = val;
+		else if (strncmp(opt, "--since", 7) == 0 && (opt[7] == '\0' ||
+		    opt[7] == '=')) {
+			if (time_arg(val, &o->since) == -1)
+				log_usage(o, "bad time", val);
+		} else if (strncmp(opt, "--until", 7) == 0 && (opt[7] == '\0' ||
+		    opt[7] == '=')) {
+			if (time_arg(val, &o->until) == -1)
+				log_usage(o, "bad time", val);
+		} else
+			log_usage(o, "unknown option", opt);
+	}
+	if (operand && o->what == NULL)
+		log_usage(o, "nothing to look for", NULL);
+	if (o->since >= o->until)
+		log_usage(o, "--since is not before --until", NULL);
+}
+
+/*
+ * log_open - the log file of o; "-" is standard input, copied to a
+ * temporary file because history reads the log more than once.  NULL
+ * (the reason said) when there is none or it cannot be read.
+ */
+static FILE *
+log_open(const struct logopts *o)
+{
+	char chunk[65536];
+	FILE *f;
+	size_t n;
+
+	if (o->file == NULL) {
+		fprintf(stderr, "mxbridgectl: %s: no log file: mxbridge "
+		    "logs to syslog (facility mail), or with -d to standard "
+		    "error; name the file with -f (\"-f -\" reads standard "
+		    "input, e.g. from journalctl -t mxbridge -o short-iso)\n",
+		    o->cmd);
+		return NULL;
+	}
+	if (strcmp(o->file, "-") != 0)
+		f = fopen(o->file, "r");
+	else if ((f = tmpfile()) != NULL) {
+		while ((n = fread(chunk, 1, sizeof(chunk), stdin)) > 0)
+			if (fwrite(chunk, 1, n, f) != n)
+				break;
+		if (ferror(stdin) || ferror(f)) {
+			fclose(f);
+			f = NULL;
+		}
+	}
+	if (f == NULL)
+		fprintf(stderr, "mxbridgectl: %s: %s: %s\n", o->cmd, o->file,
+		    strerror(errno));
+	return f;
+}
+
+/* log_getline - the next line of f into line (its newline off, *n its
+ * length); a line too long to be the daemon's is skipped whole.  1, or 0
+ * at the end (or on a read error: ferror tells) */
+static int
+log_getline(FILE *f, char *line, size_t cap, size_t *n)
+{
+	int c;
+
+	while (fgets(line, (int)cap, f) != NULL) {
+		*n = strlen(line);
+		if (*n > 0 && line[*n - 1] == '\n')
+			line[--*n] = '\0';
+		else if (!feof(f)) {
+			while ((c = getc(f)) != EOF && c != '\n')
+				;
+			continue;
+		}
+		return 1;
+	}
+	return 0;
+}
+
 struct hist_out {
 	long long	 ms;
 	size_t		 seq;
@@ -621,25 +792,16 @@ static long
 hist_pass(FILE *f, const struct hist_query *q, struct idset *m,
     struct idset *s, int keep, struct hist_out **out, size_t *nout)
 {
-	static char line[HIST_LINEMAX];
+	static char line[LOG_LINEMAX];
 	struct hist_line l;
 	uint64_t run = 0, sk;
 	size_t n, cap = 0, seq = 0;
 	long added = 0;
-	int i, c, after_stop = 0, seed, sel;
+	int i, after_stop = 0, seed, sel;
 
 	rewind(f);
-	while (fgets(line, sizeof(line), f) != NULL) {
+	while (log_getline(f, line, sizeof(line), &n) == 1) {
 		seq++;
-		n = strlen(line);
-		if (n > 0 && line[n - 1] == '\n')
-			line[--n] = '\0';
-		else if (!feof(f)) {
-			/* too long to be the daemon's: skipped whole */
-			while ((c = getc(f)) != EOF && c != '\n')
-				;
-			continue;
-		}
 		if (line_parse(line, n, q, &l) == -1)
 			continue;
 		if (l.stop) {
@@ -691,31 +853,6 @@ hist_pass(FILE *f, const struct hist_query *q, struct idset *m,
 	return ferror(f) ? -1 : added;
 }
 
-/* hist_open - the log file; "-" is standard input, copied to a temporary
- * file because the log is read more than once */
-static FILE *
-hist_open(const char *path)
-{
-	char chunk[65536];
-	FILE *f;
-	size_t n;
-
-	if (strcmp(path, "-") != 0)
-		return fopen(path, "r");
-	if ((f = tmpfile()) == NULL)
-		return NULL;
-	while ((n = fread(chunk, 1, sizeof(chunk), stdin)) > 0)
-		if (fwrite(chunk, 1, n, f) != n) {
-			fclose(f);
-			return NULL;
-		}
-	if (ferror(stdin)) {
-		fclose(f);
-		return NULL;
-	}
-	return f;
-}
-
 static void
 hist_print(const char *s)
 {
@@ -728,86 +865,31 @@ hist_print(const char *s)
 	putchar('\n');
 }
 
-static int __attribute__((noreturn))
-hist_usage(const char *why, const char *what)
-{
-	if (why != NULL)
-		fprintf(stderr, "mxbridgectl: history: %s%s%s\n", why,
-		    what ? ": " : "", what ? log_word(what) : "");
-	fprintf(stderr, "usage: mxbridgectl history [-f logfile] "
-	    "[--since time] [--until time] id | address | client-ip\n");
-	exit(2);
-}
-
 /* history - "history [-f LOG] [--since T] [--until T] WHAT" */
 static int
 history(int argc, char **argv)
 {
+	struct logopts o = { "history", "history [-f logfile] [--since time] "
+	    "[--until time] id | address | client-ip", NULL, 0, 0, NULL };
 	struct hist_query q;
 	struct hist_out *out = NULL;
 	struct idset m, s;
-	const char *file = NULL, *what = NULL, *opt, *val;
 	size_t nout = 0, i;
 	long added;
-	int a, pass, rc = 0, dashdash = 0;
+	int pass, rc = 0;
 	FILE *f;
 
 	memset(&q, 0, sizeof(q));
 	memset(&m, 0, sizeof(m));
 	memset(&s, 0, sizeof(s));
-	q.since = LLONG_MIN;
-	q.until = LLONG_MAX;
-	for (a = 1; a < argc; a++) {
-		opt = argv[a];
-		if (dashdash || opt[0] != '-' || opt[1] == '\0') {
-			if (what != NULL)
-				hist_usage("more than one thing to look for",
-				    opt);
-			what = opt;
-			continue;
-		}
-		if (strcmp(opt, "--") == 0) {
-			dashdash = 1;
-			continue;
-		}
-		if ((val = strchr(opt, '=')) != NULL && opt[1] == '-')
-			val++;
-		else if (a + 1 < argc)
-			val = argv[++a];
-		else
-			hist_usage("option needs a value", opt);
-		if (strcmp(opt, "-f") == 0)
-			file = val;
-		else if (strncmp(opt, "--since", 7) == 0 && (opt[7] == '\0' ||
-		    opt[7] == '=')) {
-			if (time_arg(val, &q.since) == -1)
-				hist_usage("bad time", val);
-		} else if (strncmp(opt, "--until", 7) == 0 && (opt[7] == '\0' ||
-		    opt[7] == '=')) {
-			if (time_arg(val, &q.until) == -1)
-				hist_usage("bad time", val);
-		} else
-			hist_usage("unknown option", opt);
-	}
-	if (what == NULL)
-		hist_usage("nothing to look for", NULL);
-	if (hist_query_parse(what, &q) == -1)
-		hist_usage("not a queue id, an address or a client address",
-		    what);
-	if (q.since >= q.until)
-		hist_usage("--since is not before --until", NULL);
-	if (file == NULL) {
-		fprintf(stderr, "mxbridgectl: history: no log file: mxbridge "
-		    "logs to syslog (facility mail), or with -d to standard "
-		    "error; name the file with -f (\"-f -\" reads standard "
-		    "input, e.g. from journalctl -t mxbridge -o short-iso)\n");
+	log_opts(argc, argv, &o, 1);
+	if (hist_query_parse(o.what, &q) == -1)
+		log_usage(&o, "not a queue id, an address or a client address",
+		    o.what);
+	q.since = o.since;
+	q.until = o.until;
+	if ((f = log_open(&o)) == NULL)
 		return 2;
-	}
-	if ((f = hist_open(file)) == NULL) {
-		fprintf(stderr, "mxbridgectl: history: %s: %s\n", file,
-		    strerror(errno));
-		return 2;
-	}
 	/* links first, until a pass finds none new; then the lines */
 	for (pass = 0; pass < HIST_PASSES; pass++)
 		if ((added = hist_pass(f, &q, &m, &s, 0, NULL, NULL)) <= 0)
@@ -815,11 +897,12 @@ history(int argc, char **argv)
 	if (added != -1)
 		added = hist_pass(f, &q, &m, &s, 1, &out, &nout);
 	if (added == -1) {
-		fprintf(stderr, "mxbridgectl: history: %s: read error\n", file);
+		fprintf(stderr, "mxbridgectl: history: %s: read error\n",
+		    o.file);
 		rc = 2;
 	} else if (nout == 0) {
 		fprintf(stderr, "mxbridgectl: history: no line of %s\n",
-		    log_word(what));
+		    log_word(o.what));
 		rc = 1;
 	}
 	if (nout > 0)	/* qsort of NULL is undefined, even of none */
