@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "../common/buf.h"
+#include "../common/hash.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
 #include "../daemon/control.h"
@@ -40,7 +41,9 @@ usage(void)
 	    "flush [ID]|delete ID|bounce ID|\n"
 	    "          hold ID [reason]|release ID, reload,\n"
 	    "          history [-f logfile] [--since time] [--until time] "
-	    "id|address|client-ip\n");
+	    "id|address|client-ip,\n"
+	    "          log-summary [-f logfile] [--since time] "
+	    "[--until time]\n");
 	exit(2);
 }
 
@@ -123,7 +126,7 @@ struct hist_query {
 
 /* an open-addressing set of 64-bit keys (queue ids, run and session) */
 struct idset {
-	uint64_t	*k;
+	uint64_t	*k, *v;		/* keys, and a value each (0) */
 	unsigned char	*used;
 	size_t		 cap, n;
 };
@@ -144,38 +147,63 @@ idset_has(const struct idset *s, uint64_t k)
 	return s->cap > 0 && s->used[idset_slot(s, k)];
 }
 
-/* idset_add - 1 when k is new, 0 when it was there */
+/* idset_put - k with the value v; 1 when k is new, 0 when it was there
+ * (its value then replaced) */
 static int
-idset_add(struct idset *s, uint64_t k)
+idset_put(struct idset *s, uint64_t k, uint64_t v)
 {
 	struct idset g;
 	size_t i;
 
-	if (idset_has(s, k))
+	if (s->cap > 0 && s->used[i = idset_slot(s, k)]) {
+		s->v[i] = v;
 		return 0;
+	}
 	if ((s->n + 1) * 2 > s->cap) {
 		g.cap = s->cap ? s->cap * 2 : 64;
 		g.n = 0;
 		g.k = xcalloc(g.cap, sizeof(*g.k));
+		g.v = xcalloc(g.cap, sizeof(*g.v));
 		g.used = xcalloc(g.cap, 1);
 		for (i = 0; i < s->cap; i++)
 			if (s->used[i])
-				(void)idset_add(&g, s->k[i]);
+				(void)idset_put(&g, s->k[i], s->v[i]);
 		free(s->k);
+		free(s->v);
 		free(s->used);
 		*s = g;
 	}
 	i = idset_slot(s, k);
 	s->used[i] = 1;
 	s->k[i] = k;
+	s->v[i] = v;
 	s->n++;
 	return 1;
+}
+
+/* idset_add - 1 when k is new, 0 when it was there */
+static int
+idset_add(struct idset *s, uint64_t k)
+{
+	return idset_has(s, k) ? 0 : idset_put(s, k, 0);
+}
+
+/* idset_get - the value of k, 0 when it is not there */
+static uint64_t
+idset_get(const struct idset *s, uint64_t k)
+{
+	size_t i;
+
+	if (s->cap == 0 || !s->used[i = idset_slot(s, k)])
+		return 0;
+	return s->v[i];
 }
 
 static void
 idset_free(struct idset *s)
 {
 	free(s->k);
+	free(s->v);
 	free(s->used);
 	memset(s, 0, sizeof(*s));
 }
@@ -463,6 +491,9 @@ line_parse(const char *s, size_t n, const struct hist_query *q,
 				l->stop = 1;
 			continue;
 		}
+		/* the rest is a server's reply or a reason, not fields */
+		if (kv_is(&w, "status"))
+			break;
 		kv++;
 		v = w.v;
 		vl = w.vl;
@@ -853,8 +884,9 @@ hist_pass(FILE *f, const struct hist_query *q, struct idset *m,
 	return ferror(f) ? -1 : added;
 }
 
+/* vis_print - s with the bytes that are not printable as \xhh */
 static void
-hist_print(const char *s)
+vis_print(const char *s)
 {
 	for (; *s != '\0'; s++) {
 		if ((*s >= 0x20 && *s < 0x7f) || *s == '\t')
@@ -862,6 +894,12 @@ hist_print(const char *s)
 		else
 			printf("\\x%02x", (unsigned char)*s);
 	}
+}
+
+static void
+hist_print(const char *s)
+{
+	vis_print(s);
 	putchar('\n');
 }
 
@@ -919,6 +957,422 @@ history(int argc, char **argv)
 	return rc;
 }
 
+/*
+ * log-summary - pflogsumm's grand totals, per-domain delivery and top
+ * senders and recipients, from the daemon's own lines (pflogsumm itself
+ * reads Postfix's "postfix/smtp[pid]: ID: to=<>, relay=..." lines, which
+ * mxbridge does not write).  One pass: the size of each message is taken
+ * from its "queued" line wherever it is in the file, so that a message
+ * queued before --since still counts its bytes when it is delivered in
+ * the range; everything else counts only in the range.
+ */
+#define SUM_TOP		20	/* senders and recipients shown */
+
+/* a count per string: a sender, a recipient, a domain */
+struct tally_ent {
+	char			*key;
+	unsigned long		 n;		/* messages, recipients */
+	unsigned long long	 bytes;
+	unsigned long		 defers;
+	double			 dsum, dmax;	/* delay= of those delivered */
+};
+
+struct tally {
+	struct tally_ent	*e;
+	size_t			 n, cap;
+	size_t			*slot;		/* index + 1 in e; 0 free */
+	size_t			 nslot;
+};
+
+/* tally_get - the entry of key (kl bytes), made at 0 when new */
+static struct tally_ent *
+tally_get(struct tally *t, const char *key, size_t kl)
+{
+	size_t i, j, *ns;
+	uint64_t h;
+
+	if ((t->n + 1) * 2 > t->nslot) {
+		ns = xcalloc(t->nslot ? t->nslot * 2 : 64, sizeof(*ns));
+		for (j = 0; j < t->n; j++) {
+			h = hash_fnv(HASH_FNV_INIT, t->e[j].key,
+			    strlen(t->e[j].key));
+			for (i = (size_t)h & ((t->nslot ? t->nslot * 2 : 64) -
+			    1); ns[i] != 0; i = (i + 1) & ((t->nslot ?
+			    t->nslot * 2 : 64) - 1))
+				;
+			ns[i] = j + 1;
+		}
+		free(t->slot);
+		t->slot = ns;
+		t->nslot = t->nslot ? t->nslot * 2 : 64;
+	}
+	h = hash_fnv(HASH_FNV_INIT, key, kl);
+	for (i = (size_t)h & (t->nslot - 1); t->slot[i] != 0;
+	    i = (i + 1) & (t->nslot - 1)) {
+		j = t->slot[i] - 1;
+		if (strncmp(t->e[j].key, key, kl) == 0 &&
+		    t->e[j].key[kl] == '\0')
+			return &t->e[j];
+	}
+	if (t->n == t->cap) {
+		t->cap = t->cap ? t->cap * 2 : 64;
+		t->e = xreallocarray(t->e, t->cap, sizeof(*t->e));
+	}
+	memset(&t->e[t->n], 0, sizeof(t->e[t->n]));
+	t->e[t->n].key = xstrndup(key, kl);
+	t->slot[i] = t->n + 1;
+	return &t->e[t->n++];
+}
+
+static void
+tally_free(struct tally *t)
+{
+	size_t i;
+
+	for (i = 0; i < t->n; i++)
+		free(t->e[i].key);
+	free(t->e);
+	free(t->slot);
+	memset(t, 0, sizeof(*t));
+}
+
+/* most first, then by name */
+static int
+tally_cmp(const void *a, const void *b)
+{
+	const struct tally_ent *x = a, *y = b;
+
+	if (x->n != y->n)
+		return x->n > y->n ? -1 : 1;
+	if (x->defers != y->defers)
+		return x->defers > y->defers ? -1 : 1;
+	return strcmp(x->key, y->key);
+}
+
+/* the totals */
+struct summary {
+	unsigned long		 received, delivered, deferrals, bounced;
+	unsigned long		 expired, rejected, tempfailed, relayed, dsns;
+	unsigned long long	 bytes_in, bytes_out;
+	struct idset		 deferred;	/* messages deferred */
+	struct idset		 sizes;		/* queue id -> size + 1 */
+	struct tally		 senders, rcpts, domains, hosts;
+	int			 lines;		/* stamped lines in range */
+};
+
+/* what one line of the daemon says, for the summary */
+struct sum_line {
+	long long	 ms;
+	int		 has_msgid, queued, dsnword, has_client, has_session;
+	uint64_t	 msgid;
+	struct kv	 from, to, disp, client;
+	int		 has_from, has_to, has_disp, has_client_v;
+	unsigned long long size;
+	int		 has_size;
+	double		 delay;
+	int		 has_delay;
+};
+
+/*
+ * sum_parse - the fields of one line.  Everything after status= is a
+ * server's reply or a reason (mxbridge(8), LOGGING), never a field: the
+ * words stop there, so that a reply cannot add a disposition.
+ */
+static int
+sum_parse(const char *s, size_t n, struct sum_line *l)
+{
+	const char *e = s + n;
+	struct kv w;
+	size_t off;
+	char num[32];
+
+	memset(l, 0, sizeof(*l));
+	if ((off = stamp_parse(s, n, &l->ms)) == 0)
+		return -1;
+	for (s += off; kv_next(&s, e, &w) == 0; ) {
+		if (w.v == NULL) {
+			if (w.kl == 6 && memcmp(w.k, "queued", 6) == 0)
+				l->queued = 1;
+			else if (w.kl == 3 && memcmp(w.k, "dsn", 3) == 0 &&
+			    l->queued)
+				l->dsnword = 1;
+			continue;
+		}
+		if (kv_is(&w, "status"))
+			break;
+		if (kv_is(&w, "msgid"))
+			l->has_msgid = hex16(w.v, w.vl, &l->msgid) == 0;
+		else if (kv_is(&w, "session"))
+			l->has_session = 1;
+		else if (kv_is(&w, "from")) {
+			l->from = w;
+			l->has_from = 1;
+		} else if (kv_is(&w, "to")) {
+			l->to = w;
+			l->has_to = 1;
+		} else if (kv_is(&w, "disposition")) {
+			l->disp = w;
+			l->has_disp = 1;
+		} else if (kv_is(&w, "client")) {
+			l->client = w;
+			l->has_client = 1;
+		} else if ((kv_is(&w, "size") || kv_is(&w, "delay")) &&
+		    w.vl > 0 && w.vl < sizeof(num) &&
+		    strspn(w.v, "0123456789.") >= w.vl) {
+			memcpy(num, w.v, w.vl);
+			num[w.vl] = '\0';
+			if (w.k[0] == 's') {
+				l->size = strtoull(num, NULL, 10);
+				l->has_size = 1;
+			} else {
+				l->delay = strtod(num, NULL);
+				l->has_delay = 1;
+			}
+		}
+	}
+	return 0;
+}
+
+/* disp_is - the line's disposition is d */
+static int
+disp_is(const struct sum_line *l, const char *d)
+{
+	return l->has_disp && l->disp.vl == strlen(d) &&
+	    memcmp(l->disp.v, d, l->disp.vl) == 0;
+}
+
+/* addr_key - "<a@b>" as a tally key: the brackets off, the domain in
+ * lower case (in buf); *dom the domain, "(none)" without one */
+static size_t
+addr_key(const struct kv *w, char *buf, size_t len, const char **dom)
+{
+	const char *v = w->v;
+	size_t n = w->vl, i;
+	char *at;
+
+	if (n >= 2 && v[0] == '<' && v[n - 1] == '>') {
+		v++;
+		n -= 2;
+	}
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	if ((at = strrchr(buf, '@')) != NULL) {
+		for (i = (size_t)(at + 1 - buf); i < n; i++)
+			buf[i] = (char)tolower((unsigned char)buf[i]);
+		*dom = at + 1;
+	} else
+		*dom = "(none)";
+	return n;
+}
+
+/* sum_line_count - one line into the summary */
+static void
+sum_line_count(struct summary *sm, const struct sum_line *l, int inrange)
+{
+	struct tally_ent *t;
+	char key[LOG_VIS_MAX + 2];
+	const char *dom, *c;
+	size_t kl;
+	uint64_t size;
+
+	/* a message queued: "msgid= session= queued from=<> ... size=" */
+	if (l->has_msgid && l->queued && !l->dsnword && l->has_from &&
+	    l->has_size && !l->has_to) {
+		(void)idset_put(&sm->sizes, l->msgid, l->size + 1);
+		if (!inrange)
+			return;
+		sm->received++;
+		sm->bytes_in += l->size;
+		kl = addr_key(&l->from, key, sizeof(key), &dom);
+		tally_get(&sm->senders, key, kl)->n++;
+		if (l->has_client) {
+			/* the host without its port */
+			c = l->client.v;
+			kl = l->client.vl;
+			if (kl > 0 && c[0] == '[' && memchr(c, ']', kl))
+				kl = (size_t)((const char *)memchr(c, ']', kl) -
+				    c) + 1;
+			else if (memchr(c, ':', kl) != NULL)
+				kl = (size_t)((const char *)memrchr(c, ':',
+				    kl) - c);
+			tally_get(&sm->hosts, c, kl)->n++;
+		}
+		return;
+	}
+	if (!inrange)
+		return;
+	if (l->has_msgid && l->queued && l->dsnword) {
+		sm->dsns++;
+		return;
+	}
+	/* a recipient's delivery outcome */
+	if (l->has_msgid && l->has_to && l->has_disp) {
+		kl = addr_key(&l->to, key, sizeof(key), &dom);
+		if (disp_is(l, "delivered")) {
+			sm->delivered++;
+			size = idset_get(&sm->sizes, l->msgid);
+			size = size > 0 ? size - 1 : 0;
+			sm->bytes_out += size;
+			tally_get(&sm->rcpts, key, kl)->n++;
+			t = tally_get(&sm->domains, dom, strlen(dom));
+			t->n++;
+			t->bytes += size;
+			if (l->has_delay) {
+				t->dsum += l->delay;
+				if (l->delay > t->dmax)
+					t->dmax = l->delay;
+			}
+		} else if (disp_is(l, "deferred")) {
+			sm->deferrals++;
+			(void)idset_add(&sm->deferred, l->msgid);
+			tally_get(&sm->domains, dom, strlen(dom))->defers++;
+		} else if (disp_is(l, "bounced"))
+			sm->bounced++;
+		else if (disp_is(l, "expired"))
+			sm->expired++;
+		return;
+	}
+	/* a transaction toward a client (the queue id only in its reply) */
+	if (!l->has_msgid && l->has_session && l->has_client && l->has_from &&
+	    l->has_disp) {
+		if (disp_is(l, "rejected"))
+			sm->rejected++;
+		else if (disp_is(l, "tempfail"))
+			sm->tempfailed++;
+		else if (disp_is(l, "relayed"))
+			sm->relayed++;
+	}
+}
+
+/* dly - a delay as pflogsumm shows it: seconds, minutes, hours, days */
+static const char *
+dly(double s, char *buf, size_t len)
+{
+	if (s < 60)
+		snprintf(buf, len, "%.1fs", s);
+	else if (s < 3600)
+		snprintf(buf, len, "%.1fm", s / 60);
+	else if (s < 86400)
+		snprintf(buf, len, "%.1fh", s / 3600);
+	else
+		snprintf(buf, len, "%.1fd", s / 86400);
+	return buf;
+}
+
+/* sum_top - a heading and the first SUM_TOP of t, most first */
+static void
+sum_top(struct tally *t, const char *title)
+{
+	size_t i;
+
+	printf("\n%s\n", title);
+	for (i = 0; title[i] != '\0'; i++)
+		putchar('-');
+	putchar('\n');
+	if (t->n > 0)
+		qsort(t->e, t->n, sizeof(*t->e), tally_cmp);
+	for (i = 0; i < t->n && i < SUM_TOP; i++) {
+		printf(" %6lu   ", t->e[i].n);
+		vis_print(t->e[i].key[0] ? t->e[i].key : "<>");
+		putchar('\n');
+	}
+	if (t->n == 0)
+		printf(" none\n");
+}
+
+static void
+sum_print(struct summary *sm)
+{
+	struct tally_ent *t;
+	char a[16], m[16];
+	size_t i;
+
+	printf("Grand Totals\n------------\nmessages\n\n");
+	printf(" %6lu   received\n", sm->received);
+	printf(" %6lu   delivered\n", sm->delivered);
+	printf(" %6zu   deferred (%lu deferrals)\n", sm->deferred.n,
+	    sm->deferrals);
+	printf(" %6lu   bounced\n", sm->bounced);
+	printf(" %6lu   expired\n", sm->expired);
+	printf(" %6lu   rejected\n", sm->rejected);
+	printf(" %6lu   tempfailed\n", sm->tempfailed);
+	printf(" %6lu   relayed\n", sm->relayed);
+	printf(" %6lu   notifications\n\n", sm->dsns);
+	printf(" %6llu   bytes received\n", sm->bytes_in);
+	printf(" %6llu   bytes delivered\n", sm->bytes_out);
+	printf(" %6zu   senders\n", sm->senders.n);
+	printf(" %6zu   sending hosts\n", sm->hosts.n);
+	printf(" %6zu   recipients\n", sm->rcpts.n);
+	printf(" %6zu   recipient domains\n", sm->domains.n);
+
+	printf("\nPer-Domain Summary: Message Delivery\n"
+	    "------------------------------------\n"
+	    " sent cnt      bytes   defers  avg dly  max dly  domain\n"
+	    " -------- ----------  -------  -------  -------  ------\n");
+	if (sm->domains.n > 0)
+		qsort(sm->domains.e, sm->domains.n, sizeof(*sm->domains.e),
+		    tally_cmp);
+	for (i = 0; i < sm->domains.n; i++) {
+		t = &sm->domains.e[i];
+		printf(" %8lu %10llu  %7lu  %7s  %7s  ", t->n, t->bytes,
+		    t->defers, dly(t->n ? t->dsum / (double)t->n : 0, a,
+		    sizeof(a)), dly(t->dmax, m, sizeof(m)));
+		vis_print(t->key);
+		putchar('\n');
+	}
+	if (sm->domains.n == 0)
+		printf(" none\n");
+	sum_top(&sm->senders, "Senders by message count");
+	sum_top(&sm->rcpts, "Recipients by message count");
+}
+
+/* log_summary - "log-summary [-f LOG] [--since T] [--until T]" */
+static int
+log_summary(int argc, char **argv)
+{
+	struct logopts o = { "log-summary", "log-summary [-f logfile] "
+	    "[--since time] [--until time]", NULL, 0, 0, NULL };
+	static char line[LOG_LINEMAX];
+	struct summary sm;
+	struct sum_line l;
+	size_t n;
+	int in, rc = 0;
+	FILE *f;
+
+	log_opts(argc, argv, &o, 0);
+	if ((f = log_open(&o)) == NULL)
+		return 2;
+	memset(&sm, 0, sizeof(sm));
+	rewind(f);
+	while (log_getline(f, line, sizeof(line), &n) == 1) {
+		if (sum_parse(line, n, &l) == -1)
+			continue;
+		in = l.ms >= o.since && l.ms < o.until;
+		sm.lines += in;
+		sum_line_count(&sm, &l, in);
+	}
+	if (ferror(f)) {
+		fprintf(stderr, "mxbridgectl: log-summary: %s: read error\n",
+		    o.file);
+		rc = 2;
+	} else if (sm.lines == 0) {
+		fprintf(stderr, "mxbridgectl: log-summary: no line in the "
+		    "range\n");
+		rc = 1;
+	} else
+		sum_print(&sm);
+	idset_free(&sm.deferred);
+	idset_free(&sm.sizes);
+	tally_free(&sm.senders);
+	tally_free(&sm.rcpts);
+	tally_free(&sm.domains);
+	tally_free(&sm.hosts);
+	fclose(f);
+	return rc;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -948,6 +1402,8 @@ main(int argc, char *argv[])
 		usage();
 	if (strcmp(argv[0], "history") == 0)
 		return history(argc, argv);
+	if (strcmp(argv[0], "log-summary") == 0)
+		return log_summary(argc, argv);
 	if (sock == NULL) {
 		if ((p = policy_load(conf, err, sizeof(err))) == NULL) {
 			fprintf(stderr, "mxbridgectl: %s\n", err);
