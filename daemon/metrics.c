@@ -4,7 +4,9 @@
  * loop.  GET (or HEAD) /metrics is answered with the counters of
  * "mxbridgectl stats" (control_stats_collect: the very text the control
  * command prints, so nothing is counted twice) in the text exposition
- * format 0.0.4 (histograms included: the lines of histogram_stats);
+ * format 0.0.4 (histograms included: the lines of histogram_stats; a
+ * key FAMILY.V1.V2 of a family with labels in metrics_meta is its series
+ * with those label values);
  * another path gets 404, another method 405, anything not
  * HTTP 400.  Every answer says "Connection: close" and the connection
  * ends after it: a pipelined request behind the first is read and thrown
@@ -151,52 +153,84 @@ static const struct {
 	const char	*key;
 	int		 counter;	/* M_COUNTER, M_GAUGE, M_HISTOGRAM */
 	const char	*help;
+	const char	*labels;	/* KEY.V1.V2 lines: the labels of V1,
+					   V2; NULL: a plain key */
 } metrics_meta[] = {
-	{ "workers", 0, "Worker threads." },
-	{ "nfq_queue_open", 0, "1 while a netfilter queue is bound." },
-	{ "nfq_queues_open", 0, "Netfilter queues bound." },
-	{ "nfq_incoming_proxy", 1, "New incoming flows sent to the proxy." },
-	{ "nfq_incoming_pass", 1, "New incoming flows passed." },
-	{ "nfq_incoming_drop", 1, "New incoming flows dropped." },
-	{ "nfq_outgoing_proxy", 1, "New outgoing flows sent to the proxy." },
-	{ "nfq_outgoing_pass", 1, "New outgoing flows passed." },
-	{ "nfq_outgoing_drop", 1, "New outgoing flows dropped." },
-	{ "nfq_malformed", 1, "Queued packets that did not parse." },
-	{ "nfq_errors", 1, "Netfilter queue errors." },
-	{ "nfq_overruns", 1, "Netfilter queue receive buffer overruns." },
-	{ "nfq_decisions", 1, "New flows decided." },
-	{ "proxy_accepted_incoming", 1, "Incoming sessions accepted." },
-	{ "proxy_accepted_outgoing", 1, "Outgoing sessions accepted." },
-	{ "proxy_accept_errors", 1, "Failed accepts." },
-	{ "proxy_sessions", 0, "Sessions open." },
+	{ "workers", 0, "Worker threads.", NULL },
+	{ "nfq_queue_open", 0, "1 while a netfilter queue is bound.", NULL },
+	{ "nfq_queues_open", 0, "Netfilter queues bound.", NULL },
+	{ "nfq_incoming_proxy", 1, "New incoming flows sent to the proxy.", NULL },
+	{ "nfq_incoming_pass", 1, "New incoming flows passed.", NULL },
+	{ "nfq_incoming_drop", 1, "New incoming flows dropped.", NULL },
+	{ "nfq_outgoing_proxy", 1, "New outgoing flows sent to the proxy.", NULL },
+	{ "nfq_outgoing_pass", 1, "New outgoing flows passed.", NULL },
+	{ "nfq_outgoing_drop", 1, "New outgoing flows dropped.", NULL },
+	{ "nfq_malformed", 1, "Queued packets that did not parse.", NULL },
+	{ "nfq_errors", 1, "Netfilter queue errors.", NULL },
+	{ "nfq_overruns", 1, "Netfilter queue receive buffer overruns.", NULL },
+	{ "nfq_decisions", 1, "New flows decided.", NULL },
+	{ "proxy_accepted_incoming", 1, "Incoming sessions accepted.", NULL },
+	{ "proxy_accepted_outgoing", 1, "Outgoing sessions accepted.", NULL },
+	{ "proxy_accept_errors", 1, "Failed accepts.", NULL },
+	{ "proxy_sessions", 0, "Sessions open.", NULL },
 	{ "proxy_refused_per_client", 1,
-	    "Sessions refused by the per-client connection limit." },
+	    "Sessions refused by the per-client connection limit.", NULL },
 	{ "proxy_refused_rate", 1,
-	    "Sessions refused by the per-client connection rate." },
+	    "Sessions refused by the per-client connection rate.", NULL },
 	{ "proxy_refused_sessions", 1,
-	    "Sessions refused by the global session cap." },
-	{ "proxy_sessions_max", 0, "The global session cap." },
-	{ "proxy_clients", 0, "Clients in the per-client table." },
+	    "Sessions refused by the global session cap.", NULL },
+	{ "proxy_sessions_max", 0, "The global session cap.", NULL },
+	{ "proxy_clients", 0, "Clients in the per-client table.", NULL },
 	{ "proxy_clients_evicted", 1,
-	    "Clients evicted from a full per-client table." },
-	{ "queue_messages", 0, "Messages in the queue." },
-	{ "queue_recipients", 0, "Recipients pending in the queue." },
-	{ "queued", 1, "Messages queued." },
-	{ "delivered", 1, "Recipients delivered." },
-	{ "deferred", 1, "Recipient delivery attempts deferred." },
-	{ "bounced", 1, "Recipients bounced." },
-	{ "expired", 1, "Recipients expired in the queue." },
-	{ "dsn_sent", 1, "Delivery status notifications queued." },
-	{ "queue_corrupt", 1, "Spool files that did not parse." },
-	{ "mta_connections", 0, "Delivery connections open." },
-	{ "spool_batches", 1, "Spool batches run." },
-	{ "spool_ops", 1, "Spool file operations." },
+	    "Clients evicted from a full per-client table.", NULL },
+	{ "queue_messages", 0, "Messages in the queue.", NULL },
+	{ "queue_recipients", 0, "Recipients pending in the queue.", NULL },
+	{ "queued", 1, "Messages queued.", NULL },
+	{ "delivered", 1, "Recipients delivered.", NULL },
+	{ "deferred", 1, "Recipient delivery attempts deferred.", NULL },
+	{ "bounced", 1, "Recipients bounced.", NULL },
+	{ "expired", 1, "Recipients expired in the queue.", NULL },
+	{ "dsn_sent", 1, "Delivery status notifications queued.", NULL },
+	{ "queue_corrupt", 1, "Spool files that did not parse.", NULL },
+	{ "mta_connections", 0, "Delivery connections open.", NULL },
+	{ "spool_batches", 1, "Spool batches run.", NULL },
+	{ "spool_ops", 1, "Spool file operations.", NULL },
 	{ "metrics_refused", 1,
-	    "Metrics connections closed at accept: peer not in metrics allow." },
+	    "Metrics connections closed at accept: peer not in metrics allow.", NULL },
 	{ "delivery_delay_seconds", M_HISTOGRAM,
-	    "Arrival to delivery of each recipient delivered (delay=)." },
+	    "Arrival to delivery of each recipient delivered (delay=).", NULL },
 	{ "spool_fsync_seconds", M_HISTOGRAM,
-	    "Time of each fsync or fdatasync of the spool." },
+	    "Time of each fsync or fdatasync of the spool.", NULL },
+	/* labelled families: the keys' words after the name are the values */
+	{ "nfq_flows", M_COUNTER,
+	    "New flows classified, by direction and action.",
+	    "direction,action" },
+	{ "sessions", M_COUNTER,
+	    "SMTP sessions started, by direction and path.",
+	    "direction,path" },
+	{ "sessions_open", M_GAUGE,
+	    "SMTP sessions open, by direction and path.", "direction,path" },
+	{ "sessions_ended", M_COUNTER,
+	    "SMTP sessions ended, by disposition.", "disposition" },
+	{ "messages_refused", M_COUNTER,
+	    "Messages refused to the client at the end of their data, by "
+	    "reason.", "reason" },
+};
+
+/*
+ * Plain keys that are also a labelled family's series: the classifier's
+ * counters, kept under their names for "stats" and for scrapes made
+ * before the family, are nfq_flows{direction,action} too.
+ */
+static const struct {
+	const char	*key, *family, *values;
+} metrics_alias[] = {
+	{ "nfq_incoming_proxy", "nfq_flows", "incoming.proxy" },
+	{ "nfq_incoming_pass", "nfq_flows", "incoming.pass" },
+	{ "nfq_incoming_drop", "nfq_flows", "incoming.drop" },
+	{ "nfq_outgoing_proxy", "nfq_flows", "outgoing.proxy" },
+	{ "nfq_outgoing_pass", "nfq_flows", "outgoing.pass" },
+	{ "nfq_outgoing_drop", "nfq_flows", "outgoing.drop" },
 };
 
 /* one sample of the stats text */
@@ -208,9 +242,60 @@ struct metrics_sample {
 #define H_SUM		2		/* KEY.sum */
 #define H_COUNT		3		/* KEY.count */
 	char	 le[24];		/* H_BUCKET: BOUND */
+	char	 labels[160];		/* name="value",... or "" */
 	char	 value[24];
 	int	 done;
 };
+
+#define NMETA	(sizeof(metrics_meta) / sizeof(metrics_meta[0]))
+
+/*
+ * labelled - a key FAMILY.V1.V2 of a labelled family: s->labels made of
+ * its label names and the values (words of letters, digits, '-' and '_',
+ * nothing to escape), *klen cut to the family's name; 1, 0 when k is
+ * not one, -1 when it is one but malformed
+ */
+static int
+labelled(const char *k, size_t *klen, struct metrics_sample *s)
+{
+	const char *dot, *names, *v, *e = k + *klen, *ne;
+	size_t i, n, nl, vl, len = 0;
+
+	if ((dot = memchr(k, '.', *klen)) == NULL)
+		return 0;
+	n = (size_t)(dot - k);
+	for (i = 0; i < NMETA; i++)
+		if (metrics_meta[i].labels != NULL &&
+		    strlen(metrics_meta[i].key) == n &&
+		    memcmp(metrics_meta[i].key, k, n) == 0)
+			break;
+	if (i == NMETA)
+		return 0;
+	names = metrics_meta[i].labels;
+	for (v = dot + 1; ; v += vl + 1) {
+		if (v >= e || *names == '\0')
+			return -1;
+		for (vl = 0; v + vl < e && v[vl] != '.'; vl++)
+			if (!isalnum((unsigned char)v[vl]) && v[vl] != '-' &&
+			    v[vl] != '_')
+				return -1;
+		if ((ne = strchr(names, ',')) == NULL)
+			ne = names + strlen(names);
+		nl = (size_t)(ne - names);
+		if (vl == 0 || len + nl + vl + 5 >= sizeof(s->labels))
+			return -1;
+		len += (size_t)snprintf(s->labels + len,
+		    sizeof(s->labels) - len, "%s%.*s=\"%.*s\"", len ? "," : "",
+		    (int)nl, names, (int)vl, v);
+		names = *ne == ',' ? ne + 1 : ne;
+		if (v + vl == e)
+			break;
+	}
+	if (*names != '\0')
+		return -1;	/* a value short */
+	*klen = n;
+	return 1;
+}
 
 /* hist_part - a histogram's line: its key ends with .le.BOUND, .sum or
  * .count; s->hist and s->le set and *klen cut to the family's key; 0, or
@@ -252,7 +337,7 @@ sample_parse(const char *line, size_t len, struct metrics_sample *s)
 	const char *eq, *k, *v;
 	size_t klen, vlen, i;
 	char *endp;
-	int dots;
+	int dots, lab;
 
 	if ((eq = memchr(line, '=', len)) == NULL)
 		return -1;
@@ -271,7 +356,10 @@ sample_parse(const char *line, size_t len, struct metrics_sample *s)
 		klen -= (size_t)(endp + 1 - k);
 		k = endp + 1;
 	}
-	if (hist_part(k, &klen, s) == -1)
+	s->labels[0] = '\0';
+	s->hist = 0;
+	if ((lab = labelled(k, &klen, s)) == -1 ||
+	    (lab == 0 && hist_part(k, &klen, s) == -1))
 		return -1;
 	if (klen == 0 || klen >= sizeof(s->key) ||
 	    isdigit((unsigned char)k[0]))
@@ -292,6 +380,31 @@ sample_parse(const char *line, size_t len, struct metrics_sample *s)
 	return 0;
 }
 
+/* alias - s's series in a labelled family (metrics_alias) into a; 1,
+ * or 0 when it has none */
+static int
+alias(const struct metrics_sample *s, struct metrics_sample *a)
+{
+	size_t i, klen;
+
+	if (s->worker >= 0 || s->hist || s->labels[0] != '\0')
+		return 0;
+	for (i = 0; i < sizeof(metrics_alias) / sizeof(metrics_alias[0]); i++)
+		if (strcmp(metrics_alias[i].key, s->key) == 0)
+			break;
+	if (i == sizeof(metrics_alias) / sizeof(metrics_alias[0]))
+		return 0;
+	*a = *s;
+	snprintf(a->key, sizeof(a->key), "%s.%s", metrics_alias[i].family,
+	    metrics_alias[i].values);
+	klen = strlen(a->key);
+	a->labels[0] = '\0';
+	if (labelled(a->key, &klen, a) != 1)
+		return 0;
+	a->key[klen] = '\0';
+	return 1;
+}
+
 /* family - the metric name of s into name; its type and help */
 static void
 family(const struct metrics_sample *s, char *name, size_t len,
@@ -301,8 +414,9 @@ family(const struct metrics_sample *s, char *name, size_t len,
 	int counter = -1;
 
 	*help = NULL;
-	for (i = 0; i < sizeof(metrics_meta) / sizeof(metrics_meta[0]); i++)
-		if (strcmp(metrics_meta[i].key, s->key) == 0) {
+	for (i = 0; i < NMETA; i++)
+		if (strcmp(metrics_meta[i].key, s->key) == 0 &&
+		    (metrics_meta[i].labels != NULL) == (s->labels[0] != '\0')) {
 			counter = metrics_meta[i].counter;
 			*help = metrics_meta[i].help;
 			break;
@@ -320,7 +434,7 @@ static int
 same_series(const struct metrics_sample *a, const struct metrics_sample *b)
 {
 	return a->worker == b->worker && a->hist == b->hist &&
-	    strcmp(a->key, b->key) == 0 &&
+	    strcmp(a->key, b->key) == 0 && strcmp(a->labels, b->labels) == 0 &&
 	    (a->hist != H_BUCKET || strcmp(a->le, b->le) == 0);
 }
 
@@ -329,10 +443,13 @@ static void
 series(const struct metrics_sample *s, const char *name, struct buf *out)
 {
 	static const char *const suffix[] = { "", "_bucket", "_sum", "_count" };
-	char w[32] = "";
+	char w[sizeof(s->labels) + 32] = "";
 
 	if (s->worker >= 0)
-		snprintf(w, sizeof(w), "worker=\"%ld\"", s->worker);
+		snprintf(w, sizeof(w), "worker=\"%ld\"%s%s", s->worker,
+		    s->labels[0] ? "," : "", s->labels);
+	else
+		snprintf(w, sizeof(w), "%s", s->labels);
 	if (s->hist == H_BUCKET)
 		buf_printf(out, "%s_bucket{%s%sle=\"%s\"} %s\n", name, w,
 		    w[0] ? "," : "", s->le, s->value);
@@ -355,12 +472,16 @@ metrics_expose(const char *stats, size_t len, struct buf *out)
 	while (p < stats + len) {
 		if ((nl = memchr(p, '\n', (size_t)(stats + len - p))) == NULL)
 			nl = stats + len;
-		if (n == cap) {
+		if (n + 2 > cap) {	/* a sample and its alias */
 			cap = cap ? cap * 2 : 64;
 			ss = xreallocarray(ss, cap, sizeof(*ss));
 		}
-		if (sample_parse(p, (size_t)(nl - p), &ss[n]) == 0)
+		if (sample_parse(p, (size_t)(nl - p), &ss[n]) == 0) {
 			n++;
+			/* and its series in a labelled family */
+			if (alias(&ss[n - 1], &ss[n]))
+				n++;
+		}
 		p = nl + 1;
 	}
 	/* by family, in the order each first appears; a series once */

@@ -497,12 +497,14 @@ static void
 proxy_stats(struct buf *out)
 {
 	uint64_t acc[2] = { 0, 0 }, errs = 0, ref[3] = { 0, 0, 0 }, evicted;
+	struct proxy_session_sums sums;
 	unsigned i, open = 0;
 	size_t nclients;
 	int k;
 
 	pthread_mutex_lock(&proxy_lim_mtx);
 	nclients = proxy_clients_count(proxy_clients);
+	memset(&sums, 0, sizeof(sums));
 	evicted = proxy_clients_evicted(proxy_clients);
 	pthread_mutex_unlock(&proxy_lim_mtx);
 	for (i = 0; i < proxy_nw; i++) {
@@ -516,6 +518,7 @@ proxy_stats(struct buf *out)
 		for (k = 0; k < 3; k++)
 			ref[k] += counter_get(&w->refused[k]);
 		open += proxy_sessions_open(w->sessions);
+		proxy_sessions_sum(w->sessions, &sums);
 	}
 	buf_printf(out, "proxy_accepted_incoming=%llu\n",
 	    (unsigned long long)acc[POLICY_DIR_IN]);
@@ -533,6 +536,7 @@ proxy_stats(struct buf *out)
 	buf_printf(out, "proxy_clients=%zu\n", nclients);
 	buf_printf(out, "proxy_clients_evicted=%llu\n",
 	    (unsigned long long)evicted);
+	proxy_session_sums_print(&sums, out);
 	for (i = 0; i < proxy_nw; i++) {
 		const struct proxy_worker *w = proxy_ws[i];
 

@@ -21,6 +21,7 @@ struct proxy_sessions;		/* smtpd.c: one worker's sessions */
 struct tls_corks;
 struct callout_cache;
 struct mta_door;
+struct buf;
 
 /* the facts of one intercepted connection, fixed at accept */
 struct proxy_conn {
@@ -55,6 +56,32 @@ unsigned	 proxy_sessions_open(const struct proxy_sessions *);
 void		 proxy_sessions_shutdown(struct proxy_sessions *);
 /* close every session now */
 void		 proxy_sessions_stop(struct proxy_sessions *);
+/*
+ * The sessions' counters, for "stats" (any thread; each worker's are
+ * moved by that worker only): sessions started and ended per direction
+ * and path (0 the live relay, 1 the queue), ended by disposition, and
+ * messages refused to the client (4xx or 5xx at the dot) by reason;
+ * the names of the kinds in the proxy_session_disp and _reason arrays,
+ * the last one "other".
+ */
+#define PROXY_NPATH	2
+#define PROXY_NDISP	22
+#define PROXY_NREASON	8
+extern const char *const proxy_session_path[PROXY_NPATH];
+extern const char *const proxy_session_disp[PROXY_NDISP];
+extern const char *const proxy_session_reason[PROXY_NREASON];
+struct proxy_session_sums {
+	uint64_t	 started[2][PROXY_NPATH];	/* by dir, path */
+	uint64_t	 ended[2][PROXY_NPATH];
+	uint64_t	 ended_by[PROXY_NDISP];
+	uint64_t	 refused_by[PROXY_NREASON];
+};
+/* add one worker's counters to sums */
+void		 proxy_sessions_sum(const struct proxy_sessions *,
+		    struct proxy_session_sums *);
+/* the "stats" lines of sums */
+void		 proxy_session_sums_print(const struct proxy_session_sums *,
+		    struct buf *);
 /* the MTA's answer for session id's message (the worker's door) */
 void		 proxy_sessions_committed(struct proxy_sessions *, uint64_t id,
 		    int status, const char *id_or_reason);

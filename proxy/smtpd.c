@@ -35,6 +35,7 @@
 
 #include "../common/addr.h"
 #include "../common/buf.h"
+#include "../common/counter.h"
 #include "../common/log.h"
 #include "../common/smtp.h"
 #include "../common/tls.h"
@@ -134,6 +135,7 @@ struct session {
 	int			 rderr;		/* EOF or error, read while
 						   input was held */
 	const char		*disposition;	/* why the session ended */
+	unsigned		 path;		/* proxy_session_path[] */
 	unsigned		 errors;
 	int			 offer_tls;
 	struct sink_caps	 caps;		/* offered to the client */
@@ -164,7 +166,113 @@ struct proxy_sessions {
 	atomic_uint		 n;
 	int			 shutting_down;
 	int			 stopping;	/* close now, even committing */
+	/* counters: this worker moves them, "stats" reads them */
+	counter_t		 started[2][PROXY_NPATH];
+	counter_t		 ended[2][PROXY_NPATH];
+	counter_t		 ended_by[PROXY_NDISP];
+	counter_t		 refused_by[PROXY_NREASON];
 };
+
+/* the label values of the counters (proxy.h), each the word the log
+ * says: a session's disposition=, a refused message's reason= made a
+ * few kinds (a milter's reason is its own text) */
+const char *const proxy_session_path[PROXY_NPATH] = { "relay", "mta" };
+const char *const proxy_session_disp[PROXY_NDISP] = {
+	"quit", "client-closed", "client-write-error", "output-stalled",
+	"timeout", "tls-timeout", "tls-failed", "too-many-messages",
+	"too-many-errors", "too-slow", "shutdown", "stop", "loop",
+	"sessions", "connections-per-client", "connection-rate",
+	"upstream-421", "upstream-error", "upstream-lost",
+	"upstream-unreachable", "upstream-refused", "other"
+};
+const char *const proxy_session_reason[PROXY_NREASON] = {
+	"too-big", "line-too-long", "bad-content", "too-many-hops",
+	"spool-write", "milter", "server", "other"
+};
+
+/* kind - the index of word in names (n of them, the last "other") */
+static unsigned
+kind(const char *const *names, unsigned n, const char *word)
+{
+	unsigned i;
+
+	for (i = 0; i + 1 < n; i++)
+		if (strcmp(names[i], word) == 0)
+			return i;
+	return n - 1;
+}
+
+/*
+ * refused_reason - the kind of a refused message's reason= (why it was
+ * refused, or NULL: the sink passed on a reply of its own, the upstream
+ * server's on the live relay)
+ */
+static unsigned
+refused_reason(const char *why)
+{
+	if (why == NULL)
+		return kind(proxy_session_reason, PROXY_NREASON, "server");
+	if (strcmp(why, "too big to hold for the milters") == 0)
+		why = "too-big";
+	else if (strcmp(why, "line too long") == 0)
+		why = "line-too-long";
+	else if (strcmp(why, "bare CR") == 0 || strcmp(why, "bare LF") == 0 ||
+	    strcmp(why, "NUL") == 0)
+		why = "bad-content";
+	else if (strstr(why, "milter") != NULL)
+		why = "milter";
+	return kind(proxy_session_reason, PROXY_NREASON, why);
+}
+
+void
+proxy_sessions_sum(const struct proxy_sessions *ss,
+    struct proxy_session_sums *sum)
+{
+	unsigned d, p, i;
+
+	for (d = 0; d < 2; d++)
+		for (p = 0; p < PROXY_NPATH; p++) {
+			sum->started[d][p] += counter_get(&ss->started[d][p]);
+			sum->ended[d][p] += counter_get(&ss->ended[d][p]);
+		}
+	for (i = 0; i < PROXY_NDISP; i++)
+		sum->ended_by[i] += counter_get(&ss->ended_by[i]);
+	for (i = 0; i < PROXY_NREASON; i++)
+		sum->refused_by[i] += counter_get(&ss->refused_by[i]);
+}
+
+/*
+ * proxy_session_sums_print - the lines FAMILY.LABEL...=N, which the
+ * metrics endpoint exposes as labelled series (daemon/metrics.c).  The
+ * open sessions are those started less those ended: read apart, an end
+ * may be counted before its start, never below 0.
+ */
+void
+proxy_session_sums_print(const struct proxy_session_sums *sum,
+    struct buf *out)
+{
+	unsigned d, p, i;
+
+	for (d = 0; d < 2; d++)
+		for (p = 0; p < PROXY_NPATH; p++) {
+			buf_printf(out, "sessions.%s.%s=%llu\n",
+			    policy_dir_name(d), proxy_session_path[p],
+			    (unsigned long long)sum->started[d][p]);
+			buf_printf(out, "sessions_open.%s.%s=%llu\n",
+			    policy_dir_name(d), proxy_session_path[p],
+			    sum->started[d][p] > sum->ended[d][p] ?
+			    (unsigned long long)(sum->started[d][p] -
+			    sum->ended[d][p]) : 0ULL);
+		}
+	for (i = 0; i < PROXY_NDISP; i++)
+		buf_printf(out, "sessions_ended.%s=%llu\n",
+		    proxy_session_disp[i],
+		    (unsigned long long)sum->ended_by[i]);
+	for (i = 0; i < PROXY_NREASON; i++)
+		buf_printf(out, "messages_refused.%s=%llu\n",
+		    proxy_session_reason[i],
+		    (unsigned long long)sum->refused_by[i]);
+}
 
 /*
  * The server TLS context, shared by every worker under smtpd_tls_mtx
@@ -438,6 +546,9 @@ session_close(struct session *s, const char *disposition)
 	}
 	if (s->disposition != NULL)
 		disposition = s->disposition;
+	counter_inc(&s->set->ended[s->env.conn.dir][s->path]);
+	counter_inc(&s->set->ended_by[kind(proxy_session_disp, PROXY_NDISP,
+	    disposition)]);
 	log_info("session=%llu client=%s orig_dst=%s dir=%s disposition=%s "
 	    "messages=%u errors=%u", (unsigned long long)s->env.conn.id,
 	    s->env.cstr, s->env.dstr, policy_dir_name(s->env.conn.dir),
@@ -631,6 +742,9 @@ log_message(struct session *s, const char *disposition, const char *replyl)
 	size_t n;
 	uint64_t now = uv_now(s->env.loop);
 
+	if (strcmp(disposition, "rejected") == 0 ||
+	    strcmp(disposition, "tempfail") == 0)
+		counter_inc(&s->set->refused_by[refused_reason(s->refuse_why)]);
 	snprintf(rbuf, sizeof(rbuf), "%s", replyl != NULL ? replyl : "");
 	n = strcspn(rbuf, "\r\n");
 	rbuf[n] = '\0';
@@ -1947,6 +2061,8 @@ proxy_session_start(uv_tcp_t *client, struct proxy_conn *conn)
 	    (s->tls_ctx = tls_contexts(s->env.pol)) != NULL)
 		s->offer_tls = 1;
 	s->ops = choose_sink(conn);
+	s->path = strcmp(s->ops->name, "relay") == 0 ? 0 : 1;
+	counter_inc(&s->set->started[conn->dir][s->path]);
 	s->caps.enhanced = 1;
 	smtp_reader_init(&s->in, cmd_max(s));
 	log_info("session=%llu client=%s orig_dst=%s dir=%s path=%s "

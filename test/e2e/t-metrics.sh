@@ -13,6 +13,12 @@
 #     buckets rise and _count is the +Inf bucket) counts the two
 #     recipients, its sum moves by about the delay= of their delivery
 #     lines; mxbridge_spool_fsync_seconds counts the spool's fsyncs;
+#   - the labelled families: mxbridge_sessions_total and _open by
+#     direction and path, mxbridge_sessions_ended_total by disposition,
+#     mxbridge_nfq_flows_total by direction and action move with that
+#     message's session; one more message, over the size limit, moves
+#     mxbridge_messages_refused_total{reason="too-big"} (and nothing
+#     else there); every session started has ended;
 #   - another path is 404, POST 405, garbage 400, a 64 KiB header 431,
 #     pipelined requests get one answer, a slow or idle client is cut off
 #     after the request deadline, the 17th connection is closed at once;
@@ -50,7 +56,10 @@ val() { awk -v k="$1" '$1 == k { print $2 }' "$S/m.txt"; }
 ALLOW="metrics allow 127.0.0.1
 metrics allow 2001:db8:2::101/128 198.51.100.0/24"
 mconf "metrics listen :: $MP
-$ALLOW"
+$ALLOW
+limits {
+	size 1K
+}"
 mta_up
 wait_for grep -q "metrics: listening on \[::\]:$MP" "$TB_MXB_LOG" ||
 	fail "no metrics listener: $(grep metrics "$TB_MXB_LOG")"
@@ -60,6 +69,16 @@ q0=$(val mxbridge_queued_total) d0=$(val mxbridge_delivered_total)
 a0=$(val mxbridge_proxy_accepted_incoming_total)
 h0=$(val mxbridge_delivery_delay_seconds_count) hs0=$(val mxbridge_delivery_delay_seconds_sum)
 f0=$(val mxbridge_spool_fsync_seconds_count)
+# the labelled families (every series there from the start, at 0)
+SIM='mxbridge_sessions_total{direction="incoming",path="mta"}'
+OIM='mxbridge_sessions_open{direction="incoming",path="mta"}'
+EQ='mxbridge_sessions_ended_total{disposition="quit"}'
+FIP='mxbridge_nfq_flows_total{direction="incoming",action="proxy"}'
+RTB='mxbridge_messages_refused_total{reason="too-big"}'
+sim0=$(val "$SIM") eq0=$(val "$EQ") fip0=$(val "$FIP") rtb0=$(val "$RTB")
+[ -n "$sim0" ] && [ -n "$eq0" ] && [ -n "$fip0" ] && [ "$rtb0" = 0 ] &&
+	[ "$(val "$OIM")" = 0 ] ||
+	fail "labelled series missing: $(grep -E '_sessions_|nfq_flows|messages_refused' "$S/m.txt")"
 [ -n "$h0" ] && [ -n "$hs0" ] && [ -n "$f0" ] || fail "histograms missing: $(grep -E 'delay|fsync' "$S/m.txt")"
 # (promcheck takes a _bucket sample only under TYPE histogram)
 grep -q '^mxbridge_delivery_delay_seconds_bucket{le="0.005"} ' "$S/m.txt" ||
@@ -111,6 +130,34 @@ awk -v a="$hs0" -v b="$(val mxbridge_delivery_delay_seconds_sum)" -v l="$logged"
 sum=$(awk '$1 ~ /^mxbridge_worker_proxy_accepted_incoming_total\{/ { n += $2 } END { print n + 0 }' "$S/m.txt")
 [ "$sum" = "$(val mxbridge_proxy_accepted_incoming_total)" ] ||
 	fail "per-worker accepted sum $sum, total $(val mxbridge_proxy_accepted_incoming_total)"
+
+# the labelled families moved: one session on the queue path, ended by
+# QUIT, its flow proxied; then one message over the size limit, refused
+# at the dot (a second session)
+[ "$(val "$SIM")" = $((sim0 + 1)) ] || fail "$SIM $(val "$SIM"), want $((sim0 + 1))"
+[ "$(val "$EQ")" = $((eq0 + 1)) ] || fail "$EQ $(val "$EQ"), want $((eq0 + 1))"
+[ "$(val "$OIM")" = 0 ] || fail "$OIM $(val "$OIM") after the session ended"
+[ "$(val "$FIP")" = $((fip0 + 1)) ] || fail "$FIP $(val "$FIP"), want $((fip0 + 1))"
+[ "$(val "$FIP")" = "$(val mxbridge_nfq_incoming_proxy_total)" ] ||
+	fail "$FIP differs from nfq_incoming_proxy_total"
+[ "$(val 'mxbridge_sessions_total{direction="incoming",path="relay"}')" = 0 ] ||
+	fail "a session counted on the live relay: $(grep sessions_total "$S/m.txt")"
+SEND_RECEIVED=20 send c1 "$TB_SRV_IP4" sender@example.org alice@example.com "t-metrics big" &&
+	fail "a message over the size limit was queued"
+grep -q "^ERR 552" "$S/send.out" || fail "the big message: $(cat "$S/send.out")"
+scrape >"$S/m.txt" || fail "scrape: $(cat "$S/m.txt")"
+[ "$(val "$RTB")" = 1 ] || fail "$RTB $(val "$RTB"), want 1: $(grep messages_refused "$S/m.txt")"
+[ "$(awk '$1 ~ /^mxbridge_messages_refused_total\{/ { n += $2 } END { print n + 0 }' "$S/m.txt")" = 1 ] ||
+	fail "another reason counted: $(grep messages_refused "$S/m.txt")"
+[ "$(val "$SIM")" = $((sim0 + 2)) ] || fail "$SIM $(val "$SIM"), want $((sim0 + 2))"
+wait_for eval 'scrape >"$S/m.txt" && [ "$(val "$EQ")" = $((eq0 + 2)) ]' ||
+	fail "$EQ $(val "$EQ"), want $((eq0 + 2)): $(grep sessions_ended "$S/m.txt")"
+# every session started has ended, by one disposition or another
+ended=$(awk '$1 ~ /^mxbridge_sessions_ended_total\{/ { n += $2 } END { print n + 0 }' "$S/m.txt")
+started=$(awk '$1 ~ /^mxbridge_sessions_total\{/ { n += $2 } END { print n + 0 }' "$S/m.txt")
+[ "$ended" = "$started" ] || fail "sessions started $started, ended $ended"
+grep -q '^mxbridge_sessions_ended_total{disposition="other"} 0$' "$S/m.txt" ||
+	fail "a disposition not named: $(grep sessions_ended "$S/m.txt")"
 
 # wrong and hostile requests
 expect_glob "another path" "$(probe path)" 404

@@ -433,6 +433,69 @@ test_metrics_expose(void **state UNUSED)
 	buf_free(&out);
 }
 
+/* labelled families: FAMILY.V1.V2 lines, and the classifier's plain
+ * keys as nfq_flows{direction,action} too */
+static void
+test_metrics_labels(void **state UNUSED)
+{
+	static const char stats[] =
+	    "nfq_incoming_proxy=3\n"
+	    "sessions.incoming.relay=2\n"
+	    "sessions.incoming.mta=5\n"
+	    "sessions.incoming=1\n"		/* a value short */
+	    "sessions.a.b.c=1\n"		/* one too many */
+	    "sessions.in\"x.mta=1\n"		/* not a word */
+	    "sessions..mta=1\n"			/* empty */
+	    "sessions.incoming.mta=6\n"		/* a duplicate */
+	    "sessions_open.outgoing.mta=1\n"
+	    "nfq_outgoing_drop=4\n"
+	    "sessions_ended.quit=4\n"
+	    "messages_refused.too-big=1\n";
+	static const char want[] =
+	    "# HELP mxbridge_nfq_incoming_proxy_total New incoming flows sent "
+	    "to the proxy.\n"
+	    "# TYPE mxbridge_nfq_incoming_proxy_total counter\n"
+	    "mxbridge_nfq_incoming_proxy_total 3\n"
+	    "# HELP mxbridge_nfq_flows_total New flows classified, by "
+	    "direction and action.\n"
+	    "# TYPE mxbridge_nfq_flows_total counter\n"
+	    "mxbridge_nfq_flows_total{direction=\"incoming\",action=\"proxy\"} 3\n"
+	    "mxbridge_nfq_flows_total{direction=\"outgoing\",action=\"drop\"} 4\n"
+	    "# HELP mxbridge_sessions_total SMTP sessions started, by direction "
+	    "and path.\n"
+	    "# TYPE mxbridge_sessions_total counter\n"
+	    "mxbridge_sessions_total{direction=\"incoming\",path=\"relay\"} 2\n"
+	    "mxbridge_sessions_total{direction=\"incoming\",path=\"mta\"} 5\n"
+	    "# HELP mxbridge_sessions_open SMTP sessions open, by direction and "
+	    "path.\n"
+	    "# TYPE mxbridge_sessions_open gauge\n"
+	    "mxbridge_sessions_open{direction=\"outgoing\",path=\"mta\"} 1\n"
+	    "# HELP mxbridge_nfq_outgoing_drop_total New outgoing flows "
+	    "dropped.\n"
+	    "# TYPE mxbridge_nfq_outgoing_drop_total counter\n"
+	    "mxbridge_nfq_outgoing_drop_total 4\n"
+	    "# HELP mxbridge_sessions_ended_total SMTP sessions ended, by "
+	    "disposition.\n"
+	    "# TYPE mxbridge_sessions_ended_total counter\n"
+	    "mxbridge_sessions_ended_total{disposition=\"quit\"} 4\n"
+	    "# HELP mxbridge_messages_refused_total Messages refused to the "
+	    "client at the end of their data, by reason.\n"
+	    "# TYPE mxbridge_messages_refused_total counter\n"
+	    "mxbridge_messages_refused_total{reason=\"too-big\"} 1\n";
+	struct buf out;
+	size_t i;
+
+	buf_init(&out);
+	metrics_expose(stats, sizeof(stats) - 1, &out);
+	for (i = 0; i < out.len && i < sizeof(want) - 1 &&
+	    out.data[i] == want[i]; i++)
+		;
+	if (out.len != sizeof(want) - 1 || i != out.len)
+		fail_msg("exposition differs at byte %zu: \"%.*s\"", i,
+		    (int)(out.len - i < 120 ? out.len - i : 120), out.data + i);
+	buf_free(&out);
+}
+
 /* a histogram: observed, as stats lines, then as a Prometheus family */
 static void
 test_metrics_histogram(void **state UNUSED)
@@ -512,6 +575,7 @@ main(void)
 		cmocka_unit_test(test_metrics_request),
 		cmocka_unit_test(test_metrics_request_huge),
 		cmocka_unit_test(test_metrics_expose),
+		cmocka_unit_test(test_metrics_labels),
 		cmocka_unit_test(test_metrics_histogram),
 	};
 
