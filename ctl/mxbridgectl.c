@@ -984,27 +984,34 @@ struct tally {
 	size_t			 nslot;
 };
 
+/* tally_slot - the free slot for hash h in slots (a power of two) */
+static size_t
+tally_slot(const size_t *slot, size_t nslot, uint64_t h)
+{
+	size_t i;
+
+	for (i = (size_t)h & (nslot - 1); slot[i] != 0; i = (i + 1) &
+	    (nslot - 1))
+		;
+	return i;
+}
+
 /* tally_get - the entry of key (kl bytes), made at 0 when new */
 static struct tally_ent *
 tally_get(struct tally *t, const char *key, size_t kl)
 {
-	size_t i, j, *ns;
+	size_t i, j, nslot, *ns;
 	uint64_t h;
 
 	if ((t->n + 1) * 2 > t->nslot) {
-		ns = xcalloc(t->nslot ? t->nslot * 2 : 64, sizeof(*ns));
-		for (j = 0; j < t->n; j++) {
-			h = hash_fnv(HASH_FNV_INIT, t->e[j].key,
-			    strlen(t->e[j].key));
-			for (i = (size_t)h & ((t->nslot ? t->nslot * 2 : 64) -
-			    1); ns[i] != 0; i = (i + 1) & ((t->nslot ?
-			    t->nslot * 2 : 64) - 1))
-				;
-			ns[i] = j + 1;
-		}
+		nslot = t->nslot ? t->nslot * 2 : 64;
+		ns = xcalloc(nslot, sizeof(*ns));
+		for (j = 0; j < t->n; j++)
+			ns[tally_slot(ns, nslot, hash_fnv(HASH_FNV_INIT,
+			    t->e[j].key, strlen(t->e[j].key)))] = j + 1;
 		free(t->slot);
 		t->slot = ns;
-		t->nslot = t->nslot ? t->nslot * 2 : 64;
+		t->nslot = nslot;
 	}
 	h = hash_fnv(HASH_FNV_INIT, key, kl);
 	for (i = (size_t)h & (t->nslot - 1); t->slot[i] != 0;
@@ -1063,14 +1070,13 @@ struct summary {
 /* what one line of the daemon says, for the summary */
 struct sum_line {
 	long long	 ms;
-	int		 has_msgid, queued, dsnword, has_client, has_session;
+	int		 has_msgid, has_session, has_client;
+	int		 has_from, has_to, has_disp, has_size, has_delay;
+	int		 queued, dsnword;	/* the words "queued" "dsn" */
 	uint64_t	 msgid;
 	struct kv	 from, to, disp, client;
-	int		 has_from, has_to, has_disp, has_client_v;
 	unsigned long long size;
-	int		 has_size;
 	double		 delay;
-	int		 has_delay;
 };
 
 /*
