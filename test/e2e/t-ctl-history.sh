@@ -7,7 +7,8 @@
 #     message, and not a second message of another client and recipient;
 #   - --since later than the delivery: nothing (exit 1); bad input (a
 #     word that is no id, address or IP, a bad time, no -f): exit 2;
-#   - junk (binary, a 100 KB line) in the file changes nothing.
+#   - junk (binary, a 100 KB line) in the file changes nothing, nor a
+#     server's reply with "to=<alice...>" after status=.
 . "$(dirname "$0")/t-mta-common.inc"
 
 mta_conf "domain \"example.com\" {
@@ -96,8 +97,13 @@ H -f "$S/no-such-file" "$id" >/dev/null 2>&1; [ $? = 2 ] || fail "missing file d
 # junk in the file: binary bytes, NULs, a line of 100 KB, a torn stamp
 { cat "$TB_MXB_LOG"; head -c 65536 /dev/urandom
   printf '\n2026-01-01T00:00:00.000 msgid=%s ' "$id"; head -c 100000 /dev/zero | tr '\0' x
-  printf '\n2026-13-99T99:99:99.000 msgid=%s torn\n' "$id"; } >"$S/junk.log"
+  printf '\n2026-13-99T99:99:99.000 msgid=%s torn\n' "$id"
+  # a server's reply naming alice: the words after status= are not fields
+  printf '2026-01-01T00:00:01.000 msgid=%s session=9 to=<zed@example.com> disposition=delivered status=sent (250 to=<alice@example.com> ok)\n' "$id2"
+} >"$S/junk.log"
 out=$(H -f - "$id" <"$S/junk.log") || fail "history of the junk file failed"
 [ "$(echo "$out" | wc -l)" = "$n" ] || fail "junk changed the answer: $out"
+out=$(H -f - "<alice@example.com>" <"$S/junk.log") || fail "history of alice in the junk file failed"
+echo "$out" | grep -q "$id2" && fail "a reply's to= made a line match: $out"
 mta_down
 pass "by id, address and client, in order, across a restart; ranges, bad input, junk"
