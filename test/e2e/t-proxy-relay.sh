@@ -7,7 +7,9 @@
 #   - upstream down: swaks fails at once (421 4.4.1), nothing is queued,
 #     nothing is retried;
 #   - upstream lost in the middle of DATA: the client sees the failure,
-#     nothing is queued.
+#     nothing is queued;
+#   - the sessions are counted on the relay path (stats sessions.DIR.PATH)
+#     and every one ended by a disposition of its own name.
 . "$(dirname "$0")/t-proxy-common.inc"
 
 proxy_conf
@@ -28,6 +30,13 @@ log_has "session=[0-9]+ client=$TB_C1_IP4:[0-9]+ orig_dst=$TB_EXT_IP4:25 dir=out
 log_has "from=<sender@example.org> to=<rcpt@example.net> nrcpt=1 size=[0-9]+ disposition=relayed" ||
 	fail "no relayed message line: $(grep disposition= "$TB_MXB_LOG" | tail -n 2)"
 [ "$(spool_files)" = 0 ] || fail "the live relay queued something"
+# counted on its path, ended by its QUIT (stats: sessions.DIR.PATH,
+# sessions_ended.DISPOSITION)
+mxb_ctl stats >"$S/stats.txt"
+grep -qx "sessions.outgoing.relay=1" "$S/stats.txt" && grep -qx "sessions.outgoing.mta=0" "$S/stats.txt" ||
+	fail "the session not counted on the relay path: $(grep '^sessions' "$S/stats.txt")"
+wait_for eval 'mxb_ctl stats | grep -qx "sessions_ended.quit=1"' ||
+	fail "the session's end not counted: $(mxb_ctl stats | grep '^sessions_ended')"
 
 # 2. capabilities: only what both legs support
 fake_up --mode caps
@@ -101,5 +110,11 @@ after=$(tcpdump -r "$S/leg.pcap" -nn -q 2>/dev/null | awk -v c="$TB_C1_IP4." '
 [ -n "$after" ] && [ "$after" -gt 0 ] ||
 	fail "the EHLO got a bare ACK before its reply: $(tcpdump -r "$S/leg.pcap" -nn -q 2>/dev/null | head -n 8)"
 
+# every session has ended, each by a disposition of its own name
+statsum() { mxb_ctl stats | awk -F= -v k="$1" 'index($1, k) == 1 { n += $2 } END { print n + 0 }'; }
+wait_for eval '[ "$(statsum sessions_ended.)" = "$(statsum sessions.)" ]' ||
+	fail "sessions started $(statsum sessions.), ended $(statsum sessions_ended.)"
+mxb_ctl stats | grep -qx "sessions_ended.other=0" ||
+	fail "a disposition not named: $(mxb_ctl stats | grep '^sessions_ended' | grep -v '=0$')"
 mxb_down
 pass "live relay: delivered with real replies, EHLO filtered, pipelining, unreachable and lost upstream, reply+FIN in one segment"
