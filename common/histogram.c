@@ -42,13 +42,21 @@ histogram_stats(const struct histogram *h, const char *key, struct buf *out)
 
 	for (i = 0; i <= h->nbounds; i++) {
 		n += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
-		if (i < h->nbounds)
+		if (i < h->nbounds && h->counts)
+			buf_printf(out, "%s.le.%" PRIu64 "=%" PRIu64 "\n", key,
+			    h->bounds[i], n);
+		else if (i < h->nbounds)
 			buf_printf(out, "%s.le.%s=%" PRIu64 "\n", key,
 			    seconds(h->bounds[i], s, sizeof(s)), n);
 		else
 			buf_printf(out, "%s.le.+Inf=%" PRIu64 "\n", key, n);
 	}
 	sum = atomic_load_explicit(&h->sum, memory_order_relaxed);
+	if (h->counts) {
+		buf_printf(out, "%s.sum=%" PRIu64 "\n%s.count=%" PRIu64 "\n",
+		    key, sum, key, n);
+		return;
+	}
 	buf_printf(out, "%s.sum=%" PRIu64 ".%06" PRIu64 "\n%s.count=%" PRIu64
 	    "\n", key, sum / 1000000, sum % 1000000, key, n);
 }

@@ -183,8 +183,11 @@ static const struct {
 	{ "proxy_clients", 0, "Clients in the per-client table.", NULL },
 	{ "proxy_clients_evicted", 1,
 	    "Clients evicted from a full per-client table.", NULL },
-	{ "queue_messages", 0, "Messages in the queue.", NULL },
-	{ "queue_recipients", 0, "Recipients pending in the queue.", NULL },
+	{ "queue_messages", 0, "Messages in the queue; with queue=, in that "
+	    "queue (a message in each queue where it has a pending "
+	    "recipient).", NULL },
+	{ "queue_recipients", 0, "Recipients pending in the queue; with "
+	    "queue=, in that queue.", NULL },
 	{ "queued", 1, "Messages queued.", NULL },
 	{ "delivered", 1, "Recipients delivered.", NULL },
 	{ "deferred", 1, "Recipient delivery attempts deferred.", NULL },
@@ -201,6 +204,14 @@ static const struct {
 	    "Arrival to delivery of each recipient delivered (delay=).", NULL },
 	{ "spool_fsync_seconds", M_HISTOGRAM,
 	    "Time of each fsync or fdatasync of the spool.", NULL },
+	{ "spool_bytes", M_GAUGE,
+	    "Bytes of the queued messages' files in the spool.", NULL },
+	{ "spool_batch_messages", M_HISTOGRAM,
+	    "Messages committed by each spool batch (one group commit).",
+	    NULL },
+	{ "relay_added_seconds", M_HISTOGRAM,
+	    "Live relay: the client's final dot to the upstream's reply to "
+	    "it.", NULL },
 	/* labelled families: the keys' words after the name are the values */
 	{ "nfq_flows", M_COUNTER,
 	    "New flows classified, by direction and action.",
@@ -215,7 +226,20 @@ static const struct {
 	{ "messages_refused", M_COUNTER,
 	    "Messages refused to the client at the end of their data, by "
 	    "reason.", "reason" },
+	{ "queue_messages", M_GAUGE, NULL, "queue" },	/* help: plain key's */
+	{ "queue_recipients", M_GAUGE, NULL, "queue" },
+	{ "queue_oldest_seconds", M_GAUGE,
+	    "Age since arrival of the oldest message in each queue (0: "
+	    "empty).", "queue" },
+	{ "tls_sessions", M_COUNTER,
+	    "TLS sessions established, by leg (client: STARTTLS from clients, "
+	    "server: the live relay's upstream, delivery) and protocol.",
+	    "leg,protocol" },
 };
+
+/* the labelled families whose last value is the rest of the key, dots
+ * and all (protocol="TLSv1.3") */
+static const char *const metrics_rest[] = { "tls_sessions" };
 
 /*
  * Plain keys that are also a labelled family's series: the classifier's
@@ -249,10 +273,22 @@ struct metrics_sample {
 
 #define NMETA	(sizeof(metrics_meta) / sizeof(metrics_meta[0]))
 
+/* rest_family - key's last value takes the rest (metrics_rest) */
+static int
+rest_family(const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(metrics_rest) / sizeof(metrics_rest[0]); i++)
+		if (strcmp(metrics_rest[i], key) == 0)
+			return 1;
+	return 0;
+}
+
 /*
  * labelled - a key FAMILY.V1.V2 of a labelled family: s->labels made of
  * its label names and the values (words of letters, digits, '-' and '_',
- * nothing to escape), *klen cut to the family's name; 1, 0 when k is
+ * and '.' in a family's rest value, nothing to escape), *klen cut to the family's name; 1, 0 when k is
  * not one, -1 when it is one but malformed
  */
 static int
@@ -260,6 +296,7 @@ labelled(const char *k, size_t *klen, struct metrics_sample *s)
 {
 	const char *dot, *names, *v, *e = k + *klen, *ne;
 	size_t i, n, nl, vl, len = 0;
+	int rest;
 
 	if ((dot = memchr(k, '.', *klen)) == NULL)
 		return 0;
@@ -275,12 +312,13 @@ labelled(const char *k, size_t *klen, struct metrics_sample *s)
 	for (v = dot + 1; ; v += vl + 1) {
 		if (v >= e || *names == '\0')
 			return -1;
-		for (vl = 0; v + vl < e && v[vl] != '.'; vl++)
-			if (!isalnum((unsigned char)v[vl]) && v[vl] != '-' &&
-			    v[vl] != '_')
-				return -1;
 		if ((ne = strchr(names, ',')) == NULL)
 			ne = names + strlen(names);
+		rest = *ne == '\0' && rest_family(metrics_meta[i].key);
+		for (vl = 0; v + vl < e && (rest || v[vl] != '.'); vl++)
+			if (!isalnum((unsigned char)v[vl]) && v[vl] != '-' &&
+			    v[vl] != '_' && v[vl] != '.')
+				return -1;
 		nl = (size_t)(ne - names);
 		if (vl == 0 || len + nl + vl + 5 >= sizeof(s->labels))
 			return -1;
@@ -421,6 +459,10 @@ family(const struct metrics_sample *s, char *name, size_t len,
 			*help = metrics_meta[i].help;
 			break;
 		}
+	/* a family that is also a plain key (queue_messages): one help */
+	for (i = 0; *help == NULL && i < NMETA; i++)
+		if (strcmp(metrics_meta[i].key, s->key) == 0)
+			*help = metrics_meta[i].help;
 	if (s->hist)	/* its lines say what it is, known or not */
 		counter = M_HISTOGRAM;
 	*type = counter == M_COUNTER ? "counter" : counter == M_GAUGE ?

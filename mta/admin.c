@@ -47,19 +47,35 @@ put_quoted(struct buf *out, const char *key, const char *val)
 	buf_puts(out, "\"");
 }
 
-static void
-list_rcpt(const struct mta_rcpt *r, int busy, int held, struct buf *out)
+const char *const mta_qnames[MTA_NQ] = {
+	"active", "deferred", "slow", "hold"
+};
+
+int
+mta_rcpt_queue(const struct mta_qmsg *q, size_t i)
 {
+	const struct mta_rcpt *r = &q->env->rcpt[i];
+
+	if (r->state != MTA_RCPT_PENDING)
+		return -1;
+	return q->busy[i] ? MTA_Q_ACTIVE : q->env->held ? MTA_Q_HOLD :
+	    mta_queue_rcpt_slow(r) ? MTA_Q_SLOW : MTA_Q_DEFERRED;
+}
+
+static void
+list_rcpt(const struct mta_qmsg *q, size_t i, struct buf *out)
+{
+	const struct mta_rcpt *r = &q->env->rcpt[i];
+	int busy = q->busy[i], k;
 	char t[32];
 
 	buf_printf(out, "  to=<%s> state=%s route=%s attempts=%u", r->addr,
 	    busy ? "delivering" : mta_rstate_name(r->state),
 	    policy_route_name(r->route), r->attempts);
-	if (r->state == MTA_RCPT_PENDING) {
+	if ((k = mta_rcpt_queue(q, i)) != -1) {
 		/* which queue: in a delivery now, on hold, waiting, or slow */
-		buf_printf(out, " queue=%s", busy ? "active" : held ? "hold" :
-		    mta_queue_rcpt_slow(r) ? "slow" : "deferred");
-		buf_printf(out, " next=%s", held && !busy ? "held" :
+		buf_printf(out, " queue=%s", mta_qnames[k]);
+		buf_printf(out, " next=%s", k == MTA_Q_HOLD ? "held" :
 		    iso_time(r->next, t, sizeof(t)));
 	}
 	if (r->status != NULL)
@@ -87,7 +103,7 @@ list_env(const struct mta_qmsg *q, struct buf *out)
 	}
 	buf_puts(out, "\n");
 	for (i = 0; i < env->nrcpt; i++)
-		list_rcpt(&env->rcpt[i], q->busy[i], env->held, out);
+		list_rcpt(q, i, out);
 }
 
 static int
@@ -295,9 +311,10 @@ mta_queue_summary(const struct mta_qmsgq *all, time_t now, int by_sender,
 		b = mta_age_bucket(now - env->arrival);
 		has[0] = has[1] = has[2] = 0;
 		for (i = 0; i < env->nrcpt; i++) {
-			if (env->rcpt[i].state != MTA_RCPT_PENDING)
+			if ((k = mta_rcpt_queue(q, i)) == -1)
 				continue;
-			k = q->busy[i] ? 0 : env->held ? 2 : 1;
+			/* qshape's three tables: slow mail is deferred */
+			k = k == MTA_Q_ACTIVE ? 0 : k == MTA_Q_HOLD ? 2 : 1;
 			if (by_sender) {
 				has[k] = 1;
 				continue;
@@ -433,6 +450,52 @@ static const struct {
 	{ "queue_corrupt", &mta_stats.corrupt },
 };
 
+/*
+ * queue_shape - the stats lines of each queue (mta_rcpt_queue): its
+ * messages (a message once in each queue where it has a recipient, as
+ * qshape counts senders), pending recipients, and the age of its oldest
+ * message since arrival (0 when empty); and spool_bytes, the message
+ * files of the queue (envelope, headers and body)
+ */
+static void
+queue_shape(struct buf *out)
+{
+	const struct mta_qmsg *q;
+	unsigned long long msgs[MTA_NQ], rcpts[MTA_NQ], bytes = 0;
+	time_t now = mta_now(), oldest[MTA_NQ], age;
+	int has[MTA_NQ], k;
+	size_t i;
+
+	for (k = 0; k < MTA_NQ; k++) {
+		msgs[k] = rcpts[k] = 0;
+		oldest[k] = 0;
+	}
+	TAILQ_FOREACH(q, mta_queue_all(), entry) {
+		bytes += q->env->bodyoff + q->env->bodylen;
+		/* a future arrival (the clock stepped back) is new */
+		age = now > q->env->arrival ? now - q->env->arrival : 0;
+		memset(has, 0, sizeof(has));
+		for (i = 0; i < q->env->nrcpt; i++)
+			if ((k = mta_rcpt_queue(q, i)) != -1) {
+				rcpts[k]++;
+				has[k] = 1;
+			}
+		for (k = 0; k < MTA_NQ; k++) {
+			if (!has[k])
+				continue;
+			msgs[k]++;
+			if (age > oldest[k])
+				oldest[k] = age;
+		}
+	}
+	for (k = 0; k < MTA_NQ; k++)
+		buf_printf(out, "queue_messages.%s=%llu\n"
+		    "queue_recipients.%s=%llu\nqueue_oldest_seconds.%s=%lld\n",
+		    mta_qnames[k], msgs[k], mta_qnames[k], rcpts[k],
+		    mta_qnames[k], (long long)oldest[k]);
+	buf_printf(out, "spool_bytes=%llu\n", bytes);
+}
+
 static void
 stats(struct buf *out)
 {
@@ -449,6 +512,7 @@ stats(struct buf *out)
 	}
 	buf_printf(out, "queue_messages=%llu\n", msgs);
 	buf_printf(out, "queue_recipients=%llu\n", rcpts);
+	queue_shape(out);
 	buf_printf(out, "queue_held=%llu\n", held);
 	buf_printf(out, "queue_rate_held=%u\n", mta_queue_rate_waiting());
 	for (i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
@@ -462,6 +526,7 @@ stats(struct buf *out)
 	    (unsigned long long)batches, (unsigned long long)ops);
 	histogram_stats(&mta_delay_hist, "delivery_delay_seconds", out);
 	histogram_stats(mta_spool_fsync_hist(), "spool_fsync_seconds", out);
+	histogram_stats(mta_spool_batch_hist(), "spool_batch_messages", out);
 }
 
 void

@@ -260,6 +260,18 @@ void		 mta_result_set(struct mta_result *, int, const char *,
 		    const char *, const char *);
 
 /* admin.c: the queue summary's age columns (qshape's) */
+/*
+ * The queue a pending recipient of q is in, the one classification of
+ * "queue list" (queue=), "queue summary" (qshape's active and deferred,
+ * slow counted there as deferred, and hold) and the stats' queue_*.Q
+ * lines: in a delivery job "active", else of a message on hold "hold",
+ * else failed slow-after times "slow", else "deferred"; -1 when it is
+ * not pending
+ */
+enum mta_qname { MTA_Q_ACTIVE = 0, MTA_Q_DEFERRED, MTA_Q_SLOW, MTA_Q_HOLD,
+	MTA_NQ };
+extern const char *const mta_qnames[MTA_NQ];
+int		 mta_rcpt_queue(const struct mta_qmsg *, size_t);
 #define MTA_AGE_BUCKETS	10
 int		 mta_age_bucket(time_t);
 void		 mta_queue_summary(const struct mta_qmsgq *, time_t, int,
@@ -360,6 +372,8 @@ extern struct mta_stats mta_stats;
 /* queue.c: delay= of every recipient delivered; spool.c: each fsync */
 extern struct histogram mta_delay_hist;
 const struct histogram *mta_spool_fsync_hist(void);
+/* spool.c: the messages committed by each batch (counts) */
+const struct histogram *mta_spool_batch_hist(void);
 const char	*mta_hostname(void);
 int		 mta_shutting_down(void);
 

@@ -117,9 +117,11 @@ lifetime(const struct mta_env *env)
 int
 mta_queue_rcpt_slow(const struct mta_rcpt *r)
 {
-	unsigned n = policy_current()->queue.slow_after;
+	const struct policy *p = policy_current();
 
-	return n > 0 && r->attempts >= n;
+	/* none yet (a unit test's summary): nothing is slow */
+	return p != NULL && p->queue.slow_after > 0 &&
+	    r->attempts >= p->queue.slow_after;
 }
 
 /* backoff - seconds until the next try after n attempts (slow-retry at

@@ -235,6 +235,19 @@ mta_spool_fsync_hist(void)
 	return &spool_fsync_hist;
 }
 
+/* the messages committed by each batch that commits one: how many
+ * sessions' messages share one fsync (group commit at work) */
+static const uint64_t batch_bounds[] = {
+	1, 2, 4, 8, 16, 32, 64, 128, 256, SPOOL_MAXBATCH,
+};
+static struct histogram	 spool_batch_hist = HISTOGRAM_COUNTS(batch_bounds);
+
+const struct histogram *
+mta_spool_batch_hist(void)
+{
+	return &spool_batch_hist;
+}
+
 /* timed_sync - fsync (dir) or fdatasync fd, its time observed: on the pool */
 static int
 timed_sync(int fd, int dir)
@@ -793,6 +806,7 @@ batch_start(void)
 	struct spool_batch *b;
 	struct spool_op *op;
 	struct policy *p = policy_current();
+	unsigned commits = 0;
 	int rc;
 
 	if (spool_inflight || TAILQ_EMPTY(&spool_pending))
@@ -806,9 +820,10 @@ batch_start(void)
 		TAILQ_INSERT_TAIL(&b->ops, op, entry);
 		spool_npending--;
 		b->n++;
-		if (op->type == OP_COMMIT)
+		if (op->type == OP_COMMIT) {
 			op->slot = pool_take();
-		else if (op->type == OP_REMOVE)
+			commits++;
+		} else if (op->type == OP_REMOVE)
 			op->slot = pool_give(op, op->size);
 	}
 	b->req.data = b;
@@ -816,6 +831,8 @@ batch_start(void)
 	spool_inflight = 1;
 	spool_batches++;
 	spool_ops += b->n;
+	if (commits > 0)
+		histogram_observe(&spool_batch_hist, commits);
 	if ((rc = uv_queue_work(spool_loop, &b->req, batch_work,
 	    batch_done)) != 0) {
 		log_warnx("spool: uv_queue_work: %s", uv_strerror(rc));

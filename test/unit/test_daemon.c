@@ -391,7 +391,9 @@ test_metrics_expose(void **state UNUSED)
 	    "# HELP mxbridge_proxy_sessions Sessions open.\n"
 	    "# TYPE mxbridge_proxy_sessions gauge\n"
 	    "mxbridge_proxy_sessions 3\n"
-	    "# HELP mxbridge_queue_messages Messages in the queue.\n"
+	    "# HELP mxbridge_queue_messages Messages in the queue; with "
+	    "queue=, in that queue (a message in each queue where it has a "
+	    "pending recipient).\n"
 	    "# TYPE mxbridge_queue_messages gauge\n"
 	    "mxbridge_queue_messages 1\n"
 	    "# HELP mxbridge_delivered_total Recipients delivered.\n"
@@ -562,6 +564,93 @@ test_metrics_histogram(void **state UNUSED)
 	buf_free(&st);
 }
 
+/* the queue's shape (queue_*.Q beside the plain queue_messages: one
+ * family), the TLS sessions (the protocol's dots kept), a histogram of
+ * counts */
+static void
+test_metrics_shape(void **state UNUSED)
+{
+	static const uint64_t bounds[] = { 1, 4, 16 };
+	static struct histogram h = HISTOGRAM_COUNTS(bounds);
+	static const char want_stats[] =
+	    "b.le.1=1\n"
+	    "b.le.4=2\n"
+	    "b.le.16=3\n"
+	    "b.le.+Inf=4\n"
+	    "b.sum=125\n"
+	    "b.count=4\n";
+	static const char stats[] =
+	    "queue_messages=3\n"
+	    "queue_messages.active=1\n"
+	    "queue_messages.deferred=2\n"
+	    "queue_oldest_seconds.deferred=75\n"
+	    "queue_oldest_seconds.a.b=1\n"		/* one too many */
+	    "spool_bytes=4096\n"
+	    "tls_sessions.client.TLSv1.3=2\n"
+	    "tls_sessions.delivery.TLSv1.2=1\n"
+	    "tls_sessions.server.other=1\n"
+	    "tls_sessions.client=1\n"			/* a value short */
+	    "tls_sessions.client.TLS\"1=1\n"		/* not a word */
+	    "queue_messages.hold=0\n";
+	static const char want[] =
+	    "# HELP mxbridge_queue_messages Messages in the queue; with "
+	    "queue=, in that queue (a message in each queue where it has a "
+	    "pending recipient).\n"
+	    "# TYPE mxbridge_queue_messages gauge\n"
+	    "mxbridge_queue_messages 3\n"
+	    "mxbridge_queue_messages{queue=\"active\"} 1\n"
+	    "mxbridge_queue_messages{queue=\"deferred\"} 2\n"
+	    "mxbridge_queue_messages{queue=\"hold\"} 0\n"
+	    "# HELP mxbridge_queue_oldest_seconds Age since arrival of the "
+	    "oldest message in each queue (0: empty).\n"
+	    "# TYPE mxbridge_queue_oldest_seconds gauge\n"
+	    "mxbridge_queue_oldest_seconds{queue=\"deferred\"} 75\n"
+	    "# HELP mxbridge_spool_bytes Bytes of the queued messages' files "
+	    "in the spool.\n"
+	    "# TYPE mxbridge_spool_bytes gauge\n"
+	    "mxbridge_spool_bytes 4096\n"
+	    "# HELP mxbridge_tls_sessions_total TLS sessions established, by "
+	    "leg (client: STARTTLS from clients, server: the live relay's "
+	    "upstream, delivery) and protocol.\n"
+	    "# TYPE mxbridge_tls_sessions_total counter\n"
+	    "mxbridge_tls_sessions_total{leg=\"client\",protocol=\"TLSv1.3\"} 2\n"
+	    "mxbridge_tls_sessions_total{leg=\"delivery\",protocol=\"TLSv1.2\"} 1\n"
+	    "mxbridge_tls_sessions_total{leg=\"server\",protocol=\"other\"} 1\n"
+	    "# HELP mxbridge_spool_batch_messages Messages committed by each "
+	    "spool batch (one group commit).\n"
+	    "# TYPE mxbridge_spool_batch_messages histogram\n"
+	    "mxbridge_spool_batch_messages_bucket{le=\"1\"} 1\n"
+	    "mxbridge_spool_batch_messages_bucket{le=\"4\"} 2\n"
+	    "mxbridge_spool_batch_messages_bucket{le=\"16\"} 3\n"
+	    "mxbridge_spool_batch_messages_bucket{le=\"+Inf\"} 4\n"
+	    "mxbridge_spool_batch_messages_sum 125\n"
+	    "mxbridge_spool_batch_messages_count 4\n";
+	struct buf st, out;
+	size_t i;
+
+	histogram_observe(&h, 1);		/* on a bound: in it */
+	histogram_observe(&h, 3);
+	histogram_observe(&h, 16);
+	histogram_observe(&h, 105);		/* past the last: +Inf */
+	buf_init(&st);
+	histogram_stats(&h, "b", &st);
+	assert_int_equal(st.len, sizeof(want_stats) - 1);
+	assert_memory_equal(st.data, want_stats, st.len);
+	buf_reset(&st);
+	buf_append(&st, stats, sizeof(stats) - 1);
+	histogram_stats(&h, "spool_batch_messages", &st);
+	buf_init(&out);
+	metrics_expose(st.data, st.len, &out);
+	for (i = 0; i < out.len && i < sizeof(want) - 1 &&
+	    out.data[i] == want[i]; i++)
+		;
+	if (out.len != sizeof(want) - 1 || i != out.len)
+		fail_msg("exposition differs at byte %zu: \"%.*s\"", i,
+		    (int)(out.len - i < 120 ? out.len - i : 120), out.data + i);
+	buf_free(&out);
+	buf_free(&st);
+}
+
 int
 main(void)
 {
@@ -577,6 +666,7 @@ main(void)
 		cmocka_unit_test(test_metrics_expose),
 		cmocka_unit_test(test_metrics_labels),
 		cmocka_unit_test(test_metrics_histogram),
+		cmocka_unit_test(test_metrics_shape),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
