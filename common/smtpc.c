@@ -1019,6 +1019,8 @@ smtpc_tls_input(struct smtpc *r, const char *p, size_t n)
 		log_info("%s=%llu upstream=%s tls=%s",
 		    r->o.logname, (unsigned long long)r->o.id, r->peer,
 		    tls_conn_info(r->tls));
+		if (r->o.tls_counts != NULL)
+			tls_count(r->o.tls_counts, tls_conn_info(r->tls));
 		if (r->o.helo == NULL)
 			smtpc_release(r);
 		else if (r->o.tls == SMTPC_TLS_SMTPS) {

@@ -28,6 +28,7 @@
 
 #include "smtp.h"
 #include "tls.h"
+#include "tls_count.h"
 
 enum smtpc_tls { SMTPC_TLS_NONE = 0, SMTPC_TLS_OPPORTUNISTIC,
 	SMTPC_TLS_REQUIRE, SMTPC_TLS_SMTPS };
@@ -73,6 +74,8 @@ struct smtpc_opts {
 	const char		*ciphers;	/* TLS 1.2 cipher list, or
 						   NULL: OpenSSL's */
 	struct tls_corks	*corks;		/* the loop's */
+	struct tls_counts	*tls_counts;	/* a handshake done counted
+						   here (this loop's), or NULL */
 	size_t			 maxline;	/* reply line; 0: 512 */
 	unsigned		 t_connect;	/* seconds, connect + greeting */
 	unsigned		 t_cmd;		/* per reply */

@@ -496,12 +496,14 @@ queue_shape(struct buf *out)
 	buf_printf(out, "spool_bytes=%llu\n", bytes);
 }
 
+struct tls_counts mta_tls_delivery;
+
 static void
 stats(struct buf *out)
 {
 	struct mta_qmsg *q;
 	unsigned long long msgs = 0, rcpts = 0, held = 0;
-	uint64_t batches, ops;
+	uint64_t batches, ops, tls[TLS_NPROTO];
 	size_t i;
 
 	TAILQ_FOREACH(q, mta_queue_all(), entry) {
@@ -527,6 +529,9 @@ stats(struct buf *out)
 	histogram_stats(&mta_delay_hist, "delivery_delay_seconds", out);
 	histogram_stats(mta_spool_fsync_hist(), "spool_fsync_seconds", out);
 	histogram_stats(mta_spool_batch_hist(), "spool_batch_messages", out);
+	memset(tls, 0, sizeof(tls));
+	tls_counts_add(&mta_tls_delivery, tls);
+	tls_counts_print(tls, "delivery", out);
 }
 
 void

@@ -1255,6 +1255,7 @@ conn_connect(struct conn *c)
 	if (c->level == POLICY_TLSL_VERIFY && o.sni == NULL && o.match == NULL)
 		o.expect_ip = a;
 	o.corks = corks;
+	o.tls_counts = &mta_tls_delivery;
 	o.maxline = CONN_MAXLINE;
 	o.t_connect = p->limits.t_connect;
 	o.t_cmd = p->limits.t_cmd;

@@ -16,6 +16,7 @@
 
 #include "../common/buf.h"
 #include "../common/histogram.h"
+#include "../common/tls_count.h"
 #include "../common/mark.h"
 #include "mta.h"
 
@@ -372,6 +373,8 @@ extern struct mta_stats mta_stats;
 /* queue.c: delay= of every recipient delivered; spool.c: each fsync */
 extern struct histogram mta_delay_hist;
 const struct histogram *mta_spool_fsync_hist(void);
+/* admin.c: delivery's TLS sessions, moved by smtpc on the MTA's loop */
+extern struct tls_counts mta_tls_delivery;
 /* spool.c: the messages committed by each batch (counts) */
 const struct histogram *mta_spool_batch_hist(void);
 const char	*mta_hostname(void);

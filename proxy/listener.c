@@ -34,11 +34,13 @@
 #include "../common/addr.h"
 #include "../common/buf.h"
 #include "../common/counter.h"
+#include "../common/histogram.h"
 #include "../common/ifname.h"
 #include "../common/log.h"
 #include "../common/mark.h"
 #include "../common/xmalloc.h"
 #include "../common/tls.h"
+#include "../common/tls_count.h"
 #include "../daemon/control.h"
 #include "../mta/mta.h"
 #include "../policy/policy.h"
@@ -74,7 +76,17 @@ struct proxy_worker {
 	counter_t		 accepted[2];
 	counter_t		 accept_errors;
 	counter_t		 refused[3];	/* per-client, rate, cap */
+	struct tls_counts	 tls[2];	/* PROXY_TLS_CLIENT, _SERVER */
 };
+
+/* the live relay's added latency (proxy_relay_added): every worker
+ * observes, relaxed atomics (histogram.h) */
+static const uint64_t relay_added_bounds[] = {
+	1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+	1000000, 2500000, 5000000, 10000000, 30000000, 60000000,
+};
+static struct histogram	 proxy_relay_added_hist =
+    HISTOGRAM_INIT(relay_added_bounds);
 
 /*
  * The workers, one slot each: the daemon's thread makes the array at
@@ -135,6 +147,19 @@ struct tls_corks *
 proxy_worker_corks(const struct proxy_worker *w)
 {
 	return w->corks;
+}
+
+struct tls_counts *
+proxy_worker_tls(struct proxy_worker *w, int leg)
+{
+	return &w->tls[leg];
+}
+
+void
+proxy_relay_added(uint64_t dot_ns)
+{
+	histogram_observe(&proxy_relay_added_hist,
+	    (uv_hrtime() - dot_ns) / 1000);
 }
 
 struct callout_cache *
@@ -497,6 +522,7 @@ static void
 proxy_stats(struct buf *out)
 {
 	uint64_t acc[2] = { 0, 0 }, errs = 0, ref[3] = { 0, 0, 0 }, evicted;
+	uint64_t tls[2][TLS_NPROTO];
 	struct proxy_session_sums sums;
 	unsigned i, open = 0;
 	size_t nclients;
@@ -505,6 +531,7 @@ proxy_stats(struct buf *out)
 	pthread_mutex_lock(&proxy_lim_mtx);
 	nclients = proxy_clients_count(proxy_clients);
 	memset(&sums, 0, sizeof(sums));
+	memset(tls, 0, sizeof(tls));
 	evicted = proxy_clients_evicted(proxy_clients);
 	pthread_mutex_unlock(&proxy_lim_mtx);
 	for (i = 0; i < proxy_nw; i++) {
@@ -519,6 +546,8 @@ proxy_stats(struct buf *out)
 			ref[k] += counter_get(&w->refused[k]);
 		open += proxy_sessions_open(w->sessions);
 		proxy_sessions_sum(w->sessions, &sums);
+		for (k = 0; k < 2; k++)
+			tls_counts_add(&w->tls[k], tls[k]);
 	}
 	buf_printf(out, "proxy_accepted_incoming=%llu\n",
 	    (unsigned long long)acc[POLICY_DIR_IN]);
@@ -537,6 +566,9 @@ proxy_stats(struct buf *out)
 	buf_printf(out, "proxy_clients_evicted=%llu\n",
 	    (unsigned long long)evicted);
 	proxy_session_sums_print(&sums, out);
+	tls_counts_print(tls[PROXY_TLS_CLIENT], "client", out);
+	tls_counts_print(tls[PROXY_TLS_SERVER], "server", out);
+	histogram_stats(&proxy_relay_added_hist, "relay_added_seconds", out);
 	for (i = 0; i < proxy_nw; i++) {
 		const struct proxy_worker *w = proxy_ws[i];
 

@@ -44,6 +44,17 @@ extern const struct module proxy_module;
  * parts through conn.worker, and uses them from that worker's thread.
  */
 struct tls_corks	*proxy_worker_corks(const struct proxy_worker *);
+/* the worker's TLS sessions (common/tls_count.h) on a leg: from clients
+ * (STARTTLS, smtpd.c), or the live relay's upstream (sink_relay.c) */
+#define PROXY_TLS_CLIENT	0
+#define PROXY_TLS_SERVER	1
+struct tls_counts	*proxy_worker_tls(struct proxy_worker *, int leg);
+/*
+ * proxy_relay_added - the live relay forwards the upstream's reply to
+ * the final dot that the client sent at dot_ns (uv_hrtime()): the
+ * relay_added_seconds histogram, any worker
+ */
+void			 proxy_relay_added(uint64_t dot_ns);
 struct callout_cache	*proxy_worker_callouts(const struct proxy_worker *);
 struct proxy_sessions	*proxy_worker_sessions(const struct proxy_worker *);
 struct mta_door		*proxy_worker_door(const struct proxy_worker *);

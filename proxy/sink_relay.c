@@ -90,6 +90,7 @@ struct sink {
 	int			 heldover;	/* more than holdmax came */
 	uint64_t		 holdmax;
 	struct buf		 held;		/* as the client sent it */
+	uint64_t		 dot_ns;	/* the client's dot went up */
 };
 
 static void	rsink_greeting_cb(void *, const struct smtp_reply *);
@@ -193,6 +194,9 @@ rsink_reply_cb(void *arg, const struct smtp_reply *rep)
 {
 	struct sink *r = arg;
 
+	if (r->dot_ns != 0)	/* the first reply after the dot is its */
+		proxy_relay_added(r->dot_ns);
+	r->dot_ns = 0;
 	smtpd_sink_raw(r->env, rep);
 }
 
@@ -566,6 +570,7 @@ rsink_greet(struct sink *r)
 	}
 	o.ctx = o.tls != SMTPC_TLS_NONE ? tls_ctx_client_shared() : NULL;
 	o.corks = proxy_worker_corks(e->conn.worker);
+	o.tls_counts = proxy_worker_tls(e->conn.worker, PROXY_TLS_SERVER);
 	log_debug("session=%llu upstream tls=%s hide-box=%s",
 	    (unsigned long long)e->conn.id, policy_cstls_name(e->pol->cs_tls),
 	    o.src.ss_family != AF_UNSPEC ? "yes" : "no");
@@ -792,6 +797,7 @@ rsink_end(struct sink *r)
 		smtpd_sink_reply(r->env, "250 2.0.0 Ok: discarded");
 		return;
 	}
+	r->dot_ns = uv_hrtime();
 	if (r->milters != NULL && r->relay != NULL) {
 		/* the content goes up now, the dot when the milters say */
 		if (r->nrun > 0)

@@ -39,6 +39,7 @@
 #include "../common/log.h"
 #include "../common/smtp.h"
 #include "../common/tls.h"
+#include "../common/tls_count.h"
 #include "../common/xmalloc.h"
 #include "../mta/mta.h"
 #include "../policy/policy.h"
@@ -1929,6 +1930,8 @@ tls_input(struct session *s, const char *p, size_t n)
 		    (unsigned long long)s->env.conn.id, s->env.cstr,
 		    policy_dir_name(s->env.conn.dir),
 		    tls_conn_info(s->env.tls));
+		tls_count(proxy_worker_tls(s->env.conn.worker,
+		    PROXY_TLS_CLIENT), tls_conn_info(s->env.tls));
 		/* RFC 3207 4.2: forget everything said before */
 		free(s->env.helo);
 		s->env.helo = NULL;
