@@ -19,6 +19,15 @@
 #     message's session; one more message, over the size limit, moves
 #     mxbridge_messages_refused_total{reason="too-big"} (and nothing
 #     else there); every session started has ended;
+#   - the queue's shape: a message queued while Postfix is down is counted in mxbridge_queue_messages and _recipients
+#     {queue="deferred"}, its age in mxbridge_queue_oldest_seconds, its
+#     file in mxbridge_spool_bytes, then (slow-after 2) in queue="slow";
+#     deleted, every queue is empty again; the group commits of the
+#     spool are counted in mxbridge_spool_batch_messages;
+#   - a STARTTLS session moves mxbridge_tls_sessions_total{leg="client",
+#     protocol="TLSv1.3"} by 1, and every leg's series says what the log's
+#     tls= lines say; a message on the live relay moves
+#     mxbridge_relay_added_seconds_count by 1;
 #   - another path is 404, POST 405, garbage 400, a 64 KiB header 431,
 #     pipelined requests get one answer, a slow or idle client is cut off
 #     after the request deadline, the 17th connection is closed at once;
@@ -55,11 +64,17 @@ val() { awk -v k="$1" '$1 == k { print $2 }' "$S/m.txt"; }
 # on every address (v4 peers arrive v4-mapped), loopback and c1's v6 only
 ALLOW="metrics allow 127.0.0.1
 metrics allow 2001:db8:2::101/128 198.51.100.0/24"
-mconf "metrics listen :: $MP
+tb_make_cert "$S"
+# mail deferred stays so until its second try, 4 s later, makes it slow;
+# c1's outgoing sessions are relayed live
+MTA_RETRY_MIN=4s MTA_QUEUE_EXTRA="slow-after 2" mconf "metrics listen :: $MP
 $ALLOW
 limits {
 	size 1K
-}"
+}
+tls certificate \"$S/cert.pem\" key \"$S/key.pem\"
+starttls incoming offer
+honour client-server from $TB_C1_IP4/32"
 mta_up
 wait_for grep -q "metrics: listening on \[::\]:$MP" "$TB_MXB_LOG" ||
 	fail "no metrics listener: $(grep metrics "$TB_MXB_LOG")"
@@ -80,6 +95,28 @@ sim0=$(val "$SIM") eq0=$(val "$EQ") fip0=$(val "$FIP") rtb0=$(val "$RTB")
 	[ "$(val "$OIM")" = 0 ] ||
 	fail "labelled series missing: $(grep -E '_sessions_|nfq_flows|messages_refused' "$S/m.txt")"
 [ -n "$h0" ] && [ -n "$hs0" ] && [ -n "$f0" ] || fail "histograms missing: $(grep -E 'delay|fsync' "$S/m.txt")"
+# the queue's shape, TLS, the live relay's latency (there from the start)
+QMD='mxbridge_queue_messages{queue="deferred"}'
+QRD='mxbridge_queue_recipients{queue="deferred"}'
+QOD='mxbridge_queue_oldest_seconds{queue="deferred"}'
+QMS='mxbridge_queue_messages{queue="slow"}'
+TC3='mxbridge_tls_sessions_total{leg="client",protocol="TLSv1.3"}'
+for q in active deferred slow hold; do
+	for f in messages recipients oldest_seconds; do
+		[ "$(val "mxbridge_queue_$f{queue=\"$q\"}")" = 0 ] ||
+			fail "mxbridge_queue_$f{queue=\"$q\"} not 0 at start: $(grep '^mxbridge_queue_' "$S/m.txt")"
+	done
+done
+for l in client server delivery; do
+	for p in TLSv1.2 TLSv1.3 other; do
+		[ "$(val "mxbridge_tls_sessions_total{leg=\"$l\",protocol=\"$p\"}")" = 0 ] ||
+			fail "tls_sessions $l $p not 0 at start: $(grep tls_sessions "$S/m.txt")"
+	done
+done
+[ "$(val mxbridge_spool_bytes)" = 0 ] || fail "spool_bytes at start: $(val mxbridge_spool_bytes)"
+ra0=$(val mxbridge_relay_added_seconds_count) b0=$(val mxbridge_spool_batch_messages_count)
+[ "$ra0" = 0 ] && [ -n "$b0" ] ||
+	fail "relay_added or spool_batch_messages missing: $(grep -E 'relay_added|batch_messages' "$S/m.txt")"
 # (promcheck takes a _bucket sample only under TYPE histogram)
 grep -q '^mxbridge_delivery_delay_seconds_bucket{le="0.005"} ' "$S/m.txt" ||
 	fail "no delivery_delay_seconds buckets: $(grep delay "$S/m.txt")"
@@ -127,6 +164,11 @@ awk -v a="$hs0" -v b="$(val mxbridge_delivery_delay_seconds_sum)" -v l="$logged"
 	fail "delivery_delay_seconds_sum moved $hs0 -> $(val mxbridge_delivery_delay_seconds_sum), delay= lines say $logged"
 [ "$(val mxbridge_spool_fsync_seconds_count)" -gt "$f0" ] ||
 	fail "no spool fsync observed: $(grep spool_fsync "$S/m.txt")"
+# one message (its two recipients) in a group commit: in the first
+# bucket or above, never none
+[ "$(val mxbridge_spool_batch_messages_count)" -gt "$b0" ] &&
+	[ "$(val 'mxbridge_spool_batch_messages_bucket{le="512"}')" = "$(val mxbridge_spool_batch_messages_count)" ] ||
+	fail "no group commit observed: $(grep spool_batch_messages "$S/m.txt")"
 sum=$(awk '$1 ~ /^mxbridge_worker_proxy_accepted_incoming_total\{/ { n += $2 } END { print n + 0 }' "$S/m.txt")
 [ "$sum" = "$(val mxbridge_proxy_accepted_incoming_total)" ] ||
 	fail "per-worker accepted sum $sum, total $(val mxbridge_proxy_accepted_incoming_total)"
@@ -158,6 +200,87 @@ started=$(awk '$1 ~ /^mxbridge_sessions_total\{/ { n += $2 } END { print n + 0 }
 [ "$ended" = "$started" ] || fail "sessions started $started, ended $ended"
 grep -q '^mxbridge_sessions_ended_total{disposition="other"} 0$' "$S/m.txt" ||
 	fail "a disposition not named: $(grep sessions_ended "$S/m.txt")"
+
+# the queue's shape: a message queued while the server is down
+tb_postfix stop >/dev/null 2>&1
+wait_for eval '! tbd_listening_tcp srv ":25" 25' || fail "postfix did not stop"
+send c1 "$TB_SRV_IP4" sender@example.org carol@example.com "t-metrics deferred" ||
+	fail "not queued: $(cat "$S/send.out")"
+did=$(sed -n 's/.*queued as \([0-9a-f]\{16\}\).*/\1/p' "$S/send.out")
+[ -n "$did" ] || fail "no queue id: $(cat "$S/send.out")"
+# deferred after its first try, and a second old at least
+wait_for -t 15 eval 'scrape >"$S/m.txt" && [ "$(val "$QMD")" = 1 ] && [ "$(val "$QOD")" -gt 0 ]' ||
+	fail "not deferred with an age: $(grep '^mxbridge_queue_' "$S/m.txt"; ctl queue list)"
+[ "$(val "$QRD")" = 1 ] || fail "$QRD $(val "$QRD"), want 1"
+[ "$(val mxbridge_queue_messages)" = 1 ] || fail "queue_messages $(val mxbridge_queue_messages), want 1"
+[ "$(val "$QOD")" -le 15 ] || fail "$QOD $(val "$QOD"): older than the test"
+size=$(stat -c %s "$S/spool/queue/$did") || fail "no spool file for $did"
+[ "$(val mxbridge_spool_bytes)" = "$size" ] ||
+	fail "spool_bytes $(val mxbridge_spool_bytes), the file has $size"
+ctl queue list | grep -q "to=<carol@example.com> .*queue=deferred" ||
+	fail "queue list does not say deferred: $(ctl queue list)"
+# its second try failed too: the slow queue's
+wait_for -t 20 eval 'scrape >"$S/m.txt" && [ "$(val "$QMS")" = 1 ] && [ "$(val "$QMD")" = 0 ]' ||
+	fail "not slow after two tries: $(grep '^mxbridge_queue_' "$S/m.txt"; ctl queue list)"
+[ "$(val 'mxbridge_queue_oldest_seconds{queue="slow"}')" -gt 0 ] ||
+	fail "slow oldest: $(grep '^mxbridge_queue_oldest' "$S/m.txt")"
+ctl queue delete "$did" >/dev/null || fail "queue delete $did"
+tb_postfix start >/dev/null 2>&1 || fail "postfix did not start"
+wait_for eval 'scrape >"$S/m.txt" && [ "$(val mxbridge_spool_bytes)" = 0 ] && [ "$(val mxbridge_queue_messages)" = 0 ]' ||
+	fail "the queue not empty after the delete: $(grep -E '^mxbridge_(queue|spool_bytes)' "$S/m.txt")"
+[ "$(awk '$1 ~ /^mxbridge_queue_(messages|recipients|oldest_seconds)\{/ { n += $2 } END { print n + 0 }' "$S/m.txt")" = 0 ] ||
+	fail "a queue not empty: $(grep '^mxbridge_queue_' "$S/m.txt")"
+
+# a STARTTLS session on the queue path: the client leg, TLSv1.3
+tc0=$(val "$TC3")
+tb_chat c1 "$TB_SRV_IP4" 25 "EHLO c1.test" STARTTLS "EHLO c1.test" QUIT >"$S/chat.out" ||
+	fail "STARTTLS session: $(cat "$S/chat.out")"
+grep -q '^220 ' "$S/chat.out" && grep -q '^221 ' "$S/chat.out" || fail "STARTTLS session: $(cat "$S/chat.out")"
+wait_for eval 'scrape >"$S/m.txt" && [ "$(val "$TC3")" = $((tc0 + 1)) ]' ||
+	fail "$TC3 $(val "$TC3"), want $((tc0 + 1)): $(grep tls_sessions "$S/m.txt")"
+# a message on the live relay: c1 to the outside sink
+sro0=$(val 'mxbridge_sessions_total{direction="outgoing",path="relay"}')
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "t-metrics relayed" ||
+	fail "not relayed: $(cat "$S/send.out")"
+wait_for log_has "to=<rcpt@example.net> nrcpt=1 size=[0-9]+ disposition=relayed" ||
+	fail "no relayed line: $(grep disposition= "$TB_MXB_LOG" | tail -n 2)"
+scrape >"$S/m.txt" || fail "scrape: $(cat "$S/m.txt")"
+[ "$(val 'mxbridge_sessions_total{direction="outgoing",path="relay"}')" = $((sro0 + 1)) ] ||
+	fail "the message was not on the live relay: $(grep sessions_total "$S/m.txt")"
+[ "$(val mxbridge_relay_added_seconds_count)" = $((ra0 + 1)) ] &&
+	[ "$(val 'mxbridge_relay_added_seconds_bucket{le="+Inf"}')" = $((ra0 + 1)) ] ||
+	fail "relay_added_seconds: $(grep relay_added "$S/m.txt")"
+[ "$(val 'mxbridge_relay_added_seconds_bucket{le="60"}')" = $((ra0 + 1)) ] ||
+	fail "relay_added over a minute? $(grep relay_added "$S/m.txt")"
+# every leg says what its tls= lines say (the outside sink and Postfix
+# offer no STARTTLS: those legs stay 0, the client's counts one)
+tls_lines() {	# LEG PROTOCOL: the log's handshakes of LEG
+	local pre
+	case $1 in
+	client) pre=' dir=(incoming|outgoing) tls=' ;;
+	server) pre=' session=[0-9]+ upstream=[^ ]+ tls=' ;;
+	delivery) pre=' mta: conn=[0-9]+ upstream=[^ ]+ tls=' ;;
+	esac
+	grep -Ec -- "$pre${2//./\\.}/" "$TB_MXB_LOG"
+}
+for l in client server delivery; do
+	for p in TLSv1.2 TLSv1.3; do
+		[ "$(val "mxbridge_tls_sessions_total{leg=\"$l\",protocol=\"$p\"}")" = "$(tls_lines $l $p)" ] ||
+			fail "tls_sessions $l $p: $(val "mxbridge_tls_sessions_total{leg=\"$l\",protocol=\"$p\"}"), the log has $(tls_lines $l $p)"
+	done
+	[ "$(val "mxbridge_tls_sessions_total{leg=\"$l\",protocol=\"other\"}")" = 0 ] ||
+		fail "tls_sessions $l other: $(grep tls_sessions "$S/m.txt")"
+done
+# and the same body passes promtool with every new family in it
+tb_exec box python3 "$PC" scrape 127.0.0.1 $MP "$S/raw2.txt" >"$S/m.txt" ||
+	fail "scrape: $(cat "$S/m.txt")"
+promtool check metrics <"$S/raw2.txt" >"$S/promtool.out" 2>&1 ||
+	fail "promtool check metrics (rc $?): $(head -n 5 "$S/promtool.out")"
+for f in queue_messages queue_recipients queue_oldest_seconds spool_bytes \
+    spool_batch_messages relay_added_seconds tls_sessions_total; do
+	grep -q "^# TYPE mxbridge_$f " "$S/raw2.txt" && grep -q "^# HELP mxbridge_$f " "$S/raw2.txt" ||
+		fail "no HELP or TYPE for mxbridge_$f"
+done
 
 # wrong and hostile requests
 expect_glob "another path" "$(probe path)" 404
