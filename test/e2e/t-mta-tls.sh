@@ -1,7 +1,8 @@
 #!/bin/bash
 # t-mta-tls: STARTTLS on the MTA's leg to the protected server.
 #   - Postfix offers STARTTLS, the domain requires it (tls starttls): the
-#     message arrives encrypted (Postfix's Received: says "using TLS");
+#     message arrives encrypted (Postfix's Received: says "using TLS"),
+#     the handshake counted in stats tls_sessions.delivery.PROTOCOL;
 #   - Postfix stops offering it: the required TLS defers the message with
 #     4.7.5, nothing is sent in the clear;
 #   - the domain goes back to opportunistic (reload) and the queue is
@@ -35,6 +36,12 @@ wait_for -t 20 maildir_count alice -ge 1 || fail "not delivered over TLS: $(grep
 f=$(find "$TB_MAILDIR/alice/new" -type f | head -n 1)
 grep -A3 "by mx.example.com (Postfix)" "$f" | grep -q "using TLS" ||
 	grep -q "(using TLSv1" "$f" || fail "Postfix did not receive it over TLS: $(grep -A4 '^Received' "$f")"
+# counted on the delivery leg, by the protocol logged
+p=$(grep -Eo ' mta: conn=[0-9]+ upstream=[^ ]+ tls=TLSv1\.[23]/' "$TB_MXB_LOG" | head -n 1 |
+	sed 's/.*tls=\(TLSv1\.[23]\)\//\1/')
+[ -n "$p" ] || fail "no delivery handshake logged: $(grep 'tls=' "$TB_MXB_LOG" | tail -n 3)"
+ctl stats | grep -qx "tls_sessions.delivery.$p=1" ||
+	fail "the delivery's $p session not counted: $(ctl stats | grep '^tls_sessions')"
 
 pf smtpd_tls_security_level=none
 tb_postfix reload >/dev/null 2>&1 || fail "postfix reload"

@@ -2,7 +2,8 @@
 # t-proxy-tls: STARTTLS on both legs.
 #   - swaks --tls through the live relay to a STARTTLS upstream: TLS on
 #     the client leg (the proxy's certificate) and on the upstream leg,
-#     protocol/cipher logged per leg, the message delivered;
+#     protocol/cipher logged per leg and counted (stats tls_sessions),
+#     the message delivered;
 #   - a client that pipelines MAIL behind STARTTLS: the MAIL is dropped;
 #   - swaks --tls on the MTA path (incoming): delivered;
 #   - an upstream that sends bytes right after its 220 to STARTTLS: the
@@ -44,6 +45,13 @@ wait_for sink_count "$S/fake" -ge 1 || fail "message not at the upstream"
 grep -rqs "^TLS: True" "$S/fake" || fail "the upstream leg was not encrypted"
 log_has "client=$TB_C1_IP4:[0-9]+ dir=outgoing tls=TLSv1\.[23]/" || fail "client leg TLS not logged"
 log_has "upstream=$FAKE_IP:25 tls=TLSv1\.[23]/" || fail "upstream leg TLS not logged"
+# counted on both legs, by the protocol logged (stats tls_sessions.LEG.P)
+for leg in client server; do
+	p=$(grep -Eo "$([ $leg = client ] && echo "dir=outgoing" || echo "upstream=$FAKE_IP:25") tls=TLSv1\.[23]/" "$TB_MXB_LOG" |
+		head -n 1 | sed 's/.*tls=\(TLSv1\.[23]\)\//\1/')
+	wait_for eval "mxb_ctl stats | grep -qx 'tls_sessions.$leg.$p=1'" ||
+		fail "the $leg leg's $p session not counted: $(mxb_ctl stats | grep '^tls_sessions')"
+done
 
 # 2. pipelined behind STARTTLS
 hostile "$FAKE_IP" starttls
