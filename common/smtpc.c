@@ -271,6 +271,7 @@ smtpc_socket(struct smtpc *r)
 static void
 smtpc_opts_free(struct smtpc_opts *o)
 {
+	SSL_CTX_free(o->ctx);
 	free((char *)(uintptr_t)o->sni);
 	free((char *)(uintptr_t)o->expect_ip);
 	free((char *)(uintptr_t)o->match);
@@ -380,6 +381,9 @@ smtpc_open(uv_loop_t *loop, const struct smtpc_opts *o,
 	/* the owner's strings may go with a reload: copies */
 	r->o.logname = o->logname != NULL ? o->logname : "session";
 	r->o.peername = NULL;
+	/* a reference: the owner's (a cached verifying one) may go first */
+	if (o->ctx != NULL)
+		SSL_CTX_up_ref(o->ctx);
 	r->o.sni = o->sni != NULL ? xstrdup(o->sni) : NULL;
 	r->o.expect_ip = o->expect_ip != NULL ? xstrdup(o->expect_ip) : NULL;
 	r->o.match = o->match != NULL ? xstrdup(o->match) : NULL;
@@ -1016,9 +1020,10 @@ smtpc_tls_input(struct smtpc *r, const char *p, size_t n)
 	if (st == TLS_HANDSHAKE)
 		return;
 	if (r->state == SC_HANDSHAKE) {
-		log_info("%s=%llu upstream=%s tls=%s",
+		log_info("%s=%llu upstream=%s tls=%s verified=%s",
 		    r->o.logname, (unsigned long long)r->o.id, r->peer,
-		    tls_conn_info(r->tls));
+		    tls_conn_info(r->tls), tls_conn_verified(r->tls) ?
+		    "yes" : "no");
 		if (r->o.helo == NULL)
 			smtpc_release(r);
 		else if (r->o.tls == SMTPC_TLS_SMTPS) {

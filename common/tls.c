@@ -59,6 +59,9 @@ ctx_common(SSL_CTX *ctx)
 	    SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	/* a hostile peer's chain: bounded work and memory (tls.h) */
+	SSL_CTX_set_verify_depth(ctx, TLS_VERIFY_DEPTH);
+	SSL_CTX_set_max_cert_list(ctx, TLS_MAX_CERT_LIST);
 }
 
 SSL_CTX *
@@ -175,6 +178,49 @@ tls_ctx_client_ca(const char *ca_file, char *err, size_t errlen)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
+	return ctx;
+}
+
+/* vcache: tls_ctx_client_verify's contexts by CA file ("" for the
+ * system's), oldest first, under vcache_mtx; kept for the process's life */
+#define VCACHE_MAX	4
+static pthread_mutex_t	 vcache_mtx = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	SSL_CTX		*ctx;
+	char		*ca;
+} vcache[VCACHE_MAX];
+
+SSL_CTX *
+tls_ctx_client_verify(const char *ca_file, char *err, size_t errlen)
+{
+	const char *ca = ca_file != NULL ? ca_file : "";
+	SSL_CTX *ctx = NULL;
+	int i;
+
+	pthread_mutex_lock(&vcache_mtx);
+	for (i = 0; i < VCACHE_MAX && vcache[i].ctx != NULL; i++)
+		if (strcmp(vcache[i].ca, ca) == 0)
+			break;
+	if (i == VCACHE_MAX) {
+		/* full: the oldest goes; its users hold their references */
+		SSL_CTX_free(vcache[0].ctx);
+		free(vcache[0].ca);
+		memmove(&vcache[0], &vcache[1],
+		    (VCACHE_MAX - 1) * sizeof(vcache[0]));
+		i = VCACHE_MAX - 1;
+		vcache[i].ctx = NULL;
+		vcache[i].ca = NULL;
+	}
+	if (vcache[i].ctx == NULL) {
+		if ((vcache[i].ctx = tls_ctx_client_ca(ca_file, err,
+		    errlen)) == NULL)
+			goto out;
+		vcache[i].ca = xstrdup(ca);
+	}
+	ctx = vcache[i].ctx;
+	SSL_CTX_up_ref(ctx);
+out:
+	pthread_mutex_unlock(&vcache_mtx);
 	return ctx;
 }
 
@@ -411,7 +457,14 @@ tls_handshake(struct tls_conn *t)
 	e = SSL_get_error(t->ssl, rc);
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
 		return TLS_HANDSHAKE;
-	if (SSL_get_verify_result(t->ssl) != X509_V_OK)
+	/* a list over the cap is refused before any certificate is read */
+	if (ERR_GET_LIB(ERR_peek_error()) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(ERR_peek_error()) == SSL_R_EXCESSIVE_MESSAGE_SIZE)
+		snprintf(t->err, sizeof(t->err), "certificate chain too big: "
+		    "a handshake message over %d bytes", TLS_MAX_CERT_LIST);
+	/* the verify result means something only where it was asked for */
+	else if (SSL_get_verify_mode(t->ssl) != SSL_VERIFY_NONE &&
+	    SSL_get_verify_result(t->ssl) != X509_V_OK)
 		snprintf(t->err, sizeof(t->err), "certificate: %s",
 		    X509_verify_cert_error_string(
 		    SSL_get_verify_result(t->ssl)));

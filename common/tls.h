@@ -55,6 +55,18 @@ enum tls_verify {
 struct tls_conn;
 
 /*
+ * What a peer may make us read and check, on every context: a chain
+ * deeper than TLS_VERIFY_DEPTH certificates below the peer's fails to
+ * verify ("certificate chain too long", as Postfix's
+ * smtp_tls_scert_verifydepth 9), and a certificate list (the handshake
+ * message) over TLS_MAX_CERT_LIST bytes fails the handshake before it is
+ * parsed ("certificate chain too big"), verifying or not.  Real chains
+ * are a few KiB; OpenSSL's own cap is 100 KiB.
+ */
+#define TLS_VERIFY_DEPTH	9
+#define TLS_MAX_CERT_LIST	(64 * 1024)
+
+/*
  * Contexts are built once (at start or reload) and shared by every
  * connection; free them with SSL_CTX_free() once no tls_conn uses them
  * (each tls_conn holds a reference, so freeing early is safe).
@@ -73,6 +85,17 @@ SSL_CTX		*tls_ctx_client(enum tls_verify, const char *cert,
  * tls_conn_new, or an address given to tls_conn_expect_ip.
  */
 SSL_CTX		*tls_ctx_client_ca(const char *ca_file, char *err,
+		    size_t errlen);
+/*
+ * tls_ctx_client_verify - the verifying client context of ca_file (NULL:
+ * the system's CAs), shared by every thread: made once per CA file, a
+ * few kept (a reload naming another file makes another), each caller
+ * given its own reference to drop with SSL_CTX_free().  The MTA's
+ * "verify" level and the live relay's "client-server tls verify" both
+ * take theirs here; the names are checked per connection
+ * (tls_conn_expect_hosts, tls_conn_expect_ip).  NULL and a reason in err.
+ */
+SSL_CTX		*tls_ctx_client_verify(const char *ca_file, char *err,
 		    size_t errlen);
 
 /*

@@ -123,13 +123,6 @@ static struct connlist	 idle = LIST_HEAD_INITIALIZER(idle);
 static unsigned		 nconns;
 static unsigned		 nidle;
 static uint64_t		 conn_ids;
-/* verifying client contexts by CA file ("" for the system's), made when
- * first needed, kept: the relay host's and the tls-policy's */
-#define VCTX_MAX	4
-static struct {
-	SSL_CTX		*ctx;
-	char		*ca;
-} vctx_cache[VCTX_MAX];
 static int		 draining;
 static struct tls_corks	*corks;		/* of the MTA's loop */
 static uv_loop_t	*corks_loop;
@@ -453,37 +446,18 @@ send_cmd(struct conn *c, const char *fmt, ...)
 /*
  * verify_ctx - a verifying context for the CAs of ca_file (NULL: the
  * system's), one reference for the caller; NULL after logging why.
- * Made once per CA file (a reload naming another file makes another).
+ * The contexts are common/tls.c's, shared with the live relay's verify.
  */
 static SSL_CTX *
 verify_ctx(const char *ca_file)
 {
-	const char *ca = ca_file != NULL ? ca_file : "";
+	SSL_CTX *ctx;
 	char err[256];
-	int i;
 
-	for (i = 0; i < VCTX_MAX && vctx_cache[i].ctx != NULL; i++)
-		if (strcmp(vctx_cache[i].ca, ca) == 0)
-			break;
-	if (i == VCTX_MAX) {		/* full: the oldest goes */
-		SSL_CTX_free(vctx_cache[0].ctx);
-		free(vctx_cache[0].ca);
-		memmove(&vctx_cache[0], &vctx_cache[1],
-		    (VCTX_MAX - 1) * sizeof(vctx_cache[0]));
-		i = VCTX_MAX - 1;
-		vctx_cache[i].ctx = NULL;
-	}
-	if (vctx_cache[i].ctx == NULL) {
-		if ((vctx_cache[i].ctx = tls_ctx_client_ca(ca_file, err,
-		    sizeof(err))) == NULL) {
-			log_warnx("mta: verifying TLS context: ca_file=%s %s",
-			    ca[0] != '\0' ? ca : "system", err);
-			return NULL;
-		}
-		vctx_cache[i].ca = xstrdup(ca);
-	}
-	SSL_CTX_up_ref(vctx_cache[i].ctx);
-	return vctx_cache[i].ctx;
+	if ((ctx = tls_ctx_client_verify(ca_file, err, sizeof(err))) == NULL)
+		log_warnx("mta: verifying TLS context: ca_file=%s %s",
+		    ca_file != NULL ? ca_file : "system", err);
+	return ctx;
 }
 
 /*
@@ -1476,7 +1450,6 @@ void
 mta_deliver_stop(void)
 {
 	struct conn *c, *next;
-	int i;
 
 	draining = 1;
 	for (c = LIST_FIRST(&conns); c != NULL; c = next) {
@@ -1487,10 +1460,4 @@ mta_deliver_stop(void)
 		conn_close(c);
 	}
 	mta_dns_stop();		/* lookups not started answer now */
-	for (i = 0; i < VCTX_MAX; i++) {
-		SSL_CTX_free(vctx_cache[i].ctx);
-		free(vctx_cache[i].ca);
-		vctx_cache[i].ctx = NULL;
-		vctx_cache[i].ca = NULL;
-	}
 }
