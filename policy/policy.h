@@ -26,7 +26,7 @@ enum policy_verdict { POLICY_RELAY = 0, POLICY_REJECT, POLICY_DISCARD,
 	POLICY_TEMPFAIL };
 /* TLS of the live relay's upstream leg ("client-server tls") */
 enum policy_cstls { POLICY_CSTLS_NONE = 0, POLICY_CSTLS_OPPORTUNISTIC,
-	POLICY_CSTLS_REQUIRE };
+	POLICY_CSTLS_REQUIRE, POLICY_CSTLS_VERIFY };
 /* what delivery asks of a next hop's TLS ("tls-policy"), Postfix's levels */
 enum policy_tlslevel { POLICY_TLSL_NONE = 0, POLICY_TLSL_MAY,
 	POLICY_TLSL_ENCRYPT, POLICY_TLSL_VERIFY };
@@ -203,6 +203,13 @@ struct policy_honour {
 	int		 honour;
 };
 
+/* "client-server match NET NAMES": the names a verified upstream in NET
+ * must carry */
+struct policy_csmatch {
+	struct addr_net	 net;
+	char		*names;			/* space separated */
+};
+
 struct policy {
 	int		 refcnt;
 	char		*path;
@@ -257,6 +264,11 @@ struct policy {
 	size_t		 nhonours;
 	int		 default_honour;
 	enum policy_cstls cs_tls;		/* live relay's upstream TLS */
+	char		*cs_match;		/* verify: names, or NULL: the
+						   address dialled */
+	char		*cs_ca_file;		/* verify: NULL, tls_ca_file's */
+	struct policy_csmatch *csmatch;		/* per upstream network */
+	size_t		 ncsmatch;
 	int		 hide_box_out;		/* live relay from the client */
 	struct addr_net	*bypass_client;
 	size_t		 nbypass_client;
@@ -332,6 +344,14 @@ const char	*policy_route_name(enum policy_route);
 const char	*policy_starttls_name(enum policy_starttls);
 const char	*policy_uptls_name(enum policy_uptls);
 const char	*policy_cstls_name(enum policy_cstls);
+/* the names a verified live relay upstream at dst must carry: its
+ * network's "client-server match", else the global "match"; NULL: the
+ * certificate must name the address */
+const char	*policy_cs_match(const struct policy *,
+		    const struct sockaddr *dst);
+/* the CA file of "client-server tls verify": its own, tls-policy's, or
+ * NULL for the system's */
+const char	*policy_cs_ca_file(const struct policy *);
 const char	*policy_hostname(const struct policy *);
 unsigned	 policy_workers(const struct policy *);
 const struct policy_port *policy_port_by_name(const struct policy *,

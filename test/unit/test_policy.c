@@ -356,6 +356,9 @@ static const struct value_case {
 	{ "client-server tls none", PO(cs_tls), 4, POLICY_CSTLS_NONE },
 	{ "client-server tls require\nclient-server default ignore",
 	    PO(cs_tls), 4, POLICY_CSTLS_REQUIRE },
+	{ "client-server tls verify", PO(cs_tls), 4, POLICY_CSTLS_VERIFY },
+	{ "client-server tls encrypt", PO(cs_tls), 4, POLICY_CSTLS_REQUIRE },
+	{ "client-server tls may", PO(cs_tls), 4, POLICY_CSTLS_OPPORTUNISTIC },
 	{ "client-server tls opportunistic", PO(cs_tls), 4,
 	    POLICY_CSTLS_OPPORTUNISTIC },
 	/* unset, it follows the client side's STARTTLS */
@@ -604,14 +607,40 @@ static const struct error_case {
 	{ "client-server default maybe",
 	    "1: client-server: expected ignore or honour, got \"maybe\"" },
 	{ "client-server always honour",
-	    "1: client-server: expected \"default\" or \"tls\", got "
-	    "\"always\"" },
+	    "1: client-server: expected \"default\", \"tls\" or \"match\", "
+	    "got \"always\"" },
+	{ "client-server default honour now",
+	    "1: client-server default: one of honour or ignore expected" },
+	{ "client-server tls require match \"a.example\"",
+	    "1: client-server tls: match needs the level verify" },
+	{ "client-server tls verify match \"a.example b_c\"",
+	    "1: client-server tls match: bad name \"b_c\"" },
+	{ "client-server tls verify match \" \"",
+	    "1: client-server tls match: no name" },
+	{ "client-server tls verify match",
+	    "1: client-server tls: missing argument after \"match\"" },
+	{ "client-server tls verify ca-file /nonexistent/ca.pem",
+	    "1: client-server tls ca-file \"/nonexistent/ca.pem\": No such "
+	    "file or directory" },
+	{ "client-server tls verify match a.example match b.example",
+	    "1: client-server tls: unexpected argument \"match\"" },
+	{ "client-server tls verify name a.example",
+	    "1: client-server tls: unexpected argument \"name\"" },
+	{ "client-server match 192.0.2.0/24",
+	    "1: client-server match: NETWORK \"NAMES\" expected" },
+	{ "client-server tls verify\nclient-server match 192.0.2.0/33 a.example",
+	    "2: client-server match: bad network \"192.0.2.0/33\"" },
+	{ "client-server tls verify\nclient-server match 192.0.2.0/24 a*b",
+	    "2: client-server match: bad name \"a*b\"" },
+	{ "client-server tls require\n\nclient-server match 192.0.2.0/24 "
+	    "a.example", "3: client-server match: needs client-server tls "
+	    "verify" },
 	{ "client-server default honour\nclient-server default ignore",
 	    "2: client-server: duplicate default (first at line 1)" },
 	{ "client-server tls none\n\nclient-server tls require",
 	    "3: client-server: duplicate tls (first at line 1)" },
 	{ "client-server tls starttls", "1: client-server tls: expected none, "
-	    "opportunistic or require, got \"starttls\"" },
+	    "opportunistic, require or verify, got \"starttls\"" },
 	{ "client-server tls", "1: client-server: missing argument" },
 	{ "hide-box outgoing maybe",
 	    "1: hide-box: expected yes or no, got \"maybe\"" },
@@ -1915,6 +1944,7 @@ test_manpage(void **state UNUSED)
 		"listen", "log verbose", "shutdown-grace", "tls certificate",
 		"starttls", "default", "port", "domain", "relay-host",
 		"honour | ignore", "client-server", "client-server tls",
+		"client-server match",
 		"hide-box outgoing", "queue", "limits", "match",
 		"bypass client", "bypass server", "incoming", "outgoing",
 		"accept-to-box", "server", "fallback", "tls",
@@ -2062,6 +2092,45 @@ test_tls_policy(void **state UNUSED)
 	policy_unref(pol);
 }
 
+/*
+ * test_cs_verify - "client-server tls verify": the names of the dialled
+ * address's network first, the global match next, else none (the
+ * address is checked); its own CA file before tls-policy's
+ */
+static void
+test_cs_verify(void **state UNUSED)
+{
+	struct policy *pol;
+	struct sockaddr_storage a = sa("192.0.2.7", 25),
+	    b = sa("198.51.100.1", 25), c = sa("2001:db8::25", 25);
+
+	pol = must_load("client-server tls verify match \"mx.example.org "
+	    "mx2.example.org\" ca-file /etc/hostname\n"
+	    "client-server match 192.0.2.0/28 \"smtp.partner.example\"\n"
+	    "client-server match 192.0.2.0/24 \"other.example\"\n"
+	    "tls-policy ca-file /etc/passwd\n");
+	assert_int_equal(pol->cs_tls, POLICY_CSTLS_VERIFY);
+	assert_int_equal(pol->ncsmatch, 2);
+	assert_string_equal(policy_cs_match(pol, (struct sockaddr *)&a),
+	    "smtp.partner.example");
+	assert_string_equal(policy_cs_match(pol, (struct sockaddr *)&b),
+	    "mx.example.org mx2.example.org");
+	assert_string_equal(policy_cs_ca_file(pol), "/etc/hostname");
+	policy_unref(pol);
+	pol = must_load("client-server tls verify\n"
+	    "client-server match 2001:db8::/32 mx.example.net\n"
+	    "tls-policy ca-file /etc/passwd\n");
+	assert_string_equal(policy_cs_match(pol, (struct sockaddr *)&c),
+	    "mx.example.net");
+	assert_null(policy_cs_match(pol, (struct sockaddr *)&a));
+	assert_string_equal(policy_cs_ca_file(pol), "/etc/passwd");
+	policy_unref(pol);
+	pol = must_load("client-server tls verify\n");
+	assert_null(policy_cs_ca_file(pol));
+	assert_null(policy_cs_match(pol, (struct sockaddr *)&b));
+	policy_unref(pol);
+}
+
 /* test_destinations - "destination" blocks over the queue's values */
 static void
 test_destinations(void **state UNUSED)
@@ -2162,7 +2231,7 @@ test_enum_names(void **state UNUSED)
 	} rows[] = {
 #define R(t, n)	{ policy_##t##_names, n }
 		R(dir, 2), R(action, 3), R(starttls, 3), R(uptls, 4),
-		R(verdict, 4), R(cstls, 3), R(route, 4), R(tlslevel, 4),
+		R(verdict, 4), R(cstls, 4), R(route, 4), R(tlslevel, 4),
 #undef R
 	};
 	size_t i;
@@ -2244,6 +2313,7 @@ main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_workers),
 		cmocka_unit_test(test_tls_policy),
+		cmocka_unit_test(test_cs_verify),
 		cmocka_unit_test(test_destinations),
 		cmocka_unit_test(test_milters),
 		cmocka_unit_test(test_enum_names),
