@@ -321,6 +321,29 @@ tb_make_cert() {
 		fail "cannot give $1/key.pem to group $MXB_USER"
 }
 
+# tb_cert DIR CN [SIGNER [SAN [DAYS]]]: a P-256 key and certificate in
+# DIR/key.pem and DIR/cert.pem for CN, its subjectAltName SAN (default
+# DNS:CN), signed by the tb_cert in the folder SIGNER, or without one a
+# self-signed CA; valid DAYS days (default 2; -1: expired yesterday)
+tb_cert() {
+	local d=$1 cn=$2 signer=${3:-} san=${4:-DNS:$2} days=${5:-2}
+	mkdir -p "$d"
+	if [ -z "$signer" ]; then
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-days "$days" -subj "/CN=$cn" -addext "subjectAltName=$san" \
+			-addext "basicConstraints=critical,CA:TRUE" \
+			-keyout "$d/key.pem" -out "$d/cert.pem"
+	else
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-subj "/CN=$cn" -keyout "$d/key.pem" -out "$d/req.pem" &&
+		printf 'subjectAltName=%s\n' "$san" >"$d/ext.cnf" &&
+		openssl x509 -req -in "$d/req.pem" -CA "$signer/cert.pem" \
+			-CAkey "$signer/key.pem" -CAcreateserial -days "$days" \
+			-extfile "$d/ext.cnf" -out "$d/cert.pem"
+	fi >"$d/openssl.log" 2>&1 ||
+		fail "openssl $d: $(tail -n 2 "$d/openssl.log")"
+}
+
 # ---------------------------------------------------------------- daemon
 # The daemon drops to its user once started (mxbridge.conf(5) "user",
 # default _mxbridge; scripts/install-deps.sh makes it): it then writes
