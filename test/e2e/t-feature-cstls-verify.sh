@@ -11,7 +11,9 @@
 #   E. no names at all: the certificate must name the address dialled
 #      (an IP subjectAltName): relayed; a DNS name only: 421;
 #   F. encrypt (require): the unknown CA's certificate is taken,
-#      verified=no.
+#      verified=no;
+#   G. 100 RSA certificates sent (over the 64 KiB cap): verify 421s with
+#      "certificate chain too big", opportunistic relays in plain text.
 . "$(dirname "$0")/t-proxy-common.inc"
 
 tb_cert "$S/ca" "mxbridge test CA"
@@ -19,6 +21,7 @@ tb_cert "$S/good" mx.upstream.example "$S/ca"
 tb_cert "$S/other" other.example "$S/ca"
 tb_cert "$S/self" mx.upstream.example
 tb_cert "$S/ip" upstream-by-address "$S/ca" "IP:$FAKE_IP"
+tb_cert_chain "$S/big" 100 mx.upstream.example -algorithm RSA -pkeyopt rsa_keygen_bits:2048
 
 # relay SUBJECT: one message from c1 through the live relay to the fake
 relay() {
@@ -88,6 +91,20 @@ fake_up --tls "$S/self/cert.pem" "$S/self/key.pem"
 relayed "verify-f"
 verified_logged no || fail "F: verified=no not logged"
 
+# G. an oversized certificate list, trusted root or not
+proxy_conf "client-server tls verify match \"mx.upstream.example\" ca-file \"$S/big/root.pem\""
+mxb_reload
+fake_up --tls "$S/big/cert.pem" "$S/big/key.pem"
+refused "verify-g" "certificate chain too big"
+proxy_conf "client-server tls opportunistic"
+mxb_reload
+relay "verify-g2" || fail "G: opportunistic: not relayed: $(grep -m1 -E '^(<\*\*|\*\*\*)' "$TB_STATE/swaks.out")"
+wait_for eval "grep -rqs 'Subject: verify-g2' '$S/fake'" || fail "G: opportunistic: not at the upstream"
+grep -rqs '^TLS: False' "$(grep -rl 'Subject: verify-g2' "$S/fake" | head -n 1)" ||
+	fail "G: opportunistic: not in plain text after the refused chain"
+log_has "upstream=$FAKE_IP:25 tls=failed error=\"[^\"]*certificate chain too big[^\"]*\" fallback=plaintext" ||
+	fail "G: opportunistic: the fallback not logged with the reason"
+
 # -n refuses names without verify, with a clear line
 proxy_conf "client-server tls require match \"mx.upstream.example\""
 out=$(mxb_ctl reload 2>&1) && fail "reload took match without verify"
@@ -96,4 +113,4 @@ grep -q "match needs the level verify" <<<"$out$(tail -n 5 "$TB_MXB_LOG")" ||
 
 fake_down
 mxb_down
-pass "client-server tls verify: a good certificate relayed and logged verified, an unknown CA and a wrong name 421 4.7.5 with nothing upstream, per-network names, the address, encrypt"
+pass "client-server tls verify: a good certificate relayed and logged verified, an unknown CA and a wrong name 421 4.7.5 with nothing upstream, per-network names, the address, encrypt, an oversized chain"

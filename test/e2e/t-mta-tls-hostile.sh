@@ -19,33 +19,8 @@ need openssl
 PORT=2525
 TB_ATEXIT=fake_smtp_stop
 
-# chain DIR N KEYTYPE...: N certificates in DIR/cert.pem, leaf first
-# (relay.example.org) then the CAs up to the root (DIR/root.pem, the one
-# to trust), every one by DIR/key.pem
-chain() {
-	local d=$1 n=$2 i; shift 2
-	mkdir -p "$d"
-	openssl genpkey "$@" -out "$d/key.pem" 2>"$d/openssl.log" ||
-		fail "openssl genpkey: $(tail -n 2 "$d/openssl.log")"
-	printf 'basicConstraints=critical,CA:TRUE\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n' >"$d/ca.cnf"
-	printf 'subjectAltName=DNS:relay.example.org\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n' >"$d/leaf.cnf"
-	openssl req -x509 -key "$d/key.pem" -days 2 -subj "/CN=hostile root" \
-		-addext "basicConstraints=critical,CA:TRUE" -out "$d/c0.pem" >>"$d/openssl.log" 2>&1 ||
-		fail "openssl root: $(tail -n 2 "$d/openssl.log")"
-	for ((i = 1; i < n; i++)); do
-		if [ "$i" -lt $((n - 1)) ]; then subj="/CN=hostile CA $i" ext=ca.cnf
-		else subj="/CN=relay.example.org" ext=leaf.cnf; fi
-		openssl req -new -key "$d/key.pem" -subj "$subj" -out "$d/r.pem" &&
-		openssl x509 -req -in "$d/r.pem" -CA "$d/c$((i - 1)).pem" -CAkey "$d/key.pem" \
-			-set_serial "$i" -days 2 -extfile "$d/$ext" -out "$d/c$i.pem" ||
-			fail "openssl $d certificate $i: $(tail -n 2 "$d/openssl.log")"
-	done >>"$d/openssl.log" 2>&1
-	cp "$d/c0.pem" "$d/root.pem"
-	for ((i = n - 1; i >= 0; i--)); do cat "$d/c$i.pem"; done >"$d/cert.pem"
-	rm -f "$d"/c[0-9]*.pem "$d/r.pem"
-}
-chain "$S/deep" 100 -algorithm EC -pkeyopt ec_paramgen_curve:P-256
-chain "$S/big" 100 -algorithm RSA -pkeyopt rsa_keygen_bits:2048
+tb_cert_chain "$S/deep" 100 relay.example.org -algorithm EC -pkeyopt ec_paramgen_curve:P-256
+tb_cert_chain "$S/big" 100 relay.example.org -algorithm RSA -pkeyopt rsa_keygen_bits:2048
 [ "$(wc -c <"$S/deep/cert.pem")" -lt 90000 ] || fail "the deep chain is bigger than meant"
 # DER is about 3/4 of PEM: the big one must be over the 64 KiB cap
 [ "$(wc -c <"$S/big/cert.pem")" -gt 100000 ] || fail "the big chain is too small: $(wc -c <"$S/big/cert.pem")"
