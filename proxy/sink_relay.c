@@ -222,13 +222,15 @@ rsink_fail_cb(void *arg, const struct smtpc_error *err)
 	else
 		disposition = "upstream-lost";
 	log_info("session=%llu client=%s orig_dst=%s dir=%s upstream=%s "
-	    "disposition=%s level=%s error=\"%s\"",
+	    "disposition=%s%s%s error=\"%s\"",
 	    (unsigned long long)e->conn.id, e->cstr, e->dstr,
 	    policy_dir_name(e->conn.dir),
 	    addr_fmt((struct sockaddr *)&e->conn.orig_dst, up, sizeof(up)),
 	    err->err == SMTPC_E_TLS ? "upstream-tls" : connecting ?
 	    "upstream-unreachable" : "upstream-lost",
-	    policy_cstls_name(e->pol->cs_tls), log_vis(why));
+	    err->err == SMTPC_E_TLS ? " level=" : "",
+	    err->err == SMTPC_E_TLS ? policy_cstls_name(e->pol->cs_tls) : "",
+	    log_vis(why));
 	enter_state(r, R_LOST);
 	if (rep != NULL && rep->code == 421)
 		snprintf(line, sizeof(line), "%.*s",
