@@ -145,6 +145,35 @@ tls_ctx_client_shared(void)
 	return ctx;
 }
 
+/* dane_client: tls_ctx_client_dane's context, made under its mutex */
+static pthread_mutex_t	 dane_client_mtx = PTHREAD_MUTEX_INITIALIZER;
+static SSL_CTX		*dane_client;
+
+SSL_CTX *
+tls_ctx_client_dane(void)
+{
+	SSL_CTX *ctx;
+	char err[256];
+
+	pthread_mutex_lock(&dane_client_mtx);
+	if (dane_client == NULL) {
+		/* no CA store: PKIX usages are not DANE for SMTP (RFC
+		 * 7672 3.1.3), so nothing may vouch but the records */
+		if ((dane_client = tls_ctx_client(TLS_VERIFY_NONE, NULL,
+		    NULL, err, sizeof(err))) == NULL)
+			log_warnx("tls: DANE client context: %s", err);
+		else if (SSL_CTX_dane_enable(dane_client) <= 0) {
+			tls_seterr(err, sizeof(err), "SSL_CTX_dane_enable");
+			log_warnx("tls: DANE client context: %s", err);
+			SSL_CTX_free(dane_client);
+			dane_client = NULL;
+		}
+	}
+	ctx = dane_client;
+	pthread_mutex_unlock(&dane_client_mtx);
+	return ctx;
+}
+
 int
 tls_cipher_list_valid(const char *list)
 {
@@ -567,6 +596,64 @@ tls_conn_expect_hosts(struct tls_conn *t, const char *names)
 		first = 0;
 	}
 	return first ? -1 : 0;
+}
+
+int
+tls_conn_dane(struct tls_conn *t, const char *base, const char *names,
+    const struct tls_tlsa *rr, size_t n)
+{
+	char one[256];
+	const char *p;
+	size_t i, k;
+	int usable = 0;
+
+	if (t->ssl == NULL || base == NULL || SSL_dane_enable(t->ssl, base)
+	    <= 0)
+		return -1;
+	/* RFC 7672 3.2.1: a DANE-EE key is the identity, names do not
+	 * matter; DANE-TA chains must still name the next hop */
+	SSL_dane_set_flags(t->ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+	SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	for (p = names != NULL ? names : ""; *p != '\0'; p += k) {
+		p += strspn(p, " ");
+		if ((k = strcspn(p, " ")) == 0)
+			break;
+		if (k >= sizeof(one))
+			return -1;
+		memcpy(one, p, k);
+		one[k] = '\0';
+		if (SSL_add1_host(t->ssl, one) != 1)
+			return -1;
+	}
+	/* the handshake fails on no match, as for a verifying context */
+	SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
+	for (i = 0; i < n; i++) {
+		/* 0: unusable, < 0: malformed data (a bad key, a bad
+		 * certificate): either way not this record, the others do */
+		if (SSL_dane_tlsa_add(t->ssl, rr[i].usage, rr[i].selector,
+		    rr[i].mtype, rr[i].data, rr[i].len) > 0)
+			usable++;
+		ERR_clear_error();
+	}
+	return usable;
+}
+
+int
+tls_conn_dane_info(const struct tls_conn *t, char *out, size_t len)
+{
+	SSL *ssl = t->ssl;
+	const unsigned char *data;
+	uint8_t u, s, m;
+	size_t dlen;
+	int depth;
+
+	if (ssl == NULL || t->state != TLS_OPEN ||
+	    SSL_get_verify_result(ssl) != X509_V_OK ||
+	    (depth = SSL_get0_dane_authority(ssl, NULL, NULL)) < 0 ||
+	    SSL_get0_dane_tlsa(ssl, &u, &s, &m, &data, &dlen) < 0)
+		return -1;
+	snprintf(out, len, "%u.%u.%u depth=%d", u, s, m, depth);
+	return 0;
 }
 
 int

@@ -2001,7 +2001,7 @@ static const char *const minproto_names[] = { "TLSv1.2", "TLSv1.3", NULL };
  * kw_tlspolicy - "tls-policy default LEVEL [on-failure defer|bounce]",
  * "tls-policy domain|host NAME LEVEL [match "NAMES"] [on-failure ...]",
  * "tls-policy ca-file FILE", "tls-policy min-protocol TLSv1.2|TLSv1.3",
- * "tls-policy ciphers LIST"
+ * "tls-policy ciphers LIST", "tls-policy trust-ad loopback|yes|no"
  */
 static int
 kw_tlspolicy(struct parser *p, struct stmt *st)
@@ -2018,6 +2018,13 @@ kw_tlspolicy(struct parser *p, struct stmt *st)
 		    st->argv[1], minproto_names, &mode) == -1)
 			return -1;
 		pol->tls_min_tls13 = mode == 1;
+		return 0;
+	}
+	if (strcmp(what, "trust-ad") == 0 && st->argc == 2) {
+		if (parse_enum(p, st->line, "tls-policy trust-ad",
+		    st->argv[1], policy_trustad_names, &mode) == -1)
+			return -1;
+		pol->tls_trust_ad = (enum policy_trustad)mode;
 		return 0;
 	}
 	if (strcmp(what, "ciphers") == 0 && st->argc == 2) {
@@ -2057,8 +2064,8 @@ kw_tlspolicy(struct parser *p, struct stmt *st)
 		t.host = what[0] == 'h';
 	} else if (strcmp(what, "default") != 0)
 		return perr(p, st->line, "tls-policy: default, domain, host, "
-		    "ca-file, min-protocol or ciphers expected, not \"%s\"",
-		    what);
+		    "ca-file, min-protocol, ciphers or trust-ad expected, not "
+		    "\"%s\"", what);
 	if (parse_enum(p, st->line, "tls-policy level", st->argv[i++],
 	    policy_tlslevel_names, &mode) == -1)
 		return -1;

@@ -288,7 +288,8 @@ const char *const policy_route_names[] = { "original", "relayhost", "mx",
 const char *const policy_mact_names[] = { "tempfail", "accept", "reject",
 	NULL };
 const char *const policy_tlslevel_names[] = { "none", "may", "encrypt",
-	"verify", NULL };
+	"verify", "dane", "dane-only", NULL };
+const char *const policy_trustad_names[] = { "loopback", "yes", "no", NULL };
 
 /* policy_name - the word of value v in names, or "unknown" */
 const char *

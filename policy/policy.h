@@ -29,7 +29,11 @@ enum policy_cstls { POLICY_CSTLS_NONE = 0, POLICY_CSTLS_OPPORTUNISTIC,
 	POLICY_CSTLS_REQUIRE, POLICY_CSTLS_VERIFY };
 /* what delivery asks of a next hop's TLS ("tls-policy"), Postfix's levels */
 enum policy_tlslevel { POLICY_TLSL_NONE = 0, POLICY_TLSL_MAY,
-	POLICY_TLSL_ENCRYPT, POLICY_TLSL_VERIFY };
+	POLICY_TLSL_ENCRYPT, POLICY_TLSL_VERIFY, POLICY_TLSL_DANE,
+	POLICY_TLSL_DANE_ONLY };
+/* "tls-policy trust-ad": whose AD bit (DNSSEC validated) DANE believes */
+enum policy_trustad { POLICY_TRUSTAD_LOOPBACK = 0, POLICY_TRUSTAD_YES,
+	POLICY_TRUSTAD_NO };
 /* where the MTA sends a recipient */
 enum policy_route { POLICY_ROUTE_ORIGINAL = 0, POLICY_ROUTE_RELAYHOST,
 	POLICY_ROUTE_MX, POLICY_ROUTE_FALLBACK };
@@ -249,6 +253,7 @@ struct policy {
 	char		*tls_ca_file;		/* verify: NULL, the system's */
 	int		 tls_min_tls13;		/* "min-protocol TLSv1.3" */
 	char		*tls_ciphers;		/* TLS 1.2 cipher list, or NULL */
+	enum policy_trustad tls_trust_ad;	/* "tls-policy trust-ad" */
 	struct policy_fallback fbrelay;
 	struct policy_shape *shapes;		/* "destination" blocks */
 	size_t		 nshapes;
@@ -332,7 +337,8 @@ int	 policy_conn_admit(const struct policy *, unsigned open,
 extern const char *const policy_dir_names[], *const policy_action_names[],
 	*const policy_starttls_names[], *const policy_uptls_names[],
 	*const policy_verdict_names[], *const policy_cstls_names[],
-	*const policy_route_names[], *const policy_tlslevel_names[];
+	*const policy_route_names[], *const policy_tlslevel_names[],
+	    *const policy_trustad_names[];
 const char	*policy_name(const char *const *, int);	/* or "unknown" */
 int		 policy_name_index(const char *const *, const char *);
 const char	*policy_dir_name(enum policy_dir);

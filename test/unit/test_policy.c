@@ -792,11 +792,16 @@ static const struct error_case {
 	{ "relay-host 192.0.2.30 via x", "1: relay-host: unexpected argument "
 	    "\"via\"" },
 	{ "tls-policy domain a.example secure",
-	    "1: tls-policy level: expected none, may, encrypt or verify, got "
-	    "\"secure\"" },
+	    "1: tls-policy level: expected none, may, encrypt, verify, dane "
+	    "or dane-only, got \"secure\"" },
 	{ "tls-policy everything verify",
-	    "1: tls-policy: default, domain, host, ca-file, min-protocol or "
-	    "ciphers expected, not \"everything\"" },
+	    "1: tls-policy: default, domain, host, ca-file, min-protocol, "
+	    "ciphers or trust-ad expected, not \"everything\"" },
+	{ "tls-policy trust-ad maybe",
+	    "1: tls-policy trust-ad: expected loopback, yes or no, got "
+	    "\"maybe\"" },
+	{ "tls-policy host a.example dane match \"b.example\"",
+	    "1: tls-policy: match needs the level verify" },
 	{ "fallback-relay bad_host", "1: fallback-relay: bad host "
 	    "\"bad_host\"" },
 	{ "fallback-relay relay.example.org after 0s",
@@ -2060,11 +2065,19 @@ test_tls_policy(void **state UNUSED)
 	    "tls-policy host mx.example.net none\n"
 	    "tls-policy ca-file /etc/hostname\n"
 	    "tls-policy min-protocol TLSv1.3\n"
-	    "tls-policy ciphers \"ECDHE+AESGCM\"\n");
+	    "tls-policy ciphers \"ECDHE+AESGCM\"\n"
+	    "tls-policy domain dane.example dane\n"
+	    "tls-policy host mx.dane.example dane-only on-failure bounce\n");
 	assert_int_equal(pol->tls_min_tls13, 1);
+	assert_int_equal(pol->tls_trust_ad, POLICY_TRUSTAD_LOOPBACK);
 	assert_string_equal(pol->tls_ciphers, "ECDHE+AESGCM");
-	assert_int_equal(pol->ntlspol, 4);
+	assert_int_equal(pol->ntlspol, 6);
 	assert_string_equal(pol->tls_ca_file, "/etc/hostname");
+	t = policy_tls_lookup(pol, "dane.example", "mx2.dane.example");
+	assert_int_equal(t->level, POLICY_TLSL_DANE);
+	t = policy_tls_lookup(pol, "dane.example", "mx.dane.example");
+	assert_int_equal(t->level, POLICY_TLSL_DANE_ONLY);
+	assert_int_equal(t->bounce, 1);
 	t = policy_tls_lookup(pol, "example.net", "other.example.org");
 	assert_non_null(t);
 	assert_int_equal(t->level, POLICY_TLSL_ENCRYPT);
