@@ -2244,7 +2244,8 @@ test_enum_names(void **state UNUSED)
 	} rows[] = {
 #define R(t, n)	{ policy_##t##_names, n }
 		R(dir, 2), R(action, 3), R(starttls, 3), R(uptls, 4),
-		R(verdict, 4), R(cstls, 4), R(route, 4), R(tlslevel, 4),
+		R(verdict, 4), R(cstls, 4), R(route, 4), R(tlslevel, 6),
+		R(trustad, 3),
 #undef R
 	};
 	size_t i;
