@@ -1629,13 +1629,14 @@ mta_deliver_shutdown(void)
 	while ((c = LIST_FIRST(&idle)) != NULL)
 		conn_quit(c);
 	/*
-	 * A connection still resolving has no transaction to finish: its
+	 * A connection still resolving (the destination, or a hop's TLSA
+	 * records) has no transaction to finish: its
 	 * job goes back untouched, the answer is ignored, and lookups stop
 	 * soon, so that a slow resolver does not hold the shutdown.
 	 */
 	for (c = LIST_FIRST(&conns); c != NULL; c = next) {
 		next = LIST_NEXT(c, entry);
-		if (c->state != CS_RESOLVE)
+		if (c->state != CS_RESOLVE && c->state != CS_TLSA)
 			continue;
 		requeue(c);
 		enter_state(c, CS_INIT);
@@ -1653,7 +1654,7 @@ mta_deliver_stop(void)
 	draining = 1;
 	for (c = LIST_FIRST(&conns); c != NULL; c = next) {
 		next = LIST_NEXT(c, entry);
-		if (c->state == CS_RESOLVE)
+		if (c->state == CS_RESOLVE || c->state == CS_TLSA)
 			enter_state(c, CS_INIT);	/* ignore the answer */
 		snprintf(c->lasterr, sizeof(c->lasterr), "shutting down");
 		conn_close(c);

@@ -633,11 +633,11 @@ query(struct dns_ctx *x, const char *name, uint16_t type,
 	uint64_t end, now;
 	uint16_t id;
 	unsigned ms;
-	int round, ns, tcp, rc;
+	int round, ns, tcp, rc, edns = x->trust;
 
 	memset(ans, 0, sizeof(*ans));
 	id = (uint16_t)arc4random();
-	if (make_query(name, type, id, x->trust, q, &qlen) == -1)
+	if (make_query(name, type, id, edns, q, &qlen) == -1)
 		return MTA_DNS_NX;	/* cannot exist as a name */
 	end = now_ms() + x->opt.lookup_ms;
 	if (end > x->end)
@@ -657,6 +657,15 @@ query(struct dns_ctx *x, const char *name, uint16_t type,
 				free(a);
 				if (rc == MTA_DNS_OK || rc == MTA_DNS_NX)
 					return rc;
+				/* FORMERR to EDNS0: ask again without it
+				 * (RFC 6891 7), so no AD from this one */
+				if (rc == DNS_TEMP && ans->rcode == 1 && edns) {
+					edns = 0;
+					(void)make_query(name, type, id, 0, q,
+					    &qlen);
+					tcp = -1;
+					continue;
+				}
 				if (rc != DNS_TC)
 					break;
 			}

@@ -2167,6 +2167,8 @@ struct dns_srv {
 	/* or answer from this table: the hostile cases */
 	void		(*answer)(struct wb *, const char *, uint16_t,
 			    uint16_t);
+	int		 formerr_edns;	/* FORMERR to a question with EDNS0 */
+	int		 formerrs;	/* ... sent */
 	uv_thread_t	 thread;
 };
 
@@ -2390,6 +2392,13 @@ dns_srv_table(struct dns_srv *d, const uint8_t *q, size_t n,
 	name[o] = '\0';
 	if (off + 5 > n)
 		return;
+	if (d->formerr_edns && q[11] != 0) {	/* an old server */
+		wb_hdr(&w, (uint16_t)(q[0] << 8 | q[1]), 0x8181, 0, name,
+		    (uint16_t)(q[off + 1] << 8 | q[off + 2]));
+		d->formerrs++;
+		sendto(d->fd, w.b, w.n, 0, (const struct sockaddr *)from, flen);
+		return;
+	}
 	d->answer(&w, name, (uint16_t)(q[off + 1] << 8 | q[off + 2]),
 	    (uint16_t)(q[0] << 8 | q[1]));
 	sendto(d->fd, w.b, w.n, 0, (const struct sockaddr *)from, flen);
@@ -2625,6 +2634,11 @@ test_dns_dane_live(void **state)
 	mta_dns_tlsa_lookup("mx.sec.test", 25, &opt, &t);
 	assert_int_equal(t.status, MTA_TLSA_INSECURE);
 	assert_has(t.err, "not trusted");
+	/* a resolver that refuses EDNS0 (FORMERR) is asked again without */
+	d.formerr_edns = 1;
+	assert_int_equal(mta_dns_mx_lookup("good.test", 25, &res), 0);
+	assert_true(d.formerrs >= 1);
+	assert_int_equal(res.hop[0].dnssec, 0);
 	dns_srv_stop(&d);
 }
 
