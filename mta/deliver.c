@@ -536,10 +536,12 @@ on_sc_fail(void *arg, const struct smtpc_error *e)
 		break;
 	case SMTPC_E_TLS:
 		/* "tls-policy ... on-failure bounce": permanent */
+		/* with DANE's own note: records left unused, say */
 		conn_hop_failed(c, c->tls_bounce ? 5 : 4, c->tls_bounce ?
-		    "5.7.5" : "4.7.5", "TLS with %s (%s): %s%s%s", c->remote,
-		    policy_name(policy_tlslevel_names, (int)c->level), e->why,
-		    diag[0] != '\0' ? ": " : "", diag);
+		    "5.7.5" : "4.7.5", "TLS with %s (%s): %s%s%s%s%s",
+		    c->remote, policy_name(policy_tlslevel_names,
+		    (int)c->level), e->why, diag[0] != '\0' ? ": " : "", diag,
+		    c->danewhy[0] != '\0' ? "; DANE: " : "", c->danewhy);
 		break;
 	case SMTPC_E_AUTH:
 		if (e->rep != NULL)

@@ -15,11 +15,21 @@
 #   D. bogus.dane.example, its TLSA record altered after signing
 #      (unbound answers SERVFAIL): deferred, never downgraded;
 #   E. none.dane.example, signed, no TLSA: dane-only defers;
-#   F. trust-ad no: the resolver's AD bit is not believed, so
+#   F. ta.dane.example, TLSA 2 0 1 of the CA that signed the second fake
+#      MX's certificate (192.0.2.32, naming mx-ta.dane.example):
+#      delivered, tls=dane, matched at depth 1; taname.dane.example,
+#      the same record at a name the certificate does not carry:
+#      deferred (DANE-TA checks the name, DANE-EE does not);
+#   G. pkix.dane.example, only a PKIX-EE record (unusable for SMTP):
+#      TLS required, not authenticated: delivered, tls=anonymous;
+#   H. huge.dane.example, 500 TLSA records, none matching (a 24 kB
+#      answer, over TCP): 64 used, deferred, the rest said unused;
+#   I. trust-ad no: the resolver's AD bit is not believed, so
 #      good.dane.example under dane-only is deferred too.
 . "$(dirname "$0")/t-mta-common.inc"
 need openssl nsd unbound ldns-keygen ldns-signzone
 MX_IP=192.0.2.31
+MX2_IP=192.0.2.32
 NS_IP=192.0.2.54
 D=$S/dns
 mkdir -p "$D"
@@ -31,6 +41,18 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=mx.dane.example" \
 	fail "openssl: $(tail -n 2 "$D/openssl.log")"
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$D/other.pem" \
 	>>"$D/openssl.log" 2>&1 || fail "openssl: $(tail -n 2 "$D/openssl.log")"
+# a CA and the second MX's certificate it signs (the chain served)
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=dane test CA" \
+	-addext "basicConstraints=critical,CA:TRUE" \
+	-keyout "$D/ca.key" -out "$D/ca.pem" >>"$D/openssl.log" 2>&1 &&
+openssl req -newkey rsa:2048 -nodes -subj "/CN=mx-ta.dane.example" \
+	-keyout "$D/ta.key" -out "$D/ta.req" >>"$D/openssl.log" 2>&1 &&
+printf 'subjectAltName=DNS:mx-ta.dane.example\n' >"$D/ta.ext" &&
+openssl x509 -req -in "$D/ta.req" -CA "$D/ca.pem" -CAkey "$D/ca.key" \
+	-CAcreateserial -days 2 -extfile "$D/ta.ext" -out "$D/ta.crt" >>"$D/openssl.log" 2>&1 ||
+	fail "openssl CA: $(tail -n 2 "$D/openssl.log")"
+cat "$D/ta.crt" "$D/ca.pem" >"$D/ta-chain.pem"
+CA=$(openssl x509 -in "$D/ca.pem" -outform DER | openssl dgst -sha256 -r | cut -d' ' -f1)
 spki_sha256() { openssl pkey -pubin -outform DER | openssl dgst -sha256 -r | cut -d' ' -f1; }
 GOOD=$(openssl x509 -in "$D/cert.pem" -noout -pubkey | spki_sha256)
 BAD=$(openssl pkey -in "$D/other.pem" -pubout | spki_sha256)
@@ -55,7 +77,21 @@ mx-none	IN A $MX_IP
 _25._tcp.mx-good IN TLSA 3 1 1 $GOOD
 _25._tcp.mx-bad	IN TLSA 3 1 1 $BAD
 _25._tcp.mx-bogus IN TLSA 3 1 1 $BAD
+ta	IN MX 10 mx-ta.dane.example.
+taname	IN MX 10 mx-taname.dane.example.
+mx-ta	IN A $MX2_IP
+mx-taname IN A $MX2_IP
+_25._tcp.mx-ta IN TLSA 2 0 1 $CA
+_25._tcp.mx-taname IN TLSA 2 0 1 $CA
+pkix	IN MX 10 mx-pkix.dane.example.
+mx-pkix	IN A $MX_IP
+_25._tcp.mx-pkix IN TLSA 1 1 1 $GOOD
+huge	IN MX 10 mx-huge.dane.example.
+mx-huge	IN A $MX_IP
 ZONE
+for i in $(seq 1 500); do
+	printf '_25._tcp.mx-huge IN TLSA 3 1 1 %064d\n' "$i"
+done >>"$D/dane.example.zone"
 cat >"$D/plain.example.zone" <<ZONE
 \$ORIGIN plain.example.
 \$TTL 300
@@ -81,6 +117,7 @@ grep -q "^_25\._tcp\.mx-bogus\.dane\.example\..*TLSA	3 1 1 $GOOD" "$D/dane.examp
 
 # nsd in out, unbound in box; ended by their pids at exit
 ip -n "$(tb_ns out)" addr add "$MX_IP/24" dev eth0
+ip -n "$(tb_ns out)" addr add "$MX2_IP/24" dev eth0
 ip -n "$(tb_ns out)" addr add "$NS_IP/24" dev eth0
 cat >"$D/nsd.conf" <<CONF
 server:
@@ -136,8 +173,10 @@ stub-zone:
 	stub-addr: $NS_IP
 CONF
 NSD_PID= UNBOUND_PID=
+FAKE2=
 dns_stop() {
 	fake_smtp_stop
+	[ -z "$FAKE2" ] || { kill "$FAKE2" 2>/dev/null; wait "$FAKE2" 2>/dev/null; }
 	[ -z "$UNBOUND_PID" ] || { kill "$UNBOUND_PID" 2>/dev/null; wait "$UNBOUND_PID" 2>/dev/null; }
 	[ -z "$NSD_PID" ] || { kill "$NSD_PID" 2>/dev/null; wait "$NSD_PID" 2>/dev/null; }
 	UNBOUND_PID= NSD_PID=
@@ -161,9 +200,14 @@ ip netns exec "$(tb_ns out)" python3 "$TB_REPO/test/fakesmtp.py" "$S/mx.log" tls
 	"$D/cert.pem" "$D/key.pem" "$MX_IP" 25 </dev/null >>"$S/fake.err" 2>&1 &
 FAKE_SMTP=$!
 wait_for grep -q LISTENING "$S/mx.log" || fail "fake MX did not start: $(tail -n 3 "$S/fake.err")"
+: >"$S/mx2.log"
+ip netns exec "$(tb_ns out)" python3 "$TB_REPO/test/fakesmtp.py" "$S/mx2.log" tls \
+	"$D/ta-chain.pem" "$D/ta.key" "$MX2_IP" 25 </dev/null >>"$S/fake.err" 2>&1 &
+FAKE2=$!
+wait_for grep -q LISTENING "$S/mx2.log" || fail "second fake MX did not start: $(tail -n 3 "$S/fake.err")"
 
 reload() { local o; o=$(ctl reload 2>&1) || fail "reload refused: $o"; }
-sent() { grep -q "tls=1 MSG $1\$" "$S/mx.log"; }
+sent() { grep -q "tls=1 MSG $1\$" "${2:-$S/mx.log}"; }
 line() { grep "to=<$1>" "$TB_MXB_LOG" | tail -n 1; }
 msg() {	# msg TO SUBJECT
 	send c1 "$TB_EXT_IP4" sender@example.org "$1" "$2" ||
@@ -214,16 +258,43 @@ log_has "failed error=\"DANE \\(dane-only\\) for mx-none.dane.example\\[$MX_IP\\
 	fail "E: the reason is not logged: $(grep 'relay=mx-none' "$TB_MXB_LOG" | tail -n 2)"
 grep -q "MSG dane-e" "$S/mx.log" && fail "E: message sent under dane-only without TLSA records"
 
-# F. the resolver's AD bit not believed: no DANE, so dane-only defers
+# F. DANE-TA: the CA's record, the chain's name checked
+msg rcpt@ta.dane.example dane-f
+wait_for -t 30 sent dane-f "$S/mx2.log" || fail "F: not delivered: $(line rcpt@ta.dane.example)"
+wait_for -t 10 log_has "relay=mx-ta.dane.example\\[$MX2_IP\\] tls=dane level=dane tlsa=2.0.1 depth=1 " ||
+	fail "F: no DANE-TA session logged: $(grep 'relay=mx-ta' "$TB_MXB_LOG" | tail -n 2)"
+msg rcpt@taname.dane.example dane-f2
+wait_for -t 30 log_has "to=<rcpt@taname.dane.example> .*dsn=4.7.5 .*disposition=deferred" ||
+	fail "F: another name: not deferred: $(line rcpt@taname.dane.example)"
+log_has "relay=mx-taname.dane.example\\[$MX2_IP\\] failed error=\"TLS with .*\\(dane\\): .*certificate: hostname mismatch" ||
+	fail "F: another name: the reason is not the name: $(grep 'relay=mx-taname' "$TB_MXB_LOG" | tail -n 1)"
+grep -q "MSG dane-f2" "$S/mx2.log" && fail "F: sent to a DANE-TA chain that does not name the host"
+
+# G. only unusable (PKIX) records: TLS, unauthenticated
+msg rcpt@pkix.dane.example dane-g
+wait_for -t 30 sent dane-g || fail "G: not delivered: $(line rcpt@pkix.dane.example)"
+wait_for -t 10 log_has "relay=mx-pkix.dane.example\\[$MX_IP\\] tls=anonymous level=dane .*dane=\"1 TLSA records at _25._tcp.mx-pkix.dane.example, none usable\"" ||
+	fail "G: not logged as TLS without DANE: $(grep 'relay=mx-pkix' "$TB_MXB_LOG" | tail -n 2)"
+
+# H. 500 records (unbound refuses to validate RRsets of 64 kB in
+# canonical form): 64 used, none matches, the rest said unused
+msg rcpt@huge.dane.example dane-h
+wait_for -t 30 log_has "to=<rcpt@huge.dane.example> .*dsn=4.7.5 .*disposition=deferred" ||
+	fail "H: not deferred: $(line rcpt@huge.dane.example)"
+log_has "relay=mx-huge.dane.example.*no matching DANE TLSA records; DANE: 436 TLSA records over the limit of 64 not used" ||
+	fail "H: the limit is not in the reason: $(grep 'relay=mx-huge' "$TB_MXB_LOG" | tail -n 2)"
+grep -q "MSG dane-h" "$S/mx.log" && fail "H: message sent though no record matched"
+
+# I. the resolver's AD bit not believed: no DANE, so dane-only defers
 mta_conf "tls-policy default dane-only
 tls-policy trust-ad no"
 reload
-msg rcpt@good.dane.example dane-f
+msg rcpt@good.dane.example dane-i
 wait_for -t 30 log_has "to=<rcpt@good.dane.example> .*dsn=4.7.5 .*disposition=deferred" ||
-	fail "F: not deferred: $(line rcpt@good.dane.example)"
+	fail "I: not deferred: $(line rcpt@good.dane.example)"
 log_has "the resolver is not trusted for DNSSEC \\(tls-policy trust-ad\\)" ||
-	fail "F: the reason is not logged"
-grep -q "MSG dane-f" "$S/mx.log" && fail "F: message sent without DANE under dane-only"
+	fail "I: the reason is not logged"
+grep -q "MSG dane-i" "$S/mx.log" && fail "I: message sent without DANE under dane-only"
 
 mta_down
-pass "dane: matching TLSA (tls=dane), mismatch deferred, unsigned zone as may, bogus TLSA deferred, dane-only without TLSA deferred, trust-ad no"
+pass "dane: DANE-EE match (tls=dane), mismatch deferred, unsigned zone as may, bogus TLSA deferred, dane-only without TLSA deferred, DANE-TA (depth 1, name checked), PKIX-only as encrypt, 500 records bounded, trust-ad no"
