@@ -1240,6 +1240,7 @@ conn_dane(struct conn *c, const struct mta_hop *h, struct smtpc_opts *o,
 {
 	const struct mta_tlsa *t = dane_tlsa(c, h);
 	int only = c->level == POLICY_TLSL_DANE_ONLY;
+	struct sockaddr_storage ss;
 	size_t i;
 
 	o->tls = c->tlsmode == POLICY_UPTLS_SMTPS ? SMTPC_TLS_SMTPS :
@@ -1248,6 +1249,8 @@ conn_dane(struct conn *c, const struct mta_hop *h, struct smtpc_opts *o,
 		snprintf(c->danewhy, sizeof(c->danewhy), "%s",
 		    c->dest->route == POLICY_ROUTE_ORIGINAL ?
 		    "the next hop was not looked up in DNS" :
+		    addr_parse(h->name, 0, &ss) == 0 || h->name[0] == '[' ?
+		    "the next hop is an address, not a name" :
 		    !c->trust_ad ? "the resolver is not trusted for DNSSEC "
 		    "(tls-policy trust-ad)" :
 		    !(h->dnssec & MTA_HOP_NAMESEC) ? "the MX answer was not "
