@@ -819,15 +819,19 @@ literal(const char *name, uint16_t port, struct mta_dnsres *res)
 	return 1;
 }
 
-/* implicit_mx - no MX records: the domain's own addresses (RFC 5321 5.1) */
+/*
+ * implicit_mx - no MX records: the domain's own addresses (RFC 5321
+ * 5.1).  namesec: the absence of MX records was validated, so the
+ * domain is the TLSA base (RFC 7672 2.2.1); an unvalidated absence
+ * could be an attacker's, who stripped the MX records.
+ */
 static int
 implicit_mx(struct dns_ctx *x, const char *domain, uint16_t port,
-    struct mta_dnsres *res, struct ifaddrs *ifa)
+    struct mta_dnsres *res, struct ifaddrs *ifa, int namesec)
 {
 	int rc, self = 0;
 
-	/* the domain itself is the TLSA base (RFC 7672 2.2.1) */
-	rc = addrs(x, domain, port, res, ifa, &self, MTA_HOP_NAMESEC);
+	rc = addrs(x, domain, port, res, ifa, &self, namesec);
 	if (res->nhop > 0)
 		return 0;
 	if (self > 0)
@@ -1017,7 +1021,8 @@ mx_resolve(const char *domain, uint16_t port, const struct mta_dnsopt *opt,
 		dns_fail(res, 5, "5.4.4", "no usable MX host name for %s",
 		    domain);
 	else if (n == 0)
-		rc = implicit_mx(&x, domain, port, res, ifa);
+		rc = implicit_mx(&x, domain, port, res, ifa,
+		    x.trust && ans.ad ? MTA_HOP_NAMESEC : 0);
 	else
 		rc = exchangers(&x, mx, n, domain, port, res, ifa,
 		    x.trust && ans.ad ? MTA_HOP_NAMESEC : 0);
