@@ -24,7 +24,9 @@
 #      TLS required, not authenticated: delivered, tls=anonymous;
 #   H. huge.dane.example, 500 TLSA records, none matching (a 24 kB
 #      answer, over TCP): 64 used, deferred, the rest said unused;
-#   I. trust-ad no: the resolver's AD bit is not believed, so
+#   I. direct.dane.example, no MX (validated), its own address and
+#      TLSA record: delivered to it, tls=dane;
+#   J. trust-ad no: the resolver's AD bit is not believed, so
 #      good.dane.example under dane-only is deferred too.
 . "$(dirname "$0")/t-mta-common.inc"
 need openssl nsd unbound ldns-keygen ldns-signzone
@@ -86,6 +88,8 @@ _25._tcp.mx-taname IN TLSA 2 0 1 $CA
 pkix	IN MX 10 mx-pkix.dane.example.
 mx-pkix	IN A $MX_IP
 _25._tcp.mx-pkix IN TLSA 1 1 1 $GOOD
+direct	IN A $MX_IP
+_25._tcp.direct IN TLSA 3 1 1 $GOOD
 huge	IN MX 10 mx-huge.dane.example.
 mx-huge	IN A $MX_IP
 ZONE
@@ -285,16 +289,22 @@ log_has "relay=mx-huge.dane.example.*no matching DANE TLSA records; DANE: 436 TL
 	fail "H: the limit is not in the reason: $(grep 'relay=mx-huge' "$TB_MXB_LOG" | tail -n 2)"
 grep -q "MSG dane-h" "$S/mx.log" && fail "H: message sent though no record matched"
 
-# I. the resolver's AD bit not believed: no DANE, so dane-only defers
+# I. no MX, a validated absence: the domain is its own TLSA base
+msg rcpt@direct.dane.example dane-i
+wait_for -t 30 sent dane-i || fail "I: not delivered: $(line rcpt@direct.dane.example)"
+wait_for -t 10 log_has "to=<rcpt@direct.dane.example> .*relay=direct.dane.example\\[$MX_IP\\] .*disposition=delivered tls=dane " ||
+	fail "I: not delivered with tls=dane: $(line rcpt@direct.dane.example)"
+
+# J. the resolver's AD bit not believed: no DANE, so dane-only defers
 mta_conf "tls-policy default dane-only
 tls-policy trust-ad no"
 reload
-msg rcpt@good.dane.example dane-i
+msg rcpt@good.dane.example dane-j
 wait_for -t 30 log_has "to=<rcpt@good.dane.example> .*dsn=4.7.5 .*disposition=deferred" ||
-	fail "I: not deferred: $(line rcpt@good.dane.example)"
+	fail "J: not deferred: $(line rcpt@good.dane.example)"
 log_has "the resolver is not trusted for DNSSEC \\(tls-policy trust-ad\\)" ||
-	fail "I: the reason is not logged"
-grep -q "MSG dane-i" "$S/mx.log" && fail "I: message sent without DANE under dane-only"
+	fail "J: the reason is not logged"
+grep -q "MSG dane-j" "$S/mx.log" && fail "J: message sent without DANE under dane-only"
 
 mta_down
-pass "dane: DANE-EE match (tls=dane), mismatch deferred, unsigned zone as may, bogus TLSA deferred, dane-only without TLSA deferred, DANE-TA (depth 1, name checked), PKIX-only as encrypt, 500 records bounded, trust-ad no"
+pass "dane: DANE-EE match (tls=dane), mismatch deferred, unsigned zone as may, bogus TLSA deferred, dane-only without TLSA deferred, DANE-TA (depth 1, name checked), PKIX-only as encrypt, 500 records bounded, no MX, trust-ad no"
