@@ -61,8 +61,8 @@ enum conn_state {
 };
 
 static const char *const conn_state_names[] = {
-	"init", "resolve", "tlsa", "setup", "mail", "rcpt", "data", "body", "dot",
-	"rset", "idle", "quit", "closing"
+	"init", "resolve", "tlsa", "setup", "mail", "rcpt", "data", "body",
+	"dot", "rset", "idle", "quit", "closing"
 };
 
 
