@@ -3,7 +3,9 @@
  * and per-connection engines over a pair of memory BIOs.  The network
  * side is a libuv stream read by the caller: ciphertext is fed in,
  * plaintext comes out into a buf, and whatever the engine produces is
- * queued on the stream with self-freeing write requests.
+ * queued on the stream with self-freeing write requests.  A client may
+ * check its peer against TLSA records instead of CAs (tls_conn_dane):
+ * OpenSSL's own DANE matching, on a context of its own.
  */
 #include <sys/socket.h>
 #include <pthread.h>
