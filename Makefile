@@ -99,7 +99,8 @@ UNIT_TESTS = \
 	test_mta \
 	test_daemon \
 	test_clients \
-	test_milter
+	test_milter \
+	test_tls
 
 MXB_SRCS = $(DAEMON_SRCS) $(NFQ_SRCS) $(PROXY_SRCS) $(MTA_SRCS) \
 	   $(POLICY_SRCS) $(COMMON_SRCS)

@@ -271,9 +271,12 @@ smtpc_socket(struct smtpc *r)
 static void
 smtpc_opts_free(struct smtpc_opts *o)
 {
+	SSL_CTX_free(o->ctx);
 	free((char *)(uintptr_t)o->sni);
 	free((char *)(uintptr_t)o->expect_ip);
 	free((char *)(uintptr_t)o->match);
+	free((char *)(uintptr_t)o->dane);	/* one block, data too */
+	free((char *)(uintptr_t)o->dane_names);
 	free((char *)(uintptr_t)o->ciphers);
 	free((char *)(uintptr_t)o->helo);
 	free((char *)(uintptr_t)o->auth_user);
@@ -368,6 +371,27 @@ smtpc_connect(struct smtpc *r, uv_loop_t *loop)
 	uv_read_start((uv_stream_t *)&r->tcp, smtpc_alloc_cb, smtpc_read_cb);
 }
 
+/* dane_copy - the TLSA records and their data in one block */
+static struct tls_tlsa *
+dane_copy(const struct tls_tlsa *rr, size_t n)
+{
+	struct tls_tlsa *c;
+	uint8_t *d;
+	size_t i, sz = n * sizeof(*rr);
+
+	for (i = 0; i < n; i++)
+		sz += rr[i].len;
+	c = xmalloc(sz);
+	d = (uint8_t *)(c + n);
+	for (i = 0; i < n; i++) {
+		c[i] = rr[i];
+		memcpy(d, rr[i].data, rr[i].len);
+		c[i].data = d;
+		d += rr[i].len;
+	}
+	return c;
+}
+
 /* smtpc_open - start connecting; failures come through cb->fail */
 struct smtpc *
 smtpc_open(uv_loop_t *loop, const struct smtpc_opts *o,
@@ -380,9 +404,15 @@ smtpc_open(uv_loop_t *loop, const struct smtpc_opts *o,
 	/* the owner's strings may go with a reload: copies */
 	r->o.logname = o->logname != NULL ? o->logname : "session";
 	r->o.peername = NULL;
+	/* a reference: the owner's (a cached verifying one) may go first */
+	if (o->ctx != NULL)
+		SSL_CTX_up_ref(o->ctx);
 	r->o.sni = o->sni != NULL ? xstrdup(o->sni) : NULL;
 	r->o.expect_ip = o->expect_ip != NULL ? xstrdup(o->expect_ip) : NULL;
 	r->o.match = o->match != NULL ? xstrdup(o->match) : NULL;
+	r->o.dane = o->ndane > 0 ? dane_copy(o->dane, o->ndane) : NULL;
+	r->o.dane_names = o->dane_names != NULL ? xstrdup(o->dane_names) :
+	    NULL;
 	r->o.ciphers = o->ciphers != NULL ? xstrdup(o->ciphers) : NULL;
 	r->o.helo = o->helo != NULL ? xstrdup(o->helo) : NULL;
 	r->o.auth_user = o->auth_user != NULL ? xstrdup(o->auth_user) : NULL;
@@ -727,6 +757,12 @@ smtpc_tls_start(struct smtpc *r)
 		    "settings refused", NULL);
 		return;
 	}
+	if (r->o.ndane > 0 && tls_conn_dane(r->tls, r->o.sni,
+	    r->o.dane_names, r->o.dane, r->o.ndane) <= 0) {
+		smtpc_fail(r, SMTPC_E_TLS, 0, "no TLSA record usable by "
+		    "OpenSSL", NULL);
+		return;
+	}
 	if (r->o.match != NULL &&
 	    tls_conn_expect_hosts(r->tls, r->o.match) == -1) {
 		smtpc_fail(r, SMTPC_E_TLS, 0, "cannot check the names in "
@@ -1016,9 +1052,10 @@ smtpc_tls_input(struct smtpc *r, const char *p, size_t n)
 	if (st == TLS_HANDSHAKE)
 		return;
 	if (r->state == SC_HANDSHAKE) {
-		log_info("%s=%llu upstream=%s tls=%s",
+		log_info("%s=%llu upstream=%s tls=%s verified=%s",
 		    r->o.logname, (unsigned long long)r->o.id, r->peer,
-		    tls_conn_info(r->tls));
+		    tls_conn_info(r->tls), tls_conn_verified(r->tls) ?
+		    "yes" : "no");
 		if (r->o.tls_counts != NULL)
 			tls_count(r->o.tls_counts, tls_conn_info(r->tls));
 		if (r->o.helo == NULL)
@@ -1077,6 +1114,14 @@ const char *
 smtpc_tls_info(const struct smtpc *r)
 {
 	return r->tls != NULL ? tls_conn_info(r->tls) : NULL;
+}
+
+int
+smtpc_tls_dane(const struct smtpc *r, char *out, size_t len)
+{
+	if (r->tls == NULL)
+		return -1;
+	return tls_conn_dane_info(r->tls, out, len);
 }
 
 int

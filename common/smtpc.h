@@ -70,6 +70,12 @@ struct smtpc_opts {
 	const char		*match;		/* ... or one of these names
 						   (space separated), or NULL:
 						   the sni */
+	const struct tls_tlsa	*dane;		/* DANE: check these TLSA
+						   records (ctx: a DANE one,
+						   sni: the base domain) */
+	size_t			 ndane;
+	const char		*dane_names;	/* other names a DANE-TA
+						   chain may carry, or NULL */
 	int			 min_tls13;	/* refuse TLS 1.2 */
 	const char		*ciphers;	/* TLS 1.2 cipher list, or
 						   NULL: OpenSSL's */
@@ -130,6 +136,9 @@ const char	*smtpc_tls_info(const struct smtpc *);
 /* 1 when TLS is on and the server's certificate verified (a verifying
  * context, and the name or address checked) */
 int		 smtpc_tls_verified(const struct smtpc *);
+/* DANE authenticated the server: "U.S.M depth=D" of the record that
+ * matched into buf, 0; else -1 */
+int		 smtpc_tls_dane(const struct smtpc *, char *, size_t);
 /* 1 if the server offered AUTH before any TLS of ours */
 int		 smtpc_auth_in_clear(const struct smtpc *);
 const char	*smtpc_peer(const struct smtpc *);

@@ -3,7 +3,9 @@
  * and per-connection engines over a pair of memory BIOs.  The network
  * side is a libuv stream read by the caller: ciphertext is fed in,
  * plaintext comes out into a buf, and whatever the engine produces is
- * queued on the stream with self-freeing write requests.
+ * queued on the stream with self-freeing write requests.  A client may
+ * check its peer against TLSA records instead of CAs (tls_conn_dane):
+ * OpenSSL's own DANE matching, on a context of its own.
  */
 #include <sys/socket.h>
 #include <pthread.h>
@@ -59,6 +61,9 @@ ctx_common(SSL_CTX *ctx)
 	    SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	/* a hostile peer's chain: bounded work and memory (tls.h) */
+	SSL_CTX_set_verify_depth(ctx, TLS_VERIFY_DEPTH);
+	SSL_CTX_set_max_cert_list(ctx, TLS_MAX_CERT_LIST);
 }
 
 SSL_CTX *
@@ -142,6 +147,35 @@ tls_ctx_client_shared(void)
 	return ctx;
 }
 
+/* dane_client: tls_ctx_client_dane's context, made under its mutex */
+static pthread_mutex_t	 dane_client_mtx = PTHREAD_MUTEX_INITIALIZER;
+static SSL_CTX		*dane_client;
+
+SSL_CTX *
+tls_ctx_client_dane(void)
+{
+	SSL_CTX *ctx;
+	char err[256];
+
+	pthread_mutex_lock(&dane_client_mtx);
+	if (dane_client == NULL) {
+		/* no CA store: PKIX usages are not DANE for SMTP (RFC
+		 * 7672 3.1.3), so nothing may vouch but the records */
+		if ((dane_client = tls_ctx_client(TLS_VERIFY_NONE, NULL,
+		    NULL, err, sizeof(err))) == NULL)
+			log_warnx("tls: DANE client context: %s", err);
+		else if (SSL_CTX_dane_enable(dane_client) <= 0) {
+			tls_seterr(err, sizeof(err), "SSL_CTX_dane_enable");
+			log_warnx("tls: DANE client context: %s", err);
+			SSL_CTX_free(dane_client);
+			dane_client = NULL;
+		}
+	}
+	ctx = dane_client;
+	pthread_mutex_unlock(&dane_client_mtx);
+	return ctx;
+}
+
 int
 tls_cipher_list_valid(const char *list)
 {
@@ -175,6 +209,49 @@ tls_ctx_client_ca(const char *ca_file, char *err, size_t errlen)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
+	return ctx;
+}
+
+/* vcache: tls_ctx_client_verify's contexts by CA file ("" for the
+ * system's), oldest first, under vcache_mtx; kept for the process's life */
+#define VCACHE_MAX	4
+static pthread_mutex_t	 vcache_mtx = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	SSL_CTX		*ctx;
+	char		*ca;
+} vcache[VCACHE_MAX];
+
+SSL_CTX *
+tls_ctx_client_verify(const char *ca_file, char *err, size_t errlen)
+{
+	const char *ca = ca_file != NULL ? ca_file : "";
+	SSL_CTX *ctx = NULL;
+	int i;
+
+	pthread_mutex_lock(&vcache_mtx);
+	for (i = 0; i < VCACHE_MAX && vcache[i].ctx != NULL; i++)
+		if (strcmp(vcache[i].ca, ca) == 0)
+			break;
+	if (i == VCACHE_MAX) {
+		/* full: the oldest goes; its users hold their references */
+		SSL_CTX_free(vcache[0].ctx);
+		free(vcache[0].ca);
+		memmove(&vcache[0], &vcache[1],
+		    (VCACHE_MAX - 1) * sizeof(vcache[0]));
+		i = VCACHE_MAX - 1;
+		vcache[i].ctx = NULL;
+		vcache[i].ca = NULL;
+	}
+	if (vcache[i].ctx == NULL) {
+		if ((vcache[i].ctx = tls_ctx_client_ca(ca_file, err,
+		    errlen)) == NULL)
+			goto out;
+		vcache[i].ca = xstrdup(ca);
+	}
+	ctx = vcache[i].ctx;
+	SSL_CTX_up_ref(ctx);
+out:
+	pthread_mutex_unlock(&vcache_mtx);
 	return ctx;
 }
 
@@ -411,7 +488,14 @@ tls_handshake(struct tls_conn *t)
 	e = SSL_get_error(t->ssl, rc);
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
 		return TLS_HANDSHAKE;
-	if (SSL_get_verify_result(t->ssl) != X509_V_OK)
+	/* a list over the cap is refused before any certificate is read */
+	if (ERR_GET_LIB(ERR_peek_error()) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(ERR_peek_error()) == SSL_R_EXCESSIVE_MESSAGE_SIZE)
+		snprintf(t->err, sizeof(t->err), "certificate chain too big: "
+		    "a handshake message over %d bytes", TLS_MAX_CERT_LIST);
+	/* the verify result means something only where it was asked for */
+	else if (SSL_get_verify_mode(t->ssl) != SSL_VERIFY_NONE &&
+	    SSL_get_verify_result(t->ssl) != X509_V_OK)
 		snprintf(t->err, sizeof(t->err), "certificate: %s",
 		    X509_verify_cert_error_string(
 		    SSL_get_verify_result(t->ssl)));
@@ -514,6 +598,64 @@ tls_conn_expect_hosts(struct tls_conn *t, const char *names)
 		first = 0;
 	}
 	return first ? -1 : 0;
+}
+
+int
+tls_conn_dane(struct tls_conn *t, const char *base, const char *names,
+    const struct tls_tlsa *rr, size_t n)
+{
+	char one[256];
+	const char *p;
+	size_t i, k;
+	int usable = 0;
+
+	if (t->ssl == NULL || base == NULL || SSL_dane_enable(t->ssl, base)
+	    <= 0)
+		return -1;
+	/* RFC 7672 3.2.1: a DANE-EE key is the identity, names do not
+	 * matter; DANE-TA chains must still name the next hop */
+	SSL_dane_set_flags(t->ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+	SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	for (p = names != NULL ? names : ""; *p != '\0'; p += k) {
+		p += strspn(p, " ");
+		if ((k = strcspn(p, " ")) == 0)
+			break;
+		if (k >= sizeof(one))
+			return -1;
+		memcpy(one, p, k);
+		one[k] = '\0';
+		if (SSL_add1_host(t->ssl, one) != 1)
+			return -1;
+	}
+	/* the handshake fails on no match, as for a verifying context */
+	SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
+	for (i = 0; i < n; i++) {
+		/* 0: unusable, < 0: malformed data (a bad key, a bad
+		 * certificate): either way not this record, the others do */
+		if (SSL_dane_tlsa_add(t->ssl, rr[i].usage, rr[i].selector,
+		    rr[i].mtype, rr[i].data, rr[i].len) > 0)
+			usable++;
+		ERR_clear_error();
+	}
+	return usable;
+}
+
+int
+tls_conn_dane_info(const struct tls_conn *t, char *out, size_t len)
+{
+	SSL *ssl = t->ssl;
+	const unsigned char *data;
+	uint8_t u, s, m;
+	size_t dlen;
+	int depth;
+
+	if (ssl == NULL || t->state != TLS_OPEN ||
+	    SSL_get_verify_result(ssl) != X509_V_OK ||
+	    (depth = SSL_get0_dane_authority(ssl, NULL, NULL)) < 0 ||
+	    SSL_get0_dane_tlsa(ssl, &u, &s, &m, &data, &dlen) < 0)
+		return -1;
+	snprintf(out, len, "%u.%u.%u depth=%d", u, s, m, depth);
+	return 0;
 }
 
 int

@@ -32,6 +32,7 @@
 #ifndef MXB_TLS_H
 #define MXB_TLS_H
 #include <stddef.h>
+#include <stdint.h>
 #include <openssl/ssl.h>
 #include <uv.h>
 
@@ -55,6 +56,18 @@ enum tls_verify {
 struct tls_conn;
 
 /*
+ * What a peer may make us read and check, on every context: a chain
+ * deeper than TLS_VERIFY_DEPTH certificates below the peer's fails to
+ * verify ("certificate chain too long", as Postfix's
+ * smtp_tls_scert_verifydepth 9), and a certificate list (the handshake
+ * message) over TLS_MAX_CERT_LIST bytes fails the handshake before it is
+ * parsed ("certificate chain too big"), verifying or not.  Real chains
+ * are a few KiB; OpenSSL's own cap is 100 KiB.
+ */
+#define TLS_VERIFY_DEPTH	9
+#define TLS_MAX_CERT_LIST	(64 * 1024)
+
+/*
  * Contexts are built once (at start or reload) and shared by every
  * connection; free them with SSL_CTX_free() once no tls_conn uses them
  * (each tls_conn holds a reference, so freeing early is safe).
@@ -74,6 +87,17 @@ SSL_CTX		*tls_ctx_client(enum tls_verify, const char *cert,
  */
 SSL_CTX		*tls_ctx_client_ca(const char *ca_file, char *err,
 		    size_t errlen);
+/*
+ * tls_ctx_client_verify - the verifying client context of ca_file (NULL:
+ * the system's CAs), shared by every thread: made once per CA file, a
+ * few kept (a reload naming another file makes another), each caller
+ * given its own reference to drop with SSL_CTX_free().  The MTA's
+ * "verify" level and the live relay's "client-server tls verify" both
+ * take theirs here; the names are checked per connection
+ * (tls_conn_expect_hosts, tls_conn_expect_ip).  NULL and a reason in err.
+ */
+SSL_CTX		*tls_ctx_client_verify(const char *ca_file, char *err,
+		    size_t errlen);
 
 /*
  * tls_ctx_client_shared - the one unverified client context (STARTTLS
@@ -83,6 +107,19 @@ SSL_CTX		*tls_ctx_client_ca(const char *ca_file, char *err,
  * freed by a caller.  NULL after logging why it could not be made.
  */
 SSL_CTX		*tls_ctx_client_shared(void);
+/*
+ * tls_ctx_client_dane - the one client context with OpenSSL's DANE
+ * support on (SSL_CTX_dane_enable), no CA store: a connection given
+ * TLSA records by tls_conn_dane is checked against them only.  Shared
+ * and kept as tls_ctx_client_shared's; NULL after logging why.
+ */
+SSL_CTX		*tls_ctx_client_dane(void);
+/* one TLSA record (RFC 6698): the caller's memory */
+struct tls_tlsa {
+	uint8_t		 usage, selector, mtype;
+	const uint8_t	*data;
+	size_t		 len;
+};
 /* 0 if OpenSSL takes the cipher list (TLS 1.2 and lower), else -1 */
 int		 tls_cipher_list_valid(const char *);
 
@@ -94,6 +131,19 @@ int		 tls_conn_expect_ip(struct tls_conn *, const char *ip);
 /* the certificate must name one of these host names (space separated)
  * instead of the sni: 0/-1 */
 int		 tls_conn_expect_hosts(struct tls_conn *, const char *names);
+/*
+ * tls_conn_dane - a client on a tls_ctx_client_dane context checks the
+ * peer against these TLSA records (RFC 7672): base is the TLSA base
+ * domain (the next hop's name, also the SNI unless one was set), names
+ * (space separated, may be NULL) other names a DANE-TA(2) chain may
+ * name; DANE-EE(3) checks no name.  The handshake fails unless a record
+ * matches.  The number of records OpenSSL could use, or -1.
+ */
+int		 tls_conn_dane(struct tls_conn *, const char *base,
+		    const char *names, const struct tls_tlsa *, size_t);
+/* after a handshake that DANE authenticated: "U.S.M depth=D" of the
+ * record that matched, 0; else -1 */
+int		 tls_conn_dane_info(const struct tls_conn *, char *, size_t);
 /* a client sends its hello; a server does nothing.  0, or -1 (error) */
 int		 tls_conn_start(struct tls_conn *);
 /* ciphertext read from the stream in; plaintext appended to plain */

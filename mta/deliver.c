@@ -9,6 +9,9 @@
  * with a verified certificate when it asks for one) -- is the daemon's
  * one SMTP client, common/smtpc.c, as for the live relay and the
  * callout; this file words its failures as delivery status codes.
+ * "tls-policy ... dane|dane-only" (RFC 7672): a hop whose name and
+ * address DNSSEC vouched for gets its TLSA records looked up first
+ * (CS_TLSA, dns.c), and TLS that must match one of them.
  * A connection takes jobs from its destination until none is left,
  * then waits a little for more (a burst reuses one session instead of
  * paying a new connection and EHLO per message), then says QUIT.  With PIPELINING the next job's MAIL, RCPT
@@ -44,6 +47,7 @@
 enum conn_state {
 	CS_INIT = 0,
 	CS_RESOLVE,	/* waiting for DNS */
+	CS_TLSA,	/* waiting for the hop's TLSA records (DANE) */
 	CS_SETUP,	/* smtpc: connect, greeting, EHLO, TLS, AUTH */
 	CS_MAIL,	/* waiting for MAIL's reply */
 	CS_RCPT,	/* waiting for RCPT replies */
@@ -57,8 +61,8 @@ enum conn_state {
 };
 
 static const char *const conn_state_names[] = {
-	"init", "resolve", "setup", "mail", "rcpt", "data", "body", "dot",
-	"rset", "idle", "quit", "closing"
+	"init", "resolve", "tlsa", "setup", "mail", "rcpt", "data", "body",
+	"dot", "rset", "idle", "quit", "closing"
 };
 
 
@@ -89,8 +93,12 @@ struct conn {
 	SSL_CTX		*vctx;		/* a verifying context (a reference) */
 	enum policy_tlslevel level;	/* asked of this hop */
 	int		 tls_bounce;	/* a TLS failure bounces */
-	const char	*tlsres;	/* what the session got: "verified",
-					   "anonymous", "none" */
+	const char	*tlsres;	/* what the session got: "dane",
+					   "verified", "anonymous", "none" */
+	struct mta_tlsa	*tlsa;		/* DANE: the last TLSA answer (its
+					   name says whose), or NULL */
+	char		 danewhy[400];	/* DANE not applied: why */
+	int		 trust_ad;	/* the resolver's AD was believed */
 
 	struct smtp_ehlo caps;	/* the server's EHLO; zero: HELO */
 	char		 lasterr[MTA_DIAGLEN];
@@ -123,13 +131,6 @@ static struct connlist	 idle = LIST_HEAD_INITIALIZER(idle);
 static unsigned		 nconns;
 static unsigned		 nidle;
 static uint64_t		 conn_ids;
-/* verifying client contexts by CA file ("" for the system's), made when
- * first needed, kept: the relay host's and the tls-policy's */
-#define VCTX_MAX	4
-static struct {
-	SSL_CTX		*ctx;
-	char		*ca;
-} vctx_cache[VCTX_MAX];
 static int		 draining;
 static struct tls_corks	*corks;		/* of the MTA's loop */
 static uv_loop_t	*corks_loop;
@@ -195,6 +196,7 @@ conn_unref(struct conn *c)
 	nconns--;
 	mta_queue_conn_done(c->dest);
 	SSL_CTX_free(c->vctx);
+	free(c->tlsa);
 	buf_free(&c->carry);
 	buf_free(&c->out);
 	free(c->accepted);
@@ -223,6 +225,12 @@ on_timeout(uv_timer_t *t)
 	}
 	if (c->state == CS_QUIT) {	/* no 221: gone anyway */
 		conn_close(c);
+		return;
+	}
+	if (c->state == CS_TLSA) {	/* the hop is not usable: the next */
+		conn_hop_failed(c, 4, "4.4.3", "TLSA lookup for %s took "
+		    "longer than %u s", c->remote,
+		    policy_current()->queue.resolve_timeout);
 		return;
 	}
 	if (c->state == CS_RESOLVE) {	/* waited for a thread, or slow */
@@ -453,37 +461,18 @@ send_cmd(struct conn *c, const char *fmt, ...)
 /*
  * verify_ctx - a verifying context for the CAs of ca_file (NULL: the
  * system's), one reference for the caller; NULL after logging why.
- * Made once per CA file (a reload naming another file makes another).
+ * The contexts are common/tls.c's, shared with the live relay's verify.
  */
 static SSL_CTX *
 verify_ctx(const char *ca_file)
 {
-	const char *ca = ca_file != NULL ? ca_file : "";
+	SSL_CTX *ctx;
 	char err[256];
-	int i;
 
-	for (i = 0; i < VCTX_MAX && vctx_cache[i].ctx != NULL; i++)
-		if (strcmp(vctx_cache[i].ca, ca) == 0)
-			break;
-	if (i == VCTX_MAX) {		/* full: the oldest goes */
-		SSL_CTX_free(vctx_cache[0].ctx);
-		free(vctx_cache[0].ca);
-		memmove(&vctx_cache[0], &vctx_cache[1],
-		    (VCTX_MAX - 1) * sizeof(vctx_cache[0]));
-		i = VCTX_MAX - 1;
-		vctx_cache[i].ctx = NULL;
-	}
-	if (vctx_cache[i].ctx == NULL) {
-		if ((vctx_cache[i].ctx = tls_ctx_client_ca(ca_file, err,
-		    sizeof(err))) == NULL) {
-			log_warnx("mta: verifying TLS context: ca_file=%s %s",
-			    ca[0] != '\0' ? ca : "system", err);
-			return NULL;
-		}
-		vctx_cache[i].ca = xstrdup(ca);
-	}
-	SSL_CTX_up_ref(vctx_cache[i].ctx);
-	return vctx_cache[i].ctx;
+	if ((ctx = tls_ctx_client_verify(ca_file, err, sizeof(err))) == NULL)
+		log_warnx("mta: verifying TLS context: ca_file=%s %s",
+		    ca_file != NULL ? ca_file : "system", err);
+	return ctx;
 }
 
 /*
@@ -496,15 +485,24 @@ on_sc_ready(void *arg, const struct smtp_ehlo *caps)
 {
 	struct conn *c = arg;
 	const char *info = smtpc_tls_info(c->sc);
+	char dane[64], why[440];
+	int isdane;
 
 	c->caps = *caps;
-	c->tlsres = info == NULL ? "none" : smtpc_tls_verified(c->sc) ?
-	    "verified" : "anonymous";
+	isdane = info != NULL && smtpc_tls_dane(c->sc, dane, sizeof(dane))
+	    == 0;
+	c->tlsres = info == NULL ? "none" : isdane ? "dane" :
+	    smtpc_tls_verified(c->sc) ? "verified" : "anonymous";
+	why[0] = '\0';
+	if (c->danewhy[0] != '\0')
+		snprintf(why, sizeof(why), " dane=\"%s\"",
+		    log_vis(c->danewhy));
 	/* as Postfix's "Verified TLS connection established to ..." */
-	log_info("mta: conn=%llu relay=%s tls=%s level=%s%s%s",
+	log_info("mta: conn=%llu relay=%s tls=%s level=%s%s%s%s%s%s",
 	    (unsigned long long)c->id, log_word(c->remote), c->tlsres,
 	    policy_name(policy_tlslevel_names, (int)c->level),
-	    info != NULL ? " protocol=" : "", info != NULL ? info : "");
+	    isdane ? " tlsa=" : "", isdane ? dane : "",
+	    info != NULL ? " protocol=" : "", info != NULL ? info : "", why);
 	txn_start(c);
 }
 
@@ -538,10 +536,12 @@ on_sc_fail(void *arg, const struct smtpc_error *e)
 		break;
 	case SMTPC_E_TLS:
 		/* "tls-policy ... on-failure bounce": permanent */
+		/* with DANE's own note: records left unused, say */
 		conn_hop_failed(c, c->tls_bounce ? 5 : 4, c->tls_bounce ?
-		    "5.7.5" : "4.7.5", "TLS with %s (%s): %s%s%s", c->remote,
-		    policy_name(policy_tlslevel_names, (int)c->level), e->why,
-		    diag[0] != '\0' ? ": " : "", diag);
+		    "5.7.5" : "4.7.5", "TLS with %s (%s): %s%s%s%s%s",
+		    c->remote, policy_name(policy_tlslevel_names,
+		    (int)c->level), e->why, diag[0] != '\0' ? ": " : "", diag,
+		    c->danewhy[0] != '\0' ? "; DANE: " : "", c->danewhy);
 		break;
 	case SMTPC_E_AUTH:
 		if (e->rep != NULL)
@@ -1153,42 +1153,182 @@ on_reply(void *arg, const struct smtp_reply *rep)
  */
 
 /*
- * conn_tls - what TLS this hop gets: the "tls-policy" entry of its host
- * name or of the destination's domain, else the route's own setting
- * (the domain's or the relay host's "tls" and "verify"), else for MX
- * routes "tls-policy default"; the client's mode, its context (a
- * verifying one for verify: c->vctx), the names to check.  -1 when no
- * context could be made (never unverified instead).
+ * conn_level - the TLS level this hop is asked for: the "tls-policy"
+ * entry of its host name or of the destination's domain, else the
+ * route's own setting (the domain's or the relay host's "tls" and
+ * "verify"), else for MX routes "tls-policy default".  Sets c->level
+ * and c->tls_bounce; the entry, or NULL.
  */
-static int
-conn_tls(struct conn *c, const struct policy *p, const struct mta_hop *h,
-    struct smtpc_opts *o)
+static const struct policy_tlspol *
+conn_level(struct conn *c, const struct policy *p, const struct mta_hop *h)
 {
 	const struct policy_tlspol *tp;
-	const char *ca = NULL, *host;
 	struct sockaddr_storage ss;
-	int literal;
+	const char *host;
 
-	literal = addr_parse(h->name, 0, &ss) == 0 || h->name[0] == '[' ||
-	    h->name[0] == '\0';
-	host = literal ? NULL : h->name;
+	host = addr_parse(h->name, 0, &ss) == 0 || h->name[0] == '[' ||
+	    h->name[0] == '\0' ? NULL : h->name;
 	tp = policy_tls_lookup(p, c->tlsdomain, host);
 	/* the default is for routes without a setting of their own */
 	if (tp == &p->tlsdef && c->dest->route != POLICY_ROUTE_MX &&
 	    c->dest->route != POLICY_ROUTE_FALLBACK)
 		tp = NULL;
 	c->tls_bounce = tp != NULL && tp->bounce;
-	if (tp != NULL) {
+	if (tp != NULL)
 		c->level = tp->level;
-		ca = p->tls_ca_file;
-		o->match = tp->match;
-	} else if (c->verify) {
+	else if (c->verify)
 		c->level = POLICY_TLSL_VERIFY;
-		ca = p->relay.ca_file;
-	} else
+	else
 		c->level = c->tlsmode == POLICY_UPTLS_NONE ? POLICY_TLSL_NONE :
 		    c->tlsmode == POLICY_UPTLS_OPPORTUNISTIC ?
 		    POLICY_TLSL_MAY : POLICY_TLSL_ENCRYPT;
+	return tp;
+}
+
+/* is_dane - a level that uses DANE */
+static int
+is_dane(enum policy_tlslevel l)
+{
+	return l == POLICY_TLSL_DANE || l == POLICY_TLSL_DANE_ONLY;
+}
+
+/* tlsa_name - the TLSA question of a hop: _PORT._tcp.NAME */
+static void
+tlsa_name(const struct mta_hop *h, char *out, size_t len)
+{
+	snprintf(out, len, "_%u._tcp.%s",
+	    (unsigned)addr_port((const struct sockaddr *)&h->addr), h->name);
+}
+
+/* dane_tlsa - the hop's TLSA answer, if it was looked up */
+static const struct mta_tlsa *
+dane_tlsa(const struct conn *c, const struct mta_hop *h)
+{
+	char q[300];
+
+	if (c->tlsa == NULL)
+		return NULL;
+	tlsa_name(h, q, sizeof(q));
+	return strcasecmp(q, c->tlsa->name) == 0 ? c->tlsa : NULL;
+}
+
+/* dane_secure - DNSSEC vouched for the hop's name and address */
+static int
+dane_secure(const struct mta_hop *h)
+{
+	return (h->dnssec & (MTA_HOP_NAMESEC | MTA_HOP_ADDRSEC)) ==
+	    (MTA_HOP_NAMESEC | MTA_HOP_ADDRSEC);
+}
+
+/* the TLSA records given to OpenSSL: delivery runs on one loop */
+static struct tls_tlsa	 dane_rr[MTA_TLSA_MAX];
+
+/*
+ * conn_dane - TLS for the levels dane and dane-only (RFC 7672 2.2):
+ * secure usable TLSA records: TLS that must match one of them (no CA,
+ * DANE-EE checks no name); a secure RRset with none usable: TLS without
+ * authentication (dane-only refuses); no secure TLSA (an unsigned zone,
+ * an insecure MX or address answer, an untrusted resolver, a secure
+ * "none"): "may" (dane-only refuses); the lookup failed (SERVFAIL, as a
+ * validating resolver answers bogus data): the hop is not used, never
+ * TLS downgraded.  0, -1 (no context), or -2 with *code, *status and
+ * c->danewhy for the failure.
+ */
+static int
+conn_dane(struct conn *c, const struct mta_hop *h, struct smtpc_opts *o,
+    int *code, const char **status)
+{
+	const struct mta_tlsa *t = dane_tlsa(c, h);
+	int only = c->level == POLICY_TLSL_DANE_ONLY;
+	struct sockaddr_storage ss;
+	size_t i;
+
+	o->tls = c->tlsmode == POLICY_UPTLS_SMTPS ? SMTPC_TLS_SMTPS :
+	    SMTPC_TLS_REQUIRE;
+	if (t == NULL)
+		snprintf(c->danewhy, sizeof(c->danewhy), "%s",
+		    c->dest->route == POLICY_ROUTE_ORIGINAL ?
+		    "the next hop was not looked up in DNS" :
+		    addr_parse(h->name, 0, &ss) == 0 || h->name[0] == '[' ?
+		    "the next hop is an address, not a name" :
+		    !c->trust_ad ? "the resolver is not trusted for DNSSEC "
+		    "(tls-policy trust-ad)" :
+		    !(h->dnssec & MTA_HOP_NAMESEC) ? "the MX answer was not "
+		    "DNSSEC-validated" : "the address answer was not "
+		    "DNSSEC-validated");
+	else if (t->status == MTA_TLSA_FAIL) {
+		snprintf(c->danewhy, sizeof(c->danewhy), "%s", t->err);
+		*code = 4;
+		*status = "4.4.3";
+		return -2;
+	} else if (t->status != MTA_TLSA_SECURE)
+		snprintf(c->danewhy, sizeof(c->danewhy), "%s", t->err);
+	else if (t->n == 0) {
+		snprintf(c->danewhy, sizeof(c->danewhy), "%zu TLSA records at "
+		    "%s, none usable", t->total, t->name);
+		if (!only) {
+			o->ctx = tls_ctx_client_shared();
+			return o->ctx != NULL ? 0 : -1;
+		}
+	} else {
+		for (i = 0; i < t->n; i++) {
+			dane_rr[i].usage = t->rr[i].usage;
+			dane_rr[i].selector = t->rr[i].selector;
+			dane_rr[i].mtype = t->rr[i].mtype;
+			dane_rr[i].data = t->data + t->rr[i].off;
+			dane_rr[i].len = t->rr[i].len;
+		}
+		o->dane = dane_rr;
+		o->ndane = t->n;
+		/* RFC 7672 3.2.2: a DANE-TA chain may name the next-hop
+		 * domain too; the TLSA base domain is the sni */
+		o->dane_names = c->tlsdomain[0] != '\0' ? c->tlsdomain : NULL;
+		if (t->skipped > 0)
+			snprintf(c->danewhy, sizeof(c->danewhy), "%zu TLSA "
+			    "records over the limit of %d not used",
+			    t->skipped, MTA_TLSA_MAX);
+		o->ctx = tls_ctx_client_dane();
+		return o->ctx != NULL ? 0 : -1;
+	}
+	if (only) {
+		*code = c->tls_bounce ? 5 : 4;
+		*status = c->tls_bounce ? "5.7.5" : "4.7.5";
+		return -2;
+	}
+	o->tls = c->tlsmode == POLICY_UPTLS_SMTPS ? SMTPC_TLS_SMTPS :
+	    SMTPC_TLS_OPPORTUNISTIC;
+	o->ctx = tls_ctx_client_shared();
+	return o->ctx != NULL ? 0 : -1;
+}
+
+/*
+ * conn_tls - what TLS this hop gets at c->level (conn_level): the
+ * client's mode, its context (a verifying one for verify: c->vctx; a
+ * DANE one for dane), the names to check.  -1 when no context could be
+ * made (never unverified instead); -2 when DANE refuses the hop
+ * (*code, *status, c->danewhy).
+ */
+static int
+conn_tls(struct conn *c, const struct policy *p, const struct mta_hop *h,
+    const struct policy_tlspol *tp, struct smtpc_opts *o, int *code,
+    const char **status)
+{
+	const char *ca = NULL;
+	struct sockaddr_storage ss;
+	int literal;
+
+	literal = addr_parse(h->name, 0, &ss) == 0 || h->name[0] == '[' ||
+	    h->name[0] == '\0';
+	if (tp != NULL) {
+		ca = p->tls_ca_file;
+		o->match = tp->match;
+	} else if (c->verify)
+		ca = p->relay.ca_file;
+	c->danewhy[0] = '\0';
+	if (!literal)
+		o->sni = h->name;
+	o->min_tls13 = p->tls_min_tls13;
+	o->ciphers = p->tls_ciphers;
 	switch (c->level) {
 	case POLICY_TLSL_NONE:
 		o->tls = SMTPC_TLS_NONE;
@@ -1197,15 +1337,14 @@ conn_tls(struct conn *c, const struct policy *p, const struct mta_hop *h,
 		o->tls = c->tlsmode == POLICY_UPTLS_SMTPS ? SMTPC_TLS_SMTPS :
 		    SMTPC_TLS_OPPORTUNISTIC;
 		break;
+	case POLICY_TLSL_DANE:
+	case POLICY_TLSL_DANE_ONLY:
+		return conn_dane(c, h, o, code, status);
 	default:
 		o->tls = c->tlsmode == POLICY_UPTLS_SMTPS ? SMTPC_TLS_SMTPS :
 		    SMTPC_TLS_REQUIRE;
 		break;
 	}
-	if (!literal)
-		o->sni = h->name;
-	o->min_tls13 = p->tls_min_tls13;
-	o->ciphers = p->tls_ciphers;
 	if (c->level != POLICY_TLSL_VERIFY) {
 		o->ctx = tls_ctx_client_shared();
 		return o->ctx != NULL ? 0 : -1;
@@ -1217,26 +1356,58 @@ conn_tls(struct conn *c, const struct policy *p, const struct mta_hop *h,
 	return 0;
 }
 
+/* on_tlsa - the TLSA answer of the hop being connected to */
+static void
+on_tlsa(void *arg, const struct mta_tlsa *t)
+{
+	struct conn *c = arg;
+	char q[300];
+
+	tlsa_name(&c->hop[c->hopi], q, sizeof(q));
+	/* a late answer for an earlier hop is dropped */
+	if (c->state == CS_TLSA && strcasecmp(q, t->name) == 0) {
+		if (c->tlsa == NULL)
+			c->tlsa = xmalloc(sizeof(*c->tlsa));
+		memcpy(c->tlsa, t, sizeof(*t));
+		conn_connect(c);
+	}
+	conn_unref(c);
+}
+
 /*
  * conn_connect - a new connection to hop[hopi]: marked, from the client's
  * address when the box hides (a failed bind is logged and the box's own
  * address used: delivery matters more than hiding), SNI the hop's name,
- * and the relay host's secrets and certificate check where it is one
+ * and the relay host's secrets and certificate check where it is one.
+ * A DANE level on a hop DNSSEC vouched for looks its TLSA records up
+ * first (once per name and port).
  */
 static void
 conn_connect(struct conn *c)
 {
 	struct policy *p = policy_current();
 	struct mta_hop *h = &c->hop[c->hopi];
+	const struct policy_tlspol *tp;
+	const char *status = "4.7.5";
 	struct smtpc_opts o;
 	char a[ADDR_STRLEN];
+	int rc, code = 4;
 
-	enter_state(c, CS_SETUP);
 	addr_fmt_ip((struct sockaddr *)&h->addr, a, sizeof(a));
 	if (h->name[0] != '\0' && h->name[0] != '[' && strcmp(h->name, a))
 		snprintf(c->remote, sizeof(c->remote), "%s[%s]", h->name, a);
 	else
 		snprintf(c->remote, sizeof(c->remote), "[%s]", a);
+	tp = conn_level(c, p, h);
+	if (is_dane(c->level) && dane_secure(h) && dane_tlsa(c, h) == NULL) {
+		enter_state(c, CS_TLSA);
+		timeout(c, p->queue.resolve_timeout);
+		c->refs++;
+		mta_dns_tlsa(c->loop, h->name, (uint16_t)addr_port(
+		    (struct sockaddr *)&h->addr), on_tlsa, c);
+		return;
+	}
+	enter_state(c, CS_SETUP);
 	memset(&o, 0, sizeof(o));
 	o.id = c->id;
 	o.logname = "mta: conn";
@@ -1246,7 +1417,13 @@ conn_connect(struct conn *c)
 	if (c->dest->bind.ss_family == h->addr.ss_family)
 		o.src = c->dest->bind;
 	o.src_soft = 1;
-	if (conn_tls(c, p, h, &o) == -1) {
+	if ((rc = conn_tls(c, p, h, tp, &o, &code, &status)) == -2) {
+		conn_hop_failed(c, code, status, "DANE (%s) for %s: %s",
+		    policy_name(policy_tlslevel_names, (int)c->level),
+		    c->remote, c->danewhy);
+		return;
+	}
+	if (rc == -1) {
 		conn_hop_failed(c, c->tls_bounce ? 5 : 4, c->tls_bounce ?
 		    "5.7.5" : "4.7.5", "no TLS context");
 		return;
@@ -1282,6 +1459,7 @@ on_resolved(void *arg, struct mta_dnsres *res)
 	} else if (c->state == CS_RESOLVE) {
 		memcpy(c->hop, res->hop, sizeof(c->hop));
 		c->nhop = res->nhop;
+		c->trust_ad = res->trust_ad;
 		c->hopi = 0;
 		conn_connect(c);
 	}
@@ -1457,13 +1635,14 @@ mta_deliver_shutdown(void)
 	while ((c = LIST_FIRST(&idle)) != NULL)
 		conn_quit(c);
 	/*
-	 * A connection still resolving has no transaction to finish: its
+	 * A connection still resolving (the destination, or a hop's TLSA
+	 * records) has no transaction to finish: its
 	 * job goes back untouched, the answer is ignored, and lookups stop
 	 * soon, so that a slow resolver does not hold the shutdown.
 	 */
 	for (c = LIST_FIRST(&conns); c != NULL; c = next) {
 		next = LIST_NEXT(c, entry);
-		if (c->state != CS_RESOLVE)
+		if (c->state != CS_RESOLVE && c->state != CS_TLSA)
 			continue;
 		requeue(c);
 		enter_state(c, CS_INIT);
@@ -1477,21 +1656,14 @@ void
 mta_deliver_stop(void)
 {
 	struct conn *c, *next;
-	int i;
 
 	draining = 1;
 	for (c = LIST_FIRST(&conns); c != NULL; c = next) {
 		next = LIST_NEXT(c, entry);
-		if (c->state == CS_RESOLVE)
+		if (c->state == CS_RESOLVE || c->state == CS_TLSA)
 			enter_state(c, CS_INIT);	/* ignore the answer */
 		snprintf(c->lasterr, sizeof(c->lasterr), "shutting down");
 		conn_close(c);
 	}
 	mta_dns_stop();		/* lookups not started answer now */
-	for (i = 0; i < VCTX_MAX; i++) {
-		SSL_CTX_free(vctx_cache[i].ctx);
-		free(vctx_cache[i].ca);
-		vctx_cache[i].ctx = NULL;
-		vctx_cache[i].ca = NULL;
-	}
 }

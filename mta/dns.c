@@ -11,6 +11,15 @@
  * the CNAME chain inside the answer that starts at it) and type count.
  * ldns only reads resolv.conf and moves bytes (ldns_udp_send, _tcp_send).
  *
+ * DANE (RFC 7672) needs to know which answers DNSSEC validated.  This
+ * file does not validate: it believes the AD bit of a resolver it trusts
+ * ("tls-policy trust-ad": by default only one on the loopback, 127/8 or
+ * ::1, whose answers cannot be forged on the way) and then asks with
+ * EDNS0, DO and AD set; an untrusted resolver's AD is ignored and its
+ * questions stay plain.  Each next hop carries whether its name (the
+ * MX answer) and its address (the A/AAAA answer) were secure, and the
+ * TLSA records of a hop (mta_dns_tlsa) are parsed here too, bounded.
+ *
  * Lookups block, so they run on the libuv threadpool; the nameservers
  * come from the system configuration (/etc/resolv.conf, which "ip netns
  * exec" replaces with /etc/netns/NAME/resolv.conf).  At most
@@ -53,11 +62,15 @@
 #define T_CNAME		5
 #define T_MX		15
 #define T_AAAA		28
+#define T_OPT		41
+#define T_TLSA		52
 #define C_IN		1
+#define EDNS_UDPSIZE	1232		/* the DNS flag day's safe size */
 
 /* one caller waiting for a resolution */
 struct dns_waiter {
 	mta_dns_cb	 cb;
+	mta_tlsa_cb	 tcb;		/* DNS_K_TLSA */
 	void		*arg;
 	struct dns_waiter *next;
 };
@@ -68,11 +81,15 @@ struct dns_req {
 	uv_loop_t	*loop;
 	char		*name;
 	uint16_t	 port;
-	int		 mx;		/* MX lookup, else host only */
+	int		 kind;		/* DNS_K_* */
 	struct dns_waiter *waiters;
 	struct mta_dnsopt opt;
 	struct mta_dnsres res;
+	struct mta_tlsa	*tlsa;		/* DNS_K_TLSA's answer */
 };
+#define DNS_K_HOST	0		/* a host's addresses */
+#define DNS_K_MX	1		/* a mail domain's next hops */
+#define DNS_K_TLSA	2		/* a next hop's TLSA records */
 
 /* one resolution on its thread: servers and budget */
 struct dns_ctx {
@@ -82,6 +99,7 @@ struct dns_ctx {
 	uint64_t	 end;		/* the resolution's deadline, ms */
 	struct mta_dnsopt opt;
 	unsigned	 queries;
+	int		 trust;		/* AD believed: asked with EDNS0 */
 };
 
 struct mx {
@@ -148,6 +166,7 @@ mta_dns_opt_default(struct mta_dnsopt *o)
 	o->lookup_ms = 30 * 1000;
 	o->resolve_ms = 90 * 1000;
 	o->maxaddr = 5;
+	o->trust_ad = POLICY_TRUSTAD_LOOPBACK;
 }
 
 static int __attribute__((format(printf, 4, 5)))
@@ -318,6 +337,42 @@ keep_mx(struct mta_dnsans *ans, uint16_t pref, const char *host, int odd)
 }
 
 /*
+ * tlsa_keep - one well-formed TLSA record (rdata rd of len >= 4) into t:
+ * only DANE-TA(2) and DANE-EE(3) usages count (RFC 7672 3.1.3: PKIX
+ * ones are unusable for SMTP), selectors 0/1, matching types 0/1/2 with
+ * the digest lengths they imply; the rest unusable.  Usable ones beyond
+ * MTA_TLSA_MAX or the data budget are skipped: counted, never used.
+ */
+static void
+tlsa_keep(struct mta_tlsa *t, const uint8_t *rd, uint16_t len)
+{
+	struct mta_tlsa_rr *r;
+	size_t dl = (size_t)len - 3;
+
+	t->total++;
+	if ((rd[0] != 2 && rd[0] != 3) || rd[1] > 1 || rd[2] > 2 ||
+	    (rd[2] == 1 && dl != 32) || (rd[2] == 2 && dl != 64)) {
+		t->unusable++;
+		return;
+	}
+	if (t->n == MTA_TLSA_MAX || dl > sizeof(t->data) - t->used) {
+		t->skipped++;
+		return;
+	}
+	r = &t->rr[t->n++];
+	r->usage = rd[0];
+	r->selector = rd[1];
+	r->mtype = rd[2];
+	r->len = (uint16_t)dl;
+	r->off = (uint16_t)t->used;
+	memcpy(t->data + t->used, rd + 3, dl);
+	t->used += dl;
+}
+
+static int	parse(const uint8_t *, size_t, uint16_t, const char *,
+		    uint16_t, struct mta_dnsans *, struct mta_tlsa *);
+
+/*
  * mta_dns_parse_answer - the records of type qtype for qname in the raw
  * answer wire[0..len) to query id.  In-answer CNAMEs starting at qname
  * are followed (DNS_MAXCNAME at most).  MTA_DNS_OK with ans->n records
@@ -332,6 +387,27 @@ int
 mta_dns_parse_answer(const uint8_t *wire, size_t len, uint16_t id,
     const char *qname, uint16_t qtype, struct mta_dnsans *ans)
 {
+	return parse(wire, len, id, qname, qtype, ans, NULL);
+}
+
+/*
+ * mta_dns_parse_tlsa - as mta_dns_parse_answer for the TLSA records of
+ * qname, kept in t (its counts and records; status and name are the
+ * caller's).  A TLSA record needs usage, selector, matching type and
+ * one byte of data: a shorter one is malformed.  ans->ad is the AD bit.
+ */
+int
+mta_dns_parse_tlsa(const uint8_t *wire, size_t len, uint16_t id,
+    const char *qname, struct mta_dnsans *ans, struct mta_tlsa *t)
+{
+	return parse(wire, len, id, qname, T_TLSA, ans, t);
+}
+
+/* parse - both of the above; tlsa is NULL but for T_TLSA */
+static int
+parse(const uint8_t *wire, size_t len, uint16_t id, const char *qname,
+    uint16_t qtype, struct mta_dnsans *ans, struct mta_tlsa *tlsa)
+{
 	static __thread struct wire_rr rrs[MTA_DNS_MAXANSRR];
 	char name[256], cur[256];
 	size_t off, qoff, nrr = 0, i, p;
@@ -340,6 +416,9 @@ mta_dns_parse_answer(const uint8_t *wire, size_t len, uint16_t id,
 	int odd, bad = 0, rcode;
 
 	memset(ans, 0, sizeof(*ans));
+	if (tlsa != NULL)
+		tlsa->total = tlsa->unusable = tlsa->skipped = tlsa->n =
+		    tlsa->used = 0;
 	if (wire == NULL || len < 12 || get16(wire) != id)
 		return DNS_BAD;
 	flags = get16(wire + 2);
@@ -347,6 +426,7 @@ mta_dns_parse_answer(const uint8_t *wire, size_t len, uint16_t id,
 		return DNS_BAD;			/* not a reply to a QUERY */
 	rcode = flags & 0xf;
 	ans->rcode = rcode;
+	ans->ad = (flags & 0x0020) != 0;
 	qd = get16(wire + 4);
 	an = get16(wire + 6);
 	if (flags & 0x0200)
@@ -409,6 +489,13 @@ mta_dns_parse_answer(const uint8_t *wire, size_t len, uint16_t id,
 			keep_mx(ans, get16(wire + r->rdoff), name, odd);
 			continue;
 		}
+		if (qtype == T_TLSA) {
+			if (r->rdlen < 4 || tlsa == NULL)
+				bad++;
+			else
+				tlsa_keep(tlsa, wire + r->rdoff, r->rdlen);
+			continue;
+		}
 		if ((qtype == T_A && r->rdlen != 4) ||
 		    (qtype == T_AAAA && r->rdlen != 16) ||
 		    (qtype != T_A && qtype != T_AAAA)) {
@@ -423,6 +510,8 @@ mta_dns_parse_answer(const uint8_t *wire, size_t len, uint16_t id,
 		memcpy(out->addr, wire + r->rdoff, r->rdlen);
 	}
 	ans->bad = bad;
+	if (tlsa != NULL)
+		return tlsa->total == 0 && bad > 0 ? DNS_TEMP : MTA_DNS_OK;
 	return ans->n == 0 && bad > 0 ? DNS_TEMP : MTA_DNS_OK;
 }
 
@@ -436,10 +525,14 @@ now_ms(void)
 	return uv_hrtime() / 1000000;
 }
 
-/* make_query - the wire form of a recursive question; -1 if bad name */
+/*
+ * make_query - the wire form of a recursive question; -1 if bad name.
+ * edns: with an OPT record, DO and AD set, so that a validating
+ * resolver says what it validated (RFC 6840 5.7, RFC 3225).
+ */
 static int
-make_query(const char *name, uint16_t type, uint16_t id, uint8_t *q,
-    size_t *qlen)
+make_query(const char *name, uint16_t type, uint16_t id, int edns,
+    uint8_t *q, size_t *qlen)
 {
 	size_t o = 12, n;
 	const char *s = name, *dot;
@@ -467,6 +560,21 @@ make_query(const char *name, uint16_t type, uint16_t id, uint8_t *q,
 	q[o++] = type & 0xff;
 	q[o++] = 0;
 	q[o++] = C_IN;
+	if (edns) {
+		q[3] = 0x20;			/* AD */
+		q[11] = 1;			/* ARCOUNT */
+		q[o++] = 0;			/* the root */
+		q[o++] = 0;
+		q[o++] = T_OPT;
+		q[o++] = EDNS_UDPSIZE >> 8;
+		q[o++] = EDNS_UDPSIZE & 0xff;
+		q[o++] = 0;			/* extended rcode */
+		q[o++] = 0;			/* version */
+		q[o++] = 0x80;			/* DO */
+		q[o++] = 0;
+		q[o++] = 0;			/* no options */
+		q[o++] = 0;
+	}
 	*qlen = o;
 	return 0;
 }
@@ -518,18 +626,18 @@ ask(struct dns_ctx *x, int ns, int tcp, const uint8_t *q, size_t qlen,
  */
 static int
 query(struct dns_ctx *x, const char *name, uint16_t type,
-    struct mta_dnsans *ans)
+    struct mta_dnsans *ans, struct mta_tlsa *tlsa)
 {
-	uint8_t q[12 + 256 + 4], *a;
+	uint8_t q[12 + 256 + 4 + 11], *a;
 	size_t qlen, alen;
 	uint64_t end, now;
 	uint16_t id;
 	unsigned ms;
-	int round, ns, tcp, rc;
+	int round, ns, tcp, rc, edns = x->trust;
 
 	memset(ans, 0, sizeof(*ans));
 	id = (uint16_t)arc4random();
-	if (make_query(name, type, id, q, &qlen) == -1)
+	if (make_query(name, type, id, edns, q, &qlen) == -1)
 		return MTA_DNS_NX;	/* cannot exist as a name */
 	end = now_ms() + x->opt.lookup_ms;
 	if (end > x->end)
@@ -544,11 +652,20 @@ query(struct dns_ctx *x, const char *name, uint16_t type,
 				if (ask(x, ns, tcp, q, qlen, ms, &a, &alen) ==
 				    -1)
 					break;
-				rc = mta_dns_parse_answer(a, alen, id, name,
-				    type, ans);
+				rc = parse(a, alen, id, name, type, ans,
+				    tlsa);
 				free(a);
 				if (rc == MTA_DNS_OK || rc == MTA_DNS_NX)
 					return rc;
+				/* FORMERR to EDNS0: ask again without it
+				 * (RFC 6891 7), so no AD from this one */
+				if (rc == DNS_TEMP && ans->rcode == 1 && edns) {
+					edns = 0;
+					(void)make_query(name, type, id, 0, q,
+					    &qlen);
+					tcp = -1;
+					continue;
+				}
 				if (rc != DNS_TC)
 					break;
 			}
@@ -562,7 +679,7 @@ query(struct dns_ctx *x, const char *name, uint16_t type,
 
 static void
 add_hop(struct mta_dnsres *res, const struct sockaddr_storage *ss,
-    const char *name, int max)
+    const char *name, int max, int dnssec)
 {
 	int i;
 
@@ -575,6 +692,7 @@ add_hop(struct mta_dnsres *res, const struct sockaddr_storage *ss,
 	res->hop[res->nhop].addr = *ss;
 	snprintf(res->hop[res->nhop].name, sizeof(res->hop[0].name), "%s",
 	    name);
+	res->hop[res->nhop].dnssec = dnssec;
 	res->nhop++;
 }
 
@@ -602,11 +720,12 @@ rr_sockaddr(const struct mta_dnsrr *rr, uint16_t port,
 /*
  * addrs - A then AAAA of host, appended to res unless they are ours.
  * 0 if the name exists, 2 if NXDOMAIN, -1 temporary; *self counts the
- * addresses that were ours.
+ * addresses that were ours.  namesec: MTA_HOP_NAMESEC when the host's
+ * name is secure; each address adds whether its own answer was.
  */
 static int
 addrs(struct dns_ctx *x, const char *host, uint16_t port,
-    struct mta_dnsres *res, struct ifaddrs *ifa, int *self)
+    struct mta_dnsres *res, struct ifaddrs *ifa, int *self, int namesec)
 {
 	static const uint16_t types[] = { T_A, T_AAAA };
 	struct sockaddr_storage ss;
@@ -615,7 +734,8 @@ addrs(struct dns_ctx *x, const char *host, uint16_t port,
 	int rc, ok = 0, temp = 0;
 
 	for (t = 0; t < 2; t++) {
-		if ((rc = query(x, host, types[t], &ans)) != MTA_DNS_OK) {
+		if ((rc = query(x, host, types[t], &ans, NULL)) !=
+		    MTA_DNS_OK) {
 			temp |= rc != MTA_DNS_NX;
 			continue;
 		}
@@ -625,7 +745,9 @@ addrs(struct dns_ctx *x, const char *host, uint16_t port,
 			if (addr_is_self_in((struct sockaddr *)&ss, ifa))
 				(*self)++;
 			else
-				add_hop(res, &ss, host, x->opt.maxaddr);
+				add_hop(res, &ss, host, x->opt.maxaddr,
+				    namesec | (x->trust && ans.ad ?
+				    MTA_HOP_ADDRSEC : 0));
 		}
 	}
 	return ok ? 0 : temp ? -1 : 2;
@@ -693,18 +815,23 @@ literal(const char *name, uint16_t port, struct mta_dnsres *res)
 		dns_fail(res, 5, "5.4.6", "mail for %s loops back to myself",
 		    name);
 	else
-		add_hop(res, &ss, name, MTA_MAXADDR);
+		add_hop(res, &ss, name, MTA_MAXADDR, 0);
 	return 1;
 }
 
-/* implicit_mx - no MX records: the domain's own addresses (RFC 5321 5.1) */
+/*
+ * implicit_mx - no MX records: the domain's own addresses (RFC 5321
+ * 5.1).  namesec: the absence of MX records was validated, so the
+ * domain is the TLSA base (RFC 7672 2.2.1); an unvalidated absence
+ * could be an attacker's, who stripped the MX records.
+ */
 static int
 implicit_mx(struct dns_ctx *x, const char *domain, uint16_t port,
-    struct mta_dnsres *res, struct ifaddrs *ifa)
+    struct mta_dnsres *res, struct ifaddrs *ifa, int namesec)
 {
 	int rc, self = 0;
 
-	rc = addrs(x, domain, port, res, ifa, &self);
+	rc = addrs(x, domain, port, res, ifa, &self, namesec);
 	if (res->nhop > 0)
 		return 0;
 	if (self > 0)
@@ -723,7 +850,7 @@ implicit_mx(struct dns_ctx *x, const char *domain, uint16_t port,
  */
 static int
 exchangers(struct dns_ctx *x, struct mx *mx, size_t n, const char *domain,
-    uint16_t port, struct mta_dnsres *res, struct ifaddrs *ifa)
+    uint16_t port, struct mta_dnsres *res, struct ifaddrs *ifa, int namesec)
 {
 	size_t i;
 	int rc, self = 0, temp = 0;
@@ -733,7 +860,7 @@ exchangers(struct dns_ctx *x, struct mx *mx, size_t n, const char *domain,
 			temp = 1;
 			break;
 		}
-		rc = addrs(x, mx[i].host, port, res, ifa, &self);
+		rc = addrs(x, mx[i].host, port, res, ifa, &self, namesec);
 		if (rc == -1)
 			temp = 1;
 		/* RFC 5321 5.1: nothing at or after our own preference */
@@ -752,9 +879,62 @@ exchangers(struct dns_ctx *x, struct mx *mx, size_t n, const char *domain,
 	    domain);
 }
 
+static int	ctx_servers(struct dns_ctx *, const struct mta_dnsopt *,
+		    struct mta_dnsres *);
+
+/* ns_loopback - a nameserver on this host: 127/8, ::1, ::ffff:127/104 */
+static int
+ns_loopback(const struct sockaddr_storage *ss)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+	const uint8_t *a = sin6->sin6_addr.s6_addr;
+
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr)
+		    >> 24) == 127;
+	if (ss->ss_family != AF_INET6)
+		return 0;
+	if (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr))
+		return 1;
+	return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) && a[12] == 127;
+}
+
+/*
+ * ctx_trust - whether the nameservers' AD bit is believed: "yes" always,
+ * "no" never, "loopback" (the default) when every one of them is on
+ * this host (a validating resolver whose answers nobody on the network
+ * can alter; RFC 6698 4.1, RFC 7672 2.1).  A test transport: "yes" only.
+ */
+static int
+ctx_trust(const struct dns_ctx *x)
+{
+	int i;
+
+	if (x->opt.trust_ad == POLICY_TRUSTAD_YES)
+		return 1;
+	if (x->opt.trust_ad == POLICY_TRUSTAD_NO || dns_transport != NULL ||
+	    x->nns == 0)
+		return 0;
+	for (i = 0; i < x->nns; i++)
+		if (!ns_loopback(&x->ns[i]))
+			return 0;
+	return 1;
+}
+
 /* ctx_init - the nameservers and the budget; -1 with res failed */
 static int
 ctx_init(struct dns_ctx *x, const struct mta_dnsopt *opt,
+    struct mta_dnsres *res)
+{
+	if (ctx_servers(x, opt, res) == -1)
+		return -1;
+	x->trust = ctx_trust(x);
+	return 0;
+}
+
+/* ctx_servers - ctx_init's nameservers and budget */
+static int
+ctx_servers(struct dns_ctx *x, const struct mta_dnsopt *opt,
     struct mta_dnsres *res)
 {
 	ldns_resolver *r = NULL;
@@ -820,7 +1000,8 @@ mx_resolve(const char *domain, uint16_t port, const struct mta_dnsopt *opt,
 		return -1;
 	if (getifaddrs(&ifa) == -1)
 		ifa = NULL;
-	switch (query(&x, domain, T_MX, &ans)) {
+	res->trust_ad = x.trust;
+	switch (query(&x, domain, T_MX, &ans, NULL)) {
 	case MTA_DNS_NX:
 		dns_fail(res, 5, "5.1.2", "domain %s not found (NXDOMAIN)",
 		    domain);
@@ -840,9 +1021,11 @@ mx_resolve(const char *domain, uint16_t port, const struct mta_dnsopt *opt,
 		dns_fail(res, 5, "5.4.4", "no usable MX host name for %s",
 		    domain);
 	else if (n == 0)
-		rc = implicit_mx(&x, domain, port, res, ifa);
+		rc = implicit_mx(&x, domain, port, res, ifa,
+		    x.trust && ans.ad ? MTA_HOP_NAMESEC : 0);
 	else
-		rc = exchangers(&x, mx, n, domain, port, res, ifa);
+		rc = exchangers(&x, mx, n, domain, port, res, ifa,
+		    x.trust && ans.ad ? MTA_HOP_NAMESEC : 0);
 done:
 	if (ifa != NULL)
 		freeifaddrs(ifa);
@@ -880,14 +1063,16 @@ host_lookup(const char *host, uint16_t port, const struct mta_dnsopt *opt,
 		if (mta_dns_is_self((struct sockaddr *)&ss))
 			return dns_fail(res, 5, "5.4.6", "relay host %s is "
 			    "this box", host);
-		add_hop(res, &ss, host, MTA_MAXADDR);
+		add_hop(res, &ss, host, MTA_MAXADDR, 0);
 		return 0;
 	}
 	if (ctx_init(&x, opt, res) == -1)
 		return -1;
+	res->trust_ad = x.trust;
 	if (getifaddrs(&ifa) == -1)
 		ifa = NULL;
-	q = addrs(&x, host, port, res, ifa, &self);
+	/* a configured name: only its addresses' answers matter */
+	q = addrs(&x, host, port, res, ifa, &self, MTA_HOP_NAMESEC);
 	if (res->nhop > 0)
 		rc = 0;
 	else if (self > 0)
@@ -902,6 +1087,78 @@ host_lookup(const char *host, uint16_t port, const struct mta_dnsopt *opt,
 }
 
 /*
+ * tlsa_resolve - the TLSA records of _port._tcp.host, t->status saying
+ * what they are worth to DANE: only an answer with AD from a trusted
+ * resolver is secure; NXDOMAIN or no records with AD is a secure "none";
+ * no usable answer (SERVFAIL: a validating resolver's word for bogus,
+ * or time out) is a failure, which DANE never takes for "none".
+ */
+static void
+tlsa_resolve(const char *host, uint16_t port, const struct mta_dnsopt *opt,
+    struct mta_tlsa *t)
+{
+	static __thread struct mta_dnsans ans;
+	struct mta_dnsres res;
+	struct dns_ctx x;
+	int rc;
+
+	t->status = MTA_TLSA_FAIL;
+	t->total = t->unusable = t->skipped = t->n = t->used = 0;
+	t->err[0] = '\0';
+	if ((size_t)snprintf(t->name, sizeof(t->name), "_%u._tcp.%s",
+	    (unsigned)port, host) >= 256) {
+		snprintf(t->err, sizeof(t->err), "name too long");
+		return;
+	}
+	memset(&res, 0, sizeof(res));
+	if (ctx_init(&x, opt, &res) == -1) {
+		snprintf(t->err, sizeof(t->err), "%s", res.err);
+		return;
+	}
+	if (!x.trust) {
+		t->status = MTA_TLSA_INSECURE;
+		snprintf(t->err, sizeof(t->err), "the resolver is not trusted "
+		    "for DNSSEC (tls-policy trust-ad)");
+		return;
+	}
+	rc = query(&x, t->name, T_TLSA, &ans, t);
+	if (rc != MTA_DNS_OK && rc != MTA_DNS_NX) {
+		snprintf(t->err, sizeof(t->err), "TLSA lookup of %s failed%s",
+		    t->name, ans.rcode == 2 ? " (SERVFAIL: DNSSEC bogus?)" :
+		    "");
+		return;
+	}
+	if (!ans.ad) {
+		t->status = MTA_TLSA_INSECURE;
+		snprintf(t->err, sizeof(t->err), "TLSA answer for %s not "
+		    "DNSSEC-validated", t->name);
+	} else if (rc == MTA_DNS_NX || t->total == 0) {
+		t->status = MTA_TLSA_NONE;
+		snprintf(t->err, sizeof(t->err), "no TLSA records at %s",
+		    t->name);
+	} else
+		t->status = MTA_TLSA_SECURE;
+}
+
+/*
+ * mta_dns_tlsa_lookup - tlsa_resolve, synchronous (the tests); opt NULL:
+ * the default budget, the AD bit trusted
+ */
+void
+mta_dns_tlsa_lookup(const char *host, uint16_t port,
+    const struct mta_dnsopt *opt, struct mta_tlsa *t)
+{
+	struct mta_dnsopt o;
+
+	if (opt == NULL) {
+		mta_dns_opt_default(&o);
+		o.trust_ad = POLICY_TRUSTAD_YES;
+		opt = &o;
+	}
+	tlsa_resolve(host, port, opt, t);
+}
+
+/*
  * The queue of resolutions on the threadpool
  */
 
@@ -910,8 +1167,10 @@ dns_work(uv_work_t *w)
 {
 	struct dns_req *req = w->data;
 
-	if (req->mx)
+	if (req->kind == DNS_K_MX)
 		mx_resolve(req->name, req->port, &req->opt, &req->res);
+	else if (req->kind == DNS_K_TLSA)
+		tlsa_resolve(req->name, req->port, &req->opt, req->tlsa);
 	else
 		host_lookup(req->name, req->port, &req->opt, &req->res);
 }
@@ -927,13 +1186,23 @@ dns_finish(struct dns_req *req, int status)
 
 	if (status != 0)
 		dns_fail(&req->res, 4, "4.4.3", "lookup cancelled");
+	if (status != 0 && req->tlsa != NULL) {
+		req->tlsa->status = MTA_TLSA_FAIL;
+		snprintf(req->tlsa->err, sizeof(req->tlsa->err),
+		    "lookup cancelled");
+	}
 	while ((wt = req->waiters) != NULL) {
 		req->waiters = wt->next;
 		dns_ncallers--;
-		res = req->res;		/* each caller may keep its copy */
-		wt->cb(wt->arg, &res);
+		if (req->kind == DNS_K_TLSA)	/* read only, during the call */
+			wt->tcb(wt->arg, req->tlsa);
+		else {
+			res = req->res;	/* each caller may keep its copy */
+			wt->cb(wt->arg, &res);
+		}
 		free(wt);
 	}
+	free(req->tlsa);
 	free(req->name);
 	free(req);
 }
@@ -973,20 +1242,20 @@ dns_next(void)
 
 /* dns_same - a request for this question already waiting or running */
 static struct dns_req *
-dns_same(struct dns_reqq *q, const char *name, uint16_t port, int mx)
+dns_same(struct dns_reqq *q, const char *name, uint16_t port, int kind)
 {
 	struct dns_req *req;
 
 	TAILQ_FOREACH(req, q, entry)
-		if (req->port == port && req->mx == mx &&
+		if (req->port == port && req->kind == kind &&
 		    strcasecmp(req->name, name) == 0)
 			return req;
 	return NULL;
 }
 
 static void
-dns_start(uv_loop_t *loop, const char *name, uint16_t port, int mx,
-    mta_dns_cb cb, void *arg)
+dns_start(uv_loop_t *loop, const char *name, uint16_t port, int kind,
+    mta_dns_cb cb, mta_tlsa_cb tcb, void *arg)
 {
 	const struct policy_queue *pq = &policy_current()->queue;
 	struct dns_waiter *wt;
@@ -994,11 +1263,12 @@ dns_start(uv_loop_t *loop, const char *name, uint16_t port, int mx,
 
 	wt = xcalloc(1, sizeof(*wt));
 	wt->cb = cb;
+	wt->tcb = tcb;
 	wt->arg = arg;
 	dns_ncallers++;
 	/* one resolution per question: a slow domain holds one thread */
-	if ((req = dns_same(&dns_running, name, port, mx)) != NULL ||
-	    (req = dns_same(&dns_waiting, name, port, mx)) != NULL) {
+	if ((req = dns_same(&dns_running, name, port, kind)) != NULL ||
+	    (req = dns_same(&dns_waiting, name, port, kind)) != NULL) {
 		wt->next = req->waiters;
 		req->waiters = wt;
 		return;
@@ -1007,11 +1277,14 @@ dns_start(uv_loop_t *loop, const char *name, uint16_t port, int mx,
 	req->loop = loop;
 	req->name = xstrdup(name);
 	req->port = port;
-	req->mx = mx;
+	req->kind = kind;
 	req->waiters = wt;
+	if (kind == DNS_K_TLSA)
+		req->tlsa = xcalloc(1, sizeof(*req->tlsa));
 	req->opt.lookup_ms = pq->dns_timeout * 1000;
 	req->opt.resolve_ms = pq->resolve_timeout * 1000;
 	req->opt.maxaddr = (int)pq->max_addresses;
+	req->opt.trust_ad = policy_current()->tls_trust_ad;
 	req->req.data = req;
 	TAILQ_INSERT_TAIL(&dns_waiting, req, entry);
 	dns_next();
@@ -1046,7 +1319,7 @@ void
 mta_dns_mx(uv_loop_t *loop, const char *domain, uint16_t port,
     mta_dns_cb cb, void *arg)
 {
-	dns_start(loop, domain, port, 1, cb, arg);
+	dns_start(loop, domain, port, DNS_K_MX, cb, NULL, arg);
 }
 
 /* mta_dns_host - the addresses of a host (a relay host) */
@@ -1054,5 +1327,16 @@ void
 mta_dns_host(uv_loop_t *loop, const char *host, uint16_t port,
     mta_dns_cb cb, void *arg)
 {
-	dns_start(loop, host, port, 0, cb, arg);
+	dns_start(loop, host, port, DNS_K_HOST, cb, NULL, arg);
+}
+
+/*
+ * mta_dns_tlsa - the TLSA records of a next hop (_port._tcp.host); cb
+ * runs on the loop with an answer it may read during the call only
+ */
+void
+mta_dns_tlsa(uv_loop_t *loop, const char *host, uint16_t port,
+    mta_tlsa_cb cb, void *arg)
+{
+	dns_start(loop, host, port, DNS_K_TLSA, NULL, cb, arg);
 }

@@ -291,13 +291,18 @@ void		 mta_deliver_shutdown(void);
 struct mta_hop {
 	struct sockaddr_storage	 addr;
 	char			 name[256];
+	int			 dnssec;	/* MTA_HOP_*: what DANE needs */
 };
+#define MTA_HOP_NAMESEC	0x1	/* the name: configured, or from a secure
+				   MX answer (RFC 7672 2.2.1) */
+#define MTA_HOP_ADDRSEC	0x2	/* the address: a secure A/AAAA answer */
 struct mta_dnsres {
 	int		 status;	/* 0 ok, 4 temporary, 5 permanent */
 	char		 code[16];	/* x.y.z when status != 0 */
 	char		 err[256];
 	struct mta_hop	 hop[MTA_MAXADDR];
 	int		 nhop;
+	int		 trust_ad;	/* the resolver's AD bit was believed */
 };
 typedef void	(*mta_dns_cb)(void *, struct mta_dnsres *);
 
@@ -306,7 +311,41 @@ struct mta_dnsopt {
 	unsigned	 lookup_ms;	/* one question, every try together */
 	unsigned	 resolve_ms;	/* the whole resolution */
 	int		 maxaddr;	/* next-hop addresses kept */
+	enum policy_trustad trust_ad;	/* "tls-policy trust-ad" */
 };
+
+/*
+ * DANE (RFC 7672): the TLSA records of _PORT._tcp.HOST.  At most
+ * MTA_TLSA_MAX usable records and MTA_TLSA_MAXDATA bytes of their data
+ * are kept; the rest are counted (skipped) and not used, so a huge
+ * RRset costs bounded memory and gives a clear outcome.
+ */
+#define MTA_TLSA_MAX	 64
+#define MTA_TLSA_MAXDATA 16384
+enum mta_tlsa_status {
+	MTA_TLSA_SECURE = 0,	/* a validated RRset (n may be 0: unusable) */
+	MTA_TLSA_NONE,		/* validated: the name has no TLSA */
+	MTA_TLSA_INSECURE,	/* no validated answer: unsigned, untrusted */
+	MTA_TLSA_FAIL		/* no answer: SERVFAIL (bogus?), timeout */
+};
+struct mta_tlsa_rr {
+	uint8_t		 usage, selector, mtype;
+	uint16_t	 len;
+	uint16_t	 off;		/* in data */
+};
+struct mta_tlsa {
+	enum mta_tlsa_status status;
+	char		 name[300];	/* the question: _25._tcp.HOST */
+	char		 err[384];	/* why, when not MTA_TLSA_SECURE */
+	size_t		 total;		/* TLSA records of the name */
+	size_t		 unusable;	/* PKIX usages, unknown parameters */
+	size_t		 skipped;	/* usable, beyond the limits */
+	size_t		 n;
+	struct mta_tlsa_rr rr[MTA_TLSA_MAX];
+	size_t		 used;		/* bytes of data */
+	uint8_t		 data[MTA_TLSA_MAXDATA];
+};
+typedef void	(*mta_tlsa_cb)(void *, const struct mta_tlsa *);
 
 /* mta_dns_parse_answer: the checked records of one answer */
 #define MTA_DNS_OK	0		/* records (maybe none: NODATA) */
@@ -325,6 +364,7 @@ struct mta_dnsrr {
 };
 struct mta_dnsans {
 	int		 rcode;
+	int		 ad;		/* the AD bit (trusted or not) */
 	char		 name[256];	/* where the CNAME chain ended */
 	size_t		 total;		/* answer records in the packet */
 	size_t		 bad;		/* malformed records of the type */
@@ -333,6 +373,12 @@ struct mta_dnsans {
 };
 int		 mta_dns_parse_answer(const uint8_t *, size_t, uint16_t,
 		    const char *, uint16_t, struct mta_dnsans *);
+int		 mta_dns_parse_tlsa(const uint8_t *, size_t, uint16_t,
+		    const char *, struct mta_dnsans *, struct mta_tlsa *);
+void		 mta_dns_tlsa(uv_loop_t *, const char *, uint16_t,
+		    mta_tlsa_cb, void *);
+void		 mta_dns_tlsa_lookup(const char *, uint16_t,
+		    const struct mta_dnsopt *, struct mta_tlsa *);
 /* the network call: query wire in, answer wire out (malloc'd); 0 / -1 */
 typedef int	(*mta_dns_transport)(void *, const uint8_t *, size_t, int,
 		    unsigned, uint8_t **, size_t *);

@@ -91,6 +91,7 @@ struct parser {
 	int		 starttls_line[2];
 	int		 default_line[2];
 	int		 cs_line[2];	/* client-server default, tls */
+	int		 csmatch_line;	/* the first "client-server match" */
 	int		 timeout_line[4];
 	int		 queue_line;
 	int		 workers_line;
@@ -824,29 +825,133 @@ kw_default(struct parser *p, struct stmt *st)
 }
 
 /*
+ * parse_match - "NAMES" that a verified certificate may carry instead of
+ * the name it would be checked for: a quoted, space separated list of
+ * host names, each valid (a wildcard is the certificate's, never ours)
+ */
+static int
+parse_match(struct parser *p, int line, const char *what, const char *s)
+{
+	const char *m;
+	char one[256];
+	size_t k;
+
+	for (m = s; *m != '\0'; m += k) {
+		m += strspn(m, " ");
+		if ((k = strcspn(m, " ")) == 0)
+			break;
+		snprintf(one, sizeof(one), "%.*s", (int)k, m);
+		if (k >= sizeof(one) || !policy_valid_domain(one))
+			return perr(p, line, "%s: bad name \"%.*s\"", what,
+			    (int)k, m);
+	}
+	if (strspn(s, " ") == strlen(s))
+		return perr(p, line, "%s: no name", what);
+	return 0;
+}
+
+/* Postfix's names for two of the levels, as tls-policy spells them */
+static const char *const cstls_alias[] = { "none", "may", "encrypt",
+	"verify", NULL };
+
+/*
+ * kw_cstls - "client-server tls none|opportunistic|require|verify
+ * [match "NAMES"] [ca-file FILE]" (may and encrypt for opportunistic and
+ * require); match and ca-file only with verify
+ */
+static int
+kw_cstls(struct parser *p, struct stmt *st)
+{
+	struct policy *pol = p->pol;
+	int i, mode;
+
+	if ((mode = policy_name_index(cstls_alias, st->argv[1])) == -1 &&
+	    parse_enum(p, st->line, "client-server tls", st->argv[1],
+	    policy_cstls_names, &mode) == -1)
+		return -1;
+	pol->cs_tls = (enum policy_cstls)mode;
+	for (i = 2; i < st->argc; i += 2) {
+		if (i + 1 >= st->argc)
+			return perr(p, st->line, "client-server tls: missing "
+			    "argument after \"%s\"", st->argv[i]);
+		if (pol->cs_tls != POLICY_CSTLS_VERIFY)
+			return perr(p, st->line, "client-server tls: %s needs "
+			    "the level verify", st->argv[i]);
+		if (strcmp(st->argv[i], "match") == 0 && pol->cs_match == NULL) {
+			if (parse_match(p, st->line, "client-server tls match",
+			    st->argv[i + 1]) == -1)
+				return -1;
+			pol->cs_match = xstrdup(st->argv[i + 1]);
+		} else if (strcmp(st->argv[i], "ca-file") == 0 &&
+		    pol->cs_ca_file == NULL) {
+			if (st->argv[i + 1][0] == '\0')
+				return perr(p, st->line, "client-server tls "
+				    "ca-file: one file name expected");
+			pol->cs_ca_file = rel_path(p, st->argv[i + 1]);
+			if (access(pol->cs_ca_file, R_OK) == -1)
+				return perr(p, st->line, "client-server tls "
+				    "ca-file \"%s\": %s", pol->cs_ca_file,
+				    strerror(errno));
+		} else
+			return perr(p, st->line, "client-server tls: "
+			    "unexpected argument \"%s\"", st->argv[i]);
+	}
+	return 0;
+}
+
+/* kw_csmatch - "client-server match NETWORK "NAMES"": what a verified
+ * upstream in NETWORK must be named; the first network that holds the
+ * address dialled wins */
+static int
+kw_csmatch(struct parser *p, struct stmt *st)
+{
+	struct policy *pol = p->pol;
+	struct policy_csmatch m;
+
+	if (st->argc != 3)
+		return perr(p, st->line, "client-server match: NETWORK "
+		    "\"NAMES\" expected");
+	if (addr_net_parse(st->argv[1], &m.net) == -1)
+		return perr(p, st->line, "client-server match: bad network "
+		    "\"%s\"", st->argv[1]);
+	if (parse_match(p, st->line, "client-server match", st->argv[2]) == -1)
+		return -1;
+	if (p->csmatch_line == 0)
+		p->csmatch_line = st->line;
+	m.names = xstrdup(st->argv[2]);
+	pol->csmatch = xreallocarray(pol->csmatch, pol->ncsmatch + 1,
+	    sizeof(*pol->csmatch));
+	pol->csmatch[pol->ncsmatch++] = m;
+	return 0;
+}
+
+/*
  * kw_clientserver - "client-server default honour|ignore" and
- * "client-server tls none|opportunistic|require", each at most once
+ * "client-server tls ..." (kw_cstls), each at most once, and
+ * "client-server match NET NAMES" (kw_csmatch), any number
  */
 static int
 kw_clientserver(struct parser *p, struct stmt *st)
 {
-	int k, mode;
+	int k;
 
+	if (strcmp(st->argv[0], "match") == 0)
+		return kw_csmatch(p, st);
 	if ((k = policy_name_index(cs_names, st->argv[0])) == -1)
-		return perr(p, st->line, "client-server: expected \"default\" "
-		    "or \"tls\", got \"%s\"", st->argv[0]);
+		return perr(p, st->line, "client-server: expected \"default\", "
+		    "\"tls\" or \"match\", got \"%s\"", st->argv[0]);
 	if (p->cs_line[k] != 0)
 		return perr(p, st->line, "client-server: duplicate %s (first "
 		    "at line %d)", cs_names[k], p->cs_line[k]);
 	p->cs_line[k] = st->line;
-	if (k == 0)
+	if (k == 0) {
+		if (st->argc != 2)
+			return perr(p, st->line, "client-server default: one "
+			    "of honour or ignore expected");
 		return parse_enum(p, st->line, "client-server", st->argv[1],
 		    honour_names, &p->pol->default_honour);
-	if (parse_enum(p, st->line, "client-server tls", st->argv[1],
-	    policy_cstls_names, &mode) == -1)
-		return -1;
-	p->pol->cs_tls = (enum policy_cstls)mode;
-	return 0;
+	}
+	return kw_cstls(p, st);
 }
 
 /*
@@ -1896,14 +2001,14 @@ static const char *const minproto_names[] = { "TLSv1.2", "TLSv1.3", NULL };
  * kw_tlspolicy - "tls-policy default LEVEL [on-failure defer|bounce]",
  * "tls-policy domain|host NAME LEVEL [match "NAMES"] [on-failure ...]",
  * "tls-policy ca-file FILE", "tls-policy min-protocol TLSv1.2|TLSv1.3",
- * "tls-policy ciphers LIST"
+ * "tls-policy ciphers LIST", "tls-policy trust-ad loopback|yes|no"
  */
 static int
 kw_tlspolicy(struct parser *p, struct stmt *st)
 {
 	struct policy *pol = p->pol;
 	struct policy_tlspol t, *dst;
-	const char *what = st->argv[0], *name = NULL, *m;
+	const char *what = st->argv[0], *name = NULL;
 	char *lc;
 	size_t k;
 	int i, mode, seen_match = 0, seen_fail = 0;
@@ -1913,6 +2018,13 @@ kw_tlspolicy(struct parser *p, struct stmt *st)
 		    st->argv[1], minproto_names, &mode) == -1)
 			return -1;
 		pol->tls_min_tls13 = mode == 1;
+		return 0;
+	}
+	if (strcmp(what, "trust-ad") == 0 && st->argc == 2) {
+		if (parse_enum(p, st->line, "tls-policy trust-ad",
+		    st->argv[1], policy_trustad_names, &mode) == -1)
+			return -1;
+		pol->tls_trust_ad = (enum policy_trustad)mode;
 		return 0;
 	}
 	if (strcmp(what, "ciphers") == 0 && st->argc == 2) {
@@ -1952,8 +2064,8 @@ kw_tlspolicy(struct parser *p, struct stmt *st)
 		t.host = what[0] == 'h';
 	} else if (strcmp(what, "default") != 0)
 		return perr(p, st->line, "tls-policy: default, domain, host, "
-		    "ca-file, min-protocol or ciphers expected, not \"%s\"",
-		    what);
+		    "ca-file, min-protocol, ciphers or trust-ad expected, not "
+		    "\"%s\"", what);
 	if (parse_enum(p, st->line, "tls-policy level", st->argv[i++],
 	    policy_tlslevel_names, &mode) == -1)
 		return -1;
@@ -1969,24 +2081,9 @@ kw_tlspolicy(struct parser *p, struct stmt *st)
 			t.bounce = mode == 1;
 		} else if (strcmp(st->argv[i], "match") == 0 && !seen_match++ &&
 		    name != NULL) {
-			/* names the certificate may carry, each checked */
-			for (m = st->argv[i + 1]; *m != '\0'; m += k) {
-				char one[256];
-
-				m += strspn(m, " ");
-				if ((k = strcspn(m, " ")) == 0)
-					break;
-				snprintf(one, sizeof(one), "%.*s", (int)k, m);
-				if (k >= sizeof(one) ||
-				    !policy_valid_domain(one))
-					return perr(p, st->line, "tls-policy "
-					    "match: bad name \"%.*s\"",
-					    (int)k, m);
-			}
-			if (strspn(st->argv[i + 1], " ") ==
-			    strlen(st->argv[i + 1]))
-				return perr(p, st->line, "tls-policy match: "
-				    "no name");
+			if (parse_match(p, st->line, "tls-policy match",
+			    st->argv[i + 1]) == -1)
+				return -1;
 			t.match = xstrdup(st->argv[i + 1]);
 		} else {
 			free(t.match);
@@ -2113,7 +2210,7 @@ static const struct keyword global_kw[] = {
 	    0, NULL },
 	{ "honour", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
 	{ "ignore", 1, 5, KW_MULTI, kw_honour, V_FN, 0, 0, 0, NULL },
-	{ "client-server", 2, 2, KW_MULTI, kw_clientserver, V_FN, 0, 0, 0,
+	{ "client-server", 2, 6, KW_MULTI, kw_clientserver, V_FN, 0, 0, 0,
 	    NULL },
 	{ "hide-box", 2, 2, 0, kw_hidebox, V_FN, 0, 0, 0, NULL },
 	{ "queue", 0, 0, KW_BLOCK, kw_queue, V_FN, 0, 0, 0, NULL },
@@ -2292,6 +2389,10 @@ finish(struct parser *p)
 	if (p->cs_line[1] == 0)
 		pol->cs_tls = pol->starttls[POLICY_DIR_OUT] == POLICY_TLS_REQUIRE ?
 		    POLICY_CSTLS_REQUIRE : POLICY_CSTLS_OPPORTUNISTIC;
+	/* names for a check that is not made would be a silent mistake */
+	if (p->csmatch_line != 0 && pol->cs_tls != POLICY_CSTLS_VERIFY)
+		return perr(p, p->csmatch_line, "client-server match: needs "
+		    "client-server tls verify");
 	finish_ports(p);
 	if (finish_milters(p) == -1)
 		return -1;

@@ -135,6 +135,11 @@ policy_free(struct policy *pol)
 	free(pol->tlspol);
 	free(pol->tlsdef.match);
 	free(pol->tls_ca_file);
+	free(pol->cs_match);
+	free(pol->cs_ca_file);
+	for (i = 0; i < pol->ncsmatch; i++)
+		free(pol->csmatch[i].names);
+	free(pol->csmatch);
 	free(pol->fbrelay.host);
 	for (i = 0; i < pol->nshapes; i++)
 		free(pol->shapes[i].name);
@@ -277,13 +282,14 @@ const char *const policy_uptls_names[] = { "opportunistic", "none",
 const char *const policy_verdict_names[] = { "relay", "reject", "discard",
 	"tempfail", NULL };
 const char *const policy_cstls_names[] = { "none", "opportunistic",
-	"require", NULL };
+	"require", "verify", NULL };
 const char *const policy_route_names[] = { "original", "relayhost", "mx",
 	"fallback", NULL };
 const char *const policy_mact_names[] = { "tempfail", "accept", "reject",
 	NULL };
 const char *const policy_tlslevel_names[] = { "none", "may", "encrypt",
-	"verify", NULL };
+	"verify", "dane", "dane-only", NULL };
+const char *const policy_trustad_names[] = { "loopback", "yes", "no", NULL };
 
 /* policy_name - the word of value v in names, or "unknown" */
 const char *
@@ -349,4 +355,21 @@ const char *
 policy_cstls_name(enum policy_cstls mode)
 {
 	return policy_name(policy_cstls_names, mode);
+}
+
+const char *
+policy_cs_match(const struct policy *pol, const struct sockaddr *dst)
+{
+	size_t i;
+
+	for (i = 0; i < pol->ncsmatch; i++)
+		if (addr_net_match(&pol->csmatch[i].net, dst))
+			return pol->csmatch[i].names;
+	return pol->cs_match;
+}
+
+const char *
+policy_cs_ca_file(const struct policy *pol)
+{
+	return pol->cs_ca_file != NULL ? pol->cs_ca_file : pol->tls_ca_file;
 }

@@ -26,10 +26,14 @@ enum policy_verdict { POLICY_RELAY = 0, POLICY_REJECT, POLICY_DISCARD,
 	POLICY_TEMPFAIL };
 /* TLS of the live relay's upstream leg ("client-server tls") */
 enum policy_cstls { POLICY_CSTLS_NONE = 0, POLICY_CSTLS_OPPORTUNISTIC,
-	POLICY_CSTLS_REQUIRE };
+	POLICY_CSTLS_REQUIRE, POLICY_CSTLS_VERIFY };
 /* what delivery asks of a next hop's TLS ("tls-policy"), Postfix's levels */
 enum policy_tlslevel { POLICY_TLSL_NONE = 0, POLICY_TLSL_MAY,
-	POLICY_TLSL_ENCRYPT, POLICY_TLSL_VERIFY };
+	POLICY_TLSL_ENCRYPT, POLICY_TLSL_VERIFY, POLICY_TLSL_DANE,
+	POLICY_TLSL_DANE_ONLY };
+/* "tls-policy trust-ad": whose AD bit (DNSSEC validated) DANE believes */
+enum policy_trustad { POLICY_TRUSTAD_LOOPBACK = 0, POLICY_TRUSTAD_YES,
+	POLICY_TRUSTAD_NO };
 /* where the MTA sends a recipient */
 enum policy_route { POLICY_ROUTE_ORIGINAL = 0, POLICY_ROUTE_RELAYHOST,
 	POLICY_ROUTE_MX, POLICY_ROUTE_FALLBACK };
@@ -203,6 +207,13 @@ struct policy_honour {
 	int		 honour;
 };
 
+/* "client-server match NET NAMES": the names a verified upstream in NET
+ * must carry */
+struct policy_csmatch {
+	struct addr_net	 net;
+	char		*names;			/* space separated */
+};
+
 struct policy {
 	int		 refcnt;
 	char		*path;
@@ -242,6 +253,7 @@ struct policy {
 	char		*tls_ca_file;		/* verify: NULL, the system's */
 	int		 tls_min_tls13;		/* "min-protocol TLSv1.3" */
 	char		*tls_ciphers;		/* TLS 1.2 cipher list, or NULL */
+	enum policy_trustad tls_trust_ad;	/* "tls-policy trust-ad" */
 	struct policy_fallback fbrelay;
 	struct policy_shape *shapes;		/* "destination" blocks */
 	size_t		 nshapes;
@@ -257,6 +269,11 @@ struct policy {
 	size_t		 nhonours;
 	int		 default_honour;
 	enum policy_cstls cs_tls;		/* live relay's upstream TLS */
+	char		*cs_match;		/* verify: names, or NULL: the
+						   address dialled */
+	char		*cs_ca_file;		/* verify: NULL, tls_ca_file's */
+	struct policy_csmatch *csmatch;		/* per upstream network */
+	size_t		 ncsmatch;
 	int		 hide_box_out;		/* live relay from the client */
 	struct addr_net	*bypass_client;
 	size_t		 nbypass_client;
@@ -320,7 +337,8 @@ int	 policy_conn_admit(const struct policy *, unsigned open,
 extern const char *const policy_dir_names[], *const policy_action_names[],
 	*const policy_starttls_names[], *const policy_uptls_names[],
 	*const policy_verdict_names[], *const policy_cstls_names[],
-	*const policy_route_names[], *const policy_tlslevel_names[];
+	*const policy_route_names[], *const policy_tlslevel_names[],
+	    *const policy_trustad_names[];
 const char	*policy_name(const char *const *, int);	/* or "unknown" */
 int		 policy_name_index(const char *const *, const char *);
 const char	*policy_dir_name(enum policy_dir);
@@ -332,6 +350,14 @@ const char	*policy_route_name(enum policy_route);
 const char	*policy_starttls_name(enum policy_starttls);
 const char	*policy_uptls_name(enum policy_uptls);
 const char	*policy_cstls_name(enum policy_cstls);
+/* the names a verified live relay upstream at dst must carry: its
+ * network's "client-server match", else the global "match"; NULL: the
+ * certificate must name the address */
+const char	*policy_cs_match(const struct policy *,
+		    const struct sockaddr *dst);
+/* the CA file of "client-server tls verify": its own, tls-policy's, or
+ * NULL for the system's */
+const char	*policy_cs_ca_file(const struct policy *);
 const char	*policy_hostname(const struct policy *);
 unsigned	 policy_workers(const struct policy *);
 const struct policy_port *policy_port_by_name(const struct policy *,

@@ -200,6 +200,12 @@ rsink_reply_cb(void *arg, const struct smtp_reply *rep)
 	smtpd_sink_raw(r->env, rep);
 }
 
+/*
+ * rsink_fail_cb - the leg is dead: 421 to the client.  A TLS failure
+ * (STARTTLS missing or refused, a handshake or a certificate that fails
+ * "client-server tls require|verify") is 4.7.5 with the reason, before
+ * anything but the greeting and EHLO went up.
+ */
 static void
 rsink_fail_cb(void *arg, const struct smtpc_error *err)
 {
@@ -211,26 +217,37 @@ rsink_fail_cb(void *arg, const struct smtpc_error *err)
 	const char *disposition;
 	char up[64], line[512];
 
+	if (rep != NULL && rep->code == 421)
+		disposition = "upstream-421";
+	else if (err->err == SMTPC_E_TLS)
+		disposition = "upstream-tls";
+	else if (connecting)
+		disposition = "upstream-unreachable";
+	else
+		disposition = "upstream-lost";
 	log_info("session=%llu client=%s orig_dst=%s dir=%s upstream=%s "
-	    "disposition=%s error=\"%s\"", (unsigned long long)e->conn.id,
-	    e->cstr, e->dstr, policy_dir_name(e->conn.dir),
+	    "disposition=%s%s%s error=\"%s\"",
+	    (unsigned long long)e->conn.id, e->cstr, e->dstr,
+	    policy_dir_name(e->conn.dir),
 	    addr_fmt((struct sockaddr *)&e->conn.orig_dst, up, sizeof(up)),
-	    connecting ? "upstream-unreachable" : "upstream-lost",
+	    err->err == SMTPC_E_TLS ? "upstream-tls" : connecting ?
+	    "upstream-unreachable" : "upstream-lost",
+	    err->err == SMTPC_E_TLS ? " level=" : "",
+	    err->err == SMTPC_E_TLS ? policy_cstls_name(e->pol->cs_tls) : "",
 	    log_vis(why));
 	enter_state(r, R_LOST);
-	if (rep != NULL && rep->code == 421) {
-		disposition = "upstream-421";
+	if (rep != NULL && rep->code == 421)
 		snprintf(line, sizeof(line), "%.*s",
 		    (int)strcspn(buf_head(&rep->text), "\r\n"),
 		    buf_head(&rep->text));
-	} else if (connecting) {
-		disposition = "upstream-unreachable";
+	else if (err->err == SMTPC_E_TLS)
+		snprintf(line, sizeof(line), "421 4.7.5 %s Error: TLS with "
+		    "upstream server failed (%s)", e->host, log_vis(why));
+	else if (connecting)
 		snprintf(line, sizeof(line), "421 4.4.1 %s Error: upstream "
 		    "server unreachable (%s)", e->host, why);
-	} else {
-		disposition = "upstream-lost";
+	else
 		lost_line(r, line, sizeof(line));
-	}
 	smtpd_sink_lost(e, disposition, line);
 }
 
@@ -541,6 +558,41 @@ rsink_open(struct sink_env *e)
 	return r;
 }
 
+/*
+ * upstream_verify - "client-server tls verify": the verifying context
+ * the MTA's verify level uses (common/tls.c, a reference for the
+ * caller), and the names to check: the upstream's network's "match", the
+ * global one, else the address dialled (formatted into dst).  NULL after
+ * logging why: smtpc then fails the leg as TLS required without a
+ * context, never unverified.
+ */
+static SSL_CTX *
+upstream_verify(struct sink_env *e, struct smtpc_opts *o, char *dst,
+    size_t dstlen)
+{
+	const char *ca = policy_cs_ca_file(e->pol);
+	SSL_CTX *ctx;
+	char err[256];
+
+	o->match = policy_cs_match(e->pol,
+	    (const struct sockaddr *)&e->conn.orig_dst);
+	if (o->match == NULL) {
+		addr_fmt_ip((const struct sockaddr *)&e->conn.orig_dst, dst,
+		    dstlen);
+		o->expect_ip = dst;
+	} else {
+		/* SNI: the first name, for a server with several certs */
+		snprintf(dst, dstlen, "%.*s", (int)strcspn(o->match, " "),
+		    o->match);
+		o->sni = dst;
+	}
+	if ((ctx = tls_ctx_client_verify(ca, err, sizeof(err))) == NULL)
+		log_warnx("session=%llu tls: verifying context: ca_file=%s %s",
+		    (unsigned long long)e->conn.id, ca != NULL ? ca : "system",
+		    err);
+	return ctx;
+}
+
 /* rsink_greet - connect upstream; the client is greeted when it is */
 static void
 rsink_greet(struct sink *r)
@@ -548,6 +600,7 @@ rsink_greet(struct sink *r)
 	struct sink_env *e = r->env;
 	const struct policy_limits *lim = &e->pol->limits;
 	struct smtpc_opts o;
+	char dst[ADDR_STRLEN];
 
 	memset(&o, 0, sizeof(o));
 	o.id = e->conn.id;
@@ -562,13 +615,17 @@ rsink_greet(struct sink *r)
 		o.tls = SMTPC_TLS_NONE;
 		break;
 	case POLICY_CSTLS_REQUIRE:
+	case POLICY_CSTLS_VERIFY:
 		o.tls = SMTPC_TLS_REQUIRE;
 		break;
 	default:
 		o.tls = SMTPC_TLS_OPPORTUNISTIC;
 		break;
 	}
-	o.ctx = o.tls != SMTPC_TLS_NONE ? tls_ctx_client_shared() : NULL;
+	if (e->pol->cs_tls == POLICY_CSTLS_VERIFY)
+		o.ctx = upstream_verify(e, &o, dst, sizeof(dst));
+	else if (o.tls != SMTPC_TLS_NONE)
+		o.ctx = tls_ctx_client_shared();
 	o.corks = proxy_worker_corks(e->conn.worker);
 	o.tls_counts = proxy_worker_tls(e->conn.worker, PROXY_TLS_SERVER);
 	log_debug("session=%llu upstream tls=%s hide-box=%s",
@@ -581,6 +638,8 @@ rsink_greet(struct sink *r)
 	o.t_cmd = lim->t_cmd;
 	o.t_dot = lim->t_dot;
 	r->relay = smtpc_open(e->loop, &o, &rsink_relay_cb, r);
+	if (e->pol->cs_tls == POLICY_CSTLS_VERIFY)
+		SSL_CTX_free(o.ctx);		/* smtpc holds its own */
 	milters_open(r);
 }
 

@@ -12,7 +12,7 @@ tcpdump clang libclang-rt-14-dev patchelf systemd util-linux passwd
 libseccomp-dev libcap-ng-dev
 rspamd clamav-daemon clamav-milter opendkim opendkim-tools python3-dkim
 debhelper dpkg-dev lintian git debootstrap wget zstd
-prometheus"
+prometheus nsd unbound"
 
 # the user the daemon drops to (its "user" default, which the package
 # makes): the tests, the demo and the benchmark run it as that user
@@ -52,12 +52,13 @@ clamav-freshclam clamav-freshclam/autoupdate_freshclam select manual
 SEL
 
 # The content-inspection engines the milter tests start themselves
-# (rspamd, clamd, clamav-milter, opendkim, freshclam), and prometheus
+# (rspamd, clamd, clamav-milter, opendkim, freshclam), prometheus
 # (only its promtool is wanted: t-metrics checks a scrape with "promtool
-# check metrics"), must not be started by their packages: a policy-rc.d that says 101 ("action forbidden")
+# check metrics"), and the DNS servers t-mta-dane runs in its namespaces
+# (nsd, unbound: started on the host they would take port 53), must not be started by their packages: a policy-rc.d that says 101 ("action forbidden")
 # while apt-get runs (invoke-rc.d and deb-systemd-invoke honour it), the
 # one already there (if any) put back afterwards, whatever happens.
-ENGINES="rspamd clamd freshclam clamav-milter opendkim prometheus"
+ENGINES="rspamd clamd freshclam clamav-milter opendkim prometheus nsd unbound"
 POLICY=/usr/sbin/policy-rc.d
 POLICY_SAVED=
 # engines in our own network namespace (a test's own engines live in the
@@ -104,4 +105,11 @@ for pid in $(engine_pids); do
 	sleep 1; kill -9 "$pid" 2>/dev/null
 done
 [ "$rc" -eq 0 ] || exit "$rc"
+# nor at boot: the DNS servers' units (unbound-resolvconf would rewrite
+# the host's resolv.conf) stay disabled
+if command -v systemctl >/dev/null 2>&1; then
+	for u in nsd unbound unbound-resolvconf; do
+		systemctl disable "$u" >/dev/null 2>&1 || true
+	done
+fi
 ensure_user

@@ -321,6 +321,56 @@ tb_make_cert() {
 		fail "cannot give $1/key.pem to group $MXB_USER"
 }
 
+# tb_cert DIR CN [SIGNER [SAN [DAYS]]]: a P-256 key and certificate in
+# DIR/key.pem and DIR/cert.pem for CN, its subjectAltName SAN (default
+# DNS:CN), signed by the tb_cert in the folder SIGNER, or without one a
+# self-signed CA; valid DAYS days (default 2; -1: expired yesterday)
+tb_cert() {
+	local d=$1 cn=$2 signer=${3:-} san=${4:-DNS:$2} days=${5:-2}
+	mkdir -p "$d"
+	if [ -z "$signer" ]; then
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-days "$days" -subj "/CN=$cn" -addext "subjectAltName=$san" \
+			-addext "basicConstraints=critical,CA:TRUE" \
+			-keyout "$d/key.pem" -out "$d/cert.pem"
+	else
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-subj "/CN=$cn" -keyout "$d/key.pem" -out "$d/req.pem" &&
+		printf 'subjectAltName=%s\n' "$san" >"$d/ext.cnf" &&
+		openssl x509 -req -in "$d/req.pem" -CA "$signer/cert.pem" \
+			-CAkey "$signer/key.pem" -CAcreateserial -days "$days" \
+			-extfile "$d/ext.cnf" -out "$d/cert.pem"
+	fi >"$d/openssl.log" 2>&1 ||
+		fail "openssl $d: $(tail -n 2 "$d/openssl.log")"
+}
+
+# tb_cert_chain DIR N CN GENPKEY-ARGS...: a chain of N certificates in
+# DIR/cert.pem, the leaf for CN first, then the CAs up to the root
+# (DIR/root.pem, the one to trust), every one by the one key DIR/key.pem
+# (made by openssl genpkey GENPKEY-ARGS): a hostile peer's long chain
+tb_cert_chain() {
+	local d=$1 n=$2 cn=$3 i subj ext; shift 3
+	mkdir -p "$d"
+	openssl genpkey "$@" -out "$d/key.pem" 2>"$d/openssl.log" ||
+		fail "openssl genpkey: $(tail -n 2 "$d/openssl.log")"
+	printf 'basicConstraints=critical,CA:TRUE\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n' >"$d/ca.cnf"
+	printf 'subjectAltName=DNS:%s\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n' "$cn" >"$d/leaf.cnf"
+	openssl req -x509 -key "$d/key.pem" -days 2 -subj "/CN=hostile root" \
+		-addext "basicConstraints=critical,CA:TRUE" -out "$d/c0.pem" >>"$d/openssl.log" 2>&1 ||
+		fail "openssl root: $(tail -n 2 "$d/openssl.log")"
+	for ((i = 1; i < n; i++)); do
+		if [ "$i" -lt $((n - 1)) ]; then subj="/CN=hostile CA $i" ext=ca.cnf
+		else subj="/CN=$cn" ext=leaf.cnf; fi
+		openssl req -new -key "$d/key.pem" -subj "$subj" -out "$d/r.pem" &&
+		openssl x509 -req -in "$d/r.pem" -CA "$d/c$((i - 1)).pem" -CAkey "$d/key.pem" \
+			-set_serial "$i" -days 2 -extfile "$d/$ext" -out "$d/c$i.pem" ||
+			fail "openssl $d certificate $i: $(tail -n 2 "$d/openssl.log")"
+	done >>"$d/openssl.log" 2>&1
+	cp "$d/c0.pem" "$d/root.pem"
+	for ((i = n - 1; i >= 0; i--)); do cat "$d/c$i.pem"; done >"$d/cert.pem"
+	rm -f "$d"/c[0-9]*.pem "$d/r.pem"
+}
+
 # ---------------------------------------------------------------- daemon
 # The daemon drops to its user once started (mxbridge.conf(5) "user",
 # default _mxbridge; scripts/install-deps.sh makes it): it then writes

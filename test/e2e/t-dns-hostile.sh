@@ -44,10 +44,16 @@ send c1 "$TB_EXT_IP4" sender@example.org user@good.test "t-dns good1" ||
 	fail "good1: not accepted: $(cat "$S/send.out")"
 wait_for -t 15 eval '[ -n "$(sink_file "$TB_MX_DIR" "Subject: t-dns good1")" ]' ||
 	fail "good domain not delivered while slow ones resolve: $(grep -E 'good.test|slow' "$TB_MXB_LOG" | tail -n 4)"
-log_has "to=<user@slow[0-9].test> .*disposition=deferred" &&
-	fail "the good domain waited for the slow ones: $(grep -m1 'slow.*deferred' "$TB_MXB_LOG")"
 log_has "to=<user@good.test> .*relay=mx.good.test\[192.0.2.21\] route=mx .*disposition=delivered" ||
 	fail "no delivered line for good.test"
+# it did not wait for a slow domain's resolution: its delay= (queued to
+# delivered) is far below the dns-timeout (20 s) a slow one takes.  Not
+# "no slow domain deferred yet": on a loaded machine sending the seven
+# messages may itself take longer than the timeout.
+good_delay=$(grep 'to=<user@good.test> .*disposition=delivered' "$TB_MXB_LOG" |
+	sed -n 's/.* delay=\([0-9.]*\) .*/\1/p' | head -n 1)
+[ -n "$good_delay" ] && awk -v d="$good_delay" 'BEGIN { exit !(d < 10) }' ||
+	fail "the good domain waited for the slow ones: delay=${good_delay:-?}"
 
 # the hostile answers: DOMAIN OUTCOME
 expect="a0 deferred:4.4.3

@@ -9,6 +9,9 @@
  * the rest is answers, each a 2-byte length then that many bytes, handed
  * out one per question (the question's id written over theirs, so they
  * get past the id check); questions past the last get no answer.
+ * Mode 7 (byte 0 % 8 == 7, taken from mode 3): the rest is one answer
+ * to "_25._tcp.mx.example.org" TLSA (mta_dns_parse_tlsa), its first two
+ * bytes the id, the records kept checked against the limits.
  * Links with the whole of libmxb.a (make fuzzers).
  */
 #include <stddef.h>
@@ -67,6 +70,27 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
+	if (data[0] % 8 == 7) {
+		static struct mta_tlsa t;
+
+		id = size >= 3 ? (uint16_t)(data[1] << 8 | data[2]) : 0;
+		if (mta_dns_parse_tlsa(data + 1, size - 1, id,
+		    "_25._tcp.mx.example.org", &ans, &t) != 0)
+			return 0;
+		/* what DANE relies on: the limits, usable records only */
+		if (t.n > MTA_TLSA_MAX || t.used > MTA_TLSA_MAXDATA ||
+		    t.n + t.unusable + t.skipped != t.total)
+			abort();
+		for (i = 0; i < t.n; i++)
+			if ((t.rr[i].usage != 2 && t.rr[i].usage != 3) ||
+			    t.rr[i].selector > 1 || t.rr[i].mtype > 2 ||
+			    t.rr[i].len == 0 ||
+			    (size_t)t.rr[i].off + t.rr[i].len > t.used ||
+			    (t.rr[i].mtype == 1 && t.rr[i].len != 32) ||
+			    (t.rr[i].mtype == 2 && t.rr[i].len != 64))
+				abort();
+		return 0;
+	}
 	if (data[0] % 4 < 3) {
 		id = size >= 3 ? (uint16_t)(data[1] << 8 | data[2]) : 0;
 		if (mta_dns_parse_answer(data + 1, size - 1, id, "example.org",

@@ -2167,6 +2167,8 @@ struct dns_srv {
 	/* or answer from this table: the hostile cases */
 	void		(*answer)(struct wb *, const char *, uint16_t,
 			    uint16_t);
+	int		 formerr_edns;	/* FORMERR to a question with EDNS0 */
+	int		 formerrs;	/* ... sent */
 	uv_thread_t	 thread;
 };
 
@@ -2277,9 +2279,34 @@ hostile_answer(struct wb *w, const char *q, uint16_t type, uint16_t id)
 	char owner[300];
 	unsigned i;
 
+	if (type == 52) {		/* TLSA: AD, or not; SERVFAIL */
+		uint8_t rd[35] = { 3, 1, 1 };
+
+		if (strstr(q, ".fail.test") != NULL) {
+			wb_hdr(w, id, 0x8182, 0, q, type);
+			return;
+		}
+		if (strstr(q, ".none.test") != NULL) {
+			wb_hdr(w, id, 0x81a0, 0, q, type);
+			return;
+		}
+		wb_hdr(w, id, strstr(q, ".insec.test") != NULL ? 0x8180 :
+		    0x81a0, 1, q, type);
+		wb_rr(w, q, 52, 300, rd, sizeof(rd));
+		return;
+	}
 	if (strncmp(name, "mx.", 3) == 0)
 		name += 3;
 	snprintf(owner, sizeof(owner), "mx.%s", name);
+	/* a validating resolver's AD on the MX and address answers */
+	if (strcmp(name, "secmx.test") == 0 && (type == 15 || type == 1)) {
+		wb_hdr(w, id, 0x81a0, 1, q, type);
+		if (type == 15)
+			wb_mx(w, q, 10, owner);
+		else
+			wb_rr(w, q, 1, 300, ip_mx, 4);
+		return;
+	}
 	if (type == 15) {		/* MX */
 		if (strcmp(name, "nullmx.test") == 0) {
 			wb_hdr(w, id, 0x8180, 1, q, type);
@@ -2365,6 +2392,13 @@ dns_srv_table(struct dns_srv *d, const uint8_t *q, size_t n,
 	name[o] = '\0';
 	if (off + 5 > n)
 		return;
+	if (d->formerr_edns && q[11] != 0) {	/* an old server */
+		wb_hdr(&w, (uint16_t)(q[0] << 8 | q[1]), 0x8181, 0, name,
+		    (uint16_t)(q[off + 1] << 8 | q[off + 2]));
+		d->formerrs++;
+		sendto(d->fd, w.b, w.n, 0, (const struct sockaddr *)from, flen);
+		return;
+	}
 	d->answer(&w, name, (uint16_t)(q[off + 1] << 8 | q[off + 2]),
 	    (uint16_t)(q[0] << 8 | q[1]));
 	sendto(d->fd, w.b, w.n, 0, (const struct sockaddr *)from, flen);
@@ -2559,6 +2593,181 @@ test_dns_hostile_live(void **state)
 		assert_int_equal(ntohl(((struct sockaddr_in *)
 		    &res.hop[i].addr)->sin_addr.s_addr) & 0xff, 100 + i);
 	dns_srv_stop(&d);
+}
+
+/*
+ * The DNSSEC status of next hops and TLSA lookups through the live
+ * resolver (a loopback server: its AD is believed by default)
+ */
+static void
+test_dns_dane_live(void **state)
+{
+	static struct mta_tlsa t;
+	struct mta_dnsopt opt;
+	struct mta_dnsres res;
+	struct dns_srv d;
+
+	dns_srv_start_fn(&d, 0, hostile_answer);
+	/* MX and A with AD: both secure; without: neither */
+	assert_int_equal(mta_dns_mx_lookup("secmx.test", 25, &res), 0);
+	assert_int_equal(res.trust_ad, 1);
+	assert_int_equal(res.hop[0].dnssec, MTA_HOP_NAMESEC | MTA_HOP_ADDRSEC);
+	assert_int_equal(mta_dns_mx_lookup("good.test", 25, &res), 0);
+	assert_int_equal(res.hop[0].dnssec, 0);
+	/* the TLSA outcomes */
+	mta_dns_tlsa_lookup("mx.sec.test", 25, NULL, &t);
+	assert_int_equal(t.status, MTA_TLSA_SECURE);
+	assert_string_equal(t.name, "_25._tcp.mx.sec.test");
+	assert_int_equal(t.n, 1);
+	assert_int_equal(t.rr[0].usage, 3);
+	assert_int_equal(t.rr[0].len, 32);
+	mta_dns_tlsa_lookup("mx.insec.test", 25, NULL, &t);
+	assert_int_equal(t.status, MTA_TLSA_INSECURE);
+	mta_dns_tlsa_lookup("mx.none.test", 25, NULL, &t);
+	assert_int_equal(t.status, MTA_TLSA_NONE);
+	mta_dns_tlsa_lookup("mx.fail.test", 25, NULL, &t);
+	assert_int_equal(t.status, MTA_TLSA_FAIL);
+	assert_has(t.err, "SERVFAIL");
+	/* a resolver not trusted: its AD means nothing, nothing is asked */
+	mta_dns_opt_default(&opt);
+	opt.trust_ad = POLICY_TRUSTAD_NO;
+	mta_dns_tlsa_lookup("mx.sec.test", 25, &opt, &t);
+	assert_int_equal(t.status, MTA_TLSA_INSECURE);
+	assert_has(t.err, "not trusted");
+	/* a resolver that refuses EDNS0 (FORMERR) is asked again without */
+	d.formerr_edns = 1;
+	assert_int_equal(mta_dns_mx_lookup("good.test", 25, &res), 0);
+	assert_true(d.formerrs >= 1);
+	assert_int_equal(res.hop[0].dnssec, 0);
+	dns_srv_stop(&d);
+}
+
+/* wb_tlsa - a TLSA record: usage, selector, type, n bytes of data */
+static void
+wb_tlsa(struct wb *w, const char *owner, unsigned u, unsigned sel,
+    unsigned mt, size_t n)
+{
+	static uint8_t rd[4096];
+
+	assert_true(n + 3 <= sizeof(rd));
+	rd[0] = (uint8_t)u;
+	rd[1] = (uint8_t)sel;
+	rd[2] = (uint8_t)mt;
+	memset(rd + 3, 0xa5, n);
+	wb_rr(w, owner, 52, 300, rd, n + 3);
+}
+
+/* the TLSA parser: usable and unusable records, limits, hostile forms */
+static void
+test_dns_parse_tlsa(void **state)
+{
+	static const char *q = "_25._tcp.mx.d.test";
+	static struct wb w;
+	static struct mta_dnsans ans;
+	static struct mta_tlsa t;
+	size_t i, full;
+
+	/* DANE-EE and DANE-TA, each selector and matching type; AD read */
+	wb_hdr(&w, 0x1234, 0x81a0, 4, q, 52);
+	wb_tlsa(&w, q, 3, 1, 1, 32);
+	wb_tlsa(&w, q, 2, 0, 2, 64);
+	wb_tlsa(&w, q, 3, 0, 0, 700);
+	wb_tlsa(&w, q, 3, 1, 1, 32);
+	assert_int_equal(mta_dns_parse_tlsa(w.b, w.n, 0x1234, q, &ans, &t),
+	    MTA_DNS_OK);
+	assert_int_equal(ans.ad, 1);
+	assert_int_equal(t.total, 4);
+	assert_int_equal(t.n, 4);
+	assert_int_equal(t.rr[1].usage, 2);
+	assert_int_equal(t.rr[1].mtype, 2);
+	assert_int_equal(t.rr[1].len, 64);
+	assert_int_equal(t.rr[2].len, 700);
+	assert_int_equal(t.used, 32 + 64 + 700 + 32);
+	assert_int_equal(t.data[t.rr[2].off + 699], 0xa5);
+
+	/* PKIX usages, unknown selector or type, a digest of the wrong
+	 * length: unusable, not malformed; no AD */
+	wb_hdr(&w, 0x1234, 0x8180, 6, q, 52);
+	wb_tlsa(&w, q, 0, 1, 1, 32);
+	wb_tlsa(&w, q, 1, 0, 0, 100);
+	wb_tlsa(&w, q, 3, 2, 1, 32);
+	wb_tlsa(&w, q, 3, 1, 3, 32);
+	wb_tlsa(&w, q, 3, 1, 1, 31);
+	wb_tlsa(&w, q, 2, 1, 2, 32);
+	assert_int_equal(mta_dns_parse_tlsa(w.b, w.n, 0x1234, q, &ans, &t),
+	    MTA_DNS_OK);
+	assert_int_equal(ans.ad, 0);
+	assert_int_equal(t.total, 6);
+	assert_int_equal(t.unusable, 6);
+	assert_int_equal(t.n, 0);
+
+	/* no data at all: malformed; alone, a temporary failure */
+	wb_hdr(&w, 0x1234, 0x81a0, 1, q, 52);
+	wb_tlsa(&w, q, 3, 1, 1, 0);
+	assert_int_equal(mta_dns_parse_tlsa(w.b, w.n, 0x1234, q, &ans, &t),
+	    MTA_DNS_TEMP);
+	assert_int_equal(ans.bad, 1);
+
+	/* every cut of a good answer is refused, none read past the end */
+	wb_hdr(&w, 0x1234, 0x81a0, 2, q, 52);
+	wb_tlsa(&w, q, 3, 1, 1, 32);
+	wb_tlsa(&w, q, 2, 1, 2, 64);
+	full = w.n;
+	for (i = 0; i < full; i++)
+		assert_int_equal(mta_dns_parse_tlsa(w.b, i, 0x1234, q, &ans,
+		    &t), MTA_DNS_BAD);
+	assert_int_equal(mta_dns_parse_tlsa(w.b, full, 0x1234, q, &ans, &t),
+	    MTA_DNS_OK);
+	assert_int_equal(t.n, 2);
+	/* records of another name or type do not count */
+	assert_int_equal(mta_dns_parse_tlsa(w.b, full, 0x1234,
+	    "_25._tcp.mx.e.test", &ans, &t), MTA_DNS_BAD);
+
+	/* a CNAME inside the answer is followed */
+	wb_hdr(&w, 0x1234, 0x81a0, 2, q, 52);
+	wb_cname(&w, q, "_25._tcp.target.test");
+	wb_tlsa(&w, "_25._tcp.target.test", 3, 1, 1, 32);
+	wb_tlsa(&w, "_25._tcp.evil.test", 3, 1, 1, 32);
+	w.b[7] = 3;
+	assert_int_equal(mta_dns_parse_tlsa(w.b, w.n, 0x1234, q, &ans, &t),
+	    MTA_DNS_OK);
+	assert_int_equal(t.total, 1);
+	assert_int_equal(t.n, 1);
+
+	/* the data budget: 2000-byte records, as many as fit */
+	wb_hdr(&w, 0x1234, 0x81a0, 12, q, 52);
+	for (i = 0; i < 12; i++)
+		wb_tlsa(&w, q, 3, 0, 0, 2000);
+	assert_int_equal(mta_dns_parse_tlsa(w.b, w.n, 0x1234, q, &ans, &t),
+	    MTA_DNS_OK);
+	assert_int_equal(t.n, MTA_TLSA_MAXDATA / 2000);
+	assert_int_equal(t.skipped, 12 - MTA_TLSA_MAXDATA / 2000);
+	assert_true(t.used <= MTA_TLSA_MAXDATA);
+
+	/* an RRset of 1300 records (compressed owners, a 61 kB answer):
+	 * MTA_TLSA_MAX used, the rest counted, nothing more kept */
+	wb_hdr(&w, 0x1234, 0x81a0, 1300, q, 52);
+	for (i = 0; i < 1300; i++) {
+		uint8_t rd[35] = { 3, 1, 1 };
+
+		rd[3] = (uint8_t)i;
+		wb_put(&w, (const uint8_t[]){ 0xc0, 0x0c }, 2);
+		wb_16(&w, 52); wb_16(&w, 1); wb_16(&w, 0); wb_16(&w, 300);
+		wb_16(&w, sizeof(rd));
+		wb_put(&w, rd, sizeof(rd));
+	}
+	assert_int_equal(mta_dns_parse_tlsa(w.b, w.n, 0x1234, q, &ans, &t),
+	    MTA_DNS_OK);
+	assert_int_equal(t.total, 1300);
+	assert_int_equal(t.n, MTA_TLSA_MAX);
+	assert_int_equal(t.skipped, 1300 - MTA_TLSA_MAX);
+	assert_int_equal(t.used, MTA_TLSA_MAX * 32);
+	assert_int_equal(t.data[t.rr[MTA_TLSA_MAX - 1].off], MTA_TLSA_MAX - 1);
+	/* the count says more than there is: malformed */
+	w.b[6] = 0xff;
+	w.b[7] = 0xff;
+	assert_int_equal(mta_dns_parse_tlsa(w.b, w.n, 0x1234, q, &ans, &t),
+	    MTA_DNS_BAD);
 }
 
 /* parse - mta_dns_parse_answer of the builder's bytes */
@@ -3123,6 +3332,8 @@ main(void)
 		T(test_dns_cap),
 		T(test_dns_servfail_defers),
 		T(test_dns_hostile_live),
+		T(test_dns_dane_live),
+		cmocka_unit_test(test_dns_parse_tlsa),
 		T(test_dns_parse_hostile),
 	};
 

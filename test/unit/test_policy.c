@@ -356,6 +356,9 @@ static const struct value_case {
 	{ "client-server tls none", PO(cs_tls), 4, POLICY_CSTLS_NONE },
 	{ "client-server tls require\nclient-server default ignore",
 	    PO(cs_tls), 4, POLICY_CSTLS_REQUIRE },
+	{ "client-server tls verify", PO(cs_tls), 4, POLICY_CSTLS_VERIFY },
+	{ "client-server tls encrypt", PO(cs_tls), 4, POLICY_CSTLS_REQUIRE },
+	{ "client-server tls may", PO(cs_tls), 4, POLICY_CSTLS_OPPORTUNISTIC },
 	{ "client-server tls opportunistic", PO(cs_tls), 4,
 	    POLICY_CSTLS_OPPORTUNISTIC },
 	/* unset, it follows the client side's STARTTLS */
@@ -604,14 +607,40 @@ static const struct error_case {
 	{ "client-server default maybe",
 	    "1: client-server: expected ignore or honour, got \"maybe\"" },
 	{ "client-server always honour",
-	    "1: client-server: expected \"default\" or \"tls\", got "
-	    "\"always\"" },
+	    "1: client-server: expected \"default\", \"tls\" or \"match\", "
+	    "got \"always\"" },
+	{ "client-server default honour now",
+	    "1: client-server default: one of honour or ignore expected" },
+	{ "client-server tls require match \"a.example\"",
+	    "1: client-server tls: match needs the level verify" },
+	{ "client-server tls verify match \"a.example b_c\"",
+	    "1: client-server tls match: bad name \"b_c\"" },
+	{ "client-server tls verify match \" \"",
+	    "1: client-server tls match: no name" },
+	{ "client-server tls verify match",
+	    "1: client-server tls: missing argument after \"match\"" },
+	{ "client-server tls verify ca-file /nonexistent/ca.pem",
+	    "1: client-server tls ca-file \"/nonexistent/ca.pem\": No such "
+	    "file or directory" },
+	{ "client-server tls verify match a.example match b.example",
+	    "1: client-server tls: unexpected argument \"match\"" },
+	{ "client-server tls verify name a.example",
+	    "1: client-server tls: unexpected argument \"name\"" },
+	{ "client-server match 192.0.2.0/24",
+	    "1: client-server match: NETWORK \"NAMES\" expected" },
+	{ "client-server tls verify\nclient-server match 192.0.2.0/33 a.example",
+	    "2: client-server match: bad network \"192.0.2.0/33\"" },
+	{ "client-server tls verify\nclient-server match 192.0.2.0/24 a*b",
+	    "2: client-server match: bad name \"a*b\"" },
+	{ "client-server tls require\n\nclient-server match 192.0.2.0/24 "
+	    "a.example", "3: client-server match: needs client-server tls "
+	    "verify" },
 	{ "client-server default honour\nclient-server default ignore",
 	    "2: client-server: duplicate default (first at line 1)" },
 	{ "client-server tls none\n\nclient-server tls require",
 	    "3: client-server: duplicate tls (first at line 1)" },
 	{ "client-server tls starttls", "1: client-server tls: expected none, "
-	    "opportunistic or require, got \"starttls\"" },
+	    "opportunistic, require or verify, got \"starttls\"" },
 	{ "client-server tls", "1: client-server: missing argument" },
 	{ "hide-box outgoing maybe",
 	    "1: hide-box: expected yes or no, got \"maybe\"" },
@@ -763,11 +792,16 @@ static const struct error_case {
 	{ "relay-host 192.0.2.30 via x", "1: relay-host: unexpected argument "
 	    "\"via\"" },
 	{ "tls-policy domain a.example secure",
-	    "1: tls-policy level: expected none, may, encrypt or verify, got "
-	    "\"secure\"" },
+	    "1: tls-policy level: expected none, may, encrypt, verify, dane "
+	    "or dane-only, got \"secure\"" },
 	{ "tls-policy everything verify",
-	    "1: tls-policy: default, domain, host, ca-file, min-protocol or "
-	    "ciphers expected, not \"everything\"" },
+	    "1: tls-policy: default, domain, host, ca-file, min-protocol, "
+	    "ciphers or trust-ad expected, not \"everything\"" },
+	{ "tls-policy trust-ad maybe",
+	    "1: tls-policy trust-ad: expected loopback, yes or no, got "
+	    "\"maybe\"" },
+	{ "tls-policy host a.example dane match \"b.example\"",
+	    "1: tls-policy: match needs the level verify" },
 	{ "fallback-relay bad_host", "1: fallback-relay: bad host "
 	    "\"bad_host\"" },
 	{ "fallback-relay relay.example.org after 0s",
@@ -1915,6 +1949,7 @@ test_manpage(void **state UNUSED)
 		"listen", "log verbose", "shutdown-grace", "tls certificate",
 		"starttls", "default", "port", "domain", "relay-host",
 		"honour | ignore", "client-server", "client-server tls",
+		"client-server match",
 		"hide-box outgoing", "queue", "limits", "match",
 		"bypass client", "bypass server", "incoming", "outgoing",
 		"accept-to-box", "server", "fallback", "tls",
@@ -2030,11 +2065,19 @@ test_tls_policy(void **state UNUSED)
 	    "tls-policy host mx.example.net none\n"
 	    "tls-policy ca-file /etc/hostname\n"
 	    "tls-policy min-protocol TLSv1.3\n"
-	    "tls-policy ciphers \"ECDHE+AESGCM\"\n");
+	    "tls-policy ciphers \"ECDHE+AESGCM\"\n"
+	    "tls-policy domain dane.example dane\n"
+	    "tls-policy host mx.dane.example dane-only on-failure bounce\n");
 	assert_int_equal(pol->tls_min_tls13, 1);
+	assert_int_equal(pol->tls_trust_ad, POLICY_TRUSTAD_LOOPBACK);
 	assert_string_equal(pol->tls_ciphers, "ECDHE+AESGCM");
-	assert_int_equal(pol->ntlspol, 4);
+	assert_int_equal(pol->ntlspol, 6);
 	assert_string_equal(pol->tls_ca_file, "/etc/hostname");
+	t = policy_tls_lookup(pol, "dane.example", "mx2.dane.example");
+	assert_int_equal(t->level, POLICY_TLSL_DANE);
+	t = policy_tls_lookup(pol, "dane.example", "mx.dane.example");
+	assert_int_equal(t->level, POLICY_TLSL_DANE_ONLY);
+	assert_int_equal(t->bounce, 1);
 	t = policy_tls_lookup(pol, "example.net", "other.example.org");
 	assert_non_null(t);
 	assert_int_equal(t->level, POLICY_TLSL_ENCRYPT);
@@ -2059,6 +2102,45 @@ test_tls_policy(void **state UNUSED)
 	pol = must_load("tls-policy host relay.example.org verify\n");
 	assert_null(policy_tls_lookup(pol, "example.net", NULL));
 	assert_non_null(policy_tls_lookup(pol, NULL, "relay.example.org"));
+	policy_unref(pol);
+}
+
+/*
+ * test_cs_verify - "client-server tls verify": the names of the dialled
+ * address's network first, the global match next, else none (the
+ * address is checked); its own CA file before tls-policy's
+ */
+static void
+test_cs_verify(void **state UNUSED)
+{
+	struct policy *pol;
+	struct sockaddr_storage a = sa("192.0.2.7", 25),
+	    b = sa("198.51.100.1", 25), c = sa("2001:db8::25", 25);
+
+	pol = must_load("client-server tls verify match \"mx.example.org "
+	    "mx2.example.org\" ca-file /etc/hostname\n"
+	    "client-server match 192.0.2.0/28 \"smtp.partner.example\"\n"
+	    "client-server match 192.0.2.0/24 \"other.example\"\n"
+	    "tls-policy ca-file /etc/passwd\n");
+	assert_int_equal(pol->cs_tls, POLICY_CSTLS_VERIFY);
+	assert_int_equal(pol->ncsmatch, 2);
+	assert_string_equal(policy_cs_match(pol, (struct sockaddr *)&a),
+	    "smtp.partner.example");
+	assert_string_equal(policy_cs_match(pol, (struct sockaddr *)&b),
+	    "mx.example.org mx2.example.org");
+	assert_string_equal(policy_cs_ca_file(pol), "/etc/hostname");
+	policy_unref(pol);
+	pol = must_load("client-server tls verify\n"
+	    "client-server match 2001:db8::/32 mx.example.net\n"
+	    "tls-policy ca-file /etc/passwd\n");
+	assert_string_equal(policy_cs_match(pol, (struct sockaddr *)&c),
+	    "mx.example.net");
+	assert_null(policy_cs_match(pol, (struct sockaddr *)&a));
+	assert_string_equal(policy_cs_ca_file(pol), "/etc/passwd");
+	policy_unref(pol);
+	pol = must_load("client-server tls verify\n");
+	assert_null(policy_cs_ca_file(pol));
+	assert_null(policy_cs_match(pol, (struct sockaddr *)&b));
 	policy_unref(pol);
 }
 
@@ -2162,7 +2244,8 @@ test_enum_names(void **state UNUSED)
 	} rows[] = {
 #define R(t, n)	{ policy_##t##_names, n }
 		R(dir, 2), R(action, 3), R(starttls, 3), R(uptls, 4),
-		R(verdict, 4), R(cstls, 3), R(route, 4), R(tlslevel, 4),
+		R(verdict, 4), R(cstls, 4), R(route, 4), R(tlslevel, 6),
+		R(trustad, 3),
 #undef R
 	};
 	size_t i;
@@ -2244,6 +2327,7 @@ main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_workers),
 		cmocka_unit_test(test_tls_policy),
+		cmocka_unit_test(test_cs_verify),
 		cmocka_unit_test(test_destinations),
 		cmocka_unit_test(test_milters),
 		cmocka_unit_test(test_enum_names),
