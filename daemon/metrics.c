@@ -288,8 +288,9 @@ rest_family(const char *key)
 /*
  * labelled - a key FAMILY.V1.V2 of a labelled family: s->labels made of
  * its label names and the values (words of letters, digits, '-' and '_',
- * and '.' in a family's rest value, nothing to escape), *klen cut to the family's name; 1, 0 when k is
- * not one, -1 when it is one but malformed
+ * and '.' in a rest family's last one: nothing to escape), *klen cut to
+ * the family's name; 1, 0 when k is not one, -1 when it is one but
+ * malformed
  */
 static int
 labelled(const char *k, size_t *klen, struct metrics_sample *s)
