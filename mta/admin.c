@@ -462,6 +462,7 @@ stats(struct buf *out)
 	    (unsigned long long)batches, (unsigned long long)ops);
 	histogram_stats(&mta_delay_hist, "delivery_delay_seconds", out);
 	histogram_stats(mta_spool_fsync_hist(), "spool_fsync_seconds", out);
+	mta_dns_stats(out);
 }
 
 void
