@@ -226,6 +226,11 @@ static const struct {
 	{ "messages_refused", M_COUNTER,
 	    "Messages refused to the client at the end of their data, by "
 	    "reason.", "reason" },
+	{ "dns_lookups", M_COUNTER,
+	    "The MTA's DNS resolutions, by kind (host, mx, tlsa) and result.",
+	    "kind,result" },
+	{ "queue_rate_held", 0,
+	    "Transactions a destination's rate holds back now.", NULL },
 	{ "queue_messages", M_GAUGE, NULL, "queue" },	/* help: plain key's */
 	{ "queue_recipients", M_GAUGE, NULL, "queue" },
 	{ "queue_oldest_seconds", M_GAUGE,

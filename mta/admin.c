@@ -532,6 +532,7 @@ stats(struct buf *out)
 	memset(tls, 0, sizeof(tls));
 	tls_counts_add(&mta_tls_delivery, tls);
 	tls_counts_print(tls, "delivery", out);
+	mta_dns_stats(out);
 }
 
 void

@@ -41,6 +41,8 @@
 #include <ldns/ldns.h>
 
 #include "../common/addr.h"
+#include "../common/buf.h"
+#include "../common/counter.h"
 #include "../common/log.h"
 #include "../common/xmalloc.h"
 #include "mta_local.h"
@@ -1177,6 +1179,52 @@ dns_work(uv_work_t *w)
 
 static void	dns_next(void);
 
+/*
+ * The resolutions' outcomes by kind (host: a relay host's or a server's
+ * addresses, mx: a domain's next hops, tlsa: a hop's TLSA records) and
+ * result, for "stats" (mta_dns_stats).  Moved in dns_finish on the MTA's
+ * loop only; counter_t because "stats" may read them from another.
+ */
+static const char *const dns_kind_name[] = { "host", "mx", "tlsa" };
+static const char *const dns_result_name[] = {
+	"ok", "notfound", "nullmx", "unusable", "tempfail",	/* mx, host */
+	"secure", "none", "insecure", "fail"			/* tlsa */
+};
+#define DNS_NRESULT	(sizeof(dns_result_name) / sizeof(dns_result_name[0]))
+static counter_t	 dns_count[3][DNS_NRESULT];
+
+/* dns_result - the result word's index of a finished resolution */
+static size_t
+dns_result(const struct dns_req *req)
+{
+	if (req->kind == DNS_K_TLSA)
+		return 5 + (size_t)req->tlsa->status;
+	if (req->res.status == 0)
+		return 0;
+	if (req->res.status == 4)
+		return 4;
+	if (strcmp(req->res.code, "5.1.2") == 0)
+		return 1;
+	if (strcmp(req->res.code, "5.1.10") == 0)
+		return 2;
+	return 3;
+}
+
+/* mta_dns_stats - the lines dns_lookups.KIND.RESULT=N (a metrics family);
+ * host and mx have no tlsa words, tlsa none of theirs */
+void
+mta_dns_stats(struct buf *out)
+{
+	size_t k, r;
+
+	for (k = 0; k < 3; k++)
+		for (r = k == DNS_K_TLSA ? 5 : 0;
+		    r < (k == DNS_K_TLSA ? DNS_NRESULT : 5); r++)
+			buf_printf(out, "dns_lookups.%s.%s=%llu\n",
+			    dns_kind_name[k], dns_result_name[r],
+			    (unsigned long long)counter_get(&dns_count[k][r]));
+}
+
 /* dns_finish - the answer (or a failure) to every caller, on the loop */
 static void
 dns_finish(struct dns_req *req, int status)
@@ -1191,6 +1239,7 @@ dns_finish(struct dns_req *req, int status)
 		snprintf(req->tlsa->err, sizeof(req->tlsa->err),
 		    "lookup cancelled");
 	}
+	counter_inc(&dns_count[req->kind][dns_result(req)]);
 	while ((wt = req->waiters) != NULL) {
 		req->waiters = wt->next;
 		dns_ncallers--;

@@ -395,6 +395,8 @@ unsigned	 mta_dns_running(void);
 void		 mta_dns_init(void);
 void		 mta_dns_stop(void);
 void		 mta_dns_set_server(const char *, uint16_t, unsigned);
+struct buf;
+void		 mta_dns_stats(struct buf *);
 
 /* dsn.c: delivery status notifications */
 enum mta_dsn_kind { MTA_DSN_FAILURE, MTA_DSN_DELAY, MTA_DSN_SUCCESS };

@@ -106,6 +106,16 @@ for i in 1 2 3 4 5 6; do
 done
 [ "$(tr -dc 0-9 <"$TB_MXB_PIDFILE")" = "$PID" ] && mxb_running ||
 	fail "the daemon died"
+# each resolution counted by its result (mxbridge_dns_lookups_total):
+# good, good2, chain, many, tc found; other, nx not found; nullmx; ipmx
+# unusable; the six slow and seven hostile ones temporary failures
+st=$(ctl stats) || fail "mxbridgectl stats failed"
+for want in "ok -ge 5" "notfound -ge 2" "nullmx -ge 1" "unusable -ge 1" "tempfail -ge 13"; do
+	set -- $want
+	v=$(printf '%s\n' "$st" | sed -n "s/^dns_lookups\.mx\.$1=//p")
+	[ -n "$v" ] && [ "$v" "$2" "$3" ] ||
+		fail "stats dns_lookups.mx.$1=$v, want $2 $3: $(printf '%s\n' "$st" | grep dns_lookups | tr '\n' ' ')"
+done
 
 mta_down
 kill "$FAKE_PID" 2>/dev/null
