@@ -357,6 +357,26 @@ test_metrics_request_huge(void **state UNUSED)
 	free(big);
 }
 
+/*
+ * expose_is - metrics_expose of the stats lines (len bytes) is want,
+ * byte for byte; on a difference, where and what follows there
+ */
+static void
+expose_is(const char *stats, size_t len, const char *want)
+{
+	size_t i, wlen = strlen(want);
+	struct buf out;
+
+	buf_init(&out);
+	metrics_expose(stats, len, &out);
+	for (i = 0; i < out.len && i < wlen && out.data[i] == want[i]; i++)
+		;
+	if (out.len != wlen || i != out.len)
+		fail_msg("exposition differs at byte %zu: \"%.*s\"", i,
+		    (int)(out.len - i < 120 ? out.len - i : 120), out.data + i);
+	buf_free(&out);
+}
+
 static void
 test_metrics_expose(void **state UNUSED)
 {
@@ -418,17 +438,8 @@ test_metrics_expose(void **state UNUSED)
 	    "mxbridge_worker_nfq_decisions_total{worker=\"0\"} 11\n"
 	    "mxbridge_worker_nfq_decisions_total{worker=\"1\"} 12\n";
 	struct buf out;
-	size_t i;
 
-	buf_init(&out);
-	metrics_expose(stats, sizeof(stats) - 1, &out);
-	for (i = 0; i < out.len && i < sizeof(want) - 1 &&
-	    out.data[i] == want[i]; i++)
-		;
-	if (out.len != sizeof(want) - 1 || i != out.len)
-		fail_msg("exposition differs at byte %zu: \"%.*s\"", i,
-		    (int)(out.len - i < 80 ? out.len - i : 80), out.data + i);
-	buf_free(&out);
+	expose_is(stats, sizeof(stats) - 1, want);
 	buf_init(&out);
 	metrics_expose("", 0, &out);
 	assert_int_equal(out.len, 0);
@@ -484,18 +495,8 @@ test_metrics_labels(void **state UNUSED)
 	    "client at the end of their data, by reason.\n"
 	    "# TYPE mxbridge_messages_refused_total counter\n"
 	    "mxbridge_messages_refused_total{reason=\"too-big\"} 1\n";
-	struct buf out;
-	size_t i;
 
-	buf_init(&out);
-	metrics_expose(stats, sizeof(stats) - 1, &out);
-	for (i = 0; i < out.len && i < sizeof(want) - 1 &&
-	    out.data[i] == want[i]; i++)
-		;
-	if (out.len != sizeof(want) - 1 || i != out.len)
-		fail_msg("exposition differs at byte %zu: \"%.*s\"", i,
-		    (int)(out.len - i < 120 ? out.len - i : 120), out.data + i);
-	buf_free(&out);
+	expose_is(stats, sizeof(stats) - 1, want);
 }
 
 /* a histogram: observed, as stats lines, then as a Prometheus family */
@@ -625,8 +626,7 @@ test_metrics_shape(void **state UNUSED)
 	    "mxbridge_spool_batch_messages_bucket{le=\"+Inf\"} 4\n"
 	    "mxbridge_spool_batch_messages_sum 125\n"
 	    "mxbridge_spool_batch_messages_count 4\n";
-	struct buf st, out;
-	size_t i;
+	struct buf st;
 
 	histogram_observe(&h, 1);		/* on a bound: in it */
 	histogram_observe(&h, 3);
@@ -639,15 +639,7 @@ test_metrics_shape(void **state UNUSED)
 	buf_reset(&st);
 	buf_append(&st, stats, sizeof(stats) - 1);
 	histogram_stats(&h, "spool_batch_messages", &st);
-	buf_init(&out);
-	metrics_expose(st.data, st.len, &out);
-	for (i = 0; i < out.len && i < sizeof(want) - 1 &&
-	    out.data[i] == want[i]; i++)
-		;
-	if (out.len != sizeof(want) - 1 || i != out.len)
-		fail_msg("exposition differs at byte %zu: \"%.*s\"", i,
-		    (int)(out.len - i < 120 ? out.len - i : 120), out.data + i);
-	buf_free(&out);
+	expose_is(st.data, st.len, want);
 	buf_free(&st);
 }
 
