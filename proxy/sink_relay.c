@@ -214,25 +214,20 @@ rsink_fail_cb(void *arg, const struct smtpc_error *err)
 	struct sink *r = arg;
 	struct sink_env *e = r->env;
 	int connecting = r->state == R_CONNECT;
-	const char *disposition;
+	const char *leg, *disposition;
 	char up[64], line[512];
 
-	if (rep != NULL && rep->code == 421)
-		disposition = "upstream-421";
-	else if (err->err == SMTPC_E_TLS)
-		disposition = "upstream-tls";
-	else if (connecting)
-		disposition = "upstream-unreachable";
-	else
-		disposition = "upstream-lost";
+	/* the leg's failure is logged; the session ends by a 421 the
+	 * upstream sent, if it sent one, else by that failure */
+	leg = err->err == SMTPC_E_TLS ? "upstream-tls" : connecting ?
+	    "upstream-unreachable" : "upstream-lost";
+	disposition = rep != NULL && rep->code == 421 ? "upstream-421" : leg;
 	log_info("session=%llu client=%s orig_dst=%s dir=%s upstream=%s "
 	    "disposition=%s%s%s error=\"%s\"",
 	    (unsigned long long)e->conn.id, e->cstr, e->dstr,
 	    policy_dir_name(e->conn.dir),
 	    addr_fmt((struct sockaddr *)&e->conn.orig_dst, up, sizeof(up)),
-	    err->err == SMTPC_E_TLS ? "upstream-tls" : connecting ?
-	    "upstream-unreachable" : "upstream-lost",
-	    err->err == SMTPC_E_TLS ? " level=" : "",
+	    leg, err->err == SMTPC_E_TLS ? " level=" : "",
 	    err->err == SMTPC_E_TLS ? policy_cstls_name(e->pol->cs_tls) : "",
 	    log_vis(why));
 	enter_state(r, R_LOST);
