@@ -25,7 +25,7 @@ SYSCONFDIR ?= /etc
 UNITDIR	?= $(PREFIX)/lib/systemd/system
 SPOOLDIR ?= /var/spool/mxbridge
 VERSION	 = 0.1.0
-PKGS	 = libuv openssl ldns libnetfilter_queue libmnl libseccomp libcap-ng
+PKGS	 = libuv openssl ldns libnetfilter_queue libmnl libnftables libseccomp libcap-ng
 
 CC	?= cc
 CFLAGS	?= -O2 -g
@@ -58,6 +58,7 @@ POLICY_SRCS = \
 	policy/policy.c
 
 NFQ_SRCS = \
+	nfq/kernel.c \
 	nfq/nfq.c \
 
 PROXY_SRCS = \

@@ -45,6 +45,7 @@
 #include "../daemon/control.h"
 #include "../policy/policy.h"
 #include "nfq.h"
+#include "nfq_local.h"
 
 #define NFQ_COPY_RANGE		256	/* IPv6, ext. headers, TCP */
 #define NFQ_QUEUE_MAXLEN	4096	/* packets waiting for a verdict */
@@ -110,10 +111,14 @@ static int	nfq_start(uv_loop_t *, unsigned);
 static int	nfq_wstart(unsigned, uv_loop_t *);
 static void	nfq_wreload(unsigned);
 static void	nfq_wshutdown(unsigned);
+static void	nfq_stop(void);
 
 const struct module nfq_module = {
 	.name = "nfq",
 	.start = nfq_start,
+	.reload = nfq_kernel_reload,
+	.shutdown = nfq_kernel_shutdown,
+	.stop = nfq_stop,
 	.wstart = nfq_wstart,
 	.wreload = nfq_wreload,
 	.wshutdown = nfq_wshutdown,
@@ -652,9 +657,10 @@ nfq_stats(struct buf *out)
 {
 	static const char *dirs[] = { "incoming", "outgoing" };
 	static const char *acts[] = { "proxy", "pass", "drop" };
-	uint64_t dec[2][3] = { { 0 } }, mal = 0, err = 0, ovr = 0, n;
+	uint64_t dec[2][3] = { { 0 } }, kdec[2][3] = { { 0 } }, kn = 0;
+	uint64_t mal = 0, err = 0, ovr = 0, n;
 	unsigned i;
-	int d, a, open = 0, nopen = 0;
+	int d, a, open = 0, nopen = 0, kernel;
 
 	for (i = 0; i < nfq_nw; i++) {
 		const struct nfq_worker *w = nfq_ws[i];
@@ -672,8 +678,17 @@ nfq_stats(struct buf *out)
 		err += counter_get(&w->st.errors);
 		ovr += counter_get(&w->st.overruns);
 	}
+	/* the decisions: the queue's and the kernel table's together */
+	kernel = nfq_kernel_counts(kdec);
+	for (d = 0; d < 2; d++)
+		for (a = 0; a < 3; a++) {
+			dec[d][a] += kdec[d][a];
+			kn += kdec[d][a];
+		}
 	buf_printf(out, "nfq_queue_open=%d\n", open);
 	buf_printf(out, "nfq_queues_open=%d\n", nopen);
+	buf_printf(out, "nfq_kernel=%d\n", kernel);
+	buf_printf(out, "nfq_kernel_decisions=%llu\n", (unsigned long long)kn);
 	for (d = 0; d < 2; d++)
 		for (a = 0; a < 3; a++)
 			buf_printf(out, "nfq_%s_%s=%llu\n", dirs[d], acts[a],
@@ -766,13 +781,9 @@ nfq_record_cb(const struct nlmsghdr *nlh, void *arg)
 	return MNL_CB_OK;
 }
 
-/*
- * nfq_record_read - the divert record of this network namespace: 1 with
- * its text, 0 when the script is not up (no table), -1 on error. Runs
- * once at start, before the loop turns.
- */
-static int
-nfq_record_read(struct nfq_record *rec)
+int
+nfq_nft_query(uint16_t msg, uint16_t flags, uint8_t family,
+    void (*req)(struct nlmsghdr *), mnl_cb_t cb, void *arg)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct mnl_socket *nl;
@@ -782,33 +793,67 @@ nfq_record_read(struct nfq_record *rec)
 	ssize_t n;
 	int rc = -1, r = MNL_CB_OK;
 
-	memset(rec, 0, sizeof(*rec));
 	if ((nl = mnl_socket_open(NETLINK_NETFILTER)) == NULL)
 		return -1;
 	if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) == -1)
 		goto done;
 	portid = mnl_socket_get_portid(nl);
 	nlh = mnl_nlmsg_put_header(buf);
-	nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE;
-	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+	nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | msg;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | flags;
 	nlh->nlmsg_seq = seq;
 	nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
-	nfg->nfgen_family = NFPROTO_BRIDGE;
+	nfg->nfgen_family = family;
 	nfg->version = NFNETLINK_V0;
 	nfg->res_id = 0;
-	mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, NFQ_DIVERT_TABLE);
+	req(nlh);
 	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) == -1)
 		goto done;
 	while (r > MNL_CB_STOP) {
 		if ((n = mnl_socket_recvfrom(nl, buf, sizeof(buf))) <= 0)
 			goto done;
-		r = mnl_cb_run(buf, (size_t)n, seq, portid, nfq_record_cb, rec);
+		if (!nfq_datagram_valid(buf, (size_t)n))
+			goto done;
+		r = mnl_cb_run(buf, (size_t)n, seq, portid, cb, arg);
 	}
-	if (r == MNL_CB_ERROR && errno != ENOENT)
+	if (r == MNL_CB_ERROR)
 		goto done;
-	rc = rec->found;
+	rc = 0;
 done:
 	mnl_socket_close(nl);
+	return rc;
+}
+
+/* nfq_record_req - GETTABLE of the script's bridge table */
+static void
+nfq_record_req(struct nlmsghdr *nlh)
+{
+	mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, NFQ_DIVERT_TABLE);
+}
+
+/*
+ * nfq_record_read - the divert record of this network namespace: 1 with
+ * its text, 0 when the script is not up (no table), -1 on error.  At
+ * start, and every few seconds from the kernel classifier's timer.
+ */
+static int
+nfq_record_read(struct nfq_record *rec)
+{
+	memset(rec, 0, sizeof(*rec));
+	if (nfq_nft_query(NFT_MSG_GETTABLE, 0, NFPROTO_BRIDGE, nfq_record_req,
+	    nfq_record_cb, rec) == -1)
+		return errno == ENOENT ? 0 : -1;
+	return rec->found;
+}
+
+int
+nfq_record_read_text(char *text, size_t len)
+{
+	struct nfq_record rec;
+	int rc;
+
+	if ((rc = nfq_record_read(&rec)) == 1)
+		snprintf(text, len, "%s", rec.text);
 	return rc;
 }
 
@@ -878,7 +923,6 @@ nfq_worker_new(unsigned idx, uv_loop_t *loop)
 static int
 nfq_start(uv_loop_t *loop, unsigned nworkers)
 {
-	(void)loop;
 	if (nfq_ws == NULL) {
 		nfq_ws = xcalloc(nworkers, sizeof(*nfq_ws));
 		nfq_nw = nworkers;
@@ -887,7 +931,16 @@ nfq_start(uv_loop_t *loop, unsigned nworkers)
 		control_register_stats(nfq_stats);
 		nfq_stats_registered = 1;
 	}
-	return nfq_check_divert(policy_current());
+	if (nfq_check_divert(policy_current()) == -1)
+		return -1;
+	return nfq_kernel_start(loop);
+}
+
+/* nfq_stop - the kernel classifier's table goes with its socket */
+static void
+nfq_stop(void)
+{
+	nfq_kernel_shutdown();
 }
 
 /* nfq_wstart - worker idx reads queue queue-number + idx */

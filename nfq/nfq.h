@@ -8,9 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <net/if.h>
+
 #include "../common/mark.h"
 #include "../daemon/module.h"
 
+struct buf;
+struct policy;
 struct policy_class;
 
 extern const struct module nfq_module;
@@ -46,5 +50,25 @@ uint32_t	 nfq_verdict_mark(uint32_t mark, const struct policy_class *);
 int		 nfq_record_comment(const uint8_t *ud, size_t len, char *out,
 		    size_t outlen);
 unsigned	 nfq_record_workers(const char *rec);
+
+/*
+ * The in-kernel classifier (kernel.c).  From the record, the bridge (br=)
+ * and the SMTP ports (s=, comma separated) the script diverts: 0, or -1
+ * if either is absent or not a plain interface name and port list.
+ */
+struct nfq_divert {
+	char		 bridge[IF_NAMESIZE];
+	char		 smtp[96];
+};
+int		 nfq_record_divert(const char *rec, struct nfq_divert *);
+
+/*
+ * the nft commands (one transaction) that make the kernel classify new
+ * flows as policy_classify() and policy_classify_to_box() would, for the
+ * divert d, a bridge port's ifindex given by ifindex(name) (0: absent)
+ */
+void		 nfq_kernel_ruleset(const struct policy *,
+		    const struct nfq_divert *, unsigned (*ifindex)(const char *),
+		    struct buf *out);
 
 #endif

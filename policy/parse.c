@@ -32,7 +32,7 @@
 #define PARSE_MAXARGS	32		/* words in one statement */
 #define PARSE_MAXTEXT	400		/* characters in a reply text */
 #define PARSE_SUNPATH	107		/* usable bytes of sun_path */
-#define PARSE_MAXKW	32		/* entries in one keyword table */
+#define PARSE_MAXKW	64		/* entries in one keyword table */
 
 #define DAY		86400U
 #define KB		1024ULL
@@ -109,6 +109,8 @@ struct parser {
 
 /* the policy enums' words are policy.c's tables (policy_dir_names...) */
 static const char *const honour_names[] = { "ignore", "honour", NULL };
+/* by enum policy_classifier */
+static const char *const classifier_names[] = { "kernel", "queue", NULL };
 static const char *const cs_names[] = { "default", "tls", NULL };
 static const char *const bool_names[] = { "yes", "no", NULL };
 static const char *const timeout_names[] = { "command", "data", "dot",
@@ -1342,6 +1344,8 @@ static const struct keyword port_kw[] = {
 	{ "hide-box", 2, 2, 0, kw_hidebox, V_FN, 0, 0, 0, NULL },
 	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
 };
+_Static_assert(sizeof(port_kw) / sizeof(port_kw[0]) <= PARSE_MAXKW,
+    "parse_block's seen[] holds every keyword of port_kw");
 
 /* kw_port - "port NAME { ... }" */
 static int
@@ -1514,6 +1518,8 @@ static const struct keyword domain_kw[] = {
 	    offsetof(struct policy_domain, verify_recipients), 0, 0, NULL },
 	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
 };
+_Static_assert(sizeof(domain_kw) / sizeof(domain_kw[0]) <= PARSE_MAXKW,
+    "parse_block's seen[] holds every keyword of domain_kw");
 
 /* kw_domain - "domain NAME { ... }"; a server is required */
 static int
@@ -1625,6 +1631,8 @@ static const struct keyword queue_kw[] = {
 	    offsetof(struct policy_queue, max_addresses), 1, 16, NULL },
 	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
 };
+_Static_assert(sizeof(queue_kw) / sizeof(queue_kw[0]) <= PARSE_MAXKW,
+    "parse_block's seen[] holds every keyword of queue_kw");
 
 static const struct keyword shape_kw[] = {
 	{ "concurrency", 1, 1, 0, NULL, V_UINT,
@@ -1637,6 +1645,8 @@ static const struct keyword shape_kw[] = {
 	    offsetof(struct policy_shape, rate), 0, 0, NULL },
 	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
 };
+_Static_assert(sizeof(shape_kw) / sizeof(shape_kw[0]) <= PARSE_MAXKW,
+    "parse_block's seen[] holds every keyword of shape_kw");
 
 /*
  * kw_destination - "destination NAME { concurrency N;
@@ -1744,6 +1754,8 @@ static const struct keyword milter_kw[] = {
 	    offsetof(struct policy_milter, defact), 0, 0, policy_mact_names },
 	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
 };
+_Static_assert(sizeof(milter_kw) / sizeof(milter_kw[0]) <= PARSE_MAXKW,
+    "parse_block's seen[] holds every keyword of milter_kw");
 
 /*
  * kw_milter - "milter NAME { socket ...; connect-timeout DUR;
@@ -1985,6 +1997,8 @@ static const struct keyword limits_kw[] = {
 	    offsetof(struct policy_limits, hops), 1, 1000, NULL },
 	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
 };
+_Static_assert(sizeof(limits_kw) / sizeof(limits_kw[0]) <= PARSE_MAXKW,
+    "parse_block's seen[] holds every keyword of limits_kw");
 
 /* kw_limits - "limits { ... }" */
 static int
@@ -2185,6 +2199,8 @@ static const struct keyword global_kw[] = {
 	{ "queue-number", 1, 1, 0, NULL, V_UINT,
 	    offsetof(struct policy, queue_num), 0, 65535, NULL },
 	{ "workers", 1, 1, 0, kw_workers, V_FN, 0, 0, 0, NULL },
+	{ "classifier", 1, 1, 0, NULL, V_ENUM,
+	    offsetof(struct policy, classifier), 0, 0, classifier_names },
 	{ "queue-buffer", 1, 1, 0, NULL, V_SIZE,
 	    offsetof(struct policy, queue_buffer), 4096, 256 << 20, NULL },
 	{ "listen", 3, 3, KW_MULTI, kw_listen, V_FN, 0, 0, 0, NULL },
@@ -2220,6 +2236,8 @@ static const struct keyword global_kw[] = {
 	{ "bypass", 2, 2, KW_MULTI, kw_bypass, V_FN, 0, 0, 0, NULL },
 	{ NULL, 0, 0, 0, NULL, V_FN, 0, 0, 0, NULL }
 };
+_Static_assert(sizeof(global_kw) / sizeof(global_kw[0]) <= PARSE_MAXKW,
+    "parse_block's seen[] holds every keyword of global_kw");
 
 /*
  * The statement walker

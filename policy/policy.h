@@ -32,6 +32,9 @@ enum policy_tlslevel { POLICY_TLSL_NONE = 0, POLICY_TLSL_MAY,
 	POLICY_TLSL_ENCRYPT, POLICY_TLSL_VERIFY, POLICY_TLSL_DANE,
 	POLICY_TLSL_DANE_ONLY };
 /* "tls-policy trust-ad": whose AD bit (DNSSEC validated) DANE believes */
+/* "classifier": where new flows are classified (nfq/kernel.c) */
+enum policy_classifier { POLICY_CLASSIFIER_KERNEL = 0,
+	POLICY_CLASSIFIER_QUEUE };
 enum policy_trustad { POLICY_TRUSTAD_LOOPBACK = 0, POLICY_TRUSTAD_YES,
 	POLICY_TRUSTAD_NO };
 /* where the MTA sends a recipient */
@@ -228,6 +231,7 @@ struct policy {
 	long		 control_gid;	/* its gid, -1 without */
 	unsigned	 queue_num;
 	unsigned	 workers;		/* 0 = auto (online cores) */
+	enum policy_classifier classifier;	/* kernel (default) or queue */
 	uint64_t	 queue_buffer;		/* netlink receive buffer, bytes */
 	uint16_t	 listen_port[2];	/* by enum policy_dir */
 	int		 metrics;		/* "metrics listen": 1 */

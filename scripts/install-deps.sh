@@ -5,7 +5,7 @@
 # root to install.
 set -e
 PKGS="build-essential pkg-config libuv1-dev libssl-dev libldns-dev
-libnetfilter-queue-dev libmnl-dev libcmocka-dev mandoc
+libnetfilter-queue-dev libmnl-dev libnftables-dev libcmocka-dev mandoc
 iproute2 iptables nftables kmod procps psmisc python3 openssl ca-certificates
 postfix swaks libio-socket-inet6-perl libnet-ssleay-perl dnsmasq-base ldnsutils haproxy
 tcpdump clang libclang-rt-14-dev patchelf systemd util-linux passwd

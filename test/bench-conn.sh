@@ -7,11 +7,16 @@
 # and the daemon running, c1 opens COUNT connections one after another and
 # COUNT more CONCURRENCY at a time to a plain accept-and-close server on
 # 192.0.2.40:25 in the out node (the smtp-sinks' backlog of 64 overflows
-# at these rates and would measure the sink), which the policy passes.  Two paths are measured in the same run:
-#   nfqueue   the first packet of every flow is queued to the daemon,
-#             classified (pass) and re-injected with the mark;
-#   premarked the same rules, but one extra rule at the head of the chain
-#             marks c1's flows "pass" so that they never reach the queue.
+# at these rates and would measure the sink), which the policy passes.
+# Three paths are measured in the same run:
+#   kernel    "classifier kernel" (the default): the daemon's nft table
+#             classifies the first packet of every flow (pass) in the
+#             kernel;
+#   nfqueue   "classifier queue" (set by a reload): the first packet of
+#             every flow is queued to the daemon, classified and
+#             re-injected with the mark;
+#   premarked the same rules, but one rule ahead of both (mxb_premark)
+#             marks c1's flows "pass" so that neither classifies them.
 # Each connection is closed with a reset as soon as it is established
 # (no TIME_WAIT).  The parallel connects come from CONCURRENCY processes.
 # The paths alternate ROUNDS times and the best rate of each is kept.  Prints a table; with -o appends one JSON line to FILE.
@@ -54,6 +59,7 @@ spool "$S/spool"
 pidfile "$S/mxbridge.pid"
 control "$S/ctl.sock"
 queue-number $Q
+classifier kernel
 listen incoming port 10025
 listen outgoing port 10026
 default incoming pass
@@ -83,31 +89,25 @@ mxb_start "$S/bench.conf" || fail "daemon did not start"
 wait_for grep -q "nfq: queue=$Q open" "$TB_MXB_LOG" ||
 	fail "queue not open: $(tail -n 5 "$TB_MXB_LOG")"
 
-# the one extra rule of the premarked path: c1's SMTP flows are "pass"
-# before the queue rule sees them
-premark() {	# add|del
-	if [ "$BACKEND" = nft ]; then
-		if [ "$1" = add ]; then
-			tb_exec box nft insert rule ip mxbridge prerouting ip saddr "$TB_C1_IP4" \
-				tcp dport 25 meta mark set meta mark and 0xfff0ffff or 0x00030000 \
-				comment bench-premark
-		else
-			local h
-			h=$(tb_exec box nft -a list chain ip mxbridge prerouting |
-				sed -n 's/.*bench-premark.*# handle \([0-9]*\)/\1/p')
-			[ -z "$h" ] || tb_exec box nft delete rule ip mxbridge prerouting handle "$h"
-		fi
-	else
-		local op=-I
-		[ "$1" = add ] || op=-D
-		tb_exec box iptables -w -t mangle $op MXBRIDGE $([ $op = -I ] && echo 1) \
-			-s "$TB_C1_IP4" -p tcp --dport 25 -j MARK --set-xmark 0x30000/0xf0000
-	fi
-}
-
+# decisions: "KERNEL QUEUE", the flows the kernel table and the queue
+# (every worker's) classified so far
 decisions() {
-	tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" stats |
-		awk -F= '/^nfq_(incoming|outgoing)_/ { n += $2 } END { print n + 0 }'
+	tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" stats | awk -F= '
+		$1 == "nfq_kernel_decisions" { k = $2 }
+		$1 ~ /^worker\.[0-9]+\.nfq_decisions$/ { q += $2 }
+		END { print k + 0, q + 0 }'
+}
+# classifier kernel|queue: the daemon reloaded with it, and its table
+# there (kernel) or gone (queue)
+classifier() {
+	sed -i "s/^classifier .*/classifier $1/" "$S/bench.conf"
+	tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" reload >/dev/null ||
+		fail "reload (classifier $1) refused"
+	if [ "$1" = kernel ]; then
+		wait_for tb_exec box nft list table inet mxbridge_classify
+	else
+		wait_for eval '! tb_exec box nft list table inet mxbridge_classify'
+	fi >/dev/null 2>&1 || fail "classifier $1: the kernel table did not follow"
 }
 
 # prints "SEQ_RATE PAR_RATE FAILURES STALLS"
@@ -151,28 +151,48 @@ print("%.1f %.1f %d %d" % (seq, par, fails + sum(r[0] for r in res),
 run_load() { tb_exec c1 python3 -c "$LOAD_PY" "$DST" 25 "$N" "$C"; }
 best() { awk -v a="$1" -v b="$2" 'BEGIN { print (a + 0 > b + 0) ? a : b }'; }
 
-nq_seq=0 nq_par=0 pm_seq=0 pm_par=0 fails=0 stalls=0 queued=0
+# measure: one load; its rates in M_SEQ and M_PAR, failures and stalls
+# added up
+measure() {
+	set -- $(run_load) || return 1
+	[ $# -eq 4 ] || { echo "load generator said: $*" >&2; return 1; }
+	M_SEQ=$1 M_PAR=$2
+	fails=$((fails + $3)); stalls=$((stalls + $4))
+}
+kn_seq=0 kn_par=0 nq_seq=0 nq_par=0 pm_seq=0 pm_par=0 fails=0 stalls=0
+kclass=0 qclass=0
+wait_for tb_exec box nft list table inet mxbridge_classify >/dev/null 2>&1 ||
+	fail "no kernel classifier table: $(grep nfq: "$TB_MXB_LOG" | tail -n 3)"
 for r in $(seq "$ROUNDS"); do
-	d0=$(decisions)
-	set -- $(run_load) || fail "load generator failed"
-	[ $# -eq 4 ] || fail "load generator said: $*"
-	nq_seq=$(best "$nq_seq" "$1"); nq_par=$(best "$nq_par" "$2")
-	fails=$((fails + $3)); stalls=$((stalls + $4))
-	d1=$(decisions)
-	queued=$((queued + d1 - d0))
-	premark add || fail "cannot add the premark rule"
-	set -- $(run_load) || { premark del; fail "load generator failed"; }
-	premark del || fail "cannot remove the premark rule"
-	[ $# -eq 4 ] || fail "load generator said: $*"
-	pm_seq=$(best "$pm_seq" "$1"); pm_par=$(best "$pm_par" "$2")
-	fails=$((fails + $3)); stalls=$((stalls + $4))
-	[ "$(decisions)" = "$d1" ] || fail "premarked flows reached the queue"
+	# kernel, then premarked with the table still there, then the queue
+	set -- $(decisions)
+	measure || fail "load generator failed"
+	kn_seq=$(best "$kn_seq" "$M_SEQ"); kn_par=$(best "$kn_par" "$M_PAR")
+	set -- $(decisions) "$@"
+	[ "$2" = "$4" ] || fail "the queue classified flows with the kernel table up"
+	kclass=$((kclass + $1 - $3))
+	d=$(decisions)
+	mxb_premark add 0x00030000 || fail "cannot add the premark rule"
+	measure || { mxb_premark del; fail "load generator failed"; }
+	pm_seq=$(best "$pm_seq" "$M_SEQ"); pm_par=$(best "$pm_par" "$M_PAR")
+	mxb_premark del || fail "cannot remove the premark rule"
+	[ "$(decisions)" = "$d" ] || fail "premarked flows were classified"
+	classifier queue
+	set -- $(decisions)
+	measure || fail "load generator failed"
+	nq_seq=$(best "$nq_seq" "$M_SEQ"); nq_par=$(best "$nq_par" "$M_PAR")
+	set -- $(decisions) "$@"
+	qclass=$((qclass + $2 - $4))
+	classifier kernel
 done
 # a reused port can meet its old conntrack entry and keep its old class,
-# so allow a few flows in a thousand not to be queued
+# so allow a few flows in a thousand not to be classified
 want=$(( (N + (N < 20 ? N : 20) + N) * ROUNDS ))
-[ "$queued" -ge $((want - fails - want / 200)) ] ||
-	fail "only $queued of $want flows were classified"
+for c in "$kclass kernel" "$qclass queue"; do
+	set -- $c
+	[ "$1" -ge $((want - fails - want / 200)) ] ||
+		fail "only $1 of $want flows were classified by the $2"
+done
 [ "$fails" -eq 0 ] || note "$fails connects failed"
 st=$(tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" stats)
 overruns=$(echo "$st" | sed -n 's/^nfq_overruns=//p')
@@ -183,16 +203,20 @@ wait "$SERVER" 2>/dev/null
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'; }
 r_seq=$(ratio "$nq_seq" "$pm_seq")
 r_par=$(ratio "$nq_par" "$pm_par")
+k_seq=$(ratio "$kn_seq" "$pm_seq")
+k_par=$(ratio "$kn_par" "$pm_par")
 printf '%-22s %14s %18s\n' "path (c1 -> $DST:25)" "seq conn/s" "parallel conn/s"
 printf '%-22s %14s %18s\n' "" "(c=1)" "(c=$C)"
+printf '%-22s %14.0f %18.0f\n' "kernel classified" "$kn_seq" "$kn_par"
 printf '%-22s %14.0f %18.0f\n' "nfqueue classified" "$nq_seq" "$nq_par"
 printf '%-22s %14.0f %18.0f\n' "premarked, no queue" "$pm_seq" "$pm_par"
+printf '%-22s %14s %18s\n' "ratio kernel/premark" "$k_seq" "$k_par"
 printf '%-22s %14s %18s\n' "ratio nfqueue/premark" "$r_seq" "$r_par"
-echo "count=$N rounds=$ROUNDS backend=$BACKEND classified=$queued failed=$fails stalls=$stalls overruns=${overruns:-?}"
+echo "count=$N rounds=$ROUNDS backend=$BACKEND classified=$kclass+$qclass failed=$fails stalls=$stalls overruns=${overruns:-?}"
 if [ -n "$OUT" ]; then
-	printf '{"bench":"conn","count":%d,"concurrency":%d,"rounds":%d,"backend":"%s","nfqueue":{"seq":%s,"par":%s},"premarked":{"seq":%s,"par":%s},"ratio":{"seq":%s,"par":%s},"classified":%d,"failed":%d,"stalls":%d,"time":"%s"}\n' \
-		"$N" "$C" "$ROUNDS" "$BACKEND" "$nq_seq" "$nq_par" "$pm_seq" "$pm_par" \
-		"$r_seq" "$r_par" "$queued" "$fails" "$stalls" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$OUT" ||
+	printf '{"bench":"conn","count":%d,"concurrency":%d,"rounds":%d,"backend":"%s","kernel":{"seq":%s,"par":%s},"nfqueue":{"seq":%s,"par":%s},"premarked":{"seq":%s,"par":%s},"ratio":{"seq":%s,"par":%s},"ratio_kernel":{"seq":%s,"par":%s},"classified":%d,"failed":%d,"stalls":%d,"time":"%s"}\n' \
+		"$N" "$C" "$ROUNDS" "$BACKEND" "$kn_seq" "$kn_par" "$nq_seq" "$nq_par" "$pm_seq" "$pm_par" \
+		"$r_seq" "$r_par" "$k_seq" "$k_par" "$((kclass + qclass))" "$fails" "$stalls" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$OUT" ||
 		fail "cannot write $OUT"
 fi
 exit 0

@@ -309,29 +309,6 @@ nf_counts() {
 		/TPROXY/ && index($0 " ", o) { to += $1 }
 		END { print q + 0, ti + 0, to + 0 }'
 }
-# c1's SMTP flows classified before the queue rule (the same way as
-# test/bench-conn.sh does it for "pass"); CLASS 0x20000 = outgoing proxy
-premark() {	# add|del CLASS
-	local be h op=-I
-	be=$(nf_backend)
-	if [ "$be" = nft ]; then
-		if [ "$1" = add ]; then
-			tb_exec box nft insert rule ip mxbridge prerouting ip saddr "$TB_C1_IP4" \
-				tcp dport 25 meta mark set meta mark and 0xfff0ffff or "$2" \
-				comment bench-premark
-		else
-			h=$(tb_exec box nft -a list chain ip mxbridge prerouting |
-				sed -n 's/.*bench-premark.*# handle \([0-9]*\)/\1/p')
-			[ -z "$h" ] || tb_exec box nft delete rule ip mxbridge prerouting handle "$h"
-		fi
-	else
-		[ "$1" = add ] || op=-D
-		# shellcheck disable=SC2046
-		tb_exec box iptables -w -t mangle $op MXBRIDGE $([ $op = -I ] && echo 1) \
-			-s "$TB_C1_IP4" -p tcp --dport 25 -j MARK --set-xmark "$2/0xf0000"
-	fi
-}
-
 # ---------------------------------------------------------------- daemon
 MXB_CTL=$BT/mxb.sock
 mxb_conf() {	# MODE [WORKERS]: relay | pass | incoming, +rspamd or +metrics; workers (default $MXB_W)
@@ -796,10 +773,10 @@ row2() {
 	haproxy_start || {
 		row_na 2 "$N2" "" "haproxy did not start: $(tail -n 2 "$BT/haproxy.log" | oneline 200)"
 		haproxy_stop; return 1; }
-	premark add 0x20000 || { row_na 2 "$N2" "" "could not add the premark rule"; haproxy_stop; return 1; }
+	mxb_premark add 0x20000 || { row_na 2 "$N2" "" "could not add the premark rule"; haproxy_stop; return 1; }
 	measure 2 "$N2" "" "$SINK_IP" "$RCPT_OUT" out "$HAPROXY_PID" 0 vfy_haproxy
 	local rc=$?
-	premark del 0x20000 || { note_add "could not remove the premark rule"; NF_OK=0; NF_WHY="premark rule stuck"; }
+	mxb_premark del 0x20000 || { note_add "could not remove the premark rule"; NF_OK=0; NF_WHY="premark rule stuck"; }
 	haproxy_stop
 	return $rc
 }
@@ -932,10 +909,10 @@ scale_s2() {	# W: HAProxy nbthread W, as row 2
 	haproxy_start "$w" "$SC_PROXY" || {
 		row_na "$id" "$name" "" "haproxy did not start: $(tail -n 2 "$BT/haproxy.log" | oneline 200)"
 		haproxy_stop; return 1; }
-	premark add 0x20000 || { row_na "$id" "$name" "" "could not add the premark rule"; haproxy_stop; return 1; }
+	mxb_premark add 0x20000 || { row_na "$id" "$name" "" "could not add the premark rule"; haproxy_stop; return 1; }
 	measure "$id" "$name" "" "$SINK_IP" "$RCPT_OUT" out "$HAPROXY_PID" 0 vfy_haproxy
 	rc=$?
-	premark del 0x20000 || { note_add "could not remove the premark rule"; NF_OK=0; NF_WHY="premark rule stuck"; }
+	mxb_premark del 0x20000 || { note_add "could not remove the premark rule"; NF_OK=0; NF_WHY="premark rule stuck"; }
 	haproxy_stop
 	return $rc
 }

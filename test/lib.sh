@@ -546,8 +546,10 @@ mxb_setup() {
 
 # mxb_conf_head: print the lines every test config starts with: hostname
 # gw.example.com, spool, pidfile and control in $MXB_DIR, queue-number
-# $MXB_QUEUE, workers $MXB_WORKERS, listeners 10025 (incoming) and 10026 (outgoing).  A test
-# appends its own policy:  mxb_conf_head >"$f"; cat >>"$f" <<EOF ...
+# $MXB_QUEUE, workers $MXB_WORKERS, classifier $MXB_CLASSIFIER (default
+# kernel: a test that reads the queue's per-flow lines or per-worker
+# decisions sets MXB_CLASSIFIER=queue), listeners 10025 (incoming) and
+# 10026 (outgoing).  A test appends its own policy:  mxb_conf_head >"$f"; cat >>"$f" <<EOF ...
 mxb_conf_head() {
 	cat <<EOF
 hostname "gw.example.com"
@@ -556,6 +558,7 @@ pidfile "$MXB_DIR/mxbridge.pid"
 control "$MXB_DIR/ctl.sock"
 queue-number $MXB_QUEUE
 workers ${MXB_WORKERS:-auto}
+classifier ${MXB_CLASSIFIER:-kernel}
 listen incoming port 10025
 listen outgoing port 10026
 EOF
@@ -613,6 +616,26 @@ mxb_start_queue() {
 	mxb_start "$conf" -v "$@" || fail "daemon did not start"
 	wait_for eval '[ "$(grep -c "nfq: queue=$MXB_QUEUE open" "$TB_MXB_LOG")" -gt "${n:-0}" ]' ||
 		fail "queue $MXB_QUEUE not open: $(tail -n 5 "$TB_MXB_LOG")"
+}
+
+# mxb_premark add|del CLASS: the benches' "premarked" path: c1's SMTP
+# flows get mark class CLASS (0x30000 pass, 0x20000 outgoing proxy) in a
+# table of their own (ip mxbridge_premark) whose prerouting chain runs
+# before the daemon's kernel classifier (-151) and the script's chain
+# (-150), either back end, so that neither classifies them
+mxb_premark() {
+	if [ "$1" = add ]; then
+		tb_exec box nft -f - <<EOF
+table ip mxbridge_premark {
+	chain pre {
+		type filter hook prerouting priority -160; policy accept;
+		ip saddr $TB_C1_IP4 tcp dport 25 meta mark set meta mark and 0xfff0ffff or $2
+	}
+}
+EOF
+	else
+		tb_exec box nft delete table ip mxbridge_premark
+	fi
 }
 
 # mxb_decisions: the sum of the daemon's nfq decision counters

@@ -7,6 +7,9 @@
 # daemon never saw follow the site's fail mode: at a fail-open site some
 # reach the server straight from the client; at a fail-closed site
 # (mxbridge-netfilter -F closed) none does, they are reset.
+# classified through the queue (the queue itself is overrun); t-classify-kernel
+# runs the same decisions in the kernel
+MXB_CLASSIFIER=queue
 . "$(dirname "$0")/t-proxy-common.inc"
 
 proxy_conf "queue-buffer 4K"

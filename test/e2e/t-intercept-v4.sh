@@ -11,6 +11,9 @@
 #     log shows the real client;
 #   - mxbridgectl stats shows the decision counters.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
+# classified through the queue (the queue's per-flow decision lines are read); t-classify-kernel
+# runs the same decisions in the kernel
+MXB_CLASSIFIER=queue
 . "$(dirname "$0")/../lib.sh"
 need iptables nft
 tb_init

@@ -15,6 +15,9 @@
 #   - -T is checked, -T 0 leaves the fast path out;
 #   - status counts the flows; down removes the sets with the table.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
+# classified through the queue (the queue's per-flow decision lines are read); t-classify-kernel
+# runs the same decisions in the kernel
+MXB_CLASSIFIER=queue
 . "$(dirname "$0")/../lib.sh"
 need iptables nft
 tb_init

@@ -21,6 +21,9 @@
 #   - the accept lines name the worker (" worker=I"), every worker's
 #     number appears, and the sessions are all closed at the end on every
 #     worker (worker.I.proxy_sessions=0).
+# classified through the queue (the per-worker queue decisions are counted); t-classify-kernel
+# runs the same decisions in the kernel
+MXB_CLASSIFIER=queue
 . "$(dirname "$0")/t-workers-common.inc"
 
 NOUT=40 NIN=20

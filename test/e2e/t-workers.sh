@@ -16,6 +16,9 @@
 #     are classified and answered, the per-worker decisions adding up
 #     to the summed nfq lines.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
+# classified through the queue (the per-worker queue decisions are counted); t-classify-kernel
+# runs the same decisions in the kernel
+MXB_CLASSIFIER=queue
 . "$(dirname "$0")/../lib.sh"
 # the refusal below needs a daemon whose workers differ from -W 2
 MXB_WORKERS=1

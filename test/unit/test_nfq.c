@@ -20,10 +20,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "../../common/buf.h"
 #include "../../common/ifname.h"
 #include "../../mta/mta_local.h"
 #include "../../nfq/nfq.h"
@@ -781,11 +783,156 @@ test_record(void **state UNUSED)
 		assert_int_equal(nfq_record_workers(wrec[i].rec), wrec[i].want);
 }
 
+/* the divert record's bridge (br=) and SMTP ports (s=) for the kernel
+ * classifier; both go into nft text, so anything else is refused */
+static void
+test_record_divert(void **state UNUSED)
+{
+	static const struct {
+		const char	*rec;
+		int		 rc;
+		const char	*br, *smtp;
+	} t[] = {
+		{ "mxbridge-netfilter br=br0 be=nft q=5 w=2 s=25,465,587", 0,
+		    "br0", "25,465,587" },
+		{ "s=25 br=lan.1", 0, "lan.1", "25" },
+		{ "br=br0 q=5", -1, NULL, NULL },		/* no s= */
+		{ "s=25", -1, NULL, NULL },			/* no br= */
+		{ "br=br0 s=", -1, NULL, NULL },
+		{ "br=br0 s=25,", -1, NULL, NULL },
+		{ "br=br0 s=0", -1, NULL, NULL },
+		{ "br=br0 s=65536", -1, NULL, NULL },
+		{ "br=br0 s=25;drop", -1, NULL, NULL },
+		{ "br=br0 s=25}", -1, NULL, NULL },
+		{ "br=br\"0 s=25", -1, NULL, NULL },
+		{ "br=br0{ s=25", -1, NULL, NULL },
+		{ "br=averyveryverylongname s=25", -1, NULL, NULL },
+		{ "br=br0 s=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", -1, NULL,
+		    NULL },
+		{ "xbr=br0 s=25", -1, NULL, NULL },
+	};
+	struct nfq_divert d;
+	size_t i;
+
+	for (i = 0; i < N(t); i++) {
+		assert_int_equal(nfq_record_divert(t[i].rec, &d), t[i].rc);
+		if (t[i].rc == 0) {
+			assert_string_equal(d.bridge, t[i].br);
+			assert_string_equal(d.smtp, t[i].smtp);
+		}
+	}
+}
+
+/* p0 is ifindex 7, p1 does not exist */
+static unsigned
+fake_ifindex(const char *name)
+{
+	return strcmp(name, "p0") == 0 ? 7 : 0;
+}
+
+/* has - the ruleset holds the line (whole) */
+static int
+has(const struct buf *b, const char *line)
+{
+	const char *p = b->data;
+	size_t n = strlen(line);
+
+	while ((p = strstr(p, line)) != NULL) {
+		if ((p == b->data || p[-1] == '\n') && p[n] == '\n')
+			return 1;
+		p += n;
+	}
+	return 0;
+}
+
+/* the ruleset the kernel classifier publishes for a policy */
+static void
+test_kernel_ruleset(void **state UNUSED)
+{
+	static const char conf[] =
+	    "hostname \"gw.example.com\"\n"
+	    "default incoming proxy\n"
+	    "default outgoing pass\n"
+	    "port \"p0\" {\n\tincoming drop\n\toutgoing proxy\n"
+	    "\taccept-to-box yes\n}\n"
+	    "port \"p1\" {\n\tincoming pass\n}\n"
+	    "domain \"example.com\" {\n\tserver 192.0.2.10\n"
+	    "\tserver 2001:db8:2::10\n}\n"
+	    "domain \"example.org\" {\n\tserver 192.0.2.10\n}\n"
+	    "bypass client 192.0.2.102\n"
+	    "bypass client 2001:db8:9::/48\n"
+	    "bypass server 198.51.100.0/24\n";
+	struct nfq_divert d;
+	struct policy *pol;
+	struct buf b;
+	char path[64], err[256], line[256];
+	int fd;
+
+	snprintf(path, sizeof(path), "/tmp/mxb-test-XXXXXX");
+	assert_true((fd = mkstemp(path)) >= 0);
+	assert_int_equal(write(fd, conf, strlen(conf)), (ssize_t)strlen(conf));
+	close(fd);
+	pol = policy_load(path, err, sizeof(err));
+	unlink(path);
+	if (pol == NULL)
+		fail_msg("%s", err);
+	assert_int_equal(pol->classifier, POLICY_CLASSIFIER_KERNEL);
+	assert_int_equal(nfq_record_divert("br=br0 s=25,587", &d), 0);
+	buf_init(&b);
+	nfq_kernel_ruleset(pol, &d, fake_ifindex, &b);
+	buf_append(&b, "", 1);
+
+	assert_true(has(&b, "add table inet mxbridge_classify "
+	    "{ flags owner; }"));
+	assert_true(has(&b, "add rule inet mxbridge_classify pre iifname != "
+	    "\"br0\" return"));
+	assert_true(has(&b, "add rule inet mxbridge_classify pre tcp dport != "
+	    "{ 25,587 } return"));
+	/* each server once, in its family's set */
+	assert_true(has(&b, "add element inet mxbridge_classify srv4 "
+	    "{ 192.0.2.10 }"));
+	assert_true(has(&b, "add element inet mxbridge_classify srv6 "
+	    "{ 2001:db8:2::10 }"));
+	assert_true(has(&b, "add element inet mxbridge_classify bypc4 "
+	    "{ 192.0.2.102/32 }"));
+	assert_true(has(&b, "add element inet mxbridge_classify bypc6 "
+	    "{ 2001:db8:9::/48 }"));
+	assert_true(has(&b, "add element inet mxbridge_classify byps4 "
+	    "{ 198.51.100.0/24 }"));
+	assert_null(strstr(b.data, "add element inet mxbridge_classify "
+	    "byps6"));
+	/* p0's classes with its ifindex; p1 is absent and not in the maps */
+	snprintf(line, sizeof(line), "add element inet mxbridge_classify pin "
+	    "{ 0x7 : 0x%x }", MARK_CLASS_DROP | 7);
+	assert_true(has(&b, line));
+	snprintf(line, sizeof(line), "add element inet mxbridge_classify pout "
+	    "{ 0x7 : 0x%x }", MARK_CLASS_OUTGOING | 7);
+	assert_true(has(&b, line));
+	snprintf(line, sizeof(line), "add element inet mxbridge_classify tobox "
+	    "{ 0x7 : 0x%x }", MARK_CLASS_OUTGOING | 7);
+	assert_true(has(&b, line));
+	/* the defaults */
+	snprintf(line, sizeof(line), "add rule inet mxbridge_classify cin "
+	    "meta mark set meta mark | 0x%x goto count_in",
+	    MARK_CLASS_INCOMING);
+	assert_true(has(&b, line));
+	snprintf(line, sizeof(line), "add rule inet mxbridge_classify cout "
+	    "meta mark set meta mark | 0x%x goto count_out", MARK_CLASS_PASS);
+	assert_true(has(&b, line));
+	snprintf(line, sizeof(line), "add rule inet mxbridge_classify tobox "
+	    "meta mark set meta mark | 0x%x goto count_out", MARK_CLASS_DROP);
+	assert_true(has(&b, line));
+	buf_free(&b);
+	policy_unref(pol);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_record),
+		cmocka_unit_test(test_record_divert),
+		cmocka_unit_test(test_kernel_ruleset),
 		cmocka_unit_test(test_parse_ip4),
 		cmocka_unit_test(test_parse_ip6),
 		cmocka_unit_test(test_parse_ip6_chain),

@@ -217,6 +217,27 @@ test_workers(void **state UNUSED)
 	policy_unref(pol);
 }
 
+/* classifier: kernel (the default) or queue, nothing else */
+static void
+test_classifier(void **state UNUSED)
+{
+	struct policy *pol;
+	char path[64], err[256];
+
+	pol = must_load("# nothing\n");
+	assert_int_equal(pol->classifier, POLICY_CLASSIFIER_KERNEL);
+	policy_unref(pol);
+	pol = must_load("classifier queue\n");
+	assert_int_equal(pol->classifier, POLICY_CLASSIFIER_QUEUE);
+	policy_unref(pol);
+	pol = must_load("classifier kernel\n");
+	assert_int_equal(pol->classifier, POLICY_CLASSIFIER_KERNEL);
+	policy_unref(pol);
+	assert_null(load_text("classifier nfqueue\n", path, sizeof(path), err,
+	    sizeof(err)));
+	assert_non_null(strstr(err, "classifier"));
+}
+
 static void
 test_defaults(void **state UNUSED)
 {
@@ -2326,6 +2347,7 @@ main(void)
 		cmocka_unit_test(test_example_failclosed),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_workers),
+		cmocka_unit_test(test_classifier),
 		cmocka_unit_test(test_tls_policy),
 		cmocka_unit_test(test_cs_verify),
 		cmocka_unit_test(test_destinations),

@@ -1,0 +1,665 @@
+/*
+ * kernel.c - the in-kernel classifier.  It owns the nft table "inet
+ * mxbridge_classify" that puts policy_classify()'s decision for a new
+ * SMTP flow into the packet mark in the kernel itself, before
+ * mxbridge-netfilter(8)'s queue rule, so that the SYN never makes the
+ * NFQUEUE round trip through the daemon (issue 17: the round trip cost
+ * a third of the connection setup rate, and its reinjection ran in the
+ * daemon's context).  The queue stays behind it for what the table does
+ * not decide (until the table is loaded, after "classifier queue", a
+ * packet the rules cannot read).
+ *
+ * The table is made with the nft "owner" flag through libnftables (the
+ * nft tool's own library: the table's text is the ruleset language an
+ * admin reads in "nft list ruleset", and the kernel checks it): only
+ * this process's netlink socket may change it, and the kernel deletes it
+ * when that socket closes, kill -9 included.  So a dead daemon classifies
+ * nothing: new flows meet the queue's bypass and the script's fail-open
+ * or fail-closed rule exactly as before.
+ *
+ * What it publishes: the protected domains' servers (sets srv4/srv6),
+ * the bypass networks (bypc4/6, byps4/6), each configured bridge port's
+ * class per direction (maps pin/pout/tobox, keyed by the port's ifindex
+ * in the mark as mxbridge-netfilter sets it), the defaults, and one
+ * named counter per direction and action ("stats").  The bridge and the
+ * SMTP ports come from the divert record (the script's "br=" and "s=").
+ *
+ * All of it belongs to the daemon's thread: the context, the timer that
+ * follows the divert record and the ports' ifindexes (every 2 s), and the
+ * publishing, whose netlink transaction runs on the thread pool, one at a
+ * time (a newer text waits in "next").
+ */
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <endian.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libmnl/libmnl.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nf_tables.h>
+#include <nftables/libnftables.h>
+#include <uv.h>
+
+#include "../common/addr.h"
+#include "../common/buf.h"
+#include "../common/log.h"
+#include "../common/xmalloc.h"
+#include "../policy/policy.h"
+#include "nfq.h"
+#include "nfq_local.h"
+
+#define KERNEL_TABLE		"mxbridge_classify"
+#define KERNEL_FOLLOW_MS	2000	/* the divert record, the ifindexes */
+#define KERNEL_PRIORITY		-151	/* before the script's mangle chain */
+
+static const char *const kernel_dirs[2] = { "in", "out" };
+static const char *const kernel_acts[3] = { "proxy", "pass", "drop" };
+
+/* the daemon thread's classifier; one per process */
+struct nfq_kernel {
+	uv_loop_t		*loop;
+	struct nft_ctx		*nft;		/* the owner socket; NULL: none */
+	uv_timer_t		 timer;
+	uv_work_t		 work;
+	int			 busy;		/* work in the pool */
+	int			 down;		/* shutdown: free when idle */
+	int			 loaded;	/* the last publish took */
+	char			*text;		/* being published */
+	char			*next;		/* waiting for the pool */
+	char			*published;	/* the text loaded */
+	int			 rc;		/* of the work */
+	char			*err;		/* of the work */
+};
+
+/* the daemon thread's alone (start, reload, timer, stats, shutdown) */
+static struct nfq_kernel	*kn;
+
+/* ------------------------------------------------------------ ruleset */
+
+/* kernel_record_word - the value of KEY= in the record, or -1 */
+static int
+kernel_record_word(const char *rec, const char *key, char *out, size_t len)
+{
+	size_t klen = strlen(key), n;
+	const char *w;
+
+	for (w = rec; (w = strstr(w, key)) != NULL; w += klen) {
+		if ((w != rec && w[-1] != ' ') || w[klen] != '=')
+			continue;
+		w += klen + 1;
+		n = strcspn(w, " ");
+		if (n == 0 || n >= len)
+			return -1;
+		memcpy(out, w, n);
+		out[n] = '\0';
+		return 0;
+	}
+	return -1;
+}
+
+int
+nfq_record_divert(const char *rec, struct nfq_divert *d)
+{
+	const char *s;
+	unsigned long v;
+	char *end;
+	int nports = 0;
+
+	memset(d, 0, sizeof(*d));
+	if (kernel_record_word(rec, "br", d->bridge, sizeof(d->bridge)) == -1 ||
+	    kernel_record_word(rec, "s", d->smtp, sizeof(d->smtp)) == -1)
+		return -1;
+	/* both go into nft text: an interface name, a list of ports */
+	for (s = d->bridge; *s != '\0'; s++)
+		if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "0123456789_.:@-", *s) == NULL)
+			return -1;
+	for (s = d->smtp; ; s = end + 1) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		v = strtoul(s, &end, 10);
+		if (v == 0 || v > 65535 || ++nports > 15 ||
+		    (*end != ',' && *end != '\0'))
+			return -1;
+		if (*end == '\0')
+			break;
+	}
+	return 0;
+}
+
+/* kernel_class - the mark bits of direction dir's action */
+static uint32_t
+kernel_class(enum policy_dir dir, enum policy_action action)
+{
+	struct policy_class cls;
+
+	memset(&cls, 0, sizeof(cls));
+	cls.dir = dir;
+	cls.action = action;
+	return nfq_verdict_mark(0, &cls);
+}
+
+/* kernel_listed - is the item (an address, a "KEY :") in the list? */
+static int
+kernel_listed(const struct buf *els, const char *item)
+{
+	size_t n = strlen(item), i;
+
+	for (i = 0; i + n <= els->len; i++)
+		if ((i == 0 || els->data[i - 1] == ' ') &&
+		    memcmp(els->data + i, item, n) == 0 &&
+		    (i + n == els->len || els->data[i + n] == ',' ||
+		    item[n - 1] == ':'))
+			return 1;
+	return 0;
+}
+
+/* kernel_elements - "add element" of set with the list els, if any */
+static void
+kernel_elements(struct buf *out, const char *set, struct buf *els)
+{
+	if (els->len > 0) {
+		buf_printf(out, "add element inet " KERNEL_TABLE " %s { ", set);
+		buf_append(out, els->data, els->len);
+		buf_puts(out, " }\n");
+	}
+	buf_free(els);
+}
+
+/* kernel_net_elements - one set's addresses (or networks) of family */
+static void
+kernel_net_elements(struct buf *out, const char *set, int family,
+    const struct addr_net *nets, size_t n, int interval)
+{
+	char ip[INET6_ADDRSTRLEN];
+	struct buf els;
+	size_t i;
+
+	buf_init(&els);
+	for (i = 0; i < n; i++) {
+		if (nets[i].family != family ||
+		    inet_ntop(family, nets[i].addr, ip, sizeof(ip)) == NULL)
+			continue;
+		buf_printf(&els, "%s%s", els.len > 0 ? ", " : "", ip);
+		if (interval)
+			buf_printf(&els, "/%u", nets[i].prefixlen);
+	}
+	kernel_elements(out, set, &els);
+}
+
+/* kernel_servers - the protected domains' server addresses of family */
+static void
+kernel_servers(struct buf *out, const struct policy *pol, int family,
+    const char *set)
+{
+	char ip[INET6_ADDRSTRLEN];
+	const struct sockaddr_storage *ss;
+	struct buf els;
+	size_t i;
+	int j, k, cnt;
+
+	buf_init(&els);
+	for (i = 0; i < pol->ndomains; i++) {
+		const struct policy_domain *d = &pol->domains[i];
+
+		for (k = 0; k < 2; k++) {
+			cnt = k == 0 ? d->naddr : d->nfbaddr;
+			for (j = 0; j < cnt; j++) {
+				ss = k == 0 ? &d->addr[j] : &d->fbaddr[j];
+				if (ss->ss_family != family ||
+				    addr_fmt_ip((const struct sockaddr *)ss,
+				    ip, sizeof(ip)) == NULL)
+					continue;
+				/* a set takes each address once */
+				if (kernel_listed(&els, ip))
+					continue;
+				buf_printf(&els, "%s%s", els.len > 0 ?
+				    ", " : "", ip);
+			}
+		}
+	}
+	kernel_elements(out, set, &els);
+}
+
+/* kernel_port_map - one map's elements: ifindex : class | ifindex */
+static void
+kernel_port_map(struct buf *out, const struct policy *pol, const char *map,
+    int tobox, enum policy_dir dir, unsigned (*ifindex)(const char *))
+{
+	struct buf els;
+	size_t i;
+	unsigned idx;
+	char key[16];
+
+	buf_init(&els);
+	for (i = 0; i < pol->nports; i++) {
+		const struct policy_port *pp = &pol->ports[i];
+
+		if (tobox && !pp->accept_to_box)
+			continue;
+		if ((idx = ifindex(pp->name)) == 0 || idx > MARK_PORT)
+			continue;	/* absent: the mark cannot name it */
+		snprintf(key, sizeof(key), "0x%x :", idx);
+		if (kernel_listed(&els, key))
+			continue;
+		buf_printf(&els, "%s%s 0x%x", els.len > 0 ? ", " : "", key,
+		    (tobox ? MARK_CLASS_OUTGOING :
+		    kernel_class(dir, pp->action[dir])) | idx);
+	}
+	kernel_elements(out, map, &els);
+}
+
+/* kernel_dir_chain - the rules of chain c<dir>: bypass, port, default */
+static void
+kernel_dir_chain(struct buf *out, const struct policy *pol,
+    enum policy_dir dir)
+{
+	static const char *const byp[4][2] = {
+		{ "ip saddr", "bypc4" }, { "ip6 saddr", "bypc6" },
+		{ "ip daddr", "byps4" }, { "ip6 daddr", "byps6" } };
+	const char *d = kernel_dirs[dir];
+	int i;
+
+	for (i = 0; i < 4; i++)
+		buf_printf(out, "add rule inet " KERNEL_TABLE " c%s %s @%s "
+		    "meta mark set meta mark | 0x%x goto count_%s\n", d,
+		    byp[i][0], byp[i][1], MARK_CLASS_PASS, d);
+	buf_printf(out, "add rule inet " KERNEL_TABLE " c%s meta mark set "
+	    "meta mark & 0x%x map @p%s goto count_%s\n", d, MARK_PORT, d, d);
+	buf_printf(out, "add rule inet " KERNEL_TABLE " c%s meta mark set "
+	    "meta mark | 0x%x goto count_%s\n", d,
+	    kernel_class(dir, pol->default_action[dir]), d);
+}
+
+void
+nfq_kernel_ruleset(const struct policy *pol, const struct nfq_divert *dv,
+    unsigned (*ifindex)(const char *), struct buf *out)
+{
+	static const char *const sets[] = { "srv4", "srv6", "bypc4", "bypc6",
+	    "byps4", "byps6" };
+	static const char *const maps[] = { "pin", "pout", "tobox" };
+	static const char *const chains[] = { "pre", "cin", "cout", "tobox",
+	    "count_in", "count_out" };
+	const char *t = "inet " KERNEL_TABLE;
+	size_t i;
+	int d, a;
+
+	buf_printf(out, "add table %s { flags owner; }\n", t);
+	for (d = 0; d < 2; d++)
+		for (a = 0; a < 3; a++)
+			buf_printf(out, "add counter %s %s_%s\n", t,
+			    kernel_dirs[d], kernel_acts[a]);
+	for (i = 0; i < sizeof(sets) / sizeof(sets[0]); i++)
+		buf_printf(out, "add set %s %s { type ipv%c_addr;%s }\n", t,
+		    sets[i], sets[i][strlen(sets[i]) - 1],
+		    i < 2 ? "" : " flags interval; auto-merge;");
+	for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++)
+		buf_printf(out, "add map %s %s { type mark : mark; }\n", t,
+		    maps[i]);
+	buf_printf(out, "add chain %s pre { type filter hook prerouting "
+	    "priority %d; policy accept; }\n", t, KERNEL_PRIORITY);
+	for (i = 1; i < sizeof(chains) / sizeof(chains[0]); i++)
+		buf_printf(out, "add chain %s %s\n", t, chains[i]);
+	/* one transaction: the old rules and elements go as the new come */
+	for (i = 0; i < sizeof(chains) / sizeof(chains[0]); i++)
+		buf_printf(out, "flush chain %s %s\n", t, chains[i]);
+	for (i = 0; i < sizeof(sets) / sizeof(sets[0]); i++)
+		buf_printf(out, "flush set %s %s\n", t, sets[i]);
+	for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++)
+		buf_printf(out, "flush map %s %s\n", t, maps[i]);
+
+	kernel_servers(out, pol, AF_INET, "srv4");
+	kernel_servers(out, pol, AF_INET6, "srv6");
+	kernel_net_elements(out, "bypc4", AF_INET, pol->bypass_client,
+	    pol->nbypass_client, 1);
+	kernel_net_elements(out, "bypc6", AF_INET6, pol->bypass_client,
+	    pol->nbypass_client, 1);
+	kernel_net_elements(out, "byps4", AF_INET, pol->bypass_server,
+	    pol->nbypass_server, 1);
+	kernel_net_elements(out, "byps6", AF_INET6, pol->bypass_server,
+	    pol->nbypass_server, 1);
+	kernel_port_map(out, pol, "pin", 0, POLICY_DIR_IN, ifindex);
+	kernel_port_map(out, pol, "pout", 0, POLICY_DIR_OUT, ifindex);
+	kernel_port_map(out, pol, "tobox", 1, POLICY_DIR_OUT, ifindex);
+
+	/* the first packet of a new SMTP flow the bridge diverted, as the
+	 * script's queue rule matches it; everything else is left alone */
+	buf_printf(out, "add rule %s pre iifname != \"%s\" return\n", t,
+	    dv->bridge);
+	buf_printf(out, "add rule %s pre meta mark & 0x%x != 0 return\n", t,
+	    ~MARK_PORT);
+	buf_printf(out, "add rule %s pre meta mark & 0x%x == 0 return\n", t,
+	    MARK_PORT);
+	buf_printf(out, "add rule %s pre tcp flags & (fin|syn|rst|ack) != syn "
+	    "return\n", t);
+	buf_printf(out, "add rule %s pre ct state != new return\n", t);
+	buf_printf(out, "add rule %s pre tcp dport != { %s } return\n", t,
+	    dv->smtp);
+	/* addressed to the box itself (addr_is_self: its addresses,
+	 * loopback, unspecified) */
+	buf_printf(out, "add rule %s pre fib daddr type local goto tobox\n", t);
+	buf_printf(out, "add rule %s pre ip daddr { 0.0.0.0, 127.0.0.0/8 } "
+	    "goto tobox\n", t);
+	buf_printf(out, "add rule %s pre ip6 daddr { ::, ::1 } goto tobox\n",
+	    t);
+	buf_printf(out, "add rule %s pre ip daddr @srv4 goto cin\n", t);
+	buf_printf(out, "add rule %s pre ip6 daddr @srv6 goto cin\n", t);
+	buf_printf(out, "add rule %s pre goto cout\n", t);
+	buf_printf(out, "add rule %s tobox meta mark set meta mark & 0x%x map "
+	    "@tobox goto count_out\n", t, MARK_PORT);
+	buf_printf(out, "add rule %s tobox meta mark set meta mark | 0x%x "
+	    "goto count_out\n", t, MARK_CLASS_DROP);
+	kernel_dir_chain(out, pol, POLICY_DIR_IN);
+	kernel_dir_chain(out, pol, POLICY_DIR_OUT);
+	/* counted by the class the mark ends with; accept ends this chain
+	 * only, the script's chain acts on the mark next */
+	for (d = 0; d < 2; d++)
+		for (a = 0; a < 3; a++)
+			buf_printf(out, "add rule %s count_%s meta mark & 0x%x "
+			    "== 0x%x counter name %s_%s accept\n", t,
+			    kernel_dirs[d], MARK_CLASS,
+			    kernel_class((enum policy_dir)d,
+			    (enum policy_action)a), kernel_dirs[d],
+			    kernel_acts[a]);
+}
+
+/* ------------------------------------------------------------ counters */
+
+struct kernel_counts {
+	uint64_t	(*dec)[3];
+	int		 found;
+};
+
+/* kernel_counter_cb - one counter object of the table */
+static int
+kernel_counter_cb(const struct nlmsghdr *nlh, void *arg)
+{
+	struct kernel_counts *kc = arg;
+	struct nlattr *a, *c;	/* not const: the for_each macros cast */
+	const char *name = NULL;
+	uint64_t packets = 0;
+	int d, x;
+
+	mnl_attr_for_each(a, nlh, sizeof(struct nfgenmsg)) {
+		switch (mnl_attr_get_type(a)) {
+		case NFTA_OBJ_NAME:
+			if (mnl_attr_validate(a, MNL_TYPE_NUL_STRING) == 0)
+				name = mnl_attr_get_str(a);
+			break;
+		case NFTA_OBJ_DATA:
+			mnl_attr_for_each_nested(c, a)
+				if (mnl_attr_get_type(c) ==
+				    NFTA_COUNTER_PACKETS &&
+				    mnl_attr_validate(c, MNL_TYPE_U64) == 0)
+					packets = be64toh(mnl_attr_get_u64(c));
+			break;
+		}
+	}
+	if (name == NULL)
+		return MNL_CB_OK;
+	for (d = 0; d < 2; d++)
+		for (x = 0; x < 3; x++) {
+			char want[16];
+
+			snprintf(want, sizeof(want), "%s_%s", kernel_dirs[d],
+			    kernel_acts[x]);
+			if (strcmp(name, want) == 0) {
+				kc->dec[d][x] += packets;
+				kc->found = 1;
+			}
+		}
+	return MNL_CB_OK;
+}
+
+/* kernel_counter_req - the dump request: this table's counters */
+static void
+kernel_counter_req(struct nlmsghdr *nlh)
+{
+	mnl_attr_put_strz(nlh, NFTA_OBJ_TABLE, KERNEL_TABLE);
+	mnl_attr_put_u32(nlh, NFTA_OBJ_TYPE, htonl(NFT_OBJECT_COUNTER));
+}
+
+int
+nfq_kernel_counts(uint64_t dec[2][3])
+{
+	struct kernel_counts kc = { dec, 0 };
+
+	if (kn == NULL || !kn->loaded)
+		return 0;
+	if (nfq_nft_query(NFT_MSG_GETOBJ, NLM_F_DUMP, NFPROTO_INET,
+	    kernel_counter_req, kernel_counter_cb, &kc) == -1)
+		return 0;
+	return kc.found;
+}
+
+/* ------------------------------------------------------------ publishing */
+
+/* kernel_work - the transaction, on the pool: the context is this
+ * work's alone while busy */
+static void
+kernel_work(uv_work_t *req)
+{
+	struct nfq_kernel *k = req->data;
+	const char *e;
+
+	k->rc = nft_run_cmd_from_buffer(k->nft, k->text);
+	free(k->err);
+	k->err = NULL;
+	if (k->rc != 0 && (e = nft_ctx_get_error_buffer(k->nft)) != NULL)
+		k->err = xstrdup(e);
+	/* the buffers grow with every command otherwise */
+	nft_ctx_unbuffer_error(k->nft);
+	nft_ctx_buffer_error(k->nft);
+	nft_ctx_unbuffer_output(k->nft);
+	nft_ctx_buffer_output(k->nft);
+}
+
+static void	kernel_free(struct nfq_kernel *);
+
+static void	kernel_publish(struct nfq_kernel *, char *);
+
+/* kernel_done - the transaction's outcome, on the daemon's thread */
+static void
+kernel_done(uv_work_t *req, int status)
+{
+	struct nfq_kernel *k = req->data;
+	char *next;
+
+	k->busy = 0;
+	if (k->down) {
+		kernel_free(k);
+		return;
+	}
+	if (status == 0 && k->rc == 0) {
+		if (!k->loaded)
+			log_info("nfq: kernel classifier loaded table=inet %s: "
+			    "new flows classified in the kernel, the queue "
+			    "behind it", KERNEL_TABLE);
+		k->loaded = 1;
+		free(k->published);
+		k->published = k->text;
+	} else {
+		/* the table is as it was: one transaction */
+		log_warnx("nfq: kernel classifier not loaded table=inet %s: "
+		    "%s; new flows are classified through the queue",
+		    KERNEL_TABLE, k->err != NULL ? k->err : "failed");
+		free(k->published);
+		k->published = k->text;	/* not again until it changes */
+	}
+	k->text = NULL;
+	if ((next = k->next) != NULL) {
+		k->next = NULL;
+		kernel_publish(k, next);
+	}
+}
+
+/* kernel_publish - load text (taken), now or after the one in flight */
+static void
+kernel_publish(struct nfq_kernel *k, char *text)
+{
+	if (k->busy) {
+		free(k->next);
+		k->next = text;
+		return;
+	}
+	if (k->published != NULL && strcmp(k->published, text) == 0) {
+		free(text);
+		return;
+	}
+	k->text = text;
+	k->busy = 1;
+	k->work.data = k;
+	if (uv_queue_work(k->loop, &k->work, kernel_work, kernel_done) != 0) {
+		k->busy = 0;
+		kernel_work(&k->work);
+		kernel_done(&k->work, 0);
+	}
+}
+
+/* kernel_ifindex - a bridge port's ifindex now; 0 if absent */
+static unsigned
+kernel_ifindex(const char *name)
+{
+	return if_nametoindex(name);
+}
+
+/* kernel_follow - the ruleset for the current snapshot, the divert
+ * record and the ports as they are now; published if it changed */
+static void
+kernel_follow(struct nfq_kernel *k)
+{
+	const struct policy *pol = policy_current();
+	struct nfq_divert dv;
+	char rec[256];
+	struct buf b;
+
+	if (k->down || pol->classifier != POLICY_CLASSIFIER_KERNEL)
+		return;
+	if (nfq_record_read_text(rec, sizeof(rec)) != 1 ||
+	    nfq_record_divert(rec, &dv) == -1)
+		return;		/* no divert, or one that names no ports */
+	buf_init(&b);
+	nfq_kernel_ruleset(pol, &dv, kernel_ifindex, &b);
+	buf_append(&b, "", 1);
+	kernel_publish(k, b.data);	/* taken */
+}
+
+static void
+kernel_timer_cb(uv_timer_t *t)
+{
+	kernel_follow(t->data);
+}
+
+/* kernel_open - the owner context; NULL and logged if there is none */
+static struct nft_ctx *
+kernel_open(void)
+{
+	struct nft_ctx *nft;
+
+	if ((nft = nft_ctx_new(NFT_CTX_DEFAULT)) == NULL) {
+		log_warnx("nfq: no nftables context: new flows are "
+		    "classified through the queue");
+		return NULL;
+	}
+	nft_ctx_buffer_output(nft);
+	nft_ctx_buffer_error(nft);
+	return nft;
+}
+
+int
+nfq_kernel_start(uv_loop_t *loop)
+{
+	if (kn != NULL)
+		return 0;
+	kn = xcalloc(1, sizeof(*kn));
+	kn->loop = loop;
+	uv_timer_init(loop, &kn->timer);
+	kn->timer.data = kn;
+	uv_unref((uv_handle_t *)&kn->timer);
+	uv_timer_start(&kn->timer, kernel_timer_cb, KERNEL_FOLLOW_MS,
+	    KERNEL_FOLLOW_MS);
+	nfq_kernel_reload();
+	return 0;
+}
+
+/* kernel_close - the table goes with the socket: "classifier queue" */
+static void
+kernel_close(struct nfq_kernel *k)
+{
+	if (k->nft == NULL || k->busy)
+		return;
+	nft_ctx_free(k->nft);
+	k->nft = NULL;
+	if (k->loaded)
+		log_info("nfq: kernel classifier removed table=inet %s",
+		    KERNEL_TABLE);
+	k->loaded = 0;
+	free(k->published);
+	k->published = NULL;
+}
+
+void
+nfq_kernel_reload(void)
+{
+	if (kn == NULL || kn->down)
+		return;
+	if (policy_current()->classifier != POLICY_CLASSIFIER_KERNEL) {
+		free(kn->next);
+		kn->next = NULL;
+		kernel_close(kn);
+		return;
+	}
+	if (kn->nft == NULL && !kn->busy && (kn->nft = kernel_open()) == NULL)
+		return;
+	kernel_follow(kn);
+}
+
+static void
+kernel_timer_close_cb(uv_handle_t *h)
+{
+	struct nfq_kernel *k = h->data;
+
+	k->timer.data = NULL;
+	if (!k->busy)
+		kernel_free(k);
+}
+
+/* kernel_free - the context (and with it the table), the texts */
+static void
+kernel_free(struct nfq_kernel *k)
+{
+	if (k->timer.data != NULL)
+		return;			/* the timer's close frees it */
+	if (k->nft != NULL)
+		nft_ctx_free(k->nft);
+	free(k->text);
+	free(k->next);
+	free(k->published);
+	free(k->err);
+	free(k);
+}
+
+void
+nfq_kernel_shutdown(void)
+{
+	struct nfq_kernel *k = kn;
+
+	if (k == NULL || k->down)
+		return;
+	/* new flows stop here as they do at the queue: the table goes now
+	 * (its socket closed) unless a transaction holds the context, then
+	 * when it ends */
+	k->down = 1;
+	kn = NULL;
+	if (!k->busy && k->nft != NULL) {
+		nft_ctx_free(k->nft);
+		k->nft = NULL;
+	}
+	uv_close((uv_handle_t *)&k->timer, kernel_timer_close_cb);
+}
