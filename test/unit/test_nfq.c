@@ -830,12 +830,19 @@ fake_ifindex(const char *name)
 	return strcmp(name, "p0") == 0 ? 7 : 0;
 }
 
-/* has - the ruleset holds the line (whole) */
-static int
-has(const struct buf *b, const char *line)
+/* has - the ruleset holds the line (whole), printf's format and args */
+static int __attribute__((format(printf, 2, 3)))
+has(const struct buf *b, const char *fmt, ...)
 {
+	char line[256];
 	const char *p = b->data;
-	size_t n = strlen(line);
+	size_t n;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	n = strlen(line);
 
 	while ((p = strstr(p, line)) != NULL) {
 		if ((p == b->data || p[-1] == '\n') && p[n] == '\n')
@@ -865,7 +872,7 @@ test_kernel_ruleset(void **state UNUSED)
 	struct nfq_divert d;
 	struct policy *pol;
 	struct buf b;
-	char path[64], err[256], line[256];
+	char path[64], err[256];
 	int fd;
 
 	snprintf(path, sizeof(path), "/tmp/mxb-test-XXXXXX");
@@ -902,26 +909,20 @@ test_kernel_ruleset(void **state UNUSED)
 	assert_null(strstr(b.data, "add element inet mxbridge_classify "
 	    "byps6"));
 	/* p0's classes with its ifindex; p1 is absent and not in the maps */
-	snprintf(line, sizeof(line), "add element inet mxbridge_classify pin "
-	    "{ 0x7 : 0x%x }", MARK_CLASS_DROP | 7);
-	assert_true(has(&b, line));
-	snprintf(line, sizeof(line), "add element inet mxbridge_classify pout "
-	    "{ 0x7 : 0x%x }", MARK_CLASS_OUTGOING | 7);
-	assert_true(has(&b, line));
-	snprintf(line, sizeof(line), "add element inet mxbridge_classify tobox "
-	    "{ 0x7 : 0x%x }", MARK_CLASS_OUTGOING | 7);
-	assert_true(has(&b, line));
+	assert_true(has(&b, "add element inet mxbridge_classify pin "
+	    "{ 0x7 : 0x%x }", MARK_CLASS_DROP | 7));
+	assert_true(has(&b, "add element inet mxbridge_classify pout "
+	    "{ 0x7 : 0x%x }", MARK_CLASS_OUTGOING | 7));
+	assert_true(has(&b, "add element inet mxbridge_classify tobox "
+	    "{ 0x7 : 0x%x }", MARK_CLASS_OUTGOING | 7));
 	/* the defaults */
-	snprintf(line, sizeof(line), "add rule inet mxbridge_classify cin "
+	assert_true(has(&b, "add rule inet mxbridge_classify cin "
 	    "meta mark set meta mark | 0x%x goto count_in",
-	    MARK_CLASS_INCOMING);
-	assert_true(has(&b, line));
-	snprintf(line, sizeof(line), "add rule inet mxbridge_classify cout "
-	    "meta mark set meta mark | 0x%x goto count_out", MARK_CLASS_PASS);
-	assert_true(has(&b, line));
-	snprintf(line, sizeof(line), "add rule inet mxbridge_classify tobox "
-	    "meta mark set meta mark | 0x%x goto count_out", MARK_CLASS_DROP);
-	assert_true(has(&b, line));
+	    MARK_CLASS_INCOMING));
+	assert_true(has(&b, "add rule inet mxbridge_classify cout "
+	    "meta mark set meta mark | 0x%x goto count_out", MARK_CLASS_PASS));
+	assert_true(has(&b, "add rule inet mxbridge_classify tobox "
+	    "meta mark set meta mark | 0x%x goto count_out", MARK_CLASS_DROP));
 	buf_free(&b);
 	policy_unref(pol);
 }
