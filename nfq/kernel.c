@@ -193,12 +193,14 @@ kernel_net_elements(struct buf *out, const char *set, int family,
 	kernel_elements(out, set, &els);
 }
 
-/* kernel_servers - the protected domains' server addresses of family */
+/* kernel_servers - the protected domains' servers of family: address
+ * and port, as policy_domain_by_server matches them (a server statement
+ * names its port; another port of the same address is not the server) */
 static void
 kernel_servers(struct buf *out, const struct policy *pol, int family,
     const char *set)
 {
-	char ip[INET6_ADDRSTRLEN];
+	char ip[INET6_ADDRSTRLEN], item[INET6_ADDRSTRLEN + 16];
 	const struct sockaddr_storage *ss;
 	struct buf els;
 	size_t i;
@@ -216,11 +218,13 @@ kernel_servers(struct buf *out, const struct policy *pol, int family,
 				    addr_fmt_ip((const struct sockaddr *)ss,
 				    ip, sizeof(ip)) == NULL)
 					continue;
-				/* a set takes each address once */
-				if (kernel_listed(&els, ip))
+				snprintf(item, sizeof(item), "%s . %u", ip,
+				    addr_port((const struct sockaddr *)ss));
+				/* a set takes each element once */
+				if (kernel_listed(&els, item))
 					continue;
 				buf_printf(&els, "%s%s", els.len > 0 ?
-				    ", " : "", ip);
+				    ", " : "", item);
 			}
 		}
 	}
@@ -295,10 +299,11 @@ nfq_kernel_ruleset(const struct policy *pol, const struct nfq_divert *dv,
 		for (a = 0; a < 3; a++)
 			buf_printf(out, "add counter %s %s_%s\n", t,
 			    kernel_dirs[d], kernel_acts[a]);
+	/* srv4/srv6: address . port; the bypass sets: networks */
 	for (i = 0; i < sizeof(sets) / sizeof(sets[0]); i++)
-		buf_printf(out, "add set %s %s { type ipv%c_addr;%s }\n", t,
+		buf_printf(out, "add set %s %s { type ipv%c_addr%s; }\n", t,
 		    sets[i], sets[i][strlen(sets[i]) - 1],
-		    i < 2 ? "" : " flags interval; auto-merge;");
+		    i < 2 ? " . inet_service" : "; flags interval; auto-merge");
 	for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++)
 		buf_printf(out, "add map %s %s { type mark : mark; }\n", t,
 		    maps[i]);
@@ -348,8 +353,10 @@ nfq_kernel_ruleset(const struct policy *pol, const struct nfq_divert *dv,
 	    "goto tobox\n", t);
 	buf_printf(out, "add rule %s pre ip6 daddr { ::, ::1 } goto tobox\n",
 	    t);
-	buf_printf(out, "add rule %s pre ip daddr @srv4 goto cin\n", t);
-	buf_printf(out, "add rule %s pre ip6 daddr @srv6 goto cin\n", t);
+	buf_printf(out, "add rule %s pre ip daddr . tcp dport @srv4 goto cin\n",
+	    t);
+	buf_printf(out, "add rule %s pre ip6 daddr . tcp dport @srv6 goto "
+	    "cin\n", t);
 	buf_printf(out, "add rule %s pre goto cout\n", t);
 	buf_printf(out, "add rule %s tobox meta mark set meta mark & 0x%x map "
 	    "@tobox goto count_out\n", t, MARK_PORT);

@@ -21,7 +21,7 @@
 #                    never reach the queue), forwarded to the original
 #                    destination ("server 0.0.0.0")
 #   3 mxbridge       outgoing proxy, client-chosen server honoured (live relay)
-#   4 mxbridge       pass mode (classified by the queue, forwarded untouched)
+#   4 mxbridge       pass mode (classified by the daemon, forwarded untouched)
 #   5 Postfix        store-and-forward relay in the box (explicit relay at
 #                    192.0.2.2:25, relayhost = the sink, durable queue as
 #                    shipped): accepted/s and delivered/s
@@ -50,7 +50,9 @@
 # HAProxy run the TPROXY/NFQUEUE rule counters, so a row is never credited
 # with traffic that took another path.
 # Rows 3, 4 and 6 run the daemon with "workers 1" (BENCH_MXB_WORKERS=N
-# for another count; mxbridge-netfilter -W follows it).
+# for another count; mxbridge-netfilter -W follows it).  Every mxbridge
+# row classifies new flows with "classifier kernel" (the daemon's nft
+# table; BENCH_CLASSIFIER=queue for the NFQUEUE round trip instead).
 # Scaling table (rows s2, s3, s6, or all three as "scale"): at each thread
 # count W of BENCH_WORKERS (default 1 2 4 .. up to nproc, and nproc) HAProxy
 # with nbthread W (row 2's path), the live relay (row 3's path) and the
@@ -139,6 +141,8 @@ need taskset
 # 1 2 4 .. below nproc, then nproc)
 NPROC=$(nproc)
 MXB_W=${BENCH_MXB_WORKERS:-1}
+BENCH_CLASSIFIER=${BENCH_CLASSIFIER:-kernel}
+case $BENCH_CLASSIFIER in kernel|queue) ;; *) fail "BENCH_CLASSIFIER: kernel or queue, not '$BENCH_CLASSIFIER'" ;; esac
 case $MXB_W in ''|*[!0-9]*|0) fail "BENCH_MXB_WORKERS: not a number of workers: '$MXB_W'" ;; esac
 if [ -n "${BENCH_WORKERS:-}" ]; then
 	SCALE_W=$BENCH_WORKERS
@@ -218,7 +222,7 @@ FSTYPE=$(stat -f -c %T "$BT" 2>/dev/null)
 add kind=meta "date=$(date -Iseconds)" "nproc=$(nproc)" "messages=$MSGS" \
 	"size_kb=$SIZE_KB" "sessions=$SESS" "smoke=$SMOKE" "warmup=$WARM" \
 	"idle_sessions=$IDLE" "latency_samples=$LAT_N" "rounds=$ROUNDS" \
-	"kernel=$(uname -r)" \
+	"kernel=$(uname -r)" "classifier=$BENCH_CLASSIFIER" \
 	"cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)" \
 	"loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)" \
 	"haproxy=$(haproxy -v 2>/dev/null | sed -n '1s/^HAProxy version \([^ ]*\).*/\1/p')" \
@@ -322,6 +326,7 @@ mxb_conf() {	# MODE [WORKERS]: relay | pass | incoming, +rspamd or +metrics; wor
 		echo "control \"$MXB_CTL\""
 		echo "queue-number $Q"
 		echo "workers ${2:-$MXB_W}"
+		echo "classifier $BENCH_CLASSIFIER"
 		echo "listen incoming port $INPORT"
 		echo "listen outgoing port $OUTPORT"
 		case $mode in
@@ -383,6 +388,13 @@ daemon_start() {	# MODE [WORKERS]: every worker's queue open
 		mxb_stop >/dev/null 2>&1
 		return 1
 	done
+	# measured with its kernel table in place, not the queue before it
+	if [ "$BENCH_CLASSIFIER" = kernel ] &&
+	    ! wait_for -t 5 grep -q "kernel classifier loaded" "$TB_MXB_LOG"; then
+		MXB_WHY="kernel classifier not loaded: $(grep nfq: "$TB_MXB_LOG" | tail -n 2 | oneline 200)"
+		mxb_stop >/dev/null 2>&1
+		return 1
+	fi
 	MXB_PID=$(tr -dc 0-9 <"$TB_MXB_PIDFILE")
 	return 0
 }

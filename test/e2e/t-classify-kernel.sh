@@ -4,7 +4,9 @@
 # (flags owner) and new SMTP flows are classified in the kernel, without
 # the NFQUEUE round trip, with the same decisions as the queue
 # (t-intercept-v4 and -v6 run the queue):
-#   - incoming and outgoing proxy over IPv4 and IPv6, bypass client and
+#   - incoming and outgoing proxy over IPv4 and IPv6 (the server's other
+#     SMTP port is outgoing, as its address and port make the server),
+#     bypass client and
 #     bypass server reach the real server, non-SMTP is untouched, drop is
 #     refused and pass reaches the real server after a reload; the queue
 #     decides none of it (no per-flow queue line, per-worker queue
@@ -29,7 +31,9 @@ table_up() { tb_exec box nft list table $KT >/dev/null 2>&1; }
 queue_lines() { grep -c "nfq: src=" "$TB_MXB_LOG"; }
 
 conf proxy proxy
-mxb_nf_up open
+# SMTP on 25 and 587: the protected server is its address and port 25,
+# so a flow to its 587 is outgoing (the queue's policy_classify, too)
+MXBRIDGE_SMTP_PORTS=25,587 mxb_nf_up open
 mxb_start_queue "$MXB_DIR/run.conf"
 wait_for loaded 0 || fail "no kernel classifier: $(grep nfq: "$TB_MXB_LOG" | tail -n 3)"
 tb_exec box nft list table $KT | grep -q "flags owner" || fail "the table has no owner flag"
@@ -39,8 +43,10 @@ expect_glob "c1 to $TB_SRV_IP4:25" "$(tb_banner c1 "$TB_SRV_IP4")" "BANNER 220 g
 expect_glob "c1 to [$TB_SRV_IP6]:25" "$(tb_banner c1 "$TB_SRV_IP6")" "BANNER 220 gw.example.com *"
 expect_glob "c1 to $TB_EXT_IP4:25" "$(tb_banner c1 "$TB_EXT_IP4")" "BANNER 220 *"
 expect_glob "c1 to [$TB_EXT_IP6]:25" "$(tb_banner c1 "$TB_EXT_IP6")" "BANNER 220 *"
+tb_banner c1 "$TB_SRV_IP4" 587 >/dev/null
 for d in "$TB_SRV_IP4:25 dir=incoming" "\[$TB_SRV_IP6\]:25 dir=incoming" \
-	"$TB_EXT_IP4:25 dir=outgoing" "\[$TB_EXT_IP6\]:25 dir=outgoing"; do
+	"$TB_EXT_IP4:25 dir=outgoing" "\[$TB_EXT_IP6\]:25 dir=outgoing" \
+	"$TB_SRV_IP4:587 dir=outgoing"; do
 	grep -Eq "session=[0-9]+ client=[^ ]+ orig_dst=$d port=p0" "$TB_MXB_LOG" ||
 		fail "no session orig_dst=$d: $(grep session= "$TB_MXB_LOG")"
 done
@@ -68,8 +74,8 @@ expect_glob "c1 to $TB_SRV_IP4:8025" "$r" "BANNER hello $TB_C1_IP4"
 [ "$(queue_lines)" = 0 ] || fail "the queue decided: $(grep "nfq: src=" "$TB_MXB_LOG" | head -n 3)"
 wq=$(mxb_ctl stats | grep '^worker\.[0-9]*\.nfq_decisions=')
 [ -n "$wq" ] && ! grep -qv '=0$' <<<"$wq" || fail "queue decisions: ${wq//$'\n'/ }"
-mxb_stats_expect nfq_kernel -eq 1 nfq_kernel_decisions -ge 6 \
-	nfq_incoming_proxy -ge 2 nfq_outgoing_proxy -ge 2 nfq_incoming_pass -ge 1 \
+mxb_stats_expect nfq_kernel -eq 1 nfq_kernel_decisions -ge 7 \
+	nfq_incoming_proxy -ge 2 nfq_outgoing_proxy -ge 3 nfq_incoming_pass -ge 1 \
 	nfq_outgoing_pass -ge 1
 
 # 4. the table is the daemon's alone

@@ -866,6 +866,7 @@ test_kernel_ruleset(void **state UNUSED)
 	    "domain \"example.com\" {\n\tserver 192.0.2.10\n"
 	    "\tserver 2001:db8:2::10\n}\n"
 	    "domain \"example.org\" {\n\tserver 192.0.2.10\n}\n"
+	    "domain \"example.net\" {\n\tserver 192.0.2.11 port 587\n}\n"
 	    "bypass client 192.0.2.102\n"
 	    "bypass client 2001:db8:9::/48\n"
 	    "bypass server 198.51.100.0/24\n";
@@ -895,11 +896,13 @@ test_kernel_ruleset(void **state UNUSED)
 	    "\"br0\" return"));
 	assert_true(has(&b, "add rule inet mxbridge_classify pre tcp dport != "
 	    "{ 25,587 } return"));
-	/* each server once, in its family's set */
+	/* each server once, with its port, in its family's set */
 	assert_true(has(&b, "add element inet mxbridge_classify srv4 "
-	    "{ 192.0.2.10 }"));
+	    "{ 192.0.2.10 . 25, 192.0.2.11 . 587 }"));
 	assert_true(has(&b, "add element inet mxbridge_classify srv6 "
-	    "{ 2001:db8:2::10 }"));
+	    "{ 2001:db8:2::10 . 25 }"));
+	assert_true(has(&b, "add rule inet mxbridge_classify pre ip daddr . "
+	    "tcp dport @srv4 goto cin"));
 	assert_true(has(&b, "add element inet mxbridge_classify bypc4 "
 	    "{ 192.0.2.102/32 }"));
 	assert_true(has(&b, "add element inet mxbridge_classify bypc6 "
