@@ -22,7 +22,9 @@
  * class per direction (maps pin/pout/tobox, keyed by the port's ifindex
  * in the mark as mxbridge-netfilter sets it), the defaults, and one
  * named counter per direction and action ("stats").  The bridge and the
- * SMTP ports come from the divert record (the script's "br=" and "s=").
+ * SMTP ports come from the divert record (the script's "br=" and "s=");
+ * a port the record lacks (nft cuts a comment at 128 characters) is
+ * diverted all the same and classified by the queue behind the table.
  *
  * All of it belongs to the daemon's thread: the context, the timer that
  * follows the divert record and the ports' ifindexes (every 2 s), and the
@@ -344,6 +346,10 @@ nfq_kernel_ruleset(const struct policy *pol, const struct nfq_divert *dv,
 	buf_printf(out, "add rule %s pre tcp flags & (fin|syn|rst|ack) != syn "
 	    "return\n", t);
 	buf_printf(out, "add rule %s pre ct state != new return\n", t);
+	/* a SYN sent again: the flow has its class in the connmark, which
+	 * the script's chain restores (and the queue never saw it again) */
+	buf_printf(out, "add rule %s pre ct mark & 0x%x != 0 return\n", t,
+	    MARK_CLASS);
 	buf_printf(out, "add rule %s pre tcp dport != { %s } return\n", t,
 	    dv->smtp);
 	/* addressed to the box itself (addr_is_self: its addresses,
