@@ -72,6 +72,10 @@ struct conn {
 	enum conn_state	 state;
 	uv_loop_t	*loop;
 	struct mta_dest	*dest;
+	struct policy	*pol;		/* the snapshot it was opened under (a
+					   reference): its hops, TLS and AUTH
+					   came from it, so it takes another
+					   job only while it is current */
 	struct mta_job	*job;		/* the transaction in progress */
 	struct mta_job	*next;		/* pipelined behind job's dot */
 	LIST_ENTRY(conn) entry;
@@ -195,6 +199,7 @@ conn_unref(struct conn *c)
 	LIST_REMOVE(c, entry);
 	nconns--;
 	mta_queue_conn_done(c->dest);
+	policy_unref(c->pol);
 	SSL_CTX_free(c->vctx);
 	free(c->tlsa);
 	buf_free(&c->carry);
@@ -744,11 +749,22 @@ conn_used_up(const struct conn *c, unsigned more)
 	return c->msgs + more > lim.msgs_per_conn;
 }
 
+/*
+ * conn_stale - a reload came after the connection was opened: the hop,
+ * its TLS level and AUTH may be other now (tls-policy, trust-ad, relay
+ * host), so it takes no further job and a new connection decides again
+ */
+static int
+conn_stale(const struct conn *c)
+{
+	return c->pol != policy_current();
+}
+
 /* txn_start - the next job's MAIL, RCPTs and DATA (pipelined if we may) */
 static void
 txn_start(struct conn *c)
 {
-	if (c->job == NULL && conn_used_up(c, 1)) {
+	if (c->job == NULL && (conn_used_up(c, 1) || conn_stale(c))) {
 		conn_quit(c);
 		return;
 	}
@@ -783,7 +799,7 @@ pipeline_next(struct conn *c)
 	struct mta_job *job;
 
 	if (!c->caps.pipelining || draining || c->next != NULL ||
-	    (job = TAILQ_FIRST(&c->dest->jobs)) == NULL ||
+	    conn_stale(c) || (job = TAILQ_FIRST(&c->dest->jobs)) == NULL ||
 	    txn_cannot(c, job) != NULL || conn_used_up(c, 2))
 		return;
 	/* NULL: the destination's rate holds it back */
@@ -1546,6 +1562,7 @@ mta_deliver_open(uv_loop_t *loop, struct mta_dest *d)
 	c->id = ++conn_ids;
 	c->loop = loop;
 	c->dest = d;
+	c->pol = policy_ref(p);
 	c->fd = -1;
 	c->refs = 1;			/* the timer */
 	buf_init(&c->carry);
