@@ -474,6 +474,7 @@ kernel_work(uv_work_t *req)
 }
 
 static void	kernel_free(struct nfq_kernel *);
+static void	kernel_close(struct nfq_kernel *);
 
 static void	kernel_publish(struct nfq_kernel *, char *);
 
@@ -487,6 +488,16 @@ kernel_done(uv_work_t *req, int status)
 	k->busy = 0;
 	if (k->down) {
 		kernel_free(k);
+		return;
+	}
+	/* a reload to "classifier queue" came while this ran, and could not
+	 * close the context then: now */
+	if (policy_current()->classifier != POLICY_CLASSIFIER_KERNEL) {
+		free(k->text);
+		k->text = NULL;
+		free(k->next);
+		k->next = NULL;
+		kernel_close(k);
 		return;
 	}
 	if (status == 0 && k->rc == 0) {
