@@ -8,7 +8,8 @@
 # "tls12" is "tls" with nothing newer than TLS 1.2.  Each connection
 # starts with "N OPEN active=K": K sessions open at once, this one
 # included; a session ends at its 221 (the server is done with it then),
-# or when the connection goes.
+# or when the connection goes.  A message whose subject ends in "-slow"
+# gets its 250 after 3 seconds (a delivery connection kept busy).
 #
 #   fakesmtp.py LOG MODE CERT KEY ADDRESS PORT
 import base64
@@ -16,6 +17,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 
 log_path, mode, cert, key, addr, port = sys.argv[1:7]
 logf = open(log_path, "a", buffering=1)
@@ -111,6 +113,8 @@ def session(c, n, done):
                 if data.startswith("Subject: "):
                     subj = data[9:].strip()
             log("%d tls=%d MSG %s" % (n, tls, subj))
+            if subj.endswith("-slow"):
+                time.sleep(3)
             out("250 2.0.0 queued")
         elif verb == "QUIT":
             end(done)

@@ -11,6 +11,8 @@
 #   D. encrypt, the unknown CA: delivered, tls=anonymous;
 #   E. encrypt, no STARTTLS offered: deferred; then none: delivered in
 #      plain text, no STARTTLS sent although offered;
+#   E2. a reload while a delivery connection is busy: the message after
+#      it goes over a new connection under the new level, not the old;
 #   F. verify on-failure bounce: bounced with 5.7.5;
 #   G. a domain entry on the MX route (example.net encrypt) to a server
 #      without STARTTLS: deferred; "may" delivers it;
@@ -120,6 +122,26 @@ ctl queue flush >/dev/null
 wait_for -t 20 delivered tls-e 0 "$S/e2.log" || fail "E: none: not delivered in plain text: $(tail -n 8 "$S/e2.log")"
 grep -q "C: STARTTLS" "$S/e2.log" && fail "E: STARTTLS sent with level none"
 wait_for -t 10 queue_empty || fail "E: queue not empty: $(ctl queue list)"
+
+# E2. a reload while a delivery connection is open: one connection at a
+# time (concurrency 1), kept busy 3 s by a slow message under "none";
+# the reload to "encrypt" comes meanwhile, and the message sent after it
+# must go over a new connection with TLS, not the old plain-text one
+MTA_QUEUE_EXTRA="concurrency 1" relay_conf "tls-policy host relay.example.org none"
+reload
+: >"$S/e2.log"
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "tls-e2-slow" ||
+	fail "E2: message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 grep -q "tls=0 MSG tls-e2-slow" "$S/e2.log" || fail "E2: the slow message did not arrive"
+MTA_QUEUE_EXTRA="concurrency 1" relay_conf "tls-policy host relay.example.org encrypt"
+reload
+send c1 "$TB_EXT_IP4" sender@example.org rcpt@example.net "tls-e2-after" ||
+	fail "E2: message not accepted: $(cat "$S/send.out")"
+wait_for -t 20 grep -q "MSG tls-e2-after" "$S/e2.log" || fail "E2: not delivered: $(tail -n 8 "$S/e2.log")"
+delivered tls-e2-after 1 "$S/e2.log" ||
+	fail "E2: sent without TLS over the connection opened before the reload: $(grep -E 'OPEN|MSG|STARTTLS' "$S/e2.log")"
+[ "$(grep -c ' OPEN ' "$S/e2.log")" -ge 2 ] || fail "E2: one connection for both: $(grep -E 'OPEN|MSG' "$S/e2.log")"
+wait_for -t 10 queue_empty || fail "E2: queue not empty: $(ctl queue list)"
 
 # F. verify, on-failure bounce: a permanent failure
 relay_conf "tls-policy host relay.example.org verify on-failure bounce"
