@@ -88,21 +88,15 @@ static struct nfq_kernel	*kn;
 static int
 kernel_record_word(const char *rec, const char *key, char *out, size_t len)
 {
-	size_t klen = strlen(key), n;
 	const char *w;
+	size_t n;
 
-	for (w = rec; (w = strstr(w, key)) != NULL; w += klen) {
-		if ((w != rec && w[-1] != ' ') || w[klen] != '=')
-			continue;
-		w += klen + 1;
-		n = strcspn(w, " ");
-		if (n == 0 || n >= len)
-			return -1;
-		memcpy(out, w, n);
-		out[n] = '\0';
-		return 0;
-	}
-	return -1;
+	if ((w = nfq_record_value(rec, key)) == NULL ||
+	    (n = strcspn(w, " ")) == 0 || n >= len)
+		return -1;
+	memcpy(out, w, n);
+	out[n] = '\0';
+	return 0;
 }
 
 int
@@ -147,7 +141,7 @@ kernel_class(enum policy_dir dir, enum policy_action action)
 	return nfq_verdict_mark(0, &cls);
 }
 
-/* kernel_listed - is the item (an address, a "KEY :") in the list? */
+/* kernel_listed - is the item already in the list "A, B, ..."? */
 static int
 kernel_listed(const struct buf *els, const char *item)
 {
@@ -156,8 +150,7 @@ kernel_listed(const struct buf *els, const char *item)
 	for (i = 0; i + n <= els->len; i++)
 		if ((i == 0 || els->data[i - 1] == ' ') &&
 		    memcmp(els->data + i, item, n) == 0 &&
-		    (i + n == els->len || els->data[i + n] == ',' ||
-		    item[n - 1] == ':'))
+		    (i + n == els->len || els->data[i + n] == ','))
 			return 1;
 	return 0;
 }
@@ -174,10 +167,10 @@ kernel_elements(struct buf *out, const char *set, struct buf *els)
 	buf_free(els);
 }
 
-/* kernel_net_elements - one set's addresses (or networks) of family */
+/* kernel_net_elements - one set's networks of family */
 static void
 kernel_net_elements(struct buf *out, const char *set, int family,
-    const struct addr_net *nets, size_t n, int interval)
+    const struct addr_net *nets, size_t n)
 {
 	char ip[INET6_ADDRSTRLEN];
 	struct buf els;
@@ -188,9 +181,8 @@ kernel_net_elements(struct buf *out, const char *set, int family,
 		if (nets[i].family != family ||
 		    inet_ntop(family, nets[i].addr, ip, sizeof(ip)) == NULL)
 			continue;
-		buf_printf(&els, "%s%s", els.len > 0 ? ", " : "", ip);
-		if (interval)
-			buf_printf(&els, "/%u", nets[i].prefixlen);
+		buf_printf(&els, "%s%s/%u", els.len > 0 ? ", " : "", ip,
+		    nets[i].prefixlen);
 	}
 	kernel_elements(out, set, &els);
 }
@@ -241,8 +233,8 @@ kernel_port_map(struct buf *out, const struct policy *pol, const char *map,
 	struct buf els;
 	size_t i;
 	unsigned idx;
-	char key[16];
 
+	/* one element a port: the parser refuses a second "port" of a name */
 	buf_init(&els);
 	for (i = 0; i < pol->nports; i++) {
 		const struct policy_port *pp = &pol->ports[i];
@@ -251,10 +243,7 @@ kernel_port_map(struct buf *out, const struct policy *pol, const char *map,
 			continue;
 		if ((idx = ifindex(pp->name)) == 0 || idx > MARK_PORT)
 			continue;	/* absent: the mark cannot name it */
-		snprintf(key, sizeof(key), "0x%x :", idx);
-		if (kernel_listed(&els, key))
-			continue;
-		buf_printf(&els, "%s%s 0x%x", els.len > 0 ? ", " : "", key,
+		buf_printf(&els, "%s0x%x : 0x%x", els.len > 0 ? ", " : "", idx,
 		    (tobox ? MARK_CLASS_OUTGOING :
 		    kernel_class(dir, pp->action[dir])) | idx);
 	}
@@ -323,14 +312,10 @@ nfq_kernel_ruleset(const struct policy *pol, const struct nfq_divert *dv,
 
 	kernel_servers(out, pol, AF_INET, "srv4");
 	kernel_servers(out, pol, AF_INET6, "srv6");
-	kernel_net_elements(out, "bypc4", AF_INET, pol->bypass_client,
-	    pol->nbypass_client, 1);
-	kernel_net_elements(out, "bypc6", AF_INET6, pol->bypass_client,
-	    pol->nbypass_client, 1);
-	kernel_net_elements(out, "byps4", AF_INET, pol->bypass_server,
-	    pol->nbypass_server, 1);
-	kernel_net_elements(out, "byps6", AF_INET6, pol->bypass_server,
-	    pol->nbypass_server, 1);
+	for (a = 0; a < 4; a++)
+		kernel_net_elements(out, sets[2 + a], a % 2 == 0 ? AF_INET :
+		    AF_INET6, a < 2 ? pol->bypass_client : pol->bypass_server,
+		    a < 2 ? pol->nbypass_client : pol->nbypass_server);
 	kernel_port_map(out, pol, "pin", 0, POLICY_DIR_IN, ifindex);
 	kernel_port_map(out, pol, "pout", 0, POLICY_DIR_OUT, ifindex);
 	kernel_port_map(out, pol, "tobox", 1, POLICY_DIR_OUT, ifindex);

@@ -111,14 +111,13 @@ static int	nfq_start(uv_loop_t *, unsigned);
 static int	nfq_wstart(unsigned, uv_loop_t *);
 static void	nfq_wreload(unsigned);
 static void	nfq_wshutdown(unsigned);
-static void	nfq_stop(void);
 
 const struct module nfq_module = {
 	.name = "nfq",
 	.start = nfq_start,
 	.reload = nfq_kernel_reload,
-	.shutdown = nfq_kernel_shutdown,
-	.stop = nfq_stop,
+	.shutdown = nfq_kernel_shutdown,	/* the table goes with new flows */
+	.stop = nfq_kernel_shutdown,
 	.wstart = nfq_wstart,
 	.wreload = nfq_wreload,
 	.wshutdown = nfq_wshutdown,
@@ -753,16 +752,25 @@ nfq_record_workers(const char *rec)
 	char *end;
 	unsigned long v;
 
-	for (w = rec; (w = strstr(w, "w=")) != NULL; w += 2) {
-		if (w != rec && w[-1] != ' ')
-			continue;
-		v = strtoul(w + 2, &end, 10);
-		if (end == w + 2 || (*end != '\0' && *end != ' ') || v == 0 ||
-		    v > POLICY_MAXWORKERS)
-			return 0;	/* unreadable: agrees with nothing */
-		return (unsigned)v;
-	}
-	return 1;
+	if ((w = nfq_record_value(rec, "w")) == NULL)
+		return 1;
+	v = strtoul(w, &end, 10);
+	if (end == w || (*end != '\0' && *end != ' ') || v == 0 ||
+	    v > POLICY_MAXWORKERS)
+		return 0;	/* unreadable: agrees with nothing */
+	return (unsigned)v;
+}
+
+const char *
+nfq_record_value(const char *rec, const char *key)
+{
+	size_t klen = strlen(key);
+	const char *w;
+
+	for (w = rec; (w = strstr(w, key)) != NULL; w += klen)
+		if ((w == rec || w[-1] == ' ') && w[klen] == '=')
+			return w + klen + 1;
+	return NULL;
 }
 
 /* nfq_record_cb - the comment of the table in one NEWTABLE answer */
@@ -934,13 +942,6 @@ nfq_start(uv_loop_t *loop, unsigned nworkers)
 	if (nfq_check_divert(policy_current()) == -1)
 		return -1;
 	return nfq_kernel_start(loop);
-}
-
-/* nfq_stop - the kernel classifier's table goes with its socket */
-static void
-nfq_stop(void)
-{
-	nfq_kernel_shutdown();
 }
 
 /* nfq_wstart - worker idx reads queue queue-number + idx */

@@ -19,6 +19,10 @@
 int	nfq_nft_query(uint16_t msg, uint16_t flags, uint8_t family,
 	    void (*req)(struct nlmsghdr *), mnl_cb_t cb, void *arg);
 
+/* where KEY's value starts in the record ("KEY=" opening a word; it runs
+ * to the next space), NULL if the record has none */
+const char *nfq_record_value(const char *rec, const char *key);
+
 /* the divert record's text: 1, 0 when the script is not up, -1 error */
 int	nfq_record_read_text(char *text, size_t len);
 

@@ -31,10 +31,10 @@ enum policy_cstls { POLICY_CSTLS_NONE = 0, POLICY_CSTLS_OPPORTUNISTIC,
 enum policy_tlslevel { POLICY_TLSL_NONE = 0, POLICY_TLSL_MAY,
 	POLICY_TLSL_ENCRYPT, POLICY_TLSL_VERIFY, POLICY_TLSL_DANE,
 	POLICY_TLSL_DANE_ONLY };
-/* "tls-policy trust-ad": whose AD bit (DNSSEC validated) DANE believes */
 /* "classifier": where new flows are classified (nfq/kernel.c) */
 enum policy_classifier { POLICY_CLASSIFIER_KERNEL = 0,
 	POLICY_CLASSIFIER_QUEUE };
+/* "tls-policy trust-ad": whose AD bit (DNSSEC validated) DANE believes */
 enum policy_trustad { POLICY_TRUSTAD_LOOPBACK = 0, POLICY_TRUSTAD_YES,
 	POLICY_TRUSTAD_NO };
 /* where the MTA sends a recipient */

@@ -104,10 +104,10 @@ classifier() {
 	tb_exec box "$BIN/mxbridgectl" -s "$S/ctl.sock" reload >/dev/null ||
 		fail "reload (classifier $1) refused"
 	if [ "$1" = kernel ]; then
-		wait_for tb_exec box nft list table inet mxbridge_classify
+		wait_for mxb_kernel_table
 	else
-		wait_for eval '! tb_exec box nft list table inet mxbridge_classify'
-	fi >/dev/null 2>&1 || fail "classifier $1: the kernel table did not follow"
+		wait_for eval '! mxb_kernel_table'
+	fi || fail "classifier $1: the kernel table did not follow"
 }
 
 # prints "SEQ_RATE PAR_RATE FAILURES STALLS"
@@ -161,7 +161,7 @@ measure() {
 }
 kn_seq=0 kn_par=0 nq_seq=0 nq_par=0 pm_seq=0 pm_par=0 fails=0 stalls=0
 kclass=0 qclass=0
-wait_for tb_exec box nft list table inet mxbridge_classify >/dev/null 2>&1 ||
+wait_for mxb_kernel_table ||
 	fail "no kernel classifier table: $(grep nfq: "$TB_MXB_LOG" | tail -n 3)"
 for r in $(seq "$ROUNDS"); do
 	# kernel, then premarked with the table still there, then the queue

@@ -638,6 +638,10 @@ EOF
 	fi
 }
 
+# mxb_kernel_table: true while the daemon's kernel classifier table
+# (inet mxbridge_classify, "classifier kernel") is in the box
+mxb_kernel_table() { tb_exec box nft list table inet mxbridge_classify >/dev/null 2>&1; }
+
 # mxb_decisions: the sum of the daemon's nfq decision counters
 mxb_decisions() {
 	mxb_ctl stats | awk -F= '/^nfq_(incoming|outgoing)_/ { n += $2 } END { print n + 0 }'

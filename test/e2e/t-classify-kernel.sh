@@ -27,7 +27,6 @@ conf() {
 	echo "bypass server $TB_MX_IP4" >>"$MXB_DIR/run.conf"
 }
 loaded() { [ "$(grep -c "kernel classifier loaded" "$TB_MXB_LOG")" -gt "$1" ]; }
-table_up() { tb_exec box nft list table $KT >/dev/null 2>&1; }
 queue_lines() { grep -c "nfq: src=" "$TB_MXB_LOG"; }
 
 conf proxy proxy
@@ -80,7 +79,7 @@ mxb_stats_expect nfq_kernel -eq 1 nfq_kernel_decisions -ge 7 \
 
 # 4. the table is the daemon's alone
 tb_exec box nft delete table $KT 2>/dev/null && fail "another process deleted the table"
-table_up || fail "the table is gone"
+mxb_kernel_table || fail "the table is gone"
 
 # 5. reload: p0 incoming drop, outgoing pass; a passed flow takes the
 #    bridge's fast path
@@ -103,7 +102,7 @@ mxb_stats_expect nfq_incoming_drop -ge 1
 # 6. classifier queue: the table goes, the queue decides; and back
 conf pass proxy queue
 mxb_reload
-wait_for eval '! table_up' || fail "classifier queue: the table stayed"
+wait_for eval '! mxb_kernel_table' || fail "classifier queue: the table stayed"
 grep -q "kernel classifier removed" "$TB_MXB_LOG" || fail "the removal was not logged"
 expect_glob "queue: passed c1 to $TB_SRV_IP4:25" "$(tb_banner c1 "$TB_SRV_IP4")" \
 	"BANNER 220 mx.example.com ESMTP*"
@@ -118,13 +117,13 @@ expect_glob "kernel again: c1 to $TB_SRV_IP4:25" "$(tb_banner c1 "$TB_SRV_IP4")"
 
 # 7. SIGTERM removes the table
 mxb_down
-table_up && fail "the table outlived the daemon's SIGTERM"
+mxb_kernel_table && fail "the table outlived the daemon's SIGTERM"
 
 # 8. kill -9: the kernel removes it with the socket; fail-open passes
 mxb_start_queue "$MXB_DIR/run.conf"
 wait_for loaded 2 || fail "restart: not loaded"
 mxb_kill
-wait_for eval '! table_up' || fail "the table outlived kill -9"
+wait_for eval '! mxb_kernel_table' || fail "the table outlived kill -9"
 expect_glob "daemon dead, fail-open: c1 to $TB_SRV_IP4:25" "$(tb_banner c1 "$TB_SRV_IP4")" \
 	"BANNER 220 mx.example.com ESMTP*"
 pass "kernel classification: proxy v4/v6 both ways, bypass, non-SMTP, drop, pass on the fast path, owner table, queue fallback, SIGTERM and kill -9"
