@@ -13,6 +13,7 @@
 #define MARK_CLASS		0x000f0000u	/* one of MARK_CLASS_* */
 #define MARK_TPROXY		0x00100000u	/* deliver locally (TPROXY) */
 #define MARK_OWN		0x00200000u	/* the daemon's own sockets */
+#define MARK_BRIDGED		0x00400000u	/* a passed flow: stays bridged */
 
 #define MARK_CLASS_INCOMING	0x00010000u	/* incoming proxy */
 #define MARK_CLASS_OUTGOING	0x00020000u	/* outgoing proxy */

@@ -40,11 +40,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libmnl/libmnl.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nf_tables.h>
+#include <linux/rtnetlink.h>
 #include <nftables/libnftables.h>
 #include <uv.h>
 
@@ -59,6 +61,9 @@
 #define KERNEL_TABLE		"mxbridge_classify"
 #define KERNEL_FOLLOW_MS	2000	/* the divert record, the ifindexes */
 #define KERNEL_PRIORITY		-151	/* before the script's mangle chain */
+#define KERNEL_BRIDGE_PRIORITY	-310	/* before the script's divert (-300) */
+#define KERNEL_BRIDGE_FLOWS	262144	/* keys (two a flow) at most */
+#define KERNEL_BRIDGE_CLOSE_S	30	/* an entry's life after FIN or RST */
 
 static const char *const kernel_dirs[2] = { "in", "out" };
 static const char *const kernel_acts[3] = { "proxy", "pass", "drop" };
@@ -99,10 +104,26 @@ kernel_record_word(const char *rec, const char *key, char *out, size_t len)
 	return 0;
 }
 
+/* kernel_name_ok - an interface name that can go into nft text */
+static int
+kernel_name_ok(const char *name)
+{
+	const char *s;
+
+	if (*name == '\0' || strlen(name) >= IF_NAMESIZE)
+		return 0;
+	for (s = name; *s != '\0'; s++)
+		if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "0123456789_.:@-", *s) == NULL)
+			return 0;
+	return 1;
+}
+
 int
 nfq_record_divert(const char *rec, struct nfq_divert *d)
 {
 	const char *s;
+	char word[16];
 	unsigned long v;
 	char *end;
 	int nports = 0;
@@ -112,10 +133,15 @@ nfq_record_divert(const char *rec, struct nfq_divert *d)
 	    kernel_record_word(rec, "s", d->smtp, sizeof(d->smtp)) == -1)
 		return -1;
 	/* both go into nft text: an interface name, a list of ports */
-	for (s = d->bridge; *s != '\0'; s++)
-		if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-		    "0123456789_.:@-", *s) == NULL)
+	if (!kernel_name_ok(d->bridge))
+		return -1;
+	/* t=: the fast path's idle timeout (absent: the script has none) */
+	if (kernel_record_word(rec, "t", word, sizeof(word)) == 0) {
+		v = strtoul(word, &end, 10);
+		if (*end != '\0' || end == word || v > 86400)
 			return -1;
+		d->fastto = (unsigned)v;
+	}
 	for (s = d->smtp; ; s = end + 1) {
 		if (*s < '0' || *s > '9')
 			return -1;
@@ -155,12 +181,14 @@ kernel_listed(const struct buf *els, const char *item)
 	return 0;
 }
 
-/* kernel_elements - "add element" of set with the list els, if any */
+/* kernel_elements - "add element" of table t's set with the list els,
+ * if any */
 static void
-kernel_elements(struct buf *out, const char *set, struct buf *els)
+kernel_elements(struct buf *out, const char *t, const char *set,
+    struct buf *els)
 {
 	if (els->len > 0) {
-		buf_printf(out, "add element inet " KERNEL_TABLE " %s { ", set);
+		buf_printf(out, "add element %s %s { ", t, set);
 		buf_append(out, els->data, els->len);
 		buf_puts(out, " }\n");
 	}
@@ -169,8 +197,8 @@ kernel_elements(struct buf *out, const char *set, struct buf *els)
 
 /* kernel_net_elements - one set's networks of family */
 static void
-kernel_net_elements(struct buf *out, const char *set, int family,
-    const struct addr_net *nets, size_t n)
+kernel_net_elements(struct buf *out, const char *t, const char *set,
+    int family, const struct addr_net *nets, size_t n)
 {
 	char ip[INET6_ADDRSTRLEN];
 	struct buf els;
@@ -184,15 +212,15 @@ kernel_net_elements(struct buf *out, const char *set, int family,
 		buf_printf(&els, "%s%s/%u", els.len > 0 ? ", " : "", ip,
 		    nets[i].prefixlen);
 	}
-	kernel_elements(out, set, &els);
+	kernel_elements(out, t, set, &els);
 }
 
 /* kernel_servers - the protected domains' servers of family: address
  * and port, as policy_domain_by_server matches them (a server statement
  * names its port; another port of the same address is not the server) */
 static void
-kernel_servers(struct buf *out, const struct policy *pol, int family,
-    const char *set)
+kernel_servers(struct buf *out, const char *t, const struct policy *pol,
+    int family, const char *set)
 {
 	char ip[INET6_ADDRSTRLEN], item[INET6_ADDRSTRLEN + 16];
 	const struct sockaddr_storage *ss;
@@ -222,7 +250,7 @@ kernel_servers(struct buf *out, const struct policy *pol, int family,
 			}
 		}
 	}
-	kernel_elements(out, set, &els);
+	kernel_elements(out, t, set, &els);
 }
 
 /* kernel_port_map - one map's elements: ifindex : class | ifindex */
@@ -247,7 +275,7 @@ kernel_port_map(struct buf *out, const struct policy *pol, const char *map,
 		    (tobox ? MARK_CLASS_OUTGOING :
 		    kernel_class(dir, pp->action[dir])) | idx);
 	}
-	kernel_elements(out, map, &els);
+	kernel_elements(out, "inet " KERNEL_TABLE, map, &els);
 }
 
 /* kernel_dir_chain - the rules of chain c<dir>: bypass, port, default */
@@ -272,12 +300,211 @@ kernel_dir_chain(struct buf *out, const struct policy *pol,
 	    kernel_class(dir, pol->default_action[dir]), d);
 }
 
+/* kernel_chains - table t's chains: declared (the first a base chain
+ * at hook prerouting, priority prio) and emptied */
+static void
+kernel_chains(struct buf *out, const char *t, const char *const *chains,
+    size_t n, int prio)
+{
+	size_t i;
+
+	buf_printf(out, "add chain %s %s { type filter hook prerouting "
+	    "priority %d; policy accept; }\n", t, chains[0], prio);
+	for (i = 1; i < n; i++)
+		buf_printf(out, "add chain %s %s\n", t, chains[i]);
+	/* one transaction: the old rules and elements go as the new come */
+	for (i = 0; i < n; i++)
+		buf_printf(out, "flush chain %s %s\n", t, chains[i]);
+}
+
+/* kernel_policy_sets - table t's sets of the policy, declared, emptied
+ * and filled: srv4/srv6 (address . port), the bypass networks */
+static void
+kernel_policy_sets(struct buf *out, const char *t, const struct policy *pol)
+{
+	static const char *const sets[] = { "srv4", "srv6", "bypc4", "bypc6",
+	    "byps4", "byps6" };
+	size_t i;
+
+	for (i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
+		buf_printf(out, "add set %s %s { type ipv%c_addr%s; }\n", t,
+		    sets[i], sets[i][strlen(sets[i]) - 1],
+		    i < 2 ? " . inet_service" : "; flags interval; auto-merge");
+		buf_printf(out, "flush set %s %s\n", t, sets[i]);
+	}
+	kernel_servers(out, t, pol, AF_INET, "srv4");
+	kernel_servers(out, t, pol, AF_INET6, "srv6");
+	for (i = 0; i < 4; i++)
+		kernel_net_elements(out, t, sets[2 + i], i % 2 == 0 ? AF_INET :
+		    AF_INET6, i < 2 ? pol->bypass_client : pol->bypass_server,
+		    i < 2 ? pol->nbypass_client : pol->nbypass_server);
+}
+
+/*
+ * The bridge table: passed flows stay on the bridge from their SYN on.
+ * mxbridge-netfilter(8) diverts every packet of an SMTP flow into the
+ * host stack, where the inet table above classifies its SYN; a passed
+ * flow then went on through the host's routing until the script's
+ * fast-path sets took its later packets.  This table, at bridge
+ * prerouting before the script's divert (KERNEL_BRIDGE_PRIORITY),
+ * decides "pass" for the SYN itself, from what the frame shows there:
+ * the protected servers, the bypass networks, the ingress bridge port
+ * (its name) and the defaults, in policy_classify()'s order.  A passed
+ * SYN puts both directions of its 4-tuple into flows4/flows6, and every
+ * frame of a flow found there is marked MARK_BRIDGED, which the script's
+ * chain takes as "not diverted": the host stack never sees the flow.
+ *
+ * Whatever is not "pass" is left to the divert and the inet table, and
+ * so is anything the frame cannot tell: a frame for the box itself (the
+ * bridge's MAC address), a flow between two SMTP ports (which end is
+ * the server?), a port of another bridge.  The sets outlive a reload
+ * (a passed flow stays passed, as its connmark keeps it in the host
+ * path), a new SYN is classified again and a SYN that is not passed
+ * takes its 4-tuple out (port reuse).  An entry expires after the
+ * script's fast-path timeout (the record's t=) without traffic, or
+ * KERNEL_BRIDGE_CLOSE_S after a FIN or RST; the flow's next frame then
+ * takes the divert and is routed on (conntrack picks it up mid-stream).
+ * With t=0 (the script's fast path off) the table is not made.
+ */
+static const char *const kernel_bridge_chains[] = { "pre", "syn", "cin",
+    "cout", "keep_in", "keep_out", "keep", "forget" };
+
+/* kernel_bridge_port_map - vin/vout: a bridge port's verdict for the
+ * direction; ports of the policy that the bridge lacks do no harm */
+static void
+kernel_bridge_port_map(struct buf *out, const char *t,
+    const struct policy *pol, enum policy_dir dir)
+{
+	struct buf els;
+	size_t i;
+
+	buf_init(&els);
+	for (i = 0; i < pol->nports; i++) {
+		const struct policy_port *pp = &pol->ports[i];
+
+		if (!kernel_name_ok(pp->name))
+			continue;	/* cannot be one of the bridge's */
+		buf_printf(&els, "%s\"%s\" : goto %s", els.len > 0 ? ", " :
+		    "", pp->name, pp->action[dir] == POLICY_PASS ?
+		    (dir == POLICY_DIR_IN ? "keep_in" : "keep_out") :
+		    "forget");
+	}
+	kernel_elements(out, t, dir == POLICY_DIR_IN ? "vin" : "vout", &els);
+}
+
+/* kernel_bridge_dir - chain c<dir>: bypass, the port, the default */
+static void
+kernel_bridge_dir(struct buf *out, const char *t, const struct policy *pol,
+    enum policy_dir dir)
+{
+	/* the client is the SYN's source, the server its destination */
+	static const char *const byp[4][2] = {
+		{ "ip saddr", "bypc4" }, { "ip6 saddr", "bypc6" },
+		{ "ip daddr", "byps4" }, { "ip6 daddr", "byps6" } };
+	const char *d = kernel_dirs[dir];
+	int i;
+
+	for (i = 0; i < 4; i++)
+		buf_printf(out, "add rule %s c%s %s @%s goto keep_%s\n", t, d,
+		    byp[i][0], byp[i][1], d);
+	buf_printf(out, "add rule %s c%s iifname vmap @v%s\n", t, d, d);
+	buf_printf(out, "add rule %s c%s goto %s\n", t, d,
+	    pol->default_action[dir] == POLICY_PASS ?
+	    (dir == POLICY_DIR_IN ? "keep_in" : "keep_out") : "forget");
+}
+
+/* kernel_bridge_ruleset - the bridge table's commands, or its removal
+ * when the divert keeps no flow on the bridge or the bridge is unknown */
+static void
+kernel_bridge_ruleset(const struct policy *pol, const struct nfq_divert *dv,
+    struct buf *out)
+{
+	static const char *const key[2][2] = {
+		{ "ip saddr . ip daddr . tcp sport . tcp dport",
+		  "ip daddr . ip saddr . tcp dport . tcp sport" },
+		{ "ip6 saddr . ip6 daddr . tcp sport . tcp dport",
+		  "ip6 daddr . ip6 saddr . tcp dport . tcp sport" } };
+	const char *t = "bridge " KERNEL_TABLE;
+	size_t n = sizeof(kernel_bridge_chains) /
+	    sizeof(kernel_bridge_chains[0]);
+	int f, d;
+
+	buf_printf(out, "add table %s { flags owner; }\n", t);
+	if (dv->fastto == 0 || dv->mac[0] == '\0' || dv->ports[0] == '\0') {
+		buf_printf(out, "delete table %s\n", t);
+		return;
+	}
+	buf_printf(out, "add counter %s in_pass\nadd counter %s out_pass\n",
+	    t, t);
+	/* no timeout of their own: each update names it, so that a new t=
+	 * needs no new set (and the flows in it stay) */
+	for (f = 0; f < 2; f++)
+		buf_printf(out, "add set %s flows%c { type %s . %s . "
+		    "inet_service . inet_service; flags dynamic,timeout; "
+		    "size %u; }\n", t, f == 0 ? '4' : '6',
+		    f == 0 ? "ipv4_addr" : "ipv6_addr",
+		    f == 0 ? "ipv4_addr" : "ipv6_addr", KERNEL_BRIDGE_FLOWS);
+	kernel_policy_sets(out, t, pol);
+	/* the maps name chains: emptied before, filled after the chains */
+	for (d = 0; d < 2; d++)
+		buf_printf(out, "add map %s v%s { type ifname : verdict; }\n"
+		    "flush map %s v%s\n", t, kernel_dirs[d], t, kernel_dirs[d]);
+	kernel_chains(out, t, kernel_bridge_chains, n,
+	    KERNEL_BRIDGE_PRIORITY);
+	kernel_bridge_port_map(out, t, pol, POLICY_DIR_IN);
+	kernel_bridge_port_map(out, t, pol, POLICY_DIR_OUT);
+
+	buf_printf(out, "add rule %s pre iifname != { %s } return\n", t,
+	    dv->ports);
+	buf_printf(out, "add rule %s pre meta l4proto != tcp return\n", t);
+	buf_printf(out, "add rule %s pre ether daddr %s return\n", t, dv->mac);
+	buf_printf(out, "add rule %s pre tcp flags & (syn|ack) == syn "
+	    "goto syn\n", t);
+	for (f = 0; f < 2; f++) {
+		/* a FIN or RST: the flow ends, its entries go soon */
+		buf_printf(out, "add rule %s pre tcp flags & (fin|rst) != 0 "
+		    "%s @flows%c update @flows%c { %s timeout %us } "
+		    "update @flows%c { %s timeout %us } meta mark set "
+		    "meta mark | 0x%x accept\n", t, key[f][0], "46"[f],
+		    "46"[f], key[f][0], KERNEL_BRIDGE_CLOSE_S, "46"[f],
+		    key[f][1], KERNEL_BRIDGE_CLOSE_S, MARK_BRIDGED);
+		buf_printf(out, "add rule %s pre %s @flows%c update @flows%c "
+		    "{ %s timeout %us } meta mark set meta mark | 0x%x "
+		    "accept\n", t, key[f][0], "46"[f], "46"[f], key[f][0],
+		    dv->fastto, MARK_BRIDGED);
+	}
+	/* a SYN: which end is the server, as the inet table's pre */
+	buf_printf(out, "add rule %s syn tcp dport != { %s } return\n", t,
+	    dv->smtp);
+	buf_printf(out, "add rule %s syn tcp sport { %s } goto forget\n", t,
+	    dv->smtp);
+	buf_printf(out, "add rule %s syn ip daddr . tcp dport @srv4 goto "
+	    "cin\n", t);
+	buf_printf(out, "add rule %s syn ip6 daddr . tcp dport @srv6 goto "
+	    "cin\n", t);
+	buf_printf(out, "add rule %s syn goto cout\n", t);
+	for (d = 0; d < 2; d++) {
+		kernel_bridge_dir(out, t, pol, (enum policy_dir)d);
+		buf_printf(out, "add rule %s keep_%s counter name %s_pass "
+		    "goto keep\n", t, kernel_dirs[d], kernel_dirs[d]);
+	}
+	for (f = 0; f < 2; f++) {
+		buf_printf(out, "add rule %s keep ether type %s update "
+		    "@flows%c { %s timeout %us } update @flows%c { %s timeout "
+		    "%us } meta mark set meta mark | 0x%x accept\n", t,
+		    f == 0 ? "ip" : "ip6", "46"[f], key[f][0], dv->fastto,
+		    "46"[f], key[f][1], dv->fastto, MARK_BRIDGED);
+		buf_printf(out, "add rule %s forget ether type %s delete "
+		    "@flows%c { %s } delete @flows%c { %s }\n", t,
+		    f == 0 ? "ip" : "ip6", "46"[f], key[f][0], "46"[f],
+		    key[f][1]);
+	}
+}
+
 void
 nfq_kernel_ruleset(const struct policy *pol, const struct nfq_divert *dv,
     unsigned (*ifindex)(const char *), struct buf *out)
 {
-	static const char *const sets[] = { "srv4", "srv6", "bypc4", "bypc6",
-	    "byps4", "byps6" };
 	static const char *const maps[] = { "pin", "pout", "tobox" };
 	static const char *const chains[] = { "pre", "cin", "cout", "tobox",
 	    "count_in", "count_out" };
@@ -290,32 +517,12 @@ nfq_kernel_ruleset(const struct policy *pol, const struct nfq_divert *dv,
 		for (a = 0; a < 3; a++)
 			buf_printf(out, "add counter %s %s_%s\n", t,
 			    kernel_dirs[d], kernel_acts[a]);
-	/* srv4/srv6: address . port; the bypass sets: networks */
-	for (i = 0; i < sizeof(sets) / sizeof(sets[0]); i++)
-		buf_printf(out, "add set %s %s { type ipv%c_addr%s; }\n", t,
-		    sets[i], sets[i][strlen(sets[i]) - 1],
-		    i < 2 ? " . inet_service" : "; flags interval; auto-merge");
 	for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++)
-		buf_printf(out, "add map %s %s { type mark : mark; }\n", t,
-		    maps[i]);
-	buf_printf(out, "add chain %s pre { type filter hook prerouting "
-	    "priority %d; policy accept; }\n", t, KERNEL_PRIORITY);
-	for (i = 1; i < sizeof(chains) / sizeof(chains[0]); i++)
-		buf_printf(out, "add chain %s %s\n", t, chains[i]);
-	/* one transaction: the old rules and elements go as the new come */
-	for (i = 0; i < sizeof(chains) / sizeof(chains[0]); i++)
-		buf_printf(out, "flush chain %s %s\n", t, chains[i]);
-	for (i = 0; i < sizeof(sets) / sizeof(sets[0]); i++)
-		buf_printf(out, "flush set %s %s\n", t, sets[i]);
-	for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++)
-		buf_printf(out, "flush map %s %s\n", t, maps[i]);
-
-	kernel_servers(out, pol, AF_INET, "srv4");
-	kernel_servers(out, pol, AF_INET6, "srv6");
-	for (a = 0; a < 4; a++)
-		kernel_net_elements(out, sets[2 + a], a % 2 == 0 ? AF_INET :
-		    AF_INET6, a < 2 ? pol->bypass_client : pol->bypass_server,
-		    a < 2 ? pol->nbypass_client : pol->nbypass_server);
+		buf_printf(out, "add map %s %s { type mark : mark; }\n"
+		    "flush map %s %s\n", t, maps[i], t, maps[i]);
+	kernel_chains(out, t, chains, sizeof(chains) / sizeof(chains[0]),
+	    KERNEL_PRIORITY);
+	kernel_policy_sets(out, t, pol);
 	kernel_port_map(out, pol, "pin", 0, POLICY_DIR_IN, ifindex);
 	kernel_port_map(out, pol, "pout", 0, POLICY_DIR_OUT, ifindex);
 	kernel_port_map(out, pol, "tobox", 1, POLICY_DIR_OUT, ifindex);
@@ -365,6 +572,7 @@ nfq_kernel_ruleset(const struct policy *pol, const struct nfq_divert *dv,
 			    kernel_class((enum policy_dir)d,
 			    (enum policy_action)a), kernel_dirs[d],
 			    kernel_acts[a]);
+	kernel_bridge_ruleset(pol, dv, out);
 }
 
 /* ------------------------------------------------------------ counters */
@@ -424,15 +632,26 @@ kernel_counter_req(struct nlmsghdr *nlh)
 }
 
 int
-nfq_kernel_counts(uint64_t dec[2][3])
+nfq_kernel_counts(uint64_t dec[2][3], uint64_t *bridged)
 {
-	struct kernel_counts kc = { dec, 0 };
+	uint64_t bdec[2][3];
+	struct kernel_counts kc = { dec, 0 }, kb = { bdec, 0 };
+	int d;
 
+	*bridged = 0;
 	if (kn == NULL || !kn->loaded)
 		return 0;
 	if (nfq_nft_query(NFT_MSG_GETOBJ, NLM_F_DUMP, NFPROTO_INET,
 	    kernel_counter_req, kernel_counter_cb, &kc) == -1)
 		return 0;
+	/* the bridge table's passed SYNs never reach the inet table */
+	memset(bdec, 0, sizeof(bdec));
+	if (nfq_nft_query(NFT_MSG_GETOBJ, NLM_F_DUMP, NFPROTO_BRIDGE,
+	    kernel_counter_req, kernel_counter_cb, &kb) == 0 && kb.found)
+		for (d = 0; d < 2; d++) {
+			dec[d][POLICY_PASS] += bdec[d][POLICY_PASS];
+			*bridged += bdec[d][POLICY_PASS];
+		}
 	return kc.found;
 }
 
@@ -538,6 +757,104 @@ kernel_ifindex(const char *name)
 	return if_nametoindex(name);
 }
 
+/* the bridge's MAC address and ports, from one RTM_GETLINK dump */
+struct kernel_links {
+	struct nfq_divert	*dv;
+	unsigned		 br;		/* the bridge's ifindex */
+	size_t			 len;		/* of dv->ports */
+};
+
+/* kernel_link_cb - one link: the bridge itself, or one of its ports */
+static int
+kernel_link_cb(const struct nlmsghdr *nlh, void *arg)
+{
+	struct kernel_links *kl = arg;
+	const struct ifinfomsg *ifi = mnl_nlmsg_get_payload(nlh);
+	struct nlattr *a;	/* not const: mnl_attr_for_each casts it */
+	const char *name = NULL;
+	const uint8_t *mac = NULL;
+	unsigned master = 0;
+	int n;
+
+	if (nlh->nlmsg_type != RTM_NEWLINK ||
+	    nlh->nlmsg_len < NLMSG_LENGTH(sizeof(*ifi)))
+		return MNL_CB_OK;
+	mnl_attr_for_each(a, nlh, sizeof(*ifi)) {
+		switch (mnl_attr_get_type(a)) {
+		case IFLA_IFNAME:
+			if (mnl_attr_validate(a, MNL_TYPE_NUL_STRING) == 0)
+				name = mnl_attr_get_str(a);
+			break;
+		case IFLA_MASTER:
+			if (mnl_attr_validate(a, MNL_TYPE_U32) == 0)
+				master = mnl_attr_get_u32(a);
+			break;
+		case IFLA_ADDRESS:
+			if (mnl_attr_get_payload_len(a) == 6)
+				mac = mnl_attr_get_payload(a);
+			break;
+		}
+	}
+	if ((unsigned)ifi->ifi_index == kl->br && mac != NULL)
+		snprintf(kl->dv->mac, sizeof(kl->dv->mac),
+		    "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2],
+		    mac[3], mac[4], mac[5]);
+	else if (master == kl->br && name != NULL && kernel_name_ok(name)) {
+		/* a port the list has no room for stays with the divert */
+		n = snprintf(kl->dv->ports + kl->len,
+		    sizeof(kl->dv->ports) - kl->len, "%s\"%s\"",
+		    kl->len > 0 ? ", " : "", name);
+		if (n > 0 && (size_t)n < sizeof(kl->dv->ports) - kl->len)
+			kl->len += (size_t)n;
+		else
+			kl->dv->ports[kl->len] = '\0';
+	}
+	return MNL_CB_OK;
+}
+
+/* kernel_bridge_links - dv's bridge's MAC address and ports now (both
+ * left empty when the bridge or the dump is not there) */
+static void
+kernel_bridge_links(struct nfq_divert *dv)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct kernel_links kl = { dv, 0, 0 };
+	struct mnl_socket *nl;
+	struct nlmsghdr *nlh;
+	struct ifinfomsg *ifi;
+	unsigned portid, seq = (unsigned)time(NULL);
+	ssize_t n;
+	int r = MNL_CB_OK;
+
+	dv->mac[0] = dv->ports[0] = '\0';
+	if ((kl.br = if_nametoindex(dv->bridge)) == 0 ||
+	    (nl = mnl_socket_open(NETLINK_ROUTE)) == NULL)
+		return;
+	if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) == -1)
+		goto done;
+	portid = mnl_socket_get_portid(nl);
+	nlh = mnl_nlmsg_put_header(buf);
+	nlh->nlmsg_type = RTM_GETLINK;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	nlh->nlmsg_seq = seq;
+	ifi = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifi));
+	ifi->ifi_family = AF_UNSPEC;
+	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) == -1)
+		goto done;
+	while (r > MNL_CB_STOP) {
+		if ((n = mnl_socket_recvfrom(nl, buf, sizeof(buf))) <= 0) {
+			r = MNL_CB_ERROR;
+			break;
+		}
+		r = mnl_cb_run(buf, (size_t)n, seq, portid, kernel_link_cb,
+		    &kl);
+	}
+	if (r == MNL_CB_ERROR)
+		dv->mac[0] = dv->ports[0] = '\0';	/* a partial list */
+done:
+	mnl_socket_close(nl);
+}
+
 /* kernel_follow - the ruleset for the current snapshot, the divert
  * record and the ports as they are now; published if it changed */
 static void
@@ -553,6 +870,8 @@ kernel_follow(struct nfq_kernel *k)
 	if (nfq_record_read_text(rec, sizeof(rec)) != 1 ||
 	    nfq_record_divert(rec, &dv) == -1)
 		return;		/* no divert, or one that names no ports */
+	if (dv.fastto > 0)
+		kernel_bridge_links(&dv);
 	buf_init(&b);
 	nfq_kernel_ruleset(pol, &dv, kernel_ifindex, &b);
 	buf_append(&b, "", 1);

@@ -656,7 +656,7 @@ nfq_stats(struct buf *out)
 {
 	static const char *dirs[] = { "incoming", "outgoing" };
 	static const char *acts[] = { "proxy", "pass", "drop" };
-	uint64_t dec[2][3] = { { 0 } }, kdec[2][3] = { { 0 } }, kn = 0;
+	uint64_t dec[2][3] = { { 0 } }, kdec[2][3] = { { 0 } }, kn = 0, bridged = 0;
 	uint64_t mal = 0, err = 0, ovr = 0, n;
 	unsigned i;
 	int d, a, open = 0, nopen = 0, kernel;
@@ -678,7 +678,7 @@ nfq_stats(struct buf *out)
 		ovr += counter_get(&w->st.overruns);
 	}
 	/* the decisions: the queue's and the kernel table's together */
-	kernel = nfq_kernel_counts(kdec);
+	kernel = nfq_kernel_counts(kdec, &bridged);
 	for (d = 0; d < 2; d++)
 		for (a = 0; a < 3; a++) {
 			dec[d][a] += kdec[d][a];
@@ -688,6 +688,8 @@ nfq_stats(struct buf *out)
 	buf_printf(out, "nfq_queues_open=%d\n", nopen);
 	buf_printf(out, "nfq_kernel=%d\n", kernel);
 	buf_printf(out, "nfq_kernel_decisions=%llu\n", (unsigned long long)kn);
+	buf_printf(out, "nfq_kernel_bridged=%llu\n",
+	    (unsigned long long)bridged);
 	for (d = 0; d < 2; d++)
 		for (a = 0; a < 3; a++)
 			buf_printf(out, "nfq_%s_%s=%llu\n", dirs[d], acts[a],

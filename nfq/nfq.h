@@ -54,11 +54,18 @@ unsigned	 nfq_record_workers(const char *rec);
 /*
  * The in-kernel classifier (kernel.c).  From the record, the bridge (br=)
  * and the SMTP ports (s=, comma separated) the script diverts: 0, or -1
- * if either is absent or not a plain interface name and port list.
+ * if either is absent or not a plain interface name and port list; and
+ * the fast path's idle timeout (t=, seconds; 0 when absent or off: the
+ * script keeps no flow on the bridge).  The bridge's MAC address and its
+ * ports (nft text: "p0", "p1") are not in the record: kernel.c reads
+ * them from the kernel (empty: unknown).
  */
 struct nfq_divert {
 	char		 bridge[IF_NAMESIZE];
 	char		 smtp[96];
+	unsigned	 fastto;
+	char		 mac[18];
+	char		 ports[512];
 };
 int		 nfq_record_divert(const char *rec, struct nfq_divert *);
 

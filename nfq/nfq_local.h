@@ -29,7 +29,8 @@ int	nfq_record_read_text(char *text, size_t len);
 int	nfq_kernel_start(uv_loop_t *);
 void	nfq_kernel_reload(void);
 void	nfq_kernel_shutdown(void);
-/* the kernel's decisions added into dec; 1 if its table is loaded */
-int	nfq_kernel_counts(uint64_t dec[2][3]);
+/* the kernel's decisions added into dec, the passed flows of those kept
+ * on the bridge from their SYN on in *bridged; 1 if its table is loaded */
+int	nfq_kernel_counts(uint64_t dec[2][3], uint64_t *bridged);
 
 #endif

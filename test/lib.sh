@@ -483,6 +483,56 @@ expect_glob() {
 # IPv6 with 6) that greets each client with "hello <client address>" and
 # closes; pid in TB_HELLO_PID.  Returns 1 if it is not listening within
 # the wait_for timeout.  tb_hello_stop ends it (the testbed's down would).
+# TB_BULK_SINK_PY: a TCP server on [::]:2525 (IPv4 too) that reads until
+# the client shuts down and answers "got N" (the bytes it read)
+TB_BULK_SINK_PY='
+import socket, threading
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", 2525)); s.listen(16)
+def serve(c):
+    n = 0
+    try:
+        while True:
+            b = c.recv(65536)
+            if not b: break
+            n += len(b)
+        c.sendall(b"got %d\n" % n)
+    except OSError:
+        pass
+    c.close()
+while True:
+    c, a = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+'
+# TB_BULK_CLIENT_PY FAMILY DST PORT SPORT BYTES RST: connect from SPORT (0: any);
+# BYTES 0: print the banner, else send half of BYTES; print "MID"; wait
+# for a line on stdin; RST 1: close with a reset, else send the rest,
+# shut down and print the server's reply ("got N")
+TB_BULK_CLIENT_PY='
+import socket, struct, sys
+fam, dst, port, sport, n, rst = sys.argv[1:7]
+port, sport, n = int(port), int(sport), int(n)
+c = socket.socket(socket.AF_INET6 if fam == "6" else socket.AF_INET)
+c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if sport: c.bind(("", sport))
+c.settimeout(30)
+c.connect((dst, port))
+if n == 0:
+    print("BANNER " + c.recv(512).decode(errors="replace").strip(), flush=True)
+else:
+    c.sendall(b"x" * (n // 2))
+print("MID", flush=True)
+sys.stdin.readline()
+if rst == "1":
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close(); print("RST", flush=True); sys.exit(0)
+c.sendall(b"x" * (n - n // 2))
+c.shutdown(socket.SHUT_WR)
+print(c.recv(512).decode().strip(), flush=True)
+'
+
 TB_HELLO_PY='
 import socket, sys
 v6 = sys.argv[2] == "6"

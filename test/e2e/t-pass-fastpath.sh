@@ -24,53 +24,6 @@ tb_init
 mxb_setup
 
 BULK=5000000
-TB_SINK_PY='
-import socket, threading
-s = socket.socket(socket.AF_INET6)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", 2525)); s.listen(16)
-def serve(c):
-    n = 0
-    try:
-        while True:
-            b = c.recv(65536)
-            if not b: break
-            n += len(b)
-        c.sendall(b"got %d\n" % n)
-    except OSError:
-        pass
-    c.close()
-while True:
-    c, a = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-'
-# client FAMILY DST PORT SPORT BYTES RST: connect from SPORT (0: any);
-# BYTES 0: print the banner, else send half of BYTES; print "MID"; wait
-# for a line on stdin; RST 1: close with a reset, else send the rest,
-# shut down and print the server's reply ("got N")
-TB_CLIENT_PY='
-import socket, struct, sys
-fam, dst, port, sport, n, rst = sys.argv[1:7]
-port, sport, n = int(port), int(sport), int(n)
-c = socket.socket(socket.AF_INET6 if fam == "6" else socket.AF_INET)
-c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-if sport: c.bind(("", sport))
-c.settimeout(30)
-c.connect((dst, port))
-if n == 0:
-    print("BANNER " + c.recv(512).decode(errors="replace").strip(), flush=True)
-else:
-    c.sendall(b"x" * (n // 2))
-print("MID", flush=True)
-sys.stdin.readline()
-if rst == "1":
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    c.close(); print("RST", flush=True); sys.exit(0)
-c.sendall(b"x" * (n - n // 2))
-c.shutdown(socket.SHUT_WR)
-print(c.recv(512).decode().strip(), flush=True)
-'
 
 nf_up() {
 	tb_exec box bash "$MXB_NF" up -b br0 -q "$MXB_QUEUE" -W "$MXB_WORKERS" -i 10025 -o 10026 \
@@ -89,7 +42,7 @@ bulk() {
 	local rx0 rx1 key="$2 . $3 . $4 . 2525"
 	mkfifo "$fifo" || fail "mkfifo"
 	rx0=$(br0_rx)
-	ip netns exec "$(tb_ns c1)" python3 -c "$TB_CLIENT_PY" "$f" "$sip" 2525 "$sp" "$BULK" 0 \
+	ip netns exec "$(tb_ns c1)" python3 -c "$TB_BULK_CLIENT_PY" "$f" "$sip" 2525 "$sp" "$BULK" 0 \
 		<"$fifo" >"$out" 2>&1 &
 	pid=$!
 	exec 9>"$fifo"
@@ -123,7 +76,7 @@ case $out in *"timeout 7s"*) ;; *) fail "-T 7 not in the sets: $out" ;; esac
 mxb_conf_write "$MXB_DIR/run.conf" pass pass
 nf_up ${FT:-2}
 mxb_start_queue "$MXB_DIR/run.conf"
-ip netns exec "$(tb_ns srv)" python3 -c "$TB_SINK_PY" </dev/null >/dev/null 2>&1 &
+ip netns exec "$(tb_ns srv)" python3 -c "$TB_BULK_SINK_PY" </dev/null >/dev/null 2>&1 &
 SINK_PID=$!
 TB_ATEXIT='kill $SINK_PID 2>/dev/null'
 wait_for tbd_listening_tcp srv ":2525" 2525 || fail "sink on 2525 did not start"
@@ -137,7 +90,7 @@ grep -Eq "nfq: src=$TB_C1_IP4:40001 dst=$TB_SRV_IP4:2525 port=p0 dir=outgoing ac
 # 2. a proxied flow never enters the set
 mxb_conf_write "$MXB_DIR/run.conf" proxy proxy
 mxb_reload
-expect_glob "proxied c1 to $TB_SRV_IP4:25" "$(tb_exec c1 python3 -c "$TB_CLIENT_PY" 4 "$TB_SRV_IP4" 25 40003 0 1 </dev/null)" \
+expect_glob "proxied c1 to $TB_SRV_IP4:25" "$(tb_exec c1 python3 -c "$TB_BULK_CLIENT_PY" 4 "$TB_SRV_IP4" 25 40003 0 1 </dev/null)" \
 	"BANNER 220 gw.example.com*"
 grep -Eq "session=[0-9]+ client=$TB_C1_IP4:40003 orig_dst=$TB_SRV_IP4:25 dir=incoming" "$TB_MXB_LOG" ||
 	fail "the flow was not proxied"
@@ -151,7 +104,7 @@ mxb_reload
 nf_up 600
 out=$TB_STATE/rst.out
 mkfifo "$TB_STATE/gorst" || fail "mkfifo"
-ip netns exec "$(tb_ns c1)" python3 -c "$TB_CLIENT_PY" 4 "$TB_SRV_IP4" 25 40004 0 1 \
+ip netns exec "$(tb_ns c1)" python3 -c "$TB_BULK_CLIENT_PY" 4 "$TB_SRV_IP4" 25 40004 0 1 \
 	<"$TB_STATE/gorst" >"$out" 2>&1 &
 pid=$!
 exec 9>"$TB_STATE/gorst"
@@ -164,7 +117,7 @@ in_set 4 "$TB_C1_IP4 . $TB_SRV_IP4 . 40004 . 25" || fail "the reset flow's entry
 mxb_conf_write "$MXB_DIR/run.conf" proxy proxy
 mxb_reload
 expect_glob "same 4-tuple, now proxied" \
-	"$(tb_exec c1 python3 -c "$TB_CLIENT_PY" 4 "$TB_SRV_IP4" 25 40004 0 1 </dev/null)" \
+	"$(tb_exec c1 python3 -c "$TB_BULK_CLIENT_PY" 4 "$TB_SRV_IP4" 25 40004 0 1 </dev/null)" \
 	"BANNER 220 gw.example.com*"
 in_set 4 "$TB_C1_IP4 . $TB_SRV_IP4 . 40004 . 25" && fail "a proxied 4-tuple stayed in the set"
 

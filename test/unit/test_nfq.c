@@ -639,6 +639,7 @@ test_mark_contract(void **state UNUSED)
 		{ "C_DROP", MARK_CLASS_DROP },
 		{ "M_LOCAL", MARK_TPROXY },
 		{ "M_SELF", MARK_OWN },
+		{ "M_BRIDGED", MARK_BRIDGED },
 	};
 	char path[1200], text[65536];
 	size_t i, n;
@@ -928,6 +929,62 @@ test_kernel_ruleset(void **state UNUSED)
 	    "meta mark set meta mark | 0x%x goto count_out", MARK_CLASS_PASS));
 	assert_true(has(&b, "add rule inet mxbridge_classify tobox "
 	    "meta mark set meta mark | 0x%x goto count_out", MARK_CLASS_DROP));
+	/* no t= in the record (no fast path): no bridge table */
+	assert_true(has(&b, "delete table bridge mxbridge_classify"));
+	assert_null(strstr(b.data, "add rule bridge"));
+	buf_free(&b);
+
+	/* with t=, the bridge's MAC and ports: passed flows stay bridged */
+	assert_int_equal(nfq_record_divert("br=br0 t=90 s=25,587", &d), 0);
+	assert_int_equal(d.fastto, 90);
+	snprintf(d.mac, sizeof(d.mac), "02:00:00:00:00:01");
+	snprintf(d.ports, sizeof(d.ports), "\"p0\", \"p1\"");
+	buf_init(&b);
+	nfq_kernel_ruleset(pol, &d, fake_ifindex, &b);
+	buf_append(&b, "", 1);
+	if (getenv("MXB_RULESET_OUT") != NULL) {	/* to try it with nft */
+		FILE *f = fopen(getenv("MXB_RULESET_OUT"), "w");
+
+		if (f != NULL) {
+			fputs(b.data, f);
+			fclose(f);
+		}
+	}
+	assert_null(strstr(b.data, "delete table bridge"));
+	static const char *const bwant[] = {
+		"add table bridge mxbridge_classify { flags owner; }",
+		"add element bridge mxbridge_classify srv4 { 192.0.2.10 . 25, "
+		    "192.0.2.11 . 587 }",
+		"add element bridge mxbridge_classify bypc4 { 192.0.2.102/32 }",
+		"add rule bridge mxbridge_classify pre iifname != { \"p0\", "
+		    "\"p1\" } return",
+		"add rule bridge mxbridge_classify pre ether daddr "
+		    "02:00:00:00:00:01 return",
+		"add rule bridge mxbridge_classify syn tcp sport { 25,587 } "
+		    "goto forget",
+		/* p0: incoming drop, outgoing proxy; p1: incoming pass */
+		"add element bridge mxbridge_classify vin { \"p0\" : goto "
+		    "forget, \"p1\" : goto keep_in }",
+		"add element bridge mxbridge_classify vout { \"p0\" : goto "
+		    "forget, \"p1\" : goto keep_out }",
+		/* the defaults: incoming proxy, outgoing pass */
+		"add rule bridge mxbridge_classify cin goto forget\n",
+		"add rule bridge mxbridge_classify cout goto keep_out\n",
+		"add rule bridge mxbridge_classify keep_in counter name in_pass "
+		    "goto keep",
+		"update @flows4 { ip daddr . ip saddr . tcp dport . tcp sport "
+		    "timeout 90s }",
+	};
+	for (i = 0; i < N(bwant); i++)
+		if (strstr(b.data, bwant[i]) == NULL)
+			fail_msg("no \"%s\" in:\n%s", bwant[i], b.data);
+	{
+		char mk[64];
+
+		snprintf(mk, sizeof(mk), "meta mark set meta mark | 0x%x "
+		    "accept\n", MARK_BRIDGED);
+		assert_non_null(strstr(b.data, mk));
+	}
 	buf_free(&b);
 	policy_unref(pol);
 }
