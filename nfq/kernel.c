@@ -367,7 +367,8 @@ kernel_policy_sets(struct buf *out, const char *t, const struct policy *pol)
  * With t=0 (the script's fast path off) the table is not made.
  */
 static const char *const kernel_bridge_chains[] = { "pre", "syn", "cin",
-    "cout", "keep_in", "keep_out", "keep", "forget" };
+    "cout", "keep_in", "keep_out", "keep", "forget", "known4", "known6",
+    "ocin", "ocout", "again" };
 
 /* kernel_bridge_port_map - vin/vout: a bridge port's verdict for the
  * direction; ports of the policy that the bridge lacks do no harm */
@@ -392,32 +393,67 @@ kernel_bridge_port_map(struct buf *out, const char *t,
 	kernel_elements(out, t, dir == POLICY_DIR_IN ? "vin" : "vout", &els);
 }
 
+/* kernel_bridge_index_map - xin/xout: the same verdicts keyed by the
+ * ifindex the divert put into the mark: "again" for a pass */
+static void
+kernel_bridge_index_map(struct buf *out, const char *t,
+    const struct policy *pol, enum policy_dir dir,
+    unsigned (*ifindex)(const char *))
+{
+	struct buf els;
+	size_t i;
+	unsigned idx;
+
+	buf_init(&els);
+	for (i = 0; i < pol->nports; i++) {
+		const struct policy_port *pp = &pol->ports[i];
+
+		if ((idx = ifindex(pp->name)) == 0 || idx > MARK_PORT)
+			continue;
+		buf_printf(&els, "%s0x%x : %s", els.len > 0 ? ", " : "", idx,
+		    pp->action[dir] == POLICY_PASS ? "goto again" : "return");
+	}
+	kernel_elements(out, t, dir == POLICY_DIR_IN ? "xin" : "xout", &els);
+}
+
 /* kernel_bridge_dir - chain c<dir>: bypass, the port, the default */
 static void
 kernel_bridge_dir(struct buf *out, const char *t, const struct policy *pol,
-    enum policy_dir dir)
+    enum policy_dir dir, int routed)
 {
-	/* the client is the SYN's source, the server its destination */
+	/* the client is the frame's source, the server its destination */
 	static const char *const byp[4][2] = {
 		{ "ip saddr", "bypc4" }, { "ip6 saddr", "bypc6" },
 		{ "ip daddr", "byps4" }, { "ip6 daddr", "byps6" } };
 	const char *d = kernel_dirs[dir];
+	char keep[16];
 	int i;
 
+	/* a SYN at prerouting: keep or forget; a frame the host routed
+	 * (hook output): again, or nothing */
+	snprintf(keep, sizeof(keep), "%s", routed ? "again" :
+	    dir == POLICY_DIR_IN ? "keep_in" : "keep_out");
 	for (i = 0; i < 4; i++)
-		buf_printf(out, "add rule %s c%s %s @%s goto keep_%s\n", t, d,
-		    byp[i][0], byp[i][1], d);
-	buf_printf(out, "add rule %s c%s iifname vmap @v%s\n", t, d, d);
-	buf_printf(out, "add rule %s c%s goto %s\n", t, d,
-	    pol->default_action[dir] == POLICY_PASS ?
-	    (dir == POLICY_DIR_IN ? "keep_in" : "keep_out") : "forget");
+		buf_printf(out, "add rule %s %sc%s %s @%s goto %s\n", t,
+		    routed ? "o" : "", d, byp[i][0], byp[i][1], keep);
+	if (routed)
+		buf_printf(out, "add rule %s oc%s meta mark & 0x%x vmap "
+		    "@x%s\n", t, d, MARK_PORT, d);
+	else
+		buf_printf(out, "add rule %s c%s iifname vmap @v%s\n", t, d,
+		    d);
+	if (pol->default_action[dir] == POLICY_PASS)
+		buf_printf(out, "add rule %s %sc%s goto %s\n", t,
+		    routed ? "o" : "", d, keep);
+	else if (!routed)
+		buf_printf(out, "add rule %s c%s goto forget\n", t, d);
 }
 
 /* kernel_bridge_ruleset - the bridge table's commands, or its removal
  * when the divert keeps no flow on the bridge or the bridge is unknown */
 static void
 kernel_bridge_ruleset(const struct policy *pol, const struct nfq_divert *dv,
-    struct buf *out)
+    unsigned (*ifindex)(const char *), struct buf *out)
 {
 	static const char *const key[2][2] = {
 		{ "ip saddr . ip daddr . tcp sport . tcp dport",
@@ -448,12 +484,26 @@ kernel_bridge_ruleset(const struct policy *pol, const struct nfq_divert *dv,
 	/* the maps name chains: emptied before, filled after the chains */
 	for (d = 0; d < 2; d++)
 		buf_printf(out, "add map %s v%s { type ifname : verdict; }\n"
-		    "flush map %s v%s\n", t, kernel_dirs[d], t, kernel_dirs[d]);
+		    "flush map %s v%s\n"
+		    "add map %s x%s { type mark : verdict; }\n"
+		    "flush map %s x%s\n", t, kernel_dirs[d], t, kernel_dirs[d],
+		    t, kernel_dirs[d], t, kernel_dirs[d]);
 	kernel_chains(out, t, kernel_bridge_chains, n,
 	    KERNEL_BRIDGE_PRIORITY);
-	kernel_bridge_port_map(out, t, pol, POLICY_DIR_IN);
-	kernel_bridge_port_map(out, t, pol, POLICY_DIR_OUT);
+	buf_printf(out, "add chain %s out { type filter hook output priority "
+	    "0; policy accept; }\nflush chain %s out\n", t, t);
+	for (d = 0; d < 2; d++) {
+		kernel_bridge_port_map(out, t, pol, (enum policy_dir)d);
+		kernel_bridge_index_map(out, t, pol, (enum policy_dir)d,
+		    ifindex);
+	}
 
+	/* a frame of a flow in the sets first: the common case, one lookup
+	 * (a SYN is classified again: port reuse, a new policy) */
+	for (f = 0; f < 2; f++)
+		buf_printf(out, "add rule %s pre tcp flags & (syn|ack) != syn "
+		    "%s @flows%c goto known%c\n", t, key[f][0], "46"[f],
+		    "46"[f]);
 	buf_printf(out, "add rule %s pre iifname != { %s } return\n", t,
 	    dv->ports);
 	buf_printf(out, "add rule %s pre meta l4proto != tcp return\n", t);
@@ -462,15 +512,15 @@ kernel_bridge_ruleset(const struct policy *pol, const struct nfq_divert *dv,
 	    "goto syn\n", t);
 	for (f = 0; f < 2; f++) {
 		/* a FIN or RST: the flow ends, its entries go soon */
-		buf_printf(out, "add rule %s pre tcp flags & (fin|rst) != 0 "
-		    "%s @flows%c update @flows%c { %s timeout %us } "
+		buf_printf(out, "add rule %s known%c tcp flags & (fin|rst) != 0 "
+		    "update @flows%c { %s timeout %us } "
 		    "update @flows%c { %s timeout %us } meta mark set "
-		    "meta mark | 0x%x accept\n", t, key[f][0], "46"[f],
+		    "meta mark | 0x%x accept\n", t, "46"[f],
 		    "46"[f], key[f][0], KERNEL_BRIDGE_CLOSE_S, "46"[f],
 		    key[f][1], KERNEL_BRIDGE_CLOSE_S, MARK_BRIDGED);
-		buf_printf(out, "add rule %s pre %s @flows%c update @flows%c "
+		buf_printf(out, "add rule %s known%c update @flows%c "
 		    "{ %s timeout %us } meta mark set meta mark | 0x%x "
-		    "accept\n", t, key[f][0], "46"[f], "46"[f], key[f][0],
+		    "accept\n", t, "46"[f], "46"[f], key[f][0],
 		    dv->fastto, MARK_BRIDGED);
 	}
 	/* a SYN: which end is the server, as the inet table's pre */
@@ -484,16 +534,46 @@ kernel_bridge_ruleset(const struct policy *pol, const struct nfq_divert *dv,
 	    "cin\n", t);
 	buf_printf(out, "add rule %s syn goto cout\n", t);
 	for (d = 0; d < 2; d++) {
-		kernel_bridge_dir(out, t, pol, (enum policy_dir)d);
+		kernel_bridge_dir(out, t, pol, (enum policy_dir)d, 0);
+		kernel_bridge_dir(out, t, pol, (enum policy_dir)d, 1);
 		buf_printf(out, "add rule %s keep_%s counter name %s_pass "
 		    "goto keep\n", t, kernel_dirs[d], kernel_dirs[d]);
 	}
+	/* A flow whose entry expired, or that was open before the daemon
+	 * came: the host routes its frames on without a class (conntrack
+	 * took it up in the middle).  Its first frame from the client's
+	 * side (its mark holds the client's port) that leaves through the
+	 * bridge puts it back if its class is pass.  Frames of proxied
+	 * flows are never routed on (they are the box's own, with a class
+	 * or the daemon's mark), those with a class are the script's. */
+	buf_printf(out, "add rule %s out oifname != { %s } return\n", t,
+	    dv->ports);
+	buf_printf(out, "add rule %s out meta l4proto != tcp return\n", t);
+	buf_printf(out, "add rule %s out meta mark & 0x%x != 0 return\n", t,
+	    ~MARK_PORT);
+	buf_printf(out, "add rule %s out meta mark & 0x%x == 0 return\n", t,
+	    MARK_PORT);
+	buf_printf(out, "add rule %s out tcp flags & (syn|fin|rst) != 0 "
+	    "return\n", t);
+	buf_printf(out, "add rule %s out tcp sport { %s } return\n", t,
+	    dv->smtp);
+	buf_printf(out, "add rule %s out tcp dport != { %s } return\n", t,
+	    dv->smtp);
+	buf_printf(out, "add rule %s out ip daddr . tcp dport @srv4 goto "
+	    "ocin\n", t);
+	buf_printf(out, "add rule %s out ip6 daddr . tcp dport @srv6 goto "
+	    "ocin\n", t);
+	buf_printf(out, "add rule %s out goto ocout\n", t);
 	for (f = 0; f < 2; f++) {
 		buf_printf(out, "add rule %s keep ether type %s update "
 		    "@flows%c { %s timeout %us } update @flows%c { %s timeout "
 		    "%us } meta mark set meta mark | 0x%x accept\n", t,
 		    f == 0 ? "ip" : "ip6", "46"[f], key[f][0], dv->fastto,
 		    "46"[f], key[f][1], dv->fastto, MARK_BRIDGED);
+		buf_printf(out, "add rule %s again ether type %s update "
+		    "@flows%c { %s timeout %us } update @flows%c { %s timeout "
+		    "%us }\n", t, f == 0 ? "ip" : "ip6", "46"[f], key[f][0],
+		    dv->fastto, "46"[f], key[f][1], dv->fastto);
 		buf_printf(out, "add rule %s forget ether type %s delete "
 		    "@flows%c { %s } delete @flows%c { %s }\n", t,
 		    f == 0 ? "ip" : "ip6", "46"[f], key[f][0], "46"[f],
@@ -572,7 +652,7 @@ nfq_kernel_ruleset(const struct policy *pol, const struct nfq_divert *dv,
 			    kernel_class((enum policy_dir)d,
 			    (enum policy_action)a), kernel_dirs[d],
 			    kernel_acts[a]);
-	kernel_bridge_ruleset(pol, dv, out);
+	kernel_bridge_ruleset(pol, dv, ifindex, out);
 }
 
 /* ------------------------------------------------------------ counters */

@@ -1032,16 +1032,17 @@ else
 	add kind=concurrency status=n/a "reason=${MXB_WHY:-${NF_WHY:-}}"
 fi
 # --- passed flows: PASSN flows held open through pass mode, on the fast
-# path (the bridge's pass4 set), fresh daemon and rules with a fast-path
+# path (the daemon's flows4 set, or the script's pass4), fresh daemon and rules with a fast-path
 # timeout of PASS_T s.  A line on each while they sit in the set, then
 # (the set emptied by its timeout) a line on each again: those packets
-# take the divert, are routed by their connmark and put the flows back.
+# take the divert, are routed and put the flows back.
 # Every line must be answered.  The set's memory per element is measured
 # on a scratch set of the same type in a namespace of its own (the
 # kernel's slab before and after 100,000 elements), not guessed.
 PASS_IP=192.0.2.42 PASS_T=30	# longer than opening them all or a round takes on a loaded 2-core VM
-pass_set_n() {	# elements in the box's pass4 set now
-	tb_exec box nft list set bridge mxbridge pass4 2>/dev/null | grep -o ' expires ' | wc -l
+pass_set_n() {	# elements in the box's fast-path sets now: the script's pass4, the daemon's flows4
+	{ tb_exec box nft list set bridge mxbridge pass4 2>/dev/null
+	  tb_exec box nft list set bridge mxbridge_classify flows4 2>/dev/null; } | grep -o ' expires ' | wc -l
 }
 pass_set_mem() {	# N: bytes per element of a scratch pass4-like set
 	local ns=mxbcal$$ s0 s1

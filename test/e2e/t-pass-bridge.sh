@@ -13,7 +13,7 @@
 #     session open: both go on as they were; the passed flow's reset
 #     4-tuple comes again and is proxied, its entries gone;
 #   - idle past the fast-path timeout (-T 2): the entry expires, the
-#     flow goes on through the host stack;
+#     flow goes on through the host stack, whose routing puts it back;
 #   - kill -9 with a passed flow open: it goes on (fail-open);
 #   - -T 0: no bridge table, passed flows take the host path as before.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
@@ -158,6 +158,10 @@ start_bulk b8 4 "$TB_SRV_IP4" 41008
 wait_for -t 30 eval "! in_flows 4 '$TB_C1_IP4 . $TB_SRV_IP4 . 41008 . 2525'" || fail "entry did not expire"
 go b8
 bulk_ok b8
+# its first frame routed from the client's side put it back
+in_flows 4 "$TB_C1_IP4 . $TB_SRV_IP4 . 41008 . 2525" ||
+	fail "the flow did not come back to the bridge after its idle time"
+conntracked "sport=41008 " || fail "after the idle time the host did not route the flow"
 
 # 5. kill -9 with a passed flow open: it goes on
 nf_up 120
