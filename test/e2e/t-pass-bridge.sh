@@ -14,7 +14,8 @@
 #     4-tuple comes again and is proxied, its entries gone;
 #   - idle past the fast-path timeout (-T 2): the entry expires, the
 #     flow goes on through the host stack, whose routing puts it back;
-#   - kill -9 with a passed flow open: it goes on (fail-open);
+#   - kill -9 with a passed flow open, fail-closed: it goes on, a new
+#     flow is refused;
 #   - -T 0: no bridge table, passed flows take the host path as before.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/../lib.sh"
@@ -36,9 +37,9 @@ c.sendall(b"NOOP\r\n")
 print("REPLY " + f.readline().decode(errors="replace").strip(), flush=True)
 '
 
-nf_up() {
+nf_up() {	# FASTTO [open|closed]
 	tb_exec box bash "$MXB_NF" up -b br0 -q "$MXB_QUEUE" -W "$MXB_WORKERS" -i 10025 -o 10026 \
-		-s 25,2525 -T "$1" >"$MXB_DIR/nf.log" 2>&1 ||
+		-s 25,2525 -T "$1" -F "${2:-open}" >"$MXB_DIR/nf.log" 2>&1 ||
 		fail "mxbridge-netfilter up -T $1: $(tail -n 3 "$MXB_DIR/nf.log")"
 }
 # in_flows 4|6 KEY: the daemon's set flows4|flows6 holds KEY
@@ -163,17 +164,19 @@ in_flows 4 "$TB_C1_IP4 . $TB_SRV_IP4 . 41008 . 2525" ||
 	fail "the flow did not come back to the bridge after its idle time"
 conntracked "sport=41008 " || fail "after the idle time the host did not route the flow"
 
-# 5. kill -9 with a passed flow open: it goes on
-nf_up 120
+# 5. kill -9 with a passed flow open, fail-closed: it goes on, a new
+#    flow is refused
+nf_up 120 closed
 wait_for eval 'tb_exec box nft list chain $BT keep | grep -q "timeout 2m"' || fail "t=120 not followed"
 start_bulk b9 4 "$TB_SRV_IP4" 41009
 in_flows 4 "$TB_C1_IP4 . $TB_SRV_IP4 . 41009 . 2525" || fail "not in flows4 before kill -9"
 mxb_kill
 go b9
 bulk_ok b9
+expect_glob "daemon dead, fail-closed: a new flow" "$(tb_banner c1 "$TB_SRV_IP4" 2525)" REFUSED
 
 # 6. -T 0: no bridge table; a passed flow takes the host path
-nf_up 0
+nf_up 0 open
 mxb_start_queue "$MXB_DIR/run.conf"
 # the table loads in the same transaction as the bridge table's removal
 wait_for mxb_kernel_table || fail "-T 0: no kernel classifier"
