@@ -363,8 +363,11 @@ kernel_policy_sets(struct buf *out, const char *t, const struct policy *pol)
  * takes its 4-tuple out (port reuse).  An entry expires after the
  * script's fast-path timeout (the record's t=) without traffic, or
  * KERNEL_BRIDGE_CLOSE_S after a FIN or RST; the flow's next frame then
- * takes the divert and is routed on (conntrack picks it up mid-stream).
- * With t=0 (the script's fast path off) the table is not made.
+ * takes the divert and is routed on (conntrack picks it up mid-stream),
+ * and the chain at hook output puts it back.  With t=0 (the script's
+ * fast path off) the table is not made.  The bridge's ports come from
+ * the kernel, not from the script's -p: on a port the script does not
+ * divert a passed SYN is counted here too (it would cross anyway).
  */
 static const char *const kernel_bridge_chains[] = { "pre", "syn", "cin",
     "cout", "keep_in", "keep_out", "keep", "forget", "known4", "known6",
