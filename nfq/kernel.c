@@ -452,6 +452,26 @@ kernel_bridge_dir(struct buf *out, const char *t, const struct policy *pol,
 		buf_printf(out, "add rule %s c%s goto forget\n", t, d);
 }
 
+/* kernel_bridge_server - chain's rules that find the server of a frame
+ * from the client (a SYN, or a routed frame from the client's side): its
+ * destination, incoming (goto <p>cin) if that is a protected server,
+ * else outgoing (<p>cout); a frame between two SMTP ports cannot tell,
+ * and takes verdict both */
+static void
+kernel_bridge_server(struct buf *out, const char *t, const char *chain,
+    const char *smtp, const char *both, const char *p)
+{
+	buf_printf(out, "add rule %s %s tcp dport != { %s } return\n", t,
+	    chain, smtp);
+	buf_printf(out, "add rule %s %s tcp sport { %s } %s\n", t, chain, smtp,
+	    both);
+	buf_printf(out, "add rule %s %s ip daddr . tcp dport @srv4 goto "
+	    "%scin\n", t, chain, p);
+	buf_printf(out, "add rule %s %s ip6 daddr . tcp dport @srv6 goto "
+	    "%scin\n", t, chain, p);
+	buf_printf(out, "add rule %s %s goto %scout\n", t, chain, p);
+}
+
 /* kernel_bridge_ruleset - the bridge table's commands, or its removal
  * when the divert keeps no flow on the bridge or the bridge is unknown */
 static void
@@ -526,16 +546,7 @@ kernel_bridge_ruleset(const struct policy *pol, const struct nfq_divert *dv,
 		    "accept\n", t, "46"[f], "46"[f], key[f][0],
 		    dv->fastto, MARK_BRIDGED);
 	}
-	/* a SYN: which end is the server, as the inet table's pre */
-	buf_printf(out, "add rule %s syn tcp dport != { %s } return\n", t,
-	    dv->smtp);
-	buf_printf(out, "add rule %s syn tcp sport { %s } goto forget\n", t,
-	    dv->smtp);
-	buf_printf(out, "add rule %s syn ip daddr . tcp dport @srv4 goto "
-	    "cin\n", t);
-	buf_printf(out, "add rule %s syn ip6 daddr . tcp dport @srv6 goto "
-	    "cin\n", t);
-	buf_printf(out, "add rule %s syn goto cout\n", t);
+	kernel_bridge_server(out, t, "syn", dv->smtp, "goto forget", "");
 	for (d = 0; d < 2; d++) {
 		kernel_bridge_dir(out, t, pol, (enum policy_dir)d, 0);
 		kernel_bridge_dir(out, t, pol, (enum policy_dir)d, 1);
@@ -558,15 +569,7 @@ kernel_bridge_ruleset(const struct policy *pol, const struct nfq_divert *dv,
 	    MARK_PORT);
 	buf_printf(out, "add rule %s out tcp flags & (syn|fin|rst) != 0 "
 	    "return\n", t);
-	buf_printf(out, "add rule %s out tcp sport { %s } return\n", t,
-	    dv->smtp);
-	buf_printf(out, "add rule %s out tcp dport != { %s } return\n", t,
-	    dv->smtp);
-	buf_printf(out, "add rule %s out ip daddr . tcp dport @srv4 goto "
-	    "ocin\n", t);
-	buf_printf(out, "add rule %s out ip6 daddr . tcp dport @srv6 goto "
-	    "ocin\n", t);
-	buf_printf(out, "add rule %s out goto ocout\n", t);
+	kernel_bridge_server(out, t, "out", dv->smtp, "return", "o");
 	for (f = 0; f < 2; f++) {
 		buf_printf(out, "add rule %s keep ether type %s update "
 		    "@flows%c { %s timeout %us } update @flows%c { %s timeout "
