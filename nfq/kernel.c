@@ -428,28 +428,26 @@ kernel_bridge_dir(struct buf *out, const char *t, const struct policy *pol,
 	static const char *const byp[4][2] = {
 		{ "ip saddr", "bypc4" }, { "ip6 saddr", "bypc6" },
 		{ "ip daddr", "byps4" }, { "ip6 daddr", "byps6" } };
-	const char *d = kernel_dirs[dir];
+	const char *d = kernel_dirs[dir], *c = routed ? "oc" : "c";
 	char keep[16];
 	int i;
 
-	/* a SYN at prerouting: keep or forget; a frame the host routed
-	 * (hook output): again, or nothing */
-	snprintf(keep, sizeof(keep), "%s", routed ? "again" :
-	    dir == POLICY_DIR_IN ? "keep_in" : "keep_out");
+	/* a SYN at prerouting: keep_<dir> or forget; a frame the host
+	 * routed (hook output): again, or nothing */
+	snprintf(keep, sizeof(keep), routed ? "again" : "keep_%s", d);
 	for (i = 0; i < 4; i++)
-		buf_printf(out, "add rule %s %sc%s %s @%s goto %s\n", t,
-		    routed ? "o" : "", d, byp[i][0], byp[i][1], keep);
+		buf_printf(out, "add rule %s %s%s %s @%s goto %s\n", t, c, d,
+		    byp[i][0], byp[i][1], keep);
 	if (routed)
-		buf_printf(out, "add rule %s oc%s meta mark & 0x%x vmap "
-		    "@x%s\n", t, d, MARK_PORT, d);
+		buf_printf(out, "add rule %s %s%s meta mark & 0x%x vmap "
+		    "@x%s\n", t, c, d, MARK_PORT, d);
 	else
-		buf_printf(out, "add rule %s c%s iifname vmap @v%s\n", t, d,
-		    d);
+		buf_printf(out, "add rule %s %s%s iifname vmap @v%s\n", t, c,
+		    d, d);
 	if (pol->default_action[dir] == POLICY_PASS)
-		buf_printf(out, "add rule %s %sc%s goto %s\n", t,
-		    routed ? "o" : "", d, keep);
+		buf_printf(out, "add rule %s %s%s goto %s\n", t, c, d, keep);
 	else if (!routed)
-		buf_printf(out, "add rule %s c%s goto forget\n", t, d);
+		buf_printf(out, "add rule %s %s%s goto forget\n", t, c, d);
 }
 
 /* kernel_bridge_server - chain's rules that find the server of a frame
